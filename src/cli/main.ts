@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// dify-provision: the command line, a thin door into the library.
+import { availableParallelism } from 'node:os';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { loadConfig } from '../config/config.js';
+import { CsvFormatError } from '../csv/read-rows.js';
+import { describeError, PreflightError } from '../errors.js';
+import { MissingBinariesError } from '../services/local-services.js';
+import { runWorker } from '../../workers/provision-worker.js';
+import { demoCommand } from './demo-command.js';
+import { ingestCommand } from './ingest-command.js';
+import { statusCommand } from './status-command.js';
+
+const positiveInt = (name: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a whole number ≥ 1`);
+  return n;
+};
+
+/** "10/s", "600/m" → a BullMQ limiter. */
+function rateLimit(value: string): { max: number; durationMs: number } {
+  const m = /^(\d+)\/(s|m|h)$/.exec(value.trim());
+  if (!m || Number(m[1]) < 1) throw new InvalidArgumentError('use N/s, N/m or N/h, e.g. 10/s');
+  return { max: Number(m[1]), durationMs: { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 's' | 'm' | 'h'] };
+}
+
+function buildProgram(exit: (code: number) => void): Command {
+  const program = new Command('dify-provision')
+    .description('Provision Dify workspaces (tenants) in bulk from a CSV, through a BullMQ queue.')
+    .showHelpAfterError();
+
+  program
+    .command('ingest')
+    .description('validate a CSV of workspaces and queue one job per valid row (FILE or - for stdin)')
+    .argument('<file>', 'CSV file, or - for standard input')
+    .option('--batch-id <id>', 'name the batch (default: from the file name and content)')
+    .option('--dry-run', 'validate and print what would be queued; touches neither Redis nor PostgreSQL')
+    .option('--ignore-unknown-columns', 'drop columns dify-provision does not know instead of refusing the file')
+    .option('--json', 'print the summary as one JSON object')
+    .addOption(new Option('--attempts <n>', 'attempts per row for transient errors').default(5).argParser(positiveInt('--attempts')))
+    .addOption(new Option('--backoff-ms <ms>', 'first retry delay, doubling each time').default(1000).argParser(positiveInt('--backoff-ms')))
+    .action(async (file: string, flags) => exit(await ingestCommand(file, flags, loadConfig())));
+
+  program
+    .command('worker')
+    .description('process queued workspaces until stopped (SIGINT/SIGTERM finish in-flight jobs)')
+    .addOption(new Option('--concurrency <n>', 'jobs in flight in this process').default(Math.max(4, availableParallelism() * 2)).argParser(positiveInt('--concurrency')))
+    .option('--rate-limit <rate>', 'global limit across all workers, e.g. 10/s', rateLimit)
+    .action(async (flags: { concurrency: number; rateLimit?: { max: number; durationMs: number } }) => {
+      await runWorker(loadConfig(), { concurrency: flags.concurrency, handleSignals: true, ...(flags.rateLimit ? { limiter: flags.rateLimit } : {}) });
+    });
+
+  program
+    .command('status')
+    .description("a batch's counts per outcome, from PostgreSQL")
+    .argument('<batch>', 'batch id')
+    .option('--json', 'print as JSON')
+    .action(async (batch: string, flags) => exit(await statusCommand(batch, flags, loadConfig())));
+
+  program
+    .command('demo')
+    .description('run the sample batch end to end (starts local Redis + PostgreSQL when no URLs are set)')
+    .option('--dir <dir>', 'project-relative folder for local services and key files', '.demo')
+    .action(async (flags) => exit(await demoCommand(flags)));
+
+  return program;
+}
+
+async function main(): Promise<void> {
+  const exit = (code: number) => {
+    process.exitCode = code;
+  };
+  try {
+    await buildProgram(exit).parseAsync(process.argv);
+  } catch (err) {
+    const known = err instanceof CsvFormatError || err instanceof PreflightError || err instanceof MissingBinariesError;
+    process.stderr.write(`dify-provision: ${describeError(err)}\n`);
+    if (!known && process.env.DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    process.exitCode = 1;
+  }
+}
+
+await main();

@@ -1,0 +1,179 @@
+// Streams a CSV of workspaces: header checks, then one validated row at a time with its line number.
+// The file is never held in memory; only the keys seen so far are, to name duplicate rows.
+import { parse, type CsvError, type Info } from 'csv-parse';
+import { Transform, type Readable } from 'node:stream';
+import { COLUMNS, REQUIRED_COLUMNS, validateRow, type Column, type FieldError, type WorkspaceRow } from './workspace-row.js';
+
+export interface ReadOptions {
+  /** Drop columns we don't know instead of refusing the file. */
+  ignoreUnknownColumns?: boolean;
+  /** Largest record accepted, in characters; a larger one is rejected (and skipped). */
+  maxRecordSize?: number;
+}
+
+/** What a rejected row said, cut to a printable size, for reports. */
+export interface RawRow {
+  workspaceName?: string;
+  ownerEmail?: string;
+  externalId?: string;
+}
+
+export type CsvRow =
+  | { line: number; ok: true; row: WorkspaceRow }
+  | { line: number; ok: false; errors: FieldError[]; raw: RawRow };
+
+/** The file as a whole can't be read (no header, bad header): nothing in it is ingested. */
+export class CsvFormatError extends Error {
+  override readonly name = 'CsvFormatError';
+  constructor(
+    readonly line: number,
+    message: string,
+  ) {
+    super(`line ${line}: ${message}`);
+  }
+}
+
+export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncGenerator<CsvRow> {
+  // A record csv-parse can't read is pushed into the same stream, so it keeps its place in order.
+  const parser: Transform = parse({
+      bom: true,
+      info: true,
+      raw: true,
+      record_delimiter: ['\r\n', '\n', '\r'],
+      relax_column_count: true,
+      skip_empty_lines: true,
+      max_record_size: opts.maxRecordSize ?? 64 * 1024,
+      skip_records_with_error: true,
+      on_skip: (err: CsvError | undefined) => {
+        if (err) parser.push({ skipped: err });
+      },
+    });
+  input.on('error', (err) => parser.destroy(err));
+  input.pipe(crlfToLf()).pipe(parser);
+
+  let columns: (Column | undefined)[] | undefined;
+  const seenKeys = new Map<string, number>();
+  const seenIds = new Map<string, number>();
+  try {
+    for await (const item of parser as AsyncIterable<{ record: string[]; info: Info } | { skipped: CsvError }>) {
+      if ('skipped' in item) {
+        yield unreadable(item.skipped);
+        continue;
+      }
+      const { record, info } = item;
+      const line = startLine(info);
+      if (!columns) {
+        columns = readHeader(record, line, opts);
+        continue;
+      }
+      yield checkRow(record, columns, line, seenKeys, seenIds);
+    }
+  } catch (err) {
+    if (err instanceof CsvFormatError) throw err;
+    throw new CsvFormatError(Number((err as CsvError).lines ?? 0), `the CSV could not be read: ${(err as Error).message}`);
+  }
+  if (!columns) throw new CsvFormatError(1, 'the file is empty: expected a header row with workspace_name and owner_email');
+}
+
+// csv-parse counts lines up to the end of a record; a quoted field can span lines.
+function startLine(info: Info): number {
+  const raw = (info as Info & { raw?: string }).raw ?? '';
+  const body = raw.replace(/^\n+/, '').replace(/\n$/, '');
+  return Number(info.lines) - (body.match(/\n/g) ?? []).length;
+}
+
+/**
+ * CRLF → LF before parsing: csv-parse counts a CRLF inside a quoted field as two lines, which
+ * would shift every later line number. Byte-level is safe: 0x0d/0x0a never occur inside UTF-8
+ * multi-byte sequences.
+ */
+function crlfToLf(): Transform {
+  let pendingCr = false;
+  return new Transform({
+    transform(chunk: Buffer | string, _enc, done) {
+      let buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      if (pendingCr) buf = Buffer.concat([Buffer.from([0x0d]), buf]);
+      pendingCr = buf.length > 0 && buf[buf.length - 1] === 0x0d;
+      if (pendingCr) buf = buf.subarray(0, buf.length - 1);
+      done(null, buf.includes(0x0d) ? Buffer.from(buf.toString('latin1').replace(/\r\n/g, '\n'), 'latin1') : buf);
+    },
+    flush(done) {
+      done(null, pendingCr ? Buffer.from([0x0d]) : undefined);
+    },
+  });
+}
+
+function readHeader(record: string[], line: number, opts: ReadOptions): (Column | undefined)[] {
+  const names = record.map((h) => h.trim().toLowerCase());
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) throw new CsvFormatError(line, `the header names column "${dup}" twice`);
+  const unknown = names.filter((n) => !(COLUMNS as readonly string[]).includes(n));
+  if (unknown.length > 0 && !opts.ignoreUnknownColumns) {
+    throw new CsvFormatError(
+      line,
+      `unknown column(s) ${unknown.map((u) => `"${u}"`).join(', ')}: the columns are ${COLUMNS.join(', ')} ` +
+        `(or pass --ignore-unknown-columns)`,
+    );
+  }
+  const missing = REQUIRED_COLUMNS.filter((c) => !names.includes(c));
+  if (missing.length > 0) {
+    throw new CsvFormatError(line, `missing required column(s) ${missing.join(', ')} (header: ${names.join(',')})`);
+  }
+  return names.map((n) => ((COLUMNS as readonly string[]).includes(n) ? (n as Column) : undefined));
+}
+
+function checkRow(
+  fields: string[],
+  columns: (Column | undefined)[],
+  line: number,
+  seenKeys: Map<string, number>,
+  seenIds: Map<string, number>,
+): CsvRow {
+  const record: Partial<Record<Column, string>> = {};
+  columns.forEach((c, i) => {
+    if (c !== undefined && fields[i] !== undefined) record[c] = fields[i];
+  });
+  const raw = rawOf(record);
+  if (fields.length !== columns.length) {
+    const message = `has ${fields.length} field(s) but the header has ${columns.length}`;
+    return { line, ok: false, errors: [{ field: 'row', message }], raw };
+  }
+  const checked = validateRow(record);
+  if (!checked.ok) return { line, ok: false, errors: checked.errors, raw };
+  const { row } = checked;
+  const earlier = seenKeys.get(row.key);
+  if (earlier !== undefined) {
+    const field = row.externalId !== undefined ? 'external_id' : 'workspace_name';
+    const what = row.externalId !== undefined ? `external_id "${row.externalId}"` : 'this owner and workspace name';
+    return { line, ok: false, errors: [{ field, message: `duplicate: line ${earlier} has ${what} already` }], raw };
+  }
+  if (row.workspaceId !== undefined) {
+    const earlierId = seenIds.get(row.workspaceId);
+    if (earlierId !== undefined) {
+      return { line, ok: false, errors: [{ field: 'workspace_id', message: `duplicate: line ${earlierId} uses it already` }], raw };
+    }
+    seenIds.set(row.workspaceId, line);
+  }
+  seenKeys.set(row.key, line);
+  return { line, ok: true, row };
+}
+
+function unreadable(err: CsvError): CsvRow {
+  const line = Number(err.lines ?? 0);
+  const reason =
+    err.code === 'CSV_MAX_RECORD_SIZE'
+      ? 'the row is too large (over the maximum record size); it was skipped'
+      : `the row is not valid CSV (${err.message.replace(/^Invalid Record Length: |^Invalid Opening Quote: /, '')})`;
+  return { line, ok: false, errors: [{ field: 'row', message: reason }], raw: {} };
+}
+
+const clip = (s: string | undefined) =>
+  s === undefined ? undefined : [...s.replace(/\u0000/g, '')].slice(0, 255).join('');
+
+function rawOf(record: Partial<Record<Column, string>>): RawRow {
+  return {
+    workspaceName: clip(record.workspace_name),
+    ownerEmail: clip(record.owner_email),
+    externalId: clip(record.external_id),
+  };
+}

@@ -1,0 +1,116 @@
+// One CSV row, validated: the zod schema is the single source of truth for a row's shape.
+import { z } from 'zod';
+import { isStrictUuid, MEMBER_ROLES, type MemberRole } from '../types.js';
+
+export const COLUMNS = ['workspace_name', 'owner_email', 'plan', 'members', 'external_id', 'workspace_id'] as const;
+export type Column = (typeof COLUMNS)[number];
+export const REQUIRED_COLUMNS: readonly Column[] = ['workspace_name', 'owner_email'];
+
+// Control characters (C0, DEL, C1) and the replacement character that invalid UTF-8 decodes to.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
+const length = (s: string) => [...s].length;
+
+const text = (max: number) =>
+  z
+    .string()
+    .transform((s) => s.trim())
+    .refine((s) => !s.includes('\ufffd'), 'is not valid UTF-8')
+    .refine((s) => !CONTROL.test(s), 'contains control characters')
+    .refine((s) => length(s) <= max, `is longer than ${max} characters`);
+
+const emailText = text(255).pipe(z.email('is not a valid email address'));
+const optional = (schema: z.ZodType<string, string>) =>
+  z
+    .string()
+    .optional()
+    .transform((s) => (s === undefined || s.trim() === '' ? undefined : s))
+    .pipe(schema.optional());
+
+export interface Member {
+  email: string;
+  role: MemberRole;
+}
+
+const membersSchema = z
+  .string()
+  .optional()
+  .transform((s, ctx): Member[] => {
+    if (s === undefined || s.trim() === '') return [];
+    const members: Member[] = [];
+    for (const part of s.split(';').map((p) => p.trim()).filter((p) => p !== '')) {
+      const at = part.lastIndexOf(':');
+      const email = (at < 0 ? part : part.slice(0, at)).trim();
+      const role = at < 0 ? '' : part.slice(at + 1).trim().toLowerCase();
+      if (at < 0) {
+        ctx.addIssue({ code: 'custom', message: `"${part}" must be email:role` });
+      } else if (!(MEMBER_ROLES as readonly string[]).includes(role)) {
+        ctx.addIssue({ code: 'custom', message: `"${role}" is not a role: use one of ${MEMBER_ROLES.join(', ')}` });
+      } else if (!emailText.safeParse(email).success) {
+        ctx.addIssue({ code: 'custom', message: `"${email}" is not a valid email address` });
+      } else if (members.some((m) => m.email.toLowerCase() === email.toLowerCase())) {
+        ctx.addIssue({ code: 'custom', message: `${email} is listed twice` });
+      } else {
+        members.push({ email, role: role as MemberRole });
+      }
+    }
+    return members;
+  });
+
+export const WorkspaceRowSchema = z
+  .object({
+    workspace_name: text(255).refine((s) => s !== '', 'is empty'),
+    owner_email: emailText,
+    plan: optional(text(255)).transform((p) => p ?? 'basic'),
+    members: membersSchema,
+    external_id: optional(text(255)),
+    workspace_id: optional(
+      z
+        .string()
+        .transform((s) => s.trim().toLowerCase())
+        .refine(isStrictUuid, 'is not a strict UUID (xxxxxxxx-xxxx-Mxxx-Nxxx-xxxxxxxxxxxx)'),
+    ),
+  })
+  .superRefine((row, ctx) => {
+    const owner = row.owner_email.toLowerCase();
+    if (row.members.some((m) => m.email.toLowerCase() === owner)) {
+      ctx.addIssue({ code: 'custom', path: ['members'], message: `${row.owner_email} is the owner and cannot also be a member` });
+    }
+  })
+  .transform((row) => ({
+    workspaceName: row.workspace_name,
+    ownerEmail: row.owner_email,
+    plan: row.plan,
+    members: row.members,
+    externalId: row.external_id,
+    workspaceId: row.workspace_id,
+    key: idempotencyKey(row.external_id, row.owner_email, row.workspace_name),
+  }));
+
+export type WorkspaceRow = z.output<typeof WorkspaceRowSchema>;
+export type WorkspaceRowInput = z.input<typeof WorkspaceRowSchema>;
+
+/** DESIGN.md: the row's external_id when given, else the lower-cased owner email + workspace name. */
+export function idempotencyKey(externalId: string | undefined, ownerEmail: string, workspaceName: string): string {
+  return externalId !== undefined
+    ? `external:${externalId}`
+    : `owner+name:${JSON.stringify([ownerEmail.toLowerCase(), workspaceName])}`;
+}
+
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+export type ValidatedRow = { ok: true; row: WorkspaceRow } | { ok: false; errors: FieldError[] };
+
+export function validateRow(record: Partial<Record<Column, string>>): ValidatedRow {
+  const parsed = WorkspaceRowSchema.safeParse(record);
+  if (parsed.success) return { ok: true, row: parsed.data };
+  return {
+    ok: false,
+    errors: parsed.error.issues.map((i) => ({
+      field: String(i.path[0] ?? 'row'),
+      message: i.code === 'invalid_type' && i.input === undefined ? 'is required' : i.message,
+    })),
+  };
+}

@@ -1,0 +1,20 @@
+// Files shipped with the package (Dify's schema, samples), found from this module whether it runs
+// from src/ (tsx, vitest) or dist/src/ (the built CLI).
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('dify-provision: cannot find its package root');
+    dir = up;
+  }
+  return dir;
+}
+
+export const PACKAGE_ROOT = packageRoot();
+export const projectFile = (...parts: string[]) => join(PACKAGE_ROOT, ...parts);
+export const DIFY_SCHEMA_SQL = projectFile('sql', 'dify', 'schema.sql');
+export const DIFY_SCHEMA_VARIANT_SQL = projectFile('sql', 'dify', 'schema-variant-api-tokens-dataset-id.sql');

@@ -1,0 +1,87 @@
+// The BullMQ processor: validates a job, provisions its workspace, and decides what a failure
+// means: permanent (UnrecoverableError, recorded at once) or transient (retried with backoff).
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { SCHEMA } from '../results/migrate.js';
+import { describeError, RowError } from '../errors.js';
+import { provisionWorkspace, type ProvisionDeps } from '../provision/provision-workspace.js';
+import { recordOutcome } from '../results/row-results.js';
+import { JobDataSchema, QUEUE_NAME, type JobResult } from './contract.js';
+
+export interface ProvisionWorkerOptions {
+  connection: Redis;
+  prefix: string;
+  concurrency: number;
+  /** Global rate limit across all workers: at most `max` jobs per `durationMs`. */
+  limiter?: { max: number; durationMs: number };
+  logger: Logger;
+}
+
+// PostgreSQL errors that no retry can fix: bad data (22…) and integrity violations (23…).
+function isPermanent(err: unknown): boolean {
+  if (err instanceof RowError) return true;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code);
+}
+
+export function createProvisionWorker(deps: ProvisionDeps, opts: ProvisionWorkerOptions): Worker<unknown, JobResult> {
+  const log = opts.logger;
+  const processor = async (job: Job<unknown, JobResult>): Promise<JobResult> => {
+    const parsed = JobDataSchema.safeParse(job.data);
+    if (!parsed.success) throw new UnrecoverableError(`job ${job.id} carries malformed data: ${parsed.error.issues[0]?.message}`);
+    const data = parsed.data;
+    const attempt = job.attemptsMade + 1;
+    const started = performance.now();
+    const fields = { batchId: data.batchId, line: data.line, tenantId: data.tenantId, attempt };
+    try {
+      const outcome = await provisionWorkspace(data, attempt, deps);
+      log.info({ ...fields, tenantId: outcome.tenantId, ms: Math.round(performance.now() - started), outcome: outcome.kind }, `workspace ${outcome.kind}`);
+      return { outcome: outcome.kind, tenantId: outcome.tenantId };
+    } catch (err) {
+      const reason = describeError(err);
+      const ms = Math.round(performance.now() - started);
+      const permanent = isPermanent(err);
+      if (permanent || attempt >= (job.opts.attempts ?? 1)) {
+        await recordOutcome(deps.db, { batchId: data.batchId, line: data.line, outcome: 'failed', attempts: attempt, durationMs: ms, error: reason });
+        log.warn({ ...fields, ms, outcome: 'failed', error: reason }, 'workspace failed');
+        throw permanent ? new UnrecoverableError(reason) : err;
+      }
+      await noteRetry(deps, data.batchId, data.line, attempt, reason);
+      log.info({ ...fields, ms, error: reason }, 'workspace attempt failed; will retry');
+      throw err;
+    }
+  };
+
+  const worker = new Worker<unknown, JobResult>(QUEUE_NAME, processor, {
+    connection: opts.connection,
+    prefix: opts.prefix,
+    concurrency: opts.concurrency,
+    ...(opts.limiter ? { limiter: { max: opts.limiter.max, duration: opts.limiter.durationMs } } : {}),
+    // A job is safe to run twice (the ledger), so a worker killed mid-job may hand it back often.
+    maxStalledCount: 10,
+  });
+  // A job can also fail outside the processor (stalled too often): its row still needs an answer.
+  worker.on('failed', (job, err) => {
+    if (!job) return;
+    void markFailedIfOpen(deps, job, describeError(err)).catch((e) => log.error({ jobId: job.id, error: describeError(e) }, 'could not record failure'));
+  });
+  worker.on('error', (err) => log.error({ error: describeError(err) }, 'worker error'));
+  return worker;
+}
+
+async function noteRetry(deps: ProvisionDeps, batchId: string, line: number, attempt: number, reason: string): Promise<void> {
+  await deps.db
+    .query(`UPDATE ${SCHEMA}.rows SET outcome = 'queued', attempts = $3, error = $4, updated_at = now() WHERE batch_id = $1 AND line = $2 AND outcome = 'active'`, [batchId, line, attempt, reason])
+    .catch(() => {}); // the database may be what failed; the row stays active until the retry
+}
+
+async function markFailedIfOpen(deps: ProvisionDeps, job: Job, reason: string): Promise<void> {
+  const parsed = JobDataSchema.safeParse(job.data);
+  if (!parsed.success || !(await job.isFailed())) return;
+  await deps.db.query(
+    `UPDATE ${SCHEMA}.rows SET outcome = 'failed', error = $3, updated_at = now(), finished_at = now()
+      WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active')`,
+    [parsed.data.batchId, parsed.data.line, reason],
+  );
+}

@@ -1,0 +1,80 @@
+// Batches and their progress, from PostgreSQL: they outlive Redis' job cleanup and restarts.
+import type { Db, Tx } from '../db/pool.js';
+import { OUTCOMES, type Outcome } from '../types.js';
+import { SCHEMA } from './migrate.js';
+
+export type OutcomeCounts = Record<Outcome, number>;
+
+export interface BatchStatus {
+  batchId: string;
+  source: string | null;
+  createdAt: Date;
+  ingested: boolean;
+  total: number;
+  counts: OutcomeCounts;
+  /** Every row has a final outcome and ingest has finished. */
+  done: boolean;
+  /** Every row was created or existing. */
+  succeeded: boolean;
+}
+
+export async function createBatch(db: Db | Tx, batchId: string, source: string | undefined, options: object): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `INSERT INTO ${SCHEMA}.batches (id, source, options) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`,
+    [batchId, source ?? null, JSON.stringify(options)],
+  );
+  return rowCount === 1;
+}
+
+export async function finishIngest(db: Db, batchId: string): Promise<void> {
+  await db.query(
+    `UPDATE ${SCHEMA}.batches
+        SET ingest_finished_at = COALESCE(ingest_finished_at, now()),
+            total_rows = (SELECT count(*) FROM ${SCHEMA}.rows WHERE batch_id = $1)
+      WHERE id = $1`,
+    [batchId],
+  );
+}
+
+export async function getBatchStatus(db: Db, batchId: string): Promise<BatchStatus | undefined> {
+  const { rows: batches } = await db.query<{ id: string; source: string | null; created_at: Date; ingest_finished_at: Date | null }>(
+    `SELECT id, source, created_at, ingest_finished_at FROM ${SCHEMA}.batches WHERE id = $1`,
+    [batchId],
+  );
+  const batch = batches[0];
+  if (!batch) return undefined;
+  const { rows } = await db.query<{ outcome: Outcome; n: string }>(
+    `SELECT outcome, count(*) AS n FROM ${SCHEMA}.rows WHERE batch_id = $1 GROUP BY outcome`,
+    [batchId],
+  );
+  const counts = Object.fromEntries(OUTCOMES.map((o) => [o, 0])) as OutcomeCounts;
+  for (const r of rows) counts[r.outcome] = Number(r.n);
+  const total = Object.values(counts).reduce((a, b) => a + b, 0);
+  const done = batch.ingest_finished_at !== null && counts.queued + counts.active === 0;
+  return {
+    batchId: batch.id,
+    source: batch.source,
+    createdAt: batch.created_at,
+    ingested: batch.ingest_finished_at !== null,
+    total,
+    counts,
+    done,
+    succeeded: done && counts.created + counts.existing === total,
+  };
+}
+
+/** Resolves when the batch is done, calling `onProgress` on every poll. */
+export async function waitForBatch(
+  db: Db,
+  batchId: string,
+  opts: { intervalMs?: number; onProgress?: (s: BatchStatus) => void; signal?: AbortSignal } = {},
+): Promise<BatchStatus> {
+  for (;;) {
+    const status = await getBatchStatus(db, batchId);
+    if (!status) throw new Error(`no batch "${batchId}"`);
+    opts.onProgress?.(status);
+    if (status.done) return status;
+    if (opts.signal?.aborted) throw new Error('wait aborted');
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 500));
+  }
+}

@@ -1,0 +1,63 @@
+// Our own tables (batches, per-row results, the idempotency ledger) live in their own schema,
+// created by an idempotent, versioned migration that workers and ingest run on start.
+// Dify's tables are never altered.
+import type { Db } from '../db/pool.js';
+import { withTransaction } from '../db/pool.js';
+
+export const SCHEMA = 'dify_provision';
+
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE ${SCHEMA}.batches (
+    id                 text PRIMARY KEY,
+    source             text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    ingest_finished_at timestamptz,
+    finished_at        timestamptz,
+    total_rows         integer NOT NULL DEFAULT 0,
+    options            jsonb NOT NULL DEFAULT '{}'
+  );
+  CREATE TABLE ${SCHEMA}.rows (
+    batch_id        text NOT NULL REFERENCES ${SCHEMA}.batches (id) ON DELETE CASCADE,
+    line            integer NOT NULL,
+    idempotency_key text,
+    external_id     text,
+    workspace_name  text,
+    owner_email     text,
+    tenant_id       uuid,
+    outcome         text NOT NULL,
+    attempts        integer NOT NULL DEFAULT 0,
+    duration_ms     integer,
+    fingerprint     text,
+    error           text,
+    job_id          text,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    PRIMARY KEY (batch_id, line)
+  );
+  CREATE INDEX rows_batch_outcome_idx ON ${SCHEMA}.rows (batch_id, outcome);
+  CREATE TABLE ${SCHEMA}.ledger (
+    idempotency_key text PRIMARY KEY,
+    tenant_id       uuid NOT NULL UNIQUE,
+    batch_id        text NOT NULL,
+    line            integer NOT NULL,
+    fingerprint     text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+  );
+  `,
+];
+
+export async function migrate(db: Db): Promise<void> {
+  await withTransaction(db, async (tx) => {
+    // Many workers may start at once: one migrates, the others wait and find it done.
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('dify_provision:migrate', 0))`);
+    await tx.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
+    await tx.query(`CREATE TABLE IF NOT EXISTS ${SCHEMA}.schema_version (version integer NOT NULL)`);
+    const { rows } = await tx.query<{ version: number }>(`SELECT max(version) AS version FROM ${SCHEMA}.schema_version`);
+    const current = rows[0]?.version ?? 0;
+    for (let v = current; v < MIGRATIONS.length; v++) {
+      await tx.query(MIGRATIONS[v]!);
+      await tx.query(`INSERT INTO ${SCHEMA}.schema_version (version) VALUES ($1)`, [v + 1]);
+    }
+  });
+}

@@ -1,0 +1,237 @@
+// Starts throwaway Redis and PostgreSQL servers from the system's own binaries, on loopback and
+// free ports, for the demo and the tests on machines without a Docker engine.
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface LocalServices {
+  readonly redisUrl: string;
+  readonly databaseUrl: string;
+  readonly dir: string;
+  /** Stops both servers; the data folder is removed unless `keep` is set. */
+  stop(opts?: { keep?: boolean }): Promise<void>;
+  /** Restarts Redis on the same port and data (for crash tests with appendonly on). */
+  restartRedis(): Promise<void>;
+  /** Restarts PostgreSQL on the same port and data. */
+  restartPostgres(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Folder for data, sockets and logs; created if missing. */
+  dir: string;
+  /** Keep Redis' queue across restarts (appendonly). Default false. */
+  redisAppendOnly?: boolean;
+  /** Where progress messages go (apt-get installs, start-up). */
+  say?: (message: string) => void;
+}
+
+const APT_PACKAGES = 'redis-server postgresql';
+const INSTALL_HINT = `sudo apt-get update && sudo apt-get install -y --no-install-recommends ${APT_PACKAGES}`;
+
+export class MissingBinariesError extends Error {}
+
+export async function startLocalServices(opts: StartOptions): Promise<LocalServices> {
+  const say = opts.say ?? (() => {});
+  const bins = await ensureBinaries(say);
+  const dir = resolve(opts.dir);
+  await mkdir(dir, { recursive: true });
+  await chmod(dir, 0o755); // the postgres user must be able to enter it when we are root
+  const redis = await startRedis(bins.redisServer, dir, opts.redisAppendOnly ?? false);
+  let pg: PgServer;
+  try {
+    pg = await startPostgres(bins.pgBin, dir);
+  } catch (err) {
+    await redis.stop();
+    throw err;
+  }
+  return {
+    redisUrl: `redis://127.0.0.1:${redis.port}`,
+    databaseUrl: `postgres://postgres@127.0.0.1:${pg.port}/postgres`,
+    dir,
+    async stop(stopOpts) {
+      await Promise.allSettled([redis.stop(), pg.stop()]);
+      if (!stopOpts?.keep) await rm(dir, { recursive: true, force: true });
+    },
+    async restartRedis() {
+      await redis.stop();
+      await redis.start();
+    },
+    async restartPostgres() {
+      await pg.stop();
+      await pg.start();
+    },
+  };
+}
+
+interface Binaries {
+  redisServer: string;
+  pgBin: string;
+}
+
+function findBinaries(): Partial<Binaries> {
+  const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  const redisServer = which.status === 0 ? which.stdout.trim() : undefined;
+  const root = '/usr/lib/postgresql';
+  const versions = existsSync(root)
+    ? readdirSync(root)
+        .filter((v) => existsSync(join(root, v, 'bin', 'initdb')))
+        .sort((a, b) => Number(b) - Number(a))
+    : [];
+  const pgBin = versions[0] ? join(root, versions[0], 'bin') : undefined;
+  return { redisServer, pgBin };
+}
+
+async function ensureBinaries(say: (m: string) => void): Promise<Binaries> {
+  let found = findBinaries();
+  if (found.redisServer && found.pgBin) return found as Binaries;
+  const isRoot = process.getuid?.() === 0;
+  const hasApt = spawnSync('sh', ['-c', 'command -v apt-get']).status === 0;
+  if (!isRoot || !hasApt) {
+    throw new MissingBinariesError(
+      `redis-server and PostgreSQL's server binaries are needed to start local services. ` +
+        `Install them (${INSTALL_HINT}) or set REDIS_URL and DATABASE_URL to servers you run.`,
+    );
+  }
+  say(`installing ${APT_PACKAGES} with apt-get (not found on this machine)…`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  await run('apt-get', ['update', '-qq'], { env, maxBuffer: 64 << 20 });
+  await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...APT_PACKAGES.split(' ')], {
+    env,
+    maxBuffer: 64 << 20,
+  });
+  found = findBinaries();
+  if (!found.redisServer || !found.pgBin) throw new MissingBinariesError(`apt-get did not provide ${APT_PACKAGES}`);
+  return found as Binaries;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? res(addr.port) : rej(new Error('no port'))));
+    });
+  });
+}
+
+interface Server {
+  port: number;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+type PgServer = Server;
+
+async function startRedis(redisServer: string, dir: string, appendOnly: boolean): Promise<Server> {
+  const port = await freePort();
+  const dataDir = join(dir, 'redis');
+  await mkdir(dataDir, { recursive: true });
+  const pidFile = join(dataDir, 'redis.pid');
+  const server: Server = {
+    port,
+    async start() {
+      // prettier-ignore
+      await run(redisServer, [
+        '--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'yes',
+        '--pidfile', pidFile, '--logfile', join(dataDir, 'redis.log'), '--dir', dataDir,
+        '--save', '', '--appendonly', appendOnly ? 'yes' : 'no', '--appendfsync', 'everysec',
+      ]);
+      await waitFor(async () => (await run('redis-cli', ['-p', String(port), 'ping'])).stdout.includes('PONG'), 'Redis');
+    },
+    async stop() {
+      const pid = await readPid(pidFile);
+      if (pid) await killAndWait(pid);
+    },
+  };
+  await server.start();
+  return server;
+}
+
+async function startPostgres(pgBin: string, dir: string): Promise<PgServer> {
+  const port = await freePort();
+  const dataDir = join(dir, 'pg');
+  const sockDir = join(dir, 'pgsock');
+  const logFile = join(dir, 'postgres.log');
+  await mkdir(sockDir, { recursive: true });
+  const asPg = await pgRunner();
+  await asPg.prepare([dir, sockDir]);
+  await asPg.run(join(pgBin, 'initdb'), ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8', '-N']);
+  await writeFile(join(dir, 'pg-options'), `-p ${port} -k ${sockDir} -c listen_addresses=127.0.0.1 -c max_connections=300`);
+  const server: PgServer = {
+    port,
+    async start() {
+      const options = await readFile(join(dir, 'pg-options'), 'utf8');
+      await asPg.run(join(pgBin, 'pg_ctl'), ['-D', dataDir, '-l', logFile, '-o', options, '-w', '-t', '60', 'start']);
+    },
+    async stop() {
+      await asPg.run(join(pgBin, 'pg_ctl'), ['-D', dataDir, '-m', 'fast', '-w', 'stop']).catch(() => {});
+    },
+  };
+  await server.start();
+  return server;
+}
+
+/** PostgreSQL refuses to run as root: as root, run its binaries as the `postgres` user. */
+async function pgRunner(): Promise<{ prepare(dirs: string[]): Promise<void>; run(cmd: string, args: string[]): Promise<void> }> {
+  const isRoot = process.getuid?.() === 0;
+  if (!isRoot) {
+    return { prepare: async () => {}, run: async (cmd, args) => void (await run(cmd, args)) };
+  }
+  const ids = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
+  const gids = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
+  if (ids.status !== 0) throw new MissingBinariesError('running as root but no `postgres` user exists to run PostgreSQL');
+  const uid = Number(ids.stdout.trim());
+  const gid = Number(gids.stdout.trim());
+  return {
+    async prepare(dirs) {
+      for (const d of dirs) await chown(d, uid, gid);
+    },
+    async run(cmd, args) {
+      await run('runuser', ['-u', 'postgres', '--', cmd, ...args], { cwd: '/' });
+    },
+  };
+}
+
+async function readPid(file: string): Promise<number | undefined> {
+  try {
+    const pid = Number((await readFile(file, 'utf8')).trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function killAndWait(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  await waitFor(async () => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  }, `process ${pid} to exit`);
+}
+
+async function waitFor(check: () => Promise<boolean>, what: string, ms = 30_000): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not ready yet
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,28 @@
+// Branded identifiers: a tenant id is not any string, a batch id is not a tenant id.
+declare const brand: unique symbol;
+type Brand<T, B extends string> = T & { readonly [brand]: B };
+
+export type TenantId = Brand<string, 'TenantId'>;
+export type BatchId = Brand<string, 'BatchId'>;
+
+/** The final (or current) state of one input row. */
+export const OUTCOMES = ['queued', 'active', 'created', 'existing', 'rejected', 'failed', 'cancelled'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+export const FINAL_OUTCOMES: readonly Outcome[] = ['created', 'existing', 'rejected', 'failed', 'cancelled'];
+
+export const MEMBER_ROLES = ['admin', 'editor', 'normal', 'dataset_operator'] as const;
+export type MemberRole = (typeof MEMBER_ROLES)[number];
+
+const BATCH_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+export function asBatchId(value: string): BatchId {
+  if (!BATCH_ID.test(value)) {
+    throw new Error(`batch id "${value}" is not valid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  }
+  return value as BatchId;
+}
+
+/** Strict, canonical UUID (any version, RFC variant), not the nil UUID. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+export function isStrictUuid(value: string): boolean {
+  return UUID.test(value);
+}
