@@ -1,0 +1,43 @@
+// Drive a batch in-process: ingest CSV text, run a worker until the batch is done.
+import { Readable } from 'node:stream';
+import { pino } from 'pino';
+import { readRows } from '../../src/csv/read-rows.js';
+import { provisionQueue, redisConnection } from '../../src/queue/connection.js';
+import { enqueueBatch, type EnqueueSummary } from '../../src/queue/enqueue-batch.js';
+import { waitForBatch, type BatchStatus } from '../../src/results/batches.js';
+import { migrate } from '../../src/results/migrate.js';
+import type { KeySource } from '../../src/provision/rsa-keys.js';
+import { runWorker } from '../../workers/provision-worker.js';
+import type { TestEnv } from './test-env.js';
+
+export async function ingestCsv(env: TestEnv, csv: string, batchId: string, opts: { attempts?: number; backoffMs?: number } = {}): Promise<EnqueueSummary> {
+  await migrate(env.db);
+  const redis = redisConnection(env.config.redisUrl, 'producer');
+  const queue = provisionQueue(redis, env.config.queuePrefix);
+  try {
+    return await enqueueBatch(readRows(Readable.from([Buffer.from(csv)])), { db: env.db, queue }, {
+      batchId,
+      retry: { attempts: opts.attempts ?? 5, backoffMs: opts.backoffMs ?? 50 },
+    });
+  } finally {
+    await queue.close();
+    redis.disconnect();
+  }
+}
+
+export async function runUntilDone(env: TestEnv, batchIds: string[], opts: { concurrency?: number; keys?: KeySource } = {}): Promise<BatchStatus[]> {
+  const worker = await runWorker(env.config, { concurrency: opts.concurrency ?? 4, logger: pino({ level: 'silent' }), ...(opts.keys ? { keys: opts.keys } : {}) });
+  try {
+    const out: BatchStatus[] = [];
+    for (const id of batchIds) out.push(await waitForBatch(env.db, id, { intervalMs: 100 }));
+    return out;
+  } finally {
+    await worker.close();
+  }
+}
+
+export function csvOf(rows: Record<string, string>[]): string {
+  const cols = Object.keys(rows[0] ?? { workspace_name: '', owner_email: '' });
+  const cell = (v: string) => (/[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
+  return [cols.join(','), ...rows.map((r) => cols.map((c) => cell(r[c] ?? '')).join(','))].join('\n') + '\n';
+}

@@ -1,0 +1,66 @@
+// One isolated world per test: its own database (cloned from Dify's schema), queue prefix and
+// storage folder, on the shared real Redis and PostgreSQL.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import type { Config } from '../../src/config/config.js';
+import { createPool, type Db } from '../../src/db/pool.js';
+import { createDifyDatabase } from '../../src/services/dify-database.js';
+
+export interface TestEnv {
+  name: string;
+  config: Config & { redisUrl: string; databaseUrl: string; storageDir: string };
+  db: Db;
+  redis: Redis;
+  /** Environment variables for child processes (CLI, workers). */
+  env: NodeJS.ProcessEnv;
+  cleanup(): Promise<void>;
+}
+
+export async function createTestEnv(opts: { accounts?: number; seedSql?: string; variant?: boolean } = {}): Promise<TestEnv> {
+  const name = `t_${randomBytes(5).toString('hex')}`;
+  const accounts = opts.accounts ?? 20;
+  const seed = `INSERT INTO accounts (name, email, status)
+                SELECT 'Owner ' || i, 'owner' || i || '@example.com', 'active' FROM generate_series(1, ${accounts}) AS i;
+                ${opts.seedSql ?? ''}`;
+  const databaseUrl = await createDifyDatabase(inject('serverUrl'), name, {
+    template: opts.variant ? undefined : inject('templateDb'),
+    variant: opts.variant,
+    seedSql: seed,
+  });
+  const storageDir = await mkdtemp(join(tmpdir(), `dify-storage-${name}-`));
+  const config = {
+    redisUrl: inject('redisUrl'),
+    databaseUrl,
+    storageDir,
+    queuePrefix: `{dp-${name}}`,
+    trialCredits: 200,
+    logLevel: 'silent' as const,
+  };
+  const db = createPool(databaseUrl, 5);
+  const redis = new Redis(config.redisUrl);
+  return {
+    name,
+    config,
+    db,
+    redis,
+    env: {
+      ...process.env,
+      REDIS_URL: config.redisUrl,
+      DATABASE_URL: databaseUrl,
+      DIFY_STORAGE_DIR: storageDir,
+      DIFY_PROVISION_QUEUE_PREFIX: config.queuePrefix,
+      LOG_LEVEL: 'info',
+    },
+    async cleanup() {
+      const keys = await redis.keys(`${config.queuePrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+      await db.end();
+      await rm(storageDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,220 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { localKeyStorage } from '../../src/provision/key-storage.js';
+import { provisionWorkspace } from '../../src/provision/provision-workspace.js';
+import { upgradeTimeOfDay } from '../../src/provision/dify-tables.js';
+import { rsaKeySource } from '../../src/provision/rsa-keys.js';
+import { migrate } from '../../src/results/migrate.js';
+import { runWorker } from '../../workers/provision-worker.js';
+import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
+import { keyFile, keyPairWorks, modes } from '../helpers/dify-checks.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+let env: TestEnv;
+beforeEach(async () => {
+  env = await createTestEnv();
+});
+afterEach(async () => {
+  await env.cleanup();
+});
+
+const count = async (sql: string, params: unknown[] = []) => Number((await env.db.query<{ n: string }>(sql, params)).rows[0]!.n);
+const rowsOf = async (batch: string) =>
+  (await env.db.query(`SELECT line, outcome, tenant_id, attempts, error FROM dify_provision.rows WHERE batch_id = $1 ORDER BY line`, [batch])).rows;
+
+describe('provisioning a batch', () => {
+  it("writes every row Dify's create_tenant writes, and a private.pem that matches the public key", async () => {
+    const csv = csvOf([
+      { workspace_name: 'Acme', owner_email: 'Owner1@example.com', plan: 'team', members: 'owner2@example.com:admin;owner3@example.com:dataset_operator', workspace_id: '' },
+      { workspace_name: 'Globex', owner_email: 'owner1@example.com', plan: '', members: '', workspace_id: '6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20' },
+    ]);
+    const ingested = await ingestCsv(env, csv, 'b1');
+    expect(ingested).toMatchObject({ total: 2, queued: 2, rejected: 0 });
+    const [status] = await runUntilDone(env, ['b1']);
+    expect(status!.counts).toMatchObject({ created: 2, failed: 0 });
+
+    const results = await rowsOf('b1');
+    const acme = results[0]!.tenant_id as string;
+    expect(results[1]!.tenant_id).toBe('6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20');
+
+    const tenant = (await env.db.query(`SELECT * FROM tenants WHERE id = $1`, [acme])).rows[0];
+    expect(tenant).toMatchObject({ name: 'Acme', plan: 'team', status: 'normal', custom_config: null });
+    expect(tenant.encrypt_public_key).toMatch(/^-----BEGIN PUBLIC KEY-----\n[\s\S]+\n-----END PUBLIC KEY-----$/);
+    expect((await env.db.query(`SELECT plan FROM tenants WHERE id = $1`, [results[1]!.tenant_id])).rows[0].plan).toBe('basic');
+
+    const strategies = (
+      await env.db.query(
+        `SELECT category, strategy_setting, upgrade_mode, upgrade_time_of_day, exclude_plugins::text AS ex, include_plugins::text AS inc
+           FROM tenant_plugin_auto_upgrade_strategies WHERE tenant_id = $1 ORDER BY category`,
+        [acme],
+      )
+    ).rows;
+    const slot = upgradeTimeOfDay(acme);
+    expect(strategies).toEqual(
+      ['agent-strategy', 'datasource', 'extension', 'model', 'tool', 'trigger'].map((category) => ({
+        category,
+        strategy_setting: category === 'model' ? 'latest' : 'fix_only',
+        upgrade_mode: 'exclude',
+        upgrade_time_of_day: slot,
+        ex: '[]',
+        inc: '[]',
+      })),
+    );
+
+    const pools = (await env.db.query(`SELECT pool_type, quota_limit, quota_used FROM tenant_credit_pools WHERE tenant_id = $1`, [acme])).rows;
+    expect(pools).toEqual([{ pool_type: 'trial', quota_limit: '200', quota_used: '0' }]);
+
+    const joins = (
+      await env.db.query(
+        `SELECT a.email, j.role, CASE WHEN a.email = 'owner1@example.com' THEN NULL ELSE j.current END AS current, j.invited_by = o.id AS invited_by_owner, j.invited_by IS NULL AS no_inviter
+           FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id
+           JOIN accounts o ON o.email = 'owner1@example.com'
+          WHERE j.tenant_id = $1 ORDER BY a.email`,
+        [acme],
+      )
+    ).rows;
+    expect(joins).toEqual([
+      // owner1 has two new workspaces (in either order); checked below: exactly one is current.
+      { email: 'owner1@example.com', role: 'owner', current: null, invited_by_owner: null, no_inviter: true },
+      { email: 'owner2@example.com', role: 'admin', current: true, invited_by_owner: true, no_inviter: false },
+      { email: 'owner3@example.com', role: 'dataset_operator', current: true, invited_by_owner: true, no_inviter: false },
+    ]);
+    // owner1's second workspace must not also be "current".
+    expect(await count(`SELECT count(*) AS n FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE a.email = 'owner1@example.com' AND j.current`)).toBe(1);
+
+    for (const r of results) {
+      expect(await keyPairWorks(env, r.tenant_id as string)).toBe(true);
+      expect(await modes(env, r.tenant_id as string)).toEqual({ dir: '700', file: '600' });
+    }
+  });
+
+  it('re-ingesting the same CSV queues nothing twice, and another batch with the same rows finds them existing', async () => {
+    const csv = csvOf(Array.from({ length: 6 }, (_, i) => ({ workspace_name: `WS ${i}`, owner_email: `owner${i + 1}@example.com` })));
+    await ingestCsv(env, csv, 'first');
+    await runUntilDone(env, ['first']);
+    expect(await count(`SELECT count(*) AS n FROM tenants`)).toBe(6);
+
+    const again = await ingestCsv(env, csv, 'first');
+    expect(again).toMatchObject({ total: 6, queued: 0, alreadyInBatch: 6 });
+    const other = await ingestCsv(env, csv, 'second');
+    expect(other.queued).toBe(6);
+    const [, second] = await runUntilDone(env, ['first', 'second']);
+    expect(second!.counts).toMatchObject({ existing: 6, created: 0 });
+    expect(await count(`SELECT count(*) AS n FROM tenants`)).toBe(6);
+    expect(await readdir(join(env.config.storageDir, 'privkeys'))).toHaveLength(6);
+    const firstIds = (await rowsOf('first')).map((r) => r.tenant_id);
+    expect((await rowsOf('second')).map((r) => r.tenant_id)).toEqual(firstIds);
+  });
+
+  it('two batches racing on the same keys create one tenant per key', async () => {
+    const csv = csvOf(Array.from({ length: 10 }, (_, i) => ({ workspace_name: `Race ${i}`, owner_email: `owner${(i % 3) + 1}@example.com`, external_id: `ext-${i}` })));
+    await ingestCsv(env, csv, 'race-a');
+    await ingestCsv(env, csv, 'race-b');
+    const [a, b] = await runUntilDone(env, ['race-a', 'race-b'], { concurrency: 8 });
+    expect(a!.counts.created + b!.counts.created).toBe(10);
+    expect(a!.counts.existing + b!.counts.existing).toBe(10);
+    expect(await count(`SELECT count(*) AS n FROM tenants`)).toBe(10);
+    expect(await readdir(join(env.config.storageDir, 'privkeys'))).toHaveLength(10);
+    // Each owner has exactly one current workspace, however the jobs interleaved.
+    expect(await count(`SELECT count(*) AS n FROM tenant_account_joins WHERE current`)).toBe(3);
+  });
+
+  it('a job that runs twice at once (a lost lock) creates the workspace once', async () => {
+    await migrate(env.db);
+    await ingestCsv(env, csvOf([{ workspace_name: 'Twice', owner_email: 'owner1@example.com' }]), 'twice');
+    const { rows } = await env.db.query(`SELECT line, tenant_id, idempotency_key FROM dify_provision.rows WHERE batch_id = 'twice'`);
+    const job = {
+      batchId: 'twice',
+      line: rows[0].line,
+      key: rows[0].idempotency_key,
+      tenantId: rows[0].tenant_id,
+      workspaceName: 'Twice',
+      ownerEmail: 'owner1@example.com',
+      plan: 'basic',
+      members: [],
+    };
+    const storage = await localKeyStorage({ root: env.config.storageDir });
+    const deps = { db: env.db, keys: rsaKeySource, storage, trialCredits: 200 };
+    const outcomes = await Promise.all([provisionWorkspace(job, 1, deps), provisionWorkspace(job, 1, deps)]);
+    expect(outcomes.map((o) => o.kind).sort()).toEqual(['created', 'existing']);
+    expect(outcomes[0]!.tenantId).toBe(outcomes[1]!.tenantId);
+    expect(await count(`SELECT count(*) AS n FROM tenants`)).toBe(1);
+    expect(await keyPairWorks(env, job.tenantId)).toBe(true);
+  });
+
+  it('a missing owner fails that row only, at once, with a clear reason', async () => {
+    const csv = csvOf([
+      { workspace_name: 'Good', owner_email: 'owner1@example.com' },
+      { workspace_name: 'Orphan', owner_email: 'nobody@example.com' },
+      { workspace_name: 'Also good', owner_email: 'owner2@example.com' },
+    ]);
+    await ingestCsv(env, csv, 'missing', { attempts: 5 });
+    const [status] = await runUntilDone(env, ['missing']);
+    expect(status!.counts).toMatchObject({ created: 2, failed: 1 });
+    const failed = (await rowsOf('missing')).find((r) => r.outcome === 'failed')!;
+    expect(failed).toMatchObject({ line: 3, attempts: 1 });
+    expect(failed.error).toBe('owner_email: no Dify account has the email "nobody@example.com" — create the account or fix the address');
+    expect(await readdir(join(env.config.storageDir, 'privkeys'))).toHaveLength(2);
+  });
+
+  it('retries a transient database error and succeeds, leaving no stray key files', async () => {
+    // A real PostgreSQL error: the first two tenant inserts fail with serialization_failure (40001).
+    await env.db.query(`
+      CREATE SEQUENCE fault_seq;
+      CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF nextval('fault_seq') <= 2 THEN RAISE EXCEPTION 'injected transient fault' USING ERRCODE = '40001'; END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER fault BEFORE INSERT ON tenants FOR EACH ROW EXECUTE FUNCTION fault();`);
+    await ingestCsv(env, csvOf([{ workspace_name: 'Flaky', owner_email: 'owner1@example.com' }]), 'flaky', { attempts: 5, backoffMs: 20 });
+    const [status] = await runUntilDone(env, ['flaky']);
+    expect(status!.counts).toMatchObject({ created: 1, failed: 0 });
+    const [row] = await rowsOf('flaky');
+    expect(row).toMatchObject({ outcome: 'created', attempts: 3, error: null });
+    expect(await readdir(join(env.config.storageDir, 'privkeys'))).toEqual([row!.tenant_id]);
+    expect(await keyPairWorks(env, row!.tenant_id as string)).toBe(true);
+  });
+
+  it('fails a row after its attempts run out, removing the key file it wrote', async () => {
+    await env.db.query(`
+      CREATE FUNCTION always_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'database says no' USING ERRCODE = '40001'; END $$;
+      CREATE TRIGGER always_fail BEFORE INSERT ON tenant_credit_pools FOR EACH ROW EXECUTE FUNCTION always_fail();`);
+    await ingestCsv(env, csvOf([{ workspace_name: 'Doomed', owner_email: 'owner1@example.com' }]), 'doomed', { attempts: 2, backoffMs: 20 });
+    const [status] = await runUntilDone(env, ['doomed']);
+    expect(status!.counts).toMatchObject({ failed: 1 });
+    expect((await rowsOf('doomed'))[0]).toMatchObject({ attempts: 2, error: 'database says no (40001)' });
+    expect(await count(`SELECT count(*) AS n FROM tenants`)).toBe(0);
+    expect(await readdir(join(env.config.storageDir, 'privkeys'))).toEqual([]);
+  });
+
+  it('writes key files 0600 in 0700 folders whatever the umask', async () => {
+    const old = process.umask(0o000);
+    try {
+      await ingestCsv(env, csvOf([{ workspace_name: 'Umask', owner_email: 'owner1@example.com' }]), 'umask');
+      await runUntilDone(env, ['umask']);
+    } finally {
+      process.umask(old);
+    }
+    const [row] = await rowsOf('umask');
+    expect(await modes(env, row!.tenant_id as string)).toEqual({ dir: '700', file: '600' });
+    expect(keyFile(env, row!.tenant_id as string)).toContain(`privkeys/${row!.tenant_id}/private.pem`);
+  });
+});
+
+describe('checking the database before the first job', () => {
+  it("refuses a database that isn't Dify's", async () => {
+    await env.db.query(`DROP TABLE tenant_credit_pools`);
+    await expect(runWorker(env.config, { concurrency: 1, logger: pino({ level: 'silent' }) })).rejects.toThrow(
+      /does not look like Dify's \(missing tenant_credit_pools\.tenant_id/,
+    );
+  });
+
+  it('refuses a Dify whose tenant keys live in a key vault', async () => {
+    await env.db.query(`INSERT INTO tenants (name, encrypt_public_key) VALUES ('vaulted', 'projects/x/keys/tenant-1')`);
+    await expect(runWorker(env.config, { concurrency: 1, logger: pino({ level: 'silent' }) })).rejects.toThrow(/key vault/);
+  });
+});
