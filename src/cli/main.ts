@@ -9,6 +9,7 @@ import { MissingBinariesError } from '../services/local-services.js';
 import { runWorker } from '../../workers/provision-worker.js';
 import { demoCommand } from './demo-command.js';
 import { ingestCommand } from './ingest-command.js';
+import { servicesCommand } from './services-command.js';
 import { statusCommand } from './status-command.js';
 
 const positiveInt = (name: string) => (value: string) => {
@@ -62,6 +63,12 @@ function buildProgram(exit: (code: number) => void): Command {
     .description('run the sample batch end to end (starts local Redis + PostgreSQL when no URLs are set)')
     .option('--dir <dir>', 'project-relative folder for local services and key files', '.demo')
     .action(async (flags) => exit(await demoCommand(flags)));
+
+  program
+    .command('services')
+    .description('run local Redis + PostgreSQL (Dify schema) from the system packages until Ctrl-C; prints the env to export')
+    .option('--dir <dir>', 'project-relative data folder', '.services')
+    .action(async (flags) => exit(await servicesCommand(flags)));
 
   return program;
 }
