@@ -17,7 +17,7 @@ import { startLocalServices, type LocalServices } from '../services/local-servic
 import { runWorker } from '../../workers/provision-worker.js';
 import { openQueue } from './context.js';
 import { formatRejection } from './ingest-command.js';
-import { formatStatus } from './status-command.js';
+import { formatStatus } from './batch-commands.js';
 
 const say = (m: string) => process.stdout.write(`${m}\n`);
 

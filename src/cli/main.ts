@@ -10,7 +10,7 @@ import { runWorker } from '../../workers/provision-worker.js';
 import { demoCommand } from './demo-command.js';
 import { ingestCommand } from './ingest-command.js';
 import { servicesCommand } from './services-command.js';
-import { statusCommand } from './status-command.js';
+import { batchesCommand, cancelCommand, reportCommand, retryCommand, statusCommand, waitCommand } from './batch-commands.js';
 
 const positiveInt = (name: string) => (value: string) => {
   const n = Number(value);
@@ -37,6 +37,10 @@ function buildProgram(exit: (code: number) => void): Command {
     .option('--batch-id <id>', 'name the batch (default: from the file name and content)')
     .option('--dry-run', 'validate and print what would be queued; touches neither Redis nor PostgreSQL')
     .option('--ignore-unknown-columns', 'drop columns dify-provision does not know instead of refusing the file')
+    .option('--strict', 'if any row is invalid, queue nothing and list every invalid row')
+    .option('--create-missing-owners', 'owners/members without a Dify account get one (pending, as Dify invites do)')
+    .option('--wait', 'follow the batch until it is done, then write its report; exit 0 only if every row was created or existing')
+    .option('--report-dir <dir>', 'where --wait writes <batch>-report.csv/.json', '.')
     .option('--json', 'print the summary as one JSON object')
     .addOption(new Option('--attempts <n>', 'attempts per row for transient errors').default(5).argParser(positiveInt('--attempts')))
     .addOption(new Option('--backoff-ms <ms>', 'first retry delay, doubling each time').default(1000).argParser(positiveInt('--backoff-ms')))
@@ -57,6 +61,40 @@ function buildProgram(exit: (code: number) => void): Command {
     .argument('<batch>', 'batch id')
     .option('--json', 'print as JSON')
     .action(async (batch: string, flags) => exit(await statusCommand(batch, flags, loadConfig())));
+
+  program
+    .command('wait')
+    .description('follow a batch until it is done (progress bar on a TTY), then write its report; exit 0 only if every row was created or existing')
+    .argument('<batch>', 'batch id')
+    .option('--report-dir <dir>', 'where to write <batch>-report.csv/.json', '.')
+    .option('--json', 'print the final status as JSON')
+    .action(async (batch: string, flags) => exit(await waitCommand(batch, flags, loadConfig())));
+
+  program
+    .command('report')
+    .description('one row per input row, in input order: outcome, tenant id, key fingerprint, attempts, error')
+    .argument('<batch>', 'batch id')
+    .addOption(new Option('--format <format>', 'csv or json').choices(['csv', 'json']).default('csv'))
+    .option('--out <file>', 'write to a file instead of standard output')
+    .action(async (batch: string, flags) => exit(await reportCommand(batch, flags, loadConfig())));
+
+  program
+    .command('retry')
+    .description("queue a batch's failed rows again (after fixing the cause)")
+    .argument('<batch>', 'batch id')
+    .action(async (batch: string) => exit(await retryCommand(batch, loadConfig())));
+
+  program
+    .command('cancel')
+    .description("cancel a batch's waiting rows; rows being processed finish")
+    .argument('<batch>', 'batch id')
+    .action(async (batch: string) => exit(await cancelCommand(batch, loadConfig())));
+
+  program
+    .command('batches')
+    .description('list batches with their totals and state')
+    .option('--json', 'print as JSON')
+    .action(async (flags) => exit(await batchesCommand(flags, loadConfig())));
 
   program
     .command('demo')

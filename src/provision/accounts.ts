@@ -34,3 +34,34 @@ export async function resolveAccount(db: Db | Tx, email: string, field: string):
   }
   return account;
 }
+
+/** An account to be created in the workspace's transaction (the batch allows it). */
+export interface MissingAccount {
+  missing: true;
+  email: string;
+}
+
+/** Resolves an email, or (when allowed and nobody has it) marks it to be created later. */
+export async function resolveOrDefer(db: Db | Tx, email: string, field: string, createMissing: boolean): Promise<Account | MissingAccount> {
+  if (createMissing && (await findAccounts(db, email)).length === 0) return { missing: true, email };
+  return resolveAccount(db, email, field);
+}
+
+/**
+ * In the workspace's transaction: the account for a deferred email, created the way Dify's invite
+ * flow creates one (status pending, no password, name from the address) unless another job made it
+ * first. The advisory lock makes two rows naming the same new email create it once.
+ */
+export async function ensureAccount(tx: Tx, email: string, field: string): Promise<{ account: Account; created: boolean }> {
+  const normalized = email.toLowerCase();
+  await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('dify-provision:account:' || $1, 0))`, [normalized]);
+  const found = await findAccounts(tx, normalized);
+  if (found.length > 0) return { account: await resolveAccount(tx, normalized, field), created: false };
+  const { rows } = await tx.query<Account>(
+    `INSERT INTO accounts (name, email, status, interface_language, interface_theme, timezone)
+     VALUES ($1, $2, 'pending', 'en-US', 'light', 'America/New_York')
+     RETURNING id, email, status`,
+    [normalized.slice(0, normalized.lastIndexOf('@')), normalized],
+  );
+  return { account: rows[0]!, created: true };
+}

@@ -4,7 +4,7 @@ import type { Db, Tx } from '../db/pool.js';
 import { RowError } from '../errors.js';
 import type { JobData } from '../queue/contract.js';
 import { findLedgerEntry, insertLedgerEntry, recordOutcome, startAttempt } from '../results/row-results.js';
-import { resolveAccount, type Account } from './accounts.js';
+import { ensureAccount, resolveOrDefer, type Account, type MissingAccount } from './accounts.js';
 import { insertWorkspace } from './dify-tables.js';
 import type { DeployedKey, KeyStorage } from './key-storage.js';
 import type { KeySource } from './rsa-keys.js';
@@ -18,12 +18,13 @@ export interface ProvisionDeps {
 }
 
 export type ProvisionOutcome =
-  | { kind: 'created'; tenantId: string; fingerprint: string }
-  | { kind: 'existing'; tenantId: string; fingerprint: string };
+  | { kind: 'created'; tenantId: string; fingerprint: string; createdAccounts: string[] }
+  | { kind: 'existing'; tenantId: string; fingerprint: string }
+  | { kind: 'cancelled' };
 
 export async function provisionWorkspace(job: JobData, attempt: number, deps: ProvisionDeps): Promise<ProvisionOutcome> {
   const started = performance.now();
-  const finish = async (outcome: ProvisionOutcome, tx?: Tx) => {
+  const finish = async <O extends Exclude<ProvisionOutcome, { kind: 'cancelled' }>>(outcome: O, tx?: Tx): Promise<O> => {
     await recordOutcome(tx ?? deps.db, {
       batchId: job.batchId,
       line: job.line,
@@ -32,16 +33,19 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
       fingerprint: outcome.fingerprint,
       attempts: attempt,
       durationMs: performance.now() - started,
+      ...('createdAccounts' in outcome && outcome.createdAccounts.length > 0 ? { createdAccounts: outcome.createdAccounts } : {}),
     });
     return outcome;
   };
 
   // 1. Provisioned already (an earlier batch, a re-ingest, or a run that lost its lock)?
-  const known = await startAttempt(deps.db, job.batchId, job.line, attempt, job.key);
-  if (known) return finish({ kind: 'existing', ...known });
+  const start = await startAttempt(deps.db, job.batchId, job.line, attempt, job.key);
+  if (start.cancelled) return { kind: 'cancelled' };
+  if (start.known) return finish({ kind: 'existing', ...start.known });
 
-  // 2. The owner and members must be Dify accounts (a permanent error otherwise).
-  const owner = await resolveAccount(deps.db, job.ownerEmail, 'owner_email');
+  // 2. The owner and members must be Dify accounts (a permanent error otherwise, unless the
+  //    batch creates missing ones: then they are created in the transaction below).
+  const owner = await resolveOrDefer(deps.db, job.ownerEmail, 'owner_email', job.createMissingAccounts);
   const members = await resolveMembers(deps.db, job);
   await ensureTenantIdFree(deps.db, job.tenantId);
 
@@ -61,6 +65,7 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
       return await finish({ kind: 'existing', ...raced });
     }
     await ensureTenantIdFree(tx, job.tenantId);
+    const accounts = await materialise(tx, owner, members);
 
     // 4. The private key file, written atomically and proven to decrypt.
     pem = await deps.storage.deploy(job.tenantId, keys.privatePem, keys.publicPem);
@@ -71,12 +76,12 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
       name: job.workspaceName,
       plan: job.plan,
       publicPem: keys.publicPem,
-      ownerId: owner.id,
-      members,
+      ownerId: accounts.ownerId,
+      members: accounts.members,
       trialCredits: deps.trialCredits,
     });
     await insertLedgerEntry(tx, job.key, job.tenantId, job.batchId, job.line, keys.fingerprint);
-    const outcome = await finish({ kind: 'created', tenantId: job.tenantId, fingerprint: keys.fingerprint }, tx);
+    const outcome = await finish({ kind: 'created', tenantId: job.tenantId, fingerprint: keys.fingerprint, createdAccounts: accounts.created }, tx);
     await commit(tx, job, deps.db);
     return outcome;
   } catch (err) {
@@ -109,13 +114,29 @@ async function commit(tx: Tx, job: JobData, db: Db): Promise<void> {
   }
 }
 
-async function resolveMembers(db: Db, job: JobData): Promise<{ accountId: string; role: JobData['members'][number]['role'] }[]> {
+type Role = JobData['members'][number]['role'];
+
+async function resolveMembers(db: Db, job: JobData): Promise<{ account: Account | MissingAccount; role: Role }[]> {
   const out = [];
-  for (const m of job.members) {
-    const account: Account = await resolveAccount(db, m.email, 'members');
-    out.push({ accountId: account.id, role: m.role });
-  }
+  for (const m of job.members) out.push({ account: await resolveOrDefer(db, m.email, 'members', job.createMissingAccounts), role: m.role });
   return out;
+}
+
+/** Account ids for owner and members, creating the deferred ones (sorted: one lock order). */
+async function materialise(tx: Tx, owner: Account | MissingAccount, members: { account: Account | MissingAccount; role: Role }[]) {
+  const missing = [owner, ...members.map((m) => m.account)]
+    .filter((a): a is MissingAccount => 'missing' in a)
+    .map((a) => a.email.toLowerCase())
+    .sort();
+  const made = new Map<string, string>();
+  const created: string[] = [];
+  for (const email of missing) {
+    const { account, created: isNew } = await ensureAccount(tx, email, email === owner.email.toLowerCase() ? 'owner_email' : 'members');
+    made.set(email, account.id);
+    if (isNew) created.push(email);
+  }
+  const idOf = (a: Account | MissingAccount) => ('missing' in a ? made.get(a.email.toLowerCase())! : a.id);
+  return { ownerId: idOf(owner), members: members.map((m) => ({ accountId: idOf(m.account), role: m.role })), created };
 }
 
 async function ensureTenantIdFree(db: Db | Tx, tenantId: string): Promise<void> {

@@ -16,12 +16,14 @@ export const JobDataSchema = z.object({
   plan: z.string().min(1),
   members: z.array(z.object({ email: z.string().min(1), role: z.enum(MEMBER_ROLES) })),
   externalId: z.string().optional(),
+  /** Create owner/member accounts that don't exist, as Dify's invite flow does (pending). */
+  createMissingAccounts: z.boolean().default(false),
 });
-export type JobData = z.infer<typeof JobDataSchema>;
+export type JobData = z.output<typeof JobDataSchema>;
 
 export interface JobResult {
-  outcome: 'created' | 'existing';
-  tenantId: string;
+  outcome: 'created' | 'existing' | 'cancelled';
+  tenantId?: string;
 }
 
 /** One job per row and round; re-adding the same id is a no-op in BullMQ (ids may not contain ':'). */

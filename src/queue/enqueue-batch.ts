@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import type { CsvRow } from '../csv/read-rows.js';
+import type { WorkspaceRow } from '../csv/workspace-row.js';
 import type { Db } from '../db/pool.js';
 import { createBatch, finishIngest } from '../results/batches.js';
 import { SCHEMA } from '../results/migrate.js';
@@ -14,6 +15,8 @@ export interface EnqueueOptions {
   source?: string;
   retry?: RetryPolicy;
   chunkSize?: number;
+  /** Create owner/member accounts that don't exist yet, as Dify's invite flow does. */
+  createMissingAccounts?: boolean;
   /** Called for each invalid row as it is found. */
   onRejected?: (row: Extract<CsvRow, { ok: false }>) => void;
 }
@@ -33,9 +36,12 @@ export class BatchConflictError extends Error {
   override readonly name = 'BatchConflictError';
 }
 
-export async function enqueueBatch(rows: AsyncIterable<CsvRow>, deps: { db: Db; queue: Queue }, opts: EnqueueOptions): Promise<EnqueueSummary> {
+export async function enqueueBatch(rows: AsyncIterable<CsvRow> | Iterable<CsvRow>, deps: { db: Db; queue: Queue }, opts: EnqueueOptions): Promise<EnqueueSummary> {
   const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0 };
-  await createBatch(deps.db, opts.batchId, opts.source, { retry: opts.retry ?? DEFAULT_RETRY });
+  await createBatch(deps.db, opts.batchId, opts.source, {
+    retry: opts.retry ?? DEFAULT_RETRY,
+    createMissingAccounts: opts.createMissingAccounts ?? false,
+  });
   const chunkSize = opts.chunkSize ?? 500;
   let chunk: CsvRow[] = [];
   const flush = async () => {
@@ -58,67 +64,75 @@ export async function enqueueBatch(rows: AsyncIterable<CsvRow>, deps: { db: Db; 
   return summary;
 }
 
+type Job = { name: string; data: JobData; opts: ReturnType<typeof jobOptions> & { jobId: string } };
+
 async function enqueueChunk(chunk: CsvRow[], deps: { db: Db; queue: Queue }, opts: EnqueueOptions) {
-  const planned = chunk.map((r) => (r.ok ? { r, tenantId: r.row.workspaceId ?? randomUUID() } : { r, tenantId: null }));
-  const { rows: stored } = await deps.db.query<{ line: number; tenant_id: string; outcome: string; idempotency_key: string | null }>(
+  const specs = chunk.map((r) => (r.ok ? specOf(r.line, r.row, opts) : null));
+  const { rows: before } = await deps.db.query<{ line: number; outcome: string; idempotency_key: string | null; spec: JobData | null }>(
     `WITH input AS (
-       SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[])
-         AS t (line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error)
+       SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[], $10::jsonb[])
+         AS t (line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec)
      ), inserted AS (
        INSERT INTO ${SCHEMA}.rows
-         (batch_id, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, finished_at)
-       SELECT $1, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error,
+         (batch_id, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, finished_at)
+       SELECT $1, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec,
               CASE WHEN outcome = 'rejected' THEN now() END
          FROM input
        ON CONFLICT (batch_id, line) DO NOTHING
      )
-     SELECT r.line, r.tenant_id, r.outcome, r.idempotency_key
+     -- Shares the INSERT's snapshot: sees only the rows this batch had before this call.
+     SELECT r.line, r.outcome, r.idempotency_key, r.spec
        FROM ${SCHEMA}.rows r JOIN input i ON i.line = r.line
-      WHERE r.batch_id = $1 AND i.outcome = 'queued'`,
+      WHERE r.batch_id = $1`,
     [
       opts.batchId,
-      planned.map((p) => p.r.line),
-      planned.map((p) => (p.r.ok ? p.r.row.key : null)),
-      planned.map((p) => (p.r.ok ? (p.r.row.externalId ?? null) : (p.r.raw.externalId ?? null))),
-      planned.map((p) => (p.r.ok ? p.r.row.workspaceName : (p.r.raw.workspaceName ?? null))),
-      planned.map((p) => (p.r.ok ? p.r.row.ownerEmail : (p.r.raw.ownerEmail ?? null))),
-      planned.map((p) => p.tenantId),
-      planned.map((p) => (p.r.ok ? 'queued' : 'rejected')),
-      planned.map((p) => (p.r.ok ? null : p.r.errors.map((e) => `${e.field}: ${e.message}`).join('; '))),
+      chunk.map((r) => r.line),
+      chunk.map((r) => (r.ok ? r.row.key : null)),
+      chunk.map((r) => (r.ok ? (r.row.externalId ?? null) : (r.raw.externalId ?? null))),
+      chunk.map((r) => (r.ok ? r.row.workspaceName : (r.raw.workspaceName ?? null))),
+      chunk.map((r) => (r.ok ? r.row.ownerEmail : (r.raw.ownerEmail ?? null))),
+      specs.map((s) => s?.tenantId ?? null),
+      chunk.map((r) => (r.ok ? 'queued' : 'rejected')),
+      chunk.map((r) => (r.ok ? null : r.errors.map((e) => `${e.field}: ${e.message}`).join('; '))),
+      specs.map((s) => (s ? JSON.stringify(s) : null)),
     ],
   );
-  // The SELECT shares the INSERT's snapshot, so it sees only rows this batch had before this call.
-  const byLine = new Map(stored.map((s) => [s.line, s]));
-  const jobs: { name: string; data: JobData; opts: ReturnType<typeof jobOptions> & { jobId: string } }[] = [];
+  const earlier = new Map(before.map((b) => [b.line, b]));
+  const jobs: Job[] = [];
+  let queued = 0;
   let alreadyInBatch = 0;
-  for (const { r, tenantId } of planned) {
-    if (!r.ok) continue;
-    const existing = byLine.get(r.line);
-    if (existing && existing.idempotency_key !== r.row.key) {
-      throw new BatchConflictError(
-        `batch "${opts.batchId}" already has a different row at line ${r.line}: use a new batch id for a different file`,
-      );
+  chunk.forEach((r, i) => {
+    const mine = specs[i];
+    const had = earlier.get(r.line);
+    if (had && had.idempotency_key !== (mine?.key ?? null)) {
+      throw new BatchConflictError(`batch "${opts.batchId}" already has a different row at line ${r.line}: use a new batch id for a different file`);
     }
-    if (existing && existing.outcome !== 'queued') {
-      alreadyInBatch++;
-      continue;
-    }
-    const data: JobData = {
-      batchId: opts.batchId,
-      line: r.line,
-      key: r.row.key,
-      tenantId: existing?.tenant_id ?? tenantId!,
-      workspaceName: r.row.workspaceName,
-      ownerEmail: r.row.ownerEmail,
-      plan: r.row.plan,
-      members: r.row.members,
-      ...(r.row.externalId !== undefined ? { externalId: r.row.externalId } : {}),
-    };
-    // Still queued from an earlier run (which may have stopped before adding it): add again; the
-    // job id makes that a no-op when the job exists.
-    if (existing) alreadyInBatch++;
-    jobs.push({ name: 'workspace', data, opts: { ...jobOptions(opts.retry ?? DEFAULT_RETRY), jobId: jobIdFor(opts.batchId, r.row.key) } });
-  }
+    if (!mine) return;
+    if (!had) queued++;
+    else alreadyInBatch++;
+    // Still queued from an earlier run (which may have stopped before adding it): add it again;
+    // its job id makes that a no-op when the job exists.
+    if (!had || (had.outcome === 'queued' && had.spec)) jobs.push(jobFor(had?.spec ?? mine, opts.retry ?? DEFAULT_RETRY));
+  });
   if (jobs.length > 0) await deps.queue.addBulk(jobs);
-  return { queued: jobs.filter((j) => !byLine.has(j.data.line)).length, alreadyInBatch };
+  return { queued, alreadyInBatch };
+}
+
+function specOf(line: number, row: WorkspaceRow, opts: EnqueueOptions): JobData {
+  return {
+    batchId: opts.batchId,
+    line,
+    key: row.key,
+    tenantId: row.workspaceId ?? randomUUID(),
+    workspaceName: row.workspaceName,
+    ownerEmail: row.ownerEmail,
+    plan: row.plan,
+    members: row.members,
+    ...(row.externalId !== undefined ? { externalId: row.externalId } : {}),
+    createMissingAccounts: opts.createMissingAccounts ?? false,
+  };
+}
+
+export function jobFor(spec: JobData, retry: RetryPolicy, round = 1): Job {
+  return { name: 'workspace', data: spec, opts: { ...jobOptions(retry), jobId: jobIdFor(spec.batchId, spec.key, round) } };
 }

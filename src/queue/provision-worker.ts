@@ -36,7 +36,12 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProvisionWorker
     const fields = { batchId: data.batchId, line: data.line, tenantId: data.tenantId, attempt };
     try {
       const outcome = await provisionWorkspace(data, attempt, deps);
-      log.info({ ...fields, tenantId: outcome.tenantId, ms: Math.round(performance.now() - started), outcome: outcome.kind }, `workspace ${outcome.kind}`);
+      const ms = Math.round(performance.now() - started);
+      if (outcome.kind === 'cancelled') {
+        log.info({ ...fields, ms, outcome: 'cancelled' }, 'workspace skipped: batch row cancelled');
+        return { outcome: 'cancelled' };
+      }
+      log.info({ ...fields, tenantId: outcome.tenantId, ms, outcome: outcome.kind }, `workspace ${outcome.kind}`);
       return { outcome: outcome.kind, tenantId: outcome.tenantId };
     } catch (err) {
       const reason = describeError(err);

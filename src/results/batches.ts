@@ -78,3 +78,29 @@ export async function waitForBatch(
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 500));
   }
 }
+
+export interface BatchListing {
+  batchId: string;
+  source: string | null;
+  createdAt: Date;
+  state: 'ingesting' | 'running' | 'done' | 'cancelled';
+  total: number;
+  counts: OutcomeCounts;
+}
+
+export async function listBatches(db: Db, limit = 100): Promise<BatchListing[]> {
+  const { rows } = await db.query<{ id: string; source: string | null; created_at: Date; ingest_finished_at: Date | null; cancelled_at: Date | null; counts: Record<string, number> | null }>(
+    `SELECT b.id, b.source, b.created_at, b.ingest_finished_at, b.cancelled_at,
+            (SELECT jsonb_object_agg(outcome, n) FROM (SELECT outcome, count(*) AS n FROM ${SCHEMA}.rows r WHERE r.batch_id = b.id GROUP BY outcome) c) AS counts
+       FROM ${SCHEMA}.batches b
+      ORDER BY b.created_at DESC
+      LIMIT $1`,
+    [limit],
+  );
+  return rows.map((b) => {
+    const counts = Object.fromEntries(OUTCOMES.map((o) => [o, Number(b.counts?.[o] ?? 0)])) as OutcomeCounts;
+    const open = counts.queued + counts.active;
+    const state = !b.ingest_finished_at ? 'ingesting' : open > 0 ? 'running' : b.cancelled_at ? 'cancelled' : 'done';
+    return { batchId: b.id, source: b.source, createdAt: b.created_at, state, total: Object.values(counts).reduce((a, n) => a + n, 0), counts };
+  });
+}

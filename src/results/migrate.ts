@@ -14,6 +14,7 @@ const MIGRATIONS: string[] = [
     created_at         timestamptz NOT NULL DEFAULT now(),
     ingest_finished_at timestamptz,
     finished_at        timestamptz,
+    cancelled_at       timestamptz,
     total_rows         integer NOT NULL DEFAULT 0,
     options            jsonb NOT NULL DEFAULT '{}'
   );
@@ -30,7 +31,10 @@ const MIGRATIONS: string[] = [
     duration_ms     integer,
     fingerprint     text,
     error           text,
-    job_id          text,
+    -- What the job needs (the validated row, no secrets), so retry can queue it again.
+    spec            jsonb,
+    round           integer NOT NULL DEFAULT 1,
+    created_accounts text[],
     updated_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz,
     PRIMARY KEY (batch_id, line)

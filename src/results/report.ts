@@ -13,19 +13,39 @@ export interface ReportRow {
   fingerprint: string | null;
   attempts: number;
   durationMs: number | null;
+  /** Accounts this row created (batches run with create-missing-owners). */
+  accountsCreated: string[] | null;
   error: string | null;
 }
 
-export async function reportRows(db: Db, batchId: string, page?: { offset: number; limit: number; outcome?: Outcome }): Promise<ReportRow[]> {
+export interface ReportPage {
+  /** Rows after this line (keyset pagination: cheap at any depth). */
+  afterLine?: number;
+  limit?: number;
+  outcome?: Outcome;
+}
+
+export async function reportRows(db: Db, batchId: string, page: ReportPage = {}): Promise<ReportRow[]> {
   const { rows } = await db.query<ReportRow>(
     `SELECT line, external_id AS "externalId", workspace_name AS "workspaceName", owner_email AS "ownerEmail", outcome,
             CASE WHEN outcome IN ('created', 'existing') THEN tenant_id END AS "tenantId",
-            fingerprint, attempts, duration_ms AS "durationMs", error
+            fingerprint, attempts, duration_ms AS "durationMs", created_accounts AS "accountsCreated", error
        FROM ${SCHEMA}.rows
-      WHERE batch_id = $1 AND ($2::text IS NULL OR outcome = $2)
+      WHERE batch_id = $1 AND ($2::text IS NULL OR outcome = $2) AND line > $3
       ORDER BY line
-      OFFSET $3 LIMIT $4`,
-    [batchId, page?.outcome ?? null, page?.offset ?? 0, page?.limit ?? null],
+      LIMIT $4`,
+    [batchId, page.outcome ?? null, page.afterLine ?? 0, page.limit ?? null],
   );
   return rows;
+}
+
+/** Every row of the batch, in input order, a page at a time (for reports of any size). */
+export async function* allReportRows(db: Db, batchId: string, pageSize = 5000): AsyncGenerator<ReportRow> {
+  let afterLine = 0;
+  for (;;) {
+    const page = await reportRows(db, batchId, { afterLine, limit: pageSize });
+    yield* page;
+    if (page.length < pageSize) return;
+    afterLine = page[page.length - 1]!.line;
+  }
 }

@@ -7,18 +7,24 @@ export interface LedgerEntry {
   fingerprint: string;
 }
 
-/** Marks the row active (one more attempt) and returns the ledger entry for its key, in one trip. */
-export async function startAttempt(db: Db, batchId: string, line: number, attempt: number, key: string): Promise<LedgerEntry | undefined> {
-  const { rows } = await db.query<{ tenant_id: string; fingerprint: string }>(
+/**
+ * Marks the row active (one more attempt) unless it was cancelled, and returns the ledger entry
+ * for its key: one round trip.
+ */
+export async function startAttempt(db: Db, batchId: string, line: number, attempt: number, key: string): Promise<{ cancelled: boolean; known?: LedgerEntry }> {
+  const { rows } = await db.query<{ cancelled: boolean; tenant_id: string | null; fingerprint: string | null }>(
     `WITH started AS (
        UPDATE ${SCHEMA}.rows SET outcome = 'active', attempts = $3, updated_at = now()
         WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active', 'failed')
      )
-     SELECT tenant_id, fingerprint FROM ${SCHEMA}.ledger WHERE idempotency_key = $4`,
+     SELECT EXISTS (SELECT 1 FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2 AND outcome = 'cancelled') AS cancelled,
+            l.tenant_id, l.fingerprint
+       FROM (SELECT 1) AS one
+       LEFT JOIN ${SCHEMA}.ledger l ON l.idempotency_key = $4`,
     [batchId, line, attempt, key],
   );
-  const hit = rows[0];
-  return hit ? { tenantId: hit.tenant_id, fingerprint: hit.fingerprint } : undefined;
+  const r = rows[0]!;
+  return { cancelled: r.cancelled, ...(r.tenant_id ? { known: { tenantId: r.tenant_id, fingerprint: r.fingerprint! } } : {}) };
 }
 
 export async function findLedgerEntry(db: Db | Tx, key: string): Promise<LedgerEntry | undefined> {
@@ -39,15 +45,16 @@ export interface Finished {
   attempts: number;
   durationMs: number;
   error?: string;
+  createdAccounts?: string[];
 }
 
 export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {
   await db.query(
     `UPDATE ${SCHEMA}.rows
         SET outcome = $3, tenant_id = COALESCE($4, tenant_id), fingerprint = $5, attempts = $6,
-            duration_ms = $7, error = $8, updated_at = now(), finished_at = now()
+            duration_ms = $7, error = $8, created_accounts = $9, updated_at = now(), finished_at = now()
       WHERE batch_id = $1 AND line = $2`,
-    [f.batchId, f.line, f.outcome, f.tenantId ?? null, f.fingerprint ?? null, f.attempts, Math.round(f.durationMs), f.error ?? null],
+    [f.batchId, f.line, f.outcome, f.tenantId ?? null, f.fingerprint ?? null, f.attempts, Math.round(f.durationMs), f.error ?? null, f.createdAccounts ?? null],
   );
 }
 

@@ -1,0 +1,81 @@
+// Commands on existing batches: status, wait, report, retry, cancel, batches.
+import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import { requireConfig, type Config } from '../config/config.js';
+import { createProvisioner, type Provisioner } from '../provisioner.js';
+import type { BatchStatus } from '../results/batches.js';
+import { OUTCOMES } from '../types.js';
+import { waitAndReport } from './wait-command.js';
+
+async function withProvisioner<T>(config: Config, fn: (p: Provisioner) => Promise<T>): Promise<T> {
+  const p = await createProvisioner(requireConfig(config, 'redisUrl', 'databaseUrl'));
+  try {
+    return await fn(p);
+  } finally {
+    await p.close();
+  }
+}
+
+export function formatStatus(s: BatchStatus): string {
+  const finishedRows = s.total - s.counts.queued - s.counts.active;
+  const pct = s.total === 0 ? 100 : Math.floor((finishedRows / s.total) * 100);
+  const state = s.done ? 'done' : s.ingested ? 'running' : 'ingesting';
+  const counts = OUTCOMES.filter((o) => s.counts[o] > 0 || o !== 'cancelled').map((o) => `${o} ${s.counts[o]}`).join(', ');
+  return `batch ${s.batchId} (${state}): ${finishedRows}/${s.total} rows finished (${pct}%): ${counts}`;
+}
+
+export const statusCommand = (batchId: string, flags: { json?: boolean }, config: Config) =>
+  withProvisioner(config, async (p) => {
+    const s = await p.batch(batchId).status();
+    process.stdout.write(flags.json ? `${JSON.stringify(s)}\n` : `${formatStatus(s)}\n`);
+    return 0;
+  });
+
+export const waitCommand = (batchId: string, flags: { json?: boolean; reportDir: string }, config: Config) =>
+  withProvisioner(config, (p) => waitAndReport(p.batch(batchId), flags));
+
+export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; out?: string }, config: Config) =>
+  withProvisioner(config, async (p) => {
+    const batch = p.batch(batchId);
+    await batch.status(); // says clearly when there is no such batch
+    const out = flags.out ? createWriteStream(flags.out) : process.stdout;
+    if (flags.format === 'json') out.write(`${JSON.stringify(await batch.report(), null, 2)}\n`);
+    else for await (const chunk of batch.reportCsv()) if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
+    if (flags.out) {
+      out.end();
+      await finished(out);
+      process.stderr.write(`report written to ${flags.out}\n`);
+    }
+    return 0;
+  });
+
+export const retryCommand = (batchId: string, config: Config) =>
+  withProvisioner(config, async (p) => {
+    const n = await p.batch(batchId).retryFailed();
+    process.stdout.write(`batch ${batchId}: ${n} failed row(s) queued again\n`);
+    return 0;
+  });
+
+export const cancelCommand = (batchId: string, config: Config) =>
+  withProvisioner(config, async (p) => {
+    const n = await p.batch(batchId).cancel();
+    process.stdout.write(`batch ${batchId}: ${n} waiting row(s) cancelled; rows being processed finish\n`);
+    return 0;
+  });
+
+export const batchesCommand = (flags: { json?: boolean }, config: Config) =>
+  withProvisioner(config, async (p) => {
+    const list = await p.batches();
+    if (flags.json) {
+      process.stdout.write(`${JSON.stringify(list)}\n`);
+      return 0;
+    }
+    process.stdout.write(`${'batch'.padEnd(36)} ${'state'.padEnd(10)} ${'total'.padStart(7)} ${'created'.padStart(8)} ${'existing'.padStart(8)} ${'failed'.padStart(7)} ${'rejected'.padStart(8)}  created at\n`);
+    for (const b of list) {
+      const c = b.counts;
+      process.stdout.write(
+        `${b.batchId.padEnd(36)} ${b.state.padEnd(10)} ${String(b.total).padStart(7)} ${String(c.created).padStart(8)} ${String(c.existing).padStart(8)} ${String(c.failed).padStart(7)} ${String(c.rejected).padStart(8)}  ${b.createdAt.toISOString()}\n`,
+      );
+    }
+    return 0;
+  });

@@ -1,0 +1,109 @@
+// `dify-provision wait BATCH` (and `ingest --wait`): live progress until the batch is done, then a
+// summary, the report files, and an exit code scripts can branch on (0: every row created or
+// existing; 3: some row rejected, failed or cancelled).
+import { createWriteStream } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { finished } from 'node:stream/promises';
+import cliProgress from 'cli-progress';
+import type { BatchHandle } from '../provisioner.js';
+import type { BatchStatus } from '../results/batches.js';
+import { OUTCOMES } from '../types.js';
+
+export const EXIT_INCOMPLETE = 3;
+
+export interface WaitFlags {
+  reportDir: string;
+  intervalMs?: number;
+  json?: boolean;
+}
+
+const finishedOf = (s: BatchStatus) => s.total - s.counts.queued - s.counts.active;
+const unhappy = (s: BatchStatus) => s.counts.failed + s.counts.rejected + s.counts.cancelled;
+
+function formatEta(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  if (seconds < 60) return `${Math.ceil(seconds)}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${String(Math.ceil(seconds % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** Progress on a TTY as a bar; elsewhere a plain line every 5 seconds (and at the end). */
+function progressView(out: NodeJS.WriteStream) {
+  const started = Date.now();
+  let firstDone: number | undefined;
+  const rate = (s: BatchStatus) => {
+    firstDone ??= finishedOf(s);
+    const secs = (Date.now() - started) / 1000;
+    return secs > 0 ? (finishedOf(s) - firstDone) / secs : 0;
+  };
+  if (out.isTTY) {
+    const bar = new cliProgress.SingleBar(
+      { format: ' {bar} {percentage}% | {value}/{total} rows | {rate}/s | ETA {etaText} | failed {failed}', hideCursor: true, stream: out },
+      cliProgress.Presets.shades_classic,
+    );
+    let startedBar = false;
+    return {
+      update(s: BatchStatus) {
+        const r = rate(s);
+        const payload = { rate: r.toFixed(1), etaText: formatEta(r > 0 ? (s.total - finishedOf(s)) / r : Infinity), failed: s.counts.failed };
+        if (!startedBar) {
+          bar.start(s.total, finishedOf(s), payload);
+          startedBar = true;
+        }
+        bar.setTotal(s.total);
+        bar.update(finishedOf(s), payload);
+      },
+      stop: () => bar.stop(),
+    };
+  }
+  let lastPrinted = 0;
+  return {
+    update(s: BatchStatus) {
+      if (Date.now() - lastPrinted < 5000 && !s.done) return;
+      lastPrinted = Date.now();
+      const r = rate(s);
+      const pct = s.total === 0 ? 100 : Math.floor((finishedOf(s) / s.total) * 100);
+      out.write(`progress ${s.batchId}: ${finishedOf(s)}/${s.total} (${pct}%), ${r.toFixed(1)}/s, ETA ${formatEta(r > 0 ? (s.total - finishedOf(s)) / r : Infinity)}, failed ${s.counts.failed}\n`);
+    },
+    stop: () => {},
+  };
+}
+
+export function summaryTable(s: BatchStatus): string {
+  const rows = OUTCOMES.filter((o) => s.counts[o] > 0).map((o) => `  ${o.padEnd(10)} ${String(s.counts[o]).padStart(8)}`);
+  return [`  ${'outcome'.padEnd(10)} ${'rows'.padStart(8)}`, ...rows, `  ${'total'.padEnd(10)} ${String(s.total).padStart(8)}`].join('\n');
+}
+
+/** Writes <dir>/<batch>-report.csv and .json; returns their paths. */
+export async function writeReports(batch: BatchHandle, dir: string): Promise<{ csv: string; json: string }> {
+  await mkdir(dir, { recursive: true });
+  const csv = resolve(join(dir, `${batch.id}-report.csv`));
+  const json = resolve(join(dir, `${batch.id}-report.json`));
+  const stream = createWriteStream(csv);
+  for await (const chunk of batch.reportCsv()) if (!stream.write(chunk)) await new Promise<void>((r) => stream.once('drain', () => r()));
+  stream.end();
+  await finished(stream);
+  await writeFile(json, `${JSON.stringify(await batch.report(), null, 2)}\n`);
+  return { csv, json };
+}
+
+export async function waitAndReport(batch: BatchHandle, flags: WaitFlags): Promise<number> {
+  const view = progressView(flags.json ? process.stderr : process.stdout);
+  let status: BatchStatus | undefined;
+  try {
+    for await (const s of batch.progress(flags.intervalMs ?? 500)) {
+      status = s;
+      view.update(s);
+    }
+  } finally {
+    view.stop();
+  }
+  const paths = await writeReports(batch, flags.reportDir);
+  if (flags.json) {
+    process.stdout.write(`${JSON.stringify({ ...status, report: paths })}\n`);
+  } else {
+    process.stdout.write(`\nbatch ${batch.id} done:\n${summaryTable(status!)}\nreport: ${paths.csv}\n        ${paths.json}\n`);
+  }
+  return unhappy(status!) === 0 ? 0 : EXIT_INCOMPLETE;
+}

@@ -1,0 +1,80 @@
+// A dry run against the database, like `terraform plan`: what ingesting these rows would do,
+// read-only (no migration, no writes, no Redis).
+import type { CsvRow } from '../csv/read-rows.js';
+import type { Db } from '../db/pool.js';
+import { SCHEMA } from '../results/migrate.js';
+
+export interface PlanLine {
+  line: number;
+  field: string;
+  message: string;
+}
+
+export interface Plan {
+  total: number;
+  wouldCreate: number;
+  existing: number;
+  rejected: number;
+  /** Valid rows that would fail: missing or ambiguous owners/members, taken workspace ids. */
+  wouldFail: number;
+  problems: PlanLine[];
+}
+
+export async function planBatch(rows: AsyncIterable<CsvRow>, db: Db, opts: { createMissingAccounts?: boolean; chunkSize?: number } = {}): Promise<Plan> {
+  const plan: Plan = { total: 0, wouldCreate: 0, existing: 0, rejected: 0, wouldFail: 0, problems: [] };
+  const { rows: hasLedger } = await db.query(`SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'ledger'`, [SCHEMA]);
+  let chunk: Extract<CsvRow, { ok: true }>[] = [];
+  const flush = async () => {
+    await planChunk(chunk, db, hasLedger.length > 0, opts.createMissingAccounts ?? false, plan);
+    chunk = [];
+  };
+  for await (const r of rows) {
+    plan.total++;
+    if (!r.ok) {
+      plan.rejected++;
+      plan.problems.push(...r.errors.map((e) => ({ line: r.line, ...e })));
+      continue;
+    }
+    chunk.push(r);
+    if (chunk.length >= (opts.chunkSize ?? 1000)) await flush();
+  }
+  if (chunk.length > 0) await flush();
+  plan.problems.sort((a, b) => a.line - b.line);
+  return plan;
+}
+
+async function planChunk(chunk: Extract<CsvRow, { ok: true }>[], db: Db, hasLedger: boolean, createMissing: boolean, plan: Plan): Promise<void> {
+  const keys = chunk.map((r) => r.row.key);
+  const existing = new Set(
+    hasLedger ? (await db.query<{ k: string }>(`SELECT idempotency_key AS k FROM ${SCHEMA}.ledger WHERE idempotency_key = ANY($1)`, [keys])).rows.map((r) => r.k) : [],
+  );
+  const emails = [...new Set(chunk.flatMap((r) => [r.row.ownerEmail, ...r.row.members.map((m) => m.email)].map((e) => e.toLowerCase())))];
+  const accounts = new Map<string, { n: number; status: string }>();
+  for (const a of (await db.query<{ e: string; n: string; status: string }>(
+    `SELECT lower(email) AS e, count(*) AS n, min(status) AS status FROM accounts WHERE lower(email) = ANY($1) GROUP BY lower(email)`,
+    [emails],
+  )).rows) accounts.set(a.e, { n: Number(a.n), status: a.status });
+  const ids = chunk.map((r) => r.row.workspaceId).filter((x): x is string => x !== undefined);
+  const taken = new Set((await db.query<{ id: string }>(`SELECT id FROM tenants WHERE id = ANY($1::uuid[])`, [ids])).rows.map((r) => r.id));
+
+  for (const { line, row } of chunk) {
+    if (existing.has(row.key)) {
+      plan.existing++;
+      continue;
+    }
+    const problems: PlanLine[] = [];
+    const check = (email: string, field: string) => {
+      const a = accounts.get(email.toLowerCase());
+      if (!a && !createMissing) problems.push({ line, field, message: `no Dify account has the email "${email}"` });
+      else if (a && a.n > 1) problems.push({ line, field, message: `more than one Dify account has the email "${email}"` });
+      else if (a && (a.status === 'banned' || a.status === 'closed')) problems.push({ line, field, message: `the Dify account "${email}" is ${a.status}` });
+    };
+    check(row.ownerEmail, 'owner_email');
+    for (const m of row.members) check(m.email, 'members');
+    if (row.workspaceId && taken.has(row.workspaceId)) problems.push({ line, field: 'workspace_id', message: `a workspace with id ${row.workspaceId} exists already` });
+    if (problems.length > 0) {
+      plan.wouldFail++;
+      plan.problems.push(...problems);
+    } else plan.wouldCreate++;
+  }
+}

@@ -1,0 +1,42 @@
+// Reports as people use them: CSV for a spreadsheet (safe against formula injection) and JSON.
+import type { ReportRow } from './report.js';
+
+export const REPORT_COLUMNS = [
+  'line',
+  'external_id',
+  'workspace_name',
+  'owner_email',
+  'outcome',
+  'tenant_id',
+  'public_key_sha256',
+  'attempts',
+  'duration_ms',
+  'accounts_created',
+  'error',
+] as const;
+
+/**
+ * OWASP's advice against CSV injection: a cell a spreadsheet would read as a formula
+ * (=, +, -, @, tab, carriage return first) is prefixed with a single quote.
+ */
+export function spreadsheetSafe(value: string): string {
+  return /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+}
+
+function cell(value: unknown): string {
+  if (value === null || value === undefined) return '';
+  const text = spreadsheetSafe(Array.isArray(value) ? value.join(';') : String(value));
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+export function csvHeader(): string {
+  return `${REPORT_COLUMNS.join(',')}\r\n`;
+}
+
+export function csvLine(r: ReportRow): string {
+  return (
+    [r.line, r.externalId, r.workspaceName, r.ownerEmail, r.outcome, r.tenantId, r.fingerprint, r.attempts, r.durationMs, r.accountsCreated, r.error]
+      .map(cell)
+      .join(',') + '\r\n'
+  );
+}
