@@ -18,6 +18,8 @@ import { runWorker } from '../../workers/provision-worker.js';
 import { openQueue } from './context.js';
 import { formatRejection } from './ingest-command.js';
 import { formatStatus } from './batch-commands.js';
+import { createProvisioner } from '../provisioner.js';
+import { writeReports } from './wait-command.js';
 
 const say = (m: string) => process.stdout.write(`${m}\n`);
 
@@ -40,7 +42,7 @@ export async function demoCommand(flags: { keep?: boolean; dir: string }, env: N
     const config: Config = { ...base, redisUrl, databaseUrl, storageDir, queuePrefix: '{dify-provision-demo}' };
     say(`database: a fresh "dify_provision_demo" with Dify's schema and 10 sample accounts; keys under ${storageDir}`);
     await clearQueue(redisUrl, config.queuePrefix);
-    return await runDemo(config);
+    return await runDemo(config, flags.dir);
   } finally {
     if (services) {
       await services.stop({ keep: false });
@@ -49,7 +51,7 @@ export async function demoCommand(flags: { keep?: boolean; dir: string }, env: N
   }
 }
 
-async function runDemo(config: Config): Promise<number> {
+async function runDemo(config: Config, demoDirName: string): Promise<number> {
   const csv = projectFile('samples', 'workspaces.csv');
   const ctx = await openQueue(config);
   const worker = await runWorker(config, { concurrency: 4, logger: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel) });
@@ -68,6 +70,13 @@ async function runDemo(config: Config): Promise<number> {
       say(`  line ${String(r.line).padStart(2)}  ${r.outcome.padEnd(8)}  ${(r.workspaceName ?? '').slice(0, 28).padEnd(28)}  ${what}`);
     }
     say(`\n${formatStatus(status)}`);
+    const provisioner = await createProvisioner({ ...config, redisUrl: config.redisUrl!, databaseUrl: config.databaseUrl! });
+    try {
+      const paths = await writeReports(provisioner.batch(summary.batchId), projectFile(demoDirName));
+      say(`report: ${paths.csv}\n        ${paths.json}`);
+    } finally {
+      await provisioner.close();
+    }
     return status.counts.queued + status.counts.active === 0 ? 0 : 1;
   } finally {
     await worker.close();

@@ -1,0 +1,159 @@
+import { Readable } from 'node:stream';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createProvisioner, StrictValidationError, type Provisioner } from '../../src/provisioner.js';
+import { runWorker } from '../../workers/provision-worker.js';
+import { csvOf } from '../helpers/batch.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+let env: TestEnv;
+let provisioner: Provisioner;
+beforeEach(async () => {
+  env = await createTestEnv();
+  provisioner = await createProvisioner(env.config);
+});
+afterEach(async () => {
+  await provisioner.close();
+  await env.cleanup();
+});
+
+const csv = (rows: Record<string, string>[]) => Readable.from([Buffer.from(csvOf(rows))]);
+async function withWorker<T>(fn: () => Promise<T>): Promise<T> {
+  const w = await runWorker(env.config, { concurrency: 4, logger: pino({ level: 'silent' }) });
+  try {
+    return await fn();
+  } finally {
+    await w.close();
+  }
+}
+
+describe('the per-row report', () => {
+  it('answers every input row once, in input order, across valid, invalid, existing and failing rows; and survives FLUSHALL', async () => {
+    const first = await provisioner.enqueueCsv(csv([{ workspace_name: 'Already', owner_email: 'owner1@example.com', external_id: 'e1' }]), { batchId: 'earlier' });
+    await withWorker(() => first.done(100));
+
+    const rows = [
+      { workspace_name: '=SUM(A1:A9)', owner_email: 'owner2@example.com', external_id: 'e2' },
+      { workspace_name: 'Broken', owner_email: 'nope', external_id: 'e3' },
+      { workspace_name: 'Already', owner_email: 'owner1@example.com', external_id: 'e1' },
+      { workspace_name: 'Ghost', owner_email: 'ghost@example.com', external_id: 'e4' },
+      { workspace_name: '+cmd|calc', owner_email: 'owner3@example.com', external_id: 'e5' },
+    ];
+    const batch = await provisioner.enqueueCsv(csv(rows), { batchId: 'mixed', retry: { attempts: 3, backoffMs: 20 } });
+    const final = await withWorker(() => batch.done(100));
+    expect(final).toMatchObject({ done: true, succeeded: false, total: 5, counts: { created: 2, existing: 1, rejected: 1, failed: 1 } });
+
+    await env.redis.flushall();
+    const report = await batch.report();
+    expect(report.map((r) => [r.line, r.externalId, r.outcome])).toEqual([
+      [2, 'e2', 'created'],
+      [3, 'e3', 'rejected'],
+      [4, 'e1', 'existing'],
+      [5, 'e4', 'failed'],
+      [6, 'e5', 'created'],
+    ]);
+    expect(report[1]!.error).toBe('owner_email: is not a valid email address');
+    expect(report[3]!).toMatchObject({ attempts: 1, tenantId: null, error: expect.stringContaining('no Dify account has the email "ghost@example.com"') });
+    const earlier = (await first.report())[0]!;
+    expect(report[2]).toMatchObject({ tenantId: earlier.tenantId, fingerprint: earlier.fingerprint });
+    expect(report[0]!.fingerprint).toMatch(/^[0-9a-f]{64}$/);
+
+    let text = '';
+    for await (const chunk of batch.reportCsv()) text += chunk;
+    const lines = text.trimEnd().split('\r\n');
+    expect(lines[0]).toBe('line,external_id,workspace_name,owner_email,outcome,tenant_id,public_key_sha256,attempts,duration_ms,accounts_created,error');
+    expect(lines).toHaveLength(6);
+    expect(lines[1]).toMatch(/^2,e2,'=SUM\(A1:A9\),owner2@example\.com,created,[0-9a-f-]{36},[0-9a-f]{64},1,\d+,,$/);
+    expect(lines[5]).toContain(",'+cmd|calc,");
+  });
+});
+
+describe('batch lifecycle', () => {
+  it('strict mode queues nothing when one row is invalid, and lists every invalid row', async () => {
+    const rows = [
+      { workspace_name: 'Fine', owner_email: 'owner1@example.com' },
+      { workspace_name: 'Bad', owner_email: 'x' },
+      { workspace_name: '', owner_email: 'owner1@example.com' },
+    ];
+    const err = await provisioner.enqueue(rows, { batchId: 'strict', strict: true }).catch((e) => e);
+    expect(err).toBeInstanceOf(StrictValidationError);
+    expect((err as StrictValidationError).rejected.map((r) => r.line)).toEqual([2, 3]);
+    expect(await provisioner.batches()).toEqual([]);
+    const waiting = await env.redis.keys(`${env.config.queuePrefix}:*`);
+    expect(waiting.filter((k) => !k.endsWith(':meta'))).toEqual([]);
+  });
+
+  it('retry succeeds after the missing owner is created', async () => {
+    const batch = await provisioner.enqueue([{ workspace_name: 'Later', owner_email: 'late@example.com' }], { batchId: 'retry-me' });
+    await withWorker(async () => {
+      expect((await batch.done(100)).counts.failed).toBe(1);
+      await env.db.query(`INSERT INTO accounts (name, email, status) VALUES ('Late', 'late@example.com', 'active')`);
+      expect(await batch.retryFailed()).toBe(1);
+      const after = await batch.done(100);
+      expect(after).toMatchObject({ succeeded: true, counts: { created: 1, failed: 0 } });
+    });
+    const [row] = await batch.report();
+    expect(row).toMatchObject({ outcome: 'created', attempts: 1, error: null });
+    expect(await batch.retryFailed()).toBe(0);
+  });
+
+  it('create-missing-owners creates a pending account once, even when two rows name the same new email', async () => {
+    const rows = Array.from({ length: 6 }, (_, i) => ({
+      workspace_name: `New ${i}`,
+      owner_email: i % 2 === 0 ? 'Fresh@Example.com' : 'fresh@example.com',
+      members: i === 0 ? [{ email: 'newbie@example.com', role: 'editor' }] : [],
+    }));
+    const batch = await provisioner.enqueue(rows, { batchId: 'fresh', createMissingOwners: true });
+    const final = await withWorker(() => batch.done(100));
+    expect(final.counts.created).toBe(6);
+    const { rows: accounts } = await env.db.query(
+      `SELECT email, name, status, password, interface_language, interface_theme, timezone FROM accounts WHERE email IN ('fresh@example.com', 'newbie@example.com') ORDER BY email`,
+    );
+    expect(accounts).toEqual([
+      { email: 'fresh@example.com', name: 'fresh', status: 'pending', password: null, interface_language: 'en-US', interface_theme: 'light', timezone: 'America/New_York' },
+      { email: 'newbie@example.com', name: 'newbie', status: 'pending', password: null, interface_language: 'en-US', interface_theme: 'light', timezone: 'America/New_York' },
+    ]);
+    const created = (await batch.report()).flatMap((r) => r.accountsCreated ?? []);
+    expect(created.sort()).toEqual(['fresh@example.com', 'newbie@example.com']);
+    const { rows: current } = await env.db.query(`SELECT count(*)::int AS n FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE a.email = 'fresh@example.com' AND j.current`);
+    expect(current[0].n).toBe(1);
+  });
+
+  it('an email that matches two accounts is an error, never a guess, even with create-missing-owners', async () => {
+    await env.db.query(`INSERT INTO accounts (name, email, status) VALUES ('Twin', 'OWNER1@example.com', 'active')`);
+    const batch = await provisioner.enqueue([{ workspace_name: 'Twins', owner_email: 'owner1@example.com' }], { batchId: 'twins', createMissingOwners: true });
+    await withWorker(() => batch.done(100));
+    expect((await batch.report())[0]).toMatchObject({ outcome: 'failed', error: expect.stringContaining('more than one Dify account has the email') });
+  });
+
+  it('cancel stops waiting jobs; nothing more is created and the report says cancelled', async () => {
+    const rows = Array.from({ length: 8 }, (_, i) => ({ workspace_name: `C ${i}`, owner_email: `owner${i + 1}@example.com` }));
+    const batch = await provisioner.enqueue(rows, { batchId: 'cancel-me' });
+    expect(await batch.cancel()).toBe(8);
+    const final = await withWorker(async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      return batch.done(100);
+    });
+    expect(final.counts).toMatchObject({ cancelled: 8, created: 0 });
+    expect((await env.db.query(`SELECT count(*)::int AS n FROM tenants`)).rows[0].n).toBe(0);
+    expect((await provisioner.batches())[0]).toMatchObject({ batchId: 'cancel-me', state: 'cancelled', total: 8 });
+    expect((await batch.report()).every((r) => r.outcome === 'cancelled')).toBe(true);
+  });
+
+  it('plans a dry run against the database: would create, existing, invalid, failing', async () => {
+    const done = await provisioner.enqueue([{ workspace_name: 'Exists', owner_email: 'owner1@example.com' }], { batchId: 'p0' });
+    await withWorker(() => done.done(100));
+    await env.db.query(`INSERT INTO tenants (id, name) VALUES ('6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20', 'taken')`);
+    const plan = await provisioner.plan(
+      csv([
+        { workspace_name: 'Exists', owner_email: 'owner1@example.com', workspace_id: '' },
+        { workspace_name: 'New', owner_email: 'owner2@example.com', workspace_id: '' },
+        { workspace_name: 'Nobody', owner_email: 'nobody@example.com', workspace_id: '' },
+        { workspace_name: 'Taken', owner_email: 'owner3@example.com', workspace_id: '6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20' },
+        { workspace_name: 'Bad', owner_email: 'bad', workspace_id: '' },
+      ]),
+    );
+    expect(plan).toMatchObject({ total: 5, wouldCreate: 1, existing: 1, rejected: 1, wouldFail: 2 });
+    expect(plan.problems.map((p) => `${p.line} ${p.field}`)).toEqual(['4 owner_email', '5 workspace_id', '6 owner_email']);
+  });
+});
