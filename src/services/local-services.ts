@@ -190,7 +190,12 @@ async function pgRunner(): Promise<{ prepare(dirs: string[]): Promise<void>; run
   const gid = Number(gids.stdout.trim());
   return {
     async prepare(dirs) {
-      for (const d of dirs) await chown(d, uid, gid);
+      for (const d of dirs) {
+        await chown(d, uid, gid);
+        if (spawnSync('runuser', ['-u', 'postgres', '--', 'test', '-w', d]).status !== 0) {
+          throw new MissingBinariesError(`PostgreSQL runs as the postgres user, who cannot reach ${d}: make its parent folders traversable (chmod o+x) or choose another folder`);
+        }
+      }
     },
     async run(cmd, args) {
       await run('runuser', ['-u', 'postgres', '--', cmd, ...args], { cwd: '/' });

@@ -1,0 +1,189 @@
+// npm run bench: tenants per second against the key-generation ceiling, the manual recipe, and
+// ingest at scale, in one run on one machine. Prints a table (and JSON with --json).
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { finished } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import { Command } from 'commander';
+import { Redis } from 'ioredis';
+import { createPool } from '../src/db/pool.js';
+import { projectFile } from '../src/project-files.js';
+import { rsaKeySource } from '../src/provision/rsa-keys.js';
+import { waitForBatch } from '../src/results/batches.js';
+import { createDifyDatabase } from '../src/services/dify-database.js';
+import { startLocalServices, type LocalServices } from '../src/services/local-services.js';
+
+const run = promisify(execFile);
+const CLI = projectFile('dist', 'src', 'cli', 'main.js');
+const ACCOUNTS = 200;
+
+const opts = new Command('bench')
+  .option('--n <n>', 'rows for the pipeline runs', (v) => Number(v), 2000)
+  .option('--manual-n <n>', 'tenants for the manual recipe', (v) => Number(v), 300)
+  .option('--pool-n <n>', 'rows for the everything-but-keygen run', (v) => Number(v), 5000)
+  .option('--ingest-n <n>', 'rows for ingest throughput', (v) => Number(v), 100_000)
+  .option('--rss-n <n>', 'rows for the ingest peak-RSS run', (v) => Number(v), 1_000_000)
+  .option('--concurrency <n>', 'jobs in flight per worker process', (v) => Number(v), 4)
+  .option('--pool-concurrency <n>', 'jobs in flight per worker process with pooled keys', (v) => Number(v), 32)
+  .option('--only <parts>', 'comma-separated: ceiling,pipeline1,pipeline2,manual,pooled,ingest,rss')
+  .option('--json', 'also print the figures as JSON')
+  .parse()
+  .opts<{ n: number; manualN: number; poolN: number; ingestN: number; rssN: number; concurrency: number; poolConcurrency: number; only?: string; json?: boolean }>();
+const wanted = (part: string) => !opts.only || opts.only.split(',').includes(part);
+const log = (m: string) => process.stderr.write(`${m}\n`);
+
+interface World {
+  redisUrl: string;
+  serverUrl: string;
+  tmp: string;
+}
+
+async function freshWorld(w: World, tag: string) {
+  const databaseUrl = await createDifyDatabase(w.serverUrl, 'dify_bench', {
+    seedSql: `INSERT INTO accounts (name, email, status) SELECT 'Owner ' || i, 'owner' || i || '@example.com', 'active' FROM generate_series(1, ${ACCOUNTS}) i`,
+  });
+  const storageDir = await mkdtemp(join(w.tmp, `storage-${tag}-`));
+  const prefix = `{bench-${tag}-${Date.now()}}`;
+  const env = { ...process.env, REDIS_URL: w.redisUrl, DATABASE_URL: databaseUrl, DIFY_STORAGE_DIR: storageDir, DIFY_PROVISION_QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn' };
+  return { databaseUrl, storageDir, prefix, env };
+}
+
+async function writeCsv(path: string, n: number, tag: string): Promise<void> {
+  const out = createWriteStream(path);
+  out.write('workspace_name,owner_email,external_id\n');
+  for (let i = 1; i <= n; i++) {
+    if (!out.write(`Bench ${tag} ${i},owner${((i - 1) % ACCOUNTS) + 1}@example.com,${tag}-${i}\n`)) await new Promise<void>((r) => out.once('drain', () => r()));
+  }
+  out.end();
+  await finished(out);
+}
+
+function startWorker(env: NodeJS.ProcessEnv, concurrency: number, pooled = 0): Promise<ChildProcess> {
+  const args = [projectFile('dist', 'bench', 'worker-process.js'), String(concurrency), ...(pooled ? ['--pooled-keys', String(pooled)] : [])];
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d) => String(d).includes('ready') && resolve(child));
+    child.on('exit', (code) => reject(new Error(`worker exited ${code}`)));
+  });
+}
+const stop = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null ? r() : (c.on('exit', () => r()), c.kill('SIGTERM'))));
+
+function percentile(sorted: number[], p: number): number {
+  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** Ingest N rows with the CLI and run `workers` processes until the batch is done. */
+async function pipeline(w: World, tag: string, n: number, workers: number, concurrency: number, pooled = 0) {
+  const world = await freshWorld(w, tag);
+  const csv = join(w.tmp, `${tag}.csv`);
+  await writeCsv(csv, n, tag);
+  const procs = await Promise.all(Array.from({ length: workers }, () => startWorker(world.env, concurrency, pooled)));
+  const db = createPool(world.databaseUrl, 2);
+  try {
+    const t0 = performance.now();
+    await run(process.execPath, [CLI, 'ingest', csv, '--batch-id', tag], { env: world.env, maxBuffer: 64 << 20 });
+    const status = await waitForBatch(db, tag, { intervalMs: 50 });
+    const seconds = (performance.now() - t0) / 1000;
+    if (status.counts.created !== n) throw new Error(`${tag}: expected ${n} created, got ${JSON.stringify(status.counts)}`);
+    const { rows } = await db.query<{ d: number }>(`SELECT duration_ms AS d FROM dify_provision.rows WHERE batch_id = $1 ORDER BY duration_ms`, [tag]);
+    const d = rows.map((r) => r.d);
+    return { n, seconds, perSec: n / seconds, p50: percentile(d, 50), p95: percentile(d, 95), p99: percentile(d, 99) };
+  } finally {
+    await Promise.all(procs.map(stop));
+    await db.end();
+    await rm(world.storageDir, { recursive: true, force: true });
+  }
+}
+
+async function ceiling(seconds = 15): Promise<{ perSec: number; keys: number }> {
+  const inFlight = Math.max(4, cpus().length * 2);
+  let keys = 0;
+  const until = performance.now() + seconds * 1000;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    while (performance.now() < until) {
+      await rsaKeySource.generate();
+      keys++;
+    }
+  }));
+  return { perSec: keys / ((performance.now() - t0) / 1000), keys };
+}
+
+async function manual(w: World, n: number) {
+  const world = await freshWorld(w, 'manual');
+  const url = new URL(world.databaseUrl);
+  const env = { ...process.env, PGHOST: url.hostname, PGPORT: url.port, PGUSER: url.username, PGDATABASE: url.pathname.slice(1), ACCOUNTS: String(ACCOUNTS) };
+  const { stdout } = await run('bash', [projectFile('bench', 'manual_baseline.sh'), String(n), world.storageDir], { env, maxBuffer: 16 << 20 });
+  await rm(world.storageDir, { recursive: true, force: true });
+  const r = JSON.parse(stdout.trim().split('\n').pop()!);
+  return { n, seconds: r.seconds as number, perSec: r.tenantsPerSec as number };
+}
+
+async function ingestOnly(w: World, n: number, measureRss: boolean) {
+  const world = await freshWorld(w, measureRss ? 'rss' : 'ingest');
+  const csv = join(w.tmp, `ingest-${n}.csv`);
+  await writeCsv(csv, n, `i${n}`);
+  const t0 = performance.now();
+  const { stderr } = await run(process.execPath, [projectFile('dist', 'bench', 'rss-ingest.js'), 'ingest', csv, '--batch-id', `ingest-${n}`], { env: world.env, maxBuffer: 64 << 20 });
+  const seconds = (performance.now() - t0) / 1000;
+  const rssKb = Number(/maxrss_kb=(\d+)/.exec(stderr)?.[1]);
+  const redis = new Redis(w.redisUrl);
+  const keys = await redis.keys(`${world.prefix}:*`);
+  for (let i = 0; i < keys.length; i += 1000) await redis.del(...keys.slice(i, i + 1000));
+  redis.disconnect();
+  await rm(world.storageDir, { recursive: true, force: true });
+  return { n, seconds, perSec: n / seconds, peakRssMb: rssKb / 1024 };
+}
+
+async function main() {
+  let services: LocalServices | undefined;
+  const tmp = await mkdtemp(join(tmpdir(), 'dify-provision-bench-'));
+  await chmod(tmp, 0o755); // PostgreSQL runs as its own user and must reach its data folder
+  let redisUrl = process.env.REDIS_URL;
+  let serverUrl = process.env.DATABASE_URL;
+  if (!redisUrl || !serverUrl) {
+    services = await startLocalServices({ dir: join(tmp, 'services'), say: log });
+    redisUrl = services.redisUrl;
+    serverUrl = services.databaseUrl;
+  }
+  const w: World = { redisUrl, serverUrl, tmp };
+  const results: Record<string, unknown> = {};
+  try {
+    if (wanted('ceiling')) (log('ceiling: RSA-2048 keygen, all cores…'), (results.ceiling = await ceiling()));
+    if (wanted('pipeline1')) (log(`pipeline: ${opts.n} rows, 1 worker process…`), (results.pipeline1 = await pipeline(w, 'p1', opts.n, 1, opts.concurrency)));
+    if (wanted('pipeline2')) (log(`pipeline: ${opts.n} rows, 2 worker processes…`), (results.pipeline2 = await pipeline(w, 'p2', opts.n, 2, opts.concurrency)));
+    if (wanted('manual')) (log(`manual recipe: ${opts.manualN} tenants…`), (results.manual = await manual(w, opts.manualN)));
+    if (wanted('pooled')) (log(`everything but keygen: ${opts.poolN} rows, pooled keys…`), (results.pooled = await pipeline(w, 'pool', opts.poolN, 1, opts.poolConcurrency, 64)));
+    if (wanted('ingest')) (log(`ingest: ${opts.ingestN} rows…`), (results.ingest = await ingestOnly(w, opts.ingestN, false)));
+    if (wanted('rss')) (log(`ingest peak RSS: ${opts.rssN} rows…`), (results.rss = await ingestOnly(w, opts.rssN, true)));
+  } finally {
+    await services?.stop();
+    await rm(tmp, { recursive: true, force: true });
+  }
+  printTable(results);
+  if (opts.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+}
+
+function printTable(r: Record<string, any>) {
+  const f = (x: number | undefined, d = 1) => (x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));
+  const cpu = cpus();
+  const lines = [`machine: ${cpu.length} × ${cpu[0]?.model ?? '?'}, node ${process.version}, ${new Date().toISOString().slice(0, 10)}`, ''];
+  lines.push('| measure | N | seconds | per second | p50 / p95 / p99 ms | ratio |', '| --- | ---: | ---: | ---: | --- | --- |');
+  if (r.ceiling) lines.push(`| ceiling: RSA-2048 key pairs, all cores | ${r.ceiling.keys} | 15 | ${f(r.ceiling.perSec)} | | |`);
+  for (const [k, label] of [['pipeline1', 'pipeline, 1 worker process'], ['pipeline2', 'pipeline, 2 worker processes']] as const) {
+    const p = r[k];
+    if (!p) continue;
+    const ratios = [r.ceiling ? `÷ ceiling ${f(p.perSec / r.ceiling.perSec, 2)}` : '', r.manual ? `÷ manual ${f(p.perSec / r.manual.perSec, 2)}` : ''].filter(Boolean).join(', ');
+    lines.push(`| ${label} | ${p.n} | ${f(p.seconds)} | ${f(p.perSec)} | ${p.p50} / ${p.p95} / ${p.p99} | ${ratios} |`);
+  }
+  if (r.manual) lines.push(`| manual recipe (psql + openssl per tenant) | ${r.manual.n} | ${f(r.manual.seconds)} | ${f(r.manual.perSec)} | | |`);
+  if (r.pooled) lines.push(`| everything but keygen (pooled keys) | ${r.pooled.n} | ${f(r.pooled.seconds)} | ${f(r.pooled.perSec)} | ${r.pooled.p50} / ${r.pooled.p95} / ${r.pooled.p99} | |`);
+  if (r.ingest) lines.push(`| ingest: validate + record + enqueue | ${r.ingest.n} | ${f(r.ingest.seconds)} | ${f(r.ingest.perSec, 0)} | | peak RSS ${f(r.ingest.peakRssMb, 0)} MB |`);
+  if (r.rss) lines.push(`| ingest, peak RSS | ${r.rss.n} | ${f(r.rss.seconds)} | ${f(r.rss.perSec, 0)} | | peak RSS ${f(r.rss.peakRssMb, 0)} MB |`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+await main();
