@@ -38,7 +38,6 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
   const parser: Transform = parse({
       bom: true,
       info: true,
-      raw: true,
       record_delimiter: ['\r\n', '\n', '\r'],
       relax_column_count: true,
       skip_empty_lines: true,
@@ -52,6 +51,7 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
   input.pipe(crlfToLf()).pipe(parser);
 
   let columns: (Column | undefined)[] | undefined;
+  const lines = { end: 0, empty: 0 };
   const seenKeys = new Map<string, number>();
   const seenIds = new Map<string, number>();
   try {
@@ -61,7 +61,7 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
         continue;
       }
       const { record, info } = item;
-      const line = startLine(info);
+      const line = startLine(info, lines);
       if (!columns) {
         columns = readHeader(record, line, opts);
         continue;
@@ -75,11 +75,13 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
   if (!columns) throw new CsvFormatError(1, 'the file is empty: expected a header row with workspace_name and owner_email');
 }
 
-// csv-parse counts lines up to the end of a record; a quoted field can span lines.
-function startLine(info: Info): number {
-  const raw = (info as Info & { raw?: string }).raw ?? '';
-  const body = raw.replace(/^\n+/, '').replace(/\n$/, '');
-  return Number(info.lines) - (body.match(/\n/g) ?? []).length;
+// csv-parse counts lines up to the end of a record (a quoted field can span lines): a record
+// starts on the line after the previous one ended, past any empty lines it skipped.
+function startLine(info: Info, prev: { end: number; empty: number }): number {
+  const start = prev.end + 1 + (Number(info.empty_lines) - prev.empty);
+  prev.end = Number(info.lines);
+  prev.empty = Number(info.empty_lines);
+  return start;
 }
 
 /**

@@ -9,20 +9,31 @@ export interface Account {
   status: string;
 }
 
+/** An account to be created in the workspace's transaction (the batch allows it). */
+export interface MissingAccount {
+  missing: true;
+  email: string;
+}
+
 const UNUSABLE = new Set(['banned', 'closed']);
 
-export async function findAccounts(db: Db | Tx, email: string): Promise<Account[]> {
+export async function findAccounts(db: Db | Tx, emails: string[]): Promise<Account[]> {
   const { rows } = await db.query<Account>(
-    `SELECT id, email, status FROM accounts WHERE lower(email) = lower($1) ORDER BY created_at LIMIT 2`,
-    [email],
+    `SELECT id, email, status FROM accounts WHERE lower(email) = ANY($1::text[]) ORDER BY created_at`,
+    [emails.map((e) => e.toLowerCase())],
   );
   return rows;
 }
 
-/** The one usable account with this email, or a RowError naming the field and what to do. */
-export async function resolveAccount(db: Db | Tx, email: string, field: string): Promise<Account> {
-  const found = await findAccounts(db, email);
+/**
+ * The one usable account with this email among `matches` (accounts whose email equals it
+ * case-insensitively); when none and the batch allows it, one to create. Else a RowError naming
+ * the field and what to do.
+ */
+export function pickAccount(matches: Account[], email: string, field: string, createMissing = false): Account | MissingAccount {
+  const found = matches.filter((a) => a.email.toLowerCase() === email.toLowerCase());
   if (found.length === 0) {
+    if (createMissing) return { missing: true, email };
     throw new RowError(field, `no Dify account has the email "${email}" — create the account or fix the address`);
   }
   if (found.length > 1) {
@@ -35,18 +46,6 @@ export async function resolveAccount(db: Db | Tx, email: string, field: string):
   return account;
 }
 
-/** An account to be created in the workspace's transaction (the batch allows it). */
-export interface MissingAccount {
-  missing: true;
-  email: string;
-}
-
-/** Resolves an email, or (when allowed and nobody has it) marks it to be created later. */
-export async function resolveOrDefer(db: Db | Tx, email: string, field: string, createMissing: boolean): Promise<Account | MissingAccount> {
-  if (createMissing && (await findAccounts(db, email)).length === 0) return { missing: true, email };
-  return resolveAccount(db, email, field);
-}
-
 /**
  * In the workspace's transaction: the account for a deferred email, created the way Dify's invite
  * flow creates one (status pending, no password, name from the address) unless another job made it
@@ -55,8 +54,8 @@ export async function resolveOrDefer(db: Db | Tx, email: string, field: string, 
 export async function ensureAccount(tx: Tx, email: string, field: string): Promise<{ account: Account; created: boolean }> {
   const normalized = email.toLowerCase();
   await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('dify-provision:account:' || $1, 0))`, [normalized]);
-  const found = await findAccounts(tx, normalized);
-  if (found.length > 0) return { account: await resolveAccount(tx, normalized, field), created: false };
+  const found = await findAccounts(tx, [normalized]);
+  if (found.length > 0) return { account: pickAccount(found, normalized, field) as Account, created: false };
   const { rows } = await tx.query<Account>(
     `INSERT INTO accounts (name, email, status, interface_language, interface_theme, timezone)
      VALUES ($1, $2, 'pending', 'en-US', 'light', 'America/New_York')

@@ -30,39 +30,44 @@ export function upgradeTimeOfDay(tenantId: string): number {
   return Number(digest.readBigUInt64BE(0) % 96n) * 900;
 }
 
+/**
+ * One statement, one round trip: the tenant, its six auto-upgrade strategies, its trial credit
+ * pool and its joins. The caller has locked the accounts (lockAccounts) in an earlier statement,
+ * so this statement's snapshot sees every join committed before: an account's first workspace
+ * opens as "current", later ones don't.
+ */
 export async function insertWorkspace(tx: Tx, ws: NewWorkspace): Promise<void> {
-  await tx.query(
-    `INSERT INTO tenants (id, name, encrypt_public_key, plan, status)
-     VALUES ($1, $2, $3, $4, 'normal')`,
-    [ws.tenantId, ws.name, ws.publicPem, ws.plan],
-  );
-  await tx.query(
-    `INSERT INTO tenant_plugin_auto_upgrade_strategies
-       (tenant_id, strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins, category)
-     SELECT $1, c.setting, $2, 'exclude', '[]', '[]', c.category
-       FROM unnest($3::text[], $4::text[]) AS c (category, setting)`,
-    [ws.tenantId, upgradeTimeOfDay(ws.tenantId), AUTO_UPGRADE_CATEGORIES.map((c) => c[0]), AUTO_UPGRADE_CATEGORIES.map((c) => c[1])],
-  );
-  await tx.query(
-    `INSERT INTO tenant_credit_pools (tenant_id, pool_type, quota_limit, quota_used)
-     VALUES ($1, 'trial', $2, 0)`,
-    [ws.tenantId, ws.trialCredits],
-  );
-  await insertJoins(tx, ws);
-}
-
-// Locks the accounts first, so that two workspaces for the same new account can't both make
-// theirs "current": an account's first workspace opens as current, later ones don't.
-async function insertJoins(tx: Tx, ws: NewWorkspace): Promise<void> {
   const accounts = [{ accountId: ws.ownerId, role: 'owner' as const }, ...ws.members];
-  const ids = accounts.map((a) => a.accountId);
-  await tx.query(`SELECT id FROM accounts WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [ids]);
   await tx.query(
-    `INSERT INTO tenant_account_joins (tenant_id, account_id, role, invited_by, current)
-     SELECT $1, a.account_id, a.role, CASE WHEN a.role = 'owner' THEN NULL ELSE $2::uuid END,
+    `WITH tenant AS (
+       INSERT INTO tenants (id, name, encrypt_public_key, plan, status)
+       VALUES ($1, $2, $3, $4, 'normal')
+     ), strategies AS (
+       INSERT INTO tenant_plugin_auto_upgrade_strategies
+         (tenant_id, strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins, category)
+       SELECT $1, c.setting, $5, 'exclude', '[]', '[]', c.category
+         FROM unnest($6::text[], $7::text[]) AS c (category, setting)
+     ), pool AS (
+       INSERT INTO tenant_credit_pools (tenant_id, pool_type, quota_limit, quota_used)
+       VALUES ($1, 'trial', $8, 0)
+     )
+     INSERT INTO tenant_account_joins (tenant_id, account_id, role, invited_by, current)
+     SELECT $1, a.account_id, a.role, CASE WHEN a.role = 'owner' THEN NULL ELSE $9::uuid END,
             NOT EXISTS (SELECT 1 FROM tenant_account_joins j WHERE j.account_id = a.account_id)
-       FROM unnest($3::uuid[], $4::text[]) WITH ORDINALITY AS a (account_id, role, n)
+       FROM unnest($10::uuid[], $11::text[]) WITH ORDINALITY AS a (account_id, role, n)
       ORDER BY a.n`,
-    [ws.tenantId, ws.ownerId, ids, accounts.map((a) => a.role)],
+    [
+      ws.tenantId,
+      ws.name,
+      ws.publicPem,
+      ws.plan,
+      upgradeTimeOfDay(ws.tenantId),
+      AUTO_UPGRADE_CATEGORIES.map((c) => c[0]),
+      AUTO_UPGRADE_CATEGORIES.map((c) => c[1]),
+      ws.trialCredits,
+      ws.ownerId,
+      accounts.map((a) => a.accountId),
+      accounts.map((a) => a.role),
+    ],
   );
 }

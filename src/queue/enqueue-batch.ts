@@ -15,6 +15,8 @@ export interface EnqueueOptions {
   source?: string;
   retry?: RetryPolicy;
   chunkSize?: number;
+  /** Chunks being written at once (default 4). */
+  chunksInFlight?: number;
   /** Create owner/member accounts that don't exist yet, as Dify's invite flow does. */
   createMissingAccounts?: boolean;
   /** Called for each invalid row as it is found. */
@@ -42,14 +44,25 @@ export async function enqueueBatch(rows: AsyncIterable<CsvRow> | Iterable<CsvRow
     retry: opts.retry ?? DEFAULT_RETRY,
     createMissingAccounts: opts.createMissingAccounts ?? false,
   });
-  const chunkSize = opts.chunkSize ?? 500;
-  let chunk: CsvRow[] = [];
-  const flush = async () => {
-    const added = await enqueueChunk(chunk, deps, opts);
-    summary.queued += added.queued;
-    summary.alreadyInBatch += added.alreadyInBatch;
-    chunk = [];
+  const chunkSize = opts.chunkSize ?? 1000;
+  // Chunks are written while the next ones are parsed: a few in flight keeps PostgreSQL, Redis
+  // and the parser busy at once instead of taking turns.
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown;
+  const send = (rowsOfChunk: CsvRow[]) => {
+    const p: Promise<void> = enqueueChunk(rowsOfChunk, deps, opts).then(
+      (added) => {
+        summary.queued += added.queued;
+        summary.alreadyInBatch += added.alreadyInBatch;
+      },
+      (err) => {
+        failure ??= err;
+      },
+    );
+    const tracked = p.finally(() => inFlight.delete(tracked));
+    inFlight.add(tracked);
   };
+  let chunk: CsvRow[] = [];
   for await (const row of rows) {
     summary.total++;
     if (!row.ok) {
@@ -57,9 +70,16 @@ export async function enqueueBatch(rows: AsyncIterable<CsvRow> | Iterable<CsvRow
       opts.onRejected?.(row);
     }
     chunk.push(row);
-    if (chunk.length >= chunkSize) await flush();
+    if (chunk.length >= chunkSize) {
+      send(chunk);
+      chunk = [];
+      if (inFlight.size >= (opts.chunksInFlight ?? 4)) await Promise.race(inFlight);
+      if (failure) break;
+    }
   }
-  if (chunk.length > 0) await flush();
+  if (chunk.length > 0 && !failure) send(chunk);
+  await Promise.all(inFlight);
+  if (failure) throw failure;
   await finishIngest(deps.db, opts.batchId);
   return summary;
 }
@@ -68,10 +88,23 @@ type Job = { name: string; data: JobData; opts: ReturnType<typeof jobOptions> & 
 
 async function enqueueChunk(chunk: CsvRow[], deps: { db: Db; queue: Queue }, opts: EnqueueOptions) {
   const specs = chunk.map((r) => (r.ok ? specOf(r.line, r.row, opts) : null));
+  // The chunk travels as one JSON document: far cheaper than one escaped array per column.
+  const input = chunk.map((r, i) => ({
+    line: r.line,
+    idempotency_key: r.ok ? r.row.key : null,
+    external_id: r.ok ? (r.row.externalId ?? null) : (r.raw.externalId ?? null),
+    workspace_name: r.ok ? r.row.workspaceName : (r.raw.workspaceName ?? null),
+    owner_email: r.ok ? r.row.ownerEmail : (r.raw.ownerEmail ?? null),
+    tenant_id: specs[i]?.tenantId ?? null,
+    outcome: r.ok ? 'queued' : 'rejected',
+    error: r.ok ? null : r.errors.map((e) => `${e.field}: ${e.message}`).join('; '),
+    spec: specs[i],
+  }));
   const { rows: before } = await deps.db.query<{ line: number; outcome: string; idempotency_key: string | null; spec: JobData | null }>(
     `WITH input AS (
-       SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[], $10::jsonb[])
-         AS t (line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec)
+       SELECT * FROM jsonb_to_recordset($2::jsonb)
+         AS t (line int, idempotency_key text, external_id text, workspace_name text, owner_email text,
+               tenant_id uuid, outcome text, error text, spec jsonb)
      ), inserted AS (
        INSERT INTO ${SCHEMA}.rows
          (batch_id, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, finished_at)
@@ -84,18 +117,7 @@ async function enqueueChunk(chunk: CsvRow[], deps: { db: Db; queue: Queue }, opt
      SELECT r.line, r.outcome, r.idempotency_key, r.spec
        FROM ${SCHEMA}.rows r JOIN input i ON i.line = r.line
       WHERE r.batch_id = $1`,
-    [
-      opts.batchId,
-      chunk.map((r) => r.line),
-      chunk.map((r) => (r.ok ? r.row.key : null)),
-      chunk.map((r) => (r.ok ? (r.row.externalId ?? null) : (r.raw.externalId ?? null))),
-      chunk.map((r) => (r.ok ? r.row.workspaceName : (r.raw.workspaceName ?? null))),
-      chunk.map((r) => (r.ok ? r.row.ownerEmail : (r.raw.ownerEmail ?? null))),
-      specs.map((s) => s?.tenantId ?? null),
-      chunk.map((r) => (r.ok ? 'queued' : 'rejected')),
-      chunk.map((r) => (r.ok ? null : r.errors.map((e) => `${e.field}: ${e.message}`).join('; '))),
-      specs.map((s) => (s ? JSON.stringify(s) : null)),
-    ],
+    [opts.batchId, JSON.stringify(input)],
   );
   const earlier = new Map(before.map((b) => [b.line, b]));
   const jobs: Job[] = [];
