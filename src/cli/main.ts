@@ -49,7 +49,7 @@ function buildProgram(exit: (code: number) => void): Command {
   program
     .command('worker')
     .description('process queued workspaces until stopped (SIGINT/SIGTERM finish in-flight jobs)')
-    .addOption(new Option('--concurrency <n>', 'jobs in flight in this process').default(Math.max(4, availableParallelism() * 2)).argParser(positiveInt('--concurrency')))
+    .addOption(new Option('--concurrency <n>', 'jobs in flight in this process').default(Math.max(8, availableParallelism() * 4)).argParser(positiveInt('--concurrency')))
     .option('--rate-limit <rate>', 'global limit across all workers, e.g. 10/s', rateLimit)
     .action(async (flags: { concurrency: number; rateLimit?: { max: number; durationMs: number } }) => {
       await runWorker(loadConfig(), { concurrency: flags.concurrency, handleSignals: true, ...(flags.rateLimit ? { limiter: flags.rateLimit } : {}) });

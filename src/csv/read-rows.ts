@@ -2,6 +2,7 @@
 // The file is never held in memory; only the keys seen so far are, to name duplicate rows.
 import { parse, type CsvError, type Info } from 'csv-parse';
 import { Transform, type Readable } from 'node:stream';
+import { KeyIndex } from './key-index.js';
 import { COLUMNS, REQUIRED_COLUMNS, validateRow, type Column, type FieldError, type WorkspaceRow } from './workspace-row.js';
 
 export interface ReadOptions {
@@ -52,8 +53,8 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
 
   let columns: (Column | undefined)[] | undefined;
   const lines = { end: 0, empty: 0 };
-  const seenKeys = new Map<string, number>();
-  const seenIds = new Map<string, number>();
+  const seenKeys = new KeyIndex();
+  const seenIds = new KeyIndex();
   try {
     for await (const item of parser as AsyncIterable<{ record: string[]; info: Info } | { skipped: CsvError }>) {
       if ('skipped' in item) {
@@ -128,8 +129,8 @@ function checkRow(
   fields: string[],
   columns: (Column | undefined)[],
   line: number,
-  seenKeys: Map<string, number>,
-  seenIds: Map<string, number>,
+  seenKeys: KeyIndex,
+  seenIds: KeyIndex,
 ): CsvRow {
   const record: Partial<Record<Column, string>> = {};
   columns.forEach((c, i) => {
@@ -143,20 +144,16 @@ function checkRow(
   const checked = validateRow(record);
   if (!checked.ok) return { line, ok: false, errors: checked.errors, raw };
   const { row } = checked;
-  const earlier = seenKeys.get(row.key);
+  const earlier = seenKeys.firstLine(row.key, line);
   if (earlier !== undefined) {
     const field = row.externalId !== undefined ? 'external_id' : 'workspace_name';
     const what = row.externalId !== undefined ? `external_id "${row.externalId}"` : 'this owner and workspace name';
     return { line, ok: false, errors: [{ field, message: `duplicate: line ${earlier} has ${what} already` }], raw };
   }
-  if (row.workspaceId !== undefined) {
-    const earlierId = seenIds.get(row.workspaceId);
-    if (earlierId !== undefined) {
-      return { line, ok: false, errors: [{ field: 'workspace_id', message: `duplicate: line ${earlierId} uses it already` }], raw };
-    }
-    seenIds.set(row.workspaceId, line);
+  const earlierId = row.workspaceId === undefined ? undefined : seenIds.firstLine(row.workspaceId, line);
+  if (earlierId !== undefined) {
+    return { line, ok: false, errors: [{ field: 'workspace_id', message: `duplicate: line ${earlierId} uses it already` }], raw };
   }
-  seenKeys.set(row.key, line);
   return { line, ok: true, row };
 }
 
