@@ -85,7 +85,7 @@ async function pipeline(w: World, tag: string, n: number, workers: number, concu
   try {
     const t0 = performance.now();
     await run(process.execPath, [CLI, 'ingest', csv, '--batch-id', tag], { env: world.env, maxBuffer: 64 << 20 });
-    const status = await waitForBatch(db, tag, { intervalMs: 50 });
+    const status = await waitForBatch(db, tag, { intervalMs: 250 });
     const seconds = (performance.now() - t0) / 1000;
     if (status.counts.created !== n) throw new Error(`${tag}: expected ${n} created, got ${JSON.stringify(status.counts)}`);
     const { rows } = await db.query<{ d: number }>(`SELECT duration_ms AS d FROM dify_provision.rows WHERE batch_id = $1 ORDER BY duration_ms`, [tag]);

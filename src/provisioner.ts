@@ -11,7 +11,12 @@ import type { Redis } from 'ioredis';
 import { ConfigSchema, requireConfig, type Config } from './config/config.js';
 import { readRows, type CsvRow, type ReadOptions } from './csv/read-rows.js';
 import { validateRow, type FieldError } from './csv/workspace-row.js';
-import { createPool, type Db } from './db/pool.js';
+import { createPool, withTransaction, type Db } from './db/pool.js';
+import { describeError } from './errors.js';
+import { detectScoping, listKeys, mintDatasetKey, type ListedKey, type MintedKey } from './provision/api-keys.js';
+import { loadOpenKey } from './provision/sealing.js';
+import { revealSecrets } from './results/sealed-secrets.js';
+import { isStrictUuid } from './types.js';
 import { cancelBatch, retryFailed } from './queue/batch-control.js';
 import { provisionQueue, redisConnection } from './queue/connection.js';
 import type { RetryPolicy } from './queue/contract.js';
@@ -41,6 +46,10 @@ export interface EnqueueOptions {
   retry?: RetryPolicy;
   /** Create owners/members that have no Dify account, as pending accounts (Dify's invite flow). */
   createMissingOwners?: boolean;
+  /** Mint a workspace-wide dataset API key with each new workspace (a row's dataset_api_key overrides). */
+  mintDatasetKeys?: boolean;
+  /** The operator's RSA public key (PEM): minted keys are sealed to it; required to mint. */
+  sealTo?: string;
   /** Enqueue nothing if any row is invalid (throws StrictValidationError listing every one). */
   strict?: boolean;
   onRejected?: (row: { line: number; errors: FieldError[] }) => void;
@@ -74,6 +83,16 @@ export interface Provisioner {
   plan(file: string | Readable, opts?: ReadOptions & { createMissingOwners?: boolean }): Promise<Plan>;
   batch(id: string): BatchHandle;
   batches(limit?: number): Promise<BatchListing[]>;
+  /**
+   * Mints a dataset API key for each existing workspace (bound to the given knowledge bases, else
+   * workspace-wide), each in its own transaction. The tokens are returned to you once, here: keep
+   * them safe; dify-provision stores none of them.
+   */
+  mintApiKeys(requests: { tenantId: string; datasetIds?: string[] }[]): Promise<{ tenantId: string; key?: MintedKey; error?: string }[]>;
+  /** A workspace's API keys, masked, with their scope. */
+  listApiKeys(tenantId: string): Promise<ListedKey[]>;
+  /** Writes a batch's sealed API keys to a new 0600 file, once. */
+  revealSecrets(batchId: string, privateKeyPem: string, out: string): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -168,6 +187,8 @@ export async function createProvisioner(settings: Partial<Config> & { redisUrl: 
       ...(opts.source ? { source: opts.source } : {}),
       ...(opts.retry ? { retry: opts.retry } : {}),
       createMissingAccounts: opts.createMissingOwners ?? false,
+      mintDatasetKeys: opts.mintDatasetKeys ?? false,
+      ...(opts.sealTo ? { sealTo: opts.sealTo } : {}),
       ...(opts.onRejected ? { onRejected: opts.onRejected } : {}),
     });
     return Object.assign(handle(batchId), { summary });
@@ -181,6 +202,26 @@ export async function createProvisioner(settings: Partial<Config> & { redisUrl: 
     plan: (file, opts = {}) => planBatch(readRows(open(file), opts), db, { createMissingAccounts: opts.createMissingOwners ?? false }),
     batch: handle,
     batches: (limit) => listBatches(db, limit),
+    async mintApiKeys(requests) {
+      const scoping = await detectScoping(db);
+      const out = [];
+      for (const r of requests) {
+        try {
+          if (!isStrictUuid(r.tenantId.toLowerCase())) throw new Error(`tenant "${r.tenantId}" is not a strict UUID`);
+          const key = await withTransaction(db, async (tx) => {
+            const { rows } = await tx.query(`SELECT 1 FROM tenants WHERE id = $1`, [r.tenantId.toLowerCase()]);
+            if (rows.length === 0) throw new Error(`no Dify workspace has the id ${r.tenantId}`);
+            return mintDatasetKey(tx, r.tenantId.toLowerCase(), r.datasetIds ?? [], scoping);
+          });
+          out.push({ tenantId: r.tenantId, key });
+        } catch (err) {
+          out.push({ tenantId: r.tenantId, error: describeError(err) });
+        }
+      }
+      return out;
+    },
+    listApiKeys: (tenantId) => listKeys(db, tenantId),
+    revealSecrets: (batchId, pem, out) => revealSecrets(db, batchId, loadOpenKey(pem), out),
     async close() {
       await q.close();
       await Promise.allSettled([redis!.quit(), db.end()]);

@@ -7,7 +7,9 @@ import { createPool } from '../src/db/pool.js';
 import { describeError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/log/logger.js';
 import { localKeyStorage } from '../src/provision/key-storage.js';
+import { detectScoping } from '../src/provision/api-keys.js';
 import { checkDifyDatabase } from '../src/provision/preflight.js';
+import { sealKeyCache } from '../src/results/sealed-secrets.js';
 import { rsaKeySource, type KeySource } from '../src/provision/rsa-keys.js';
 import { redisConnection } from '../src/queue/connection.js';
 import { createProvisionWorker } from '../src/queue/provision-worker.js';
@@ -38,7 +40,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions): Promise
     await migrate(db);
     const storage = await localKeyStorage({ root: cfg.storageDir, ...(cfg.keyFileOwner ? { owner: cfg.keyFileOwner } : {}) });
     const worker = createProvisionWorker(
-      { db, keys: opts.keys ?? rsaKeySource, storage, trialCredits: cfg.trialCredits, logger },
+      { db, keys: opts.keys ?? rsaKeySource, storage, trialCredits: cfg.trialCredits, logger, scoping: await detectScoping(db), sealKeys: sealKeyCache(db) },
       { connection, prefix: cfg.queuePrefix, concurrency: opts.concurrency, logger, ...(opts.limiter ? { limiter: opts.limiter } : {}) },
     );
     let closing: Promise<void> | undefined;

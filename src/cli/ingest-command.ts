@@ -23,6 +23,9 @@ export interface IngestFlags {
   wait?: boolean;
   reportDir: string;
   createMissingOwners?: boolean;
+  mintDatasetKeys?: boolean;
+  /** The operator's public key PEM (the file's content). */
+  sealTo?: string;
   ignoreUnknownColumns?: boolean;
   json?: boolean;
   attempts: number;
@@ -68,6 +71,8 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
         source: file === '-' ? 'stdin' : file,
         retry: { attempts: flags.attempts, backoffMs: flags.backoffMs },
         createMissingOwners: flags.createMissingOwners ?? false,
+        mintDatasetKeys: flags.mintDatasetKeys ?? false,
+        ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
         onRejected: (r) => printRejection({ ...r, ok: false, raw: {} }),
       });
       const s = batch.summary;

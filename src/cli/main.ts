@@ -7,7 +7,9 @@ import { CsvFormatError } from '../csv/read-rows.js';
 import { describeError, PreflightError } from '../errors.js';
 import { MissingBinariesError } from '../services/local-services.js';
 import { runWorker } from '../../workers/provision-worker.js';
+import { readFile } from 'node:fs/promises';
 import { demoCommand } from './demo-command.js';
+import { keysCreateCommand, keysListCommand, secretsCommand } from './keys-commands.js';
 import { ingestCommand } from './ingest-command.js';
 import { servicesCommand } from './services-command.js';
 import { batchesCommand, cancelCommand, reportCommand, retryCommand, statusCommand, waitCommand } from './batch-commands.js';
@@ -41,10 +43,14 @@ function buildProgram(exit: (code: number) => void): Command {
     .option('--create-missing-owners', 'owners/members without a Dify account get one (pending, as Dify invites do)')
     .option('--wait', 'follow the batch until it is done, then write its report; exit 0 only if every row was created or existing')
     .option('--report-dir <dir>', 'where --wait writes <batch>-report.csv/.json', '.')
+    .option('--mint-dataset-keys', 'mint a workspace-wide knowledge-base API key with every new workspace (needs --seal-to)')
+    .option('--seal-to <pem>', "the operator's RSA public key: minted API keys are sealed to it, revealed once by `secrets`")
     .option('--json', 'print the summary as one JSON object')
     .addOption(new Option('--attempts <n>', 'attempts per row for transient errors').default(5).argParser(positiveInt('--attempts')))
     .addOption(new Option('--backoff-ms <ms>', 'first retry delay, doubling each time').default(1000).argParser(positiveInt('--backoff-ms')))
-    .action(async (file: string, flags) => exit(await ingestCommand(file, flags, loadConfig())));
+    .action(async (file: string, flags) =>
+      exit(await ingestCommand(file, { ...flags, ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) }, loadConfig())),
+    );
 
   program
     .command('worker')
@@ -101,6 +107,31 @@ function buildProgram(exit: (code: number) => void): Command {
     .description('run the sample batch end to end (starts local Redis + PostgreSQL when no URLs are set)')
     .option('--dir <dir>', 'project-relative folder for local services and key files', '.demo')
     .action(async (flags) => exit(await demoCommand(flags)));
+
+  const keys = program.command('keys').description("API keys of existing workspaces (Dify's dataset keys)");
+  keys
+    .command('list')
+    .description("a workspace's API keys, masked as Dify's console shows them, with their scope")
+    .requiredOption('--tenant <id>', 'workspace (tenant) id')
+    .option('--json', 'print as JSON')
+    .action(async (flags) => exit(await keysListCommand(flags, loadConfig())));
+  keys
+    .command('create')
+    .description('mint a dataset API key for an existing workspace (or one per row of --from), workspace-wide or bound to knowledge bases')
+    .option('--tenant <id>', 'workspace (tenant) id')
+    .option('--dataset <id...>', 'bind the key to these knowledge bases (strict UUIDs of this workspace)')
+    .option('--from <csv>', 'mint in bulk: a CSV with tenant_id and optional dataset_id (several separated by ;)')
+    .option('--out <file>', 'write the tokens to this new file, mode 0600 (they are shown once)')
+    .option('--seal-to <pem>', "instead, print each token sealed to the operator's RSA public key (JWE)")
+    .action(async (flags) => exit(await keysCreateCommand(flags, loadConfig())));
+
+  program
+    .command('secrets')
+    .description("write a batch's sealed API keys to a new 0600 file, once")
+    .argument('<batch>', 'batch id')
+    .requiredOption('--key <pem>', "the operator's RSA private key the keys were sealed to")
+    .requiredOption('--out <file>', 'a new file for the tokens (mode 0600)')
+    .action(async (batch: string, flags) => exit(await secretsCommand(batch, flags, loadConfig())));
 
   program
     .command('services')

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { isStrictUuid, MEMBER_ROLES, type MemberRole } from '../types.js';
 
-export const COLUMNS = ['workspace_name', 'owner_email', 'plan', 'members', 'external_id', 'workspace_id'] as const;
+export const COLUMNS = ['workspace_name', 'owner_email', 'plan', 'members', 'external_id', 'workspace_id', 'dataset_api_key'] as const;
 export type Column = (typeof COLUMNS)[number];
 export const REQUIRED_COLUMNS: readonly Column[] = ['workspace_name', 'owner_email'];
 
@@ -63,6 +63,17 @@ export const WorkspaceRowSchema = z
     plan: optional(text(255)).transform((p) => p ?? 'basic'),
     members: membersSchema,
     external_id: optional(text(255)),
+    dataset_api_key: z
+      .string()
+      .optional()
+      .transform((s, ctx): boolean | undefined => {
+        const v = (s ?? '').trim().toLowerCase();
+        if (v === '') return undefined;
+        if (['yes', 'true', '1', 'y'].includes(v)) return true;
+        if (['no', 'false', '0', 'n'].includes(v)) return false;
+        ctx.addIssue({ code: 'custom', message: `"${s}" is not yes or no` });
+        return undefined;
+      }),
     workspace_id: optional(
       z
         .string()
@@ -83,6 +94,8 @@ export const WorkspaceRowSchema = z
     members: row.members,
     externalId: row.external_id,
     workspaceId: row.workspace_id,
+    /** Mint a workspace-wide knowledge-base API key with it (undefined: the batch decides). */
+    datasetApiKey: row.dataset_api_key,
     key: idempotencyKey(row.external_id, row.owner_email, row.workspace_name),
   }));
 

@@ -1,10 +1,14 @@
 // How one workspace is provisioned: DESIGN.md's six steps, in order. This is the worker's hot
 // path, so each database step is one round trip (seven in all for a new workspace).
+import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db, Tx } from '../db/pool.js';
 import { RowError } from '../errors.js';
 import type { JobData } from '../queue/contract.js';
 import { checkLocked, findLedgerEntry, recordCreated, recordOutcome, startAttempt, type Finished } from '../results/row-results.js';
+import { storeSealed } from '../results/sealed-secrets.js';
+import { mintDatasetKey, type Scoping } from './api-keys.js';
+import { seal } from './sealing.js';
 import { ensureAccount, pickAccount, type Account, type MissingAccount } from './accounts.js';
 import { insertWorkspace } from './dify-tables.js';
 import type { DeployedKey, KeyStorage } from './key-storage.js';
@@ -15,6 +19,10 @@ export interface ProvisionDeps {
   keys: KeySource;
   storage: KeyStorage;
   trialCredits: number;
+  /** How this Dify scopes dataset keys (detected at start). */
+  scoping?: Scoping;
+  /** The operator key each batch seals minted API keys to. */
+  sealKeys?: { get(batchId: string): Promise<KeyObject | undefined> };
   logger?: Logger;
 }
 
@@ -54,6 +62,9 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
     members: job.members.map((m) => ({ account: pickAccount(start.accounts, m.email, 'members', job.createMissingAccounts), role: m.role })),
   };
 
+  const sealKey = job.mintDatasetKey ? await deps.sealKeys?.get(job.batchId) : undefined;
+  if (job.mintDatasetKey && !sealKey) throw new RowError('dataset_api_key', `batch ${job.batchId} has no --seal-to key to seal the API key to`);
+
   // 3. The key pair, in Dify's formats (the slow part: on libuv's thread pool, off the event loop).
   const keys = await deps.keys.generate();
 
@@ -85,8 +96,13 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
       members: accounts.members,
       trialCredits: deps.trialCredits,
     });
+    const apiKey = sealKey ? await mintSealed(tx, job, sealKey, deps.scoping ?? 'none') : undefined;
     const created = { tenantId: job.tenantId, fingerprint: keys.fingerprint };
-    await recordCreated(tx, job.key, result({ outcome: 'created', ...created, ...(accounts.created.length > 0 ? { createdAccounts: accounts.created } : {}) }));
+    await recordCreated(
+      tx,
+      job.key,
+      result({ outcome: 'created', ...created, ...(accounts.created.length > 0 ? { createdAccounts: accounts.created } : {}), ...(apiKey ? { apiKeyMasked: apiKey } : {}) }),
+    );
     await commit(tx, job, deps.db);
     return { kind: 'created', ...created, createdAccounts: accounts.created };
   } catch (err) {
@@ -100,6 +116,14 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   } finally {
     tx.release(broken);
   }
+}
+
+/** A workspace-wide dataset key, sealed to the operator; returns only the masked form. */
+async function mintSealed(tx: Tx, job: JobData, sealKey: KeyObject, scoping: Scoping): Promise<string> {
+  const key = await mintDatasetKey(tx, job.tenantId, [], scoping);
+  const jwe = await seal(key.token, sealKey, key.id);
+  await storeSealed(tx, { apiTokenId: key.id, batchId: job.batchId, line: job.line, tenantId: job.tenantId, masked: key.masked, jwe });
+  return key.masked;
 }
 
 const tenantTaken = (tenantId: string) =>

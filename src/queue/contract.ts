@@ -18,6 +18,8 @@ export const JobDataSchema = z.object({
   externalId: z.string().optional(),
   /** Create owner/member accounts that don't exist, as Dify's invite flow does (pending). */
   createMissingAccounts: z.boolean().default(false),
+  /** Mint a workspace-wide dataset API key, sealed to the batch's operator key. */
+  mintDatasetKey: z.boolean().default(false),
 });
 export type JobData = z.output<typeof JobDataSchema>;
 

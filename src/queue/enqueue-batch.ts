@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import type { CsvRow } from '../csv/read-rows.js';
 import type { WorkspaceRow } from '../csv/workspace-row.js';
+import { loadSealKey } from '../provision/sealing.js';
 import type { Db } from '../db/pool.js';
 import { createBatch, finishIngest } from '../results/batches.js';
 import { SCHEMA } from '../results/migrate.js';
@@ -19,6 +20,10 @@ export interface EnqueueOptions {
   chunksInFlight?: number;
   /** Create owner/member accounts that don't exist yet, as Dify's invite flow does. */
   createMissingAccounts?: boolean;
+  /** Mint a dataset API key with every new workspace (a row's dataset_api_key column overrides). */
+  mintDatasetKeys?: boolean;
+  /** The operator's RSA public key (PEM) that minted keys are sealed to; required to mint. */
+  sealTo?: string;
   /** Called for each invalid row as it is found. */
   onRejected?: (row: Extract<CsvRow, { ok: false }>) => void;
 }
@@ -38,11 +43,27 @@ export class BatchConflictError extends Error {
   override readonly name = 'BatchConflictError';
 }
 
+export class SealRequiredError extends Error {
+  override readonly name = 'SealRequiredError';
+  constructor() {
+    super('minting API keys needs --seal-to operator-public.pem: each token is sealed to that key and revealed once with `dify-provision secrets`');
+  }
+}
+
+function needsSeal(row: Extract<CsvRow, { ok: true }>): CsvRow {
+  const raw = { workspaceName: row.row.workspaceName, ownerEmail: row.row.ownerEmail, externalId: row.row.externalId };
+  return { line: row.line, ok: false, raw, errors: [{ field: 'dataset_api_key', message: 'asks for an API key but the batch has no --seal-to key to seal it to' }] };
+}
+
 export async function enqueueBatch(rows: AsyncIterable<CsvRow> | Iterable<CsvRow>, deps: { db: Db; queue: Queue }, opts: EnqueueOptions): Promise<EnqueueSummary> {
   const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0 };
+  if (opts.mintDatasetKeys && !opts.sealTo) throw new SealRequiredError();
+  if (opts.sealTo) loadSealKey(opts.sealTo);
   await createBatch(deps.db, opts.batchId, opts.source, {
     retry: opts.retry ?? DEFAULT_RETRY,
     createMissingAccounts: opts.createMissingAccounts ?? false,
+    mintDatasetKeys: opts.mintDatasetKeys ?? false,
+    ...(opts.sealTo ? { sealTo: opts.sealTo } : {}),
   });
   const chunkSize = opts.chunkSize ?? 1000;
   // Chunks are written while the next ones are parsed: a few in flight keeps PostgreSQL, Redis
@@ -63,7 +84,8 @@ export async function enqueueBatch(rows: AsyncIterable<CsvRow> | Iterable<CsvRow
     inFlight.add(tracked);
   };
   let chunk: CsvRow[] = [];
-  for await (const row of rows) {
+  for await (const input of rows) {
+    const row = opts.sealTo || !(input.ok && input.row.datasetApiKey) ? input : needsSeal(input);
     summary.total++;
     if (!row.ok) {
       summary.rejected++;
@@ -152,6 +174,7 @@ function specOf(line: number, row: WorkspaceRow, opts: EnqueueOptions): JobData 
     members: row.members,
     ...(row.externalId !== undefined ? { externalId: row.externalId } : {}),
     createMissingAccounts: opts.createMissingAccounts ?? false,
+    mintDatasetKey: row.datasetApiKey ?? opts.mintDatasetKeys ?? false,
   };
 }
 

@@ -49,6 +49,22 @@ const MIGRATIONS: string[] = [
     created_at      timestamptz NOT NULL DEFAULT now()
   );
   `,
+  `
+  -- API keys minted with a workspace: only the masked form and the token sealed to the
+  -- operator's public key are kept; the seal is dropped once revealed.
+  ALTER TABLE ${SCHEMA}.rows ADD COLUMN api_key_masked text;
+  CREATE TABLE ${SCHEMA}.sealed_secrets (
+    api_token_id uuid PRIMARY KEY,
+    batch_id     text REFERENCES ${SCHEMA}.batches (id) ON DELETE CASCADE,
+    line         integer,
+    tenant_id    uuid NOT NULL,
+    masked       text NOT NULL,
+    jwe          text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    revealed_at  timestamptz
+  );
+  CREATE INDEX sealed_secrets_batch_idx ON ${SCHEMA}.sealed_secrets (batch_id);
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -12,6 +12,7 @@ export const REPORT_COLUMNS = [
   'attempts',
   'duration_ms',
   'accounts_created',
+  'api_key',
   'error',
 ] as const;
 
@@ -35,7 +36,7 @@ export function csvHeader(): string {
 
 export function csvLine(r: ReportRow): string {
   return (
-    [r.line, r.externalId, r.workspaceName, r.ownerEmail, r.outcome, r.tenantId, r.fingerprint, r.attempts, r.durationMs, r.accountsCreated, r.error]
+    [r.line, r.externalId, r.workspaceName, r.ownerEmail, r.outcome, r.tenantId, r.fingerprint, r.attempts, r.durationMs, r.accountsCreated, r.apiKey, r.error]
       .map(cell)
       .join(',') + '\r\n'
   );

@@ -15,6 +15,8 @@ export interface ReportRow {
   durationMs: number | null;
   /** Accounts this row created (batches run with create-missing-owners). */
   accountsCreated: string[] | null;
+  /** The minted API key, masked as Dify masks it (the full token is never stored here). */
+  apiKey: string | null;
   error: string | null;
 }
 
@@ -29,7 +31,7 @@ export async function reportRows(db: Db, batchId: string, page: ReportPage = {})
   const { rows } = await db.query<ReportRow>(
     `SELECT line, external_id AS "externalId", workspace_name AS "workspaceName", owner_email AS "ownerEmail", outcome,
             CASE WHEN outcome IN ('created', 'existing') THEN tenant_id END AS "tenantId",
-            fingerprint, attempts, duration_ms AS "durationMs", created_accounts AS "accountsCreated", error
+            fingerprint, attempts, duration_ms AS "durationMs", created_accounts AS "accountsCreated", api_key_masked AS "apiKey", error
        FROM ${SCHEMA}.rows
       WHERE batch_id = $1 AND ($2::text IS NULL OR outcome = $2) AND line > $3
       ORDER BY line

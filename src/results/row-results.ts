@@ -83,13 +83,15 @@ export interface Finished {
   durationMs: number;
   error?: string;
   createdAccounts?: string[];
+  apiKeyMasked?: string;
 }
 
 const UPDATE_ROW = `UPDATE ${SCHEMA}.rows
     SET outcome = $3, tenant_id = COALESCE($4, tenant_id), fingerprint = $5, attempts = $6,
-        duration_ms = $7, error = $8, created_accounts = $9, updated_at = now(), finished_at = now()
+        duration_ms = $7, error = $8, created_accounts = $9, api_key_masked = COALESCE($10, api_key_masked),
+        updated_at = now(), finished_at = now()
   WHERE batch_id = $1 AND line = $2`;
-const rowParams = (f: Finished) => [f.batchId, f.line, f.outcome, f.tenantId ?? null, f.fingerprint ?? null, f.attempts, Math.round(f.durationMs), f.error ?? null, f.createdAccounts ?? null];
+const rowParams = (f: Finished) => [f.batchId, f.line, f.outcome, f.tenantId ?? null, f.fingerprint ?? null, f.attempts, Math.round(f.durationMs), f.error ?? null, f.createdAccounts ?? null, f.apiKeyMasked ?? null];
 
 export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {
   await db.query(UPDATE_ROW, rowParams(f));
@@ -102,7 +104,7 @@ export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {
 export async function recordCreated(tx: Tx, key: string, f: Finished): Promise<void> {
   await tx.query(
     `WITH ledger AS (
-       INSERT INTO ${SCHEMA}.ledger (idempotency_key, tenant_id, batch_id, line, fingerprint) VALUES ($10, $4, $1, $2, $5)
+       INSERT INTO ${SCHEMA}.ledger (idempotency_key, tenant_id, batch_id, line, fingerprint) VALUES ($11, $4, $1, $2, $5)
      )
      ${UPDATE_ROW}`,
     [...rowParams(f), key],

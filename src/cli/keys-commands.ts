@@ -1,0 +1,90 @@
+// API keys: `keys list` (masked, like Dify's console), `keys create` for existing workspaces
+// (tokens go once to a new 0600 file, or sealed to the operator's key), and `secrets` to reveal a
+// batch's sealed keys once.
+import { constants } from 'node:fs';
+import { createReadStream } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
+import { parse } from 'csv-parse';
+import { requireConfig, type Config } from '../config/config.js';
+import { loadSealKey, seal } from '../provision/sealing.js';
+import { createProvisioner, type Provisioner } from '../provisioner.js';
+
+async function withProvisioner<T>(config: Config, fn: (p: Provisioner) => Promise<T>): Promise<T> {
+  const p = await createProvisioner(requireConfig(config, 'redisUrl', 'databaseUrl'));
+  try {
+    return await fn(p);
+  } finally {
+    await p.close();
+  }
+}
+
+export const keysListCommand = (flags: { tenant: string; json?: boolean }, config: Config) =>
+  withProvisioner(config, async (p) => {
+    const keys = await p.listApiKeys(flags.tenant);
+    if (flags.json) process.stdout.write(`${JSON.stringify(keys)}\n`);
+    else for (const k of keys) process.stdout.write(`${k.masked.padEnd(14)} ${k.type.padEnd(8)} ${k.id}  ${k.scope}\n`);
+    return 0;
+  });
+
+export interface KeysCreateFlags {
+  tenant?: string;
+  dataset?: string[];
+  from?: string;
+  out?: string;
+  sealTo?: string;
+}
+
+/** tenant_id[,dataset_id] rows; several datasets for one key: separate them with ';'. */
+async function requestsFrom(file: string): Promise<{ tenantId: string; datasetIds: string[] }[]> {
+  const out = [];
+  for await (const rec of createReadStream(file).pipe(parse({ columns: (h: string[]) => h.map((c) => c.trim().toLowerCase()), bom: true, skip_empty_lines: true, trim: true })) as AsyncIterable<Record<string, string>>) {
+    if (!rec.tenant_id) throw new Error(`${file}: every row needs a tenant_id (columns: tenant_id, dataset_id)`);
+    out.push({ tenantId: rec.tenant_id, datasetIds: (rec.dataset_id ?? '').split(';').map((d) => d.trim()).filter(Boolean) });
+  }
+  return out;
+}
+
+export async function keysCreateCommand(flags: KeysCreateFlags, config: Config): Promise<number> {
+  if (!flags.out === !flags.sealTo) throw new Error('keys create needs exactly one of --out FILE (a new 0600 file) or --seal-to operator-public.pem');
+  if (!flags.tenant === !flags.from) throw new Error('keys create needs --tenant ID or --from pairs.csv');
+  const requests = flags.from ? await requestsFrom(flags.from) : [{ tenantId: flags.tenant!, datasetIds: flags.dataset ?? [] }];
+  const sealKey = flags.sealTo ? loadSealKey(await readFile(flags.sealTo, 'utf8')) : undefined;
+  const fh = flags.out
+    ? await open(flags.out, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600).catch((err: NodeJS.ErrnoException) => {
+        throw err.code === 'EEXIST' ? new Error(`${flags.out} exists already: choose a new file`) : err;
+      })
+    : undefined;
+  try {
+    const results = await withProvisioner(config, (p) => p.mintApiKeys(requests));
+    const lines: string[] = [];
+    for (const r of results) {
+      if (!r.key) {
+        process.stderr.write(`tenant ${r.tenantId}: ${r.error}\n`);
+        continue;
+      }
+      const scope = r.key.datasetIds.length > 0 ? r.key.datasetIds.join(';') : 'workspace';
+      const secret = sealKey ? await seal(r.key.token, sealKey, r.key.id) : r.key.token;
+      lines.push(`${r.key.tenantId},${r.key.id},${scope},${secret}`);
+      process.stderr.write(`tenant ${r.key.tenantId}: key ${r.key.masked} (${scope})\n`);
+    }
+    const text = `tenant_id,api_token_id,scope,${sealKey ? 'sealed_token' : 'token'}\n${lines.map((l) => `${l}\n`).join('')}`;
+    if (fh) {
+      await fh.chmod(0o600);
+      await fh.writeFile(text);
+      await fh.sync();
+      process.stderr.write(`${lines.length} key(s) written to ${flags.out} (mode 0600): they are shown once\n`);
+    } else {
+      process.stdout.write(text);
+    }
+    return lines.length === results.length ? 0 : 1;
+  } finally {
+    await fh?.close();
+  }
+}
+
+export const secretsCommand = (batchId: string, flags: { key: string; out: string }, config: Config) =>
+  withProvisioner(config, async (p) => {
+    const n = await p.revealSecrets(batchId, await readFile(flags.key, 'utf8'), flags.out);
+    process.stdout.write(`${n} API key(s) of batch ${batchId} written to ${flags.out} (mode 0600); they cannot be revealed again\n`);
+    return 0;
+  });

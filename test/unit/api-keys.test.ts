@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { generateToken, maskToken } from '../../src/provision/api-keys.js';
+import { spreadsheetSafe } from '../../src/results/report-format.js';
+
+describe("Dify's API key format", () => {
+  it('is the prefix and 24 characters of [A-Za-z0-9], every character reachable', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      const t = generateToken();
+      expect(t).toMatch(/^dataset-[A-Za-z0-9]{24}$/);
+      for (const c of t.slice(8)) seen.add(c);
+    }
+    expect(seen.size).toBe(62);
+    expect(generateToken('app-')).toMatch(/^app-[A-Za-z0-9]{24}$/);
+  });
+
+  it("masks like Dify's console: first 5 + ... + last 4, and *** for 8 characters or fewer", () => {
+    expect(maskToken('dataset-abcdefghijklmnopqrstuvwx')).toBe('datas...uvwx');
+    expect(maskToken('12345678')).toBe('***');
+    expect(maskToken('123456789')).toBe('12345...6789');
+  });
+});
+
+describe('spreadsheet-safe cells (OWASP CSV injection)', () => {
+  it.each([
+    ['=SUM(A1)', "'=SUM(A1)"],
+    ['+1', "'+1"],
+    ['-1', "'-1"],
+    ['@cmd', "'@cmd"],
+    ['\tx', "'\tx"],
+    ['Acme', 'Acme'],
+    ['a=b', 'a=b'],
+  ])('%j becomes %j', (input, output) => expect(spreadsheetSafe(input)).toBe(output));
+});
