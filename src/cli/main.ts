@@ -8,6 +8,7 @@ import { describeError, PreflightError } from '../errors.js';
 import { MissingBinariesError } from '../services/local-services.js';
 import { runWorker } from '../../workers/provision-worker.js';
 import { readFile } from 'node:fs/promises';
+import { dashboardCommand } from './dashboard-command.js';
 import { demoCommand } from './demo-command.js';
 import { keysCreateCommand, keysListCommand, secretsCommand } from './keys-commands.js';
 import { ingestCommand } from './ingest-command.js';
@@ -132,6 +133,17 @@ function buildProgram(exit: (code: number) => void): Command {
     .requiredOption('--key <pem>', "the operator's RSA private key the keys were sealed to")
     .requiredOption('--out <file>', 'a new file for the tokens (mode 0600)')
     .action(async (batch: string, flags) => exit(await secretsCommand(batch, flags, loadConfig())));
+
+  program
+    .command('dashboard')
+    .description('web dashboard of batches and rows (live), queue internals, /healthz and /metrics; needs the token')
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .addOption(new Option('--port <port>', 'port (0: any free port)').default(3000).argParser((v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('--port must be 0-65535');
+      return n;
+    }))
+    .action(async (flags) => dashboardCommand(flags, loadConfig()));
 
   program
     .command('services')

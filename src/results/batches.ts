@@ -104,3 +104,39 @@ export async function listBatches(db: Db, limit = 100): Promise<BatchListing[]> 
     return { batchId: b.id, source: b.source, createdAt: b.created_at, state, total: Object.values(counts).reduce((a, n) => a + n, 0), counts };
   });
 }
+
+export interface Throughput {
+  /** Rows finished per second over the last minute. */
+  perSecond: number;
+  /** Seconds until every row is finished at that rate (null: unknown). */
+  etaSeconds: number | null;
+  /** Completions over time: bucket start (ms since epoch) and rows finished in it. */
+  timeline: { t: number; n: number }[];
+  bucketSeconds: number;
+}
+
+export async function getThroughput(db: Db, batchId: string, open: number): Promise<Throughput> {
+  const { rows: span } = await db.query<{ first: Date | null; last: Date | null; recent: number }>(
+    `SELECT min(finished_at) AS first, max(finished_at) AS last,
+            count(*) FILTER (WHERE finished_at > now() - interval '60 seconds')::int AS recent
+       FROM ${SCHEMA}.rows WHERE batch_id = $1 AND finished_at IS NOT NULL AND outcome <> 'rejected'`,
+    [batchId],
+  );
+  const { first, last, recent } = span[0]!;
+  if (!first || !last) return { perSecond: 0, etaSeconds: null, timeline: [], bucketSeconds: 1 };
+  const window = Math.min(60, Math.max(1, (Date.now() - first.getTime()) / 1000));
+  const perSecond = recent / window;
+  const bucketSeconds = Math.max(1, Math.ceil((last.getTime() - first.getTime()) / 1000 / 60));
+  const { rows } = await db.query<{ t: Date; n: number }>(
+    `SELECT to_timestamp(floor(extract(epoch FROM finished_at) / $2) * $2) AS t, count(*)::int AS n
+       FROM ${SCHEMA}.rows WHERE batch_id = $1 AND finished_at IS NOT NULL AND outcome <> 'rejected'
+      GROUP BY 1 ORDER BY 1`,
+    [batchId, bucketSeconds],
+  );
+  return {
+    perSecond,
+    etaSeconds: open === 0 ? 0 : perSecond > 0 ? open / perSecond : null,
+    timeline: rows.map((r) => ({ t: r.t.getTime(), n: r.n })),
+    bucketSeconds,
+  };
+}

@@ -1,0 +1,62 @@
+// Prometheus metrics, computed at scrape time from PostgreSQL (rows by outcome, durations of
+// rows finished since the last scrape) and BullMQ (queue depth by state).
+import type { Queue } from 'bullmq';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Db } from '../db/pool.js';
+import { SCHEMA } from '../results/migrate.js';
+
+export function createMetrics(db: Db, queue: Queue): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'dify_provision_dashboard_' });
+  new Gauge({
+    name: 'dify_provision_rows',
+    help: 'Input rows by outcome, across all batches',
+    labelNames: ['outcome'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const { rows } = await db.query<{ outcome: string; n: number }>(`SELECT outcome, count(*)::int AS n FROM ${SCHEMA}.rows GROUP BY outcome`);
+      for (const r of rows) this.set({ outcome: r.outcome }, r.n);
+    },
+  });
+  new Gauge({
+    name: 'dify_provision_queue_jobs',
+    help: 'BullMQ jobs in the provision queue by state',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized');
+      for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+    },
+  });
+  const durations = new Histogram({
+    name: 'dify_provision_job_duration_seconds',
+    help: 'Time a worker spent on a row (its last attempt), observed as rows finish',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+    registers: [],
+  });
+  const finished = new Counter({ name: 'dify_provision_rows_finished_total', help: 'Rows finished by workers since this dashboard started', labelNames: ['outcome'], registers: [] });
+  let since = new Date();
+  new Gauge({
+    name: 'dify_provision_metrics_scrape_lag_seconds',
+    help: 'Seconds since the previous scrape (durations are observed between scrapes)',
+    registers: [registry],
+    async collect() {
+      const now = new Date();
+      const { rows } = await db.query<{ outcome: string; d: number | null }>(
+        `SELECT outcome, duration_ms AS d FROM ${SCHEMA}.rows WHERE finished_at > $1 AND finished_at <= $2 AND outcome IN ('created', 'existing', 'failed')`,
+        [since, now],
+      );
+      for (const r of rows) {
+        finished.inc({ outcome: r.outcome });
+        if (r.d !== null) durations.observe(r.d / 1000);
+      }
+      this.set((now.getTime() - since.getTime()) / 1000);
+      since = now;
+    },
+  });
+  // Registered after the gauge whose collect() observes them, so a scrape shows fresh values.
+  registry.registerMetric(durations);
+  registry.registerMetric(finished);
+  return registry;
+}

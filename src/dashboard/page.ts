@@ -1,0 +1,85 @@
+// The dashboard's one page: a small script renders the batches list or a batch from the JSON API
+// and refreshes it every second. Every value is set as text, never as HTML (workspace names are
+// whatever the CSV said).
+export const PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>dify-provision</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1f2933;background:#f5f7fa}
+ header{background:#1f2933;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:center}
+ header a{color:#cbd2d9;text-decoration:none} header b{font-size:16px}
+ main{padding:16px 20px;max-width:1200px}
+ table{border-collapse:collapse;width:100%;background:#fff} th,td{padding:5px 8px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}
+ th{background:#e4e7eb;font-weight:600} td.err{color:#b42318;max-width:420px} td.id{font-family:ui-monospace,monospace;font-size:12px;white-space:nowrap}
+ .bar{background:#e4e7eb;border-radius:4px;height:14px;min-width:120px;position:relative;overflow:hidden}
+ .bar>div{background:#2f9e44;height:100%} .bar.big{height:22px} .bar>span{position:absolute;left:6px;top:0;font-size:12px;line-height:22px}
+ .counts{display:flex;gap:10px;flex-wrap:wrap;margin:12px 0} .counts div{background:#fff;padding:8px 12px;border-radius:6px;min-width:90px}
+ .counts b{display:block;font-size:20px} .failed b{color:#b42318} .created b{color:#2f9e44}
+ .row{display:flex;gap:12px;align-items:center;margin:10px 0;flex-wrap:wrap}
+ button{padding:6px 12px;border:1px solid #9aa5b1;border-radius:4px;background:#fff;cursor:pointer} button:disabled{opacity:.5}
+ svg{background:#fff;border-radius:6px} .muted{color:#616e7c} .pill{padding:1px 6px;border-radius:8px;background:#e4e7eb}
+ .pill.created{background:#d3f9d8}.pill.failed{background:#ffe3e3}.pill.rejected{background:#fff3bf}.pill.existing{background:#d0ebff}
+</style></head>
+<body><header><b>dify-provision</b><a href="/">Batches</a><a href="/queues">Queue internals</a></header>
+<main id="app">loading…</main>
+<script>
+const $ = (tag, attrs = {}, ...kids) => { const e = document.createElement(tag); for (const [k, v] of Object.entries(attrs)) { if (k === 'text') e.textContent = v; else if (k.startsWith('on')) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v); } for (const c of kids) e.append(c); return e; };
+const api = async (path, opts) => { const r = await fetch(path, { credentials: 'same-origin', ...opts }); if (!r.ok) throw new Error(path + ': ' + r.status); return r.json(); };
+const pct = (s) => s.total === 0 ? 100 : Math.floor(100 * (s.total - s.counts.queued - s.counts.active) / s.total);
+const bar = (p, big) => { const b = $('div', { class: 'bar' + (big ? ' big' : ''), role: 'progressbar', 'aria-valuenow': String(p), id: big ? 'progress' : '' }, $('div', { style: 'width:' + p + '%' })); if (big) b.append($('span', { text: p + '%' })); return b; };
+const eta = (s) => s === null ? '?' : s < 60 ? Math.ceil(s) + 's' : s < 3600 ? Math.floor(s / 60) + 'm' + String(Math.ceil(s % 60)).padStart(2, '0') + 's' : Math.floor(s / 3600) + 'h' + String(Math.floor(s % 3600 / 60)).padStart(2, '0') + 'm';
+const app = document.getElementById('app');
+
+async function batchesPage() {
+  const list = await api('/api/batches');
+  const rows = list.map((b) => $('tr', {},
+    $('td', {}, $('a', { href: '/batches/' + encodeURIComponent(b.batchId), text: b.batchId })), $('td', { text: b.source ?? '' }),
+    $('td', { text: new Date(b.createdAt).toLocaleString() }), $('td', { text: String(b.total) }),
+    $('td', { text: b.counts.created + ' created, ' + b.counts.existing + ' existing, ' + b.counts.failed + ' failed, ' + b.counts.rejected + ' rejected' }),
+    $('td', {}, bar(pct(b))), $('td', { text: b.state })));
+  app.replaceChildren($('h2', { text: 'Batches' }), list.length ? $('table', {}, $('tr', {}, ...['batch', 'file', 'created at', 'rows', 'outcomes', 'progress', 'state'].map((h) => $('th', { text: h }))), ...rows) : $('p', { class: 'muted', text: 'No batches yet: run dify-provision ingest FILE.' }));
+}
+
+const view = { outcome: '', pages: [0], status: null, notice: '' };
+function chart(tl) {
+  const w = 600, h = 120, max = Math.max(1, ...tl.timeline.map((p) => p.n));
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg'); svg.setAttribute('width', w); svg.setAttribute('height', h); svg.id = 'chart';
+  const bw = w / Math.max(tl.timeline.length, 1);
+  tl.timeline.forEach((p, i) => { const r = document.createElementNS('http://www.w3.org/2000/svg', 'rect'); const bh = (h - 20) * p.n / max; r.setAttribute('x', i * bw + 1); r.setAttribute('y', h - bh); r.setAttribute('width', Math.max(bw - 2, 1)); r.setAttribute('height', bh); r.setAttribute('fill', '#4c6ef5'); svg.append(r); });
+  const t = document.createElementNS('http://www.w3.org/2000/svg', 'text'); t.setAttribute('x', 6); t.setAttribute('y', 14); t.setAttribute('font-size', 11); t.textContent = 'rows finished per ' + tl.bucketSeconds + ' s (peak ' + max + ')'; svg.append(t);
+  return svg;
+}
+async function batchPage(id) {
+  const enc = encodeURIComponent(id);
+  const after = view.pages[view.pages.length - 1];
+  const [s, page] = await Promise.all([api('/api/batches/' + enc), api('/api/batches/' + enc + '/rows?limit=50&after=' + after + (view.outcome ? '&outcome=' + view.outcome : ''))]);
+  view.status = s;
+  const p = pct(s);
+  const counts = ['queued', 'active', 'created', 'existing', 'rejected', 'failed', 'cancelled'].map((o) => $('div', { class: o, id: 'count-' + o }, $('b', { text: String(s.counts[o]) }), o));
+  const filter = $('select', { id: 'filter', onchange: (e) => { view.outcome = e.target.value; view.pages = [0]; render(); } }, ...['', 'queued', 'active', 'created', 'existing', 'rejected', 'failed', 'cancelled'].map((o) => { const opt = $('option', { value: o, text: o || 'all outcomes' }); if (o === view.outcome) opt.selected = true; return opt; }));
+  const act = (what) => async (e) => { e.target.disabled = true; try { const r = await api('/api/batches/' + enc + '/' + what, { method: 'POST' }); view.notice = r.message; } finally { e.target.disabled = false; render(); } };
+  const table = $('table', { id: 'rows' }, $('tr', {}, ...['line', 'workspace', 'owner', 'outcome', 'tenant id', 'attempts', 'API key', 'error'].map((h) => $('th', { text: h }))),
+    ...page.rows.map((r) => $('tr', { 'data-outcome': r.outcome }, $('td', { text: String(r.line) }), $('td', { text: r.workspaceName ?? '' }), $('td', { text: r.ownerEmail ?? '' }),
+      $('td', {}, $('span', { class: 'pill ' + r.outcome, text: r.outcome })), $('td', { class: 'id', text: r.tenantId ?? '' }), $('td', { text: String(r.attempts) }), $('td', { text: r.apiKey ?? '' }), $('td', { class: 'err', text: r.error ?? '' }))));
+  const prev = $('button', { id: 'prev', text: '← previous', onclick: () => { view.pages.pop(); render(); } }); prev.disabled = view.pages.length < 2;
+  const next = $('button', { id: 'next', text: 'next →', onclick: () => { view.pages.push(page.rows[page.rows.length - 1].line); render(); } }); next.disabled = !page.more;
+  app.replaceChildren(
+    $('h2', { text: 'Batch ' + s.batchId + ' ' }, $('span', { class: 'muted', id: 'state', text: s.done ? 'done' : s.ingested ? 'running' : 'ingesting' })),
+    bar(p, true),
+    $('div', { class: 'row' }, $('span', { id: 'rate', text: s.throughput.perSecond.toFixed(1) + ' rows/s' }), $('span', { text: 'ETA ' + eta(s.throughput.etaSeconds) }), $('span', { class: 'muted', text: (s.total - s.counts.queued - s.counts.active) + ' of ' + s.total + ' rows finished' })),
+    $('div', { class: 'counts' }, ...counts), chart(s.throughput),
+    $('div', { class: 'row' }, $('button', { id: 'retry', text: 'Retry failed rows', onclick: act('retry') }), $('button', { id: 'cancel', text: 'Cancel waiting rows', onclick: act('cancel') }),
+      $('a', { href: '/api/batches/' + enc + '/report.csv', text: 'report.csv' }), $('a', { href: '/api/batches/' + enc + '/report.json', text: 'report.json' }), $('span', { id: 'notice', class: 'muted', text: view.notice })),
+    $('div', { class: 'row' }, filter, prev, next, $('span', { class: 'muted', text: 'rows after line ' + after })), table);
+}
+let timer;
+async function render() {
+  clearTimeout(timer);
+  try {
+    const m = location.pathname.match(/^\\/batches\\/(.+)$/);
+    if (m) await batchPage(decodeURIComponent(m[1])); else await batchesPage();
+  } catch (e) { app.replaceChildren($('p', { class: 'err', text: String(e) })); }
+  timer = setTimeout(render, 1000);
+}
+render();
+</script></body></html>`;

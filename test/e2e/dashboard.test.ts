@@ -1,0 +1,106 @@
+import { copyFile, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectFile } from '../../src/project-files.js';
+import { freePort } from '../../src/services/local-services.js';
+import { csvOf } from '../helpers/batch.js';
+import { runCli, startCli, type Background } from '../helpers/cli.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+const TOKEN = 'test-dashboard-token-0123456789';
+let env: TestEnv;
+let procs: Background[] = [];
+let base: string;
+let browser: Browser;
+
+beforeAll(async () => {
+  env = await createTestEnv({ accounts: 60 });
+  const port = await freePort();
+  const dash = startCli(['dashboard', '--port', String(port)], { ...env.env, DASHBOARD_TOKEN: TOKEN });
+  procs.push(dash);
+  base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200 && !dash.output().includes('dashboard: '); i++) await new Promise((r) => setTimeout(r, 100));
+  expect(dash.output()).toContain(`dashboard: ${base}/ (token: DASHBOARD_TOKEN)`);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+afterAll(async () => {
+  await browser?.close();
+  await Promise.all(procs.map((p) => p.stop('SIGKILL')));
+  await env?.cleanup();
+});
+
+describe('the dashboard, in headless Chromium, while a batch runs', () => {
+  it('shows progress to 100%, filters failed rows, retries them, and refuses requests without the token', async () => {
+    // Without the token: refused, whatever the route.
+    for (const path of ['/', '/api/batches', '/queues', '/metrics', '/api/batches/x/report.csv']) {
+      expect((await fetch(base + path)).status, path).toBe(401);
+      expect((await fetch(base + path, { headers: { authorization: 'Bearer wrong' } })).status, path).toBe(401);
+    }
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+
+    const rows = Array.from({ length: 40 }, (_, i) => ({ workspace_name: `Dash ${i}`, owner_email: i % 10 === 9 ? 'late@example.com' : `owner${i + 1}@example.com` }));
+    const file = join(await mkdtemp(join(tmpdir(), 'dash-')), 'dash.csv');
+    await writeFile(file, csvOf(rows));
+    expect((await runCli(['ingest', file, '--batch-id', 'dash'], env.env)).code).toBe(0);
+
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(`${base}/?token=${TOKEN}`);
+    expect(page.url()).toBe(`${base}/`); // the token went into a cookie, out of the address bar
+    await page.getByRole('link', { name: 'dash' }).click();
+    await page.waitForURL(`${base}/batches/dash`);
+    // The workers start only now, so the bar is seen moving.
+    expect(Number(await page.locator('#progress').getAttribute('aria-valuenow'))).toBeLessThan(100);
+    procs.push(startCli(['worker', '--concurrency', '4'], env.env));
+    await page.waitForSelector('#progress[aria-valuenow="100"]', { timeout: 60_000 });
+    await page.waitForSelector('#state:text("done")');
+    expect(await page.locator('#count-created b').textContent()).toBe('36');
+    expect(await page.locator('#count-failed b').textContent()).toBe('4');
+    await page.screenshot({ path: join(tmpdir(), 'dify-provision-dashboard.png'), fullPage: false });
+    if (process.env.SAVE_SCREENSHOT) await copyFile(join(tmpdir(), 'dify-provision-dashboard.png'), projectFile('docs', 'dashboard.png'));
+
+    await page.selectOption('#filter', 'failed');
+    await page.waitForFunction(() => document.querySelectorAll('#rows tr[data-outcome]').length === 4 && [...document.querySelectorAll('#rows tr[data-outcome]')].every((r) => r.getAttribute('data-outcome') === 'failed'));
+    expect(await page.locator('#rows').textContent()).toContain('no Dify account has the email "late@example.com"');
+
+    await env.db.query(`INSERT INTO accounts (name, email, status) VALUES ('Late', 'late@example.com', 'active')`);
+    await page.click('#retry');
+    await page.waitForSelector('#notice:text("4 failed row(s) queued again")');
+    await page.waitForFunction(() => document.querySelector('#count-created b')?.textContent === '40', undefined, { timeout: 60_000 });
+    await page.selectOption('#filter', '');
+    await page.waitForSelector('#progress[aria-valuenow="100"]');
+
+    const csv = await page.evaluate(async () => (await fetch('/api/batches/dash/report.csv')).text());
+    expect(csv.split('\r\n').filter((l) => l.includes(',created,'))).toHaveLength(40);
+    const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+    expect(metrics).toMatch(/dify_provision_rows\{outcome="created"\} 40/);
+    expect(metrics).toContain('dify_provision_job_duration_seconds_bucket');
+    const board = await fetch(`${base}/queues/api/queues`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(board.status).toBe(200);
+  });
+
+  it('pages a 10,000-row batch on the server', async () => {
+    await env.db.query(`INSERT INTO dify_provision.batches (id, ingest_finished_at) VALUES ('big', now())`);
+    await env.db.query(
+      `INSERT INTO dify_provision.rows (batch_id, line, workspace_name, owner_email, outcome, finished_at)
+       SELECT 'big', i + 1, 'Big ' || i, 'owner1@example.com', CASE WHEN i % 100 = 0 THEN 'failed' ELSE 'created' END, now() FROM generate_series(1, 10000) i`,
+    );
+    const get = async (path: string) => (await fetch(base + path, { headers: { authorization: `Bearer ${TOKEN}` } })).json();
+    const first = await get('/api/batches/big/rows?limit=50');
+    expect(first.rows).toHaveLength(50);
+    expect(first.more).toBe(true);
+    expect(first.rows[0].line).toBe(2);
+    const deep = await get('/api/batches/big/rows?limit=50&after=9990');
+    expect(deep.rows.map((r: { line: number }) => r.line)).toEqual(Array.from({ length: 11 }, (_, i) => 9991 + i));
+    expect(deep.more).toBe(false);
+    const failed = await get('/api/batches/big/rows?outcome=failed&limit=200');
+    expect(failed.rows).toHaveLength(100);
+    expect((await get('/api/batches/big/rows?limit=100000')).rows).toHaveLength(200);
+    const status = await get('/api/batches/big');
+    expect(status).toMatchObject({ total: 10000, counts: { created: 9900, failed: 100 }, done: true });
+  });
+});
