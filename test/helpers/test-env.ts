@@ -20,7 +20,11 @@ export interface TestEnv {
   cleanup(): Promise<void>;
 }
 
-export async function createTestEnv(opts: { accounts?: number; seedSql?: string; variant?: boolean } = {}): Promise<TestEnv> {
+/**
+ * `redisDb`: a Redis logical database of its own (1-15) for a test that flushes Redis; the other
+ * tests share database 0, each under its own queue prefix.
+ */
+export async function createTestEnv(opts: { accounts?: number; seedSql?: string; variant?: boolean; redisDb?: number } = {}): Promise<TestEnv> {
   const name = `t_${randomBytes(5).toString('hex')}`;
   const accounts = opts.accounts ?? 20;
   const seed = `INSERT INTO accounts (name, email, status)
@@ -33,7 +37,7 @@ export async function createTestEnv(opts: { accounts?: number; seedSql?: string;
   });
   const storageDir = await mkdtemp(join(tmpdir(), `dify-storage-${name}-`));
   const config = {
-    redisUrl: inject('redisUrl'),
+    redisUrl: opts.redisDb ? `${inject('redisUrl')}/${opts.redisDb}` : inject('redisUrl'),
     databaseUrl,
     storageDir,
     queuePrefix: `{dp-${name}}`,

@@ -28,7 +28,12 @@ async function withWorker<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 describe('the per-row report', () => {
-  it('answers every input row once, in input order, across valid, invalid, existing and failing rows; and survives FLUSHALL', async () => {
+  it('answers every input row once, in input order, across valid, invalid, existing and failing rows; and survives a Redis flush', async () => {
+    // A Redis database of its own: FLUSHALL would also wipe the queues of tests running beside this one.
+    await provisioner.close();
+    await env.cleanup();
+    env = await createTestEnv({ redisDb: 15 });
+    provisioner = await createProvisioner(env.config);
     const first = await provisioner.enqueueCsv(csv([{ workspace_name: 'Already', owner_email: 'owner1@example.com', external_id: 'e1' }]), { batchId: 'earlier' });
     await withWorker(() => first.done(100));
 
@@ -43,7 +48,8 @@ describe('the per-row report', () => {
     const final = await withWorker(() => batch.done(100));
     expect(final).toMatchObject({ done: true, succeeded: false, total: 5, counts: { created: 2, existing: 1, rejected: 1, failed: 1 } });
 
-    await env.redis.flushall();
+    await env.redis.flushdb();
+    expect(await env.redis.dbsize()).toBe(0);
     const report = await batch.report();
     expect(report.map((r) => [r.line, r.externalId, r.outcome])).toEqual([
       [2, 'e2', 'created'],
@@ -61,9 +67,9 @@ describe('the per-row report', () => {
     let text = '';
     for await (const chunk of batch.reportCsv()) text += chunk;
     const lines = text.trimEnd().split('\r\n');
-    expect(lines[0]).toBe('line,external_id,workspace_name,owner_email,outcome,tenant_id,public_key_sha256,attempts,duration_ms,accounts_created,error');
+    expect(lines[0]).toBe('line,external_id,workspace_name,owner_email,outcome,tenant_id,public_key_sha256,attempts,duration_ms,accounts_created,api_key,error');
     expect(lines).toHaveLength(6);
-    expect(lines[1]).toMatch(/^2,e2,'=SUM\(A1:A9\),owner2@example\.com,created,[0-9a-f-]{36},[0-9a-f]{64},1,\d+,,$/);
+    expect(lines[1]).toMatch(/^2,e2,'=SUM\(A1:A9\),owner2@example\.com,created,[0-9a-f-]{36},[0-9a-f]{64},1,\d+,,,$/);
     expect(lines[5]).toContain(",'+cmd|calc,");
   });
 });
