@@ -1,7 +1,7 @@
 // npm run bench: tenants per second against the key-generation ceiling, the manual recipe, and
 // ingest at scale, in one run on one machine. Prints a table (and JSON with --json).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,7 +127,7 @@ async function ingestOnly(w: World, n: number, measureRss: boolean) {
   const csv = join(w.tmp, `ingest-${n}.csv`);
   await writeCsv(csv, n, `i${n}`);
   const t0 = performance.now();
-  const { stderr } = await run(process.execPath, [projectFile('dist', 'bench', 'rss-ingest.js'), 'ingest', csv, '--batch-id', `ingest-${n}`], { env: world.env, maxBuffer: 64 << 20 });
+  const { stderr } = await run(process.execPath, [...cliNodeFlags(), projectFile('dist', 'bench', 'rss-ingest.js'), 'ingest', csv, '--batch-id', `ingest-${n}`], { env: world.env, maxBuffer: 64 << 20 });
   const seconds = (performance.now() - t0) / 1000;
   const rssKb = Number(/maxrss_kb=(\d+)/.exec(stderr)?.[1]);
   const redis = new Redis(w.redisUrl);
@@ -136,6 +136,12 @@ async function ingestOnly(w: World, n: number, measureRss: boolean) {
   redis.disconnect();
   await rm(world.storageDir, { recursive: true, force: true });
   return { n, seconds, perSec: n / seconds, peakRssMb: rssKb / 1024 };
+}
+
+/** The node flags the CLI's shebang gives (so the benchmark measures what users run). */
+function cliNodeFlags(): string[] {
+  const first = readFileSync(CLI, 'utf8').split('\n', 1)[0]!;
+  return first.startsWith('#!') ? first.split(/\s+/).filter((w) => w.startsWith('--')) : [];
 }
 
 async function main() {

@@ -25,7 +25,7 @@ import { planBatch, type Plan } from './queue/plan.js';
 import { getBatchStatus, listBatches, waitForBatch, type BatchListing, type BatchStatus } from './results/batches.js';
 import { migrate } from './results/migrate.js';
 import { allReportRows, type ReportRow } from './results/report.js';
-import { csvHeader, csvLine } from './results/report-format.js';
+import { csvHeader, csvLine, jsonChunks } from './results/report-format.js';
 import { asBatchId } from './types.js';
 import { randomBytes } from 'node:crypto';
 
@@ -72,6 +72,8 @@ export interface BatchHandle {
   report(): Promise<ReportRow[]>;
   /** The report as spreadsheet-safe CSV, streamed. */
   reportCsv(): AsyncGenerator<string>;
+  /** The report as a JSON array, streamed. */
+  reportJson(): AsyncGenerator<string>;
   retryFailed(): Promise<number>;
   cancel(): Promise<number>;
 }
@@ -175,6 +177,7 @@ export async function createProvisioner(settings: Partial<Config> & { redisUrl: 
       yield csvHeader();
       for await (const r of allReportRows(db, id)) yield csvLine(r);
     },
+    reportJson: () => jsonChunks(allReportRows(db, id)),
     retryFailed: () => retryFailed(db, q, id),
     cancel: () => cancelBatch(db, q, id),
   });

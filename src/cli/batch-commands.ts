@@ -1,6 +1,7 @@
 // Commands on existing batches: status, wait, report, retry, cancel, batches.
 import { createWriteStream } from 'node:fs';
-import { finished } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { requireConfig, type Config } from '../config/config.js';
 import { createProvisioner, type Provisioner } from '../provisioner.js';
 import type { BatchStatus } from '../results/batches.js';
@@ -38,13 +39,12 @@ export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; 
   withProvisioner(config, async (p) => {
     const batch = p.batch(batchId);
     await batch.status(); // says clearly when there is no such batch
-    const out = flags.out ? createWriteStream(flags.out) : process.stdout;
-    if (flags.format === 'json') out.write(`${JSON.stringify(await batch.report(), null, 2)}\n`);
-    else for await (const chunk of batch.reportCsv()) if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
+    const chunks = flags.format === 'json' ? batch.reportJson() : batch.reportCsv();
     if (flags.out) {
-      out.end();
-      await finished(out);
+      await pipeline(Readable.from(chunks), createWriteStream(flags.out));
       process.stderr.write(`report written to ${flags.out}\n`);
+    } else {
+      for await (const chunk of chunks) if (!process.stdout.write(chunk)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
     }
     return 0;
   });

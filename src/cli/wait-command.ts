@@ -2,9 +2,10 @@
 // summary, the report files, and an exit code scripts can branch on (0: every row created or
 // existing; 3: some row rejected, failed or cancelled).
 import { createWriteStream } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { join, resolve } from 'node:path';
-import { finished } from 'node:stream/promises';
 import cliProgress from 'cli-progress';
 import type { BatchHandle } from '../provisioner.js';
 import type { BatchStatus } from '../results/batches.js';
@@ -80,11 +81,8 @@ export async function writeReports(batch: BatchHandle, dir: string): Promise<{ c
   await mkdir(dir, { recursive: true });
   const csv = resolve(join(dir, `${batch.id}-report.csv`));
   const json = resolve(join(dir, `${batch.id}-report.json`));
-  const stream = createWriteStream(csv);
-  for await (const chunk of batch.reportCsv()) if (!stream.write(chunk)) await new Promise<void>((r) => stream.once('drain', () => r()));
-  stream.end();
-  await finished(stream);
-  await writeFile(json, `${JSON.stringify(await batch.report(), null, 2)}\n`);
+  await pipeline(Readable.from(batch.reportCsv()), createWriteStream(csv));
+  await pipeline(Readable.from(batch.reportJson()), createWriteStream(json));
   return { csv, json };
 }
 

@@ -10,7 +10,8 @@ import type { Db } from '../db/pool.js';
 import { cancelBatch, retryFailed } from '../queue/batch-control.js';
 import { getBatchStatus, getThroughput, listBatches } from '../results/batches.js';
 import { allReportRows, reportRows } from '../results/report.js';
-import { csvHeader, csvLine } from '../results/report-format.js';
+import { csvHeader, csvLine, jsonChunks } from '../results/report-format.js';
+import { Readable } from 'node:stream';
 import { OUTCOMES, type Outcome } from '../types.js';
 import { requireToken } from './auth.js';
 import { createMetrics } from './metrics.js';
@@ -65,15 +66,19 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     const n = await cancelBatch(deps.db, deps.queue, req.params.id);
     return { cancelled: n, message: `${n} waiting row(s) cancelled` };
   });
-  app.get<{ Params: { id: string } }>('/api/batches/:id/report.json', async (req, reply) => {
-    const rows = [];
-    for await (const r of allReportRows(deps.db, req.params.id)) rows.push(r);
-    return reply.header('content-disposition', `attachment; filename="${req.params.id}-report.json"`).send(rows);
-  });
+  // Reports stream from PostgreSQL a page at a time: constant memory for any batch size.
+  app.get<{ Params: { id: string } }>('/api/batches/:id/report.json', async (req, reply) =>
+    reply
+      .type('application/json; charset=utf-8')
+      .header('content-disposition', `attachment; filename="${req.params.id}-report.json"`)
+      .send(Readable.from(jsonChunks(allReportRows(deps.db, req.params.id)))),
+  );
   app.get<{ Params: { id: string } }>('/api/batches/:id/report.csv', async (req, reply) => {
-    let text = csvHeader();
-    for await (const r of allReportRows(deps.db, req.params.id)) text += csvLine(r);
-    return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="${req.params.id}-report.csv"`).send(text);
+    async function* csv() {
+      yield csvHeader();
+      for await (const r of allReportRows(deps.db, req.params.id)) yield csvLine(r);
+    }
+    return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="${req.params.id}-report.csv"`).send(Readable.from(csv()));
   });
   app.setErrorHandler((err, _req, reply) => {
     const message = err instanceof Error ? err.message : String(err);

@@ -41,3 +41,14 @@ export function csvLine(r: ReportRow): string {
       .join(',') + '\r\n'
   );
 }
+
+/** A JSON array of report rows, a piece at a time (reports of any size, in constant memory). */
+export async function* jsonChunks(rows: AsyncIterable<ReportRow>): AsyncGenerator<string> {
+  let first = true;
+  yield '[';
+  for await (const r of rows) {
+    yield `${first ? '\n' : ',\n'}${JSON.stringify(r)}`;
+    first = false;
+  }
+  yield '\n]\n';
+}
