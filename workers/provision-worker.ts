@@ -18,6 +18,7 @@ import { migrate } from '../src/results/migrate.js';
 export interface RunWorkerOptions {
   concurrency: number;
   limiter?: { max: number; durationMs: number };
+  lockDurationMs?: number;
   /** Install SIGINT/SIGTERM handlers (the CLI does; an embedding program may not want them). */
   handleSignals?: boolean;
   logger?: Logger;
@@ -41,7 +42,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions): Promise
     const storage = await localKeyStorage({ root: cfg.storageDir, ...(cfg.keyFileOwner ? { owner: cfg.keyFileOwner } : {}) });
     const worker = createProvisionWorker(
       { db, keys: opts.keys ?? rsaKeySource, storage, trialCredits: cfg.trialCredits, logger, scoping: await detectScoping(db), sealKeys: sealKeyCache(db) },
-      { connection, prefix: cfg.queuePrefix, concurrency: opts.concurrency, logger, ...(opts.limiter ? { limiter: opts.limiter } : {}) },
+      { connection, prefix: cfg.queuePrefix, concurrency: opts.concurrency, logger, ...(opts.limiter ? { limiter: opts.limiter } : {}), ...(opts.lockDurationMs ? { lockDurationMs: opts.lockDurationMs } : {}) },
     );
     let closing: Promise<void> | undefined;
     const close = async (force = false) => {

@@ -11,6 +11,7 @@ import { MissingBinariesError } from '../services/local-services.js';
 import { runWorker } from '../../workers/provision-worker.js';
 import { readFile } from 'node:fs/promises';
 import { dashboardCommand } from './dashboard-command.js';
+import { doctorCommand } from './doctor-command.js';
 import { demoCommand } from './demo-command.js';
 import { keysCreateCommand, keysListCommand, secretsCommand } from './keys-commands.js';
 import { ingestCommand } from './ingest-command.js';
@@ -60,8 +61,14 @@ function buildProgram(exit: (code: number) => void): Command {
     .description('process queued workspaces until stopped (SIGINT/SIGTERM finish in-flight jobs)')
     .addOption(new Option('--concurrency <n>', 'jobs in flight in this process').default(Math.max(8, availableParallelism() * 4)).argParser(positiveInt('--concurrency')))
     .option('--rate-limit <rate>', 'global limit across all workers, e.g. 10/s', rateLimit)
-    .action(async (flags: { concurrency: number; rateLimit?: { max: number; durationMs: number } }) => {
-      await runWorker(loadConfig(), { concurrency: flags.concurrency, handleSignals: true, ...(flags.rateLimit ? { limiter: flags.rateLimit } : {}) });
+    .addOption(new Option('--lock-duration-ms <ms>', "job lock; a crashed worker's jobs are taken up again after about this long").default(30_000).argParser(positiveInt('--lock-duration-ms')))
+    .action(async (flags: { concurrency: number; rateLimit?: { max: number; durationMs: number }; lockDurationMs: number }) => {
+      await runWorker(loadConfig(), {
+        concurrency: flags.concurrency,
+        handleSignals: true,
+        lockDurationMs: flags.lockDurationMs,
+        ...(flags.rateLimit ? { limiter: flags.rateLimit } : {}),
+      });
     });
 
   program
@@ -135,6 +142,14 @@ function buildProgram(exit: (code: number) => void): Command {
     .requiredOption('--key <pem>', "the operator's RSA private key the keys were sealed to")
     .requiredOption('--out <file>', 'a new file for the tokens (mode 0600)')
     .action(async (batch: string, flags) => exit(await secretsCommand(batch, flags, loadConfig())));
+
+  program
+    .command('doctor')
+    .description('check tenants, key files and the ledger against each other; exit non-zero while findings remain')
+    .option('--fix', 'remove orphan key folders and repair modes (never touches an existing tenant\'s key)')
+    .addOption(new Option('--min-age <seconds>', 'leave key folders younger than this alone (a tenant may be mid-creation)').default(600).argParser(Number))
+    .option('--json', 'print findings as JSON')
+    .action(async (flags) => exit(await doctorCommand(flags, loadConfig())));
 
   program
     .command('dashboard')

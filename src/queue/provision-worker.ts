@@ -15,6 +15,8 @@ export interface ProvisionWorkerOptions {
   concurrency: number;
   /** Global rate limit across all workers: at most `max` jobs per `durationMs`. */
   limiter?: { max: number; durationMs: number };
+  /** How long a job's lock lasts; a killed worker's jobs return to the queue after about this long. */
+  lockDurationMs?: number;
   logger: Logger;
 }
 
@@ -65,6 +67,7 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProvisionWorker
     ...(opts.limiter ? { limiter: { max: opts.limiter.max, duration: opts.limiter.durationMs } } : {}),
     // A job is safe to run twice (the ledger), so a worker killed mid-job may hand it back often.
     maxStalledCount: 10,
+    ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs, stalledInterval: opts.lockDurationMs } : {}),
   });
   // A job can also fail outside the processor (stalled too often): its row still needs an answer.
   worker.on('failed', (job, err) => {
