@@ -42,14 +42,16 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
       record_delimiter: ['\r\n', '\n', '\r'],
       relax_column_count: true,
       skip_empty_lines: true,
-      max_record_size: opts.maxRecordSize ?? 64 * 1024,
+      // Lines over maxRecordSize never reach the parser (see guardLines); this only bounds a
+      // quoted field that runs over many lines.
+      max_record_size: 4 * (opts.maxRecordSize ?? MAX_RECORD),
       skip_records_with_error: true,
       on_skip: (err: CsvError | undefined) => {
         if (err) parser.push({ skipped: err });
       },
     });
   input.on('error', (err) => parser.destroy(err));
-  input.pipe(crlfToLf()).pipe(parser);
+  input.pipe(guardLines(opts.maxRecordSize ?? MAX_RECORD)).pipe(parser);
 
   let columns: (Column | undefined)[] | undefined;
   const lines = { end: 0, empty: 0 };
@@ -58,7 +60,8 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
   try {
     for await (const item of parser as AsyncIterable<{ record: string[]; info: Info } | { skipped: CsvError }>) {
       if ('skipped' in item) {
-        yield unreadable(item.skipped);
+        yield unreadable(item.skipped, lines.end + 1);
+        lines.end = Number(item.skipped.lines ?? lines.end + 1);
         continue;
       }
       const { record, info } = item;
@@ -85,23 +88,55 @@ function startLine(info: Info, prev: { end: number; empty: number }): number {
   return start;
 }
 
+const MAX_RECORD = 64 * 1024;
+/** Stands in for a line too long to read; a control character, so no real cell can equal it. */
+const TOO_LARGE = '\u0001too-large\u0001';
+
 /**
- * CRLF → LF before parsing: csv-parse counts a CRLF inside a quoted field as two lines, which
- * would shift every later line number. Byte-level is safe: 0x0d/0x0a never occur inside UTF-8
- * multi-byte sequences.
+ * Before parsing, line by line (bytes: 0x0a/0x0d never occur inside UTF-8 multi-byte sequences):
+ * - CRLF → LF: csv-parse counts a CRLF inside a quoted field as two lines, which would shift
+ *   every later line number;
+ * - a line longer than `max` bytes is replaced by a marker line, so it is rejected on its own
+ *   line number while the rest of the file is still read (csv-parse's own record-size limit
+ *   stops reading the file there), and so that no line is ever held whole in memory.
  */
-function crlfToLf(): Transform {
-  let pendingCr = false;
+function guardLines(max: number): Transform {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let dropping = false;
+  const line = (body: Buffer[], bytes: number): Buffer => {
+    let buf = Buffer.concat(body, bytes);
+    if (buf.length > 0 && buf[buf.length - 1] === 0x0d) buf = buf.subarray(0, buf.length - 1);
+    return buf;
+  };
   return new Transform({
     transform(chunk: Buffer | string, _enc, done) {
-      let buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-      if (pendingCr) buf = Buffer.concat([Buffer.from([0x0d]), buf]);
-      pendingCr = buf.length > 0 && buf[buf.length - 1] === 0x0d;
-      if (pendingCr) buf = buf.subarray(0, buf.length - 1);
-      done(null, buf.includes(0x0d) ? Buffer.from(buf.toString('latin1').replace(/\r\n/g, '\n'), 'latin1') : buf);
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      const out: Buffer[] = [];
+      let start = 0;
+      for (let nl = buf.indexOf(0x0a, start); nl !== -1; nl = buf.indexOf(0x0a, start)) {
+        const piece = buf.subarray(start, nl);
+        if (!dropping && pendingBytes + piece.length > max) dropping = true;
+        out.push(dropping ? Buffer.from(TOO_LARGE) : line([...pending, piece], pendingBytes + piece.length), Buffer.from([0x0a]));
+        pending = [];
+        pendingBytes = 0;
+        dropping = false;
+        start = nl + 1;
+      }
+      const rest = buf.subarray(start);
+      if (!dropping) {
+        pending.push(rest);
+        pendingBytes += rest.length;
+        if (pendingBytes > max) {
+          dropping = true;
+          pending = [];
+          pendingBytes = 0;
+        }
+      }
+      done(null, Buffer.concat(out));
     },
     flush(done) {
-      done(null, pendingCr ? Buffer.from([0x0d]) : undefined);
+      done(null, dropping ? Buffer.from(TOO_LARGE) : line(pending, pendingBytes));
     },
   });
 }
@@ -136,6 +171,9 @@ function checkRow(
   columns.forEach((c, i) => {
     if (c !== undefined && fields[i] !== undefined) record[c] = fields[i];
   });
+  if (fields.length === 1 && fields[0] === TOO_LARGE) {
+    return { line, ok: false, errors: [{ field: 'row', message: `the row is too large (over ${MAX_RECORD / 1024} KiB); it was skipped` }], raw: {} };
+  }
   const raw = rawOf(record);
   if (fields.length !== columns.length) {
     const message = `has ${fields.length} field(s) but the header has ${columns.length}`;
@@ -157,12 +195,13 @@ function checkRow(
   return { line, ok: true, row };
 }
 
-function unreadable(err: CsvError): CsvRow {
-  const line = Number(err.lines ?? 0);
+function unreadable(err: CsvError, line: number): CsvRow {
   const reason =
-    err.code === 'CSV_MAX_RECORD_SIZE'
-      ? 'the row is too large (over the maximum record size); it was skipped'
-      : `the row is not valid CSV (${err.message.replace(/^Invalid Record Length: |^Invalid Opening Quote: /, '')})`;
+    err.code === 'CSV_QUOTE_NOT_CLOSED'
+      ? 'the row opens a quote that is never closed: everything from here to the end of the file was read as one field, so no later row was read'
+      : err.code === 'CSV_MAX_RECORD_SIZE'
+        ? 'the row is too large (a quoted field runs over too many lines); it and the rest of the file were skipped'
+        : `the row is not valid CSV (${err.message.replace(/^Invalid Record Length: |^Invalid Opening Quote: /, '')})`;
   return { line, ok: false, errors: [{ field: 'row', message: reason }], raw: {} };
 }
 
