@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { maskToken } from '../../src/provision/api-keys.js';
 import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
 import { runWorker } from '../../workers/provision-worker.js';
+import { dumpRedis } from '../helpers/redis-dump.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const TOKEN = /^dataset-[A-Za-z0-9]{24}$/;
@@ -120,20 +121,7 @@ describe('keys minted with a batch: sealed, masked everywhere, revealed once', (
     expect(new Set(tokens).size).toBe(5);
     tokens.forEach((t) => expect(t).toMatch(TOKEN));
 
-    // Redis: every key, every value.
-    let redisDump = '';
-    for (const key of await env.redis.keys('*')) {
-      const type = await env.redis.type(key);
-      const value =
-        type === 'string' ? await env.redis.get(key)
-        : type === 'hash' ? JSON.stringify(await env.redis.hgetall(key))
-        : type === 'list' ? JSON.stringify(await env.redis.lrange(key, 0, -1))
-        : type === 'zset' ? JSON.stringify(await env.redis.zrange(key, 0, -1))
-        : type === 'set' ? JSON.stringify(await env.redis.smembers(key))
-        : type === 'stream' ? JSON.stringify(await env.redis.xrange(key, '-', '+'))
-        : '';
-      redisDump += `${key} ${value}\n`;
-    }
+    const redisDump = await dumpRedis(env.redis);
     expect(redisDump.length).toBeGreaterThan(0);
     const report = await batch.report();
     let csv = '';
