@@ -6,7 +6,7 @@ import { requireConfig, type Config } from '../src/config/config.js';
 import { createPool } from '../src/db/pool.js';
 import { describeError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/log/logger.js';
-import { localKeyStorage } from '../src/provision/key-storage.js';
+import { localKeyStorage, type KeyStorage } from '../src/provision/key-storage.js';
 import { detectScoping } from '../src/provision/api-keys.js';
 import { checkDifyDatabase } from '../src/provision/preflight.js';
 import { sealKeyCache } from '../src/results/sealed-secrets.js';
@@ -23,6 +23,8 @@ export interface RunWorkerOptions {
   handleSignals?: boolean;
   logger?: Logger;
   keys?: KeySource;
+  /** Wraps the key-file storage (fault injection in the chaos tests). */
+  wrapStorage?: (real: KeyStorage) => KeyStorage;
 }
 
 export interface RunningWorker {
@@ -39,7 +41,8 @@ export async function runWorker(config: Config, opts: RunWorkerOptions): Promise
   try {
     await checkDifyDatabase(db);
     await migrate(db);
-    const storage = await localKeyStorage({ root: cfg.storageDir, ...(cfg.keyFileOwner ? { owner: cfg.keyFileOwner } : {}) });
+    const real = await localKeyStorage({ root: cfg.storageDir, ...(cfg.keyFileOwner ? { owner: cfg.keyFileOwner } : {}) });
+    const storage = opts.wrapStorage ? opts.wrapStorage(real) : real;
     const worker = createProvisionWorker(
       { db, keys: opts.keys ?? rsaKeySource, storage, trialCredits: cfg.trialCredits, logger, scoping: await detectScoping(db), sealKeys: sealKeyCache(db) },
       { connection, prefix: cfg.queuePrefix, concurrency: opts.concurrency, logger, ...(opts.limiter ? { limiter: opts.limiter } : {}), ...(opts.lockDurationMs ? { lockDurationMs: opts.lockDurationMs } : {}) },

@@ -86,11 +86,13 @@ export interface Finished {
   apiKeyMasked?: string;
 }
 
+// A row that was answered created/existing keeps that answer: a job run again after a crash (or
+// a Redis restart that lost its completion) must not turn "created" into "existing" or "failed".
 const UPDATE_ROW = `UPDATE ${SCHEMA}.rows
     SET outcome = $3, tenant_id = COALESCE($4, tenant_id), fingerprint = $5, attempts = $6,
         duration_ms = $7, error = $8, created_accounts = $9, api_key_masked = COALESCE($10, api_key_masked),
         updated_at = now(), finished_at = now()
-  WHERE batch_id = $1 AND line = $2`;
+  WHERE batch_id = $1 AND line = $2 AND outcome NOT IN ('created', 'existing')`;
 const rowParams = (f: Finished) => [f.batchId, f.line, f.outcome, f.tenantId ?? null, f.fingerprint ?? null, f.attempts, Math.round(f.durationMs), f.error ?? null, f.createdAccounts ?? null, f.apiKeyMasked ?? null];
 
 export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {

@@ -1,0 +1,123 @@
+// Kill workers with SIGKILL, restart Redis (appendonly) and PostgreSQL, make key-file writes fail,
+// all during one 300-row batch; then prove DESIGN.md's invariants.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPool, type Db } from '../../src/db/pool.js';
+import { projectFile } from '../../src/project-files.js';
+import { runDoctor } from '../../src/provision/doctor.js';
+import { hybridDecrypt, hybridEncrypt } from '../../src/provision/rsa-keys.js';
+import { getBatchStatus } from '../../src/results/batches.js';
+import { createDifyDatabase } from '../../src/services/dify-database.js';
+import { startLocalServices, type LocalServices } from '../../src/services/local-services.js';
+import { readFile, stat } from 'node:fs/promises';
+
+const ROWS = Number(process.env.CHAOS_ROWS ?? 300);
+const CLI = projectFile('dist', 'src', 'cli', 'main.js');
+let services: LocalServices;
+let db: Db;
+let tmp: string;
+let env: NodeJS.ProcessEnv;
+
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'dify-provision-chaos-'));
+  await chmod(tmp, 0o755);
+  services = await startLocalServices({ dir: join(tmp, 'services'), redisAppendOnly: true });
+  const databaseUrl = await createDifyDatabase(services.databaseUrl, 'chaos', {
+    seedSql: `INSERT INTO accounts (name, email, status) SELECT 'Owner ' || i, 'owner' || i || '@example.com', 'active' FROM generate_series(1, 100) i`,
+  });
+  await mkdir(join(tmp, 'storage'));
+  env = { ...process.env, REDIS_URL: services.redisUrl, DATABASE_URL: databaseUrl, DIFY_STORAGE_DIR: join(tmp, 'storage'), LOG_LEVEL: 'warn' };
+  db = createPool(databaseUrl, 2);
+});
+afterAll(async () => {
+  await db?.end();
+  await services?.stop();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+function run(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [CLI, ...args], { env: { ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (out += d));
+    c.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+function startWorker(kind: 'cli' | 'faulty', faultUntil = 0): ChildProcess {
+  const args = kind === 'cli' ? [CLI, 'worker', '--concurrency', '4', '--lock-duration-ms', '3000'] : ['--import', 'tsx', projectFile('test', 'chaos', 'faulty-worker.ts'), '4'];
+  const child = spawn(process.execPath, args, { env: { ...env, FAULT_UNTIL: String(faultUntil) }, stdio: ['ignore', 'ignore', 'ignore'], cwd: projectFile() });
+  return child;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
+  it('ends with one answer per row, one tenant per key, a matching key file per tenant, no orphans', async () => {
+    const started = Date.now();
+    const csv = join(tmp, 'chaos.csv');
+    await writeFile(csv, `workspace_name,owner_email,external_id\n${Array.from({ length: ROWS }, (_, i) => `Chaos ${i},owner${(i % 100) + 1}@example.com,chaos-${i}`).join('\n')}\n`);
+    const ingest = await run(['ingest', csv, '--batch-id', 'chaos', '--attempts', '25', '--backoff-ms', '200']);
+    expect(ingest.code, ingest.out).toBe(0);
+
+    const faultUntil = Date.now() + 15_000; // key-file writes fail in the third worker for 15 s
+    const workers: ChildProcess[] = [startWorker('cli'), startWorker('cli'), startWorker('faulty', faultUntil)];
+    const figures = { kills: 0, redisRestarts: 0, postgresRestarts: 0 };
+    const done = async () => (await getBatchStatus(db, 'chaos').catch(() => undefined))?.done ?? false;
+    const deadline = Date.now() + 300_000;
+    let step = 0;
+    while (!(await done())) {
+      if (Date.now() > deadline) throw new Error(`chaos batch not done after 300 s: ${JSON.stringify((await getBatchStatus(db, 'chaos'))?.counts)}`);
+      await sleep(1500 + Math.random() * 1500);
+      step++;
+      if (step % 2 === 1 && figures.kills < 8) {
+        const i = Math.floor(Math.random() * workers.length);
+        workers[i]!.kill('SIGKILL');
+        figures.kills++;
+        workers[i] = startWorker(i === 2 ? 'faulty' : 'cli', faultUntil);
+      }
+      if (step === 4) {
+        await services.restartRedis();
+        figures.redisRestarts++;
+      }
+      if (step === 8) {
+        await services.restartPostgres().catch(() => {});
+        figures.postgresRestarts++;
+      }
+    }
+    for (const w of workers) w.kill('SIGTERM');
+    await sleep(500);
+
+    const status = (await getBatchStatus(db, 'chaos'))!;
+    const seconds = (Date.now() - started) / 1000;
+    const { rows: retried } = await db.query<{ n: number; max: number }>(`SELECT count(*) FILTER (WHERE attempts > 1)::int AS n, max(attempts)::int AS max FROM dify_provision.rows`);
+    console.log(`chaos figures: ${JSON.stringify({ rows: ROWS, ...figures, retriedRows: retried[0]!.n, maxAttempts: retried[0]!.max, seconds: Math.round(seconds), counts: status.counts })}`);
+    expect(retried[0]!.n).toBeGreaterThan(0); // the faults were felt, and survived
+    // Every row has exactly one outcome, and here every one succeeded.
+    expect(status.total).toBe(ROWS);
+    expect(status.counts.created + status.counts.existing).toBe(ROWS);
+    // One tenant per idempotency key.
+    const { rows: tenants } = await db.query<{ id: string; name: string; encrypt_public_key: string }>(`SELECT id, name, encrypt_public_key FROM tenants`);
+    expect(tenants).toHaveLength(ROWS);
+    expect(new Set(tenants.map((t) => t.name)).size).toBe(ROWS);
+    expect((await db.query(`SELECT count(*)::int AS n FROM dify_provision.ledger`)).rows[0].n).toBe(ROWS);
+    expect((await db.query(`SELECT count(*)::int AS n FROM tenant_account_joins WHERE role = 'owner'`)).rows[0].n).toBe(ROWS);
+    // Every tenant's key file matches, with the right modes; no folder without a tenant.
+    const folders = await readdir(join(tmp, 'storage', 'privkeys'));
+    expect(folders.sort()).toEqual(tenants.map((t) => t.id).sort());
+    for (const t of tenants) {
+      const file = join(tmp, 'storage', 'privkeys', t.id, 'private.pem');
+      const secret = Buffer.from(`secret for ${t.id}`);
+      expect(hybridDecrypt(hybridEncrypt(secret, t.encrypt_public_key), await readFile(file, 'utf8'))).toEqual(secret);
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+    }
+    expect(await runDoctor(db, { storageDir: join(tmp, 'storage'), minOrphanAgeSeconds: 0 })).toEqual([]);
+    const doctor = await run(['doctor', '--min-age', '0']);
+    expect(doctor.code, doctor.out).toBe(0);
+    expect(figures.kills).toBeGreaterThanOrEqual(3);
+  });
+});

@@ -1,0 +1,5 @@
+import { execFileSync } from 'node:child_process';
+
+export default function setup() {
+  execFileSync('npx', ['tsc', '-p', '.'], { stdio: 'inherit' });
+}
