@@ -2,20 +2,11 @@
 import { createWriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { requireConfig, type Config } from '../config/config.js';
-import { createProvisioner, type Provisioner } from '../provisioner.js';
+import type { Config } from '../config/config.js';
+import { withProvisioner } from './context.js';
 import type { BatchStatus } from '../results/batches.js';
 import { OUTCOMES } from '../types.js';
 import { waitAndReport } from './wait-command.js';
-
-async function withProvisioner<T>(config: Config, fn: (p: Provisioner) => Promise<T>): Promise<T> {
-  const p = await createProvisioner(requireConfig(config, 'redisUrl', 'databaseUrl'));
-  try {
-    return await fn(p);
-  } finally {
-    await p.close();
-  }
-}
 
 export function formatStatus(s: BatchStatus): string {
   const finishedRows = s.total - s.counts.queued - s.counts.active;

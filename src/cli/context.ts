@@ -5,6 +5,7 @@ import { requireConfig, type Config } from '../config/config.js';
 import { createPool, type Db } from '../db/pool.js';
 import { provisionQueue, redisConnection } from '../queue/connection.js';
 import { migrate } from '../results/migrate.js';
+import { createProvisioner, type Provisioner } from '../provisioner.js';
 
 export interface DbContext {
   db: Db;
@@ -41,4 +42,14 @@ export async function openQueue(config: Config): Promise<QueueContext> {
       await Promise.allSettled([redis.quit(), db.end()]);
     },
   };
+}
+
+/** A provisioner for one command, closed when the command is done. */
+export async function withProvisioner<T>(config: Config, fn: (p: Provisioner) => Promise<T>): Promise<T> {
+  const p = await createProvisioner(requireConfig(config, 'redisUrl', 'databaseUrl'));
+  try {
+    return await fn(p);
+  } finally {
+    await p.close();
+  }
 }

@@ -5,18 +5,9 @@ import { constants } from 'node:fs';
 import { createReadStream } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { parse } from 'csv-parse';
-import { requireConfig, type Config } from '../config/config.js';
+import type { Config } from '../config/config.js';
+import { withProvisioner } from './context.js';
 import { loadSealKey, seal } from '../provision/sealing.js';
-import { createProvisioner, type Provisioner } from '../provisioner.js';
-
-async function withProvisioner<T>(config: Config, fn: (p: Provisioner) => Promise<T>): Promise<T> {
-  const p = await createProvisioner(requireConfig(config, 'redisUrl', 'databaseUrl'));
-  try {
-    return await fn(p);
-  } finally {
-    await p.close();
-  }
-}
 
 export const keysListCommand = (flags: { tenant: string; json?: boolean }, config: Config) =>
   withProvisioner(config, async (p) => {

@@ -74,7 +74,7 @@ describe('the CLI, with ingest and two workers as separate processes', () => {
   it('--dry-run validates without Redis or PostgreSQL when no DATABASE_URL is set', async () => {
     const file = join(env.config.storageDir, '..', `${env.name}-dry.csv`);
     await writeFile(file, 'workspace_name,owner_email\nA,a@b.io\nB,nope\n');
-    const offline = { ...env.env, REDIS_URL: 'redis://127.0.0.1:1' };
+    const offline: NodeJS.ProcessEnv = { ...env.env, REDIS_URL: 'redis://127.0.0.1:1' };
     delete offline.DATABASE_URL;
     const r = await runCli(['ingest', file, '--dry-run'], offline);
     expect(r.stdout).toBe('dry run: 2 rows read, would queue 1, reject 1 (set DATABASE_URL to also check owners, existing rows and workspace ids)\n');

@@ -89,7 +89,7 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
       `INSERT INTO dify_provision.rows (batch_id, line, workspace_name, owner_email, outcome, finished_at)
        SELECT 'big', i + 1, 'Big ' || i, 'owner1@example.com', CASE WHEN i % 100 = 0 THEN 'failed' ELSE 'created' END, now() FROM generate_series(1, 10000) i`,
     );
-    const get = async (path: string) => (await fetch(base + path, { headers: { authorization: `Bearer ${TOKEN}` } })).json();
+    const get = async (path: string): Promise<any> => (await fetch(base + path, { headers: { authorization: `Bearer ${TOKEN}` } })).json();
     const first = await get('/api/batches/big/rows?limit=50');
     expect(first.rows).toHaveLength(50);
     expect(first.more).toBe(true);

@@ -7,6 +7,8 @@ import { Writable } from 'node:stream';
 import forge from 'node-forge';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Queue } from 'bullmq';
+import { buildDashboard } from '../../src/dashboard/server.js';
 import { maskToken } from '../../src/provision/api-keys.js';
 import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
 import { runWorker } from '../../workers/provision-worker.js';
@@ -126,10 +128,20 @@ describe('keys minted with a batch: sealed, masked everywhere, revealed once', (
     const report = await batch.report();
     let csv = '';
     for await (const c of batch.reportCsv()) csv += c;
+    // What the dashboard serves, through its real routes.
+    const dashboard = await buildDashboard({ db: env.db, queue: new Queue('provision', { connection: env.redis, prefix: env.config.queuePrefix }), redis: env.redis, token: 't' });
+    let served = '';
+    for (const url of ['/api/batches', '/api/batches/keyed', '/api/batches/keyed/rows?limit=200', '/api/batches/keyed/report.csv', '/api/batches/keyed/report.json', '/', '/metrics']) {
+      const res = await dashboard.inject({ url, headers: { authorization: 'Bearer t' } });
+      expect(res.statusCode, url).toBe(200);
+      served += res.body;
+    }
+    await dashboard.close();
+    expect(served).toContain(maskToken(tokens[0]!));
     const { rows: ours } = await env.db.query(`SELECT * FROM dify_provision.rows`);
     const { rows: sealed } = await env.db.query(`SELECT * FROM dify_provision.sealed_secrets`);
     for (const token of tokens) {
-      for (const [where, text] of [['redis', redisDump], ['logs', logs], ['report', JSON.stringify(report)], ['csv', csv], ['rows', JSON.stringify(ours)], ['sealed', JSON.stringify(sealed)]] as const) {
+      for (const [where, text] of [['redis', redisDump], ['logs', logs], ['report', JSON.stringify(report)], ['csv', csv], ['dashboard', served], ['rows', JSON.stringify(ours)], ['sealed', JSON.stringify(sealed)]] as const) {
         expect(text.includes(token), `token found in ${where}`).toBe(false);
       }
     }

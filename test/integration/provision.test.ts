@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { chown, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -7,6 +7,7 @@ import { provisionWorkspace } from '../../src/provision/provision-workspace.js';
 import { upgradeTimeOfDay } from '../../src/provision/dify-tables.js';
 import { rsaKeySource } from '../../src/provision/rsa-keys.js';
 import { migrate } from '../../src/results/migrate.js';
+import { waitForBatch } from '../../src/results/batches.js';
 import { runWorker } from '../../workers/provision-worker.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { keyFile, keyPairWorks, modes } from '../helpers/dify-checks.js';
@@ -134,12 +135,15 @@ describe('provisioning a batch', () => {
       ownerEmail: 'owner1@example.com',
       plan: 'basic',
       members: [],
+      createMissingAccounts: false,
+      mintDatasetKey: false,
     };
     const storage = await localKeyStorage({ root: env.config.storageDir });
     const deps = { db: env.db, keys: rsaKeySource, storage, trialCredits: 200 };
     const outcomes = await Promise.all([provisionWorkspace(job, 1, deps), provisionWorkspace(job, 1, deps)]);
     expect(outcomes.map((o) => o.kind).sort()).toEqual(['created', 'existing']);
-    expect(outcomes[0]!.tenantId).toBe(outcomes[1]!.tenantId);
+    const ids = outcomes.map((o) => (o.kind === 'cancelled' ? undefined : o.tenantId));
+    expect(ids[0]).toBe(ids[1]);
     expect(await count(`SELECT count(*) AS n FROM tenants`)).toBe(1);
     expect(await keyPairWorks(env, job.tenantId)).toBe(true);
   });
@@ -202,6 +206,23 @@ describe('provisioning a batch', () => {
     const [row] = await rowsOf('umask');
     expect(await modes(env, row!.tenant_id as string)).toEqual({ dir: '700', file: '600' });
     expect(keyFile(env, row!.tenant_id as string)).toContain(`privkeys/${row!.tenant_id}/private.pem`);
+  });
+});
+
+describe('who owns the key files', () => {
+  it.skipIf(process.getuid?.() !== 0)("defaults to the storage folder's owner (Dify's container runs as 1001), and KEY_FILE_OWNER overrides it", async () => {
+    await chown(env.config.storageDir, 1001, 1001);
+    await ingestCsv(env, csvOf([{ workspace_name: 'Owned', owner_email: 'owner1@example.com' }]), 'owned');
+    await runUntilDone(env, ['owned']);
+    const [row] = await rowsOf('owned');
+    const file = keyFile(env, row!.tenant_id as string);
+    for (const path of [file, join(file, '..')]) expect(await stat(path)).toMatchObject({ uid: 1001, gid: 1001 });
+
+    await ingestCsv(env, csvOf([{ workspace_name: 'Owned 2', owner_email: 'owner2@example.com' }]), 'owned2');
+    const w = await runWorker({ ...env.config, keyFileOwner: { uid: 1002, gid: 1003 } }, { concurrency: 1, logger: pino({ level: 'silent' }) });
+    await waitForBatch(env.db, 'owned2', { intervalMs: 100 }).finally(() => w.close());
+    const [row2] = await rowsOf('owned2');
+    expect(await stat(keyFile(env, row2!.tenant_id as string))).toMatchObject({ uid: 1002, gid: 1003, mode: expect.any(Number) });
   });
 });
 
