@@ -70,11 +70,16 @@ function installSignalHandlers(close: (force?: boolean) => Promise<void>, logger
     signals++;
     const force = signals > 1;
     logger.info({ signal }, force ? 'stopping now: handing in-flight jobs back' : 'stopping: finishing in-flight jobs (signal again to stop now)');
+    // pino writes asynchronously: flush before exiting, so the last outcomes are not lost.
+    const exit = (code: number) => logger.flush(() => process.exit(code));
     close(force).then(
-      () => process.exit(0),
+      () => {
+        logger.info('worker stopped');
+        exit(0);
+      },
       (err) => {
         logger.error({ error: describeError(err) }, 'shutdown failed');
-        process.exit(1);
+        exit(1);
       },
     );
   };

@@ -18,7 +18,7 @@ afterEach(async () => {
   await env.cleanup();
 });
 
-const dir = () => join(env.config.storageDir, '..');
+const dir = () => env.dir;
 async function file(name: string, rows: Record<string, string>[]): Promise<string> {
   const path = join(dir(), `${env.name}-${name}.csv`);
   await writeFile(path, csvOf(rows));

@@ -30,7 +30,7 @@ describe('the CLI, with ingest and two workers as separate processes', () => {
   it('provisions every valid row, rejects the invalid ones, and shuts the workers down gracefully', async () => {
     const rows = Array.from({ length: 24 }, (_, i) => ({ workspace_name: `Tenant ${i}`, owner_email: `owner${i + 1}@example.com`, members: i % 4 === 0 ? `owner${i + 2}@example.com:editor` : '' }));
     rows.push({ workspace_name: 'Broken', owner_email: 'not-an-email', members: '' });
-    const file = join(env.config.storageDir, '..', `${env.name}.csv`);
+    const file = join(env.dir, `${env.name}.csv`);
     await writeFile(file, csvOf(rows));
 
     workers.push(startCli(['worker', '--concurrency', '3'], env.env), startCli(['worker', '--concurrency', '3'], env.env));
@@ -72,7 +72,7 @@ describe('the CLI, with ingest and two workers as separate processes', () => {
   });
 
   it('--dry-run validates without Redis or PostgreSQL when no DATABASE_URL is set', async () => {
-    const file = join(env.config.storageDir, '..', `${env.name}-dry.csv`);
+    const file = join(env.dir, `${env.name}-dry.csv`);
     await writeFile(file, 'workspace_name,owner_email\nA,a@b.io\nB,nope\n');
     const offline: NodeJS.ProcessEnv = { ...env.env, REDIS_URL: 'redis://127.0.0.1:1' };
     delete offline.DATABASE_URL;

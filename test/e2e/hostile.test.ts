@@ -37,10 +37,10 @@ describe('a hostile CSV through the CLI and a worker process', () => {
       'Dup,OWNER11@example.com,,',
       'Last good,owner12@example.com,,',
     ];
-    const file = join(env.config.storageDir, '..', `${env.name}-hostile.csv`);
+    const file = join(env.dir, `${env.name}-hostile.csv`);
     await writeFile(file, `\ufeff${lines.join('\r\n')}\r\n`);
     worker = startCli(['worker', '--concurrency', '4'], env.env);
-    const r = await runCli(['ingest', file, '--batch-id', 'hostile', '--wait', '--report-dir', join(env.config.storageDir, '..')], env.env);
+    const r = await runCli(['ingest', file, '--batch-id', 'hostile', '--wait', '--report-dir', env.dir], env.env);
     expect(r.code).toBe(3); // some rows were rejected
     expect(r.stderr.trim().split('\n')).toEqual([
       'line 6 (workspace_name): is longer than 255 characters',
@@ -58,14 +58,14 @@ describe('a hostile CSV through the CLI and a worker process', () => {
     expect((await env.db.query(`SELECT count(*)::int AS n FROM tenants`)).rows[0].n).toBe(6); // DROP TABLE did nothing
     for (const t of rows) expect(await keyPairWorks(env, t.id)).toBe(true);
 
-    const csv = await readFile(join(env.config.storageDir, '..', 'hostile-report.csv'), 'utf8');
+    const csv = await readFile(join(env.dir, 'hostile-report.csv'), 'utf8');
     expect(csv).toContain(`,"'=HYPERLINK(""http://evil.example"",""click"")",`);
 
     // No private key material anywhere but the key files.
     await worker.stop('SIGTERM');
     const logs = worker.output();
     const redis = await dumpRedis(env.redis);
-    const json = await readFile(join(env.config.storageDir, '..', 'hostile-report.json'), 'utf8');
+    const json = await readFile(join(env.dir, 'hostile-report.json'), 'utf8');
     for (const id of await readdir(join(env.config.storageDir, 'privkeys'))) {
       const pem = await readFile(join(env.config.storageDir, 'privkeys', id, 'private.pem'), 'utf8');
       const body = pem.split('\n')[3]!; // a line of the key's base64 body

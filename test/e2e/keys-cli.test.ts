@@ -16,7 +16,7 @@ afterEach(async () => {
   await env.cleanup();
 });
 
-const dir = () => join(env.config.storageDir, '..');
+const dir = () => env.dir;
 
 describe('API keys from the CLI', () => {
   it('mints keys in bulk from a CSV of tenant/dataset pairs, lists them masked, and never writes over a file', async () => {
@@ -63,7 +63,7 @@ describe('API keys from the CLI', () => {
 
     const out = join(dir(), 'revealed.csv');
     const first = await runCli(['secrets', 'keys', '--key', join(dir(), 'op.key'), '--out', out], env.env);
-    expect(first.stdout).toContain('1 API key(s) of batch keys written to');
+    expect(first.stdout, first.stderr).toContain('1 API key(s) of batch keys written to');
     expect(await readFile(out, 'utf8')).toMatch(/^line,tenant_id,api_token_id,token\n2,[0-9a-f-]{36},[0-9a-f-]{36},dataset-[A-Za-z0-9]{24}\n$/);
     const second = await runCli(['secrets', 'keys', '--key', join(dir(), 'op.key'), '--out', join(dir(), 'again.csv')], env.env);
     expect(second.code).toBe(1);

@@ -1,7 +1,7 @@
 // One isolated world per test: its own database (cloned from Dify's schema), queue prefix and
 // storage folder, on the shared real Redis and PostgreSQL.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -12,6 +12,8 @@ import { createDifyDatabase } from '../../src/services/dify-database.js';
 
 export interface TestEnv {
   name: string;
+  /** A folder of this test's own for files (CSVs, reports), removed at cleanup. */
+  dir: string;
   config: Config & { redisUrl: string; databaseUrl: string; storageDir: string };
   db: Db;
   redis: Redis;
@@ -35,7 +37,9 @@ export async function createTestEnv(opts: { accounts?: number; seedSql?: string;
     variant: opts.variant,
     seedSql: seed,
   });
-  const storageDir = await mkdtemp(join(tmpdir(), `dify-storage-${name}-`));
+  const dir = await mkdtemp(join(tmpdir(), `dify-test-${name}-`));
+  const storageDir = join(dir, 'storage');
+  await mkdir(storageDir);
   const config = {
     redisUrl: opts.redisDb ? `${inject('redisUrl')}/${opts.redisDb}` : inject('redisUrl'),
     databaseUrl,
@@ -48,6 +52,7 @@ export async function createTestEnv(opts: { accounts?: number; seedSql?: string;
   const redis = new Redis(config.redisUrl);
   return {
     name,
+    dir,
     config,
     db,
     redis,
@@ -64,7 +69,7 @@ export async function createTestEnv(opts: { accounts?: number; seedSql?: string;
       if (keys.length > 0) await redis.del(...keys);
       redis.disconnect();
       await db.end();
-      await rm(storageDir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
     },
   };
 }
