@@ -18,7 +18,7 @@ import { loadOpenKey } from './provision/sealing.js';
 import { revealSecrets } from './results/sealed-secrets.js';
 import { isStrictUuid } from './types.js';
 import { cancelBatch, retryFailed } from './queue/batch-control.js';
-import { provisionQueue, redisConnection } from './queue/connection.js';
+import { checkRedis, provisionQueue, redisConnection } from './queue/connection.js';
 import type { RetryPolicy } from './queue/contract.js';
 import { enqueueBatch, type EnqueueSummary } from './queue/enqueue-batch.js';
 import { planBatch, type Plan } from './queue/plan.js';
@@ -144,6 +144,7 @@ export async function createProvisioner(settings: Partial<Config> & { redisUrl: 
   try {
     await migrate(db);
     redis = redisConnection(config.redisUrl, 'producer');
+    await checkRedis(redis, config.redisUrl);
     queue = provisionQueue(redis, config.queuePrefix);
   } catch (err) {
     await db.end();

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createProvisioner, StrictValidationError, type Provisioner } from '../../src/provisioner.js';
 import { runWorker } from '../../workers/provision-worker.js';
 import { csvOf } from '../helpers/batch.js';
+import { tcpProxy } from '../helpers/tcp-proxy.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 let env: TestEnv;
@@ -161,5 +162,30 @@ describe('batch lifecycle', () => {
     );
     expect(plan).toMatchObject({ total: 5, wouldCreate: 1, existing: 1, rejected: 1, wouldFail: 2 });
     expect(plan.problems.map((p) => `${p.line} ${p.field}`)).toEqual(['4 owner_email', '5 workspace_id', '6 owner_email']);
+  });
+});
+
+describe('ingest when Redis is down', () => {
+  it('says so at once, naming the URL without its password', async () => {
+    await expect(createProvisioner({ ...env.config, redisUrl: 'redis://user:s3cret@127.0.0.1:1' })).rejects.toThrow(
+      /^cannot reach Redis at redis:\/\/user:\*\*\*@127\.0\.0\.1:1: .* — check REDIS_URL and that Redis is running$/,
+    );
+  });
+
+  it('mid-ingest: fails, keeps the rows it recorded, and a re-run of the same batch queues them', async () => {
+    const rows = Array.from({ length: 5 }, (_, i) => ({ workspace_name: `Down ${i}`, owner_email: `owner${i + 1}@example.com` }));
+    // Redis goes away for this provisioner only, after it connected: through a proxy that is cut.
+    const proxy = await tcpProxy(Number(new URL(env.config.redisUrl).port));
+    const own = await createProvisioner({ ...env.config, redisUrl: `redis://127.0.0.1:${proxy.port}` });
+    await proxy.cut();
+    await expect(own.enqueue(rows, { batchId: 'down' })).rejects.toThrow();
+    await own.close().catch(() => {});
+    const recorded = await env.db.query(`SELECT count(*)::int AS n FROM dify_provision.rows WHERE batch_id = 'down' AND outcome = 'queued'`);
+    expect(recorded.rows[0].n).toBe(5);
+
+    const again = await provisioner.enqueue(rows, { batchId: 'down' });
+    expect(again.summary).toMatchObject({ queued: 0, alreadyInBatch: 5 });
+    const final = await withWorker(() => again.done(100));
+    expect(final.counts.created).toBe(5);
   });
 });
