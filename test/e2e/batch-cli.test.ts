@@ -1,38 +1,29 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/project-files.js';
 import { csvOf } from '../helpers/batch.js';
-import { runCli, startCli, type Background } from '../helpers/cli.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { runCli, startCli } from '../helpers/cli.js';
+import { useCliWorld } from '../helpers/cli-env.js';
 import { spawn } from 'node:child_process';
 
-let env: TestEnv;
-let worker: Background | undefined;
-beforeEach(async () => {
-  env = await createTestEnv();
-});
-afterEach(async () => {
-  await worker?.stop('SIGKILL');
-  worker = undefined;
-  await env.cleanup();
-});
+const world = useCliWorld();
 
-const dir = () => env.dir;
+const dir = () => world.env.dir;
 async function file(name: string, rows: Record<string, string>[]): Promise<string> {
-  const path = join(dir(), `${env.name}-${name}.csv`);
+  const path = join(dir(), `${world.env.name}-${name}.csv`);
   await writeFile(path, csvOf(rows));
   return path;
 }
 
 describe('batch commands from the CLI', () => {
   it('ingest --wait exits 0 when every row is created, 3 when one fails, and writes the reports', async () => {
-    worker = startCli(['worker', '--concurrency', '4'], env.env);
+    world.worker = startCli(['worker', '--concurrency', '4'], world.env.env);
     const good = await file('good', [
       { workspace_name: 'One', owner_email: 'owner1@example.com' },
       { workspace_name: 'Two', owner_email: 'owner2@example.com' },
     ]);
-    const ok = await runCli(['ingest', good, '--wait', '--report-dir', dir(), '--batch-id', 'good'], env.env);
+    const ok = await runCli(['ingest', good, '--wait', '--report-dir', dir(), '--batch-id', 'good'], world.env.env);
     expect(ok.code, ok.stdout + ok.stderr).toBe(0);
     expect(ok.stdout).toContain('batch good done:');
     expect(ok.stdout).toMatch(/created\s+2/);
@@ -41,33 +32,33 @@ describe('batch commands from the CLI', () => {
     expect(report.map((r: { outcome: string }) => r.outcome)).toEqual(['created', 'created']);
 
     const bad = await file('bad', [{ workspace_name: 'Ghost', owner_email: 'ghost@example.com' }]);
-    const failed = await runCli(['ingest', bad, '--wait', '--json', '--report-dir', dir(), '--batch-id', 'bad'], env.env);
+    const failed = await runCli(['ingest', bad, '--wait', '--json', '--report-dir', dir(), '--batch-id', 'bad'], world.env.env);
     expect(failed.code).toBe(3);
     expect(JSON.parse(failed.stdout)).toMatchObject({ batchId: 'bad', done: true, counts: { failed: 1 } });
 
     // wait on a finished batch answers at once, with the same exit code
-    expect((await runCli(['wait', 'good', '--report-dir', dir()], env.env)).code).toBe(0);
-    expect((await runCli(['wait', 'bad', '--report-dir', dir()], env.env)).code).toBe(3);
+    expect((await runCli(['wait', 'good', '--report-dir', dir()], world.env.env)).code).toBe(0);
+    expect((await runCli(['wait', 'bad', '--report-dir', dir()], world.env.env)).code).toBe(3);
 
-    const csv = await runCli(['report', 'good', '--format', 'csv'], env.env);
+    const csv = await runCli(['report', 'good', '--format', 'csv'], world.env.env);
     expect(csv.stdout.split('\r\n')[0]).toMatch(/^line,external_id,workspace_name/);
-    const list = await runCli(['batches', '--json'], env.env);
+    const list = await runCli(['batches', '--json'], world.env.env);
     expect(JSON.parse(list.stdout).map((b: { batchId: string; state: string }) => `${b.batchId}:${b.state}`).sort()).toEqual(['bad:done', 'good:done']);
   });
 
   it('ingest --strict from stdin queues nothing when a row is invalid', async () => {
-    const r = await runCli(['ingest', '-', '--strict', '--batch-id', 'strict'], env.env, 'workspace_name,owner_email\nA,owner1@example.com\nB,bad\nC,\n');
+    const r = await runCli(['ingest', '-', '--strict', '--batch-id', 'strict'], world.env.env, 'workspace_name,owner_email\nA,owner1@example.com\nB,bad\nC,\n');
     expect(r.code).toBe(2);
     expect(r.stderr).toBe('line 3 (owner_email): is not a valid email address\nline 4 (owner_email): is not a valid email address\n');
     expect(r.stdout).toBe('--strict: 2 invalid row(s); nothing was queued\n');
-    const status = await runCli(['status', 'strict'], env.env);
+    const status = await runCli(['status', 'strict'], world.env.env);
     expect(status.code).toBe(1);
     expect(status.stderr).toBe('dify-provision: no batch "strict"\n');
   });
 
   it('runs the library example from samples/', async () => {
     const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [projectFile('dist', 'samples', 'library-example.js'), 'lib-example'], { env: { ...env.env, LOG_LEVEL: 'warn' } });
+      const child = spawn(process.execPath, [projectFile('dist', 'samples', 'library-example.js'), 'lib-example'], { env: { ...world.env.env, LOG_LEVEL: 'warn' } });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (d) => (stdout += d));

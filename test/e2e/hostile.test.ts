@@ -1,20 +1,12 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runCli, startCli, type Background } from '../helpers/cli.js';
+import { describe, expect, it } from 'vitest';
+import { runCli, startCli } from '../helpers/cli.js';
 import { keyPairWorks } from '../helpers/dify-checks.js';
 import { dumpRedis } from '../helpers/redis-dump.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { useCliWorld } from '../helpers/cli-env.js';
 
-let env: TestEnv;
-let worker: Background | undefined;
-beforeEach(async () => {
-  env = await createTestEnv();
-});
-afterEach(async () => {
-  await worker?.stop('SIGKILL');
-  await env.cleanup();
-});
+const world = useCliWorld();
 
 const SQL_NAME = "Robert'); DROP TABLE tenants;-- \\ $1 %s";
 const FORMULA = '=HYPERLINK("http://evil.example","click")';
@@ -37,10 +29,10 @@ describe('a hostile CSV through the CLI and a worker process', () => {
       'Dup,OWNER11@example.com,,',
       'Last good,owner12@example.com,,',
     ];
-    const file = join(env.dir, `${env.name}-hostile.csv`);
+    const file = join(world.env.dir, `${world.env.name}-hostile.csv`);
     await writeFile(file, `\ufeff${lines.join('\r\n')}\r\n`);
-    worker = startCli(['worker', '--concurrency', '4'], env.env);
-    const r = await runCli(['ingest', file, '--batch-id', 'hostile', '--wait', '--report-dir', env.dir], env.env);
+    world.worker = startCli(['worker', '--concurrency', '4'], world.env.env);
+    const r = await runCli(['ingest', file, '--batch-id', 'hostile', '--wait', '--report-dir', world.env.dir], world.env.env);
     expect(r.code).toBe(3); // some rows were rejected
     expect(r.stderr.trim().split('\n')).toEqual([
       'line 6 (workspace_name): is longer than 255 characters',
@@ -53,21 +45,21 @@ describe('a hostile CSV through the CLI and a worker process', () => {
     ]);
     expect(r.stdout).toMatch(/created\s+6/);
 
-    const { rows } = await env.db.query<{ name: string; id: string }>(`SELECT name, id FROM tenants ORDER BY name`);
+    const { rows } = await world.env.db.query<{ name: string; id: string }>(`SELECT name, id FROM tenants ORDER BY name`);
     expect(rows.map((t) => t.name).sort()).toEqual([SQL_NAME, FORMULA, 'مرحبا 🚀 שלום', 'n'.repeat(255), 'Dup', 'Last good'].sort());
-    expect((await env.db.query(`SELECT count(*)::int AS n FROM tenants`)).rows[0].n).toBe(6); // DROP TABLE did nothing
-    for (const t of rows) expect(await keyPairWorks(env, t.id)).toBe(true);
+    expect((await world.env.db.query(`SELECT count(*)::int AS n FROM tenants`)).rows[0].n).toBe(6); // DROP TABLE did nothing
+    for (const t of rows) expect(await keyPairWorks(world.env, t.id)).toBe(true);
 
-    const csv = await readFile(join(env.dir, 'hostile-report.csv'), 'utf8');
+    const csv = await readFile(join(world.env.dir, 'hostile-report.csv'), 'utf8');
     expect(csv).toContain(`,"'=HYPERLINK(""http://evil.example"",""click"")",`);
 
     // No private key material anywhere but the key files.
-    await worker.stop('SIGTERM');
-    const logs = worker.output();
-    const redis = await dumpRedis(env.redis);
-    const json = await readFile(join(env.dir, 'hostile-report.json'), 'utf8');
-    for (const id of await readdir(join(env.config.storageDir, 'privkeys'))) {
-      const pem = await readFile(join(env.config.storageDir, 'privkeys', id, 'private.pem'), 'utf8');
+    await world.worker!.stop('SIGTERM');
+    const logs = world.worker!.output();
+    const redis = await dumpRedis(world.env.redis);
+    const json = await readFile(join(world.env.dir, 'hostile-report.json'), 'utf8');
+    for (const id of await readdir(join(world.env.config.storageDir, 'privkeys'))) {
+      const pem = await readFile(join(world.env.config.storageDir, 'privkeys', id, 'private.pem'), 'utf8');
       const body = pem.split('\n')[3]!; // a line of the key's base64 body
       for (const [where, text] of [['logs', logs], ['redis', redis], ['csv report', csv], ['json report', json], ['cli output', r.stdout + r.stderr]] as const) {
         expect(text.includes(body), `key material in ${where}`).toBe(false);

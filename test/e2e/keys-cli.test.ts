@@ -2,32 +2,24 @@ import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runCli, startCli, type Background } from '../helpers/cli.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { describe, expect, it } from 'vitest';
+import { runCli, startCli } from '../helpers/cli.js';
+import { useCliWorld } from '../helpers/cli-env.js';
 
-let env: TestEnv;
-let worker: Background | undefined;
-beforeEach(async () => {
-  env = await createTestEnv();
-});
-afterEach(async () => {
-  await worker?.stop('SIGKILL');
-  await env.cleanup();
-});
+const world = useCliWorld();
 
-const dir = () => env.dir;
+const dir = () => world.env.dir;
 
 describe('API keys from the CLI', () => {
   it('mints keys in bulk from a CSV of tenant/dataset pairs, lists them masked, and never writes over a file', async () => {
-    const { rows: t } = await env.db.query<{ id: string }>(`INSERT INTO tenants (name) VALUES ('a'), ('b') RETURNING id`);
+    const { rows: t } = await world.env.db.query<{ id: string }>(`INSERT INTO tenants (name) VALUES ('a'), ('b') RETURNING id`);
     const [a, b] = t.map((r) => r.id) as [string, string];
-    const { rows: acc } = await env.db.query<{ id: string }>(`SELECT id FROM accounts LIMIT 1`);
-    const { rows: ds } = await env.db.query<{ id: string }>(`INSERT INTO datasets (tenant_id, name, created_by) VALUES ($1, 'kb', $2) RETURNING id`, [b, acc[0]!.id]);
-    const pairs = join(dir(), `${env.name}-pairs.csv`);
+    const { rows: acc } = await world.env.db.query<{ id: string }>(`SELECT id FROM accounts LIMIT 1`);
+    const { rows: ds } = await world.env.db.query<{ id: string }>(`INSERT INTO datasets (tenant_id, name, created_by) VALUES ($1, 'kb', $2) RETURNING id`, [b, acc[0]!.id]);
+    const pairs = join(dir(), `${world.env.name}-pairs.csv`);
     await writeFile(pairs, `tenant_id,dataset_id\n${a},\n${b},${ds[0]!.id}\n${b},${'f'.repeat(8)}-0000-4000-8000-000000000000\n`);
-    const out = join(dir(), `${env.name}-keys.csv`);
-    const r = await runCli(['keys', 'create', '--from', pairs, '--out', out], env.env);
+    const out = join(dir(), `${world.env.name}-keys.csv`);
+    const r = await runCli(['keys', 'create', '--from', pairs, '--out', out], world.env.env);
     expect(r.code).toBe(1); // one pair named a knowledge base of no such workspace
     expect(r.stderr).toContain(`tenant ${b}: dataset: knowledge base(s) ffffffff-0000-4000-8000-000000000000 do not belong to workspace ${b}`);
     const file = await readFile(out, 'utf8');
@@ -36,12 +28,12 @@ describe('API keys from the CLI', () => {
     expect(tokens).toHaveLength(2);
     expect(r.stderr).not.toContain(tokens[0]!);
 
-    const list = await runCli(['keys', 'list', '--tenant', b], env.env);
+    const list = await runCli(['keys', 'list', '--tenant', b], world.env.env);
     expect(list.stdout).toContain(`${tokens[1]!.slice(0, 5)}...${tokens[1]!.slice(-4)}`);
     expect(list.stdout).toContain(`knowledge bases ${ds[0]!.id}`);
     expect(list.stdout).not.toContain(tokens[1]!);
 
-    const again = await runCli(['keys', 'create', '--tenant', a, '--out', out], env.env);
+    const again = await runCli(['keys', 'create', '--tenant', a, '--out', out], world.env.env);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('exists already: choose a new file');
   });
@@ -50,22 +42,22 @@ describe('API keys from the CLI', () => {
     const operator = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
     await writeFile(join(dir(), 'op.pub'), operator.publicKey);
     await writeFile(join(dir(), 'op.key'), operator.privateKey, { mode: 0o600 });
-    const csv = join(dir(), `${env.name}-keys-batch.csv`);
+    const csv = join(dir(), `${world.env.name}-keys-batch.csv`);
     await writeFile(csv, 'workspace_name,owner_email,dataset_api_key\nK1,owner1@example.com,yes\nK2,owner2@example.com,no\n');
-    const refused = await runCli(['ingest', csv, '--mint-dataset-keys', '--batch-id', 'nokey'], env.env);
+    const refused = await runCli(['ingest', csv, '--mint-dataset-keys', '--batch-id', 'nokey'], world.env.env);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('minting API keys needs --seal-to operator-public.pem');
 
-    worker = startCli(['worker', '--concurrency', '2'], env.env);
-    const ok = await runCli(['ingest', csv, '--seal-to', join(dir(), 'op.pub'), '--batch-id', 'keys', '--wait', '--report-dir', dir()], env.env);
+    world.worker = startCli(['worker', '--concurrency', '2'], world.env.env);
+    const ok = await runCli(['ingest', csv, '--seal-to', join(dir(), 'op.pub'), '--batch-id', 'keys', '--wait', '--report-dir', dir()], world.env.env);
     expect(ok.code, ok.stdout + ok.stderr).toBe(0);
-    expect((await env.db.query(`SELECT count(*)::int AS n FROM api_tokens`)).rows[0].n).toBe(1); // K2 said no
+    expect((await world.env.db.query(`SELECT count(*)::int AS n FROM api_tokens`)).rows[0].n).toBe(1); // K2 said no
 
     const out = join(dir(), 'revealed.csv');
-    const first = await runCli(['secrets', 'keys', '--key', join(dir(), 'op.key'), '--out', out], env.env);
+    const first = await runCli(['secrets', 'keys', '--key', join(dir(), 'op.key'), '--out', out], world.env.env);
     expect(first.stdout, first.stderr).toContain('1 API key(s) of batch keys written to');
     expect(await readFile(out, 'utf8')).toMatch(/^line,tenant_id,api_token_id,token\n2,[0-9a-f-]{36},[0-9a-f-]{36},dataset-[A-Za-z0-9]{24}\n$/);
-    const second = await runCli(['secrets', 'keys', '--key', join(dir(), 'op.key'), '--out', join(dir(), 'again.csv')], env.env);
+    const second = await runCli(['secrets', 'keys', '--key', join(dir(), 'op.key'), '--out', join(dir(), 'again.csv')], world.env.env);
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/were revealed already .* they are shown once/);
     expect(existsSync(join(dir(), 'again.csv'))).toBe(false);
