@@ -2,6 +2,8 @@
 // read-only (no migration, no writes, no Redis).
 import type { CsvRow } from '../csv/read-rows.js';
 import type { Db } from '../db/pool.js';
+import { RowError } from '../errors.js';
+import { findAccounts, pickAccount } from '../provision/accounts.js';
 import { SCHEMA } from '../results/migrate.js';
 
 export interface PlanLine {
@@ -48,12 +50,8 @@ async function planChunk(chunk: Extract<CsvRow, { ok: true }>[], db: Db, hasLedg
   const existing = new Set(
     hasLedger ? (await db.query<{ k: string }>(`SELECT idempotency_key AS k FROM ${SCHEMA}.ledger WHERE idempotency_key = ANY($1)`, [keys])).rows.map((r) => r.k) : [],
   );
-  const emails = [...new Set(chunk.flatMap((r) => [r.row.ownerEmail, ...r.row.members.map((m) => m.email)].map((e) => e.toLowerCase())))];
-  const accounts = new Map<string, { n: number; status: string }>();
-  for (const a of (await db.query<{ e: string; n: string; status: string }>(
-    `SELECT lower(email) AS e, count(*) AS n, min(status) AS status FROM accounts WHERE lower(email) = ANY($1) GROUP BY lower(email)`,
-    [emails],
-  )).rows) accounts.set(a.e, { n: Number(a.n), status: a.status });
+  const emails = [...new Set(chunk.flatMap((r) => [r.row.ownerEmail, ...r.row.members.map((m) => m.email)]))];
+  const accounts = await findAccounts(db, emails);
   const ids = chunk.map((r) => r.row.workspaceId).filter((x): x is string => x !== undefined);
   const taken = new Set((await db.query<{ id: string }>(`SELECT id FROM tenants WHERE id = ANY($1::uuid[])`, [ids])).rows.map((r) => r.id));
 
@@ -63,11 +61,14 @@ async function planChunk(chunk: Extract<CsvRow, { ok: true }>[], db: Db, hasLedg
       continue;
     }
     const problems: PlanLine[] = [];
+    // The worker's own rules (pickAccount), so the plan says what the run would do.
     const check = (email: string, field: string) => {
-      const a = accounts.get(email.toLowerCase());
-      if (!a && !createMissing) problems.push({ line, field, message: `no Dify account has the email "${email}"` });
-      else if (a && a.n > 1) problems.push({ line, field, message: `more than one Dify account has the email "${email}"` });
-      else if (a && (a.status === 'banned' || a.status === 'closed')) problems.push({ line, field, message: `the Dify account "${email}" is ${a.status}` });
+      try {
+        pickAccount(accounts, email, field, createMissing);
+      } catch (err) {
+        if (!(err instanceof RowError)) throw err;
+        problems.push({ line, field, message: err.message });
+      }
     };
     check(row.ownerEmail, 'owner_email');
     for (const m of row.members) check(m.email, 'members');
