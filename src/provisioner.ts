@@ -16,7 +16,6 @@ import { describeError } from './errors.js';
 import { detectScoping, listKeys, mintDatasetKey, type ListedKey, type MintedKey } from './provision/api-keys.js';
 import { loadOpenKey } from './provision/sealing.js';
 import { revealSecrets } from './results/sealed-secrets.js';
-import { isStrictUuid } from './types.js';
 import { cancelBatch, retryFailed } from './queue/batch-control.js';
 import { checkRedis, provisionQueue, redisConnection } from './queue/connection.js';
 import type { RetryPolicy } from './queue/contract.js';
@@ -26,8 +25,7 @@ import { getBatchStatus, listBatches, waitForBatch, type BatchListing, type Batc
 import { migrate } from './results/migrate.js';
 import { allReportRows, type ReportRow } from './results/report.js';
 import { csvHeader, csvLine, jsonChunks } from './results/report-format.js';
-import { asBatchId } from './types.js';
-import { randomBytes } from 'node:crypto';
+import { asBatchId, generatedBatchId, isStrictUuid } from './types.js';
 
 /** A workspace to provision, as a script writes it (the CSV's columns, members as a list or string). */
 export interface WorkspaceInput {
@@ -96,10 +94,6 @@ export interface Provisioner {
   /** Writes a batch's sealed API keys to a new 0600 file, once. */
   revealSecrets(batchId: string, privateKeyPem: string, out: string): Promise<number>;
   close(): Promise<void>;
-}
-
-export function generatedBatchId(): string {
-  return `batch-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-')}-${randomBytes(3).toString('hex')}`;
 }
 
 /** Lines of rows given as objects are their 1-based position. */

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+
 // Branded identifiers: a tenant id is not any string, a batch id is not a tenant id.
 declare const brand: unique symbol;
 type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -8,7 +10,6 @@ export type BatchId = Brand<string, 'BatchId'>;
 /** The final (or current) state of one input row. */
 export const OUTCOMES = ['queued', 'active', 'created', 'existing', 'rejected', 'failed', 'cancelled'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
-export const FINAL_OUTCOMES: readonly Outcome[] = ['created', 'existing', 'rejected', 'failed', 'cancelled'];
 
 export const MEMBER_ROLES = ['admin', 'editor', 'normal', 'dataset_operator'] as const;
 export type MemberRole = (typeof MEMBER_ROLES)[number];
@@ -19,6 +20,12 @@ export function asBatchId(value: string): BatchId {
     throw new Error(`batch id "${value}" is not valid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
   }
   return value as BatchId;
+}
+
+/** A fresh batch id: `<prefix>-<UTC yyyymmdd-hhmmss>-<6 hex>`. */
+export function generatedBatchId(prefix = 'batch', now = new Date()): BatchId {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-');
+  return asBatchId(`${prefix}-${stamp}-${randomBytes(3).toString('hex')}`);
 }
 
 /** Strict, canonical UUID (any version, RFC variant), not the nil UUID. */

@@ -1,9 +1,9 @@
 // Default batch ids: a file's batch is named after the file and its content, so ingesting the
 // same file again is the same batch (and queues nothing twice); stdin gets a fresh id.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
-import { asBatchId, type BatchId } from '../types.js';
+import { asBatchId, generatedBatchId, type BatchId } from '../types.js';
 
 export async function batchIdForFile(path: string): Promise<BatchId> {
   const hash = createHash('sha256');
@@ -12,10 +12,7 @@ export async function batchIdForFile(path: string): Promise<BatchId> {
   return asBatchId(`${stem}-${hash.digest('hex').slice(0, 10)}`);
 }
 
-export function batchIdForStdin(now = new Date()): BatchId {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-');
-  return asBatchId(`stdin-${stamp}-${randomBytes(3).toString('hex')}`);
-}
+export const batchIdForStdin = (now = new Date()): BatchId => generatedBatchId('stdin', now);
 
 function slug(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 40);
