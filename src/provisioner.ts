@@ -21,7 +21,7 @@ import { checkRedis, provisionQueue, redisConnection } from './queue/connection.
 import type { RetryPolicy } from './queue/contract.js';
 import { enqueueBatch, type EnqueueSummary } from './queue/enqueue-batch.js';
 import { planBatch, type Plan } from './queue/plan.js';
-import { getBatchStatus, listBatches, waitForBatch, type BatchListing, type BatchStatus } from './results/batches.js';
+import { batchProgress, getBatchStatus, listBatches, waitForBatch, type BatchListing, type BatchStatus } from './results/batches.js';
 import { migrate } from './results/migrate.js';
 import { allReportRows, type ReportRow } from './results/report.js';
 import { csvHeader, csvLine, jsonChunks } from './results/report-format.js';
@@ -154,14 +154,7 @@ export async function createProvisioner(settings: Partial<Config> & { redisUrl: 
       if (!s) throw new Error(`no batch "${id}"`);
       return s;
     },
-    async *progress(intervalMs = 1000) {
-      for (;;) {
-        const s = await this.status();
-        yield s;
-        if (s.done) return;
-        await new Promise((r) => setTimeout(r, intervalMs));
-      }
-    },
+    progress: (intervalMs = 1000) => batchProgress(db, id, intervalMs),
     done: (intervalMs = 1000) => waitForBatch(db, id, { intervalMs }),
     async report() {
       const out: ReportRow[] = [];

@@ -63,20 +63,25 @@ export async function getBatchStatus(db: Db, batchId: string): Promise<BatchStat
   };
 }
 
-/** Resolves when the batch is done, calling `onProgress` on every poll. */
-export async function waitForBatch(
-  db: Db,
-  batchId: string,
-  opts: { intervalMs?: number; onProgress?: (s: BatchStatus) => void; signal?: AbortSignal } = {},
-): Promise<BatchStatus> {
+/** The batch's status every `intervalMs`, until (and including) the first one that is done. */
+export async function* batchProgress(db: Db, batchId: string, intervalMs = 500): AsyncGenerator<BatchStatus> {
   for (;;) {
     const status = await getBatchStatus(db, batchId);
     if (!status) throw new Error(`no batch "${batchId}"`);
-    opts.onProgress?.(status);
-    if (status.done) return status;
-    if (opts.signal?.aborted) throw new Error('wait aborted');
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 500));
+    yield status;
+    if (status.done) return;
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** Resolves when the batch is done, calling `onProgress` on every poll. */
+export async function waitForBatch(db: Db, batchId: string, opts: { intervalMs?: number; onProgress?: (s: BatchStatus) => void } = {}): Promise<BatchStatus> {
+  let last: BatchStatus | undefined;
+  for await (const status of batchProgress(db, batchId, opts.intervalMs)) {
+    opts.onProgress?.(status);
+    last = status;
+  }
+  return last!;
 }
 
 export interface BatchListing {
