@@ -11,8 +11,8 @@ import { Command } from 'commander';
 import { Redis } from 'ioredis';
 import { createPool } from '../src/db/pool.js';
 import { projectFile } from '../src/project-files.js';
-import { rsaKeySource } from '../src/provision/rsa-keys.js';
-import { waitForBatch } from '../src/results/batches.js';
+import { rsaKeySource } from '../src/crypto/rsa-keys.js';
+import { waitForBatch } from '../src/store/batches.js';
 import { createDifyDatabase } from '../src/services/dify-database.js';
 import { startLocalServices, type LocalServices } from '../src/services/local-services.js';
 

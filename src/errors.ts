@@ -1,8 +1,19 @@
-// Two kinds of failure only: a RowError is permanent for that row (never retried); everything else
-// is transient and retried with backoff.
+// Every error we raise on purpose is a ProvisionError with a stable `code`, the CLI's exit code
+// and the dashboard's HTTP status, so the doors map them by class, never by message text.
+// For a row, two kinds only: a RowError is permanent (never retried); anything else is transient
+// and retried with backoff.
 
-export class RowError extends Error {
-  override readonly name = 'RowError';
+export abstract class ProvisionError extends Error {
+  abstract readonly code: string;
+  readonly exitCode: number = 1;
+  readonly httpStatus: number = 500;
+}
+
+/** A row's data can't be provisioned as it is (missing owner, taken id, …): never retried. */
+export class RowError extends ProvisionError {
+  override readonly name: string = 'RowError';
+  readonly code = 'ROW';
+  override readonly httpStatus = 422;
   constructor(
     readonly field: string,
     message: string,
@@ -11,9 +22,54 @@ export class RowError extends Error {
   }
 }
 
-/** The database isn't one we may write to (not Dify's shape, or a non-local key provider). */
-export class PreflightError extends Error {
-  override readonly name = 'PreflightError';
+/** The database or storage isn't one we may write to (not Dify's shape, a key vault, …). */
+export class PreflightError extends ProvisionError {
+  override readonly name: string = 'PreflightError';
+  readonly code = 'PREFLIGHT';
+  override readonly httpStatus = 503;
+}
+
+/** A setting is missing or invalid. */
+export class ConfigError extends ProvisionError {
+  override readonly name: string = 'ConfigError';
+  readonly code = 'CONFIG';
+}
+
+/** The caller asked for something that can't be done as asked (bad flag combination, bad id). */
+export class UsageError extends ProvisionError {
+  override readonly name: string = 'UsageError';
+  readonly code = 'USAGE';
+  override readonly httpStatus = 400;
+}
+
+export class BatchNotFoundError extends ProvisionError {
+  override readonly name: string = 'BatchNotFoundError';
+  readonly code = 'BATCH_NOT_FOUND';
+  override readonly httpStatus = 404;
+  constructor(readonly batchId: string) {
+    super(`no batch "${batchId}"`);
+  }
+}
+
+/** The batch id is in use for different rows. */
+export class BatchConflictError extends ProvisionError {
+  override readonly name: string = 'BatchConflictError';
+  readonly code = 'BATCH_CONFLICT';
+  override readonly httpStatus = 409;
+}
+
+/** A file we would create exists already (we never write over one). */
+export class FileExistsError extends ProvisionError {
+  override readonly name: string = 'FileExistsError';
+  readonly code = 'FILE_EXISTS';
+  override readonly httpStatus = 409;
+}
+
+/** Some service (Redis, PostgreSQL, storage) could not be reached. */
+export class UnreachableError extends ProvisionError {
+  override readonly name: string = 'UnreachableError';
+  readonly code = 'UNREACHABLE';
+  override readonly httpStatus = 503;
 }
 
 /** Short, secret-free text of any error, for results and logs. */
@@ -21,7 +77,7 @@ export function describeError(err: unknown): string {
   if (err instanceof RowError) return `${err.field}: ${err.message}`;
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
-    return typeof code === 'string' && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+    return typeof code === 'string' && !(err instanceof ProvisionError) && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
   }
   return String(err);
 }

@@ -1,11 +1,18 @@
 import { randomBytes } from 'node:crypto';
+import { UsageError } from './errors.js';
 
 // Branded identifiers: a tenant id is not any string, a batch id is not a tenant id.
 declare const brand: unique symbol;
 type Brand<T, B extends string> = T & { readonly [brand]: B };
 
-export type TenantId = Brand<string, 'TenantId'>;
 export type BatchId = Brand<string, 'BatchId'>;
+
+/** A Dify account, as far as we read it. */
+export interface Account {
+  id: string;
+  email: string;
+  status: string;
+}
 
 /** The final (or current) state of one input row. */
 export const OUTCOMES = ['queued', 'active', 'created', 'existing', 'rejected', 'failed', 'cancelled'] as const;
@@ -15,9 +22,11 @@ export const MEMBER_ROLES = ['admin', 'editor', 'normal', 'dataset_operator'] as
 export type MemberRole = (typeof MEMBER_ROLES)[number];
 
 const BATCH_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+export const isBatchId = (value: string): boolean => BATCH_ID.test(value);
+
 export function asBatchId(value: string): BatchId {
-  if (!BATCH_ID.test(value)) {
-    throw new Error(`batch id "${value}" is not valid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  if (!isBatchId(value)) {
+    throw new UsageError(`batch id "${value}" is not valid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
   }
   return value as BatchId;
 }

@@ -1,15 +1,13 @@
 // Commands on existing batches: status, wait, report, retry, cancel, batches.
-import { createWriteStream } from 'node:fs';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import type { Config } from '../config/config.js';
+import type { Config } from '../config.js';
+import { writeNewFile } from '../files.js';
 import { withProvisioner } from './context.js';
-import type { BatchStatus } from '../results/batches.js';
+import type { BatchStatus } from '../store/batches.js';
 import { OUTCOMES } from '../types.js';
 import { waitAndReport } from './wait-command.js';
 
 export function formatStatus(s: BatchStatus): string {
-  const finishedRows = s.total - s.counts.queued - s.counts.active;
+  const finishedRows = s.finished;
   const pct = s.total === 0 ? 100 : Math.floor((finishedRows / s.total) * 100);
   const state = s.done ? 'done' : s.ingested ? 'running' : 'ingesting';
   const counts = OUTCOMES.filter((o) => s.counts[o] > 0 || o !== 'cancelled').map((o) => `${o} ${s.counts[o]}`).join(', ');
@@ -26,13 +24,13 @@ export const statusCommand = (batchId: string, flags: { json?: boolean }, config
 export const waitCommand = (batchId: string, flags: { json?: boolean; reportDir: string }, config: Config) =>
   withProvisioner(config, (p) => waitAndReport(p.batch(batchId), flags));
 
-export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; out?: string }, config: Config) =>
+export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; out?: string; overwrite?: boolean }, config: Config) =>
   withProvisioner(config, async (p) => {
     const batch = p.batch(batchId);
     await batch.status(); // says clearly when there is no such batch
     const chunks = flags.format === 'json' ? batch.reportJson() : batch.reportCsv();
     if (flags.out) {
-      await pipeline(Readable.from(chunks), createWriteStream(flags.out));
+      await writeNewFile(flags.out, chunks, { overwrite: flags.overwrite ?? false });
       process.stderr.write(`report written to ${flags.out}\n`);
     } else {
       for await (const chunk of chunks) if (!process.stdout.write(chunk)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
@@ -40,10 +38,11 @@ export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; 
     return 0;
   });
 
-export const retryCommand = (batchId: string, config: Config) =>
+export const retryCommand = (batchId: string, flags: { cancelled?: boolean }, config: Config) =>
   withProvisioner(config, async (p) => {
-    const n = await p.batch(batchId).retryFailed();
-    process.stdout.write(`batch ${batchId}: ${n} failed row(s) queued again\n`);
+    const batch = p.batch(batchId);
+    const n = flags.cancelled ? await batch.resumeCancelled() : await batch.retryFailed();
+    process.stdout.write(`batch ${batchId}: ${n} ${flags.cancelled ? 'cancelled' : 'failed'} row(s) queued again\n`);
     return 0;
   });
 

@@ -1,21 +1,28 @@
 // `dify-provision doctor [--fix]`: exit 0 only when nothing is left to report.
-import { requireConfig, type Config } from '../config/config.js';
-import { createPool } from '../db/pool.js';
-import { runDoctor } from '../provision/doctor.js';
+import { requireConfig, type Config } from '../config.js';
+import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
+import { runDoctor } from '../doctor/doctor.js';
+import { openDbRuntime } from '../runtime.js';
 
 export async function doctorCommand(flags: { fix?: boolean; json?: boolean; minAge: number }, config: Config): Promise<number> {
   const cfg = requireConfig(config, 'databaseUrl', 'storageDir');
-  const db = createPool(cfg.databaseUrl, 2);
+  const rt = await openDbRuntime(cfg, { migrate: false, poolMax: 2 });
   try {
-    const findings = await runDoctor(db, { storageDir: cfg.storageDir, fix: flags.fix ?? false, minOrphanAgeSeconds: flags.minAge });
+    const schema = await probeDifySchema(rt.db);
+    const findings = await runDoctor(rt.db, { storageDir: cfg.storageDir, schema, fix: flags.fix ?? false, minOrphanAgeSeconds: flags.minAge });
     const open = findings.filter((f) => !f.fixed);
-    if (flags.json) process.stdout.write(`${JSON.stringify({ findings, remaining: open.length })}\n`);
+    if (flags.json) process.stdout.write(`${JSON.stringify({ schema: describeSchema(schema), band: schema.band, findings, remaining: open.length })}\n`);
     else {
+      process.stdout.write(`${describeSchema(schema)}\n`);
       for (const f of findings) process.stdout.write(`${f.fixed ? 'fixed' : f.kind.padEnd(21)}  tenant ${f.tenantId}: ${f.detail}${f.fixed ? '' : ` — fix: ${f.fix}`}\n`);
-      process.stdout.write(open.length === 0 ? `doctor: no findings${findings.length ? ' left' : ''}\n` : `doctor: ${open.length} finding(s)${flags.fix ? '' : ' (--fix repairs modes and removes orphan key folders)'}\n`);
+      process.stdout.write(
+        open.length === 0
+          ? `doctor: no findings${findings.length ? ' left' : ''}\n`
+          : `doctor: ${open.length} finding(s)${flags.fix ? '' : ' (--fix repairs modes and removes orphan key folders)'}\n`,
+      );
     }
     return open.length === 0 ? 0 : 1;
   } finally {
-    await db.end();
+    await rt.close();
   }
 }

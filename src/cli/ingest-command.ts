@@ -7,13 +7,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Config } from '../config/config.js';
-import { readRows, type CsvRow, type ReadOptions } from '../csv/read-rows.js';
-import { createPool } from '../db/pool.js';
-import { createProvisioner } from '../provisioner.js';
-import { planBatch } from '../queue/plan.js';
-import { requireConfig } from '../config/config.js';
-import { batchIdForFile, batchIdForStdin } from './batch-id.js';
+import type { Config } from '../config.js';
+import { readRows, type ReadOptions } from '../csv/read-rows.js';
+import type { RejectedRow } from '../csv/row-checker.js';
+import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
+import { batchIdForFile, batchIdForStdin } from '../ingest/batch-id.js';
+import { StrictValidationError } from '../ingest/input-rows.js';
+import { planBatch } from '../ingest/plan.js';
+import { provisionerOn } from '../provisioner.js';
+import { openDbRuntime, openQueueRuntime } from '../runtime.js';
+import { escapeControls } from './terminal.js';
 import { waitAndReport } from './wait-command.js';
 
 export interface IngestFlags {
@@ -22,6 +25,7 @@ export interface IngestFlags {
   strict?: boolean;
   wait?: boolean;
   reportDir: string;
+  overwrite?: boolean;
   createMissingOwners?: boolean;
   mintDatasetKeys?: boolean;
   /** The operator's public key PEM (the file's content). */
@@ -35,50 +39,45 @@ export interface IngestFlags {
 /** Exit code when rows were invalid and nothing (strict) or not everything (dry run) would go. */
 export const EXIT_INVALID = 2;
 
-export function formatRejection(row: Extract<CsvRow, { ok: false }>): string {
-  return row.errors.map((e) => `line ${row.line} (${e.field}): ${e.message}`).join('\n');
+export function formatRejection(row: Pick<RejectedRow, 'line' | 'errors'>): string {
+  return row.errors.map((e) => escapeControls(`line ${row.line} (${e.field}): ${e.message}`)).join('\n');
 }
-const printRejection = (row: Extract<CsvRow, { ok: false }>) => process.stderr.write(`${formatRejection(row)}\n`);
+const printRejection = (row: Pick<RejectedRow, 'line' | 'errors'>) => process.stderr.write(`${formatRejection(row)}\n`);
 const print = (flags: { json?: boolean }, json: object, text: string) => process.stdout.write(flags.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
 
 export async function ingestCommand(file: string, flags: IngestFlags, config: Config): Promise<number> {
   const readOpts: ReadOptions = { ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false };
-  // stdin can be read once; --strict and --dry-run with a plan read it like a file.
+  // stdin can be read once; --strict reads it like a file (twice).
   const spool = file === '-' && flags.strict ? await spoolStdin() : undefined;
   const path = spool?.path ?? file;
-  const open = (): Readable => (path === '-' ? process.stdin : createReadStream(path));
   try {
-    if (flags.dryRun) return await dryRun(open, readOpts, flags, config);
-    if (flags.strict) {
-      let bad = 0;
-      for await (const row of readRows(open(), readOpts)) {
-        if (!row.ok) {
-          bad++;
-          printRejection(row);
-        }
-      }
-      if (bad > 0) {
-        print(flags, { strict: true, queued: 0, rejected: bad }, `--strict: ${bad} invalid row(s); nothing was queued`);
-        return EXIT_INVALID;
-      }
-    }
+    if (flags.dryRun) return await dryRun(path === '-' ? process.stdin : createReadStream(path), readOpts, flags, config);
     const batchId = flags.batchId ?? (file === '-' ? batchIdForStdin() : await batchIdForFile(path));
-    const provisioner = await createProvisioner(requireConfig(config, 'redisUrl', 'databaseUrl'));
+    const provisioner = provisionerOn(await openQueueRuntime(config));
     try {
-      const batch = await provisioner.enqueueCsv(open(), {
-        ...readOpts,
-        batchId,
-        source: file === '-' ? 'stdin' : file,
-        retry: { attempts: flags.attempts, backoffMs: flags.backoffMs },
-        createMissingOwners: flags.createMissingOwners ?? false,
-        mintDatasetKeys: flags.mintDatasetKeys ?? false,
-        ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
-        onRejected: (r) => printRejection({ ...r, ok: false, raw: {} }),
-      });
+      const batch = await provisioner
+        .enqueueCsv(path === '-' ? process.stdin : path, {
+          ...readOpts,
+          batchId,
+          source: file === '-' ? 'stdin' : file,
+          retry: { attempts: flags.attempts, backoffMs: flags.backoffMs },
+          createMissingOwners: flags.createMissingOwners ?? false,
+          mintDatasetKeys: flags.mintDatasetKeys ?? false,
+          strict: flags.strict ?? false,
+          ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
+          onRejected: printRejection,
+        })
+        .catch((err: unknown) => {
+          if (!(err instanceof StrictValidationError)) throw err;
+          for (const r of err.rejected) printRejection(r);
+          print(flags, { strict: true, queued: 0, rejected: err.rejected.length }, `--strict: ${err.rejected.length} invalid row(s); nothing was queued`);
+          return undefined;
+        });
+      if (!batch) return EXIT_INVALID;
       const s = batch.summary;
       const again = s.alreadyInBatch > 0 ? `, ${s.alreadyInBatch} already in this batch` : '';
       if (!flags.wait || !flags.json) print(flags, s, `batch ${s.batchId}: ${s.total} rows read, ${s.queued} queued, ${s.rejected} rejected${again}`);
-      return flags.wait ? await waitAndReport(batch, { reportDir: flags.reportDir, json: flags.json ?? false }) : 0;
+      return flags.wait ? await waitAndReport(batch, { reportDir: flags.reportDir, overwrite: flags.overwrite ?? false, json: flags.json ?? false }) : 0;
     } finally {
       await provisioner.close();
     }
@@ -87,8 +86,8 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
   }
 }
 
-async function dryRun(open: () => Readable, readOpts: ReadOptions, flags: IngestFlags, config: Config): Promise<number> {
-  const rows = readRows(open(), readOpts);
+async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags, config: Config): Promise<number> {
+  const rows = readRows(input, readOpts);
   if (!config.databaseUrl) {
     let valid = 0;
     let rejected = 0;
@@ -100,22 +99,27 @@ async function dryRun(open: () => Readable, readOpts: ReadOptions, flags: Ingest
       }
     }
     const total = valid + rejected;
-    print(flags, { dryRun: true, total, wouldQueue: valid, rejected }, `dry run: ${total} rows read, would queue ${valid}, reject ${rejected} (set DATABASE_URL to also check owners, existing rows and workspace ids)`);
+    print(
+      flags,
+      { dryRun: true, total, wouldQueue: valid, rejected },
+      `dry run: ${total} rows read, would queue ${valid}, reject ${rejected} (set DATABASE_URL to also check owners, existing rows and workspace ids)`,
+    );
     return rejected > 0 ? EXIT_INVALID : 0;
   }
   // Read-only: no migration, no writes, no Redis.
-  const db = createPool(config.databaseUrl, 2);
+  const rt = await openDbRuntime(config, { migrate: false, poolMax: 2 });
   try {
-    const plan = await planBatch(rows, db, { createMissingAccounts: flags.createMissingOwners ?? false });
-    for (const p of plan.problems) process.stderr.write(`line ${p.line} (${p.field}): ${p.message}\n`);
+    const schema = await probeDifySchema(rt.db);
+    const plan = await planBatch(rows, rt.db, { createMissingAccounts: flags.createMissingOwners ?? false });
+    for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
     print(
       flags,
-      { dryRun: true, ...plan, problems: undefined },
-      `plan: ${plan.total} rows: would create ${plan.wouldCreate}, skip ${plan.existing} existing, reject ${plan.rejected} invalid, fail ${plan.wouldFail} (owners/ids)`,
+      { dryRun: true, schema: describeSchema(schema), band: schema.band, ...plan, problems: undefined },
+      `${describeSchema(schema)}\nplan: ${plan.total} rows: would create ${plan.wouldCreate}, skip ${plan.existing} existing, reject ${plan.rejected} invalid, fail ${plan.wouldFail} (owners/ids)`,
     );
     return plan.rejected + plan.wouldFail > 0 ? EXIT_INVALID : 0;
   } finally {
-    await db.end();
+    await rt.close();
   }
 }
 

@@ -1,13 +1,14 @@
 // API keys: `keys list` (masked, like Dify's console), `keys create` for existing workspaces
 // (tokens go once to a new 0600 file, or sealed to the operator's key), and `secrets` to reveal a
 // batch's sealed keys once.
-import { constants } from 'node:fs';
 import { createReadStream } from 'node:fs';
-import { open, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { parse } from 'csv-parse';
-import type { Config } from '../config/config.js';
+import type { Config } from '../config.js';
+import { UsageError } from '../errors.js';
+import { openNewFile } from '../files.js';
 import { withProvisioner } from './context.js';
-import { loadSealKey, seal } from '../provision/sealing.js';
+import { loadSealKey, seal } from '../crypto/sealing.js';
 
 export const keysListCommand = (flags: { tenant: string; json?: boolean }, config: Config) =>
   withProvisioner(config, async (p) => {
@@ -29,22 +30,19 @@ export interface KeysCreateFlags {
 async function requestsFrom(file: string): Promise<{ tenantId: string; datasetIds: string[] }[]> {
   const out = [];
   for await (const rec of createReadStream(file).pipe(parse({ columns: (h: string[]) => h.map((c) => c.trim().toLowerCase()), bom: true, skip_empty_lines: true, trim: true })) as AsyncIterable<Record<string, string>>) {
-    if (!rec.tenant_id) throw new Error(`${file}: every row needs a tenant_id (columns: tenant_id, dataset_id)`);
+    if (!rec.tenant_id) throw new UsageError(`${file}: every row needs a tenant_id (columns: tenant_id, dataset_id)`);
     out.push({ tenantId: rec.tenant_id, datasetIds: (rec.dataset_id ?? '').split(';').map((d) => d.trim()).filter(Boolean) });
   }
   return out;
 }
 
 export async function keysCreateCommand(flags: KeysCreateFlags, config: Config): Promise<number> {
-  if (!flags.out === !flags.sealTo) throw new Error('keys create needs exactly one of --out FILE (a new 0600 file) or --seal-to operator-public.pem');
-  if (!flags.tenant === !flags.from) throw new Error('keys create needs --tenant ID or --from pairs.csv');
+  if (!flags.out === !flags.sealTo) throw new UsageError('keys create needs exactly one of --out FILE (a new 0600 file) or --seal-to operator-public.pem');
+  if (!flags.tenant === !flags.from) throw new UsageError('keys create needs --tenant ID or --from pairs.csv');
   const requests = flags.from ? await requestsFrom(flags.from) : [{ tenantId: flags.tenant!, datasetIds: flags.dataset ?? [] }];
   const sealKey = flags.sealTo ? loadSealKey(await readFile(flags.sealTo, 'utf8')) : undefined;
-  const fh = flags.out
-    ? await open(flags.out, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600).catch((err: NodeJS.ErrnoException) => {
-        throw err.code === 'EEXIST' ? new Error(`${flags.out} exists already: choose a new file`) : err;
-      })
-    : undefined;
+  // Opened before anything is minted: tokens must never be made with nowhere to go.
+  const fh = flags.out ? await openNewFile(flags.out, 0o600) : undefined;
   try {
     const results = await withProvisioner(config, (p) => p.mintApiKeys(requests));
     const lines: string[] = [];
@@ -60,7 +58,6 @@ export async function keysCreateCommand(flags: KeysCreateFlags, config: Config):
     }
     const text = `tenant_id,api_token_id,scope,${sealKey ? 'sealed_token' : 'token'}\n${lines.map((l) => `${l}\n`).join('')}`;
     if (fh) {
-      await fh.chmod(0o600);
       await fh.writeFile(text);
       await fh.sync();
       process.stderr.write(`${lines.length} key(s) written to ${flags.out} (mode 0600): they are shown once\n`);

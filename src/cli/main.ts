@@ -2,14 +2,12 @@
 // (A small young generation keeps ingest's peak RSS flat however large the CSV: 170 MB for a
 // million rows, against 320 MB with V8's defaults; see BENCHMARKS.md.)
 // dify-provision: the command line, a thin door into the library.
-import { availableParallelism } from 'node:os';
-import { Command, InvalidArgumentError, Option } from 'commander';
-import { loadConfig } from '../config/config.js';
-import { CsvFormatError } from '../csv/read-rows.js';
-import { describeError, PreflightError } from '../errors.js';
-import { MissingBinariesError } from '../services/local-services.js';
-import { runWorker } from '../../workers/provision-worker.js';
 import { readFile } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { loadConfig } from '../config.js';
+import { describeError, ProvisionError } from '../errors.js';
+import { runWorker } from '../worker/run-worker.js';
+import { escapeControls } from './terminal.js';
 import { dashboardCommand } from './dashboard-command.js';
 import { doctorCommand } from './doctor-command.js';
 import { demoCommand } from './demo-command.js';
@@ -23,6 +21,15 @@ const positiveInt = (name: string) => (value: string) => {
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a whole number ≥ 1`);
   return n;
 };
+
+/** "600", "600s", "10m", "2h" → seconds; anything else is refused (never NaN). */
+export function duration(name: string) {
+  return (value: string): number => {
+    const m = /^(\d+)(s|m|h)?$/.exec(value.trim());
+    if (!m) throw new InvalidArgumentError(`${name} takes a duration: seconds (600 or 600s), minutes (10m) or hours (2h)`);
+    return Number(m[1]) * { s: 1, m: 60, h: 3600 }[(m[2] ?? 's') as 's' | 'm' | 'h'];
+  };
+}
 
 /** "10/s", "600/m" → a BullMQ limiter. */
 function rateLimit(value: string): { max: number; durationMs: number } {
@@ -47,6 +54,7 @@ function buildProgram(exit: (code: number) => void): Command {
     .option('--create-missing-owners', 'owners/members without a Dify account get one (pending, as Dify invites do)')
     .option('--wait', 'follow the batch until it is done, then write its report; exit 0 only if every row was created or existing')
     .option('--report-dir <dir>', 'where --wait writes <batch>-report.csv/.json', '.')
+    .option('--overwrite', 'let --wait replace report files of an earlier run (else an existing file is an error)')
     .option('--mint-dataset-keys', 'mint a workspace-wide knowledge-base API key with every new workspace (needs --seal-to)')
     .option('--seal-to <pem>', "the operator's RSA public key: minted API keys are sealed to it, revealed once by `secrets`")
     .option('--json', 'print the summary as one JSON object')
@@ -59,12 +67,12 @@ function buildProgram(exit: (code: number) => void): Command {
   program
     .command('worker')
     .description('process queued workspaces until stopped (SIGINT/SIGTERM finish in-flight jobs)')
-    .addOption(new Option('--concurrency <n>', 'jobs in flight in this process').default(Math.max(8, availableParallelism() * 4)).argParser(positiveInt('--concurrency')))
+    .addOption(new Option('--concurrency <n>', 'jobs in flight in this process (default: WORKER_CONCURRENCY, else 4 × cores, at least 8)').argParser(positiveInt('--concurrency')))
     .option('--rate-limit <rate>', 'global limit across all workers, e.g. 10/s', rateLimit)
     .addOption(new Option('--lock-duration-ms <ms>', "job lock; a crashed worker's jobs are taken up again after about this long").default(30_000).argParser(positiveInt('--lock-duration-ms')))
-    .action(async (flags: { concurrency: number; rateLimit?: { max: number; durationMs: number }; lockDurationMs: number }) => {
+    .action(async (flags: { concurrency?: number; rateLimit?: { max: number; durationMs: number }; lockDurationMs: number }) => {
       await runWorker(loadConfig(), {
-        concurrency: flags.concurrency,
+        ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
         handleSignals: true,
         lockDurationMs: flags.lockDurationMs,
         ...(flags.rateLimit ? { limiter: flags.rateLimit } : {}),
@@ -83,6 +91,7 @@ function buildProgram(exit: (code: number) => void): Command {
     .description('follow a batch until it is done (progress bar on a TTY), then write its report; exit 0 only if every row was created or existing')
     .argument('<batch>', 'batch id')
     .option('--report-dir <dir>', 'where to write <batch>-report.csv/.json', '.')
+    .option('--overwrite', 'replace report files of an earlier run (else an existing file is an error)')
     .option('--json', 'print the final status as JSON')
     .action(async (batch: string, flags) => exit(await waitCommand(batch, flags, loadConfig())));
 
@@ -91,14 +100,16 @@ function buildProgram(exit: (code: number) => void): Command {
     .description('one row per input row, in input order: outcome, tenant id, key fingerprint, attempts, error')
     .argument('<batch>', 'batch id')
     .addOption(new Option('--format <format>', 'csv or json').choices(['csv', 'json']).default('csv'))
-    .option('--out <file>', 'write to a file instead of standard output')
+    .option('--out <file>', 'write to a new file instead of standard output')
+    .option('--overwrite', 'with --out: replace an existing file')
     .action(async (batch: string, flags) => exit(await reportCommand(batch, flags, loadConfig())));
 
   program
     .command('retry')
-    .description("queue a batch's failed rows again (after fixing the cause)")
+    .description("queue a batch's failed rows again (after fixing the cause); --cancelled: its cancelled rows (undoes cancel)")
     .argument('<batch>', 'batch id')
-    .action(async (batch: string) => exit(await retryCommand(batch, loadConfig())));
+    .option('--cancelled', 'queue the cancelled rows again instead of the failed ones')
+    .action(async (batch: string, flags: { cancelled?: boolean }) => exit(await retryCommand(batch, flags, loadConfig())));
 
   program
     .command('cancel')
@@ -115,8 +126,8 @@ function buildProgram(exit: (code: number) => void): Command {
   program
     .command('demo')
     .description('run the sample batch end to end (starts local Redis + PostgreSQL when no URLs are set)')
-    .option('--dir <dir>', 'project-relative folder for local services and key files', '.demo')
-    .action(async (flags) => exit(await demoCommand(flags)));
+    .option('--dir <dir>', 'project-relative folder for key files and reports', '.demo')
+    .action(async (flags) => exit(await demoCommand(flags, loadConfig())));
 
   const keys = program.command('keys').description("API keys of existing workspaces (Dify's dataset keys)");
   keys
@@ -147,7 +158,11 @@ function buildProgram(exit: (code: number) => void): Command {
     .command('doctor')
     .description('check tenants, key files and the ledger against each other; exit non-zero while findings remain')
     .option('--fix', 'remove orphan key folders and repair modes (never touches an existing tenant\'s key)')
-    .addOption(new Option('--min-age <seconds>', 'leave key folders younger than this alone (a tenant may be mid-creation)').default(600).argParser(Number))
+    .addOption(
+      new Option('--min-age <duration>', 'leave key folders younger than this alone (a tenant may be mid-creation): 600, 600s, 10m, 2h')
+        .default(600)
+        .argParser(duration('--min-age')),
+    )
     .option('--json', 'print findings as JSON')
     .action(async (flags) => exit(await doctorCommand(flags, loadConfig())));
 
@@ -165,7 +180,7 @@ function buildProgram(exit: (code: number) => void): Command {
   program
     .command('services')
     .description('run local Redis + PostgreSQL (Dify schema) from the system packages until Ctrl-C; prints the env to export')
-    .option('--dir <dir>', 'project-relative data folder', '.services')
+    .option('--dir <dir>', 'data folder (default: a new folder under the system temp dir, which the postgres user can reach)')
     .action(async (flags) => exit(await servicesCommand(flags)));
 
   return program;
@@ -178,10 +193,10 @@ async function main(): Promise<void> {
   try {
     await buildProgram(exit).parseAsync(process.argv);
   } catch (err) {
-    const known = err instanceof CsvFormatError || err instanceof PreflightError || err instanceof MissingBinariesError;
-    process.stderr.write(`dify-provision: ${describeError(err)}\n`);
-    if (!known && process.env.DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
-    process.exitCode = 1;
+    // Our own errors carry their exit code; anything else is unexpected (its stack with DEBUG=1).
+    process.stderr.write(`dify-provision: ${escapeControls(describeError(err))}\n`);
+    if (!(err instanceof ProvisionError) && process.env.DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    process.exitCode = err instanceof ProvisionError ? err.exitCode : 1;
   }
 }
 

@@ -1,13 +1,12 @@
 // `dify-provision services`: local Redis + PostgreSQL (with Dify's schema) for trying things out,
 // until Ctrl-C. Prints the environment to export in other shells.
 import { join, resolve } from 'node:path';
-import { PACKAGE_ROOT } from '../project-files.js';
 import { createDifyDatabase } from '../services/dify-database.js';
 import { startLocalServices } from '../services/local-services.js';
 
-export async function servicesCommand(flags: { dir: string }): Promise<number> {
-  const dir = resolve(PACKAGE_ROOT, flags.dir);
-  const services = await startLocalServices({ dir, say: (m) => process.stderr.write(`${m}\n`) });
+export async function servicesCommand(flags: { dir?: string }): Promise<number> {
+  const services = await startLocalServices({ ...(flags.dir ? { dir: resolve(flags.dir) } : {}), say: (m) => process.stderr.write(`${m}\n`) });
+  const dir = services.dir;
   const databaseUrl = await createDifyDatabase(services.databaseUrl, 'dify');
   process.stdout.write(
     `export REDIS_URL=${services.redisUrl}\nexport DATABASE_URL=${databaseUrl}\nexport DIFY_STORAGE_DIR=${join(dir, 'storage')}\n` +

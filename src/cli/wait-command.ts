@@ -1,25 +1,25 @@
 // `dify-provision wait BATCH` (and `ingest --wait`): live progress until the batch is done, then a
 // summary, the report files, and an exit code scripts can branch on (0: every row created or
 // existing; 3: some row rejected, failed or cancelled).
-import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
+import { writeNewFile } from '../files.js';
 import type { BatchHandle } from '../provisioner.js';
-import type { BatchStatus } from '../results/batches.js';
+import type { BatchStatus } from '../store/batches.js';
 import { OUTCOMES } from '../types.js';
 
 export const EXIT_INCOMPLETE = 3;
 
 export interface WaitFlags {
   reportDir: string;
+  /** Replace report files left by an earlier run (else an existing file is an error). */
+  overwrite?: boolean;
   intervalMs?: number;
   json?: boolean;
 }
 
-const finishedOf = (s: BatchStatus) => s.total - s.counts.queued - s.counts.active;
+const finishedOf = (s: BatchStatus) => s.finished;
 const unhappy = (s: BatchStatus) => s.counts.failed + s.counts.rejected + s.counts.cancelled;
 
 function formatEta(seconds: number): string {
@@ -76,13 +76,13 @@ export function summaryTable(s: BatchStatus): string {
   return [`  ${'outcome'.padEnd(10)} ${'rows'.padStart(8)}`, ...rows, `  ${'total'.padEnd(10)} ${String(s.total).padStart(8)}`].join('\n');
 }
 
-/** Writes <dir>/<batch>-report.csv and .json; returns their paths. */
-export async function writeReports(batch: BatchHandle, dir: string): Promise<{ csv: string; json: string }> {
+/** Writes <dir>/<batch>-report.csv and .json (new files, unless `overwrite`); returns their paths. */
+export async function writeReports(batch: BatchHandle, dir: string, opts: { overwrite?: boolean } = {}): Promise<{ csv: string; json: string }> {
   await mkdir(dir, { recursive: true });
   const csv = resolve(join(dir, `${batch.id}-report.csv`));
   const json = resolve(join(dir, `${batch.id}-report.json`));
-  await pipeline(Readable.from(batch.reportCsv()), createWriteStream(csv));
-  await pipeline(Readable.from(batch.reportJson()), createWriteStream(json));
+  await writeNewFile(csv, batch.reportCsv(), opts);
+  await writeNewFile(json, batch.reportJson(), opts);
   return { csv, json };
 }
 
@@ -97,7 +97,7 @@ export async function waitAndReport(batch: BatchHandle, flags: WaitFlags): Promi
   } finally {
     view.stop();
   }
-  const paths = await writeReports(batch, flags.reportDir);
+  const paths = await writeReports(batch, flags.reportDir, { overwrite: flags.overwrite ?? false });
   if (flags.json) {
     process.stdout.write(`${JSON.stringify({ ...status, report: paths })}\n`);
   } else {

@@ -2,8 +2,9 @@
 // The file is never held in memory; only the keys seen so far are, to name duplicate rows.
 import { parse, type CsvError, type Info } from 'csv-parse';
 import { Transform, type Readable } from 'node:stream';
-import { KeyIndex } from './key-index.js';
-import { COLUMNS, REQUIRED_COLUMNS, validateRow, type Column, type FieldError, type WorkspaceRow } from './workspace-row.js';
+import { ProvisionError } from '../errors.js';
+import { rawOf, RowChecker, type CheckedRow, type RawRow } from './row-checker.js';
+import { COLUMNS, REQUIRED_COLUMNS, type Column } from './workspace-row.js';
 
 export interface ReadOptions {
   /** Drop columns we don't know instead of refusing the file. */
@@ -12,20 +13,14 @@ export interface ReadOptions {
   maxRecordSize?: number;
 }
 
-/** What a rejected row said, cut to a printable size, for reports. */
-export interface RawRow {
-  workspaceName?: string;
-  ownerEmail?: string;
-  externalId?: string;
-}
-
-export type CsvRow =
-  | { line: number; ok: true; row: WorkspaceRow }
-  | { line: number; ok: false; errors: FieldError[]; raw: RawRow };
+export type { RawRow };
+export type CsvRow = CheckedRow;
 
 /** The file as a whole can't be read (no header, bad header): nothing in it is ingested. */
-export class CsvFormatError extends Error {
-  override readonly name = 'CsvFormatError';
+export class CsvFormatError extends ProvisionError {
+  override readonly name: string = 'CsvFormatError';
+  readonly code = 'CSV_FORMAT';
+  override readonly httpStatus = 400;
   constructor(
     readonly line: number,
     message: string,
@@ -55,8 +50,7 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
 
   let columns: (Column | undefined)[] | undefined;
   const lines = { end: 0, empty: 0 };
-  const seenKeys = new KeyIndex();
-  const seenIds = new KeyIndex();
+  const checker = new RowChecker();
   try {
     for await (const item of parser as AsyncIterable<{ record: string[]; info: Info } | { skipped: CsvError }>) {
       if ('skipped' in item) {
@@ -70,7 +64,7 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
         columns = readHeader(record, line, opts);
         continue;
       }
-      yield checkRow(record, columns, line, seenKeys, seenIds);
+      yield checkRow(record, columns, line, checker);
     }
   } catch (err) {
     if (err instanceof CsvFormatError) throw err;
@@ -160,13 +154,7 @@ function readHeader(record: string[], line: number, opts: ReadOptions): (Column 
   return names.map((n) => ((COLUMNS as readonly string[]).includes(n) ? (n as Column) : undefined));
 }
 
-function checkRow(
-  fields: string[],
-  columns: (Column | undefined)[],
-  line: number,
-  seenKeys: KeyIndex,
-  seenIds: KeyIndex,
-): CsvRow {
+function checkRow(fields: string[], columns: (Column | undefined)[], line: number, checker: RowChecker): CsvRow {
   const record: Partial<Record<Column, string>> = {};
   columns.forEach((c, i) => {
     if (c !== undefined && fields[i] !== undefined) record[c] = fields[i];
@@ -174,25 +162,11 @@ function checkRow(
   if (fields.length === 1 && fields[0] === TOO_LARGE) {
     return { line, ok: false, errors: [{ field: 'row', message: `the row is too large (over ${MAX_RECORD / 1024} KiB); it was skipped` }], raw: {} };
   }
-  const raw = rawOf(record);
   if (fields.length !== columns.length) {
     const message = `has ${fields.length} field(s) but the header has ${columns.length}`;
-    return { line, ok: false, errors: [{ field: 'row', message }], raw };
+    return { line, ok: false, errors: [{ field: 'row', message }], raw: rawOf(record) };
   }
-  const checked = validateRow(record);
-  if (!checked.ok) return { line, ok: false, errors: checked.errors, raw };
-  const { row } = checked;
-  const earlier = seenKeys.firstLine(row.key, line);
-  if (earlier !== undefined) {
-    const field = row.externalId !== undefined ? 'external_id' : 'workspace_name';
-    const what = row.externalId !== undefined ? `external_id "${row.externalId}"` : 'this owner and workspace name';
-    return { line, ok: false, errors: [{ field, message: `duplicate: line ${earlier} has ${what} already` }], raw };
-  }
-  const earlierId = row.workspaceId === undefined ? undefined : seenIds.firstLine(row.workspaceId, line);
-  if (earlierId !== undefined) {
-    return { line, ok: false, errors: [{ field: 'workspace_id', message: `duplicate: line ${earlierId} uses it already` }], raw };
-  }
-  return { line, ok: true, row };
+  return checker.check(record, line);
 }
 
 function unreadable(err: CsvError, line: number): CsvRow {
@@ -203,15 +177,4 @@ function unreadable(err: CsvError, line: number): CsvRow {
         ? 'the row is too large (a quoted field runs over too many lines); it and the rest of the file were skipped'
         : `the row is not valid CSV (${err.message.replace(/^Invalid Record Length: |^Invalid Opening Quote: /, '')})`;
   return { line, ok: false, errors: [{ field: 'row', message: reason }], raw: {} };
-}
-
-const clip = (s: string | undefined) =>
-  s === undefined ? undefined : [...s.replace(/\u0000/g, '')].slice(0, 255).join('');
-
-function rawOf(record: Partial<Record<Column, string>>): RawRow {
-  return {
-    workspaceName: clip(record.workspace_name),
-    ownerEmail: clip(record.owner_email),
-    externalId: clip(record.external_id),
-  };
 }

@@ -41,3 +41,31 @@ export function requireToken(app: FastifyInstance, token: string, open: string[]
     }
   });
 }
+
+/**
+ * Cross-site request forgery: a page on another port of this host is "same site", so the
+ * SameSite cookie alone does not stop it. A state change must come from our own origin
+ * (Sec-Fetch-Site / Origin, when the browser sends them) and carry a header no form can set
+ * (X-Requested-With; a cross-origin script that sets it needs a CORS preflight we never grant).
+ */
+export function guardStateChanges(app: FastifyInstance): void {
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return;
+    const site = req.headers['sec-fetch-site'];
+    const origin = req.headers.origin;
+    const host = req.headers.host;
+    const foreign =
+      (typeof site === 'string' && site !== 'same-origin' && site !== 'none') ||
+      (typeof origin === 'string' && hostOf(origin) !== host) ||
+      req.headers['x-requested-with'] !== 'dify-provision';
+    if (foreign) return reply.code(403).type('text/plain').send('403: cross-site request refused (state changes need the dashboard page itself, or X-Requested-With: dify-provision)\n');
+  });
+}
+
+function hostOf(origin: string): string | undefined {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return undefined;
+  }
+}

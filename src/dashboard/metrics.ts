@@ -3,7 +3,7 @@
 import type { Queue } from 'bullmq';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from '../db/pool.js';
-import { SCHEMA } from '../results/migrate.js';
+import { finishedBetween, rowsByOutcome } from '../store/batches.js';
 
 export function createMetrics(db: Db, queue: Queue): Registry {
   const registry = new Registry();
@@ -15,8 +15,7 @@ export function createMetrics(db: Db, queue: Queue): Registry {
     registers: [registry],
     async collect() {
       this.reset();
-      const { rows } = await db.query<{ outcome: string; n: number }>(`SELECT outcome, count(*)::int AS n FROM ${SCHEMA}.rows GROUP BY outcome`);
-      for (const r of rows) this.set({ outcome: r.outcome }, r.n);
+      for (const r of await rowsByOutcome(db)) this.set({ outcome: r.outcome }, r.n);
     },
   });
   new Gauge({
@@ -43,11 +42,7 @@ export function createMetrics(db: Db, queue: Queue): Registry {
     registers: [registry],
     async collect() {
       const now = new Date();
-      const { rows } = await db.query<{ outcome: string; d: number | null }>(
-        `SELECT outcome, duration_ms AS d FROM ${SCHEMA}.rows WHERE finished_at > $1 AND finished_at <= $2 AND outcome IN ('created', 'existing', 'failed')`,
-        [since, now],
-      );
-      for (const r of rows) {
+      for (const r of await finishedBetween(db, since, now)) {
         finished.inc({ outcome: r.outcome });
         if (r.d !== null) durations.observe(r.d / 1000);
       }

@@ -24,7 +24,7 @@ export const PAGE = `<!doctype html>
 <main id="app">loading…</main>
 <script>
 const $ = (tag, attrs = {}, ...kids) => { const e = document.createElement(tag); for (const [k, v] of Object.entries(attrs)) { if (k === 'text') e.textContent = v; else if (k.startsWith('on')) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v); } for (const c of kids) e.append(c); return e; };
-const api = async (path, opts) => { const r = await fetch(path, { credentials: 'same-origin', ...opts }); if (!r.ok) throw new Error(path + ': ' + r.status); return r.json(); };
+const api = async (path, opts = {}) => { const r = await fetch(path, { credentials: 'same-origin', ...opts, headers: { 'x-requested-with': 'dify-provision' } }); if (!r.ok) throw new Error(path + ': ' + r.status); return r.json(); };
 const pct = (s) => s.total === 0 ? 100 : Math.floor(100 * (s.total - s.counts.queued - s.counts.active) / s.total);
 const bar = (p, big) => { const b = $('div', { class: 'bar' + (big ? ' big' : ''), role: 'progressbar', 'aria-valuenow': String(p), id: big ? 'progress' : '' }, $('div', { style: 'width:' + p + '%' })); if (big) b.append($('span', { text: p + '%' })); return b; };
 const eta = (s) => s === null ? '?' : s < 60 ? Math.ceil(s) + 's' : s < 3600 ? Math.floor(s / 60) + 'm' + String(Math.ceil(s % 60)).padStart(2, '0') + 's' : Math.floor(s / 3600) + 'h' + String(Math.floor(s % 3600 / 60)).padStart(2, '0') + 'm';
@@ -66,9 +66,9 @@ async function batchPage(id) {
   app.replaceChildren(
     $('h2', { text: 'Batch ' + s.batchId + ' ' }, $('span', { class: 'muted', id: 'state', text: s.done ? 'done' : s.ingested ? 'running' : 'ingesting' })),
     bar(p, true),
-    $('div', { class: 'row' }, $('span', { id: 'rate', text: s.throughput.perSecond.toFixed(1) + ' rows/s' }), $('span', { text: 'ETA ' + eta(s.throughput.etaSeconds) }), $('span', { class: 'muted', text: (s.total - s.counts.queued - s.counts.active) + ' of ' + s.total + ' rows finished' })),
+    $('div', { class: 'row' }, $('span', { id: 'rate', text: s.throughput.perSecond.toFixed(1) + ' rows/s' }), $('span', { text: 'ETA ' + eta(s.throughput.etaSeconds) }), $('span', { class: 'muted', text: s.finished + ' of ' + s.total + ' rows finished' })),
     $('div', { class: 'counts' }, ...counts), chart(s.throughput),
-    $('div', { class: 'row' }, $('button', { id: 'retry', text: 'Retry failed rows', onclick: act('retry') }), $('button', { id: 'cancel', text: 'Cancel waiting rows', onclick: act('cancel') }),
+    $('div', { class: 'row' }, $('button', { id: 'retry', text: 'Retry failed rows', onclick: act('retry') }), $('button', { id: 'cancel', text: 'Cancel waiting rows', onclick: act('cancel') }), $('button', { id: 'resume', text: 'Queue cancelled rows again', onclick: act('resume') }),
       $('a', { href: '/api/batches/' + enc + '/report.csv', text: 'report.csv' }), $('a', { href: '/api/batches/' + enc + '/report.json', text: 'report.json' }), $('span', { id: 'notice', class: 'muted', text: view.notice })),
     $('div', { class: 'row' }, filter, prev, next, $('span', { class: 'muted', text: 'rows after line ' + after })), table);
 }

@@ -1,5 +1,7 @@
-// `dify-provision dashboard`: batches and rows live in a browser, bull-board for queue internals,
-// a health check and Prometheus metrics. Bound to loopback and behind a token by default.
+// `dify-provision dashboard`: batches and rows live in a browser, bull-board (read-only) for queue
+// internals, a health check and Prometheus metrics. Bound to loopback and behind a token.
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
@@ -7,13 +9,13 @@ import type { Queue } from 'bullmq';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Db } from '../db/pool.js';
-import { cancelBatch, retryFailed } from '../queue/batch-control.js';
-import { getBatchStatus, getThroughput, listBatches } from '../results/batches.js';
-import { allReportRows, reportRows } from '../results/report.js';
-import { csvHeader, csvLine, jsonChunks } from '../results/report-format.js';
-import { Readable } from 'node:stream';
+import { BatchNotFoundError, ProvisionError, UsageError } from '../errors.js';
+import { cancelBatch, resumeCancelled, retryFailed } from '../queue/batch-control.js';
+import { csvReport, jsonReport } from '../report/format.js';
+import { getBatchStatus, getThroughput, listBatches } from '../store/batches.js';
+import { allReportRows, reportRows } from '../store/report.js';
 import { OUTCOMES, type Outcome } from '../types.js';
-import { requireToken } from './auth.js';
+import { guardStateChanges, requireToken } from './auth.js';
 import { createMetrics } from './metrics.js';
 import { PAGE } from './page.js';
 
@@ -24,20 +26,56 @@ export interface DashboardDeps {
   token: string;
 }
 
+const scriptHash = createHash('sha256')
+  .update(/<script>([\s\S]*)<\/script>/.exec(PAGE)![1]!)
+  .digest('base64');
+// Our page runs one inline script (allowed by its hash); bull-board's scripts are its own files.
+const SECURITY_HEADERS = {
+  'content-security-policy': `default-src 'self'; script-src 'self' 'sha256-${scriptHash}'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'`,
+  'x-frame-options': 'DENY',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
+/** RFC 6266 / 5987: a download name that no batch id can break out of. */
+export function attachment(name: string): string {
+  const ascii = name.replace(/[^A-Za-z0-9._-]/g, '_');
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
+}
+
 export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstance> {
   const app = Fastify({ logger: false });
+  app.addHook('onSend', async (req, reply, payload) => {
+    reply.headers(SECURITY_HEADERS);
+    // bull-board's page asks a public CDN for fonts: dropped, the page falls back to local fonts.
+    if (typeof payload === 'string' && req.url.startsWith('/queues')) return payload.replace(/<link[^>]+fonts\.googleapis\.com[^>]*>/g, '');
+    return payload;
+  });
   requireToken(app, deps.token, ['/healthz']);
+  guardStateChanges(app);
   const metrics = createMetrics(deps.db, deps.queue);
 
+  // Read-only: retrying, adding, editing or cleaning jobs behind the ledger's back is refused
+  // (bull-board's own read-only mode, and every non-GET under /queues here as well).
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.url.startsWith('/queues') && req.method !== 'GET' && req.method !== 'HEAD') {
+      return reply.code(405).send({ error: 'the queue view is read-only: use the batch pages (retry, cancel) or the CLI' });
+    }
+  });
   const board = new FastifyAdapter();
   board.setBasePath('/queues');
-  createBullBoard({ queues: [new BullMQAdapter(deps.queue)], serverAdapter: board, options: { uiConfig: { boardTitle: 'dify-provision' } } });
+  createBullBoard({
+    queues: [new BullMQAdapter(deps.queue, { readOnlyMode: true, allowRetries: false })],
+    serverAdapter: board,
+    options: { uiConfig: { boardTitle: 'dify-provision' } },
+  });
   await app.register(board.registerPlugin() as never, { prefix: '/queues' });
 
   const page = (_req: unknown, reply: { type(t: string): { send(b: string): unknown } }) => reply.type('text/html; charset=utf-8').send(PAGE);
   app.get('/', page);
   app.get('/batches/:id', page);
 
+  // Open, for load balancers: says only whether each dependency answers, nothing about batches.
   app.get('/healthz', async (_req, reply) => {
     const checks = await Promise.allSettled([deps.db.query('SELECT 1'), deps.redis.ping()]);
     const ok = checks.every((c) => c.status === 'fulfilled');
@@ -46,15 +84,15 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
 
   app.get('/api/batches', async () => listBatches(deps.db));
-  app.get<{ Params: { id: string } }>('/api/batches/:id', async (req, reply) => {
+  app.get<{ Params: { id: string } }>('/api/batches/:id', async (req) => {
     const status = await getBatchStatus(deps.db, req.params.id);
-    if (!status) return reply.code(404).send({ error: `no batch "${req.params.id}"` });
-    return { ...status, throughput: await getThroughput(deps.db, req.params.id, status.counts.queued + status.counts.active) };
+    if (!status) throw new BatchNotFoundError(req.params.id);
+    return { ...status, throughput: await getThroughput(deps.db, req.params.id, status.open) };
   });
-  app.get<{ Params: { id: string }; Querystring: { after?: string; limit?: string; outcome?: string } }>('/api/batches/:id/rows', async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { after?: string; limit?: string; outcome?: string } }>('/api/batches/:id/rows', async (req) => {
     const limit = Math.min(200, Math.max(1, Number(req.query.limit ?? 50) || 50));
     const outcome = req.query.outcome;
-    if (outcome && !(OUTCOMES as readonly string[]).includes(outcome)) return reply.code(400).send({ error: `outcome must be one of ${OUTCOMES.join(', ')}` });
+    if (outcome && !(OUTCOMES as readonly string[]).includes(outcome)) throw new UsageError(`outcome must be one of ${OUTCOMES.join(', ')}`);
     const rows = await reportRows(deps.db, req.params.id, { afterLine: Number(req.query.after ?? 0) || 0, limit: limit + 1, ...(outcome ? { outcome: outcome as Outcome } : {}) });
     return { rows: rows.slice(0, limit), more: rows.length > limit };
   });
@@ -66,23 +104,26 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     const n = await cancelBatch(deps.db, deps.queue, req.params.id);
     return { cancelled: n, message: `${n} waiting row(s) cancelled` };
   });
+  app.post<{ Params: { id: string } }>('/api/batches/:id/resume', async (req) => {
+    const n = await resumeCancelled(deps.db, deps.queue, req.params.id);
+    return { resumed: n, message: `${n} cancelled row(s) queued again` };
+  });
   // Reports stream from PostgreSQL a page at a time: constant memory for any batch size.
   app.get<{ Params: { id: string } }>('/api/batches/:id/report.json', async (req, reply) =>
     reply
       .type('application/json; charset=utf-8')
-      .header('content-disposition', `attachment; filename="${req.params.id}-report.json"`)
-      .send(Readable.from(jsonChunks(allReportRows(deps.db, req.params.id)))),
+      .header('content-disposition', attachment(`${req.params.id}-report.json`))
+      .send(Readable.from(jsonReport(allReportRows(deps.db, req.params.id)))),
   );
-  app.get<{ Params: { id: string } }>('/api/batches/:id/report.csv', async (req, reply) => {
-    async function* csv() {
-      yield csvHeader();
-      for await (const r of allReportRows(deps.db, req.params.id)) yield csvLine(r);
-    }
-    return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="${req.params.id}-report.csv"`).send(Readable.from(csv()));
-  });
+  app.get<{ Params: { id: string } }>('/api/batches/:id/report.csv', async (req, reply) =>
+    reply
+      .type('text/csv; charset=utf-8')
+      .header('content-disposition', attachment(`${req.params.id}-report.csv`))
+      .send(Readable.from(csvReport(allReportRows(deps.db, req.params.id)))),
+  );
   app.setErrorHandler((err, _req, reply) => {
-    const message = err instanceof Error ? err.message : String(err);
-    void reply.code(/^no batch/.test(message) ? 404 : ((err as { statusCode?: number }).statusCode ?? 500)).send({ error: message });
+    const status = err instanceof ProvisionError ? err.httpStatus : ((err as { statusCode?: number }).statusCode ?? 500);
+    void reply.code(status).send({ error: status >= 500 && !(err instanceof ProvisionError) ? 'internal error (see the dashboard log)' : (err as Error).message });
   });
   return app;
 }

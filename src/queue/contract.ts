@@ -2,20 +2,29 @@
 // the CSV said: never a secret), and how job ids derive from the idempotency key.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { MEMBER_ROLES } from '../types.js';
+import { isBatchId, isStrictUuid, MEMBER_ROLES } from '../types.js';
 
 export const QUEUE_NAME = 'provision';
 
-export const JobDataSchema = z.object({
-  batchId: z.string().min(1),
+// The same bounds ingest enforces (csv/workspace-row.ts); the worker also checks that a job is
+// exactly what ingest recorded, so these only keep malformed data out of the SQL.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
+const text = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .refine((s) => [...s].length <= max && !CONTROL.test(s) && s.isWellFormed(), `must be 1-${max} printable characters`);
+
+export const JobDataSchema = z.strictObject({
+  batchId: z.string().refine(isBatchId, 'is not a batch id'),
   line: z.number().int().positive(),
-  key: z.string().min(1),
-  tenantId: z.uuid(),
-  workspaceName: z.string().min(1),
-  ownerEmail: z.string().min(1),
-  plan: z.string().min(1),
-  members: z.array(z.object({ email: z.string().min(1), role: z.enum(MEMBER_ROLES) })),
-  externalId: z.string().optional(),
+  key: text(1200),
+  tenantId: z.string().refine(isStrictUuid, 'must be a lower-case strict UUID'),
+  workspaceName: text(255),
+  ownerEmail: text(255),
+  plan: text(255),
+  members: z.array(z.strictObject({ email: text(255), role: z.enum(MEMBER_ROLES) })).max(1000),
+  externalId: text(255).optional(),
   /** Create owner/member accounts that don't exist, as Dify's invite flow does (pending). */
   createMissingAccounts: z.boolean().default(false),
   /** Mint a workspace-wide dataset API key, sealed to the batch's operator key. */
@@ -48,4 +57,9 @@ export function jobOptions(retry: RetryPolicy) {
     removeOnComplete: true,
     removeOnFail: { age: 7 * 24 * 3600 },
   };
+}
+
+/** The BullMQ job for a row's spec, in a given round (retry and un-cancel start a new round). */
+export function jobFor(spec: JobData, retry: RetryPolicy, round = 1) {
+  return { name: 'workspace', data: spec, opts: { ...jobOptions(retry), jobId: jobIdFor(spec.batchId, spec.key, round) } };
 }

@@ -2,10 +2,12 @@
 // free ports, for the demo and the tests on machines without a Docker engine.
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { ProvisionError } from '../errors.js';
 
 const run = promisify(execFile);
 
@@ -22,8 +24,11 @@ export interface LocalServices {
 }
 
 export interface StartOptions {
-  /** Folder for data, sockets and logs; created if missing. */
-  dir: string;
+  /**
+   * Folder for data, sockets and logs; created if missing. Default: a new folder under the
+   * system temp dir, which the postgres user can reach whatever folder the clone is in.
+   */
+  dir?: string;
   /** Keep Redis' queue across restarts (appendonly). Default false. */
   redisAppendOnly?: boolean;
   /** Where progress messages go (apt-get installs, start-up). */
@@ -33,12 +38,15 @@ export interface StartOptions {
 const APT_PACKAGES = 'redis-server postgresql';
 const INSTALL_HINT = `sudo apt-get update && sudo apt-get install -y --no-install-recommends ${APT_PACKAGES}`;
 
-export class MissingBinariesError extends Error {}
+export class MissingBinariesError extends ProvisionError {
+  override readonly name: string = 'MissingBinariesError';
+  readonly code = 'MISSING_BINARIES';
+}
 
 export async function startLocalServices(opts: StartOptions): Promise<LocalServices> {
   const say = opts.say ?? (() => {});
   const bins = await ensureBinaries(say);
-  const dir = resolve(opts.dir);
+  const dir = opts.dir ? resolve(opts.dir) : await mkdtemp(join(tmpdir(), 'dify-provision-services-'));
   await mkdir(dir, { recursive: true });
   await chmod(dir, 0o755); // the postgres user must be able to enter it when we are root
   const redis = await startRedis(bins.redisServer, dir, opts.redisAppendOnly ?? false);

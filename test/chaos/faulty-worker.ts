@@ -1,8 +1,8 @@
 // A real worker process whose key-file writes fail (EIO) until FAULT_UNTIL (ms since epoch):
 // the fault enters through the storage interface, as a full or failing disk would.
-import { loadConfig } from '../../src/config/config.js';
+import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
-import { runWorker } from '../../workers/provision-worker.js';
+import { runWorker } from '../../src/worker/run-worker.js';
 
 const until = Number(process.env.FAULT_UNTIL ?? 0);
 let failures = 0;
@@ -12,7 +12,6 @@ await runWorker(loadConfig(), {
   handleSignals: true,
   logger: createLogger('warn', 1),
   wrapStorage: (real) => ({
-    keyPath: real.keyPath,
     async deploy(tenantId, privatePem, publicPem) {
       if (Date.now() < until) {
         failures++;

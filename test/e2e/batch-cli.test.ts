@@ -36,9 +36,13 @@ describe('batch commands from the CLI', () => {
     expect(failed.code).toBe(3);
     expect(JSON.parse(failed.stdout)).toMatchObject({ batchId: 'bad', done: true, counts: { failed: 1 } });
 
-    // wait on a finished batch answers at once, with the same exit code
-    expect((await runCli(['wait', 'good', '--report-dir', dir()], world.env.env)).code).toBe(0);
-    expect((await runCli(['wait', 'bad', '--report-dir', dir()], world.env.env)).code).toBe(3);
+    // wait on a finished batch answers at once, with the same exit code; it never writes over
+    // the reports of an earlier run unless asked
+    const again = await runCli(['wait', 'good', '--report-dir', dir()], world.env.env);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/good-report\.csv exists already/);
+    expect((await runCli(['wait', 'good', '--report-dir', dir(), '--overwrite'], world.env.env)).code).toBe(0);
+    expect((await runCli(['wait', 'bad', '--report-dir', dir(), '--overwrite'], world.env.env)).code).toBe(3);
 
     const csv = await runCli(['report', 'good', '--format', 'csv'], world.env.env);
     expect(csv.stdout.split('\r\n')[0]).toMatch(/^line,external_id,workspace_name/);

@@ -3,11 +3,11 @@ import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { readRows } from '../../src/csv/read-rows.js';
 import { provisionQueue, redisConnection } from '../../src/queue/connection.js';
-import { enqueueBatch, type EnqueueSummary } from '../../src/queue/enqueue-batch.js';
-import { waitForBatch, type BatchStatus } from '../../src/results/batches.js';
-import { migrate } from '../../src/results/migrate.js';
-import type { KeySource } from '../../src/provision/rsa-keys.js';
-import { runWorker } from '../../workers/provision-worker.js';
+import { enqueueBatch, type EnqueueSummary } from '../../src/ingest/enqueue-batch.js';
+import { waitForBatch, type BatchStatus } from '../../src/store/batches.js';
+import { migrate } from '../../src/store/schema.js';
+import type { KeySource } from '../../src/crypto/rsa-keys.js';
+import { runWorker } from '../../src/worker/run-worker.js';
 import type { TestEnv } from './test-env.js';
 
 export async function ingestCsv(env: TestEnv, csv: string, batchId: string, opts: { attempts?: number; backoffMs?: number } = {}): Promise<EnqueueSummary> {

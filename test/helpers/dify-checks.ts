@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hybridDecrypt, hybridEncrypt } from '../../src/provision/rsa-keys.js';
+import { hybridDecrypt, hybridEncrypt } from '../../src/crypto/rsa-keys.js';
 import type { TestEnv } from './test-env.js';
 
 export const keyFile = (env: TestEnv, tenantId: string) => join(env.config.storageDir, 'privkeys', tenantId, 'private.pem');

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
-import type { Config } from '../../src/config/config.js';
+import { ConfigSchema, type Config } from '../../src/config.js';
 import { createPool, type Db } from '../../src/db/pool.js';
 import { createDifyDatabase } from '../../src/services/dify-database.js';
 
@@ -41,12 +41,10 @@ export async function createTestEnv(opts: { accounts?: number; seedSql?: string;
   const storageDir = join(dir, 'storage');
   await mkdir(storageDir);
   const config = {
+    ...ConfigSchema.parse({ queuePrefix: `{dp-${name}}`, trialCredits: 200, logLevel: 'silent' }),
     redisUrl: opts.redisDb ? `${inject('redisUrl')}/${opts.redisDb}` : inject('redisUrl'),
     databaseUrl,
     storageDir,
-    queuePrefix: `{dp-${name}}`,
-    trialCredits: 200,
-    logLevel: 'silent' as const,
   };
   const db = createPool(databaseUrl, 5);
   const redis = new Redis(config.redisUrl);

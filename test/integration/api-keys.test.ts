@@ -9,9 +9,9 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { buildDashboard } from '../../src/dashboard/server.js';
-import { maskToken } from '../../src/provision/api-keys.js';
+import { maskToken } from '../../src/dify/api-keys.js';
 import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
-import { runWorker } from '../../workers/provision-worker.js';
+import { runWorker } from '../../src/worker/run-worker.js';
 import { dumpRedis } from '../helpers/redis-dump.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 

@@ -1,8 +1,9 @@
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createProvisioner, StrictValidationError, type Provisioner } from '../../src/provisioner.js';
-import { runWorker } from '../../workers/provision-worker.js';
+import { StrictValidationError } from '../../src/ingest/input-rows.js';
+import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
+import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf } from '../helpers/batch.js';
 import { tcpProxy } from '../helpers/tcp-proxy.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';

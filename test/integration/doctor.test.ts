@@ -1,8 +1,8 @@
 import { chmod, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runDoctor } from '../../src/provision/doctor.js';
-import { rsaKeySource } from '../../src/provision/rsa-keys.js';
+import { runDoctor } from '../../src/doctor/doctor.js';
+import { rsaKeySource } from '../../src/crypto/rsa-keys.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { keyFile } from '../helpers/dify-checks.js';
 import { runCli } from '../helpers/cli.js';

@@ -2,13 +2,14 @@ import { chown, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { localKeyStorage } from '../../src/provision/key-storage.js';
-import { provisionWorkspace } from '../../src/provision/provision-workspace.js';
-import { upgradeTimeOfDay } from '../../src/provision/dify-tables.js';
-import { rsaKeySource } from '../../src/provision/rsa-keys.js';
-import { migrate } from '../../src/results/migrate.js';
-import { waitForBatch } from '../../src/results/batches.js';
-import { runWorker } from '../../workers/provision-worker.js';
+import { probeDifySchema } from '../../src/dify/schema-probe.js';
+import { localKeyStorage } from '../../src/storage/local.js';
+import { provisionWorkspace } from '../../src/worker/provision-workspace.js';
+import { upgradeTimeOfDay, workspaceWriter } from '../../src/dify/workspace-writer.js';
+import { rsaKeySource } from '../../src/crypto/rsa-keys.js';
+import { migrate } from '../../src/store/schema.js';
+import { waitForBatch } from '../../src/store/batches.js';
+import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { keyFile, keyPairWorks, modes } from '../helpers/dify-checks.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
@@ -139,7 +140,8 @@ describe('provisioning a batch', () => {
       mintDatasetKey: false,
     };
     const storage = await localKeyStorage({ root: env.config.storageDir });
-    const deps = { db: env.db, keys: rsaKeySource, storage, trialCredits: 200 };
+    const writer = workspaceWriter(await probeDifySchema(env.db), 200);
+    const deps = { db: env.db, keys: rsaKeySource, storage, writer };
     const outcomes = await Promise.all([provisionWorkspace(job, 1, deps), provisionWorkspace(job, 1, deps)]);
     expect(outcomes.map((o) => o.kind).sort()).toEqual(['created', 'existing']);
     const ids = outcomes.map((o) => (o.kind === 'cancelled' ? undefined : o.tenantId));
@@ -227,10 +229,19 @@ describe('who owns the key files', () => {
 });
 
 describe('checking the database before the first job', () => {
-  it("refuses a database that isn't Dify's", async () => {
+  it("refuses a database that isn't Dify's, and creates nothing of ours in it", async () => {
+    await env.db.query(`DROP TABLE tenant_account_joins`);
+    await expect(runWorker(env.config, { concurrency: 1, logger: pino({ level: 'silent' }) })).rejects.toThrow(
+      /does not look like Dify's \(missing tenant_account_joins\.tenant_id/,
+    );
+    const { rows } = await env.db.query(`SELECT 1 FROM information_schema.schemata WHERE schema_name = 'dify_provision'`);
+    expect(rows).toEqual([]);
+  });
+
+  it('refuses a schema no Dify release has, naming what it found and what is supported', async () => {
     await env.db.query(`DROP TABLE tenant_credit_pools`);
     await expect(runWorker(env.config, { concurrency: 1, logger: pino({ level: 'silent' }) })).rejects.toThrow(
-      /does not look like Dify's \(missing tenant_credit_pools\.tenant_id/,
+      /not one dify-provision knows \(tenant_plugin_auto_upgrade_strategies has a category column but there is no tenant_credit_pools\): Dify 0\.15\.0 to 1\.16/,
     );
   });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { generateToken, maskToken } from '../../src/provision/api-keys.js';
-import { spreadsheetSafe } from '../../src/results/report-format.js';
+import { generateToken, maskToken } from '../../src/dify/api-keys.js';
+import { spreadsheetSafe } from '../../src/report/format.js';
 
 describe("Dify's API key format", () => {
   it('is the prefix and 24 characters of [A-Za-z0-9], every character reachable', () => {

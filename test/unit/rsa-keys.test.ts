@@ -1,7 +1,7 @@
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import forge from 'node-forge';
 import { describe, expect, it } from 'vitest';
-import { cmac, eaxDecrypt, eaxEncrypt, fingerprintOf, hybridDecrypt, hybridEncrypt, rsaKeySource } from '../../src/provision/rsa-keys.js';
+import { cmac, eaxDecrypt, eaxEncrypt, fingerprintOf, hybridDecrypt, hybridEncrypt, rsaKeySource } from '../../src/crypto/rsa-keys.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s/g, ''), 'hex');
 

@@ -2,12 +2,11 @@
 // so two matches are possible: that is an error for the row, never a guess.
 import type { Db, Tx } from '../db/pool.js';
 import { RowError } from '../errors.js';
+import { lockAccountEmail } from '../store/locks.js';
+import type { Account } from '../types.js';
 
-export interface Account {
-  id: string;
-  email: string;
-  status: string;
-}
+export type { Account };
+
 
 /** An account to be created in the workspace's transaction (the batch allows it). */
 export interface MissingAccount {
@@ -53,7 +52,7 @@ export function pickAccount(matches: Account[], email: string, field: string, cr
  */
 export async function ensureAccount(tx: Tx, email: string, field: string): Promise<{ account: Account; created: boolean }> {
   const normalized = email.toLowerCase();
-  await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('dify-provision:account:' || $1, 0))`, [normalized]);
+  await lockAccountEmail(tx, normalized);
   const found = await findAccounts(tx, [normalized]);
   if (found.length > 0) return { account: pickAccount(found, normalized, field) as Account, created: false };
   const { rows } = await tx.query<Account>(

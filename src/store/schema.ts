@@ -3,6 +3,7 @@
 // Dify's tables are never altered.
 import type { Db } from '../db/pool.js';
 import { withTransaction } from '../db/pool.js';
+import { lockMigration } from './locks.js';
 
 export const SCHEMA = 'dify_provision';
 
@@ -70,7 +71,7 @@ const MIGRATIONS: string[] = [
 export async function migrate(db: Db): Promise<void> {
   await withTransaction(db, async (tx) => {
     // Many workers may start at once: one migrates, the others wait and find it done.
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('dify_provision:migrate', 0))`);
+    await lockMigration(tx);
     await tx.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
     await tx.query(`CREATE TABLE IF NOT EXISTS ${SCHEMA}.schema_version (version integer NOT NULL)`);
     const { rows } = await tx.query<{ version: number }>(`SELECT max(version) AS version FROM ${SCHEMA}.schema_version`);

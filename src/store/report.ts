@@ -1,7 +1,7 @@
 // The per-row answer for a batch, in input order, from PostgreSQL.
 import type { Db } from '../db/pool.js';
 import type { Outcome } from '../types.js';
-import { SCHEMA } from './migrate.js';
+import { SCHEMA } from './schema.js';
 
 export interface ReportRow {
   line: number;

@@ -3,8 +3,8 @@
 import type { CsvRow } from '../csv/read-rows.js';
 import type { Db } from '../db/pool.js';
 import { RowError } from '../errors.js';
-import { findAccounts, pickAccount } from '../provision/accounts.js';
-import { SCHEMA } from '../results/migrate.js';
+import { findAccounts, pickAccount } from '../dify/accounts.js';
+import { knownKeys } from '../store/ledger.js';
 
 export interface PlanLine {
   line: number;
@@ -24,10 +24,9 @@ export interface Plan {
 
 export async function planBatch(rows: AsyncIterable<CsvRow>, db: Db, opts: { createMissingAccounts?: boolean; chunkSize?: number } = {}): Promise<Plan> {
   const plan: Plan = { total: 0, wouldCreate: 0, existing: 0, rejected: 0, wouldFail: 0, problems: [] };
-  const { rows: hasLedger } = await db.query(`SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'ledger'`, [SCHEMA]);
   let chunk: Extract<CsvRow, { ok: true }>[] = [];
   const flush = async () => {
-    await planChunk(chunk, db, hasLedger.length > 0, opts.createMissingAccounts ?? false, plan);
+    await planChunk(chunk, db, opts.createMissingAccounts ?? false, plan);
     chunk = [];
   };
   for await (const r of rows) {
@@ -45,11 +44,9 @@ export async function planBatch(rows: AsyncIterable<CsvRow>, db: Db, opts: { cre
   return plan;
 }
 
-async function planChunk(chunk: Extract<CsvRow, { ok: true }>[], db: Db, hasLedger: boolean, createMissing: boolean, plan: Plan): Promise<void> {
+async function planChunk(chunk: Extract<CsvRow, { ok: true }>[], db: Db, createMissing: boolean, plan: Plan): Promise<void> {
   const keys = chunk.map((r) => r.row.key);
-  const existing = new Set(
-    hasLedger ? (await db.query<{ k: string }>(`SELECT idempotency_key AS k FROM ${SCHEMA}.ledger WHERE idempotency_key = ANY($1)`, [keys])).rows.map((r) => r.k) : [],
-  );
+  const existing = await knownKeys(db, keys);
   const emails = [...new Set(chunk.flatMap((r) => [r.row.ownerEmail, ...r.row.members.map((m) => m.email)]))];
   const accounts = await findAccounts(db, emails);
   const ids = chunk.map((r) => r.row.workspaceId).filter((x): x is string => x !== undefined);

@@ -1,9 +1,13 @@
 // Batches and their progress, from PostgreSQL: they outlive Redis' job cleanup and restarts.
 import type { Db, Tx } from '../db/pool.js';
+import { BatchNotFoundError } from '../errors.js';
 import { OUTCOMES, type Outcome } from '../types.js';
-import { SCHEMA } from './migrate.js';
+import { SCHEMA } from './schema.js';
 
 export type OutcomeCounts = Record<Outcome, number>;
+
+/** Rows not answered yet: the one definition of "open". */
+export const openRows = (counts: OutcomeCounts): number => counts.queued + counts.active;
 
 export interface BatchStatus {
   batchId: string;
@@ -12,6 +16,10 @@ export interface BatchStatus {
   ingested: boolean;
   total: number;
   counts: OutcomeCounts;
+  /** Rows still to be answered (queued or active). */
+  open: number;
+  /** Rows with their final answer. */
+  finished: number;
   /** Every row has a final outcome and ingest has finished. */
   done: boolean;
   /** Every row was created or existing. */
@@ -24,6 +32,38 @@ export async function createBatch(db: Db | Tx, batchId: string, source: string |
     [batchId, source ?? null, JSON.stringify(options)],
   );
   return rowCount === 1;
+}
+
+/** The options a batch was ingested with (retry policy, seal key, …). */
+export async function batchOptions<T extends object>(db: Db, batchId: string): Promise<Partial<T>> {
+  const { rows } = await db.query<{ options: Partial<T> }>(`SELECT options FROM ${SCHEMA}.batches WHERE id = $1`, [batchId]);
+  if (rows.length === 0) throw new BatchNotFoundError(batchId);
+  return rows[0]!.options;
+}
+
+/** The batch runs again (rows were queued again): it is no longer finished nor cancelled. */
+export async function reopenBatch(db: Db, batchId: string): Promise<void> {
+  await db.query(`UPDATE ${SCHEMA}.batches SET finished_at = NULL, cancelled_at = NULL WHERE id = $1`, [batchId]);
+}
+
+export async function markCancelled(db: Db, batchId: string): Promise<void> {
+  await db.query(`UPDATE ${SCHEMA}.batches SET cancelled_at = COALESCE(cancelled_at, now()) WHERE id = $1`, [batchId]);
+}
+
+/** Rows by outcome across all batches (metrics). */
+export async function rowsByOutcome(db: Db): Promise<{ outcome: string; n: number }[]> {
+  const { rows } = await db.query<{ outcome: string; n: number }>(`SELECT outcome, count(*)::int AS n FROM ${SCHEMA}.rows GROUP BY outcome`);
+  return rows;
+}
+
+/** Rows that workers finished in (since, until], with their last attempt's duration (metrics). */
+export async function finishedBetween(db: Db, since: Date, until: Date): Promise<{ outcome: string; d: number | null }[]> {
+  const { rows } = await db.query<{ outcome: string; d: number | null }>(
+    `SELECT outcome, duration_ms AS d FROM ${SCHEMA}.rows
+      WHERE finished_at > $1 AND finished_at <= $2 AND outcome IN ('created', 'existing', 'failed')`,
+    [since, until],
+  );
+  return rows;
 }
 
 export async function finishIngest(db: Db, batchId: string): Promise<void> {
@@ -50,7 +90,8 @@ export async function getBatchStatus(db: Db, batchId: string): Promise<BatchStat
   const counts = Object.fromEntries(OUTCOMES.map((o) => [o, 0])) as OutcomeCounts;
   for (const r of rows) counts[r.outcome] = Number(r.n);
   const total = Object.values(counts).reduce((a, b) => a + b, 0);
-  const done = batch.ingest_finished_at !== null && counts.queued + counts.active === 0;
+  const open = openRows(counts);
+  const done = batch.ingest_finished_at !== null && open === 0;
   return {
     batchId: batch.id,
     source: batch.source,
@@ -58,6 +99,8 @@ export async function getBatchStatus(db: Db, batchId: string): Promise<BatchStat
     ingested: batch.ingest_finished_at !== null,
     total,
     counts,
+    open,
+    finished: total - open,
     done,
     succeeded: done && counts.created + counts.existing === total,
   };
@@ -67,7 +110,7 @@ export async function getBatchStatus(db: Db, batchId: string): Promise<BatchStat
 export async function* batchProgress(db: Db, batchId: string, intervalMs = 500): AsyncGenerator<BatchStatus> {
   for (;;) {
     const status = await getBatchStatus(db, batchId);
-    if (!status) throw new Error(`no batch "${batchId}"`);
+    if (!status) throw new BatchNotFoundError(batchId);
     yield status;
     if (status.done) return;
     await new Promise((r) => setTimeout(r, intervalMs));
@@ -104,7 +147,7 @@ export async function listBatches(db: Db, limit = 100): Promise<BatchListing[]> 
   );
   return rows.map((b) => {
     const counts = Object.fromEntries(OUTCOMES.map((o) => [o, Number(b.counts?.[o] ?? 0)])) as OutcomeCounts;
-    const open = counts.queued + counts.active;
+    const open = openRows(counts);
     const state = !b.ingest_finished_at ? 'ingesting' : open > 0 ? 'running' : b.cancelled_at ? 'cancelled' : 'done';
     return { batchId: b.id, source: b.source, createdAt: b.created_at, state, total: Object.values(counts).reduce((a, n) => a + n, 0), counts };
   });

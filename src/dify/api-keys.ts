@@ -5,6 +5,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Db, Tx } from '../db/pool.js';
 import { RowError } from '../errors.js';
+import { lockApiKeys } from '../store/locks.js';
 import { isStrictUuid } from '../types.js';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
@@ -63,7 +64,7 @@ export async function mintDatasetKey(tx: Tx, tenantId: string, datasetIds: strin
     throw new RowError('dataset', 'this Dify scopes a key with api_tokens.dataset_id: one knowledge base per key');
   }
   // One key at a time per workspace, so the limit holds against concurrent minting.
-  await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('dify-provision:apikeys:' || $1, 0))`, [tenantId]);
+  await lockApiKeys(tx, tenantId);
   if (ids.length > 0) {
     const { rows } = await tx.query<{ id: string }>(`SELECT id FROM datasets WHERE id = ANY($1::uuid[]) AND tenant_id = $2`, [ids, tenantId]);
     const mine = new Set(rows.map((r) => r.id));

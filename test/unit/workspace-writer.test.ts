@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { AUTO_UPGRADE_CATEGORIES, upgradeTimeOfDay } from '../../src/provision/dify-tables.js';
+import { AUTO_UPGRADE_CATEGORIES, upgradeTimeOfDay } from '../../src/dify/workspace-writer.js';
 
 describe("Dify's create_tenant constants", () => {
   it('derives the upgrade slot from SHA-256 of the lower-case id, first 8 bytes big-endian, mod 96, × 900', () => {

@@ -1,5 +1,5 @@
 // Reports as people use them: CSV for a spreadsheet (safe against formula injection) and JSON.
-import type { ReportRow } from './report.js';
+import type { ReportRow } from '../store/report.js';
 
 export const REPORT_COLUMNS = [
   'line',
@@ -30,11 +30,11 @@ function cell(value: unknown): string {
   return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-export function csvHeader(): string {
+function csvHeader(): string {
   return `${REPORT_COLUMNS.join(',')}\r\n`;
 }
 
-export function csvLine(r: ReportRow): string {
+function csvLine(r: ReportRow): string {
   return (
     [r.line, r.externalId, r.workspaceName, r.ownerEmail, r.outcome, r.tenantId, r.fingerprint, r.attempts, r.durationMs, r.accountsCreated, r.apiKey, r.error]
       .map(cell)
@@ -43,7 +43,7 @@ export function csvLine(r: ReportRow): string {
 }
 
 /** A JSON array of report rows, a piece at a time (reports of any size, in constant memory). */
-export async function* jsonChunks(rows: AsyncIterable<ReportRow>): AsyncGenerator<string> {
+export async function* jsonReport(rows: AsyncIterable<ReportRow>): AsyncGenerator<string> {
   let first = true;
   yield '[';
   for await (const r of rows) {
@@ -51,4 +51,10 @@ export async function* jsonChunks(rows: AsyncIterable<ReportRow>): AsyncGenerato
     first = false;
   }
   yield '\n]\n';
+}
+
+/** The report as CSV, a line at a time. */
+export async function* csvReport(rows: AsyncIterable<ReportRow>): AsyncGenerator<string> {
+  yield csvHeader();
+  for await (const r of rows) yield csvLine(r);
 }

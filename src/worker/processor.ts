@@ -3,13 +3,12 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { SCHEMA } from '../results/migrate.js';
 import { describeError, RowError } from '../errors.js';
-import { provisionWorkspace, type ProvisionDeps } from '../provision/provision-workspace.js';
-import { recordOutcome } from '../results/row-results.js';
-import { JobDataSchema, QUEUE_NAME, type JobResult } from './contract.js';
+import { JobDataSchema, jobIdFor, QUEUE_NAME, type JobData, type JobResult } from '../queue/contract.js';
+import { failIfOpen, noteRetry, recordOutcome } from '../store/rows.js';
+import { ForeignJobError, provisionWorkspace, type ProvisionDeps } from './provision-workspace.js';
 
-export interface ProvisionWorkerOptions {
+export interface ProcessorOptions {
   connection: Redis;
   prefix: string;
   concurrency: number;
@@ -27,11 +26,18 @@ function isPermanent(err: unknown): boolean {
   return typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code);
 }
 
-export function createProvisionWorker(deps: ProvisionDeps, opts: ProvisionWorkerOptions): Worker<unknown, JobResult> {
+/** A job that is its row's own (by id) but was edited: the row fails, so `retry` can requeue it. */
+const isOwnJob = (job: Job, data: JobData, recordedKey: string) => String(job.id).startsWith(jobIdFor(data.batchId, recordedKey));
+
+export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOptions): Worker<unknown, JobResult> {
   const log = opts.logger;
   const processor = async (job: Job<unknown, JobResult>): Promise<JobResult> => {
     const parsed = JobDataSchema.safeParse(job.data);
-    if (!parsed.success) throw new UnrecoverableError(`job ${job.id} carries malformed data: ${parsed.error.issues[0]?.message}`);
+    if (!parsed.success) {
+      const reason = `job ${job.id} carries malformed data (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}): refused, nothing was created`;
+      log.warn({ jobId: job.id, outcome: 'refused' }, reason);
+      throw new UnrecoverableError(reason);
+    }
     const data = parsed.data;
     const attempt = job.attemptsMade + 1;
     const started = performance.now();
@@ -48,13 +54,19 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProvisionWorker
     } catch (err) {
       const reason = describeError(err);
       const ms = Math.round(performance.now() - started);
+      if (err instanceof ForeignJobError) {
+        if (err.recordedKey !== undefined && isOwnJob(job, data, err.recordedKey)) await failIfOpen(deps.db, data.batchId, data.line, reason);
+        log.warn({ jobId: job.id, batchId: data.batchId, line: data.line, outcome: 'refused' }, reason);
+        throw new UnrecoverableError(reason);
+      }
       const permanent = isPermanent(err);
       if (permanent || attempt >= (job.opts.attempts ?? 1)) {
         await recordOutcome(deps.db, { batchId: data.batchId, line: data.line, outcome: 'failed', attempts: attempt, durationMs: ms, error: reason });
         log.warn({ ...fields, ms, outcome: 'failed', error: reason }, 'workspace failed');
         throw permanent ? new UnrecoverableError(reason) : err;
       }
-      await noteRetry(deps, data.batchId, data.line, attempt, reason);
+      // The database may be what failed; the row stays active until the retry.
+      await noteRetry(deps.db, data.batchId, data.line, attempt, reason).catch(() => {});
       log.info({ ...fields, ms, error: reason }, 'workspace attempt failed; will retry');
       throw err;
     }
@@ -69,27 +81,16 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProvisionWorker
     maxStalledCount: 10,
     ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs, stalledInterval: opts.lockDurationMs } : {}),
   });
-  // A job can also fail outside the processor (stalled too often): its row still needs an answer.
+  // A job can also fail outside the processor (stalled too often): its row still needs an answer,
+  // if the row holds exactly this job.
   worker.on('failed', (job, err) => {
     if (!job) return;
-    void markFailedIfOpen(deps, job, describeError(err)).catch((e) => log.error({ jobId: job.id, error: describeError(e) }, 'could not record failure'));
+    const parsed = JobDataSchema.safeParse(job.data);
+    if (!parsed.success) return;
+    void (async () => {
+      if (await job.isFailed()) await failIfOpen(deps.db, parsed.data.batchId, parsed.data.line, describeError(err), parsed.data);
+    })().catch((e) => log.error({ jobId: job.id, error: describeError(e) }, 'could not record failure'));
   });
   worker.on('error', (err) => log.error({ error: describeError(err) }, 'worker error'));
   return worker;
-}
-
-async function noteRetry(deps: ProvisionDeps, batchId: string, line: number, attempt: number, reason: string): Promise<void> {
-  await deps.db
-    .query(`UPDATE ${SCHEMA}.rows SET outcome = 'queued', attempts = $3, error = $4, updated_at = now() WHERE batch_id = $1 AND line = $2 AND outcome = 'active'`, [batchId, line, attempt, reason])
-    .catch(() => {}); // the database may be what failed; the row stays active until the retry
-}
-
-async function markFailedIfOpen(deps: ProvisionDeps, job: Job, reason: string): Promise<void> {
-  const parsed = JobDataSchema.safeParse(job.data);
-  if (!parsed.success || !(await job.isFailed())) return;
-  await deps.db.query(
-    `UPDATE ${SCHEMA}.rows SET outcome = 'failed', error = $3, updated_at = now(), finished_at = now()
-      WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active')`,
-    [parsed.data.batchId, parsed.data.line, reason],
-  );
 }

@@ -5,23 +5,15 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { chmod, chown, lstat, mkdir, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hybridDecrypt, hybridEncrypt } from './rsa-keys.js';
+import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
+import { PreflightError } from '../errors.js';
+import { privateKeyKey, type DeployedKey, type KeyStorage } from './key-storage.js';
 
 export interface FileOwner {
   uid: number;
   gid: number;
 }
 
-export interface DeployedKey {
-  readonly path: string;
-  /** Removes the key file (and the tenant's folder): for a tenant whose transaction failed. */
-  remove(): Promise<void>;
-}
-
-export interface KeyStorage {
-  deploy(tenantId: string, privatePem: string, publicPem: string): Promise<DeployedKey>;
-  keyPath(tenantId: string): string;
-}
 
 export interface LocalKeyStorageOptions {
   /** Dify's storage root: the folder that contains privkeys/. */
@@ -30,20 +22,16 @@ export interface LocalKeyStorageOptions {
   owner?: FileOwner;
 }
 
-/** Dify's storage key for a tenant's private key. */
-export const privateKeyKey = (tenantId: string) => `privkeys/${tenantId}/private.pem`;
 
 export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<KeyStorage> {
   const rootStat = await stat(opts.root).catch(() => undefined);
   if (!rootStat?.isDirectory()) {
-    throw new Error(`DIFY_STORAGE_DIR "${opts.root}" is not a folder: point it at Dify's storage root (the folder holding privkeys/)`);
+    throw new PreflightError(`DIFY_STORAGE_DIR "${opts.root}" is not a folder: point it at Dify's storage root (the folder holding privkeys/)`);
   }
   const owner = opts.owner ?? { uid: rootStat.uid, gid: rootStat.gid };
   const privkeys = join(opts.root, 'privkeys');
-  const keyPath = (tenantId: string) => join(opts.root, privateKeyKey(tenantId));
 
   return {
-    keyPath,
     async deploy(tenantId, privatePem, publicPem) {
       if (!(await exists(privkeys))) {
         await mkdirOwned(privkeys, owner);
@@ -64,7 +52,7 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
         await remove().catch(() => {});
         throw err;
       }
-      return { path: target, remove };
+      return { location: target, remove };
     },
   };
 }

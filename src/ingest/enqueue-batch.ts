@@ -2,30 +2,35 @@
 // valid rows become BullMQ jobs in chunks. Re-running the same batch queues nothing twice.
 import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
-import type { CsvRow } from '../csv/read-rows.js';
+import type { CheckedRow, RejectedRow } from '../csv/row-checker.js';
 import type { WorkspaceRow } from '../csv/workspace-row.js';
-import { loadSealKey } from '../provision/sealing.js';
+import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
 import type { Db } from '../db/pool.js';
-import { createBatch, finishIngest } from '../results/batches.js';
-import { SCHEMA } from '../results/migrate.js';
-import { DEFAULT_RETRY, jobIdFor, jobOptions, type JobData, type RetryPolicy } from './contract.js';
+import { BatchConflictError, UsageError } from '../errors.js';
+import { DEFAULT_RETRY, jobFor, type JobData, type RetryPolicy } from '../queue/contract.js';
+import { createBatch, finishIngest } from '../store/batches.js';
+import { recordIngested, type IngestedRow } from '../store/rows.js';
 
+/** How a batch is ingested: the library's and the CLI's one options type. */
 export interface EnqueueOptions {
-  batchId: string;
+  /** Default: a generated id. Re-using an id for the same rows queues nothing twice. */
+  batchId?: string;
   /** Where the rows came from (a file name), shown in listings. */
   source?: string;
   retry?: RetryPolicy;
-  chunkSize?: number;
-  /** Chunks being written at once (default 4). */
-  chunksInFlight?: number;
-  /** Create owner/member accounts that don't exist yet, as Dify's invite flow does. */
-  createMissingAccounts?: boolean;
-  /** Mint a dataset API key with every new workspace (a row's dataset_api_key column overrides). */
+  /** Create owners/members that have no Dify account, as pending accounts (Dify's invite flow). */
+  createMissingOwners?: boolean;
+  /** Mint a workspace-wide dataset API key with each new workspace (a row's dataset_api_key overrides). */
   mintDatasetKeys?: boolean;
-  /** The operator's RSA public key (PEM) that minted keys are sealed to; required to mint. */
+  /** The operator's RSA public key (PEM): minted keys are sealed to it; required to mint. */
   sealTo?: string;
+  /** Enqueue nothing if any row is invalid (throws StrictValidationError listing every one). */
+  strict?: boolean;
   /** Called for each invalid row as it is found. */
-  onRejected?: (row: Extract<CsvRow, { ok: false }>) => void;
+  onRejected?: (row: RejectedRow) => void;
+  /** Rows written per round trip (default 1000) and chunks in flight at once (default 4). */
+  chunkSize?: number;
+  chunksInFlight?: number;
 }
 
 export interface EnqueueSummary {
@@ -39,38 +44,37 @@ export interface EnqueueSummary {
   alreadyInBatch: number;
 }
 
-export class BatchConflictError extends Error {
-  override readonly name = 'BatchConflictError';
-}
-
-export class SealRequiredError extends Error {
-  override readonly name = 'SealRequiredError';
+export class SealRequiredError extends UsageError {
+  override readonly name: string = 'SealRequiredError';
   constructor() {
     super('minting API keys needs --seal-to operator-public.pem: each token is sealed to that key and revealed once with `dify-provision secrets`');
   }
 }
 
-function needsSeal(row: Extract<CsvRow, { ok: true }>): CsvRow {
+function needsSeal(row: Extract<CheckedRow, { ok: true }>): RejectedRow {
   const raw = { workspaceName: row.row.workspaceName, ownerEmail: row.row.ownerEmail, externalId: row.row.externalId };
   return { line: row.line, ok: false, raw, errors: [{ field: 'dataset_api_key', message: 'asks for an API key but the batch has no --seal-to key to seal it to' }] };
 }
 
-export async function enqueueBatch(rows: AsyncIterable<CsvRow> | Iterable<CsvRow>, deps: { db: Db; queue: Queue }, opts: EnqueueOptions): Promise<EnqueueSummary> {
+type Settings = EnqueueOptions & { batchId: string };
+
+export async function enqueueBatch(rows: AsyncIterable<CheckedRow> | Iterable<CheckedRow>, deps: { db: Db; queue: Queue }, opts: Settings): Promise<EnqueueSummary> {
   const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0 };
   if (opts.mintDatasetKeys && !opts.sealTo) throw new SealRequiredError();
-  if (opts.sealTo) loadSealKey(opts.sealTo);
+  // Only the public half is ever kept (a private key given by mistake is refused by loadSealKey).
+  const sealTo = opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
   await createBatch(deps.db, opts.batchId, opts.source, {
     retry: opts.retry ?? DEFAULT_RETRY,
-    createMissingAccounts: opts.createMissingAccounts ?? false,
+    createMissingAccounts: opts.createMissingOwners ?? false,
     mintDatasetKeys: opts.mintDatasetKeys ?? false,
-    ...(opts.sealTo ? { sealTo: opts.sealTo } : {}),
+    ...(sealTo ? { sealTo } : {}),
   });
   const chunkSize = opts.chunkSize ?? 1000;
   // Chunks are written while the next ones are parsed: a few in flight keeps PostgreSQL, Redis
   // and the parser busy at once instead of taking turns.
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
-  const send = (rowsOfChunk: CsvRow[]) => {
+  const send = (rowsOfChunk: CheckedRow[]) => {
     const p: Promise<void> = enqueueChunk(rowsOfChunk, deps, opts).then(
       (added) => {
         summary.queued += added.queued;
@@ -83,9 +87,9 @@ export async function enqueueBatch(rows: AsyncIterable<CsvRow> | Iterable<CsvRow
     const tracked = p.finally(() => inFlight.delete(tracked));
     inFlight.add(tracked);
   };
-  let chunk: CsvRow[] = [];
+  let chunk: CheckedRow[] = [];
   for await (const input of rows) {
-    const row = opts.sealTo || !(input.ok && input.row.datasetApiKey) ? input : needsSeal(input);
+    const row = sealTo || !(input.ok && input.row.datasetApiKey) ? input : needsSeal(input);
     summary.total++;
     if (!row.ok) {
       summary.rejected++;
@@ -106,12 +110,9 @@ export async function enqueueBatch(rows: AsyncIterable<CsvRow> | Iterable<CsvRow
   return summary;
 }
 
-type Job = { name: string; data: JobData; opts: ReturnType<typeof jobOptions> & { jobId: string } };
-
-async function enqueueChunk(chunk: CsvRow[], deps: { db: Db; queue: Queue }, opts: EnqueueOptions) {
+async function enqueueChunk(chunk: CheckedRow[], deps: { db: Db; queue: Queue }, opts: Settings) {
   const specs = chunk.map((r) => (r.ok ? specOf(r.line, r.row, opts) : null));
-  // The chunk travels as one JSON document: far cheaper than one escaped array per column.
-  const input = chunk.map((r, i) => ({
+  const input: IngestedRow[] = chunk.map((r, i) => ({
     line: r.line,
     idempotency_key: r.ok ? r.row.key : null,
     external_id: r.ok ? (r.row.externalId ?? null) : (r.raw.externalId ?? null),
@@ -120,29 +121,10 @@ async function enqueueChunk(chunk: CsvRow[], deps: { db: Db; queue: Queue }, opt
     tenant_id: specs[i]?.tenantId ?? null,
     outcome: r.ok ? 'queued' : 'rejected',
     error: r.ok ? null : r.errors.map((e) => `${e.field}: ${e.message}`).join('; '),
-    spec: specs[i],
+    spec: specs[i] ?? null,
   }));
-  const { rows: before } = await deps.db.query<{ line: number; outcome: string; idempotency_key: string | null; spec: JobData | null }>(
-    `WITH input AS (
-       SELECT * FROM jsonb_to_recordset($2::jsonb)
-         AS t (line int, idempotency_key text, external_id text, workspace_name text, owner_email text,
-               tenant_id uuid, outcome text, error text, spec jsonb)
-     ), inserted AS (
-       INSERT INTO ${SCHEMA}.rows
-         (batch_id, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, finished_at)
-       SELECT $1, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec,
-              CASE WHEN outcome = 'rejected' THEN now() END
-         FROM input
-       ON CONFLICT (batch_id, line) DO NOTHING
-     )
-     -- Shares the INSERT's snapshot: sees only the rows this batch had before this call.
-     SELECT r.line, r.outcome, r.idempotency_key, r.spec
-       FROM ${SCHEMA}.rows r JOIN input i ON i.line = r.line
-      WHERE r.batch_id = $1`,
-    [opts.batchId, JSON.stringify(input)],
-  );
-  const earlier = new Map(before.map((b) => [b.line, b]));
-  const jobs: Job[] = [];
+  const earlier = new Map((await recordIngested<JobData>(deps.db, opts.batchId, input)).map((b) => [b.line, b]));
+  const jobs: ReturnType<typeof jobFor>[] = [];
   let queued = 0;
   let alreadyInBatch = 0;
   chunk.forEach((r, i) => {
@@ -162,7 +144,7 @@ async function enqueueChunk(chunk: CsvRow[], deps: { db: Db; queue: Queue }, opt
   return { queued, alreadyInBatch };
 }
 
-function specOf(line: number, row: WorkspaceRow, opts: EnqueueOptions): JobData {
+function specOf(line: number, row: WorkspaceRow, opts: Settings): JobData {
   return {
     batchId: opts.batchId,
     line,
@@ -173,11 +155,7 @@ function specOf(line: number, row: WorkspaceRow, opts: EnqueueOptions): JobData 
     plan: row.plan,
     members: row.members,
     ...(row.externalId !== undefined ? { externalId: row.externalId } : {}),
-    createMissingAccounts: opts.createMissingAccounts ?? false,
+    createMissingAccounts: opts.createMissingOwners ?? false,
     mintDatasetKey: row.datasetApiKey ?? opts.mintDatasetKeys ?? false,
   };
-}
-
-export function jobFor(spec: JobData, retry: RetryPolicy, round = 1): Job {
-  return { name: 'workspace', data: spec, opts: { ...jobOptions(retry), jobId: jobIdFor(spec.batchId, spec.key, round) } };
 }

@@ -5,10 +5,12 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { chmod, lstat, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withTransaction, type Db } from '../db/pool.js';
-import { SCHEMA } from '../results/migrate.js';
+import { lockTenant } from '../store/locks.js';
+import { ledgerWithoutTenant } from '../store/ledger.js';
 import { isStrictUuid } from '../types.js';
+import { probeDifySchema, type DifySchema } from '../dify/schema-probe.js';
 
-export type FindingKind = 'missing-key' | 'key-mismatch' | 'unreadable-key' | 'orphan-key' | 'bad-mode' | 'ledger-without-tenant';
+export type FindingKind = 'missing-key' | 'key-mismatch' | 'unreadable-key' | 'orphan-key' | 'bad-mode' | 'ledger-without-tenant' | 'missing-dify-rows';
 
 export interface Finding {
   kind: FindingKind;
@@ -21,6 +23,8 @@ export interface Finding {
 
 export interface DoctorOptions {
   storageDir: string;
+  /** The Dify release band: which rows every workspace must have (probed when not given). */
+  schema?: DifySchema;
   fix?: boolean;
   /** Key folders younger than this are left alone (a tenant may be mid-creation). Default 600 s. */
   minOrphanAgeSeconds?: number;
@@ -53,10 +57,8 @@ export async function runDoctor(db: Db, opts: DoctorOptions): Promise<Finding[]>
     if (opts.fix) finding.fixed = await removeOrphan(db, id, dir);
     findings.push(finding);
   }
-  const { rows: ledger } = await db
-    .query<{ tenant_id: string; idempotency_key: string }>(`SELECT l.tenant_id, l.idempotency_key FROM ${SCHEMA}.ledger l LEFT JOIN tenants t ON t.id = l.tenant_id WHERE t.id IS NULL`)
-    .catch(() => ({ rows: [] as { tenant_id: string; idempotency_key: string }[] }));
-  for (const l of ledger) {
+  findings.push(...(await missingDifyRows(db, opts.schema ?? (await probeDifySchema(db)))));
+  for (const l of await ledgerWithoutTenant(db)) {
     findings.push({ kind: 'ledger-without-tenant', tenantId: l.tenant_id, detail: `the ledger says ${l.idempotency_key} made this tenant, which no longer exists`, fix: 'none: if the workspace was deleted on purpose, delete its ledger row so that a new ingest may create it again' });
   }
   return findings;
@@ -93,10 +95,30 @@ async function checkModes(tenantId: string, dir: string, file: string, findings:
 // tenant exists while we hold it, no worker is about to commit one with this id.
 async function removeOrphan(db: Db, tenantId: string, dir: string): Promise<boolean> {
   return withTransaction(db, async (tx) => {
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('dify-provision:tenant:' || $1, 0))`, [tenantId]);
+    await lockTenant(tx, tenantId);
     const { rows } = await tx.query(`SELECT 1 FROM tenants WHERE id = $1`, [tenantId]);
     if (rows.length > 0) return false;
     await rm(dir, { recursive: true, force: true });
     return true;
+  });
+}
+
+/** Rows this Dify's create_tenant writes for every workspace, missing from some workspace. */
+async function missingDifyRows(db: Db, schema: DifySchema): Promise<Finding[]> {
+  const wantStrategies = schema.strategies === 'per-category' ? 6 : schema.strategies === 'one' ? 1 : 0;
+  if (wantStrategies === 0 && !schema.creditPool) return [];
+  const { rows } = await db.query<{ id: string; strategies: number; pools: number }>(
+    `SELECT t.id,
+            ${wantStrategies > 0 ? '(SELECT count(*)::int FROM tenant_plugin_auto_upgrade_strategies s WHERE s.tenant_id = t.id)' : '0'} AS strategies,
+            ${schema.creditPool ? "(SELECT count(*)::int FROM tenant_credit_pools p WHERE p.tenant_id = t.id AND p.pool_type = 'trial')" : '1'} AS pools
+       FROM tenants t`,
+  );
+  const fix = "none automatically: Dify's own `flask backfill-plugin-auto-upgrade` (strategies) or a trial pool row written by hand";
+  return rows.flatMap((r) => {
+    const gaps = [
+      ...(r.strategies < wantStrategies ? [`${r.strategies} of ${wantStrategies} plugin auto-upgrade strategy row(s)`] : []),
+      ...(r.pools < 1 ? ['no trial credit pool'] : []),
+    ];
+    return gaps.length === 0 ? [] : [{ kind: 'missing-dify-rows' as const, tenantId: r.id, detail: `has ${gaps.join(' and ')} (${schema.releases} writes them)`, fix }];
   });
 }

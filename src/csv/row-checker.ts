@@ -1,0 +1,54 @@
+// The one validation path for input rows, whether they come from a CSV or from a script: the
+// row's own rules (workspace-row.ts), then duplicates within the batch (the same idempotency key
+// or the same workspace_id twice), named by the line that had it first.
+import { KeyIndex } from './key-index.js';
+import { validateRow, type Column, type FieldError, type WorkspaceRow } from './workspace-row.js';
+
+/** What a rejected row said, cut to a printable size, for reports. */
+export interface RawRow {
+  workspaceName?: string;
+  ownerEmail?: string;
+  externalId?: string;
+}
+
+export type CheckedRow = { line: number; ok: true; row: WorkspaceRow } | { line: number; ok: false; errors: FieldError[]; raw: RawRow };
+export type RejectedRow = Extract<CheckedRow, { ok: false }>;
+
+export class RowChecker {
+  private readonly keys = new KeyIndex();
+  private readonly ids = new KeyIndex();
+
+  check(record: Partial<Record<Column, string>>, line: number): CheckedRow {
+    const raw = rawOf(record);
+    const checked = validateRow(record);
+    if (!checked.ok) return { line, ok: false, errors: checked.errors, raw };
+    const { row } = checked;
+    const earlier = this.keys.firstLine(row.key, line);
+    if (earlier !== undefined) {
+      const field = row.externalId !== undefined ? 'external_id' : 'workspace_name';
+      const what = row.externalId !== undefined ? `external_id "${row.externalId}"` : 'this owner and workspace name';
+      return { line, ok: false, errors: [{ field, message: `duplicate: line ${earlier} has ${what} already` }], raw };
+    }
+    const earlierId = row.workspaceId === undefined ? undefined : this.ids.firstLine(row.workspaceId, line);
+    if (earlierId !== undefined) {
+      return { line, ok: false, errors: [{ field: 'workspace_id', message: `duplicate: line ${earlierId} uses it already` }], raw };
+    }
+    return { line, ok: true, row };
+  }
+}
+
+// Kept for reports and messages: no NUL, no lone surrogate (PostgreSQL refuses both), ≤ 255 characters.
+const clip = (s: string | undefined) => (s === undefined ? undefined : printable(s));
+
+/** A cell's text safe to store and print: NULs and lone surrogates dropped, at most 255 characters. */
+export function printable(s: string): string {
+  return [...s.replace(/\u0000/g, '').toWellFormed()].slice(0, 255).join('');
+}
+
+export function rawOf(record: Partial<Record<Column, string>>): RawRow {
+  return {
+    workspaceName: clip(record.workspace_name),
+    ownerEmail: clip(record.owner_email),
+    externalId: clip(record.external_id),
+  };
+}

@@ -1,0 +1,94 @@
+// Everything the connected Dify's own TenantService.create_tenant writes for a new workspace, row
+// for row (docs/dify.md), plus the members' joins, in the caller's transaction. What is written
+// is a table of capabilities per release band (schema-probe.ts), not conditions in the SQL.
+import { createHash } from 'node:crypto';
+import type { Tx } from '../db/pool.js';
+import type { MemberRole } from '../types.js';
+import type { DifySchema } from './schema-probe.js';
+
+export interface NewWorkspace {
+  tenantId: string;
+  name: string;
+  plan: string;
+  publicPem: string;
+  ownerId: string;
+  members: { accountId: string; role: MemberRole }[];
+}
+
+export interface WorkspaceWriter {
+  readonly schema: DifySchema;
+  insertWorkspace(tx: Tx, ws: NewWorkspace): Promise<void>;
+}
+
+/** Band D: category → strategy_setting, as create_tenant seeds plugin auto-upgrade. */
+export const AUTO_UPGRADE_CATEGORIES: readonly [string, string][] = [
+  ['tool', 'fix_only'],
+  ['model', 'latest'],
+  ['extension', 'fix_only'],
+  ['agent-strategy', 'fix_only'],
+  ['datasource', 'fix_only'],
+  ['trigger', 'fix_only'],
+];
+
+/** Dify's per-tenant upgrade slot (band D): SHA-256(id) → first 8 bytes, big-endian → mod 96 → × 900 s. */
+export function upgradeTimeOfDay(tenantId: string): number {
+  const digest = createHash('sha256').update(tenantId.toLowerCase()).digest();
+  return Number(digest.readBigUInt64BE(0) % 96n) * 900;
+}
+
+// Parameters every statement shares: $1 tenant id, $2 name, $3 public key, $4 plan, $5 owner id,
+// $6 account ids, $7 roles (owner first, then members in order).
+const TENANT = `tenant AS (
+       INSERT INTO tenants (id, name, encrypt_public_key, plan, status) VALUES ($1, $2, $3, $4, 'normal')
+     )`;
+// An account's first workspace opens as "current", later ones don't. The caller has row-locked
+// the accounts in an earlier statement, so this snapshot sees every join committed before.
+const JOINS = `INSERT INTO tenant_account_joins (tenant_id, account_id, role, invited_by, current)
+     SELECT $1, a.account_id, a.role, CASE WHEN a.role = 'owner' THEN NULL ELSE $5::uuid END,
+            NOT EXISTS (SELECT 1 FROM tenant_account_joins j WHERE j.account_id = a.account_id)
+       FROM unnest($6::uuid[], $7::text[]) WITH ORDINALITY AS a (account_id, role, n)
+      ORDER BY a.n`;
+// Bands B and C: one row, fix_only at midnight, empty lists ('{}' for varchar[], '[]' for json).
+const ONE_STRATEGY = (emptyList: string) => `strategies AS (
+       INSERT INTO tenant_plugin_auto_upgrade_strategies
+         (tenant_id, strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins)
+       VALUES ($1, 'fix_only', 0, 'exclude', '${emptyList}', '${emptyList}')
+     )`;
+// Band D: six rows, one per category, at the tenant's slot.
+const STRATEGY_PER_CATEGORY = (categories: string, settings: string, slot: string) => `strategies AS (
+       INSERT INTO tenant_plugin_auto_upgrade_strategies
+         (tenant_id, strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins, category)
+       SELECT $1, c.setting, ${slot}, 'exclude', '[]', '[]', c.category
+         FROM unnest(${categories}::text[], ${settings}::text[]) AS c (category, setting)
+     )`;
+// Bands C and D: the trial credit pool (HOSTED_POOL_CREDITS).
+const CREDIT_POOL = (credits: string) => `pool AS (
+       INSERT INTO tenant_credit_pools (tenant_id, pool_type, quota_limit, quota_used) VALUES ($1, 'trial', ${credits}, 0)
+     )`;
+
+/** The one statement (one round trip) that writes a new workspace in this band, and its extra parameters. */
+function statementFor(schema: DifySchema, trialCredits: number): { sql: string; extra: (ws: NewWorkspace) => unknown[] } {
+  const ctes = [TENANT];
+  const extras: ((ws: NewWorkspace) => unknown)[] = [];
+  const param = (value: (ws: NewWorkspace) => unknown) => `$${8 + extras.push(value) - 1}`;
+  if (schema.strategies === 'one') ctes.push(ONE_STRATEGY(schema.strategyLists === 'array' ? '{}' : '[]'));
+  if (schema.strategies === 'per-category') {
+    const categories = param(() => AUTO_UPGRADE_CATEGORIES.map((c) => c[0]));
+    const settings = param(() => AUTO_UPGRADE_CATEGORIES.map((c) => c[1]));
+    ctes.push(STRATEGY_PER_CATEGORY(categories, settings, param((ws) => upgradeTimeOfDay(ws.tenantId))));
+  }
+  if (schema.creditPool) ctes.push(CREDIT_POOL(param(() => trialCredits)));
+  return { sql: `WITH ${ctes.join(', ')}\n     ${JOINS}`, extra: (ws) => extras.map((f) => f(ws)) };
+}
+
+export function workspaceWriter(schema: DifySchema, trialCredits: number): WorkspaceWriter {
+  const { sql, extra } = statementFor(schema, trialCredits);
+  return {
+    schema,
+    async insertWorkspace(tx, ws) {
+      const accounts = [{ accountId: ws.ownerId, role: 'owner' as const }, ...ws.members];
+      const roles = accounts.map((a) => a.role);
+      await tx.query(sql, [ws.tenantId, ws.name, ws.publicPem, ws.plan, ws.ownerId, accounts.map((a) => a.accountId), roles, ...extra(ws)]);
+    },
+  };
+}

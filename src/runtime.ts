@@ -1,0 +1,80 @@
+// The process's connections, built once from the validated config: the PostgreSQL pool, the
+// Redis connection and queue, the logger and the key storage. The CLI, the worker, the dashboard,
+// the demo and the library all take a Runtime; nothing else constructs connections.
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { requireConfig, type Config } from './config.js';
+import { createPool, type Db } from './db/pool.js';
+import { createLogger, type Logger } from './log/logger.js';
+import { checkRedis, provisionQueue, redisConnection } from './queue/connection.js';
+import type { KeyStorage } from './storage/key-storage.js';
+import { localKeyStorage } from './storage/local.js';
+import { migrate } from './store/schema.js';
+
+export interface Runtime {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly db: Db;
+  /** Closes every connection this runtime opened. */
+  close(): Promise<void>;
+}
+
+export interface QueueRuntime extends Runtime {
+  readonly redis: Redis;
+  readonly queue: Queue;
+}
+
+export interface RuntimeOptions {
+  /** Create or upgrade our own schema (not for read-only commands). Default true. */
+  migrate?: boolean;
+  /** PostgreSQL connections; default: the config's dbPoolMax for workers, 4 for the rest. */
+  poolMax?: number;
+  logger?: Logger;
+}
+
+/** PostgreSQL only (doctor, dry-run plans). */
+export async function openDbRuntime(config: Config, opts: RuntimeOptions = {}): Promise<Runtime> {
+  const cfg = requireConfig(config, 'databaseUrl');
+  const db = createPool(cfg.databaseUrl, opts.poolMax ?? 4);
+  try {
+    if (opts.migrate ?? true) await migrate(db);
+  } catch (err) {
+    await db.end();
+    throw err;
+  }
+  return { config: cfg, logger: opts.logger ?? createLogger(cfg.logLevel), db, close: () => db.end() };
+}
+
+/**
+ * PostgreSQL and the queue. Producers (ingest, the dashboard, the library) fail fast when Redis
+ * does not answer; a worker's connection never gives up a command.
+ */
+export async function openQueueRuntime(config: Config, opts: RuntimeOptions & { role?: 'producer' | 'worker' } = {}): Promise<QueueRuntime> {
+  const cfg = requireConfig(config, 'redisUrl', 'databaseUrl');
+  const role = opts.role ?? 'producer';
+  const base = await openDbRuntime(cfg, { ...opts, poolMax: opts.poolMax ?? (role === 'worker' ? cfg.dbPoolMax : 4) });
+  const redis = redisConnection(cfg.redisUrl, role);
+  try {
+    if (role === 'producer') await checkRedis(redis, cfg.redisUrl);
+  } catch (err) {
+    redis.disconnect();
+    await base.close();
+    throw err;
+  }
+  const queue = provisionQueue(redis, cfg.queuePrefix);
+  return {
+    ...base,
+    redis,
+    queue,
+    async close() {
+      await queue.close();
+      await Promise.allSettled([redis.quit(), base.close()]);
+    },
+  };
+}
+
+/** Dify's key storage, as the config names it; checked at open. */
+export async function openKeyStorage(config: Config): Promise<KeyStorage> {
+  const cfg = requireConfig(config, 'storageDir');
+  return localKeyStorage({ root: cfg.storageDir, ...(cfg.keyFileOwner ? { owner: cfg.keyFileOwner } : {}) });
+}

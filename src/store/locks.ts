@@ -1,0 +1,38 @@
+// Every advisory lock dify-provision takes, named once. Workers, doctor and ingest must agree on
+// these names: a key file is only ever written or removed under its tenant's lock.
+import type { Tx } from '../db/pool.js';
+
+const LOCK = {
+  key: 'dify-provision:key:',
+  tenant: 'dify-provision:tenant:',
+  account: 'dify-provision:account:',
+  apiKeys: 'dify-provision:apikeys:',
+  migrate: 'dify_provision:migrate',
+} as const;
+
+const lockSql = (n: number) => `pg_advisory_xact_lock(hashtextextended($${n}, 0))`;
+
+/** One idempotency key, then its tenant id: always in this order, so two jobs can't deadlock. */
+export async function lockKeyAndTenant(tx: Tx, key: string, tenantId: string): Promise<void> {
+  await tx.query(`SELECT ${lockSql(1)}, ${lockSql(2)}`, [LOCK.key + key, LOCK.tenant + tenantId]);
+}
+
+/** A tenant id: held by a worker from writing its key file until its commit, and by doctor --fix. */
+export async function lockTenant(tx: Tx, tenantId: string): Promise<void> {
+  await tx.query(`SELECT ${lockSql(1)}`, [LOCK.tenant + tenantId]);
+}
+
+/** A new account's email (lower-cased): two rows naming it create it once. */
+export async function lockAccountEmail(tx: Tx, email: string): Promise<void> {
+  await tx.query(`SELECT ${lockSql(1)}`, [LOCK.account + email.toLowerCase()]);
+}
+
+/** A workspace's API keys: one mint at a time, so Dify's limit of 10 holds. */
+export async function lockApiKeys(tx: Tx, tenantId: string): Promise<void> {
+  await tx.query(`SELECT ${lockSql(1)}`, [LOCK.apiKeys + tenantId]);
+}
+
+/** Our schema's migration: many workers may start at once. */
+export async function lockMigration(tx: Tx): Promise<void> {
+  await tx.query(`SELECT ${lockSql(1)}`, [LOCK.migrate]);
+}

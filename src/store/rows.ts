@@ -1,0 +1,234 @@
+// The durable answer for every input row and its state machine, as named transitions:
+//
+//   (ingest) ──► queued ──► active ──► created | existing | failed
+//      │           ▲  │       │ noteRetry ▲          │ requeue (a new round)
+//      ▼           │  ▼       └──► queued │          ▼
+//   rejected       │ cancelled ◄── cancelQueued    queued
+//                  └─ requeue (undo a cancel)
+//
+// A row answered created/existing keeps that answer whatever runs later. Each call here is one
+// round trip: several are on the worker's hot path.
+import type { Db, Tx } from '../db/pool.js';
+import type { Account } from '../types.js';
+import { SCHEMA } from './schema.js';
+
+/** One input row as ingest records it: queued with the job it becomes, or rejected with why. */
+export interface IngestedRow {
+  line: number;
+  idempotency_key: string | null;
+  external_id: string | null;
+  workspace_name: string | null;
+  owner_email: string | null;
+  tenant_id: string | null;
+  outcome: 'queued' | 'rejected';
+  error: string | null;
+  /** What the job needs (the validated row, no secrets), so retry can queue it again. */
+  spec: object | null;
+}
+
+export interface EarlierRow<Spec> {
+  line: number;
+  outcome: string;
+  idempotency_key: string | null;
+  spec: Spec | null;
+}
+
+/**
+ * Records a chunk of input rows (a row the batch has at that line already is left as it is) and
+ * returns what the batch had at those lines before this call.
+ */
+export async function recordIngested<Spec>(db: Db, batchId: string, rows: IngestedRow[]): Promise<EarlierRow<Spec>[]> {
+  // The chunk travels as one JSON document: far cheaper than one escaped array per column.
+  const { rows: before } = await db.query<EarlierRow<Spec>>(
+    `WITH input AS (
+       SELECT * FROM jsonb_to_recordset($2::jsonb)
+         AS t (line int, idempotency_key text, external_id text, workspace_name text, owner_email text,
+               tenant_id uuid, outcome text, error text, spec jsonb)
+     ), inserted AS (
+       INSERT INTO ${SCHEMA}.rows
+         (batch_id, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, finished_at)
+       SELECT $1, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec,
+              CASE WHEN outcome = 'rejected' THEN now() END
+         FROM input
+       ON CONFLICT (batch_id, line) DO NOTHING
+     )
+     -- Shares the INSERT's snapshot: sees only the rows this batch had before this call.
+     SELECT r.line, r.outcome, r.idempotency_key, r.spec
+       FROM ${SCHEMA}.rows r JOIN input i ON i.line = r.line
+      WHERE r.batch_id = $1`,
+    [batchId, JSON.stringify(rows)],
+  );
+  return before;
+}
+
+/** What ingest recorded for a row: the job a worker may run for it must match this exactly. */
+export async function recordedSpec<Spec>(db: Db, batchId: string, line: number): Promise<{ spec: Spec | null; round: number } | undefined> {
+  const { rows } = await db.query<{ spec: Spec | null; round: number }>(`SELECT spec, round FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2`, [batchId, line]);
+  return rows[0];
+}
+
+export interface LedgerEntry {
+  tenantId: string;
+  fingerprint: string;
+}
+
+export interface AttemptStart {
+  /** The job is exactly what ingest recorded for its row (else nothing else here was done). */
+  matches: boolean;
+  /** The idempotency key of the row ingest recorded at the job's batch and line, if any. */
+  recordedKey?: string;
+  cancelled: boolean;
+  known?: LedgerEntry;
+  /** A Dify tenant with the row's tenant id exists already. */
+  tenantTaken: boolean;
+  /** Accounts whose email matches one of the emails asked for (case-insensitively). */
+  accounts: Account[];
+}
+
+/**
+ * queued/active/failed → active (one more attempt), only for a job that is exactly what ingest
+ * recorded and unless the row was cancelled; returns the ledger entry for its key, whether its
+ * tenant id is taken, and the accounts behind its emails.
+ */
+export async function startAttempt(
+  db: Db,
+  job: { batchId: string; line: number; key: string; tenantId: string },
+  attempt: number,
+  emails: string[],
+): Promise<AttemptStart> {
+  const { rows } = await db.query<{
+    matches: boolean;
+    recorded_key: string | null;
+    cancelled: boolean;
+    tenant_id: string | null;
+    fingerprint: string | null;
+    tenant_taken: boolean;
+    accounts: Account[] | null;
+  }>(
+    `WITH mine AS (
+       SELECT outcome, idempotency_key, spec = $7::jsonb AS matches FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2
+     ), started AS (
+       UPDATE ${SCHEMA}.rows SET outcome = 'active', attempts = $3, updated_at = now()
+        WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active', 'failed') AND spec = $7::jsonb
+     )
+     SELECT COALESCE((SELECT matches FROM mine), false) AS matches,
+            (SELECT idempotency_key FROM mine) AS recorded_key,
+            EXISTS (SELECT 1 FROM mine WHERE outcome = 'cancelled') AS cancelled,
+            l.tenant_id, l.fingerprint,
+            EXISTS (SELECT 1 FROM tenants WHERE id = $5) AS tenant_taken,
+            (SELECT json_agg(json_build_object('id', a.id, 'email', a.email, 'status', a.status) ORDER BY a.created_at)
+               FROM accounts a WHERE lower(a.email) = ANY($6::text[])) AS accounts
+       FROM (SELECT 1) AS one
+       LEFT JOIN ${SCHEMA}.ledger l ON l.idempotency_key = $4`,
+    [job.batchId, job.line, attempt, job.key, job.tenantId, emails.map((e) => e.toLowerCase()), JSON.stringify(job)],
+  );
+  const r = rows[0]!;
+  return {
+    matches: r.matches,
+    ...(r.recorded_key ? { recordedKey: r.recorded_key } : {}),
+    cancelled: r.cancelled,
+    tenantTaken: r.tenant_taken,
+    accounts: r.accounts ?? [],
+    ...(r.tenant_id ? { known: { tenantId: r.tenant_id, fingerprint: r.fingerprint! } } : {}),
+  };
+}
+
+/** active → queued: the attempt failed and will be retried. */
+export async function noteRetry(db: Db, batchId: string, line: number, attempt: number, reason: string): Promise<void> {
+  await db.query(
+    `UPDATE ${SCHEMA}.rows SET outcome = 'queued', attempts = $3, error = $4, updated_at = now()
+      WHERE batch_id = $1 AND line = $2 AND outcome = 'active'`,
+    [batchId, line, attempt, reason],
+  );
+}
+
+/**
+ * queued/active → failed: the row's job failed outside the processor (stalled too often), or was
+ * edited in Redis. `spec`: only if the row holds this job (a job added by someone else never
+ * answers a real row); omitted when the caller has checked that the row is the job's own.
+ */
+export async function failIfOpen(db: Db, batchId: string, line: number, reason: string, spec?: object): Promise<void> {
+  await db.query(
+    `UPDATE ${SCHEMA}.rows SET outcome = 'failed', error = $3, updated_at = now(), finished_at = now()
+      WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active') AND ($4::jsonb IS NULL OR spec = $4::jsonb)`,
+    [batchId, line, reason, spec === undefined ? null : JSON.stringify(spec)],
+  );
+}
+
+export interface Finished {
+  batchId: string;
+  line: number;
+  outcome: 'created' | 'existing' | 'failed';
+  tenantId?: string;
+  fingerprint?: string;
+  attempts: number;
+  durationMs: number;
+  error?: string;
+  createdAccounts?: string[];
+  apiKeyMasked?: string;
+}
+
+// A row that was answered created/existing keeps that answer: a job run again after a crash (or
+// a Redis restart that lost its completion) must not turn "created" into "existing" or "failed".
+const UPDATE_ROW = `UPDATE ${SCHEMA}.rows
+    SET outcome = $3, tenant_id = COALESCE($4, tenant_id), fingerprint = $5, attempts = $6,
+        duration_ms = $7, error = $8, created_accounts = $9, api_key_masked = COALESCE($10, api_key_masked),
+        updated_at = now(), finished_at = now()
+  WHERE batch_id = $1 AND line = $2 AND outcome NOT IN ('created', 'existing')`;
+const rowParams = (f: Finished) => [
+  f.batchId,
+  f.line,
+  f.outcome,
+  f.tenantId ?? null,
+  f.fingerprint ?? null,
+  f.attempts,
+  Math.round(f.durationMs),
+  f.error ?? null,
+  f.createdAccounts ?? null,
+  f.apiKeyMasked ?? null,
+];
+
+/** → existing | failed: the row's final answer. */
+export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {
+  await db.query(UPDATE_ROW, rowParams(f));
+}
+
+/**
+ * → created, with the ledger row that makes a second run of the same key a no-op: in the
+ * workspace's transaction, one round trip.
+ */
+export async function recordCreated(tx: Tx, key: string, f: Finished): Promise<void> {
+  await tx.query(
+    `WITH ledger AS (
+       INSERT INTO ${SCHEMA}.ledger (idempotency_key, tenant_id, batch_id, line, fingerprint) VALUES ($11, $4, $1, $2, $5)
+     )
+     ${UPDATE_ROW}`,
+    [...rowParams(f), key],
+  );
+}
+
+/**
+ * failed → queued (retry) or cancelled → queued (undo a cancel), as a new round: fresh job ids,
+ * fresh attempts. Returns what to queue.
+ */
+export async function requeue<Spec>(db: Db, batchId: string, from: 'failed' | 'cancelled'): Promise<{ spec: Spec; round: number }[]> {
+  const { rows } = await db.query<{ spec: Spec; round: number }>(
+    `UPDATE ${SCHEMA}.rows
+        SET outcome = 'queued', round = round + 1, error = NULL, attempts = 0, finished_at = NULL, updated_at = now()
+      WHERE batch_id = $1 AND outcome = $2 AND spec IS NOT NULL
+      RETURNING spec, round`,
+    [batchId, from],
+  );
+  return rows;
+}
+
+/** queued → cancelled; returns the cancelled rows' jobs (to remove them from the queue). */
+export async function cancelQueued<Spec>(db: Db, batchId: string): Promise<{ spec: Spec; round: number }[]> {
+  const { rows } = await db.query<{ spec: Spec; round: number }>(
+    `UPDATE ${SCHEMA}.rows SET outcome = 'cancelled', error = 'cancelled before it ran', finished_at = now(), updated_at = now()
+      WHERE batch_id = $1 AND outcome = 'queued'
+      RETURNING spec, round`,
+    [batchId],
+  );
+  return rows;
+}

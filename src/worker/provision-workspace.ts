@@ -1,0 +1,212 @@
+// How one workspace is provisioned: DESIGN.md's six steps, in order. This is the worker's hot
+// path, so each database step is one round trip (seven in all for a new workspace). A job never
+// holds two pool connections at once: a worker whose pool is smaller than its concurrency cannot
+// deadlock on its own connections.
+import type { KeyObject } from 'node:crypto';
+import { seal } from '../crypto/sealing.js';
+import type { KeySource } from '../crypto/rsa-keys.js';
+import type { Db, Tx } from '../db/pool.js';
+import { ensureAccount, pickAccount, type MissingAccount } from '../dify/accounts.js';
+import { mintDatasetKey, type Scoping } from '../dify/api-keys.js';
+import type { WorkspaceWriter } from '../dify/workspace-writer.js';
+import { RowError } from '../errors.js';
+import type { JobData } from '../queue/contract.js';
+import type { DeployedKey, KeyStorage } from '../storage/key-storage.js';
+import { checkLocked, findLedgerEntry } from '../store/ledger.js';
+import { lockKeyAndTenant, lockTenant } from '../store/locks.js';
+import { recordCreated, recordOutcome, startAttempt, type Finished, type LedgerEntry } from '../store/rows.js';
+import { storeSealed } from '../store/sealed-secrets.js';
+import type { Account } from '../types.js';
+import { withTransaction } from '../db/pool.js';
+
+export interface ProvisionDeps {
+  db: Db;
+  keys: KeySource;
+  storage: KeyStorage;
+  /** Writes what the connected Dify's own release writes for a new workspace. */
+  writer: WorkspaceWriter;
+  /** How this Dify scopes dataset keys (detected at start). */
+  scoping?: Scoping;
+  /** The operator key each batch seals minted API keys to. */
+  sealKeys?: { get(batchId: string): Promise<KeyObject | undefined> };
+}
+
+export type ProvisionOutcome =
+  | { kind: 'created'; tenantId: string; fingerprint: string; createdAccounts: string[] }
+  | { kind: 'existing'; tenantId: string; fingerprint: string }
+  | { kind: 'cancelled' };
+
+/** The job is not one our ingest recorded (added or edited in Redis by someone else). */
+export class ForeignJobError extends RowError {
+  /** `recordedKey`: the key of the row ingest recorded at the job's batch and line, if any. */
+  constructor(readonly recordedKey: string | undefined) {
+    super(
+      'job',
+      recordedKey !== undefined
+        ? 'the job in Redis does not match the row ingest recorded (it was edited): nothing was created; `retry` queues the row again from the record'
+        : 'no row recorded by ingest matches this job (added or edited in Redis by someone else): nothing was created',
+    );
+  }
+}
+
+type Role = JobData['members'][number]['role'];
+type Wanted = { owner: Account | MissingAccount; members: { account: Account | MissingAccount; role: Role }[] };
+
+export async function provisionWorkspace(job: JobData, attempt: number, deps: ProvisionDeps): Promise<ProvisionOutcome> {
+  const started = performance.now();
+  const result = (f: Omit<Finished, 'batchId' | 'line' | 'attempts' | 'durationMs'>): Finished => ({
+    batchId: job.batchId,
+    line: job.line,
+    attempts: attempt,
+    durationMs: performance.now() - started,
+    ...f,
+  });
+  const existing = async (known: LedgerEntry): Promise<ProvisionOutcome> => {
+    await recordOutcome(deps.db, result({ outcome: 'existing', ...known }));
+    return { kind: 'existing', ...known };
+  };
+
+  // 1. Ours to run (the row ingest recorded), and not provisioned already (an earlier batch, a
+  //    re-ingest, or a run that lost its lock)?
+  const emails = [job.ownerEmail, ...job.members.map((m) => m.email)];
+  const start = await startAttempt(deps.db, job, attempt, emails);
+  if (!start.matches) throw new ForeignJobError(start.recordedKey);
+  if (start.cancelled) return { kind: 'cancelled' };
+  if (start.known) return existing(start.known);
+  if (start.tenantTaken) throw tenantTaken(job.tenantId);
+
+  // 2. The owner and members must be Dify accounts (a permanent error otherwise, unless the
+  //    batch creates missing ones: then they are created in the transaction below).
+  const wanted: Wanted = {
+    owner: pickAccount(start.accounts, job.ownerEmail, 'owner_email', job.createMissingAccounts),
+    members: job.members.map((m) => ({ account: pickAccount(start.accounts, m.email, 'members', job.createMissingAccounts), role: m.role })),
+  };
+
+  const sealKey = job.mintDatasetKey ? await deps.sealKeys?.get(job.batchId) : undefined;
+  if (job.mintDatasetKey && !sealKey) throw new RowError('dataset_api_key', `batch ${job.batchId} has no --seal-to key to seal the API key to`);
+
+  // 3. The key pair, in Dify's formats (the slow part: on libuv's thread pool, off the event loop).
+  const keys = await deps.keys.generate();
+
+  const written = await writeWorkspace(job, wanted, keys, sealKey, deps, result);
+  return written.kind === 'known' ? existing(written.known) : written;
+}
+
+type Written = Extract<ProvisionOutcome, { kind: 'created' }> | { kind: 'known'; known: LedgerEntry };
+
+/** Steps 4–6 in one transaction, under the key's and the tenant's locks. */
+async function writeWorkspace(
+  job: JobData,
+  wanted: Wanted,
+  keys: { privatePem: string; publicPem: string; fingerprint: string },
+  sealKey: KeyObject | undefined,
+  deps: ProvisionDeps,
+  result: (f: Omit<Finished, 'batchId' | 'line' | 'attempts' | 'durationMs'>) => Finished,
+): Promise<Written> {
+  const tx = await deps.db.connect();
+  let pem: DeployedKey | undefined;
+  let committing = false;
+  let failure: unknown;
+  try {
+    await tx.query('BEGIN');
+    // Duplicates of this key (or of this tenant id) wait here for each other, then see the ledger.
+    await lockKeyAndTenant(tx, job.key, job.tenantId);
+    const accounts = await materialise(tx, wanted);
+    const ids = [accounts.ownerId, ...accounts.members.map((m) => m.accountId)];
+    const locked = await checkLocked(tx, job.key, job.tenantId, ids);
+    if (locked.known) {
+      await tx.query('ROLLBACK');
+      return { kind: 'known', known: locked.known };
+    }
+    if (locked.tenantTaken) throw tenantTaken(job.tenantId);
+    if (locked.lockedAccounts < new Set(ids).size) {
+      throw new RowError('owner_email', 'an account of this row was deleted while the row waited: nothing was created; check the accounts and `retry`');
+    }
+
+    // 4. The private key, written whole and proven to decrypt.
+    pem = await deps.storage.deploy(job.tenantId, keys.privatePem, keys.publicPem);
+
+    // 5. Every row Dify's create_tenant writes, the members, the ledger and the result: one commit.
+    await deps.writer.insertWorkspace(tx, {
+      tenantId: job.tenantId,
+      name: job.workspaceName,
+      plan: job.plan,
+      publicPem: keys.publicPem,
+      ownerId: accounts.ownerId,
+      members: accounts.members,
+    });
+    const apiKey = sealKey ? await mintSealed(tx, job, sealKey, deps.scoping ?? 'none') : undefined;
+    const created = { tenantId: job.tenantId, fingerprint: keys.fingerprint };
+    await recordCreated(
+      tx,
+      job.key,
+      result({
+        outcome: 'created',
+        ...created,
+        ...(accounts.created.length > 0 ? { createdAccounts: accounts.created } : {}),
+        ...(apiKey ? { apiKeyMasked: apiKey } : {}),
+      }),
+    );
+    committing = true;
+    await tx.query('COMMIT');
+    return { kind: 'created', ...created, createdAccounts: accounts.created };
+  } catch (err) {
+    failure = err;
+  } finally {
+    // 6. Not committed: no key may stay behind for a tenant that doesn't exist.
+    const broken = failure === undefined ? false : await tx.query('ROLLBACK').then(() => false, () => true);
+    tx.release(broken);
+  }
+  if (pem && (await settleFailedWrite(deps, job, pem, committing)) === 'landed') {
+    return { kind: 'created', tenantId: job.tenantId, fingerprint: keys.fingerprint, createdAccounts: [] };
+  }
+  throw failure;
+}
+
+/**
+ * After a failed transaction, on a fresh connection and under the tenant's lock again (ROLLBACK
+ * released it): a COMMIT whose answer was lost may have landed (then the key stays); otherwise
+ * the key is removed unless a tenant with this id exists (a duplicate that committed meanwhile
+ * owns the file now). If the database can't be asked, the key stays: a retry reuses this tenant
+ * id and replaces it, or doctor removes it.
+ */
+async function settleFailedWrite(deps: ProvisionDeps, job: JobData, pem: DeployedKey, committing: boolean): Promise<'landed' | 'removed' | 'kept'> {
+  try {
+    return await withTransaction(deps.db, async (tx) => {
+      await lockTenant(tx, job.tenantId);
+      if (committing && (await findLedgerEntry(tx, job.key))?.tenantId === job.tenantId) return 'landed';
+      const { rows } = await tx.query(`SELECT 1 FROM tenants WHERE id = $1`, [job.tenantId]);
+      if (rows.length > 0) return 'kept';
+      await pem.remove();
+      return 'removed';
+    });
+  } catch {
+    return 'kept';
+  }
+}
+
+/** A workspace-wide dataset key, sealed to the operator; returns only the masked form. */
+async function mintSealed(tx: Tx, job: JobData, sealKey: KeyObject, scoping: Scoping): Promise<string> {
+  const key = await mintDatasetKey(tx, job.tenantId, [], scoping);
+  const jwe = await seal(key.token, sealKey, key.id);
+  await storeSealed(tx, { apiTokenId: key.id, batchId: job.batchId, line: job.line, tenantId: job.tenantId, masked: key.masked, jwe });
+  return key.masked;
+}
+
+const tenantTaken = (tenantId: string) => new RowError('workspace_id', `a Dify workspace with id ${tenantId} exists already and was not created by this row`);
+
+/** Account ids for owner and members, creating the deferred ones (in email order: one lock order). */
+async function materialise(tx: Tx, wanted: Wanted) {
+  const all = [wanted.owner, ...wanted.members.map((m) => m.account)];
+  const missing = [...new Set(all.filter((a): a is MissingAccount => 'missing' in a).map((a) => a.email.toLowerCase()))].sort();
+  const made = new Map<string, string>();
+  const created: string[] = [];
+  for (const email of missing) {
+    const field = email === wanted.owner.email.toLowerCase() ? 'owner_email' : 'members';
+    const { account, created: isNew } = await ensureAccount(tx, email, field);
+    made.set(email, account.id);
+    if (isNew) created.push(email);
+  }
+  const idOf = (a: Account | MissingAccount) => ('missing' in a ? made.get(a.email.toLowerCase())! : a.id);
+  return { ownerId: idOf(wanted.owner), members: wanted.members.map((m) => ({ accountId: idOf(m.account), role: m.role })), created };
+}
