@@ -31,7 +31,17 @@ const opts = new Command('bench')
   .option('--only <parts>', 'comma-separated: ceiling,pipeline1,pipeline2,manual,pooled,ingest,rss')
   .option('--json', 'also print the figures as JSON')
   .parse()
-  .opts<{ n: number; manualN: number; poolN: number; ingestN: number; rssN: number; concurrency: number; poolConcurrency: number; only?: string; json?: boolean }>();
+  .opts<{
+    n: number;
+    manualN: number;
+    poolN: number;
+    ingestN: number;
+    rssN: number;
+    concurrency: number;
+    poolConcurrency: number;
+    only?: string;
+    json?: boolean;
+  }>();
 const wanted = (part: string) => !opts.only || opts.only.split(',').includes(part);
 const log = (m: string) => process.stderr.write(`${m}\n`);
 
@@ -47,7 +57,14 @@ async function freshWorld(w: World, tag: string) {
   });
   const storageDir = await mkdtemp(join(w.tmp, `storage-${tag}-`));
   const prefix = `{bench-${tag}-${Date.now()}}`;
-  const env = { ...process.env, REDIS_URL: w.redisUrl, DATABASE_URL: databaseUrl, DIFY_STORAGE_DIR: storageDir, DIFY_PROVISION_QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn' };
+  const env = {
+    ...process.env,
+    REDIS_URL: w.redisUrl,
+    DATABASE_URL: databaseUrl,
+    DIFY_STORAGE_DIR: storageDir,
+    DIFY_PROVISION_QUEUE_PREFIX: prefix,
+    LOG_LEVEL: 'warn',
+  };
   return { databaseUrl, storageDir, prefix, env };
 }
 
@@ -55,14 +72,19 @@ async function writeCsv(path: string, n: number, tag: string): Promise<void> {
   const out = createWriteStream(path);
   out.write('workspace_name,owner_email,external_id\n');
   for (let i = 1; i <= n; i++) {
-    if (!out.write(`Bench ${tag} ${i},owner${((i - 1) % ACCOUNTS) + 1}@example.com,${tag}-${i}\n`)) await new Promise<void>((r) => out.once('drain', () => r()));
+    if (!out.write(`Bench ${tag} ${i},owner${((i - 1) % ACCOUNTS) + 1}@example.com,${tag}-${i}\n`))
+      await new Promise<void>((r) => out.once('drain', () => r()));
   }
   out.end();
   await finished(out);
 }
 
 function startWorker(env: NodeJS.ProcessEnv, concurrency: number, pooled = 0): Promise<ChildProcess> {
-  const args = [projectFile('dist', 'bench', 'worker-process.js'), String(concurrency), ...(pooled ? ['--pooled-keys', String(pooled)] : [])];
+  const args = [
+    projectFile('dist', 'bench', 'worker-process.js'),
+    String(concurrency),
+    ...(pooled ? ['--pooled-keys', String(pooled)] : []),
+  ];
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     child.stdout!.on('data', (d) => String(d).includes('ready') && resolve(child));
@@ -88,7 +110,10 @@ async function pipeline(w: World, tag: string, n: number, workers: number, concu
     const status = await waitForBatch(db, tag, { intervalMs: 250 });
     const seconds = (performance.now() - t0) / 1000;
     if (status.counts.created !== n) throw new Error(`${tag}: expected ${n} created, got ${JSON.stringify(status.counts)}`);
-    const { rows } = await db.query<{ d: number }>(`SELECT duration_ms AS d FROM dify_provision.rows WHERE batch_id = $1 ORDER BY duration_ms`, [tag]);
+    const { rows } = await db.query<{ d: number }>(
+      `SELECT duration_ms AS d FROM dify_provision.rows WHERE batch_id = $1 ORDER BY duration_ms`,
+      [tag],
+    );
     const d = rows.map((r) => r.d);
     return { n, seconds, perSec: n / seconds, p50: percentile(d, 50), p95: percentile(d, 95), p99: percentile(d, 99) };
   } finally {
@@ -103,20 +128,32 @@ async function ceiling(seconds = 15): Promise<{ perSec: number; keys: number }> 
   let keys = 0;
   const until = performance.now() + seconds * 1000;
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: inFlight }, async () => {
-    while (performance.now() < until) {
-      await rsaKeySource.generate();
-      keys++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (performance.now() < until) {
+        await rsaKeySource.generate();
+        keys++;
+      }
+    }),
+  );
   return { perSec: keys / ((performance.now() - t0) / 1000), keys };
 }
 
 async function manual(w: World, n: number) {
   const world = await freshWorld(w, 'manual');
   const url = new URL(world.databaseUrl);
-  const env = { ...process.env, PGHOST: url.hostname, PGPORT: url.port, PGUSER: url.username, PGDATABASE: url.pathname.slice(1), ACCOUNTS: String(ACCOUNTS) };
-  const { stdout } = await run('bash', [projectFile('bench', 'manual_baseline.sh'), String(n), world.storageDir], { env, maxBuffer: 16 << 20 });
+  const env = {
+    ...process.env,
+    PGHOST: url.hostname,
+    PGPORT: url.port,
+    PGUSER: url.username,
+    PGDATABASE: url.pathname.slice(1),
+    ACCOUNTS: String(ACCOUNTS),
+  };
+  const { stdout } = await run('bash', [projectFile('bench', 'manual_baseline.sh'), String(n), world.storageDir], {
+    env,
+    maxBuffer: 16 << 20,
+  });
   await rm(world.storageDir, { recursive: true, force: true });
   const r = JSON.parse(stdout.trim().split('\n').pop()!);
   return { n, seconds: r.seconds as number, perSec: r.tenantsPerSec as number };
@@ -127,7 +164,11 @@ async function ingestOnly(w: World, n: number, measureRss: boolean) {
   const csv = join(w.tmp, `ingest-${n}.csv`);
   await writeCsv(csv, n, `i${n}`);
   const t0 = performance.now();
-  const { stderr } = await run(process.execPath, [...cliNodeFlags(), projectFile('dist', 'bench', 'rss-ingest.js'), 'ingest', csv, '--batch-id', `ingest-${n}`], { env: world.env, maxBuffer: 64 << 20 });
+  const { stderr } = await run(
+    process.execPath,
+    [...cliNodeFlags(), projectFile('dist', 'bench', 'rss-ingest.js'), 'ingest', csv, '--batch-id', `ingest-${n}`],
+    { env: world.env, maxBuffer: 64 << 20 },
+  );
   const seconds = (performance.now() - t0) / 1000;
   const rssKb = Number(/maxrss_kb=(\d+)/.exec(stderr)?.[1]);
   const redis = new Redis(w.redisUrl);
@@ -159,10 +200,14 @@ async function main() {
   const results: Record<string, unknown> = {};
   try {
     if (wanted('ceiling')) (log('ceiling: RSA-2048 keygen, all cores…'), (results.ceiling = await ceiling()));
-    if (wanted('pipeline1')) (log(`pipeline: ${opts.n} rows, 1 worker process…`), (results.pipeline1 = await pipeline(w, 'p1', opts.n, 1, opts.concurrency)));
-    if (wanted('pipeline2')) (log(`pipeline: ${opts.n} rows, 2 worker processes…`), (results.pipeline2 = await pipeline(w, 'p2', opts.n, 2, opts.concurrency)));
+    if (wanted('pipeline1'))
+      (log(`pipeline: ${opts.n} rows, 1 worker process…`), (results.pipeline1 = await pipeline(w, 'p1', opts.n, 1, opts.concurrency)));
+    if (wanted('pipeline2'))
+      (log(`pipeline: ${opts.n} rows, 2 worker processes…`), (results.pipeline2 = await pipeline(w, 'p2', opts.n, 2, opts.concurrency)));
     if (wanted('manual')) (log(`manual recipe: ${opts.manualN} tenants…`), (results.manual = await manual(w, opts.manualN)));
-    if (wanted('pooled')) (log(`everything but keygen: ${opts.poolN} rows, pooled keys…`), (results.pooled = await pipeline(w, 'pool', opts.poolN, 1, opts.poolConcurrency, 64)));
+    if (wanted('pooled'))
+      (log(`everything but keygen: ${opts.poolN} rows, pooled keys…`),
+        (results.pooled = await pipeline(w, 'pool', opts.poolN, 1, opts.poolConcurrency, 64)));
     if (wanted('ingest')) (log(`ingest: ${opts.ingestN} rows…`), (results.ingest = await ingestOnly(w, opts.ingestN, false)));
     if (wanted('rss')) (log(`ingest peak RSS: ${opts.rssN} rows…`), (results.rss = await ingestOnly(w, opts.rssN, true)));
   } finally {
@@ -179,16 +224,32 @@ function printTable(r: Record<string, any>) {
   const lines = [`machine: ${cpu.length} × ${cpu[0]?.model ?? '?'}, node ${process.version}, ${new Date().toISOString().slice(0, 10)}`, ''];
   lines.push('| measure | N | seconds | per second | p50 / p95 / p99 ms | ratio |', '| --- | ---: | ---: | ---: | --- | --- |');
   if (r.ceiling) lines.push(`| ceiling: RSA-2048 key pairs, all cores | ${r.ceiling.keys} | 15 | ${f(r.ceiling.perSec)} | | |`);
-  for (const [k, label] of [['pipeline1', 'pipeline, 1 worker process'], ['pipeline2', 'pipeline, 2 worker processes']] as const) {
+  for (const [k, label] of [
+    ['pipeline1', 'pipeline, 1 worker process'],
+    ['pipeline2', 'pipeline, 2 worker processes'],
+  ] as const) {
     const p = r[k];
     if (!p) continue;
-    const ratios = [r.ceiling ? `÷ ceiling ${f(p.perSec / r.ceiling.perSec, 2)}` : '', r.manual ? `÷ manual ${f(p.perSec / r.manual.perSec, 2)}` : ''].filter(Boolean).join(', ');
+    const ratios = [
+      r.ceiling ? `÷ ceiling ${f(p.perSec / r.ceiling.perSec, 2)}` : '',
+      r.manual ? `÷ manual ${f(p.perSec / r.manual.perSec, 2)}` : '',
+    ]
+      .filter(Boolean)
+      .join(', ');
     lines.push(`| ${label} | ${p.n} | ${f(p.seconds)} | ${f(p.perSec)} | ${p.p50} / ${p.p95} / ${p.p99} | ${ratios} |`);
   }
-  if (r.manual) lines.push(`| manual recipe (psql + openssl per tenant) | ${r.manual.n} | ${f(r.manual.seconds)} | ${f(r.manual.perSec)} | | |`);
-  if (r.pooled) lines.push(`| everything but keygen (pooled keys) | ${r.pooled.n} | ${f(r.pooled.seconds)} | ${f(r.pooled.perSec)} | ${r.pooled.p50} / ${r.pooled.p95} / ${r.pooled.p99} | |`);
-  if (r.ingest) lines.push(`| ingest: validate + record + enqueue | ${r.ingest.n} | ${f(r.ingest.seconds)} | ${f(r.ingest.perSec, 0)} | | peak RSS ${f(r.ingest.peakRssMb, 0)} MB |`);
-  if (r.rss) lines.push(`| ingest, peak RSS | ${r.rss.n} | ${f(r.rss.seconds)} | ${f(r.rss.perSec, 0)} | | peak RSS ${f(r.rss.peakRssMb, 0)} MB |`);
+  if (r.manual)
+    lines.push(`| manual recipe (psql + openssl per tenant) | ${r.manual.n} | ${f(r.manual.seconds)} | ${f(r.manual.perSec)} | | |`);
+  if (r.pooled)
+    lines.push(
+      `| everything but keygen (pooled keys) | ${r.pooled.n} | ${f(r.pooled.seconds)} | ${f(r.pooled.perSec)} | ${r.pooled.p50} / ${r.pooled.p95} / ${r.pooled.p99} | |`,
+    );
+  if (r.ingest)
+    lines.push(
+      `| ingest: validate + record + enqueue | ${r.ingest.n} | ${f(r.ingest.seconds)} | ${f(r.ingest.perSec, 0)} | | peak RSS ${f(r.ingest.peakRssMb, 0)} MB |`,
+    );
+  if (r.rss)
+    lines.push(`| ingest, peak RSS | ${r.rss.n} | ${f(r.rss.seconds)} | ${f(r.rss.perSec, 0)} | | peak RSS ${f(r.rss.peakRssMb, 0)} MB |`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 

@@ -5,7 +5,12 @@ import { createProvisioner, loadConfig, runWorker, type WorkspaceInput } from 'd
 
 async function* customersFromYourSystem(): AsyncGenerator<WorkspaceInput> {
   yield { workspace_name: 'Northwind', owner_email: 'owner1@example.com', external_id: 'cust-1' };
-  yield { workspace_name: 'Contoso', owner_email: 'owner2@example.com', members: [{ email: 'owner3@example.com', role: 'editor' }], external_id: 'cust-2' };
+  yield {
+    workspace_name: 'Contoso',
+    owner_email: 'owner2@example.com',
+    members: [{ email: 'owner3@example.com', role: 'editor' }],
+    external_id: 'cust-2',
+  };
   yield { workspace_name: 'Fabrikam', owner_email: 'not an email', external_id: 'cust-3' };
 }
 

@@ -13,8 +13,14 @@ const ownerSpec = z
   });
 
 export const ConfigSchema = z.object({
-  redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
-  databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+  redisUrl: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    .optional(),
+  databaseUrl: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .optional(),
   /** The folder that contains Dify's `privkeys/` (Dify's storage root). */
   storageDir: z.string().min(1).optional(),
   /** BullMQ key prefix; the braces are a Redis Cluster hash tag so one queue lives on one slot. */
@@ -57,7 +63,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   raw.debug = Boolean(env.DEBUG);
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `${ENV_NAMES[String(i.path[0]) as keyof typeof ENV_NAMES] ?? i.path.join('.')}: ${i.message}`);
+    const lines = parsed.error.issues.map(
+      (i) => `${ENV_NAMES[String(i.path[0]) as keyof typeof ENV_NAMES] ?? i.path.join('.')}: ${i.message}`,
+    );
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   return parsed.data;

@@ -77,7 +77,9 @@ export function describeError(err: unknown): string {
   if (err instanceof RowError) return `${err.field}: ${err.message}`;
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
-    return typeof code === 'string' && !(err instanceof ProvisionError) && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+    return typeof code === 'string' && !(err instanceof ProvisionError) && !err.message.includes(code)
+      ? `${err.message} (${code})`
+      : err.message;
   }
   return String(err);
 }

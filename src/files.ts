@@ -18,7 +18,9 @@ const NEW = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constant
 /** A new file, opened for writing: refused if anything (a file, a link) has the name already. */
 export async function openNewFile(path: string, mode: number, shownAs = path): Promise<FileHandle> {
   const fh = await open(path, NEW, mode).catch((err: NodeJS.ErrnoException) => {
-    throw err.code === 'EEXIST' || err.code === 'ELOOP' ? new FileExistsError(`${shownAs} exists already: choose a new file (dify-provision never writes over one unless asked)`) : err;
+    throw err.code === 'EEXIST' || err.code === 'ELOOP'
+      ? new FileExistsError(`${shownAs} exists already: choose a new file (dify-provision never writes over one unless asked)`)
+      : err;
   });
   await fh.chmod(mode); // whatever the umask was
   return fh;

@@ -45,7 +45,10 @@ export interface BatchHandle {
 }
 
 export interface Provisioner {
-  enqueue(rows: AsyncIterable<WorkspaceInput> | Iterable<WorkspaceInput>, opts?: EnqueueOptions): Promise<BatchHandle & { summary: EnqueueSummary }>;
+  enqueue(
+    rows: AsyncIterable<WorkspaceInput> | Iterable<WorkspaceInput>,
+    opts?: EnqueueOptions,
+  ): Promise<BatchHandle & { summary: EnqueueSummary }>;
   enqueueCsv(file: string | Readable, opts?: EnqueueOptions & ReadOptions): Promise<BatchHandle & { summary: EnqueueSummary }>;
   /** What enqueueing these rows would do, read-only. */
   plan(file: string | Readable, opts?: ReadOptions & { createMissingOwners?: boolean }): Promise<Plan>;
@@ -100,12 +103,16 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     const summary = await enqueueBatch(rows, { db, queue }, { ...opts, batchId });
     return Object.assign(handle(batchId), { summary });
   };
-  const csvSource = (file: string | Readable, opts: ReadOptions) => () => readRows(typeof file === 'string' ? createReadStream(file) : file, opts);
+  const csvSource = (file: string | Readable, opts: ReadOptions) => () =>
+    readRows(typeof file === 'string' ? createReadStream(file) : file, opts);
 
   return {
     enqueue: (rows, opts = {}) => enqueueRows(() => checkInputRows(rows), false, opts),
     enqueueCsv: (file, opts = {}) =>
-      enqueueRows(csvSource(file, opts), typeof file === 'string', { ...opts, ...(typeof file === 'string' && !opts.source ? { source: file } : {}) }),
+      enqueueRows(csvSource(file, opts), typeof file === 'string', {
+        ...opts,
+        ...(typeof file === 'string' && !opts.source ? { source: file } : {}),
+      }),
     plan: (file, opts = {}) => planBatch(csvSource(file, opts)(), db, { createMissingAccounts: opts.createMissingOwners ?? false }),
     batch: handle,
     batches: (limit) => listBatches(db, limit),

@@ -21,7 +21,9 @@ export async function revealSecrets(db: Db, batchId: string, privateKey: KeyObje
     const pending = rows.filter((r) => r.jwe !== null && r.revealed_at === null);
     if (pending.length === 0) {
       const when = rows[0]!.revealed_at?.toISOString() ?? 'earlier';
-      throw new AlreadyRevealedError(`the API keys of batch "${batchId}" were revealed already (${when}); they are shown once — mint new keys if they were lost`);
+      throw new AlreadyRevealedError(
+        `the API keys of batch "${batchId}" were revealed already (${when}); they are shown once — mint new keys if they were lost`,
+      );
     }
     const opened = [];
     for (const r of pending) opened.push({ ...r, token: await unseal(r.jwe!, privateKey) });

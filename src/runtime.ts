@@ -49,7 +49,10 @@ export async function openDbRuntime(config: Config, opts: RuntimeOptions = {}): 
  * PostgreSQL and the queue. Producers (ingest, the dashboard, the library) fail fast when Redis
  * does not answer; a worker's connection never gives up a command.
  */
-export async function openQueueRuntime(config: Config, opts: RuntimeOptions & { role?: 'producer' | 'worker' } = {}): Promise<QueueRuntime> {
+export async function openQueueRuntime(
+  config: Config,
+  opts: RuntimeOptions & { role?: 'producer' | 'worker' } = {},
+): Promise<QueueRuntime> {
   const cfg = requireConfig(config, 'redisUrl', 'databaseUrl');
   const role = opts.role ?? 'producer';
   const base = await openDbRuntime(cfg, { ...opts, poolMax: opts.poolMax ?? (role === 'worker' ? cfg.dbPoolMax : 4) });

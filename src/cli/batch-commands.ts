@@ -10,7 +10,9 @@ export function formatStatus(s: BatchStatus): string {
   const finishedRows = s.finished;
   const pct = s.total === 0 ? 100 : Math.floor((finishedRows / s.total) * 100);
   const state = s.done ? 'done' : s.ingested ? 'running' : 'ingesting';
-  const counts = OUTCOMES.filter((o) => s.counts[o] > 0 || o !== 'cancelled').map((o) => `${o} ${s.counts[o]}`).join(', ');
+  const counts = OUTCOMES.filter((o) => s.counts[o] > 0 || o !== 'cancelled')
+    .map((o) => `${o} ${s.counts[o]}`)
+    .join(', ');
   return `batch ${s.batchId} (${state}): ${finishedRows}/${s.total} rows finished (${pct}%): ${counts}`;
 }
 
@@ -33,7 +35,8 @@ export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; 
       await writeNewFile(flags.out, chunks, { overwrite: flags.overwrite ?? false });
       process.stderr.write(`report written to ${flags.out}\n`);
     } else {
-      for await (const chunk of chunks) if (!process.stdout.write(chunk)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
+      for await (const chunk of chunks)
+        if (!process.stdout.write(chunk)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
     }
     return 0;
   });
@@ -60,7 +63,9 @@ export const batchesCommand = (flags: { json?: boolean }, config: Config) =>
       process.stdout.write(`${JSON.stringify(list)}\n`);
       return 0;
     }
-    process.stdout.write(`${'batch'.padEnd(36)} ${'state'.padEnd(10)} ${'total'.padStart(7)} ${'created'.padStart(8)} ${'existing'.padStart(8)} ${'failed'.padStart(7)} ${'rejected'.padStart(8)}  created at\n`);
+    process.stdout.write(
+      `${'batch'.padEnd(36)} ${'state'.padEnd(10)} ${'total'.padStart(7)} ${'created'.padStart(8)} ${'existing'.padStart(8)} ${'failed'.padStart(7)} ${'rejected'.padStart(8)}  created at\n`,
+    );
     for (const b of list) {
       const c = b.counts;
       process.stdout.write(

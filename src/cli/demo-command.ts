@@ -53,7 +53,11 @@ async function runDemo(config: Config, demoDir: string): Promise<number> {
   const worker = await runWorker(config, { concurrency: 4, logger: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel) });
   try {
     say(`\ningesting ${csv}:`);
-    const batch = await provisioner.enqueueCsv(csv, { batchId: 'demo', source: 'samples/workspaces.csv', onRejected: (row) => say(`  rejected ${formatRejection(row)}`) });
+    const batch = await provisioner.enqueueCsv(csv, {
+      batchId: 'demo',
+      source: 'samples/workspaces.csv',
+      onRejected: (row) => say(`  rejected ${formatRejection(row)}`),
+    });
     const { summary } = batch;
     say(`batch ${summary.batchId}: ${summary.total} rows read, ${summary.queued} queued, ${summary.rejected} rejected\n`);
     let status = await batch.status();

@@ -9,12 +9,21 @@ export async function doctorCommand(flags: { fix?: boolean; json?: boolean; minA
   const rt = await openDbRuntime(cfg, { migrate: false, poolMax: 2 });
   try {
     const schema = await probeDifySchema(rt.db);
-    const findings = await runDoctor(rt.db, { storageDir: cfg.storageDir, schema, fix: flags.fix ?? false, minOrphanAgeSeconds: flags.minAge });
+    const findings = await runDoctor(rt.db, {
+      storageDir: cfg.storageDir,
+      schema,
+      fix: flags.fix ?? false,
+      minOrphanAgeSeconds: flags.minAge,
+    });
     const open = findings.filter((f) => !f.fixed);
-    if (flags.json) process.stdout.write(`${JSON.stringify({ schema: describeSchema(schema), band: schema.band, findings, remaining: open.length })}\n`);
+    if (flags.json)
+      process.stdout.write(`${JSON.stringify({ schema: describeSchema(schema), band: schema.band, findings, remaining: open.length })}\n`);
     else {
       process.stdout.write(`${describeSchema(schema)}\n`);
-      for (const f of findings) process.stdout.write(`${f.fixed ? 'fixed' : f.kind.padEnd(21)}  tenant ${f.tenantId}: ${f.detail}${f.fixed ? '' : ` — fix: ${f.fix}`}\n`);
+      for (const f of findings)
+        process.stdout.write(
+          `${f.fixed ? 'fixed' : f.kind.padEnd(21)}  tenant ${f.tenantId}: ${f.detail}${f.fixed ? '' : ` — fix: ${f.fix}`}\n`,
+        );
       process.stdout.write(
         open.length === 0
           ? `doctor: no findings${findings.length ? ' left' : ''}\n`

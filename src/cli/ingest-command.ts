@@ -43,7 +43,8 @@ export function formatRejection(row: Pick<RejectedRow, 'line' | 'errors'>): stri
   return row.errors.map((e) => escapeControls(`line ${row.line} (${e.field}): ${e.message}`)).join('\n');
 }
 const printRejection = (row: Pick<RejectedRow, 'line' | 'errors'>) => process.stderr.write(`${formatRejection(row)}\n`);
-const print = (flags: { json?: boolean }, json: object, text: string) => process.stdout.write(flags.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
+const print = (flags: { json?: boolean }, json: object, text: string) =>
+  process.stdout.write(flags.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
 
 export async function ingestCommand(file: string, flags: IngestFlags, config: Config): Promise<number> {
   const readOpts: ReadOptions = { ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false };
@@ -70,14 +71,21 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
         .catch((err: unknown) => {
           if (!(err instanceof StrictValidationError)) throw err;
           for (const r of err.rejected) printRejection(r);
-          print(flags, { strict: true, queued: 0, rejected: err.rejected.length }, `--strict: ${err.rejected.length} invalid row(s); nothing was queued`);
+          print(
+            flags,
+            { strict: true, queued: 0, rejected: err.rejected.length },
+            `--strict: ${err.rejected.length} invalid row(s); nothing was queued`,
+          );
           return undefined;
         });
       if (!batch) return EXIT_INVALID;
       const s = batch.summary;
       const again = s.alreadyInBatch > 0 ? `, ${s.alreadyInBatch} already in this batch` : '';
-      if (!flags.wait || !flags.json) print(flags, s, `batch ${s.batchId}: ${s.total} rows read, ${s.queued} queued, ${s.rejected} rejected${again}`);
-      return flags.wait ? await waitAndReport(batch, { reportDir: flags.reportDir, overwrite: flags.overwrite ?? false, json: flags.json ?? false }) : 0;
+      if (!flags.wait || !flags.json)
+        print(flags, s, `batch ${s.batchId}: ${s.total} rows read, ${s.queued} queued, ${s.rejected} rejected${again}`);
+      return flags.wait
+        ? await waitAndReport(batch, { reportDir: flags.reportDir, overwrite: flags.overwrite ?? false, json: flags.json ?? false })
+        : 0;
     } finally {
       await provisioner.close();
     }

@@ -29,15 +29,24 @@ export interface KeysCreateFlags {
 /** tenant_id[,dataset_id] rows; several datasets for one key: separate them with ';'. */
 async function requestsFrom(file: string): Promise<{ tenantId: string; datasetIds: string[] }[]> {
   const out = [];
-  for await (const rec of createReadStream(file).pipe(parse({ columns: (h: string[]) => h.map((c) => c.trim().toLowerCase()), bom: true, skip_empty_lines: true, trim: true })) as AsyncIterable<Record<string, string>>) {
+  for await (const rec of createReadStream(file).pipe(
+    parse({ columns: (h: string[]) => h.map((c) => c.trim().toLowerCase()), bom: true, skip_empty_lines: true, trim: true }),
+  ) as AsyncIterable<Record<string, string>>) {
     if (!rec.tenant_id) throw new UsageError(`${file}: every row needs a tenant_id (columns: tenant_id, dataset_id)`);
-    out.push({ tenantId: rec.tenant_id, datasetIds: (rec.dataset_id ?? '').split(';').map((d) => d.trim()).filter(Boolean) });
+    out.push({
+      tenantId: rec.tenant_id,
+      datasetIds: (rec.dataset_id ?? '')
+        .split(';')
+        .map((d) => d.trim())
+        .filter(Boolean),
+    });
   }
   return out;
 }
 
 export async function keysCreateCommand(flags: KeysCreateFlags, config: Config): Promise<number> {
-  if (!flags.out === !flags.sealTo) throw new UsageError('keys create needs exactly one of --out FILE (a new 0600 file) or --seal-to operator-public.pem');
+  if (!flags.out === !flags.sealTo)
+    throw new UsageError('keys create needs exactly one of --out FILE (a new 0600 file) or --seal-to operator-public.pem');
   if (!flags.tenant === !flags.from) throw new UsageError('keys create needs --tenant ID or --from pairs.csv');
   const requests = flags.from ? await requestsFrom(flags.from) : [{ tenantId: flags.tenant!, datasetIds: flags.dataset ?? [] }];
   const sealKey = flags.sealTo ? loadSealKey(await readFile(flags.sealTo, 'utf8')) : undefined;

@@ -59,17 +59,29 @@ function buildProgram(exit: (code: number) => void): Command {
     .option('--seal-to <pem>', "the operator's RSA public key: minted API keys are sealed to it, revealed once by `secrets`")
     .option('--json', 'print the summary as one JSON object')
     .addOption(new Option('--attempts <n>', 'attempts per row for transient errors').default(5).argParser(positiveInt('--attempts')))
-    .addOption(new Option('--backoff-ms <ms>', 'first retry delay, doubling each time').default(1000).argParser(positiveInt('--backoff-ms')))
+    .addOption(
+      new Option('--backoff-ms <ms>', 'first retry delay, doubling each time').default(1000).argParser(positiveInt('--backoff-ms')),
+    )
     .action(async (file: string, flags) =>
-      exit(await ingestCommand(file, { ...flags, ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) }, loadConfig())),
+      exit(
+        await ingestCommand(file, { ...flags, ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) }, loadConfig()),
+      ),
     );
 
   program
     .command('worker')
     .description('process queued workspaces until stopped (SIGINT/SIGTERM finish in-flight jobs)')
-    .addOption(new Option('--concurrency <n>', 'jobs in flight in this process (default: WORKER_CONCURRENCY, else 4 × cores, at least 8)').argParser(positiveInt('--concurrency')))
+    .addOption(
+      new Option('--concurrency <n>', 'jobs in flight in this process (default: WORKER_CONCURRENCY, else 4 × cores, at least 8)').argParser(
+        positiveInt('--concurrency'),
+      ),
+    )
     .option('--rate-limit <rate>', 'global limit across all workers, e.g. 10/s', rateLimit)
-    .addOption(new Option('--lock-duration-ms <ms>', "job lock; a crashed worker's jobs are taken up again after about this long").default(30_000).argParser(positiveInt('--lock-duration-ms')))
+    .addOption(
+      new Option('--lock-duration-ms <ms>', "job lock; a crashed worker's jobs are taken up again after about this long")
+        .default(30_000)
+        .argParser(positiveInt('--lock-duration-ms')),
+    )
     .action(async (flags: { concurrency?: number; rateLimit?: { max: number; durationMs: number }; lockDurationMs: number }) => {
       await runWorker(loadConfig(), {
         ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
@@ -88,7 +100,9 @@ function buildProgram(exit: (code: number) => void): Command {
 
   program
     .command('wait')
-    .description('follow a batch until it is done (progress bar on a TTY), then write its report; exit 0 only if every row was created or existing')
+    .description(
+      'follow a batch until it is done (progress bar on a TTY), then write its report; exit 0 only if every row was created or existing',
+    )
     .argument('<batch>', 'batch id')
     .option('--report-dir <dir>', 'where to write <batch>-report.csv/.json', '.')
     .option('--overwrite', 'replace report files of an earlier run (else an existing file is an error)')
@@ -157,7 +171,7 @@ function buildProgram(exit: (code: number) => void): Command {
   program
     .command('doctor')
     .description('check tenants, key files and the ledger against each other; exit non-zero while findings remain')
-    .option('--fix', 'remove orphan key folders and repair modes (never touches an existing tenant\'s key)')
+    .option('--fix', "remove orphan key folders and repair modes (never touches an existing tenant's key)")
     .addOption(
       new Option('--min-age <duration>', 'leave key folders younger than this alone (a tenant may be mid-creation): 600, 600s, 10m, 2h')
         .default(600)
@@ -170,11 +184,13 @@ function buildProgram(exit: (code: number) => void): Command {
     .command('dashboard')
     .description('web dashboard of batches and rows (live), queue internals, /healthz and /metrics; needs the token')
     .option('--host <host>', 'address to bind', '127.0.0.1')
-    .addOption(new Option('--port <port>', 'port (0: any free port)').default(3000).argParser((v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('--port must be 0-65535');
-      return n;
-    }))
+    .addOption(
+      new Option('--port <port>', 'port (0: any free port)').default(3000).argParser((v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('--port must be 0-65535');
+        return n;
+      }),
+    )
     .action(async (flags) => dashboardCommand(flags, loadConfig()));
 
   program

@@ -5,7 +5,10 @@ import { createDifyDatabase } from '../services/dify-database.js';
 import { startLocalServices } from '../services/local-services.js';
 
 export async function servicesCommand(flags: { dir?: string }): Promise<number> {
-  const services = await startLocalServices({ ...(flags.dir ? { dir: resolve(flags.dir) } : {}), say: (m) => process.stderr.write(`${m}\n`) });
+  const services = await startLocalServices({
+    ...(flags.dir ? { dir: resolve(flags.dir) } : {}),
+    say: (m) => process.stderr.write(`${m}\n`),
+  });
   const dir = services.dir;
   const databaseUrl = await createDifyDatabase(services.databaseUrl, 'dify');
   process.stdout.write(

@@ -47,7 +47,11 @@ function progressView(out: NodeJS.WriteStream) {
     return {
       update(s: BatchStatus) {
         const r = rate(s);
-        const payload = { rate: r.toFixed(1), etaText: formatEta(r > 0 ? (s.total - finishedOf(s)) / r : Infinity), failed: s.counts.failed };
+        const payload = {
+          rate: r.toFixed(1),
+          etaText: formatEta(r > 0 ? (s.total - finishedOf(s)) / r : Infinity),
+          failed: s.counts.failed,
+        };
         if (!startedBar) {
           bar.start(s.total, finishedOf(s), payload);
           startedBar = true;
@@ -65,7 +69,9 @@ function progressView(out: NodeJS.WriteStream) {
       lastPrinted = Date.now();
       const r = rate(s);
       const pct = s.total === 0 ? 100 : Math.floor((finishedOf(s) / s.total) * 100);
-      out.write(`progress ${s.batchId}: ${finishedOf(s)}/${s.total} (${pct}%), ${r.toFixed(1)}/s, ETA ${formatEta(r > 0 ? (s.total - finishedOf(s)) / r : Infinity)}, failed ${s.counts.failed}\n`);
+      out.write(
+        `progress ${s.batchId}: ${finishedOf(s)}/${s.total} (${pct}%), ${r.toFixed(1)}/s, ETA ${formatEta(r > 0 ? (s.total - finishedOf(s)) / r : Infinity)}, failed ${s.counts.failed}\n`,
+      );
     },
     stop: () => {},
   };
@@ -77,7 +83,11 @@ export function summaryTable(s: BatchStatus): string {
 }
 
 /** Writes <dir>/<batch>-report.csv and .json (new files, unless `overwrite`); returns their paths. */
-export async function writeReports(batch: BatchHandle, dir: string, opts: { overwrite?: boolean } = {}): Promise<{ csv: string; json: string }> {
+export async function writeReports(
+  batch: BatchHandle,
+  dir: string,
+  opts: { overwrite?: boolean } = {},
+): Promise<{ csv: string; json: string }> {
   await mkdir(dir, { recursive: true });
   const csv = resolve(join(dir, `${batch.id}-report.csv`));
   const json = resolve(join(dir, `${batch.id}-report.json`));

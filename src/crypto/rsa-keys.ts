@@ -1,6 +1,17 @@
 // RSA-2048 key pairs in the formats Dify's api/libs/rsa.py writes, and Dify's hybrid encryption
 // (AES-128-EAX + RSA-OAEP-SHA1) to prove a deployed pair works before anyone depends on it.
-import { constants, createCipheriv, createHash, createPrivateKey, createPublicKey, generateKeyPair, privateDecrypt, publicEncrypt, randomBytes, type KeyObject } from 'node:crypto';
+import {
+  constants,
+  createCipheriv,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPair,
+  privateDecrypt,
+  publicEncrypt,
+  randomBytes,
+  type KeyObject,
+} from 'node:crypto';
 import { promisify } from 'node:util';
 
 const generate = promisify(generateKeyPair);

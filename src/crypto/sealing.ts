@@ -12,7 +12,9 @@ export function loadSealKey(pem: string): KeyObject {
   // createPublicKey also accepts a private key (and derives its public half): refuse one, so the
   // operator's private key is never taken in, stored or kept in a batch's options.
   if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
-    throw new UsageError('--seal-to was given a PRIVATE key: give the public key only (openssl rsa -pubout -in operator.pem -out operator-public.pem); keep the private key to yourself for `secrets`');
+    throw new UsageError(
+      '--seal-to was given a PRIVATE key: give the public key only (openssl rsa -pubout -in operator.pem -out operator-public.pem); keep the private key to yourself for `secrets`',
+    );
   }
   let key: KeyObject;
   try {
@@ -32,7 +34,9 @@ export function publicPemOf(key: KeyObject): string {
 }
 
 export async function seal(secret: string, publicKey: KeyObject, kid?: string): Promise<string> {
-  return new CompactEncrypt(new TextEncoder().encode(secret)).setProtectedHeader({ alg: SEAL_ALG, enc: SEAL_ENC, cty: 'text/plain', ...(kid ? { kid } : {}) }).encrypt(publicKey);
+  return new CompactEncrypt(new TextEncoder().encode(secret))
+    .setProtectedHeader({ alg: SEAL_ALG, enc: SEAL_ENC, cty: 'text/plain', ...(kid ? { kid } : {}) })
+    .encrypt(publicKey);
 }
 
 export class WrongKeyError extends ProvisionError {
@@ -51,7 +55,10 @@ export function loadOpenKey(pem: string): KeyObject {
 
 export async function unseal(jwe: string, privateKey: KeyObject): Promise<string> {
   try {
-    const { plaintext } = await compactDecrypt(jwe, privateKey, { keyManagementAlgorithms: [SEAL_ALG], contentEncryptionAlgorithms: [SEAL_ENC] });
+    const { plaintext } = await compactDecrypt(jwe, privateKey, {
+      keyManagementAlgorithms: [SEAL_ALG],
+      contentEncryptionAlgorithms: [SEAL_ENC],
+    });
     return new TextDecoder().decode(plaintext);
   } catch {
     throw new WrongKeyError('this private key does not open the sealed secrets (it is not the key they were sealed to)');

@@ -32,19 +32,19 @@ export class CsvFormatError extends ProvisionError {
 export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncGenerator<CsvRow> {
   // A record csv-parse can't read is pushed into the same stream, so it keeps its place in order.
   const parser: Transform = parse({
-      bom: true,
-      info: true,
-      record_delimiter: ['\r\n', '\n', '\r'],
-      relax_column_count: true,
-      skip_empty_lines: true,
-      // Lines over maxRecordSize never reach the parser (see guardLines); this only bounds a
-      // quoted field that runs over many lines.
-      max_record_size: 4 * (opts.maxRecordSize ?? MAX_RECORD),
-      skip_records_with_error: true,
-      on_skip: (err: CsvError | undefined) => {
-        if (err) parser.push({ skipped: err });
-      },
-    });
+    bom: true,
+    info: true,
+    record_delimiter: ['\r\n', '\n', '\r'],
+    relax_column_count: true,
+    skip_empty_lines: true,
+    // Lines over maxRecordSize never reach the parser (see guardLines); this only bounds a
+    // quoted field that runs over many lines.
+    max_record_size: 4 * (opts.maxRecordSize ?? MAX_RECORD),
+    skip_records_with_error: true,
+    on_skip: (err: CsvError | undefined) => {
+      if (err) parser.push({ skipped: err });
+    },
+  });
   input.on('error', (err) => parser.destroy(err));
   input.pipe(guardLines(opts.maxRecordSize ?? MAX_RECORD)).pipe(parser);
 
@@ -160,7 +160,12 @@ function checkRow(fields: string[], columns: (Column | undefined)[], line: numbe
     if (c !== undefined && fields[i] !== undefined) record[c] = fields[i];
   });
   if (fields.length === 1 && fields[0] === TOO_LARGE) {
-    return { line, ok: false, errors: [{ field: 'row', message: `the row is too large (over ${MAX_RECORD / 1024} KiB); it was skipped` }], raw: {} };
+    return {
+      line,
+      ok: false,
+      errors: [{ field: 'row', message: `the row is too large (over ${MAX_RECORD / 1024} KiB); it was skipped` }],
+      raw: {},
+    };
   }
   if (fields.length !== columns.length) {
     const message = `has ${fields.length} field(s) but the header has ${columns.length}`;

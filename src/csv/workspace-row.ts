@@ -37,10 +37,19 @@ const membersSchema = z
   .transform((s, ctx): Member[] => {
     if (s === undefined || s.trim() === '') return [];
     const members: Member[] = [];
-    for (const part of s.split(';').map((p) => p.trim()).filter((p) => p !== '')) {
+    for (const part of s
+      .split(';')
+      .map((p) => p.trim())
+      .filter((p) => p !== '')) {
       const at = part.lastIndexOf(':');
       const email = (at < 0 ? part : part.slice(0, at)).trim();
-      const role = at < 0 ? '' : part.slice(at + 1).trim().toLowerCase();
+      const role =
+        at < 0
+          ? ''
+          : part
+              .slice(at + 1)
+              .trim()
+              .toLowerCase();
       if (at < 0) {
         ctx.addIssue({ code: 'custom', message: `"${part}" must be email:role` });
       } else if (!(MEMBER_ROLES as readonly string[]).includes(role)) {
@@ -104,9 +113,7 @@ export type WorkspaceRowInput = z.input<typeof WorkspaceRowSchema>;
 
 /** DESIGN.md: the row's external_id when given, else the lower-cased owner email + workspace name. */
 export function idempotencyKey(externalId: string | undefined, ownerEmail: string, workspaceName: string): string {
-  return externalId !== undefined
-    ? `external:${externalId}`
-    : `owner+name:${JSON.stringify([ownerEmail.toLowerCase(), workspaceName])}`;
+  return externalId !== undefined ? `external:${externalId}` : `owner+name:${JSON.stringify([ownerEmail.toLowerCase(), workspaceName])}`;
 }
 
 export interface FieldError {

@@ -10,7 +10,10 @@ function presented(req: FastifyRequest): string | undefined {
   if (auth?.startsWith('Bearer ')) return auth.slice(7);
   const header = req.headers['x-dashboard-token'];
   if (typeof header === 'string') return header;
-  const cookie = req.headers.cookie?.split(';').map((c) => c.trim()).find((c) => c.startsWith(`${COOKIE}=`));
+  const cookie = req.headers.cookie
+    ?.split(';')
+    .map((c) => c.trim())
+    .find((c) => c.startsWith(`${COOKIE}=`));
   if (cookie) return decodeURIComponent(cookie.slice(COOKIE.length + 1));
   const query = (req.query as Record<string, unknown> | undefined)?.token;
   return typeof query === 'string' ? query : undefined;
@@ -28,7 +31,11 @@ export function requireToken(app: FastifyInstance, token: string, open: string[]
     if (open.includes(path)) return;
     const given = presented(req);
     if (!given || !same(given, token)) {
-      return reply.code(401).header('www-authenticate', 'Bearer').type('text/plain').send('401: this dashboard needs its token (open it with ?token=…, or send Authorization: Bearer …)\n');
+      return reply
+        .code(401)
+        .header('www-authenticate', 'Bearer')
+        .type('text/plain')
+        .send('401: this dashboard needs its token (open it with ?token=…, or send Authorization: Bearer …)\n');
     }
     const query = (req.query as Record<string, unknown> | undefined)?.token;
     if (typeof query === 'string' && req.method === 'GET') {
@@ -58,7 +65,11 @@ export function guardStateChanges(app: FastifyInstance): void {
       (typeof site === 'string' && site !== 'same-origin' && site !== 'none') ||
       (typeof origin === 'string' && hostOf(origin) !== host) ||
       req.headers['x-requested-with'] !== 'dify-provision';
-    if (foreign) return reply.code(403).type('text/plain').send('403: cross-site request refused (state changes need the dashboard page itself, or X-Requested-With: dify-provision)\n');
+    if (foreign)
+      return reply
+        .code(403)
+        .type('text/plain')
+        .send('403: cross-site request refused (state changes need the dashboard page itself, or X-Requested-With: dify-provision)\n');
   });
 }
 

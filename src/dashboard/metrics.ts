@@ -34,7 +34,12 @@ export function createMetrics(db: Db, queue: Queue): Registry {
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
     registers: [],
   });
-  const finished = new Counter({ name: 'dify_provision_rows_finished_total', help: 'Rows finished by workers since this dashboard started', labelNames: ['outcome'], registers: [] });
+  const finished = new Counter({
+    name: 'dify_provision_rows_finished_total',
+    help: 'Rows finished by workers since this dashboard started',
+    labelNames: ['outcome'],
+    registers: [],
+  });
   let since = new Date();
   new Gauge({
     name: 'dify_provision_metrics_scrape_lag_seconds',

@@ -71,7 +71,8 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   });
   await app.register(board.registerPlugin() as never, { prefix: '/queues' });
 
-  const page = (_req: unknown, reply: { type(t: string): { send(b: string): unknown } }) => reply.type('text/html; charset=utf-8').send(PAGE);
+  const page = (_req: unknown, reply: { type(t: string): { send(b: string): unknown } }) =>
+    reply.type('text/html; charset=utf-8').send(PAGE);
   app.get('/', page);
   app.get('/batches/:id', page);
 
@@ -89,13 +90,21 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     if (!status) throw new BatchNotFoundError(req.params.id);
     return { ...status, throughput: await getThroughput(deps.db, req.params.id, status.open) };
   });
-  app.get<{ Params: { id: string }; Querystring: { after?: string; limit?: string; outcome?: string } }>('/api/batches/:id/rows', async (req) => {
-    const limit = Math.min(200, Math.max(1, Number(req.query.limit ?? 50) || 50));
-    const outcome = req.query.outcome;
-    if (outcome && !(OUTCOMES as readonly string[]).includes(outcome)) throw new UsageError(`outcome must be one of ${OUTCOMES.join(', ')}`);
-    const rows = await reportRows(deps.db, req.params.id, { afterLine: Number(req.query.after ?? 0) || 0, limit: limit + 1, ...(outcome ? { outcome: outcome as Outcome } : {}) });
-    return { rows: rows.slice(0, limit), more: rows.length > limit };
-  });
+  app.get<{ Params: { id: string }; Querystring: { after?: string; limit?: string; outcome?: string } }>(
+    '/api/batches/:id/rows',
+    async (req) => {
+      const limit = Math.min(200, Math.max(1, Number(req.query.limit ?? 50) || 50));
+      const outcome = req.query.outcome;
+      if (outcome && !(OUTCOMES as readonly string[]).includes(outcome))
+        throw new UsageError(`outcome must be one of ${OUTCOMES.join(', ')}`);
+      const rows = await reportRows(deps.db, req.params.id, {
+        afterLine: Number(req.query.after ?? 0) || 0,
+        limit: limit + 1,
+        ...(outcome ? { outcome: outcome as Outcome } : {}),
+      });
+      return { rows: rows.slice(0, limit), more: rows.length > limit };
+    },
+  );
   app.post<{ Params: { id: string } }>('/api/batches/:id/retry', async (req) => {
     const n = await retryFailed(deps.db, deps.queue, req.params.id);
     return { retried: n, message: `${n} failed row(s) queued again` };
@@ -123,7 +132,9 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   );
   app.setErrorHandler((err, _req, reply) => {
     const status = err instanceof ProvisionError ? err.httpStatus : ((err as { statusCode?: number }).statusCode ?? 500);
-    void reply.code(status).send({ error: status >= 500 && !(err instanceof ProvisionError) ? 'internal error (see the dashboard log)' : (err as Error).message });
+    void reply.code(status).send({
+      error: status >= 500 && !(err instanceof ProvisionError) ? 'internal error (see the dashboard log)' : (err as Error).message,
+    });
   });
   return app;
 }

@@ -7,7 +7,6 @@ import type { Account } from '../types.js';
 
 export type { Account };
 
-
 /** An account to be created in the workspace's transaction (the batch allows it). */
 export interface MissingAccount {
   missing: true;

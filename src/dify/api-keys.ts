@@ -58,7 +58,10 @@ export async function mintDatasetKey(tx: Tx, tenantId: string, datasetIds: strin
   const bad = ids.find((d) => !isStrictUuid(d));
   if (bad !== undefined) throw new RowError('dataset', `"${bad}" is not a strict UUID`);
   if (ids.length > 0 && scoping === 'none') {
-    throw new RowError('dataset', 'this Dify database has neither dataset_api_token_bindings nor api_tokens.dataset_id: it cannot scope a key to knowledge bases');
+    throw new RowError(
+      'dataset',
+      'this Dify database has neither dataset_api_token_bindings nor api_tokens.dataset_id: it cannot scope a key to knowledge bases',
+    );
   }
   if (ids.length > 1 && scoping === 'column') {
     throw new RowError('dataset', 'this Dify scopes a key with api_tokens.dataset_id: one knowledge base per key');
@@ -66,21 +69,36 @@ export async function mintDatasetKey(tx: Tx, tenantId: string, datasetIds: strin
   // One key at a time per workspace, so the limit holds against concurrent minting.
   await lockApiKeys(tx, tenantId);
   if (ids.length > 0) {
-    const { rows } = await tx.query<{ id: string }>(`SELECT id FROM datasets WHERE id = ANY($1::uuid[]) AND tenant_id = $2`, [ids, tenantId]);
+    const { rows } = await tx.query<{ id: string }>(`SELECT id FROM datasets WHERE id = ANY($1::uuid[]) AND tenant_id = $2`, [
+      ids,
+      tenantId,
+    ]);
     const mine = new Set(rows.map((r) => r.id));
     const foreign = ids.filter((d) => !mine.has(d));
     if (foreign.length > 0) throw new RowError('dataset', `knowledge base(s) ${foreign.join(', ')} do not belong to workspace ${tenantId}`);
   }
-  const { rows: count } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM api_tokens WHERE tenant_id = $1 AND type = 'dataset'`, [tenantId]);
+  const { rows: count } = await tx.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM api_tokens WHERE tenant_id = $1 AND type = 'dataset'`,
+    [tenantId],
+  );
   if (count[0]!.n >= MAX_DATASET_KEYS) {
     throw new RowError('dataset', `workspace ${tenantId} has ${count[0]!.n} dataset API keys already (Dify allows ${MAX_DATASET_KEYS})`);
   }
   const token = await uniqueToken(tx);
   const id = randomUUID();
   if (scoping === 'column') {
-    await tx.query(`INSERT INTO api_tokens (id, app_id, type, token, tenant_id, dataset_id) VALUES ($1, NULL, 'dataset', $2, $3, $4)`, [id, token, tenantId, ids[0] ?? null]);
+    await tx.query(`INSERT INTO api_tokens (id, app_id, type, token, tenant_id, dataset_id) VALUES ($1, NULL, 'dataset', $2, $3, $4)`, [
+      id,
+      token,
+      tenantId,
+      ids[0] ?? null,
+    ]);
   } else {
-    await tx.query(`INSERT INTO api_tokens (id, app_id, type, token, tenant_id) VALUES ($1, NULL, 'dataset', $2, $3)`, [id, token, tenantId]);
+    await tx.query(`INSERT INTO api_tokens (id, app_id, type, token, tenant_id) VALUES ($1, NULL, 'dataset', $2, $3)`, [
+      id,
+      token,
+      tenantId,
+    ]);
     if (ids.length > 0) {
       await tx.query(
         `INSERT INTO dataset_api_token_bindings (id, api_token_id, dataset_id) SELECT gen_random_uuid(), $1, d FROM unnest($2::uuid[]) AS d`,
@@ -118,7 +136,15 @@ export async function listKeys(db: Db, tenantId: string): Promise<ListedKey[]> {
       : scoping === 'column'
         ? `t.dataset_id::text`
         : `NULL`;
-  const { rows } = await db.query<{ id: string; type: string; token: string; app_id: string | null; scope: string | null; created_at: Date; last_used_at: Date | null }>(
+  const { rows } = await db.query<{
+    id: string;
+    type: string;
+    token: string;
+    app_id: string | null;
+    scope: string | null;
+    created_at: Date;
+    last_used_at: Date | null;
+  }>(
     `SELECT t.id, t.type, t.token, t.app_id, ${scopeSql} AS scope, t.created_at, t.last_used_at
        FROM api_tokens t WHERE t.tenant_id = $1 ORDER BY t.created_at, t.id`,
     [tenantId],

@@ -60,7 +60,8 @@ export async function probeDifySchema(db: Db): Promise<DifySchema> {
   const creditPool = hasTable('tenant_credit_pools');
   const category = type.has('tenant_plugin_auto_upgrade_strategies.category');
   const listType = type.get('tenant_plugin_auto_upgrade_strategies.exclude_plugins');
-  const strategyLists = listType === undefined ? null : listType === 'ARRAY' ? 'array' : listType === 'json' || listType === 'jsonb' ? 'json' : undefined;
+  const strategyLists =
+    listType === undefined ? null : listType === 'ARRAY' ? 'array' : listType === 'json' || listType === 'jsonb' ? 'json' : undefined;
   if (strategiesTable) need('tenant_plugin_auto_upgrade_strategies', STRATEGY_COLUMNS, 'a plugin auto-upgrade strategy table');
   if (creditPool) need('tenant_credit_pools', POOL_COLUMNS, 'a credit pool table');
   if (strategyLists === undefined) throw unknownSchema(`tenant_plugin_auto_upgrade_strategies.exclude_plugins is of type ${listType}`);
@@ -70,7 +71,8 @@ export async function probeDifySchema(db: Db): Promise<DifySchema> {
     if (creditPool) throw unknownSchema('tenant_credit_pools exists but tenant_plugin_auto_upgrade_strategies does not');
     band = { band: 'A', releases: '0.15.0 – 1.6.0', writes: 'the tenant and its joins only', strategies: 'none' };
   } else if (!category) {
-    if (creditPool && strategyLists === 'array') throw unknownSchema('a credit pool table, but strategy lists are varchar[] (no release has both)');
+    if (creditPool && strategyLists === 'array')
+      throw unknownSchema('a credit pool table, but strategy lists are varchar[] (no release has both)');
     band = creditPool
       ? { band: 'C', releases: '1.11.3 – 1.14.2', writes: 'one auto-upgrade strategy row, trial credit pool', strategies: 'one' }
       : strategyLists === 'array'
@@ -79,14 +81,21 @@ export async function probeDifySchema(db: Db): Promise<DifySchema> {
   } else {
     if (!creditPool) throw unknownSchema('tenant_plugin_auto_upgrade_strategies has a category column but there is no tenant_credit_pools');
     if (strategyLists !== 'json') throw unknownSchema('a category column, but strategy lists are not json');
-    band = { band: 'D', releases: '1.15.0 and later', writes: 'six auto-upgrade strategy rows, trial credit pool', strategies: 'per-category' };
+    band = {
+      band: 'D',
+      releases: '1.15.0 and later',
+      writes: 'six auto-upgrade strategy rows, trial credit pool',
+      strategies: 'per-category',
+    };
   }
   await refuseKeyVault(db);
   return { ...band, strategyLists, creditPool, scoping: await detectScoping(db), apiTokens: type.has('api_tokens.tenant_id') };
 }
 
 function unknownSchema(found: string): PreflightError {
-  return new PreflightError(`this Dify schema is not one dify-provision knows (${found}): ${SUPPORTED_RELEASES} are supported; nothing was written`);
+  return new PreflightError(
+    `this Dify schema is not one dify-provision knows (${found}): ${SUPPORTED_RELEASES} are supported; nothing was written`,
+  );
 }
 
 /** Tenant keys in a cloud key vault (KEY_PROVIDER_TYPE other than local) are not supported. */

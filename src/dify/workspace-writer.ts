@@ -75,7 +75,13 @@ function statementFor(schema: DifySchema, trialCredits: number): { sql: string; 
   if (schema.strategies === 'per-category') {
     const categories = param(() => AUTO_UPGRADE_CATEGORIES.map((c) => c[0]));
     const settings = param(() => AUTO_UPGRADE_CATEGORIES.map((c) => c[1]));
-    ctes.push(STRATEGY_PER_CATEGORY(categories, settings, param((ws) => upgradeTimeOfDay(ws.tenantId))));
+    ctes.push(
+      STRATEGY_PER_CATEGORY(
+        categories,
+        settings,
+        param((ws) => upgradeTimeOfDay(ws.tenantId)),
+      ),
+    );
   }
   if (schema.creditPool) ctes.push(CREDIT_POOL(param(() => trialCredits)));
   return { sql: `WITH ${ctes.join(', ')}\n     ${JOINS}`, extra: (ws) => extras.map((f) => f(ws)) };

@@ -10,7 +10,8 @@ import { ledgerWithoutTenant } from '../store/ledger.js';
 import { isStrictUuid } from '../types.js';
 import { probeDifySchema, type DifySchema } from '../dify/schema-probe.js';
 
-export type FindingKind = 'missing-key' | 'key-mismatch' | 'unreadable-key' | 'orphan-key' | 'bad-mode' | 'ledger-without-tenant' | 'missing-dify-rows';
+export type FindingKind =
+  'missing-key' | 'key-mismatch' | 'unreadable-key' | 'orphan-key' | 'bad-mode' | 'ledger-without-tenant' | 'missing-dify-rows';
 
 export interface Finding {
   kind: FindingKind;
@@ -42,7 +43,12 @@ export async function runDoctor(db: Db, opts: DoctorOptions): Promise<Finding[]>
   for (const t of tenants) {
     const file = join(privkeys, t.id, 'private.pem');
     if (!folders.has(t.id)) {
-      findings.push({ kind: 'missing-key', tenantId: t.id, detail: `no ${file}`, fix: "none: Dify can't decrypt this workspace's credentials; restore the file from a backup, or reset its key pair with Dify's own `flask reset-encrypt-key-pair` (which drops saved credentials)" });
+      findings.push({
+        kind: 'missing-key',
+        tenantId: t.id,
+        detail: `no ${file}`,
+        fix: "none: Dify can't decrypt this workspace's credentials; restore the file from a backup, or reset its key pair with Dify's own `flask reset-encrypt-key-pair` (which drops saved credentials)",
+      });
       continue;
     }
     await checkKey(t.id, t.encrypt_public_key, file, findings);
@@ -59,7 +65,12 @@ export async function runDoctor(db: Db, opts: DoctorOptions): Promise<Finding[]>
   }
   findings.push(...(await missingDifyRows(db, opts.schema ?? (await probeDifySchema(db)))));
   for (const l of await ledgerWithoutTenant(db)) {
-    findings.push({ kind: 'ledger-without-tenant', tenantId: l.tenant_id, detail: `the ledger says ${l.idempotency_key} made this tenant, which no longer exists`, fix: 'none: if the workspace was deleted on purpose, delete its ledger row so that a new ingest may create it again' });
+    findings.push({
+      kind: 'ledger-without-tenant',
+      tenantId: l.tenant_id,
+      detail: `the ledger says ${l.idempotency_key} made this tenant, which no longer exists`,
+      fix: 'none: if the workspace was deleted on purpose, delete its ledger row so that a new ingest may create it again',
+    });
   }
   return findings;
 }
@@ -69,20 +80,38 @@ async function checkKey(tenantId: string, publicPem: string | null, file: string
     const privateKey = createPrivateKey(await readFile(file, 'utf8'));
     const derived = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
     if (!publicPem || !derived.equals(spkiOf(publicPem))) {
-      findings.push({ kind: 'key-mismatch', tenantId, detail: `${file} does not match tenants.encrypt_public_key`, fix: 'none: never replaced automatically; restore the right file from a backup' });
+      findings.push({
+        kind: 'key-mismatch',
+        tenantId,
+        detail: `${file} does not match tenants.encrypt_public_key`,
+        fix: 'none: never replaced automatically; restore the right file from a backup',
+      });
     }
   } catch (err) {
-    findings.push({ kind: 'unreadable-key', tenantId, detail: `${file} cannot be read as an RSA private key (${(err as Error).message})`, fix: 'none: restore the file from a backup' });
+    findings.push({
+      kind: 'unreadable-key',
+      tenantId,
+      detail: `${file} cannot be read as an RSA private key (${(err as Error).message})`,
+      fix: 'none: restore the file from a backup',
+    });
   }
 }
 
 async function checkModes(tenantId: string, dir: string, file: string, findings: Finding[], fix: boolean): Promise<void> {
-  for (const [path, want] of [[dir, 0o700], [file, 0o600]] as const) {
+  for (const [path, want] of [
+    [dir, 0o700],
+    [file, 0o600],
+  ] as const) {
     const st = await lstat(path).catch(() => undefined);
     if (!st) continue;
     const mode = st.mode & 0o777;
     if (mode === want) continue;
-    const finding: Finding = { kind: 'bad-mode', tenantId, detail: `${path} has mode ${mode.toString(8)}, not ${want.toString(8)}`, fix: `chmod ${want.toString(8)}` };
+    const finding: Finding = {
+      kind: 'bad-mode',
+      tenantId,
+      detail: `${path} has mode ${mode.toString(8)}, not ${want.toString(8)}`,
+      fix: `chmod ${want.toString(8)}`,
+    };
     if (fix && !st.isSymbolicLink()) {
       await chmod(path, want);
       finding.fixed = true;
@@ -119,6 +148,8 @@ async function missingDifyRows(db: Db, schema: DifySchema): Promise<Finding[]> {
       ...(r.strategies < wantStrategies ? [`${r.strategies} of ${wantStrategies} plugin auto-upgrade strategy row(s)`] : []),
       ...(r.pools < 1 ? ['no trial credit pool'] : []),
     ];
-    return gaps.length === 0 ? [] : [{ kind: 'missing-dify-rows' as const, tenantId: r.id, detail: `has ${gaps.join(' and ')} (${schema.releases} writes them)`, fix }];
+    return gaps.length === 0
+      ? []
+      : [{ kind: 'missing-dify-rows' as const, tenantId: r.id, detail: `has ${gaps.join(' and ')} (${schema.releases} writes them)`, fix }];
   });
 }

@@ -15,5 +15,8 @@ export async function batchIdForFile(path: string): Promise<BatchId> {
 export const batchIdForStdin = (now = new Date()): BatchId => generatedBatchId('stdin', now);
 
 function slug(s: string): string {
-  return s.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 40);
+  return s
+    .replace(/[^A-Za-z0-9._-]+/g, '-')
+    .replace(/^[^A-Za-z0-9]+/, '')
+    .slice(0, 40);
 }

@@ -47,18 +47,29 @@ export interface EnqueueSummary {
 export class SealRequiredError extends UsageError {
   override readonly name: string = 'SealRequiredError';
   constructor() {
-    super('minting API keys needs --seal-to operator-public.pem: each token is sealed to that key and revealed once with `dify-provision secrets`');
+    super(
+      'minting API keys needs --seal-to operator-public.pem: each token is sealed to that key and revealed once with `dify-provision secrets`',
+    );
   }
 }
 
 function needsSeal(row: Extract<CheckedRow, { ok: true }>): RejectedRow {
   const raw = { workspaceName: row.row.workspaceName, ownerEmail: row.row.ownerEmail, externalId: row.row.externalId };
-  return { line: row.line, ok: false, raw, errors: [{ field: 'dataset_api_key', message: 'asks for an API key but the batch has no --seal-to key to seal it to' }] };
+  return {
+    line: row.line,
+    ok: false,
+    raw,
+    errors: [{ field: 'dataset_api_key', message: 'asks for an API key but the batch has no --seal-to key to seal it to' }],
+  };
 }
 
 type Settings = EnqueueOptions & { batchId: string };
 
-export async function enqueueBatch(rows: AsyncIterable<CheckedRow> | Iterable<CheckedRow>, deps: { db: Db; queue: Queue }, opts: Settings): Promise<EnqueueSummary> {
+export async function enqueueBatch(
+  rows: AsyncIterable<CheckedRow> | Iterable<CheckedRow>,
+  deps: { db: Db; queue: Queue },
+  opts: Settings,
+): Promise<EnqueueSummary> {
   const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0 };
   if (opts.mintDatasetKeys && !opts.sealTo) throw new SealRequiredError();
   // Only the public half is ever kept (a private key given by mistake is refused by loadSealKey).
@@ -131,7 +142,9 @@ async function enqueueChunk(chunk: CheckedRow[], deps: { db: Db; queue: Queue },
     const mine = specs[i];
     const had = earlier.get(r.line);
     if (had && had.idempotency_key !== (mine?.key ?? null)) {
-      throw new BatchConflictError(`batch "${opts.batchId}" already has a different row at line ${r.line}: use a new batch id for a different file`);
+      throw new BatchConflictError(
+        `batch "${opts.batchId}" already has a different row at line ${r.line}: use a new batch id for a different file`,
+      );
     }
     if (!mine) return;
     if (!had) queued++;

@@ -55,7 +55,10 @@ export class StrictValidationError extends ProvisionError {
  * Every row checked before any is returned: a source that can be read again (a file) is read
  * twice, keeping only the rejections; any other is held in memory.
  */
-export async function strictly(open: () => AsyncIterable<CheckedRow>, reopenable: boolean): Promise<AsyncIterable<CheckedRow> | CheckedRow[]> {
+export async function strictly(
+  open: () => AsyncIterable<CheckedRow>,
+  reopenable: boolean,
+): Promise<AsyncIterable<CheckedRow> | CheckedRow[]> {
   const bad: RejectedRow[] = [];
   const all: CheckedRow[] = [];
   for await (const r of open()) {

@@ -22,7 +22,11 @@ export interface Plan {
   problems: PlanLine[];
 }
 
-export async function planBatch(rows: AsyncIterable<CsvRow>, db: Db, opts: { createMissingAccounts?: boolean; chunkSize?: number } = {}): Promise<Plan> {
+export async function planBatch(
+  rows: AsyncIterable<CsvRow>,
+  db: Db,
+  opts: { createMissingAccounts?: boolean; chunkSize?: number } = {},
+): Promise<Plan> {
   const plan: Plan = { total: 0, wouldCreate: 0, existing: 0, rejected: 0, wouldFail: 0, problems: [] };
   let chunk: Extract<CsvRow, { ok: true }>[] = [];
   const flush = async () => {
@@ -69,7 +73,8 @@ async function planChunk(chunk: Extract<CsvRow, { ok: true }>[], db: Db, createM
     };
     check(row.ownerEmail, 'owner_email');
     for (const m of row.members) check(m.email, 'members');
-    if (row.workspaceId && taken.has(row.workspaceId)) problems.push({ line, field: 'workspace_id', message: `a workspace with id ${row.workspaceId} exists already` });
+    if (row.workspaceId && taken.has(row.workspaceId))
+      problems.push({ line, field: 'workspace_id', message: `a workspace with id ${row.workspaceId} exists already` });
     if (problems.length > 0) {
       plan.wouldFail++;
       plan.problems.push(...problems);

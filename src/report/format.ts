@@ -36,7 +36,20 @@ function csvHeader(): string {
 
 function csvLine(r: ReportRow): string {
   return (
-    [r.line, r.externalId, r.workspaceName, r.ownerEmail, r.outcome, r.tenantId, r.fingerprint, r.attempts, r.durationMs, r.accountsCreated, r.apiKey, r.error]
+    [
+      r.line,
+      r.externalId,
+      r.workspaceName,
+      r.ownerEmail,
+      r.outcome,
+      r.tenantId,
+      r.fingerprint,
+      r.attempts,
+      r.durationMs,
+      r.accountsCreated,
+      r.apiKey,
+      r.error,
+    ]
       .map(cell)
       .join(',') + '\r\n'
   );

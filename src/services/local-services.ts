@@ -201,7 +201,9 @@ async function pgRunner(): Promise<{ prepare(dirs: string[]): Promise<void>; run
       for (const d of dirs) {
         await chown(d, uid, gid);
         if (spawnSync('runuser', ['-u', 'postgres', '--', 'test', '-w', d]).status !== 0) {
-          throw new MissingBinariesError(`PostgreSQL runs as the postgres user, who cannot reach ${d}: make its parent folders traversable (chmod o+x) or choose another folder`);
+          throw new MissingBinariesError(
+            `PostgreSQL runs as the postgres user, who cannot reach ${d}: make its parent folders traversable (chmod o+x) or choose another folder`,
+          );
         }
       }
     },

@@ -14,7 +14,6 @@ export interface FileOwner {
   gid: number;
 }
 
-
 export interface LocalKeyStorageOptions {
   /** Dify's storage root: the folder that contains privkeys/. */
   root: string;
@@ -22,11 +21,12 @@ export interface LocalKeyStorageOptions {
   owner?: FileOwner;
 }
 
-
 export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<KeyStorage> {
   const rootStat = await stat(opts.root).catch(() => undefined);
   if (!rootStat?.isDirectory()) {
-    throw new PreflightError(`DIFY_STORAGE_DIR "${opts.root}" is not a folder: point it at Dify's storage root (the folder holding privkeys/)`);
+    throw new PreflightError(
+      `DIFY_STORAGE_DIR "${opts.root}" is not a folder: point it at Dify's storage root (the folder holding privkeys/)`,
+    );
   }
   const owner = opts.owner ?? { uid: rootStat.uid, gid: rootStat.gid };
   const privkeys = join(opts.root, 'privkeys');

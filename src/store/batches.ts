@@ -52,7 +52,9 @@ export async function markCancelled(db: Db, batchId: string): Promise<void> {
 
 /** Rows by outcome across all batches (metrics). */
 export async function rowsByOutcome(db: Db): Promise<{ outcome: string; n: number }[]> {
-  const { rows } = await db.query<{ outcome: string; n: number }>(`SELECT outcome, count(*)::int AS n FROM ${SCHEMA}.rows GROUP BY outcome`);
+  const { rows } = await db.query<{ outcome: string; n: number }>(
+    `SELECT outcome, count(*)::int AS n FROM ${SCHEMA}.rows GROUP BY outcome`,
+  );
   return rows;
 }
 
@@ -118,7 +120,11 @@ export async function* batchProgress(db: Db, batchId: string, intervalMs = 500):
 }
 
 /** Resolves when the batch is done, calling `onProgress` on every poll. */
-export async function waitForBatch(db: Db, batchId: string, opts: { intervalMs?: number; onProgress?: (s: BatchStatus) => void } = {}): Promise<BatchStatus> {
+export async function waitForBatch(
+  db: Db,
+  batchId: string,
+  opts: { intervalMs?: number; onProgress?: (s: BatchStatus) => void } = {},
+): Promise<BatchStatus> {
   let last: BatchStatus | undefined;
   for await (const status of batchProgress(db, batchId, opts.intervalMs)) {
     opts.onProgress?.(status);
@@ -137,7 +143,14 @@ export interface BatchListing {
 }
 
 export async function listBatches(db: Db, limit = 100): Promise<BatchListing[]> {
-  const { rows } = await db.query<{ id: string; source: string | null; created_at: Date; ingest_finished_at: Date | null; cancelled_at: Date | null; counts: Record<string, number> | null }>(
+  const { rows } = await db.query<{
+    id: string;
+    source: string | null;
+    created_at: Date;
+    ingest_finished_at: Date | null;
+    cancelled_at: Date | null;
+    counts: Record<string, number> | null;
+  }>(
     `SELECT b.id, b.source, b.created_at, b.ingest_finished_at, b.cancelled_at,
             (SELECT jsonb_object_agg(outcome, n) FROM (SELECT outcome, count(*) AS n FROM ${SCHEMA}.rows r WHERE r.batch_id = b.id GROUP BY outcome) c) AS counts
        FROM ${SCHEMA}.batches b
@@ -149,7 +162,14 @@ export async function listBatches(db: Db, limit = 100): Promise<BatchListing[]> 
     const counts = Object.fromEntries(OUTCOMES.map((o) => [o, Number(b.counts?.[o] ?? 0)])) as OutcomeCounts;
     const open = openRows(counts);
     const state = !b.ingest_finished_at ? 'ingesting' : open > 0 ? 'running' : b.cancelled_at ? 'cancelled' : 'done';
-    return { batchId: b.id, source: b.source, createdAt: b.created_at, state, total: Object.values(counts).reduce((a, n) => a + n, 0), counts };
+    return {
+      batchId: b.id,
+      source: b.source,
+      createdAt: b.created_at,
+      state,
+      total: Object.values(counts).reduce((a, n) => a + n, 0),
+      counts,
+    };
   });
 }
 

@@ -5,7 +5,10 @@ import type { LedgerEntry } from './rows.js';
 import { SCHEMA } from './schema.js';
 
 export async function findLedgerEntry(db: Db | Tx, key: string): Promise<LedgerEntry | undefined> {
-  const { rows } = await db.query<{ tenant_id: string; fingerprint: string }>(`SELECT tenant_id, fingerprint FROM ${SCHEMA}.ledger WHERE idempotency_key = $1`, [key]);
+  const { rows } = await db.query<{ tenant_id: string; fingerprint: string }>(
+    `SELECT tenant_id, fingerprint FROM ${SCHEMA}.ledger WHERE idempotency_key = $1`,
+    [key],
+  );
   const hit = rows[0];
   return hit ? { tenantId: hit.tenant_id, fingerprint: hit.fingerprint } : undefined;
 }
@@ -39,9 +42,13 @@ export async function checkLocked(
 
 /** Which of these keys the ledger knows (read-only; empty before our schema exists). */
 export async function knownKeys(db: Db, keys: string[]): Promise<Set<string>> {
-  const { rows: has } = await db.query(`SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'ledger'`, [SCHEMA]);
+  const { rows: has } = await db.query(`SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'ledger'`, [
+    SCHEMA,
+  ]);
   if (has.length === 0) return new Set();
-  const { rows } = await db.query<{ k: string }>(`SELECT idempotency_key AS k FROM ${SCHEMA}.ledger WHERE idempotency_key = ANY($1)`, [keys]);
+  const { rows } = await db.query<{ k: string }>(`SELECT idempotency_key AS k FROM ${SCHEMA}.ledger WHERE idempotency_key = ANY($1)`, [
+    keys,
+  ]);
   return new Set(rows.map((r) => r.k));
 }
 

@@ -63,7 +63,10 @@ export async function recordIngested<Spec>(db: Db, batchId: string, rows: Ingest
 
 /** What ingest recorded for a row: the job a worker may run for it must match this exactly. */
 export async function recordedSpec<Spec>(db: Db, batchId: string, line: number): Promise<{ spec: Spec | null; round: number } | undefined> {
-  const { rows } = await db.query<{ spec: Spec | null; round: number }>(`SELECT spec, round FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2`, [batchId, line]);
+  const { rows } = await db.query<{ spec: Spec | null; round: number }>(
+    `SELECT spec, round FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2`,
+    [batchId, line],
+  );
   return rows[0];
 }
 

@@ -5,7 +5,10 @@ import { loadSealKey } from '../crypto/sealing.js';
 import type { Db, Tx } from '../db/pool.js';
 import { SCHEMA } from './schema.js';
 
-export async function storeSealed(tx: Tx, s: { apiTokenId: string; batchId: string; line: number; tenantId: string; masked: string; jwe: string }): Promise<void> {
+export async function storeSealed(
+  tx: Tx,
+  s: { apiTokenId: string; batchId: string; line: number; tenantId: string; masked: string; jwe: string },
+): Promise<void> {
   await tx.query(
     `INSERT INTO ${SCHEMA}.sealed_secrets (api_token_id, batch_id, line, tenant_id, masked, jwe) VALUES ($1, $2, $3, $4, $5, $6)`,
     [s.apiTokenId, s.batchId, s.line, s.tenantId, s.masked, s.jwe],

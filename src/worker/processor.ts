@@ -55,13 +55,21 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
       const reason = describeError(err);
       const ms = Math.round(performance.now() - started);
       if (err instanceof ForeignJobError) {
-        if (err.recordedKey !== undefined && isOwnJob(job, data, err.recordedKey)) await failIfOpen(deps.db, data.batchId, data.line, reason);
+        if (err.recordedKey !== undefined && isOwnJob(job, data, err.recordedKey))
+          await failIfOpen(deps.db, data.batchId, data.line, reason);
         log.warn({ jobId: job.id, batchId: data.batchId, line: data.line, outcome: 'refused' }, reason);
         throw new UnrecoverableError(reason);
       }
       const permanent = isPermanent(err);
       if (permanent || attempt >= (job.opts.attempts ?? 1)) {
-        await recordOutcome(deps.db, { batchId: data.batchId, line: data.line, outcome: 'failed', attempts: attempt, durationMs: ms, error: reason });
+        await recordOutcome(deps.db, {
+          batchId: data.batchId,
+          line: data.line,
+          outcome: 'failed',
+          attempts: attempt,
+          durationMs: ms,
+          error: reason,
+        });
         log.warn({ ...fields, ms, outcome: 'failed', error: reason }, 'workspace failed');
         throw permanent ? new UnrecoverableError(reason) : err;
       }

@@ -79,11 +79,15 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   //    batch creates missing ones: then they are created in the transaction below).
   const wanted: Wanted = {
     owner: pickAccount(start.accounts, job.ownerEmail, 'owner_email', job.createMissingAccounts),
-    members: job.members.map((m) => ({ account: pickAccount(start.accounts, m.email, 'members', job.createMissingAccounts), role: m.role })),
+    members: job.members.map((m) => ({
+      account: pickAccount(start.accounts, m.email, 'members', job.createMissingAccounts),
+      role: m.role,
+    })),
   };
 
   const sealKey = job.mintDatasetKey ? await deps.sealKeys?.get(job.batchId) : undefined;
-  if (job.mintDatasetKey && !sealKey) throw new RowError('dataset_api_key', `batch ${job.batchId} has no --seal-to key to seal the API key to`);
+  if (job.mintDatasetKey && !sealKey)
+    throw new RowError('dataset_api_key', `batch ${job.batchId} has no --seal-to key to seal the API key to`);
 
   // 3. The key pair, in Dify's formats (the slow part: on libuv's thread pool, off the event loop).
   const keys = await deps.keys.generate();
@@ -120,7 +124,10 @@ async function writeWorkspace(
     }
     if (locked.tenantTaken) throw tenantTaken(job.tenantId);
     if (locked.lockedAccounts < new Set(ids).size) {
-      throw new RowError('owner_email', 'an account of this row was deleted while the row waited: nothing was created; check the accounts and `retry`');
+      throw new RowError(
+        'owner_email',
+        'an account of this row was deleted while the row waited: nothing was created; check the accounts and `retry`',
+      );
     }
 
     // 4. The private key, written whole and proven to decrypt.
@@ -154,7 +161,13 @@ async function writeWorkspace(
     failure = err;
   } finally {
     // 6. Not committed: no key may stay behind for a tenant that doesn't exist.
-    const broken = failure === undefined ? false : await tx.query('ROLLBACK').then(() => false, () => true);
+    const broken =
+      failure === undefined
+        ? false
+        : await tx.query('ROLLBACK').then(
+            () => false,
+            () => true,
+          );
     tx.release(broken);
   }
   if (pem && (await settleFailedWrite(deps, job, pem, committing)) === 'landed') {
@@ -170,7 +183,12 @@ async function writeWorkspace(
  * owns the file now). If the database can't be asked, the key stays: a retry reuses this tenant
  * id and replaces it, or doctor removes it.
  */
-async function settleFailedWrite(deps: ProvisionDeps, job: JobData, pem: DeployedKey, committing: boolean): Promise<'landed' | 'removed' | 'kept'> {
+async function settleFailedWrite(
+  deps: ProvisionDeps,
+  job: JobData,
+  pem: DeployedKey,
+  committing: boolean,
+): Promise<'landed' | 'removed' | 'kept'> {
   try {
     return await withTransaction(deps.db, async (tx) => {
       await lockTenant(tx, job.tenantId);
@@ -193,7 +211,8 @@ async function mintSealed(tx: Tx, job: JobData, sealKey: KeyObject, scoping: Sco
   return key.masked;
 }
 
-const tenantTaken = (tenantId: string) => new RowError('workspace_id', `a Dify workspace with id ${tenantId} exists already and was not created by this row`);
+const tenantTaken = (tenantId: string) =>
+  new RowError('workspace_id', `a Dify workspace with id ${tenantId} exists already and was not created by this row`);
 
 /** Account ids for owner and members, creating the deferred ones (in email order: one lock order). */
 async function materialise(tx: Tx, wanted: Wanted) {

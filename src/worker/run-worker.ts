@@ -70,7 +70,10 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       return closing;
     };
     if (opts.handleSignals) installSignalHandlers(close, logger);
-    logger.info({ concurrency, prefix: rt.config.queuePrefix, dbPoolMax: rt.config.dbPoolMax, band: schema.band }, `worker started; ${describeSchema(schema)}`);
+    logger.info(
+      { concurrency, prefix: rt.config.queuePrefix, dbPoolMax: rt.config.dbPoolMax, band: schema.band },
+      `worker started; ${describeSchema(schema)}`,
+    );
     return { worker, close };
   } catch (err) {
     await rt.close();
@@ -83,7 +86,10 @@ function installSignalHandlers(close: (force?: boolean) => Promise<void>, logger
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
     const force = signals > 1;
-    logger.info({ signal }, force ? 'stopping now: handing in-flight jobs back' : 'stopping: finishing in-flight jobs (signal again to stop now)');
+    logger.info(
+      { signal },
+      force ? 'stopping now: handing in-flight jobs back' : 'stopping: finishing in-flight jobs (signal again to stop now)',
+    );
     // pino writes asynchronously: flush before exiting, so the last outcomes are not lost.
     const exit = (code: number) => logger.flush(() => process.exit(code));
     close(force).then(

@@ -29,7 +29,13 @@ beforeAll(async () => {
     seedSql: `INSERT INTO accounts (name, email, status) SELECT 'Owner ' || i, 'owner' || i || '@example.com', 'active' FROM generate_series(1, 100) i`,
   });
   await mkdir(join(tmp, 'storage'));
-  env = { ...process.env, REDIS_URL: services.redisUrl, DATABASE_URL: databaseUrl, DIFY_STORAGE_DIR: join(tmp, 'storage'), LOG_LEVEL: 'warn' };
+  env = {
+    ...process.env,
+    REDIS_URL: services.redisUrl,
+    DATABASE_URL: databaseUrl,
+    DIFY_STORAGE_DIR: join(tmp, 'storage'),
+    LOG_LEVEL: 'warn',
+  };
   db = createPool(databaseUrl, 2);
 });
 afterAll(async () => {
@@ -49,8 +55,15 @@ function run(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: 
 }
 
 function startWorker(kind: 'cli' | 'faulty', faultUntil = 0): ChildProcess {
-  const args = kind === 'cli' ? [CLI, 'worker', '--concurrency', '4', '--lock-duration-ms', '3000'] : ['--import', 'tsx', projectFile('test', 'chaos', 'faulty-worker.ts'), '4'];
-  const child = spawn(process.execPath, args, { env: { ...env, FAULT_UNTIL: String(faultUntil) }, stdio: ['ignore', 'ignore', 'ignore'], cwd: projectFile() });
+  const args =
+    kind === 'cli'
+      ? [CLI, 'worker', '--concurrency', '4', '--lock-duration-ms', '3000']
+      : ['--import', 'tsx', projectFile('test', 'chaos', 'faulty-worker.ts'), '4'];
+  const child = spawn(process.execPath, args, {
+    env: { ...env, FAULT_UNTIL: String(faultUntil) },
+    stdio: ['ignore', 'ignore', 'ignore'],
+    cwd: projectFile(),
+  });
   return child;
 }
 
@@ -60,7 +73,10 @@ describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
   it('ends with one answer per row, one tenant per key, a matching key file per tenant, no orphans', async () => {
     const started = Date.now();
     const csv = join(tmp, 'chaos.csv');
-    await writeFile(csv, `workspace_name,owner_email,external_id\n${Array.from({ length: ROWS }, (_, i) => `Chaos ${i},owner${(i % 100) + 1}@example.com,chaos-${i}`).join('\n')}\n`);
+    await writeFile(
+      csv,
+      `workspace_name,owner_email,external_id\n${Array.from({ length: ROWS }, (_, i) => `Chaos ${i},owner${(i % 100) + 1}@example.com,chaos-${i}`).join('\n')}\n`,
+    );
     const ingest = await run(['ingest', csv, '--batch-id', 'chaos', '--attempts', '25', '--backoff-ms', '200']);
     expect(ingest.code, ingest.out).toBe(0);
 
@@ -71,7 +87,8 @@ describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
     const deadline = Date.now() + 300_000;
     let step = 0;
     while (!(await done())) {
-      if (Date.now() > deadline) throw new Error(`chaos batch not done after 300 s: ${JSON.stringify((await getBatchStatus(db, 'chaos'))?.counts)}`);
+      if (Date.now() > deadline)
+        throw new Error(`chaos batch not done after 300 s: ${JSON.stringify((await getBatchStatus(db, 'chaos'))?.counts)}`);
       await sleep(1500 + Math.random() * 1500);
       step++;
       if (step % 2 === 1 && figures.kills < 8) {
@@ -94,14 +111,20 @@ describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
 
     const status = (await getBatchStatus(db, 'chaos'))!;
     const seconds = (Date.now() - started) / 1000;
-    const { rows: retried } = await db.query<{ n: number; max: number }>(`SELECT count(*) FILTER (WHERE attempts > 1)::int AS n, max(attempts)::int AS max FROM dify_provision.rows`);
-    console.log(`chaos figures: ${JSON.stringify({ rows: ROWS, ...figures, retriedRows: retried[0]!.n, maxAttempts: retried[0]!.max, seconds: Math.round(seconds), counts: status.counts })}`);
+    const { rows: retried } = await db.query<{ n: number; max: number }>(
+      `SELECT count(*) FILTER (WHERE attempts > 1)::int AS n, max(attempts)::int AS max FROM dify_provision.rows`,
+    );
+    console.log(
+      `chaos figures: ${JSON.stringify({ rows: ROWS, ...figures, retriedRows: retried[0]!.n, maxAttempts: retried[0]!.max, seconds: Math.round(seconds), counts: status.counts })}`,
+    );
     expect(retried[0]!.n).toBeGreaterThan(0); // the faults were felt, and survived
     // Every row has exactly one outcome, and here every one succeeded.
     expect(status.total).toBe(ROWS);
     expect(status.counts.created + status.counts.existing).toBe(ROWS);
     // One tenant per idempotency key.
-    const { rows: tenants } = await db.query<{ id: string; name: string; encrypt_public_key: string }>(`SELECT id, name, encrypt_public_key FROM tenants`);
+    const { rows: tenants } = await db.query<{ id: string; name: string; encrypt_public_key: string }>(
+      `SELECT id, name, encrypt_public_key FROM tenants`,
+    );
     expect(tenants).toHaveLength(ROWS);
     expect(new Set(tenants.map((t) => t.name)).size).toBe(ROWS);
     expect((await db.query(`SELECT count(*)::int AS n FROM dify_provision.ledger`)).rows[0].n).toBe(ROWS);

@@ -47,11 +47,19 @@ describe('batch commands from the CLI', () => {
     const csv = await runCli(['report', 'good', '--format', 'csv'], world.env.env);
     expect(csv.stdout.split('\r\n')[0]).toMatch(/^line,external_id,workspace_name/);
     const list = await runCli(['batches', '--json'], world.env.env);
-    expect(JSON.parse(list.stdout).map((b: { batchId: string; state: string }) => `${b.batchId}:${b.state}`).sort()).toEqual(['bad:done', 'good:done']);
+    expect(
+      JSON.parse(list.stdout)
+        .map((b: { batchId: string; state: string }) => `${b.batchId}:${b.state}`)
+        .sort(),
+    ).toEqual(['bad:done', 'good:done']);
   });
 
   it('ingest --strict from stdin queues nothing when a row is invalid', async () => {
-    const r = await runCli(['ingest', '-', '--strict', '--batch-id', 'strict'], world.env.env, 'workspace_name,owner_email\nA,owner1@example.com\nB,bad\nC,\n');
+    const r = await runCli(
+      ['ingest', '-', '--strict', '--batch-id', 'strict'],
+      world.env.env,
+      'workspace_name,owner_email\nA,owner1@example.com\nB,bad\nC,\n',
+    );
     expect(r.code).toBe(2);
     expect(r.stderr).toBe('line 3 (owner_email): is not a valid email address\nline 4 (owner_email): is not a valid email address\n');
     expect(r.stdout).toBe('--strict: 2 invalid row(s); nothing was queued\n');
@@ -62,7 +70,9 @@ describe('batch commands from the CLI', () => {
 
   it('runs the library example from samples/', async () => {
     const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [projectFile('dist', 'samples', 'library-example.js'), 'lib-example'], { env: { ...world.env.env, LOG_LEVEL: 'warn' } });
+      const child = spawn(process.execPath, [projectFile('dist', 'samples', 'library-example.js'), 'lib-example'], {
+        env: { ...world.env.env, LOG_LEVEL: 'warn' },
+      });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (d) => (stdout += d));

@@ -28,7 +28,11 @@ async function waitDone(batch: string): Promise<Record<string, unknown>> {
 
 describe('the CLI, with ingest and two workers as separate processes', () => {
   it('provisions every valid row, rejects the invalid ones, and shuts the workers down gracefully', async () => {
-    const rows = Array.from({ length: 24 }, (_, i) => ({ workspace_name: `Tenant ${i}`, owner_email: `owner${i + 1}@example.com`, members: i % 4 === 0 ? `owner${i + 2}@example.com:editor` : '' }));
+    const rows = Array.from({ length: 24 }, (_, i) => ({
+      workspace_name: `Tenant ${i}`,
+      owner_email: `owner${i + 1}@example.com`,
+      members: i % 4 === 0 ? `owner${i + 2}@example.com:editor` : '',
+    }));
     rows.push({ workspace_name: 'Broken', owner_email: 'not-an-email', members: '' });
     const file = join(env.dir, `${env.name}.csv`);
     await writeFile(file, csvOf(rows));
@@ -62,7 +66,12 @@ describe('the CLI, with ingest and two workers as separate processes', () => {
       expect(out).not.toContain('PRIVATE KEY');
     }
     // Both workers took jobs, and every outcome is one structured log line.
-    const lines = codes.flatMap(({ out }) => out.split('\n').filter((l) => l.includes('"workspace created"')).map((l) => JSON.parse(l)));
+    const lines = codes.flatMap(({ out }) =>
+      out
+        .split('\n')
+        .filter((l) => l.includes('"workspace created"'))
+        .map((l) => JSON.parse(l)),
+    );
     expect(lines).toHaveLength(24);
     expect(codes.every(({ out }) => out.includes('"workspace created"'))).toBe(true);
     expect(lines[0]).toMatchObject({ batchId: batch, attempt: 1, outcome: 'created' });
@@ -77,7 +86,9 @@ describe('the CLI, with ingest and two workers as separate processes', () => {
     const offline: NodeJS.ProcessEnv = { ...env.env, REDIS_URL: 'redis://127.0.0.1:1' };
     delete offline.DATABASE_URL;
     const r = await runCli(['ingest', file, '--dry-run'], offline);
-    expect(r.stdout).toBe('dry run: 2 rows read, would queue 1, reject 1 (set DATABASE_URL to also check owners, existing rows and workspace ids)\n');
+    expect(r.stdout).toBe(
+      'dry run: 2 rows read, would queue 1, reject 1 (set DATABASE_URL to also check owners, existing rows and workspace ids)\n',
+    );
     expect(r.stderr).toBe('line 3 (owner_email): is not a valid email address\n');
     expect(r.code).toBe(2);
   });

@@ -25,7 +25,16 @@ beforeAll(async () => {
   expect(dash.output()).toContain(`dashboard: ${base}/ (token: DASHBOARD_TOKEN)`);
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
 });
 afterAll(async () => {
@@ -43,7 +52,10 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     }
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
 
-    const rows = Array.from({ length: 40 }, (_, i) => ({ workspace_name: `Dash ${i}`, owner_email: i % 10 === 9 ? 'late@example.com' : `owner${i + 1}@example.com` }));
+    const rows = Array.from({ length: 40 }, (_, i) => ({
+      workspace_name: `Dash ${i}`,
+      owner_email: i % 10 === 9 ? 'late@example.com' : `owner${i + 1}@example.com`,
+    }));
     const file = join(await mkdtemp(join(tmpdir(), 'dash-')), 'dash.csv');
     await writeFile(file, csvOf(rows));
     expect((await runCli(['ingest', file, '--batch-id', 'dash'], env.env)).code).toBe(0);
@@ -64,7 +76,11 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     if (process.env.SAVE_SCREENSHOT) await copyFile(join(tmpdir(), 'dify-provision-dashboard.png'), projectFile('docs', 'dashboard.png'));
 
     await page.selectOption('#filter', 'failed');
-    await page.waitForFunction(() => document.querySelectorAll('#rows tr[data-outcome]').length === 4 && [...document.querySelectorAll('#rows tr[data-outcome]')].every((r) => r.getAttribute('data-outcome') === 'failed'));
+    await page.waitForFunction(
+      () =>
+        document.querySelectorAll('#rows tr[data-outcome]').length === 4 &&
+        [...document.querySelectorAll('#rows tr[data-outcome]')].every((r) => r.getAttribute('data-outcome') === 'failed'),
+    );
     expect(await page.locator('#rows').textContent()).toContain('no Dify account has the email "late@example.com"');
 
     await env.db.query(`INSERT INTO accounts (name, email, status) VALUES ('Late', 'late@example.com', 'active')`);

@@ -61,7 +61,13 @@ describe('a hostile CSV through the CLI and a worker process', () => {
     for (const id of await readdir(join(world.env.config.storageDir, 'privkeys'))) {
       const pem = await readFile(join(world.env.config.storageDir, 'privkeys', id, 'private.pem'), 'utf8');
       const body = pem.split('\n')[3]!; // a line of the key's base64 body
-      for (const [where, text] of [['logs', logs], ['redis', redis], ['csv report', csv], ['json report', json], ['cli output', r.stdout + r.stderr]] as const) {
+      for (const [where, text] of [
+        ['logs', logs],
+        ['redis', redis],
+        ['csv report', csv],
+        ['json report', json],
+        ['cli output', r.stdout + r.stderr],
+      ] as const) {
         expect(text.includes(body), `key material in ${where}`).toBe(false);
         expect(text.includes('PRIVATE KEY'), `PEM header in ${where}`).toBe(false);
       }

@@ -15,13 +15,18 @@ describe('API keys from the CLI', () => {
     const { rows: t } = await world.env.db.query<{ id: string }>(`INSERT INTO tenants (name) VALUES ('a'), ('b') RETURNING id`);
     const [a, b] = t.map((r) => r.id) as [string, string];
     const { rows: acc } = await world.env.db.query<{ id: string }>(`SELECT id FROM accounts LIMIT 1`);
-    const { rows: ds } = await world.env.db.query<{ id: string }>(`INSERT INTO datasets (tenant_id, name, created_by) VALUES ($1, 'kb', $2) RETURNING id`, [b, acc[0]!.id]);
+    const { rows: ds } = await world.env.db.query<{ id: string }>(
+      `INSERT INTO datasets (tenant_id, name, created_by) VALUES ($1, 'kb', $2) RETURNING id`,
+      [b, acc[0]!.id],
+    );
     const pairs = join(dir(), `${world.env.name}-pairs.csv`);
     await writeFile(pairs, `tenant_id,dataset_id\n${a},\n${b},${ds[0]!.id}\n${b},${'f'.repeat(8)}-0000-4000-8000-000000000000\n`);
     const out = join(dir(), `${world.env.name}-keys.csv`);
     const r = await runCli(['keys', 'create', '--from', pairs, '--out', out], world.env.env);
     expect(r.code).toBe(1); // one pair named a knowledge base of no such workspace
-    expect(r.stderr).toContain(`tenant ${b}: dataset: knowledge base(s) ffffffff-0000-4000-8000-000000000000 do not belong to workspace ${b}`);
+    expect(r.stderr).toContain(
+      `tenant ${b}: dataset: knowledge base(s) ffffffff-0000-4000-8000-000000000000 do not belong to workspace ${b}`,
+    );
     const file = await readFile(out, 'utf8');
     expect(((await stat(out)).mode & 0o777).toString(8)).toBe('600');
     const tokens = file.match(/dataset-[A-Za-z0-9]{24}/g)!;
@@ -39,7 +44,11 @@ describe('API keys from the CLI', () => {
   });
 
   it('seals batch keys to the operator and reveals them once with `secrets`', async () => {
-    const operator = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const operator = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    });
     await writeFile(join(dir(), 'op.pub'), operator.publicKey);
     await writeFile(join(dir(), 'op.key'), operator.privateKey, { mode: 0o600 });
     const csv = join(dir(), `${world.env.name}-keys-batch.csv`);
@@ -49,14 +58,19 @@ describe('API keys from the CLI', () => {
     expect(refused.stderr).toContain('minting API keys needs --seal-to operator-public.pem');
 
     world.worker = startCli(['worker', '--concurrency', '2'], world.env.env);
-    const ok = await runCli(['ingest', csv, '--seal-to', join(dir(), 'op.pub'), '--batch-id', 'keys', '--wait', '--report-dir', dir()], world.env.env);
+    const ok = await runCli(
+      ['ingest', csv, '--seal-to', join(dir(), 'op.pub'), '--batch-id', 'keys', '--wait', '--report-dir', dir()],
+      world.env.env,
+    );
     expect(ok.code, ok.stdout + ok.stderr).toBe(0);
     expect((await world.env.db.query(`SELECT count(*)::int AS n FROM api_tokens`)).rows[0].n).toBe(1); // K2 said no
 
     const out = join(dir(), 'revealed.csv');
     const first = await runCli(['secrets', 'keys', '--key', join(dir(), 'op.key'), '--out', out], world.env.env);
     expect(first.stdout, first.stderr).toContain('1 API key(s) of batch keys written to');
-    expect(await readFile(out, 'utf8')).toMatch(/^line,tenant_id,api_token_id,token\n2,[0-9a-f-]{36},[0-9a-f-]{36},dataset-[A-Za-z0-9]{24}\n$/);
+    expect(await readFile(out, 'utf8')).toMatch(
+      /^line,tenant_id,api_token_id,token\n2,[0-9a-f-]{36},[0-9a-f-]{36},dataset-[A-Za-z0-9]{24}\n$/,
+    );
     const second = await runCli(['secrets', 'keys', '--key', join(dir(), 'op.key'), '--out', join(dir(), 'again.csv')], world.env.env);
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/were revealed already .* they are shown once/);

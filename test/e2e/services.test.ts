@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { startCli } from '../helpers/cli.js';
 
 describe('dify-provision services', () => {
-  it('runs Redis and PostgreSQL with Dify\'s schema until signalled, then stops both and removes its folder', async () => {
+  it("runs Redis and PostgreSQL with Dify's schema until signalled, then stops both and removes its folder", async () => {
     const parent = await mkdtemp(join(tmpdir(), 'svc-'));
     await chmod(parent, 0o755);
     const dir = join(parent, 'services');
@@ -18,7 +18,9 @@ describe('dify-provision services', () => {
       expect(url, svc.output()).toBeDefined();
       const client = new pg.Client({ connectionString: url });
       await client.connect();
-      const { rows } = await client.query(`SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('tenants', 'accounts', 'tenant_account_joins')`);
+      const { rows } = await client.query(
+        `SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('tenants', 'accounts', 'tenant_account_joins')`,
+      );
       await client.end();
       expect(rows[0].n).toBe(3);
       await new Promise((r) => setTimeout(r, 500));

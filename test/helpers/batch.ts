@@ -10,23 +10,40 @@ import type { KeySource } from '../../src/crypto/rsa-keys.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import type { TestEnv } from './test-env.js';
 
-export async function ingestCsv(env: TestEnv, csv: string, batchId: string, opts: { attempts?: number; backoffMs?: number } = {}): Promise<EnqueueSummary> {
+export async function ingestCsv(
+  env: TestEnv,
+  csv: string,
+  batchId: string,
+  opts: { attempts?: number; backoffMs?: number } = {},
+): Promise<EnqueueSummary> {
   await migrate(env.db);
   const redis = redisConnection(env.config.redisUrl, 'producer');
   const queue = provisionQueue(redis, env.config.queuePrefix);
   try {
-    return await enqueueBatch(readRows(Readable.from([Buffer.from(csv)])), { db: env.db, queue }, {
-      batchId,
-      retry: { attempts: opts.attempts ?? 5, backoffMs: opts.backoffMs ?? 50 },
-    });
+    return await enqueueBatch(
+      readRows(Readable.from([Buffer.from(csv)])),
+      { db: env.db, queue },
+      {
+        batchId,
+        retry: { attempts: opts.attempts ?? 5, backoffMs: opts.backoffMs ?? 50 },
+      },
+    );
   } finally {
     await queue.close();
     redis.disconnect();
   }
 }
 
-export async function runUntilDone(env: TestEnv, batchIds: string[], opts: { concurrency?: number; keys?: KeySource } = {}): Promise<BatchStatus[]> {
-  const worker = await runWorker(env.config, { concurrency: opts.concurrency ?? 4, logger: pino({ level: 'silent' }), ...(opts.keys ? { keys: opts.keys } : {}) });
+export async function runUntilDone(
+  env: TestEnv,
+  batchIds: string[],
+  opts: { concurrency?: number; keys?: KeySource } = {},
+): Promise<BatchStatus[]> {
+  const worker = await runWorker(env.config, {
+    concurrency: opts.concurrency ?? 4,
+    logger: pino({ level: 'silent' }),
+    ...(opts.keys ? { keys: opts.keys } : {}),
+  });
   try {
     const out: BatchStatus[] = [];
     for (const id of batchIds) out.push(await waitForBatch(env.db, id, { intervalMs: 100 }));

@@ -26,7 +26,9 @@ export interface TestEnv {
  * `redisDb`: a Redis logical database of its own (1-15) for a test that flushes Redis; the other
  * tests share database 0, each under its own queue prefix.
  */
-export async function createTestEnv(opts: { accounts?: number; seedSql?: string; variant?: boolean; redisDb?: number } = {}): Promise<TestEnv> {
+export async function createTestEnv(
+  opts: { accounts?: number; seedSql?: string; variant?: boolean; redisDb?: number } = {},
+): Promise<TestEnv> {
   const name = `t_${randomBytes(5).toString('hex')}`;
   const accounts = opts.accounts ?? 20;
   const seed = `INSERT INTO accounts (name, email, status)

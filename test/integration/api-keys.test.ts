@@ -37,7 +37,10 @@ async function tenantWithDatasets(n: number): Promise<{ tenantId: string; datase
   const { rows: owner } = await env.db.query<{ id: string }>(`SELECT id FROM accounts LIMIT 1`);
   const datasets: string[] = [];
   for (let i = 0; i < n; i++) {
-    const { rows } = await env.db.query<{ id: string }>(`INSERT INTO datasets (tenant_id, name, created_by) VALUES ($1, $2, $3) RETURNING id`, [tenantId, `kb ${i}`, owner[0]!.id]);
+    const { rows } = await env.db.query<{ id: string }>(
+      `INSERT INTO datasets (tenant_id, name, created_by) VALUES ($1, $2, $3) RETURNING id`,
+      [tenantId, `kb ${i}`, owner[0]!.id],
+    );
     datasets.push(rows[0]!.id);
   }
   return { tenantId, datasets };
@@ -62,13 +65,20 @@ describe.each(['bindings', 'column'] as const)('keys for existing workspaces (%s
     expect(foreign!.error).toBe(`dataset: knowledge base(s) ${other.datasets[0]} do not belong to workspace ${tenantId}`);
     expect(bad!.error).toBe('dataset: "../../etc" is not a strict UUID');
 
-    const { rows } = await env.db.query(`SELECT id, type, app_id, tenant_id, token FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at`, [tenantId]);
+    const { rows } = await env.db.query(
+      `SELECT id, type, app_id, tenant_id, token FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at`,
+      [tenantId],
+    );
     expect(rows).toHaveLength(2);
     expect(rows.every((r) => r.type === 'dataset' && r.app_id === null)).toBe(true);
     const boundTo = async (id: string) =>
       shape === 'bindings'
-        ? (await env.db.query(`SELECT dataset_id FROM dataset_api_token_bindings WHERE api_token_id = $1`, [id])).rows.map((r) => r.dataset_id)
-        : (await env.db.query(`SELECT dataset_id FROM api_tokens WHERE id = $1`, [id])).rows.filter((r) => r.dataset_id).map((r) => r.dataset_id);
+        ? (await env.db.query(`SELECT dataset_id FROM dataset_api_token_bindings WHERE api_token_id = $1`, [id])).rows.map(
+            (r) => r.dataset_id,
+          )
+        : (await env.db.query(`SELECT dataset_id FROM api_tokens WHERE id = $1`, [id])).rows
+            .filter((r) => r.dataset_id)
+            .map((r) => r.dataset_id);
     expect(await boundTo(wide!.key!.id)).toEqual([]);
     expect(await boundTo(bound!.key!.id)).toEqual([datasets[0]]);
 
@@ -94,12 +104,16 @@ describe('scoping the database cannot express', () => {
   it('binds several knowledge bases only with bindings, and refuses scoped keys with neither shape', async () => {
     await setup('column');
     const { tenantId, datasets } = await tenantWithDatasets(2);
-    expect((await provisioner.mintApiKeys([{ tenantId, datasetIds: datasets }]))[0]!.error).toBe('dataset: this Dify scopes a key with api_tokens.dataset_id: one knowledge base per key');
+    expect((await provisioner.mintApiKeys([{ tenantId, datasetIds: datasets }]))[0]!.error).toBe(
+      'dataset: this Dify scopes a key with api_tokens.dataset_id: one knowledge base per key',
+    );
     await provisioner.close();
     await env.cleanup();
     await setup('none');
     const again = await tenantWithDatasets(1);
-    expect((await provisioner.mintApiKeys([{ tenantId: again.tenantId, datasetIds: again.datasets }]))[0]!.error).toMatch(/neither dataset_api_token_bindings nor api_tokens\.dataset_id/);
+    expect((await provisioner.mintApiKeys([{ tenantId: again.tenantId, datasetIds: again.datasets }]))[0]!.error).toMatch(
+      /neither dataset_api_token_bindings nor api_tokens\.dataset_id/,
+    );
     expect((await provisioner.mintApiKeys([{ tenantId: again.tenantId }]))[0]!.key!.token).toMatch(TOKEN);
   });
 });
@@ -107,8 +121,16 @@ describe('scoping the database cannot express', () => {
 describe('keys minted with a batch: sealed, masked everywhere, revealed once', () => {
   it('never lets a token reach Redis, logs, job data or reports, and reveals them once to the right key', async () => {
     await setup('bindings');
-    const operator = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
-    const stranger = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+    const operator = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    });
+    const stranger = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+    });
     let logs = '';
     const logger = pino({ level: 'debug' }, new Writable({ write: (c, _e, cb) => ((logs += c), cb()) }));
     const rows = Array.from({ length: 5 }, (_, i) => ({ workspace_name: `Keyed ${i}`, owner_email: `owner${i + 1}@example.com` }));
@@ -129,9 +151,22 @@ describe('keys minted with a batch: sealed, masked everywhere, revealed once', (
     let csv = '';
     for await (const c of batch.reportCsv()) csv += c;
     // What the dashboard serves, through its real routes.
-    const dashboard = await buildDashboard({ db: env.db, queue: new Queue('provision', { connection: env.redis, prefix: env.config.queuePrefix }), redis: env.redis, token: 't' });
+    const dashboard = await buildDashboard({
+      db: env.db,
+      queue: new Queue('provision', { connection: env.redis, prefix: env.config.queuePrefix }),
+      redis: env.redis,
+      token: 't',
+    });
     let served = '';
-    for (const url of ['/api/batches', '/api/batches/keyed', '/api/batches/keyed/rows?limit=200', '/api/batches/keyed/report.csv', '/api/batches/keyed/report.json', '/', '/metrics']) {
+    for (const url of [
+      '/api/batches',
+      '/api/batches/keyed',
+      '/api/batches/keyed/rows?limit=200',
+      '/api/batches/keyed/report.csv',
+      '/api/batches/keyed/report.json',
+      '/',
+      '/metrics',
+    ]) {
       const res = await dashboard.inject({ url, headers: { authorization: 'Bearer t' } });
       expect(res.statusCode, url).toBe(200);
       served += res.body;
@@ -141,7 +176,15 @@ describe('keys minted with a batch: sealed, masked everywhere, revealed once', (
     const { rows: ours } = await env.db.query(`SELECT * FROM dify_provision.rows`);
     const { rows: sealed } = await env.db.query(`SELECT * FROM dify_provision.sealed_secrets`);
     for (const token of tokens) {
-      for (const [where, text] of [['redis', redisDump], ['logs', logs], ['report', JSON.stringify(report)], ['csv', csv], ['dashboard', served], ['rows', JSON.stringify(ours)], ['sealed', JSON.stringify(sealed)]] as const) {
+      for (const [where, text] of [
+        ['redis', redisDump],
+        ['logs', logs],
+        ['report', JSON.stringify(report)],
+        ['csv', csv],
+        ['dashboard', served],
+        ['rows', JSON.stringify(ours)],
+        ['sealed', JSON.stringify(sealed)],
+      ] as const) {
         expect(text.includes(token), `token found in ${where}`).toBe(false);
       }
     }
@@ -151,16 +194,25 @@ describe('keys minted with a batch: sealed, masked everywhere, revealed once', (
     const [protectedB64, encKey, iv, ciphertext, tag] = (sealed[0].jwe as string).split('.');
     expect(JSON.parse(Buffer.from(protectedB64!, 'base64url').toString())).toMatchObject({ alg: 'RSA-OAEP-256', enc: 'A256GCM' });
     const key = forge.pki.privateKeyFromPem(operator.privateKey);
-    const cek = key.decrypt(Buffer.from(encKey!, 'base64url').toString('binary'), 'RSA-OAEP', { md: forge.md.sha256.create(), mgf1: { md: forge.md.sha256.create() } });
+    const cek = key.decrypt(Buffer.from(encKey!, 'base64url').toString('binary'), 'RSA-OAEP', {
+      md: forge.md.sha256.create(),
+      mgf1: { md: forge.md.sha256.create() },
+    });
     const decipher = forge.cipher.createDecipher('AES-GCM', cek);
-    decipher.start({ iv: Buffer.from(iv!, 'base64url').toString('binary'), additionalData: protectedB64!, tag: forge.util.createBuffer(Buffer.from(tag!, 'base64url').toString('binary')) });
+    decipher.start({
+      iv: Buffer.from(iv!, 'base64url').toString('binary'),
+      additionalData: protectedB64!,
+      tag: forge.util.createBuffer(Buffer.from(tag!, 'base64url').toString('binary')),
+    });
     decipher.update(forge.util.createBuffer(Buffer.from(ciphertext!, 'base64url').toString('binary')));
     expect(decipher.finish()).toBe(true);
     expect(tokens).toContain(decipher.output.getBytes());
 
     // Wrong key: clear error, nothing written, nothing marked revealed.
     const dir = await mkdtemp(join(tmpdir(), 'secrets-'));
-    await expect(provisioner.revealSecrets('keyed', stranger.privateKey, join(dir, 'wrong.csv'))).rejects.toThrow(/does not open the sealed secrets/);
+    await expect(provisioner.revealSecrets('keyed', stranger.privateKey, join(dir, 'wrong.csv'))).rejects.toThrow(
+      /does not open the sealed secrets/,
+    );
     expect(existsSync(join(dir, 'wrong.csv'))).toBe(false);
 
     // Once: the file has every token, mode 0600; a second call refuses.
@@ -182,6 +234,9 @@ describe('keys minted with a batch: sealed, masked everywhere, revealed once', (
       { batchId: 'mixed-keys' },
     );
     expect(batch.summary).toMatchObject({ queued: 1, rejected: 1 });
-    expect((await batch.report())[1]).toMatchObject({ outcome: 'rejected', error: 'dataset_api_key: asks for an API key but the batch has no --seal-to key to seal it to' });
+    expect((await batch.report())[1]).toMatchObject({
+      outcome: 'rejected',
+      error: 'dataset_api_key: asks for an API key but the batch has no --seal-to key to seal it to',
+    });
   });
 });

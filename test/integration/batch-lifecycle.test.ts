@@ -36,7 +36,9 @@ describe('the per-row report', () => {
     await env.cleanup();
     env = await createTestEnv({ redisDb: 15 });
     provisioner = await createProvisioner(env.config);
-    const first = await provisioner.enqueueCsv(csv([{ workspace_name: 'Already', owner_email: 'owner1@example.com', external_id: 'e1' }]), { batchId: 'earlier' });
+    const first = await provisioner.enqueueCsv(csv([{ workspace_name: 'Already', owner_email: 'owner1@example.com', external_id: 'e1' }]), {
+      batchId: 'earlier',
+    });
     await withWorker(() => first.done(100));
 
     const rows = [
@@ -61,7 +63,11 @@ describe('the per-row report', () => {
       [6, 'e5', 'created'],
     ]);
     expect(report[1]!.error).toBe('owner_email: is not a valid email address');
-    expect(report[3]!).toMatchObject({ attempts: 1, tenantId: null, error: expect.stringContaining('no Dify account has the email "ghost@example.com"') });
+    expect(report[3]!).toMatchObject({
+      attempts: 1,
+      tenantId: null,
+      error: expect.stringContaining('no Dify account has the email "ghost@example.com"'),
+    });
     const earlier = (await first.report())[0]!;
     expect(report[2]).toMatchObject({ tenantId: earlier.tenantId, fingerprint: earlier.fingerprint });
     expect(report[0]!.fingerprint).toMatch(/^[0-9a-f]{64}$/);
@@ -69,7 +75,9 @@ describe('the per-row report', () => {
     let text = '';
     for await (const chunk of batch.reportCsv()) text += chunk;
     const lines = text.trimEnd().split('\r\n');
-    expect(lines[0]).toBe('line,external_id,workspace_name,owner_email,outcome,tenant_id,public_key_sha256,attempts,duration_ms,accounts_created,api_key,error');
+    expect(lines[0]).toBe(
+      'line,external_id,workspace_name,owner_email,outcome,tenant_id,public_key_sha256,attempts,duration_ms,accounts_created,api_key,error',
+    );
     expect(lines).toHaveLength(6);
     expect(lines[1]).toMatch(/^2,e2,'=SUM\(A1:A9\),owner2@example\.com,created,[0-9a-f-]{36},[0-9a-f]{64},1,\d+,,,$/);
     expect(lines[5]).toContain(",'+cmd|calc,");
@@ -118,20 +126,44 @@ describe('batch lifecycle', () => {
       `SELECT email, name, status, password, interface_language, interface_theme, timezone FROM accounts WHERE email IN ('fresh@example.com', 'newbie@example.com') ORDER BY email`,
     );
     expect(accounts).toEqual([
-      { email: 'fresh@example.com', name: 'fresh', status: 'pending', password: null, interface_language: 'en-US', interface_theme: 'light', timezone: 'America/New_York' },
-      { email: 'newbie@example.com', name: 'newbie', status: 'pending', password: null, interface_language: 'en-US', interface_theme: 'light', timezone: 'America/New_York' },
+      {
+        email: 'fresh@example.com',
+        name: 'fresh',
+        status: 'pending',
+        password: null,
+        interface_language: 'en-US',
+        interface_theme: 'light',
+        timezone: 'America/New_York',
+      },
+      {
+        email: 'newbie@example.com',
+        name: 'newbie',
+        status: 'pending',
+        password: null,
+        interface_language: 'en-US',
+        interface_theme: 'light',
+        timezone: 'America/New_York',
+      },
     ]);
     const created = (await batch.report()).flatMap((r) => r.accountsCreated ?? []);
     expect(created.sort()).toEqual(['fresh@example.com', 'newbie@example.com']);
-    const { rows: current } = await env.db.query(`SELECT count(*)::int AS n FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE a.email = 'fresh@example.com' AND j.current`);
+    const { rows: current } = await env.db.query(
+      `SELECT count(*)::int AS n FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE a.email = 'fresh@example.com' AND j.current`,
+    );
     expect(current[0].n).toBe(1);
   });
 
   it('an email that matches two accounts is an error, never a guess, even with create-missing-owners', async () => {
     await env.db.query(`INSERT INTO accounts (name, email, status) VALUES ('Twin', 'OWNER1@example.com', 'active')`);
-    const batch = await provisioner.enqueue([{ workspace_name: 'Twins', owner_email: 'owner1@example.com' }], { batchId: 'twins', createMissingOwners: true });
+    const batch = await provisioner.enqueue([{ workspace_name: 'Twins', owner_email: 'owner1@example.com' }], {
+      batchId: 'twins',
+      createMissingOwners: true,
+    });
     await withWorker(() => batch.done(100));
-    expect((await batch.report())[0]).toMatchObject({ outcome: 'failed', error: expect.stringContaining('more than one Dify account has the email') });
+    expect((await batch.report())[0]).toMatchObject({
+      outcome: 'failed',
+      error: expect.stringContaining('more than one Dify account has the email'),
+    });
   });
 
   it('cancel stops waiting jobs; nothing more is created and the report says cancelled', async () => {
@@ -181,7 +213,9 @@ describe('ingest when Redis is down', () => {
     await proxy.cut();
     await expect(own.enqueue(rows, { batchId: 'down' })).rejects.toThrow();
     await own.close().catch(() => {});
-    const recorded = await env.db.query(`SELECT count(*)::int AS n FROM dify_provision.rows WHERE batch_id = 'down' AND outcome = 'queued'`);
+    const recorded = await env.db.query(
+      `SELECT count(*)::int AS n FROM dify_provision.rows WHERE batch_id = 'down' AND outcome = 'queued'`,
+    );
     expect(recorded.rows[0].n).toBe(5);
 
     const again = await provisioner.enqueue(rows, { batchId: 'down' });

@@ -20,7 +20,11 @@ const kinds = (f: { kind: string; tenantId: string }[]) => f.map((x) => `${x.kin
 
 describe('doctor', () => {
   it('finds nothing after a clean batch, and each kind of damage after it; --fix repairs only what is safe', async () => {
-    await ingestCsv(env, csvOf(Array.from({ length: 5 }, (_, i) => ({ workspace_name: `Doc ${i}`, owner_email: `owner${i + 1}@example.com` }))), 'doc');
+    await ingestCsv(
+      env,
+      csvOf(Array.from({ length: 5 }, (_, i) => ({ workspace_name: `Doc ${i}`, owner_email: `owner${i + 1}@example.com` }))),
+      'doc',
+    );
     await runUntilDone(env, ['doc']);
     const opts = { storageDir: env.config.storageDir, minOrphanAgeSeconds: 60 };
     expect(await runDoctor(env.db, opts)).toEqual([]);
@@ -44,7 +48,14 @@ describe('doctor', () => {
 
     const before = await runDoctor(env.db, opts);
     expect(kinds(before)).toEqual(
-      [`missing-key ${missing}`, `key-mismatch ${mismatched}`, `bad-mode ${loose}`, `orphan-key ${old}`, `orphan-key ${dropped}`, `ledger-without-tenant ${dropped}`].sort(),
+      [
+        `missing-key ${missing}`,
+        `key-mismatch ${mismatched}`,
+        `bad-mode ${loose}`,
+        `orphan-key ${old}`,
+        `orphan-key ${dropped}`,
+        `ledger-without-tenant ${dropped}`,
+      ].sort(),
     );
     const cli = await runCli(['doctor', '--min-age', '60'], env.env);
     expect(cli.code).toBe(1);

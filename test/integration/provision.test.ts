@@ -24,13 +24,29 @@ afterEach(async () => {
 
 const count = async (sql: string, params: unknown[] = []) => Number((await env.db.query<{ n: string }>(sql, params)).rows[0]!.n);
 const rowsOf = async (batch: string) =>
-  (await env.db.query(`SELECT line, outcome, tenant_id, attempts, error FROM dify_provision.rows WHERE batch_id = $1 ORDER BY line`, [batch])).rows;
+  (
+    await env.db.query(`SELECT line, outcome, tenant_id, attempts, error FROM dify_provision.rows WHERE batch_id = $1 ORDER BY line`, [
+      batch,
+    ])
+  ).rows;
 
 describe('provisioning a batch', () => {
   it("writes every row Dify's create_tenant writes, and a private.pem that matches the public key", async () => {
     const csv = csvOf([
-      { workspace_name: 'Acme', owner_email: 'Owner1@example.com', plan: 'team', members: 'owner2@example.com:admin;owner3@example.com:dataset_operator', workspace_id: '' },
-      { workspace_name: 'Globex', owner_email: 'owner1@example.com', plan: '', members: '', workspace_id: '6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20' },
+      {
+        workspace_name: 'Acme',
+        owner_email: 'Owner1@example.com',
+        plan: 'team',
+        members: 'owner2@example.com:admin;owner3@example.com:dataset_operator',
+        workspace_id: '',
+      },
+      {
+        workspace_name: 'Globex',
+        owner_email: 'owner1@example.com',
+        plan: '',
+        members: '',
+        workspace_id: '6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20',
+      },
     ]);
     const ingested = await ingestCsv(env, csv, 'b1');
     expect(ingested).toMatchObject({ total: 2, queued: 2, rejected: 0 });
@@ -65,7 +81,8 @@ describe('provisioning a batch', () => {
       })),
     );
 
-    const pools = (await env.db.query(`SELECT pool_type, quota_limit, quota_used FROM tenant_credit_pools WHERE tenant_id = $1`, [acme])).rows;
+    const pools = (await env.db.query(`SELECT pool_type, quota_limit, quota_used FROM tenant_credit_pools WHERE tenant_id = $1`, [acme]))
+      .rows;
     expect(pools).toEqual([{ pool_type: 'trial', quota_limit: '200', quota_used: '0' }]);
 
     const joins = (
@@ -84,7 +101,11 @@ describe('provisioning a batch', () => {
       { email: 'owner3@example.com', role: 'dataset_operator', current: true, invited_by_owner: true, no_inviter: false },
     ]);
     // owner1's second workspace must not also be "current".
-    expect(await count(`SELECT count(*) AS n FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE a.email = 'owner1@example.com' AND j.current`)).toBe(1);
+    expect(
+      await count(
+        `SELECT count(*) AS n FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE a.email = 'owner1@example.com' AND j.current`,
+      ),
+    ).toBe(1);
 
     for (const r of results) {
       expect(await keyPairWorks(env, r.tenant_id as string)).toBe(true);
@@ -111,7 +132,13 @@ describe('provisioning a batch', () => {
   });
 
   it('two batches racing on the same keys create one tenant per key', async () => {
-    const csv = csvOf(Array.from({ length: 10 }, (_, i) => ({ workspace_name: `Race ${i}`, owner_email: `owner${(i % 3) + 1}@example.com`, external_id: `ext-${i}` })));
+    const csv = csvOf(
+      Array.from({ length: 10 }, (_, i) => ({
+        workspace_name: `Race ${i}`,
+        owner_email: `owner${(i % 3) + 1}@example.com`,
+        external_id: `ext-${i}`,
+      })),
+    );
     await ingestCsv(env, csv, 'race-a');
     await ingestCsv(env, csv, 'race-b');
     const [a, b] = await runUntilDone(env, ['race-a', 'race-b'], { concurrency: 8 });
@@ -189,7 +216,10 @@ describe('provisioning a batch', () => {
       CREATE FUNCTION always_fail() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN RAISE EXCEPTION 'database says no' USING ERRCODE = '40001'; END $$;
       CREATE TRIGGER always_fail BEFORE INSERT ON tenant_credit_pools FOR EACH ROW EXECUTE FUNCTION always_fail();`);
-    await ingestCsv(env, csvOf([{ workspace_name: 'Doomed', owner_email: 'owner1@example.com' }]), 'doomed', { attempts: 2, backoffMs: 20 });
+    await ingestCsv(env, csvOf([{ workspace_name: 'Doomed', owner_email: 'owner1@example.com' }]), 'doomed', {
+      attempts: 2,
+      backoffMs: 20,
+    });
     const [status] = await runUntilDone(env, ['doomed']);
     expect(status!.counts).toMatchObject({ failed: 1 });
     expect((await rowsOf('doomed'))[0]).toMatchObject({ attempts: 2, error: 'database says no (40001)' });
@@ -212,20 +242,26 @@ describe('provisioning a batch', () => {
 });
 
 describe('who owns the key files', () => {
-  it.skipIf(process.getuid?.() !== 0)("defaults to the storage folder's owner (Dify's container runs as 1001), and KEY_FILE_OWNER overrides it", async () => {
-    await chown(env.config.storageDir, 1001, 1001);
-    await ingestCsv(env, csvOf([{ workspace_name: 'Owned', owner_email: 'owner1@example.com' }]), 'owned');
-    await runUntilDone(env, ['owned']);
-    const [row] = await rowsOf('owned');
-    const file = keyFile(env, row!.tenant_id as string);
-    for (const path of [file, join(file, '..')]) expect(await stat(path)).toMatchObject({ uid: 1001, gid: 1001 });
+  it.skipIf(process.getuid?.() !== 0)(
+    "defaults to the storage folder's owner (Dify's container runs as 1001), and KEY_FILE_OWNER overrides it",
+    async () => {
+      await chown(env.config.storageDir, 1001, 1001);
+      await ingestCsv(env, csvOf([{ workspace_name: 'Owned', owner_email: 'owner1@example.com' }]), 'owned');
+      await runUntilDone(env, ['owned']);
+      const [row] = await rowsOf('owned');
+      const file = keyFile(env, row!.tenant_id as string);
+      for (const path of [file, join(file, '..')]) expect(await stat(path)).toMatchObject({ uid: 1001, gid: 1001 });
 
-    await ingestCsv(env, csvOf([{ workspace_name: 'Owned 2', owner_email: 'owner2@example.com' }]), 'owned2');
-    const w = await runWorker({ ...env.config, keyFileOwner: { uid: 1002, gid: 1003 } }, { concurrency: 1, logger: pino({ level: 'silent' }) });
-    await waitForBatch(env.db, 'owned2', { intervalMs: 100 }).finally(() => w.close());
-    const [row2] = await rowsOf('owned2');
-    expect(await stat(keyFile(env, row2!.tenant_id as string))).toMatchObject({ uid: 1002, gid: 1003, mode: expect.any(Number) });
-  });
+      await ingestCsv(env, csvOf([{ workspace_name: 'Owned 2', owner_email: 'owner2@example.com' }]), 'owned2');
+      const w = await runWorker(
+        { ...env.config, keyFileOwner: { uid: 1002, gid: 1003 } },
+        { concurrency: 1, logger: pino({ level: 'silent' }) },
+      );
+      await waitForBatch(env.db, 'owned2', { intervalMs: 100 }).finally(() => w.close());
+      const [row2] = await rowsOf('owned2');
+      expect(await stat(keyFile(env, row2!.tenant_id as string))).toMatchObject({ uid: 1002, gid: 1003, mode: expect.any(Number) });
+    },
+  );
 });
 
 describe('checking the database before the first job', () => {

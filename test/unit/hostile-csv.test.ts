@@ -7,7 +7,8 @@ async function read(csv: string | Buffer): Promise<CsvRow[]> {
   for await (const r of readRows(Readable.from([typeof csv === 'string' ? Buffer.from(csv) : csv]))) out.push(r);
   return out;
 }
-const summary = (rows: CsvRow[]) => rows.map((r) => (r.ok ? `${r.line} ok` : `${r.line} ${r.errors.map((e) => `${e.field}: ${e.message}`).join('; ')}`));
+const summary = (rows: CsvRow[]) =>
+  rows.map((r) => (r.ok ? `${r.line} ok` : `${r.line} ${r.errors.map((e) => `${e.field}: ${e.message}`).join('; ')}`));
 const H = 'workspace_name,owner_email,members,workspace_id\n';
 
 describe('hostile CSV input: a clear, line-numbered answer for each row, never a stack trace', () => {
@@ -19,9 +20,13 @@ describe('hostile CSV input: a clear, line-numbered answer for each row, never a
   });
 
   it('refuses missing required columns and unknown columns, naming them', async () => {
-    await expect(read('workspace_name,members\nA,\n')).rejects.toThrow('line 1: missing required column(s) owner_email (header: workspace_name,members)');
+    await expect(read('workspace_name,members\nA,\n')).rejects.toThrow(
+      'line 1: missing required column(s) owner_email (header: workspace_name,members)',
+    );
     await expect(read('workspace_name,owner_email,password\nA,a@b.io,x\n')).rejects.toThrow(/line 1: unknown column\(s\) "password"/);
-    await expect(read('workspace_name,owner_email,Owner_Email\nA,a@b.io,x\n')).rejects.toThrow('line 1: the header names column "owner_email" twice');
+    await expect(read('workspace_name,owner_email,Owner_Email\nA,a@b.io,x\n')).rejects.toThrow(
+      'line 1: the header names column "owner_email" twice',
+    );
   });
 
   it('rejects a row with an unbalanced quote, keeping the rows before it', async () => {
@@ -29,7 +34,9 @@ describe('hostile CSV input: a clear, line-numbered answer for each row, never a
     expect(summary(rows)[0]).toBe('2 ok');
     expect(rows).toHaveLength(2);
     expect(rows[1]!.ok).toBe(false);
-    expect(summary(rows)[1]).toBe('3 row: the row opens a quote that is never closed: everything from here to the end of the file was read as one field, so no later row was read');
+    expect(summary(rows)[1]).toBe(
+      '3 row: the row opens a quote that is never closed: everything from here to the end of the file was read as one field, so no later row was read',
+    );
   });
 
   it('rejects a 10 MB field and goes on with the next rows', async () => {
@@ -47,8 +54,17 @@ describe('hostile CSV input: a clear, line-numbered answer for each row, never a
   });
 
   it('rejects NUL bytes, invalid UTF-8 and control characters, and accepts a BOM and CRLF', async () => {
-    const bad = Buffer.concat([Buffer.from(`\ufeff${H.replace('\n', '\r\n')}Nul\u0000Name,a@b.io,,\r\nBad`), Buffer.from([0xc3, 0x28]), Buffer.from(',a@b.io,,\r\nBell\u0007,a@b.io,,\r\nFine,a@b.io,,\r\n')]);
-    expect(summary(await read(bad))).toEqual(['2 workspace_name: contains control characters', '3 workspace_name: is not valid UTF-8', '4 workspace_name: contains control characters', '5 ok']);
+    const bad = Buffer.concat([
+      Buffer.from(`\ufeff${H.replace('\n', '\r\n')}Nul\u0000Name,a@b.io,,\r\nBad`),
+      Buffer.from([0xc3, 0x28]),
+      Buffer.from(',a@b.io,,\r\nBell\u0007,a@b.io,,\r\nFine,a@b.io,,\r\n'),
+    ]);
+    expect(summary(await read(bad))).toEqual([
+      '2 workspace_name: contains control characters',
+      '3 workspace_name: is not valid UTF-8',
+      '4 workspace_name: contains control characters',
+      '5 ok',
+    ]);
   });
 
   it('takes names of 255 characters, emoji and right-to-left text literally, and rejects 256', async () => {
@@ -79,6 +95,9 @@ describe('hostile CSV input: a clear, line-numbered answer for each row, never a
   });
 
   it('rejects duplicate rows naming the first', async () => {
-    expect(summary(await read(`${H}Same,a@b.io,,\nSame,a@b.io,,\n`))).toEqual(['2 ok', '3 workspace_name: duplicate: line 2 has this owner and workspace name already']);
+    expect(summary(await read(`${H}Same,a@b.io,,\nSame,a@b.io,,\n`))).toEqual([
+      '2 ok',
+      '3 workspace_name: duplicate: line 2 has this owner and workspace name already',
+    ]);
   });
 });

@@ -11,7 +11,9 @@ const rejections = (rows: CsvRow[]) => rows.flatMap((r) => (r.ok ? [] : r.errors
 
 describe('reading a CSV of workspaces', () => {
   it('reads valid rows with their line numbers, defaults and members', async () => {
-    const rows = await read('Workspace_Name,OWNER_EMAIL,members,plan\nAcme, ana@acme.io ,bob@acme.io:Admin; cy@acme.io:dataset_operator,\n');
+    const rows = await read(
+      'Workspace_Name,OWNER_EMAIL,members,plan\nAcme, ana@acme.io ,bob@acme.io:Admin; cy@acme.io:dataset_operator,\n',
+    );
     expect(rows).toEqual([
       {
         line: 2,
@@ -89,7 +91,9 @@ describe('reading a CSV of workspaces', () => {
   });
 
   it('rejects invalid UTF-8', async () => {
-    const rows = await read(Buffer.concat([Buffer.from('workspace_name,owner_email\nBad'), Buffer.from([0xff, 0xfe]), Buffer.from(',a@b.io\n')]));
+    const rows = await read(
+      Buffer.concat([Buffer.from('workspace_name,owner_email\nBad'), Buffer.from([0xff, 0xfe]), Buffer.from(',a@b.io\n')]),
+    );
     expect(rejections(rows)).toEqual(['2 workspace_name: is not valid UTF-8']);
   });
 });
