@@ -40,9 +40,12 @@ export class RowChecker {
 // Kept for reports and messages: no NUL, no lone surrogate (PostgreSQL refuses both), ≤ 255 characters.
 const clip = (s: string | undefined) => (s === undefined ? undefined : printable(s));
 
-/** A cell's text safe to store and print: NULs and lone surrogates dropped, at most 255 characters. */
+/** Text PostgreSQL accepts: NULs dropped, lone surrogates replaced. */
+export const storable = (s: string): string => s.replace(/\u0000/g, '').toWellFormed();
+
+/** A cell's text safe to store and print, at most 255 characters. */
 export function printable(s: string): string {
-  return [...s.replace(/\u0000/g, '').toWellFormed()].slice(0, 255).join('');
+  return [...storable(s)].slice(0, 255).join('');
 }
 
 export function rawOf(record: Partial<Record<Column, string>>): RawRow {

@@ -14,7 +14,7 @@ const text = (max: number) =>
   z
     .string()
     .transform((s) => s.trim())
-    .refine((s) => !s.includes('\ufffd'), 'is not valid UTF-8')
+    .refine((s) => !s.includes('\ufffd') && s.isWellFormed(), 'is not valid UTF-8 (or holds a lone UTF-16 surrogate)')
     .refine((s) => !CONTROL.test(s), 'contains control characters')
     .refine((s) => length(s) <= max, `is longer than ${max} characters`);
 
@@ -25,6 +25,9 @@ const optional = (schema: z.ZodType<string, string>) =>
     .optional()
     .transform((s) => (s === undefined || s.trim() === '' ? undefined : s))
     .pipe(schema.optional());
+
+/** Members one row may name: bounds a row's memory and its job's size (add more in Dify later). */
+export const MAX_MEMBERS = 500;
 
 export interface Member {
   email: string;
@@ -37,10 +40,18 @@ const membersSchema = z
   .transform((s, ctx): Member[] => {
     if (s === undefined || s.trim() === '') return [];
     const members: Member[] = [];
-    for (const part of s
+    const parts = s
       .split(';')
       .map((p) => p.trim())
-      .filter((p) => p !== '')) {
+      .filter((p) => p !== '');
+    if (parts.length > MAX_MEMBERS) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `names ${parts.length} members; at most ${MAX_MEMBERS} per row (add more in Dify afterwards)`,
+      });
+      return [];
+    }
+    for (const part of parts) {
       const at = part.lastIndexOf(':');
       const email = (at < 0 ? part : part.slice(0, at)).trim();
       const role =
@@ -116,6 +127,13 @@ export function idempotencyKey(externalId: string | undefined, ownerEmail: strin
   return externalId !== undefined ? `external:${externalId}` : `owner+name:${JSON.stringify([ownerEmail.toLowerCase(), workspaceName])}`;
 }
 
+/** Input quoted in a message: without NULs and lone surrogates (PostgreSQL refuses both), at most 300 characters. */
+export function safeText(s: string): string {
+  const clean = s.replace(/\u0000/g, '\\0').toWellFormed();
+  const chars = [...clean];
+  return chars.length > 300 ? `${chars.slice(0, 300).join('')}…` : clean;
+}
+
 export interface FieldError {
   field: string;
   message: string;
@@ -130,7 +148,8 @@ export function validateRow(record: Partial<Record<Column, string>>): ValidatedR
     ok: false,
     errors: parsed.error.issues.map((i) => ({
       field: String(i.path[0] ?? 'row'),
-      message: i.code === 'invalid_type' && i.input === undefined ? 'is required' : i.message,
+      // Messages quote the input: keep them storable (no NUL, no lone surrogate) and short.
+      message: i.code === 'invalid_type' && i.input === undefined ? 'is required' : safeText(i.message),
     })),
   };
 }

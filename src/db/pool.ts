@@ -4,8 +4,8 @@ import pg from 'pg';
 export type Db = pg.Pool;
 export type Tx = pg.PoolClient;
 
-export function createPool(databaseUrl: string, max = 10): Db {
-  const pool = new pg.Pool({ connectionString: databaseUrl, max, application_name: 'dify-provision' });
+export function createPool(databaseUrl: string, max = 10, applicationName = 'dify-provision'): Db {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max, application_name: applicationName });
   // An idle client that loses its server must not crash the process; the next query reconnects.
   pool.on('error', () => {});
   return pool;

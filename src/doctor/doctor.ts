@@ -2,16 +2,25 @@
 // against each other. --fix removes orphan key folders and repairs modes; it never touches the
 // key of a tenant that exists.
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { chmod, lstat, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withTransaction, type Db } from '../db/pool.js';
 import { lockTenant } from '../store/locks.js';
 import { ledgerWithoutTenant } from '../store/ledger.js';
+import { PreflightError } from '../errors.js';
 import { isStrictUuid } from '../types.js';
 import { probeDifySchema, type DifySchema } from '../dify/schema-probe.js';
 
 export type FindingKind =
-  'missing-key' | 'key-mismatch' | 'unreadable-key' | 'orphan-key' | 'bad-mode' | 'ledger-without-tenant' | 'missing-dify-rows';
+  | 'missing-key'
+  | 'key-mismatch'
+  | 'unreadable-key'
+  | 'linked-key-folder'
+  | 'orphan-key'
+  | 'bad-mode'
+  | 'ledger-without-tenant'
+  | 'missing-dify-rows';
 
 export interface Finding {
   kind: FindingKind;
@@ -36,7 +45,13 @@ const spkiOf = (pem: string) => createPublicKey(pem).export({ type: 'spki', form
 export async function runDoctor(db: Db, opts: DoctorOptions): Promise<Finding[]> {
   const findings: Finding[] = [];
   const privkeys = join(opts.storageDir, 'privkeys');
-  const folders = new Set((await readdir(privkeys).catch(() => [] as string[])).filter((n) => isStrictUuid(n)));
+  // Nothing under the storage root is followed: links are findings, never paths to read or fix.
+  const top = await lstat(privkeys).catch(() => undefined);
+  if (top && !top.isDirectory())
+    throw new PreflightError(`${privkeys} is not a plain folder (a symbolic link?): doctor does not follow it`);
+  const entries = top ? await readdir(privkeys, { withFileTypes: true }) : [];
+  const folders = new Set(entries.filter((e) => isStrictUuid(e.name)).map((e) => e.name));
+  const links = new Set(entries.filter((e) => e.isSymbolicLink()).map((e) => e.name));
   const { rows: tenants } = await db.query<{ id: string; encrypt_public_key: string | null }>(`SELECT id, encrypt_public_key FROM tenants`);
   const tenantIds = new Set(tenants.map((t) => t.id));
 
@@ -51,15 +66,25 @@ export async function runDoctor(db: Db, opts: DoctorOptions): Promise<Finding[]>
       });
       continue;
     }
+    if (links.has(t.id)) {
+      findings.push({
+        kind: 'linked-key-folder',
+        tenantId: t.id,
+        detail: `${join(privkeys, t.id)} is a symbolic link, not a folder: whoever made it can point Dify at any key`,
+        fix: 'none automatically: remove the link and restore the folder from a backup',
+      });
+      continue;
+    }
     await checkKey(t.id, t.encrypt_public_key, file, findings);
     await checkModes(t.id, join(privkeys, t.id), file, findings, opts.fix ?? false);
   }
   for (const id of folders) {
     if (tenantIds.has(id)) continue;
     const dir = join(privkeys, id);
-    const age = (Date.now() - (await stat(dir)).mtimeMs) / 1000;
+    const age = (Date.now() - (await lstat(dir)).mtimeMs) / 1000;
     if (age < (opts.minOrphanAgeSeconds ?? 600)) continue;
-    const finding: Finding = { kind: 'orphan-key', tenantId: id, detail: `${dir} belongs to no tenant`, fix: 'remove the folder' };
+    const what = links.has(id) ? 'link (removed itself, never its target)' : 'folder';
+    const finding: Finding = { kind: 'orphan-key', tenantId: id, detail: `${dir} belongs to no tenant`, fix: `remove the ${what}` };
     if (opts.fix) finding.fixed = await removeOrphan(db, id, dir);
     findings.push(finding);
   }
@@ -77,7 +102,9 @@ export async function runDoctor(db: Db, opts: DoctorOptions): Promise<Finding[]>
 
 async function checkKey(tenantId: string, publicPem: string | null, file: string, findings: Finding[]): Promise<void> {
   try {
-    const privateKey = createPrivateKey(await readFile(file, 'utf8'));
+    const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    const text = await fh.readFile('utf8').finally(() => fh.close());
+    const privateKey = createPrivateKey(text);
     const derived = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
     if (!publicPem || !derived.equals(spkiOf(publicPem))) {
       findings.push({
@@ -113,7 +140,9 @@ async function checkModes(tenantId: string, dir: string, file: string, findings:
       fix: `chmod ${want.toString(8)}`,
     };
     if (fix && !st.isSymbolicLink()) {
-      await chmod(path, want);
+      // On the opened file, never through a link that replaced it meanwhile.
+      const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      await fh.chmod(want).finally(() => fh.close());
       finding.fixed = true;
     }
     findings.push(finding);

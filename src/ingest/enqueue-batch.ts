@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import type { CheckedRow, RejectedRow } from '../csv/row-checker.js';
 import type { WorkspaceRow } from '../csv/workspace-row.js';
+import { storable } from '../csv/row-checker.js';
 import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
 import type { Db } from '../db/pool.js';
 import { BatchConflictError, UsageError } from '../errors.js';
@@ -131,7 +132,7 @@ async function enqueueChunk(chunk: CheckedRow[], deps: { db: Db; queue: Queue },
     owner_email: r.ok ? r.row.ownerEmail : (r.raw.ownerEmail ?? null),
     tenant_id: specs[i]?.tenantId ?? null,
     outcome: r.ok ? 'queued' : 'rejected',
-    error: r.ok ? null : r.errors.map((e) => `${e.field}: ${e.message}`).join('; '),
+    error: r.ok ? null : storable(r.errors.map((e) => `${e.field}: ${e.message}`).join('; ')),
     spec: specs[i] ?? null,
   }));
   const earlier = new Map((await recordIngested<JobData>(deps.db, opts.batchId, input)).map((b) => [b.line, b]));

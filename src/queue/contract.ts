@@ -2,6 +2,7 @@
 // the CSV said: never a secret), and how job ids derive from the idempotency key.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { MAX_MEMBERS } from '../csv/workspace-row.js';
 import { isBatchId, isStrictUuid, MEMBER_ROLES } from '../types.js';
 
 export const QUEUE_NAME = 'provision';
@@ -23,7 +24,7 @@ export const JobDataSchema = z.strictObject({
   workspaceName: text(255),
   ownerEmail: text(255),
   plan: text(255),
-  members: z.array(z.strictObject({ email: text(255), role: z.enum(MEMBER_ROLES) })).max(1000),
+  members: z.array(z.strictObject({ email: text(255), role: z.enum(MEMBER_ROLES) })).max(MAX_MEMBERS),
   externalId: text(255).optional(),
   /** Create owner/member accounts that don't exist, as Dify's invite flow does (pending). */
   createMissingAccounts: z.boolean().default(false),

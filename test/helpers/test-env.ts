@@ -48,7 +48,7 @@ export async function createTestEnv(
     databaseUrl,
     storageDir,
   };
-  const db = createPool(databaseUrl, 5);
+  const db = createPool(databaseUrl, 5, 'dify-provision-test');
   const redis = new Redis(config.redisUrl);
   return {
     name,
