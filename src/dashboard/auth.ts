@@ -52,24 +52,27 @@ export function requireToken(app: FastifyInstance, token: string, open: string[]
 /**
  * Cross-site request forgery: a page on another port of this host is "same site", so the
  * SameSite cookie alone does not stop it. A state change must come from our own origin
- * (Sec-Fetch-Site / Origin, when the browser sends them) and carry a header no form can set
- * (X-Requested-With; a cross-origin script that sets it needs a CORS preflight we never grant).
+ * (Sec-Fetch-Site / Origin, when the browser sends them), and one authenticated by the cookie
+ * must carry a header no form can set (X-Requested-With: dify-provision; a cross-origin script
+ * that sets it needs a CORS preflight we never grant). A request with Authorization: Bearer
+ * is not forgeable by a page (browsers never attach it by themselves).
  */
 export function guardStateChanges(app: FastifyInstance): void {
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return;
     const site = req.headers['sec-fetch-site'];
     const origin = req.headers.origin;
-    const host = req.headers.host;
+    const bearer = req.headers.authorization?.startsWith('Bearer ') ?? false;
     const foreign =
       (typeof site === 'string' && site !== 'same-origin' && site !== 'none') ||
-      (typeof origin === 'string' && hostOf(origin) !== host) ||
-      req.headers['x-requested-with'] !== 'dify-provision';
-    if (foreign)
+      (typeof origin === 'string' && hostOf(origin) !== req.headers.host) ||
+      (!bearer && req.headers['x-requested-with'] !== 'dify-provision');
+    if (foreign) {
       return reply
         .code(403)
         .type('text/plain')
-        .send('403: cross-site request refused (state changes need the dashboard page itself, or X-Requested-With: dify-provision)\n');
+        .send('403: cross-site request refused (state changes come from the dashboard page itself, or with Authorization: Bearer)\n');
+    }
   });
 }
 

@@ -28,35 +28,45 @@ export function createMetrics(db: Db, queue: Queue): Registry {
       for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
     },
   });
-  const durations = new Histogram({
-    name: 'dify_provision_job_duration_seconds',
-    help: 'Time a worker spent on a row (its last attempt), observed as rows finish',
-    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
-    registers: [],
-  });
-  const finished = new Counter({
-    name: 'dify_provision_rows_finished_total',
-    help: 'Rows finished by workers since this dashboard started',
-    labelNames: ['outcome'],
-    registers: [],
-  });
+  // Rows finished since the previous scrape are observed once per scrape, by whichever of these
+  // three metrics is collected first (prom-client collects them concurrently): each awaits it.
   let since = new Date();
-  new Gauge({
-    name: 'dify_provision_metrics_scrape_lag_seconds',
-    help: 'Seconds since the previous scrape (durations are observed between scrapes)',
-    registers: [registry],
-    async collect() {
+  let lag = 0;
+  let syncing: Promise<void> | undefined;
+  const sync = () =>
+    (syncing ??= (async () => {
       const now = new Date();
       for (const r of await finishedBetween(db, since, now)) {
         finished.inc({ outcome: r.outcome });
         if (r.d !== null) durations.observe(r.d / 1000);
       }
-      this.set((now.getTime() - since.getTime()) / 1000);
+      lag = (now.getTime() - since.getTime()) / 1000;
       since = now;
+    })().finally(() => {
+      syncing = undefined;
+    }));
+  const durations = new Histogram({
+    name: 'dify_provision_job_duration_seconds',
+    help: 'Time a worker spent on a row (its last attempt), observed as rows finish',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+    registers: [registry],
+    collect: sync,
+  });
+  const finished = new Counter({
+    name: 'dify_provision_rows_finished_total',
+    help: 'Rows finished by workers since this dashboard started',
+    labelNames: ['outcome'],
+    registers: [registry],
+    collect: sync,
+  });
+  new Gauge({
+    name: 'dify_provision_metrics_scrape_lag_seconds',
+    help: 'Seconds since the previous scrape (durations are observed between scrapes)',
+    registers: [registry],
+    async collect() {
+      await sync();
+      this.set(lag);
     },
   });
-  // Registered after the gauge whose collect() observes them, so a scrape shows fresh values.
-  registry.registerMetric(durations);
-  registry.registerMetric(finished);
   return registry;
 }

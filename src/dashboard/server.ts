@@ -118,13 +118,16 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     return { resumed: n, message: `${n} cancelled row(s) queued again` };
   });
   // Reports stream from PostgreSQL a page at a time: constant memory for any batch size.
-  app.get<{ Params: { id: string } }>('/api/batches/:id/report.json', async (req, reply) =>
+  const mustExist = async (req: { params: { id: string } }) => {
+    if (!(await getBatchStatus(deps.db, req.params.id))) throw new BatchNotFoundError(req.params.id);
+  };
+  app.get<{ Params: { id: string } }>('/api/batches/:id/report.json', { preHandler: mustExist }, async (req, reply) =>
     reply
       .type('application/json; charset=utf-8')
       .header('content-disposition', attachment(`${req.params.id}-report.json`))
       .send(Readable.from(jsonReport(allReportRows(deps.db, req.params.id)))),
   );
-  app.get<{ Params: { id: string } }>('/api/batches/:id/report.csv', async (req, reply) =>
+  app.get<{ Params: { id: string } }>('/api/batches/:id/report.csv', { preHandler: mustExist }, async (req, reply) =>
     reply
       .type('text/csv; charset=utf-8')
       .header('content-disposition', attachment(`${req.params.id}-report.csv`))
