@@ -1,4 +1,5 @@
 import { copyFile, mkdtemp, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
@@ -94,9 +95,58 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     expect(csv.split('\r\n').filter((l) => l.includes(',created,'))).toHaveLength(40);
     const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
     expect(metrics).toMatch(/dify_provision_rows\{outcome="created"\} 40/);
-    expect(metrics).toContain('dify_provision_job_duration_seconds_bucket');
+    expect(metrics).toMatch(/^dify_provision_job_duration_seconds_count 40$/m);
+    expect(metrics).toMatch(/^dify_provision_rows_finished_total\{outcome="created"\} 40$/m);
     const board = await fetch(`${base}/queues/api/queues`, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(board.status).toBe(200);
+
+    // With no worker running, a new batch waits: a page on another port of this host (same
+    // site) auto-submits a form to cancel it, in the same browser that holds the cookie.
+    await procs.pop()!.stop('SIGTERM');
+    const later = join(await mkdtemp(join(tmpdir(), 'dash-')), 'later.csv');
+    await writeFile(later, csvOf([1, 2, 3].map((i) => ({ workspace_name: `Later ${i}`, owner_email: `owner${i}@example.com` }))));
+    expect((await runCli(['ingest', later, '--batch-id', 'later'], env.env)).code).toBe(0);
+    const evilPort = await freePort();
+    const evil = createServer((_req, res) =>
+      res
+        .setHeader('content-type', 'text/html')
+        .end(
+          `<form id="f" method="POST" action="${base}/api/batches/later/cancel"></form><script>document.getElementById('f').submit()</script>`,
+        ),
+    );
+    await new Promise<void>((r) => evil.listen(evilPort, '127.0.0.1', r));
+    try {
+      const attacked = page.waitForResponse((r) => r.url().endsWith('/api/batches/later/cancel'));
+      await page.goto(`http://127.0.0.1:${evilPort}/`);
+      expect((await attacked).status()).toBe(403);
+    } finally {
+      evil.close();
+    }
+    const outcomes = async () =>
+      (await env.db.query(`SELECT outcome FROM dify_provision.rows WHERE batch_id = 'later'`)).rows.map((r) => r.outcome);
+    expect(await outcomes()).toEqual(['queued', 'queued', 'queued']);
+
+    // The page's own buttons: cancel the waiting rows, then queue them again.
+    await page.goto(`${base}/batches/later`);
+    await page.click('#cancel');
+    await page.waitForSelector('#notice:text("3 waiting row(s) cancelled")');
+    await page.waitForFunction(() => document.querySelector('#count-cancelled b')?.textContent === '3');
+    await page.click('#resume');
+    await page.waitForSelector('#notice:text("3 cancelled row(s) queued again")');
+    procs.push(startCli(['worker', '--concurrency', '4'], env.env));
+    await page.waitForFunction(() => document.querySelector('#count-created b')?.textContent === '3', undefined, { timeout: 60_000 });
+  });
+
+  it('generates a token when DASHBOARD_TOKEN is unset, and prints the address that carries it', async () => {
+    const port = await freePort();
+    const { DASHBOARD_TOKEN: _unset, ...rest } = env.env;
+    const dash = startCli(['dashboard', '--port', String(port)], rest);
+    procs.push(dash);
+    for (let i = 0; i < 200 && !dash.output().includes('dashboard: '); i++) await new Promise((r) => setTimeout(r, 100));
+    const m = /dashboard: (http:\/\/127\.0\.0\.1:\d+\/\?token=([A-Za-z0-9_-]{32}))\n\(token generated for this run/.exec(dash.output());
+    expect(m, dash.output()).not.toBeNull();
+    expect((await fetch(`http://127.0.0.1:${port}/api/batches`, { headers: { authorization: `Bearer ${m![2]}` } })).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/api/batches`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(401);
   });
 
   it('pages a 10,000-row batch on the server', async () => {
