@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig } from '../config.js';
 import { describeError, ProvisionError } from '../errors.js';
+import { DIFY_SCHEMA_NAMES } from '../project-files.js';
 import { runWorker } from '../worker/run-worker.js';
 import { escapeControls } from './terminal.js';
 import { dashboardCommand } from './dashboard-command.js';
@@ -197,6 +198,9 @@ function buildProgram(exit: (code: number) => void): Command {
     .command('services')
     .description('run local Redis + PostgreSQL (Dify schema) from the system packages until Ctrl-C; prints the env to export')
     .option('--dir <dir>', 'data folder (default: a new folder under the system temp dir, which the postgres user can reach)')
+    .addOption(
+      new Option('--dify-schema <release>', "which Dify release's schema the database gets").choices(DIFY_SCHEMA_NAMES).default('latest'),
+    )
     .action(async (flags) => exit(await servicesCommand(flags)));
 
   return program;

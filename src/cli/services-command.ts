@@ -1,19 +1,27 @@
 // `dify-provision services`: local Redis + PostgreSQL (with Dify's schema) for trying things out,
 // until Ctrl-C. Prints the environment to export in other shells.
+import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
+import { createPool } from '../db/pool.js';
+import type { DifySchemaName } from '../project-files.js';
 import { createDifyDatabase } from '../services/dify-database.js';
 import { startLocalServices } from '../services/local-services.js';
 
-export async function servicesCommand(flags: { dir?: string }): Promise<number> {
+export async function servicesCommand(flags: { dir?: string; difySchema: DifySchemaName }): Promise<number> {
   const services = await startLocalServices({
     ...(flags.dir ? { dir: resolve(flags.dir) } : {}),
     say: (m) => process.stderr.write(`${m}\n`),
   });
   const dir = services.dir;
-  const databaseUrl = await createDifyDatabase(services.databaseUrl, 'dify');
+  const databaseUrl = await createDifyDatabase(services.databaseUrl, 'dify', { schema: flags.difySchema });
+  const db = createPool(databaseUrl, 1);
+  const schema = await probeDifySchema(db).finally(() => db.end());
+  await mkdir(join(dir, 'storage'), { recursive: true });
   process.stdout.write(
     `export REDIS_URL=${services.redisUrl}\nexport DATABASE_URL=${databaseUrl}\nexport DIFY_STORAGE_DIR=${join(dir, 'storage')}\n` +
-      `# a fresh database "dify" with Dify's schema (no accounts); Ctrl-C stops both servers and removes ${dir}\n`,
+      `# a fresh database "dify" (no accounts); ${describeSchema(schema)}\n` +
+      `# Ctrl-C stops both servers and removes ${dir}\n`,
   );
   // The servers run detached: without a timer of its own this process would end here, leaving them.
   const keepAlive = setInterval(() => {}, 1 << 30);

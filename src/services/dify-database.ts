@@ -2,9 +2,11 @@
 // server we are allowed to create databases on. Never used against a user's Dify database.
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
-import { DIFY_SCHEMA_SQL, DIFY_SCHEMA_VARIANT_SQL } from '../project-files.js';
+import { DIFY_SCHEMAS, DIFY_SCHEMA_VARIANT_SQL, type DifySchemaName } from '../project-files.js';
 
 export interface DifyDatabaseOptions {
+  /** Which Dify release's schema (default: latest). */
+  schema?: DifySchemaName;
   /** Also apply the variant that scopes dataset keys with api_tokens.dataset_id. */
   variant?: boolean;
   /** Extra SQL to run after the schema (sample accounts). */
@@ -32,7 +34,7 @@ export async function createDifyDatabase(serverUrl: string, name: string, opts: 
     await client.connect();
     try {
       if (!opts.template) {
-        await client.query(await readFile(DIFY_SCHEMA_SQL, 'utf8'));
+        await client.query(await readFile(DIFY_SCHEMAS[opts.schema ?? 'latest'], 'utf8'));
         if (opts.variant) await client.query(await readFile(DIFY_SCHEMA_VARIANT_SQL, 'utf8'));
       }
       if (opts.seedSql) await client.query(opts.seedSql);

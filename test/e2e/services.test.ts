@@ -33,3 +33,28 @@ describe('dify-provision services', () => {
     }
   });
 });
+
+describe('dify-provision services --dify-schema', () => {
+  it("starts an older Dify's schema in a folder of its own under the temp dir, and names the band", async () => {
+    const svc = startCli(['services', '--dify-schema', '1.9'], process.env);
+    try {
+      for (let i = 0; i < 300 && !svc.output().includes('Ctrl-C stops'); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(svc.output()).toContain('Dify schema: 1.7.0 – 1.10.0 (one auto-upgrade strategy row, varchar[] lists)');
+      const url = /export DATABASE_URL=(\S+)/.exec(svc.output())![1]!;
+      const dir = /removes (\S+)/.exec(svc.output())![1]!;
+      expect(dir.startsWith(tmpdir())).toBe(true);
+      expect(existsSync(join(dir, 'storage'))).toBe(true);
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      const { rows } = await client.query(
+        `SELECT data_type FROM information_schema.columns WHERE table_name = 'tenant_plugin_auto_upgrade_strategies' AND column_name IN ('exclude_plugins', 'category')`,
+      );
+      await client.end();
+      expect(rows).toEqual([{ data_type: 'ARRAY' }]);
+      expect(await svc.stop('SIGTERM')).toBe(0);
+      expect(existsSync(dir)).toBe(false);
+    } finally {
+      await svc.stop('SIGKILL');
+    }
+  });
+});

@@ -14,7 +14,7 @@ export async function ingestCsv(
   env: TestEnv,
   csv: string,
   batchId: string,
-  opts: { attempts?: number; backoffMs?: number } = {},
+  opts: { attempts?: number; backoffMs?: number; createMissingOwners?: boolean } = {},
 ): Promise<EnqueueSummary> {
   await migrate(env.db);
   const redis = redisConnection(env.config.redisUrl, 'producer');
@@ -26,6 +26,7 @@ export async function ingestCsv(
       {
         batchId,
         retry: { attempts: opts.attempts ?? 5, backoffMs: opts.backoffMs ?? 50 },
+        createMissingOwners: opts.createMissingOwners ?? false,
       },
     );
   } finally {

@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { hybridDecrypt, hybridEncrypt } from '../../src/crypto/rsa-keys.js';
 import type { TestEnv } from './test-env.js';
 
@@ -23,4 +24,105 @@ export async function modes(env: TestEnv, tenantId: string): Promise<{ dir: stri
     dir: ((await stat(join(file, '..'))).mode & 0o777).toString(8),
     file: ((await stat(file)).mode & 0o777).toString(8),
   };
+}
+
+/** The release bands as the tests name them: schema file → band and what create_tenant writes there. */
+export const BANDS = {
+  '1.6': { band: 'A', strategies: 0, lists: null, pool: false },
+  '1.9': { band: 'B', strategies: 1, lists: 'array', pool: false },
+  '1.11': { band: 'B', strategies: 1, lists: 'json', pool: false },
+  '1.13': { band: 'C', strategies: 1, lists: 'json', pool: true },
+  '1.16': { band: 'D', strategies: 6, lists: 'json', pool: true },
+  latest: { band: 'D', strategies: 6, lists: 'json', pool: true },
+} as const;
+export type BandName = keyof typeof BANDS;
+
+// Pinned, computed outside this code base (Python: int.from_bytes(hashlib.sha256(id.encode()).digest()[:8], 'big') % 96 * 900).
+export const KNOWN_SLOTS: Record<string, number> = {
+  '6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20': 19800,
+  '0d024308-a14f-4742-8762-bb48869bf67a': 25200,
+  '155d1c69-97d4-437a-ab79-813a5b4de2a6': 0,
+  '8c1ab4a9-e6d8-4fcf-8bb2-f48465789f7e': 9900,
+};
+
+async function tableExists(env: TestEnv, table: string): Promise<boolean> {
+  const { rows } = await env.db.query(`SELECT to_regclass($1) IS NOT NULL AS e`, [table]);
+  return rows[0].e as boolean;
+}
+
+/**
+ * Every row that release's TenantService.create_tenant writes for this tenant, and nothing else:
+ * the tenant, the joins (owner first, `current` as Dify sets it), the strategy rows of the band
+ * (exact values, lists in the column's own type), the trial pool of the band, and a key that works.
+ */
+export async function expectDifyWorkspace(
+  env: TestEnv,
+  name: BandName,
+  tenantId: string,
+  want: { name: string; plan?: string; owner: string; members?: { email: string; role: string }[]; credits?: number },
+): Promise<void> {
+  const band = BANDS[name];
+  const { rows: tenants } = await env.db.query(`SELECT name, plan, status, encrypt_public_key, custom_config FROM tenants WHERE id = $1`, [
+    tenantId,
+  ]);
+  expect(tenants).toHaveLength(1);
+  expect(tenants[0]).toMatchObject({ name: want.name, plan: want.plan ?? 'basic', status: 'normal', custom_config: null });
+  expect(tenants[0].encrypt_public_key).toMatch(/^-----BEGIN PUBLIC KEY-----\n[\s\S]+\n-----END PUBLIC KEY-----$/);
+
+  const { rows: joins } = await env.db.query(
+    `SELECT a.email, j.role, j.invited_by IS NULL AS uninvited FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE j.tenant_id = $1 ORDER BY j.role = 'owner' DESC, a.email`,
+    [tenantId],
+  );
+  const members = [...(want.members ?? [])].sort((a, b) => a.email.localeCompare(b.email));
+  expect(joins).toEqual([
+    { email: want.owner, role: 'owner', uninvited: true },
+    ...members.map((m) => ({ email: m.email, role: m.role, uninvited: false })),
+  ]);
+
+  if (band.strategies === 0) {
+    expect(await tableExists(env, 'tenant_plugin_auto_upgrade_strategies')).toBe(false);
+  } else {
+    const { rows: strategies } = await env.db.query(
+      `SELECT to_jsonb(s) - 'id' - 'created_at' - 'updated_at' - 'tenant_id' AS s FROM tenant_plugin_auto_upgrade_strategies s WHERE tenant_id = $1`,
+      [tenantId],
+    );
+    if (band.strategies === 1) {
+      expect(strategies.map((r) => r.s)).toEqual([
+        { strategy_setting: 'fix_only', upgrade_time_of_day: 0, upgrade_mode: 'exclude', exclude_plugins: [], include_plugins: [] },
+      ]);
+    } else {
+      // Pinned where the test chose the id; else at least one slot shared by all six rows.
+      const slot = KNOWN_SLOTS[tenantId] ?? strategies[0]?.s.upgrade_time_of_day;
+      const byCategory = Object.fromEntries(strategies.map((r) => [r.s.category, r.s]));
+      expect(Object.keys(byCategory).sort()).toEqual(['agent-strategy', 'datasource', 'extension', 'model', 'tool', 'trigger']);
+      for (const [category, s] of Object.entries(byCategory)) {
+        expect(s).toEqual({
+          category,
+          strategy_setting: category === 'model' ? 'latest' : 'fix_only',
+          upgrade_time_of_day: slot,
+          upgrade_mode: 'exclude',
+          exclude_plugins: [],
+          include_plugins: [],
+        });
+      }
+    }
+    if (band.lists === 'array') {
+      const { rows } = await env.db.query(
+        `SELECT exclude_plugins::text AS e FROM tenant_plugin_auto_upgrade_strategies WHERE tenant_id = $1`,
+        [tenantId],
+      );
+      expect(rows).toEqual([{ e: '{}' }]);
+    }
+  }
+
+  if (!band.pool) {
+    expect(await tableExists(env, 'tenant_credit_pools')).toBe(false);
+  } else {
+    const { rows: pools } = await env.db.query(
+      `SELECT pool_type, quota_limit::int, quota_used::int FROM tenant_credit_pools WHERE tenant_id = $1`,
+      [tenantId],
+    );
+    expect(pools).toEqual([{ pool_type: 'trial', quota_limit: want.credits ?? 200, quota_used: 0 }]);
+  }
+  expect(await keyPairWorks(env, tenantId)).toBe(true);
 }

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { ConfigSchema, type Config } from '../../src/config.js';
 import { createPool, type Db } from '../../src/db/pool.js';
+import type { DifySchemaName } from '../../src/project-files.js';
 import { createDifyDatabase } from '../../src/services/dify-database.js';
 
 export interface TestEnv {
@@ -27,7 +28,7 @@ export interface TestEnv {
  * tests share database 0, each under its own queue prefix.
  */
 export async function createTestEnv(
-  opts: { accounts?: number; seedSql?: string; variant?: boolean; redisDb?: number } = {},
+  opts: { accounts?: number; seedSql?: string; variant?: boolean; redisDb?: number; schema?: DifySchemaName; trialCredits?: number } = {},
 ): Promise<TestEnv> {
   const name = `t_${randomBytes(5).toString('hex')}`;
   const accounts = opts.accounts ?? 20;
@@ -35,15 +36,17 @@ export async function createTestEnv(
                 SELECT 'Owner ' || i, 'owner' || i || '@example.com', 'active' FROM generate_series(1, ${accounts}) AS i;
                 ${opts.seedSql ?? ''}`;
   const databaseUrl = await createDifyDatabase(inject('serverUrl'), name, {
-    template: opts.variant ? undefined : inject('templateDb'),
+    // The template holds the latest schema; another release's schema or the variant is loaded anew.
+    template: opts.variant || (opts.schema && opts.schema !== 'latest') ? undefined : inject('templateDb'),
     variant: opts.variant,
+    schema: opts.schema ?? 'latest',
     seedSql: seed,
   });
   const dir = await mkdtemp(join(tmpdir(), `dify-test-${name}-`));
   const storageDir = join(dir, 'storage');
   await mkdir(storageDir);
   const config = {
-    ...ConfigSchema.parse({ queuePrefix: `{dp-${name}}`, trialCredits: 200, logLevel: 'silent' }),
+    ...ConfigSchema.parse({ queuePrefix: `{dp-${name}}`, trialCredits: opts.trialCredits ?? 200, logLevel: 'silent' }),
     redisUrl: opts.redisDb ? `${inject('redisUrl')}/${opts.redisDb}` : inject('redisUrl'),
     databaseUrl,
     storageDir,
@@ -63,6 +66,7 @@ export async function createTestEnv(
       DIFY_STORAGE_DIR: storageDir,
       DIFY_PROVISION_QUEUE_PREFIX: config.queuePrefix,
       LOG_LEVEL: 'info',
+      HOSTED_POOL_CREDITS: String(config.trialCredits),
     },
     async cleanup() {
       const keys = await redis.keys(`${config.queuePrefix}:*`);

@@ -1,14 +1,15 @@
-import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { AUTO_UPGRADE_CATEGORIES, upgradeTimeOfDay } from '../../src/dify/workspace-writer.js';
+import { KNOWN_SLOTS } from '../helpers/dify-checks.js';
 
 describe("Dify's create_tenant constants", () => {
   it('derives the upgrade slot from SHA-256 of the lower-case id, first 8 bytes big-endian, mod 96, × 900', () => {
-    const id = '6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20';
-    const digest = createHash('sha256').update(id).digest('hex');
-    const expected = Number(BigInt(`0x${digest.slice(0, 16)}`) % 96n) * 900;
-    expect(upgradeTimeOfDay(id)).toBe(expected);
-    expect(upgradeTimeOfDay(id.toUpperCase())).toBe(expected);
+    // Pinned values computed outside this code base, with Python:
+    //   int.from_bytes(hashlib.sha256(id.encode()).digest()[:8], 'big') % 96 * 900
+    for (const [id, slot] of Object.entries(KNOWN_SLOTS)) {
+      expect(upgradeTimeOfDay(id), id).toBe(slot);
+      expect(upgradeTimeOfDay(id.toUpperCase()), id).toBe(slot);
+    }
   });
 
   it('always lands on a 15-minute slot within the day', () => {
