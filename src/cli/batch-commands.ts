@@ -19,7 +19,8 @@ export function formatStatus(s: BatchStatus): string {
 export const statusCommand = (batchId: string, flags: { json?: boolean }, config: Config) =>
   withProvisioner(config, async (p) => {
     const s = await p.batch(batchId).status();
-    process.stdout.write(flags.json ? `${JSON.stringify(s)}\n` : `${formatStatus(s)}\n`);
+    const dify = await p.difySchema();
+    process.stdout.write(flags.json ? `${JSON.stringify({ ...s, difySchema: dify })}\n` : `${formatStatus(s)}\n${dify}\n`);
     return 0;
   });
 
