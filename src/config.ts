@@ -12,7 +12,36 @@ const ownerSpec = z
     return { uid, gid };
   });
 
+const hostPort = z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) });
+const tlsSchema = z.object({ caFile: z.string().optional() }).optional();
+
+/** Where Redis is: one node (a URL), a Redis Cluster, or a Sentinel-managed master. */
+export const RedisTargetSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('single'), url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'), tls: tlsSchema }),
+  z.object({
+    kind: z.literal('cluster'),
+    nodes: z.array(hostPort).min(1, 'names no node'),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    tls: tlsSchema,
+  }),
+  z.object({
+    kind: z.literal('sentinel'),
+    sentinels: z.array(hostPort).min(1, 'names no sentinel'),
+    name: z.string().min(1, 'needs REDIS_SENTINEL_SERVICE_NAME'),
+    sentinelUsername: z.string().optional(),
+    sentinelPassword: z.string().optional(),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    db: z.number().int().min(0).default(0),
+    tls: tlsSchema,
+  }),
+]);
+export type RedisTarget = z.infer<typeof RedisTargetSchema>;
+
 export const ConfigSchema = z.object({
+  /** Redis Cluster or Sentinel (Dify's own REDIS_* variables); a plain node is `redisUrl`. */
+  redis: RedisTargetSchema.optional(),
   redisUrl: z
     .string()
     .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
@@ -37,6 +66,8 @@ export const ConfigSchema = z.object({
     .int()
     .min(1)
     .default(Math.max(8, availableParallelism() * 4)),
+  /** CA bundle for rediss:// (REDIS_SSL_CA_CERTS, as Dify names it). */
+  redisCaFile: z.string().min(1).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** The dashboard's token; generated per run when unset. */
   dashboardToken: z.string().min(16, 'must be at least 16 characters').optional(),
@@ -47,6 +78,7 @@ export type Config = z.infer<typeof ConfigSchema>;
 
 const ENV_NAMES = {
   redisUrl: 'REDIS_URL',
+  redisCaFile: 'REDIS_SSL_CA_CERTS',
   databaseUrl: 'DATABASE_URL',
   storageDir: 'DIFY_STORAGE_DIR',
   queuePrefix: 'DIFY_PROVISION_QUEUE_PREFIX',
@@ -61,6 +93,8 @@ const ENV_NAMES = {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const raw: Record<string, unknown> = Object.fromEntries(Object.entries(ENV_NAMES).map(([k, name]) => [k, env[name] || undefined]));
   raw.debug = Boolean(env.DEBUG);
+  raw.redis = redisFromDifyEnv(env);
+  if (!raw.redisUrl && env.REDIS_HOST && !raw.redis) raw.redisUrl = redisUrlFromDifyEnv(env);
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const lines = parsed.error.issues.map(
@@ -71,13 +105,79 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return parsed.data;
 }
 
+const yes = (v: string | undefined) => /^(1|true|yes|on)$/i.test(v ?? '');
+const tlsOf = (env: NodeJS.ProcessEnv) => (yes(env.REDIS_USE_SSL) ? { caFile: env.REDIS_SSL_CA_CERTS || undefined } : undefined);
+
+/** "h1:p1,h2:p2" (Dify's REDIS_CLUSTERS / REDIS_SENTINELS) → host/port pairs. */
+function nodesOf(list: string | undefined, name: string): { host: string; port: number }[] {
+  return (list ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .filter(Boolean)
+    .map((n) => {
+      const at = n.lastIndexOf(':');
+      const port = Number(n.slice(at + 1));
+      if (at < 1 || !Number.isInteger(port)) throw new ConfigError(`invalid configuration:\n  ${name}: "${n}" is not host:port`);
+      return { host: n.slice(0, at), port };
+    });
+}
+
+/** Dify's docker .env names for Redis Cluster and Sentinel (REDIS_URL, ours, wins over them). */
+function redisFromDifyEnv(env: NodeJS.ProcessEnv): RedisTarget | undefined {
+  if (env.REDIS_URL) return undefined;
+  if (yes(env.REDIS_USE_CLUSTERS)) {
+    return {
+      kind: 'cluster',
+      nodes: nodesOf(env.REDIS_CLUSTERS, 'REDIS_CLUSTERS'),
+      ...(env.REDIS_CLUSTERS_USERNAME ? { username: env.REDIS_CLUSTERS_USERNAME } : {}),
+      ...(env.REDIS_CLUSTERS_PASSWORD ? { password: env.REDIS_CLUSTERS_PASSWORD } : {}),
+      tls: tlsOf(env),
+    };
+  }
+  if (yes(env.REDIS_USE_SENTINEL)) {
+    return {
+      kind: 'sentinel',
+      sentinels: nodesOf(env.REDIS_SENTINELS, 'REDIS_SENTINELS'),
+      name: env.REDIS_SENTINEL_SERVICE_NAME ?? '',
+      ...(env.REDIS_SENTINEL_USERNAME ? { sentinelUsername: env.REDIS_SENTINEL_USERNAME } : {}),
+      ...(env.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: env.REDIS_SENTINEL_PASSWORD } : {}),
+      ...(env.REDIS_USERNAME ? { username: env.REDIS_USERNAME } : {}),
+      ...(env.REDIS_PASSWORD ? { password: env.REDIS_PASSWORD } : {}),
+      db: Number(env.REDIS_DB ?? 0),
+      tls: tlsOf(env),
+    };
+  }
+  return undefined;
+}
+
+/** Dify's REDIS_HOST/PORT/USERNAME/PASSWORD/DB/USE_SSL as one URL. */
+function redisUrlFromDifyEnv(env: NodeJS.ProcessEnv): string {
+  const url = new URL(`${yes(env.REDIS_USE_SSL) ? 'rediss' : 'redis'}://${env.REDIS_HOST}:${env.REDIS_PORT || 6379}`);
+  if (env.REDIS_USERNAME) url.username = env.REDIS_USERNAME;
+  if (env.REDIS_PASSWORD) url.password = env.REDIS_PASSWORD;
+  url.pathname = `/${env.REDIS_DB || 0}`;
+  return url.toString();
+}
+
+/** The Redis a config names, whichever way it was given. */
+export function redisTargetOf(config: Config): RedisTarget | undefined {
+  return (
+    config.redis ??
+    (config.redisUrl
+      ? { kind: 'single', url: config.redisUrl, tls: config.redisCaFile ? { caFile: config.redisCaFile } : undefined }
+      : undefined)
+  );
+}
+
 type Needed = 'redisUrl' | 'databaseUrl' | 'storageDir';
 
 /** Narrows the config to one that has the settings a command needs, or says which are missing. */
 export function requireConfig<K extends Needed>(config: Config, ...keys: K[]): Config & Required<Pick<Config, K>> {
-  const missing = keys.filter((k) => !config[k]);
+  const missing = keys.filter((k) => (k === 'redisUrl' ? !redisTargetOf(config) : !config[k]));
   if (missing.length > 0) {
-    throw new ConfigError(`missing configuration: set ${missing.map((k) => ENV_NAMES[k]).join(', ')}`);
+    throw new ConfigError(
+      `missing configuration: set ${missing.map((k) => (k === 'redisUrl' ? "REDIS_URL (or Dify's REDIS_HOST, REDIS_USE_CLUSTERS or REDIS_USE_SENTINEL settings)" : ENV_NAMES[k])).join(', ')}`,
+    );
   }
   return config as Config & Required<Pick<Config, K>>;
 }

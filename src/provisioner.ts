@@ -56,6 +56,8 @@ export interface Provisioner {
   batches(limit?: number): Promise<BatchListing[]>;
   /** Which Dify release band the database is, in words. */
   difySchema(): Promise<string>;
+  /** Which Dify database this provisioner's queue serves (several Difys may share one Redis). */
+  readonly queue: { name: string; database: string };
   /**
    * Mints a dataset API key for each existing workspace (bound to the given knowledge bases, else
    * workspace-wide), each in its own transaction. The tokens are returned to you once, here: keep
@@ -117,6 +119,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     batch: handle,
     batches: (limit) => listBatches(db, limit),
     difySchema: async () => describeSchema(await probeDifySchema(db)),
+    queue: { name: rt.dify.queueName, database: rt.dify.database },
     async mintApiKeys(requests) {
       const schema = await probeDifySchema(db);
       const out = [];

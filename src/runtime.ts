@@ -2,11 +2,12 @@
 // Redis connection and queue, the logger and the key storage. The CLI, the worker, the dashboard,
 // the demo and the library all take a Runtime; nothing else constructs connections.
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { requireConfig, type Config } from './config.js';
+import { redisTargetOf, requireConfig, type Config } from './config.js';
+import { probeDifySchema, type DifySchema } from './dify/schema-probe.js';
 import { createPool, type Db } from './db/pool.js';
 import { createLogger, type Logger } from './log/logger.js';
-import { checkRedis, provisionQueue, redisConnection } from './queue/connection.js';
+import { checkRedis, provisionQueue, redisConnection, type RedisClient } from './queue/connection.js';
+import { difyIdentity, type DifyIdentity } from './store/instance.js';
 import type { KeyStorage } from './storage/key-storage.js';
 import { localKeyStorage } from './storage/local.js';
 import { migrate } from './store/schema.js';
@@ -20,8 +21,12 @@ export interface Runtime {
 }
 
 export interface QueueRuntime extends Runtime {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly queue: Queue;
+  /** Which Dify release band the database is. */
+  readonly schema: DifySchema;
+  /** Which Dify database this is; the queue is this Dify's own. */
+  readonly dify: DifyIdentity;
 }
 
 export interface RuntimeOptions {
@@ -46,8 +51,10 @@ export async function openDbRuntime(config: Config, opts: RuntimeOptions = {}): 
 }
 
 /**
- * PostgreSQL and the queue. Producers (ingest, the dashboard, the library) fail fast when Redis
- * does not answer; a worker's connection never gives up a command.
+ * PostgreSQL and this Dify's queue. The database must be a Dify we know (nothing of ours is
+ * created in any other); the queue is named after the database's identity. Producers (ingest,
+ * the dashboard, the library) fail fast when Redis does not answer; a worker's connection never
+ * gives up a command.
  */
 export async function openQueueRuntime(
   config: Config,
@@ -55,23 +62,33 @@ export async function openQueueRuntime(
 ): Promise<QueueRuntime> {
   const cfg = requireConfig(config, 'redisUrl', 'databaseUrl');
   const role = opts.role ?? 'producer';
-  const base = await openDbRuntime(cfg, { ...opts, poolMax: opts.poolMax ?? (role === 'worker' ? cfg.dbPoolMax : 4) });
-  const redis = redisConnection(cfg.redisUrl, role);
+  const base = await openDbRuntime(cfg, { ...opts, migrate: false, poolMax: opts.poolMax ?? (role === 'worker' ? cfg.dbPoolMax : 4) });
+  const target = redisTargetOf(cfg)!;
+  let redis: RedisClient | undefined;
+  let schema: DifySchema;
+  let dify: DifyIdentity;
   try {
-    if (role === 'producer') await checkRedis(redis, cfg.redisUrl);
+    schema = await probeDifySchema(base.db);
+    await migrate(base.db);
+    dify = await difyIdentity(base.db);
+    redis = redisConnection(target, role);
+    if (role === 'producer') await checkRedis(redis, target);
   } catch (err) {
-    redis.disconnect();
+    redis?.disconnect();
     await base.close();
     throw err;
   }
-  const queue = provisionQueue(redis, cfg.queuePrefix);
+  const queue = provisionQueue(redis, cfg.queuePrefix, dify.queueName);
+  const client = redis;
   return {
     ...base,
-    redis,
+    redis: client,
     queue,
+    schema,
+    dify,
     async close() {
       await queue.close();
-      await Promise.allSettled([redis.quit(), base.close()]);
+      await Promise.allSettled([client.quit(), base.close()]);
     },
   };
 }

@@ -20,7 +20,10 @@ export const statusCommand = (batchId: string, flags: { json?: boolean }, config
   withProvisioner(config, async (p) => {
     const s = await p.batch(batchId).status();
     const dify = await p.difySchema();
-    process.stdout.write(flags.json ? `${JSON.stringify({ ...s, difySchema: dify })}\n` : `${formatStatus(s)}\n${dify}\n`);
+    const serves = `queue ${p.queue.name} serves Dify database "${p.queue.database}"`;
+    process.stdout.write(
+      flags.json ? `${JSON.stringify({ ...s, difySchema: dify, queue: p.queue })}\n` : `${formatStatus(s)}\n${dify}; ${serves}\n`,
+    );
     return 0;
   });
 
@@ -64,6 +67,7 @@ export const batchesCommand = (flags: { json?: boolean }, config: Config) =>
       process.stdout.write(`${JSON.stringify(list)}\n`);
       return 0;
     }
+    process.stdout.write(`queue ${p.queue.name} serves Dify database "${p.queue.database}"\n`);
     process.stdout.write(
       `${'batch'.padEnd(36)} ${'state'.padEnd(10)} ${'total'.padStart(7)} ${'created'.padStart(8)} ${'existing'.padStart(8)} ${'failed'.padStart(7)} ${'rejected'.padStart(8)}  created at\n`,
     );

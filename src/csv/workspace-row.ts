@@ -14,7 +14,8 @@ const text = (max: number) =>
   z
     .string()
     .transform((s) => s.trim())
-    .refine((s) => !s.includes('\ufffd') && s.isWellFormed(), 'is not valid UTF-8 (or holds a lone UTF-16 surrogate)')
+    .refine((s) => !s.includes('\ufffd'), 'is not valid UTF-8')
+    .refine((s) => s.isWellFormed(), 'is not valid UTF-8 (a lone UTF-16 surrogate)')
     .refine((s) => !CONTROL.test(s), 'contains control characters')
     .refine((s) => length(s) <= max, `is longer than ${max} characters`);
 

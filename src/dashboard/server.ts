@@ -7,8 +7,8 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import type { Queue } from 'bullmq';
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
 import type { Db } from '../db/pool.js';
+import type { RedisClient } from '../queue/connection.js';
 import { BatchNotFoundError, ProvisionError, UsageError } from '../errors.js';
 import { cancelBatch, resumeCancelled, retryFailed } from '../queue/batch-control.js';
 import { csvReport, jsonReport } from '../report/format.js';
@@ -22,7 +22,7 @@ import { PAGE } from './page.js';
 export interface DashboardDeps {
   db: Db;
   queue: Queue;
-  redis: Redis;
+  redis: RedisClient;
   token: string;
 }
 

@@ -5,8 +5,6 @@ import { z } from 'zod';
 import { MAX_MEMBERS } from '../csv/workspace-row.js';
 import { isBatchId, isStrictUuid, MEMBER_ROLES } from '../types.js';
 
-export const QUEUE_NAME = 'provision';
-
 // The same bounds ingest enforces (csv/workspace-row.ts); the worker also checks that a job is
 // exactly what ingest recorded, so these only keep malformed data out of the SQL.
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;

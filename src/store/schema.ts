@@ -66,6 +66,16 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX sealed_secrets_batch_idx ON ${SCHEMA}.sealed_secrets (batch_id);
   `,
+  `
+  -- Which Dify database this is: its queue's name derives from the id, so workers of another
+  -- Dify sharing the Redis never see its jobs. Where it was minted tells a copy from the original.
+  CREATE TABLE ${SCHEMA}.instance (
+    id                uuid PRIMARY KEY,
+    database_name     text NOT NULL,
+    system_identifier text,
+    created_at        timestamptz NOT NULL DEFAULT now()
+  );
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -1,16 +1,18 @@
 // The BullMQ processor: validates a job, provisions its workspace, and decides what a failure
 // means: permanent (UnrecoverableError, recorded at once) or transient (retried with backoff).
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import type { Logger } from 'pino';
 import { describeError, RowError } from '../errors.js';
-import { JobDataSchema, jobIdFor, QUEUE_NAME, type JobData, type JobResult } from '../queue/contract.js';
+import { JobDataSchema, jobIdFor, type JobData, type JobResult } from '../queue/contract.js';
 import { failIfOpen, noteRetry, recordOutcome } from '../store/rows.js';
 import { ForeignJobError, provisionWorkspace, type ProvisionDeps } from './provision-workspace.js';
 
 export interface ProcessorOptions {
-  connection: Redis;
+  connection: RedisClient;
   prefix: string;
+  /** This Dify's queue (store/instance.ts). */
+  queueName: string;
   concurrency: number;
   /** Global rate limit across all workers: at most `max` jobs per `durationMs`. */
   limiter?: { max: number; durationMs: number };
@@ -80,7 +82,7 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
     }
   };
 
-  const worker = new Worker<unknown, JobResult>(QUEUE_NAME, processor, {
+  const worker = new Worker<unknown, JobResult>(opts.queueName, processor, {
     connection: opts.connection,
     prefix: opts.prefix,
     concurrency: opts.concurrency,

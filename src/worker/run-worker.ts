@@ -4,13 +4,12 @@
 import type { Worker } from 'bullmq';
 import type { Config } from '../config.js';
 import { rsaKeySource, type KeySource } from '../crypto/rsa-keys.js';
-import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
+import { describeSchema } from '../dify/schema-probe.js';
 import { workspaceWriter } from '../dify/workspace-writer.js';
 import { describeError } from '../errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { openKeyStorage, openQueueRuntime } from '../runtime.js';
 import type { KeyStorage } from '../storage/key-storage.js';
-import { migrate } from '../store/schema.js';
 import { sealKeyCache } from '../store/sealed-secrets.js';
 import { createProvisionWorker } from './processor.js';
 
@@ -36,11 +35,10 @@ export interface RunningWorker {
 export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Promise<RunningWorker> {
   const logger = opts.logger ?? createLogger(config.logLevel, 1);
   const concurrency = opts.concurrency ?? config.workerConcurrency;
-  // Migrations wait for the schema check: a database that isn't Dify's gets nothing of ours.
-  const rt = await openQueueRuntime(config, { role: 'worker', logger, migrate: false });
+  // The runtime checks the database is a Dify it knows before anything of ours is created there.
+  const rt = await openQueueRuntime(config, { role: 'worker', logger });
   try {
-    const schema = await probeDifySchema(rt.db);
-    await migrate(rt.db);
+    const { schema } = rt;
     const real = await openKeyStorage(rt.config);
     const storage = opts.wrapStorage ? opts.wrapStorage(real) : real;
     const worker = createProvisionWorker(
@@ -55,6 +53,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       {
         connection: rt.redis,
         prefix: rt.config.queuePrefix,
+        queueName: rt.dify.queueName,
         concurrency,
         logger,
         ...(opts.limiter ? { limiter: opts.limiter } : {}),
@@ -71,7 +70,14 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
     };
     if (opts.handleSignals) installSignalHandlers(close, logger);
     logger.info(
-      { concurrency, prefix: rt.config.queuePrefix, dbPoolMax: rt.config.dbPoolMax, band: schema.band },
+      {
+        concurrency,
+        prefix: rt.config.queuePrefix,
+        queue: rt.dify.queueName,
+        database: rt.dify.database,
+        dbPoolMax: rt.config.dbPoolMax,
+        band: schema.band,
+      },
       `worker started; ${describeSchema(schema)}`,
     );
     return { worker, close };

@@ -2,7 +2,9 @@
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { readRows } from '../../src/csv/read-rows.js';
-import { provisionQueue, redisConnection } from '../../src/queue/connection.js';
+import { Queue } from 'bullmq';
+import { openQueueRuntime } from '../../src/runtime.js';
+import { difyIdentity } from '../../src/store/instance.js';
 import { enqueueBatch, type EnqueueSummary } from '../../src/ingest/enqueue-batch.js';
 import { waitForBatch, type BatchStatus } from '../../src/store/batches.js';
 import { migrate } from '../../src/store/schema.js';
@@ -16,13 +18,11 @@ export async function ingestCsv(
   batchId: string,
   opts: { attempts?: number; backoffMs?: number; createMissingOwners?: boolean } = {},
 ): Promise<EnqueueSummary> {
-  await migrate(env.db);
-  const redis = redisConnection(env.config.redisUrl, 'producer');
-  const queue = provisionQueue(redis, env.config.queuePrefix);
+  const rt = await openQueueRuntime(env.config, { logger: pino({ level: 'silent' }) });
   try {
     return await enqueueBatch(
       readRows(Readable.from([Buffer.from(csv)])),
-      { db: env.db, queue },
+      { db: env.db, queue: rt.queue },
       {
         batchId,
         retry: { attempts: opts.attempts ?? 5, backoffMs: opts.backoffMs ?? 50 },
@@ -30,9 +30,15 @@ export async function ingestCsv(
       },
     );
   } finally {
-    await queue.close();
-    redis.disconnect();
+    await rt.close();
   }
+}
+
+/** The test env's own queue (named after its Dify database's identity), for tests that reach into Redis. */
+export async function envQueue(env: TestEnv): Promise<Queue> {
+  await migrate(env.db);
+  const { queueName } = await difyIdentity(env.db);
+  return new Queue(queueName, { connection: env.redis.duplicate(), prefix: env.config.queuePrefix });
 }
 
 export async function runUntilDone(

@@ -201,7 +201,7 @@ describe('batch lifecycle', () => {
 describe('ingest when Redis is down', () => {
   it('says so at once, naming the URL without its password', async () => {
     await expect(createProvisioner({ ...env.config, redisUrl: 'redis://user:s3cret@127.0.0.1:1' })).rejects.toThrow(
-      /^cannot reach Redis at redis:\/\/user:\*\*\*@127\.0\.0\.1:1: .* — check REDIS_URL and that Redis is running$/,
+      /^cannot reach Redis at redis:\/\/user:\*\*\*@127\.0\.0\.1:1: .* — check the Redis settings \(REDIS_URL, or Dify's REDIS_\*\) and that Redis is running$/,
     );
   });
 

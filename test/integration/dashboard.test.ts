@@ -1,15 +1,13 @@
 // The dashboard's HTTP surface against real PostgreSQL and Redis (fastify's inject: no socket):
 // read-only queue view, CSRF, security headers, download names, health, cookies, metrics.
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { attachment, buildDashboard } from '../../src/dashboard/server.js';
 import { createPool } from '../../src/db/pool.js';
-import { QUEUE_NAME } from '../../src/queue/contract.js';
 import { freePort } from '../../src/services/local-services.js';
-import { migrate } from '../../src/store/schema.js';
-import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
+import { csvOf, envQueue, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const TOKEN = 'integration-dashboard-token-0123';
@@ -19,8 +17,7 @@ let queue: Queue;
 let app: FastifyInstance;
 beforeEach(async () => {
   env = await createTestEnv();
-  await migrate(env.db); // as the dashboard command's runtime does
-  queue = new Queue(QUEUE_NAME, { connection: env.redis.duplicate(), prefix: env.config.queuePrefix });
+  queue = await envQueue(env); // migrates, as the dashboard command's runtime does
   app = await buildDashboard({ db: env.db, queue, redis: env.redis, token: TOKEN });
 });
 afterEach(async () => {
@@ -33,12 +30,12 @@ describe('the queue view is read-only', () => {
   it("refuses bull-board's add, retry, clean, pause and obliterate, even with the token", async () => {
     await ingestCsv(env, csvOf([{ workspace_name: 'Waiting', owner_email: 'owner1@example.com' }]), 'ro');
     const attempts = [
-      ['POST', `/queues/api/queues/${QUEUE_NAME}/add`, { name: 'workspace', data: { batchId: 'ro', line: 9 } }],
-      ['PUT', `/queues/api/queues/${QUEUE_NAME}/retry/failed`, undefined],
-      ['PUT', `/queues/api/queues/${QUEUE_NAME}/clean/waiting`, undefined],
-      ['PUT', `/queues/api/queues/${QUEUE_NAME}/pause`, undefined],
+      ['POST', `/queues/api/queues/${queue.name}/add`, { name: 'workspace', data: { batchId: 'ro', line: 9 } }],
+      ['PUT', `/queues/api/queues/${queue.name}/retry/failed`, undefined],
+      ['PUT', `/queues/api/queues/${queue.name}/clean/waiting`, undefined],
+      ['PUT', `/queues/api/queues/${queue.name}/pause`, undefined],
       ['PUT', '/queues/api/queues/pause', undefined],
-      ['DELETE', `/queues/api/queues/${QUEUE_NAME}/obliterate`, undefined],
+      ['DELETE', `/queues/api/queues/${queue.name}/obliterate`, undefined],
     ] as const;
     for (const [method, url, payload] of attempts) {
       const res = await app.inject({

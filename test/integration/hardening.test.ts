@@ -3,7 +3,6 @@ import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { chown, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { Queue } from 'bullmq';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { rsaKeySource, type KeySource } from '../../src/crypto/rsa-keys.js';
@@ -13,13 +12,12 @@ import { workspaceWriter, type WorkspaceWriter } from '../../src/dify/workspace-
 import { runDoctor } from '../../src/doctor/doctor.js';
 import { RowError, UsageError } from '../../src/errors.js';
 import { createProvisioner } from '../../src/provisioner.js';
-import { QUEUE_NAME } from '../../src/queue/contract.js';
 import { localKeyStorage } from '../../src/storage/local.js';
 import { migrate } from '../../src/store/schema.js';
 import { provisionWorkspace } from '../../src/worker/provision-workspace.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { waitForBatch } from '../../src/store/batches.js';
-import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
+import { csvOf, envQueue, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { keyFile, keyPairWorks } from '../helpers/dify-checks.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
@@ -126,9 +124,7 @@ describe('the operator key for sealing', () => {
 });
 
 describe('jobs that ingest did not record', () => {
-  async function queue() {
-    return new Queue(QUEUE_NAME, { connection: env.redis.duplicate(), prefix: env.config.queuePrefix });
-  }
+  const queue = () => envQueue(env);
 
   it('a job added in Redis by someone else creates nothing and answers no real row', async () => {
     await ingestCsv(env, csvOf([{ workspace_name: 'Real', owner_email: 'owner1@example.com' }]), 'real');
