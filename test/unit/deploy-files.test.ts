@@ -1,0 +1,28 @@
+// The deployment examples parse and say what the README promises.
+import { readFile } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { projectFile } from '../../src/project-files.js';
+
+describe('deployment examples', () => {
+  it('deploy/kubernetes.yaml: a worker Deployment and an ingest Job, with the key storage mounted and secrets from a Secret', async () => {
+    const docs = parseAllDocuments(await readFile(projectFile('deploy', 'kubernetes.yaml'), 'utf8'));
+    for (const d of docs) expect(d.errors, String(d.errors)).toEqual([]);
+    const [deployment, job] = docs.map((d) => d.toJS());
+    expect(deployment).toMatchObject({ apiVersion: 'apps/v1', kind: 'Deployment' });
+    const worker = deployment.spec.template.spec.containers[0];
+    expect(worker.args[0]).toBe('worker');
+    expect(worker.envFrom).toEqual([{ secretRef: { name: 'dify-provision' } }]);
+    expect(worker.volumeMounts[0].mountPath).toBe(worker.env.find((e: { name: string }) => e.name === 'DIFY_STORAGE_DIR').value);
+    expect(deployment.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(30);
+    expect(deployment.spec.selector.matchLabels).toEqual(deployment.spec.template.metadata.labels);
+    expect(job).toMatchObject({ apiVersion: 'batch/v1', kind: 'Job', spec: { template: { spec: { restartPolicy: 'Never' } } } });
+    expect(job.spec.template.spec.containers[0].args[0]).toBe('ingest');
+  });
+
+  it('docker-compose.yml parses', async () => {
+    const doc = parseAllDocuments(await readFile(projectFile('docker-compose.yml'), 'utf8'))[0]!;
+    expect(doc.errors).toEqual([]);
+    expect(Object.keys(doc.toJS().services)).toEqual(expect.arrayContaining(['redis', 'postgres', 'worker']));
+  });
+});
