@@ -2,6 +2,7 @@
 // dify-provision reads process.env.
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
+import { databaseUrlFromDify, storageFromDify, withDifyEnvFile, type StorageSettings } from './dify-env.js';
 import { ConfigError } from './errors.js';
 
 const ownerSpec = z
@@ -52,6 +53,8 @@ export const ConfigSchema = z.object({
     .optional(),
   /** The folder that contains Dify's `privkeys/` (Dify's storage root). */
   storageDir: z.string().min(1).optional(),
+  /** Where keys go when it is not a local folder (Dify's STORAGE_TYPE and its settings). */
+  storage: z.custom<StorageSettings>().optional(),
   /** BullMQ key prefix; the braces are a Redis Cluster hash tag so one queue lives on one slot. */
   queuePrefix: z.string().min(1).default('{dify-provision}'),
   /** Owner of deployed key files; default: the owner of the storage folder. */
@@ -90,10 +93,17 @@ const ENV_NAMES = {
   dashboardToken: 'DASHBOARD_TOKEN',
 } as const;
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config {
+  const env = withDifyEnvFile(processEnv);
   const raw: Record<string, unknown> = Object.fromEntries(Object.entries(ENV_NAMES).map(([k, name]) => [k, env[name] || undefined]));
   raw.debug = Boolean(env.DEBUG);
   raw.redis = redisFromDifyEnv(env);
+  raw.databaseUrl = databaseUrlFromDify(env);
+  const storage = storageFromDify(env);
+  if (storage?.kind === 'local') raw.storageDir = storage.root;
+  else raw.storage = storage;
+  // Dify's REDIS_KEY_PREFIX: our keys sit under it too (an ACL user limited to it still works).
+  if (!raw.queuePrefix && env.REDIS_KEY_PREFIX) raw.queuePrefix = `${env.REDIS_KEY_PREFIX}:{dify-provision}`;
   if (!raw.redisUrl && env.REDIS_HOST && !raw.redis) raw.redisUrl = redisUrlFromDifyEnv(env);
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
@@ -159,6 +169,11 @@ function redisUrlFromDifyEnv(env: NodeJS.ProcessEnv): string {
   return url.toString();
 }
 
+/** Where keys go, whichever way it was given. */
+export function storageOf(config: Config): StorageSettings | undefined {
+  return config.storage ?? (config.storageDir ? { kind: 'local', root: config.storageDir } : undefined);
+}
+
 /** The Redis a config names, whichever way it was given. */
 export function redisTargetOf(config: Config): RedisTarget | undefined {
   return (
@@ -173,10 +188,10 @@ type Needed = 'redisUrl' | 'databaseUrl' | 'storageDir';
 
 /** Narrows the config to one that has the settings a command needs, or says which are missing. */
 export function requireConfig<K extends Needed>(config: Config, ...keys: K[]): Config & Required<Pick<Config, K>> {
-  const missing = keys.filter((k) => (k === 'redisUrl' ? !redisTargetOf(config) : !config[k]));
+  const missing = keys.filter((k) => (k === 'redisUrl' ? !redisTargetOf(config) : k === 'storageDir' ? !storageOf(config) : !config[k]));
   if (missing.length > 0) {
     throw new ConfigError(
-      `missing configuration: set ${missing.map((k) => (k === 'redisUrl' ? "REDIS_URL (or Dify's REDIS_HOST, REDIS_USE_CLUSTERS or REDIS_USE_SENTINEL settings)" : ENV_NAMES[k])).join(', ')}`,
+      `missing configuration: set ${missing.map((k) => (k === 'redisUrl' ? "REDIS_URL (or Dify's REDIS_HOST, REDIS_USE_CLUSTERS or REDIS_USE_SENTINEL settings)" : k === 'storageDir' ? "DIFY_STORAGE_DIR (or Dify's STORAGE_TYPE and its settings)" : ENV_NAMES[k])).join(', ')}`,
     );
   }
   return config as Config & Required<Pick<Config, K>>;

@@ -2,7 +2,10 @@
 // Redis connection and queue, the logger and the key storage. The CLI, the worker, the dashboard,
 // the demo and the library all take a Runtime; nothing else constructs connections.
 import type { Queue } from 'bullmq';
-import { redisTargetOf, requireConfig, type Config } from './config.js';
+import { redisTargetOf, requireConfig, storageOf, type Config } from './config.js';
+import { azureBlobStore } from './storage/azure-blob.js';
+import { objectKeyStorage } from './storage/object-store.js';
+import { s3Store } from './storage/s3.js';
 import { probeDifySchema, type DifySchema } from './dify/schema-probe.js';
 import { createPool, type Db } from './db/pool.js';
 import { createLogger, type Logger } from './log/logger.js';
@@ -93,8 +96,15 @@ export async function openQueueRuntime(
   };
 }
 
-/** Dify's key storage, as the config names it; checked at open. */
+/** Dify's key storage, as the config names it (a local folder or an object store), checked with a probe. */
 export async function openKeyStorage(config: Config): Promise<KeyStorage> {
-  const cfg = requireConfig(config, 'storageDir');
-  return localKeyStorage({ root: cfg.storageDir, ...(cfg.keyFileOwner ? { owner: cfg.keyFileOwner } : {}) });
+  const settings = storageOf(requireConfig(config, 'storageDir'))!;
+  const storage =
+    settings.kind === 'local'
+      ? await localKeyStorage({ root: settings.root, ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}) })
+      : settings.kind === 's3'
+        ? objectKeyStorage(s3Store(settings), settings.root)
+        : objectKeyStorage(azureBlobStore(settings));
+  await storage.check();
+  return storage;
 }

@@ -33,7 +33,7 @@ export async function demoCommand(flags: { dir: string }, base: Config): Promise
     const storageDir = join(demoDir, 'storage');
     await rm(storageDir, { recursive: true, force: true });
     await mkdir(storageDir, { recursive: true });
-    const config: Config = { ...base, redisUrl, databaseUrl, storageDir, queuePrefix: '{dify-provision-demo}' };
+    const config: Config = { ...base, redisUrl, databaseUrl, storageDir, storage: undefined, queuePrefix: '{dify-provision-demo}' };
     say(`database: a fresh "dify_provision_demo" with Dify's schema and 10 sample accounts; keys under ${storageDir}`);
     return await runDemo(config, demoDir);
   } finally {

@@ -1,16 +1,18 @@
 // `dify-provision doctor [--fix]`: exit 0 only when nothing is left to report.
-import { requireConfig, type Config } from '../config.js';
+import { requireConfig, storageOf, type Config } from '../config.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
 import { runDoctor } from '../doctor/doctor.js';
-import { openDbRuntime } from '../runtime.js';
+import { openDbRuntime, openKeyStorage } from '../runtime.js';
 
 export async function doctorCommand(flags: { fix?: boolean; json?: boolean; minAge: number }, config: Config): Promise<number> {
   const cfg = requireConfig(config, 'databaseUrl', 'storageDir');
   const rt = await openDbRuntime(cfg, { migrate: false, poolMax: 2 });
   try {
     const schema = await probeDifySchema(rt.db);
+    const where = storageOf(cfg)!;
+    const storage = where.kind === 'local' ? { storageDir: where.root } : { storage: await openKeyStorage(cfg) };
     const findings = await runDoctor(rt.db, {
-      storageDir: cfg.storageDir,
+      ...storage,
       schema,
       fix: flags.fix ?? false,
       minOrphanAgeSeconds: flags.minAge,

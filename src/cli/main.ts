@@ -206,16 +206,39 @@ function buildProgram(exit: (code: number) => void): Command {
   return program;
 }
 
+/** DEBUG, through the config module (false when the configuration itself is what failed). */
+function debugging(): boolean {
+  try {
+    return loadConfig().debug;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `--dify-env FILE`, anywhere on the line: Dify's docker/.env as configuration (DIFY_ENV_FILE
+ * does the same). Taken out before commander sees the arguments, so every command accepts it.
+ */
+function takeDifyEnv(argv: string[]): string[] {
+  const at = argv.findIndex((a) => a === '--dify-env' || a.startsWith('--dify-env='));
+  if (at < 0) return argv;
+  const inline = argv[at]!.includes('=');
+  const value = inline ? argv[at]!.slice('--dify-env='.length) : argv[at + 1];
+  if (!value) throw new InvalidArgumentError("--dify-env needs the path of Dify's .env file");
+  process.env.DIFY_ENV_FILE = value;
+  return argv.filter((_, i) => i !== at && !(i === at + 1 && !inline));
+}
+
 async function main(): Promise<void> {
   const exit = (code: number) => {
     process.exitCode = code;
   };
   try {
-    await buildProgram(exit).parseAsync(process.argv);
+    await buildProgram(exit).parseAsync(takeDifyEnv(process.argv));
   } catch (err) {
     // Our own errors carry their exit code; anything else is unexpected (its stack with DEBUG=1).
     process.stderr.write(`dify-provision: ${escapeControls(describeError(err))}\n`);
-    if (!(err instanceof ProvisionError) && process.env.DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    if (!(err instanceof ProvisionError) && debugging()) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = err instanceof ProvisionError ? err.exitCode : 1;
   }
 }

@@ -11,6 +11,7 @@ import { ledgerWithoutTenant } from '../store/ledger.js';
 import { PreflightError } from '../errors.js';
 import { isStrictUuid } from '../types.js';
 import { probeDifySchema, type DifySchema } from '../dify/schema-probe.js';
+import type { KeyStorage } from '../storage/key-storage.js';
 
 export type FindingKind =
   | 'missing-key'
@@ -32,7 +33,10 @@ export interface Finding {
 }
 
 export interface DoctorOptions {
-  storageDir: string;
+  /** A local storage root (Dify's storage folder): links and modes are checked too. */
+  storageDir?: string;
+  /** Or any key storage (object stores): keys listed, read and removed through it. */
+  storage?: KeyStorage;
   /** The Dify release band: which rows every workspace must have (probed when not given). */
   schema?: DifySchema;
   fix?: boolean;
@@ -43,51 +47,9 @@ export interface DoctorOptions {
 const spkiOf = (pem: string) => createPublicKey(pem).export({ type: 'spki', format: 'der' });
 
 export async function runDoctor(db: Db, opts: DoctorOptions): Promise<Finding[]> {
-  const findings: Finding[] = [];
-  const privkeys = join(opts.storageDir, 'privkeys');
-  // Nothing under the storage root is followed: links are findings, never paths to read or fix.
-  const top = await lstat(privkeys).catch(() => undefined);
-  if (top && !top.isDirectory())
-    throw new PreflightError(`${privkeys} is not a plain folder (a symbolic link?): doctor does not follow it`);
-  const entries = top ? await readdir(privkeys, { withFileTypes: true }) : [];
-  const folders = new Set(entries.filter((e) => isStrictUuid(e.name)).map((e) => e.name));
-  const links = new Set(entries.filter((e) => e.isSymbolicLink()).map((e) => e.name));
-  const { rows: tenants } = await db.query<{ id: string; encrypt_public_key: string | null }>(`SELECT id, encrypt_public_key FROM tenants`);
-  const tenantIds = new Set(tenants.map((t) => t.id));
-
-  for (const t of tenants) {
-    const file = join(privkeys, t.id, 'private.pem');
-    if (!folders.has(t.id)) {
-      findings.push({
-        kind: 'missing-key',
-        tenantId: t.id,
-        detail: `no ${file}`,
-        fix: "none: Dify can't decrypt this workspace's credentials; restore the file from a backup, or reset its key pair with Dify's own `flask reset-encrypt-key-pair` (which drops saved credentials)",
-      });
-      continue;
-    }
-    if (links.has(t.id)) {
-      findings.push({
-        kind: 'linked-key-folder',
-        tenantId: t.id,
-        detail: `${join(privkeys, t.id)} is a symbolic link, not a folder: whoever made it can point Dify at any key`,
-        fix: 'none automatically: remove the link and restore the folder from a backup',
-      });
-      continue;
-    }
-    await checkKey(t.id, t.encrypt_public_key, file, findings);
-    await checkModes(t.id, join(privkeys, t.id), file, findings, opts.fix ?? false);
-  }
-  for (const id of folders) {
-    if (tenantIds.has(id)) continue;
-    const dir = join(privkeys, id);
-    const age = (Date.now() - (await lstat(dir)).mtimeMs) / 1000;
-    if (age < (opts.minOrphanAgeSeconds ?? 600)) continue;
-    const what = links.has(id) ? 'link (removed itself, never its target)' : 'folder';
-    const finding: Finding = { kind: 'orphan-key', tenantId: id, detail: `${dir} belongs to no tenant`, fix: `remove the ${what}` };
-    if (opts.fix) finding.fixed = await removeOrphan(db, id, dir);
-    findings.push(finding);
-  }
+  const findings: Finding[] = opts.storageDir
+    ? await localFindings(db, opts.storageDir, opts)
+    : await storeFindings(db, opts.storage!, opts);
   findings.push(...(await missingDifyRows(db, opts.schema ?? (await probeDifySchema(db)))));
   for (const l of await ledgerWithoutTenant(db)) {
     findings.push({
@@ -100,10 +62,107 @@ export async function runDoctor(db: Db, opts: DoctorOptions): Promise<Finding[]>
   return findings;
 }
 
-async function checkKey(tenantId: string, publicPem: string | null, file: string, findings: Finding[]): Promise<void> {
+const missingKey = (tenantId: string, where: string): Finding => ({
+  kind: 'missing-key',
+  tenantId,
+  detail: `no ${where}`,
+  fix: "none: Dify can't decrypt this workspace's credentials; restore the key from a backup, or reset its key pair with Dify's own `flask reset-encrypt-key-pair` (which drops saved credentials)",
+});
+
+const tenantsOf = async (db: Db) =>
+  (await db.query<{ id: string; encrypt_public_key: string | null }>(`SELECT id, encrypt_public_key FROM tenants`)).rows;
+
+/** Keys in an object store: listed, read and removed through the backend. */
+async function storeFindings(db: Db, storage: KeyStorage, opts: DoctorOptions): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  const stored = await storage.list();
+  const keyed = new Set(stored.filter((s) => s.name === 'private.pem').map((s) => s.tenantId));
+  const tenants = await tenantsOf(db);
+  const tenantIds = new Set(tenants.map((t) => t.id));
+  for (const t of tenants) {
+    const where = `${storage.description}: privkeys/${t.id}/private.pem`;
+    if (!keyed.has(t.id)) findings.push(missingKey(t.id, where));
+    else await checkKey(t.id, t.encrypt_public_key, where, async () => (await storage.read(t.id)) ?? '', findings);
+  }
+  const orphans = new Map<string, Date>();
+  for (const s of stored) {
+    if (tenantIds.has(s.tenantId)) continue;
+    const newest = orphans.get(s.tenantId);
+    if (!newest || s.modified > newest) orphans.set(s.tenantId, s.modified);
+  }
+  for (const [id, modified] of orphans) {
+    if ((Date.now() - modified.getTime()) / 1000 < (opts.minOrphanAgeSeconds ?? 600)) continue;
+    const finding: Finding = {
+      kind: 'orphan-key',
+      tenantId: id,
+      detail: `${storage.description}: privkeys/${id}/ belongs to no tenant`,
+      fix: 'remove its objects',
+    };
+    if (opts.fix) finding.fixed = await underTenantLock(db, id, () => storage.removeTenant(id));
+    findings.push(finding);
+  }
+  return findings;
+}
+
+/** A local storage root: links are findings, never paths to read or fix; modes are checked. */
+async function localFindings(db: Db, storageDir: string, opts: DoctorOptions): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  const privkeys = join(storageDir, 'privkeys');
+  // Nothing under the storage root is followed: links are findings, never paths to read or fix.
+  const top = await lstat(privkeys).catch(() => undefined);
+  if (top && !top.isDirectory())
+    throw new PreflightError(`${privkeys} is not a plain folder (a symbolic link?): doctor does not follow it`);
+  const entries = top ? await readdir(privkeys, { withFileTypes: true }) : [];
+  const folders = new Set(entries.filter((e) => isStrictUuid(e.name)).map((e) => e.name));
+  const links = new Set(entries.filter((e) => e.isSymbolicLink()).map((e) => e.name));
+  const tenants = await tenantsOf(db);
+  const tenantIds = new Set(tenants.map((t) => t.id));
+
+  for (const t of tenants) {
+    const file = join(privkeys, t.id, 'private.pem');
+    if (!folders.has(t.id)) {
+      findings.push(missingKey(t.id, file));
+      continue;
+    }
+    if (links.has(t.id)) {
+      findings.push({
+        kind: 'linked-key-folder',
+        tenantId: t.id,
+        detail: `${join(privkeys, t.id)} is a symbolic link, not a folder: whoever made it can point Dify at any key`,
+        fix: 'none automatically: remove the link and restore the folder from a backup',
+      });
+      continue;
+    }
+    await checkKey(t.id, t.encrypt_public_key, file, () => readNoFollow(file), findings);
+    await checkModes(t.id, join(privkeys, t.id), file, findings, opts.fix ?? false);
+  }
+  for (const id of folders) {
+    if (tenantIds.has(id)) continue;
+    const dir = join(privkeys, id);
+    const age = (Date.now() - (await lstat(dir)).mtimeMs) / 1000;
+    if (age < (opts.minOrphanAgeSeconds ?? 600)) continue;
+    const what = links.has(id) ? 'link (removed itself, never its target)' : 'folder';
+    const finding: Finding = { kind: 'orphan-key', tenantId: id, detail: `${dir} belongs to no tenant`, fix: `remove the ${what}` };
+    if (opts.fix) finding.fixed = await underTenantLock(db, id, () => rm(dir, { recursive: true, force: true }));
+    findings.push(finding);
+  }
+  return findings;
+}
+
+async function readNoFollow(file: string): Promise<string> {
+  const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  return fh.readFile('utf8').finally(() => fh.close());
+}
+
+async function checkKey(
+  tenantId: string,
+  publicPem: string | null,
+  file: string,
+  read: () => Promise<string>,
+  findings: Finding[],
+): Promise<void> {
   try {
-    const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
-    const text = await fh.readFile('utf8').finally(() => fh.close());
+    const text = await read();
     const privateKey = createPrivateKey(text);
     const derived = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
     if (!publicPem || !derived.equals(spkiOf(publicPem))) {
@@ -149,14 +208,14 @@ async function checkModes(tenantId: string, dir: string, file: string, findings:
   }
 }
 
-// Under the same advisory lock a worker holds from writing a key file until its commit: if no
-// tenant exists while we hold it, no worker is about to commit one with this id.
-async function removeOrphan(db: Db, tenantId: string, dir: string): Promise<boolean> {
+// Under the same advisory lock a worker holds from writing a key until its commit: if no tenant
+// exists while we hold it, no worker is about to commit one with this id.
+async function underTenantLock(db: Db, tenantId: string, remove: () => Promise<void>): Promise<boolean> {
   return withTransaction(db, async (tx) => {
     await lockTenant(tx, tenantId);
     const { rows } = await tx.query(`SELECT 1 FROM tenants WHERE id = $1`, [tenantId]);
     if (rows.length > 0) return false;
-    await rm(dir, { recursive: true, force: true });
+    await remove();
     return true;
   });
 }

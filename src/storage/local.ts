@@ -14,7 +14,7 @@ import { lstat, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle 
 import { join } from 'node:path';
 import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
 import { PreflightError, RowError } from '../errors.js';
-import type { DeployedKey, KeyStorage } from './key-storage.js';
+import type { DeployedKey, KeyStorage, StoredKey } from './key-storage.js';
 
 export interface FileOwner {
   uid: number;
@@ -54,7 +54,47 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
   );
   await (await openFolder(privkeys)).close();
 
+  const tenantDir = (tenantId: string) => join(privkeys, tenantId);
   return {
+    description: `local folder ${opts.root}`,
+    async check() {
+      // A name Dify never reads: written (owned like a key), read back, removed.
+      const probe = join(privkeys, `.dify-provision-probe-${randomBytes(6).toString('hex')}`);
+      const fh = await open(probe, NEW_FILE, 0o600);
+      try {
+        await chownIfNeeded(owner, fh);
+        await fh.writeFile('probe');
+      } finally {
+        await fh.close();
+        await unlink(probe).catch(() => {});
+      }
+    },
+    async list() {
+      const out: StoredKey[] = [];
+      for (const e of await readdir(privkeys, { withFileTypes: true })) {
+        const modified = (await lstat(join(privkeys, e.name))).mtime;
+        if (e.isSymbolicLink()) out.push({ tenantId: e.name, name: '', modified, kind: 'link' });
+        else if (!e.isDirectory()) continue;
+        else {
+          for (const f of await readdir(join(privkeys, e.name), { withFileTypes: true })) {
+            out.push({ tenantId: e.name, name: f.name, modified, kind: f.isFile() ? 'file' : f.isSymbolicLink() ? 'link' : 'other' });
+          }
+        }
+      }
+      return out;
+    },
+    async read(tenantId) {
+      const fh = await open(join(tenantDir(tenantId), KEY_FILE), constants.O_RDONLY | constants.O_NOFOLLOW).catch(
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return undefined;
+          throw err;
+        },
+      );
+      return fh?.readFile('utf8').finally(() => fh.close());
+    },
+    async removeTenant(tenantId) {
+      await rm(tenantDir(tenantId), { recursive: true, force: true }); // a link is removed itself, never its target
+    },
     async deploy(tenantId, privatePem, publicPem) {
       const parent = await openFolder(privkeys);
       try {

@@ -77,6 +77,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
         database: rt.dify.database,
         dbPoolMax: rt.config.dbPoolMax,
         band: schema.band,
+        storage: storage.description,
       },
       `worker started; ${describeSchema(schema)}`,
     );

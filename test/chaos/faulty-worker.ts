@@ -12,6 +12,7 @@ await runWorker(loadConfig(), {
   handleSignals: true,
   logger: createLogger('warn', 1),
   wrapStorage: (real) => ({
+    ...real,
     async deploy(tenantId, privatePem, publicPem) {
       if (Date.now() < until) {
         failures++;

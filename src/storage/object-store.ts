@@ -1,0 +1,84 @@
+// Keys in an object store (S3-compatible, Azure Blob): one request writes the whole object, so
+// nothing partial is ever visible; it is read back and proven before the transaction commits,
+// and removed when the transaction fails. A backend only needs these five verbs.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
+import { PreflightError } from '../errors.js';
+import { privateKeyKey, type KeyStorage, type StoredKey } from './key-storage.js';
+
+export interface ObjectStore {
+  /** "S3 bucket b at https://…" — never a credential. */
+  readonly description: string;
+  put(key: string, body: string): Promise<void>;
+  /** undefined when there is no such object. */
+  get(key: string): Promise<string | undefined>;
+  delete(key: string): Promise<void>;
+  /** Keys under `prefix`, with their last-modified time. */
+  list(prefix: string): Promise<{ key: string; modified: Date }[]>;
+  /** A store that does not exist (no bucket/container) or refuses us: a clear, secret-free error. */
+  explain(err: unknown): Error;
+}
+
+/** Where Dify's storage root is inside the store (opendal's OPENDAL_S3_ROOT, for instance). */
+const join = (root: string, key: string) => `${root.replace(/^\/+|\/+$/g, '')}${root.replace(/^\/+|\/+$/g, '') ? '/' : ''}${key}`;
+
+export function objectKeyStorage(store: ObjectStore, root = ''): KeyStorage {
+  const keyOf = (tenantId: string) => join(root, privateKeyKey(tenantId));
+  const privkeys = join(root, 'privkeys/');
+  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw store.explain(err);
+    }
+  };
+  return {
+    description: `${store.description}${root.replace(/^\/+|\/+$/g, '') ? ` under ${root}` : ''}`,
+    async check() {
+      // A name Dify never reads: written, read back, deleted.
+      const probe = join(root, `dify-provision-probe/${randomUUID()}`);
+      const body = randomBytes(16).toString('hex');
+      await call(() => store.put(probe, body));
+      const back = await call(() => store.get(probe));
+      await call(() => store.delete(probe));
+      if (back !== body) throw new PreflightError(`${store.description}: a probe object did not read back as written`);
+    },
+    async deploy(tenantId, privatePem, publicPem) {
+      const key = keyOf(tenantId);
+      const remove = () => call(() => store.delete(key));
+      await call(() => store.put(key, privatePem));
+      try {
+        const back = await call(() => store.get(key));
+        if (back === undefined) throw new Error(`${key} is not readable right after writing it`);
+        prove(key, back, publicPem);
+      } catch (err) {
+        await remove().catch(() => {});
+        throw err;
+      }
+      return { location: `${store.description}: ${key}`, remove };
+    },
+    async list(): Promise<StoredKey[]> {
+      const out: StoredKey[] = [];
+      for (const o of await call(() => store.list(privkeys))) {
+        const m = /^([^/]+)\/(.+)$/.exec(o.key.slice(privkeys.length));
+        if (m) out.push({ tenantId: m[1]!, name: m[2]!, modified: o.modified, kind: 'file' });
+      }
+      return out;
+    },
+    read: (tenantId) => call(() => store.get(keyOf(tenantId))),
+    async removeTenant(tenantId) {
+      for (const o of await call(() => store.list(join(root, `privkeys/${tenantId}/`)))) await call(() => store.delete(o.key));
+    },
+  };
+}
+
+function prove(key: string, privatePem: string, publicPem: string): void {
+  const secret = randomBytes(32);
+  let decrypted: Buffer;
+  try {
+    decrypted = hybridDecrypt(hybridEncrypt(secret, publicPem), privatePem);
+  } catch {
+    throw new Error(`key ${key} does not decrypt what the tenant's public key encrypts`);
+  }
+  if (!decrypted.equals(secret)) throw new Error(`key ${key} decrypts to the wrong bytes`);
+}

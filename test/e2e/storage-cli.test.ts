@@ -1,0 +1,104 @@
+// One CLI batch per object-store backend, configured only by Dify's own .env file (--dify-env):
+// database, Redis, key storage and trial credits all come from it; no secret reaches the output.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { objectKeyStorage } from '../../src/storage/object-store.js';
+import { azureBlobStore } from '../../src/storage/azure-blob.js';
+import { s3Store } from '../../src/storage/s3.js';
+import { csvOf } from '../helpers/batch.js';
+import { runCli, startCli, type Background } from '../helpers/cli.js';
+import { AZURITE_KEY, startAzurite, startS3, type AzuriteServer, type S3Server } from '../helpers/object-servers.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+let s3: S3Server;
+let azure: AzuriteServer;
+let env: TestEnv;
+let worker: Background | undefined;
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'dify-provision-storage-cli-'));
+  [s3, azure] = await Promise.all([startS3(join(dir, 's3')), startAzurite(join(dir, 'azurite'))]);
+}, 60_000);
+afterAll(async () => {
+  await Promise.allSettled([s3?.stop(), azure?.stop()]);
+  await rm(dir, { recursive: true, force: true });
+});
+beforeEach(async () => {
+  env = await createTestEnv();
+});
+afterEach(async () => {
+  await worker?.stop('SIGKILL');
+  worker = undefined;
+  await env.cleanup();
+});
+
+/** Dify's docker/.env as an operator has it, pointing at the test's database and Redis. */
+async function difyEnvFile(storage: NodeJS.ProcessEnv, name: string): Promise<string> {
+  const db = new URL(env.config.databaseUrl);
+  const redis = new URL(env.config.redisUrl);
+  const lines = {
+    DB_USERNAME: decodeURIComponent(db.username),
+    DB_PASSWORD: decodeURIComponent(db.password),
+    DB_HOST: db.hostname,
+    DB_PORT: db.port,
+    DB_DATABASE: db.pathname.slice(1),
+    REDIS_HOST: redis.hostname,
+    REDIS_PORT: redis.port,
+    HOSTED_POOL_CREDITS: '321',
+    KEY_PROVIDER_TYPE: 'local',
+    ...storage,
+  };
+  const file = join(env.dir, `${name}.env`);
+  await writeFile(
+    file,
+    `# Dify docker/.env (excerpt)\n${Object.entries(lines)
+      .map(([k, v]) => `${k}=${v}`)
+      .join('\n')}\n`,
+  );
+  return file;
+}
+
+describe.each(['s3', 'azure-blob'] as const)('a CLI batch with keys on %s, configured by --dify-env', (backend) => {
+  let bucket: string;
+  beforeEach(async () => {
+    bucket = `cli-${backend}-${Date.now()}`;
+    if (backend === 's3') await s3.createBucket(bucket);
+    else await azure.createContainer(bucket);
+  });
+
+  it('provisions, checks with doctor, and prints no credential', async () => {
+    const storage = backend === 's3' ? { ...s3.env, S3_BUCKET_NAME: bucket } : { ...azure.env, AZURE_BLOB_CONTAINER_NAME: bucket };
+    const file = await difyEnvFile(storage, backend);
+    const { REDIS_URL: _r, DATABASE_URL: _d, DIFY_STORAGE_DIR: _s, HOSTED_POOL_CREDITS: _h, ...bare } = env.env;
+    const csv = join(env.dir, `${backend}.csv`);
+    await writeFile(csv, csvOf([1, 2, 3].map((i) => ({ workspace_name: `${backend} ${i}`, owner_email: `owner${i}@example.com` }))));
+
+    worker = startCli(['worker', '--concurrency', '2', '--dify-env', file], bare);
+    const ingest = await runCli(
+      ['--dify-env', file, 'ingest', csv, '--batch-id', `cli-${backend}`, '--wait', '--report-dir', env.dir],
+      bare,
+    );
+    expect(ingest.code, ingest.stdout + ingest.stderr).toBe(0);
+    expect(worker.output()).toContain(backend === 's3' ? `S3 bucket \\"${bucket}\\"` : `Azure Blob container \\"${bucket}\\"`);
+    const { rows } = await env.db.query(
+      `SELECT count(*)::int AS n, min(quota_limit)::int AS q FROM tenant_credit_pools p JOIN tenants t ON t.id = p.tenant_id WHERE t.name LIKE $1`,
+      [`${backend} %`],
+    );
+    expect(rows).toEqual([{ n: 3, q: 321 }]);
+
+    const doctor = await runCli(['doctor', '--dify-env', file, '--min-age', '0'], bare);
+    expect(doctor.code, doctor.stdout + doctor.stderr).toBe(0);
+    const store =
+      backend === 's3'
+        ? objectKeyStorage(
+            s3Store({ bucket, endpoint: s3.endpoint, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true }),
+          )
+        : objectKeyStorage(
+            azureBlobStore({ accountName: 'devstoreaccount1', accountKey: AZURITE_KEY, container: bucket, accountUrl: azure.accountUrl }),
+          );
+    expect((await store.list()).filter((k) => k.name === 'private.pem')).toHaveLength(3);
+    for (const out of [worker.output(), ingest.stdout, ingest.stderr, doctor.stdout]) expect(out).not.toContain(AZURITE_KEY);
+  });
+});

@@ -1,0 +1,169 @@
+// The same promises on every key storage backend Dify uses: a local folder, S3 (s3rver) and Azure
+// Blob (Azurite), configured with Dify's own variable names. Keys are written whole, proven,
+// removed when the transaction fails, found by doctor; re-runs create nothing twice.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { hybridDecrypt, hybridEncrypt, rsaKeySource } from '../../src/crypto/rsa-keys.js';
+import { probeDifySchema } from '../../src/dify/schema-probe.js';
+import { workspaceWriter, type WorkspaceWriter } from '../../src/dify/workspace-writer.js';
+import { runDoctor } from '../../src/doctor/doctor.js';
+import { RowError } from '../../src/errors.js';
+import { openKeyStorage } from '../../src/runtime.js';
+import type { KeyStorage } from '../../src/storage/key-storage.js';
+import { provisionWorkspace } from '../../src/worker/provision-workspace.js';
+import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
+import { startAzurite, startS3, type AzuriteServer, type S3Server } from '../helpers/object-servers.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+let dir: string;
+let s3: S3Server;
+let azure: AzuriteServer;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'dify-provision-objects-'));
+  [s3, azure] = await Promise.all([startS3(join(dir, 's3')), startAzurite(join(dir, 'azurite'))]);
+}, 60_000);
+afterAll(async () => {
+  await Promise.allSettled([s3?.stop(), azure?.stop()]);
+  await rm(dir, { recursive: true, force: true });
+});
+
+type Backend = 'local' | 's3' | 'azure-blob' | 'opendal-s3';
+/** The settings an operator would copy from Dify's .env, per backend: a bucket/container per test. */
+async function configFor(env: TestEnv, backend: Backend): Promise<TestEnv['config']> {
+  const own = env.name.replace(/_/g, '-');
+  if (backend === 's3' || backend === 'opendal-s3') await s3.createBucket(own);
+  if (backend === 'azure-blob') await azure.createContainer(own);
+  const difyEnv: NodeJS.ProcessEnv =
+    backend === 'local'
+      ? { DIFY_STORAGE_DIR: env.config.storageDir }
+      : backend === 's3'
+        ? { ...s3.env, S3_BUCKET_NAME: own }
+        : backend === 'azure-blob'
+          ? { ...azure.env, AZURE_BLOB_CONTAINER_NAME: own }
+          : {
+              STORAGE_TYPE: 'opendal',
+              OPENDAL_SCHEME: 's3',
+              OPENDAL_S3_BUCKET: own,
+              OPENDAL_S3_ENDPOINT: s3.endpoint,
+              OPENDAL_S3_ACCESS_KEY_ID: 'S3RVER',
+              OPENDAL_S3_SECRET_ACCESS_KEY: 'S3RVER',
+              OPENDAL_S3_ROOT: `/dify-${env.name}`,
+            };
+  const loaded = loadConfig(difyEnv);
+  return { ...env.config, storageDir: loaded.storageDir ?? '', storage: loaded.storage };
+}
+
+describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3'])('keys on %s', (backend) => {
+  let env: TestEnv;
+  let config: TestEnv['config'];
+  let storage: KeyStorage;
+  beforeEach(async () => {
+    env = await createTestEnv();
+    config = await configFor(env, backend);
+    storage = await openKeyStorage(config);
+  });
+  afterEach(async () => {
+    await env.cleanup();
+  });
+
+  const works = async (tenantId: string) => {
+    const { rows } = await env.db.query(`SELECT encrypt_public_key FROM tenants WHERE id = $1`, [tenantId]);
+    const secret = randomBytes(24);
+    return hybridDecrypt(hybridEncrypt(secret, rows[0].encrypt_public_key), (await storage.read(tenantId))!).equals(secret);
+  };
+
+  it('provisions a batch whose keys Dify can use, and a re-run creates nothing twice', async () => {
+    const world = { ...env, config };
+    const rows = Array.from({ length: 6 }, (_, i) => ({ workspace_name: `Obj ${i}`, owner_email: `owner${i + 1}@example.com` }));
+    await ingestCsv(world, csvOf(rows), 'obj');
+    const [status] = await runUntilDone(world, ['obj']);
+    expect(status!.counts).toMatchObject({ created: 6, failed: 0 });
+    const { rows: tenants } = await env.db.query<{ id: string }>(`SELECT id FROM tenants`);
+    for (const t of tenants) expect(await works(t.id)).toBe(true);
+    await ingestCsv(world, csvOf(rows), 'obj-again');
+    const [again] = await runUntilDone(world, ['obj-again']);
+    expect(again!.counts).toMatchObject({ existing: 6, created: 0 });
+    expect(await runDoctor(env.db, backend === 'local' ? { storageDir: env.config.storageDir } : { storage })).toEqual([]);
+  });
+
+  it('removes the key when the transaction fails', async () => {
+    await ingestCsv({ ...env, config }, csvOf([{ workspace_name: 'Rollback', owner_email: 'owner1@example.com' }]), 'rb');
+    const spec = (await env.db.query(`SELECT spec FROM dify_provision.rows WHERE batch_id = 'rb'`)).rows[0]!.spec;
+    const real = workspaceWriter(await probeDifySchema(env.db), 200);
+    let seen: string | undefined;
+    const failing: WorkspaceWriter = {
+      schema: real.schema,
+      async insertWorkspace() {
+        seen = await storage.read(spec.tenantId); // the key exists while the transaction is open
+        throw new RowError('workspace_name', 'injected failure after the key was written');
+      },
+    };
+    await expect(provisionWorkspace(spec, 1, { db: env.db, keys: rsaKeySource, storage, writer: failing })).rejects.toThrow(/injected/);
+    expect(seen).toMatch(/^-----BEGIN RSA PRIVATE KEY-----/);
+    expect(await storage.read(spec.tenantId)).toBeUndefined();
+  });
+
+  it('doctor finds missing, mismatched and orphan keys there, and --fix removes only orphans', async () => {
+    const world = { ...env, config };
+    await ingestCsv(world, csvOf([1, 2].map((i) => ({ workspace_name: `Doc ${i}`, owner_email: `owner${i}@example.com` }))), 'doc');
+    await runUntilDone(world, ['doc']);
+    const [a, b] = (await env.db.query<{ id: string }>(`SELECT id FROM tenants ORDER BY name`)).rows.map((r) => r.id) as [string, string];
+    const other = await rsaKeySource.generate();
+    // a: its key replaced by another one; b: its key gone; an orphan key for no tenant.
+    const orphan = randomUUID();
+    const deploy = async (id: string, pem: string, pub: string) => storage.deploy(id, pem, pub);
+    await storage.removeTenant(a);
+    await deploy(a, other.privatePem, other.publicPem);
+    await storage.removeTenant(b);
+    await deploy(orphan, other.privatePem, other.publicPem);
+    const opts = backend === 'local' ? { storageDir: env.config.storageDir, minOrphanAgeSeconds: 0 } : { storage, minOrphanAgeSeconds: 0 };
+    const kinds = (await runDoctor(env.db, opts)).map((f) => `${f.kind}:${f.tenantId}`).sort();
+    expect(kinds).toEqual([`key-mismatch:${a}`, `missing-key:${b}`, `orphan-key:${orphan}`].sort());
+    await runDoctor(env.db, { ...opts, fix: true });
+    expect(await storage.read(orphan)).toBeUndefined();
+    expect(await storage.read(a)).toBe(other.privatePem); // never replaced automatically
+  });
+});
+
+describe('storage settings that cannot work fail at start, clearly and without secrets', () => {
+  let env: TestEnv;
+  beforeEach(async () => {
+    env = await createTestEnv();
+  });
+  afterEach(async () => {
+    await env.cleanup();
+  });
+
+  it('a bucket or container that does not exist', async () => {
+    const noBucket = loadConfig({ ...s3.env, S3_BUCKET_NAME: 'nope' });
+    await expect(openKeyStorage({ ...env.config, storage: noBucket.storage })).rejects.toThrow(
+      /S3 bucket "nope" at http:\/\/127\.0\.0\.1:\d+ does not exist: create it/,
+    );
+    const noContainer = loadConfig({ ...azure.env, AZURE_BLOB_CONTAINER_NAME: 'nope' });
+    await expect(openKeyStorage({ ...env.config, storage: noContainer.storage })).rejects.toThrow(
+      /Azure Blob container "nope" .* does not exist/,
+    );
+  });
+
+  it('a wrong secret (Azurite checks shared-key signatures)', async () => {
+    const wrongKey = Buffer.from('not the account key at all, not at all').toString('base64');
+    const bad = loadConfig({ ...azure.env, AZURE_BLOB_ACCOUNT_KEY: wrongKey });
+    const err = await openKeyStorage({ ...env.config, storage: bad.storage }).catch((e: Error) => e);
+    expect(String(err)).toMatch(/refused us .*check AZURE_BLOB_ACCOUNT_NAME and AZURE_BLOB_ACCOUNT_KEY/);
+    expect(String(err)).not.toContain(wrongKey);
+  });
+
+  it('a storage type Dify has that we do not support yet, and a key vault', () => {
+    expect(() => loadConfig({ STORAGE_TYPE: 'tencent-cos' })).toThrow(
+      /STORAGE_TYPE: "tencent-cos" is not supported yet \(opendal \(fs, s3\), local, s3, oci-storage, azure-blob are\)/,
+    );
+    expect(() => loadConfig({ STORAGE_TYPE: 'opendal', OPENDAL_SCHEME: 'fs', OPENDAL_FS_ROOT: 'storage' })).toThrow(
+      /relative to Dify's api folder; set DIFY_STORAGE_DIR/,
+    );
+    expect(() => loadConfig({ STORAGE_TYPE: 's3', KEY_PROVIDER_TYPE: 'aws-kms' })).toThrow(/key vault/);
+  });
+});
