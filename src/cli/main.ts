@@ -8,6 +8,7 @@ import { loadConfig } from '../config.js';
 import { describeError, ProvisionError } from '../errors.js';
 import { DIFY_SCHEMA_NAMES } from '../project-files.js';
 import { runWorker } from '../worker/run-worker.js';
+import { duration, positiveInt, rateLimit } from './options.js';
 import { escapeControls } from './terminal.js';
 import { dashboardCommand } from './dashboard-command.js';
 import { doctorCommand } from './doctor-command.js';
@@ -16,28 +17,6 @@ import { keysCreateCommand, keysListCommand, secretsCommand } from './keys-comma
 import { ingestCommand } from './ingest-command.js';
 import { servicesCommand } from './services-command.js';
 import { batchesCommand, cancelCommand, reportCommand, retryCommand, statusCommand, waitCommand } from './batch-commands.js';
-
-const positiveInt = (name: string) => (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a whole number ≥ 1`);
-  return n;
-};
-
-/** "600", "600s", "10m", "2h" → seconds; anything else is refused (never NaN). */
-export function duration(name: string) {
-  return (value: string): number => {
-    const m = /^(\d+)(s|m|h)?$/.exec(value.trim());
-    if (!m) throw new InvalidArgumentError(`${name} takes a duration: seconds (600 or 600s), minutes (10m) or hours (2h)`);
-    return Number(m[1]) * { s: 1, m: 60, h: 3600 }[(m[2] ?? 's') as 's' | 'm' | 'h'];
-  };
-}
-
-/** "10/s", "600/m" → a BullMQ limiter. */
-function rateLimit(value: string): { max: number; durationMs: number } {
-  const m = /^(\d+)\/(s|m|h)$/.exec(value.trim());
-  if (!m || Number(m[1]) < 1) throw new InvalidArgumentError('use N/s, N/m or N/h, e.g. 10/s');
-  return { max: Number(m[1]), durationMs: { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 's' | 'm' | 'h'] };
-}
 
 function buildProgram(exit: (code: number) => void): Command {
   const program = new Command('dify-provision')

@@ -1,0 +1,24 @@
+// Parsers for the CLI's option values: each refuses what does not parse, naming the option.
+import { InvalidArgumentError } from 'commander';
+
+export const positiveInt = (name: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a whole number ≥ 1`);
+  return n;
+};
+
+/** "600", "600s", "10m", "2h" → seconds; anything else is refused (never NaN). */
+export function duration(name: string) {
+  return (value: string): number => {
+    const m = /^(\d+)(s|m|h)?$/.exec(value.trim());
+    if (!m) throw new InvalidArgumentError(`${name} takes a duration: seconds (600 or 600s), minutes (10m) or hours (2h)`);
+    return Number(m[1]) * { s: 1, m: 60, h: 3600 }[(m[2] ?? 's') as 's' | 'm' | 'h'];
+  };
+}
+
+/** "10/s", "600/m" → a BullMQ limiter. */
+export function rateLimit(value: string): { max: number; durationMs: number } {
+  const m = /^(\d+)\/(s|m|h)$/.exec(value.trim());
+  if (!m || Number(m[1]) < 1) throw new InvalidArgumentError('--rate-limit takes N/s, N/m or N/h, e.g. 10/s');
+  return { max: Number(m[1]), durationMs: { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 's' | 'm' | 'h'] };
+}
