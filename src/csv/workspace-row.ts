@@ -121,9 +121,8 @@ export const WorkspaceRowSchema = z
   }));
 
 export type WorkspaceRow = z.output<typeof WorkspaceRowSchema>;
-export type WorkspaceRowInput = z.input<typeof WorkspaceRowSchema>;
 
-/** DESIGN.md: the row's external_id when given, else the lower-cased owner email + workspace name. */
+/** docs/design.md: the row's external_id when given, else the lower-cased owner email + workspace name. */
 export function idempotencyKey(externalId: string | undefined, ownerEmail: string, workspaceName: string): string {
   return externalId !== undefined ? `external:${externalId}` : `owner+name:${JSON.stringify([ownerEmail.toLowerCase(), workspaceName])}`;
 }

@@ -29,8 +29,9 @@ export interface EnqueueOptions {
   strict?: boolean;
   /** Called for each invalid row as it is found. */
   onRejected?: (row: RejectedRow) => void;
-  /** Rows written per round trip (default 1000) and chunks in flight at once (default 4). */
+  /** Rows written per round trip (default 1000, and at most about `chunkBytes` of them) and chunks in flight at once (default 4). */
   chunkSize?: number;
+  chunkBytes?: number;
   chunksInFlight?: number;
 }
 
@@ -53,6 +54,11 @@ export class SealRequiredError extends UsageError {
     );
   }
 }
+
+const CHUNK_BYTES = 4 << 20;
+/** About what a row costs in a chunk's JSON and its job (a member is an email and a role). */
+const approxBytes = (r: CheckedRow) =>
+  r.ok ? 400 + 2 * (r.row.workspaceName.length + r.row.members.reduce((n, m) => n + m.email.length + 24, 0)) : 600;
 
 function needsSeal(row: Extract<CheckedRow, { ok: true }>): RejectedRow {
   const raw = { workspaceName: row.row.workspaceName, ownerEmail: row.row.ownerEmail, externalId: row.row.externalId };
@@ -100,6 +106,7 @@ export async function enqueueBatch(
     inFlight.add(tracked);
   };
   let chunk: CheckedRow[] = [];
+  let chunkBytes = 0;
   for await (const input of rows) {
     const row = sealTo || !(input.ok && input.row.datasetApiKey) ? input : needsSeal(input);
     summary.total++;
@@ -108,9 +115,12 @@ export async function enqueueBatch(
       opts.onRejected?.(row);
     }
     chunk.push(row);
-    if (chunk.length >= chunkSize) {
+    chunkBytes += approxBytes(row);
+    // A chunk is bounded in rows and in bytes: rows naming hundreds of members are large.
+    if (chunk.length >= chunkSize || chunkBytes >= (opts.chunkBytes ?? CHUNK_BYTES)) {
       send(chunk);
       chunk = [];
+      chunkBytes = 0;
       if (inFlight.size >= (opts.chunksInFlight ?? 4)) await Promise.race(inFlight);
       if (failure) break;
     }

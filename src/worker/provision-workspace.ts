@@ -1,4 +1,4 @@
-// How one workspace is provisioned: DESIGN.md's six steps, in order. This is the worker's hot
+// How one workspace is provisioned: the six steps of docs/design.md, in order. This is the worker's hot
 // path, so each database step is one round trip (seven in all for a new workspace). A job never
 // holds two pool connections at once: a worker whose pool is smaller than its concurrency cannot
 // deadlock on its own connections.

@@ -1,5 +1,6 @@
 // A real worker process whose key-file writes fail (EIO) until FAULT_UNTIL (ms since epoch):
 // the fault enters through the storage interface, as a full or failing disk would.
+import { appendFileSync } from 'node:fs';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import { runWorker } from '../../src/worker/run-worker.js';
@@ -16,6 +17,7 @@ await runWorker(loadConfig(), {
     async deploy(tenantId, privatePem, publicPem) {
       if (Date.now() < until) {
         failures++;
+        if (process.env.FAULT_LOG) appendFileSync(process.env.FAULT_LOG, `${tenantId}\n`);
         throw Object.assign(new Error(`EIO: i/o error, write (injected fault #${failures})`), { code: 'EIO' });
       }
       return real.deploy(tenantId, privatePem, publicPem);
