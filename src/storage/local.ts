@@ -14,7 +14,7 @@ import { lstat, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle 
 import { join } from 'node:path';
 import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
 import { PreflightError, RowError } from '../errors.js';
-import type { DeployedKey, KeyStorage, StoredKey } from './key-storage.js';
+import type { KeyStorage, StoredKey } from './key-storage.js';
 
 export interface FileOwner {
   uid: number;

@@ -1,0 +1,121 @@
+// README promises about workers, exercised through the CLI as separate processes: --attempts and
+// --backoff-ms, --rate-limit, signals, the job lock, and ingest's memory bound.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { projectFile } from '../../src/project-files.js';
+import { runCli } from '../helpers/cli.js';
+import { cliWorld, until } from '../helpers/cli-world.js';
+
+const world = cliWorld();
+const { file, rowsOf, done, worker } = world;
+
+describe('ingest memory', () => {
+  it('ingests 1,000 rows of 500 members each within the CLI heap (chunks are bounded in bytes)', async () => {
+    const members = (i: number) => Array.from({ length: 500 }, (_, j) => `member${j}.row${i}@example.com:normal`).join(';');
+    const path = join(world.env.dir, 'big.csv');
+    const { createWriteStream } = await import('node:fs');
+    const out = createWriteStream(path);
+    out.write('workspace_name,owner_email,members\n');
+    for (let i = 0; i < 1000; i++) out.write(`Big ${i},owner${(i % 40) + 1}@example.com,${members(i)}\n`);
+    await new Promise((r) => out.end(r));
+    const ingest = await runCli(['ingest', path, '--batch-id', 'big'], world.env.env);
+    expect(ingest.code, ingest.stderr).toBe(0);
+    expect(ingest.stdout).toContain('batch big: 1000 rows read, 1000 queued, 0 rejected');
+  });
+});
+
+describe('worker doors', () => {
+  it('--attempts and --backoff-ms given at ingest: a row that keeps failing is tried that often, spaced by the backoff', async () => {
+    // A real worker process whose key writes fail (EIO) for the whole test (test/chaos/faulty-worker.ts).
+    const faulty = spawn(process.execPath, ['--import', 'tsx', projectFile('test', 'chaos', 'faulty-worker.ts'), '1'], {
+      env: { ...world.env.env, FAULT_UNTIL: String(Date.now() + 120_000) },
+      stdio: 'ignore',
+      cwd: projectFile(),
+    });
+    try {
+      const path = await file('retry.csv', [{ workspace_name: 'Flaky', owner_email: 'owner1@example.com' }]);
+      expect((await runCli(['ingest', path, '--batch-id', 'flaky', '--attempts', '3', '--backoff-ms', '400'], world.env.env)).code).toBe(0);
+      await until(done('flaky'), 'flaky batch');
+    } finally {
+      faulty.kill('SIGKILL');
+    }
+    const [row] = await rowsOf('flaky');
+    expect(row).toMatchObject({ outcome: 'failed', attempts: 3, error: expect.stringMatching(/EIO/) });
+    const { rows: timing } = await world.env.db.query(
+      `SELECT extract(epoch FROM r.finished_at - b.ingest_finished_at) AS s FROM dify_provision.rows r JOIN dify_provision.batches b ON b.id = r.batch_id WHERE r.batch_id = 'flaky'`,
+    );
+    expect(Number(timing[0].s)).toBeGreaterThanOrEqual(1.2); // 400 ms + 800 ms of backoff at least
+  });
+
+  it('--rate-limit 2/s: rows start at most 2 a second across the batch', async () => {
+    const rows = Array.from({ length: 10 }, (_, i) => ({ workspace_name: `Rate ${i}`, owner_email: `owner${i + 1}@example.com` }));
+    expect((await runCli(['ingest', await file('rate.csv', rows), '--batch-id', 'rate'], world.env.env)).code).toBe(0);
+    worker('--concurrency', '8', '--rate-limit', '2/s');
+    await until(done('rate'), 'rate batch');
+    const times = (await rowsOf('rate')).map((r) => (r.finished_at as Date).getTime()).sort((x, y) => x - y);
+    // The limiter spaces job starts; a job started in one window may finish in the next, so a
+    // second may see up to twice the limit finish, never more; and 10 rows take at least 4 s
+    // (without the limit, 8 in flight finish them in about one).
+    const perWindow = Math.max(...times.map((t) => times.filter((u) => u >= t && u < t + 1000).length));
+    expect(perWindow).toBeLessThanOrEqual(4);
+    expect(times[times.length - 1]! - times[0]!).toBeGreaterThanOrEqual(3500);
+    expect((await runCli(['worker', '--rate-limit', 'fast'], world.env.env)).stderr).toMatch(/--rate-limit takes N\/s/);
+  });
+
+  it('SIGTERM lets in-flight jobs finish; a second signal hands them back and another worker completes them, nothing twice', async () => {
+    const rows = Array.from({ length: 30 }, (_, i) => ({ workspace_name: `Sig ${i}`, owner_email: `owner${i + 1}@example.com` }));
+    expect((await runCli(['ingest', await file('sig.csv', rows), '--batch-id', 'sig'], world.env.env)).code).toBe(0);
+    const active = async () =>
+      Number(
+        (await world.env.db.query(`SELECT count(*) AS n FROM dify_provision.rows WHERE batch_id = 'sig' AND outcome = 'active'`)).rows[0].n,
+      );
+
+    const first = worker('--concurrency', '4');
+    await until(async () => (await active()) > 0, 'a job in flight');
+    const exit = await first.stop('SIGTERM');
+    expect(exit).toBe(0);
+    expect(await active()).toBe(0); // what was in flight finished and was recorded
+    expect(first.output()).toContain('stopping: finishing in-flight jobs');
+
+    const second = worker('--concurrency', '4');
+    await until(async () => (await active()) > 0, 'a job in flight again');
+    second.child.kill('SIGTERM');
+    await until(async () => second.output().includes('stopping: finishing in-flight jobs'), 'the first signal to be seen');
+    second.child.kill('SIGTERM');
+    expect(await second.stop()).toBe(0);
+    expect(second.output()).toContain('stopping now: handing in-flight jobs back');
+
+    worker('--concurrency', '4', '--lock-duration-ms', '2000');
+    await until(done('sig'), 'sig batch');
+    const { rows: n } = await world.env.db.query(`SELECT count(*)::int AS n FROM tenants`);
+    expect(n).toEqual([{ n: 30 }]);
+    expect((await rowsOf('sig')).every((r) => r.outcome === 'created')).toBe(true);
+  });
+
+  it("a SIGKILLed worker's job is picked up by another after about --lock-duration-ms", async () => {
+    const rows = Array.from({ length: 12 }, (_, i) => ({ workspace_name: `Kill ${i}`, owner_email: `owner${i + 1}@example.com` }));
+    expect((await runCli(['ingest', await file('kill.csv', rows), '--batch-id', 'kill'], world.env.env)).code).toBe(0);
+    const active = async () =>
+      Number(
+        (await world.env.db.query(`SELECT count(*) AS n FROM dify_provision.rows WHERE batch_id = 'kill' AND outcome = 'active'`)).rows[0]
+          .n,
+      );
+    const doomed = worker('--concurrency', '4', '--lock-duration-ms', '2000');
+    await until(async () => (await active()) > 0, 'a job in flight');
+    await doomed.stop('SIGKILL');
+    const killedAt = Date.now();
+    const stuck = (
+      await world.env.db.query(`SELECT line FROM dify_provision.rows WHERE batch_id = 'kill' AND outcome = 'active'`)
+    ).rows.map((r) => r.line);
+    expect(stuck.length).toBeGreaterThan(0);
+    worker('--concurrency', '4', '--lock-duration-ms', '2000');
+    await until(done('kill'), 'kill batch');
+    const lastStuck = Math.max(
+      ...(await rowsOf('kill')).filter((r) => stuck.includes(r.line)).map((r) => (r.finished_at as Date).getTime()),
+    );
+    expect(lastStuck - killedAt).toBeGreaterThanOrEqual(1000); // not before its lock could expire
+    const { rows: n } = await world.env.db.query(`SELECT count(*)::int AS n FROM tenants`);
+    expect(n).toEqual([{ n: 12 }]);
+  });
+});
