@@ -14,6 +14,7 @@ import { reportRows } from '../store/report.js';
 import { runWorker } from '../worker/run-worker.js';
 import { formatStatus } from './batch-commands.js';
 import { formatRejection } from './ingest-command.js';
+import { escapeControls } from './terminal.js';
 import { writeReports } from './wait-command.js';
 
 const say = (m: string) => process.stdout.write(`${m}\n`);
@@ -68,7 +69,8 @@ async function runDemo(config: Config, demoDir: string): Promise<number> {
     say('\nresults:');
     for (const r of await reportRows(rt.db, summary.batchId)) {
       const what = r.tenantId ? `tenant ${r.tenantId}` : (r.error ?? '');
-      say(`  line ${String(r.line).padStart(2)}  ${r.outcome.padEnd(8)}  ${(r.workspaceName ?? '').slice(0, 28).padEnd(28)}  ${what}`);
+      const name = escapeControls((r.workspaceName ?? '').slice(0, 28)).padEnd(28);
+      say(`  line ${String(r.line).padStart(2)}  ${r.outcome.padEnd(8)}  ${name}  ${escapeControls(what)}`);
     }
     say(`\n${formatStatus(status)}`);
     const paths = await writeReports(batch, demoDir, { overwrite: true });

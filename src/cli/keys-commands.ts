@@ -8,6 +8,7 @@ import type { Config } from '../config.js';
 import { UsageError } from '../errors.js';
 import { openNewFile } from '../files.js';
 import { withProvisioner } from './context.js';
+import { escapeControls } from './terminal.js';
 import { loadSealKey, seal } from '../crypto/sealing.js';
 
 export const keysListCommand = (flags: { tenant: string; json?: boolean }, config: Config) =>
@@ -57,7 +58,7 @@ export async function keysCreateCommand(flags: KeysCreateFlags, config: Config):
     const lines: string[] = [];
     for (const r of results) {
       if (!r.key) {
-        process.stderr.write(`tenant ${r.tenantId}: ${r.error}\n`);
+        process.stderr.write(`${escapeControls(`tenant ${r.tenantId}: ${r.error}`)}\n`);
         continue;
       }
       const scope = r.key.datasetIds.length > 0 ? r.key.datasetIds.join(';') : 'workspace';

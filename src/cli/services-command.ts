@@ -3,7 +3,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
-import { createPool } from '../db/pool.js';
+import { loadConfig } from '../config.js';
+import { openDbRuntime } from '../runtime.js';
 import type { DifySchemaName } from '../project-files.js';
 import { createDifyDatabase } from '../services/dify-database.js';
 import { startLocalServices } from '../services/local-services.js';
@@ -15,8 +16,8 @@ export async function servicesCommand(flags: { dir?: string; difySchema: DifySch
   });
   const dir = services.dir;
   const databaseUrl = await createDifyDatabase(services.databaseUrl, 'dify', { schema: flags.difySchema });
-  const db = createPool(databaseUrl, 1);
-  const schema = await probeDifySchema(db).finally(() => db.end());
+  const rt = await openDbRuntime({ ...loadConfig({}), databaseUrl }, { migrate: false, poolMax: 1 });
+  const schema = await probeDifySchema(rt.db).finally(() => rt.close());
   await mkdir(join(dir, 'storage'), { recursive: true });
   process.stdout.write(
     `export REDIS_URL=${services.redisUrl}\nexport DATABASE_URL=${databaseUrl}\nexport DIFY_STORAGE_DIR=${join(dir, 'storage')}\n` +

@@ -67,6 +67,21 @@ describe('ingest doors', () => {
   });
 });
 
+describe('terminal safety', () => {
+  it('control characters from the input (ESC, BEL) are printed escaped, never raw', async () => {
+    const { DATABASE_URL: _d, ...noDb } = world.env.env;
+    const csv = 'workspace_name,owner_email,members\n"Evil\u001b[2J\u0007 Co",not-an-email,"x\u001b[31m@example.com:admin"\n';
+    const r = await runCli(['ingest', '-', '--dry-run'], noDb, csv);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('line 2 (workspace_name): contains control characters');
+    expect(r.stderr).toContain('line 2 (members): "x\\u001b[31m@example.com" is not a valid email address');
+    expect(r.stderr + r.stdout).not.toMatch(/[\u001b\u0007]/);
+    const bad = await runCli(['ingest', join(world.env.dir, 'no\u001bfile.csv')], world.env.env);
+    expect(bad.stderr).toContain('\\u001b');
+    expect(bad.stderr).not.toContain('\u001b');
+  });
+});
+
 describe('batch doors', () => {
   it('cancel, retry --cancelled, retry and report --format json --out, all from the CLI', async () => {
     const rows = Array.from({ length: 6 }, (_, i) => ({
