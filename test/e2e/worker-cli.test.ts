@@ -26,6 +26,25 @@ describe('ingest memory', () => {
 });
 
 describe('worker doors', () => {
+  it('workers/provision-worker.js runs a worker from the environment alone, as BullMQ users expect', async () => {
+    const rows = [1, 2, 3].map((i) => ({ workspace_name: `Entry ${i}`, owner_email: `owner${i}@example.com` }));
+    expect((await runCli(['ingest', await file('entry.csv', rows), '--batch-id', 'entry'], world.env.env)).code).toBe(0);
+    const entry = spawn(process.execPath, [projectFile('dist', 'workers', 'provision-worker.js')], {
+      env: { ...world.env.env, WORKER_CONCURRENCY: '2' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    entry.stdout!.on('data', (d) => (out += d));
+    try {
+      await until(done('entry'), 'entry batch');
+      expect(out).toMatch(/"concurrency":2,/);
+      expect((await rowsOf('entry')).map((r) => r.outcome)).toEqual(['created', 'created', 'created']);
+    } finally {
+      entry.kill('SIGTERM');
+      await new Promise((r) => entry.once('exit', r));
+    }
+  });
+
   it('--attempts and --backoff-ms given at ingest: a row that keeps failing is tried that often, spaced by the backoff', async () => {
     // A real worker process whose key writes fail (EIO) for the whole test (test/chaos/faulty-worker.ts).
     const faulty = spawn(process.execPath, ['--import', 'tsx', projectFile('test', 'chaos', 'faulty-worker.ts'), '1'], {
