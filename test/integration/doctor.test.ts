@@ -1,5 +1,8 @@
 import { chmod, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { localKeyStorage } from '../../src/storage/local.js';
+import { lockTenant } from '../../src/store/locks.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runDoctor } from '../../src/doctor/doctor.js';
 import { rsaKeySource } from '../../src/crypto/rsa-keys.js';
@@ -69,5 +72,36 @@ describe('doctor', () => {
     expect(folders).toContain(mismatched); // never removes the key of a tenant that exists
     expect(folders).toContain(young); // too young to call an orphan
     expect(folders).not.toContain(old);
+  });
+});
+
+describe('doctor --fix racing a worker', () => {
+  it("waits for the tenant's lock a worker holds between writing a key and committing, and then leaves the committed key alone", async () => {
+    const id = randomUUID();
+    const pair = await rsaKeySource.generate();
+    // What a worker does: take the tenant's lock, write the key, (later) commit the tenant.
+    const worker = await env.db.connect();
+    await worker.query('BEGIN');
+    await lockTenant(worker, id);
+    const storage = await localKeyStorage({ root: env.config.storageDir });
+    await storage.deploy(id, pair.privatePem, pair.publicPem);
+    // The key folder looks like an orphan (no tenant yet) and is old enough for --fix.
+    const old = new Date(Date.now() - 3600_000);
+    await utimes(join(env.config.storageDir, 'privkeys', id), old, old);
+
+    const fixing = runDoctor(env.db, { storageDir: env.config.storageDir, minOrphanAgeSeconds: 60, fix: true });
+    await new Promise((r) => setTimeout(r, 500));
+    // doctor is waiting on the lock: the key is still there; now the worker commits its tenant.
+    expect((await readdir(join(env.config.storageDir, 'privkeys'))).includes(id)).toBe(true);
+    await worker.query(`INSERT INTO tenants (id, name, encrypt_public_key) VALUES ($1, 'Raced', $2)`, [id, pair.publicPem]);
+    await worker.query('COMMIT');
+    worker.release();
+
+    const findings = await fixing;
+    expect(findings.find((f) => f.tenantId === id)).toMatchObject({ kind: 'orphan-key', fixed: false });
+    expect(await storage.read(id)).toBe(pair.privatePem);
+    // The key is the committed tenant's now (this hand-made tenant has none of Dify's other rows).
+    const after = await runDoctor(env.db, { storageDir: env.config.storageDir, minOrphanAgeSeconds: 60 });
+    expect(after.map((f) => f.kind)).toEqual(['missing-dify-rows']);
   });
 });
