@@ -5,8 +5,8 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { withTransaction, type Db } from '../db/pool.js';
-import { lockTenant } from '../store/locks.js';
+import type { Db } from '../db/pool.js';
+import { removeUnlessTenantExists } from '../store/locks.js';
 import { ledgerWithoutTenant } from '../store/ledger.js';
 import { PreflightError } from '../errors.js';
 import { isStrictUuid } from '../types.js';
@@ -98,7 +98,7 @@ async function storeFindings(db: Db, storage: KeyStorage, opts: DoctorOptions): 
       detail: `${storage.description}: privkeys/${id}/ belongs to no tenant`,
       fix: 'remove its objects',
     };
-    if (opts.fix) finding.fixed = await underTenantLock(db, id, () => storage.removeTenant(id));
+    if (opts.fix) finding.fixed = await removeUnlessTenantExists(db, id, () => storage.removeTenant(id));
     findings.push(finding);
   }
   return findings;
@@ -143,7 +143,7 @@ async function localFindings(db: Db, storageDir: string, opts: DoctorOptions): P
     if (age < (opts.minOrphanAgeSeconds ?? 600)) continue;
     const what = links.has(id) ? 'link (removed itself, never its target)' : 'folder';
     const finding: Finding = { kind: 'orphan-key', tenantId: id, detail: `${dir} belongs to no tenant`, fix: `remove the ${what}` };
-    if (opts.fix) finding.fixed = await underTenantLock(db, id, () => rm(dir, { recursive: true, force: true }));
+    if (opts.fix) finding.fixed = await removeUnlessTenantExists(db, id, () => rm(dir, { recursive: true, force: true }));
     findings.push(finding);
   }
   return findings;
@@ -206,18 +206,6 @@ async function checkModes(tenantId: string, dir: string, file: string, findings:
     }
     findings.push(finding);
   }
-}
-
-// Under the same advisory lock a worker holds from writing a key until its commit: if no tenant
-// exists while we hold it, no worker is about to commit one with this id.
-async function underTenantLock(db: Db, tenantId: string, remove: () => Promise<void>): Promise<boolean> {
-  return withTransaction(db, async (tx) => {
-    await lockTenant(tx, tenantId);
-    const { rows } = await tx.query(`SELECT 1 FROM tenants WHERE id = $1`, [tenantId]);
-    if (rows.length > 0) return false;
-    await remove();
-    return true;
-  });
 }
 
 /** Rows this Dify's create_tenant writes for every workspace, missing from some workspace. */

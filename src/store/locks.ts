@@ -1,6 +1,6 @@
 // Every advisory lock dify-provision takes, named once. Workers, doctor and ingest must agree on
 // these names: a key file is only ever written or removed under its tenant's lock.
-import type { Tx } from '../db/pool.js';
+import { withTransaction, type Db, type Tx } from '../db/pool.js';
 
 const LOCK = {
   key: 'dify-provision:key:',
@@ -35,4 +35,19 @@ export async function lockApiKeys(tx: Tx, tenantId: string): Promise<void> {
 /** Our schema's migration: many workers may start at once. */
 export async function lockMigration(tx: Tx): Promise<void> {
   await tx.query(`SELECT ${lockSql(1)}`, [LOCK.migrate]);
+}
+
+/**
+ * Removes a key that may be an orphan: under the tenant's lock (a worker holds it from writing a
+ * key until its commit), and only if no tenant with this id exists, so no committed tenant's key
+ * and no key about to be committed is ever removed. Returns whether `remove` ran.
+ */
+export async function removeUnlessTenantExists(db: Db, tenantId: string, remove: () => Promise<void>): Promise<boolean> {
+  return withTransaction(db, async (tx) => {
+    await lockTenant(tx, tenantId);
+    const { rows } = await tx.query(`SELECT 1 FROM tenants WHERE id = $1`, [tenantId]);
+    if (rows.length > 0) return false;
+    await remove();
+    return true;
+  });
 }

@@ -4,7 +4,7 @@
 // deadlock on its own connections.
 import type { KeyObject } from 'node:crypto';
 import { seal } from '../crypto/sealing.js';
-import type { KeySource } from '../crypto/rsa-keys.js';
+import type { KeyPair, KeySource } from '../crypto/rsa-keys.js';
 import type { Db, Tx } from '../db/pool.js';
 import { ensureAccount, pickAccount, type MissingAccount } from '../dify/accounts.js';
 import { mintDatasetKey, type Scoping } from '../dify/api-keys.js';
@@ -13,11 +13,10 @@ import { RowError } from '../errors.js';
 import type { JobData } from '../queue/contract.js';
 import type { DeployedKey, KeyStorage } from '../storage/key-storage.js';
 import { checkLocked, findLedgerEntry } from '../store/ledger.js';
-import { lockKeyAndTenant, lockTenant } from '../store/locks.js';
+import { lockKeyAndTenant, removeUnlessTenantExists } from '../store/locks.js';
 import { recordCreated, recordOutcome, startAttempt, type Finished, type LedgerEntry } from '../store/rows.js';
 import { storeSealed } from '../store/sealed-secrets.js';
 import type { Account } from '../types.js';
-import { withTransaction } from '../db/pool.js';
 
 export interface ProvisionDeps {
   db: Db;
@@ -102,7 +101,7 @@ type Written = Extract<ProvisionOutcome, { kind: 'created' }> | { kind: 'known';
 async function writeWorkspace(
   job: JobData,
   wanted: Wanted,
-  keys: { privatePem: string; publicPem: string; fingerprint: string },
+  keys: KeyPair,
   sealKey: KeyObject | undefined,
   deps: ProvisionDeps,
   result: (f: Omit<Finished, 'batchId' | 'line' | 'attempts' | 'durationMs'>) => Finished,
@@ -177,11 +176,11 @@ async function writeWorkspace(
 }
 
 /**
- * After a failed transaction, on a fresh connection and under the tenant's lock again (ROLLBACK
- * released it): a COMMIT whose answer was lost may have landed (then the key stays); otherwise
- * the key is removed unless a tenant with this id exists (a duplicate that committed meanwhile
- * owns the file now). If the database can't be asked, the key stays: a retry reuses this tenant
- * id and replaces it, or doctor removes it.
+ * After a failed transaction (ROLLBACK released the tenant's lock): the key is removed under the
+ * lock again, unless a tenant with this id exists by then. If one does, either our COMMIT's
+ * answer was lost but it landed (the ledger names our key: created after all), or a duplicate
+ * committed meanwhile and owns the file now. If the database can't be asked, the key stays: a
+ * retry reuses this tenant id and replaces it, or doctor removes it.
  */
 async function settleFailedWrite(
   deps: ProvisionDeps,
@@ -190,14 +189,8 @@ async function settleFailedWrite(
   committing: boolean,
 ): Promise<'landed' | 'removed' | 'kept'> {
   try {
-    return await withTransaction(deps.db, async (tx) => {
-      await lockTenant(tx, job.tenantId);
-      if (committing && (await findLedgerEntry(tx, job.key))?.tenantId === job.tenantId) return 'landed';
-      const { rows } = await tx.query(`SELECT 1 FROM tenants WHERE id = $1`, [job.tenantId]);
-      if (rows.length > 0) return 'kept';
-      await pem.remove();
-      return 'removed';
-    });
+    if (await removeUnlessTenantExists(deps.db, job.tenantId, () => pem.remove())) return 'removed';
+    return committing && (await findLedgerEntry(deps.db, job.key))?.tenantId === job.tenantId ? 'landed' : 'kept';
   } catch {
     return 'kept';
   }
