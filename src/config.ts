@@ -2,7 +2,14 @@
 // dify-provision reads process.env.
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { databaseUrlFromDify, storageFromDify, withDifyEnvFile, type StorageSettings } from './dify-env.js';
+import {
+  databaseUrlFromDify,
+  redisFromDifyEnv,
+  redisUrlFromDifyEnv,
+  storageFromDify,
+  withDifyEnvFile,
+  type StorageSettings,
+} from './dify-env.js';
 import { ConfigError } from './errors.js';
 
 const ownerSpec = z
@@ -113,60 +120,6 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   return parsed.data;
-}
-
-const yes = (v: string | undefined) => /^(1|true|yes|on)$/i.test(v ?? '');
-const tlsOf = (env: NodeJS.ProcessEnv) => (yes(env.REDIS_USE_SSL) ? { caFile: env.REDIS_SSL_CA_CERTS || undefined } : undefined);
-
-/** "h1:p1,h2:p2" (Dify's REDIS_CLUSTERS / REDIS_SENTINELS) → host/port pairs. */
-function nodesOf(list: string | undefined, name: string): { host: string; port: number }[] {
-  return (list ?? '')
-    .split(',')
-    .map((n) => n.trim())
-    .filter(Boolean)
-    .map((n) => {
-      const at = n.lastIndexOf(':');
-      const port = Number(n.slice(at + 1));
-      if (at < 1 || !Number.isInteger(port)) throw new ConfigError(`invalid configuration:\n  ${name}: "${n}" is not host:port`);
-      return { host: n.slice(0, at), port };
-    });
-}
-
-/** Dify's docker .env names for Redis Cluster and Sentinel (REDIS_URL, ours, wins over them). */
-function redisFromDifyEnv(env: NodeJS.ProcessEnv): RedisTarget | undefined {
-  if (env.REDIS_URL) return undefined;
-  if (yes(env.REDIS_USE_CLUSTERS)) {
-    return {
-      kind: 'cluster',
-      nodes: nodesOf(env.REDIS_CLUSTERS, 'REDIS_CLUSTERS'),
-      ...(env.REDIS_CLUSTERS_USERNAME ? { username: env.REDIS_CLUSTERS_USERNAME } : {}),
-      ...(env.REDIS_CLUSTERS_PASSWORD ? { password: env.REDIS_CLUSTERS_PASSWORD } : {}),
-      tls: tlsOf(env),
-    };
-  }
-  if (yes(env.REDIS_USE_SENTINEL)) {
-    return {
-      kind: 'sentinel',
-      sentinels: nodesOf(env.REDIS_SENTINELS, 'REDIS_SENTINELS'),
-      name: env.REDIS_SENTINEL_SERVICE_NAME ?? '',
-      ...(env.REDIS_SENTINEL_USERNAME ? { sentinelUsername: env.REDIS_SENTINEL_USERNAME } : {}),
-      ...(env.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: env.REDIS_SENTINEL_PASSWORD } : {}),
-      ...(env.REDIS_USERNAME ? { username: env.REDIS_USERNAME } : {}),
-      ...(env.REDIS_PASSWORD ? { password: env.REDIS_PASSWORD } : {}),
-      db: Number(env.REDIS_DB ?? 0),
-      tls: tlsOf(env),
-    };
-  }
-  return undefined;
-}
-
-/** Dify's REDIS_HOST/PORT/USERNAME/PASSWORD/DB/USE_SSL as one URL. */
-function redisUrlFromDifyEnv(env: NodeJS.ProcessEnv): string {
-  const url = new URL(`${yes(env.REDIS_USE_SSL) ? 'rediss' : 'redis'}://${env.REDIS_HOST}:${env.REDIS_PORT || 6379}`);
-  if (env.REDIS_USERNAME) url.username = env.REDIS_USERNAME;
-  if (env.REDIS_PASSWORD) url.password = env.REDIS_PASSWORD;
-  url.pathname = `/${env.REDIS_DB || 0}`;
-  return url.toString();
 }
 
 /** Where keys go, whichever way it was given. */

@@ -4,7 +4,10 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { parseEnv } from 'node:util';
+import type { RedisTarget } from './config.js';
 import { ConfigError } from './errors.js';
+import type { AzureBlobSettings } from './storage/azure-blob.js';
+import type { S3Settings } from './storage/s3.js';
 
 /** The variables of Dify's .env file under the process's own (which win). */
 export function withDifyEnvFile(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
@@ -33,18 +36,9 @@ export function databaseUrlFromDify(env: NodeJS.ProcessEnv): string | undefined 
 
 export type StorageSettings =
   | { kind: 'local'; root: string }
-  | {
-      kind: 's3';
-      bucket: string;
-      endpoint?: string | undefined;
-      region?: string | undefined;
-      accessKeyId?: string | undefined;
-      secretAccessKey?: string | undefined;
-      forcePathStyle: boolean;
-      /** Dify's storage root inside the bucket (opendal's OPENDAL_S3_ROOT). */
-      root: string;
-    }
-  | { kind: 'azure-blob'; accountName: string; accountKey: string; container: string; accountUrl?: string | undefined };
+  /** `root`: Dify's storage root inside the bucket (opendal's OPENDAL_S3_ROOT). */
+  | ({ kind: 's3'; root: string } & S3Settings)
+  | ({ kind: 'azure-blob' } & AzureBlobSettings);
 
 export const SUPPORTED_STORAGE = 'opendal (fs, s3), local, s3, oci-storage, azure-blob';
 
@@ -134,4 +128,57 @@ export function storageFromDify(env: NodeJS.ProcessEnv): StorageSettings | undef
           `dify-provision never writes a key where Dify would not look for it`,
       );
   }
+}
+
+const tlsOf = (env: NodeJS.ProcessEnv) => (yes(env.REDIS_USE_SSL) ? { caFile: env.REDIS_SSL_CA_CERTS || undefined } : undefined);
+
+/** "h1:p1,h2:p2" (Dify's REDIS_CLUSTERS / REDIS_SENTINELS) → host/port pairs. */
+function nodesOf(list: string | undefined, name: string): { host: string; port: number }[] {
+  return (list ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .filter(Boolean)
+    .map((n) => {
+      const at = n.lastIndexOf(':');
+      const port = Number(n.slice(at + 1));
+      if (at < 1 || !Number.isInteger(port)) throw new ConfigError(`invalid configuration:\n  ${name}: "${n}" is not host:port`);
+      return { host: n.slice(0, at), port };
+    });
+}
+
+/** Dify's docker .env names for Redis Cluster and Sentinel (REDIS_URL, ours, wins over them). */
+export function redisFromDifyEnv(env: NodeJS.ProcessEnv): RedisTarget | undefined {
+  if (env.REDIS_URL) return undefined;
+  if (yes(env.REDIS_USE_CLUSTERS)) {
+    return {
+      kind: 'cluster',
+      nodes: nodesOf(env.REDIS_CLUSTERS, 'REDIS_CLUSTERS'),
+      ...(env.REDIS_CLUSTERS_USERNAME ? { username: env.REDIS_CLUSTERS_USERNAME } : {}),
+      ...(env.REDIS_CLUSTERS_PASSWORD ? { password: env.REDIS_CLUSTERS_PASSWORD } : {}),
+      tls: tlsOf(env),
+    };
+  }
+  if (yes(env.REDIS_USE_SENTINEL)) {
+    return {
+      kind: 'sentinel',
+      sentinels: nodesOf(env.REDIS_SENTINELS, 'REDIS_SENTINELS'),
+      name: env.REDIS_SENTINEL_SERVICE_NAME ?? '',
+      ...(env.REDIS_SENTINEL_USERNAME ? { sentinelUsername: env.REDIS_SENTINEL_USERNAME } : {}),
+      ...(env.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: env.REDIS_SENTINEL_PASSWORD } : {}),
+      ...(env.REDIS_USERNAME ? { username: env.REDIS_USERNAME } : {}),
+      ...(env.REDIS_PASSWORD ? { password: env.REDIS_PASSWORD } : {}),
+      db: Number(env.REDIS_DB ?? 0),
+      tls: tlsOf(env),
+    };
+  }
+  return undefined;
+}
+
+/** Dify's REDIS_HOST/PORT/USERNAME/PASSWORD/DB/USE_SSL as one URL. */
+export function redisUrlFromDifyEnv(env: NodeJS.ProcessEnv): string {
+  const url = new URL(`${yes(env.REDIS_USE_SSL) ? 'rediss' : 'redis'}://${env.REDIS_HOST}:${env.REDIS_PORT || 6379}`);
+  if (env.REDIS_USERNAME) url.username = env.REDIS_USERNAME;
+  if (env.REDIS_PASSWORD) url.password = env.REDIS_PASSWORD;
+  url.pathname = `/${env.REDIS_DB || 0}`;
+  return url.toString();
 }
