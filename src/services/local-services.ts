@@ -213,7 +213,8 @@ async function pgRunner(): Promise<{ prepare(dirs: string[]): Promise<void>; run
   };
 }
 
-async function readPid(file: string): Promise<number | undefined> {
+/** The pid in a pid file, if it holds one. */
+export async function readPid(file: string): Promise<number | undefined> {
   try {
     const pid = Number((await readFile(file, 'utf8')).trim());
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;
@@ -222,7 +223,8 @@ async function readPid(file: string): Promise<number | undefined> {
   }
 }
 
-async function killAndWait(pid: number): Promise<void> {
+/** SIGTERM, then wait until the process is gone. */
+export async function killAndWait(pid: number): Promise<void> {
   try {
     process.kill(pid, 'SIGTERM');
   } catch {
@@ -238,7 +240,8 @@ async function killAndWait(pid: number): Promise<void> {
   }, `process ${pid} to exit`);
 }
 
-async function waitFor(check: () => Promise<boolean>, what: string, ms = 30_000): Promise<void> {
+/** Polls `check` (its errors count as "not yet") until it is true, or fails naming `what`. */
+export async function waitFor(check: () => Promise<boolean>, what: string, ms = 30_000): Promise<void> {
   const until = Date.now() + ms;
   for (;;) {
     try {

@@ -1,23 +1,12 @@
 // Real Redis topologies for the tests, from Debian's redis-server on loopback: a 3-master
 // Cluster, a master + replica watched by a Sentinel, and a TLS node with an ACL user.
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../../src/services/local-services.js';
+import { freePort, killAndWait, readPid, waitFor } from '../../src/services/local-services.js';
 
 const run = promisify(execFile);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(check: () => Promise<boolean>, what: string, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 const cli = async (args: string[]) => (await run('redis-cli', args, { timeout: 10_000 })).stdout;
 
 /** A port whose cluster bus (port + 10000) fits too. */
@@ -64,24 +53,11 @@ async function node(
     port,
     async start() {
       await run('redis-server', [...(configFile ? [configFile] : []), ...base, ...args]);
-      await until(async () => (await cli(ping)).includes('PONG'), `redis on ${port}`);
+      await waitFor(async () => (await cli(ping)).includes('PONG'), `redis on ${port}`);
     },
     async stop() {
-      const pid = Number((await readFile(pidfile, 'utf8').catch(() => '')).trim());
-      if (!pid) return;
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        return;
-      }
-      await until(async () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      }, `redis ${port} to stop`);
+      const pid = await readPid(pidfile);
+      if (pid) await killAndWait(pid);
     },
   };
   await n.start();
@@ -116,7 +92,7 @@ export async function startCluster(dir: string): Promise<TestCluster> {
     timeout: 30_000,
   });
   for (const p of ports)
-    await until(async () => (await cli(['-p', String(p), 'cluster', 'info'])).includes('cluster_state:ok'), `cluster on ${p}`);
+    await waitFor(async () => (await cli(['-p', String(p), 'cluster', 'info'])).includes('cluster_state:ok'), `cluster on ${p}`);
   return {
     nodes,
     async ownerOf(key) {
@@ -170,7 +146,7 @@ export async function startSentinel(dir: string): Promise<TestSentinel> {
   const sentinel = await node(dir, sentinelPort, ['--sentinel'], undefined, conf);
   const masterPort = async () =>
     Number((await cli(['-p', String(sentinelPort), 'sentinel', 'get-master-addr-by-name', name])).split('\n')[1]);
-  await until(
+  await waitFor(
     async () => (await cli(['-p', String(sentinelPort), 'sentinel', 'replicas', name])).includes(String(replicaPort)),
     'sentinel to see the replica',
   );
@@ -182,11 +158,11 @@ export async function startSentinel(dir: string): Promise<TestSentinel> {
     masterPort,
     async failover() {
       const before = await masterPort();
-      await until(
+      await waitFor(
         async () => (await cli(['-p', String(sentinelPort), 'sentinel', 'failover', name])).includes('OK'),
         'SENTINEL FAILOVER to be accepted',
       );
-      await until(async () => (await masterPort()) !== before, 'the failover to complete');
+      await waitFor(async () => (await masterPort()) !== before, 'the failover to complete');
     },
     async stop() {
       await Promise.allSettled([sentinel.stop(), replica.stop(), master.stop()]);
