@@ -96,8 +96,12 @@ export async function openQueueRuntime(
   };
 }
 
-/** Dify's key storage, as the config names it (a local folder or an object store), checked with a probe. */
-export async function openKeyStorage(config: Config): Promise<KeyStorage> {
+/**
+ * Dify's key storage, as the config names it (a local folder or an object store), checked with a
+ * probe write unless `probe` is false (doctor only reads and removes, and must work with
+ * credentials that cannot write).
+ */
+export async function openKeyStorage(config: Config, opts: { probe?: boolean } = {}): Promise<KeyStorage> {
   const settings = storageOf(requireConfig(config, 'storageDir'))!;
   const storage =
     settings.kind === 'local'
@@ -105,6 +109,6 @@ export async function openKeyStorage(config: Config): Promise<KeyStorage> {
       : settings.kind === 's3'
         ? objectKeyStorage(s3Store(settings), settings.root)
         : objectKeyStorage(azureBlobStore(settings));
-  await storage.check();
+  if (opts.probe ?? true) await storage.check();
   return storage;
 }
