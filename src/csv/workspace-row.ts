@@ -7,7 +7,7 @@ export type Column = (typeof COLUMNS)[number];
 export const REQUIRED_COLUMNS: readonly Column[] = ['workspace_name', 'owner_email'];
 
 // Control characters (C0, DEL, C1) and the replacement character that invalid UTF-8 decodes to.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
+export const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 const length = (s: string) => [...s].length;
 
 const text = (max: number) =>

@@ -2,12 +2,11 @@
 // the CSV said: never a secret), and how job ids derive from the idempotency key.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { MAX_MEMBERS } from '../csv/workspace-row.js';
+import { CONTROL, MAX_MEMBERS } from '../csv/workspace-row.js';
 import { isBatchId, isStrictUuid, MEMBER_ROLES } from '../types.js';
 
 // The same bounds ingest enforces (csv/workspace-row.ts); the worker also checks that a job is
 // exactly what ingest recorded, so these only keep malformed data out of the SQL.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 const text = (max: number) =>
   z
     .string()
