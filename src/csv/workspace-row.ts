@@ -64,6 +64,9 @@ const membersSchema = z
               .toLowerCase();
       if (at < 0) {
         ctx.addIssue({ code: 'custom', message: `"${part}" must be email:role` });
+      } else if (role === 'owner') {
+        // A workspace has one owner, owner_email; Dify has no second owner to give.
+        ctx.addIssue({ code: 'custom', message: `"${email}" cannot be an owner: the workspace's owner is owner_email; use admin` });
       } else if (!(MEMBER_ROLES as readonly string[]).includes(role)) {
         ctx.addIssue({ code: 'custom', message: `"${role}" is not a role: use one of ${MEMBER_ROLES.join(', ')}` });
       } else if (!emailText.safeParse(email).success) {

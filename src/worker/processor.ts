@@ -38,6 +38,11 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
     if (!parsed.success) {
       const reason = `job ${job.id} carries malformed data (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}): refused, nothing was created`;
       log.warn({ jobId: job.id, outcome: 'refused' }, reason);
+      // A row must always get an answer: if ingest recorded exactly this job (ingest and the
+      // contract disagree), its row fails with the reason; a job nobody recorded answers nothing.
+      const { batchId, line } = (job.data ?? {}) as { batchId?: unknown; line?: unknown };
+      if (typeof batchId === 'string' && Number.isSafeInteger(line))
+        await failIfOpen(deps.db, batchId, line as number, reason, job.data as object);
       throw new UnrecoverableError(reason);
     }
     const data = parsed.data;
