@@ -1,6 +1,7 @@
 // Rows a real worker must refuse or skip, and rows that must still get an answer: a workspace_id
 // that is an existing tenant, a cancelled row whose job is still in Redis, a member named owner,
 // and a recorded job the worker's contract refuses.
+import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -26,6 +27,7 @@ const rowsOf = async (batch: string) =>
       batch,
     ])
   ).rows;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const tenantCount = async () => (await env.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tenants`)).rows[0]!.n;
 
 describe('a workspace_id that is an existing tenant', () => {
@@ -34,19 +36,23 @@ describe('a workspace_id that is an existing tenant', () => {
     await ingestCsv(env, csvOf([{ workspace_name: 'First', owner_email: 'owner1@example.com', workspace_id: id }]), 'first');
     expect((await runUntilDone(env, ['first']))[0]!.counts.created).toBe(1);
     const file = keyFile(env, id);
-    const before = { pem: await readFile(file), stat: await stat(file), tenant: (await env.db.query(`SELECT * FROM tenants`)).rows };
+    const before = {
+      pem: sha256(await readFile(file)),
+      stat: await stat(file),
+      tenant: (await env.db.query(`SELECT * FROM tenants`)).rows,
+    };
 
     // Another row (another owner and name: another idempotency key) asks for the same tenant id.
     await ingestCsv(env, csvOf([{ workspace_name: 'Second', owner_email: 'owner2@example.com', workspace_id: id }]), 'second');
     const [second] = await runUntilDone(env, ['second']);
+    expect(sha256(await readFile(file)), "the existing tenant's private.pem was rewritten").toBe(before.pem);
+    expect(await stat(file)).toMatchObject({ mode: before.stat.mode, uid: before.stat.uid, ino: before.stat.ino });
+    expect((await env.db.query(`SELECT * FROM tenants`)).rows).toEqual(before.tenant);
     expect(second!.counts).toMatchObject({ failed: 1, created: 0 });
     expect((await rowsOf('second'))[0]).toMatchObject({
       outcome: 'failed',
       error: expect.stringMatching(/^workspace_id: a Dify workspace with id 0d024308-a14f-4742-8762-bb48869bf67a exists already/),
     });
-    expect(await readFile(file)).toEqual(before.pem);
-    expect(await stat(file)).toMatchObject({ mode: before.stat.mode, uid: before.stat.uid, ino: before.stat.ino });
-    expect((await env.db.query(`SELECT * FROM tenants`)).rows).toEqual(before.tenant);
     const ledger = await env.db.query(`SELECT batch_id FROM dify_provision.ledger`);
     expect(ledger.rows).toEqual([{ batch_id: 'first' }]);
   });
