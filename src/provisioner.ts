@@ -18,6 +18,7 @@ import { enqueueBatch, type EnqueueOptions, type EnqueueSummary } from './ingest
 import { checkInputRows, strictly, type WorkspaceInput } from './ingest/input-rows.js';
 import { planBatch, type Plan } from './ingest/plan.js';
 import { cancelBatch, resumeCancelled, retryFailed } from './queue/batch-control.js';
+import { workersServing } from './queue/connection.js';
 import { csvReport, jsonReport } from './report/format.js';
 import { revealSecrets } from './reveal-secrets.js';
 import { openQueueRuntime, type QueueRuntime } from './runtime.js';
@@ -54,6 +55,8 @@ export interface Provisioner {
   plan(file: string | Readable, opts?: ReadOptions & { createMissingOwners?: boolean }): Promise<Plan>;
   batch(id: string): BatchHandle;
   batches(limit?: number): Promise<BatchListing[]>;
+  /** How many workers serve this Dify's queue now (null: Redis does not say). */
+  workers(): Promise<number | null>;
   /** Which Dify release band the database is, in words. */
   difySchema(): Promise<string>;
   /** Which Dify database this provisioner's queue serves (several Difys may share one Redis). */
@@ -78,15 +81,16 @@ export async function createProvisioner(settings: Partial<Config> & { redisUrl: 
 /** A provisioner over a runtime the caller opened; closing it closes the runtime. */
 export function provisionerOn(rt: QueueRuntime): Provisioner {
   const { db, queue } = rt;
+  const workers = () => workersServing(queue);
   const handle = (id: string): BatchHandle => ({
     id,
     async status() {
-      const s = await getBatchStatus(db, id);
+      const s = await getBatchStatus(db, id, await workers());
       if (!s) throw new BatchNotFoundError(id);
       return s;
     },
-    progress: (intervalMs = 1000) => batchProgress(db, id, intervalMs),
-    done: (intervalMs = 1000) => waitForBatch(db, id, { intervalMs }),
+    progress: (intervalMs = 1000) => batchProgress(db, id, intervalMs, workers),
+    done: (intervalMs = 1000) => waitForBatch(db, id, { intervalMs, workers }),
     async report() {
       const out: ReportRow[] = [];
       for await (const r of allReportRows(db, id)) out.push(r);
@@ -117,7 +121,8 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
       }),
     plan: (file, opts = {}) => planBatch(csvSource(file, opts)(), db, { createMissingAccounts: opts.createMissingOwners ?? false }),
     batch: handle,
-    batches: (limit) => listBatches(db, limit),
+    batches: async (limit) => listBatches(db, limit, await workers()),
+    workers,
     difySchema: async () => describeSchema(await probeDifySchema(db)),
     queue: { name: rt.dify.queueName, database: rt.dify.database },
     async mintApiKeys(requests) {

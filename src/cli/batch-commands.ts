@@ -2,27 +2,35 @@
 import type { Config } from '../config.js';
 import { writeNewFile } from '../files.js';
 import { withProvisioner } from './context.js';
-import type { BatchStatus } from '../store/batches.js';
+import type { Provisioner } from '../provisioner.js';
+import { NO_WORKER, STATE_WORDS, type BatchStatus } from '../store/batches.js';
 import { OUTCOMES } from '../types.js';
+import { paintedState, workersWords } from './terminal.js';
 import { waitAndReport } from './wait-command.js';
 
+/** One line: the batch's state, progress and counts; then what to do, when something is needed. */
 export function formatStatus(s: BatchStatus): string {
   const finishedRows = s.finished;
   const pct = s.total === 0 ? 100 : Math.floor((finishedRows / s.total) * 100);
-  const state = s.done ? 'done' : s.ingested ? 'running' : 'ingesting';
   const counts = OUTCOMES.filter((o) => s.counts[o] > 0 || o !== 'cancelled')
     .map((o) => `${o} ${s.counts[o]}`)
     .join(', ');
-  return `batch ${s.batchId} (${state}): ${finishedRows}/${s.total} rows finished (${pct}%): ${counts}`;
+  const line = `batch ${s.batchId} (${paintedState(s.state)}): ${finishedRows}/${s.total} rows finished (${pct}%): ${counts}`;
+  return s.advice ? `${line}\n${s.advice}` : line;
 }
+
+/** "queue … serves Dify database …; N workers". */
+const servesLine = (p: Provisioner, workers: number | null) =>
+  `queue ${p.queue.name} serves Dify database "${p.queue.database}"; ${workersWords(workers)}`;
 
 export const statusCommand = (batchId: string, flags: { json?: boolean }, config: Config) =>
   withProvisioner(config, async (p) => {
     const s = await p.batch(batchId).status();
     const dify = await p.difySchema();
-    const serves = `queue ${p.queue.name} serves Dify database "${p.queue.database}"`;
     process.stdout.write(
-      flags.json ? `${JSON.stringify({ ...s, difySchema: dify, queue: p.queue })}\n` : `${formatStatus(s)}\n${dify}; ${serves}\n`,
+      flags.json
+        ? `${JSON.stringify({ ...s, difySchema: dify, queue: p.queue })}\n`
+        : `${formatStatus(s)}\n${dify}; ${servesLine(p, s.workers)}\n`,
     );
     return 0;
   });
@@ -67,15 +75,20 @@ export const batchesCommand = (flags: { json?: boolean }, config: Config) =>
       process.stdout.write(`${JSON.stringify(list)}\n`);
       return 0;
     }
-    process.stdout.write(`queue ${p.queue.name} serves Dify database "${p.queue.database}"\n`);
+    const workers = list[0]?.workers ?? (await p.workers());
+    process.stdout.write(`${servesLine(p, workers)}\n`);
+    const width = Math.max(...Object.values(STATE_WORDS).map((w) => w.length));
     process.stdout.write(
-      `${'batch'.padEnd(36)} ${'state'.padEnd(10)} ${'total'.padStart(7)} ${'created'.padStart(8)} ${'existing'.padStart(8)} ${'failed'.padStart(7)} ${'rejected'.padStart(8)}  created at\n`,
+      `${'batch'.padEnd(36)} ${'state'.padEnd(width)} ${'total'.padStart(7)} ${'created'.padStart(8)} ${'existing'.padStart(8)} ${'failed'.padStart(7)} ${'rejected'.padStart(8)}  created at\n`,
     );
     for (const b of list) {
       const c = b.counts;
+      // Padded before painting: colour codes have no width.
+      const state = paintedState(b.state) + ' '.repeat(width - STATE_WORDS[b.state].length);
       process.stdout.write(
-        `${b.batchId.padEnd(36)} ${b.state.padEnd(10)} ${String(b.total).padStart(7)} ${String(c.created).padStart(8)} ${String(c.existing).padStart(8)} ${String(c.failed).padStart(7)} ${String(c.rejected).padStart(8)}  ${b.createdAt.toISOString()}\n`,
+        `${b.batchId.padEnd(36)} ${state} ${String(b.total).padStart(7)} ${String(c.created).padStart(8)} ${String(c.existing).padStart(8)} ${String(c.failed).padStart(7)} ${String(c.rejected).padStart(8)}  ${b.createdAt.toISOString()}\n`,
       );
     }
+    if (list.some((b) => b.state === 'stalled')) process.stdout.write(`${NO_WORKER}\n`);
     return 0;
   });

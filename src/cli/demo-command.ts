@@ -53,6 +53,8 @@ async function runDemo(config: Config, demoDir: string): Promise<number> {
   await rt.queue.obliterate({ force: true });
   const worker = await runWorker(config, { concurrency: 4, logger: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel) });
   try {
+    // Its worker serves the queue before the batch is followed (else the first lines say "stalled").
+    while ((await provisioner.workers()) === 0) await new Promise((r) => setTimeout(r, 50));
     say(`\ningesting ${csv}:`);
     const batch = await provisioner.enqueueCsv(csv, {
       batchId: 'demo',

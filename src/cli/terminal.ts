@@ -1,5 +1,7 @@
 // Text from the input (cells, file names) is printed escaped: a control character in a CSV must
 // not move the cursor, ring the bell or rewrite the terminal of whoever reads our output.
+import pc from 'picocolors';
+import { STATE_WORDS, type BatchState } from '../store/batches.js';
 
 // C0 controls except tab and newline, DEL, and C1 controls.
 const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
@@ -7,3 +9,21 @@ const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
 export function escapeControls(text: string): string {
   return text.replace(CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
+
+// Batch states in colour on a terminal (never in pipes, nor with NO_COLOR or TERM=dumb).
+const colours = pc.createColors(process.stdout.isTTY === true && pc.isColorSupported);
+const STATE_COLOUR: Record<BatchState, (s: string) => string> = {
+  ingesting: colours.cyan,
+  running: colours.cyan,
+  stalled: (s) => colours.bold(colours.yellow(s)),
+  done: colours.green,
+  'done-with-failures': (s) => colours.bold(colours.red(s)),
+  cancelled: colours.yellow,
+};
+
+/** A batch's state in words, coloured by state on a terminal. */
+export const paintedState = (state: BatchState): string => STATE_COLOUR[state](STATE_WORDS[state]);
+
+/** How many workers serve the queue, in words. */
+export const workersWords = (n: number | null): string =>
+  n === null ? 'workers: unknown (Redis does not list its clients)' : n === 1 ? '1 worker' : `${n} workers`;

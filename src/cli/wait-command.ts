@@ -6,8 +6,9 @@ import { join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { writeNewFile } from '../files.js';
 import type { BatchHandle } from '../provisioner.js';
-import type { BatchStatus } from '../store/batches.js';
+import { NO_WORKER, type BatchStatus } from '../store/batches.js';
 import { OUTCOMES } from '../types.js';
+import { paintedState } from './terminal.js';
 
 export const EXIT_INCOMPLETE = 3;
 
@@ -29,29 +30,37 @@ function formatEta(seconds: number): string {
   return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-/** Progress on a TTY as a bar; elsewhere a plain line every 5 seconds (and at the end). */
+/** Rate and ETA while workers answer rows; the missing worker instead while none serves the queue. */
+function pace(s: BatchStatus, rate: number): string {
+  if (s.state === 'stalled') return `stalled: ${NO_WORKER}`;
+  return `${rate.toFixed(1)}/s, ETA ${formatEta(rate > 0 ? (s.total - finishedOf(s)) / rate : Infinity)}`;
+}
+
+/**
+ * Progress on a TTY as a bar; elsewhere a plain line every 5 seconds, at once when the state
+ * changes (a worker stopped or started), and at the end.
+ */
 function progressView(out: NodeJS.WriteStream) {
-  const started = Date.now();
+  let started = Date.now();
   let firstDone: number | undefined;
+  // The rate counts from the last time the batch was seen stalled: a stopped worker's rows don't count.
   const rate = (s: BatchStatus) => {
-    firstDone ??= finishedOf(s);
+    if (s.state === 'stalled' || firstDone === undefined) {
+      firstDone = finishedOf(s);
+      started = Date.now();
+    }
     const secs = (Date.now() - started) / 1000;
     return secs > 0 ? (finishedOf(s) - firstDone) / secs : 0;
   };
   if (out.isTTY) {
     const bar = new cliProgress.SingleBar(
-      { format: ' {bar} {percentage}% | {value}/{total} rows | {rate}/s | ETA {etaText} | failed {failed}', hideCursor: true, stream: out },
+      { format: ' {bar} {percentage}% | {value}/{total} rows | {pace} | failed {failed}', hideCursor: true, stream: out },
       cliProgress.Presets.shades_classic,
     );
     let startedBar = false;
     return {
       update(s: BatchStatus) {
-        const r = rate(s);
-        const payload = {
-          rate: r.toFixed(1),
-          etaText: formatEta(r > 0 ? (s.total - finishedOf(s)) / r : Infinity),
-          failed: s.counts.failed,
-        };
+        const payload = { pace: pace(s, rate(s)), failed: s.counts.failed };
         if (!startedBar) {
           bar.start(s.total, finishedOf(s), payload);
           startedBar = true;
@@ -63,15 +72,15 @@ function progressView(out: NodeJS.WriteStream) {
     };
   }
   let lastPrinted = 0;
+  let lastState: BatchStatus['state'] | undefined;
   return {
     update(s: BatchStatus) {
-      if (Date.now() - lastPrinted < 5000 && !s.done) return;
-      lastPrinted = Date.now();
       const r = rate(s);
+      if (Date.now() - lastPrinted < 5000 && !s.done && s.state === lastState) return;
+      lastPrinted = Date.now();
+      lastState = s.state;
       const pct = s.total === 0 ? 100 : Math.floor((finishedOf(s) / s.total) * 100);
-      out.write(
-        `progress ${s.batchId}: ${finishedOf(s)}/${s.total} (${pct}%), ${r.toFixed(1)}/s, ETA ${formatEta(r > 0 ? (s.total - finishedOf(s)) / r : Infinity)}, failed ${s.counts.failed}\n`,
-      );
+      out.write(`progress ${s.batchId}: ${finishedOf(s)}/${s.total} (${pct}%), ${pace(s, r)}, failed ${s.counts.failed}\n`);
     },
     stop: () => {},
   };
@@ -111,7 +120,9 @@ export async function waitAndReport(batch: BatchHandle, flags: WaitFlags): Promi
   if (flags.json) {
     process.stdout.write(`${JSON.stringify({ ...status, report: paths })}\n`);
   } else {
-    process.stdout.write(`\nbatch ${batch.id} done:\n${summaryTable(status!)}\nreport: ${paths.csv}\n        ${paths.json}\n`);
+    process.stdout.write(
+      `\nbatch ${batch.id} ${paintedState(status!.state)}:\n${summaryTable(status!)}\nreport: ${paths.csv}\n        ${paths.json}\n`,
+    );
   }
   return unhappy(status!) === 0 ? 0 : EXIT_INCOMPLETE;
 }

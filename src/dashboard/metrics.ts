@@ -1,11 +1,11 @@
 // Prometheus metrics, computed at scrape time from PostgreSQL (rows by outcome, durations of
-// rows finished since the last scrape) and BullMQ (queue depth by state).
+// rows finished since the last scrape) and BullMQ (queue depth by state, workers serving the queue).
 import type { Queue } from 'bullmq';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from '../db/pool.js';
 import { finishedBetween, rowsByOutcome } from '../store/batches.js';
 
-export function createMetrics(db: Db, queue: Queue): Registry {
+export function createMetrics(db: Db, queue: Queue, workers: () => Promise<number | null>): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'dify_provision_dashboard_' });
   new Gauge({
@@ -26,6 +26,16 @@ export function createMetrics(db: Db, queue: Queue): Registry {
     async collect() {
       const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized');
       for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'dify_provision_workers',
+    help: "Workers serving this Dify's queue (absent when Redis does not list its clients)",
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const n = await workers();
+      if (n !== null) this.set(n);
     },
   });
   // Rows finished since the previous scrape are observed once per scrape, by whichever of these

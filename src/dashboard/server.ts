@@ -8,11 +8,11 @@ import { FastifyAdapter } from '@bull-board/fastify';
 import type { Queue } from 'bullmq';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Db } from '../db/pool.js';
-import type { RedisClient } from '../queue/connection.js';
+import { workersServing, type RedisClient } from '../queue/connection.js';
 import { BatchNotFoundError, ProvisionError, UsageError } from '../errors.js';
 import { cancelBatch, resumeCancelled, retryFailed } from '../queue/batch-control.js';
 import { csvReport, jsonReport } from '../report/format.js';
-import { getBatchStatus, getThroughput, listBatches } from '../store/batches.js';
+import { getBatchStatus, getThroughput, listBatches, NO_WORKER } from '../store/batches.js';
 import { allReportRows, reportRows } from '../store/report.js';
 import { OUTCOMES, type Outcome } from '../types.js';
 import { guardStateChanges, requireToken } from './auth.js';
@@ -37,6 +37,15 @@ const SECURITY_HEADERS = {
   'referrer-policy': 'no-referrer',
 };
 
+/** Why bull-board's numbers are not the batch pages' (shown on both). */
+export const BOARD_NOTE =
+  'Queue internals count BullMQ jobs of every batch of this Dify, not the rows of one batch: retrying failed rows queues a new job ' +
+  'per row (the failed job stays listed for a week), completed jobs are removed at once, and a job retried with backoff stays one job. ' +
+  'The batch pages count rows.';
+
+const FAVICON =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1f2933"/><path d="M4 8.5l2.5 2.5L12 5" stroke="#40c057" stroke-width="2" fill="none"/></svg>';
+
 /** RFC 6266 / 5987: a download name that no batch id can break out of. */
 export function attachment(name: string): string {
   const ascii = name.replace(/[^A-Za-z0-9._-]/g, '_');
@@ -51,9 +60,10 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     if (typeof payload === 'string' && req.url.startsWith('/queues')) return payload.replace(/<link[^>]+fonts\.googleapis\.com[^>]*>/g, '');
     return payload;
   });
-  requireToken(app, deps.token, ['/healthz']);
+  requireToken(app, deps.token, ['/healthz', '/favicon.ico', '/favicon.svg']);
   guardStateChanges(app);
-  const metrics = createMetrics(deps.db, deps.queue);
+  const workers = () => workersServing(deps.queue);
+  const metrics = createMetrics(deps.db, deps.queue, workers);
 
   // Read-only: retrying, adding, editing or cleaning jobs behind the ledger's back is refused
   // (bull-board's own read-only mode, and every non-GET under /queues here as well).
@@ -65,7 +75,7 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   const board = new FastifyAdapter();
   board.setBasePath('/queues');
   createBullBoard({
-    queues: [new BullMQAdapter(deps.queue, { readOnlyMode: true, allowRetries: false })],
+    queues: [new BullMQAdapter(deps.queue, { readOnlyMode: true, allowRetries: false, description: BOARD_NOTE })],
     serverAdapter: board,
     options: { uiConfig: { boardTitle: 'dify-provision' } },
   });
@@ -75,6 +85,10 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     reply.type('text/html; charset=utf-8').send(PAGE);
   app.get('/', page);
   app.get('/batches/:id', page);
+  // Open, like any site's icon: a browser asks for it without the cookie's path rules in mind.
+  const icon = (_req: unknown, reply: { type(t: string): { send(b: string): unknown } }) => reply.type('image/svg+xml').send(FAVICON);
+  app.get('/favicon.svg', icon);
+  app.get('/favicon.ico', icon);
 
   // Open, for load balancers: says only whether each dependency answers, nothing about batches.
   app.get('/healthz', async (_req, reply) => {
@@ -84,11 +98,18 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   });
   app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
 
-  app.get('/api/batches', async () => listBatches(deps.db));
+  // Which Dify this dashboard serves, and how many workers serve its queue now.
+  app.get('/api/info', async () => {
+    const { rows } = await deps.db.query<{ database: string }>(`SELECT current_database() AS database`);
+    return { database: rows[0]!.database, queue: deps.queue.name, workers: await workers(), noWorker: NO_WORKER, boardNote: BOARD_NOTE };
+  });
+  app.get('/api/batches', async () => listBatches(deps.db, 100, await workers()));
   app.get<{ Params: { id: string } }>('/api/batches/:id', async (req) => {
-    const status = await getBatchStatus(deps.db, req.params.id);
+    const status = await getBatchStatus(deps.db, req.params.id, await workers());
     if (!status) throw new BatchNotFoundError(req.params.id);
-    return { ...status, throughput: await getThroughput(deps.db, req.params.id, status.open) };
+    const throughput = await getThroughput(deps.db, req.params.id, status.open);
+    // Without a worker nothing moves: no rate from the rows of a worker that has stopped, no ETA.
+    return { ...status, throughput: status.state === 'stalled' ? { ...throughput, perSecond: 0, etaSeconds: null } : throughput };
   });
   app.get<{ Params: { id: string }; Querystring: { after?: string; limit?: string; outcome?: string } }>(
     '/api/batches/:id/rows',

@@ -56,6 +56,53 @@ export function provisionQueue(connection: RedisClient, prefix: string, name: st
   return queue;
 }
 
+/**
+ * How many workers serve this queue now. BullMQ names each worker's blocking connection after its
+ * queue, and CLIENT LIST shows them (on a Cluster every node is asked and the one holding the
+ * queue's slot, with the most of them, counts). Null when Redis will not say: CLIENT LIST refused
+ * (an ACL without +client, a managed Redis that hides it) or no answer within `ms`.
+ */
+export async function workersServing(queue: Queue, ms = 3000): Promise<number | null> {
+  try {
+    const workers = await answerWithin(queue.getWorkers(), ms);
+    // Where CLIENT is an unknown command BullMQ answers one placeholder without an id.
+    return workers.every((w) => typeof w.id === 'string') ? workers.length : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The command's answer, or an Error('no answer') after `ms`. */
+async function answerWithin<T>(command: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      command,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('no answer')), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Errors that mean "Redis cannot be reached right now" (the client reconnects by itself), as
+ * opposed to an error in a command.
+ */
+export function isConnectionError(err: unknown): boolean {
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|EPIPE)$/.test(code))
+    return true;
+  return (
+    typeof message === 'string' &&
+    /ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Stream isn't writeable|Failed to refresh slots cache|None of (the )?startup nodes|All sentinels are unreachable|Reached the max retries per request/i.test(
+      message,
+    )
+  );
+}
+
 /** Where Redis is, for messages: never a password. */
 export function describeTarget(target: RedisTarget): string {
   if (target.kind === 'cluster')
@@ -78,19 +125,12 @@ export function redactUrl(url: string): string {
 
 /** Resolves when Redis answers, or fails with a clear message after `ms`. */
 export async function checkRedis(redis: RedisClient, target: RedisTarget, ms = 10_000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      redis.ping(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error('no answer')), ms);
-      }),
-    ]);
+    await answerWithin(redis.ping(), ms);
   } catch (err) {
-    throw new UnreachableError(
-      `cannot reach Redis at ${describeTarget(target)}: ${(err as Error).message} — check the Redis settings (REDIS_URL, or Dify's REDIS_*) and that Redis is running`,
-    );
-  } finally {
-    clearTimeout(timer);
+    throw new UnreachableError(`cannot reach Redis at ${describeTarget(target)}: ${(err as Error).message} — ${CHECK_REDIS}`);
   }
 }
+
+/** What to check when Redis does not answer. */
+export const CHECK_REDIS = "check the Redis settings (REDIS_URL, or Dify's REDIS_*) and that Redis is running";

@@ -9,6 +9,34 @@ export type OutcomeCounts = Record<Outcome, number>;
 /** Rows not answered yet: the one definition of "open". */
 export const openRows = (counts: OutcomeCounts): number => counts.queued + counts.active;
 
+/**
+ * What a batch is doing: `stalled` has rows to answer and no worker serving its queue; a finished
+ * batch is `done` (every row created or existing), `done-with-failures` (some row failed or was
+ * rejected) or `cancelled` (some row was cancelled and not queued again).
+ */
+export const BATCH_STATES = ['ingesting', 'running', 'stalled', 'done', 'done-with-failures', 'cancelled'] as const;
+export type BatchState = (typeof BATCH_STATES)[number];
+
+export const NO_WORKER = 'no worker is running for this Dify: start `dify-provision worker`';
+
+/** `workers`: how many serve this Dify's queue now (null: Redis does not say, never "stalled"). */
+export function batchState(ingested: boolean, counts: OutcomeCounts, workers: number | null): BatchState {
+  if (openRows(counts) > 0) return workers === 0 ? 'stalled' : ingested ? 'running' : 'ingesting';
+  if (!ingested) return 'ingesting';
+  if (counts.cancelled > 0) return 'cancelled';
+  return counts.failed + counts.rejected > 0 ? 'done-with-failures' : 'done';
+}
+
+/** The states in words, for people. */
+export const STATE_WORDS: Record<BatchState, string> = {
+  ingesting: 'ingesting',
+  running: 'running',
+  stalled: 'stalled',
+  done: 'done',
+  'done-with-failures': 'done with failures',
+  cancelled: 'cancelled',
+};
+
 export interface BatchStatus {
   batchId: string;
   source: string | null;
@@ -24,6 +52,11 @@ export interface BatchStatus {
   done: boolean;
   /** Every row was created or existing. */
   succeeded: boolean;
+  state: BatchState;
+  /** Workers serving this Dify's queue when the status was read (null: Redis does not say). */
+  workers: number | null;
+  /** What to do about the state, when something is needed (the missing worker). */
+  advice: string | null;
 }
 
 export async function createBatch(db: Db | Tx, batchId: string, source: string | undefined, options: object): Promise<boolean> {
@@ -78,7 +111,8 @@ export async function finishIngest(db: Db, batchId: string): Promise<void> {
   );
 }
 
-export async function getBatchStatus(db: Db, batchId: string): Promise<BatchStatus | undefined> {
+/** `workers`: how many serve the batch's queue now (null: unknown), for its state. */
+export async function getBatchStatus(db: Db, batchId: string, workers: number | null = null): Promise<BatchStatus | undefined> {
   const { rows: batches } = await db.query<{ id: string; source: string | null; created_at: Date; ingest_finished_at: Date | null }>(
     `SELECT id, source, created_at, ingest_finished_at FROM ${SCHEMA}.batches WHERE id = $1`,
     [batchId],
@@ -93,25 +127,39 @@ export async function getBatchStatus(db: Db, batchId: string): Promise<BatchStat
   for (const r of rows) counts[r.outcome] = Number(r.n);
   const total = Object.values(counts).reduce((a, b) => a + b, 0);
   const open = openRows(counts);
-  const done = batch.ingest_finished_at !== null && open === 0;
+  const ingested = batch.ingest_finished_at !== null;
+  const done = ingested && open === 0;
+  const state = batchState(ingested, counts, workers);
   return {
     batchId: batch.id,
     source: batch.source,
     createdAt: batch.created_at,
-    ingested: batch.ingest_finished_at !== null,
+    ingested,
     total,
     counts,
     open,
     finished: total - open,
     done,
     succeeded: done && counts.created + counts.existing === total,
+    state,
+    workers,
+    advice: state === 'stalled' ? NO_WORKER : null,
   };
 }
 
+/** Counts the workers serving a queue (null: unknown); polled with every status. */
+export type WorkerCensus = () => Promise<number | null>;
+const unknownWorkers: WorkerCensus = async () => null;
+
 /** The batch's status every `intervalMs`, until (and including) the first one that is done. */
-export async function* batchProgress(db: Db, batchId: string, intervalMs = 500): AsyncGenerator<BatchStatus> {
+export async function* batchProgress(
+  db: Db,
+  batchId: string,
+  intervalMs = 500,
+  workers: WorkerCensus = unknownWorkers,
+): AsyncGenerator<BatchStatus> {
   for (;;) {
-    const status = await getBatchStatus(db, batchId);
+    const status = await getBatchStatus(db, batchId, await workers());
     if (!status) throw new BatchNotFoundError(batchId);
     yield status;
     if (status.done) return;
@@ -123,10 +171,10 @@ export async function* batchProgress(db: Db, batchId: string, intervalMs = 500):
 export async function waitForBatch(
   db: Db,
   batchId: string,
-  opts: { intervalMs?: number; onProgress?: (s: BatchStatus) => void } = {},
+  opts: { intervalMs?: number; onProgress?: (s: BatchStatus) => void; workers?: WorkerCensus } = {},
 ): Promise<BatchStatus> {
   let last: BatchStatus | undefined;
-  for await (const status of batchProgress(db, batchId, opts.intervalMs)) {
+  for await (const status of batchProgress(db, batchId, opts.intervalMs, opts.workers)) {
     opts.onProgress?.(status);
     last = status;
   }
@@ -137,21 +185,22 @@ export interface BatchListing {
   batchId: string;
   source: string | null;
   createdAt: Date;
-  state: 'ingesting' | 'running' | 'done' | 'cancelled';
+  state: BatchState;
   total: number;
   counts: OutcomeCounts;
+  /** Workers serving this Dify's queue when the list was read (null: Redis does not say). */
+  workers: number | null;
 }
 
-export async function listBatches(db: Db, limit = 100): Promise<BatchListing[]> {
+export async function listBatches(db: Db, limit = 100, workers: number | null = null): Promise<BatchListing[]> {
   const { rows } = await db.query<{
     id: string;
     source: string | null;
     created_at: Date;
     ingest_finished_at: Date | null;
-    cancelled_at: Date | null;
     counts: Record<string, number> | null;
   }>(
-    `SELECT b.id, b.source, b.created_at, b.ingest_finished_at, b.cancelled_at,
+    `SELECT b.id, b.source, b.created_at, b.ingest_finished_at,
             (SELECT jsonb_object_agg(outcome, n) FROM (SELECT outcome, count(*) AS n FROM ${SCHEMA}.rows r WHERE r.batch_id = b.id GROUP BY outcome) c) AS counts
        FROM ${SCHEMA}.batches b
       ORDER BY b.created_at DESC
@@ -160,15 +209,14 @@ export async function listBatches(db: Db, limit = 100): Promise<BatchListing[]> 
   );
   return rows.map((b) => {
     const counts = Object.fromEntries(OUTCOMES.map((o) => [o, Number(b.counts?.[o] ?? 0)])) as OutcomeCounts;
-    const open = openRows(counts);
-    const state = !b.ingest_finished_at ? 'ingesting' : open > 0 ? 'running' : b.cancelled_at ? 'cancelled' : 'done';
     return {
       batchId: b.id,
       source: b.source,
       createdAt: b.created_at,
-      state,
+      state: batchState(b.ingest_finished_at !== null, counts, workers),
       total: Object.values(counts).reduce((a, n) => a + n, 0),
       counts,
+      workers,
     };
   });
 }

@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/project-files.js';
 import { csvOf } from '../helpers/batch.js';
+import { NO_WORKER } from '../../src/store/batches.js';
 import { runCli, startCli } from '../helpers/cli.js';
+import { until } from '../helpers/cli-world.js';
 import { useCliWorld } from '../helpers/cli-env.js';
 import { spawn } from 'node:child_process';
 
@@ -51,7 +53,45 @@ describe('batch commands from the CLI', () => {
       JSON.parse(list.stdout)
         .map((b: { batchId: string; state: string }) => `${b.batchId}:${b.state}`)
         .sort(),
-    ).toEqual(['bad:done', 'good:done']);
+    ).toEqual(['bad:done-with-failures', 'good:done']);
+    const human = await runCli(['status', 'bad'], world.env.env);
+    expect(human.stdout).toMatch(/^batch bad \(done with failures\): 1\/1 rows finished/);
+    expect(human.stdout).toMatch(/; 1 worker$/m);
+  });
+
+  it('a batch with no worker says so in status, batches and wait; stopping the worker stalls it again; cancel reads "cancelled"', async () => {
+    const rows = [1, 2, 3].map((i) => ({ workspace_name: `Idle ${i}`, owner_email: `owner${i}@example.com` }));
+    expect((await runCli(['ingest', await file('idle', rows), '--batch-id', 'idle'], world.env.env)).code).toBe(0);
+    const status = async (batch: string) => JSON.parse((await runCli(['status', batch, '--json'], world.env.env)).stdout);
+    expect(await status('idle')).toMatchObject({ state: 'stalled', workers: 0, done: false, advice: NO_WORKER });
+    const human = await runCli(['status', 'idle'], world.env.env);
+    expect(human.stdout).toContain(`batch idle (stalled): 0/3 rows finished (0%)`);
+    expect(human.stdout).toContain(`\n${NO_WORKER}\n`);
+    expect(human.stdout).toMatch(/; 0 workers$/m);
+    const list = await runCli(['batches', '--json'], world.env.env);
+    expect(JSON.parse(list.stdout)).toMatchObject([{ batchId: 'idle', state: 'stalled', workers: 0 }]);
+    expect((await runCli(['batches'], world.env.env)).stdout).toContain(NO_WORKER);
+
+    // wait says it (no rate, no ETA) and goes on once a worker starts.
+    const waiting = startCli(['wait', 'idle', '--report-dir', dir()], world.env.env);
+    try {
+      await until(async () => waiting.output().includes(`progress idle: 0/3 (0%), stalled: ${NO_WORKER}, failed 0`), 'wait to say so');
+      expect(waiting.output()).not.toMatch(/ETA/);
+      world.worker = startCli(['worker', '--concurrency', '2'], world.env.env);
+      expect(await waiting.exited).toBe(0);
+    } finally {
+      await waiting.stop('SIGKILL');
+    }
+    expect(waiting.output()).toContain('batch idle done:');
+    expect(await status('idle')).toMatchObject({ state: 'done', workers: 1, advice: null });
+
+    // The only worker stops: a new batch is stalled again within a few seconds (its connection is gone at once).
+    expect(await world.worker.stop('SIGTERM')).toBe(0);
+    expect((await runCli(['ingest', await file('later', rows.slice(0, 2)), '--batch-id', 'later'], world.env.env)).code).toBe(0);
+    expect(await status('later')).toMatchObject({ state: 'stalled', workers: 0 });
+    expect(await status('idle')).toMatchObject({ state: 'done', workers: 0, advice: null }); // finished: nothing to wait for
+    expect((await runCli(['cancel', 'later'], world.env.env)).code).toBe(0);
+    expect(await status('later')).toMatchObject({ state: 'cancelled', done: true, advice: null });
   });
 
   it('ingest --strict from stdin queues nothing when a row is invalid', async () => {

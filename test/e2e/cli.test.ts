@@ -47,7 +47,7 @@ describe('the CLI, with ingest and two workers as separate processes', () => {
     const status = await waitDone(batch);
     expect(status).toMatchObject({ done: true, total: 25, counts: { created: 24, rejected: 1, failed: 0 } });
     const human = await runCli(['status', batch], env.env);
-    expect(human.stdout).toContain(`batch ${batch} (done): 25/25 rows finished (100%)`);
+    expect(human.stdout).toContain(`batch ${batch} (done with failures): 25/25 rows finished (100%)`);
 
     const { rows: tenants } = await env.db.query<{ id: string }>(`SELECT id FROM tenants`);
     expect(tenants).toHaveLength(24);

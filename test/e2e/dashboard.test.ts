@@ -2,10 +2,12 @@ import { copyFile, mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/project-files.js';
 import { freePort } from '../../src/services/local-services.js';
+import { NO_WORKER } from '../../src/store/batches.js';
+import { queueNameFor } from '../../src/store/instance.js';
 import { csvOf } from '../helpers/batch.js';
 import { runCli, startCli, type Background } from '../helpers/cli.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
@@ -38,6 +40,9 @@ beforeAll(async () => {
     ],
   });
 });
+/** The action buttons the batch page offers. */
+const buttons = (page: Page) => page.locator('button:not(#prev):not(#next)').allTextContents();
+
 afterAll(async () => {
   await browser?.close();
   await Promise.all(procs.map((p) => p.stop('SIGKILL')));
@@ -62,17 +67,32 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     expect((await runCli(['ingest', file, '--batch-id', 'dash'], env.env)).code).toBe(0);
 
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const missing: string[] = [];
+    page.on('response', (r) => {
+      if (r.status() === 404) missing.push(r.url());
+    });
     await page.goto(`${base}/?token=${TOKEN}`);
     expect(page.url()).toBe(`${base}/`); // the token went into a cookie, out of the address bar
     await page.getByRole('link', { name: 'dash' }).click();
     await page.waitForURL(`${base}/batches/dash`);
-    // The workers start only now, so the bar is seen moving.
+    // The workers start only now, so the bar is seen moving; until then the batch says it has none.
     expect(Number(await page.locator('#progress').getAttribute('aria-valuenow'))).toBeLessThan(100);
+    await page.waitForSelector('#state[data-state="stalled"]');
+    expect(await page.locator('#advice').textContent()).toBe(NO_WORKER);
+    expect(await page.locator('#rate').count()).toBe(0); // no rate, no ETA without a worker
+    const queueName = queueNameFor((await env.db.query(`SELECT id FROM dify_provision.instance`)).rows[0].id);
+    expect(await page.locator('#serves').textContent()).toBe(`Dify database "${env.name}" · queue ${queueName} · 0 workers`);
+    expect(await page.locator('#shown').textContent()).toBe('lines 2–41');
+    expect(await page.locator('#board-note').textContent()).toContain('count BullMQ jobs of every batch of this Dify, not the rows');
+    expect(await buttons(page)).toEqual(['Cancel waiting rows']);
     procs.push(startCli(['worker', '--concurrency', '4'], env.env));
+    await page.waitForSelector('#serves:text("· 1 worker")');
     await page.waitForSelector('#progress[aria-valuenow="100"]', { timeout: 60_000 });
-    await page.waitForSelector('#state:text("done")');
+    await page.waitForSelector('#state[data-state="done-with-failures"]:text("done with failures")');
     expect(await page.locator('#count-created b').textContent()).toBe('36');
     expect(await page.locator('#count-failed b').textContent()).toBe('4');
+    expect(await page.locator('#advice').count()).toBe(0);
+    expect(await buttons(page)).toEqual(['Retry failed rows']);
     await page.screenshot({ path: join(tmpdir(), 'dify-provision-dashboard.png'), fullPage: false });
     if (process.env.SAVE_SCREENSHOT) await copyFile(join(tmpdir(), 'dify-provision-dashboard.png'), projectFile('docs', 'dashboard.png'));
 
@@ -90,6 +110,12 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     await page.waitForFunction(() => document.querySelector('#count-created b')?.textContent === '40', undefined, { timeout: 60_000 });
     await page.selectOption('#filter', '');
     await page.waitForSelector('#progress[aria-valuenow="100"]');
+    await page.waitForSelector('#state[data-state="done"]');
+    expect(await buttons(page)).toEqual([]); // a clean, finished batch offers no retry, cancel or resume
+    await page.goto(`${base}/`);
+    await page.waitForSelector('tr:has(a:text("dash")) .state[data-state="done"]');
+    expect((await fetch(`${base}/favicon.ico`)).headers.get('content-type')).toMatch(/^image\/svg\+xml/);
+    expect(missing).toEqual([]); // no favicon 404, nothing else missing
 
     const csv = await page.evaluate(async () => (await fetch('/api/batches/dash/report.csv')).text());
     expect(csv.split('\r\n').filter((l) => l.includes(',created,'))).toHaveLength(40);
@@ -97,8 +123,10 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     expect(metrics).toMatch(/dify_provision_rows\{outcome="created"\} 40/);
     expect(metrics).toMatch(/^dify_provision_job_duration_seconds_count 40$/m);
     expect(metrics).toMatch(/^dify_provision_rows_finished_total\{outcome="created"\} 40$/m);
+    expect(metrics).toMatch(/^dify_provision_workers 1$/m);
     const board = await fetch(`${base}/queues/api/queues`, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(board.status).toBe(200);
+    expect(await board.text()).toContain('not the rows of one batch'); // bull-board's own page explains its counts
 
     // With no worker running, a new batch waits: a page on another port of this host (same
     // site) auto-submits a form to cancel it, in the same browser that holds the cookie.
@@ -128,9 +156,13 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
 
     // The page's own buttons: cancel the waiting rows, then queue them again.
     await page.goto(`${base}/batches/later`);
+    await page.waitForSelector('#state[data-state="stalled"]'); // its only worker was stopped
+    expect(await page.locator('#rate').count()).toBe(0);
     await page.click('#cancel');
     await page.waitForSelector('#notice:text("3 waiting row(s) cancelled")');
     await page.waitForFunction(() => document.querySelector('#count-cancelled b')?.textContent === '3');
+    await page.waitForSelector('#state[data-state="cancelled"]');
+    expect(await buttons(page)).toEqual(['Queue cancelled rows again']);
     await page.click('#resume');
     await page.waitForSelector('#notice:text("3 cancelled row(s) queued again")');
     procs.push(startCli(['worker', '--concurrency', '4'], env.env));

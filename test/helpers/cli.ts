@@ -28,6 +28,8 @@ export interface Background {
   output(): string;
   /** Sends a signal and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Resolves with the exit code when the process ends by itself. */
+  exited: Promise<number | null>;
 }
 
 export function startCli(args: string[], env: NodeJS.ProcessEnv): Background {
@@ -38,6 +40,7 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv): Background {
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return {
     child,
+    exited,
     output: () => out,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);

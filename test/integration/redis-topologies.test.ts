@@ -7,6 +7,9 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
+import { workersServing } from '../../src/queue/connection.js';
+import { openQueueRuntime } from '../../src/runtime.js';
+import { waitFor } from '../../src/services/local-services.js';
 import { waitForBatch } from '../../src/store/batches.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf, ingestCsv } from '../helpers/batch.js';
@@ -42,8 +45,12 @@ async function batchThrough(config: Config, n: number, during: () => Promise<voi
     queuePrefix: '{dify-provision}',
   };
   await ingestCsv({ ...env, config: cfg }, csvOf(rows(n)), 'topo');
+  // BullMQ's worker census (CLIENT LIST, every node of a Cluster) sees the worker come and go.
+  const producer = await openQueueRuntime(cfg);
+  const workers = (n: number) => waitFor(async () => (await workersServing(producer.queue)) === n, `${n} worker(s) listed`, 60_000);
   const worker = await runWorker(cfg, { concurrency: 4, logger: pino({ level: 'silent' }) });
   try {
+    await workers(1);
     for (;;) {
       const { rows: done } = await env.db.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM dify_provision.rows WHERE outcome = 'created'`,
@@ -54,8 +61,12 @@ async function batchThrough(config: Config, n: number, during: () => Promise<voi
     await during();
     const status = await waitForBatch(env.db, 'topo', { intervalMs: 200 });
     expect(status.counts).toMatchObject({ created: n, failed: 0, queued: 0, active: 0 });
+    await workers(1); // named again after a reconnect
+    await worker.close();
+    await workers(0);
   } finally {
     await worker.close();
+    await producer.close();
   }
   const { rows: counts } = await env.db.query(
     `SELECT (SELECT count(*)::int FROM tenants) AS tenants, (SELECT count(*)::int FROM dify_provision.ledger) AS ledger`,
