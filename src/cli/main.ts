@@ -50,7 +50,7 @@ function buildProgram(exit: (code: number) => void): Command {
 
   program
     .command('worker')
-    .description('process queued workspaces until stopped (SIGINT/SIGTERM finish in-flight jobs)')
+    .description('process queued workspaces until stopped (SIGINT/SIGTERM finish in-flight jobs; a second signal stops at once)')
     .addOption(
       new Option('--concurrency <n>', 'jobs in flight in this process (default: WORKER_CONCURRENCY, else 4 × cores, at least 8)').argParser(
         positiveInt('--concurrency'),
@@ -62,14 +62,27 @@ function buildProgram(exit: (code: number) => void): Command {
         .default(30_000)
         .argParser(positiveInt('--lock-duration-ms')),
     )
-    .action(async (flags: { concurrency?: number; rateLimit?: { max: number; durationMs: number }; lockDurationMs: number }) => {
-      await runWorker(loadConfig(), {
-        ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
-        handleSignals: true,
-        lockDurationMs: flags.lockDurationMs,
-        ...(flags.rateLimit ? { limiter: flags.rateLimit } : {}),
-      });
-    });
+    .addOption(
+      new Option('--grace-period <duration>', 'on SIGTERM/SIGINT, how long in-flight jobs may take before it stops anyway: 30, 30s, 2m')
+        .default(30)
+        .argParser(duration('--grace-period')),
+    )
+    .action(
+      async (flags: {
+        concurrency?: number;
+        rateLimit?: { max: number; durationMs: number };
+        lockDurationMs: number;
+        gracePeriod: number;
+      }) => {
+        await runWorker(loadConfig(), {
+          ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
+          handleSignals: true,
+          gracePeriodMs: flags.gracePeriod * 1000,
+          lockDurationMs: flags.lockDurationMs,
+          ...(flags.rateLimit ? { limiter: flags.rateLimit } : {}),
+        });
+      },
+    );
 
   program
     .command('status')

@@ -1,7 +1,7 @@
 // The BullMQ processor: validates a job, provisions its workspace, and decides what a failure
 // means: permanent (UnrecoverableError, recorded at once) or transient (retried with backoff).
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import type { RedisClient } from '../queue/connection.js';
+import { isConnectionError, type RedisClient } from '../queue/connection.js';
 import type { Logger } from 'pino';
 import { describeError, RowError } from '../errors.js';
 import { JobDataSchema, jobIdFor, type JobData, type JobResult } from '../queue/contract.js';
@@ -106,6 +106,9 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
       if (await job.isFailed()) await failIfOpen(deps.db, parsed.data.batchId, parsed.data.line, describeError(err), parsed.data);
     })().catch((e) => log.error({ jobId: job.id, error: describeError(e) }, 'could not record failure'));
   });
-  worker.on('error', (err) => log.error({ error: describeError(err) }, 'worker error'));
+  // Connection errors repeat with every reconnection attempt: the worker's Redis watch says them once.
+  worker.on('error', (err) => {
+    if (!isConnectionError(err)) log.error({ error: describeError(err) }, 'worker error');
+  });
   return worker;
 }

@@ -1,6 +1,7 @@
 // A worker: builds its dependencies once from the runtime, checks the database is a Dify it
-// knows, runs BullMQ's Worker, and shuts down gracefully (SIGINT/SIGTERM finish in-flight jobs;
-// a second signal hands them back to the queue at once).
+// knows, runs BullMQ's Worker, says once when Redis cannot be reached (redis-watch.ts), and
+// shuts down on a signal: the first finishes in-flight jobs within the grace period (at once when
+// Redis is unreachable: nothing can be finished in the queue then), a second stops at once.
 import type { Worker } from 'bullmq';
 import type { Config } from '../config.js';
 import { rsaKeySource, type KeySource } from '../crypto/rsa-keys.js';
@@ -8,10 +9,12 @@ import { describeSchema } from '../dify/schema-probe.js';
 import { workspaceWriter } from '../dify/workspace-writer.js';
 import { describeError } from '../errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
+import { redisTargetOf } from '../config.js';
 import { openKeyStorage, openQueueRuntime } from '../runtime.js';
 import type { KeyStorage } from '../storage/key-storage.js';
 import { sealKeyCache } from '../store/sealed-secrets.js';
 import { createProvisionWorker } from './processor.js';
+import { watchRedis, type RedisWatch } from './redis-watch.js';
 
 export interface RunWorkerOptions {
   /** Jobs in flight in this process; default: the config's workerConcurrency. */
@@ -24,6 +27,8 @@ export interface RunWorkerOptions {
   keys?: KeySource;
   /** Wraps the key storage (fault injection in the chaos tests). */
   wrapStorage?: (real: KeyStorage) => KeyStorage;
+  /** With handleSignals: how long the first signal lets in-flight jobs finish; default 30 s. */
+  gracePeriodMs?: number;
 }
 
 export interface RunningWorker {
@@ -60,15 +65,17 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
         ...(opts.lockDurationMs ? { lockDurationMs: opts.lockDurationMs } : {}),
       },
     );
+    const watch = watchRedis(rt.redis, worker, redisTargetOf(rt.config)!, logger);
     let closing: Promise<void> | undefined;
     const close = async (force = false) => {
       closing ??= (async () => {
         await worker.close(force);
+        watch.stop();
         await rt.close();
       })();
       return closing;
     };
-    if (opts.handleSignals) installSignalHandlers(close, logger);
+    if (opts.handleSignals) installSignalHandlers(close, watch, logger, opts.gracePeriodMs ?? 30_000);
     logger.info(
       {
         concurrency,
@@ -88,20 +95,37 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
   }
 }
 
-function installSignalHandlers(close: (force?: boolean) => Promise<void>, logger: Logger): void {
+function installSignalHandlers(close: () => Promise<void>, watch: RedisWatch, logger: Logger, graceMs: number): void {
   let signals = 0;
+  // pino writes asynchronously: flush before exiting, so the last outcomes are not lost.
+  const exit = (code: number) => logger.flush(() => process.exit(code));
+  const after = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
-    const force = signals > 1;
+    if (signals > 1) {
+      // BullMQ's close waits for Redis, which may never answer: leave now. Jobs in flight stay
+      // locked in Redis until --lock-duration-ms passes; then another worker takes them up, and
+      // the ledger makes running one twice harmless.
+      logger.info({ signal }, 'stopping now: jobs in flight go back to the queue when their lock expires');
+      exit(0);
+      return;
+    }
     logger.info(
-      { signal },
-      force ? 'stopping now: handing in-flight jobs back' : 'stopping: finishing in-flight jobs (signal again to stop now)',
+      { signal, gracePeriodSeconds: graceMs / 1000 },
+      `stopping: finishing in-flight jobs (up to ${graceMs / 1000} s; signal again to stop now)`,
     );
-    // pino writes asynchronously: flush before exiting, so the last outcomes are not lost.
-    const exit = (code: number) => logger.flush(() => process.exit(code));
-    close(force).then(
-      () => {
-        logger.info('worker stopped');
+    Promise.race([
+      close().then(() => 'stopped' as const),
+      watch.unreachable().then(() => 'unreachable' as const),
+      after(graceMs).then(() => 'grace' as const),
+    ]).then(
+      (how) => {
+        if (how === 'stopped') logger.info('worker stopped');
+        else if (how === 'unreachable') logger.warn('worker stopped: Redis is unreachable, so no job can be finished in the queue');
+        else
+          logger.warn(
+            `worker stopped: the grace period of ${graceMs / 1000} s is over; jobs in flight go back to the queue when their lock expires`,
+          );
         exit(0);
       },
       (err) => {

@@ -1,10 +1,12 @@
 // README promises about workers, exercised through the CLI as separate processes: --attempts and
 // --backoff-ms, --rate-limit, signals, the job lock, and ingest's memory bound.
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/project-files.js';
-import { runCli } from '../helpers/cli.js';
+import { freePort } from '../../src/services/local-services.js';
+import { runCli, startCli } from '../helpers/cli.js';
 import { cliWorld, until } from '../helpers/cli-world.js';
 
 const world = cliWorld();
@@ -106,19 +108,50 @@ describe('worker doors', () => {
     expect(await active()).toBe(0); // what was in flight finished and was recorded
     expect(first.output()).toContain('stopping: finishing in-flight jobs');
 
-    const second = worker('--concurrency', '4');
+    const second = worker('--concurrency', '4', '--lock-duration-ms', '2000');
     await until(async () => (await active()) > 0, 'a job in flight again');
     second.child.kill('SIGTERM');
     await until(async () => second.output().includes('stopping: finishing in-flight jobs'), 'the first signal to be seen');
     second.child.kill('SIGTERM');
     expect(await second.stop()).toBe(0);
-    expect(second.output()).toContain('stopping now: handing in-flight jobs back');
+    expect(second.output()).toContain('stopping now: jobs in flight go back to the queue when their lock expires');
 
     worker('--concurrency', '4', '--lock-duration-ms', '2000');
     await until(done('sig'), 'sig batch');
     const { rows: n } = await world.env.db.query(`SELECT count(*)::int AS n FROM tenants`);
     expect(n).toEqual([{ n: 30 }]);
     expect((await rowsOf('sig')).every((r) => r.outcome === 'created')).toBe(true);
+  });
+
+  it('with Redis down: says so once (not once per reconnection), and stops on the first SIGTERM', async () => {
+    // Nothing listens at first (ECONNREFUSED); then something accepts and hangs up at once, counting the attempts.
+    const port = await freePort();
+    const w = startCli(['worker'], { ...world.env.env, REDIS_URL: `redis://127.0.0.1:${port}` });
+    try {
+      await until(async () => w.output().includes('Redis unreachable'), 'the worker to say Redis is unreachable');
+      expect(w.output()).toContain(
+        `Redis unreachable at redis://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port} — check the Redis settings (REDIS_URL`,
+      );
+      let attempts = 0;
+      const hangUp = createServer((socket) => {
+        attempts++;
+        socket.destroy();
+      });
+      await new Promise<void>((r) => hangUp.listen(port, '127.0.0.1', r));
+      try {
+        await until(async () => attempts >= 4, 'the worker to try Redis again a few times', 120_000);
+      } finally {
+        hangUp.close();
+      }
+      const lines = w.output().trim().split('\n');
+      expect(lines.filter((l) => l.includes('Redis unreachable'))).toHaveLength(1);
+      expect(lines.filter((l) => /ECONN|Connection is closed|worker error/.test(l))).toHaveLength(1); // that one line
+      w.child.kill('SIGTERM');
+      expect(await w.exited).toBe(0);
+      expect(w.output()).toContain('worker stopped: Redis is unreachable, so no job can be finished in the queue');
+    } finally {
+      await w.stop('SIGKILL');
+    }
   });
 
   it("a SIGKILLed worker's job is picked up by another after about --lock-duration-ms", async () => {
