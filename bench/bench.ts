@@ -63,7 +63,7 @@ async function freshWorld(w: World, tag: string) {
     DATABASE_URL: databaseUrl,
     DIFY_STORAGE_DIR: storageDir,
     DIFY_PROVISION_QUEUE_PREFIX: prefix,
-    LOG_LEVEL: 'warn',
+    DIFY_PROVISION_LOG_LEVEL: 'warn',
   };
   return { databaseUrl, storageDir, prefix, env };
 }

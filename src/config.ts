@@ -3,11 +3,15 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import {
-  databaseUrlFromDify,
-  redisFromDifyEnv,
-  redisUrlFromDifyEnv,
+  composeHostsOf,
+  databaseFromDify,
+  difySettings,
+  isDifyName,
+  redisFromDify,
   storageFromDify,
-  withDifyEnvFile,
+  yes,
+  type ComposeHost,
+  type DbFields,
   type StorageSettings,
 } from './dify-env.js';
 import { ConfigError } from './errors.js';
@@ -26,6 +30,14 @@ const tlsSchema = z.object({ caFile: z.string().optional() }).optional();
 /** Where Redis is: one node (a URL), a Redis Cluster, or a Sentinel-managed master. */
 export const RedisTargetSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('single'), url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'), tls: tlsSchema }),
+  /** One node as fields (Dify's REDIS_HOST, REDIS_PORT, …): a password is never parsed as part of a URL. */
+  hostPort.extend({
+    kind: z.literal('node'),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    db: z.number().int().min(0).default(0),
+    tls: tlsSchema,
+  }),
   z.object({
     kind: z.literal('cluster'),
     nodes: z.array(hostPort).min(1, 'names no node'),
@@ -48,7 +60,7 @@ export const RedisTargetSchema = z.discriminatedUnion('kind', [
 export type RedisTarget = z.infer<typeof RedisTargetSchema>;
 
 export const ConfigSchema = z.object({
-  /** Redis Cluster or Sentinel (Dify's own REDIS_* variables); a plain node is `redisUrl`. */
+  /** Redis from Dify's REDIS_* variables (one node, a Cluster or Sentinel), as fields; REDIS_URL is `redisUrl`. */
   redis: RedisTargetSchema.optional(),
   redisUrl: z
     .string()
@@ -58,10 +70,18 @@ export const ConfigSchema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
     .optional(),
+  /** PostgreSQL from Dify's DB_* variables, as fields (no part of them is parsed as a URL). */
+  database: z.custom<DbFields>().optional(),
   /** The folder that contains Dify's `privkeys/` (Dify's storage root). */
   storageDir: z.string().min(1).optional(),
   /** Where keys go when it is not a local folder (Dify's STORAGE_TYPE and its settings). */
   storage: z.custom<StorageSettings>().optional(),
+  /** Why the key storage cannot be used: raised only by the commands that touch keys. */
+  storageProblem: z.string().optional(),
+  /** How the key storage was found, for the commands that use it to print. */
+  storageNote: z.string().optional(),
+  /** DB_HOST / REDIS_HOST read from Dify's compose .env that name compose services (hinted when they don't resolve). */
+  composeHosts: z.custom<ComposeHost[]>().optional(),
   /** BullMQ key prefix; the braces are a Redis Cluster hash tag so one queue lives on one slot. */
   queuePrefix: z.string().min(1).default('{dify-provision}'),
   /** Owner of deployed key files; default: the owner of the storage folder. */
@@ -86,6 +106,11 @@ export const ConfigSchema = z.object({
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
+/**
+ * Each setting's variable. Ours have names Dify does not use (LOG_LEVEL and DEBUG are Dify's, so
+ * ours are DIFY_PROVISION_LOG_LEVEL and DIFY_PROVISION_DEBUG) and come from our environment only;
+ * HOSTED_POOL_CREDITS and REDIS_SSL_CA_CERTS are Dify's, read from its .env too.
+ */
 const ENV_NAMES = {
   redisUrl: 'REDIS_URL',
   redisCaFile: 'REDIS_SSL_CA_CERTS',
@@ -96,27 +121,42 @@ const ENV_NAMES = {
   trialCredits: 'HOSTED_POOL_CREDITS',
   dbPoolMax: 'DIFY_PROVISION_DB_POOL_MAX',
   workerConcurrency: 'WORKER_CONCURRENCY',
-  logLevel: 'LOG_LEVEL',
+  logLevel: 'DIFY_PROVISION_LOG_LEVEL',
   dashboardToken: 'DASHBOARD_TOKEN',
 } as const;
 
 export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config {
-  const env = withDifyEnvFile(processEnv);
-  const raw: Record<string, unknown> = Object.fromEntries(Object.entries(ENV_NAMES).map(([k, name]) => [k, env[name] || undefined]));
-  raw.debug = Boolean(env.DEBUG);
-  raw.redis = redisFromDifyEnv(env);
-  raw.databaseUrl = databaseUrlFromDify(env);
-  const storage = storageFromDify(env);
-  if (storage?.kind === 'local') raw.storageDir = storage.root;
-  else raw.storage = storage;
+  const dify = difySettings(processEnv);
+  const raw: Record<string, unknown> = Object.fromEntries(
+    Object.entries(ENV_NAMES).map(([k, name]) => [k, (isDifyName(name) ? dify.get(name) : processEnv[name]) || undefined]),
+  );
+  if (typeof raw.logLevel === 'string') raw.logLevel = raw.logLevel.toLowerCase();
+  raw.debug = yes(processEnv.DIFY_PROVISION_DEBUG);
+  if (!raw.redisUrl) raw.redis = redisFromDify(dify);
+  if (!raw.databaseUrl) raw.database = databaseFromDify(dify);
+  // Storage is resolved here but its errors are raised only by the commands that touch keys:
+  // Dify's stock OPENDAL_FS_ROOT=storage must not stop `status` or `ingest`.
+  try {
+    const storage = storageFromDify(dify, processEnv.DIFY_STORAGE_DIR || undefined);
+    if (storage?.settings.kind === 'local') raw.storageDir = storage.settings.root;
+    else raw.storage = storage?.settings;
+    raw.storageNote = storage?.note;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    raw.storageDir = undefined;
+    raw.storageProblem = err.message;
+  }
+  const composeHosts = dify.composeDir ? composeHostsOf(dify) : [];
+  if (composeHosts.length > 0) raw.composeHosts = composeHosts;
   // Dify's REDIS_KEY_PREFIX: our keys sit under it too (an ACL user limited to it still works).
-  if (!raw.queuePrefix && env.REDIS_KEY_PREFIX) raw.queuePrefix = `${env.REDIS_KEY_PREFIX}:{dify-provision}`;
-  if (!raw.redisUrl && env.REDIS_HOST && !raw.redis) raw.redisUrl = redisUrlFromDifyEnv(env);
+  const redisPrefix = dify.get('REDIS_KEY_PREFIX');
+  if (!raw.queuePrefix && redisPrefix) raw.queuePrefix = `${redisPrefix}:{dify-provision}`;
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map(
-      (i) => `${ENV_NAMES[String(i.path[0]) as keyof typeof ENV_NAMES] ?? i.path.join('.')}: ${i.message}`,
-    );
+    const lines = parsed.error.issues.map((i) => {
+      const name = ENV_NAMES[String(i.path[0]) as keyof typeof ENV_NAMES];
+      return `${name ? dify.label(name) : i.path.join('.')}: ${i.message}`;
+    });
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   return parsed.data;
@@ -137,15 +177,23 @@ export function redisTargetOf(config: Config): RedisTarget | undefined {
   );
 }
 
+/** The PostgreSQL a config names: DATABASE_URL, or Dify's DB_* as fields. */
+export function databaseOf(config: Config): string | DbFields | undefined {
+  return config.databaseUrl ?? config.database;
+}
+
 type Needed = 'redisUrl' | 'databaseUrl' | 'storageDir';
 
-/** Narrows the config to one that has the settings a command needs, or says which are missing. */
-export function requireConfig<K extends Needed>(config: Config, ...keys: K[]): Config & Required<Pick<Config, K>> {
-  const missing = keys.filter((k) => (k === 'redisUrl' ? !redisTargetOf(config) : k === 'storageDir' ? !storageOf(config) : !config[k]));
+/** Checks the config has the settings a command needs, or says which are missing. */
+export function requireConfig(config: Config, ...keys: Needed[]): Config {
+  if (keys.includes('storageDir') && config.storageProblem) throw new ConfigError(config.storageProblem);
+  const missing = keys.filter((k) =>
+    k === 'redisUrl' ? !redisTargetOf(config) : k === 'storageDir' ? !storageOf(config) : !databaseOf(config),
+  );
   if (missing.length > 0) {
     throw new ConfigError(
-      `missing configuration: set ${missing.map((k) => (k === 'redisUrl' ? "REDIS_URL (or Dify's REDIS_HOST, REDIS_USE_CLUSTERS or REDIS_USE_SENTINEL settings)" : k === 'storageDir' ? "DIFY_STORAGE_DIR (or Dify's STORAGE_TYPE and its settings)" : ENV_NAMES[k])).join(', ')}`,
+      `missing configuration: set ${missing.map((k) => (k === 'redisUrl' ? "REDIS_URL (or Dify's REDIS_HOST, REDIS_USE_CLUSTERS or REDIS_USE_SENTINEL settings)" : k === 'storageDir' ? "DIFY_STORAGE_DIR (or Dify's STORAGE_TYPE and its settings)" : "DATABASE_URL (or Dify's DB_HOST and DB_* settings)")).join(', ')}`,
     );
   }
-  return config as Config & Required<Pick<Config, K>>;
+  return config;
 }

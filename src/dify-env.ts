@@ -1,37 +1,229 @@
-// Dify's own settings as our configuration: an operator points us at Dify's docker/.env (or
-// exports its variables) and one flag configures the database, Redis, the key storage and the
-// trial credits. Our own variables (DATABASE_URL, REDIS_URL, DIFY_STORAGE_DIR, …) win.
-import { readFileSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
-import { parseEnv } from 'node:util';
+// Dify's own settings as our configuration: an operator points us at Dify's docker/.env exactly as
+// Dify ships it (or exports its variables) and one flag configures the database, Redis, the key
+// storage and the trial credits. The file is read as docker compose reads it (compose-dotenv.ts),
+// and only the Dify settings below are taken from it: Dify's LOG_LEVEL, DEBUG and the rest of its
+// own process settings are never ours. Our own variables (DATABASE_URL, REDIS_URL,
+// DIFY_STORAGE_DIR, …) come from our environment only, and win.
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, posix, resolve } from 'node:path';
+import { DotenvSyntaxError, parseComposeDotenv } from './compose-dotenv.js';
 import type { RedisTarget } from './config.js';
-import { ConfigError } from './errors.js';
+import { lookup } from 'node:dns/promises';
+import { ConfigError, UnreachableError } from './errors.js';
 import type { AzureBlobSettings } from './storage/azure-blob.js';
 import type { S3Settings } from './storage/s3.js';
 
-/** The variables of Dify's .env file under the process's own (which win). */
-export function withDifyEnvFile(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const file = env.DIFY_ENV_FILE;
-  if (!file) return env;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(
-      `invalid configuration:\n  DIFY_ENV_FILE / --dify-env: cannot read ${file} (${(err as NodeJS.ErrnoException).code})`,
-    );
-  }
-  return { ...parseEnv(text), ...env };
+/** Every Dify variable we read (from its .env or our environment); nothing else of Dify's. */
+const DIFY_NAMES = new Set([
+  'DB_TYPE',
+  'DB_USERNAME',
+  'DB_PASSWORD',
+  'DB_HOST',
+  'DB_PORT',
+  'DB_DATABASE',
+  'REDIS_HOST',
+  'REDIS_PORT',
+  'REDIS_USERNAME',
+  'REDIS_PASSWORD',
+  'REDIS_DB',
+  'REDIS_USE_SSL',
+  'REDIS_SSL_CA_CERTS',
+  'REDIS_KEY_PREFIX',
+  'REDIS_USE_CLUSTERS',
+  'REDIS_CLUSTERS',
+  'REDIS_CLUSTERS_USERNAME',
+  'REDIS_CLUSTERS_PASSWORD',
+  'REDIS_USE_SENTINEL',
+  'REDIS_SENTINELS',
+  'REDIS_SENTINEL_SERVICE_NAME',
+  'REDIS_SENTINEL_USERNAME',
+  'REDIS_SENTINEL_PASSWORD',
+  'KEY_PROVIDER_TYPE',
+  'HOSTED_POOL_CREDITS',
+  'STORAGE_TYPE',
+  'STORAGE_LOCAL_PATH',
+  'OPENDAL_SCHEME',
+  'OPENDAL_FS_ROOT',
+  'OPENDAL_S3_BUCKET',
+  'OPENDAL_S3_ENDPOINT',
+  'OPENDAL_S3_REGION',
+  'OPENDAL_S3_ACCESS_KEY_ID',
+  'OPENDAL_S3_SECRET_ACCESS_KEY',
+  'OPENDAL_S3_ENABLE_VIRTUAL_HOST_STYLE',
+  'OPENDAL_S3_ROOT',
+  'S3_ENDPOINT',
+  'S3_REGION',
+  'S3_BUCKET_NAME',
+  'S3_ACCESS_KEY',
+  'S3_SECRET_KEY',
+  'S3_ADDRESS_STYLE',
+  'S3_USE_AWS_MANAGED_IAM',
+  'OCI_ENDPOINT',
+  'OCI_REGION',
+  'OCI_BUCKET_NAME',
+  'OCI_ACCESS_KEY',
+  'OCI_SECRET_KEY',
+  'AZURE_BLOB_ACCOUNT_NAME',
+  'AZURE_BLOB_ACCOUNT_KEY',
+  'AZURE_BLOB_CONTAINER_NAME',
+  'AZURE_BLOB_ACCOUNT_URL',
+]);
+
+/**
+ * The optional files Dify's docker-compose.yaml gives its api service (`env_file:`, in its
+ * order, `required: false`) before `./.env`, which comes last and wins. Only files that exist are read.
+ */
+const COMPOSE_ENV_FILES = [
+  'envs/core-services/shared.env',
+  'envs/core-services/api.env',
+  'envs/security.env',
+  'envs/databases/db-postgres.env',
+  'envs/databases/db-mysql.env',
+  'envs/databases/redis.env',
+];
+
+/** Service names of Dify's docker-compose.yaml that a DB_HOST or REDIS_HOST may name. */
+const COMPOSE_SERVICES = new Set(['db_postgres', 'db', 'db_mysql', 'redis', 'oceanbase', 'seekdb', 'pgvector', 'api', 'worker']);
+
+/** An env file is small: Dify's is about 15 KB; anything past this is not one. */
+export const ENV_FILE_MAX_BYTES = 1024 * 1024;
+
+/** Dify's settings, each with where it came from (for errors that name the file and the variable). */
+export interface DifySettings {
+  get(name: string): string | undefined;
+  /** `NAME` (our environment), or `NAME (in /path/docker/.env)`. */
+  label(name: string): string;
+  /** `` (our environment or unset), or ` (in /path/docker/.env)`. */
+  where(name: string): string;
+  /** Dify's docker/ folder, when the file given is the .env of Dify's docker-compose install. */
+  readonly composeDir?: string;
+  /** The files read, in order. */
+  readonly files: readonly string[];
 }
 
-/** Dify's DB_* settings as a URL (when DATABASE_URL is not set). */
-export function databaseUrlFromDify(env: NodeJS.ProcessEnv): string | undefined {
-  if (env.DATABASE_URL || !env.DB_HOST) return env.DATABASE_URL || undefined;
-  const url = new URL(`postgres://${env.DB_HOST}:${env.DB_PORT || 5432}`);
-  url.username = env.DB_USERNAME || 'postgres';
-  if (env.DB_PASSWORD) url.password = env.DB_PASSWORD;
-  url.pathname = `/${env.DB_DATABASE || 'dify'}`;
-  return url.toString();
+const bad = (line: string) => new ConfigError(`invalid configuration:\n  ${line}`);
+
+/**
+ * Reads an env file safely: only a regular file (a FIFO or a device is refused before it is
+ * read: opened non-blocking, checked with fstat) and at most ENV_FILE_MAX_BYTES.
+ */
+export function readEnvFile(file: string, what: string): string {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    throw bad(`${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code})`);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw bad(`${what}: ${file} is not a regular file`);
+    if (st.size > ENV_FILE_MAX_BYTES) throw bad(`${what}: ${file} is larger than ${ENV_FILE_MAX_BYTES} bytes: not an env file`);
+    const buf = Buffer.alloc(ENV_FILE_MAX_BYTES + 1);
+    let len = 0;
+    for (;;) {
+      const n = readSync(fd, buf, len, buf.length - len, null);
+      if (n === 0) break;
+      len += n;
+      if (len > ENV_FILE_MAX_BYTES) throw bad(`${what}: ${file} is larger than ${ENV_FILE_MAX_BYTES} bytes: not an env file`);
+    }
+    return buf.subarray(0, len).toString('utf8');
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw bad(`${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code})`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function parseFile(file: string, lookup: (k: string) => string | undefined): Record<string, string> {
+  const text = readEnvFile(file, 'DIFY_ENV_FILE / --dify-env');
+  try {
+    return parseComposeDotenv(text, lookup);
+  } catch (err) {
+    if (err instanceof DotenvSyntaxError)
+      throw bad(`${err.variable ?? 'DIFY_ENV_FILE / --dify-env'} (in ${file}, line ${err.line}): ${err.reason}`);
+    throw err;
+  }
+}
+
+/**
+ * Dify's settings from DIFY_ENV_FILE (read as docker compose gives them to Dify's api container:
+ * the optional env files of Dify's compose layout, then the .env) under our process's own
+ * environment, which wins.
+ */
+export function difySettings(processEnv: NodeJS.ProcessEnv): DifySettings {
+  const file = processEnv.DIFY_ENV_FILE;
+  const from = new Map<string, string>();
+  const values: Record<string, string> = {};
+  const files: string[] = [];
+  let composeDir: string | undefined;
+  if (file) {
+    const path = resolve(file);
+    const dir = dirname(path);
+    const envLookup = (k: string) => processEnv[k];
+    // compose: the project's .env is interpolated from the shell's environment; each env_file
+    // then from the project's environment (the shell's, then the .env's).
+    const project = parseFile(path, envLookup);
+    const isCompose = basename(path) === '.env' && ['docker-compose.yaml', 'docker-compose.yml'].some((f) => existsSync(join(dir, f)));
+    if (isCompose) composeDir = dir;
+    const layers = [...(isCompose ? COMPOSE_ENV_FILES.map((f) => join(dir, f)).filter((f) => existsSync(f)) : []), path];
+    for (const layer of layers) {
+      const vars = layer === path ? project : parseFile(layer, (k) => processEnv[k] ?? project[k]);
+      files.push(layer);
+      for (const [k, v] of Object.entries(vars)) {
+        if (!DIFY_NAMES.has(k)) continue;
+        values[k] = v;
+        from.set(k, layer);
+      }
+    }
+  }
+  const where = (name: string) => (processEnv[name] === undefined && from.has(name) ? ` (in ${from.get(name)})` : '');
+  return {
+    get: (name) => processEnv[name] ?? values[name],
+    label: (name) => `${name}${where(name)}`,
+    where,
+    files,
+    ...(composeDir ? { composeDir } : {}),
+  };
+}
+
+/** Our own settings come from our environment only; Dify's names from the file, under our environment. */
+export function isDifyName(name: string): boolean {
+  return DIFY_NAMES.has(name);
+}
+
+/** PostgreSQL as separate fields: no part of a password or host is ever parsed as a URL. */
+export interface DbFields {
+  host: string;
+  port: number;
+  user: string;
+  password?: string;
+  database: string;
+}
+
+const portOf = (s: DifySettings, name: string, fallback: number): number => {
+  const v = s.get(name);
+  if (!v) return fallback;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > 65535) throw bad(`${s.label(name)}: "${v}" is not a port (1-65535)`);
+  return n;
+};
+
+/** Dify's DB_* settings as connection fields (when DATABASE_URL, ours, is not set). */
+export function databaseFromDify(s: DifySettings): DbFields | undefined {
+  const type = s.get('DB_TYPE');
+  if (type && type !== 'postgresql')
+    throw bad(`${s.label('DB_TYPE')}: "${type}": dify-provision writes Dify's PostgreSQL schema only (DB_TYPE=postgresql)`);
+  const host = s.get('DB_HOST');
+  if (!host) return undefined;
+  const password = s.get('DB_PASSWORD');
+  return {
+    host,
+    port: portOf(s, 'DB_PORT', 5432),
+    user: s.get('DB_USERNAME') || 'postgres',
+    ...(password ? { password } : {}),
+    database: s.get('DB_DATABASE') || 'dify',
+  };
 }
 
 export type StorageSettings =
@@ -42,143 +234,219 @@ export type StorageSettings =
 
 export const SUPPORTED_STORAGE = 'opendal (fs, s3), local, s3, oci-storage, azure-blob';
 
-const yes = (v: string | undefined) => /^(1|true|yes|on)$/i.test(v ?? '');
-const need = (env: NodeJS.ProcessEnv, name: string, type: string): string => {
-  const v = env[name];
-  if (!v) throw new ConfigError(`invalid configuration:\n  ${name}: required for STORAGE_TYPE=${type}`);
-  return v;
-};
-const localRoot = (path: string | undefined, name: string): StorageSettings => {
-  // A relative path is relative to Dify's api folder, which is not ours to guess.
-  if (!path || !isAbsolute(path)) {
-    throw new ConfigError(
-      `invalid configuration:\n  ${name}: "${path ?? 'storage'}" is relative to Dify's api folder; set DIFY_STORAGE_DIR to where that folder is on this machine`,
-    );
-  }
-  return { kind: 'local', root: path };
-};
+export const yes = (v: string | undefined) => /^(1|true|yes|on)$/i.test(v ?? '');
 
-/** Where tenant keys go, from DIFY_STORAGE_DIR or Dify's STORAGE_TYPE and its settings. */
-export function storageFromDify(env: NodeJS.ProcessEnv): StorageSettings | undefined {
-  if (env.DIFY_STORAGE_DIR) return { kind: 'local', root: env.DIFY_STORAGE_DIR };
-  if (env.KEY_PROVIDER_TYPE && env.KEY_PROVIDER_TYPE !== 'local') {
-    throw new ConfigError(
-      `invalid configuration:\n  KEY_PROVIDER_TYPE: "${env.KEY_PROVIDER_TYPE}" keeps tenant keys in a key vault; dify-provision supports "local" only`,
-    );
-  }
-  const type = env.STORAGE_TYPE;
-  if (!type) return undefined;
-  switch (type) {
-    case 'opendal': {
-      const scheme = env.OPENDAL_SCHEME || 'fs';
-      if (scheme === 'fs') return localRoot(env.OPENDAL_FS_ROOT, 'OPENDAL_FS_ROOT');
-      if (scheme === 's3') {
-        return {
-          kind: 's3',
-          bucket: need(env, 'OPENDAL_S3_BUCKET', 'opendal (s3)'),
-          endpoint: env.OPENDAL_S3_ENDPOINT,
-          region: env.OPENDAL_S3_REGION,
-          accessKeyId: env.OPENDAL_S3_ACCESS_KEY_ID,
-          secretAccessKey: env.OPENDAL_S3_SECRET_ACCESS_KEY,
-          forcePathStyle: !yes(env.OPENDAL_S3_ENABLE_VIRTUAL_HOST_STYLE),
-          root: env.OPENDAL_S3_ROOT || '/',
-        };
-      }
-      throw new ConfigError(
-        `invalid configuration:\n  OPENDAL_SCHEME: "${scheme}" is not supported (fs, s3 are): keys must go where Dify reads them`,
-      );
-    }
-    case 'local':
-      return localRoot(env.STORAGE_LOCAL_PATH, 'STORAGE_LOCAL_PATH');
-    case 's3': {
-      const style = env.S3_ADDRESS_STYLE || 'auto';
-      const custom = Boolean(env.S3_ENDPOINT) && !/amazonaws\.com/.test(env.S3_ENDPOINT ?? '');
-      return {
-        kind: 's3',
-        bucket: need(env, 'S3_BUCKET_NAME', 's3'),
-        endpoint: env.S3_ENDPOINT,
-        region: env.S3_REGION,
-        ...(yes(env.S3_USE_AWS_MANAGED_IAM) ? {} : { accessKeyId: env.S3_ACCESS_KEY, secretAccessKey: env.S3_SECRET_KEY }),
-        forcePathStyle: style === 'path' || (style === 'auto' && custom),
-        root: '',
-      };
-    }
-    case 'oci-storage':
-      return {
-        kind: 's3',
-        bucket: need(env, 'OCI_BUCKET_NAME', 'oci-storage'),
-        endpoint: need(env, 'OCI_ENDPOINT', 'oci-storage'),
-        region: env.OCI_REGION,
-        accessKeyId: env.OCI_ACCESS_KEY,
-        secretAccessKey: env.OCI_SECRET_KEY,
-        forcePathStyle: true,
-        root: '',
-      };
-    case 'azure-blob':
-      return {
-        kind: 'azure-blob',
-        accountName: need(env, 'AZURE_BLOB_ACCOUNT_NAME', 'azure-blob'),
-        accountKey: need(env, 'AZURE_BLOB_ACCOUNT_KEY', 'azure-blob'),
-        container: need(env, 'AZURE_BLOB_CONTAINER_NAME', 'azure-blob'),
-        accountUrl: env.AZURE_BLOB_ACCOUNT_URL,
-      };
-    default:
-      throw new ConfigError(
-        `invalid configuration:\n  STORAGE_TYPE: "${type}" is not supported yet (${SUPPORTED_STORAGE} are); ` +
-          `dify-provision never writes a key where Dify would not look for it`,
-      );
-  }
+/** Where Dify's api container runs (its WORKDIR) and the folder compose mounts from the host. */
+const CONTAINER_API_DIR = '/app/api';
+const CONTAINER_STORAGE = '/app/api/storage';
+const HOST_STORAGE = 'volumes/app/storage';
+
+/** Where keys go, and how we know (for the commands that print it). */
+export interface ResolvedStorage {
+  settings: StorageSettings;
+  note?: string;
 }
 
-const tlsOf = (env: NodeJS.ProcessEnv) => (yes(env.REDIS_USE_SSL) ? { caFile: env.REDIS_SSL_CA_CERTS || undefined } : undefined);
+/** Where tenant keys go, from DIFY_STORAGE_DIR (ours) or Dify's STORAGE_TYPE and its settings. */
+export function storageFromDify(s: DifySettings, ownStorageDir: string | undefined): ResolvedStorage | undefined {
+  if (ownStorageDir) return { settings: { kind: 'local', root: ownStorageDir } };
+  const need = (name: string, type: string): string => {
+    const v = s.get(name);
+    if (!v) throw bad(`${s.label(name)}: required for STORAGE_TYPE=${type}${s.where('STORAGE_TYPE')}`);
+    return v;
+  };
+  const provider = s.get('KEY_PROVIDER_TYPE');
+  if (provider && provider !== 'local') {
+    throw bad(`${s.label('KEY_PROVIDER_TYPE')}: "${provider}" keeps tenant keys in a key vault; dify-provision supports "local" only`);
+  }
+  const localRoot = (name: string): ResolvedStorage => {
+    const path = s.get(name) || 'storage';
+    // Dify's api runs in /app/api: a relative root is relative to it. In Dify's docker-compose
+    // install, /app/api/storage is ./volumes/app/storage beside the .env.
+    const inContainer = posix.resolve(CONTAINER_API_DIR, path);
+    if (s.composeDir && (inContainer === CONTAINER_STORAGE || inContainer.startsWith(`${CONTAINER_STORAGE}/`))) {
+      const root = join(s.composeDir, HOST_STORAGE, posix.relative(CONTAINER_STORAGE, inContainer));
+      return {
+        settings: { kind: 'local', root },
+        note: `key storage: ${root} (${name}=${path}${s.where(name)} is ${inContainer} in Dify's containers, which Dify's docker-compose.yaml mounts from ./${HOST_STORAGE}; DIFY_STORAGE_DIR overrides)`,
+      };
+    }
+    if (!isAbsolute(path)) {
+      throw bad(
+        `${s.label(name)}: "${path}" is relative to Dify's api folder; set DIFY_STORAGE_DIR to where that folder is on this machine` +
+          ` (in Dify's docker-compose install: docker/${HOST_STORAGE}, found by itself when --dify-env is Dify's docker/.env)`,
+      );
+    }
+    return { settings: { kind: 'local', root: path } };
+  };
+  const type = s.get('STORAGE_TYPE');
+  if (!type) return undefined;
+  const settings = ((): StorageSettings | ResolvedStorage => {
+    switch (type) {
+      case 'opendal': {
+        const scheme = s.get('OPENDAL_SCHEME') || 'fs';
+        if (scheme === 'fs') return localRoot('OPENDAL_FS_ROOT');
+        if (scheme === 's3') {
+          return {
+            kind: 's3',
+            bucket: need('OPENDAL_S3_BUCKET', 'opendal (s3)'),
+            endpoint: s.get('OPENDAL_S3_ENDPOINT'),
+            region: s.get('OPENDAL_S3_REGION'),
+            accessKeyId: s.get('OPENDAL_S3_ACCESS_KEY_ID'),
+            secretAccessKey: s.get('OPENDAL_S3_SECRET_ACCESS_KEY'),
+            forcePathStyle: !yes(s.get('OPENDAL_S3_ENABLE_VIRTUAL_HOST_STYLE')),
+            root: s.get('OPENDAL_S3_ROOT') || '/',
+          };
+        }
+        throw bad(`${s.label('OPENDAL_SCHEME')}: "${scheme}" is not supported (fs, s3 are): keys must go where Dify reads them`);
+      }
+      case 'local':
+        return localRoot('STORAGE_LOCAL_PATH');
+      case 's3': {
+        const style = s.get('S3_ADDRESS_STYLE') || 'auto';
+        const endpoint = s.get('S3_ENDPOINT');
+        const custom = Boolean(endpoint) && !/amazonaws\.com/.test(endpoint ?? '');
+        return {
+          kind: 's3',
+          bucket: need('S3_BUCKET_NAME', 's3'),
+          endpoint,
+          region: s.get('S3_REGION'),
+          ...(yes(s.get('S3_USE_AWS_MANAGED_IAM')) ? {} : { accessKeyId: s.get('S3_ACCESS_KEY'), secretAccessKey: s.get('S3_SECRET_KEY') }),
+          forcePathStyle: style === 'path' || (style === 'auto' && custom),
+          root: '',
+        };
+      }
+      case 'oci-storage':
+        return {
+          kind: 's3',
+          bucket: need('OCI_BUCKET_NAME', 'oci-storage'),
+          endpoint: need('OCI_ENDPOINT', 'oci-storage'),
+          region: s.get('OCI_REGION'),
+          accessKeyId: s.get('OCI_ACCESS_KEY'),
+          secretAccessKey: s.get('OCI_SECRET_KEY'),
+          forcePathStyle: true,
+          root: '',
+        };
+      case 'azure-blob':
+        return {
+          kind: 'azure-blob',
+          accountName: need('AZURE_BLOB_ACCOUNT_NAME', 'azure-blob'),
+          accountKey: need('AZURE_BLOB_ACCOUNT_KEY', 'azure-blob'),
+          container: need('AZURE_BLOB_CONTAINER_NAME', 'azure-blob'),
+          accountUrl: s.get('AZURE_BLOB_ACCOUNT_URL'),
+        };
+      default:
+        throw bad(
+          `${s.label('STORAGE_TYPE')}: "${type}" is not supported yet (${SUPPORTED_STORAGE} are); ` +
+            `dify-provision never writes a key where Dify would not look for it`,
+        );
+    }
+  })();
+  return 'settings' in settings ? settings : { settings };
+}
+
+const tlsOf = (s: DifySettings) => (yes(s.get('REDIS_USE_SSL')) ? { caFile: s.get('REDIS_SSL_CA_CERTS') || undefined } : undefined);
 
 /** "h1:p1,h2:p2" (Dify's REDIS_CLUSTERS / REDIS_SENTINELS) → host/port pairs. */
-function nodesOf(list: string | undefined, name: string): { host: string; port: number }[] {
-  return (list ?? '')
+function nodesOf(s: DifySettings, name: string): { host: string; port: number }[] {
+  return (s.get(name) ?? '')
     .split(',')
     .map((n) => n.trim())
     .filter(Boolean)
     .map((n) => {
       const at = n.lastIndexOf(':');
       const port = Number(n.slice(at + 1));
-      if (at < 1 || !Number.isInteger(port)) throw new ConfigError(`invalid configuration:\n  ${name}: "${n}" is not host:port`);
+      if (at < 1 || !Number.isInteger(port)) throw bad(`${s.label(name)}: "${n}" is not host:port`);
       return { host: n.slice(0, at), port };
     });
 }
 
-/** Dify's docker .env names for Redis Cluster and Sentinel (REDIS_URL, ours, wins over them). */
-export function redisFromDifyEnv(env: NodeJS.ProcessEnv): RedisTarget | undefined {
-  if (env.REDIS_URL) return undefined;
-  if (yes(env.REDIS_USE_CLUSTERS)) {
+const dbNumber = (s: DifySettings): number => {
+  const v = s.get('REDIS_DB');
+  if (!v) return 0;
+  if (!/^\d+$/.test(v)) throw bad(`${s.label('REDIS_DB')}: "${v}" is not a database number`);
+  return Number(v);
+};
+
+/** Dify's REDIS_* settings: one node, a Redis Cluster or Sentinel, as fields (REDIS_URL, ours, wins). */
+export function redisFromDify(s: DifySettings): RedisTarget | undefined {
+  const opt = (key: string, name: string) => {
+    const v = s.get(name);
+    return v ? { [key]: v } : {};
+  };
+  if (yes(s.get('REDIS_USE_CLUSTERS'))) {
     return {
       kind: 'cluster',
-      nodes: nodesOf(env.REDIS_CLUSTERS, 'REDIS_CLUSTERS'),
-      ...(env.REDIS_CLUSTERS_USERNAME ? { username: env.REDIS_CLUSTERS_USERNAME } : {}),
-      ...(env.REDIS_CLUSTERS_PASSWORD ? { password: env.REDIS_CLUSTERS_PASSWORD } : {}),
-      tls: tlsOf(env),
+      nodes: nodesOf(s, 'REDIS_CLUSTERS'),
+      ...opt('username', 'REDIS_CLUSTERS_USERNAME'),
+      ...opt('password', 'REDIS_CLUSTERS_PASSWORD'),
+      tls: tlsOf(s),
     };
   }
-  if (yes(env.REDIS_USE_SENTINEL)) {
+  if (yes(s.get('REDIS_USE_SENTINEL'))) {
+    if (!s.get('REDIS_SENTINEL_SERVICE_NAME'))
+      throw bad(`REDIS_SENTINEL_SERVICE_NAME: required with REDIS_USE_SENTINEL=true${s.where('REDIS_USE_SENTINEL')}`);
     return {
       kind: 'sentinel',
-      sentinels: nodesOf(env.REDIS_SENTINELS, 'REDIS_SENTINELS'),
-      name: env.REDIS_SENTINEL_SERVICE_NAME ?? '',
-      ...(env.REDIS_SENTINEL_USERNAME ? { sentinelUsername: env.REDIS_SENTINEL_USERNAME } : {}),
-      ...(env.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: env.REDIS_SENTINEL_PASSWORD } : {}),
-      ...(env.REDIS_USERNAME ? { username: env.REDIS_USERNAME } : {}),
-      ...(env.REDIS_PASSWORD ? { password: env.REDIS_PASSWORD } : {}),
-      db: Number(env.REDIS_DB ?? 0),
-      tls: tlsOf(env),
+      sentinels: nodesOf(s, 'REDIS_SENTINELS'),
+      name: s.get('REDIS_SENTINEL_SERVICE_NAME') ?? '',
+      ...opt('sentinelUsername', 'REDIS_SENTINEL_USERNAME'),
+      ...opt('sentinelPassword', 'REDIS_SENTINEL_PASSWORD'),
+      ...opt('username', 'REDIS_USERNAME'),
+      ...opt('password', 'REDIS_PASSWORD'),
+      db: dbNumber(s),
+      tls: tlsOf(s),
     };
   }
-  return undefined;
+  const host = s.get('REDIS_HOST');
+  if (!host) return undefined;
+  return {
+    kind: 'node',
+    host,
+    port: portOf(s, 'REDIS_PORT', 6379),
+    ...opt('username', 'REDIS_USERNAME'),
+    ...opt('password', 'REDIS_PASSWORD'),
+    db: dbNumber(s),
+    tls: tlsOf(s),
+  };
 }
 
-/** Dify's REDIS_HOST/PORT/USERNAME/PASSWORD/DB/USE_SSL as one URL. */
-export function redisUrlFromDifyEnv(env: NodeJS.ProcessEnv): string {
-  const url = new URL(`${yes(env.REDIS_USE_SSL) ? 'rediss' : 'redis'}://${env.REDIS_HOST}:${env.REDIS_PORT || 6379}`);
-  if (env.REDIS_USERNAME) url.username = env.REDIS_USERNAME;
-  if (env.REDIS_PASSWORD) url.password = env.REDIS_PASSWORD;
-  url.pathname = `/${env.REDIS_DB || 0}`;
-  return url.toString();
+/** A host that is a service name of Dify's docker-compose.yaml, read from its .env: how to reach it. */
+export interface ComposeHost {
+  host: string;
+  variable: string;
+  label: string;
+}
+
+/** DB_HOST / REDIS_HOST values from Dify's files that name compose services (checked before connecting). */
+export function composeHostsOf(s: DifySettings): ComposeHost[] {
+  return ['DB_HOST', 'REDIS_HOST']
+    .map((variable) => ({ variable, host: s.get(variable) ?? '', label: s.label(variable) }))
+    .filter((h) => COMPOSE_SERVICES.has(h.host));
+}
+
+/** The hint for a compose service name that does not resolve here. */
+export function composeHostHint(h: ComposeHost): string {
+  const port = h.variable === 'DB_HOST' ? 'DB_PORT' : 'REDIS_PORT';
+  return (
+    `${h.label}: "${h.host}" is the name of a service in Dify's docker-compose.yaml and resolves only inside the compose network. ` +
+    `From this host: publish the port (e.g. a docker-compose.override.yaml with ports: ["127.0.0.1:<port>:<container port>"] under ${h.host}) ` +
+    `and set ${h.variable}=127.0.0.1 (and ${port} if you published another port) in our environment; or run dify-provision inside the compose network`
+  );
+}
+
+/**
+ * Before connecting: a DB_HOST or REDIS_HOST from Dify's compose .env that names a compose
+ * service and does not resolve here fails with the way to reach it, instead of a bare ENOTFOUND.
+ */
+export async function checkComposeHost(hosts: readonly ComposeHost[] | undefined, variable: 'DB_HOST' | 'REDIS_HOST'): Promise<void> {
+  const h = hosts?.find((x) => x.variable === variable);
+  if (!h) return;
+  try {
+    await lookup(h.host);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME' || code === 'EAI_FAIL')
+      throw new UnreachableError(composeHostHint(h));
+  }
 }

@@ -2,7 +2,8 @@
 // Redis connection and queue, the logger and the key storage. The CLI, the worker, the dashboard,
 // the demo and the library all take a Runtime; nothing else constructs connections.
 import type { Queue } from 'bullmq';
-import { redisTargetOf, requireConfig, storageOf, type Config } from './config.js';
+import { checkComposeHost } from './dify-env.js';
+import { databaseOf, redisTargetOf, requireConfig, storageOf, type Config } from './config.js';
 import { azureBlobStore } from './storage/azure-blob.js';
 import { objectKeyStorage } from './storage/object-store.js';
 import { s3Store } from './storage/s3.js';
@@ -43,7 +44,8 @@ export interface RuntimeOptions {
 /** PostgreSQL only (doctor, dry-run plans). */
 export async function openDbRuntime(config: Config, opts: RuntimeOptions = {}): Promise<Runtime> {
   const cfg = requireConfig(config, 'databaseUrl');
-  const db = createPool(cfg.databaseUrl, opts.poolMax ?? 4);
+  if (!cfg.databaseUrl) await checkComposeHost(cfg.composeHosts, 'DB_HOST');
+  const db = createPool(databaseOf(cfg)!, opts.poolMax ?? 4);
   try {
     if (opts.migrate ?? true) await migrate(db);
   } catch (err) {
@@ -74,6 +76,7 @@ export async function openQueueRuntime(
     schema = await probeDifySchema(base.db);
     await migrate(base.db);
     dify = await difyIdentity(base.db);
+    if (target.kind === 'node') await checkComposeHost(cfg.composeHosts, 'REDIS_HOST');
     redis = redisConnection(target, role);
     if (role === 'producer') await checkRedis(redis, target);
   } catch (err) {

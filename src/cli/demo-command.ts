@@ -34,7 +34,18 @@ export async function demoCommand(flags: { dir: string }, base: Config): Promise
     const storageDir = join(demoDir, 'storage');
     await rm(storageDir, { recursive: true, force: true });
     await mkdir(storageDir, { recursive: true });
-    const config: Config = { ...base, redisUrl, databaseUrl, storageDir, storage: undefined, queuePrefix: '{dify-provision-demo}' };
+    const config: Config = {
+      ...base,
+      redis: undefined,
+      redisUrl,
+      database: undefined,
+      databaseUrl,
+      storageDir,
+      storage: undefined,
+      storageProblem: undefined,
+      storageNote: undefined,
+      queuePrefix: '{dify-provision-demo}',
+    };
     say(`database: a fresh "dify_provision_demo" with Dify's schema and 10 sample accounts; keys under ${storageDir}`);
     return await runDemo(config, demoDir);
   } finally {

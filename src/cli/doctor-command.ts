@@ -10,6 +10,7 @@ export async function doctorCommand(flags: { fix?: boolean; json?: boolean; minA
   try {
     const schema = await probeDifySchema(rt.db);
     const where = storageOf(cfg)!;
+    if (cfg.storageNote) process.stderr.write(`${cfg.storageNote}\n`);
     const storage = where.kind === 'local' ? { storageDir: where.root } : { storage: await openKeyStorage(cfg, { probe: false }) };
     const findings = await runDoctor(rt.db, {
       ...storage,

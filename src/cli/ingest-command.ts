@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Config } from '../config.js';
+import { databaseOf, type Config } from '../config.js';
 import { readRows, type ReadOptions } from '../csv/read-rows.js';
 import type { RejectedRow } from '../csv/row-checker.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
@@ -96,7 +96,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
 
 async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags, config: Config): Promise<number> {
   const rows = readRows(input, readOpts);
-  if (!config.databaseUrl) {
+  if (!databaseOf(config)) {
     let valid = 0;
     let rejected = 0;
     for await (const row of rows) {

@@ -4,8 +4,12 @@ import pg from 'pg';
 export type Db = pg.Pool;
 export type Tx = pg.PoolClient;
 
-export function createPool(databaseUrl: string, max = 10, applicationName = 'dify-provision'): Db {
-  const pool = new pg.Pool({ connectionString: databaseUrl, max, application_name: applicationName });
+/** A PostgreSQL connection string, or its parts as fields (Dify's DB_*: never pasted into a URL). */
+export type DbTarget = string | { host: string; port: number; user: string; password?: string; database: string };
+
+export function createPool(target: DbTarget, max = 10, applicationName = 'dify-provision'): Db {
+  const where = typeof target === 'string' ? { connectionString: target } : target;
+  const pool = new pg.Pool({ ...where, max, application_name: applicationName });
   // An idle client that loses its server must not crash the process; the next query reconnects.
   pool.on('error', () => {});
   return pool;

@@ -41,6 +41,16 @@ export function redisConnection(target: RedisTarget, role: 'worker' | 'producer'
       ...tlsOptions(target.tls),
       ...(target.tls ? { enableTLSForSentinelMode: true } : {}),
     });
+  } else if (target.kind === 'node') {
+    client = new Redis({
+      ...common,
+      host: target.host,
+      port: target.port,
+      db: target.db,
+      ...(target.username ? { username: target.username } : {}),
+      ...(target.password ? { password: target.password } : {}),
+      ...tlsOptions(target.tls),
+    });
   } else {
     client = new Redis(target.url, { ...common, ...tlsOptions(target.tls) });
   }
@@ -109,6 +119,10 @@ export function describeTarget(target: RedisTarget): string {
     return `Redis Cluster ${target.nodes.map((n: { host: string; port: number }) => `${n.host}:${n.port}`).join(',')}`;
   if (target.kind === 'sentinel')
     return `Redis Sentinel ${target.sentinels.map((n: { host: string; port: number }) => `${n.host}:${n.port}`).join(',')} (master "${target.name}")`;
+  if (target.kind === 'node') {
+    const auth = target.username || target.password ? `${target.username ?? ''}${target.password ? ':***' : ''}@` : '';
+    return `${target.tls ? 'rediss' : 'redis'}://${auth}${target.host}:${target.port}/${target.db}`;
+  }
   return redactUrl(target.url);
 }
 

@@ -45,6 +45,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
   try {
     const { schema } = rt;
     const real = await openKeyStorage(rt.config);
+    if (rt.config.storageNote) logger.info(rt.config.storageNote);
     const storage = opts.wrapStorage ? opts.wrapStorage(real) : real;
     const worker = createProvisionWorker(
       {

@@ -34,7 +34,7 @@ beforeAll(async () => {
     REDIS_URL: services.redisUrl,
     DATABASE_URL: databaseUrl,
     DIFY_STORAGE_DIR: join(tmp, 'storage'),
-    LOG_LEVEL: 'warn',
+    DIFY_PROVISION_LOG_LEVEL: 'warn',
   };
   db = createPool(databaseUrl, 2);
 });

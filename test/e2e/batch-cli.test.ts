@@ -111,7 +111,7 @@ describe('batch commands from the CLI', () => {
   it('runs the library example from samples/', async () => {
     const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
       const child = spawn(process.execPath, [projectFile('dist', 'samples', 'library-example.js'), 'lib-example'], {
-        env: { ...world.env.env, LOG_LEVEL: 'warn' },
+        env: { ...world.env.env, DIFY_PROVISION_LOG_LEVEL: 'warn' },
       });
       let stdout = '';
       let stderr = '';

@@ -65,7 +65,7 @@ export async function createTestEnv(
       DATABASE_URL: databaseUrl,
       DIFY_STORAGE_DIR: storageDir,
       DIFY_PROVISION_QUEUE_PREFIX: config.queuePrefix,
-      LOG_LEVEL: 'info',
+      DIFY_PROVISION_LOG_LEVEL: 'info',
       HOSTED_POOL_CREDITS: String(config.trialCredits),
     },
     async cleanup() {

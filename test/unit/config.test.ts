@@ -1,6 +1,6 @@
 // Configuration: every setting parsed as documented, every invalid one refused with its name.
 import { describe, expect, it } from 'vitest';
-import { loadConfig, redisTargetOf, storageOf } from '../../src/config.js';
+import { databaseOf, loadConfig, redisTargetOf, requireConfig, storageOf } from '../../src/config.js';
 import { duration, rateLimit } from '../../src/cli/options.js';
 
 describe('configuration from the environment', () => {
@@ -25,17 +25,23 @@ describe('configuration from the environment', () => {
     [{ HOSTED_POOL_CREDITS: '-1' }, /HOSTED_POOL_CREDITS: /],
     [{ REDIS_URL: 'http://x' }, /REDIS_URL: must be a redis:\/\/ or rediss:\/\/ URL/],
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL: must be a postgres:\/\/ URL/],
-    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL: /],
+    [{ DIFY_PROVISION_LOG_LEVEL: 'loud' }, /DIFY_PROVISION_LOG_LEVEL: /],
     [{ DIFY_PROVISION_DB_POOL_MAX: '1' }, /DIFY_PROVISION_DB_POOL_MAX: /],
     [{ WORKER_CONCURRENCY: '0' }, /WORKER_CONCURRENCY: /],
     [{ DASHBOARD_TOKEN: 'short' }, /DASHBOARD_TOKEN: must be at least 16 characters/],
     [{ REDIS_USE_CLUSTERS: 'true', REDIS_CLUSTERS: 'nohost' }, /REDIS_CLUSTERS: "nohost" is not host:port/],
-    [{ STORAGE_TYPE: 'google-storage' }, /STORAGE_TYPE: "google-storage" is not supported yet/],
-    [{ STORAGE_TYPE: 's3' }, /S3_BUCKET_NAME: required for STORAGE_TYPE=s3/],
     [{ DIFY_ENV_FILE: '/nonexistent/.env' }, /cannot read \/nonexistent\/\.env \(ENOENT\)/],
   ])('refuses %j, naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(message);
     expect(() => loadConfig(env)).toThrow(/^invalid configuration:/);
+  });
+
+  it.each([
+    [{ STORAGE_TYPE: 'google-storage' }, /STORAGE_TYPE: "google-storage" is not supported yet/],
+    [{ STORAGE_TYPE: 's3' }, /S3_BUCKET_NAME: required for STORAGE_TYPE=s3/],
+  ])('refuses storage %j when keys are touched, naming the variable', (env, message) => {
+    const config = loadConfig(env);
+    expect(() => requireConfig(config, 'storageDir')).toThrow(message);
   });
 
   it("reads Dify's names: DB_*, REDIS_HOST…, Sentinel, Cluster, STORAGE_TYPE", () => {
@@ -49,8 +55,8 @@ describe('configuration from the environment', () => {
       REDIS_PASSWORD: 'r',
       REDIS_DB: '2',
     });
-    expect(c.databaseUrl).toBe('postgres://dify:p%40ss@db:5433/dify');
-    expect(c.redisUrl).toBe('redis://:r@redis:6379/2');
+    expect(databaseOf(c)).toEqual({ host: 'db', port: 5433, user: 'dify', password: 'p@ss', database: 'dify' });
+    expect(redisTargetOf(c)).toEqual({ kind: 'node', host: 'redis', port: 6379, password: 'r', db: 2 });
     const sentinel = loadConfig({
       REDIS_USE_SENTINEL: 'true',
       REDIS_SENTINELS: 'a:26379,b:26380',
