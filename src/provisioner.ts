@@ -19,7 +19,7 @@ import { checkInputRows, strictly, type WorkspaceInput } from './ingest/input-ro
 import { planBatch, type Plan } from './ingest/plan.js';
 import { cancelBatch, resumeCancelled, retryFailed } from './queue/batch-control.js';
 import { workersServing } from './queue/connection.js';
-import { csvReport, jsonReport } from './report/format.js';
+import { csvReport, jsonReport, type ReportTextOptions } from './report/format.js';
 import { revealSecrets } from './reveal-secrets.js';
 import { openQueueRuntime, type QueueRuntime } from './runtime.js';
 import { batchProgress, getBatchStatus, listBatches, waitForBatch, type BatchListing, type BatchStatus } from './store/batches.js';
@@ -35,8 +35,8 @@ export interface BatchHandle {
   done(intervalMs?: number): Promise<BatchStatus>;
   /** Every row's answer, in input order. */
   report(): Promise<ReportRow[]>;
-  /** The report as spreadsheet-safe CSV, streamed. */
-  reportCsv(): AsyncGenerator<string>;
+  /** The report as spreadsheet-safe CSV, streamed (escapeControls: for a terminal). */
+  reportCsv(opts?: ReportTextOptions): AsyncGenerator<string>;
   /** The report as a JSON array, streamed. */
   reportJson(): AsyncGenerator<string>;
   retryFailed(): Promise<number>;
@@ -96,7 +96,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
       for await (const r of allReportRows(db, id)) out.push(r);
       return out;
     },
-    reportCsv: () => csvReport(allReportRows(db, id)),
+    reportCsv: (opts) => csvReport(allReportRows(db, id), opts),
     reportJson: () => jsonReport(allReportRows(db, id)),
     retryFailed: () => retryFailed(db, queue, id),
     cancel: () => cancelBatch(db, queue, id),

@@ -42,11 +42,15 @@ export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; 
   withProvisioner(config, async (p) => {
     const batch = p.batch(batchId);
     await batch.status(); // says clearly when there is no such batch
-    const chunks = flags.format === 'json' ? batch.reportJson() : batch.reportCsv();
     if (flags.out) {
+      const chunks = flags.format === 'json' ? batch.reportJson() : batch.reportCsv();
       await writeNewFile(flags.out, chunks, { overwrite: flags.overwrite ?? false });
       process.stderr.write(`report written to ${flags.out}\n`);
     } else {
+      // Standard output, a terminal or a pipe (which often ends on one: | head, | less -R, a CI
+      // log): control characters in cells are escaped (JSON's escapes are lossless; CSV cells show
+      // them as \uXXXX). --out FILE writes the exact data.
+      const chunks = flags.format === 'json' ? batch.reportJson() : batch.reportCsv({ escapeControls: true });
       for await (const chunk of chunks)
         if (!process.stdout.write(chunk)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
     }

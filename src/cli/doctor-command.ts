@@ -3,6 +3,7 @@ import { requireConfig, storageOf, type Config } from '../config.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
 import { runDoctor } from '../doctor/doctor.js';
 import { openDbRuntime, openKeyStorage } from '../runtime.js';
+import { escapeControls } from './terminal.js';
 
 export async function doctorCommand(flags: { fix?: boolean; json?: boolean; minAge: number }, config: Config): Promise<number> {
   const cfg = requireConfig(config, 'databaseUrl', 'storageDir');
@@ -24,8 +25,9 @@ export async function doctorCommand(flags: { fix?: boolean; json?: boolean; minA
     else {
       process.stdout.write(`${describeSchema(schema)}\n`);
       for (const f of findings)
+        // Folder and object names come from the storage, which others can write: escaped.
         process.stdout.write(
-          `${f.fixed ? 'fixed' : f.kind.padEnd(21)}  tenant ${f.tenantId}: ${f.detail}${f.fixed ? '' : ` — fix: ${f.fix}`}\n`,
+          `${escapeControls(`${f.fixed ? 'fixed' : f.kind.padEnd(21)}  tenant ${f.tenantId}: ${f.detail}${f.fixed ? '' : ` — fix: ${f.fix}`}`, { all: true })}\n`,
         );
       process.stdout.write(
         open.length === 0

@@ -3,11 +3,16 @@
 import pc from 'picocolors';
 import { STATE_WORDS, type BatchState } from '../store/batches.js';
 
+import { CONTROL } from '../csv/workspace-row.js';
+
 // C0 controls except tab and newline, DEL, and C1 controls.
 const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+// Every control character, tab and newline included (for a cell, which must stay on its line):
+// the set ingest refuses in names.
+const ALL_CONTROLS = new RegExp(CONTROL.source, 'gu');
 
-export function escapeControls(text: string): string {
-  return text.replace(CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+export function escapeControls(text: string, opts: { all?: boolean } = {}): string {
+  return text.replace(opts.all ? ALL_CONTROLS : CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 // Batch states in colour on a terminal (never in pipes, nor with NO_COLOR or TERM=dumb).

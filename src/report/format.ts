@@ -1,4 +1,5 @@
 // Reports as people use them: CSV for a spreadsheet (safe against formula injection) and JSON.
+import { escapeControls } from '../cli/terminal.js';
 import type { ReportRow } from '../store/report.js';
 
 export const REPORT_COLUMNS = [
@@ -17,16 +18,29 @@ export const REPORT_COLUMNS = [
 ] as const;
 
 /**
- * OWASP's advice against CSV injection: a cell a spreadsheet would read as a formula
- * (=, +, -, @, tab, carriage return first) is prefixed with a single quote.
+ * OWASP's advice against CSV injection: a cell a spreadsheet would read as a formula is prefixed
+ * with a single quote. Spreadsheets skip blanks before the sign (spaces, no-break and other
+ * Unicode spaces, line breaks), so the sign (=, +, -, @, or their full-width forms) is looked
+ * for after them; a cell starting with a tab, carriage return or line feed is prefixed whatever
+ * follows.
  */
+const FORMULA = /^(?:[\s\u200b]*[=+\-@\uff1d\uff0b\uff0d\uff20]|[\t\r\n])/u;
 export function spreadsheetSafe(value: string): string {
-  return /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+  return FORMULA.test(value) ? `'${value}` : value;
 }
 
-function cell(value: unknown): string {
+export interface ReportTextOptions {
+  /**
+   * For a terminal: every control character inside a cell (line breaks and tabs too) is shown
+   * as \uXXXX, so a cell can neither drive the terminal nor start a line of its own.
+   */
+  escapeControls?: boolean;
+}
+
+function cell(value: unknown, opts: ReportTextOptions): string {
   if (value === null || value === undefined) return '';
-  const text = spreadsheetSafe(Array.isArray(value) ? value.join(';') : String(value));
+  const raw = spreadsheetSafe(Array.isArray(value) ? value.join(';') : String(value));
+  const text = opts.escapeControls ? escapeControls(raw, { all: true }) : raw;
   return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
@@ -34,7 +48,7 @@ function csvHeader(): string {
   return `${REPORT_COLUMNS.join(',')}\r\n`;
 }
 
-function csvLine(r: ReportRow): string {
+function csvLine(r: ReportRow, opts: ReportTextOptions): string {
   return (
     [
       r.line,
@@ -50,24 +64,28 @@ function csvLine(r: ReportRow): string {
       r.apiKey,
       r.error,
     ]
-      .map(cell)
+      .map((v) => cell(v, opts))
       .join(',') + '\r\n'
   );
 }
 
-/** A JSON array of report rows, a piece at a time (reports of any size, in constant memory). */
+/**
+ * A JSON array of report rows, a piece at a time (reports of any size, in constant memory).
+ * JSON.stringify escapes C0 controls; DEL and C1 controls (U+0080-009F: a single-character CSI
+ * for some terminals) are escaped as well, losslessly, so the JSON is safe on a terminal too.
+ */
 export async function* jsonReport(rows: AsyncIterable<ReportRow>): AsyncGenerator<string> {
   let first = true;
   yield '[';
   for await (const r of rows) {
-    yield `${first ? '\n' : ',\n'}${JSON.stringify(r)}`;
+    yield `${first ? '\n' : ',\n'}${escapeControls(JSON.stringify(r), { all: true })}`;
     first = false;
   }
   yield '\n]\n';
 }
 
-/** The report as CSV, a line at a time. */
-export async function* csvReport(rows: AsyncIterable<ReportRow>): AsyncGenerator<string> {
+/** The report as CSV, a line at a time (exact data, unless escaped for a terminal). */
+export async function* csvReport(rows: AsyncIterable<ReportRow>, opts: ReportTextOptions = {}): AsyncGenerator<string> {
   yield csvHeader();
-  for await (const r of rows) yield csvLine(r);
+  for await (const r of rows) yield csvLine(r, opts);
 }
