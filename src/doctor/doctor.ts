@@ -86,7 +86,8 @@ async function storeFindings(db: Db, storage: KeyStorage, opts: DoctorOptions): 
   }
   const orphans = new Map<string, Date>();
   for (const s of stored) {
-    if (tenantIds.has(s.tenantId)) continue;
+    // Dify names a tenant's folder by its id: anything else is not ours to judge or remove.
+    if (tenantIds.has(s.tenantId) || !isStrictUuid(s.tenantId)) continue;
     const newest = orphans.get(s.tenantId);
     if (!newest || s.modified > newest) orphans.set(s.tenantId, s.modified);
   }

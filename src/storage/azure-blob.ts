@@ -3,7 +3,7 @@
 import { ManagedIdentityCredential } from '@azure/identity';
 import { BlobServiceClient, RestError, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { PreflightError } from '../errors.js';
-import type { ObjectStore } from './object-store.js';
+import { scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
 
 export interface AzureBlobSettings {
   accountName: string;
@@ -19,7 +19,8 @@ export function azureBlobStore(s: AzureBlobSettings): ObjectStore {
   const credential =
     s.accountKey === 'managedidentity' ? new ManagedIdentityCredential() : new StorageSharedKeyCredential(s.accountName, s.accountKey);
   const container = new BlobServiceClient(url, credential).getContainerClient(s.container);
-  const description = `Azure Blob container "${s.container}" at ${url}`;
+  const endpoint = shownEndpoint(url);
+  const description = `Azure Blob container "${s.container}" at ${endpoint.shown}`;
   return {
     description,
     async put(key, body) {
@@ -45,7 +46,7 @@ export function azureBlobStore(s: AzureBlobSettings): ObjectStore {
       return out;
     },
     explain(err) {
-      if (!(err instanceof RestError)) return err instanceof Error ? err : new Error(String(err));
+      if (!(err instanceof RestError)) return scrubbed(err, endpoint.scrub);
       if (err.code === 'ContainerNotFound')
         return new PreflightError(`${description} does not exist: create it (dify-provision never creates containers)`);
       if (err.statusCode === 403)

@@ -19,6 +19,37 @@ export interface ObjectStore {
   explain(err: unknown): Error;
 }
 
+/**
+ * An endpoint as messages show it: no user info (S3_ENDPOINT=https://key:secret@host), no query
+ * (a SAS token in AZURE_BLOB_ACCOUNT_URL), no fragment. `scrub` removes those parts from any
+ * text (an SDK's error message), in case a library repeats the address it was given.
+ */
+export function shownEndpoint(url: string): { shown: string; scrub(text: string): string } {
+  let shown: string;
+  const secrets: string[] = [];
+  try {
+    const u = new URL(url);
+    for (const part of [u.username, u.password, u.search.slice(1), u.hash.slice(1)]) {
+      if (part) secrets.push(part, decodeURIComponent(part));
+    }
+    shown = `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+  } catch {
+    shown = '(an endpoint that is not a valid URL)';
+    secrets.push(url);
+  }
+  const sorted = [...new Set(secrets.filter((p) => p.length >= 3))].sort((a, b) => b.length - a.length);
+  return { shown, scrub: (text) => sorted.reduce((t, secret) => t.split(secret).join('***'), text) };
+}
+
+/** An error for messages and logs: its text without the endpoint's secrets. */
+export function scrubbed(err: unknown, scrub: (text: string) => string): Error {
+  const e = err instanceof Error ? err : new Error(String(err));
+  const clean = scrub(e.message);
+  if (clean !== e.message) e.message = clean;
+  if (e.stack) e.stack = scrub(e.stack);
+  return e;
+}
+
 /** Where Dify's storage root is inside the store (opendal's OPENDAL_S3_ROOT, for instance). */
 const join = (root: string, key: string) => `${root.replace(/^\/+|\/+$/g, '')}${root.replace(/^\/+|\/+$/g, '') ? '/' : ''}${key}`;
 

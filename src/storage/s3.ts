@@ -9,7 +9,7 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { PreflightError } from '../errors.js';
-import type { ObjectStore } from './object-store.js';
+import { scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
 
 export interface S3Settings {
   bucket: string;
@@ -29,7 +29,8 @@ export function s3Store(s: S3Settings): ObjectStore {
     // No keys: the SDK's own chain (instance role, IRSA, environment), like S3_USE_AWS_MANAGED_IAM.
     ...(s.accessKeyId && s.secretAccessKey ? { credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey } } : {}),
   });
-  const description = `S3 bucket "${s.bucket}"${s.endpoint ? ` at ${s.endpoint}` : ''}`;
+  const endpoint = s.endpoint ? shownEndpoint(s.endpoint) : undefined;
+  const description = `S3 bucket "${s.bucket}"${endpoint ? ` at ${endpoint.shown}` : ''}`;
   return {
     description,
     async put(key, body) {
@@ -63,7 +64,7 @@ export function s3Store(s: S3Settings): ObjectStore {
       return out;
     },
     explain(err) {
-      if (!(err instanceof S3ServiceException)) return err instanceof Error ? err : new Error(String(err));
+      if (!(err instanceof S3ServiceException)) return endpoint ? scrubbed(err, endpoint.scrub) : scrubbed(err, (t) => t);
       const status = err.$metadata.httpStatusCode;
       if (err.name === 'NoSuchBucket')
         return new PreflightError(`${description} does not exist: create it in your object store (dify-provision never creates buckets)`);

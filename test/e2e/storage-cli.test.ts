@@ -11,6 +11,7 @@ import { csvOf } from '../helpers/batch.js';
 import { runCli, startCli, type Background } from '../helpers/cli.js';
 import { AZURITE_KEY, startAzurite, startS3, type AzuriteServer, type S3Server } from '../helpers/object-servers.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { freePort } from '../../src/services/local-services.js';
 
 let s3: S3Server;
 let azure: AzuriteServer;
@@ -100,5 +101,47 @@ describe.each(['s3', 'azure-blob'] as const)('a CLI batch with keys on %s, confi
           );
     expect((await store.list()).filter((k) => k.name === 'private.pem')).toHaveLength(3);
     for (const out of [worker.output(), ingest.stdout, ingest.stderr, doctor.stdout]) expect(out).not.toContain(AZURITE_KEY);
+  });
+});
+
+describe('credentials inside a storage address (S3_ENDPOINT user info, a SAS query in AZURE_BLOB_ACCOUNT_URL)', () => {
+  const USER = 'leakyuser';
+  const PASSWORD = 'Leaky-Passw0rd';
+  const SIG = 'LeakySasSignature0123456789';
+  const leaks = (text: string) => [USER, PASSWORD, SIG, encodeURIComponent(SIG)].filter((s) => text.includes(s));
+
+  it.each(['s3', 'azure-blob'] as const)('%s: the worker start line and errors show the address without them', async (backend) => {
+    const { REDIS_URL: _r, DATABASE_URL: _d, DIFY_STORAGE_DIR: _s, HOSTED_POOL_CREDITS: _h, ...bare } = env.env;
+    const secretive = (url: string) =>
+      backend === 's3'
+        ? url.replace('http://', `http://${USER}:${PASSWORD}@`)
+        : `${url}?sv=2022-11-02&ss=b&srt=sco&sp=rwdlac&se=2099-01-01T00:00:00Z&sig=${SIG}`;
+    const storage = (url: string, bucket: string) =>
+      backend === 's3'
+        ? { ...s3.env, S3_ENDPOINT: secretive(url), S3_BUCKET_NAME: bucket }
+        : { ...azure.env, AZURE_BLOB_ACCOUNT_URL: secretive(url), AZURE_BLOB_CONTAINER_NAME: bucket };
+    const base = backend === 's3' ? s3.endpoint : azure.accountUrl;
+    const bucket = backend === 's3' ? s3.bucket : azure.container;
+
+    // The start line names where the keys go, without the credentials.
+    worker = startCli(['worker', '--dify-env', await difyEnvFile(storage(base, bucket), `${backend}-secret`)], bare);
+    for (let i = 0; i < 600 && !worker.output().includes('worker started') && worker.child.exitCode === null; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(worker.output()).toContain('worker started');
+    expect(worker.output()).toContain(` at ${base}`);
+    expect(leaks(worker.output())).toEqual([]);
+    await worker.stop('SIGTERM');
+
+    // Errors: a bucket/container that does not exist, and an endpoint that refuses connections.
+    const dead = `http://127.0.0.1:${await freePort()}${backend === 's3' ? '' : '/devstoreaccount1'}`;
+    for (const [url, name, says] of [
+      [base, 'missing-bucket', /does not exist/],
+      [dead, bucket, /ECONNREFUSED|connect/],
+    ] as const) {
+      const r = await runCli(['worker', '--dify-env', await difyEnvFile(storage(url, name), `${backend}-${name}`)], bare);
+      expect(r.code).not.toBe(0);
+      expect(r.stdout + r.stderr).toMatch(says);
+      expect(leaks(r.stdout + r.stderr), r.stdout + r.stderr).toEqual([]);
+    }
   });
 });

@@ -168,3 +168,23 @@ describe('storage settings that cannot work fail at start, clearly and without s
     expect(keys({ STORAGE_TYPE: 's3', KEY_PROVIDER_TYPE: 'aws-kms' })).toThrow(/key vault/);
   });
 });
+
+describe.each<Backend>(['s3', 'azure-blob', 'opendal-s3'])('doctor --fix on %s with folders that are not tenant ids', (backend) => {
+  it('leaves them alone and does not crash', async () => {
+    const env = await createTestEnv();
+    try {
+      const storage = await openKeyStorage(await configFor(env, backend));
+      const pair = await rsaKeySource.generate();
+      const strangers = ['not-a-uuid', randomUUID().toUpperCase(), "x'); DROP TABLE tenants;--"];
+      for (const name of strangers) await storage.deploy(name, pair.privatePem, pair.publicPem);
+      const orphan = randomUUID();
+      await storage.deploy(orphan, pair.privatePem, pair.publicPem);
+      const findings = await runDoctor(env.db, { storage, fix: true, minOrphanAgeSeconds: 0 });
+      expect(findings.map((f) => `${f.kind}:${f.tenantId}:${f.fixed}`)).toEqual([`orphan-key:${orphan}:true`]);
+      expect(await storage.read(orphan)).toBeUndefined();
+      for (const name of strangers) expect(await storage.read(name), name).toBe(pair.privatePem);
+    } finally {
+      await env.cleanup();
+    }
+  });
+});
