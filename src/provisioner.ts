@@ -19,6 +19,7 @@ import { checkInputRows, strictly, type WorkspaceInput } from './ingest/input-ro
 import { planBatch, type Plan } from './ingest/plan.js';
 import { cancelBatch, resumeCancelled, retryFailed } from './queue/batch-control.js';
 import { workersServing } from './queue/connection.js';
+import { settleLostJobs } from './queue/lost-jobs.js';
 import { csvReport, jsonReport, type ReportTextOptions } from './report/format.js';
 import { revealSecrets } from './reveal-secrets.js';
 import { openQueueRuntime, type QueueRuntime } from './runtime.js';
@@ -43,6 +44,11 @@ export interface BatchHandle {
   cancel(): Promise<number>;
   /** Queues the cancelled rows again (undoes cancel). */
   resumeCancelled(): Promise<number>;
+  /**
+   * Open rows (queued or active) that have no job in Redis (a Redis flush or a failover without
+   * persistence lost it): a running worker's sweep queues them again (`RunWorkerOptions.sweep`).
+   */
+  rowsWithoutJob(): Promise<number>;
 }
 
 export interface Provisioner {
@@ -99,14 +105,18 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     reportCsv: (opts) => csvReport(allReportRows(db, id), opts),
     reportJson: () => jsonReport(allReportRows(db, id)),
     retryFailed: () => retryFailed(db, queue, id),
-    cancel: () => cancelBatch(db, queue, id),
+    cancel: () => cancelBatch(db, rt, id),
     resumeCancelled: () => resumeCancelled(db, queue, id),
+    rowsWithoutJob: async () => {
+      const found = await settleLostJobs(db, rt, { batchId: id, idleSeconds: 0, mode: 'count' });
+      return found.lost + found.failed;
+    },
   });
 
   const enqueueRows = async (open: () => AsyncIterable<CheckedRow>, reopenable: boolean, opts: EnqueueOptions) => {
     const batchId = asBatchId(opts.batchId ?? generatedBatchId());
     const rows = opts.strict ? await strictly(open, reopenable) : open();
-    const summary = await enqueueBatch(rows, { db, queue }, { ...opts, batchId });
+    const summary = await enqueueBatch(rows, { db, queue, redis: rt.redis }, { ...opts, batchId });
     return Object.assign(handle(batchId), { summary });
   };
   const csvSource = (file: string | Readable, opts: ReadOptions) => () =>

@@ -13,7 +13,8 @@ const length = (s: string) => [...s].length;
 const text = (max: number) =>
   z
     .string()
-    .transform((s) => s.trim())
+    // NFC: the same name typed on macOS (NFD) and elsewhere is one name, and one key.
+    .transform((s) => s.trim().normalize('NFC'))
     .refine((s) => !s.includes('\ufffd'), 'is not valid UTF-8')
     .refine((s) => s.isWellFormed(), 'is not valid UTF-8 (a lone UTF-16 surrogate)')
     .refine((s) => !CONTROL.test(s), 'contains control characters')
@@ -42,6 +43,7 @@ const membersSchema = z
     if (s === undefined || s.trim() === '') return [];
     const members: Member[] = [];
     const parts = s
+      .normalize('NFC')
       .split(';')
       .map((p) => p.trim())
       .filter((p) => p !== '');

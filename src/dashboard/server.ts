@@ -131,7 +131,7 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     return { retried: n, message: `${n} failed row(s) queued again` };
   });
   app.post<{ Params: { id: string } }>('/api/batches/:id/cancel', async (req) => {
-    const n = await cancelBatch(deps.db, deps.queue, req.params.id);
+    const n = await cancelBatch(deps.db, deps, req.params.id);
     return { cancelled: n, message: `${n} waiting row(s) cancelled` };
   });
   app.post<{ Params: { id: string } }>('/api/batches/:id/resume', async (req) => {

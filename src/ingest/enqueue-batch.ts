@@ -1,16 +1,18 @@
-// Ingest: every row gets a durable result row (queued or rejected) before any job exists, then
-// valid rows become BullMQ jobs in chunks. Re-running the same batch queues nothing twice.
+// Ingest: every row gets a durable result row (queued or rejected) in one transaction before any
+// job exists, then the stored rows become BullMQ jobs in pages. Re-running the same batch queues
+// nothing twice; a refused run queues nothing at all.
 import { randomUUID } from 'node:crypto';
-import type { Queue } from 'bullmq';
 import type { CheckedRow, RejectedRow } from '../csv/row-checker.js';
 import type { WorkspaceRow } from '../csv/workspace-row.js';
 import { storable } from '../csv/row-checker.js';
 import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
-import type { Db } from '../db/pool.js';
-import { BatchConflictError, UsageError } from '../errors.js';
-import { DEFAULT_RETRY, jobFor, type JobData, type RetryPolicy } from '../queue/contract.js';
+import { withTransaction, type Db, type Tx } from '../db/pool.js';
+import { BatchConflictError, ProvisionError, UsageError } from '../errors.js';
+import { DEFAULT_RETRY, type JobData, type RetryPolicy } from '../queue/contract.js';
+import { settleLostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { createBatch, finishIngest } from '../store/batches.js';
-import { recordIngested, type IngestedRow } from '../store/rows.js';
+import { lockBatch } from '../store/locks.js';
+import { recordIngested, type EarlierRow, type IngestedRow } from '../store/rows.js';
 
 /** How a batch is ingested: the library's and the CLI's one options type. */
 export interface EnqueueOptions {
@@ -29,6 +31,12 @@ export interface EnqueueOptions {
   strict?: boolean;
   /** Called for each invalid row as it is found. */
   onRejected?: (row: RejectedRow) => void;
+  /**
+   * A batch's bounds: at most `maxRows` rows (default 1,000,000) and `maxBytes` bytes of rows as
+   * recorded (their JSON; default 1 GiB). A larger batch is refused before anything is queued.
+   */
+  maxRows?: number;
+  maxBytes?: number;
   /** Rows written per round trip (default 1000, and at most about `chunkBytes` of them) and chunks in flight at once (default 4). */
   chunkSize?: number;
   chunkBytes?: number;
@@ -39,10 +47,10 @@ export interface EnqueueSummary {
   batchId: string;
   /** Rows read (valid + rejected). */
   total: number;
-  /** Jobs added to the queue by this call. */
+  /** Valid rows this call recorded for the first time (and queued). */
   queued: number;
   rejected: number;
-  /** Valid rows this batch had already queued or finished (a re-run of the same batch). */
+  /** Valid rows this batch had recorded already (a re-run of the same batch; any of them whose job was lost is queued again). */
   alreadyInBatch: number;
 }
 
@@ -74,97 +82,144 @@ type Settings = EnqueueOptions & { batchId: string };
 
 export async function enqueueBatch(
   rows: AsyncIterable<CheckedRow> | Iterable<CheckedRow>,
-  deps: { db: Db; queue: Queue },
+  deps: { db: Db } & QueueDeps,
   opts: Settings,
 ): Promise<EnqueueSummary> {
   const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0 };
   if (opts.mintDatasetKeys && !opts.sealTo) throw new SealRequiredError();
   // Only the public half is ever kept (a private key given by mistake is refused by loadSealKey).
   const sealTo = opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
-  await createBatch(deps.db, opts.batchId, opts.source, {
-    retry: opts.retry ?? DEFAULT_RETRY,
-    createMissingAccounts: opts.createMissingOwners ?? false,
-    mintDatasetKeys: opts.mintDatasetKeys ?? false,
-    ...(sealTo ? { sealTo } : {}),
+  // 1. Every row is recorded in one transaction under the batch's lock, before any job exists: a
+  //    refused ingest (another file under this batch id, a batch over its limits, a source that
+  //    fails) rolls back and leaves the batch as it was, and a second ingest of the batch at the
+  //    same time waits for this one, then finds its rows.
+  await withTransaction(deps.db, async (tx) => {
+    await lockBatch(tx, opts.batchId);
+    await createBatch(tx, opts.batchId, opts.source, {
+      retry: opts.retry ?? DEFAULT_RETRY,
+      createMissingAccounts: opts.createMissingOwners ?? false,
+      mintDatasetKeys: opts.mintDatasetKeys ?? false,
+      ...(sealTo ? { sealTo } : {}),
+    });
+    await recordRows(rows, tx, opts, sealTo, summary);
+    await finishIngest(tx, opts.batchId);
   });
-  const chunkSize = opts.chunkSize ?? 1000;
-  // Chunks are written while the next ones are parsed: a few in flight keeps PostgreSQL, Redis
-  // and the parser busy at once instead of taking turns.
-  const inFlight = new Set<Promise<void>>();
-  let failure: unknown;
-  const send = (rowsOfChunk: CheckedRow[]) => {
-    const p: Promise<void> = enqueueChunk(rowsOfChunk, deps, opts).then(
-      (added) => {
-        summary.queued += added.queued;
-        summary.alreadyInBatch += added.alreadyInBatch;
-      },
-      (err) => {
-        failure ??= err;
-      },
-    );
-    const tracked = p.finally(() => inFlight.delete(tracked));
-    inFlight.add(tracked);
-  };
-  let chunk: CheckedRow[] = [];
-  let chunkBytes = 0;
-  for await (const input of rows) {
-    const row = sealTo || !(input.ok && input.row.datasetApiKey) ? input : needsSeal(input);
-    summary.total++;
-    if (!row.ok) {
-      summary.rejected++;
-      opts.onRejected?.(row);
-    }
-    chunk.push(row);
-    chunkBytes += approxBytes(row);
-    // A chunk is bounded in rows and in bytes: rows naming hundreds of members are large.
-    if (chunk.length >= chunkSize || chunkBytes >= (opts.chunkBytes ?? CHUNK_BYTES)) {
-      send(chunk);
-      chunk = [];
-      chunkBytes = 0;
-      if (inFlight.size >= (opts.chunksInFlight ?? 4)) await Promise.race(inFlight);
-      if (failure) break;
-    }
-  }
-  if (chunk.length > 0 && !failure) send(chunk);
-  await Promise.all(inFlight);
-  if (failure) throw failure;
-  await finishIngest(deps.db, opts.batchId);
+  // 2. Exactly the specs stored are queued (a row recorded by an earlier run whose job is gone
+  //    too); job ids make adding one that exists a no-op.
+  await settleLostJobs(deps.db, deps, { batchId: opts.batchId, idleSeconds: 0, mode: 'queue' });
   return summary;
 }
 
-async function enqueueChunk(chunk: CheckedRow[], deps: { db: Db; queue: Queue }, opts: Settings) {
-  const specs = chunk.map((r) => (r.ok ? specOf(r.line, r.row, opts) : null));
-  const input: IngestedRow[] = chunk.map((r, i) => ({
+/** The documented default bounds of one batch (EnqueueOptions.maxRows, maxBytes; --max-rows, --max-bytes). */
+export const BATCH_LIMITS = { rows: 1_000_000, bytes: 1 << 30 };
+
+export class BatchTooLargeError extends ProvisionError {
+  override readonly name: string = 'BatchTooLargeError';
+  readonly code = 'BATCH_TOO_LARGE';
+  override readonly httpStatus = 413;
+  constructor(batchId: string, line: number, what: string, flag: string) {
+    super(
+      `batch "${batchId}" is over its limit of ${what} at line ${line}: nothing was queued and the batch is as it was; ` +
+        `split the input, or raise the limit (${flag})`,
+    );
+  }
+}
+
+async function recordRows(
+  rows: AsyncIterable<CheckedRow> | Iterable<CheckedRow>,
+  tx: Tx,
+  opts: Settings,
+  sealTo: string | undefined,
+  summary: EnqueueSummary,
+): Promise<void> {
+  const chunkSize = opts.chunkSize ?? 1000;
+  const maxRows = opts.maxRows ?? BATCH_LIMITS.rows;
+  const maxBytes = opts.maxBytes ?? BATCH_LIMITS.bytes;
+  let bytes = 0;
+  // Chunks are sent while the next ones are parsed (the connection runs them in order): the
+  // parser and PostgreSQL work at once instead of taking turns.
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown;
+  const send = (chunk: CheckedRow[]) => {
+    const specs = chunk.map((r) => (r.ok ? specOf(r.line, r.row, opts) : null));
+    const json = JSON.stringify(chunk.map((r, i) => ingested(r, specs[i] ?? null)));
+    bytes += Buffer.byteLength(json);
+    if (bytes > maxBytes) {
+      const mib = (maxBytes / (1 << 20)).toFixed(maxBytes % (1 << 20) === 0 ? 0 : 1);
+      throw new BatchTooLargeError(opts.batchId, chunk[0]!.line, `${mib} MiB of rows`, '--max-bytes; library: maxBytes');
+    }
+    const tracked: Promise<void> = recordIngested<JobData>(tx, opts.batchId, json)
+      .then((earlier) => {
+        const added = compare(chunk, specs, earlier, opts.batchId);
+        summary.queued += added.queued;
+        summary.alreadyInBatch += added.alreadyInBatch;
+      })
+      .catch((err: unknown) => {
+        failure ??= err;
+      });
+    inFlight.add(tracked);
+    void tracked.finally(() => inFlight.delete(tracked));
+  };
+  try {
+    let chunk: CheckedRow[] = [];
+    let chunkBytes = 0;
+    for await (const input of rows) {
+      const row = sealTo || !(input.ok && input.row.datasetApiKey) ? input : needsSeal(input);
+      summary.total++;
+      if (summary.total > maxRows) throw new BatchTooLargeError(opts.batchId, row.line, `${maxRows} rows`, '--max-rows; library: maxRows');
+      if (!row.ok) {
+        summary.rejected++;
+        opts.onRejected?.(row);
+      }
+      chunk.push(row);
+      chunkBytes += approxBytes(row);
+      // A chunk is bounded in rows and in bytes: rows naming hundreds of members are large.
+      if (chunk.length >= chunkSize || chunkBytes >= (opts.chunkBytes ?? CHUNK_BYTES)) {
+        send(chunk);
+        chunk = [];
+        chunkBytes = 0;
+        if (inFlight.size >= (opts.chunksInFlight ?? 4)) await Promise.race(inFlight);
+        if (failure) break;
+      }
+    }
+    if (chunk.length > 0 && !failure) send(chunk);
+  } finally {
+    // Whatever stopped the loop, no statement of this transaction is left running.
+    await Promise.all(inFlight);
+  }
+  if (failure) throw failure;
+}
+
+function ingested(r: CheckedRow, spec: JobData | null): IngestedRow {
+  return {
     line: r.line,
     idempotency_key: r.ok ? r.row.key : null,
     external_id: r.ok ? (r.row.externalId ?? null) : (r.raw.externalId ?? null),
     workspace_name: r.ok ? r.row.workspaceName : (r.raw.workspaceName ?? null),
     owner_email: r.ok ? r.row.ownerEmail : (r.raw.ownerEmail ?? null),
-    tenant_id: specs[i]?.tenantId ?? null,
+    tenant_id: spec?.tenantId ?? null,
     outcome: r.ok ? 'queued' : 'rejected',
     error: r.ok ? null : storable(r.errors.map((e) => `${e.field}: ${e.message}`).join('; ')),
-    spec: specs[i] ?? null,
-  }));
-  const earlier = new Map((await recordIngested<JobData>(deps.db, opts.batchId, input)).map((b) => [b.line, b]));
-  const jobs: ReturnType<typeof jobFor>[] = [];
+    spec,
+  };
+}
+
+/** What the batch had at these lines before: the same rows (counted), or a different file (refused). */
+function compare(chunk: CheckedRow[], specs: (JobData | null)[], earlier: EarlierRow<JobData>[], batchId: string) {
+  const had = new Map(earlier.map((b) => [b.line, b]));
   let queued = 0;
   let alreadyInBatch = 0;
   chunk.forEach((r, i) => {
-    const mine = specs[i];
-    const had = earlier.get(r.line);
-    if (had && had.idempotency_key !== (mine?.key ?? null)) {
+    const before = had.get(r.line);
+    if (before && before.idempotency_key !== (specs[i]?.key ?? null)) {
       throw new BatchConflictError(
-        `batch "${opts.batchId}" already has a different row at line ${r.line}: use a new batch id for a different file`,
+        `batch "${batchId}" already has a different row at line ${r.line}: nothing was queued and the batch is as it was; use a new batch id for a different file`,
       );
     }
-    if (!mine) return;
-    if (!had) queued++;
-    else alreadyInBatch++;
-    // Still queued from an earlier run (which may have stopped before adding it): add it again;
-    // its job id makes that a no-op when the job exists.
-    if (!had || (had.outcome === 'queued' && had.spec)) jobs.push(jobFor(had?.spec ?? mine, opts.retry ?? DEFAULT_RETRY));
+    if (!specs[i]) return;
+    if (before) alreadyInBatch++;
+    else queued++;
   });
-  if (jobs.length > 0) await deps.queue.addBulk(jobs);
   return { queued, alreadyInBatch };
 }
 

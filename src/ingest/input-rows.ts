@@ -1,7 +1,7 @@
 // Rows from a script go through the same checks as rows from a CSV (csv/row-checker.ts), and
 // --strict means the same thing for both: every row is checked before any is queued.
 import { RowChecker, type CheckedRow, type RejectedRow } from '../csv/row-checker.js';
-import type { Column, FieldError } from '../csv/workspace-row.js';
+import { MAX_MEMBERS, type Column, type FieldError } from '../csv/workspace-row.js';
 import { ProvisionError } from '../errors.js';
 
 /** A workspace to provision, as a script writes it (the CSV's columns, members as a list or string). */
@@ -21,21 +21,62 @@ export async function* checkInputRows(rows: AsyncIterable<WorkspaceInput> | Iter
   let line = 0;
   for await (const input of rows) {
     line++;
-    yield checker.check(asRecord(input), line);
+    // Whatever a script passes (a Symbol, a deep array, a throwing getter or toString) is that
+    // row's error, never the batch's.
+    let record: Partial<Record<Column, string>>;
+    try {
+      record = asRecord(input as unknown);
+    } catch (err) {
+      const error =
+        err instanceof InputShapeError ? err.error : { field: 'row', message: 'could not be read (a property threw when read)' };
+      yield { line, ok: false, errors: [error], raw: {} };
+      continue;
+    }
+    yield checker.check(record, line);
   }
 }
 
-function asRecord(input: WorkspaceInput): Partial<Record<Column, string>> {
-  const text = (v: unknown) => (v === undefined || v === null ? undefined : String(v));
-  const members = Array.isArray(input.members) ? input.members.map((m) => `${m.email}:${m.role}`).join(';') : input.members;
+class InputShapeError extends Error {
+  constructor(readonly error: FieldError) {
+    super(error.message);
+  }
+}
+
+/** A cell as text: strings, numbers and booleans only (never a call into the value: no toString). */
+function text(field: string, v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  throw new InputShapeError({ field, message: `must be text, not ${Array.isArray(v) ? 'a list' : typeof v}` });
+}
+
+function membersText(v: unknown): string | undefined {
+  if (!Array.isArray(v)) return text('members', v);
+  if (v.length > MAX_MEMBERS)
+    throw new InputShapeError({ field: 'members', message: `names ${v.length} members; at most ${MAX_MEMBERS} per row` });
+  return v
+    .map((m: unknown, i) => {
+      if (typeof m !== 'object' || m === null || Array.isArray(m))
+        throw new InputShapeError({ field: 'members', message: `member ${i + 1} must be { email, role }` });
+      const { email, role } = m as { email?: unknown; role?: unknown };
+      return `${text('members', email) ?? ''}:${text('members', role) ?? ''}`;
+    })
+    .join(';');
+}
+
+function asRecord(input: unknown): Partial<Record<Column, string>> {
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw new InputShapeError({ field: 'row', message: 'must be an object with workspace_name and owner_email' });
+  const row = input as Record<string, unknown>;
+  const key = row.dataset_api_key;
   return {
-    workspace_name: text(input.workspace_name),
-    owner_email: text(input.owner_email),
-    plan: text(input.plan),
-    members: text(members),
-    external_id: text(input.external_id),
-    workspace_id: text(input.workspace_id),
-    dataset_api_key: typeof input.dataset_api_key === 'boolean' ? (input.dataset_api_key ? 'yes' : 'no') : text(input.dataset_api_key),
+    workspace_name: text('workspace_name', row.workspace_name),
+    owner_email: text('owner_email', row.owner_email),
+    plan: text('plan', row.plan),
+    members: membersText(row.members),
+    external_id: text('external_id', row.external_id),
+    workspace_id: text('workspace_id', row.workspace_id),
+    dataset_api_key: typeof key === 'boolean' ? (key ? 'yes' : 'no') : text('dataset_api_key', key),
   };
 }
 

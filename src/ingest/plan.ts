@@ -4,7 +4,7 @@ import type { CsvRow } from '../csv/read-rows.js';
 import type { Db } from '../db/pool.js';
 import { RowError } from '../errors.js';
 import { findAccounts, pickAccount } from '../dify/accounts.js';
-import { knownKeys } from '../store/ledger.js';
+import { answerKnown, knownEntries } from '../store/ledger.js';
 
 export interface PlanLine {
   line: number;
@@ -50,18 +50,27 @@ export async function planBatch(
 
 async function planChunk(chunk: Extract<CsvRow, { ok: true }>[], db: Db, createMissing: boolean, plan: Plan): Promise<void> {
   const keys = chunk.map((r) => r.row.key);
-  const existing = await knownKeys(db, keys);
+  const known = await knownEntries(db, keys);
   const emails = [...new Set(chunk.flatMap((r) => [r.row.ownerEmail, ...r.row.members.map((m) => m.email)]))];
   const accounts = await findAccounts(db, emails);
   const ids = chunk.map((r) => r.row.workspaceId).filter((x): x is string => x !== undefined);
   const taken = new Set((await db.query<{ id: string }>(`SELECT id FROM tenants WHERE id = ANY($1::uuid[])`, [ids])).rows.map((r) => r.id));
 
   for (const { line, row } of chunk) {
-    if (existing.has(row.key)) {
-      plan.existing++;
+    const problems: PlanLine[] = [];
+    const entry = known.get(row.key);
+    if (entry) {
+      // The worker's own answer for a known key: existing, or a reused id / deleted workspace.
+      try {
+        answerKnown(row, entry);
+        plan.existing++;
+      } catch (err) {
+        if (!(err instanceof RowError)) throw err;
+        plan.wouldFail++;
+        plan.problems.push({ line, field: err.field, message: err.message });
+      }
       continue;
     }
-    const problems: PlanLine[] = [];
     // The worker's own rules (pickAccount), so the plan says what the run would do.
     const check = (email: string, field: string) => {
       try {

@@ -5,6 +5,7 @@ import type { Db } from '../db/pool.js';
 import { batchOptions, markCancelled, reopenBatch } from '../store/batches.js';
 import { cancelQueued, requeue } from '../store/rows.js';
 import { DEFAULT_RETRY, jobFor, jobIdFor, type JobData, type RetryPolicy } from './contract.js';
+import { settleLostJobs, type QueueDeps } from './lost-jobs.js';
 
 async function retryPolicyOf(db: Db, batchId: string): Promise<RetryPolicy> {
   return (await batchOptions<{ retry: RetryPolicy }>(db, batchId)).retry ?? DEFAULT_RETRY;
@@ -24,12 +25,16 @@ export const retryFailed = (db: Db, queue: Queue, batchId: string) => requeueRow
 /** Queues the batch's cancelled rows again (undoes a cancel), as a new round. */
 export const resumeCancelled = (db: Db, queue: Queue, batchId: string) => requeueRows(db, queue, batchId, 'cancelled');
 
-/** Cancels every row still waiting; rows being processed finish. Returns how many were cancelled. */
-export async function cancelBatch(db: Db, queue: Queue, batchId: string): Promise<number> {
+/**
+ * Cancels every row still waiting, and every row left active without a job (Redis lost it: no
+ * worker will ever answer it); rows being processed finish. Returns how many were cancelled.
+ */
+export async function cancelBatch(db: Db, jobs: QueueDeps, batchId: string): Promise<number> {
   await retryPolicyOf(db, batchId); // the batch exists
   await markCancelled(db, batchId);
   const rows = await cancelQueued<JobData>(db, batchId);
   // A worker that still picks one of these up sees the row cancelled and skips it.
-  for (const r of rows) await queue.remove(jobIdFor(r.spec.batchId, r.spec.key, r.round)).catch(() => 0);
-  return rows.length;
+  for (const r of rows) await jobs.queue.remove(jobIdFor(r.spec.batchId, r.spec.key, r.round)).catch(() => 0);
+  const lost = await settleLostJobs(db, jobs, { batchId, idleSeconds: 0, mode: 'cancel' });
+  return rows.length + lost.lost;
 }

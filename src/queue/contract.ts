@@ -41,6 +41,20 @@ export function jobIdFor(batchId: string, key: string, round = 1): string {
   return round > 1 ? `${batchId}.${digest}.r${round}` : `${batchId}.${digest}`;
 }
 
+/**
+ * The round a job id names for this batch and key (the inverse of jobIdFor), or undefined when
+ * the id is not one of this row's: a job under any other id is not ours to run.
+ */
+export function roundOfJobId(jobId: string | undefined, batchId: string, key: string): number | undefined {
+  if (jobId === undefined) return undefined;
+  const first = jobIdFor(batchId, key);
+  if (jobId === first) return 1;
+  const round = Number(jobId.slice(first.length + 2));
+  return jobId.startsWith(`${first}.r`) && Number.isSafeInteger(round) && round > 1 && jobIdFor(batchId, key, round) === jobId
+    ? round
+    : undefined;
+}
+
 export interface RetryPolicy {
   attempts: number;
   backoffMs: number;

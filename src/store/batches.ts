@@ -101,10 +101,11 @@ export async function finishedBetween(db: Db, since: Date, until: Date): Promise
   return rows;
 }
 
-export async function finishIngest(db: Db, batchId: string): Promise<void> {
+/** In the ingest's transaction; the clock's time, not the transaction's start (lost-job sweeps wait from it). */
+export async function finishIngest(db: Db | Tx, batchId: string): Promise<void> {
   await db.query(
     `UPDATE ${SCHEMA}.batches
-        SET ingest_finished_at = COALESCE(ingest_finished_at, now()),
+        SET ingest_finished_at = COALESCE(ingest_finished_at, clock_timestamp()),
             total_rows = (SELECT count(*) FROM ${SCHEMA}.rows WHERE batch_id = $1)
       WHERE id = $1`,
     [batchId],

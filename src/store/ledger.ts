@@ -1,8 +1,86 @@
 // The idempotency ledger: one row per idempotency key that ever made a tenant. It is what makes
 // a re-ingest, a retry or a job run twice answer "existing" instead of creating again.
 import type { Db, Tx } from '../db/pool.js';
-import type { LedgerEntry } from './rows.js';
+import { RowError } from '../errors.js';
 import { SCHEMA } from './schema.js';
+
+export interface LedgerEntry {
+  tenantId: string;
+  fingerprint: string;
+}
+
+/** A ledger entry with what its key was first asked for: the row that made it, and whether the tenant still exists. */
+export interface KnownEntry extends LedgerEntry {
+  batchId: string;
+  line: number;
+  /** The owner and workspace name recorded for that row (absent if the row is gone). */
+  ownerEmail?: string;
+  workspaceName?: string;
+  /** The tenant still exists in Dify (it may have been deleted there). */
+  alive: boolean;
+}
+
+/** Selected by KNOWN_COLUMNS, read by knownOf. */
+export interface KnownColumns {
+  tenant_id: string | null;
+  fingerprint: string | null;
+  known_batch: string | null;
+  known_line: number | null;
+  known_owner: string | null;
+  known_name: string | null;
+  known_alive: boolean | null;
+}
+
+/** The ledger entry of the key in `keyParam`, with its recorded row and tenant: joined in a caller's statement (no extra round trip). */
+export const knownJoin = (keyParam: string) =>
+  `LEFT JOIN ${SCHEMA}.ledger l ON l.idempotency_key = ${keyParam}
+   LEFT JOIN ${SCHEMA}.rows k ON k.batch_id = l.batch_id AND k.line = l.line`;
+export const KNOWN_COLUMNS = `l.tenant_id, l.fingerprint, l.batch_id AS known_batch, l.line AS known_line,
+  k.owner_email AS known_owner, k.workspace_name AS known_name,
+  EXISTS (SELECT 1 FROM tenants t WHERE t.id = l.tenant_id) AS known_alive`;
+
+export function knownOf(r: KnownColumns): KnownEntry | undefined {
+  if (!r.tenant_id) return undefined;
+  return {
+    tenantId: r.tenant_id,
+    fingerprint: r.fingerprint!,
+    batchId: r.known_batch!,
+    line: r.known_line!,
+    ...(r.known_owner !== null ? { ownerEmail: r.known_owner } : {}),
+    ...(r.known_name !== null ? { workspaceName: r.known_name } : {}),
+    alive: r.known_alive === true,
+  };
+}
+
+const same = (a: string, b: string) => a.normalize('NFC') === b.normalize('NFC');
+
+/**
+ * What a row whose key the ledger knows is answered: `existing` with the recorded tenant only if
+ * that tenant still exists and the row asks for the same owner and workspace name as the row
+ * that made it. A reused external_id (another customer's) or a workspace deleted in Dify fails
+ * the row, naming the recorded line, batch and tenant: answering `existing` would hand out
+ * another workspace, or one that is gone.
+ */
+export function answerKnown(row: { ownerEmail: string; workspaceName: string; externalId?: string }, known: KnownEntry): LedgerEntry {
+  const where = `tenant ${known.tenantId}, made for line ${known.line} of batch "${known.batchId}"`;
+  const sameOwner = known.ownerEmail === undefined || same(known.ownerEmail.toLowerCase(), row.ownerEmail.toLowerCase());
+  const sameName = known.workspaceName === undefined || same(known.workspaceName, row.workspaceName);
+  if (!sameOwner || !sameName) {
+    const what = row.externalId !== undefined ? `external_id "${row.externalId}"` : 'this key';
+    throw new RowError(
+      row.externalId !== undefined ? 'external_id' : 'workspace_name',
+      `${what} belongs to ${where}, with another ${sameOwner ? 'workspace name' : 'owner'}: nothing was created; give this row an external_id of its own`,
+    );
+  }
+  if (!known.alive) {
+    throw new RowError(
+      'workspace_id',
+      `this row's workspace was made before (${where}) and has since been deleted from Dify: nothing was created. ` +
+        `To create it again, forget the old one (DELETE FROM ${SCHEMA}.ledger WHERE tenant_id = '${known.tenantId}') and \`retry\``,
+    );
+  }
+  return { tenantId: known.tenantId, fingerprint: known.fingerprint };
+}
 
 export async function findLedgerEntry(db: Db | Tx, key: string): Promise<LedgerEntry | undefined> {
   const { rows } = await db.query<{ tenant_id: string; fingerprint: string }>(
@@ -23,33 +101,34 @@ export async function checkLocked(
   key: string,
   tenantId: string,
   accountIds: string[],
-): Promise<{ known?: LedgerEntry; tenantTaken: boolean; lockedAccounts: number }> {
-  const { rows } = await tx.query<{ tenant_id: string | null; fingerprint: string | null; tenant_taken: boolean; locked: number }>(
-    `SELECT l.tenant_id, l.fingerprint,
+): Promise<{ known?: KnownEntry; tenantTaken: boolean; lockedAccounts: number }> {
+  const { rows } = await tx.query<KnownColumns & { tenant_taken: boolean; locked: number }>(
+    `SELECT ${KNOWN_COLUMNS},
             EXISTS (SELECT 1 FROM tenants WHERE id = $2) AS tenant_taken,
             (SELECT count(*)::int FROM (SELECT id FROM accounts WHERE id = ANY($3::uuid[]) ORDER BY id FOR UPDATE) AS locked) AS locked
        FROM (SELECT 1) AS one
-       LEFT JOIN ${SCHEMA}.ledger l ON l.idempotency_key = $1`,
+       ${knownJoin('$1')}`,
     [key, tenantId, accountIds],
   );
   const r = rows[0]!;
-  return {
-    tenantTaken: r.tenant_taken,
-    lockedAccounts: r.locked,
-    ...(r.tenant_id ? { known: { tenantId: r.tenant_id, fingerprint: r.fingerprint! } } : {}),
-  };
+  const known = knownOf(r);
+  return { tenantTaken: r.tenant_taken, lockedAccounts: r.locked, ...(known ? { known } : {}) };
 }
 
-/** Which of these keys the ledger knows (read-only; empty before our schema exists). */
-export async function knownKeys(db: Db, keys: string[]): Promise<Set<string>> {
+/** The ledger entries of these keys (read-only; empty before our schema exists). */
+export async function knownEntries(db: Db, keys: string[]): Promise<Map<string, KnownEntry>> {
   const { rows: has } = await db.query(`SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'ledger'`, [
     SCHEMA,
   ]);
-  if (has.length === 0) return new Set();
-  const { rows } = await db.query<{ k: string }>(`SELECT idempotency_key AS k FROM ${SCHEMA}.ledger WHERE idempotency_key = ANY($1)`, [
-    keys,
-  ]);
-  return new Set(rows.map((r) => r.k));
+  if (has.length === 0) return new Map();
+  const { rows } = await db.query<KnownColumns & { key: string }>(
+    `SELECT l.idempotency_key AS key, ${KNOWN_COLUMNS}
+       FROM unnest($1::text[]) AS wanted (key)
+       ${knownJoin('wanted.key')}
+      WHERE l.tenant_id IS NOT NULL`,
+    [keys],
+  );
+  return new Map(rows.map((r) => [r.key, knownOf(r)!]));
 }
 
 /** Ledger rows whose tenant no longer exists (deleted by hand, say). */

@@ -7,6 +7,8 @@ const LOCK = {
   tenant: 'dify-provision:tenant:',
   account: 'dify-provision:account:',
   apiKeys: 'dify-provision:apikeys:',
+  batch: 'dify-provision:batch:',
+  sweep: 'dify-provision:sweep',
   migrate: 'dify_provision:migrate',
 } as const;
 
@@ -30,6 +32,17 @@ export async function lockAccountEmail(tx: Tx, email: string): Promise<void> {
 /** A workspace's API keys: one mint at a time, so Dify's limit of 10 holds. */
 export async function lockApiKeys(tx: Tx, tenantId: string): Promise<void> {
   await tx.query(`SELECT ${lockSql(1)}`, [LOCK.apiKeys + tenantId]);
+}
+
+/** A batch's ingest: a second ingest of the same batch waits for the first, then finds its rows. */
+export async function lockBatch(tx: Tx, batchId: string): Promise<void> {
+  await tx.query(`SELECT ${lockSql(1)}`, [LOCK.batch + batchId]);
+}
+
+/** The lost-job sweep: one worker at a time; the others skip their turn (false). */
+export async function trySweepLock(tx: Tx): Promise<boolean> {
+  const { rows } = await tx.query<{ got: boolean }>(`SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS got`, [LOCK.sweep]);
+  return rows[0]!.got;
 }
 
 /** Our schema's migration: many workers may start at once. */

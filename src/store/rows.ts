@@ -9,7 +9,8 @@
 // A row answered created/existing keeps that answer whatever runs later. Each call here is one
 // round trip: several are on the worker's hot path.
 import type { Db, Tx } from '../db/pool.js';
-import type { Account } from '../types.js';
+import type { Account, Outcome } from '../types.js';
+import { knownJoin, knownOf, KNOWN_COLUMNS, type KnownColumns, type KnownEntry } from './ledger.js';
 import { SCHEMA } from './schema.js';
 
 /** One input row as ingest records it: queued with the job it becomes, or rejected with why. */
@@ -37,8 +38,8 @@ export interface EarlierRow<Spec> {
  * Records a chunk of input rows (a row the batch has at that line already is left as it is) and
  * returns what the batch had at those lines before this call.
  */
-export async function recordIngested<Spec>(db: Db, batchId: string, rows: IngestedRow[]): Promise<EarlierRow<Spec>[]> {
-  // The chunk travels as one JSON document: far cheaper than one escaped array per column.
+export async function recordIngested<Spec>(db: Db | Tx, batchId: string, rowsJson: string): Promise<EarlierRow<Spec>[]> {
+  // The chunk travels as one JSON document (IngestedRow[]): far cheaper than one escaped array per column.
   const { rows: before } = await db.query<EarlierRow<Spec>>(
     `WITH input AS (
        SELECT * FROM jsonb_to_recordset($2::jsonb)
@@ -56,7 +57,7 @@ export async function recordIngested<Spec>(db: Db, batchId: string, rows: Ingest
      SELECT r.line, r.outcome, r.idempotency_key, r.spec
        FROM ${SCHEMA}.rows r JOIN input i ON i.line = r.line
       WHERE r.batch_id = $1`,
-    [batchId, JSON.stringify(rows)],
+    [batchId, rowsJson],
   );
   return before;
 }
@@ -70,18 +71,15 @@ export async function recordedSpec<Spec>(db: Db, batchId: string, line: number):
   return rows[0];
 }
 
-export interface LedgerEntry {
-  tenantId: string;
-  fingerprint: string;
-}
-
 export interface AttemptStart {
-  /** The job is exactly what ingest recorded for its row (else nothing else here was done). */
+  /** The job is exactly what ingest recorded for its row, in the row's current round. */
   matches: boolean;
-  /** The idempotency key of the row ingest recorded at the job's batch and line, if any. */
+  /** The key and round of the row ingest recorded at the job's batch and line, if any. */
   recordedKey?: string;
-  cancelled: boolean;
-  known?: LedgerEntry;
+  recordedRound?: number;
+  /** The row's outcome before this attempt: only a queued or active row was started. */
+  outcome?: Outcome;
+  known?: KnownEntry;
   /** A Dify tenant with the row's tenant id exists already. */
   tenantTaken: boolean;
   /** Accounts whose email matches one of the emails asked for (case-insensitively). */
@@ -89,50 +87,56 @@ export interface AttemptStart {
 }
 
 /**
- * queued/active/failed → active (one more attempt), only for a job that is exactly what ingest
- * recorded and unless the row was cancelled; returns the ledger entry for its key, whether its
+ * queued/active → active (one more attempt), only for a job that is exactly what ingest
+ * recorded, in the row's current round (a copy of an earlier round's job, or of a failed one,
+ * starts nothing); returns the row's outcome before, the ledger entry for its key, whether its
  * tenant id is taken, and the accounts behind its emails.
  */
 export async function startAttempt(
   db: Db,
   job: { batchId: string; line: number; key: string; tenantId: string },
+  round: number,
   attempt: number,
   emails: string[],
 ): Promise<AttemptStart> {
-  const { rows } = await db.query<{
-    matches: boolean;
-    recorded_key: string | null;
-    cancelled: boolean;
-    tenant_id: string | null;
-    fingerprint: string | null;
-    tenant_taken: boolean;
-    accounts: Account[] | null;
-  }>(
+  const { rows } = await db.query<
+    {
+      matches: boolean;
+      recorded_key: string | null;
+      recorded_round: number | null;
+      outcome: Outcome | null;
+      tenant_taken: boolean;
+      accounts: Account[] | null;
+    } & KnownColumns
+  >(
     `WITH mine AS (
-       SELECT outcome, idempotency_key, spec = $7::jsonb AS matches FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2
+       SELECT outcome, idempotency_key, round, spec = $7::jsonb AND round = $8 AS matches FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2
      ), started AS (
        UPDATE ${SCHEMA}.rows SET outcome = 'active', attempts = $3, updated_at = now()
-        WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active', 'failed') AND spec = $7::jsonb
+        WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active') AND spec = $7::jsonb AND round = $8
      )
      SELECT COALESCE((SELECT matches FROM mine), false) AS matches,
             (SELECT idempotency_key FROM mine) AS recorded_key,
-            EXISTS (SELECT 1 FROM mine WHERE outcome = 'cancelled') AS cancelled,
-            l.tenant_id, l.fingerprint,
+            (SELECT round FROM mine) AS recorded_round,
+            (SELECT outcome FROM mine) AS outcome,
+            ${KNOWN_COLUMNS},
             EXISTS (SELECT 1 FROM tenants WHERE id = $5) AS tenant_taken,
             (SELECT json_agg(json_build_object('id', a.id, 'email', a.email, 'status', a.status) ORDER BY a.created_at)
                FROM accounts a WHERE lower(a.email) = ANY($6::text[])) AS accounts
        FROM (SELECT 1) AS one
-       LEFT JOIN ${SCHEMA}.ledger l ON l.idempotency_key = $4`,
-    [job.batchId, job.line, attempt, job.key, job.tenantId, emails.map((e) => e.toLowerCase()), JSON.stringify(job)],
+       ${knownJoin('$4')}`,
+    [job.batchId, job.line, attempt, job.key, job.tenantId, emails.map((e) => e.toLowerCase()), JSON.stringify(job), round],
   );
   const r = rows[0]!;
+  const known = knownOf(r);
   return {
     matches: r.matches,
     ...(r.recorded_key ? { recordedKey: r.recorded_key } : {}),
-    cancelled: r.cancelled,
+    ...(r.recorded_round !== null ? { recordedRound: r.recorded_round } : {}),
+    ...(r.outcome ? { outcome: r.outcome } : {}),
     tenantTaken: r.tenant_taken,
     accounts: r.accounts ?? [],
-    ...(r.tenant_id ? { known: { tenantId: r.tenant_id, fingerprint: r.fingerprint! } } : {}),
+    ...(known ? { known } : {}),
   };
 }
 
@@ -147,14 +151,21 @@ export async function noteRetry(db: Db, batchId: string, line: number, attempt: 
 
 /**
  * queued/active → failed: the row's job failed outside the processor (stalled too often), or was
- * edited in Redis. `spec`: only if the row holds this job (a job added by someone else never
- * answers a real row); omitted when the caller has checked that the row is the job's own.
+ * edited in Redis. `own`: only if the row holds this job, in this round (a job added by someone
+ * else never answers a real row); omitted when the caller has checked that the job is the row's own.
  */
-export async function failIfOpen(db: Db, batchId: string, line: number, reason: string, spec?: object): Promise<void> {
+export async function failIfOpen(
+  db: Db | Tx,
+  batchId: string,
+  line: number,
+  reason: string,
+  own?: { spec: object; round: number },
+): Promise<void> {
   await db.query(
     `UPDATE ${SCHEMA}.rows SET outcome = 'failed', error = $3, updated_at = now(), finished_at = now()
-      WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active') AND ($4::jsonb IS NULL OR spec = $4::jsonb)`,
-    [batchId, line, reason, spec === undefined ? null : JSON.stringify(spec)],
+      WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active')
+        AND ($4::jsonb IS NULL OR (spec = $4::jsonb AND round = $5))`,
+    [batchId, line, reason, own === undefined ? null : JSON.stringify(own.spec), own?.round ?? null],
   );
 }
 
@@ -234,4 +245,61 @@ export async function cancelQueued<Spec>(db: Db, batchId: string): Promise<{ spe
     [batchId],
   );
   return rows;
+}
+
+/** An open row (queued or active) with the job it should have: its spec, round and batch's retry policy. */
+export interface OpenRow<Spec> {
+  batchId: string;
+  line: number;
+  round: number;
+  outcome: 'queued' | 'active';
+  spec: Spec;
+  retry: { attempts: number; backoffMs: number } | null;
+}
+
+/**
+ * A page of open rows in (batch, line) order after `after`, of one batch or of all; only rows
+ * untouched for `idleSeconds`, of batches whose ingest finished at least that long ago (rows
+ * just queued, or being queued, are left to whoever queues them).
+ */
+export async function openRowsPage<Spec>(
+  db: Db | Tx,
+  opts: { batchId?: string; after?: { batchId: string; line: number }; idleSeconds: number; limit: number },
+): Promise<OpenRow<Spec>[]> {
+  const { rows } = await db.query<OpenRow<Spec>>(
+    `SELECT r.batch_id AS "batchId", r.line, r.round, r.outcome, r.spec, b.options -> 'retry' AS retry
+       FROM ${SCHEMA}.rows r JOIN ${SCHEMA}.batches b ON b.id = r.batch_id
+      WHERE r.outcome IN ('queued', 'active') AND r.spec IS NOT NULL
+        AND ($1::text IS NULL OR r.batch_id = $1)
+        AND (r.batch_id, r.line) > ($2::text, $3::int)
+        AND r.updated_at <= now() - make_interval(secs => $4)
+        AND (b.ingest_finished_at IS NULL OR b.ingest_finished_at <= now() - make_interval(secs => $4))
+      ORDER BY r.batch_id, r.line
+      LIMIT $5`,
+    [opts.batchId ?? null, opts.after?.batchId ?? '', opts.after?.line ?? 0, opts.idleSeconds, opts.limit],
+  );
+  return rows;
+}
+
+/**
+ * Open rows whose job Redis lost, in the round they hold: active → queued (their job is queued
+ * again), or with `to: 'cancelled'` queued/active → cancelled. Returns the rows changed.
+ */
+export async function settleLostRows(
+  db: Db | Tx,
+  rows: { batchId: string; line: number; round: number }[],
+  to: 'queued' | 'cancelled',
+): Promise<{ batchId: string; line: number }[]> {
+  const { rows: changed } = await db.query<{ batchId: string; line: number }>(
+    `UPDATE ${SCHEMA}.rows r
+        SET outcome = $2, updated_at = now(),
+            error = CASE WHEN $2 = 'cancelled' THEN 'cancelled before it ran' ELSE r.error END,
+            finished_at = CASE WHEN $2 = 'cancelled' THEN now() END
+       FROM jsonb_to_recordset($1::jsonb) AS lost ("batchId" text, line int, round int)
+      WHERE r.batch_id = lost."batchId" AND r.line = lost.line AND r.round = lost.round
+        AND r.outcome IN ('queued', 'active') AND r.outcome <> $2
+      RETURNING r.batch_id AS "batchId", r.line`,
+    [JSON.stringify(rows.map((r) => ({ batchId: r.batchId, line: r.line, round: r.round }))), to],
+  );
+  return changed;
 }

@@ -76,6 +76,22 @@ const MIGRATIONS: string[] = [
     created_at        timestamptz NOT NULL DEFAULT now()
   );
   `,
+  `
+  -- Open rows in batch and line order: what the lost-job sweep pages through.
+  CREATE INDEX rows_open_idx ON ${SCHEMA}.rows (batch_id, line) WHERE outcome IN ('queued', 'active');
+  -- Names and emails are keyed in Unicode NFC now: a key recorded from an NFD name (a macOS
+  -- export) is rewritten so that its workspace is found again, unless its NFC form is known.
+  DO $$ BEGIN
+    IF current_setting('server_encoding') = 'UTF8' THEN
+      UPDATE ${SCHEMA}.ledger l SET idempotency_key = n.nfc
+        FROM (SELECT DISTINCT ON (normalize(idempotency_key, NFC)) idempotency_key AS old, normalize(idempotency_key, NFC) AS nfc
+                FROM ${SCHEMA}.ledger WHERE idempotency_key IS NOT NFC NORMALIZED
+               ORDER BY normalize(idempotency_key, NFC), created_at) n
+       WHERE l.idempotency_key = n.old
+         AND NOT EXISTS (SELECT 1 FROM ${SCHEMA}.ledger o WHERE o.idempotency_key = n.nfc);
+    END IF;
+  END $$;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -4,9 +4,9 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { isConnectionError, type RedisClient } from '../queue/connection.js';
 import type { Logger } from 'pino';
 import { describeError, RowError } from '../errors.js';
-import { JobDataSchema, jobIdFor, type JobData, type JobResult } from '../queue/contract.js';
+import { JobDataSchema, jobIdFor, roundOfJobId, type JobResult } from '../queue/contract.js';
 import { failIfOpen, noteRetry, recordOutcome } from '../store/rows.js';
-import { ForeignJobError, provisionWorkspace, type ProvisionDeps } from './provision-workspace.js';
+import { ForeignJobError, NotQueuedError, provisionWorkspace, type ProvisionDeps } from './provision-workspace.js';
 
 export interface ProcessorOptions {
   connection: RedisClient;
@@ -28,8 +28,9 @@ function isPermanent(err: unknown): boolean {
   return typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code);
 }
 
-/** A job that is its row's own (by id) but was edited: the row fails, so `retry` can requeue it. */
-const isOwnJob = (job: Job, data: JobData, recordedKey: string) => String(job.id).startsWith(jobIdFor(data.batchId, recordedKey));
+/** A job under its row's own id for the row's current round, but edited: the row fails, so `retry` can requeue it. */
+const isOwnJob = (job: Job, batchId: string, err: ForeignJobError) =>
+  err.recordedKey !== undefined && job.id === jobIdFor(batchId, err.recordedKey, err.recordedRound);
 
 export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOptions): Worker<unknown, JobResult> {
   const log = opts.logger;
@@ -40,9 +41,10 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
       log.warn({ jobId: job.id, outcome: 'refused' }, reason);
       // A row must always get an answer: if ingest recorded exactly this job (ingest and the
       // contract disagree), its row fails with the reason; a job nobody recorded answers nothing.
-      const { batchId, line } = (job.data ?? {}) as { batchId?: unknown; line?: unknown };
-      if (typeof batchId === 'string' && Number.isSafeInteger(line))
-        await failIfOpen(deps.db, batchId, line as number, reason, job.data as object);
+      const { batchId, line, key } = (job.data ?? {}) as { batchId?: unknown; line?: unknown; key?: unknown };
+      const round = typeof batchId === 'string' && typeof key === 'string' ? roundOfJobId(job.id, batchId, key) : undefined;
+      if (typeof batchId === 'string' && Number.isSafeInteger(line) && round !== undefined)
+        await failIfOpen(deps.db, batchId, line as number, reason, { spec: job.data as object, round });
       throw new UnrecoverableError(reason);
     }
     const data = parsed.data;
@@ -50,7 +52,9 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
     const started = performance.now();
     const fields = { batchId: data.batchId, line: data.line, tenantId: data.tenantId, attempt };
     try {
-      const outcome = await provisionWorkspace(data, attempt, deps);
+      // Only the job id of the row's current round runs it (0: not one of this row's ids).
+      const round = roundOfJobId(job.id, data.batchId, data.key) ?? 0;
+      const outcome = await provisionWorkspace(data, attempt, deps, round);
       const ms = Math.round(performance.now() - started);
       if (outcome.kind === 'cancelled') {
         log.info({ ...fields, ms, outcome: 'cancelled' }, 'workspace skipped: batch row cancelled');
@@ -61,9 +65,8 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
     } catch (err) {
       const reason = describeError(err);
       const ms = Math.round(performance.now() - started);
-      if (err instanceof ForeignJobError) {
-        if (err.recordedKey !== undefined && isOwnJob(job, data, err.recordedKey))
-          await failIfOpen(deps.db, data.batchId, data.line, reason);
+      if (err instanceof ForeignJobError || err instanceof NotQueuedError) {
+        if (err instanceof ForeignJobError && isOwnJob(job, data.batchId, err)) await failIfOpen(deps.db, data.batchId, data.line, reason);
         log.warn({ jobId: job.id, batchId: data.batchId, line: data.line, outcome: 'refused' }, reason);
         throw new UnrecoverableError(reason);
       }
@@ -97,13 +100,15 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
     ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs, stalledInterval: opts.lockDurationMs } : {}),
   });
   // A job can also fail outside the processor (stalled too often): its row still needs an answer,
-  // if the row holds exactly this job.
+  // if the row holds exactly this job, in this round.
   worker.on('failed', (job, err) => {
     if (!job) return;
     const parsed = JobDataSchema.safeParse(job.data);
-    if (!parsed.success) return;
+    const round = parsed.success ? roundOfJobId(job.id, parsed.data.batchId, parsed.data.key) : undefined;
+    if (!parsed.success || round === undefined) return;
     void (async () => {
-      if (await job.isFailed()) await failIfOpen(deps.db, parsed.data.batchId, parsed.data.line, describeError(err), parsed.data);
+      if (await job.isFailed())
+        await failIfOpen(deps.db, parsed.data.batchId, parsed.data.line, describeError(err), { spec: parsed.data, round });
     })().catch((e) => log.error({ jobId: job.id, error: describeError(e) }, 'could not record failure'));
   });
   // Connection errors repeat with every reconnection attempt: the worker's Redis watch says them once.

@@ -12,9 +12,9 @@ import type { WorkspaceWriter } from '../dify/workspace-writer.js';
 import { RowError } from '../errors.js';
 import type { JobData } from '../queue/contract.js';
 import type { DeployedKey, KeyStorage } from '../storage/key-storage.js';
-import { checkLocked, findLedgerEntry } from '../store/ledger.js';
+import { answerKnown, checkLocked, findLedgerEntry, type LedgerEntry } from '../store/ledger.js';
 import { lockKeyAndTenant, removeUnlessTenantExists } from '../store/locks.js';
-import { recordCreated, recordOutcome, startAttempt, type Finished, type LedgerEntry } from '../store/rows.js';
+import { recordCreated, recordOutcome, startAttempt, type Finished } from '../store/rows.js';
 import { storeSealed } from '../store/sealed-secrets.js';
 import type { Account } from '../types.js';
 
@@ -37,8 +37,11 @@ export type ProvisionOutcome =
 
 /** The job is not one our ingest recorded (added or edited in Redis by someone else). */
 export class ForeignJobError extends RowError {
-  /** `recordedKey`: the key of the row ingest recorded at the job's batch and line, if any. */
-  constructor(readonly recordedKey: string | undefined) {
+  /** The key and round of the row ingest recorded at the job's batch and line, if any. */
+  constructor(
+    readonly recordedKey: string | undefined,
+    readonly recordedRound?: number,
+  ) {
     super(
       'job',
       recordedKey !== undefined
@@ -48,10 +51,21 @@ export class ForeignJobError extends RowError {
   }
 }
 
+/** The job is its row's own, but the row is not waiting to run (it failed; a copy of its job was queued again). */
+export class NotQueuedError extends RowError {
+  constructor(outcome: string) {
+    super(
+      'job',
+      `the row is ${outcome}, not queued: only a row queued in its current round runs; nothing was created (\`retry\` queues a failed row again)`,
+    );
+  }
+}
+
 type Role = JobData['members'][number]['role'];
 type Wanted = { owner: Account | MissingAccount; members: { account: Account | MissingAccount; role: Role }[] };
 
-export async function provisionWorkspace(job: JobData, attempt: number, deps: ProvisionDeps): Promise<ProvisionOutcome> {
+/** `round`: the row's round the job was queued in (its job id says; jobIdFor). */
+export async function provisionWorkspace(job: JobData, attempt: number, deps: ProvisionDeps, round = 1): Promise<ProvisionOutcome> {
   const started = performance.now();
   const result = (f: Omit<Finished, 'batchId' | 'line' | 'attempts' | 'durationMs'>): Finished => ({
     batchId: job.batchId,
@@ -65,13 +79,18 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
     return { kind: 'existing', ...known };
   };
 
-  // 1. Ours to run (the row ingest recorded), and not provisioned already (an earlier batch, a
-  //    re-ingest, or a run that lost its lock)?
+  // 1. Ours to run (the row ingest recorded, queued in this round), and not provisioned already
+  //    (an earlier batch, a re-ingest, or a run that lost its lock)?
   const emails = [job.ownerEmail, ...job.members.map((m) => m.email)];
-  const start = await startAttempt(deps.db, job, attempt, emails);
-  if (!start.matches) throw new ForeignJobError(start.recordedKey);
-  if (start.cancelled) return { kind: 'cancelled' };
-  if (start.known) return existing(start.known);
+  const start = await startAttempt(deps.db, job, round, attempt, emails);
+  if (!start.matches) throw new ForeignJobError(start.recordedKey, start.recordedRound);
+  if (start.outcome === 'cancelled') return { kind: 'cancelled' };
+  if (start.outcome === 'created' || start.outcome === 'existing') {
+    // A duplicate run of a row answered already (its job was queued twice): the answer stays.
+    if (start.known) return { kind: 'existing', tenantId: start.known.tenantId, fingerprint: start.known.fingerprint };
+  }
+  if (start.outcome !== 'queued' && start.outcome !== 'active') throw new NotQueuedError(start.outcome ?? 'missing');
+  if (start.known) return existing(answerKnown(job, start.known));
   if (start.tenantTaken) throw tenantTaken(job.tenantId);
 
   // 2. The owner and members must be Dify accounts (a permanent error otherwise, unless the
@@ -118,8 +137,11 @@ async function writeWorkspace(
     const ids = [accounts.ownerId, ...accounts.members.map((m) => m.accountId)];
     const locked = await checkLocked(tx, job.key, job.tenantId, ids);
     if (locked.known) {
+      // A duplicate committed while we waited: the same rules as step 1 (answerKnown throws for
+      // a reused id or a deleted workspace, and the transaction is rolled back below).
+      const known = answerKnown(job, locked.known);
       await tx.query('ROLLBACK');
-      return { kind: 'known', known: locked.known };
+      return { kind: 'known', known };
     }
     if (locked.tenantTaken) throw tenantTaken(job.tenantId);
     if (locked.lockedAccounts < new Set(ids).size) {

@@ -15,6 +15,7 @@ import type { KeyStorage } from '../storage/key-storage.js';
 import { sealKeyCache } from '../store/sealed-secrets.js';
 import { createProvisionWorker } from './processor.js';
 import { watchRedis, type RedisWatch } from './redis-watch.js';
+import { startSweeping, type SweepOptions } from './sweep.js';
 
 export interface RunWorkerOptions {
   /** Jobs in flight in this process; default: the config's workerConcurrency. */
@@ -25,6 +26,8 @@ export interface RunWorkerOptions {
   handleSignals?: boolean;
   logger?: Logger;
   keys?: KeySource;
+  /** The sweep for rows that wait without a job (worker/sweep.ts); false: this worker never sweeps. */
+  sweep?: SweepOptions | false;
   /** Wraps the key storage (fault injection in the chaos tests). */
   wrapStorage?: (real: KeyStorage) => KeyStorage;
   /** With handleSignals: how long the first signal lets in-flight jobs finish; default 30 s. */
@@ -67,10 +70,11 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       },
     );
     const watch = watchRedis(rt.redis, worker, redisTargetOf(rt.config)!, logger);
+    const sweeper = opts.sweep === false ? undefined : startSweeping(rt.db, rt, logger, opts.sweep);
     let closing: Promise<void> | undefined;
     const close = async (force = false) => {
       closing ??= (async () => {
-        await worker.close(force);
+        await Promise.all([sweeper?.stop(), worker.close(force)]);
         watch.stop();
         await rt.close();
       })();

@@ -64,7 +64,7 @@ describe('a cancelled row', () => {
     await ingestCsv(env, csvOf(rows), 'gone');
     const queue = await envQueue(env);
     try {
-      expect(await cancelBatch(env.db, queue, 'gone')).toBe(3);
+      expect(await cancelBatch(env.db, { queue, redis: env.redis }, 'gone')).toBe(3);
       // The jobs come back as they were (a worker held them while the batch was cancelled, or
       // their removal failed): the same ids, the same data.
       const { rows: specs } = await env.db.query<{ spec: JobData; round: number }>(

@@ -1,0 +1,53 @@
+// Workers look for rows that wait without a job (Redis flushed, or failed over without
+// persistence, after they were queued) and queue them again: every `intervalMs`, one worker at a
+// time (an advisory lock; the others skip their turn), for rows untouched for `idleSeconds`.
+import type { Logger } from 'pino';
+import { withTransaction, type Db } from '../db/pool.js';
+import { describeError } from '../errors.js';
+import { settleLostJobs, type LostJobs, type QueueDeps } from '../queue/lost-jobs.js';
+import { trySweepLock } from '../store/locks.js';
+
+export interface SweepOptions {
+  /** Default 60 s. */
+  intervalMs?: number;
+  /** Rows untouched for less than this are left to whoever is queueing them. Default 60 s. */
+  idleSeconds?: number;
+}
+
+/** One sweep; undefined when another worker is sweeping. */
+export async function sweepLostJobs(db: Db, jobs: QueueDeps, idleSeconds: number): Promise<LostJobs | undefined> {
+  return withTransaction(db, async (tx) => {
+    if (!(await trySweepLock(tx))) return undefined;
+    // The lock's transaction only holds the lock: the rows are read and changed on the pool,
+    // so no row stays locked while Redis is asked.
+    return settleLostJobs(db, jobs, { idleSeconds, mode: 'queue' });
+  });
+}
+
+export function startSweeping(db: Db, jobs: QueueDeps, log: Logger, opts: SweepOptions = {}): { stop(): Promise<void> } {
+  const intervalMs = opts.intervalMs ?? 60_000;
+  let running: Promise<void> | undefined;
+  const sweep = () => {
+    running ??= sweepLostJobs(db, jobs, opts.idleSeconds ?? 60)
+      .then((found) => {
+        if (found && found.lost + found.failed > 0)
+          log.warn(
+            { requeued: found.lost, failed: found.failed },
+            `${found.lost} row(s) waited without a job (Redis lost it) and were queued again; ${found.failed} whose failed job was never recorded were recorded failed`,
+          );
+      })
+      .catch((err: unknown) => log.warn({ error: describeError(err) }, 'could not look for rows without a job; will try again'))
+      .finally(() => {
+        running = undefined;
+      });
+  };
+  sweep();
+  const timer = setInterval(sweep, intervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
