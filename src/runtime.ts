@@ -4,11 +4,9 @@
 import type { Queue } from 'bullmq';
 import { checkComposeHost } from './dify-env.js';
 import { databaseOf, redisTargetOf, requireConfig, storageOf, type Config } from './config.js';
-import { azureBlobStore } from './storage/azure-blob.js';
 import { objectKeyStorage } from './storage/object-store.js';
-import { s3Store } from './storage/s3.js';
 import { probeDifySchema, type DifySchema } from './dify/schema-probe.js';
-import { createPool, type Db } from './db/pool.js';
+import { checkDatabase, createPool, type Db } from './db/pool.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { checkRedis, provisionQueue, redisConnection, type RedisClient } from './queue/connection.js';
 import { difyIdentity, type DifyIdentity } from './store/instance.js';
@@ -47,6 +45,7 @@ export async function openDbRuntime(config: Config, opts: RuntimeOptions = {}): 
   if (!cfg.databaseUrl) await checkComposeHost(cfg.composeHosts, 'DB_HOST');
   const db = createPool(databaseOf(cfg)!, opts.poolMax ?? 4);
   try {
+    await checkDatabase(db, cfg.databaseUrl, cfg.databaseSetting);
     if (opts.migrate ?? true) await migrate(db);
   } catch (err) {
     await db.end();
@@ -106,12 +105,13 @@ export async function openQueueRuntime(
  */
 export async function openKeyStorage(config: Config, opts: { probe?: boolean } = {}): Promise<KeyStorage> {
   const settings = storageOf(requireConfig(config, 'storageDir'))!;
+  // The cloud SDKs are loaded only by a process that uses them (they cost every command a second).
   const storage =
     settings.kind === 'local'
       ? await localKeyStorage({ root: settings.root, ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}) })
       : settings.kind === 's3'
-        ? objectKeyStorage(s3Store(settings), settings.root)
-        : objectKeyStorage(azureBlobStore(settings));
+        ? objectKeyStorage((await import('./storage/s3.js')).s3Store(settings), settings.root)
+        : objectKeyStorage((await import('./storage/azure-blob.js')).azureBlobStore(settings));
   if (opts.probe ?? true) await storage.check();
   return storage;
 }

@@ -2,25 +2,25 @@
 // (A small young generation keeps ingest's peak RSS flat however large the CSV: 170 MB for a
 // million rows, against 320 MB with V8's defaults; see BENCHMARKS.md.)
 // dify-provision: the command line, a thin door into the library.
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { loadConfig } from '../config.js';
-import { describeError, ProvisionError } from '../errors.js';
-import { DIFY_SCHEMA_NAMES } from '../project-files.js';
-import { runWorker } from '../worker/run-worker.js';
+import type { Config } from '../config.js';
+import { DIFY_SCHEMA_NAMES, projectFile } from '../project-files.js';
 import { duration, positiveInt, rateLimit } from './options.js';
-import { escapeControls } from './terminal.js';
-import { dashboardCommand } from './dashboard-command.js';
-import { doctorCommand } from './doctor-command.js';
-import { demoCommand } from './demo-command.js';
-import { keysCreateCommand, keysListCommand, secretsCommand } from './keys-commands.js';
-import { ingestCommand } from './ingest-command.js';
-import { servicesCommand } from './services-command.js';
-import { batchesCommand, cancelCommand, reportCommand, retryCommand, statusCommand, waitCommand } from './batch-commands.js';
+import { escapeControls, quietOnBrokenPipe } from './terminal.js';
+
+// Each command's modules (the database and queue clients, the dashboard, the cloud SDKs) are
+// loaded when that command runs, so `--help`, `--version` and a typo answer at once.
+const config = async (): Promise<Config> => (await import('../config.js')).loadConfig();
+const ingest = () => import('./ingest-command.js');
+const batches = () => import('./batch-commands.js');
+const keysCommands = () => import('./keys-commands.js');
 
 function buildProgram(exit: (code: number) => void): Command {
   const program = new Command('dify-provision')
     .description('Provision Dify workspaces (tenants) in bulk from a CSV, through a BullMQ queue.')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .showHelpAfterError();
 
   program
@@ -44,7 +44,9 @@ function buildProgram(exit: (code: number) => void): Command {
     )
     .action(async (file: string, flags) =>
       exit(
-        await ingestCommand(file, { ...flags, ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) }, loadConfig()),
+        await (
+          await ingest()
+        ).ingestCommand(file, { ...flags, ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) }, await config()),
       ),
     );
 
@@ -74,7 +76,8 @@ function buildProgram(exit: (code: number) => void): Command {
         lockDurationMs: number;
         gracePeriod: number;
       }) => {
-        await runWorker(loadConfig(), {
+        const { runWorker } = await import('../worker/run-worker.js');
+        await runWorker(await config(), {
           ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
           handleSignals: true,
           gracePeriodMs: flags.gracePeriod * 1000,
@@ -89,7 +92,7 @@ function buildProgram(exit: (code: number) => void): Command {
     .description("a batch's counts per outcome, from PostgreSQL")
     .argument('<batch>', 'batch id')
     .option('--json', 'print as JSON')
-    .action(async (batch: string, flags) => exit(await statusCommand(batch, flags, loadConfig())));
+    .action(async (batch: string, flags) => exit(await (await batches()).statusCommand(batch, flags, await config())));
 
   program
     .command('wait')
@@ -100,7 +103,7 @@ function buildProgram(exit: (code: number) => void): Command {
     .option('--report-dir <dir>', 'where to write <batch>-report.csv/.json', '.')
     .option('--overwrite', 'replace report files of an earlier run (else an existing file is an error)')
     .option('--json', 'print the final status as JSON')
-    .action(async (batch: string, flags) => exit(await waitCommand(batch, flags, loadConfig())));
+    .action(async (batch: string, flags) => exit(await (await batches()).waitCommand(batch, flags, await config())));
 
   program
     .command('report')
@@ -109,32 +112,34 @@ function buildProgram(exit: (code: number) => void): Command {
     .addOption(new Option('--format <format>', 'csv or json').choices(['csv', 'json']).default('csv'))
     .option('--out <file>', 'write to a new file instead of standard output')
     .option('--overwrite', 'with --out: replace an existing file')
-    .action(async (batch: string, flags) => exit(await reportCommand(batch, flags, loadConfig())));
+    .action(async (batch: string, flags) => exit(await (await batches()).reportCommand(batch, flags, await config())));
 
   program
     .command('retry')
     .description("queue a batch's failed rows again (after fixing the cause); --cancelled: its cancelled rows (undoes cancel)")
     .argument('<batch>', 'batch id')
     .option('--cancelled', 'queue the cancelled rows again instead of the failed ones')
-    .action(async (batch: string, flags: { cancelled?: boolean }) => exit(await retryCommand(batch, flags, loadConfig())));
+    .action(async (batch: string, flags: { cancelled?: boolean }) =>
+      exit(await (await batches()).retryCommand(batch, flags, await config())),
+    );
 
   program
     .command('cancel')
     .description("cancel a batch's waiting rows; rows being processed finish")
     .argument('<batch>', 'batch id')
-    .action(async (batch: string) => exit(await cancelCommand(batch, loadConfig())));
+    .action(async (batch: string) => exit(await (await batches()).cancelCommand(batch, await config())));
 
   program
     .command('batches')
     .description('list batches with their totals and state')
     .option('--json', 'print as JSON')
-    .action(async (flags) => exit(await batchesCommand(flags, loadConfig())));
+    .action(async (flags) => exit(await (await batches()).batchesCommand(flags, await config())));
 
   program
     .command('demo')
     .description('run the sample batch end to end (starts local Redis + PostgreSQL when no URLs are set)')
     .option('--dir <dir>', 'project-relative folder for key files and reports', '.demo')
-    .action(async (flags) => exit(await demoCommand(flags, loadConfig())));
+    .action(async (flags) => exit(await (await import('./demo-command.js')).demoCommand(flags, await config())));
 
   const keys = program.command('keys').description("API keys of existing workspaces (Dify's dataset keys)");
   keys
@@ -142,7 +147,7 @@ function buildProgram(exit: (code: number) => void): Command {
     .description("a workspace's API keys, masked as Dify's console shows them, with their scope")
     .requiredOption('--tenant <id>', 'workspace (tenant) id')
     .option('--json', 'print as JSON')
-    .action(async (flags) => exit(await keysListCommand(flags, loadConfig())));
+    .action(async (flags) => exit(await (await keysCommands()).keysListCommand(flags, await config())));
   keys
     .command('create')
     .description('mint a dataset API key for an existing workspace (or one per row of --from), workspace-wide or bound to knowledge bases')
@@ -151,7 +156,7 @@ function buildProgram(exit: (code: number) => void): Command {
     .option('--from <csv>', 'mint in bulk: a CSV with tenant_id and optional dataset_id (several separated by ;)')
     .option('--out <file>', 'write the tokens to this new file, mode 0600 (they are shown once)')
     .option('--seal-to <pem>', "instead, print each token sealed to the operator's RSA public key (JWE)")
-    .action(async (flags) => exit(await keysCreateCommand(flags, loadConfig())));
+    .action(async (flags) => exit(await (await keysCommands()).keysCreateCommand(flags, await config())));
 
   program
     .command('secrets')
@@ -159,7 +164,7 @@ function buildProgram(exit: (code: number) => void): Command {
     .argument('<batch>', 'batch id')
     .requiredOption('--key <pem>', "the operator's RSA private key the keys were sealed to")
     .requiredOption('--out <file>', 'a new file for the tokens (mode 0600)')
-    .action(async (batch: string, flags) => exit(await secretsCommand(batch, flags, loadConfig())));
+    .action(async (batch: string, flags) => exit(await (await keysCommands()).secretsCommand(batch, flags, await config())));
 
   program
     .command('doctor')
@@ -171,7 +176,7 @@ function buildProgram(exit: (code: number) => void): Command {
         .argParser(duration('--min-age')),
     )
     .option('--json', 'print findings as JSON')
-    .action(async (flags) => exit(await doctorCommand(flags, loadConfig())));
+    .action(async (flags) => exit(await (await import('./doctor-command.js')).doctorCommand(flags, await config())));
 
   program
     .command('dashboard')
@@ -184,7 +189,7 @@ function buildProgram(exit: (code: number) => void): Command {
         return n;
       }),
     )
-    .action(async (flags) => dashboardCommand(flags, loadConfig()));
+    .action(async (flags) => (await import('./dashboard-command.js')).dashboardCommand(flags, await config()));
 
   program
     .command('services')
@@ -193,15 +198,20 @@ function buildProgram(exit: (code: number) => void): Command {
     .addOption(
       new Option('--dify-schema <release>', "which Dify release's schema the database gets").choices(DIFY_SCHEMA_NAMES).default('latest'),
     )
-    .action(async (flags) => exit(await servicesCommand(flags)));
+    .action(async (flags) => exit(await (await import('./services-command.js')).servicesCommand(flags)));
 
   return program;
 }
 
+/** The package's own version (package.json is shipped with it). */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(projectFile('package.json'), 'utf8')) as { version: string }).version;
+}
+
 /** DEBUG, through the config module (false when the configuration itself is what failed). */
-function debugging(): boolean {
+async function debugging(): Promise<boolean> {
   try {
-    return loadConfig().debug;
+    return (await config()).debug;
   } catch {
     return false;
   }
@@ -225,12 +235,14 @@ async function main(): Promise<void> {
   const exit = (code: number) => {
     process.exitCode = code;
   };
+  quietOnBrokenPipe();
   try {
     await buildProgram(exit).parseAsync(takeDifyEnv(process.argv));
   } catch (err) {
     // Our own errors carry their exit code; anything else is unexpected (its stack with DEBUG=1).
+    const { describeError, ProvisionError } = await import('../errors.js');
     process.stderr.write(`dify-provision: ${escapeControls(describeError(err))}\n`);
-    if (!(err instanceof ProvisionError) && debugging()) process.stderr.write(`${(err as Error).stack}\n`);
+    if (!(err instanceof ProvisionError) && (await debugging())) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = err instanceof ProvisionError ? err.exitCode : 1;
   }
 }

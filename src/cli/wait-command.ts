@@ -105,15 +105,31 @@ export async function writeReports(
   return { csv, json };
 }
 
+/** Ctrl-C stops following, not the batch: says so, and how to come back to it. */
+export function interruptedHint(batchId: string): string {
+  return (
+    `\ninterrupted: batch ${batchId} goes on (the workers keep processing its rows).\n` +
+    `  to follow it again: dify-provision wait ${batchId}\n` +
+    `  to cancel the rest: dify-provision cancel ${batchId} (rows being processed finish)\n`
+  );
+}
+
 export async function waitAndReport(batch: BatchHandle, flags: WaitFlags): Promise<number> {
   const view = progressView(flags.json ? process.stderr : process.stdout);
   let status: BatchStatus | undefined;
+  const interrupted = () => {
+    view.stop();
+    process.stderr.write(interruptedHint(batch.id));
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
   try {
     for await (const s of batch.progress(flags.intervalMs ?? 500)) {
       status = s;
       view.update(s);
     }
   } finally {
+    process.off('SIGINT', interrupted);
     view.stop();
   }
   const paths = await writeReports(batch, flags.reportDir, { overwrite: flags.overwrite ?? false });
