@@ -45,7 +45,7 @@ export async function openDbRuntime(config: Config, opts: RuntimeOptions = {}): 
   if (!cfg.databaseUrl) await checkComposeHost(cfg.composeHosts, 'DB_HOST');
   const db = createPool(databaseOf(cfg)!, opts.poolMax ?? 4);
   try {
-    await checkDatabase(db, cfg.databaseUrl, cfg.databaseSetting);
+    await checkDatabase(db, databaseOf(cfg)!);
     if (opts.migrate ?? true) await migrate(db);
   } catch (err) {
     await db.end();

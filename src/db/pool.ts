@@ -1,5 +1,6 @@
 // PostgreSQL access: one pool per process, and a transaction helper that always ends what it began.
 import pg from 'pg';
+import { UnreachableError } from '../errors.js';
 
 export type Db = pg.Pool;
 export type Tx = pg.PoolClient;
@@ -31,4 +32,39 @@ export async function withTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>): Pr
   } finally {
     client.release(broken);
   }
+}
+
+/** The Dify variable to check for a PostgreSQL error code (DB_* settings). */
+function difyVariable(code: string | undefined): string {
+  if (code === '28P01') return 'DB_PASSWORD';
+  if (code === '28000') return 'DB_USERNAME (and pg_hba.conf)';
+  if (code === '3D000') return 'DB_DATABASE';
+  return 'DB_HOST and DB_PORT';
+}
+
+/**
+ * Resolves when PostgreSQL answers a query; else fails naming the host, database and user, the
+ * cause as the server (or the OS) gave it, and the variable to check (DATABASE_URL, or Dify's
+ * DB_* for fields) — never the password.
+ */
+export async function checkDatabase(db: Db, target: DbTarget): Promise<void> {
+  try {
+    await db.query('SELECT 1');
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    const where = typeof target === 'string' ? urlParts(target) : target;
+    const check = typeof target === 'string' ? 'DATABASE_URL' : `${difyVariable(code)} (Dify's settings)`;
+    const message = (err as Error).message;
+    const auth = code === '28P01' || code === '28000';
+    throw new UnreachableError(
+      `cannot use PostgreSQL at ${where.host}:${where.port}, database "${where.database}" as user "${where.user}": ${message}${code && !message.includes(code) ? ` (${code})` : ''} — check ${check}${auth ? '' : ' and that PostgreSQL is running'}`,
+    );
+  }
+}
+
+/** Host, port, database and user of a connection string, as libpq defaults them. */
+function urlParts(url: string): { host: string; port: number | string; database: string; user: string } {
+  const u = new URL(url);
+  const user = decodeURIComponent(u.username) || 'postgres';
+  return { host: u.hostname || 'localhost', port: u.port || 5432, database: decodeURIComponent(u.pathname.slice(1)) || user, user };
 }

@@ -14,6 +14,7 @@ import { lstat, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle 
 import { join } from 'node:path';
 import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
 import { PreflightError, RowError } from '../errors.js';
+import { storageFsError } from './fs-diagnosis.js';
 import type { KeyStorage, StoredKey } from './key-storage.js';
 
 export interface FileOwner {
@@ -39,7 +40,10 @@ const inside = (dir: FileHandle, path: string, name: string) => (BY_HANDLE ? `/p
 
 export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<KeyStorage> {
   // The root itself is the operator's setting (it may be a link to a volume); below it, nothing is followed.
-  const rootStat = await stat(opts.root).catch(() => undefined);
+  const rootStat = await stat(opts.root).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+    throw storageFsError(err, 'open', opts.root);
+  });
   if (!rootStat?.isDirectory()) {
     throw new PreflightError(
       `DIFY_STORAGE_DIR "${opts.root}" is not a folder: point it at Dify's storage root (the folder holding privkeys/)`,
@@ -60,9 +64,13 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
     async check() {
       // A name Dify never reads: written (owned like a key), read back, removed.
       const probe = join(privkeys, `.dify-provision-probe-${randomBytes(6).toString('hex')}`);
-      const fh = await open(probe, NEW_FILE, 0o600);
+      const fh = await open(probe, NEW_FILE, 0o600).catch((err: unknown) => {
+        throw storageFsError(err, 'create', probe);
+      });
       try {
-        await chownIfNeeded(owner, fh);
+        await chownIfNeeded(owner, fh).catch((err: unknown) => {
+          throw storageFsError(err, `change its owner to uid ${owner.uid}`, probe, 'DIFY_STORAGE_DIR and KEY_FILE_OWNER');
+        });
         await fh.writeFile('probe');
       } finally {
         await fh.close();
@@ -136,18 +144,20 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
 
 const openFolder = (path: string) => open(path, FOLDER);
 
-/** privkeys/ (made when missing): a plain folder, never a link. */
+/** privkeys/ (made when missing): a plain folder, never a link. A failure names its cause (EACCES, …). */
 async function ensureFolder(path: string, owner: FileOwner, refuse: () => Error): Promise<void> {
   await mkdir(path, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EEXIST') throw err;
+    if (err.code !== 'EEXIST') throw storageFsError(err, 'create', path);
   });
   const st = await lstat(path);
   if (!st.isDirectory()) throw refuse();
-  const fh = await openFolder(path).catch(() => {
-    throw refuse();
+  const fh = await openFolder(path).catch((err: NodeJS.ErrnoException) => {
+    throw err.code === 'ELOOP' || err.code === 'ENOTDIR' ? refuse() : storageFsError(err, 'open', path);
   });
   try {
-    await chownIfNeeded(owner, fh);
+    await chownIfNeeded(owner, fh).catch((err: unknown) => {
+      throw storageFsError(err, `change its owner to uid ${owner.uid}`, path, 'DIFY_STORAGE_DIR and KEY_FILE_OWNER');
+    });
   } finally {
     await fh.close();
   }
