@@ -2,13 +2,12 @@
 // processes: the OS's own cause for a storage folder the worker cannot use (EACCES with owner,
 // mode and user), a wrong PostgreSQL password naming host, database, user and variable, Ctrl-C on
 // `ingest --wait`, a reader that closes the pipe (`| head -1`), and `--version`.
-import { spawn } from 'node:child_process';
 import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.js';
 import { startLocalServices, type LocalServices } from '../../src/services/local-services.js';
-import { CLI, runCli, startCli, type Ran } from '../helpers/cli.js';
+import { CLI, runCli, runProgram, startCli } from '../helpers/cli.js';
 import { cliWorld, until } from '../helpers/cli-world.js';
 import { PACKAGE_ROOT } from '../../src/project-files.js';
 
@@ -17,17 +16,7 @@ const isRoot = process.getuid?.() === 0;
 const STACK = /\n\s+at /;
 
 /** Runs a shell pipeline (bash, pipefail: the exit code is the CLI's unless a later stage fails). */
-function pipeline(command: string, env: NodeJS.ProcessEnv): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-c', `set -o pipefail; ${command}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const pipeline = (command: string, env: NodeJS.ProcessEnv) => runProgram('bash', ['-c', `set -o pipefail; ${command}`], env);
 
 describe('CLI hygiene', () => {
   it('--version prints the package version, and --help answers without any configuration', async () => {
@@ -84,19 +73,8 @@ describe('errors name the target, the cause and the variable to check', () => {
       const storage = world.env.config.storageDir;
       await chown(storage, 1001, 1001);
       await chmod(storage, 0o755);
-      const asNobody = (): Promise<Ran> =>
-        new Promise((resolve, reject) => {
-          const child = spawn('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, CLI, 'worker'], {
-            env: world.env.env,
-            stdio: ['ignore', 'pipe', 'pipe'],
-          });
-          let stdout = '';
-          let stderr = '';
-          child.stdout.on('data', (d) => (stdout += d));
-          child.stderr.on('data', (d) => (stderr += d));
-          child.on('error', reject);
-          child.on('close', (code) => resolve({ code, stdout, stderr }));
-        });
+      const asNobody = () =>
+        runProgram('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, CLI, 'worker'], world.env.env);
       const owner = `is owned by uid 1001 (dify), group 1001`;
 
       const create = await asNobody(); // privkeys/ does not exist: the worker cannot make it

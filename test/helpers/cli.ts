@@ -11,8 +11,13 @@ export interface Ran {
 }
 
 export function runCli(args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<Ran> {
+  return runProgram(process.execPath, [CLI, ...args], env, input);
+}
+
+/** Runs any program to its end (a pipeline through bash, the CLI as another user, …). */
+export function runProgram(command: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<Ran> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
