@@ -8,7 +8,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config.js';
 import { DIFY_SCHEMA_NAMES, projectFile } from '../project-files.js';
 import { duration, positiveInt, rateLimit } from './options.js';
-import { escapeControls, quietOnBrokenPipe } from './terminal.js';
+import { quietOnBrokenPipe } from './broken-pipe.js';
 
 // Each command's modules (the database and queue clients, the dashboard, the cloud SDKs) are
 // loaded when that command runs, so `--help`, `--version` and a typo answer at once.
@@ -241,6 +241,7 @@ async function main(): Promise<void> {
   } catch (err) {
     // Our own errors carry their exit code; anything else is unexpected (its stack with DEBUG=1).
     const { describeError, ProvisionError } = await import('../errors.js');
+    const { escapeControls } = await import('./terminal.js');
     process.stderr.write(`dify-provision: ${escapeControls(describeError(err))}\n`);
     if (!(err instanceof ProvisionError) && (await debugging())) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = err instanceof ProvisionError ? err.exitCode : 1;

@@ -32,16 +32,3 @@ export const paintedState = (state: BatchState): string => STATE_COLOUR[state](S
 /** How many workers serve the queue, in words. */
 export const workersWords = (n: number | null): string =>
   n === null ? 'workers: unknown (Redis does not list its clients)' : n === 1 ? '1 worker' : `${n} workers`;
-
-/**
- * A reader that stops early (`batches | head -1`) closes our standard output: that ends the
- * command quietly, as for any Unix tool, instead of with an EPIPE stack trace.
- */
-export function quietOnBrokenPipe(): void {
-  for (const stream of [process.stdout, process.stderr]) {
-    stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EPIPE') throw err;
-      process.exit(process.exitCode ?? 0);
-    });
-  }
-}
