@@ -90,6 +90,28 @@ describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3'])('keys on %s'
     expect(await runDoctor(env.db, backend === 'local' ? { storageDir: env.config.storageDir } : { storage })).toEqual([]);
   });
 
+  it('a key that does not match the public key fails its row: nothing commits, nothing stays behind', async () => {
+    // A worker whose deploy writes another pair's private key through the real backend: only
+    // the read-back proof can tell.
+    const other = await rsaKeySource.generate();
+    const mismatched = (real: KeyStorage): KeyStorage => ({
+      ...real,
+      deploy: (tenantId, _privatePem, publicPem) => real.deploy(tenantId, other.privatePem, publicPem),
+    });
+    const world = { ...env, config };
+    await ingestCsv(world, csvOf([{ workspace_name: 'Bad key', owner_email: 'owner1@example.com' }]), 'badkey', { attempts: 2 });
+    const [status] = await runUntilDone(world, ['badkey'], { wrapStorage: mismatched });
+    const count = async (sql: string) => (await env.db.query<{ n: number }>(sql)).rows[0]!.n;
+    expect(await count(`SELECT count(*)::int AS n FROM tenants`), 'tenants committed').toBe(0);
+    expect(await count(`SELECT count(*)::int AS n FROM tenant_account_joins`)).toBe(0);
+    expect(await count(`SELECT count(*)::int AS n FROM dify_provision.ledger`)).toBe(0);
+    expect(status!.counts).toMatchObject({ failed: 1, created: 0 });
+    const { rows } = await env.db.query(`SELECT tenant_id, attempts, error FROM dify_provision.rows WHERE batch_id = 'badkey'`);
+    expect(rows[0]).toMatchObject({ attempts: 2, error: expect.stringMatching(/does not decrypt what the tenant's public key encrypts/) });
+    expect(await storage.read(rows[0].tenant_id)).toBeUndefined();
+    expect((await storage.list()).filter((k) => k.tenantId === rows[0].tenant_id)).toEqual([]);
+  });
+
   it('removes the key when the transaction fails', async () => {
     await ingestCsv({ ...env, config }, csvOf([{ workspace_name: 'Rollback', owner_email: 'owner1@example.com' }]), 'rb');
     const spec = (await env.db.query(`SELECT spec FROM dify_provision.rows WHERE batch_id = 'rb'`)).rows[0]!.spec;
