@@ -1,14 +1,13 @@
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { localKeyStorage } from '../../src/storage/local.js';
-import { lockTenant } from '../../src/store/locks.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runDoctor } from '../../src/doctor/doctor.js';
+import { runDoctor, type Finding } from '../../src/doctor/doctor.js';
 import { rsaKeySource } from '../../src/crypto/rsa-keys.js';
-import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
-import { keyFile } from '../helpers/dify-checks.js';
-import { runCli } from '../helpers/cli.js';
+import { csvOf, ingestCsv, runUntilDone, waitUntilDone } from '../helpers/batch.js';
+import { keyFile, keyPairWorks } from '../helpers/dify-checks.js';
+import { runCli, startCli, type Background, type Ran } from '../helpers/cli.js';
+import { until } from '../helpers/cli-world.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 let env: TestEnv;
@@ -75,33 +74,65 @@ describe('doctor', () => {
   });
 });
 
-describe('doctor --fix racing a worker', () => {
-  it("waits for the tenant's lock a worker holds between writing a key and committing, and then leaves the committed key alone", async () => {
-    const id = randomUUID();
-    const pair = await rsaKeySource.generate();
-    // What a worker does: take the tenant's lock, write the key, (later) commit the tenant.
-    const worker = await env.db.connect();
-    await worker.query('BEGIN');
-    await lockTenant(worker, id);
-    const storage = await localKeyStorage({ root: env.config.storageDir });
-    await storage.deploy(id, pair.privatePem, pair.publicPem);
-    // The key folder looks like an orphan (no tenant yet) and is old enough for --fix.
-    const old = new Date(Date.now() - 3600_000);
-    await utimes(join(env.config.storageDir, 'privkeys', id), old, old);
+describe('doctor --fix racing a real worker', () => {
+  it('cannot remove a key a worker wrote before its tenant commits; the tenant then commits with its key', async () => {
+    await ingestCsv(env, csvOf([{ workspace_name: 'Raced', owner_email: 'owner1@example.com' }]), 'race');
+    const { rows } = await env.db.query<{ tenant_id: string }>(`SELECT tenant_id FROM dify_provision.rows WHERE batch_id = 'race'`);
+    const id = rows[0]!.tenant_id;
+    // Waits on PostgreSQL's own view of who waits for what (no sleeps).
+    const waiting = async (event: string, query: string) =>
+      (
+        await env.db.query(
+          `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = $1 AND query ILIKE $2`,
+          [event, query],
+        )
+      ).rows.length > 0;
+    // The worker is held between writing the key and committing: this test holds a SHARE lock
+    // on tenants, so the worker's INSERT of the tenant waits, after its key is written.
+    const holder = await env.db.connect();
+    let holding = true;
+    const release = async () => {
+      if (!holding) return;
+      holding = false;
+      await holder.query('COMMIT');
+    };
+    let worker: Background | undefined;
+    let doctor: Promise<Ran> | undefined;
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE tenants IN SHARE MODE');
+      worker = startCli(['worker', '--concurrency', '1'], env.env);
+      await until(
+        async () => (await waiting('relation', '%INSERT INTO tenants%')) && existsSync(keyFile(env, id)),
+        'the worker to wait with its key written',
+      );
 
-    const fixing = runDoctor(env.db, { storageDir: env.config.storageDir, minOrphanAgeSeconds: 60, fix: true });
-    await new Promise((r) => setTimeout(r, 500));
-    // doctor is waiting on the lock: the key is still there; now the worker commits its tenant.
-    expect((await readdir(join(env.config.storageDir, 'privkeys'))).includes(id)).toBe(true);
-    await worker.query(`INSERT INTO tenants (id, name, encrypt_public_key) VALUES ($1, 'Raced', $2)`, [id, pair.publicPem]);
-    await worker.query('COMMIT');
-    worker.release();
+      // doctor --fix sees a key folder with no tenant: an orphan (--min-age 0), unless the worker holds the tenant's lock.
+      doctor = runCli(['doctor', '--fix', '--json', '--min-age', '0'], env.env);
+      let settled = false;
+      doctor.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      await until(async () => settled || (await waiting('advisory', '%')), "doctor to wait for the tenant's lock (or finish)");
+      expect(settled, "doctor --fix finished while the worker's tenant was not committed: it did not wait for the tenant's lock").toBe(
+        false,
+      );
+      await release();
 
-    const findings = await fixing;
-    expect(findings.find((f) => f.tenantId === id)).toMatchObject({ kind: 'orphan-key', fixed: false });
-    expect(await storage.read(id)).toBe(pair.privatePem);
-    // The key is the committed tenant's now (this hand-made tenant has none of Dify's other rows).
-    const after = await runDoctor(env.db, { storageDir: env.config.storageDir, minOrphanAgeSeconds: 60 });
-    expect(after.map((f) => f.kind)).toEqual(['missing-dify-rows']);
+      const [status] = await waitUntilDone(env, ['race']);
+      expect(status!.counts.created).toBe(1);
+      const ran = await doctor;
+      expect(ran.stdout, `doctor printed no JSON: ${ran.stderr}`).toMatch(/^\{/);
+      const finding = (JSON.parse(ran.stdout) as { findings: Finding[] }).findings.find((f) => f.tenantId === id);
+      expect(finding?.fixed ?? false, `doctor: ${ran.stdout}${ran.stderr}`).toBe(false);
+      expect(existsSync(keyFile(env, id)), 'the committed tenant lost its key').toBe(true);
+      expect(await keyPairWorks(env, id)).toBe(true);
+    } finally {
+      await release().catch(() => {});
+      holder.release();
+      await doctor?.catch(() => undefined);
+      await worker?.stop();
+    }
   });
 });
