@@ -1,9 +1,9 @@
 // `dify-provision doctor`: checks Dify's tenants, the key files under privkeys/ and our ledger
-// against each other. --fix removes orphan key folders and repairs modes; it never touches the
-// key of a tenant that exists.
+// against each other. --fix removes orphan keys (only the files we write, never recursively) and
+// repairs modes; it never touches the key of a tenant that exists.
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, open, readdir, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Db } from '../db/pool.js';
 import { removeUnlessTenantExists } from '../store/locks.js';
@@ -12,6 +12,19 @@ import { PreflightError } from '../errors.js';
 import { isStrictUuid } from '../types.js';
 import { probeDifySchema, type DifySchema } from '../dify/schema-probe.js';
 import type { KeyStorage } from '../storage/key-storage.js';
+import {
+  FolderRefused,
+  KEY_FILE,
+  LeftAlone,
+  changedMs,
+  entriesOf,
+  inside,
+  lstatInside,
+  openChild,
+  openFolder,
+  removeOurNames,
+  type Folder,
+} from '../storage/key-folders.js';
 
 export type FindingKind =
   | 'missing-key'
@@ -105,53 +118,101 @@ async function storeFindings(db: Db, storage: KeyStorage, opts: DoctorOptions): 
   return findings;
 }
 
-/** A local storage root: links are findings, never paths to read or fix; modes are checked. */
+/**
+ * A local storage root, which Dify's user can write while doctor runs as root: privkeys/ is opened
+ * once without following links and every step goes through that handle and each tenant folder's
+ * own handle (key-folders.ts); links are findings, never paths to read or fix; --fix removes only
+ * the names dify-provision writes, and an orphan's age is its newest change (ctime included), which
+ * the storage's user can make younger but never older.
+ */
 async function localFindings(db: Db, storageDir: string, opts: DoctorOptions): Promise<Finding[]> {
+  const privkeysPath = join(storageDir, 'privkeys');
+  const privkeys = await openFolder(privkeysPath).catch((err: unknown) => {
+    if (err instanceof FolderRefused && err.reason === 'absent') return undefined;
+    if (err instanceof FolderRefused && (err.reason === 'link' || err.reason === 'not-folder'))
+      throw new PreflightError(`${privkeysPath} is not a plain folder (${err.detail}): doctor does not follow it`);
+    throw err;
+  });
+  try {
+    return await folderFindings(db, privkeys, opts);
+  } finally {
+    await privkeys?.fh.close();
+  }
+}
+
+async function folderFindings(db: Db, privkeys: Folder | undefined, opts: DoctorOptions): Promise<Finding[]> {
   const findings: Finding[] = [];
-  const privkeys = join(storageDir, 'privkeys');
-  // Nothing under the storage root is followed: links are findings, never paths to read or fix.
-  const top = await lstat(privkeys).catch(() => undefined);
-  if (top && !top.isDirectory())
-    throw new PreflightError(`${privkeys} is not a plain folder (a symbolic link?): doctor does not follow it`);
-  const entries = top ? await readdir(privkeys, { withFileTypes: true }) : [];
-  const folders = new Set(entries.filter((e) => isStrictUuid(e.name)).map((e) => e.name));
-  const links = new Set(entries.filter((e) => e.isSymbolicLink()).map((e) => e.name));
+  const entries = privkeys ? await entriesOf(privkeys) : [];
+  const uuids = entries.filter((e) => isStrictUuid(e.name));
+  const present = new Set(uuids.map((e) => e.name));
+  const links = new Set(uuids.filter((e) => e.isSymbolicLink()).map((e) => e.name));
   const tenants = await tenantsOf(db);
   const tenantIds = new Set(tenants.map((t) => t.id));
+  const shown = (id: string, name?: string) => join(privkeys?.path ?? '', id, ...(name ? [name] : []));
 
   for (const t of tenants) {
-    const file = join(privkeys, t.id, 'private.pem');
-    if (!folders.has(t.id)) {
-      findings.push(missingKey(t.id, file));
+    if (!privkeys || !present.has(t.id)) {
+      findings.push(missingKey(t.id, shown(t.id, KEY_FILE)));
       continue;
     }
     if (links.has(t.id)) {
       findings.push({
         kind: 'linked-key-folder',
         tenantId: t.id,
-        detail: `${join(privkeys, t.id)} is a symbolic link, not a folder: whoever made it can point Dify at any key`,
+        detail: `${shown(t.id)} is a symbolic link, not a folder: whoever made it can point Dify at any key`,
         fix: 'none automatically: remove the link and restore the folder from a backup',
       });
       continue;
     }
-    await checkKey(t.id, t.encrypt_public_key, file, () => readNoFollow(file), findings);
-    await checkModes(t.id, join(privkeys, t.id), file, findings, opts.fix ?? false);
+    const folder = await openChild(privkeys, t.id).catch((err: unknown) => err as Error);
+    if (folder instanceof Error) {
+      findings.push({ kind: 'unreadable-key', tenantId: t.id, detail: folder.message, fix: 'none: check the folder by hand' });
+      continue;
+    }
+    try {
+      await checkKey(t.id, t.encrypt_public_key, shown(t.id, KEY_FILE), () => readInside(folder, KEY_FILE), findings);
+      await checkModes(t.id, privkeys, folder, findings, opts.fix ?? false);
+    } finally {
+      await folder.fh.close();
+    }
   }
-  for (const id of folders) {
+  for (const id of present) {
     if (tenantIds.has(id)) continue;
-    const dir = join(privkeys, id);
-    const age = (Date.now() - (await lstat(dir)).mtimeMs) / 1000;
+    const age = (Date.now() - (await newestChange(privkeys!, id))) / 1000;
     if (age < (opts.minOrphanAgeSeconds ?? 600)) continue;
-    const what = links.has(id) ? 'link (removed itself, never its target)' : 'folder';
-    const finding: Finding = { kind: 'orphan-key', tenantId: id, detail: `${dir} belongs to no tenant`, fix: `remove the ${what}` };
-    if (opts.fix) finding.fixed = await removeUnlessTenantExists(db, id, () => rm(dir, { recursive: true, force: true }));
+    const what = links.has(id)
+      ? 'link (removed itself, never its target)'
+      : 'folder (only the files dify-provision writes; anything else is left)';
+    const finding: Finding = { kind: 'orphan-key', tenantId: id, detail: `${shown(id)} belongs to no tenant`, fix: `remove the ${what}` };
+    if (opts.fix) {
+      finding.fixed = await removeUnlessTenantExists(db, id, () => removeOurNames(privkeys!, id)).catch((err: unknown) => {
+        if (!(err instanceof LeftAlone)) throw err;
+        finding.detail += `; ${err.message}`;
+        return false;
+      });
+    }
     findings.push(finding);
   }
   return findings;
 }
 
-async function readNoFollow(file: string): Promise<string> {
-  const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+/** The newest change under privkeys/<id>, ctime included: the storage's user cannot backdate it (touch moves ctime to now). */
+async function newestChange(privkeys: Folder, id: string): Promise<number> {
+  const st = await lstatInside(privkeys, id);
+  if (!st) return Date.now();
+  if (!st.isDirectory()) return changedMs(st);
+  const folder = await openChild(privkeys, id).catch(() => undefined);
+  if (!folder) return Date.now();
+  try {
+    const inner = await Promise.all((await entriesOf(folder)).map((e) => lstatInside(folder, e.name)));
+    return Math.max(changedMs(st), ...inner.map((s) => (s ? changedMs(s) : 0)));
+  } finally {
+    await folder.fh.close();
+  }
+}
+
+async function readInside(folder: Folder, name: string): Promise<string> {
+  const fh = await open(inside(folder, name), constants.O_RDONLY | constants.O_NOFOLLOW);
   return fh.readFile('utf8').finally(() => fh.close());
 }
 
@@ -184,28 +245,34 @@ async function checkKey(
   }
 }
 
-async function checkModes(tenantId: string, dir: string, file: string, findings: Finding[], fix: boolean): Promise<void> {
-  for (const [path, want] of [
-    [dir, 0o700],
-    [file, 0o600],
-  ] as const) {
-    const st = await lstat(path).catch(() => undefined);
-    if (!st) continue;
-    const mode = st.mode & 0o777;
-    if (mode === want) continue;
-    const finding: Finding = {
-      kind: 'bad-mode',
-      tenantId,
-      detail: `${path} has mode ${mode.toString(8)}, not ${want.toString(8)}`,
-      fix: `chmod ${want.toString(8)}`,
-    };
-    if (fix && !st.isSymbolicLink()) {
-      // On the opened file, never through a link that replaced it meanwhile.
-      const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-      await fh.chmod(want).finally(() => fh.close());
-      finding.fixed = true;
+/** Modes of a tenant's folder and key, checked and fixed on the opened handles; a file with other hard links is never changed. */
+async function checkModes(tenantId: string, privkeys: Folder, folder: Folder, findings: Finding[], fix: boolean): Promise<void> {
+  const file = await open(inside(folder, KEY_FILE), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+  try {
+    const targets = [
+      { path: join(privkeys.path, tenantId), fh: folder.fh, want: 0o700 },
+      ...(file ? [{ path: join(privkeys.path, tenantId, KEY_FILE), fh: file, want: 0o600 }] : []),
+    ];
+    for (const { path, fh, want } of targets) {
+      const st = await fh.stat();
+      const mode = st.mode & 0o777;
+      if (mode === want) continue;
+      const finding: Finding = {
+        kind: 'bad-mode',
+        tenantId,
+        detail: `${path} has mode ${mode.toString(8)}, not ${want.toString(8)}`,
+        fix: `chmod ${want.toString(8)}`,
+      };
+      if (st.isFile() && st.nlink > 1) {
+        finding.fix = `none: the file has ${st.nlink} hard links, so it may be another file: check it by hand`;
+      } else if (fix) {
+        await fh.chmod(want); // on the opened file or folder, never through a name that changed meanwhile
+        finding.fixed = true;
+      }
+      findings.push(finding);
     }
-    findings.push(finding);
+  } finally {
+    await file?.close();
   }
 }
 

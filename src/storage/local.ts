@@ -1,21 +1,35 @@
 // Deploys a tenant's private key where Dify's local storage looks for it:
 // <storage>/privkeys/<tenant_id>/private.pem, folder 0700, file 0600, owned by Dify's user.
-// Written atomically (temp file, fsync, rename, fsync folder), then read back and proven.
 //
-// Whoever can write privkeys/ (Dify's own user) must not be able to steer a root worker through a
-// symbolic link: no link under the storage root is ever followed. Folders are opened with
-// O_NOFOLLOW and everything inside is reached through the opened handle (/proc/self/fd/N on
-// Linux: the folder that was opened, whatever its name points to by then); modes and owners are
-// changed on handles, never on paths; a tenant folder that exists must be a plain folder holding
-// nothing but an earlier attempt's key.
+// Whoever can write privkeys/ (Dify's own user) must not be able to steer a root worker. Every
+// step goes through folder handles opened without following links (key-folders.ts), privkeys/
+// must stay the very folder opened at start (by inode), and the tenant's folder is ours while the
+// key is written: taken (owned by the worker, 0700) before anything is written into it, so nobody
+// else can add, swap or remove names inside; handed to Dify's user only once the key is proven.
+// On failure only the names we wrote are removed, then the folder if empty; never recursively.
 import { randomBytes } from 'node:crypto';
-import { constants, existsSync } from 'node:fs';
-import { lstat, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
 import { PreflightError, RowError } from '../errors.js';
 import { storageFsError } from './fs-diagnosis.js';
 import type { KeyStorage, StoredKey } from './key-storage.js';
+import {
+  BY_HANDLE,
+  KEY_FILE,
+  FolderRefused,
+  LeftAlone,
+  changedMs,
+  entriesOf,
+  inside,
+  isOurName,
+  lstatInside,
+  openChild,
+  openFolder,
+  removeOurNames,
+  type Folder,
+} from './key-folders.js';
 
 export interface FileOwner {
   uid: number;
@@ -29,14 +43,8 @@ export interface LocalKeyStorageOptions {
   owner?: FileOwner;
 }
 
-const KEY_FILE = 'private.pem';
-const TEMP = /^\.private\.pem\.[0-9a-f]{12}\.tmp$/;
-const FOLDER = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 const NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-// Reaching a file through its opened folder: Linux's /proc/self/fd; elsewhere the path (then
-// the folder is checked again after the write).
-const BY_HANDLE = process.platform === 'linux' && existsSync('/proc/self/fd');
-const inside = (dir: FileHandle, path: string, name: string) => (BY_HANDLE ? `/proc/self/fd/${dir.fd}/${name}` : join(path, name));
+const READ = constants.O_RDONLY | constants.O_NOFOLLOW;
 
 export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<KeyStorage> {
   // The root itself is the operator's setting (it may be a link to a volume); below it, nothing is followed.
@@ -50,189 +58,189 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
     );
   }
   const owner = opts.owner ?? { uid: rootStat.uid, gid: rootStat.gid };
-  const privkeys = join(opts.root, 'privkeys');
-  await ensureFolder(
-    privkeys,
-    owner,
-    () => new PreflightError(`${privkeys} is not a plain folder (a symbolic link?): refusing to write keys through it`),
-  );
-  await (await openFolder(privkeys)).close();
+  const privkeysPath = join(opts.root, 'privkeys');
+  const started = await preparePrivkeys(privkeysPath, owner);
+  await started.fh.close();
 
-  const tenantDir = (tenantId: string) => join(privkeys, tenantId);
+  /** privkeys/, which must still be the folder checked at start. */
+  const withPrivkeys = async <T>(work: (privkeys: Folder) => Promise<T>): Promise<T> => {
+    const privkeys = await openFolder(privkeysPath, started).catch((err: unknown) => {
+      throw new PreflightError(`${(err as Error).message}: refusing to work through it (restart the worker once it is a plain folder)`);
+    });
+    try {
+      return await work(privkeys);
+    } finally {
+      await privkeys.fh.close();
+    }
+  };
+
   return {
     description: `local folder ${opts.root}`,
-    async check() {
-      // A name Dify never reads: written (owned like a key), read back, removed.
-      const probe = join(privkeys, `.dify-provision-probe-${randomBytes(6).toString('hex')}`);
-      const fh = await open(probe, NEW_FILE, 0o600).catch((err: unknown) => {
-        throw storageFsError(err, 'create', probe);
-      });
-      try {
-        await chownIfNeeded(owner, fh).catch((err: unknown) => {
-          throw storageFsError(err, `change its owner to uid ${owner.uid}`, probe, 'DIFY_STORAGE_DIR and KEY_FILE_OWNER');
+    check: () =>
+      withPrivkeys(async (privkeys) => {
+        // A name Dify never reads: written (owned like a key), removed.
+        const probe = `.dify-provision-probe-${randomBytes(6).toString('hex')}`;
+        const shown = join(privkeysPath, probe);
+        const fh = await open(inside(privkeys, probe), NEW_FILE, 0o600).catch((err: unknown) => {
+          throw storageFsError(err, 'create', shown);
         });
-        await fh.writeFile('probe');
-      } finally {
-        await fh.close();
-        await unlink(probe).catch(() => {});
-      }
-    },
-    async list() {
-      const out: StoredKey[] = [];
-      for (const e of await readdir(privkeys, { withFileTypes: true })) {
-        const modified = (await lstat(join(privkeys, e.name))).mtime;
-        if (e.isSymbolicLink()) out.push({ tenantId: e.name, name: '', modified, kind: 'link' });
-        else if (!e.isDirectory()) continue;
-        else {
-          for (const f of await readdir(join(privkeys, e.name), { withFileTypes: true })) {
-            out.push({ tenantId: e.name, name: f.name, modified, kind: f.isFile() ? 'file' : f.isSymbolicLink() ? 'link' : 'other' });
-          }
-        }
-      }
-      return out;
-    },
-    async read(tenantId) {
-      const fh = await open(join(tenantDir(tenantId), KEY_FILE), constants.O_RDONLY | constants.O_NOFOLLOW).catch(
-        (err: NodeJS.ErrnoException) => {
-          if (err.code === 'ENOENT') return undefined;
-          throw err;
-        },
-      );
-      return fh?.readFile('utf8').finally(() => fh.close());
-    },
-    async removeTenant(tenantId) {
-      await rm(tenantDir(tenantId), { recursive: true, force: true }); // a link is removed itself, never its target
-    },
-    async deploy(tenantId, privatePem, publicPem) {
-      const parent = await openFolder(privkeys);
-      try {
-        const dir = join(privkeys, tenantId);
-        const dirPath = inside(parent, privkeys, tenantId);
-        await claimTenantFolder(dirPath, dir, owner);
-        await parent.sync();
-        const remove = async () => {
-          const p = await openFolder(privkeys);
-          try {
-            await rm(inside(p, privkeys, tenantId), { recursive: true, force: true }); // removes a link, never its target
-            await p.sync().catch(() => {});
-          } finally {
-            await p.close();
-          }
-        };
         try {
-          const folder = await openFolder(dirPath).catch(() => {
-            throw new RowError('workspace_id', `${dir} changed while its key was written (replaced by a link?): refusing`);
+          await chownIfNeeded(owner, fh).catch((err: unknown) => {
+            throw storageFsError(err, `change its owner to uid ${owner.uid}`, shown, 'DIFY_STORAGE_DIR and KEY_FILE_OWNER');
           });
-          try {
-            await writeAtomically(folder, dir, privatePem, owner);
-            await proveKeyFile(folder, dir, publicPem);
-          } finally {
-            await folder.close();
-          }
-          if (!BY_HANDLE) await mustBePlainFolder(dir);
+          await fh.writeFile('probe');
+        } finally {
+          await fh.close();
+          await unlink(inside(privkeys, probe)).catch(() => {});
+        }
+      }),
+    list: () => withPrivkeys(listKeys),
+    read: (tenantId) =>
+      withPrivkeys(async (privkeys) => {
+        const folder = await openChild(privkeys, tenantId).catch((err: unknown) => {
+          if (err instanceof FolderRefused && err.reason === 'absent') return undefined;
+          throw err;
+        });
+        if (!folder) return undefined;
+        try {
+          return await readKeyFile(folder);
+        } finally {
+          await folder.fh.close();
+        }
+      }),
+    removeTenant: (tenantId) => withPrivkeys((privkeys) => removeOurNames(privkeys, tenantId)),
+    deploy: (tenantId, privatePem, publicPem) =>
+      withPrivkeys(async (privkeys) => {
+        const folder = await takeTenantFolder(privkeys, tenantId);
+        const same = { dev: folder.dev, ino: folder.ino };
+        const remove = () => withPrivkeys((p) => removeOurNames(p, tenantId, same));
+        try {
+          await writeAtomically(folder, privatePem, owner);
+          await proveKeyFile(folder, publicPem);
+          // Handed to Dify's user only now: the key is in place and proven.
+          await chownIfNeeded(owner, folder.fh);
+          if (!BY_HANDLE) await mustBeSameFolder(folder);
         } catch (err) {
-          await remove().catch(() => {});
+          await folder.fh.close().catch(() => {});
+          const left = await remove().then(
+            () => '',
+            (e: unknown) => (e instanceof LeftAlone ? `; ${e.message}` : ''),
+          );
+          if (err instanceof RowError && left) throw new RowError(err.field, err.message + left);
+          if (left) throw new RowError('workspace_id', `${(err as Error).message}${left}`);
           throw err;
         }
-        return { location: join(dir, KEY_FILE), remove };
-      } finally {
-        await parent.close();
-      }
-    },
+        await folder.fh.close();
+        await privkeys.fh.sync().catch(() => {});
+        return { location: join(folder.path, KEY_FILE), remove };
+      }),
   };
 }
 
-const openFolder = (path: string) => open(path, FOLDER);
-
-/** privkeys/ (made when missing): a plain folder, never a link. A failure names its cause (EACCES, …). */
-async function ensureFolder(path: string, owner: FileOwner, refuse: () => Error): Promise<void> {
+/** privkeys/ (made when missing): a plain folder, never a link, owned like the keys. */
+async function preparePrivkeys(path: string, owner: FileOwner): Promise<Folder> {
   await mkdir(path, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'EEXIST') throw storageFsError(err, 'create', path);
   });
-  const st = await lstat(path);
-  if (!st.isDirectory()) throw refuse();
-  const fh = await openFolder(path).catch((err: NodeJS.ErrnoException) => {
-    throw err.code === 'ELOOP' || err.code === 'ENOTDIR' ? refuse() : storageFsError(err, 'open', path);
+  const folder = await openFolder(path).catch(async (err: unknown) => {
+    if (err instanceof FolderRefused && (err.reason === 'link' || err.reason === 'not-folder'))
+      throw new PreflightError(
+        `${path} ${err.reason === 'link' ? 'is a symbolic link' : 'is not a folder'}, not a plain folder: refusing to write keys through it`,
+      );
+    throw storageFsError(err, 'open', path);
   });
   try {
-    await chownIfNeeded(owner, fh).catch((err: unknown) => {
-      throw storageFsError(err, `change its owner to uid ${owner.uid}`, path, 'DIFY_STORAGE_DIR and KEY_FILE_OWNER');
-    });
-  } finally {
-    await fh.close();
+    await chownIfNeeded(owner, folder.fh);
+  } catch (err) {
+    await folder.fh.close();
+    throw storageFsError(err, `change its owner to uid ${owner.uid}`, path, 'DIFY_STORAGE_DIR and KEY_FILE_OWNER');
   }
+  return folder;
 }
 
 /**
- * The tenant's folder, made now (0700, Dify's owner), or one an earlier attempt of this tenant
- * left: a plain folder holding nothing but private.pem and our temp files. Anything else (a link,
- * a file, foreign content) is refused: the row fails and nothing is written.
+ * The tenant's folder, made now or left by an earlier attempt of this tenant, taken over by the
+ * worker (its owner, 0700) before anything is written, and then checked to hold nothing but our
+ * own names. Anything else (a link, a file, foreign content, a folder swapped in) fails the row.
  */
-async function claimTenantFolder(dirPath: string, shown: string, owner: FileOwner): Promise<void> {
-  const made = await mkdir(dirPath, { mode: 0o700 }).then(
+async function takeTenantFolder(privkeys: Folder, tenantId: string): Promise<Folder> {
+  const shown = join(privkeys.path, tenantId);
+  const refuse = (why: string) =>
+    new RowError('workspace_id', `${shown} ${why}: refusing to write this tenant's key there (see README, Security)`);
+  const made = await mkdir(inside(privkeys, tenantId), { mode: 0o700 }).then(
     () => true,
     (err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err;
       return false;
     },
   );
-  const refuse = (why: string) =>
-    new RowError('workspace_id', `${shown} ${why}: refusing to write this tenant's key there (see README, Security)`);
-  const st = await lstat(dirPath);
-  if (st.isSymbolicLink()) throw refuse('is a symbolic link');
-  if (!st.isDirectory()) throw refuse('exists and is not a folder');
-  const fh = await openFolder(dirPath).catch(() => {
-    throw refuse('is not a plain folder');
+  const folder = await openChild(privkeys, tenantId).catch((err: unknown) => {
+    throw refuse(err instanceof FolderRefused && err.reason !== 'os' ? err.detail : 'cannot be opened');
   });
-  try {
-    if (!made) {
-      for (const entry of await readdir(dirPath, { withFileTypes: true })) {
-        if (!(entry.isFile() && (entry.name === KEY_FILE || TEMP.test(entry.name))))
-          throw refuse(`holds "${entry.name}", which is not ours`);
-      }
+  const onlyOurs = async () => {
+    for (const entry of await entriesOf(folder)) {
+      if (!(entry.isFile() && isOurName(entry.name))) throw refuse(`holds "${entry.name}", which is not ours`);
     }
-    await fh.chmod(0o700);
-    await chownIfNeeded(owner, fh);
-  } finally {
-    await fh.close();
+  };
+  try {
+    const me = process.getuid?.();
+    if (made && me !== undefined && folder.uid !== me) throw refuse('was replaced by a folder of someone else while it was made');
+    await onlyOurs(); // a foreign folder is left exactly as it is
+    const before = await folder.fh.stat();
+    // Ours from here on: nobody else can add, rename or remove a name inside a 0700 folder of ours.
+    if (me !== undefined && folder.uid !== me) await folder.fh.chown(me, process.getgid?.() ?? -1);
+    await folder.fh.chmod(0o700);
+    await onlyOurs().catch(async (err: unknown) => {
+      // Something was added before we took it: handed back as it was, untouched.
+      await folder.fh.chown(before.uid, before.gid).catch(() => {});
+      await folder.fh.chmod(before.mode & 0o7777).catch(() => {});
+      throw err;
+    });
+    return folder;
+  } catch (err) {
+    await folder.fh.close();
+    throw err;
   }
 }
 
-async function mustBePlainFolder(dir: string): Promise<void> {
-  const st = await lstat(dir);
-  if (st.isSymbolicLink() || !st.isDirectory())
-    throw new RowError('workspace_id', `${dir} was replaced while its key was written: refusing`);
+async function mustBeSameFolder(folder: Folder): Promise<void> {
+  const st = await lstat(folder.path).catch(() => undefined);
+  if (!st || st.isSymbolicLink() || st.ino !== folder.ino)
+    throw new RowError('workspace_id', `${folder.path} was replaced while its key was written: refusing`);
 }
 
-async function writeAtomically(folder: FileHandle, dir: string, content: string, owner: FileOwner): Promise<void> {
+async function writeAtomically(folder: Folder, content: string, owner: FileOwner): Promise<void> {
   const tempName = `.private.pem.${randomBytes(6).toString('hex')}.tmp`;
-  const temp = inside(folder, dir, tempName);
-  const fh = await open(temp, NEW_FILE, 0o600);
+  const fh = await open(inside(folder, tempName), NEW_FILE, 0o600);
   try {
     await fh.chmod(0o600); // whatever the umask was
     await chownIfNeeded(owner, fh);
     await fh.writeFile(content);
     await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => {});
-    await unlink(temp).catch(() => {});
-    throw err;
+  } finally {
+    await fh.close();
   }
-  await fh.close();
-  try {
-    // rename replaces a link named private.pem itself, never what it points to.
-    await rename(temp, inside(folder, dir, KEY_FILE));
-  } catch (err) {
-    await unlink(temp).catch(() => {});
+  // rename replaces a file (or link) named private.pem itself, never what it points to.
+  await rename(inside(folder, tempName), inside(folder, KEY_FILE)).catch(async (err: NodeJS.ErrnoException) => {
+    await unlink(inside(folder, tempName)).catch(() => {});
+    throw new Error(`cannot put the key in place at ${join(folder.path, KEY_FILE)}: ${err.code ?? err.message}`);
+  });
+  await folder.fh.sync();
+}
+
+/** The key file of an opened tenant folder, never through a link; undefined when absent. */
+async function readKeyFile(folder: Folder): Promise<string | undefined> {
+  const fh = await open(inside(folder, KEY_FILE), READ).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
     throw err;
-  }
-  await folder.sync();
+  });
+  return fh?.readFile('utf8').finally(() => fh.close());
 }
 
 /** Reads the deployed file back (never through a link) and proves it decrypts what the public key encrypts, Dify's way. */
-async function proveKeyFile(folder: FileHandle, dir: string, publicPem: string): Promise<void> {
-  const path = join(dir, KEY_FILE);
-  const fh = await open(inside(folder, dir, KEY_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
+async function proveKeyFile(folder: Folder, publicPem: string): Promise<void> {
+  const path = join(folder.path, KEY_FILE);
+  const fh = await open(inside(folder, KEY_FILE), READ);
   let text: string;
   try {
     const st = await fh.stat();
@@ -252,6 +260,38 @@ async function proveKeyFile(folder: FileHandle, dir: string, publicPem: string):
     throw new Error(`key file ${path} does not decrypt what the tenant's public key encrypts`);
   }
   if (!decrypted.equals(secret)) throw new Error(`key file ${path} decrypts to the wrong bytes`);
+}
+
+/** Everything under privkeys/, through handles; `modified` is the newest change nobody can backdate. */
+async function listKeys(privkeys: Folder): Promise<StoredKey[]> {
+  const out: StoredKey[] = [];
+  for (const e of await entriesOf(privkeys)) {
+    const st = await lstatInside(privkeys, e.name);
+    if (!st) continue;
+    if (st.isSymbolicLink()) {
+      out.push({ tenantId: e.name, name: '', modified: new Date(changedMs(st)), kind: 'link' });
+      continue;
+    }
+    if (!st.isDirectory()) continue;
+    const folder = await openChild(privkeys, e.name).catch(() => undefined);
+    if (!folder) continue;
+    try {
+      const inner = await entriesOf(folder);
+      const stats = await Promise.all(inner.map((f) => lstatInside(folder, f.name)));
+      const newest = Math.max(changedMs(st), ...stats.map((s) => (s ? changedMs(s) : 0)));
+      for (const f of inner) {
+        out.push({
+          tenantId: e.name,
+          name: f.name,
+          modified: new Date(newest),
+          kind: f.isFile() ? 'file' : f.isSymbolicLink() ? 'link' : 'other',
+        });
+      }
+    } finally {
+      await folder.fh.close();
+    }
+  }
+  return out;
 }
 
 async function chownIfNeeded(owner: FileOwner, fh: FileHandle): Promise<void> {

@@ -28,7 +28,7 @@ describe('doctor', () => {
       'doc',
     );
     await runUntilDone(env, ['doc']);
-    const opts = { storageDir: env.config.storageDir, minOrphanAgeSeconds: 60 };
+    const opts = { storageDir: env.config.storageDir, minOrphanAgeSeconds: 0 };
     expect(await runDoctor(env.db, opts)).toEqual([]);
     expect((await runCli(['doctor'], env.env)).code).toBe(0);
 
@@ -44,9 +44,14 @@ describe('doctor', () => {
       await mkdir(join(env.config.storageDir, 'privkeys', id));
       await writeFile(join(env.config.storageDir, 'privkeys', id, 'private.pem'), 'x');
     }
+    // Age comes from the newest change, ctime included, which nobody can set back: a backdated
+    // mtime (what `touch -d` does) leaves the folder young, and --min-age 0 makes every orphan old.
     const past = new Date(Date.now() - 3600_000);
-    await utimes(join(env.config.storageDir, 'privkeys', old), past, past);
-    await utimes(join(env.config.storageDir, 'privkeys', dropped), past, past);
+    await utimes(join(env.config.storageDir, 'privkeys', young), past, past);
+    const youngOnes = await runDoctor(env.db, { ...opts, fix: true, minOrphanAgeSeconds: 3600 });
+    expect(kinds(youngOnes.filter((f) => f.kind === 'orphan-key'))).toEqual([]);
+    await chmod(keyFile(env, loose), 0o644);
+    expect(await readdir(join(env.config.storageDir, 'privkeys'))).toEqual(expect.arrayContaining([young, old, dropped]));
 
     const before = await runDoctor(env.db, opts);
     expect(kinds(before)).toEqual(
@@ -54,22 +59,24 @@ describe('doctor', () => {
         `missing-key ${missing}`,
         `key-mismatch ${mismatched}`,
         `bad-mode ${loose}`,
+        `orphan-key ${young}`,
         `orphan-key ${old}`,
         `orphan-key ${dropped}`,
         `ledger-without-tenant ${dropped}`,
       ].sort(),
     );
-    const cli = await runCli(['doctor', '--min-age', '60'], env.env);
+    const cli = await runCli(['doctor', '--min-age', '0'], env.env);
     expect(cli.code).toBe(1);
     expect(cli.stdout).toContain(`key-mismatch           tenant ${mismatched}`);
 
     const fixed = await runDoctor(env.db, { ...opts, fix: true });
-    expect(kinds(fixed.filter((f) => f.fixed))).toEqual([`bad-mode ${loose}`, `orphan-key ${dropped}`, `orphan-key ${old}`].sort());
+    expect(kinds(fixed.filter((f) => f.fixed))).toEqual(
+      [`bad-mode ${loose}`, `orphan-key ${dropped}`, `orphan-key ${old}`, `orphan-key ${young}`].sort(),
+    );
     const left = await runDoctor(env.db, opts);
     expect(kinds(left)).toEqual([`missing-key ${missing}`, `key-mismatch ${mismatched}`, `ledger-without-tenant ${dropped}`].sort());
     const folders = await readdir(join(env.config.storageDir, 'privkeys'));
     expect(folders).toContain(mismatched); // never removes the key of a tenant that exists
-    expect(folders).toContain(young); // too young to call an orphan
     expect(folders).not.toContain(old);
   });
 });

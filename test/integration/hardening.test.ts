@@ -93,7 +93,7 @@ describe('key folders are never followed through symbolic links', () => {
     await mkdir(elsewhere);
     await symlink(elsewhere, join(env.config.storageDir, 'privkeys'));
     await expect(runWorker(env.config, { concurrency: 1, logger: pino({ level: 'silent' }) })).rejects.toThrow(
-      /not a plain folder \(a symbolic link\?\)/,
+      /is a symbolic link, not a plain folder: refusing/,
     );
     await expect(runDoctor(env.db, { storageDir: env.config.storageDir })).rejects.toThrow(/does not follow it/);
   });

@@ -1,0 +1,142 @@
+// Handle-relative work under Dify's privkeys/ folder, which Dify's own user (and so whoever holds
+// it) can write while a root worker or doctor works there. Every step goes through a folder handle
+// opened without following links (on Linux /proc/self/fd/N names the opened folder itself, whatever
+// its path points to by then: an openat equivalent); nothing is ever removed recursively, only the
+// names we create ourselves (private.pem and our temp files), then the folder if it is empty.
+import { constants, existsSync, type Dirent, type Stats } from 'node:fs';
+import { lstat, open, readdir, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export const KEY_FILE = 'private.pem';
+export const TEMP_NAME = /^\.private\.pem\.[0-9a-f]{12}\.tmp$/;
+const FOLDER = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+
+// Linux's /proc/self/fd; elsewhere the path (callers check the folder again after writing).
+export const BY_HANDLE = process.platform === 'linux' && existsSync('/proc/self/fd');
+
+/** A folder opened without following a link; `path` is for messages only, never for access. */
+export interface Folder {
+  readonly fh: FileHandle;
+  readonly path: string;
+  readonly dev: number;
+  readonly ino: number;
+  readonly uid: number;
+}
+
+/** How to reach `name` inside an opened folder (never through `folder.path` on Linux). */
+export const inside = (folder: Folder, name: string) => (BY_HANDLE ? `/proc/self/fd/${folder.fh.fd}/${name}` : join(folder.path, name));
+
+/** Why a folder could not be opened: a link, not a folder, absent, or the OS's own reason. */
+export class FolderRefused extends Error {
+  constructor(
+    readonly path: string,
+    readonly reason: 'link' | 'not-folder' | 'absent' | 'replaced' | 'os',
+    readonly detail: string,
+    /** The OS's error code (EACCES, ELOOP, …). */
+    readonly code?: string,
+  ) {
+    super(`${path} ${detail}`);
+  }
+}
+
+const describeOpenError = (err: NodeJS.ErrnoException): [FolderRefused['reason'], string] =>
+  err.code === 'ELOOP'
+    ? ['link', 'is a symbolic link']
+    : err.code === 'ENOTDIR'
+      ? ['not-folder', 'exists and is not a folder']
+      : err.code === 'ENOENT'
+        ? ['absent', 'does not exist']
+        : ['os', `cannot be opened (${err.code ?? err.message})`];
+
+async function openAt(target: string, shown: string): Promise<Folder> {
+  const fh = await open(target, FOLDER).catch(async (err: NodeJS.ErrnoException) => {
+    // O_DIRECTORY answers ENOTDIR for a link too: ask what the name is, without following it.
+    const isLink = err.code === 'ENOTDIR' && (await lstat(target).catch(() => undefined))?.isSymbolicLink();
+    const [reason, detail] = describeOpenError(isLink ? Object.assign(err, { code: 'ELOOP' }) : err);
+    throw new FolderRefused(shown, reason, detail, err.code);
+  });
+  const st = await fh.stat().catch(async (err: unknown) => {
+    await fh.close();
+    throw err;
+  });
+  return { fh, path: shown, dev: st.dev, ino: st.ino, uid: st.uid };
+}
+
+/** A folder by path, never through a link at its last component; `same` must be that very folder (by inode). */
+export async function openFolder(path: string, same?: Pick<Folder, 'dev' | 'ino'>): Promise<Folder> {
+  const folder = await openAt(path, path);
+  if (same && (folder.dev !== same.dev || folder.ino !== same.ino)) {
+    await folder.fh.close();
+    throw new FolderRefused(path, 'replaced', 'was replaced by another folder since it was first opened');
+  }
+  return folder;
+}
+
+/** A child folder of an opened folder, never through a link. */
+export const openChild = (parent: Folder, name: string): Promise<Folder> => openAt(inside(parent, name), join(parent.path, name));
+
+export const entriesOf = (folder: Folder): Promise<Dirent[]> =>
+  readdir(BY_HANDLE ? `/proc/self/fd/${folder.fh.fd}` : folder.path, { withFileTypes: true });
+
+export const lstatInside = (folder: Folder, name: string): Promise<Stats | undefined> =>
+  lstat(inside(folder, name)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+
+/** Names we write into a tenant's folder: the key and our temp files. */
+export const isOurName = (name: string) => name === KEY_FILE || TEMP_NAME.test(name);
+
+/** The newest change the storage's user cannot backdate: ctime moves to now on any change, touch included. */
+export const changedMs = (st: Stats) => Math.max(st.ctimeMs, st.mtimeMs);
+
+/** A tenant's entry could not be removed because it holds something that is not ours: left alone. */
+export class LeftAlone extends Error {}
+
+/**
+ * Removes `parent/name` as far as it is ours: a link there is removed itself (never its target);
+ * a folder loses only private.pem and our temp files (each unlinked through the folder's handle,
+ * so a link is removed itself and a folder under one of those names stays), and is then removed
+ * if empty. A folder holding anything else is left alone: throws LeftAlone naming what it holds.
+ * `same` (device and inode) makes sure it is the folder we wrote into, not one swapped in since.
+ */
+export async function removeOurNames(parent: Folder, name: string, same?: Pick<Folder, 'dev' | 'ino'>): Promise<void> {
+  const shown = join(parent.path, name);
+  const st = await lstatInside(parent, name);
+  if (!st) return;
+  if (st.isSymbolicLink()) {
+    await unlink(inside(parent, name)); // the link itself: unlink never follows its last component
+    await parent.fh.sync().catch(() => {});
+    return;
+  }
+  if (!st.isDirectory()) throw new LeftAlone(`${shown} is not a folder and not ours: left alone`);
+  const folder = await openChild(parent, name).catch((err: unknown) => {
+    throw new LeftAlone(`${(err as Error).message}: left alone`);
+  });
+  const kept: string[] = [];
+  try {
+    if (same && (folder.dev !== same.dev || folder.ino !== same.ino)) {
+      throw new LeftAlone(`${shown} was replaced by another folder: left alone`);
+    }
+    for (const entry of await entriesOf(folder)) {
+      if (!isOurName(entry.name)) {
+        kept.push(entry.name);
+        continue;
+      }
+      await unlink(inside(folder, entry.name)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') kept.push(entry.name); // EISDIR/EPERM: a folder under our name is not ours
+      });
+    }
+    await folder.fh.sync().catch(() => {});
+  } finally {
+    await folder.fh.close();
+  }
+  if (kept.length > 0) {
+    throw new LeftAlone(`${shown} holds ${kept.map((k) => JSON.stringify(k)).join(', ')}, which dify-provision did not write: left alone`);
+  }
+  await rmdir(inside(parent, name)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return;
+    throw new LeftAlone(`${shown} could not be removed (${err.code ?? err.message}): left alone`);
+  });
+  await parent.fh.sync().catch(() => {});
+}
