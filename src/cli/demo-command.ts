@@ -62,7 +62,9 @@ async function runDemo(config: Config, demoDir: string): Promise<number> {
   const provisioner = provisionerOn(rt);
   // A fresh queue: the demo's batch id is fixed, and its database was just made anew.
   await rt.queue.obliterate({ force: true });
-  const worker = await runWorker(config, { concurrency: 4, logger: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel) });
+  // The demo's output is its own lines: the worker's JSON log stays off unless LOG_LEVEL asks for it
+  // (every row's outcome, failures included, is in the results below).
+  const worker = await runWorker(config, { concurrency: 4, logger: createLogger(config.logLevel === 'info' ? 'silent' : config.logLevel) });
   try {
     // Its worker serves the queue before the batch is followed (else the first lines say "stalled").
     while ((await provisioner.workers()) === 0) await new Promise((r) => setTimeout(r, 50));
@@ -75,8 +77,11 @@ async function runDemo(config: Config, demoDir: string): Promise<number> {
     const { summary } = batch;
     say(`batch ${summary.batchId}: ${summary.total} rows read, ${summary.queued} queued, ${summary.rejected} rejected\n`);
     let status = await batch.status();
+    let shown = '';
     for await (const s of batch.progress(250)) {
-      say(`  ${formatStatus(s)}`);
+      const line = `  ${formatStatus(s)}`;
+      if (line !== shown) say(line); // a line when something changed, not every poll
+      shown = line;
       status = s;
     }
     say('\nresults:');

@@ -34,6 +34,10 @@ describe('a fresh clone in a private folder', () => {
         /batch demo \(done with failures\): 17\/17 rows finished \(100%\): .*created 10, existing 0, rejected 5, failed 2/,
       );
       expect(demo.out).toContain('local services stopped');
+      // Clean lines only: no worker JSON log among them, no progress line twice in a row.
+      const lines = demo.out.split('\n');
+      expect(lines.filter((l) => l.trimStart().startsWith('{'))).toEqual([]);
+      expect(lines.filter((l, i) => l.trim() !== '' && l === lines[i - 1])).toEqual([]);
     } finally {
       await rm(home, { recursive: true, force: true });
     }
