@@ -1,6 +1,7 @@
 // The deployment examples parse and say what the README promises.
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
+import semver from 'semver';
 import { parseAllDocuments } from 'yaml';
 import { projectFile } from '../../src/project-files.js';
 
@@ -24,5 +25,22 @@ describe('deployment examples', () => {
     const doc = parseAllDocuments(await readFile(projectFile('docker-compose.yml'), 'utf8'))[0]!;
     expect(doc.errors).toEqual([]);
     expect(Object.keys(doc.toJS().services)).toEqual(expect.arrayContaining(['redis', 'postgres', 'worker']));
+  });
+
+  it("package.json's engines, the Dockerfile's Node and every locked dependency's engines agree", async () => {
+    const pkg = JSON.parse(await readFile(projectFile('package.json'), 'utf8')) as { engines: { node: string } };
+    const oldest = semver.minVersion(pkg.engines.node)!.version;
+    const docker = /^FROM node:(\d+)[-.]/m.exec(await readFile(projectFile('Dockerfile'), 'utf8'));
+    // The image's Node line is one engines accepts from its latest release (node:20 is 20.x's newest).
+    expect(semver.satisfies(`${docker![1]}.99.0`, pkg.engines.node)).toBe(true);
+    expect(semver.satisfies(process.version, pkg.engines.node)).toBe(true);
+    const lock = JSON.parse(await readFile(projectFile('package-lock.json'), 'utf8')) as {
+      packages: Record<string, { version?: string; engines?: { node?: string } | string[] }>;
+    };
+    const refusing = Object.entries(lock.packages)
+      .filter(([, p]) => p.engines && !Array.isArray(p.engines) && p.engines.node)
+      .filter(([, p]) => !semver.satisfies(oldest, (p.engines as { node: string }).node))
+      .map(([path, p]) => `${path}@${p.version} needs node ${(p.engines as { node: string }).node}`);
+    expect(refusing, `the oldest Node engines allows is ${oldest}`).toEqual([]);
   });
 });
