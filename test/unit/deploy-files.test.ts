@@ -1,9 +1,15 @@
 // The deployment examples parse and say what the README promises.
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import semver from 'semver';
+import { createRequire } from 'node:module';
 import { parseAllDocuments } from 'yaml';
 import { projectFile } from '../../src/project-files.js';
+
+// npm's own range rules (semver, which bullmq needs too, so every install has it); loaded untyped.
+const semver = createRequire(import.meta.url)('semver') as {
+  satisfies(version: string, range: string): boolean;
+  minVersion(range: string): { version: string } | null;
+};
 
 describe('deployment examples', () => {
   it('deploy/kubernetes.yaml: a worker Deployment and an ingest Job, with the key storage mounted and secrets from a Secret', async () => {
