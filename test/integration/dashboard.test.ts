@@ -1,5 +1,6 @@
 // The dashboard's HTTP surface against real PostgreSQL and Redis (fastify's inject: no socket):
 // read-only queue view, CSRF, security headers, download names, health, cookies, metrics.
+import { readFile } from 'node:fs/promises';
 import type { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
@@ -7,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { attachment, buildDashboard } from '../../src/dashboard/server.js';
 import { createPool } from '../../src/db/pool.js';
 import { freePort } from '../../src/services/local-services.js';
+import { projectFile } from '../../src/project-files.js';
 import { csvOf, envQueue, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
@@ -179,5 +181,113 @@ describe('metrics', () => {
     expect(after).toMatch(/^dify_provision_rows_finished_total\{outcome="failed"\} 1$/m);
     expect(after).toMatch(/^dify_provision_job_duration_seconds_count 2$/m);
     expect(after).toMatch(/^dify_provision_rows\{outcome="created"\} 1$/m);
+  });
+});
+
+describe('every route, without the token, with a wrong one, and cross-origin', () => {
+  type Route = { method: 'GET' | 'POST' | 'PUT'; url: string; route: string; ok: number; open?: boolean };
+  // Every route of src/dashboard/server.ts (checked below against its source) and bull-board's
+  // under /queues; `ok`: the status with the right token, from our own page.
+  const table = (queueName: string): Route[] => [
+    { method: 'GET', route: '/', url: '/', ok: 200 },
+    { method: 'GET', route: '/batches/:id', url: '/batches/guarded', ok: 200 },
+    { method: 'GET', route: '/favicon.svg', url: '/favicon.svg', ok: 200, open: true },
+    { method: 'GET', route: '/favicon.ico', url: '/favicon.ico', ok: 200, open: true },
+    { method: 'GET', route: '/healthz', url: '/healthz', ok: 200, open: true },
+    { method: 'GET', route: '/metrics', url: '/metrics', ok: 200 },
+    { method: 'GET', route: '/api/info', url: '/api/info', ok: 200 },
+    { method: 'GET', route: '/api/batches', url: '/api/batches', ok: 200 },
+    { method: 'GET', route: '/api/batches/:id', url: '/api/batches/guarded', ok: 200 },
+    { method: 'GET', route: '/api/batches/:id/rows', url: '/api/batches/guarded/rows?limit=5', ok: 200 },
+    { method: 'GET', route: '/api/batches/:id/report.json', url: '/api/batches/guarded/report.json', ok: 200 },
+    { method: 'GET', route: '/api/batches/:id/report.csv', url: '/api/batches/guarded/report.csv', ok: 200 },
+    { method: 'POST', route: '/api/batches/:id/cancel', url: '/api/batches/guarded/cancel', ok: 200 },
+    { method: 'POST', route: '/api/batches/:id/resume', url: '/api/batches/guarded/resume', ok: 200 },
+    { method: 'POST', route: '/api/batches/:id/retry', url: '/api/batches/guarded/retry', ok: 200 },
+    { method: 'GET', route: '/queues', url: '/queues', ok: 200 },
+    { method: 'GET', route: '/queues/api/queues', url: '/queues/api/queues', ok: 200 },
+    { method: 'PUT', route: '/queues/api/queues/:name/pause', url: `/queues/api/queues/${queueName}/pause`, ok: 405 },
+    { method: 'PUT', route: '/queues/api/queues/:name/retry/failed', url: `/queues/api/queues/${queueName}/retry/failed`, ok: 405 },
+  ];
+
+  it('lists every route the server defines', async () => {
+    const source = await readFile(projectFile('src', 'dashboard', 'server.ts'), 'utf8');
+    const defined = [...source.matchAll(/\bapp\.(get|post|put|patch|delete)\s*(?:<[^>]*>)?\(\s*'([^']+)'/g)].map(
+      ([, m, path]) => `${m!.toUpperCase()} ${path}`,
+    );
+    expect(defined.length).toBeGreaterThan(10);
+    const listed = table(queue.name).map((r) => `${r.method} ${r.route}`);
+    expect(
+      defined.filter((d) => !listed.includes(d)),
+      'routes of server.ts missing from the table',
+    ).toEqual([]);
+    for (const r of table(queue.name).filter((r) => !r.route.startsWith('/queues/api/queues/'))) {
+      expect(app.hasRoute({ method: r.method, url: r.route }), `${r.method} ${r.route} is not a route any more`).toBe(true);
+    }
+  });
+
+  it('answers 401 without the right token, 403 to a state change from another origin, and only our own page gets through', async () => {
+    await ingestCsv(env, csvOf([{ workspace_name: 'Guarded', owner_email: 'owner1@example.com' }]), 'guarded');
+    const session = await app.inject({ method: 'GET', url: `/?token=${TOKEN}` });
+    const jar = String(session.headers['set-cookie']).split(';')[0]!;
+    const forged = `${jar.split('=')[0]}=${'A'.repeat(Math.max(8, jar.length - jar.indexOf('=') - 1))}`;
+    const wrong = `wrong-${TOKEN.slice(6)}`;
+    const own = {
+      host: '127.0.0.1:3000',
+      origin: 'http://127.0.0.1:3000',
+      'sec-fetch-site': 'same-origin',
+      'x-requested-with': 'dify-provision',
+    };
+    const send = (r: Route, headers: Record<string, string>, url = r.url) =>
+      app.inject({ method: r.method, url, headers, ...(r.method === 'GET' ? {} : { payload: {} }) });
+    const routes = table(queue.name);
+    const seen: string[] = [];
+    const expectStatus = async (what: string, r: Route, res: Promise<{ statusCode: number }>, want: number) => {
+      const got = (await res).statusCode;
+      if (got !== want) seen.push(`${r.method} ${r.url} ${what}: ${got}, want ${want}`);
+    };
+
+    for (const r of routes) {
+      const shut = r.open ? r.ok : 401;
+      await expectStatus('with no token', r, send(r, {}), shut);
+      await expectStatus('with a wrong bearer token', r, send(r, { ...own, authorization: `Bearer ${wrong}` }), shut);
+      await expectStatus('with a wrong X-Dashboard-Token', r, send(r, { ...own, 'x-dashboard-token': wrong }), shut);
+      await expectStatus('with a forged cookie', r, send(r, { ...own, cookie: forged }), shut);
+      const withQuery = `${r.url}${r.url.includes('?') ? '&' : '?'}token=${wrong}`;
+      await expectStatus('with a wrong ?token=', r, send(r, own, withQuery), shut);
+      if (r.method === 'GET') continue;
+      // A state change with a good session from anywhere but our page: each rule on its own.
+      await expectStatus('from another origin', r, send(r, { ...own, cookie: jar, origin: 'http://127.0.0.1:9999' }), 403);
+      await expectStatus('from another site', r, send(r, { ...own, cookie: jar, 'sec-fetch-site': 'cross-site' }), 403);
+      await expectStatus('from the same site, another origin', r, send(r, { ...own, cookie: jar, 'sec-fetch-site': 'same-site' }), 403);
+      const { 'x-requested-with': _, ...noHeader } = own;
+      await expectStatus('without X-Requested-With', r, send(r, { ...noHeader, cookie: jar }), 403);
+      await expectStatus(
+        'with a bearer token from another origin',
+        r,
+        send(r, { ...own, authorization: `Bearer ${TOKEN}`, origin: 'http://evil.example' }),
+        403,
+      );
+    }
+    expect(seen, 'requests that got through, or were refused the wrong way').toEqual([]);
+    // Nothing refused changed anything.
+    expect((await env.db.query(`SELECT outcome FROM dify_provision.rows WHERE batch_id = 'guarded'`)).rows).toEqual([
+      { outcome: 'queued' },
+    ]);
+    expect(await queue.isPaused()).toBe(false);
+
+    // Reads from another origin get no CORS grant (a browser keeps the answer from that page).
+    for (const r of routes.filter((r) => r.method === 'GET')) {
+      const res = await send(r, { cookie: jar, origin: 'http://evil.example', 'sec-fetch-site': 'cross-site' });
+      expect(res.headers['access-control-allow-origin'], `${r.url}`).toBeUndefined();
+      expect(res.headers['access-control-allow-credentials'], `${r.url}`).toBeUndefined();
+    }
+
+    // The right token from our own page: by bearer and by the session cookie.
+    for (const r of routes) {
+      await expectStatus('with the bearer token', r, send(r, { ...own, authorization: `Bearer ${TOKEN}` }), r.ok);
+      await expectStatus('with the session cookie', r, send(r, { ...own, cookie: jar }), r.ok);
+    }
+    expect(seen, 'requests refused with the right token').toEqual([]);
   });
 });
