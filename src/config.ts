@@ -80,7 +80,7 @@ export const ConfigSchema = z.object({
   storageProblem: z.string().optional(),
   /** How the key storage was found, for the commands that use it to print. */
   storageNote: z.string().optional(),
-  /** DB_HOST / REDIS_HOST read from Dify's compose .env that name compose services (hinted when they don't resolve). */
+  /** DB_HOST / REDIS_HOST values that name services of Dify's docker-compose.yaml (hinted when they don't resolve). */
   composeHosts: z.custom<ComposeHost[]>().optional(),
   /** BullMQ key prefix; the braces are a Redis Cluster hash tag so one queue lives on one slot. */
   queuePrefix: z.string().min(1).default('{dify-provision}'),
@@ -146,7 +146,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     raw.storageDir = undefined;
     raw.storageProblem = err.message;
   }
-  const composeHosts = dify.composeDir ? composeHostsOf(dify) : [];
+  const composeHosts = composeHostsOf(dify);
   if (composeHosts.length > 0) raw.composeHosts = composeHosts;
   // Dify's REDIS_KEY_PREFIX: our keys sit under it too (an ACL user limited to it still works).
   const redisPrefix = dify.get('REDIS_KEY_PREFIX');

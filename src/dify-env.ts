@@ -349,7 +349,9 @@ const tlsOf = (s: DifySettings) => (yes(s.get('REDIS_USE_SSL')) ? { caFile: s.ge
 
 /** "h1:p1,h2:p2" (Dify's REDIS_CLUSTERS / REDIS_SENTINELS) → host/port pairs. */
 function nodesOf(s: DifySettings, name: string): { host: string; port: number }[] {
-  return (s.get(name) ?? '')
+  const list = s.get(name) ?? '';
+  if (!list.trim()) throw bad(`${s.label(name)}: names no host:port`);
+  return list
     .split(',')
     .map((n) => n.trim())
     .filter(Boolean)

@@ -69,6 +69,11 @@ describe("Dify's docker/.env exactly as Dify ships it", () => {
     expect(loadConfig({ DIFY_ENV_FILE: envFile, DATABASE_URL: 'postgres://x@h/d' }).database).toBeUndefined();
   });
 
+  it('knows compose service names in DB_HOST / REDIS_HOST wherever the file is, naming it', async () => {
+    const file = await envWith('DB_HOST=db\nREDIS_HOST=cache.internal\n');
+    expect(loadConfig({ DIFY_ENV_FILE: file }).composeHosts).toEqual([{ variable: 'DB_HOST', host: 'db', label: `DB_HOST (in ${file})` }]);
+  });
+
   it('resolves storage only for the commands that touch keys: the stock relative root outside a compose folder', async () => {
     const alone = await envWith(`STORAGE_TYPE=opendal\nOPENDAL_SCHEME=fs\nOPENDAL_FS_ROOT=storage\nDB_HOST=h\n`);
     const c = loadConfig({ DIFY_ENV_FILE: alone });
@@ -135,6 +140,7 @@ describe('every error names the file and the variable', () => {
     ['REDIS_HOST=r\nREDIS_PORT=0\n', /REDIS_PORT \(in @F@\): "0" is not a port/],
     ['REDIS_HOST=r\nREDIS_DB=one\n', /REDIS_DB \(in @F@\): "one" is not a database number/],
     ['REDIS_USE_CLUSTERS=true\nREDIS_CLUSTERS=nohost\n', /REDIS_CLUSTERS \(in @F@\): "nohost" is not host:port/],
+    ['REDIS_USE_CLUSTERS=1\nREDIS_CLUSTERS=\n', /REDIS_CLUSTERS \(in @F@\): names no host:port/],
     ['REDIS_USE_SENTINEL=true\nREDIS_SENTINELS=a:1\n', /REDIS_SENTINEL_SERVICE_NAME: required with REDIS_USE_SENTINEL=true \(in @F@\)/],
     ['DB_TYPE=mysql\nDB_HOST=db_mysql\n', /DB_TYPE \(in @F@\): "mysql": dify-provision writes Dify's PostgreSQL schema only/],
     ['HOSTED_POOL_CREDITS=lots\n', /HOSTED_POOL_CREDITS \(in @F@\): /],
