@@ -62,7 +62,7 @@ async function runDemo(config: Config, demoDir: string): Promise<number> {
   const provisioner = provisionerOn(rt);
   // A fresh queue: the demo's batch id is fixed, and its database was just made anew.
   await rt.queue.obliterate({ force: true });
-  // The demo's output is its own lines: the worker's JSON log stays off unless LOG_LEVEL asks for it
+  // The demo's output is its own lines: the worker's JSON log stays off unless DIFY_PROVISION_LOG_LEVEL asks for it
   // (every row's outcome, failures included, is in the results below).
   const worker = await runWorker(config, { concurrency: 4, logger: createLogger(config.logLevel === 'info' ? 'silent' : config.logLevel) });
   try {
