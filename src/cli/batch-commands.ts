@@ -27,10 +27,16 @@ export const statusCommand = (batchId: string, flags: { json?: boolean }, config
   withProvisioner(config, async (p) => {
     const s = await p.batch(batchId).status();
     const dify = await p.difySchema();
+    // Open rows whose job Redis lost (flushed, failed over without persistence): said, not hidden.
+    const withoutJob = s.open > 0 ? await p.batch(batchId).rowsWithoutJob() : 0;
+    const lost =
+      withoutJob > 0
+        ? `${withoutJob} row(s) wait without a job in Redis (it was flushed, or failed over without persistence): a running worker queues them again within about two minutes (or re-run the ingest)\n`
+        : '';
     process.stdout.write(
       flags.json
-        ? `${JSON.stringify({ ...s, difySchema: dify, queue: p.queue })}\n`
-        : `${formatStatus(s)}\n${dify}; ${servesLine(p, s.workers)}\n`,
+        ? `${JSON.stringify({ ...s, withoutJob, difySchema: dify, queue: p.queue })}\n`
+        : `${formatStatus(s)}\n${lost}${dify}; ${servesLine(p, s.workers)}\n`,
     );
     return 0;
   });

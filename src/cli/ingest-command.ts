@@ -34,6 +34,8 @@ export interface IngestFlags {
   json?: boolean;
   attempts: number;
   backoffMs: number;
+  maxRows?: number;
+  maxBytes?: number;
 }
 
 /** Exit code when rows were invalid and nothing (strict) or not everything (dry run) would go. */
@@ -62,6 +64,8 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
           batchId,
           source: file === '-' ? 'stdin' : file,
           retry: { attempts: flags.attempts, backoffMs: flags.backoffMs },
+          ...(flags.maxRows ? { maxRows: flags.maxRows } : {}),
+          ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
           createMissingOwners: flags.createMissingOwners ?? false,
           mintDatasetKeys: flags.mintDatasetKeys ?? false,
           strict: flags.strict ?? false,

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config.js';
 import { DIFY_SCHEMA_NAMES, projectFile } from '../project-files.js';
-import { duration, positiveInt, rateLimit } from './options.js';
+import { byteSize, duration, positiveInt, rateLimit } from './options.js';
 import { quietOnBrokenPipe } from './broken-pipe.js';
 
 // Each command's modules (the database and queue clients, the dashboard, the cloud SDKs) are
@@ -41,6 +41,16 @@ function buildProgram(exit: (code: number) => void): Command {
     .addOption(new Option('--attempts <n>', 'attempts per row for transient errors').default(5).argParser(positiveInt('--attempts')))
     .addOption(
       new Option('--backoff-ms <ms>', 'first retry delay, doubling each time').default(1000).argParser(positiveInt('--backoff-ms')),
+    )
+    .addOption(
+      new Option('--max-rows <n>', 'refuse a batch of more rows than this, queueing nothing (default 1,000,000)').argParser(
+        positiveInt('--max-rows'),
+      ),
+    )
+    .addOption(
+      new Option('--max-bytes <size>', 'refuse a batch whose recorded rows take more than this, queueing nothing (default 1GiB)').argParser(
+        byteSize('--max-bytes'),
+      ),
     )
     .action(async (file: string, flags) =>
       exit(

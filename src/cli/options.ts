@@ -22,3 +22,13 @@ export function rateLimit(value: string): { max: number; durationMs: number } {
   if (!m || Number(m[1]) < 1) throw new InvalidArgumentError('--rate-limit takes N/s, N/m or N/h, e.g. 10/s');
   return { max: Number(m[1]), durationMs: { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 's' | 'm' | 'h'] };
 }
+
+/** "1048576", "512MiB", "2G" → bytes (K, M, G, with or without "iB"/"B", are powers of 1024). */
+export function byteSize(name: string) {
+  return (value: string): number => {
+    const m = /^(\d+)\s*(?:([kmg])(?:i?b)?|b)?$/i.exec(value.trim());
+    const n = m ? Number(m[1]) * 1024 ** ({ k: 1, m: 2, g: 3 }[(m[2] ?? '').toLowerCase() as 'k' | 'm' | 'g'] ?? 0) : NaN;
+    if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${name} takes a size in bytes: 1073741824, 512MiB, 2G`);
+    return n;
+  };
+}

@@ -113,6 +113,9 @@ export async function enqueueBatch(
 /** The documented default bounds of one batch (EnqueueOptions.maxRows, maxBytes; --max-rows, --max-bytes). */
 export const BATCH_LIMITS = { rows: 1_000_000, bytes: 1 << 30 };
 
+const sizeWords = (n: number) =>
+  n % (1 << 30) === 0 ? `${n / (1 << 30)} GiB` : n % (1 << 20) === 0 ? `${n / (1 << 20)} MiB` : `${n} bytes`;
+
 export class BatchTooLargeError extends ProvisionError {
   override readonly name: string = 'BatchTooLargeError';
   readonly code = 'BATCH_TOO_LARGE';
@@ -144,10 +147,8 @@ async function recordRows(
     const specs = chunk.map((r) => (r.ok ? specOf(r.line, r.row, opts) : null));
     const json = JSON.stringify(chunk.map((r, i) => ingested(r, specs[i] ?? null)));
     bytes += Buffer.byteLength(json);
-    if (bytes > maxBytes) {
-      const mib = (maxBytes / (1 << 20)).toFixed(maxBytes % (1 << 20) === 0 ? 0 : 1);
-      throw new BatchTooLargeError(opts.batchId, chunk[0]!.line, `${mib} MiB of rows`, '--max-bytes; library: maxBytes');
-    }
+    if (bytes > maxBytes)
+      throw new BatchTooLargeError(opts.batchId, chunk[0]!.line, `${sizeWords(maxBytes)} of rows`, '--max-bytes; library: maxBytes');
     const tracked: Promise<void> = recordIngested<JobData>(tx, opts.batchId, json)
       .then((earlier) => {
         const added = compare(chunk, specs, earlier, opts.batchId);
