@@ -242,26 +242,29 @@ describe('provisioning a batch', () => {
 });
 
 describe('who owns the key files', () => {
-  it.skipIf(process.getuid?.() !== 0)(
-    "defaults to the storage folder's owner (Dify's container runs as 1001), and KEY_FILE_OWNER overrides it",
-    async () => {
-      await chown(env.config.storageDir, 1001, 1001);
-      await ingestCsv(env, csvOf([{ workspace_name: 'Owned', owner_email: 'owner1@example.com' }]), 'owned');
-      await runUntilDone(env, ['owned']);
-      const [row] = await rowsOf('owned');
-      const file = keyFile(env, row!.tenant_id as string);
-      for (const path of [file, join(file, '..')]) expect(await stat(path)).toMatchObject({ uid: 1001, gid: 1001 });
-
-      await ingestCsv(env, csvOf([{ workspace_name: 'Owned 2', owner_email: 'owner2@example.com' }]), 'owned2');
-      const w = await runWorker(
-        { ...env.config, keyFileOwner: { uid: 1002, gid: 1003 } },
-        { concurrency: 1, logger: pino({ level: 'silent' }) },
+  // Not skipped when not root: a skipped test can't fail. It fails at once instead, having
+  // changed nothing, and says how to run it.
+  it("defaults to the storage folder's owner (Dify's container runs as 1001), and KEY_FILE_OWNER overrides it", async () => {
+    if (process.getuid?.() !== 0)
+      throw new Error(
+        `this test gives key files to uid 1001 (Dify's container user), which needs root; it runs as uid ${process.getuid?.()}: run the tests as root (as CI does), nothing was changed`,
       );
-      await waitForBatch(env.db, 'owned2', { intervalMs: 100 }).finally(() => w.close());
-      const [row2] = await rowsOf('owned2');
-      expect(await stat(keyFile(env, row2!.tenant_id as string))).toMatchObject({ uid: 1002, gid: 1003, mode: expect.any(Number) });
-    },
-  );
+    await chown(env.config.storageDir, 1001, 1001);
+    await ingestCsv(env, csvOf([{ workspace_name: 'Owned', owner_email: 'owner1@example.com' }]), 'owned');
+    await runUntilDone(env, ['owned']);
+    const [row] = await rowsOf('owned');
+    const file = keyFile(env, row!.tenant_id as string);
+    for (const path of [file, join(file, '..')]) expect(await stat(path)).toMatchObject({ uid: 1001, gid: 1001 });
+
+    await ingestCsv(env, csvOf([{ workspace_name: 'Owned 2', owner_email: 'owner2@example.com' }]), 'owned2');
+    const w = await runWorker(
+      { ...env.config, keyFileOwner: { uid: 1002, gid: 1003 } },
+      { concurrency: 1, logger: pino({ level: 'silent' }) },
+    );
+    await waitForBatch(env.db, 'owned2', { intervalMs: 100 }).finally(() => w.close());
+    const [row2] = await rowsOf('owned2');
+    expect(await stat(keyFile(env, row2!.tenant_id as string))).toMatchObject({ uid: 1002, gid: 1003, mode: expect.any(Number) });
+  });
 });
 
 describe('checking the database before the first job', () => {

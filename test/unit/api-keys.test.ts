@@ -32,6 +32,8 @@ describe('spreadsheet-safe cells (OWASP CSV injection)', () => {
     ['\u00a0=1+1', "'\u00a0=1+1"],
     ['\n=1+1', "'\n=1+1"],
     ['\r=1+1', "'\r=1+1"],
+    ['\rplain', "'\rplain"],
+    ['\r', "'\r"],
     ['\r\n @x', "'\r\n @x"],
     ['\u3000\u200b-1', "'\u3000\u200b-1"],
     ['\uff1dSUM(A1)', "'\uff1dSUM(A1)"],
