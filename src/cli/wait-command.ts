@@ -8,7 +8,7 @@ import { writeNewFile } from '../files.js';
 import type { BatchHandle } from '../provisioner.js';
 import { NO_WORKER, type BatchStatus } from '../store/batches.js';
 import { OUTCOMES } from '../types.js';
-import { paintedState } from './terminal.js';
+import { paintedState, workersWords } from './terminal.js';
 
 export const EXIT_INCOMPLETE = 3;
 
@@ -33,7 +33,7 @@ function formatEta(seconds: number): string {
 /** Rate and ETA while workers answer rows; the missing worker instead while none serves the queue. */
 function pace(s: BatchStatus, rate: number): string {
   if (s.state === 'stalled') return `stalled: ${NO_WORKER}`;
-  return `${rate.toFixed(1)}/s, ETA ${formatEta(rate > 0 ? (s.total - finishedOf(s)) / rate : Infinity)}`;
+  return `${rate.toFixed(1)}/s, ETA ${formatEta(rate > 0 ? (s.total - finishedOf(s)) / rate : Infinity)} (${workersWords(s.workers)})`;
 }
 
 /**

@@ -2,7 +2,7 @@
 // knows, runs BullMQ's Worker, says once when Redis cannot be reached (redis-watch.ts), and
 // shuts down on a signal: the first finishes in-flight jobs within the grace period (at once when
 // Redis is unreachable: nothing can be finished in the queue then), a second stops at once.
-import type { Worker } from 'bullmq';
+import type { Job, Worker } from 'bullmq';
 import type { Config } from '../config.js';
 import { rsaKeySource, type KeySource } from '../crypto/rsa-keys.js';
 import { describeSchema } from '../dify/schema-probe.js';
@@ -80,7 +80,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       })();
       return closing;
     };
-    if (opts.handleSignals) installSignalHandlers(close, watch, logger, opts.gracePeriodMs ?? 30_000);
+    if (opts.handleSignals) installSignalHandlers(close, handBack(worker), watch, logger, opts.gracePeriodMs ?? 30_000);
     logger.info(
       {
         concurrency,
@@ -100,7 +100,31 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
   }
 }
 
-function installSignalHandlers(close: () => Promise<void>, watch: RedisWatch, logger: Logger, graceMs: number): void {
+/**
+ * Returns the jobs this process is working on to the queue at once (another worker takes them
+ * now, not when their lock expires), within `ms`: Redis may not answer. The ledger makes the
+ * second run harmless if this process still finishes one.
+ */
+function handBack(worker: Worker): (ms: number) => Promise<number> {
+  const inFlight = new Map<string, Job>();
+  worker.on('active', (job) => inFlight.set(job.id!, job));
+  worker.on('completed', (job) => inFlight.delete(job.id!));
+  worker.on('failed', (job) => job && inFlight.delete(job.id!));
+  return async (ms) => {
+    const jobs = [...inFlight.values()];
+    const moved = Promise.allSettled(jobs.map((job) => job.moveToWait(job.token)));
+    await Promise.race([moved, new Promise((r) => setTimeout(r, ms).unref())]);
+    return jobs.length;
+  };
+}
+
+function installSignalHandlers(
+  close: () => Promise<void>,
+  handBackJobs: (ms: number) => Promise<number>,
+  watch: RedisWatch,
+  logger: Logger,
+  graceMs: number,
+): void {
   let signals = 0;
   // pino writes asynchronously: flush before exiting, so the last outcomes are not lost.
   const exit = (code: number) => logger.flush(() => process.exit(code));
@@ -108,11 +132,10 @@ function installSignalHandlers(close: () => Promise<void>, watch: RedisWatch, lo
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
     if (signals > 1) {
-      // BullMQ's close waits for Redis, which may never answer: leave now. Jobs in flight stay
-      // locked in Redis until --lock-duration-ms passes; then another worker takes them up, and
-      // the ledger makes running one twice harmless.
-      logger.info({ signal }, 'stopping now: jobs in flight go back to the queue when their lock expires');
-      exit(0);
+      // BullMQ's close waits for Redis, which may never answer: hand the jobs back (if Redis
+      // answers within a second; else they return when their lock expires) and leave.
+      logger.info({ signal }, 'stopping now: handing in-flight jobs back to the queue');
+      void handBackJobs(1000).finally(() => exit(0));
       return;
     }
     logger.info(

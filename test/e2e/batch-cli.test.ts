@@ -83,6 +83,7 @@ describe('batch commands from the CLI', () => {
       await waiting.stop('SIGKILL');
     }
     expect(waiting.output()).toContain('batch idle done:');
+    expect(waiting.output()).toMatch(/^progress idle: 3\/3 \(100%\), [\d.]+\/s, ETA \S+ \(1 worker\), failed 0$/m);
     expect(await status('idle')).toMatchObject({ state: 'done', workers: 1, advice: null });
 
     // The only worker stops: a new batch is stalled again within a few seconds (its connection is gone at once).

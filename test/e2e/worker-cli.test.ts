@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/project-files.js';
 import { freePort } from '../../src/services/local-services.js';
+import { queueNameFor } from '../../src/store/instance.js';
 import { runCli, startCli } from '../helpers/cli.js';
 import { csvOf, ingestCsv } from '../helpers/batch.js';
 import { cliWorld, sleep, until } from '../helpers/cli-world.js';
@@ -115,15 +116,18 @@ describe('worker doors', () => {
     expect(await active()).toBe(0); // what was in flight finished and was recorded
     expect(first.output()).toContain('stopping: finishing in-flight jobs');
 
-    const second = worker('--concurrency', '4', '--lock-duration-ms', '2000');
+    const second = worker('--concurrency', '4');
     await until(async () => (await active()) > 0, 'a job in flight again');
     second.child.kill('SIGTERM');
     await until(async () => second.output().includes('stopping: finishing in-flight jobs'), 'the first signal to be seen');
     second.child.kill('SIGTERM');
     expect(await second.stop()).toBe(0);
-    expect(second.output()).toContain('stopping now: jobs in flight go back to the queue when their lock expires');
+    expect(second.output()).toContain('stopping now: handing in-flight jobs back to the queue');
+    // Back in the queue now, not locked to a process that is gone (else: until their lock expires).
+    const { rows: instance } = await world.env.db.query(`SELECT id FROM dify_provision.instance`);
+    expect(await world.env.redis.llen(`${world.env.config.queuePrefix}:${queueNameFor(instance[0].id)}:active`)).toBe(0);
 
-    worker('--concurrency', '4', '--lock-duration-ms', '2000');
+    worker('--concurrency', '4'); // the default 30 s lock: the jobs came back at once, not by expiry
     await until(done('sig'), 'sig batch');
     const { rows: n } = await world.env.db.query(`SELECT count(*)::int AS n FROM tenants`);
     expect(n).toEqual([{ n: 30 }]);
