@@ -358,7 +358,7 @@ function nodesOf(s: DifySettings, name: string): { host: string; port: number }[
     .map((n) => {
       const at = n.lastIndexOf(':');
       const port = Number(n.slice(at + 1));
-      if (at < 1 || !Number.isInteger(port)) throw bad(`${s.label(name)}: "${n}" is not host:port`);
+      if (at < 1 || !/^\d+$/.test(n.slice(at + 1)) || port < 1 || port > 65535) throw bad(`${s.label(name)}: "${n}" is not host:port`);
       return { host: n.slice(0, at), port };
     });
 }

@@ -140,6 +140,10 @@ describe('every error names the file and the variable', () => {
     ['REDIS_HOST=r\nREDIS_PORT=0\n', /REDIS_PORT \(in @F@\): "0" is not a port/],
     ['REDIS_HOST=r\nREDIS_DB=one\n', /REDIS_DB \(in @F@\): "one" is not a database number/],
     ['REDIS_USE_CLUSTERS=true\nREDIS_CLUSTERS=nohost\n', /REDIS_CLUSTERS \(in @F@\): "nohost" is not host:port/],
+    [
+      'REDIS_USE_SENTINEL=yes\nREDIS_SENTINEL_SERVICE_NAME=m\nREDIS_SENTINELS=a:99999\n',
+      /REDIS_SENTINELS \(in @F@\): "a:99999" is not host:port/,
+    ],
     ['REDIS_USE_CLUSTERS=1\nREDIS_CLUSTERS=\n', /REDIS_CLUSTERS \(in @F@\): names no host:port/],
     ['REDIS_USE_SENTINEL=true\nREDIS_SENTINELS=a:1\n', /REDIS_SENTINEL_SERVICE_NAME: required with REDIS_USE_SENTINEL=true \(in @F@\)/],
     ['DB_TYPE=mysql\nDB_HOST=db_mysql\n', /DB_TYPE \(in @F@\): "mysql": dify-provision writes Dify's PostgreSQL schema only/],
