@@ -97,24 +97,29 @@ function findBinaries(): Partial<Binaries> {
 async function ensureBinaries(say: (m: string) => void): Promise<Binaries> {
   let found = findBinaries();
   if (found.redisServer && found.pgBin) return found as Binaries;
-  const isRoot = process.getuid?.() === 0;
-  const hasApt = spawnSync('sh', ['-c', 'command -v apt-get']).status === 0;
-  if (!isRoot || !hasApt) {
+  if (!canInstallWithApt()) {
     throw new MissingBinariesError(
       `redis-server and PostgreSQL's server binaries are needed to start local services. ` +
         `Install them (${INSTALL_HINT}) or set REDIS_URL and DATABASE_URL to servers you run.`,
     );
   }
-  say(`installing ${APT_PACKAGES} with apt-get (not found on this machine)…`);
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  await run('apt-get', ['update', '-qq'], { env, maxBuffer: 64 << 20 });
-  await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...APT_PACKAGES.split(' ')], {
-    env,
-    maxBuffer: 64 << 20,
-  });
+  await installWithApt(APT_PACKAGES.split(' '), say);
   found = findBinaries();
   if (!found.redisServer || !found.pgBin) throw new MissingBinariesError(`apt-get did not provide ${APT_PACKAGES}`);
   return found as Binaries;
+}
+
+/** Whether this process may install system packages itself: root, with apt-get (Debian, Ubuntu). */
+export function canInstallWithApt(): boolean {
+  return process.getuid?.() === 0 && spawnSync('sh', ['-c', 'command -v apt-get']).status === 0;
+}
+
+/** apt-get install, saying so first (as root on Debian/Ubuntu: see canInstallWithApt). */
+export async function installWithApt(packages: string[], say: (m: string) => void): Promise<void> {
+  say(`installing ${packages.join(' ')} with apt-get (not found on this machine)…`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  await run('apt-get', ['update', '-qq'], { env, maxBuffer: 64 << 20 });
+  await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages], { env, maxBuffer: 64 << 20 });
 }
 
 export async function freePort(): Promise<number> {

@@ -93,7 +93,7 @@ export async function waitUntilDone(env: TestEnv, batchIds: string[], opts: { st
 }
 
 /** Changes whenever a row of these batches moves (outcome, attempt, any update) or ingest progresses. */
-async function progressMark(env: TestEnv, batchIds: string[], statuses: (BatchStatus | undefined)[]): Promise<string> {
+export async function progressMark(env: TestEnv, batchIds: string[], statuses: (BatchStatus | undefined)[]): Promise<string> {
   const { rows } = await env.db.query(
     `SELECT count(*)::int AS n, sum(attempts)::int AS attempts, max(updated_at) AS updated
        FROM dify_provision.rows WHERE batch_id = ANY($1)`,
@@ -102,7 +102,7 @@ async function progressMark(env: TestEnv, batchIds: string[], statuses: (BatchSt
   return JSON.stringify([rows[0], statuses.map((s) => (s ? [s.ingested, s.counts] : null))]);
 }
 
-async function describeStuck(env: TestEnv, batchIds: string[], statuses: (BatchStatus | undefined)[]): Promise<string> {
+export async function describeStuck(env: TestEnv, batchIds: string[], statuses: (BatchStatus | undefined)[]): Promise<string> {
   const lines = batchIds.map((id, i) => {
     const s = statuses[i];
     if (!s) return `batch ${id}: not recorded at all (was it ingested?)`;
