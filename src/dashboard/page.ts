@@ -29,7 +29,7 @@ export const PAGE = `<!doctype html>
 <main id="app">loading…</main>
 <script>
 const $ = (tag, attrs = {}, ...kids) => { const e = document.createElement(tag); for (const [k, v] of Object.entries(attrs)) { if (k === 'text') e.textContent = v; else if (k.startsWith('on')) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v); } for (const c of kids) e.append(c); return e; };
-const api = async (path, opts = {}) => { const r = await fetch(path, { credentials: 'same-origin', ...opts, headers: { 'x-requested-with': 'dify-provision' } }); if (!r.ok) throw new Error(path + ': ' + r.status); return r.json(); };
+const api = async (path, opts = {}) => { const r = await fetch(path, { credentials: 'same-origin', ...opts, headers: { 'x-requested-with': 'dify-provision' } }); if (r.status === 401) throw new Error('This session has ended (sessions last an hour): open the dashboard address with ?token=… again.'); if (!r.ok) throw new Error(path + ': ' + r.status); return r.json(); };
 const pct = (s) => s.total === 0 ? 100 : Math.floor(100 * (s.total - s.counts.queued - s.counts.active) / s.total);
 const WORDS = { ingesting: 'ingesting', running: 'running', stalled: 'stalled: no worker', done: 'done', 'done-with-failures': 'done with failures', cancelled: 'cancelled' };
 const stateTag = (state, id) => $('span', { class: 'state ' + state, 'data-state': state, ...(id ? { id } : {}), text: WORDS[state] ?? state });

@@ -15,7 +15,8 @@ import { csvReport, jsonReport } from '../report/format.js';
 import { getBatchStatus, getThroughput, listBatches, NO_WORKER } from '../store/batches.js';
 import { allReportRows, reportRows } from '../store/report.js';
 import { OUTCOMES, type Outcome } from '../types.js';
-import { guardStateChanges, requireToken } from './auth.js';
+import { guardStateChanges, requireToken, sessionStore } from './auth.js';
+import { healthCheck } from './health.js';
 import { createMetrics } from './metrics.js';
 import { PAGE } from './page.js';
 
@@ -24,6 +25,8 @@ export interface DashboardDeps {
   queue: Queue;
   redis: RedisClient;
   token: string;
+  /** How long a browser session lasts (default SESSION_TTL_MS). */
+  sessionTtlMs?: number;
 }
 
 const scriptHash = createHash('sha256')
@@ -60,7 +63,7 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     if (typeof payload === 'string' && req.url.startsWith('/queues')) return payload.replace(/<link[^>]+fonts\.googleapis\.com[^>]*>/g, '');
     return payload;
   });
-  requireToken(app, deps.token, ['/healthz', '/favicon.ico', '/favicon.svg']);
+  requireToken(app, deps.token, ['/healthz', '/favicon.ico', '/favicon.svg'], sessionStore(deps.sessionTtlMs));
   guardStateChanges(app);
   const workers = () => workersServing(deps.queue);
   const metrics = createMetrics(deps.db, deps.queue, workers);
@@ -91,10 +94,10 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   app.get('/favicon.ico', icon);
 
   // Open, for load balancers: says only whether each dependency answers, nothing about batches.
+  const health = healthCheck(deps);
   app.get('/healthz', async (_req, reply) => {
-    const checks = await Promise.allSettled([deps.db.query('SELECT 1'), deps.redis.ping()]);
-    const ok = checks.every((c) => c.status === 'fulfilled');
-    return reply.code(ok ? 200 : 503).send({ ok, postgres: checks[0].status === 'fulfilled', redis: checks[1].status === 'fulfilled' });
+    const h = await health();
+    return reply.code(h.ok ? 200 : 503).send(h);
   });
   app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
 

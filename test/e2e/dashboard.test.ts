@@ -72,7 +72,7 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
       if (r.status() === 404) missing.push(r.url());
     });
     await page.goto(`${base}/?token=${TOKEN}`);
-    expect(page.url()).toBe(`${base}/`); // the token went into a cookie, out of the address bar
+    expect(page.url()).toBe(`${base}/`); // the token was traded for a session, out of the address bar
     await page.getByRole('link', { name: 'dash' }).click();
     await page.waitForURL(`${base}/batches/dash`);
     // The workers start only now, so the bar is seen moving; until then the batch says it has none.
@@ -167,6 +167,35 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     await page.waitForSelector('#notice:text("3 cancelled row(s) queued again")');
     procs.push(startCli(['worker', '--concurrency', '4'], env.env));
     await page.waitForFunction(() => document.querySelector('#count-created b')?.textContent === '3', undefined, { timeout: 60_000 });
+  });
+
+  it('a listener on another port of the host reads the cookie: it gets a session, never the token, and no Bearer token', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${base}/?token=${TOKEN}`);
+    await page.waitForSelector('h2');
+    // Cookies ignore ports: the browser sends the dashboard's cookie to any local port it visits.
+    const evilPort = await freePort();
+    let seen: string | undefined;
+    const evil = createServer((req, res) => {
+      seen = req.headers.cookie;
+      res.setHeader('content-type', 'text/html').end('<p>thanks</p>');
+    });
+    await new Promise<void>((r) => evil.listen(evilPort, '127.0.0.1', r));
+    try {
+      await page.goto(`http://127.0.0.1:${evilPort}/`);
+    } finally {
+      evil.close();
+      await page.close();
+    }
+    expect(seen).toMatch(/dify_provision_session=[A-Za-z0-9_-]{43}/);
+    expect(seen).not.toContain(TOKEN);
+    expect(seen).not.toContain(encodeURIComponent(TOKEN));
+    const session = /dify_provision_session=([A-Za-z0-9_-]{43})/.exec(seen!)![1]!;
+    for (const headers of [{ authorization: `Bearer ${session}` }, { 'x-dashboard-token': session }] as Record<string, string>[])
+      expect((await fetch(`${base}/api/batches`, { headers })).status).toBe(401);
+    expect((await fetch(`${base}/api/batches?token=${session}`)).status).toBe(401);
+    // As the cookie it is the browser's session until it ends (an hour): see README, Security.
+    expect((await fetch(`${base}/api/batches`, { headers: { cookie: `dify_provision_session=${session}` } })).status).toBe(200);
   });
 
   it('generates a token when DASHBOARD_TOKEN is unset, and prints the address that carries it', async () => {

@@ -5,11 +5,13 @@ import type { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SESSION_COOKIE } from '../../src/dashboard/auth.js';
 import { attachment, buildDashboard } from '../../src/dashboard/server.js';
 import { createPool } from '../../src/db/pool.js';
 import { freePort } from '../../src/services/local-services.js';
 import { projectFile } from '../../src/project-files.js';
 import { csvOf, envQueue, ingestCsv, runUntilDone } from '../helpers/batch.js';
+import { tcpProxy } from '../helpers/tcp-proxy.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const TOKEN = 'integration-dashboard-token-0123';
@@ -62,6 +64,7 @@ describe('cross-site requests', () => {
     const set = String(res.headers['set-cookie']);
     expect(set).toMatch(/HttpOnly/);
     expect(set).toMatch(/SameSite=Strict/);
+    expect(set).not.toContain(TOKEN);
     return set.split(';')[0]!;
   }
 
@@ -101,6 +104,78 @@ describe('cross-site requests', () => {
     expect(resume.json()).toMatchObject({ resumed: 1 });
     const [status] = await runUntilDone(env, ['victim']);
     expect(status!.counts.created).toBe(1);
+  });
+});
+
+describe('browser sessions (cookies go to every port of the host)', () => {
+  const exchange = async (dash: FastifyInstance, url = `/?token=${TOKEN}`) => {
+    const res = await dash.inject({ method: 'GET', url });
+    expect(res.statusCode, url).toBe(302);
+    return res;
+  };
+  const sessionOf = (res: { headers: Record<string, unknown> }) => {
+    const set = String(res.headers['set-cookie']);
+    const m = new RegExp(`^${SESSION_COOKIE}=([A-Za-z0-9_-]{43}); HttpOnly; SameSite=Strict; Path=/; Max-Age=(\\d+)$`).exec(set);
+    expect(m, set).not.toBeNull();
+    return { value: m![1]!, maxAge: Number(m![2]) };
+  };
+  const status = async (dash: FastifyInstance, headers: Record<string, string>, url = '/api/batches') =>
+    (await dash.inject({ method: 'GET', url, headers })).statusCode;
+
+  it('the token never goes into a cookie; the session works only as the cookie, only on the dashboard that made it', async () => {
+    const res = await exchange(app);
+    expect(String(res.headers['set-cookie'])).not.toContain(TOKEN);
+    const { value, maxAge } = sessionOf(res);
+    expect(maxAge).toBe(3600);
+    expect(await status(app, { cookie: `${SESSION_COOKIE}=${value}` })).toBe(200);
+    // Read by a listener on another port, the value is not the token anywhere else.
+    expect(await status(app, { authorization: `Bearer ${value}` })).toBe(401);
+    expect(await status(app, { 'x-dashboard-token': value })).toBe(401);
+    expect(await status(app, {}, `/api/batches?token=${value}`)).toBe(401);
+    // Each visit makes a new session; a value the dashboard did not make is refused (no fixation).
+    expect(sessionOf(await exchange(app)).value).not.toBe(value);
+    expect(await status(app, { cookie: `${SESSION_COOKIE}=${'A'.repeat(43)}` })).toBe(401);
+    expect(await status(app, { cookie: `dify_provision_token=${TOKEN}` })).toBe(401);
+    // Another dashboard process with the same token does not know this session.
+    const other = await buildDashboard({ db: env.db, queue, redis: env.redis, token: TOKEN });
+    try {
+      const refused = await other.inject({ method: 'GET', url: '/api/batches', headers: { cookie: `${SESSION_COOKIE}=${value}` } });
+      expect(refused.statusCode).toBe(401);
+      expect(refused.body).toMatch(/session has ended/);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a session ends after its lifetime', async () => {
+    const short = await buildDashboard({ db: env.db, queue, redis: env.redis, token: TOKEN, sessionTtlMs: 300 });
+    try {
+      const { value, maxAge } = sessionOf(await exchange(short));
+      expect(maxAge).toBe(1);
+      const cookie = { cookie: `${SESSION_COOKIE}=${value}` };
+      // It worked, and stops working once its time is up (waited for, however slow the machine).
+      let last = await status(short, cookie);
+      for (let i = 0; i < 600 && last === 200; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        last = await status(short, cookie);
+      }
+      expect(last).toBe(401);
+      expect(await status(short, { authorization: `Bearer ${TOKEN}` })).toBe(200);
+    } finally {
+      await short.close();
+    }
+  });
+
+  it('the token exchange redirects only to a path of the dashboard itself', async () => {
+    for (const path of ['/x/..//evil.example/', '//evil.example/', '/\\evil.example/', '/%2F%2Fevil.example/', '///evil.example/x']) {
+      const res = await exchange(app, `${path}?token=${TOKEN}&a=1`);
+      const location = String(res.headers.location);
+      expect(location, path).toMatch(/^\/(?![/\\])/);
+      expect(new URL(location, 'http://127.0.0.1:3000/').origin, path).toBe('http://127.0.0.1:3000');
+      expect(location).not.toContain('token');
+      expect(location).toMatch(/\?a=1$/);
+    }
+    expect((await exchange(app, `/batches/b1?token=${TOKEN}`)).headers.location).toBe('/batches/b1');
   });
 });
 
@@ -163,6 +238,74 @@ describe('health', () => {
       await deadDb.end();
     }
     expect((await app.inject({ method: 'GET', url: '/healthz' })).json()).toEqual({ ok: true, postgres: true, redis: true });
+  });
+});
+
+describe('health under a stalled PostgreSQL or Redis, and a flood', () => {
+  it('answers within its time box, starts no second check behind a stalled one, and serves a flood from one check a second', async () => {
+    const pgUrl = new URL(env.config.databaseUrl);
+    const pgProxy = await tcpProxy(Number(pgUrl.port), pgUrl.hostname, { record: true });
+    const redisProxy = await tcpProxy(Number(new URL(env.config.redisUrl).port), '127.0.0.1', { record: true });
+    pgUrl.port = String(pgProxy.port);
+    const db = createPool(pgUrl.toString(), 4);
+    const redis = new Redis({ port: redisProxy.port, host: '127.0.0.1', maxRetriesPerRequest: null });
+    redis.on('error', () => {});
+    const dash = await buildDashboard({ db, queue, redis, token: TOKEN });
+    const health = async () => {
+      const res = await dash.inject({ method: 'GET', url: '/healthz' });
+      return { code: res.statusCode, body: res.json() };
+    };
+    const until = async (want: object) => {
+      for (let i = 0; i < 300; i++) {
+        const h = await health();
+        if (JSON.stringify(h.body) === JSON.stringify(want)) return h;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`/healthz never answered ${JSON.stringify(want)}`);
+    };
+    // Checks sent, and connections opened (a check behind a stalled one would need a new one).
+    const checks = () => ({ pg: pgProxy.sent('SELECT 1\0'), pgConnections: pgProxy.connections(), redis: redisProxy.sent('ping') });
+    try {
+      expect((await until({ ok: true, postgres: true, redis: true })).code).toBe(200);
+
+      // A flood, in waves: every answer comes from a check at most a second old.
+      const before = checks();
+      const started = Date.now();
+      const flood = [];
+      for (let wave = 0; wave < 30; wave++) flood.push(...(await Promise.all(Array.from({ length: 10 }, () => health()))));
+      const windows = Math.ceil((Date.now() - started) / 1000) + 1;
+      expect(flood.every((h) => h.code === 200)).toBe(true);
+      expect(checks().pg - before.pg).toBeLessThanOrEqual(windows);
+      expect(checks().redis - before.redis).toBeLessThanOrEqual(windows);
+
+      // PostgreSQL stalls (connections open, nothing answered): 503 naming it, not a hang.
+      pgProxy.freeze();
+      const stalled = await until({ ok: false, postgres: false, redis: true });
+      expect(stalled.code).toBe(503);
+      const pgOnly = () => ({ sent: checks().pg, connections: checks().pgConnections });
+      const during = pgOnly();
+      for (let round = 0; round < 3; round++) {
+        await new Promise((r) => setTimeout(r, 1100)); // past the cached answer: a new check each round
+        const answers = await Promise.all(Array.from({ length: 20 }, () => health()));
+        expect(answers.every((h) => h.code === 503 && !h.body.postgres)).toBe(true);
+      }
+      expect(pgOnly()).toEqual(during); // the stalled check is still out: no second one behind it
+      pgProxy.thaw();
+      await until({ ok: true, postgres: true, redis: true });
+
+      // Redis stalls the same way.
+      redisProxy.freeze();
+      expect((await until({ ok: false, postgres: true, redis: false })).code).toBe(503);
+      redisProxy.thaw();
+      await until({ ok: true, postgres: true, redis: true });
+    } finally {
+      pgProxy.thaw();
+      redisProxy.thaw();
+      await dash.close();
+      redis.disconnect();
+      await db.end();
+      await Promise.all([pgProxy.cut(), redisProxy.cut()]);
+    }
   });
 });
 
