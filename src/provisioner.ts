@@ -72,12 +72,31 @@ export interface Provisioner {
    * workspace-wide), each in its own transaction. The tokens are returned to you once, here: keep
    * them safe; dify-provision stores none of them.
    */
-  mintApiKeys(requests: { tenantId: string; datasetIds?: string[] }[]): Promise<{ tenantId: string; key?: MintedKey; error?: string }[]>;
+  mintApiKeys(
+    requests: { tenantId: string; datasetIds?: string[] }[],
+    opts?: MintOptions,
+  ): Promise<{ tenantId: string; key?: MintedKey; error?: string }[]>;
   /** A workspace's API keys, masked, with their scope. */
   listApiKeys(tenantId: string): Promise<ListedKey[]>;
   /** Writes a batch's sealed API keys to a new 0600 file, once. */
   revealSecrets(batchId: string, privateKeyPem: string, out: string): Promise<number>;
   close(): Promise<void>;
+}
+
+export interface MintOptions {
+  /**
+   * Called with each key inside its transaction, before the commit: write the token out here. A
+   * key commits only once this resolves; when it throws, that key is rolled back, no further key
+   * is minted, and mintApiKeys rejects with its error. It may return an undo for its write, run
+   * if the commit then fails.
+   */
+  deliver?: (key: MintedKey) => Promise<(() => Promise<void>) | void>;
+}
+
+class DeliveryError extends Error {
+  constructor(override readonly cause: unknown) {
+    super('the key could not be delivered');
+  }
 }
 
 export async function createProvisioner(settings: Partial<Config> & { redisUrl: string; databaseUrl: string }): Promise<Provisioner> {
@@ -135,20 +154,32 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     workers,
     difySchema: async () => describeSchema(await probeDifySchema(db)),
     queue: { name: rt.dify.queueName, database: rt.dify.database },
-    async mintApiKeys(requests) {
+    async mintApiKeys(requests, opts = {}) {
       const schema = await probeDifySchema(db);
       const out = [];
       for (const r of requests) {
+        let undo: (() => Promise<void>) | undefined;
         try {
           const tenantId = r.tenantId.toLowerCase();
           if (!isStrictUuid(tenantId)) throw new UsageError(`tenant "${r.tenantId}" is not a strict UUID`);
           const key = await withTransaction(db, async (tx) => {
             const { rows } = await tx.query(`SELECT 1 FROM tenants WHERE id = $1`, [tenantId]);
             if (rows.length === 0) throw new UsageError(`no Dify workspace has the id ${r.tenantId}`);
-            return mintDatasetKey(tx, tenantId, r.datasetIds ?? [], schema.scoping);
+            const minted = await mintDatasetKey(tx, tenantId, r.datasetIds ?? [], schema.scoping);
+            if (opts.deliver) {
+              try {
+                undo = (await opts.deliver(minted)) ?? undefined;
+              } catch (err) {
+                throw new DeliveryError(err);
+              }
+            }
+            return minted;
           });
           out.push({ tenantId: r.tenantId, key });
         } catch (err) {
+          // The key is not in Dify: whatever was written of it is taken back.
+          await undo?.().catch(() => {});
+          if (err instanceof DeliveryError) throw err.cause; // nowhere to put keys: mint no more
           out.push({ tenantId: r.tenantId, error: describeError(err) });
         }
       }

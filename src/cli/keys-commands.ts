@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { parse } from 'csv-parse';
 import type { Config } from '../config.js';
-import { UsageError } from '../errors.js';
+import { describeError, UsageError } from '../errors.js';
 import { openNewFile } from '../files.js';
 import { withProvisioner } from './context.js';
 import { escapeControls } from './terminal.js';
@@ -51,30 +51,76 @@ export async function keysCreateCommand(flags: KeysCreateFlags, config: Config):
   if (!flags.tenant === !flags.from) throw new UsageError('keys create needs --tenant ID or --from pairs.csv');
   const requests = flags.from ? await requestsFrom(flags.from) : [{ tenantId: flags.tenant!, datasetIds: flags.dataset ?? [] }];
   const sealKey = flags.sealTo ? loadSealKey(await readFile(flags.sealTo, 'utf8')) : undefined;
-  // Opened before anything is minted: tokens must never be made with nowhere to go.
+  // Opened, and the header written, before anything is minted; each token is written (and synced)
+  // before its key commits: a key never exists in Dify without its token in the output.
   const fh = flags.out ? await openNewFile(flags.out, 0o600) : undefined;
+  process.stdout.on('error', () => {}); // a failed write is reported by its callback
+  let size = 0;
+  const write = async (text: string): Promise<() => Promise<void>> => {
+    const at = size;
+    if (fh) {
+      const bytes = Buffer.from(text);
+      const { bytesWritten } = await fh.write(bytes, 0, bytes.length, at).catch(async (err: unknown) => {
+        await fh.truncate(at).catch(() => {});
+        throw err;
+      });
+      if (bytesWritten !== bytes.length) {
+        await fh.truncate(at).catch(() => {});
+        throw new Error(`only ${bytesWritten} of ${bytes.length} bytes could be written (the disk is full?)`);
+      }
+      await fh.sync();
+    } else {
+      await new Promise<void>((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())));
+    }
+    size += Buffer.byteLength(text);
+    return async () => {
+      if (fh) await fh.truncate(at);
+      size = at;
+    };
+  };
+  const where = flags.out ? `${flags.out}` : 'standard output';
   try {
-    const results = await withProvisioner(config, (p) => p.mintApiKeys(requests));
-    const lines: string[] = [];
+    try {
+      await write(`tenant_id,api_token_id,scope,${sealKey ? 'sealed_token' : 'token'}\n`);
+    } catch (err) {
+      throw new UsageError(`cannot write to ${where} (${describeError(err)}): no key was minted`);
+    }
+    let delivered = 0;
+    let writeFailed = false;
+    const results = await withProvisioner(config, (p) =>
+      p.mintApiKeys(requests, {
+        async deliver(key) {
+          const scope = key.datasetIds.length > 0 ? key.datasetIds.join(';') : 'workspace';
+          const secret = sealKey ? await seal(key.token, sealKey, key.id) : key.token;
+          const undo = await write(`${key.tenantId},${key.id},${scope},${secret}\n`).catch((err: unknown) => {
+            writeFailed = true;
+            throw err;
+          });
+          delivered++;
+          return async () => {
+            await undo();
+            delivered--;
+          };
+        },
+      }),
+    ).catch((err: unknown) => {
+      if (!writeFailed) throw err;
+      throw new UsageError(
+        `cannot write to ${where} (${describeError(err)}): the key being written was not minted, nor any after it; ${delivered} key(s) before it are in the output`,
+      );
+    });
+    let written = 0;
     for (const r of results) {
       if (!r.key) {
         process.stderr.write(`${escapeControls(`tenant ${r.tenantId}: ${r.error}`)}\n`);
         continue;
       }
+      written++;
       const scope = r.key.datasetIds.length > 0 ? r.key.datasetIds.join(';') : 'workspace';
-      const secret = sealKey ? await seal(r.key.token, sealKey, r.key.id) : r.key.token;
-      lines.push(`${r.key.tenantId},${r.key.id},${scope},${secret}`);
       process.stderr.write(`tenant ${r.key.tenantId}: key ${r.key.masked} (${scope})\n`);
     }
-    const text = `tenant_id,api_token_id,scope,${sealKey ? 'sealed_token' : 'token'}\n${lines.map((l) => `${l}\n`).join('')}`;
-    if (fh) {
-      await fh.writeFile(text);
-      await fh.sync();
-      process.stderr.write(`${lines.length} key(s) written to ${flags.out} (mode 0600): they are shown once\n`);
-    } else {
-      process.stdout.write(text);
-    }
-    return lines.length === results.length ? 0 : 1;
+    if (fh) process.stderr.write(`${written} key(s) written to ${flags.out} (mode 0600): they are shown once\n`);
+    return written === results.length ? 0 : 1;
   } finally {
     await fh?.close();
   }

@@ -1,9 +1,10 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runCli, startCli } from '../helpers/cli.js';
+import { CLI, runCli, startCli } from '../helpers/cli.js';
 import { useCliWorld } from '../helpers/cli-env.js';
 
 const world = useCliWorld();
@@ -75,5 +76,72 @@ describe('API keys from the CLI', () => {
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/were revealed already .* they are shown once/);
     expect(existsSync(join(dir(), 'again.csv'))).toBe(false);
+  });
+
+  it('on a full disk, mints no key whose token it could not write (a real tmpfs, and /dev/full as standard output)', async () => {
+    const { rows: t } = await world.env.db.query<{ id: string }>(
+      `INSERT INTO tenants (name) VALUES ('f1'), ('f2'), ('f3'), ('f4') RETURNING id`,
+    );
+    const ids = t.map((r) => r.id);
+    const keysInDify = async () =>
+      (await world.env.db.query<{ token: string }>(`SELECT token FROM api_tokens WHERE tenant_id = ANY($1::uuid[])`, [ids])).rows.map(
+        (r) => r.token,
+      );
+    const pairs = join(dir(), `${world.env.name}-full.csv`);
+    // 40 keys (10 per workspace, Dify's limit), about 4.6 KiB of output.
+    await writeFile(pairs, `tenant_id\n${ids.flatMap((id) => Array.from({ length: 10 }, () => id)).join('\n')}\n`);
+
+    // Standard output is /dev/full: the header cannot be written, so nothing is minted.
+    const operator = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    });
+    const sealTo = join(dir(), 'operator-public.pem');
+    await writeFile(sealTo, operator.publicKey);
+    const full = await open('/dev/full', 'w');
+    try {
+      const child = spawn(process.execPath, [CLI, 'keys', 'create', '--from', pairs, '--seal-to', sealTo], {
+        env: world.env.env,
+        stdio: ['ignore', full.fd, 'pipe'],
+      });
+      let stderr = '';
+      child.stderr!.on('data', (d) => (stderr += d));
+      const code = await new Promise<number | null>((r) => child.on('close', r));
+      expect(code).not.toBe(0);
+      expect(stderr).toMatch(/cannot write to standard output \(.*ENOSPC.*\): no key was minted/);
+    } finally {
+      await full.close();
+    }
+    expect(await keysInDify()).toEqual([]);
+
+    // A 64 KiB tmpfs with one free page: the keys that fit are minted and written, the rest neither.
+    const mnt = join(dir(), 'tiny');
+    await mkdir(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', mnt]);
+    try {
+      const filler = join(mnt, 'filler');
+      const fh = await open(filler, 'w');
+      try {
+        for (;;) await fh.write(Buffer.alloc(4096));
+      } catch (err) {
+        expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      }
+      await fh.truncate((await fh.stat()).size - 4096); // one page free
+      await fh.close();
+      const out = join(mnt, 'keys.csv');
+      const r = await runCli(['keys', 'create', '--from', pairs, '--out', out], world.env.env);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(
+        /cannot write to .*keys\.csv \(.*\): the key being written was not minted, nor any after it; \d+ key\(s\) before it are in the output/,
+      );
+      const written = (await readFile(out, 'utf8')).match(/dataset-[A-Za-z0-9]{24}/g) ?? [];
+      expect(written.length).toBeGreaterThan(0);
+      expect(written.length).toBeLessThan(40);
+      expect((await keysInDify()).sort()).toEqual([...written].sort());
+      expect(r.stderr).toContain(`; ${written.length} key(s) before it are in the output`);
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
   });
 });
