@@ -54,7 +54,15 @@ export async function keysCreateCommand(flags: KeysCreateFlags, config: Config):
   // Opened, and the header written, before anything is minted; each token is written (and synced)
   // before its key commits: a key never exists in Dify without its token in the output.
   const fh = flags.out ? await openNewFile(flags.out, 0o600) : undefined;
-  process.stdout.on('error', () => {}); // a failed write is reported by its callback
+  // A failed write to standard output (ENOSPC, EPIPE) is answered by its callback: that key is
+  // rolled back and the command says so. Meanwhile the stream's 'error' event must not end the
+  // process first (main's broken-pipe handler would), so it is set aside until we are done.
+  const onError = process.stdout.rawListeners('error') as ((err: Error) => void)[];
+  const quiet = () => {};
+  if (!fh) {
+    process.stdout.removeAllListeners('error');
+    process.stdout.on('error', quiet);
+  }
   let size = 0;
   const write = async (text: string): Promise<() => Promise<void>> => {
     const at = size;
@@ -123,6 +131,10 @@ export async function keysCreateCommand(flags: KeysCreateFlags, config: Config):
     return written === results.length ? 0 : 1;
   } finally {
     await fh?.close();
+    if (!fh) {
+      process.stdout.off('error', quiet);
+      for (const l of onError) process.stdout.on('error', l);
+    }
   }
 }
 
