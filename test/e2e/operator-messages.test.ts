@@ -62,6 +62,10 @@ describe('CLI hygiene', () => {
     // The batch did go on: its row still waits for a worker.
     const status = JSON.parse((await runCli(['status', 'stopped', '--json'], world.env.env)).stdout) as { done: boolean; total: number };
     expect(status).toMatchObject({ done: false, total: 1 });
+    // And a test waiting on it fails on the stall, naming the stuck row, not on a wall-clock limit.
+    await expect(until(world.done('stopped'), 'the stopped batch', 2000)).rejects.toThrow(
+      /stalled: the stopped batch: nothing moved for 2 s\n[\s\S]*stopped line 2: queued, 0 attempt\(s\)/,
+    );
   });
 });
 
