@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { ConfigSchema, type Config } from './config.js';
 import { loadOpenKey } from './crypto/sealing.js';
+import { newInputInfo } from './csv/decode.js';
 import { readRows, type ReadOptions } from './csv/read-rows.js';
 import type { CheckedRow } from './csv/row-checker.js';
 import { withTransaction } from './db/pool.js';
@@ -138,17 +139,35 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     const summary = await enqueueBatch(rows, { db, queue, redis: rt.redis }, { ...opts, batchId });
     return Object.assign(handle(batchId), { summary });
   };
-  const csvSource = (file: string | Readable, opts: ReadOptions) => () =>
-    readRows(typeof file === 'string' ? createReadStream(file) : file, opts);
+  // Each read of the file fills its own InputInfo (--strict reads a file twice); the last one is reported.
+  const csvSource = (file: string | Readable, opts: ReadOptions) => {
+    const source = { info: newInputInfo() };
+    const open = () => {
+      source.info = newInputInfo();
+      return readRows(typeof file === 'string' ? createReadStream(file) : file, opts, source.info);
+    };
+    return { open, source };
+  };
 
   return {
-    enqueue: (rows, opts = {}) => enqueueRows(() => checkInputRows(rows), false, opts),
-    enqueueCsv: (file, opts = {}) =>
-      enqueueRows(csvSource(file, opts), typeof file === 'string', {
+    enqueue: (rows, opts = {}) => enqueueRows(() => checkInputRows(rows, opts), false, opts),
+    async enqueueCsv(file, opts = {}) {
+      const { open, source } = csvSource(file, opts);
+      const batch = await enqueueRows(open, typeof file === 'string', {
         ...opts,
         ...(typeof file === 'string' && !opts.source ? { source: file } : {}),
-      }),
-    plan: (file, opts = {}) => planBatch(csvSource(file, opts)(), db, { createMissingAccounts: opts.createMissingOwners ?? false }),
+      });
+      batch.summary.input = source.info;
+      return batch;
+    },
+    async plan(file, opts = {}) {
+      const { open, source } = csvSource(file, opts);
+      const plan = await planBatch(open(), db, {
+        createMissingAccounts: opts.createMissingOwners ?? false,
+        allowDuplicateNames: opts.allowDuplicateNames ?? false,
+      });
+      return { ...plan, input: source.info };
+    },
     batch: handle,
     batches: async (limit) => listBatches(db, limit, await workers()),
     workers,

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { databaseOf, type Config } from '../config.js';
+import { describeInput, newInputInfo, type Delimiter } from '../csv/decode.js';
 import { readRows, type ReadOptions } from '../csv/read-rows.js';
 import type { RejectedRow } from '../csv/row-checker.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
@@ -31,6 +32,10 @@ export interface IngestFlags {
   /** The operator's public key PEM (the file's content). */
   sealTo?: string;
   ignoreUnknownColumns?: boolean;
+  delimiter?: Delimiter;
+  encoding?: string;
+  sheet?: string;
+  allowDuplicateNames?: boolean;
   json?: boolean;
   attempts: number;
   backoffMs: number;
@@ -44,12 +49,19 @@ export const EXIT_INVALID = 2;
 export function formatRejection(row: Pick<RejectedRow, 'line' | 'errors'>): string {
   return row.errors.map((e) => escapeControls(`line ${row.line} (${e.field}): ${e.message}`)).join('\n');
 }
+const dups = (n: number) => (n > 0 ? ` (${n} likely duplicate${n === 1 ? '' : 's'})` : '');
 const printRejection = (row: Pick<RejectedRow, 'line' | 'errors'>) => process.stderr.write(`${formatRejection(row)}\n`);
 const print = (flags: { json?: boolean }, json: object, text: string) =>
   process.stdout.write(flags.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
 
 export async function ingestCommand(file: string, flags: IngestFlags, config: Config): Promise<number> {
-  const readOpts: ReadOptions = { ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false };
+  const readOpts: ReadOptions = {
+    ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false,
+    ...(flags.delimiter ? { delimiter: flags.delimiter } : {}),
+    ...(flags.encoding ? { encoding: flags.encoding } : {}),
+    ...(flags.sheet ? { sheet: flags.sheet } : {}),
+    allowDuplicateNames: flags.allowDuplicateNames ?? false,
+  };
   // stdin can be read once; --strict reads it like a file (twice).
   const spool = file === '-' && flags.strict ? await spoolStdin() : undefined;
   const path = spool?.path ?? file;
@@ -84,9 +96,13 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
         });
       if (!batch) return EXIT_INVALID;
       const s = batch.summary;
-      const again = s.alreadyInBatch > 0 ? `, ${s.alreadyInBatch} already in this batch` : '';
+      const again = `${s.alreadyInBatch > 0 ? `, ${s.alreadyInBatch} already in this batch` : ''}${dups(s.likelyDuplicates)}`;
       if (!flags.wait || !flags.json)
-        print(flags, s, `batch ${s.batchId}: ${s.total} rows read, ${s.queued} queued, ${s.rejected} rejected${again}`);
+        print(
+          flags,
+          s,
+          `batch ${s.batchId}: ${s.total} rows read, ${s.queued} queued, ${s.rejected} rejected${again}\nread as ${describeInput(s.input ?? newInputInfo())}`,
+        );
       return flags.wait
         ? await waitAndReport(batch, { reportDir: flags.reportDir, overwrite: flags.overwrite ?? false, json: flags.json ?? false })
         : 0;
@@ -99,7 +115,8 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
 }
 
 async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags, config: Config): Promise<number> {
-  const rows = readRows(input, readOpts);
+  const info = newInputInfo();
+  const rows = readRows(input, readOpts, info);
   if (!databaseOf(config)) {
     let valid = 0;
     let rejected = 0;
@@ -113,8 +130,8 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
     const total = valid + rejected;
     print(
       flags,
-      { dryRun: true, total, wouldQueue: valid, rejected },
-      `dry run: ${total} rows read, would queue ${valid}, reject ${rejected} (set DATABASE_URL to also check owners, existing rows and workspace ids)`,
+      { dryRun: true, total, wouldQueue: valid, rejected, input: info },
+      `dry run: ${total} rows read, would queue ${valid}, reject ${rejected} (set DATABASE_URL to also check owners, existing rows and workspace ids)\nread as ${describeInput(info)}`,
     );
     return rejected > 0 ? EXIT_INVALID : 0;
   }
@@ -122,12 +139,15 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
   const rt = await openDbRuntime(config, { migrate: false, poolMax: 2 });
   try {
     const schema = await probeDifySchema(rt.db);
-    const plan = await planBatch(rows, rt.db, { createMissingAccounts: flags.createMissingOwners ?? false });
+    const plan = await planBatch(rows, rt.db, {
+      createMissingAccounts: flags.createMissingOwners ?? false,
+      allowDuplicateNames: flags.allowDuplicateNames ?? false,
+    });
     for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
     print(
       flags,
-      { dryRun: true, schema: describeSchema(schema), band: schema.band, ...plan, problems: undefined },
-      `${describeSchema(schema)}\nplan: ${plan.total} rows: would create ${plan.wouldCreate}, skip ${plan.existing} existing, reject ${plan.rejected} invalid, fail ${plan.wouldFail} (owners/ids)`,
+      { dryRun: true, schema: describeSchema(schema), band: schema.band, ...plan, problems: undefined, input: info },
+      `${describeSchema(schema)}\nplan: ${plan.total} rows: would create ${plan.wouldCreate}, skip ${plan.existing} existing, reject ${plan.rejected} invalid${dups(plan.likelyDuplicates)}, fail ${plan.wouldFail} (owners/ids)\nread as ${describeInput(info)}`,
     );
     return plan.rejected + plan.wouldFail > 0 ? EXIT_INVALID : 0;
   } finally {

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config.js';
 import { DIFY_SCHEMA_NAMES, projectFile } from '../project-files.js';
-import { byteSize, duration, positiveInt, rateLimit } from './options.js';
+import { byteSize, delimiter, duration, positiveInt, rateLimit } from './options.js';
 import { quietOnBrokenPipe } from './broken-pipe.js';
 
 // Each command's modules (the database and queue clients, the dashboard, the cloud SDKs) are
@@ -26,10 +26,14 @@ function buildProgram(exit: (code: number) => void): Command {
   program
     .command('ingest')
     .description('validate a CSV of workspaces and queue one job per valid row (FILE or - for stdin)')
-    .argument('<file>', 'CSV file, or - for standard input')
+    .argument('<file>', 'CSV or .xlsx file, or - for standard input')
     .option('--batch-id <id>', 'name the batch (default: from the file name and content)')
     .option('--dry-run', 'validate and print what would be queued; touches neither Redis nor PostgreSQL')
     .option('--ignore-unknown-columns', 'drop columns dify-provision does not know instead of refusing the file')
+    .addOption(new Option('--delimiter <d>', 'CSV column delimiter: , ; or tab (default: detected from the header)').argParser(delimiter))
+    .option('--encoding <name>', 'the CSV is not UTF-8 (or UTF-16 with a BOM): e.g. windows-1252')
+    .option('--sheet <name>', '.xlsx: the sheet to read (default: the first)')
+    .option('--allow-duplicate-names', 'let rows through whose owner already has a workspace of that name (in the file or in Dify)')
     .option('--strict', 'if any row is invalid, queue nothing and list every invalid row')
     .option('--create-missing-owners', 'owners/members without a Dify account get one (pending, as Dify invites do)')
     .option('--wait', 'follow the batch until it is done, then write its report; exit 0 only if every row was created or existing')

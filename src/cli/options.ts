@@ -32,3 +32,10 @@ export function byteSize(name: string) {
     return n;
   };
 }
+
+/** --delimiter: , ; or tab (a TAB character too). */
+export function delimiter(value: string): ',' | ';' | '\t' {
+  const d = value.toLowerCase() === 'tab' || value === '\\t' ? '\t' : value;
+  if (d !== ',' && d !== ';' && d !== '\t') throw new InvalidArgumentError('--delimiter takes , ; or tab');
+  return d;
+}

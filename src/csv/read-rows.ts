@@ -1,8 +1,21 @@
 // Streams a CSV of workspaces: header checks, then one validated row at a time with its line number.
 // The file is never held in memory; only the keys seen so far are, to name duplicate rows.
 import { parse, type CsvError, type Info } from 'csv-parse';
-import { Transform, type Readable } from 'node:stream';
-import { ProvisionError } from '../errors.js';
+import { Readable, Transform } from 'node:stream';
+import {
+  CsvFormatError,
+  delimiterFlag,
+  delimiterName,
+  DELIMITERS,
+  detectDelimiter,
+  isZip,
+  newInputInfo,
+  peek,
+  utf8Text,
+  type Delimiter,
+  type InputInfo,
+} from './decode.js';
+import { sheetRecords } from './read-sheet.js';
 import { rawOf, RowChecker, type CheckedRow, type RawRow } from './row-checker.js';
 import { COLUMNS, REQUIRED_COLUMNS, type Column } from './workspace-row.js';
 
@@ -11,28 +24,81 @@ export interface ReadOptions {
   ignoreUnknownColumns?: boolean;
   /** Largest record accepted, in characters; a larger one is rejected (and skipped). */
   maxRecordSize?: number;
+  /** The column delimiter (default: detected from the header line, `,` `;` or TAB). */
+  delimiter?: Delimiter;
+  /** The file's encoding when it is not UTF-8 (or UTF-16 with a BOM), e.g. windows-1252. */
+  encoding?: string;
+  /** .xlsx: the sheet to read (default: the first). */
+  sheet?: string;
+  /** Let rows through that look like another row's customer (same owner and workspace name). */
+  allowDuplicateNames?: boolean;
 }
 
-export type { RawRow };
+export type { RawRow, InputInfo };
+export { CsvFormatError };
 export type CsvRow = CheckedRow;
 
-/** The file as a whole can't be read (no header, bad header): nothing in it is ingested. */
-export class CsvFormatError extends ProvisionError {
-  override readonly name: string = 'CsvFormatError';
-  readonly code = 'CSV_FORMAT';
-  override readonly httpStatus = 400;
-  constructor(
-    readonly line: number,
-    message: string,
-  ) {
-    super(`line ${line}: ${message}`);
+/**
+ * The rows of a CSV or an .xlsx workbook, validated, with their line numbers (the sheet's row
+ * numbers). `info` is filled in as the file is read: its format, encoding, delimiter or sheet,
+ * and the empty rows skipped.
+ */
+export async function* readRows(input: Readable, opts: ReadOptions = {}, info: InputInfo = newInputInfo()): AsyncGenerator<CsvRow> {
+  let start: Awaited<ReturnType<typeof peek>>;
+  try {
+    start = await peek(input as AsyncIterable<Buffer | string>);
+  } catch (err) {
+    throw new CsvFormatError(1, `the file could not be read: ${(err as Error).message}`);
   }
+  const records = isZip(start.head) ? sheetRecords(start.head, start.rest, opts, info) : csvRecords(start.head, start.rest, opts, info);
+  let columns: (Column | undefined)[] | undefined;
+  const checker = new RowChecker(opts);
+  for await (const item of records) {
+    if ('row' in item) {
+      yield item.row;
+      continue;
+    }
+    const { record, line } = item;
+    if (record.every((f) => f.trim() === '')) {
+      // Excel's trailing `,,,,` rows (and blank lines before the header).
+      if (columns) info.emptyRows++;
+      continue;
+    }
+    if (!columns) {
+      columns = readHeader(record, line, opts, info);
+      continue;
+    }
+    yield checkRow(record, columns, line, checker);
+  }
+  if (!columns) throw new CsvFormatError(1, 'the file is empty: expected a header row with workspace_name and owner_email');
 }
 
-export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncGenerator<CsvRow> {
+/** A record with its line, or a line that could not be read as a record (already a rejected row). */
+export type RecordItem = { line: number; record: string[] } | { row: CsvRow };
+
+async function* csvRecords(
+  head: Buffer,
+  rest: AsyncIterator<Buffer | string>,
+  opts: ReadOptions,
+  info: InputInfo,
+): AsyncGenerator<RecordItem> {
+  let text: AsyncIterator<Buffer>;
+  let first: Buffer;
+  try {
+    text = utf8Text(head, rest, opts, info)[Symbol.asyncIterator]();
+    first = await headerChunk(text);
+  } catch (err) {
+    if (err instanceof CsvFormatError) throw err;
+    throw new CsvFormatError(1, `the CSV could not be read: ${(err as Error).message}`);
+  }
+  const nl = first.indexOf(0x0a);
+  const delimiter = opts.delimiter ?? detectDelimiter(first.subarray(0, nl < 0 ? first.length : nl).toString('utf8'));
+  info.format = 'csv';
+  info.delimiter = delimiter;
   // A record csv-parse can't read is pushed into the same stream, so it keeps its place in order.
   const parser: Transform = parse({
     bom: true,
+    delimiter,
     info: true,
     record_delimiter: ['\r\n', '\n', '\r'],
     relax_column_count: true,
@@ -45,32 +111,45 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}): AsyncG
       if (err) parser.push({ skipped: err });
     },
   });
-  input.on('error', (err) => parser.destroy(err));
-  input.pipe(guardLines(opts.maxRecordSize ?? MAX_RECORD)).pipe(parser);
+  const source = Readable.from(
+    (async function* () {
+      if (first.length > 0) yield first;
+      for (let next = await text.next(); !next.done; next = await text.next()) yield next.value;
+    })(),
+  );
+  source.on('error', (err) => parser.destroy(err));
+  source.pipe(guardLines(opts.maxRecordSize ?? MAX_RECORD)).pipe(parser);
 
-  let columns: (Column | undefined)[] | undefined;
   const lines = { end: 0, empty: 0 };
-  const checker = new RowChecker();
   try {
     for await (const item of parser as AsyncIterable<{ record: string[]; info: Info } | { skipped: CsvError }>) {
       if ('skipped' in item) {
-        yield unreadable(item.skipped, lines.end + 1);
+        yield { row: unreadable(item.skipped, lines.end + 1) };
         lines.end = Number(item.skipped.lines ?? lines.end + 1);
         continue;
       }
-      const { record, info } = item;
-      const line = startLine(info, lines);
-      if (!columns) {
-        columns = readHeader(record, line, opts);
-        continue;
-      }
-      yield checkRow(record, columns, line, checker);
+      yield { line: startLine(item.info, lines), record: item.record };
     }
   } catch (err) {
     if (err instanceof CsvFormatError) throw err;
     throw new CsvFormatError(Number((err as CsvError).lines ?? 0), `the CSV could not be read: ${(err as Error).message}`);
+  } finally {
+    source.destroy();
   }
-  if (!columns) throw new CsvFormatError(1, 'the file is empty: expected a header row with workspace_name and owner_email');
+}
+
+/** The text up to the end of its first line (or 64 KiB): enough to see the header's delimiter. */
+async function headerChunk(text: AsyncIterator<Buffer>): Promise<Buffer> {
+  const got: Buffer[] = [];
+  let n = 0;
+  while (n < 64 * 1024) {
+    const next = await text.next();
+    if (next.done) break;
+    got.push(next.value);
+    n += next.value.length;
+    if (next.value.includes(0x0a)) break;
+  }
+  return Buffer.concat(got);
 }
 
 // csv-parse counts lines up to the end of a record (a quoted field can span lines): a record
@@ -135,24 +214,41 @@ function guardLines(max: number): Transform {
   });
 }
 
-function readHeader(record: string[], line: number, opts: ReadOptions): (Column | undefined)[] {
+function readHeader(record: string[], line: number, opts: ReadOptions, info: InputInfo): (Column | undefined)[] {
   const names = record.map((h) => h.trim().toLowerCase());
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) throw new CsvFormatError(line, `the header names column "${dup}" twice`);
   const unknown = names.filter((n) => !(COLUMNS as readonly string[]).includes(n));
+  const missing = REQUIRED_COLUMNS.filter((c) => !names.includes(c));
+  const delimiter = info.delimiter;
+  const how =
+    delimiter === undefined
+      ? `sheet "${info.sheet ?? ''}"`
+      : `columns split on ${delimiterName(delimiter)}${opts.delimiter ? ` (${delimiterFlag(delimiter)})` : ', detected'}`;
+  // Only a flag that would make this header work is suggested.
+  const other = DELIMITERS.find(
+    (d) => delimiter !== undefined && d !== delimiter && REQUIRED_COLUMNS.every((c) => headerNames(record, delimiter, d).includes(c)),
+  );
+  const hint = other ? `; the header looks ${delimiterName(other)}-separated: pass ${delimiterFlag(other)}` : '';
   if (unknown.length > 0 && !opts.ignoreUnknownColumns) {
+    const ignore = missing.length === 0 && !other ? ' (or pass --ignore-unknown-columns to drop them)' : '';
     throw new CsvFormatError(
       line,
-      `unknown column(s) ${unknown.map((u) => `"${u}"`).join(', ')}: the columns are ${COLUMNS.join(', ')} ` +
-        `(or pass --ignore-unknown-columns)`,
+      `unknown column(s) ${unknown.map((u) => `"${u}"`).join(', ')} (${how}): the columns are ${COLUMNS.join(', ')}${ignore}${hint}`,
     );
   }
-  const missing = REQUIRED_COLUMNS.filter((c) => !names.includes(c));
   if (missing.length > 0) {
-    throw new CsvFormatError(line, `missing required column(s) ${missing.join(', ')} (header: ${names.join(',')})`);
+    throw new CsvFormatError(line, `missing required column(s) ${missing.join(', ')} (${how}; header: ${names.join(',')})${hint}`);
   }
   return names.map((n) => ((COLUMNS as readonly string[]).includes(n) ? (n as Column) : undefined));
 }
+
+/** The header's names had it been split on `other` instead. */
+const headerNames = (record: string[], used: Delimiter, other: Delimiter) =>
+  record
+    .join(used)
+    .split(other)
+    .map((h) => h.trim().replace(/^"|"$/g, '').trim().toLowerCase());
 
 function checkRow(fields: string[], columns: (Column | undefined)[], line: number, checker: RowChecker): CsvRow {
   const record: Partial<Record<Column, string>> = {};

@@ -1,7 +1,9 @@
 // The one validation path for input rows, whether they come from a CSV or from a script: the
 // row's own rules (workspace-row.ts), then duplicates within the batch (the same idempotency key
-// or the same workspace_id twice), named by the line that had it first.
+// or the same workspace_id twice, or the same customer: same-customer.ts), named by the line that
+// had it first.
 import { KeyIndex } from './key-index.js';
+import { customerKey, duplicateOfLine } from './same-customer.js';
 import { validateRow, type Column, type FieldError, type WorkspaceRow } from './workspace-row.js';
 
 /** What a rejected row said, cut to a printable size, for reports. */
@@ -17,6 +19,10 @@ export type RejectedRow = Extract<CheckedRow, { ok: false }>;
 export class RowChecker {
   private readonly keys = new KeyIndex();
   private readonly ids = new KeyIndex();
+  private readonly customers = new KeyIndex();
+
+  /** allowDuplicateNames: don't reject rows that only look like an earlier row's customer. */
+  constructor(private readonly opts: { allowDuplicateNames?: boolean } = {}) {}
 
   check(record: Partial<Record<Column, string>>, line: number): CheckedRow {
     const raw = rawOf(record);
@@ -33,6 +39,12 @@ export class RowChecker {
     if (earlierId !== undefined) {
       return { line, ok: false, errors: [{ field: 'workspace_id', message: `duplicate: line ${earlierId} uses it already` }], raw };
     }
+    // Whatever its external_id: an external_id names a row for re-runs, not another customer.
+    const sameCustomer = this.opts.allowDuplicateNames
+      ? undefined
+      : this.customers.firstLine(customerKey(row.ownerEmail, row.workspaceName), line);
+    if (sameCustomer !== undefined)
+      return { line, ok: false, errors: [{ field: 'workspace_name', message: duplicateOfLine(sameCustomer) }], raw };
     return { line, ok: true, row };
   }
 }

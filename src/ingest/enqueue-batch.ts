@@ -2,9 +2,12 @@
 // job exists, then the stored rows become BullMQ jobs in pages. Re-running the same batch queues
 // nothing twice; a refused run queues nothing at all.
 import { randomUUID } from 'node:crypto';
+import type { InputInfo } from '../csv/decode.js';
 import type { CheckedRow, RejectedRow } from '../csv/row-checker.js';
 import type { WorkspaceRow } from '../csv/workspace-row.js';
 import { storable } from '../csv/row-checker.js';
+import { isLikelyDuplicate } from '../csv/same-customer.js';
+import { sameCustomerInDify } from './owned-workspaces.js';
 import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
 import { withTransaction, type Db, type Tx } from '../db/pool.js';
 import { BatchConflictError, ProvisionError, UsageError } from '../errors.js';
@@ -29,6 +32,11 @@ export interface EnqueueOptions {
   sealTo?: string;
   /** Enqueue nothing if any row is invalid (throws StrictValidationError listing every one). */
   strict?: boolean;
+  /**
+   * Let rows through that look like the same customer as another row of the batch or a workspace
+   * the owner has in Dify (same owner and workspace name, ignoring case); by default they are rejected.
+   */
+  allowDuplicateNames?: boolean;
   /** Called for each invalid row as it is found. */
   onRejected?: (row: RejectedRow) => void;
   /**
@@ -52,6 +60,10 @@ export interface EnqueueSummary {
   rejected: number;
   /** Valid rows this batch had recorded already (a re-run of the same batch; any of them whose job was lost is queued again). */
   alreadyInBatch: number;
+  /** Rejected rows that look like the same customer as another line or a workspace in Dify (counted in `rejected`). */
+  likelyDuplicates: number;
+  /** A file's format, encoding, delimiter and empty rows skipped (enqueueCsv). */
+  input?: InputInfo;
 }
 
 export class SealRequiredError extends UsageError {
@@ -85,7 +97,7 @@ export async function enqueueBatch(
   deps: { db: Db } & QueueDeps,
   opts: Settings,
 ): Promise<EnqueueSummary> {
-  const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0 };
+  const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0, likelyDuplicates: 0 };
   if (opts.mintDatasetKeys && !opts.sealTo) throw new SealRequiredError();
   // Only the public half is ever kept (a private key given by mistake is refused by loadSealKey).
   const sealTo = opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
@@ -143,21 +155,29 @@ async function recordRows(
   // parser and PostgreSQL work at once instead of taking turns.
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
-  const send = (chunk: CheckedRow[]) => {
+  const record = async (input: CheckedRow[]) => {
+    // Queued on the transaction's connection behind the chunks before it: the loop goes on parsing.
+    const chunk = opts.allowDuplicateNames ? input : await sameCustomers(tx, input);
+    for (const row of chunk) {
+      if (row.ok) continue;
+      summary.rejected++;
+      if (isLikelyDuplicate(row.errors)) summary.likelyDuplicates++;
+      opts.onRejected?.(row);
+    }
     const specs = chunk.map((r) => (r.ok ? specOf(r.line, r.row, opts) : null));
     const json = JSON.stringify(chunk.map((r, i) => ingested(r, specs[i] ?? null)));
     bytes += Buffer.byteLength(json);
     if (bytes > maxBytes)
       throw new BatchTooLargeError(opts.batchId, chunk[0]!.line, `${sizeWords(maxBytes)} of rows`, '--max-bytes; library: maxBytes');
-    const tracked: Promise<void> = recordIngested<JobData>(tx, opts.batchId, json)
-      .then((earlier) => {
-        const added = compare(chunk, specs, earlier, opts.batchId);
-        summary.queued += added.queued;
-        summary.alreadyInBatch += added.alreadyInBatch;
-      })
-      .catch((err: unknown) => {
-        failure ??= err;
-      });
+    const earlier = await recordIngested<JobData>(tx, opts.batchId, json);
+    const added = compare(chunk, specs, earlier, opts.batchId);
+    summary.queued += added.queued;
+    summary.alreadyInBatch += added.alreadyInBatch;
+  };
+  const send = (chunk: CheckedRow[]) => {
+    const tracked: Promise<void> = record(chunk).catch((err: unknown) => {
+      failure ??= err;
+    });
     inFlight.add(tracked);
     void tracked.finally(() => inFlight.delete(tracked));
   };
@@ -168,10 +188,6 @@ async function recordRows(
       const row = sealTo || !(input.ok && input.row.datasetApiKey) ? input : needsSeal(input);
       summary.total++;
       if (summary.total > maxRows) throw new BatchTooLargeError(opts.batchId, row.line, `${maxRows} rows`, '--max-rows; library: maxRows');
-      if (!row.ok) {
-        summary.rejected++;
-        opts.onRejected?.(row);
-      }
       chunk.push(row);
       chunkBytes += approxBytes(row);
       // A chunk is bounded in rows and in bytes: rows naming hundreds of members are large.
@@ -189,6 +205,16 @@ async function recordRows(
     await Promise.all(inFlight);
   }
   if (failure) throw failure;
+}
+
+/** The chunk with each row that looks like a workspace its owner has in Dify rejected as such. */
+async function sameCustomers(tx: Tx, chunk: CheckedRow[]): Promise<CheckedRow[]> {
+  const valid = chunk.flatMap((r, i) => (r.ok ? [{ line: r.line, row: r.row, i }] : []));
+  const flagged = await sameCustomerInDify(tx, valid, true);
+  if (flagged.size === 0) return chunk;
+  const out = [...chunk];
+  flagged.forEach((rejected, j) => (out[valid[j]!.i] = rejected));
+  return out;
 }
 
 function ingested(r: CheckedRow, spec: JobData | null): IngestedRow {

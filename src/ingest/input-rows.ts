@@ -16,8 +16,11 @@ export interface WorkspaceInput {
 }
 
 /** Rows given as objects: their line is their 1-based position. */
-export async function* checkInputRows(rows: AsyncIterable<WorkspaceInput> | Iterable<WorkspaceInput>): AsyncGenerator<CheckedRow> {
-  const checker = new RowChecker();
+export async function* checkInputRows(
+  rows: AsyncIterable<WorkspaceInput> | Iterable<WorkspaceInput>,
+  opts: { allowDuplicateNames?: boolean } = {},
+): AsyncGenerator<CheckedRow> {
+  const checker = new RowChecker(opts);
   let line = 0;
   for await (const input of rows) {
     line++;

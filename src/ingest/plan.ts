@@ -1,10 +1,15 @@
 // A dry run against the database, like `terraform plan`: what ingesting these rows would do,
 // read-only (no migration, no writes, no Redis).
+import type { InputInfo } from '../csv/decode.js';
 import type { CsvRow } from '../csv/read-rows.js';
 import type { Db } from '../db/pool.js';
 import { RowError } from '../errors.js';
 import { findAccounts, pickAccount } from '../dify/accounts.js';
 import { answerKnown, knownEntries } from '../store/ledger.js';
+import { SCHEMA } from '../store/schema.js';
+import type { RejectedRow } from '../csv/row-checker.js';
+import { isLikelyDuplicate } from '../csv/same-customer.js';
+import { sameCustomerInDify } from './owned-workspaces.js';
 
 export interface PlanLine {
   line: number;
@@ -19,24 +24,32 @@ export interface Plan {
   rejected: number;
   /** Valid rows that would fail: missing or ambiguous owners/members, taken workspace ids. */
   wouldFail: number;
+  /** Rows that look like the same customer as another line or a workspace in Dify (in `rejected`, rejected by ingest). */
+  likelyDuplicates: number;
   problems: PlanLine[];
+  /** A file's format, encoding, delimiter and empty rows skipped. */
+  input?: InputInfo;
 }
 
 export async function planBatch(
   rows: AsyncIterable<CsvRow>,
   db: Db,
-  opts: { createMissingAccounts?: boolean; chunkSize?: number } = {},
+  opts: { createMissingAccounts?: boolean; chunkSize?: number; allowDuplicateNames?: boolean } = {},
 ): Promise<Plan> {
-  const plan: Plan = { total: 0, wouldCreate: 0, existing: 0, rejected: 0, wouldFail: 0, problems: [] };
+  const plan: Plan = { total: 0, wouldCreate: 0, existing: 0, rejected: 0, wouldFail: 0, likelyDuplicates: 0, problems: [] };
   let chunk: Extract<CsvRow, { ok: true }>[] = [];
+  const ledger = opts.allowDuplicateNames
+    ? undefined
+    : (await db.query<{ has: boolean }>(`SELECT to_regclass('${SCHEMA}.ledger') IS NOT NULL AS has`)).rows[0]!.has;
   const flush = async () => {
-    await planChunk(chunk, db, opts.createMissingAccounts ?? false, plan);
+    await planChunk(chunk, db, opts.createMissingAccounts ?? false, plan, ledger);
     chunk = [];
   };
   for await (const r of rows) {
     plan.total++;
     if (!r.ok) {
       plan.rejected++;
+      if (isLikelyDuplicate(r.errors)) plan.likelyDuplicates++;
       plan.problems.push(...r.errors.map((e) => ({ line: r.line, ...e })));
       continue;
     }
@@ -48,9 +61,19 @@ export async function planBatch(
   return plan;
 }
 
-async function planChunk(chunk: Extract<CsvRow, { ok: true }>[], db: Db, createMissing: boolean, plan: Plan): Promise<void> {
+async function planChunk(
+  chunk: Extract<CsvRow, { ok: true }>[],
+  db: Db,
+  createMissing: boolean,
+  plan: Plan,
+  ledger: boolean | undefined,
+): Promise<void> {
   const keys = chunk.map((r) => r.row.key);
   const known = await knownEntries(db, keys);
+  // As ingest will: a row like a workspace its owner has in Dify is rejected (unless allowed).
+  const fresh = chunk.filter((r) => !known.has(r.row.key));
+  const sameCustomer = ledger === undefined ? new Map() : await sameCustomerInDify(db, fresh, ledger);
+  const duplicate = new Map([...sameCustomer].map(([i, rejected]) => [fresh[i]!.line, rejected as RejectedRow]));
   const emails = [...new Set(chunk.flatMap((r) => [r.row.ownerEmail, ...r.row.members.map((m) => m.email)]))];
   const accounts = await findAccounts(db, emails);
   const ids = chunk.map((r) => r.row.workspaceId).filter((x): x is string => x !== undefined);
@@ -69,6 +92,13 @@ async function planChunk(chunk: Extract<CsvRow, { ok: true }>[], db: Db, createM
         plan.wouldFail++;
         plan.problems.push({ line, field: err.field, message: err.message });
       }
+      continue;
+    }
+    const dup = duplicate.get(line);
+    if (dup) {
+      plan.rejected++;
+      plan.likelyDuplicates++;
+      plan.problems.push(...dup.errors.map((e) => ({ line, ...e })));
       continue;
     }
     // The worker's own rules (pickAccount), so the plan says what the run would do.

@@ -87,7 +87,8 @@ describe('the CLI, with ingest and two workers as separate processes', () => {
     delete offline.DATABASE_URL;
     const r = await runCli(['ingest', file, '--dry-run'], offline);
     expect(r.stdout).toBe(
-      'dry run: 2 rows read, would queue 1, reject 1 (set DATABASE_URL to also check owners, existing rows and workspace ids)\n',
+      'dry run: 2 rows read, would queue 1, reject 1 (set DATABASE_URL to also check owners, existing rows and workspace ids)\n' +
+        'read as CSV, utf-8, ","-separated\n',
     );
     expect(r.stderr).toBe('line 3 (owner_email): is not a valid email address\n');
     expect(r.code).toBe(2);

@@ -21,7 +21,7 @@ describe('hostile CSV input: a clear, line-numbered answer for each row, never a
 
   it('refuses missing required columns and unknown columns, naming them', async () => {
     await expect(read('workspace_name,members\nA,\n')).rejects.toThrow(
-      'line 1: missing required column(s) owner_email (header: workspace_name,members)',
+      'line 1: missing required column(s) owner_email (columns split on ",", detected; header: workspace_name,members)',
     );
     await expect(read('workspace_name,owner_email,password\nA,a@b.io,x\n')).rejects.toThrow(/line 1: unknown column\(s\) "password"/);
     await expect(read('workspace_name,owner_email,Owner_Email\nA,a@b.io,x\n')).rejects.toThrow(
@@ -56,7 +56,7 @@ describe('hostile CSV input: a clear, line-numbered answer for each row, never a
   it('rejects NUL bytes, invalid UTF-8 and control characters, and accepts a BOM and CRLF', async () => {
     const bad = Buffer.concat([
       Buffer.from(`\ufeff${H.replace('\n', '\r\n')}Nul\u0000Name,a@b.io,,\r\nBad`),
-      Buffer.from([0xc3, 0x28]),
+      Buffer.from([0xc3, 0x28, 0x81]), // invalid UTF-8, and not Windows-1252 (0x81)
       Buffer.from(',a@b.io,,\r\nBell\u0007,a@b.io,,\r\nFine,a@b.io,,\r\n'),
     ]);
     expect(summary(await read(bad))).toEqual([

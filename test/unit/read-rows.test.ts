@@ -90,9 +90,9 @@ describe('reading a CSV of workspaces', () => {
     expect(rows[0]?.ok).toBe(true);
   });
 
-  it('rejects invalid UTF-8', async () => {
+  it('rejects invalid UTF-8 that is not Windows-1252 on its own row (a file that reads as Windows-1252 is refused whole)', async () => {
     const rows = await read(
-      Buffer.concat([Buffer.from('workspace_name,owner_email\nBad'), Buffer.from([0xff, 0xfe]), Buffer.from(',a@b.io\n')]),
+      Buffer.concat([Buffer.from('workspace_name,owner_email\nBad'), Buffer.from([0xff, 0x81]), Buffer.from(',a@b.io\n')]),
     );
     expect(rejections(rows)).toEqual(['2 workspace_name: is not valid UTF-8']);
   });
