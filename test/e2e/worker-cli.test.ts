@@ -165,6 +165,32 @@ describe('worker doors', () => {
     }
   });
 
+  it('when Redis comes back the worker says so and works; when it goes again, it says so again and stops on one SIGTERM', async () => {
+    const port = await freePort();
+    const redisUrl = `redis://127.0.0.1:${port}`;
+    const w = startCli(['worker', '--concurrency', '2'], { ...world.env.env, REDIS_URL: redisUrl });
+    let redis: ReturnType<typeof spawn> | undefined;
+    try {
+      await until(async () => w.output().includes('Redis unreachable'), 'the worker to say Redis is unreachable');
+      redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+        stdio: 'ignore',
+      });
+      await until(async () => w.output().includes(`Redis reachable again at ${redisUrl} after`), 'the worker to see Redis back', 120_000);
+      const rows = [1, 2].map((i) => ({ workspace_name: `Back ${i}`, owner_email: `owner${i}@example.com` }));
+      const env = { ...world.env.env, REDIS_URL: redisUrl };
+      expect((await runCli(['ingest', await file('back.csv', rows), '--batch-id', 'back'], env)).code).toBe(0);
+      await until(async () => (await rowsOf('back')).every((r) => r.outcome === 'created'), 'the rows to be created');
+      redis.kill('SIGKILL');
+      await until(async () => w.output().split('Redis unreachable').length === 3, 'the worker to say Redis is gone again');
+      w.child.kill('SIGTERM');
+      expect(await w.exited).toBe(0);
+      expect(w.output()).toContain('worker stopped: Redis is unreachable, so no job can be finished in the queue');
+    } finally {
+      redis?.kill('SIGKILL');
+      await w.stop('SIGKILL');
+    }
+  });
+
   it("a SIGKILLed worker's job is picked up by another after about --lock-duration-ms", async () => {
     const rows = Array.from({ length: 12 }, (_, i) => ({ workspace_name: `Kill ${i}`, owner_email: `owner${i + 1}@example.com` }));
     expect((await runCli(['ingest', await file('kill.csv', rows), '--batch-id', 'kill'], world.env.env)).code).toBe(0);
