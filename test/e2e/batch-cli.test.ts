@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/project-files.js';
-import { csvOf } from '../helpers/batch.js';
+import { csvOf, envQueue } from '../helpers/batch.js';
 import { NO_WORKER } from '../../src/store/batches.js';
 import { runCli, startCli } from '../helpers/cli.js';
 import { until } from '../helpers/cli-world.js';
@@ -93,6 +93,31 @@ describe('batch commands from the CLI', () => {
     expect(await status('idle')).toMatchObject({ state: 'done', workers: 0, advice: null }); // finished: nothing to wait for
     expect((await runCli(['cancel', 'later'], world.env.env)).code).toBe(0);
     expect(await status('later')).toMatchObject({ state: 'cancelled', done: true, advice: null });
+  });
+
+  it('ingest --max-rows/--max-bytes refuse a larger batch, queueing nothing; status says how many rows wait without a job', async () => {
+    const rows = [1, 2, 3].map((i) => ({ workspace_name: `Capped ${i}`, owner_email: `owner${i}@example.com` }));
+    const three = await file('capped', rows);
+    const refused = await runCli(['ingest', three, '--batch-id', 'capped', '--max-rows', '2'], world.env.env);
+    expect(refused.code, refused.stderr).toBe(1);
+    expect(refused.stderr).toMatch(/batch "capped" is over its limit of 2 rows at line 4: nothing was queued/);
+    const bytes = await runCli(['ingest', three, '--batch-id', 'capped', '--max-bytes', '1KiB'], world.env.env);
+    expect(bytes.stderr).toMatch(/over its limit of 1024 bytes of rows at line 2: nothing was queued/);
+    expect((await runCli(['ingest', three, '--max-bytes', 'lots'], world.env.env)).stderr).toMatch(/--max-bytes takes a size in bytes/);
+    expect(JSON.parse((await runCli(['batches', '--json'], world.env.env)).stdout)).toEqual([]);
+
+    expect((await runCli(['ingest', three, '--batch-id', 'capped', '--max-rows', '3'], world.env.env)).code).toBe(0);
+    // Redis loses one of the jobs (no worker runs here).
+    const queue = await envQueue(world.env);
+    try {
+      const [job] = await queue.getWaiting();
+      await job!.remove();
+    } finally {
+      await queue.close();
+    }
+    const status = await runCli(['status', 'capped'], world.env.env);
+    expect(status.stdout).toMatch(/^1 row\(s\) wait without a job in Redis/m);
+    expect(JSON.parse((await runCli(['status', 'capped', '--json'], world.env.env)).stdout)).toMatchObject({ withoutJob: 1 });
   });
 
   it('ingest --strict from stdin queues nothing when a row is invalid', async () => {
