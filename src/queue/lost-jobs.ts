@@ -5,7 +5,7 @@
 import type { Queue } from 'bullmq';
 import type { Db, Tx } from '../db/pool.js';
 import type { RedisClient } from './connection.js';
-import { failIfOpen, openRowsPage, settleLostRows, type OpenRow } from '../store/rows.js';
+import { failIfOpen, openRowsPage, settleLostRows, specsOf, type OpenRow } from '../store/rows.js';
 import { DEFAULT_RETRY, jobFor, jobIdFor, type JobData } from './contract.js';
 
 export interface LostJobs {
@@ -52,7 +52,7 @@ export async function settleLostJobs(
   const result: LostJobs = { open: 0, lost: 0, failed: 0 };
   let after: { batchId: string; line: number } | undefined;
   for (;;) {
-    const page = await openRowsPage<JobData>(db, {
+    const page = await openRowsPage(db, {
       ...(opts.batchId !== undefined ? { batchId: opts.batchId } : {}),
       ...(after ? { after } : {}),
       idleSeconds: opts.idleSeconds,
@@ -63,16 +63,15 @@ export async function settleLostJobs(
     result.open += page.length;
     const states = await jobStates(
       deps,
-      page.map((r) => jobIdFor(r.batchId, r.spec.key, r.round)),
+      page.map((r) => jobIdFor(r.batchId, r.key, r.round)),
     );
-    const lost: OpenRow<JobData>[] = [];
+    const lost: OpenRow[] = [];
     for (const [i, state] of states.entries()) {
       const row = page[i]!;
       if (state.kind === 'missing') lost.push(row);
       else if (state.kind === 'failed') {
         result.failed++;
-        if (opts.mode !== 'count')
-          await failIfOpen(db, row.batchId, row.line, `its job failed: ${state.reason}`, { spec: row.spec, round: row.round });
+        if (opts.mode !== 'count') await failIfOpen(db, row.batchId, row.line, `its job failed: ${state.reason}`, { round: row.round });
       }
     }
     result.lost += lost.length;
@@ -82,6 +81,30 @@ export async function settleLostJobs(
       continue;
     }
     if (lost.some((r) => r.outcome === 'active')) await settleLostRows(db, lost, 'queued');
-    await deps.queue.addBulk(lost.map((r) => jobFor(r.spec, r.retry ?? DEFAULT_RETRY, r.round)));
+    for (const group of bySize(lost, SPECS_PER_READ)) {
+      const specs = await specsOf<JobData>(db, group);
+      await deps.queue.addBulk(group.map((r, i) => jobFor(specs[i]!, r.retry ?? DEFAULT_RETRY, r.round)));
+    }
   }
+}
+
+/** Specs read and queued at once, in stored (compressed) bytes: rows of 500 members stay within the CLI's heap. */
+const SPECS_PER_READ = 512 << 10;
+
+/** Consecutive groups whose stored spec sizes add up to at most `budget` (at least one row each). */
+function bySize(rows: OpenRow[], budget: number): OpenRow[][] {
+  const groups: OpenRow[][] = [];
+  let group: OpenRow[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    if (group.length > 0 && bytes + row.specBytes > budget) {
+      groups.push(group);
+      group = [];
+      bytes = 0;
+    }
+    group.push(row);
+    bytes += row.specBytes;
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
 }

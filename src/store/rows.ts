@@ -159,13 +159,13 @@ export async function failIfOpen(
   batchId: string,
   line: number,
   reason: string,
-  own?: { spec: object; round: number },
+  own?: { spec?: object; round: number },
 ): Promise<void> {
   await db.query(
     `UPDATE ${SCHEMA}.rows SET outcome = 'failed', error = $3, updated_at = now(), finished_at = now()
       WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active')
-        AND ($4::jsonb IS NULL OR (spec = $4::jsonb AND round = $5))`,
-    [batchId, line, reason, own === undefined ? null : JSON.stringify(own.spec), own?.round ?? null],
+        AND ($5::int IS NULL OR round = $5) AND ($4::jsonb IS NULL OR spec = $4::jsonb)`,
+    [batchId, line, reason, own?.spec === undefined ? null : JSON.stringify(own.spec), own?.round ?? null],
   );
 }
 
@@ -248,26 +248,31 @@ export async function cancelQueued<Spec>(db: Db, batchId: string): Promise<{ spe
 }
 
 /** An open row (queued or active) with the job it should have: its spec, round and batch's retry policy. */
-export interface OpenRow<Spec> {
+export interface OpenRow {
   batchId: string;
   line: number;
   round: number;
   outcome: 'queued' | 'active';
-  spec: Spec;
+  /** The row's idempotency key (its job id's part); the spec itself is read only for rows that need a job. */
+  key: string;
+  /** The stored size of the row's spec (bytes, as PostgreSQL keeps it), to bound what one read loads. */
+  specBytes: number;
   retry: { attempts: number; backoffMs: number } | null;
 }
 
 /**
  * A page of open rows in (batch, line) order after `after`, of one batch or of all; only rows
  * untouched for `idleSeconds`, of batches whose ingest finished at least that long ago (rows
- * just queued, or being queued, are left to whoever queues them).
+ * just queued, or being queued, are left to whoever queues them). Specs are not read here: a
+ * sweep looks at every open row, and only the few without a job need theirs (`specsOf`).
  */
-export async function openRowsPage<Spec>(
+export async function openRowsPage(
   db: Db | Tx,
   opts: { batchId?: string; after?: { batchId: string; line: number }; idleSeconds: number; limit: number },
-): Promise<OpenRow<Spec>[]> {
-  const { rows } = await db.query<OpenRow<Spec>>(
-    `SELECT r.batch_id AS "batchId", r.line, r.round, r.outcome, r.spec, b.options -> 'retry' AS retry
+): Promise<OpenRow[]> {
+  const { rows } = await db.query<OpenRow>(
+    `SELECT r.batch_id AS "batchId", r.line, r.round, r.outcome, r.idempotency_key AS key,
+            pg_column_size(r.spec) AS "specBytes", b.options -> 'retry' AS retry
        FROM ${SCHEMA}.rows r JOIN ${SCHEMA}.batches b ON b.id = r.batch_id
       WHERE r.outcome IN ('queued', 'active') AND r.spec IS NOT NULL
         AND ($1::text IS NULL OR r.batch_id = $1)
@@ -279,6 +284,18 @@ export async function openRowsPage<Spec>(
     [opts.batchId ?? null, opts.after?.batchId ?? '', opts.after?.line ?? 0, opts.idleSeconds, opts.limit],
   );
   return rows;
+}
+
+/** The stored specs of these rows, in the same order. */
+export async function specsOf<Spec>(db: Db | Tx, rows: { batchId: string; line: number }[]): Promise<Spec[]> {
+  const { rows: found } = await db.query<{ spec: Spec }>(
+    `SELECT r.spec
+       FROM jsonb_to_recordset($1::jsonb) AS want ("batchId" text, line int, n int)
+       JOIN ${SCHEMA}.rows r ON r.batch_id = want."batchId" AND r.line = want.line
+      ORDER BY want.n`,
+    [JSON.stringify(rows.map((r, n) => ({ batchId: r.batchId, line: r.line, n })))],
+  );
+  return found.map((r) => r.spec);
 }
 
 /**
