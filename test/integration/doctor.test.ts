@@ -110,7 +110,7 @@ describe('doctor --fix racing a real worker', () => {
       await holder.query('LOCK TABLE tenants IN SHARE MODE');
       worker = startCli(['worker', '--concurrency', '1'], env.env);
       await until(
-        async () => (await waiting('relation', '%INSERT INTO tenants%')) && existsSync(keyFile(env, id)),
+        async () => (await waiting('relation', '%INSERT INTO%tenants%')) && existsSync(keyFile(env, id)),
         'the worker to wait with its key written',
       );
 
