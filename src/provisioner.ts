@@ -24,6 +24,8 @@ import { settleLostJobs } from './queue/lost-jobs.js';
 import { csvReport, jsonReport, type ReportTextOptions } from './report/format.js';
 import { revealSecrets } from './reveal-secrets.js';
 import { openQueueRuntime, type QueueRuntime } from './runtime.js';
+import type { Gate } from './queue/server-watch.js';
+import { rowsOfOtherLineages, type WaitingLineage } from './store/server.js';
 import { batchProgress, getBatchStatus, listBatches, waitForBatch, type BatchListing, type BatchStatus } from './store/batches.js';
 import { allReportRows, type ReportRow } from './store/report.js';
 import { BatchNotFoundError } from './errors.js';
@@ -52,6 +54,15 @@ export interface BatchHandle {
   rowsWithoutJob(): Promise<number>;
 }
 
+export interface ServerStatus {
+  gate: Gate;
+  /** What is happening and what to run (a conflict, a wait), when the gate is not open. */
+  message?: string;
+  lineage: string;
+  /** Rows still to run here that were queued on another server, by its lineage. */
+  otherServers: WaitingLineage[];
+}
+
 export interface Provisioner {
   enqueue(
     rows: AsyncIterable<WorkspaceInput> | Iterable<WorkspaceInput>,
@@ -68,6 +79,11 @@ export interface Provisioner {
   difySchema(): Promise<string>;
   /** Which Dify database this provisioner's queue serves (several Difys may share one Redis). */
   readonly queue: { name: string; database: string };
+  /**
+   * The PostgreSQL server behind the queue: whether another live server claims the same identity
+   * (a physical copy), and rows (of one batch, or all) queued on a server this one does not descend from.
+   */
+  serverStatus(batchId?: string): Promise<ServerStatus>;
   /**
    * Mints a dataset API key for each existing workspace (bound to the given knowledge bases, else
    * workspace-wide), each in its own transaction. The tokens are returned to you once, here: keep
@@ -136,7 +152,11 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
   const enqueueRows = async (open: () => AsyncIterable<CheckedRow>, reopenable: boolean, opts: EnqueueOptions) => {
     const batchId = asBatchId(opts.batchId ?? generatedBatchId());
     const rows = opts.strict ? await strictly(open, reopenable) : open();
-    const summary = await enqueueBatch(rows, { db, queue, redis: rt.redis }, { ...opts, batchId });
+    const summary = await enqueueBatch(
+      rows,
+      { db, queue, redis: rt.redis, lineage: () => rt.server.state.server.lineage },
+      { ...opts, batchId },
+    );
     return Object.assign(handle(batchId), { summary });
   };
   // Each read of the file fills its own InputInfo (--strict reads a file twice); the last one is reported.
@@ -173,6 +193,11 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     workers,
     difySchema: async () => describeSchema(await probeDifySchema(db)),
     queue: { name: rt.dify.queueName, database: rt.dify.database },
+    async serverStatus(batchId) {
+      const { gate, message, server } = await rt.server.refresh();
+      const otherServers = await rowsOfOtherLineages(db, server.chain, batchId);
+      return { gate, ...(message ? { message } : {}), lineage: server.lineage, otherServers };
+    },
     async mintApiKeys(requests, opts = {}) {
       const schema = await probeDifySchema(db);
       const out = [];

@@ -9,6 +9,7 @@ import { probeDifySchema, type DifySchema } from './dify/schema-probe.js';
 import { checkDatabase, createPool, type Db } from './db/pool.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { checkRedis, provisionQueue, redisConnection, type RedisClient } from './queue/connection.js';
+import { watchServer, type ServerWatch } from './queue/server-watch.js';
 import { difyIdentity, type DifyIdentity } from './store/instance.js';
 import type { KeyStorage } from './storage/key-storage.js';
 import { localKeyStorage } from './storage/local.js';
@@ -29,6 +30,8 @@ export interface QueueRuntime extends Runtime {
   readonly schema: DifySchema;
   /** Which Dify database this is; the queue is this Dify's own. */
   readonly dify: DifyIdentity;
+  /** The PostgreSQL server behind it, registered with the queue (a copy sharing the identity shows here). */
+  readonly server: ServerWatch;
 }
 
 export interface RuntimeOptions {
@@ -37,6 +40,8 @@ export interface RuntimeOptions {
   /** PostgreSQL connections; default: the config's dbPoolMax for workers, 4 for the rest. */
   poolMax?: number;
   logger?: Logger;
+  /** How often this process refreshes its server in the queue's registry, and how long an entry lives (tests shorten them). */
+  watch?: { intervalMs?: number; liveMs?: number };
 }
 
 /** PostgreSQL only (doctor, dry-run plans). */
@@ -71,6 +76,7 @@ export async function openQueueRuntime(
   let redis: RedisClient | undefined;
   let schema: DifySchema;
   let dify: DifyIdentity;
+  let server: ServerWatch;
   try {
     schema = await probeDifySchema(base.db);
     await migrate(base.db);
@@ -78,6 +84,14 @@ export async function openQueueRuntime(
     if (target.kind === 'node') await checkComposeHost(cfg.composeHosts, 'REDIS_HOST');
     redis = redisConnection(target, role);
     if (role === 'producer') await checkRedis(redis, target);
+    server = await watchServer(base.db, redis, {
+      prefix: cfg.queuePrefix,
+      queueName: dify.queueName,
+      instance: dify.id,
+      database: dify.database,
+      ...opts.watch,
+      logger: base.logger,
+    });
   } catch (err) {
     redis?.disconnect();
     await base.close();
@@ -85,13 +99,16 @@ export async function openQueueRuntime(
   }
   const queue = provisionQueue(redis, cfg.queuePrefix, dify.queueName);
   const client = redis;
+  server.start();
   return {
     ...base,
     redis: client,
     queue,
     schema,
     dify,
+    server,
     async close() {
+      server.stop();
       await queue.close();
       await Promise.allSettled([client.quit(), base.close()]);
     },

@@ -1,11 +1,13 @@
 // Commands on existing batches: status, wait, report, retry, cancel, batches.
 import type { Config } from '../config.js';
 import { writeNewFile } from '../files.js';
+import type { ServerStatus } from '../provisioner.js';
+import { otherLineageAdvice } from '../queue/server-watch.js';
 import { withProvisioner } from './context.js';
 import type { Provisioner } from '../provisioner.js';
 import { NO_WORKER, STATE_WORDS, type BatchStatus } from '../store/batches.js';
 import { OUTCOMES } from '../types.js';
-import { paintedState, workersWords } from './terminal.js';
+import { escapeControls, paintedState, workersWords } from './terminal.js';
 import { waitAndReport } from './wait-command.js';
 
 /** One line: the batch's state, progress and counts; then what to do, when something is needed. */
@@ -22,6 +24,15 @@ export function formatStatus(s: BatchStatus): string {
 /** "queue … serves Dify database …; N workers". */
 const servesLine = (p: Provisioner, workers: number | null) =>
   `queue ${p.queue.name} serves Dify database "${p.queue.database}"; ${workersWords(workers)}`;
+/** Lines about the PostgreSQL server behind the queue, when something is wrong (else nothing). */
+export function describeServer(server: ServerStatus): string {
+  const lines = server.gate === 'conflict' ? [`warning: ${server.message}`] : [];
+  for (const o of server.otherServers)
+    lines.push(
+      `warning: ${o.rows} row(s) wait for another PostgreSQL server (lineage ${o.lineage}) and are not run here: ${otherLineageAdvice(o.lineage)}`,
+    );
+  return lines.map((l) => `${escapeControls(l)}\n`).join('');
+}
 
 export const statusCommand = (batchId: string, flags: { json?: boolean }, config: Config) =>
   withProvisioner(config, async (p) => {
@@ -33,10 +44,11 @@ export const statusCommand = (batchId: string, flags: { json?: boolean }, config
       withoutJob > 0
         ? `${withoutJob} row(s) wait without a job in Redis (it was flushed, or failed over without persistence): a running worker queues them again within about two minutes (or re-run the ingest)\n`
         : '';
+    const server = await p.serverStatus(batchId);
     process.stdout.write(
       flags.json
-        ? `${JSON.stringify({ ...s, withoutJob, difySchema: dify, queue: p.queue })}\n`
-        : `${formatStatus(s)}\n${lost}${dify}; ${servesLine(p, s.workers)}\n`,
+        ? `${JSON.stringify({ ...s, withoutJob, difySchema: dify, queue: p.queue, server })}\n`
+        : `${formatStatus(s)}\n${lost}${dify}; ${servesLine(p, s.workers)}\n${describeServer(server)}`,
     );
     return 0;
   });

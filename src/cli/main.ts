@@ -96,10 +96,24 @@ function buildProgram(exit: (code: number) => void): Command {
           handleSignals: true,
           gracePeriodMs: flags.gracePeriod * 1000,
           lockDurationMs: flags.lockDurationMs,
+          // The identity changed under it (`identity --new` on a copy): stopped; exit non-zero so a supervisor restarts it on the new queue.
+          onIdentityMoved: () => {
+            process.exitCode = 1;
+          },
           ...(flags.rateLimit ? { limiter: flags.rateLimit } : {}),
         });
       },
     );
+
+  program
+    .command('identity')
+    .description(
+      'which identity (and queue) this Dify database has, and whether another live PostgreSQL server claims it (a physical copy)',
+    )
+    .option('--new', 'on a physical copy (pg_basebackup, a copied volume, a snapshot): give it an identity and a queue of its own')
+    .option('--adopt <lineage>', 'rows queued under this earlier lineage of this server are run here (a crash restart no worker saw)')
+    .option('--json', 'print as JSON')
+    .action(async (flags) => exit(await (await import('./identity-command.js')).identityCommand(flags, await config())));
 
   program
     .command('status')

@@ -92,9 +92,15 @@ function needsSeal(row: Extract<CheckedRow, { ok: true }>): RejectedRow {
 
 type Settings = EnqueueOptions & { batchId: string };
 
+export interface EnqueueDeps extends QueueDeps {
+  db: Db;
+  /** The lineage of the server the rows are queued on (the runtime's server watch), stamped on each job. */
+  lineage?: () => string;
+}
+
 export async function enqueueBatch(
   rows: AsyncIterable<CheckedRow> | Iterable<CheckedRow>,
-  deps: { db: Db } & QueueDeps,
+  deps: EnqueueDeps,
   opts: Settings,
 ): Promise<EnqueueSummary> {
   const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0, likelyDuplicates: 0 };
@@ -113,7 +119,7 @@ export async function enqueueBatch(
       mintDatasetKeys: opts.mintDatasetKeys ?? false,
       ...(sealTo ? { sealTo } : {}),
     });
-    await recordRows(rows, tx, opts, sealTo, summary);
+    await recordRows(rows, tx, { ...opts, lineage: deps.lineage?.() }, sealTo, summary);
     await finishIngest(tx, opts.batchId);
   });
   // 2. Exactly the specs stored are queued (a row recorded by an earlier run whose job is gone
@@ -143,7 +149,7 @@ export class BatchTooLargeError extends ProvisionError {
 async function recordRows(
   rows: AsyncIterable<CheckedRow> | Iterable<CheckedRow>,
   tx: Tx,
-  opts: Settings,
+  opts: Settings & { lineage: string | undefined },
   sealTo: string | undefined,
   summary: EnqueueSummary,
 ): Promise<void> {
@@ -164,7 +170,7 @@ async function recordRows(
       if (isLikelyDuplicate(row.errors)) summary.likelyDuplicates++;
       opts.onRejected?.(row);
     }
-    const specs = chunk.map((r) => (r.ok ? specOf(r.line, r.row, opts) : null));
+    const specs = chunk.map((r) => (r.ok ? specOf(r.line, r.row, opts, opts.lineage) : null));
     const json = JSON.stringify(chunk.map((r, i) => ingested(r, specs[i] ?? null)));
     bytes += Buffer.byteLength(json);
     if (bytes > maxBytes)
@@ -250,7 +256,7 @@ function compare(chunk: CheckedRow[], specs: (JobData | null)[], earlier: Earlie
   return { queued, alreadyInBatch };
 }
 
-function specOf(line: number, row: WorkspaceRow, opts: Settings): JobData {
+function specOf(line: number, row: WorkspaceRow, opts: Settings, lineage: string | undefined): JobData {
   return {
     batchId: opts.batchId,
     line,
@@ -263,5 +269,6 @@ function specOf(line: number, row: WorkspaceRow, opts: Settings): JobData {
     ...(row.externalId !== undefined ? { externalId: row.externalId } : {}),
     createMissingAccounts: opts.createMissingOwners ?? false,
     mintDatasetKey: row.datasetApiKey ?? opts.mintDatasetKeys ?? false,
+    ...(lineage ? { lineage } : {}),
   };
 }

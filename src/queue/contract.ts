@@ -27,6 +27,8 @@ export const JobDataSchema = z.strictObject({
   createMissingAccounts: z.boolean().default(false),
   /** Mint a workspace-wide dataset API key, sealed to the batch's operator key. */
   mintDatasetKey: z.boolean().default(false),
+  /** The lineage of the PostgreSQL server the row was queued on (store/server.ts); absent on rows queued before it existed. */
+  lineage: z.string().refine(isStrictUuid, 'must be a lower-case strict UUID').optional(),
 });
 export type JobData = z.output<typeof JobDataSchema>;
 

@@ -19,8 +19,13 @@ export interface LocalServices {
   stop(opts?: { keep?: boolean }): Promise<void>;
   /** Restarts Redis on the same port and data (for crash tests with appendonly on). */
   restartRedis(): Promise<void>;
-  /** Restarts PostgreSQL on the same port and data. */
-  restartPostgres(): Promise<void>;
+  /** Restarts PostgreSQL on the same port and data (`crash`: an immediate shutdown, so it starts with crash recovery). */
+  restartPostgres(opts?: { crash?: boolean }): Promise<void>;
+  /**
+   * A physical copy of the running PostgreSQL (pg_basebackup, as staging is made from production),
+   * started on a port of its own; its URL names the same database as the original's.
+   */
+  copyPostgres(): Promise<{ databaseUrl: string; stop(): Promise<void> }>;
 }
 
 export interface StartOptions {
@@ -69,9 +74,13 @@ export async function startLocalServices(opts: StartOptions): Promise<LocalServi
       await redis.stop();
       await redis.start();
     },
-    async restartPostgres() {
-      await pg.stop();
+    async restartPostgres(restartOpts) {
+      await pg.stop(restartOpts?.crash ? 'immediate' : 'fast');
       await pg.start();
+    },
+    async copyPostgres() {
+      const copy = await pg.copy();
+      return { databaseUrl: `postgres://postgres@127.0.0.1:${copy.port}/postgres`, stop: () => copy.stop() };
     },
   };
 }
@@ -139,7 +148,10 @@ interface Server {
   start(): Promise<void>;
   stop(): Promise<void>;
 }
-type PgServer = Server;
+interface PgServer extends Server {
+  stop(mode?: 'fast' | 'immediate'): Promise<void>;
+  copy(): Promise<PgServer>;
+}
 
 async function startRedis(redisServer: string, dir: string, appendOnly: boolean): Promise<Server> {
   const port = await freePort();
@@ -170,28 +182,62 @@ async function startPostgres(pgBin: string, dir: string): Promise<PgServer> {
   const port = await freePort();
   const dataDir = join(dir, 'pg');
   const sockDir = join(dir, 'pgsock');
-  const logFile = join(dir, 'postgres.log');
   await mkdir(sockDir, { recursive: true });
   const asPg = await pgRunner();
   await asPg.prepare([dir, sockDir]);
   await asPg.run(join(pgBin, 'initdb'), ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8', '-N']);
-  await writeFile(join(dir, 'pg-options'), `-p ${port} -k ${sockDir} -c listen_addresses=127.0.0.1 -c max_connections=300`);
-  const server: PgServer = {
-    port,
-    async start() {
-      const options = await readFile(join(dir, 'pg-options'), 'utf8');
-      await asPg.run(join(pgBin, 'pg_ctl'), ['-D', dataDir, '-l', logFile, '-o', options, '-w', '-t', '60', 'start']);
-    },
-    async stop() {
-      await asPg.run(join(pgBin, 'pg_ctl'), ['-D', dataDir, '-m', 'fast', '-w', 'stop']).catch(() => {});
-    },
-  };
+  const server = pgServer(pgBin, asPg, dir, dataDir, port, sockDir, '');
   await server.start();
   return server;
 }
 
+/** One PostgreSQL data folder served on `port` (`name` tells copies' options and logs apart). */
+function pgServer(pgBin: string, asPg: PgRunner, dir: string, dataDir: string, port: number, sockDir: string, name: string): PgServer {
+  let copies = 0;
+  const optionsFile = join(dir, `pg-options${name}`);
+  const server: PgServer = {
+    port,
+    async start() {
+      if (!existsSync(optionsFile))
+        await writeFile(optionsFile, `-p ${port} -k ${sockDir} -c listen_addresses=127.0.0.1 -c max_connections=300`);
+      const options = await readFile(optionsFile, 'utf8');
+      await asPg.run(join(pgBin, 'pg_ctl'), [
+        '-D',
+        dataDir,
+        '-l',
+        join(dir, `postgres${name}.log`),
+        '-o',
+        options,
+        '-w',
+        '-t',
+        '60',
+        'start',
+      ]);
+    },
+    async stop(mode = 'fast') {
+      await asPg.run(join(pgBin, 'pg_ctl'), ['-D', dataDir, '-m', mode, '-w', 'stop']).catch(() => {});
+    },
+    async copy() {
+      const copyName = `${name}-copy${++copies}`;
+      const copyDir = join(dir, `pg${copyName}`);
+      // initdb's pg_hba.conf lets local users replicate, and wal_level is replica by default.
+      // prettier-ignore
+      await asPg.run(join(pgBin, 'pg_basebackup'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-D', copyDir, '-X', 'stream', '-c', 'fast']);
+      const copy = pgServer(pgBin, asPg, dir, copyDir, await freePort(), sockDir, copyName);
+      await copy.start();
+      return copy;
+    },
+  };
+  return server;
+}
+
 /** PostgreSQL refuses to run as root: as root, run its binaries as the `postgres` user. */
-async function pgRunner(): Promise<{ prepare(dirs: string[]): Promise<void>; run(cmd: string, args: string[]): Promise<void> }> {
+interface PgRunner {
+  prepare(dirs: string[]): Promise<void>;
+  run(cmd: string, args: string[]): Promise<void>;
+}
+
+async function pgRunner(): Promise<PgRunner> {
   const isRoot = process.getuid?.() === 0;
   if (!isRoot) {
     return { prepare: async () => {}, run: async (cmd, args) => void (await run(cmd, args)) };

@@ -74,6 +74,11 @@ export async function recordedSpec<Spec>(db: Db, batchId: string, line: number):
 export interface AttemptStart {
   /** The job is exactly what ingest recorded for its row, in the row's current round. */
   matches: boolean;
+  /**
+   * The row was queued under this server's lineage (or one before it) and the server still has
+   * that lineage: false for a row of the server this database was copied from (nothing was done).
+   */
+  ours: boolean;
   /** The key and round of the row ingest recorded at the job's batch and line, if any. */
   recordedKey?: string;
   recordedRound?: number;
@@ -86,11 +91,18 @@ export interface AttemptStart {
   accounts: Account[];
 }
 
+/** The server a worker runs on, as it last saw it (store/server.ts). */
+export interface OwnLineage {
+  lineage: string;
+  chain: string[];
+}
+
 /**
  * queued/active → active (one more attempt), only for a job that is exactly what ingest
  * recorded, in the row's current round (a copy of an earlier round's job, or of a failed one,
- * starts nothing); returns the row's outcome before, the ledger entry for its key, whether its
- * tenant id is taken, and the accounts behind its emails.
+ * starts nothing), and queued on this server (`own`: a row of another server's lineage is left
+ * as it is); returns the row's outcome before, the ledger entry for its key, whether its tenant
+ * id is taken, and the accounts behind its emails.
  */
 export async function startAttempt(
   db: Db,
@@ -98,10 +110,12 @@ export async function startAttempt(
   round: number,
   attempt: number,
   emails: string[],
+  own?: OwnLineage,
 ): Promise<AttemptStart> {
   const { rows } = await db.query<
     {
       matches: boolean;
+      ours: boolean;
       recorded_key: string | null;
       recorded_round: number | null;
       outcome: Outcome | null;
@@ -110,12 +124,16 @@ export async function startAttempt(
     } & KnownColumns
   >(
     `WITH mine AS (
-       SELECT outcome, idempotency_key, round, spec = $7::jsonb AND round = $8 AS matches FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2
+       SELECT outcome, idempotency_key, round, spec = $7::jsonb AND round = $8 AS matches,
+              $9::text IS NULL OR ((NOT spec ? 'lineage' OR spec->>'lineage' = ANY($10::text[]))
+                                   AND EXISTS (SELECT 1 FROM ${SCHEMA}.server WHERE lineage::text = $9)) AS ours
+         FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2
      ), started AS (
        UPDATE ${SCHEMA}.rows SET outcome = 'active', attempts = $3, updated_at = now()
         WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active') AND spec = $7::jsonb AND round = $8
+          AND (SELECT ours FROM mine)
      )
-     SELECT COALESCE((SELECT matches FROM mine), false) AS matches,
+     SELECT COALESCE((SELECT matches FROM mine), false) AS matches, COALESCE((SELECT ours FROM mine), true) AS ours,
             (SELECT idempotency_key FROM mine) AS recorded_key,
             (SELECT round FROM mine) AS recorded_round,
             (SELECT outcome FROM mine) AS outcome,
@@ -125,12 +143,24 @@ export async function startAttempt(
                FROM accounts a WHERE lower(a.email) = ANY($6::text[])) AS accounts
        FROM (SELECT 1) AS one
        ${knownJoin('$4')}`,
-    [job.batchId, job.line, attempt, job.key, job.tenantId, emails.map((e) => e.toLowerCase()), JSON.stringify(job), round],
+    [
+      job.batchId,
+      job.line,
+      attempt,
+      job.key,
+      job.tenantId,
+      emails.map((e) => e.toLowerCase()),
+      JSON.stringify(job),
+      round,
+      own?.lineage ?? null,
+      own?.chain ?? [],
+    ],
   );
   const r = rows[0]!;
   const known = knownOf(r);
   return {
     matches: r.matches,
+    ours: r.ours,
     ...(r.recorded_key ? { recordedKey: r.recorded_key } : {}),
     ...(r.recorded_round !== null ? { recordedRound: r.recorded_round } : {}),
     ...(r.outcome ? { outcome: r.outcome } : {}),
@@ -227,8 +257,10 @@ export async function recordCreated(tx: Tx, key: string, f: Finished): Promise<v
  */
 export async function requeue<Spec>(db: Db, batchId: string, from: 'failed' | 'cancelled'): Promise<{ spec: Spec; round: number }[]> {
   const { rows } = await db.query<{ spec: Spec; round: number }>(
+    // Queued again here, so it is this server's now: its spec takes the server's lineage.
     `UPDATE ${SCHEMA}.rows
-        SET outcome = 'queued', round = round + 1, error = NULL, attempts = 0, finished_at = NULL, updated_at = now()
+        SET outcome = 'queued', round = round + 1, error = NULL, attempts = 0, finished_at = NULL, updated_at = now(),
+            spec = spec || COALESCE((SELECT jsonb_build_object('lineage', lineage::text) FROM ${SCHEMA}.server), '{}')
       WHERE batch_id = $1 AND outcome = $2 AND spec IS NOT NULL
       RETURNING spec, round`,
     [batchId, from],

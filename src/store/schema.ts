@@ -92,6 +92,24 @@ const MIGRATIONS: string[] = [
     END IF;
   END $$;
   `,
+  `
+  -- Which running server a row was queued on (store/server.ts). The lineage lives in an UNLOGGED
+  -- table: it survives a clean restart, and is emptied by crash recovery and left out of every
+  -- physical copy (pg_basebackup, a copied volume or snapshot of a running server), so a copy
+  -- gets a lineage of its own. A process that saw one lineage replaced by another on its own
+  -- connection (a crash restart, a failover) records the succession here.
+  CREATE UNLOGGED TABLE ${SCHEMA}.server (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    lineage uuid NOT NULL,
+    since   timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE TABLE ${SCHEMA}.lineage (
+    lineage     uuid NOT NULL,
+    predecessor uuid NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (lineage, predecessor)
+  );
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -1,12 +1,13 @@
 // The BullMQ processor: validates a job, provisions its workspace, and decides what a failure
 // means: permanent (UnrecoverableError, recorded at once) or transient (retried with backoff).
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { isConnectionError, type RedisClient } from '../queue/connection.js';
 import type { Logger } from 'pino';
 import { describeError, RowError } from '../errors.js';
 import { JobDataSchema, jobIdFor, roundOfJobId, type JobResult } from '../queue/contract.js';
 import { failIfOpen, noteRetry, recordOutcome } from '../store/rows.js';
-import { ForeignJobError, NotQueuedError, provisionWorkspace, type ProvisionDeps } from './provision-workspace.js';
+import type { ServerWatch } from '../queue/server-watch.js';
+import { ForeignJobError, NotQueuedError, OtherServerError, provisionWorkspace, type ProvisionDeps } from './provision-workspace.js';
 
 export interface ProcessorOptions {
   connection: RedisClient;
@@ -19,6 +20,14 @@ export interface ProcessorOptions {
   /** How long a job's lock lasts; a killed worker's jobs return to the queue after about this long. */
   lockDurationMs?: number;
   logger: Logger;
+  /**
+   * The server this worker runs on and who else claims the queue (queue/server-watch.ts): the
+   * worker starts paused and takes jobs only while the gate is open; a job queued on another
+   * server is handed back (delayed by `leaveMs`), neither run nor failed.
+   */
+  watch?: ServerWatch;
+  /** How long a job left for another server waits before any worker sees it again (default 10 s). */
+  leaveMs?: number;
 }
 
 // PostgreSQL errors that no retry can fix: bad data (22…) and integrity violations (23…).
@@ -34,7 +43,14 @@ const isOwnJob = (job: Job, batchId: string, err: ForeignJobError) =>
 
 export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOptions): Worker<unknown, JobResult> {
   const log = opts.logger;
-  const processor = async (job: Job<unknown, JobResult>): Promise<JobResult> => {
+  const watch = opts.watch;
+  // Back to the queue untouched (attempts not counted), for the server it was queued on.
+  const leave = async (job: Job, token: string | undefined, why: string): Promise<never> => {
+    log.debug({ jobId: job.id, outcome: 'left' }, why);
+    await job.moveToDelayed(Date.now() + (opts.leaveMs ?? 10_000), token);
+    throw new DelayedError();
+  };
+  const processor = async (job: Job<unknown, JobResult>, token?: string): Promise<JobResult> => {
     const parsed = JobDataSchema.safeParse(job.data);
     if (!parsed.success) {
       const reason = `job ${job.id} carries malformed data (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}): refused, nothing was created`;
@@ -48,6 +64,11 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
       throw new UnrecoverableError(reason);
     }
     const data = parsed.data;
+    if (watch) {
+      const { gate, server } = watch.state;
+      if (gate !== 'open') return leave(job, token, `not taking jobs: ${gate}`);
+      if (data.lineage && !server.chain.includes(data.lineage)) return leave(job, token, 'queued on another PostgreSQL server');
+    }
     const attempt = job.attemptsMade + 1;
     const started = performance.now();
     const fields = { batchId: data.batchId, line: data.line, tenantId: data.tenantId, attempt };
@@ -65,6 +86,11 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
     } catch (err) {
       const reason = describeError(err);
       const ms = Math.round(performance.now() - started);
+      if (err instanceof OtherServerError) {
+        // This server may have just restarted or taken over: look again before the next job.
+        void watch?.refresh().catch(() => {});
+        return leave(job, token, err.message);
+      }
       if (err instanceof ForeignJobError || err instanceof NotQueuedError) {
         if (err instanceof ForeignJobError && isOwnJob(job, data.batchId, err)) await failIfOpen(deps.db, data.batchId, data.line, reason);
         log.warn({ jobId: job.id, batchId: data.batchId, line: data.line, outcome: 'refused' }, reason);
@@ -97,6 +123,8 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
     ...(opts.limiter ? { limiter: { max: opts.limiter.max, duration: opts.limiter.durationMs } } : {}),
     // A job is safe to run twice (the ledger), so a worker killed mid-job may hand it back often.
     maxStalledCount: 10,
+    // With a server watch, jobs are taken only once the gate opens (run-worker resumes it).
+    ...(watch ? { autorun: false } : {}),
     ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs, stalledInterval: opts.lockDurationMs } : {}),
   });
   // A job can also fail outside the processor (stalled too often): its row still needs an answer,

@@ -14,7 +14,7 @@ import type { JobData } from '../queue/contract.js';
 import type { DeployedKey, KeyStorage } from '../storage/key-storage.js';
 import { answerKnown, checkLocked, findLedgerEntry, type LedgerEntry } from '../store/ledger.js';
 import { lockKeyAndTenant, removeUnlessTenantExists } from '../store/locks.js';
-import { recordCreated, recordOutcome, startAttempt, type Finished } from '../store/rows.js';
+import { recordCreated, recordOutcome, startAttempt, type Finished, type OwnLineage } from '../store/rows.js';
 import { storeSealed } from '../store/sealed-secrets.js';
 import type { Account } from '../types.js';
 
@@ -28,6 +28,8 @@ export interface ProvisionDeps {
   scoping?: Scoping;
   /** The operator key each batch seals minted API keys to. */
   sealKeys?: { get(batchId: string): Promise<KeyObject | undefined> };
+  /** The server this worker runs on (its lineage): rows queued on another server are left to it. */
+  own?: () => OwnLineage;
 }
 
 export type ProvisionOutcome =
@@ -61,6 +63,11 @@ export class NotQueuedError extends RowError {
   }
 }
 
+/** The job's row was queued on another PostgreSQL server (the one this database was copied from): left to it. */
+export class OtherServerError extends Error {
+  override readonly name: string = 'OtherServerError';
+}
+
 type Role = JobData['members'][number]['role'];
 type Wanted = { owner: Account | MissingAccount; members: { account: Account | MissingAccount; role: Role }[] };
 
@@ -82,7 +89,8 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   // 1. Ours to run (the row ingest recorded, queued in this round), and not provisioned already
   //    (an earlier batch, a re-ingest, or a run that lost its lock)?
   const emails = [job.ownerEmail, ...job.members.map((m) => m.email)];
-  const start = await startAttempt(deps.db, job, round, attempt, emails);
+  const start = await startAttempt(deps.db, job, round, attempt, emails, deps.own?.());
+  if (!start.ours) throw new OtherServerError(`row ${job.batchId}:${job.line} was queued on another PostgreSQL server`);
   if (!start.matches) throw new ForeignJobError(start.recordedKey, start.recordedRound);
   if (start.outcome === 'cancelled') return { kind: 'cancelled' };
   if (start.outcome === 'created' || start.outcome === 'existing') {

@@ -11,6 +11,7 @@ import { describeError } from '../errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { redisTargetOf } from '../config.js';
 import { openKeyStorage, openQueueRuntime } from '../runtime.js';
+import type { ServerWatch, WatchState } from '../queue/server-watch.js';
 import type { KeyStorage } from '../storage/key-storage.js';
 import { sealKeyCache } from '../store/sealed-secrets.js';
 import { createProvisionWorker } from './processor.js';
@@ -32,6 +33,12 @@ export interface RunWorkerOptions {
   wrapStorage?: (real: KeyStorage) => KeyStorage;
   /** With handleSignals: how long the first signal lets in-flight jobs finish; default 30 s. */
   gracePeriodMs?: number;
+  /** The server registry's timing (queue/server-watch.ts); tests shorten it. */
+  watch?: { intervalMs?: number; liveMs?: number };
+  /** How long a job left for another server waits before it is seen again. */
+  leaveMs?: number;
+  /** Called once when this database's identity changed under the worker (`identity --new`); the worker has stopped by then. */
+  onIdentityMoved?: (message: string) => void;
 }
 
 export interface RunningWorker {
@@ -44,7 +51,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
   const logger = opts.logger ?? createLogger(config.logLevel, 1);
   const concurrency = opts.concurrency ?? config.workerConcurrency;
   // The runtime checks the database is a Dify it knows before anything of ours is created there.
-  const rt = await openQueueRuntime(config, { role: 'worker', logger });
+  const rt = await openQueueRuntime(config, { role: 'worker', logger, ...(opts.watch ? { watch: opts.watch } : {}) });
   try {
     const { schema } = rt;
     const real = await openKeyStorage(rt.config);
@@ -58,6 +65,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
         writer: workspaceWriter(schema, rt.config.trialCredits),
         scoping: schema.scoping,
         sealKeys: sealKeyCache(rt.db),
+        own: () => rt.server.state.server,
       },
       {
         connection: rt.redis,
@@ -67,6 +75,8 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
         logger,
         ...(opts.limiter ? { limiter: opts.limiter } : {}),
         ...(opts.lockDurationMs ? { lockDurationMs: opts.lockDurationMs } : {}),
+        watch: rt.server,
+        ...(opts.leaveMs ? { leaveMs: opts.leaveMs } : {}),
       },
     );
     const watch = watchRedis(rt.redis, worker, redisTargetOf(rt.config)!, logger);
@@ -81,6 +91,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       return closing;
     };
     if (opts.handleSignals) installSignalHandlers(close, handBack(worker), watch, logger, opts.gracePeriodMs ?? 30_000);
+    gateOnServer(rt.server, worker, logger, () => close(), opts.onIdentityMoved);
     logger.info(
       {
         concurrency,
@@ -98,6 +109,34 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
     await rt.close();
     throw err;
   }
+}
+
+/**
+ * Takes jobs only while no other live server claims this identity (queue/server-watch.ts): a
+ * conflict pauses the worker and says what to run; an identity changed under it stops it.
+ */
+function gateOnServer(
+  watch: ServerWatch,
+  worker: Worker,
+  logger: Logger,
+  stop: () => Promise<void>,
+  onMoved?: (message: string) => void,
+): void {
+  const apply = (state: WatchState) => {
+    if (state.gate === 'open') {
+      void worker.resume();
+      return;
+    }
+    void worker.pause(true);
+    if (state.gate === 'conflict') logger.error({ others: state.others.map((o) => `${o.lineage}@${o.host}`) }, state.message);
+    else if (state.gate === 'waiting') logger.info(state.message);
+    else {
+      logger.error(state.message);
+      void stop().then(() => onMoved?.(state.message!));
+    }
+  };
+  watch.onChange((now) => apply(now));
+  apply(watch.state);
 }
 
 /**

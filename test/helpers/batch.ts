@@ -24,7 +24,7 @@ export async function ingestCsv(
   try {
     return await enqueueBatch(
       readRows(Readable.from([Buffer.from(csv)])),
-      { db: env.db, queue: rt.queue, redis: rt.redis },
+      { db: env.db, queue: rt.queue, redis: rt.redis, lineage: () => rt.server.state.server.lineage },
       {
         batchId,
         retry: { attempts: opts.attempts ?? 5, backoffMs: opts.backoffMs ?? 50 },

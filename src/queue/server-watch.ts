@@ -1,0 +1,266 @@
+// Which live PostgreSQL servers claim this Dify's queue. Every process with a queue (workers,
+// ingest, the dashboard, the CLI) registers the server it is connected to in Redis, under the
+// queue, and refreshes that every few seconds. Two servers that were both alive at once (each
+// answered after the other started) share one identity: one is a physical copy of the other.
+// Workers then take no jobs until the copy has an identity of its own (`identity --new`).
+// A server seen shortly before this one started is a restart until it answers again: workers
+// wait until it is no longer live (at most `liveMs`) before taking jobs.
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import type { Db } from '../db/pool.js';
+import { describeError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { observeServer, recordSuccession, type ServerView } from '../store/server.js';
+import type { RedisClient } from './connection.js';
+
+/** What this process may do with the queue's jobs: take them, wait, or stop. */
+export type Gate = 'open' | 'waiting' | 'conflict' | 'moved';
+
+/** One server as the registry holds it. */
+export interface ServerEntry {
+  lineage: string;
+  since: string;
+  started: string;
+  seen: string;
+  instance: string;
+  database: string;
+  /** The host of the process that last refreshed it. */
+  host: string;
+  /** Redis' clock (ms) at that refresh. */
+  at: number;
+}
+
+const micro = z.string().regex(/^[0-9]{1,19}$/);
+const EntrySchema = z.object({
+  lineage: z.string().max(64),
+  since: z.string().max(64),
+  started: micro,
+  seen: micro,
+  instance: z.string().max(64),
+  database: z.string().max(255),
+  host: z.string().max(255),
+  at: z.number(),
+});
+
+export interface WatchState {
+  gate: Gate;
+  server: ServerView;
+  /** The servers behind a conflict, or those waited for. */
+  others: ServerEntry[];
+  /** What is happening and what to do, for logs and `status` (undefined when open). */
+  message?: string;
+}
+
+export interface ServerWatchOptions {
+  prefix: string;
+  queueName: string;
+  /** The identity this process serves (store/instance.ts). */
+  instance: string;
+  database: string;
+  /** How often to refresh (default 5 s). */
+  intervalMs?: number;
+  /** A server not refreshed for this long is gone (default 30 s). */
+  liveMs?: number;
+  logger?: Logger;
+}
+
+export interface ServerWatch {
+  readonly state: WatchState;
+  /** Observes the server and the registry now (concurrent calls share one refresh). */
+  refresh(): Promise<WatchState>;
+  /** Calls `fn` after each refresh whose gate differs from the one before. */
+  onChange(fn: (now: WatchState, before: WatchState) => void): void;
+  /** Refreshes every `intervalMs` until `stop`. */
+  start(): void;
+  stop(): void;
+}
+
+export const DEFAULT_WATCH = { intervalMs: 5_000, liveMs: 30_000 };
+/** Entries not refreshed for a day are removed. */
+const FORGET_MS = 24 * 3600_000;
+
+// Writes this server's entry (its `seen` only moves forward) stamped with Redis' own clock, drops
+// entries gone for a day, and returns Redis' time and every entry: one round trip.
+const BEAT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local entry = cjson.decode(ARGV[2])
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local o = cjson.decode(old)
+  if tonumber(o.seen) > tonumber(entry.seen) then entry.seen = o.seen end
+end
+entry.at = now
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local e = cjson.decode(all[i + 1])
+  if now - tonumber(e.at) > tonumber(ARGV[3]) then redis.call('HDEL', KEYS[1], all[i]) else table.insert(out, all[i + 1]) end
+end
+return {tostring(now), out}`;
+
+export const registryKey = (prefix: string, queueName: string) => `${prefix}:${queueName}:servers`;
+const fieldOf = (s: { lineage: string; started: string }) => `${s.lineage}@${s.started}`;
+const big = (micros: string) => BigInt(micros);
+const when = (micros: string) => new Date(Number(big(micros) / 1000n)).toISOString();
+
+/**
+ * Judges the registry from this server's side: a live server that answered after this one
+ * started, while this one answered after it started, is a second server with this identity.
+ */
+export function judge(
+  self: ServerView,
+  entries: ServerEntry[],
+  now: number,
+  liveMs: number,
+  /** Servers this process itself was connected to before (its own connection saw them restart). */
+  earlier: ReadonlySet<string> = new Set(),
+): { gate: Gate; others: ServerEntry[] } {
+  const conflicts: ServerEntry[] = [];
+  const pending: ServerEntry[] = [];
+  for (const e of entries) {
+    const field = fieldOf(e);
+    if (field === fieldOf(self) || e.instance !== self.instance || now - e.at > liveMs) continue;
+    if (earlier.has(field) && big(e.seen) <= big(self.started)) continue;
+    if (big(e.seen) > big(self.started) && big(self.seen) > big(e.started)) conflicts.push(e);
+    else pending.push(e);
+  }
+  if (conflicts.length > 0) return { gate: 'conflict', others: conflicts };
+  if (pending.length > 0) return { gate: 'waiting', others: pending };
+  return { gate: 'open', others: [] };
+}
+
+export function conflictMessage(queueName: string, database: string, self: ServerView, others: ServerEntry[]): string {
+  const other = others[0]!;
+  const mine = self.since.getTime();
+  const theirs = Date.parse(other.since);
+  const hint =
+    mine === theirs
+      ? 'both carry one lineage (a copy of a stopped server): only you know which one is the copy'
+      : mine > theirs
+        ? 'this server\u2019s lineage began later: this one is most likely the copy'
+        : 'the other server\u2019s lineage began later: that one is most likely the copy';
+  return (
+    `identity conflict: queue ${queueName} (Dify database "${database}") is claimed by two live PostgreSQL servers: ` +
+    `this one (lineage ${self.lineage} since ${self.since.toISOString()}, started ${when(self.started)}) and another ` +
+    `(lineage ${other.lineage} since ${other.since}, started ${when(other.started)}, refreshed from host ${other.host}); ` +
+    `${hint}. A physical copy (pg_basebackup, a copied volume, a snapshot) keeps its original's identity: the workers of this ` +
+    `queue take no jobs until one of them has its own. On the copy, not on the original, run \`dify-provision identity --new\` ` +
+    `(with the copy's DATABASE_URL): the copy gets a queue of its own and queues nothing of the original; then restart its workers.`
+  );
+}
+
+const waitingMessage = (others: ServerEntry[], liveMs: number) =>
+  `waiting (at most ${Math.round(liveMs / 1000)} s) before taking jobs: server ${others[0]!.lineage}@${when(others[0]!.started)} ` +
+  `claimed this identity until shortly before this server started (a restart, or a copy not seen since)`;
+
+export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchOptions): Promise<ServerWatch> {
+  const intervalMs = opts.intervalMs ?? DEFAULT_WATCH.intervalMs;
+  const liveMs = opts.liveMs ?? DEFAULT_WATCH.liveMs;
+  const key = registryKey(opts.prefix, opts.queueName);
+  const listeners: ((now: WatchState, before: WatchState) => void)[] = [];
+  let state: WatchState | undefined;
+  let running: Promise<WatchState> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const earlier = new Set<string>();
+
+  const observe = async (): Promise<WatchState> => {
+    let server = await observeServer(db);
+    const before = state?.server;
+    // The lineage changed under this process's own connection with the identity unchanged: the
+    // server recovered from a crash or failed over. Its rows are this server's.
+    if (before && before.lineage !== server.lineage && before.instance === opts.instance && server.instance === opts.instance) {
+      await recordSuccession(db, server.lineage, before.lineage);
+      opts.logger?.info(
+        { lineage: server.lineage, predecessor: before.lineage },
+        'PostgreSQL restarted after a crash or failed over: its queued rows are taken here',
+      );
+      server = await observeServer(db);
+    }
+    if (server.instance !== opts.instance) {
+      return {
+        gate: 'moved',
+        server,
+        others: [],
+        message: `this database's identity changed (to ${server.instance ?? 'none'}; \`dify-provision identity --new\` was run): this process serves the old queue ${opts.queueName} and takes no more jobs; restart it`,
+      };
+    }
+    const entry = {
+      lineage: server.lineage,
+      since: server.since.toISOString(),
+      started: server.started,
+      seen: server.seen,
+      instance: opts.instance,
+      database: opts.database,
+      host: hostname(),
+    };
+    const [now, raw] = (await redis.eval(BEAT, 1, key, fieldOf(server), JSON.stringify(entry), String(FORGET_MS))) as [string, string[]];
+    // Redis is not trusted: an entry that is not well-formed is ignored (a forged one can only pause workers).
+    const entries = raw.flatMap((r) => {
+      try {
+        const e = EntrySchema.safeParse(JSON.parse(r));
+        return e.success ? [e.data] : [];
+      } catch {
+        return [];
+      }
+    });
+    if (before && before.instance === opts.instance && fieldOf(before) !== fieldOf(server)) earlier.add(fieldOf(before));
+    const { gate, others } = judge(server, entries, Number(now), liveMs, earlier);
+    const message =
+      gate === 'conflict'
+        ? conflictMessage(opts.queueName, opts.database, server, others)
+        : gate === 'waiting'
+          ? waitingMessage(others, liveMs)
+          : undefined;
+    return { gate, server, others, ...(message ? { message } : {}) };
+  };
+
+  const refresh = (): Promise<WatchState> => {
+    running ??= observe()
+      .then((next) => {
+        const before = state;
+        state = next;
+        if (before && before.gate !== next.gate) for (const fn of listeners) fn(next, before);
+        return next;
+      })
+      .finally(() => {
+        running = undefined;
+      });
+    return running;
+  };
+
+  await refresh();
+  return {
+    get state() {
+      return state!;
+    },
+    refresh,
+    onChange: (fn) => void listeners.push(fn),
+    start() {
+      timer ??= setInterval(() => {
+        refresh().catch((err) => opts.logger?.warn({ error: describeError(err) }, 'could not refresh this server in the registry'));
+      }, intervalMs);
+      timer.unref();
+    },
+    stop() {
+      clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}
+
+/** Removes one server from a queue's registry (the copy's entry under the identity it gave up). */
+export async function forgetServer(
+  redis: RedisClient,
+  prefix: string,
+  queueName: string,
+  server: { lineage: string; started: string },
+): Promise<void> {
+  await redis.hdel(registryKey(prefix, queueName), fieldOf(server));
+}
+
+/** What to run when rows wait for a server this one does not descend from. */
+export const otherLineageAdvice = (lineage: string) =>
+  `if this database is that server, restarted after a crash while no dify-provision process was connected, run ` +
+  `\`dify-provision identity --adopt ${lineage}\`; if it is a copy of it, run \`dify-provision identity --new\` here`;
