@@ -230,7 +230,10 @@ export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchO
     return running;
   };
 
-  await refresh();
+  // The server itself now; the registry in the background (a worker must start, and say so,
+  // while Redis is down): the gate stays closed until the first refresh has judged the registry.
+  state = { gate: 'waiting', server: await observeServer(db), others: [], message: 'registering this server with the queue' };
+  void refresh().catch((err) => opts.logger?.warn({ error: describeError(err) }, 'could not register this server with the queue yet'));
   return {
     get state() {
       return state!;
