@@ -153,19 +153,9 @@ describe('provisioning a batch', () => {
   it('a job that runs twice at once (a lost lock) creates the workspace once', async () => {
     await migrate(env.db);
     await ingestCsv(env, csvOf([{ workspace_name: 'Twice', owner_email: 'owner1@example.com' }]), 'twice');
-    const { rows } = await env.db.query(`SELECT line, tenant_id, idempotency_key FROM dify_provision.rows WHERE batch_id = 'twice'`);
-    const job = {
-      batchId: 'twice',
-      line: rows[0].line,
-      key: rows[0].idempotency_key,
-      tenantId: rows[0].tenant_id,
-      workspaceName: 'Twice',
-      ownerEmail: 'owner1@example.com',
-      plan: 'basic',
-      members: [],
-      createMissingAccounts: false,
-      mintDatasetKey: false,
-    };
+    // The job exactly as ingest recorded it (a worker refuses anything else), run twice at once.
+    const { rows } = await env.db.query(`SELECT spec FROM dify_provision.rows WHERE batch_id = 'twice'`);
+    const job = rows[0].spec;
     const storage = await localKeyStorage({ root: env.config.storageDir });
     const writer = workspaceWriter(await probeDifySchema(env.db), 200);
     const deps = { db: env.db, keys: rsaKeySource, storage, writer };
