@@ -20,6 +20,7 @@ import {
   entriesOf,
   inside,
   lstatInside,
+  newestChangeOf,
   openChild,
   openFolder,
   removeOurNames,
@@ -204,8 +205,7 @@ async function newestChange(privkeys: Folder, id: string): Promise<number> {
   const folder = await openChild(privkeys, id).catch(() => undefined);
   if (!folder) return Date.now();
   try {
-    const inner = await Promise.all((await entriesOf(folder)).map((e) => lstatInside(folder, e.name)));
-    return Math.max(changedMs(st), ...inner.map((s) => (s ? changedMs(s) : 0)));
+    return await newestChangeOf(folder, await entriesOf(folder));
   } finally {
     await folder.fh.close();
   }

@@ -90,6 +90,12 @@ export const isOurName = (name: string) => name === KEY_FILE || TEMP_NAME.test(n
 /** The newest change the storage's user cannot backdate: ctime moves to now on any change, touch included. */
 export const changedMs = (st: Stats) => Math.max(st.ctimeMs, st.mtimeMs);
 
+/** The newest change (changedMs) of an opened folder and of the names in it (`entries`, read by the caller). */
+export async function newestChangeOf(folder: Folder, entries: Dirent[]): Promise<number> {
+  const stats = await Promise.all([folder.fh.stat(), ...entries.map((e) => lstatInside(folder, e.name))]);
+  return Math.max(...stats.map((s) => (s ? changedMs(s) : 0)));
+}
+
 /** A tenant's entry could not be removed because it holds something that is not ours: left alone. */
 export class LeftAlone extends Error {}
 

@@ -26,6 +26,7 @@ import {
   isOurName,
   lstatInside,
   openChild,
+  newestChangeOf,
   openFolder,
   removeOurNames,
   type Folder,
@@ -277,8 +278,7 @@ async function listKeys(privkeys: Folder): Promise<StoredKey[]> {
     if (!folder) continue;
     try {
       const inner = await entriesOf(folder);
-      const stats = await Promise.all(inner.map((f) => lstatInside(folder, f.name)));
-      const newest = Math.max(changedMs(st), ...stats.map((s) => (s ? changedMs(s) : 0)));
+      const newest = await newestChangeOf(folder, inner);
       for (const f of inner) {
         out.push({
           tenantId: e.name,
