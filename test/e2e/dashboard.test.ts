@@ -71,6 +71,12 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     page.on('response', (r) => {
       if (r.status() === 404) missing.push(r.url());
     });
+    // The console's files load under the page's CSP: nothing blocked, nothing thrown.
+    const errors: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(m.text());
+    });
+    page.on('pageerror', (e) => errors.push(String(e)));
     await page.goto(`${base}/?token=${TOKEN}`);
     expect(page.url()).toBe(`${base}/`); // the token was traded for a session, out of the address bar
     await page.getByRole('link', { name: 'dash' }).click();
@@ -116,6 +122,7 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     await page.waitForSelector('tr:has(a:text("dash")) .state[data-state="done"]');
     expect((await fetch(`${base}/favicon.ico`)).headers.get('content-type')).toMatch(/^image\/svg\+xml/);
     expect(missing).toEqual([]); // no favicon 404, nothing else missing
+    expect(errors).toEqual([]);
 
     const csv = await page.evaluate(async () => (await fetch('/api/batches/dash/report.csv')).text());
     expect(csv.split('\r\n').filter((l) => l.includes(',created,'))).toHaveLength(40);

@@ -38,6 +38,7 @@ async function startContainers(): Promise<{ redisUrl: string; serverUrl: string;
 
 export default async function setup(project: TestProject) {
   execFileSync('npx', ['tsc', '-p', '.'], { stdio: 'inherit' });
+  execFileSync('npx', ['tsc', '-p', 'tsconfig.web.json'], { stdio: 'inherit' }); // the dashboard's browser code
   let stop = async () => {};
   let redisUrl = process.env.REDIS_URL;
   let serverUrl = process.env.DATABASE_URL;

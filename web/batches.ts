@@ -1,0 +1,32 @@
+// The batches list: every batch of this Dify, newest first.
+import { api, el } from './dom.js';
+import type { Listing } from './types.js';
+import { bar, header, stateTag } from './widgets.js';
+
+export async function batchesPage(app: HTMLElement): Promise<void> {
+  const [list, info] = await Promise.all([api<Listing[]>('/api/batches'), header()]);
+  const rows = list.map((b) =>
+    el(
+      'tr',
+      {},
+      el('td', {}, el('a', { href: '/batches/' + encodeURIComponent(b.batchId), text: b.batchId })),
+      el('td', { text: b.source ?? '' }),
+      el('td', { text: new Date(b.createdAt).toLocaleString() }),
+      el('td', { text: String(b.total) }),
+      el('td', {
+        text: `${b.counts.created} created, ${b.counts.existing} existing, ${b.counts.failed} failed, ${b.counts.rejected} rejected`,
+      }),
+      el('td', {}, bar(b)),
+      el('td', {}, stateTag(b.state)),
+    ),
+  );
+  const stalled = list.some((b) => b.state === 'stalled');
+  const heads = ['batch', 'file', 'created at', 'rows', 'outcomes', 'progress', 'state'].map((h) => el('th', { text: h }));
+  app.replaceChildren(
+    el('h2', { text: 'Batches' }),
+    ...(stalled ? [el('div', { class: 'advice', id: 'advice', text: 'Some batches are stalled: ' + info.noWorker })] : []),
+    list.length
+      ? el('table', {}, el('tr', {}, ...heads), ...rows)
+      : el('p', { class: 'muted', text: 'No batches yet: run dify-provision ingest FILE.' }),
+  );
+}

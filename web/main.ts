@@ -1,0 +1,22 @@
+// The dashboard's page: renders the batches list or one batch from the JSON API and refreshes it
+// every second.
+import { batchPage } from './batch.js';
+import { batchesPage } from './batches.js';
+import { el } from './dom.js';
+
+const app = document.getElementById('app')!;
+let timer: ReturnType<typeof setTimeout> | undefined;
+
+async function render(): Promise<void> {
+  clearTimeout(timer);
+  try {
+    const m = /^\/batches\/(.+)$/.exec(location.pathname);
+    if (m) await batchPage(app, decodeURIComponent(m[1]!), () => void render());
+    else await batchesPage(app);
+  } catch (e) {
+    app.replaceChildren(el('p', { class: 'err', text: String(e) }));
+  }
+  timer = setTimeout(() => void render(), 1000);
+}
+
+void render();
