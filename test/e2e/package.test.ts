@@ -4,7 +4,6 @@
 // No network at test time: the install uses a lock made from this repository's package-lock.json
 // (the exact tree the suite tests) and npm's cache (`npm ci` filled it), with --offline. A plain
 // `npm install <tarball>` resolves the dependency ranges from the registry instead.
-import { spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -39,17 +38,7 @@ let app: string;
 const shell = (): NodeJS.ProcessEnv =>
   Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) && k !== 'INIT_CWD' && k !== 'DIFY_ENV_FILE'));
 
-function run(command: string, args: string[], cwd: string): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, env: shell(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const run = (command: string, args: string[], cwd: string) => runProgram(command, args, shell(), undefined, cwd);
 const ok = (r: Ran, what: string): Ran => {
   expect(r.code, `${what}\n${r.stdout}\n${r.stderr}`).toBe(0);
   return r;

@@ -15,9 +15,9 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv, input?: string): 
 }
 
 /** Runs any program to its end (a pipeline through bash, the CLI as another user, …). */
-export function runProgram(command: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<Ran> {
+export function runProgram(command: string, args: string[], env: NodeJS.ProcessEnv, input?: string, cwd?: string): Promise<Ran> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { env, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
