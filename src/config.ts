@@ -8,10 +8,12 @@ import {
   difySettings,
   isDifyName,
   redisFromDify,
+  smtpFromDify,
   storageFromDify,
   yes,
   type ComposeHost,
   type DbFields,
+  type SmtpSettings,
   type StorageSettings,
 } from './dify-env.js';
 import { ConfigError } from './errors.js';
@@ -80,6 +82,10 @@ export const ConfigSchema = z.object({
   storageProblem: z.string().optional(),
   /** How the key storage was found, for the commands that use it to print. */
   storageNote: z.string().optional(),
+  /** Dify's SMTP mail (MAIL_TYPE=smtp, SMTP_*), for --send-invites. */
+  mail: z.custom<SmtpSettings>().optional(),
+  /** Why Dify's mail settings cannot send invitations: raised only when invitations are to be mailed. */
+  mailProblem: z.string().optional(),
   /** DB_HOST / REDIS_HOST values that name services of Dify's docker-compose.yaml (hinted when they don't resolve). */
   composeHosts: z.custom<ComposeHost[]>().optional(),
   /** BullMQ key prefix; the braces are a Redis Cluster hash tag so one queue lives on one slot. */
@@ -146,6 +152,13 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     raw.storageDir = undefined;
     raw.storageProblem = err.message;
   }
+  // Mail likewise: Dify's stock settings say MAIL_TYPE=resend, which matters only to --send-invites.
+  try {
+    raw.mail = smtpFromDify(dify);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    raw.mailProblem = err.message;
+  }
   const composeHosts = composeHostsOf(dify);
   if (composeHosts.length > 0) raw.composeHosts = composeHosts;
   // Dify's REDIS_KEY_PREFIX: our keys sit under it too (an ACL user limited to it still works).
@@ -180,6 +193,12 @@ export function redisTargetOf(config: Config): RedisTarget | undefined {
 /** The PostgreSQL a config names: DATABASE_URL, or Dify's DB_* as fields. */
 export function databaseOf(config: Config): string | DbFields | undefined {
   return config.databaseUrl ?? config.database;
+}
+
+/** Dify's SMTP settings, for the commands that mail invitations, or the reason they cannot. */
+export function requireMail(config: Config): SmtpSettings {
+  if (!config.mail) throw new ConfigError(config.mailProblem ?? 'invalid configuration:\n  MAIL_TYPE: not set');
+  return config.mail;
 }
 
 type Needed = 'redisUrl' | 'databaseUrl' | 'storageDir';

@@ -9,6 +9,7 @@ import { basename, dirname, isAbsolute, join, posix, resolve } from 'node:path';
 import { DotenvSyntaxError, parseComposeDotenv } from './compose-dotenv.js';
 import type { RedisTarget } from './config.js';
 import { lookup } from 'node:dns/promises';
+import addressparser from 'nodemailer/lib/addressparser';
 import { ConfigError, UnreachableError } from './errors.js';
 import type { AzureBlobSettings } from './storage/azure-blob.js';
 import type { S3Settings } from './storage/s3.js';
@@ -67,6 +68,15 @@ const DIFY_NAMES = new Set([
   'AZURE_BLOB_ACCOUNT_KEY',
   'AZURE_BLOB_CONTAINER_NAME',
   'AZURE_BLOB_ACCOUNT_URL',
+  'MAIL_TYPE',
+  'MAIL_DEFAULT_SEND_FROM',
+  'SMTP_SERVER',
+  'SMTP_PORT',
+  'SMTP_USERNAME',
+  'SMTP_PASSWORD',
+  'SMTP_USE_TLS',
+  'SMTP_OPPORTUNISTIC_TLS',
+  'SMTP_LOCAL_HOSTNAME',
 ]);
 
 /**
@@ -451,4 +461,80 @@ export async function checkComposeHost(hosts: readonly ComposeHost[] | undefined
     if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME' || code === 'EAI_FAIL')
       throw new UnreachableError(composeHostHint(h));
   }
+}
+
+/**
+ * Dify's SMTP mail, as its `ext_mail.py` and `libs/smtp.py` use it. Never printed: the password
+ * is a secret, and errors name the variable, not the value.
+ */
+export interface SmtpSettings {
+  host: string;
+  port: number;
+  /**
+   * How Dify's SMTPClient protects the connection: SMTP_USE_TLS alone is TLS from the first byte
+   * (Python's SMTP_SSL; port 465); with SMTP_OPPORTUNISTIC_TLS it is STARTTLS, required (Python's
+   * starttls() fails when the server does not offer it); with neither it is plain SMTP, never
+   * upgraded.
+   */
+  tls: 'implicit' | 'starttls' | 'none';
+  /** Dify logs in only when both SMTP_USERNAME and SMTP_PASSWORD are non-blank. */
+  auth?: { user: string; pass: string };
+  /** MAIL_DEFAULT_SEND_FROM: the From of every message ("Name <address>" or an address). */
+  from: string;
+  /** SMTP_LOCAL_HOSTNAME: the name given in EHLO. */
+  localHostname?: string;
+}
+
+// pydantic's bool (Dify's settings are pydantic fields): these words, in any case.
+const TRUE_WORDS = new Set(['1', 'on', 't', 'true', 'y', 'yes']);
+const FALSE_WORDS = new Set(['0', 'off', 'f', 'false', 'n', 'no']);
+function difyBool(s: DifySettings, name: string): boolean {
+  const v = (s.get(name) ?? '').trim().toLowerCase();
+  if (v === '' || FALSE_WORDS.has(v)) return false;
+  if (TRUE_WORDS.has(v)) return true;
+  throw bad(`${s.label(name)}: "${s.get(name)}" is not true or false`);
+}
+
+/**
+ * Dify's mail settings, for sending invitations: MAIL_TYPE=smtp only (resend and sendgrid are
+ * APIs of their own). Throws a ConfigError naming the file and the variable.
+ */
+export function smtpFromDify(s: DifySettings): SmtpSettings {
+  const type = s.get('MAIL_TYPE');
+  const read =
+    s.files.length > 0 ? `in ${s.files.join(', ')} or our environment` : 'in our environment (no DIFY_ENV_FILE / --dify-env given)';
+  if (!type)
+    throw bad(
+      `MAIL_TYPE: not set ${read}: Dify's mail is off, so there is nothing to send invitations through; set MAIL_TYPE=smtp and SMTP_SERVER, SMTP_PORT, … as Dify's own .env does`,
+    );
+  if (type !== 'smtp')
+    throw bad(
+      `${s.label('MAIL_TYPE')}: "${type}": dify-provision sends invitations through SMTP only (MAIL_TYPE=smtp and SMTP_*); ` +
+        'without --send-invites the links are still delivered to you (sealed or in a file) to send yourself',
+    );
+  const need = (name: string): string => {
+    const v = s.get(name);
+    if (!v) throw bad(`${s.label(name)}: required for MAIL_TYPE=smtp${s.where(name) === s.where('MAIL_TYPE') ? '' : s.where('MAIL_TYPE')}`);
+    return v;
+  };
+  const host = need('SMTP_SERVER');
+  const port = portOf(s, 'SMTP_PORT', 465);
+  const useTls = difyBool(s, 'SMTP_USE_TLS');
+  if (difyBool(s, 'SMTP_OPPORTUNISTIC_TLS') && !useTls)
+    throw bad(`${s.label('SMTP_OPPORTUNISTIC_TLS')}: true needs SMTP_USE_TLS=true${s.where('SMTP_USE_TLS')} (Dify refuses it too)`);
+  const from = need('MAIL_DEFAULT_SEND_FROM');
+  const senders = addressparser(from, { flatten: true });
+  if (senders.length !== 1 || !/^[^@\s]+@[^@\s]+$/.test(senders[0]?.address ?? ''))
+    throw bad(`${s.label('MAIL_DEFAULT_SEND_FROM')}: "${from}" is not one address ("Name <address@domain>" or address@domain)`);
+  const user = s.get('SMTP_USERNAME') ?? '';
+  const pass = s.get('SMTP_PASSWORD') ?? '';
+  const localHostname = s.get('SMTP_LOCAL_HOSTNAME');
+  return {
+    host,
+    port,
+    tls: !useTls ? 'none' : difyBool(s, 'SMTP_OPPORTUNISTIC_TLS') ? 'starttls' : 'implicit',
+    ...(user.trim() && pass.trim() ? { auth: { user, pass } } : {}),
+    from,
+    ...(localHostname ? { localHostname } : {}),
+  };
 }

@@ -1,10 +1,11 @@
 // Real Redis topologies for the tests, from Debian's redis-server on loopback: a 3-master
 // Cluster, a master + replica watched by a Sentinel, and a TLS node with an ACL user.
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, killAndWait, readPid, waitFor } from '../../src/services/local-services.js';
+import { testCerts } from './test-certs.js';
 
 const run = promisify(execFile);
 const cli = async (args: string[]) => (await run('redis-cli', args, { timeout: 10_000 })).stdout;
@@ -178,21 +179,7 @@ export interface TestTls {
 
 /** A TLS-only node with a self-signed CA, the default user off and an ACL user `provisioner`. */
 export async function startTls(dir: string, password: string): Promise<TestTls> {
-  await mkdir(dir, { recursive: true });
-  const ca = join(dir, 'ca.pem');
-  const caKey = join(dir, 'ca.key');
-  const key = join(dir, 'server.key');
-  const csr = join(dir, 'server.csr');
-  const cert = join(dir, 'server.pem');
-  const ssl = (args: string[]) => {
-    const r = spawnSync('openssl', args, { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`openssl ${args[0]}: ${r.stderr}`);
-  };
-  ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=dify-provision test CA']);
-  ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=127.0.0.1']);
-  const ext = join(dir, 'ext.cnf');
-  await writeFile(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  ssl(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
+  const { ca, key, cert } = await testCerts(dir);
   const port = await freePort();
   const acl = join(dir, 'users.acl');
   await writeFile(acl, `user default off\nuser provisioner on >${password} ~* &* +@all\n`);
