@@ -10,6 +10,7 @@ import { databaseOf, loadConfig, redisTargetOf, requireConfig, storageOf } from 
 import { createPool } from '../../src/db/pool.js';
 import { ENV_FILE_MAX_BYTES } from '../../src/dify-env.js';
 import { projectFile } from '../../src/project-files.js';
+import { failure } from '../helpers/failure.js';
 
 const FIXTURE = projectFile('test', 'fixtures', 'dify-docker');
 let dir: string;
@@ -35,15 +36,6 @@ async function envWith(lines: string, name = `${Math.random().toString(36).slice
   await writeFile(file, lines);
   return file;
 }
-
-const failure = (fn: () => unknown): string => {
-  try {
-    fn();
-  } catch (err) {
-    return (err as Error).message;
-  }
-  throw new Error('expected a failure');
-};
 
 describe("Dify's docker/.env exactly as Dify ships it", () => {
   it('configures the database, Redis and the compose storage volume; Dify’s LOG_LEVEL=INFO and DEBUG=false are not ours', () => {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, requireMail } from '../../src/config.js';
 import { projectFile } from '../../src/project-files.js';
+import { failure } from '../helpers/failure.js';
 
 const FIXTURE = projectFile('test', 'fixtures', 'dify-docker');
 const PASSWORD = 'pa55-w0rd-never-printed';
@@ -36,15 +37,6 @@ async function difyDocker(name: string, extra = '', envs = true): Promise<{ env:
   }
   return { env, shared, security };
 }
-
-const failure = (fn: () => unknown): string => {
-  try {
-    fn();
-  } catch (err) {
-    return (err as Error).message;
-  }
-  throw new Error('expected a failure');
-};
 
 describe("Dify's mail settings", () => {
   it("Dify's stock MAIL_TYPE=resend (envs/core-services/shared.env) is refused only when mail is asked for, naming the file", async () => {
