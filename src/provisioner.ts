@@ -182,9 +182,11 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     },
     async plan(file, opts = {}) {
       const { open, source } = csvSource(file, opts);
+      const schema = await probeDifySchema(db);
       const plan = await planBatch(open(), db, {
         createMissingAccounts: opts.createMissingOwners ?? false,
         allowDuplicateNames: opts.allowDuplicateNames ?? false,
+        accounts: { normalized: schema.normalizedEmail },
       });
       return { ...plan, input: source.info };
     },

@@ -12,6 +12,8 @@ export interface Account {
   id: string;
   email: string;
   status: string;
+  /** accounts.normalized_email, where this Dify keeps it (dify/normalized-email.ts). */
+  normalizedEmail?: string | null;
 }
 
 /** The final (or current) state of one input row. */

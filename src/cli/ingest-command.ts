@@ -142,6 +142,7 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
     const plan = await planBatch(rows, rt.db, {
       createMissingAccounts: flags.createMissingOwners ?? false,
       allowDuplicateNames: flags.allowDuplicateNames ?? false,
+      accounts: { normalized: schema.normalizedEmail },
     });
     for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
     print(

@@ -1,12 +1,13 @@
 // Rows that look like the same customer: the same owner and the same workspace name once both are
 // normalised, whatever their external_id. The one place that says what "the same" means.
+import { difyNormalizedEmail } from '../dify/normalized-email.js';
 
 /**
- * An owner's email as compared: NFC, trimmed, lower-cased. (Dify's own normalized_email rules,
- * should they be wanted, belong here and nowhere else.)
+ * An owner's email as compared: NFC, trimmed, then Dify's normalised email (lower-cased; Gmail
+ * without dots and +tag, and the other providers' rules: dify/normalized-email.ts).
  */
 export function normalizedEmail(email: string): string {
-  return (/^[\x20-\x7e]*$/.test(email) ? email : email.normalize('NFC')).trim().toLowerCase();
+  return difyNormalizedEmail((/^[\x20-\x7e]*$/.test(email) ? email : email.normalize('NFC')).trim());
 }
 
 /** A workspace name as people mean it: NFC, trimmed, case-folded ("Straße" = "STRASSE"). */

@@ -1,9 +1,12 @@
-// Finds the Dify account behind an email. Dify has no unique constraint on accounts.email,
-// so two matches are possible: that is an error for the row, never a guess.
+// Finds the Dify account behind an email, the way the connected Dify's invite does. Dify has no
+// unique constraint on accounts.email, so two matches are possible: that is an error for the row,
+// never a guess. A Dify that keeps accounts.normalized_email also knows a person by that form
+// (john.doe+x@gmail.com is johndoe@gmail.com): normalized-email.ts.
 import type { Db, Tx } from '../db/pool.js';
 import { RowError } from '../errors.js';
 import { lockAccountEmail } from '../store/locks.js';
 import type { Account } from '../types.js';
+import { difyNormalizedEmail } from './normalized-email.js';
 
 export type { Account };
 
@@ -13,52 +16,108 @@ export interface MissingAccount {
   email: string;
 }
 
+/** How this Dify tells its accounts apart: `normalized` when accounts.normalized_email exists (schema-probe.ts). */
+export interface AccountRules {
+  normalized: boolean;
+}
+
 const UNUSABLE = new Set(['banned', 'closed']);
 
-export async function findAccounts(db: Db | Tx, emails: string[]): Promise<Account[]> {
-  const { rows } = await db.query<Account>(
-    `SELECT id, email, status FROM accounts WHERE lower(email) = ANY($1::text[]) ORDER BY created_at`,
-    [emails.map((e) => e.toLowerCase())],
-  );
-  return rows;
+/**
+ * The SQL that finds the candidate accounts `a` for some emails, and its parameters (numbered
+ * from `first`): the same email ignoring case and, where Dify keeps it, the same normalised email.
+ */
+export function accountCandidates(
+  emails: string[],
+  rules: AccountRules,
+  first: number,
+): { where: string; json: string; params: unknown[] } {
+  const lowered = `$${first}::text[]`;
+  const normalizedParam = `$${first + 1}::text[]`;
+  return rules.normalized
+    ? {
+        where: `(lower(a.email) = ANY(${lowered}) OR a.normalized_email = ANY(${normalizedParam}))`,
+        json: `json_build_object('id', a.id, 'email', a.email, 'status', a.status, 'normalizedEmail', a.normalized_email)`,
+        params: [emails.map((e) => e.toLowerCase()), emails.map(difyNormalizedEmail)],
+      }
+    : {
+        where: `lower(a.email) = ANY(${lowered})`,
+        json: `json_build_object('id', a.id, 'email', a.email, 'status', a.status)`,
+        params: [emails.map((e) => e.toLowerCase())],
+      };
+}
+
+export async function findAccounts(db: Db | Tx, emails: string[], rules: AccountRules): Promise<Account[]> {
+  const { where, json, params } = accountCandidates(emails, rules, 1);
+  const { rows } = await db.query<{ a: Account }>(`SELECT ${json} AS a FROM accounts a WHERE ${where} ORDER BY a.created_at`, params);
+  return rows.map((r) => r.a);
 }
 
 /**
- * The one usable account with this email among `matches` (accounts whose email equals it
- * case-insensitively); when none and the batch allows it, one to create. Else a RowError naming
- * the field and what to do.
+ * The one usable account for this email among `matches` (candidates from accountCandidates), as
+ * Dify's invite finds it: the account with this email (ignoring case); else, where Dify keeps
+ * normalised emails, the account with the same normalised email, so a row never makes a second
+ * account for a person Dify knows. Two accounts either way: an error naming both, never a pick.
+ * None: one to create when the batch allows it, else a RowError naming the field.
  */
-export function pickAccount(matches: Account[], email: string, field: string, createMissing = false): Account | MissingAccount {
-  const found = matches.filter((a) => a.email.toLowerCase() === email.toLowerCase());
+export function pickAccount(
+  matches: Account[],
+  email: string,
+  field: string,
+  rules: AccountRules,
+  createMissing = false,
+): Account | MissingAccount {
+  let found = matches.filter((a) => a.email.toLowerCase() === email.toLowerCase());
+  let how = '';
+  if (found.length === 0 && rules.normalized) {
+    const normal = difyNormalizedEmail(email);
+    found = matches.filter((a) => a.normalizedEmail === normal);
+    how = ` (Dify's normalised email ${normal})`;
+  }
   if (found.length === 0) {
     if (createMissing) return { missing: true, email };
     throw new RowError(field, `no Dify account has the email "${email}" — create the account or fix the address`);
   }
   if (found.length > 1) {
-    throw new RowError(field, `more than one Dify account has the email "${email}" — ambiguous; merge or rename one of them`);
+    const named = found
+      .slice(0, 3)
+      .map((a) => `"${a.email}"`)
+      .join(' and ');
+    throw new RowError(
+      field,
+      `more than one Dify account has the email "${email}"${how}: ${named}${found.length > 3 ? ' and others' : ''} — ambiguous; merge or rename one of them`,
+    );
   }
   const account = found[0]!;
+  const which = account.email === email ? `"${email}"` : `"${account.email}" (for "${email}")`;
   if (UNUSABLE.has(account.status)) {
-    throw new RowError(field, `the Dify account "${email}" is ${account.status} and cannot join a workspace`);
+    throw new RowError(field, `the Dify account ${which} is ${account.status} and cannot join a workspace`);
   }
   return account;
 }
 
 /**
  * In the workspace's transaction: the account for a deferred email, created the way Dify's invite
- * flow creates one (status pending, no password, name from the address) unless another job made it
- * first. The advisory lock makes two rows naming the same new email create it once.
+ * registers one (status pending, no password, name from the address, initialized_at now, and the
+ * normalised email where Dify keeps it) unless another job made it first. The advisory lock on
+ * the form Dify compares makes two rows naming the same new person create one account.
  */
-export async function ensureAccount(tx: Tx, email: string, field: string): Promise<{ account: Account; created: boolean }> {
-  const normalized = email.toLowerCase();
-  await lockAccountEmail(tx, normalized);
-  const found = await findAccounts(tx, [normalized]);
-  if (found.length > 0) return { account: pickAccount(found, normalized, field) as Account, created: false };
+export async function ensureAccount(
+  tx: Tx,
+  email: string,
+  field: string,
+  rules: AccountRules,
+): Promise<{ account: Account; created: boolean }> {
+  const lowered = email.toLowerCase();
+  await lockAccountEmail(tx, rules.normalized ? difyNormalizedEmail(email) : lowered);
+  const found = await findAccounts(tx, [lowered], rules);
+  if (found.length > 0) return { account: pickAccount(found, lowered, field, rules) as Account, created: false };
+  // Dify writes naive UTC times (naive_utc_now) into these timestamp-without-time-zone columns.
   const { rows } = await tx.query<Account>(
-    `INSERT INTO accounts (name, email, status, interface_language, interface_theme, timezone)
-     VALUES ($1, $2, 'pending', 'en-US', 'light', 'America/New_York')
+    `INSERT INTO accounts (name, email, status, interface_language, interface_theme, timezone, initialized_at${rules.normalized ? ', normalized_email' : ''})
+     VALUES ($1, $2, 'pending', 'en-US', 'light', 'America/New_York', now() AT TIME ZONE 'UTC'${rules.normalized ? ', $3' : ''})
      RETURNING id, email, status`,
-    [normalized.slice(0, normalized.lastIndexOf('@')), normalized],
+    [lowered.slice(0, lowered.lastIndexOf('@')), lowered, ...(rules.normalized ? [difyNormalizedEmail(lowered)] : [])],
   );
   return { account: rows[0]!, created: true };
 }

@@ -21,6 +21,10 @@ export interface DifySchema {
   scoping: Scoping;
   /** api_tokens has tenant_id (dataset keys can be minted). */
   apiTokens: boolean;
+  /** accounts.normalized_email (later main): filled for accounts we create, and used to find people. */
+  normalizedEmail: boolean;
+  /** tenant_account_joins.last_opened_at (1.15+): set on the join Dify's invite switches a new account into. */
+  lastOpenedAt: boolean;
 }
 
 export const SUPPORTED_RELEASES = 'Dify 0.15.0 to 1.16.x and later main (bands A–D)';
@@ -89,7 +93,15 @@ export async function probeDifySchema(db: Db): Promise<DifySchema> {
     };
   }
   await refuseKeyVault(db);
-  return { ...band, strategyLists, creditPool, scoping: await detectScoping(db), apiTokens: type.has('api_tokens.tenant_id') };
+  return {
+    ...band,
+    strategyLists,
+    creditPool,
+    scoping: await detectScoping(db),
+    apiTokens: type.has('api_tokens.tenant_id'),
+    normalizedEmail: type.has('accounts.normalized_email'),
+    lastOpenedAt: type.has('tenant_account_joins.last_opened_at'),
+  };
 }
 
 function unknownSchema(found: string): PreflightError {

@@ -12,7 +12,8 @@ export interface NewWorkspace {
   plan: string;
   publicPem: string;
   ownerId: string;
-  members: { accountId: string; role: MemberRole }[];
+  /** `invited`: an account this transaction created for the row, as Dify's invite registers one. */
+  members: { accountId: string; role: MemberRole; invited?: boolean }[];
 }
 
 export interface WorkspaceWriter {
@@ -36,17 +37,19 @@ export function upgradeTimeOfDay(tenantId: string): number {
   return Number(digest.readBigUInt64BE(0) % 96n) * 900;
 }
 
-// Parameters every statement shares: $1 tenant id, $2 name, $3 public key, $4 plan, $5 owner id,
-// $6 account ids, $7 roles (owner first, then members in order).
+// Parameters every statement shares: $1 tenant id, $2 name, $3 public key, $4 plan, $5 account
+// ids, $6 roles, $7 invited (owner first, then members in order).
 const TENANT = `tenant AS (
        INSERT INTO tenants (id, name, encrypt_public_key, plan, status) VALUES ($1, $2, $3, $4, 'normal')
      )`;
-// An account's first workspace opens as "current", later ones don't. The caller has row-locked
-// the accounts in an earlier statement, so this snapshot sees every join committed before.
-const JOINS = `INSERT INTO tenant_account_joins (tenant_id, account_id, role, invited_by, current)
-     SELECT $1, a.account_id, a.role, CASE WHEN a.role = 'owner' THEN NULL ELSE $5::uuid END,
-            NOT EXISTS (SELECT 1 FROM tenant_account_joins j WHERE j.account_id = a.account_id)
-       FROM unnest($6::uuid[], $7::text[]) WITH ORDINALITY AS a (account_id, role, n)
+// The joins as Dify writes them (docs/dify.md): invited_by NULL (no Dify path writes it) and
+// `current` false (create_tenant_member), except the join of an account Dify's invite creates:
+// its switch_tenant marks that one current and, from 1.15, opened now (naive UTC, as Dify writes).
+const JOINS = (
+  lastOpenedAt: boolean,
+) => `INSERT INTO tenant_account_joins (tenant_id, account_id, role, current${lastOpenedAt ? ', last_opened_at' : ''})
+     SELECT $1, a.account_id, a.role, a.invited${lastOpenedAt ? ", CASE WHEN a.invited THEN now() AT TIME ZONE 'UTC' END" : ''}
+       FROM unnest($5::uuid[], $6::text[], $7::boolean[]) WITH ORDINALITY AS a (account_id, role, invited, n)
       ORDER BY a.n`;
 // Bands B and C: one row, fix_only at midnight, empty lists ('{}' for varchar[], '[]' for json).
 const ONE_STRATEGY = (emptyList: string) => `strategies AS (
@@ -70,7 +73,7 @@ const CREDIT_POOL = (credits: string) => `pool AS (
 function statementFor(schema: DifySchema, trialCredits: number): { sql: string; extra: (ws: NewWorkspace) => unknown[] } {
   const ctes = [TENANT];
   const extras: ((ws: NewWorkspace) => unknown)[] = [];
-  const param = (value: (ws: NewWorkspace) => unknown) => `$${8 + extras.push(value) - 1}`;
+  const param = (value: (ws: NewWorkspace) => unknown) => `$${7 + extras.push(value)}`;
   if (schema.strategies === 'one') ctes.push(ONE_STRATEGY(schema.strategyLists === 'array' ? '{}' : '[]'));
   if (schema.strategies === 'per-category') {
     const categories = param(() => AUTO_UPGRADE_CATEGORIES.map((c) => c[0]));
@@ -84,7 +87,7 @@ function statementFor(schema: DifySchema, trialCredits: number): { sql: string; 
     );
   }
   if (schema.creditPool) ctes.push(CREDIT_POOL(param(() => trialCredits)));
-  return { sql: `WITH ${ctes.join(', ')}\n     ${JOINS}`, extra: (ws) => extras.map((f) => f(ws)) };
+  return { sql: `WITH ${ctes.join(', ')}\n     ${JOINS(schema.lastOpenedAt)}`, extra: (ws) => extras.map((f) => f(ws)) };
 }
 
 export function workspaceWriter(schema: DifySchema, trialCredits: number): WorkspaceWriter {
@@ -92,9 +95,17 @@ export function workspaceWriter(schema: DifySchema, trialCredits: number): Works
   return {
     schema,
     async insertWorkspace(tx, ws) {
-      const accounts = [{ accountId: ws.ownerId, role: 'owner' as const }, ...ws.members];
-      const roles = accounts.map((a) => a.role);
-      await tx.query(sql, [ws.tenantId, ws.name, ws.publicPem, ws.plan, ws.ownerId, accounts.map((a) => a.accountId), roles, ...extra(ws)]);
+      const accounts = [{ accountId: ws.ownerId, role: 'owner' as const, invited: false }, ...ws.members];
+      await tx.query(sql, [
+        ws.tenantId,
+        ws.name,
+        ws.publicPem,
+        ws.plan,
+        accounts.map((a) => a.accountId),
+        accounts.map((a) => a.role),
+        accounts.map((a) => a.invited ?? false),
+        ...extra(ws),
+      ]);
     },
   };
 }

@@ -5,6 +5,7 @@ import type { RejectedRow } from '../csv/row-checker.js';
 import { customerKey, duplicateOfTenant, normalizedEmail } from '../csv/same-customer.js';
 import type { WorkspaceRow } from '../csv/workspace-row.js';
 import type { Db, Tx } from '../db/pool.js';
+import { difyNormalizedEmailSql } from '../dify/normalized-email.js';
 import { SCHEMA } from '../store/schema.js';
 
 /**
@@ -24,7 +25,7 @@ export async function sameCustomerInDify(
        JOIN tenant_account_joins j ON j.account_id = a.id AND j.role = 'owner'
        JOIN tenants t ON t.id = j.tenant_id
        ${ledger ? `LEFT JOIN ${SCHEMA}.ledger l ON l.tenant_id = t.id` : ''}
-      WHERE lower(a.email) = ANY($1::text[])`,
+      WHERE ${difyNormalizedEmailSql('a.email')} = ANY($1::text[])`,
     [[...new Set(rows.map((r) => normalizedEmail(r.row.ownerEmail)))]],
   );
   if (owned.length === 0) return out;

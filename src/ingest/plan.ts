@@ -4,7 +4,7 @@ import type { InputInfo } from '../csv/decode.js';
 import type { CsvRow } from '../csv/read-rows.js';
 import type { Db } from '../db/pool.js';
 import { RowError } from '../errors.js';
-import { findAccounts, pickAccount } from '../dify/accounts.js';
+import { findAccounts, pickAccount, type AccountRules } from '../dify/accounts.js';
 import { answerKnown, knownEntries } from '../store/ledger.js';
 import { SCHEMA } from '../store/schema.js';
 import type { RejectedRow } from '../csv/row-checker.js';
@@ -34,7 +34,7 @@ export interface Plan {
 export async function planBatch(
   rows: AsyncIterable<CsvRow>,
   db: Db,
-  opts: { createMissingAccounts?: boolean; chunkSize?: number; allowDuplicateNames?: boolean } = {},
+  opts: { createMissingAccounts?: boolean; chunkSize?: number; allowDuplicateNames?: boolean; accounts: AccountRules },
 ): Promise<Plan> {
   const plan: Plan = { total: 0, wouldCreate: 0, existing: 0, rejected: 0, wouldFail: 0, likelyDuplicates: 0, problems: [] };
   let chunk: Extract<CsvRow, { ok: true }>[] = [];
@@ -42,7 +42,7 @@ export async function planBatch(
     ? undefined
     : (await db.query<{ has: boolean }>(`SELECT to_regclass('${SCHEMA}.ledger') IS NOT NULL AS has`)).rows[0]!.has;
   const flush = async () => {
-    await planChunk(chunk, db, opts.createMissingAccounts ?? false, plan, ledger);
+    await planChunk(chunk, db, opts.createMissingAccounts ?? false, opts.accounts, plan, ledger);
     chunk = [];
   };
   for await (const r of rows) {
@@ -65,6 +65,7 @@ async function planChunk(
   chunk: Extract<CsvRow, { ok: true }>[],
   db: Db,
   createMissing: boolean,
+  rules: AccountRules,
   plan: Plan,
   ledger: boolean | undefined,
 ): Promise<void> {
@@ -75,7 +76,7 @@ async function planChunk(
   const sameCustomer = ledger === undefined ? new Map() : await sameCustomerInDify(db, fresh, ledger);
   const duplicate = new Map([...sameCustomer].map(([i, rejected]) => [fresh[i]!.line, rejected as RejectedRow]));
   const emails = [...new Set(chunk.flatMap((r) => [r.row.ownerEmail, ...r.row.members.map((m) => m.email)]))];
-  const accounts = await findAccounts(db, emails);
+  const accounts = await findAccounts(db, emails, rules);
   const ids = chunk.map((r) => r.row.workspaceId).filter((x): x is string => x !== undefined);
   const taken = new Set((await db.query<{ id: string }>(`SELECT id FROM tenants WHERE id = ANY($1::uuid[])`, [ids])).rows.map((r) => r.id));
 
@@ -104,7 +105,7 @@ async function planChunk(
     // The worker's own rules (pickAccount), so the plan says what the run would do.
     const check = (email: string, field: string) => {
       try {
-        pickAccount(accounts, email, field, createMissing);
+        pickAccount(accounts, email, field, rules, createMissing);
       } catch (err) {
         if (!(err instanceof RowError)) throw err;
         problems.push({ line, field, message: err.message });

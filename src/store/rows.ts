@@ -9,6 +9,7 @@
 // A row answered created/existing keeps that answer whatever runs later. Each call here is one
 // round trip: several are on the worker's hot path.
 import type { Db, Tx } from '../db/pool.js';
+import { accountCandidates, type AccountRules } from '../dify/accounts.js';
 import type { Account, Outcome } from '../types.js';
 import { knownJoin, knownOf, KNOWN_COLUMNS, type KnownColumns, type KnownEntry } from './ledger.js';
 import { SCHEMA } from './schema.js';
@@ -87,7 +88,7 @@ export interface AttemptStart {
   known?: KnownEntry;
   /** A Dify tenant with the row's tenant id exists already. */
   tenantTaken: boolean;
-  /** Accounts whose email matches one of the emails asked for (case-insensitively). */
+  /** The candidate accounts for the emails asked for (dify/accounts.ts accountCandidates). */
   accounts: Account[];
 }
 
@@ -110,8 +111,10 @@ export async function startAttempt(
   round: number,
   attempt: number,
   emails: string[],
+  rules: AccountRules,
   own?: OwnLineage,
 ): Promise<AttemptStart> {
+  const candidates = accountCandidates(emails, rules, 10);
   const { rows } = await db.query<
     {
       matches: boolean;
@@ -124,13 +127,13 @@ export async function startAttempt(
     } & KnownColumns
   >(
     `WITH mine AS (
-       SELECT outcome, idempotency_key, round, spec = $7::jsonb AND round = $8 AS matches,
-              $9::text IS NULL OR ((NOT spec ? 'lineage' OR spec->>'lineage' = ANY($10::text[]))
-                                   AND EXISTS (SELECT 1 FROM ${SCHEMA}.server WHERE lineage::text = $9)) AS ours
+       SELECT outcome, idempotency_key, round, spec = $6::jsonb AND round = $7 AS matches,
+              $8::text IS NULL OR ((NOT spec ? 'lineage' OR spec->>'lineage' = ANY($9::text[]))
+                                   AND EXISTS (SELECT 1 FROM ${SCHEMA}.server WHERE lineage::text = $8)) AS ours
          FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2
      ), started AS (
        UPDATE ${SCHEMA}.rows SET outcome = 'active', attempts = $3, updated_at = now()
-        WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active') AND spec = $7::jsonb AND round = $8
+        WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active') AND spec = $6::jsonb AND round = $7
           AND (SELECT ours FROM mine)
      )
      SELECT COALESCE((SELECT matches FROM mine), false) AS matches, COALESCE((SELECT ours FROM mine), true) AS ours,
@@ -139,8 +142,8 @@ export async function startAttempt(
             (SELECT outcome FROM mine) AS outcome,
             ${KNOWN_COLUMNS},
             EXISTS (SELECT 1 FROM tenants WHERE id = $5) AS tenant_taken,
-            (SELECT json_agg(json_build_object('id', a.id, 'email', a.email, 'status', a.status) ORDER BY a.created_at)
-               FROM accounts a WHERE lower(a.email) = ANY($6::text[])) AS accounts
+            (SELECT json_agg(${candidates.json} ORDER BY a.created_at)
+               FROM accounts a WHERE ${candidates.where}) AS accounts
        FROM (SELECT 1) AS one
        ${knownJoin('$4')}`,
     [
@@ -149,11 +152,11 @@ export async function startAttempt(
       attempt,
       job.key,
       job.tenantId,
-      emails.map((e) => e.toLowerCase()),
       JSON.stringify(job),
       round,
       own?.lineage ?? null,
       own?.chain ?? [],
+      ...candidates.params,
     ],
   );
   const r = rows[0]!;

@@ -6,7 +6,8 @@ import type { KeyObject } from 'node:crypto';
 import { seal } from '../crypto/sealing.js';
 import type { KeyPair, KeySource } from '../crypto/rsa-keys.js';
 import type { Db, Tx } from '../db/pool.js';
-import { ensureAccount, pickAccount, type MissingAccount } from '../dify/accounts.js';
+import { ensureAccount, pickAccount, type AccountRules, type MissingAccount } from '../dify/accounts.js';
+import { difyNormalizedEmail } from '../dify/normalized-email.js';
 import { mintDatasetKey, type Scoping } from '../dify/api-keys.js';
 import type { WorkspaceWriter } from '../dify/workspace-writer.js';
 import { RowError } from '../errors.js';
@@ -89,7 +90,8 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   // 1. Ours to run (the row ingest recorded, queued in this round), and not provisioned already
   //    (an earlier batch, a re-ingest, or a run that lost its lock)?
   const emails = [job.ownerEmail, ...job.members.map((m) => m.email)];
-  const start = await startAttempt(deps.db, job, round, attempt, emails, deps.own?.());
+  const rules: AccountRules = { normalized: deps.writer.schema.normalizedEmail };
+  const start = await startAttempt(deps.db, job, round, attempt, emails, rules, deps.own?.());
   if (!start.ours) throw new OtherServerError(`row ${job.batchId}:${job.line} was queued on another PostgreSQL server`);
   if (!start.matches) throw new ForeignJobError(start.recordedKey, start.recordedRound);
   if (start.outcome === 'cancelled') return { kind: 'cancelled' };
@@ -104,9 +106,9 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   // 2. The owner and members must be Dify accounts (a permanent error otherwise, unless the
   //    batch creates missing ones: then they are created in the transaction below).
   const wanted: Wanted = {
-    owner: pickAccount(start.accounts, job.ownerEmail, 'owner_email', job.createMissingAccounts),
+    owner: pickAccount(start.accounts, job.ownerEmail, 'owner_email', rules, job.createMissingAccounts),
     members: job.members.map((m) => ({
-      account: pickAccount(start.accounts, m.email, 'members', job.createMissingAccounts),
+      account: pickAccount(start.accounts, m.email, 'members', rules, job.createMissingAccounts),
       role: m.role,
     })),
   };
@@ -118,7 +120,7 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   // 3. The key pair, in Dify's formats (the slow part: on libuv's thread pool, off the event loop).
   const keys = await deps.keys.generate();
 
-  const written = await writeWorkspace(job, wanted, keys, sealKey, deps, result);
+  const written = await writeWorkspace(job, wanted, rules, keys, sealKey, deps, result);
   return written.kind === 'known' ? existing(written.known) : written;
 }
 
@@ -128,6 +130,7 @@ type Written = Extract<ProvisionOutcome, { kind: 'created' }> | { kind: 'known';
 async function writeWorkspace(
   job: JobData,
   wanted: Wanted,
+  rules: AccountRules,
   keys: KeyPair,
   sealKey: KeyObject | undefined,
   deps: ProvisionDeps,
@@ -141,7 +144,7 @@ async function writeWorkspace(
     await tx.query('BEGIN');
     // Duplicates of this key (or of this tenant id) wait here for each other, then see the ledger.
     await lockKeyAndTenant(tx, job.key, job.tenantId);
-    const accounts = await materialise(tx, wanted);
+    const accounts = await materialise(tx, wanted, rules);
     const ids = [accounts.ownerId, ...accounts.members.map((m) => m.accountId)];
     const locked = await checkLocked(tx, job.key, job.tenantId, ids);
     if (locked.known) {
@@ -237,18 +240,37 @@ async function mintSealed(tx: Tx, job: JobData, sealKey: KeyObject, scoping: Sco
 const tenantTaken = (tenantId: string) =>
   new RowError('workspace_id', `a Dify workspace with id ${tenantId} exists already and was not created by this row`);
 
-/** Account ids for owner and members, creating the deferred ones (in email order: one lock order). */
-async function materialise(tx: Tx, wanted: Wanted) {
+/**
+ * Account ids for owner and members, creating the deferred ones (in the order of the form Dify
+ * compares: one lock order). A member Dify's invite would register is `invited` (its join opens).
+ * Two of the row's addresses that are one Dify account (john.doe@gmail.com and johndoe@gmail.com
+ * where Dify keeps normalised emails) are an error: a workspace joins an account once.
+ */
+async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules) {
+  const keyOf = (email: string) => (rules.normalized ? difyNormalizedEmail(email) : email.toLowerCase());
   const all = [wanted.owner, ...wanted.members.map((m) => m.account)];
-  const missing = [...new Set(all.filter((a): a is MissingAccount => 'missing' in a).map((a) => a.email.toLowerCase()))].sort();
+  const missing = new Map(all.filter((a): a is MissingAccount => 'missing' in a).map((a) => [keyOf(a.email), a.email]));
   const made = new Map<string, string>();
   const created: string[] = [];
-  for (const email of missing) {
-    const field = email === wanted.owner.email.toLowerCase() ? 'owner_email' : 'members';
-    const { account, created: isNew } = await ensureAccount(tx, email, field);
-    made.set(email, account.id);
-    if (isNew) created.push(email);
+  for (const key of [...missing.keys()].sort()) {
+    const email = missing.get(key)!;
+    const field = keyOf(wanted.owner.email) === key ? 'owner_email' : 'members';
+    const { account, created: isNew } = await ensureAccount(tx, email, field, rules);
+    made.set(key, account.id);
+    if (isNew) created.push(email.toLowerCase());
   }
-  const idOf = (a: Account | MissingAccount) => ('missing' in a ? made.get(a.email.toLowerCase())! : a.id);
-  return { ownerId: idOf(wanted.owner), members: wanted.members.map((m) => ({ accountId: idOf(m.account), role: m.role })), created };
+  const idOf = (a: Account | MissingAccount) => ('missing' in a ? made.get(keyOf(a.email))! : a.id);
+  const createdIds = new Set(created.map((e) => made.get(keyOf(e))));
+  const ownerId = idOf(wanted.owner);
+  const members = wanted.members.map((m) => ({ accountId: idOf(m.account), role: m.role, invited: createdIds.has(idOf(m.account)) }));
+  const seen = new Map<string, string>([[ownerId, wanted.owner.email]]);
+  for (const [i, m] of members.entries()) {
+    const email = wanted.members[i]!.account.email;
+    const other = seen.get(m.accountId);
+    if (other !== undefined) {
+      throw new RowError('members', `"${email}" and "${other}" are the same Dify account: list each person once (as owner or member)`);
+    }
+    seen.set(m.accountId, email);
+  }
+  return { ownerId, members, created };
 }

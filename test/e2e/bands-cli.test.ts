@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { csvOf } from '../helpers/batch.js';
 import { runCli, startCli, type Background } from '../helpers/cli.js';
-import { BANDS, expectDifyWorkspace, KNOWN_SLOTS, type BandName } from '../helpers/dify-checks.js';
+import { BANDS, expectCreatedAccount, expectDifyWorkspace, KNOWN_SLOTS, type BandName } from '../helpers/dify-checks.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const NAMES: Record<BandName, RegExp> = {
@@ -16,7 +16,7 @@ const NAMES: Record<BandName, RegExp> = {
   '1.16': /Dify schema: 1\.15\.0 and later/,
   latest: /Dify schema: 1\.15\.0 and later/,
 };
-const [ID] = Object.keys(KNOWN_SLOTS) as [string];
+const [ID, ID2] = Object.keys(KNOWN_SLOTS) as [string, string];
 
 describe.each(Object.keys(BANDS) as BandName[])('a CLI batch on Dify schema %s', (name) => {
   let env: TestEnv;
@@ -35,16 +35,19 @@ describe.each(Object.keys(BANDS) as BandName[])('a CLI batch on Dify schema %s',
       csv,
       csvOf([
         { workspace_name: 'Band One', owner_email: 'owner1@example.com', members: 'owner2@example.com:editor', workspace_id: ID },
-        { workspace_name: 'Band Two', owner_email: 'owner3@example.com', members: '', workspace_id: '' },
+        { workspace_name: 'Band Two', owner_email: 'owner3@example.com', members: 'new.member@example.com:normal', workspace_id: ID2 },
         { workspace_name: 'Bad', owner_email: 'not-an-email', members: '', workspace_id: '' },
       ]),
     );
-    const plan = await runCli(['ingest', csv, '--dry-run'], env.env);
+    const plan = await runCli(['ingest', csv, '--dry-run', '--create-missing-owners'], env.env);
     expect(plan.stdout).toMatch(NAMES[name]);
     expect(plan.stdout).toContain('would create 2, skip 0 existing, reject 1 invalid, fail 0');
 
     worker = startCli(['worker', '--concurrency', '2'], env.env);
-    const ingest = await runCli(['ingest', csv, '--batch-id', 'band', '--wait', '--report-dir', env.dir], env.env);
+    const ingest = await runCli(
+      ['ingest', csv, '--batch-id', 'band', '--create-missing-owners', '--wait', '--report-dir', env.dir],
+      env.env,
+    );
     expect(ingest.code, ingest.stdout + ingest.stderr).toBe(3); // the invalid row
     expect(ingest.stdout).toMatch(/created\s+2/);
     expect(worker.output()).toMatch(NAMES[name]);
@@ -53,6 +56,13 @@ describe.each(Object.keys(BANDS) as BandName[])('a CLI batch on Dify schema %s',
       owner: 'owner1@example.com',
       members: [{ email: 'owner2@example.com', role: 'editor' }],
     });
+    // The member the batch created is what Dify's invite registers and switches into the workspace.
+    await expectDifyWorkspace(env, name, ID2, {
+      name: 'Band Two',
+      owner: 'owner3@example.com',
+      members: [{ email: 'new.member@example.com', role: 'normal', invited: true }],
+    });
+    await expectCreatedAccount(env, name, 'new.member@example.com');
 
     const status = await runCli(['status', 'band'], env.env);
     expect(status.stdout).toMatch(NAMES[name]);

@@ -147,10 +147,15 @@ describe('batch lifecycle', () => {
     ]);
     const created = (await batch.report()).flatMap((r) => r.accountsCreated ?? []);
     expect(created.sort()).toEqual(['fresh@example.com', 'newbie@example.com']);
+    // As Dify's invite: the new member is switched into its workspace; a new owner is not.
     const { rows: current } = await env.db.query(
-      `SELECT count(*)::int AS n FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE a.email = 'fresh@example.com' AND j.current`,
+      `SELECT a.email, j.role, j.current, j.last_opened_at IS NOT NULL AS opened FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id
+        WHERE a.email IN ('fresh@example.com', 'newbie@example.com') ORDER BY a.email, j.role`,
     );
-    expect(current[0].n).toBe(1);
+    expect(current).toEqual([
+      ...Array.from({ length: 6 }, () => ({ email: 'fresh@example.com', role: 'owner', current: false, opened: false })),
+      { email: 'newbie@example.com', role: 'editor', current: true, opened: true },
+    ]);
   });
 
   it('an email that matches two accounts is an error, never a guess, even with create-missing-owners', async () => {

@@ -6,7 +6,7 @@ import { describeSchema, probeDifySchema } from '../../src/dify/schema-probe.js'
 import { runDoctor } from '../../src/doctor/doctor.js';
 import { createProvisioner } from '../../src/provisioner.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
-import { BANDS, expectDifyWorkspace, KNOWN_SLOTS, type BandName } from '../helpers/dify-checks.js';
+import { BANDS, expectCreatedAccount, expectDifyWorkspace, KNOWN_SLOTS, type BandName } from '../helpers/dify-checks.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const RELEASES: Record<BandName, string> = {
@@ -43,7 +43,13 @@ describe.each(Object.keys(BANDS) as BandName[])('Dify schema %s', (name) => {
         workspace_id: ID1,
         plan: 'team',
       },
-      { workspace_name: 'Invited', owner_email: 'new.owner@example.com', members: '', workspace_id: ID2, plan: '' },
+      {
+        workspace_name: 'Invited',
+        owner_email: 'new.owner@example.com',
+        members: 'new.member@example.com:editor;owner2@example.com:normal',
+        workspace_id: ID2,
+        plan: '',
+      },
     ];
     await ingestCsv(env, csvOf(rows), 'band', { createMissingOwners: true });
     const [status] = await runUntilDone(env, ['band']);
@@ -58,9 +64,24 @@ describe.each(Object.keys(BANDS) as BandName[])('Dify schema %s', (name) => {
       ],
       credits: 150,
     });
-    await expectDifyWorkspace(env, name, ID2, { name: 'Invited', owner: 'new.owner@example.com', credits: 150 });
-    const { rows: invited } = await env.db.query(`SELECT status, interface_language FROM accounts WHERE email = 'new.owner@example.com'`);
-    expect(invited).toEqual([{ status: 'pending', interface_language: 'en-US' }]);
+    // A created member is what Dify's invite registers and switches into the workspace; a created
+    // owner and an existing member are not switched (Dify's create path leaves `current` false).
+    await expectDifyWorkspace(env, name, ID2, {
+      name: 'Invited',
+      owner: 'new.owner@example.com',
+      members: [
+        { email: 'new.member@example.com', role: 'editor', invited: true },
+        { email: 'owner2@example.com', role: 'normal' },
+      ],
+      credits: 150,
+    });
+    await expectCreatedAccount(env, name, 'new.owner@example.com');
+    await expectCreatedAccount(env, name, 'new.member@example.com');
+    // Accounts that existed are left as they were.
+    const { rows: existing } = await env.db.query(
+      `SELECT initialized_at FROM accounts WHERE email IN ('owner1@example.com', 'owner2@example.com', 'owner3@example.com')`,
+    );
+    expect(existing).toEqual([{ initialized_at: null }, { initialized_at: null }, { initialized_at: null }]);
 
     // The same batch again queues nothing; the same rows in a new batch are "existing".
     expect(await ingestCsv(env, csvOf(rows), 'band', { createMissingOwners: true })).toMatchObject({ queued: 0, alreadyInBatch: 2 });
@@ -68,9 +89,9 @@ describe.each(Object.keys(BANDS) as BandName[])('Dify schema %s', (name) => {
     const [again] = await runUntilDone(env, ['band-again']);
     expect(again!.counts).toMatchObject({ existing: 2, created: 0 });
     const { rows: count } = await env.db.query(
-      `SELECT (SELECT count(*)::int FROM tenants) AS t, (SELECT count(*)::int FROM accounts WHERE email = 'new.owner@example.com') AS a`,
+      `SELECT (SELECT count(*)::int FROM tenants) AS t, (SELECT count(*)::int FROM accounts WHERE email LIKE 'new.%') AS a`,
     );
-    expect(count).toEqual([{ t: 2, a: 1 }]);
+    expect(count).toEqual([{ t: 2, a: 2 }]);
 
     // Dataset API keys: every band has api_tokens.tenant_id.
     const provisioner = await createProvisioner(env.config);
