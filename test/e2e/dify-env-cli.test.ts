@@ -1,20 +1,31 @@
 // Every command, configured by Dify's own docker/.env exactly as Dify ships it
 // (test/fixtures/dify-docker/.env.example, unmodified, beside Dify's docker-compose.yaml) plus only
-// the overrides the README tells an operator to add from the host (DB_HOST, DB_PORT, REDIS_HOST,
-// REDIS_PORT: the published ports). The servers are our own, set up as Dify's compose sets them
-// up: a database named `dify`, PostgreSQL checking the password (scram) and Redis requiring it.
+// the overrides the README tells an operator to add, read from the README itself:
+// - from the host: the `export` line of "From the host, with Dify's `.env`" (DB_HOST, REDIS_HOST;
+//   DB_PORT and REDIS_PORT too, since our servers listen on other ports than Dify's);
+// - inside Dify's compose network, as deploy/dify-compose/docker-compose.yaml runs them: nothing,
+//   each command run with its service's environment, mounts and user, in a network namespace where
+//   Dify's service names resolve and its ports (5432, 6379) lead to our servers.
+// The servers are our own, set up as Dify's compose sets them up: a database named `dify`,
+// PostgreSQL checking the password (scram) and Redis requiring it.
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { createServer, connect, type Server } from 'node:net';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { parse } from 'yaml';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/project-files.js';
+import { parseComposeDotenv } from '../../src/compose-dotenv.js';
 import { createDifyDatabase } from '../../src/services/dify-database.js';
 import { startLocalServices, type LocalServices } from '../../src/services/local-services.js';
 import { csvOf } from '../helpers/batch.js';
-import { runCli, startCli, type Background, type Ran } from '../helpers/cli.js';
+import { readmeSection, shellBlocks } from '../helpers/readme.js';
+import { CLI, runCli, runProgram, startCli, startProgram, type Background, type Ran } from '../helpers/cli.js';
 import { until } from '../helpers/cli-world.js';
 
 const DIFY_PASSWORD = 'difyai123456'; // the .env.example's DB_PASSWORD and REDIS_PASSWORD
@@ -50,7 +61,7 @@ beforeAll(async () => {
   envFile = join(docker, '.env');
   await copyFile(projectFile('test', 'fixtures', 'dify-docker', '.env.example'), envFile);
   await copyFile(projectFile('test', 'fixtures', 'dify-docker', 'docker-compose.yaml'), join(docker, 'docker-compose.yaml'));
-  overrides = { DB_HOST: '127.0.0.1', DB_PORT: pgPort, REDIS_HOST: '127.0.0.1', REDIS_PORT: redisPort };
+  overrides = { ...readmeOverrides(), DB_PORT: pgPort, REDIS_PORT: redisPort };
 }, 180_000);
 
 afterAll(async () => {
@@ -58,6 +69,23 @@ afterAll(async () => {
   await services?.stop();
   await rm(dir, { recursive: true, force: true });
 });
+
+/** The README's `export` line for running from the host, and its word on other published ports. */
+function readmeOverrides(): NodeJS.ProcessEnv {
+  const line = shellBlocks(readmeSection("### From the host, with Dify's `.env`"))
+    .flatMap((b) => b.split('\n'))
+    .find((l) => l.startsWith('export '));
+  const [assignments, comment] = line!.split('#');
+  // Our servers listen on ports other than Dify's 5432 and 6379: the README says to set these then.
+  expect(comment).toContain('DB_PORT=… REDIS_PORT=… if you published other ports');
+  return Object.fromEntries(
+    assignments!
+      .replace(/^export /, '')
+      .trim()
+      .split(/\s+/)
+      .map((a) => a.split('=') as [string, string]),
+  );
+}
 
 /** The process environment of an operator's shell: nothing of ours set, plus `extra`. */
 const shell = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({ PATH: process.env.PATH, HOME: dir, ...extra });
@@ -134,6 +162,19 @@ describe("every command with Dify's unmodified docker/.env", () => {
     expect(worker.output() + dashboard.output()).not.toContain(DIFY_PASSWORD);
   });
 
+  it('our schema holds exactly the tables the README lists under "What we write into Dify\'s database"', async () => {
+    const listed = [...readmeSection("### What we write into Dify's database").matchAll(/^\| `(\w+)` \|/gm)].map((m) => m[1]).sort();
+    const db = new pg.Client({ host: '127.0.0.1', port: Number(pgPort), user: 'postgres', password: DIFY_PASSWORD, database: 'dify' });
+    await db.connect();
+    const { rows } = await db.query<{ table_name: string }>(
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'dify_provision'",
+    );
+    await db.end();
+    expect(rows.map((r) => r.table_name).sort(), "README.md lists every table of our schema (What we write into Dify's database)").toEqual(
+      listed,
+    );
+  });
+
   it('a % or @ in the passwords is sent as written; a DB_HOST cannot redirect the connection with ?host=', async () => {
     const hostile = join(dir, 'hostile', '.env');
     await mkdir(join(dir, 'hostile'));
@@ -144,5 +185,178 @@ describe("every command with Dify's unmodified docker/.env", () => {
     const r = await run({ DB_HOST: `nowhere.invalid:1/x?port=${pgPort}&host=127.0.0.1&a=` });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/nowhere\.invalid/);
+  });
+});
+
+// Inside Dify's compose network, as deploy/dify-compose/docker-compose.yaml runs each service.
+interface Service {
+  user?: string;
+  command?: string[];
+  environment?: Record<string, string | null>;
+  volumes: string[];
+  working_dir?: string;
+}
+/** The image's user (Dockerfile `USER node`: uid 1000 in node's images) for services that name none. */
+const IMAGE_USER = '1000:1000';
+// Runs in the new network and mount namespaces (unshare, no fork: the same process, so signals
+// reach it): brings lo up, makes Dify's service names resolve to it, mounts the service's volumes,
+// relays Dify's ports to our servers through unix sockets, then runs the command as the service's user.
+const NAMESPACE_SCRIPT = `
+const { execFileSync, spawn } = require('node:child_process');
+const net = require('node:net');
+const { hosts, mounts, ports, user } = JSON.parse(process.argv[1]);
+execFileSync('ip', ['link', 'set', 'lo', 'up']);
+execFileSync('mount', ['--bind', hosts, '/etc/hosts']);
+for (const m of mounts) {
+  execFileSync('mount', ['--bind', m.source, m.target]);
+  if (m.readOnly) execFileSync('mount', ['-o', 'remount,bind,ro', m.target]);
+}
+let listening = 0;
+for (const { port, socket } of ports) {
+  net.createServer((c) => {
+    const u = net.connect(socket);
+    c.pipe(u).pipe(c);
+    c.on('error', () => u.destroy());
+    u.on('error', () => c.destroy());
+  }).listen(port, '127.0.0.1', () => {
+    if (++listening < ports.length) return;
+    const [uid, gid] = user.split(':');
+    const child = spawn('setpriv', ['--reuid', uid, '--regid', gid, '--clear-groups', '--', ...process.argv.slice(2)], { stdio: 'inherit' });
+    for (const s of ['SIGTERM', 'SIGINT']) process.on(s, () => child.kill(s));
+    child.on('exit', (code) => process.exit(code ?? 1));
+  });
+}
+`;
+
+describe("every command inside Dify's compose network, as deploy/dify-compose runs it, with no override", () => {
+  const compose = parse(readFileSync(projectFile('deploy', 'dify-compose', 'docker-compose.yaml'), 'utf8'), { merge: true }) as {
+    services: Record<string, Service>;
+  };
+  const difyCompose = parse(readFileSync(projectFile('test', 'fixtures', 'dify-docker', 'docker-compose.yaml'), 'utf8'), {
+    merge: true,
+  }) as {
+    services: Record<string, unknown>;
+  };
+  let root: string;
+  let hosts: string;
+  const relays: Server[] = [];
+  const ports: { port: number; socket: string }[] = [];
+
+  beforeAll(async () => {
+    // What the compose file mounts, as Docker and Dify's own services leave it: an envs/ folder
+    // (Docker creates a missing bind source), the storage given to uid 1001 by init_permissions,
+    // an input file in ./files; every folder on the way reachable, as a container's mounts are.
+    root = join(dir, 'container');
+    await mkdir(join(docker, 'envs'), { recursive: true });
+    await mkdir(join(dir, 'files'));
+    await writeFile(join(dir, 'files', 'customers.csv'), csvOf([{ workspace_name: 'Compose Initech', owner_email: 'ana@acme.example' }]));
+    for (const d of [dir, join(dir, 'dify'), docker, join(docker, 'volumes'), join(docker, 'volumes', 'app'), join(dir, 'files')])
+      await chmod(d, 0o755);
+    execFileSync('chown', ['-R', '1001:1001', join(docker, 'volumes', 'app', 'storage')]);
+    // Dify's service names the .env uses, on its default network: here, loopback in the namespace.
+    const difyEnv = parseComposeDotenv(await readFile(envFile, 'utf8'));
+    const names = [difyEnv.DB_HOST!, difyEnv.REDIS_HOST!];
+    for (const n of names) expect(Object.keys(difyCompose.services)).toContain(n);
+    await mkdir(join(root, 'tmp'), { recursive: true, mode: 0o1777 });
+    await chmod(join(root, 'tmp'), 0o1777);
+    await chmod(root, 0o755);
+    hosts = join(dir, 'hosts');
+    await writeFile(hosts, `127.0.0.1 localhost ${names.join(' ')}\n`);
+    // Dify's containers listen on PostgreSQL's and Redis' own ports: relay them to our servers.
+    for (const [port, target] of [
+      [5432, Number(pgPort)],
+      [6379, Number(redisPort)],
+    ] as const) {
+      const socket = join(dir, `relay-${port}.sock`);
+      const server = createServer((c) => {
+        const u = connect(target, '127.0.0.1');
+        c.pipe(u).pipe(c);
+        c.on('error', () => u.destroy());
+        u.on('error', () => c.destroy());
+      });
+      await new Promise<void>((r) => server.listen(socket, r));
+      await chmod(socket, 0o777);
+      relays.push(server);
+      ports.push({ port, socket });
+    }
+  });
+
+  afterAll(async () => {
+    for (const r of relays) await new Promise((done) => r.close(done));
+  });
+
+  /** The service's mounts at `root`: `${DIFY_DOCKER}/x` is Dify's docker folder, `./x` beside the compose file. */
+  async function mountsOf(service: Service) {
+    const out = [];
+    for (const v of service.volumes) {
+      const [source, target, mode] = v
+        .replace(/\$\{DIFY_DOCKER(:\?[^}]*)?\}/, docker)
+        .replace(/^\.\//, `${dir}/`)
+        .split(':');
+      const at = join(root, target!);
+      if ((await stat(source!)).isDirectory()) await mkdir(at, { recursive: true });
+      else {
+        await mkdir(dirname(at), { recursive: true });
+        await writeFile(at, '');
+      }
+      out.push({ source: source!, target: at, readOnly: mode === 'ro' });
+    }
+    return out;
+  }
+  /** Container paths are under `root` here. */
+  const inside = (p: string) => join(root, p);
+  async function argsFor(name: string, args: string[]) {
+    const service = compose.services[name]!;
+    const config = { hosts, mounts: await mountsOf(service), ports, user: service.user ?? IMAGE_USER };
+    const env = Object.fromEntries(
+      Object.entries(service.environment ?? {}).map(([k, v]) => [k, k === 'DIFY_ENV_FILE' ? inside(v!) : (v ?? undefined)]),
+    );
+    return {
+      args: ['--net', '--mount', '--', process.execPath, '-e', NAMESPACE_SCRIPT, JSON.stringify(config), process.execPath, CLI, ...args],
+      env: { PATH: process.env.PATH, HOME: inside('/tmp'), ...env },
+      cwd: inside(service.working_dir ?? '/tmp'),
+    };
+  }
+  const run = async (name: string, args: string[], extra: NodeJS.ProcessEnv = {}) => {
+    const a = await argsFor(name, args);
+    return runProgram('unshare', a.args, { ...a.env, ...extra }, undefined, a.cwd);
+  };
+  const start = async (name: string, args: string[], extra: NodeJS.ProcessEnv = {}) => {
+    const a = await argsFor(name, args);
+    const b = startProgram('unshare', a.args, { ...a.env, ...extra }, a.cwd);
+    running.push(b);
+    return b;
+  };
+
+  it('cli ingest and status, the worker as uid 1001 writing Dify-owned keys, doctor, report and the dashboard', async () => {
+    const cliService = compose.services.cli!;
+    expect(cliService.working_dir).toBe('/tmp');
+    const ingested = ok(await run('cli', ['ingest', inside('/files/customers.csv'), '--batch-id', 'compose', '--json']));
+    expect(JSON.parse(ingested.stdout)).toMatchObject({ queued: 1 });
+    ok(await run('cli', ['status', 'compose']));
+    const [command, ...rest] = compose.services.worker!.command!;
+    const worker = await start('worker', [command!, ...rest]);
+    const storageInside = inside('/dify/docker/volumes/app/storage');
+    await until(async () => worker.output().includes(`key storage: ${storageInside}`), 'the worker to start');
+    ok(await run('cli', ['wait', 'compose']));
+    const rows = JSON.parse(ok(await run('cli', ['report', 'compose', '--format', 'json'])).stdout) as {
+      outcome: string;
+      tenantId: string;
+    }[];
+    expect(rows.map((r) => r.outcome)).toEqual(['created']);
+    // Written through the mount into Dify's storage folder, owned by Dify's user.
+    const key = await stat(join(docker, 'volumes', 'app', 'storage', 'privkeys', rows[0]!.tenantId, 'private.pem'));
+    expect([key.uid, key.gid, key.mode & 0o777]).toEqual([1001, 1001, 0o600]);
+    expect(ok(await run('cli', ['doctor', '--min-age', '0'])).stdout).toMatch(/doctor: no findings/);
+
+    const [dashCommand, ...dashArgs] = compose.services.dashboard!.command!;
+    const dashboard = await start('dashboard', [dashCommand!, ...dashArgs], {
+      DASHBOARD_TOKEN: 'c'.repeat(24),
+    });
+    await until(async () => /dashboard: http/.test(dashboard.output()), 'the dashboard to listen');
+    expect(dashboard.output()).not.toMatch(/error/i);
+    await dashboard.stop();
+    expect(await worker.stop()).toBe(0);
+    expect(worker.output() + dashboard.output()).not.toContain(DIFY_PASSWORD);
   });
 });

@@ -38,7 +38,12 @@ export interface Background {
 }
 
 export function startCli(args: string[], env: NodeJS.ProcessEnv): Background {
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return startProgram(process.execPath, [CLI, ...args], env);
+}
+
+/** Starts any program in the background (the CLI in a namespace, …). */
+export function startProgram(command: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string): Background {
+  const child = spawn(command, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));

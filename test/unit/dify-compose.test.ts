@@ -10,6 +10,7 @@ import { parse } from 'yaml';
 import { parseComposeDotenv } from '../../src/compose-dotenv.js';
 import { composeHostsOf, difySettings, storageFromDify } from '../../src/dify-env.js';
 import { projectFile } from '../../src/project-files.js';
+import { readmeSection, shellBlocks } from '../helpers/readme.js';
 
 interface Service {
   image?: string;
@@ -34,7 +35,6 @@ const load = async (file: string) => parse(await readFile(file, 'utf8'), { merge
 const ours = await load(OURS);
 const dify = await load(join(DIFY, 'docker-compose.yaml'));
 const difyEnv = parseComposeDotenv(await readFile(join(DIFY, '.env.example'), 'utf8'), () => undefined);
-const readme = await readFile(projectFile('README.md'), 'utf8');
 
 /** `${NAME:-default}` → default; `${NAME}` / `${NAME:?message}` → the value given for NAME. */
 const interpolate = (s: string, vars: Record<string, string> = {}) =>
@@ -50,17 +50,6 @@ const mounts = (s: Service, vars: Record<string, string> = {}) =>
     const [source, target, mode] = interpolate(v, vars).split(':');
     return { source: source!, target: target!, readOnly: mode === 'ro' };
   });
-/** The section of the README that starts at `heading`, up to the next heading of its level or higher. */
-function section(heading: string): string {
-  const at = readme.indexOf(`\n${heading}\n`);
-  expect(at, `README has "${heading}"`).toBeGreaterThan(-1);
-  const level = heading.split(' ')[0]!;
-  const rest = readme.slice(at + heading.length + 2);
-  const end = rest.search(new RegExp(`^#{1,${level.length}} `, 'm'));
-  return end === -1 ? rest : rest.slice(0, end);
-}
-const shellBlocks = (text: string) => [...text.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
-
 describe("deploy/dify-compose/docker-compose.yaml in Dify's compose project", () => {
   it("joins Dify's default network: the network Dify's db_postgres and redis (the .env's DB_HOST, REDIS_HOST) are on", () => {
     // Dify's project name is its folder's (docker/): its file sets no name, its .env no COMPOSE_PROJECT_NAME.
@@ -135,7 +124,7 @@ describe("deploy/dify-compose/docker-compose.yaml in Dify's compose project", ()
   });
 
   it("the README's steps use this file, its services, its mounts and Dify's network", async () => {
-    const text = section('### A docker-compose Dify: join its network, publish nothing');
+    const text = readmeSection('### A docker-compose Dify: join its network, publish nothing');
     expect(text).toContain('(deploy/dify-compose/docker-compose.yaml)');
     const [steps, oneLiner] = shellBlocks(text);
     expect(steps).toMatch(/^cd deploy\/dify-compose$/m);
