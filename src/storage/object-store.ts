@@ -50,8 +50,19 @@ export function scrubbed(err: unknown, scrub: (text: string) => string): Error {
   return e;
 }
 
-/** Where Dify's storage root is inside the store (opendal's OPENDAL_S3_ROOT, for instance). */
-const join = (root: string, key: string) => `${root.replace(/^\/+|\/+$/g, '')}${root.replace(/^\/+|\/+$/g, '') ? '/' : ''}${key}`;
+/**
+ * The prefix Dify's storage root gives every key inside the store (opendal's OPENDAL_S3_ROOT), as
+ * OpenDAL builds it: its normalize_root drops empty segments (`dify//edge` is `/dify/edge/`) and
+ * build_abs_path leaves out the leading slash. Keys land where Dify reads them.
+ */
+export function rootPrefix(root: string): string {
+  const segments = root
+    .split('/')
+    .filter((s) => s !== '')
+    .join('/');
+  return segments ? `${segments}/` : '';
+}
+const join = (root: string, key: string) => `${rootPrefix(root)}${key}`;
 
 export function objectKeyStorage(store: ObjectStore, root = ''): KeyStorage {
   const keyOf = (tenantId: string) => join(root, privateKeyKey(tenantId));
@@ -64,7 +75,7 @@ export function objectKeyStorage(store: ObjectStore, root = ''): KeyStorage {
     }
   };
   return {
-    description: `${store.description}${root.replace(/^\/+|\/+$/g, '') ? ` under ${root}` : ''}`,
+    description: `${store.description}${rootPrefix(root) ? ` under ${rootPrefix(root)}` : ''}`,
     async check() {
       // A name Dify never reads: written, read back, deleted.
       const probe = join(root, `dify-provision-probe/${randomUUID()}`);

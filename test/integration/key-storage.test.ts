@@ -14,6 +14,7 @@ import { runDoctor } from '../../src/doctor/doctor.js';
 import { RowError } from '../../src/errors.js';
 import { openKeyStorage } from '../../src/runtime.js';
 import type { KeyStorage } from '../../src/storage/key-storage.js';
+import { s3Store, type S3Settings } from '../../src/storage/s3.js';
 import { provisionWorkspace } from '../../src/worker/provision-workspace.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { startAzurite, startS3, type AzuriteServer, type S3Server } from '../helpers/object-servers.js';
@@ -51,7 +52,8 @@ async function configFor(env: TestEnv, backend: Backend): Promise<TestEnv['confi
               OPENDAL_S3_ENDPOINT: s3.endpoint,
               OPENDAL_S3_ACCESS_KEY_ID: 'S3RVER',
               OPENDAL_S3_SECRET_ACCESS_KEY: 'S3RVER',
-              OPENDAL_S3_ROOT: `/dify-${env.name}`,
+              // Doubled and missing slashes, as an operator may write it: OpenDAL normalises the root.
+              OPENDAL_S3_ROOT: `dify//${env.name}`,
             };
   const loaded = loadConfig(difyEnv);
   return { ...env.config, storageDir: loaded.storageDir ?? '', storage: loaded.storage };
@@ -88,6 +90,12 @@ describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3'])('keys on %s'
     const [again] = await runUntilDone(world, ['obj-again']);
     expect(again!.counts).toMatchObject({ existing: 6, created: 0 });
     expect(await runDoctor(env.db, backend === 'local' ? { storageDir: env.config.storageDir } : { storage })).toEqual([]);
+    if (backend === 'opendal-s3') {
+      // Read with no root at all: the objects are where Dify's OpenDAL reads them (dify/<name>/…).
+      const raw = s3Store(config.storage as S3Settings);
+      const keys = (await raw.list('')).map((o) => o.key).sort();
+      expect(keys).toEqual(tenants.map((t) => `dify/${env.name}/privkeys/${t.id}/private.pem`).sort());
+    }
   });
 
   it('a key that does not match the public key fails its row: nothing commits, nothing stays behind', async () => {
