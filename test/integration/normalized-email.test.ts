@@ -158,13 +158,13 @@ describe('a Dify without accounts.normalized_email (1.16)', () => {
 
   it("still sees a workspace Dify's owner has under another spelling as a likely duplicate", async () => {
     const p = await start('1.16');
-    const owner = await difyAccount('johndoe@gmail.com');
+    const owner = await difyAccount('john.doe@gmail.com');
     await env.db.query(`INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 'Acme') RETURNING id`);
     await env.db.query(
       `INSERT INTO tenant_account_joins (tenant_id, account_id, role) SELECT id, $1, 'owner' FROM tenants WHERE name = 'Acme'`,
       [owner],
     );
-    const plan = await p.plan(toCsv([{ workspace_name: 'ACME ', owner_email: 'John.Doe+sales@gmail.com' }]));
+    const plan = await p.plan(toCsv([{ workspace_name: 'ACME ', owner_email: 'JohnDoe+sales@gmail.com' }]));
     expect(plan).toMatchObject({ likelyDuplicates: 1, wouldCreate: 0 });
   });
 });
