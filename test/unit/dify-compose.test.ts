@@ -6,6 +6,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { Ajv } from 'ajv';
 import { parse } from 'yaml';
 import { parseComposeDotenv } from '../../src/compose-dotenv.js';
 import { composeHostsOf, difySettings, storageFromDify } from '../../src/dify-env.js';
@@ -162,6 +163,16 @@ describe("deploy/dify-compose/docker-compose.yaml in Dify's compose project", ()
     expect(volumes.sort()).toEqual(worker.volumes!.map((v) => v.replace(/\$\{DIFY_DOCKER:\?[^}]*\}/, '${DIFY_DOCKER}')).sort());
     expect(args.slice(-4)).toEqual([worker.image, 'worker', '--dify-env', worker.environment!.DIFY_ENV_FILE]);
     expect(text).toContain(`\`${ourNetwork()}\``);
+  });
+
+  it("is a valid Compose file: the Compose Specification schema accepts it (and Dify's own file)", async () => {
+    const schema = JSON.parse(await readFile(projectFile('test', 'fixtures', 'compose-spec', 'compose-spec.json'), 'utf8')) as object;
+    const validate = new Ajv({ allErrors: true, strict: false, validateFormats: false, validateSchema: false }).compile(schema);
+    for (const [name, file] of [
+      ['ours', ours],
+      ["Dify's", dify],
+    ] as const)
+      expect(validate(file) ? [] : validate.errors, name).toEqual([]);
   });
 
   const compose = spawnSync('docker', ['compose', 'version'], { stdio: 'ignore' }).status === 0;
