@@ -107,6 +107,19 @@ export const ConfigSchema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** The dashboard's token; generated per run when unset. */
   dashboardToken: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Read-only dashboard/API tokens (status and reports), comma-separated in the environment. */
+  dashboardReadTokens: z
+    .preprocess(
+      (v) =>
+        typeof v === 'string'
+          ? v
+              .split(',')
+              .map((t) => t.trim())
+              .filter(Boolean)
+          : v,
+      z.array(z.string().min(16, 'each token must be at least 16 characters')),
+    )
+    .optional(),
   /** Print stack traces of unexpected errors. */
   debug: z.boolean().default(false),
 });
@@ -129,6 +142,7 @@ const ENV_NAMES = {
   workerConcurrency: 'WORKER_CONCURRENCY',
   logLevel: 'DIFY_PROVISION_LOG_LEVEL',
   dashboardToken: 'DASHBOARD_TOKEN',
+  dashboardReadTokens: 'DASHBOARD_READ_TOKENS',
 } as const;
 
 export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config {

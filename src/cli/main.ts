@@ -217,6 +217,20 @@ function buildProgram(exit: (code: number) => void): Command {
         return n;
       }),
     )
+    .addOption(
+      new Option(
+        '--read-token <token>',
+        'a read-only token for the API and pages (status and reports; repeatable; also DASHBOARD_READ_TOKENS)',
+      ).argParser((v: string, all: string[] = []) => {
+        if (v.length < 16) throw new InvalidArgumentError('--read-token must be at least 16 characters');
+        return [...all, v];
+      }),
+    )
+    .addOption(
+      new Option('--max-bytes <size>', "API uploads' cap, and a batch's bound of recorded rows, as ingest's (default 1GiB)").argParser(
+        byteSize('--max-bytes'),
+      ),
+    )
     .action(async (flags) => (await import('./dashboard-command.js')).dashboardCommand(flags, await config()));
 
   program

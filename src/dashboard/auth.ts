@@ -17,33 +17,37 @@ export const SESSION_TTL_MS = 60 * 60 * 1000;
 /** Sessions held at once: the oldest goes first (only a holder of the token can make them). */
 const MAX_SESSIONS = 1000;
 
+/** The dashboard token is the admin's; a read token (DASHBOARD_READ_TOKENS) reads only: GETs. */
+export type Role = 'admin' | 'read';
+
 export interface Sessions {
   readonly ttlMs: number;
-  /** A new session value (for the cookie). */
-  create(): string;
-  valid(value: string): boolean;
+  /** A new session value (for the cookie), with the role of the token it was made from. */
+  create(role?: Role): string;
+  /** The session's role, if it is live. */
+  valid(value: string): Role | undefined;
 }
 
 export function sessionStore(ttlMs = SESSION_TTL_MS, max = MAX_SESSIONS): Sessions {
-  const expiries = new Map<string, number>(); // sha256 of the value -> when it ends
+  const expiries = new Map<string, { end: number; role: Role }>(); // sha256 of the value -> when it ends
   const digest = (value: string) => createHash('sha256').update(value).digest('base64');
   return {
     ttlMs,
-    create() {
+    create(role = 'admin') {
       const now = Date.now();
-      for (const [h, end] of expiries) if (end <= now) expiries.delete(h);
+      for (const [h, s] of expiries) if (s.end <= now) expiries.delete(h);
       while (expiries.size >= max) expiries.delete(expiries.keys().next().value!);
       const value = randomBytes(32).toString('base64url');
-      expiries.set(digest(value), now + ttlMs);
+      expiries.set(digest(value), { end: now + ttlMs, role });
       return value;
     },
     valid(value) {
       const h = digest(value);
-      const end = expiries.get(h);
-      if (end === undefined) return false;
-      if (end > Date.now()) return true;
+      const session = expiries.get(h);
+      if (session === undefined) return undefined;
+      if (session.end > Date.now()) return session.role;
       expiries.delete(h);
-      return false;
+      return undefined;
     },
   };
 }
@@ -81,30 +85,57 @@ export function sameSiteTarget(rawUrl: string): string {
   return `/${url.pathname.replace(/^[/\\]+/, '')}${url.search}`;
 }
 
-export function requireToken(app: FastifyInstance, token: string, open: string[], sessions: Sessions = sessionStore()): void {
+/** The tokens a dashboard takes: its own (admin) and read-only ones. */
+export interface Tokens {
+  admin: string;
+  read?: readonly string[];
+}
+
+const roles = new WeakMap<FastifyRequest, Role>();
+/** The role of an authenticated request (undefined on the open paths). */
+export const roleOf = (req: FastifyRequest): Role | undefined => roles.get(req);
+
+function roleOfToken(value: string, tokens: Tokens): Role | undefined {
+  if (same(value, tokens.admin)) return 'admin';
+  return tokens.read?.some((t) => same(value, t)) ? 'read' : undefined;
+}
+
+/** The versioned API answers in its JSON error body; the pages and the rest as plain text. */
+export function refuse(req: FastifyRequest, reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  if (req.url.startsWith('/api/v1/')) return reply.code(status).send({ error: { code, message } });
+  return reply.code(status).type('text/plain').send(`${status}: ${message}\n`);
+}
+
+export function requireToken(app: FastifyInstance, tokens: Tokens, open: string[], sessions: Sessions = sessionStore()): void {
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!;
     if (open.includes(path)) return;
     const given = presented(req);
-    const ok = given && (given.kind === 'token' ? same(given.value, token) : sessions.valid(given.value));
-    if (!ok) {
-      return reply
-        .code(401)
-        .header('www-authenticate', 'Bearer')
-        .type('text/plain')
-        .send(
-          given?.kind === 'session'
-            ? '401: this dashboard session has ended (or belongs to another dashboard process): open the address with ?token=… again\n'
-            : '401: this dashboard needs its token (open it with ?token=…, or send Authorization: Bearer …)\n',
-        );
+    const role = given && (given.kind === 'token' ? roleOfToken(given.value, tokens) : sessions.valid(given.value));
+    if (!role) {
+      return refuse(
+        req,
+        reply.header('www-authenticate', 'Bearer'),
+        401,
+        'UNAUTHORIZED',
+        given?.kind === 'session'
+          ? 'this dashboard session has ended (or belongs to another dashboard process): open the address with ?token=… again'
+          : 'this dashboard needs its token (open it with ?token=…, or send Authorization: Bearer …)',
+      );
+    }
+    roles.set(req, role);
+    // A read-only token reads: status, rows, reports (GET); anything else is the admin token's.
+    if (role === 'read' && req.method !== 'GET' && req.method !== 'HEAD') {
+      return refuse(req, reply, 403, 'READ_ONLY', 'this token is read-only (status and reports): changes need the dashboard token');
     }
     const query = (req.query as Record<string, unknown> | undefined)?.token;
-    if (typeof query === 'string' && req.method === 'GET') {
+    // The API takes tokens as headers; a page visit with ?token= trades it for a session.
+    if (typeof query === 'string' && req.method === 'GET' && !path.startsWith('/api/v1/')) {
       // Trade the token in the address for a new session, and drop it from the address bar.
       return reply
         .header(
           'set-cookie',
-          `${SESSION_COOKIE}=${sessions.create()}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${Math.ceil(sessions.ttlMs / 1000)}`,
+          `${SESSION_COOKIE}=${sessions.create(role)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${Math.ceil(sessions.ttlMs / 1000)}`,
         )
         .redirect(sameSiteTarget(req.url));
     }
@@ -130,10 +161,13 @@ export function guardStateChanges(app: FastifyInstance): void {
       (typeof origin === 'string' && hostOf(origin) !== req.headers.host) ||
       (!bearer && req.headers['x-requested-with'] !== 'dify-provision');
     if (foreign) {
-      return reply
-        .code(403)
-        .type('text/plain')
-        .send('403: cross-site request refused (state changes come from the dashboard page itself, or with Authorization: Bearer)\n');
+      return refuse(
+        req,
+        reply,
+        403,
+        'CROSS_SITE',
+        'cross-site request refused (state changes come from the dashboard page itself, or with Authorization: Bearer)',
+      );
     }
   });
 }

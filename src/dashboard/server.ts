@@ -11,21 +11,33 @@ import { workersServing, type RedisClient } from '../queue/connection.js';
 import { BatchNotFoundError, ProvisionError, UsageError } from '../errors.js';
 import { cancelBatch, resumeCancelled, retryFailed } from '../queue/batch-control.js';
 import { csvReport, jsonReport } from '../report/format.js';
-import { getBatchStatus, getThroughput, listBatches, NO_WORKER } from '../store/batches.js';
+import { getBatchStatus, listBatches, NO_WORKER } from '../store/batches.js';
 import { allReportRows, reportRows } from '../store/report.js';
 import { OUTCOMES, type Outcome } from '../types.js';
 import { loadConsoleAssets } from './assets.js';
+import { attachment } from './download.js';
 import { guardStateChanges, requireToken, sessionStore } from './auth.js';
 import { healthCheck } from './health.js';
 import { createMetrics } from './metrics.js';
+import { liveStatus, registerApi } from './api/routes.js';
+import { BATCH_LIMITS } from '../ingest/enqueue-batch.js';
+import type { Provisioner } from '../provisioner.js';
 
 export interface DashboardDeps {
   db: Db;
   queue: Queue;
   redis: RedisClient;
   token: string;
+  /** Read-only tokens (DASHBOARD_READ_TOKENS): status and reports, no changes. */
+  readTokens?: readonly string[];
   /** How long a browser session lasts (default SESSION_TTL_MS). */
   sessionTtlMs?: number;
+  /** What POST /api/v1/batches enqueues with (the dashboard command's runtime). */
+  provisioner?: Provisioner;
+  /** Uploads' cap and a batch's bound of recorded rows, as ingest's --max-bytes (default BATCH_LIMITS.bytes). */
+  maxBytes?: number;
+  /** Where uploads are spooled while a request runs (default: the system temp dir). */
+  tmpDir?: string;
 }
 
 // The console's scripts are files of this origin (src/dashboard/assets.ts): no inline script runs,
@@ -46,11 +58,7 @@ export const BOARD_NOTE =
 const FAVICON =
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1f2933"/><path d="M4 8.5l2.5 2.5L12 5" stroke="#40c057" stroke-width="2" fill="none"/></svg>';
 
-/** RFC 6266 / 5987: a download name that no batch id can break out of. */
-export function attachment(name: string): string {
-  const ascii = name.replace(/[^A-Za-z0-9._-]/g, '_');
-  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
-}
+export { attachment } from './download.js';
 
 export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstance> {
   const app = Fastify({ logger: false });
@@ -60,7 +68,12 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     if (typeof payload === 'string' && req.url.startsWith('/queues')) return payload.replace(/<link[^>]+fonts\.googleapis\.com[^>]*>/g, '');
     return payload;
   });
-  requireToken(app, deps.token, ['/healthz', '/favicon.ico', '/favicon.svg'], sessionStore(deps.sessionTtlMs));
+  requireToken(
+    app,
+    { admin: deps.token, ...(deps.readTokens ? { read: deps.readTokens } : {}) },
+    ['/healthz', '/favicon.ico', '/favicon.svg'],
+    sessionStore(deps.sessionTtlMs),
+  );
   guardStateChanges(app);
   const workers = () => workersServing(deps.queue);
   const metrics = createMetrics(deps.db, deps.queue, workers);
@@ -110,13 +123,7 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     return { database: rows[0]!.database, queue: deps.queue.name, workers: await workers(), noWorker: NO_WORKER, boardNote: BOARD_NOTE };
   });
   app.get('/api/batches', async () => listBatches(deps.db, 100, await workers()));
-  app.get<{ Params: { id: string } }>('/api/batches/:id', async (req) => {
-    const status = await getBatchStatus(deps.db, req.params.id, await workers());
-    if (!status) throw new BatchNotFoundError(req.params.id);
-    const throughput = await getThroughput(deps.db, req.params.id, status.open);
-    // Without a worker nothing moves: no rate from the rows of a worker that has stopped, no ETA.
-    return { ...status, throughput: status.state === 'stalled' ? { ...throughput, perSecond: 0, etaSeconds: null } : throughput };
-  });
+  app.get<{ Params: { id: string } }>('/api/batches/:id', async (req) => liveStatus(deps.db, req.params.id, await workers()));
   app.get<{ Params: { id: string }; Querystring: { after?: string; limit?: string; outcome?: string } }>(
     '/api/batches/:id/rows',
     async (req) => {
@@ -165,6 +172,17 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     void reply.code(status).send({
       error: status >= 500 && !(err instanceof ProvisionError) ? 'internal error (see the dashboard log)' : (err as Error).message,
     });
+  });
+  // The versioned API (/api/v1), in its own plugin context (its error body, uploads); last: the
+  // routes above take the error handler set when they are built, which this registration triggers.
+  await registerApi(app, {
+    db: deps.db,
+    queue: deps.queue,
+    redis: deps.redis,
+    workers,
+    maxBytes: deps.maxBytes ?? BATCH_LIMITS.bytes,
+    ...(deps.provisioner ? { provisioner: deps.provisioner } : {}),
+    ...(deps.tmpDir ? { tmpDir: deps.tmpDir } : {}),
   });
   return app;
 }

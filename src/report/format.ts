@@ -48,29 +48,43 @@ function csvHeader(): string {
   return `${REPORT_COLUMNS.join(',')}\r\n`;
 }
 
+/** A report row as people read it, in the JSON report and the API: the CSV's columns, in order. */
+export type ReportRecord = {
+  [K in (typeof REPORT_COLUMNS)[number]]: K extends 'line' | 'attempts'
+    ? number
+    : K extends 'duration_ms'
+      ? number | null
+      : K extends 'accounts_created'
+        ? string[] | null
+        : K extends 'outcome'
+          ? ReportRow['outcome']
+          : string | null;
+};
+
+export function reportRecord(r: ReportRow): ReportRecord {
+  return {
+    line: r.line,
+    external_id: r.externalId,
+    workspace_name: r.workspaceName,
+    owner_email: r.ownerEmail,
+    outcome: r.outcome,
+    tenant_id: r.tenantId,
+    public_key_sha256: r.fingerprint,
+    attempts: r.attempts,
+    duration_ms: r.durationMs,
+    accounts_created: r.accountsCreated,
+    api_key: r.apiKey,
+    error: r.error,
+  };
+}
+
 function csvLine(r: ReportRow, opts: ReportTextOptions): string {
-  return (
-    [
-      r.line,
-      r.externalId,
-      r.workspaceName,
-      r.ownerEmail,
-      r.outcome,
-      r.tenantId,
-      r.fingerprint,
-      r.attempts,
-      r.durationMs,
-      r.accountsCreated,
-      r.apiKey,
-      r.error,
-    ]
-      .map((v) => cell(v, opts))
-      .join(',') + '\r\n'
-  );
+  const record = reportRecord(r);
+  return REPORT_COLUMNS.map((c) => cell(record[c], opts)).join(',') + '\r\n';
 }
 
 /**
- * A JSON array of report rows, a piece at a time (reports of any size, in constant memory).
+ * A JSON array of report rows (snake_case, the CSV's column names), a piece at a time (reports of any size, in constant memory).
  * JSON.stringify escapes C0 controls; DEL and C1 controls (U+0080-009F: a single-character CSI
  * for some terminals) are escaped as well, losslessly, so the JSON is safe on a terminal too.
  */
@@ -78,7 +92,7 @@ export async function* jsonReport(rows: AsyncIterable<ReportRow>): AsyncGenerato
   let first = true;
   yield '[';
   for await (const r of rows) {
-    yield `${first ? '\n' : ',\n'}${escapeControls(JSON.stringify(r), { all: true })}`;
+    yield `${first ? '\n' : ',\n'}${escapeControls(JSON.stringify(reportRecord(r)), { all: true })}`;
     first = false;
   }
   yield '\n]\n';

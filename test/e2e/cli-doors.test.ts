@@ -61,7 +61,7 @@ describe('ingest doors', () => {
     );
     expect(ok.code, ok.stdout + ok.stderr).toBe(0);
     const report = JSON.parse(await readFile(join(world.env.dir, 'new-owner-report.json'), 'utf8'));
-    expect(report[0]).toMatchObject({ outcome: 'created', accountsCreated: ['brand.new@example.com'] });
+    expect(report[0]).toMatchObject({ outcome: 'created', accounts_created: ['brand.new@example.com'] });
     const { rows } = await world.env.db.query(`SELECT status FROM accounts WHERE email = 'brand.new@example.com'`);
     expect(rows).toEqual([{ status: 'pending' }]);
   });

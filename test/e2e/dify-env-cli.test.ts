@@ -136,14 +136,14 @@ describe("every command with Dify's unmodified docker/.env", () => {
     const storage = join(docker, 'volumes', 'app', 'storage');
     expect(worker.output()).toContain(`key storage: ${storage} (OPENDAL_FS_ROOT=storage (in ${envFile}) is /app/api/storage`);
     const report = ok(await cli(['report', 'dify-env', '--format', 'json'])).stdout;
-    const rows = JSON.parse(report) as { outcome: string; tenantId: string }[];
+    const rows = JSON.parse(report) as { outcome: string; tenant_id: string }[];
     expect(rows.map((r) => r.outcome)).toEqual(['created', 'created']);
-    for (const r of rows) expect((await stat(join(storage, 'privkeys', r.tenantId, 'private.pem'))).isFile()).toBe(true);
+    for (const r of rows) expect((await stat(join(storage, 'privkeys', r.tenant_id, 'private.pem'))).isFile()).toBe(true);
 
     ok(await cli(['retry', 'dify-env']));
     ok(await cli(['cancel', 'dify-env']));
-    expect(ok(await cli(['keys', 'list', '--tenant', rows[0]!.tenantId])).stdout).toMatch(/dataset/);
-    ok(await cli(['keys', 'create', '--tenant', rows[0]!.tenantId, '--out', join(dir, 'tokens.csv')]));
+    expect(ok(await cli(['keys', 'list', '--tenant', rows[0]!.tenant_id])).stdout).toMatch(/dataset/);
+    ok(await cli(['keys', 'create', '--tenant', rows[0]!.tenant_id, '--out', join(dir, 'tokens.csv')]));
     ok(await cli(['secrets', 'dify-env', '--key', priv, '--out', join(dir, 'secrets.csv')]));
     const doctor = ok(await cli(['doctor', '--min-age', '0']));
     expect(doctor.stdout).toMatch(/doctor: no findings/);

@@ -51,8 +51,8 @@ describe('report of rejected rows with hostile cells', () => {
     const json = await runCli(['report', 'hostile', '--format', 'json'], world.env.env);
     expect(json.code, json.stderr).toBe(0);
     expect(CONTROL.test(json.stdout.replace(/\n/g, ''))).toBe(false);
-    const rows = JSON.parse(json.stdout) as { workspaceName: string; outcome: string }[];
-    expect(rows.map((r) => r.workspaceName)).toEqual([...HOSTILE, ...FORMULAS]);
+    const rows = JSON.parse(json.stdout) as { workspace_name: string; outcome: string }[];
+    expect(rows.map((r) => r.workspace_name)).toEqual([...HOSTILE, ...FORMULAS]);
     expect(rows.every((r) => r.outcome === 'rejected')).toBe(true);
 
     // The file written with --out is data: the exact cells, formulas defused with a quote.

@@ -1,0 +1,451 @@
+// /api/v1: batches from any language. Each route is declared once here, with the zod schemas
+// that validate its path, query and body; the same declarations register the fastify routes and
+// generate the OpenAPI document (openapi.ts). Field names are snake_case, errors one body
+// ({ error: { code, message, rows? } }, errors.ts), and POSTs honour Idempotency-Key.
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import type { Queue } from 'bullmq';
+import multipart from '@fastify/multipart';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { newInputInfo, type InputInfo } from '../../csv/decode.js';
+import { readRows } from '../../csv/read-rows.js';
+import type { RejectedRow } from '../../csv/row-checker.js';
+import type { Db } from '../../db/pool.js';
+import { probeDifySchema } from '../../dify/schema-probe.js';
+import { BatchNotFoundError } from '../../errors.js';
+import { batchIdForFile } from '../../ingest/batch-id.js';
+import type { EnqueueSummary } from '../../ingest/enqueue-batch.js';
+import { checkInputRows, type WorkspaceInput } from '../../ingest/input-rows.js';
+import { libraryOptions, type IngestOptions } from '../../ingest/options.js';
+import { planBatch, type Plan } from '../../ingest/plan.js';
+import type { Provisioner } from '../../provisioner.js';
+import type { RedisClient } from '../../queue/connection.js';
+import { cancelBatch, resumeCancelled, retryFailed } from '../../queue/batch-control.js';
+import { csvReport, jsonReport, reportRecord } from '../../report/format.js';
+import { getBatchStatus, getThroughput, listBatches } from '../../store/batches.js';
+import { allReportRows, reportRows } from '../../store/report.js';
+import { generatedBatchId, type Outcome } from '../../types.js';
+import { attachment } from '../download.js';
+import { ApiRefusal, errorResponse, parseRequest } from './errors.js';
+import { idempotencyStore, requestHash, type Answer } from './idempotency.js';
+import * as S from './schemas.js';
+import { FILE_TYPES } from './schemas.js';
+import { openApiDocument } from './openapi.js';
+import { declaredTooLarge, uploadDir, UploadTooLargeError, type UploadDir } from './uploads.js';
+
+export const API_PREFIX = '/api/v1';
+
+/** JSON bodies are read whole: rows beyond this go as a file. */
+export const JSON_BODY_LIMIT = 16 << 20;
+/** Rejected rows listed in an ingest's answer (all of them are in the report). */
+const REJECTED_LISTED = 1000;
+
+export interface ApiDeps {
+  db: Db;
+  queue: Queue;
+  redis: RedisClient;
+  /** Workers serving the queue now. */
+  workers: () => Promise<number | null>;
+  /** Enqueues (POST /batches); without it that route answers 503. */
+  provisioner?: Provisioner;
+  /** The upload cap and the batch's bound of recorded rows (ingest's --max-bytes). */
+  maxBytes: number;
+  /** Where uploads are spooled (default: the system temp dir). */
+  tmpDir?: string;
+}
+
+export interface ApiRoute {
+  method: 'GET' | 'POST';
+  /** OpenAPI's form: /api/v1/batches/{id}. */
+  path: string;
+  operationId: string;
+  summary: string;
+  params?: z.ZodObject;
+  query?: z.ZodObject;
+  /** A JSON body. */
+  body?: z.ZodType;
+  /** Also a CSV/.xlsx file: the raw body (options in `query`) or multipart (options as fields). */
+  files?: z.ZodObject;
+  ok: { status: number; description: string; schema: z.ZodType; csv?: boolean };
+  /** Error statuses it may answer (besides 401, 403 and 500, which any may). */
+  errors: number[];
+  handle(ctx: Ctx): Promise<Answer | void>;
+}
+
+export interface Ctx {
+  req: FastifyRequest;
+  reply: FastifyReply;
+  params: Record<string, string>;
+  query: Record<string, unknown>;
+  input: Input;
+}
+
+/** What a POST carried, once read: JSON rows, a spooled file, or nothing. */
+type Input =
+  | { kind: 'none' }
+  | { kind: 'rows'; rows: WorkspaceInput[]; batchId?: string; options: IngestOptions }
+  | { kind: 'file'; path: string; name: string; batchId?: string; options: IngestOptions };
+
+export function apiRoutes(deps: ApiDeps): ApiRoute[] {
+  const mustExist = async (id: string) => {
+    if (!(await getBatchStatus(deps.db, id))) throw new BatchNotFoundError(id);
+  };
+  const control = (verb: string, past: string, run: (id: string) => Promise<number>, what: string): ApiRoute => ({
+    method: 'POST',
+    path: `${API_PREFIX}/batches/{id}/${verb}`,
+    operationId: `${verb}Batch`,
+    summary: what,
+    params: S.BatchParamsSchema,
+    ok: { status: 200, description: `rows ${past}`, schema: S.ControlResponseSchema },
+    errors: [404, 409, 422],
+    async handle({ params }) {
+      await mustExist(params.id!);
+      const n = await run(params.id!);
+      return { status: 200, body: { batch_id: params.id, rows: n, message: `${n} row(s) ${past}` } };
+    },
+  });
+
+  const routes: ApiRoute[] = [
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/openapi.json`,
+      operationId: 'getOpenApi',
+      summary: 'This document (OpenAPI 3.1), generated from the schemas that validate the requests',
+      ok: { status: 200, description: 'the OpenAPI document', schema: z.record(z.string(), z.unknown()) },
+      errors: [],
+      handle: async () => ({ status: 200, body: openApiDocument(routes) }),
+    },
+    {
+      method: 'POST',
+      path: `${API_PREFIX}/batches`,
+      operationId: 'createBatch',
+      summary: 'Validate rows (JSON, or a CSV/.xlsx file), record each and queue the valid ones',
+      body: S.RowsBodySchema,
+      files: S.FileQuerySchema,
+      ok: { status: 201, description: 'the batch: rows read, queued, rejected (with why)', schema: S.EnqueueResponseSchema },
+      errors: [400, 409, 413, 415, 422, 503],
+      async handle({ input }) {
+        if (!deps.provisioner) throw new ApiRefusal('UNAVAILABLE', 503, 'this dashboard was started without a queue to enqueue on');
+        if (input.kind === 'none') throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
+        const rejected: RejectedRow[] = [];
+        const common = {
+          ...libraryOptions(input.options),
+          maxBytes: deps.maxBytes,
+          onRejected: (r: RejectedRow) => void (rejected.length < REJECTED_LISTED && rejected.push(r)),
+        };
+        const batch =
+          input.kind === 'rows'
+            ? await deps.provisioner.enqueue(input.rows, {
+                ...common,
+                batchId: input.batchId ?? generatedBatchId('api'),
+                source: input.options.source ?? 'api',
+              })
+            : await deps.provisioner.enqueueCsv(input.path, {
+                ...common,
+                batchId: input.batchId ?? (await batchIdForFile(input.path)),
+                source: input.options.source ?? input.name,
+              });
+        return { status: 201, body: summaryBody(batch.summary, rejected) };
+      },
+    },
+    {
+      method: 'POST',
+      path: `${API_PREFIX}/plans`,
+      operationId: 'planBatch',
+      summary: 'What creating this batch would do (a dry run against Dify: writes nothing)',
+      body: S.RowsBodySchema,
+      files: S.FileQuerySchema,
+      ok: {
+        status: 200,
+        description: 'the plan: would create / existing / rejected / would fail, with each problem',
+        schema: S.PlanResponseSchema,
+      },
+      errors: [400, 413, 415, 422],
+      async handle({ input }) {
+        if (input.kind === 'none') throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
+        const opts = libraryOptions(input.options);
+        const planOpts = {
+          createMissingAccounts: opts.createMissingOwners ?? false,
+          allowDuplicateNames: opts.allowDuplicateNames ?? false,
+          accounts: { normalized: (await probeDifySchema(deps.db)).normalizedEmail },
+        };
+        if (input.kind === 'rows')
+          return { status: 200, body: planBody(await planBatch(checkInputRows(input.rows, opts), deps.db, planOpts)) };
+        const info = newInputInfo();
+        const plan = await planBatch(readRows(createReadStream(input.path), opts, info), deps.db, planOpts);
+        return { status: 200, body: planBody({ ...plan, input: info }) };
+      },
+    },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/batches`,
+      operationId: 'listBatches',
+      summary: 'The newest batches, with their state and counts',
+      query: S.BatchListQuerySchema,
+      ok: { status: 200, description: 'newest first', schema: S.BatchListResponseSchema },
+      errors: [400],
+      async handle({ query }) {
+        const batches = await listBatches(deps.db, (query.limit as number | undefined) ?? 100, await deps.workers());
+        return { status: 200, body: { batches: batches.map(snake) } };
+      },
+    },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/batches/{id}`,
+      operationId: 'getBatch',
+      summary: "A batch's counts, state, workers and throughput",
+      params: S.BatchParamsSchema,
+      ok: { status: 200, description: 'the batch now', schema: S.BatchStatusSchema },
+      errors: [404],
+      async handle({ params }) {
+        return { status: 200, body: snake(await liveStatus(deps.db, params.id!, await deps.workers())) };
+      },
+    },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/batches/{id}/rows`,
+      operationId: 'listBatchRows',
+      summary: "A page of a batch's rows in line order (keyset: pass next_after as after)",
+      params: S.BatchParamsSchema,
+      query: S.RowsQuerySchema,
+      ok: { status: 200, description: 'rows after `after`', schema: S.RowsPageSchema },
+      errors: [400, 404],
+      async handle({ params, query }) {
+        await mustExist(params.id!);
+        const limit = (query.limit as number | undefined) ?? 100;
+        const rows = await reportRows(deps.db, params.id!, {
+          afterLine: (query.after as number | undefined) ?? 0,
+          limit: limit + 1,
+          ...(query.outcome ? { outcome: query.outcome as Outcome } : {}),
+        });
+        const page = rows.slice(0, limit);
+        return {
+          status: 200,
+          body: { rows: page.map(reportRecord), next_after: rows.length > limit ? page[page.length - 1]!.line : null },
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/batches/{id}/report`,
+      operationId: 'getBatchReport',
+      summary: "Every row's answer: JSON, or CSV with Accept: text/csv (streamed)",
+      params: S.BatchParamsSchema,
+      ok: { status: 200, description: 'the report', schema: S.ReportSchema, csv: true },
+      errors: [404],
+      async handle({ req, reply, params }) {
+        await mustExist(params.id!);
+        const csv = prefersCsv(req.headers.accept);
+        const rows = allReportRows(deps.db, params.id!);
+        return reply
+          .type(csv ? 'text/csv; charset=utf-8' : 'application/json; charset=utf-8')
+          .header('content-disposition', attachment(`${params.id}-report.${csv ? 'csv' : 'json'}`))
+          .send(Readable.from(csv ? csvReport(rows) : jsonReport(rows)));
+      },
+    },
+    control('retry', 'queued again', (id) => retryFailed(deps.db, deps.queue, id), 'Queue the failed rows again (a new round)'),
+    control('cancel', 'cancelled', (id) => cancelBatch(deps.db, deps, id), 'Cancel the rows still waiting (rows being processed finish)'),
+    control('resume', 'queued again', (id) => resumeCancelled(deps.db, deps.queue, id), 'Queue the cancelled rows again (undo a cancel)'),
+  ];
+  return routes;
+}
+
+/** A batch's status with its throughput (the pages' and the API's). */
+export async function liveStatus(db: Db, id: string, workers: number | null) {
+  const status = await getBatchStatus(db, id, workers);
+  if (!status) throw new BatchNotFoundError(id);
+  const t = await getThroughput(db, id, status.open);
+  // Without a worker nothing moves: no rate from the rows of a worker that has stopped, no ETA.
+  return { ...status, throughput: status.state === 'stalled' ? { ...t, perSecond: 0, etaSeconds: null } : t };
+}
+
+function summaryBody(s: EnqueueSummary, rejected: RejectedRow[]) {
+  return {
+    batch_id: s.batchId,
+    total: s.total,
+    queued: s.queued,
+    rejected: s.rejected,
+    already_in_batch: s.alreadyInBatch,
+    likely_duplicates: s.likelyDuplicates,
+    ...(s.input ? { input: snake(s.input) } : {}),
+    rejected_rows: rejected.map((r) => ({ line: r.line, errors: r.errors })),
+  };
+}
+
+function planBody(p: Plan & { input?: InputInfo }) {
+  return snake(p);
+}
+
+const snakeName = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** Keys in snake_case (deep), dates as ISO 8601: the library's objects as the API answers them. */
+export function snake(value: unknown): any {
+  if (value instanceof Date) return value.toISOString();
+  if (Array.isArray(value)) return value.map(snake);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [snakeName(k), snake(v)]));
+}
+
+/** Multipart: a few option fields beside the one file (a PEM is the largest field). */
+const MULTIPART_OVERHEAD = 1 << 20;
+
+/**
+ * Registers /api/v1 (in its own plugin context: its content types, multipart and error body
+ * stay there) and returns its routes, for the OpenAPI document.
+ */
+export async function registerApi(app: FastifyInstance, deps: ApiDeps): Promise<ApiRoute[]> {
+  const routes = apiRoutes(deps);
+  const idempotency = idempotencyStore(deps.redis, deps.queue);
+  await app.register(
+    async (api) => {
+      await api.register(multipart, { throwFileSizeLimit: true });
+      api.removeContentTypeParser(['text/plain']);
+      // A file's body stays a stream: counted and spooled by the route, never read whole.
+      api.addContentTypeParser(Object.keys(FILE_TYPES), (_req, payload, done) => done(null, payload));
+      api.setErrorHandler((err, _req, reply) => {
+        const { status, body } = errorResponse(err);
+        // Whatever of a refused upload is still on its way is not read: the connection closes.
+        if (status === 413) void reply.header('connection', 'close');
+        void reply.code(status).send(body);
+      });
+      api.setNotFoundHandler((req, reply) =>
+        reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` } }),
+      );
+      for (const route of routes) {
+        api.route({
+          method: route.method,
+          url: route.path.slice(API_PREFIX.length).replace(/\{(\w+)\}/g, ':$1') || '/',
+          bodyLimit: Math.min(JSON_BODY_LIMIT, deps.maxBytes),
+          handler: async (req, reply) => {
+            let uploads: UploadDir | undefined;
+            const dir = async () => (uploads ??= await uploadDir(deps.tmpDir));
+            try {
+              const params = (route.params ? parseRequest(route.params, req.params, 'path') : {}) as Record<string, string>;
+              const query = route.query ? parseRequest(route.query, withoutToken(req.query), 'query') : {};
+              const { input, hash } = await readInput(req, route, deps.maxBytes, dir);
+              const run = () => route.handle({ req, reply, params, query, input });
+              const key = req.headers['idempotency-key'];
+              if (route.method === 'POST' && typeof key === 'string') {
+                const answer = await idempotency.once(
+                  key,
+                  requestHash(req.method, pathAndQuery(req), hash),
+                  async () => (await run()) ?? { status: 204, body: null },
+                );
+                if (answer.replayed) void reply.header('idempotent-replayed', 'true');
+                return reply.code(answer.status).send(answer.body);
+              }
+              const answer = await run();
+              return answer ? reply.code(answer.status).send(answer.body) : reply;
+            } finally {
+              await uploads?.remove();
+            }
+          },
+        });
+      }
+    },
+    { prefix: API_PREFIX },
+  );
+  return routes;
+}
+
+/** Accept: text/csv (preferred over JSON by its q-value, or alone) asks for CSV; anything else gets JSON. */
+export function prefersCsv(accept: string | undefined): boolean {
+  const q = (type: string) =>
+    Math.max(
+      -1,
+      ...(accept ?? '').split(',').map((part) => {
+        const [media, ...params] = part.split(';').map((x) => x.trim().toLowerCase());
+        if (media !== type) return -1;
+        const weight = params.find((p) => p.startsWith('q='));
+        return weight ? Number(weight.slice(2)) || 0 : 1;
+      }),
+    );
+  const csv = q('text/csv');
+  return csv > 0 && csv > q('application/json');
+}
+
+const withoutToken = (query: unknown): Record<string, string> => {
+  const { token: _token, ...rest } = (query ?? {}) as Record<string, string>;
+  return rest;
+};
+
+function pathAndQuery(req: FastifyRequest): string {
+  const url = new URL(req.url, 'http://api.invalid');
+  url.searchParams.delete('token');
+  url.searchParams.sort();
+  return `${url.pathname}?${url.searchParams.toString()}`;
+}
+
+const mediaType = (req: FastifyRequest) => (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+
+/** The POST's rows or file, with a hash of what was sent (for Idempotency-Key). */
+async function readInput(
+  req: FastifyRequest,
+  route: ApiRoute,
+  cap: number,
+  dir: () => Promise<UploadDir>,
+): Promise<{ input: Input; hash: string }> {
+  const type = mediaType(req);
+  if (route.method !== 'POST' || (!route.body && !route.files))
+    return { input: { kind: 'none' }, hash: requestHash(JSON.stringify(req.body ?? null)) };
+  if (type === 'application/json' && route.body) {
+    const body = parseRequest(route.body, req.body, 'body') as z.output<typeof S.RowsBodySchema>;
+    return {
+      input: {
+        kind: 'rows',
+        rows: body.rows as WorkspaceInput[],
+        ...(body.batch_id ? { batchId: body.batch_id } : {}),
+        options: body.options ?? {},
+      },
+      hash: requestHash(JSON.stringify(req.body)),
+    };
+  }
+  if (!route.files) return { input: { kind: 'none' }, hash: '' };
+  if (type === 'multipart/form-data') {
+    if (declaredTooLarge(req.headers['content-length'], cap + MULTIPART_OVERHEAD)) throw new UploadTooLargeError(cap);
+    const fields: Record<string, string> = {};
+    let file: { path: string; sha256: string; name: string } | undefined;
+    const parts = req.parts({ limits: { fileSize: cap + 1, files: 1, fields: 20, fieldSize: 64 << 10, parts: 21 } });
+    for await (const part of parts) {
+      if (part.type === 'field') fields[part.fieldname] = String(part.value);
+      else if (part.fieldname !== 'file') {
+        part.file.resume();
+        throw new ApiRefusal('INVALID_REQUEST', 400, `multipart: the file goes in the field "file", not "${part.fieldname}"`);
+      } else file = { ...(await (await dir()).spool(part.file, part.filename || 'upload', cap)), name: part.filename || 'upload' };
+    }
+    if (!file) throw new ApiRefusal('INVALID_REQUEST', 400, 'multipart: no "file" part (the CSV or .xlsx file)');
+    return fileInput(route.files, fields, 'form fields', file);
+  }
+  if (type in FILE_TYPES) {
+    if (declaredTooLarge(req.headers['content-length'], cap)) throw new UploadTooLargeError(cap);
+    const query = withoutToken(req.query) as Record<string, string>; // fastify's query values are strings
+    parseRequest(route.files, query, 'query'); // bad options are refused before a byte of the file is read
+    const spooled = await (await dir()).spool(req.body as Readable, 'upload', cap);
+    return fileInput(route.files, query, 'query', { ...spooled, name: 'upload' });
+  }
+  throw new ApiRefusal(
+    'UNSUPPORTED_MEDIA_TYPE',
+    415,
+    `send application/json, multipart/form-data or a file as ${Object.keys(FILE_TYPES).join(', ')}`,
+  );
+}
+
+function fileInput(
+  schema: z.ZodObject,
+  fields: Record<string, string>,
+  where: string,
+  file: { path: string; sha256: string; name: string },
+) {
+  const { batch_id, ...options } = parseRequest(schema, fields, where) as z.output<typeof S.FileQuerySchema>;
+  return {
+    input: {
+      kind: 'file' as const,
+      path: file.path,
+      name: file.name,
+      ...(batch_id ? { batchId: batch_id } : {}),
+      options: options as IngestOptions,
+    },
+    hash: requestHash(file.sha256, JSON.stringify(Object.entries(fields).sort())),
+  };
+}

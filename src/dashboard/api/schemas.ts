@@ -1,0 +1,172 @@
+// The /api/v1 request and response shapes, in zod: requests are validated with them and the
+// OpenAPI document is generated from them (openapi.ts), so the two cannot drift apart.
+import { z } from 'zod';
+import { IngestOptionsSchema, IngestOptionsTextSchema } from '../../ingest/options.js';
+import { BATCH_STATES } from '../../store/batches.js';
+import { OUTCOMES } from '../../types.js';
+import { REPORT_COLUMNS } from '../../report/format.js';
+
+/** Content types taken as a file in the raw body. */
+export const FILE_TYPES = {
+  'text/csv': 'CSV',
+  'text/plain': 'CSV',
+  'application/csv': 'CSV',
+  'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet': '.xlsx workbook',
+  'application/octet-stream': 'CSV or .xlsx (told apart by content)',
+} as const;
+const count = z.number().int().min(0);
+const line = z.number().int().min(1).describe('the row\'s line in the file (a sheet\'s row number), or its 1-based position in "rows"');
+const batchId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+
+export const FieldErrorSchema = z.object({ field: z.string(), message: z.string() });
+export const RowProblemsSchema = z.object({ line, errors: z.array(FieldErrorSchema) });
+
+export const ErrorBodySchema = z.object({
+  error: z.object({
+    code: z
+      .string()
+      .describe('stable: UNAUTHORIZED, FORBIDDEN, READ_ONLY, INVALID_REQUEST, STRICT_REJECTED, CSV_FORMAT, BATCH_NOT_FOUND, …'),
+    message: z.string(),
+    rows: z.array(RowProblemsSchema).optional().describe('every invalid row, by line (strict ingest, an unreadable file)'),
+  }),
+});
+
+const text = z.union([z.string(), z.number(), z.boolean()]);
+export const WorkspaceInputSchema = z
+  .object({
+    workspace_name: text.optional().describe('required (a row without it is rejected, with its line)'),
+    owner_email: text.optional().describe('required'),
+    plan: text.optional(),
+    members: z
+      .union([z.string(), z.array(z.object({ email: z.string(), role: z.string() }))])
+      .optional()
+      .describe('"email:role;email:role" or a list of { email, role }'),
+    external_id: text.optional(),
+    workspace_id: text.optional(),
+    dataset_api_key: z.union([z.string(), z.boolean()]).optional(),
+  })
+  .strict();
+
+export const OptionsSchema = IngestOptionsSchema;
+
+export const RowsBodySchema = z
+  .object({
+    rows: z.array(WorkspaceInputSchema).describe('the workspaces, as the CSV columns'),
+    batch_id: batchId.optional().describe('default: a generated id; the same id with the same rows queues nothing twice'),
+    options: OptionsSchema.optional(),
+  })
+  .strict();
+
+/** A file's options (raw body: the query string; multipart: form fields). */
+export const FileQuerySchema = IngestOptionsTextSchema.extend({
+  batch_id: batchId.optional().describe("default: from the file's name and content (the same file is the same batch)"),
+}).strict();
+
+const InputInfoSchema = z.object({
+  format: z.enum(['csv', 'xlsx']),
+  encoding: z.string().optional(),
+  delimiter: z.enum([',', ';', '\t']).optional(),
+  sheet: z.string().optional(),
+  empty_rows: count,
+});
+
+export const EnqueueResponseSchema = z.object({
+  batch_id: z.string(),
+  total: count.describe('rows read (valid + rejected)'),
+  queued: count.describe('valid rows recorded for the first time (and queued)'),
+  rejected: count,
+  already_in_batch: count.describe('valid rows this batch had recorded already (the same batch sent again)'),
+  likely_duplicates: count,
+  input: InputInfoSchema.optional(),
+  rejected_rows: z.array(RowProblemsSchema).describe(`the rejected rows with why (the first ${1000})`),
+});
+
+export const PlanResponseSchema = z.object({
+  total: count,
+  would_create: count,
+  existing: count,
+  rejected: count,
+  would_fail: count.describe('valid rows that would fail: missing or ambiguous owners/members, taken workspace ids'),
+  likely_duplicates: count,
+  problems: z.array(z.object({ line, field: z.string(), message: z.string() })),
+  input: InputInfoSchema.optional(),
+});
+
+const Counts = z.object(Object.fromEntries(OUTCOMES.map((o) => [o, count])) as Record<(typeof OUTCOMES)[number], typeof count>);
+const workers = z.number().int().nullable().describe('workers serving this Dify now (null: Redis does not say)');
+const when = z.string().describe('ISO 8601');
+
+export const BatchListingSchema = z.object({
+  batch_id: z.string(),
+  source: z.string().nullable(),
+  created_at: when,
+  state: z.enum(BATCH_STATES),
+  total: count,
+  counts: Counts,
+  workers,
+});
+export const BatchListResponseSchema = z.object({ batches: z.array(BatchListingSchema) });
+export const BatchListQuerySchema = z
+  .object({ limit: z.coerce.number().int().min(1).max(1000).optional().describe('default 100') })
+  .strict();
+
+export const BatchStatusSchema = z.object({
+  batch_id: z.string(),
+  source: z.string().nullable(),
+  created_at: when,
+  ingested: z.boolean(),
+  total: count,
+  counts: Counts,
+  open: count.describe('rows still to be answered (queued or active)'),
+  finished: count,
+  done: z.boolean(),
+  succeeded: z.boolean(),
+  state: z.enum(BATCH_STATES),
+  workers,
+  advice: z.string().nullable(),
+  throughput: z.object({
+    per_second: z.number(),
+    eta_seconds: z.number().nullable(),
+    timeline: z.array(z.object({ t: z.number(), n: count })),
+    bucket_seconds: z.number(),
+  }),
+});
+
+export const BatchParamsSchema = z.object({ id: batchId });
+
+export const ReportRowSchema = z.object({
+  line,
+  external_id: z.string().nullable(),
+  workspace_name: z.string().nullable(),
+  owner_email: z.string().nullable(),
+  outcome: z.enum(OUTCOMES),
+  tenant_id: z.string().nullable(),
+  public_key_sha256: z.string().nullable(),
+  attempts: count,
+  duration_ms: z.number().int().nullable(),
+  accounts_created: z.array(z.string()).nullable(),
+  api_key: z.string().nullable().describe('masked as Dify masks it'),
+  error: z.string().nullable(),
+} satisfies Record<(typeof REPORT_COLUMNS)[number], z.ZodType>);
+
+export const RowsQuerySchema = z
+  .object({
+    outcome: z.enum(OUTCOMES).optional(),
+    after: z.coerce.number().int().min(0).optional().describe('rows after this line (next_after of the previous page)'),
+    limit: z.coerce.number().int().min(1).max(1000).optional().describe('default 100'),
+  })
+  .strict();
+export const RowsPageSchema = z.object({
+  rows: z.array(ReportRowSchema),
+  next_after: z.number().int().nullable().describe('pass as `after` for the next page; null: this was the last'),
+});
+
+export const ReportSchema = z.array(ReportRowSchema);
+
+export const ControlResponseSchema = z.object({
+  batch_id: z.string(),
+  rows: count.describe('rows retried, cancelled or resumed'),
+  message: z.string(),
+});

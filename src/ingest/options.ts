@@ -1,0 +1,82 @@
+// The options of an ingest as people outside TypeScript write them (snake_case): one zod schema
+// that the HTTP API validates request bodies with and documents (OpenAPI), mapped onto the
+// library's EnqueueOptions & ReadOptions by name. An option the library gains (EnqueueOptions)
+// reaches the API with one line here: its snake_case name and its type.
+import { z } from 'zod';
+import type { ReadOptions } from '../csv/read-rows.js';
+import { DEFAULT_RETRY } from '../queue/contract.js';
+import type { EnqueueOptions } from './enqueue-batch.js';
+
+export const IngestOptionsSchema = z
+  .object({
+    strict: z.boolean().optional().describe('if any row is invalid, queue nothing and answer 422 listing every invalid row'),
+    create_missing_owners: z.boolean().optional().describe('owners/members without a Dify account get one (pending, as Dify invites do)'),
+    mint_dataset_keys: z
+      .boolean()
+      .optional()
+      .describe('mint a workspace-wide knowledge-base API key with every new workspace (needs seal_to)'),
+    seal_to: z.string().min(1).optional().describe("the operator's RSA public key (PEM): minted API keys are sealed to it"),
+    allow_duplicate_names: z.boolean().optional().describe('let rows through whose owner already has a workspace of that name'),
+    ignore_unknown_columns: z
+      .boolean()
+      .optional()
+      .describe('files: drop columns dify-provision does not know instead of refusing the file'),
+    delimiter: z.enum([',', ';', '\t']).optional().describe('CSV: the column delimiter (default: detected from the header)'),
+    encoding: z.string().min(1).optional().describe('CSV: the encoding when not UTF-8 (or UTF-16 with a BOM), e.g. windows-1252'),
+    sheet: z.string().min(1).optional().describe('.xlsx: the sheet to read (default: the first)'),
+    attempts: z
+      .number()
+      .int()
+      .min(1)
+      .max(100)
+      .optional()
+      .describe(`attempts per row for transient errors (default ${DEFAULT_RETRY.attempts})`),
+    backoff_ms: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe(`first retry delay in ms, doubling each time (default ${DEFAULT_RETRY.backoffMs})`),
+    source: z.string().min(1).max(200).optional().describe('where the rows came from (a file name), shown in listings'),
+  })
+  .strict();
+export type IngestOptions = z.infer<typeof IngestOptionsSchema>;
+
+type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
+export type LibraryOptions = EnqueueOptions & ReadOptions;
+// Every option of the schema is a library option of the same name (attempts/backoff_ms: `retry`).
+type NotInLibrary = Exclude<Camel<keyof IngestOptions>, keyof LibraryOptions | 'attempts' | 'backoffMs'>;
+const everyOptionIsTheLibrarys: [NotInLibrary] extends [never] ? true : NotInLibrary = true;
+void everyOptionIsTheLibrarys;
+
+const camel = (s: string) => s.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+
+/** The library's options for validated API options. */
+export function libraryOptions(opts: IngestOptions): LibraryOptions {
+  const { attempts, backoff_ms, ...rest } = opts;
+  const out = Object.fromEntries(Object.entries(rest).map(([k, v]) => [camel(k), v])) as LibraryOptions;
+  if (attempts !== undefined || backoff_ms !== undefined)
+    out.retry = { attempts: attempts ?? DEFAULT_RETRY.attempts, backoffMs: backoff_ms ?? DEFAULT_RETRY.backoffMs };
+  return out;
+}
+
+/**
+ * The same options as text (a query string, multipart form fields): booleans as true/false/1/0,
+ * numbers as digits; derived from IngestOptionsSchema, so the two never disagree.
+ */
+export const IngestOptionsTextSchema = z
+  .object(
+    Object.fromEntries(
+      Object.entries(IngestOptionsSchema.shape).map(([k, schema]) => {
+        const inner = schema.unwrap();
+        const text =
+          inner instanceof z.ZodBoolean
+            ? z.stringbool({ truthy: ['true', '1', 'yes'], falsy: ['false', '0', 'no'] })
+            : inner instanceof z.ZodNumber
+              ? z.string().regex(/^\d+$/, 'must be a whole number').transform(Number).pipe(inner)
+              : inner;
+        return [k, text.optional().describe(schema.description ?? '')];
+      }),
+    ) as unknown as { [K in keyof IngestOptions]-?: z.ZodType<IngestOptions[K], string | undefined> },
+  )
+  .strict();

@@ -1,0 +1,405 @@
+// The versioned HTTP API (/api/v1) over real HTTP, against real PostgreSQL and Redis and a real
+// worker: every endpoint, its auth (admin token, read-only token, session cookie + CSRF), the
+// error body, uploads (raw body, multipart, .xlsx; the size cap before anything is stored),
+// Idempotency-Key, and the OpenAPI document (validated, and matching the registered routes).
+import { mkdir, readdir } from 'node:fs/promises';
+import { request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { Queue } from 'bullmq';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import ExcelJS from 'exceljs';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { z } from 'zod';
+import { SESSION_COOKIE } from '../../src/dashboard/auth.js';
+import * as S from '../../src/dashboard/api/schemas.js';
+import { buildDashboard } from '../../src/dashboard/server.js';
+import { provisionerOn, type Provisioner } from '../../src/provisioner.js';
+import { openQueueRuntime } from '../../src/runtime.js';
+import { runWorker, type RunningWorker } from '../../src/worker/run-worker.js';
+import { csvOf, envQueue, waitUntilDone } from '../helpers/batch.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+const ADMIN = 'api-admin-token-0123456789';
+const READER = 'api-read-only-token-0123456789';
+const CAP = 1 << 20;
+let env: TestEnv;
+let provisioner: Provisioner;
+let app: FastifyInstance;
+let base: string;
+let uploads: string;
+let queue: Queue;
+
+beforeEach(async () => {
+  env = await createTestEnv();
+  provisioner = provisionerOn(await openQueueRuntime(env.config, { logger: pino({ level: 'silent' }) }));
+  uploads = join(env.dir, 'uploads');
+  await mkdir(uploads);
+  queue = await envQueue(env);
+  app = await buildDashboard({
+    db: env.db,
+    queue,
+    redis: env.redis,
+    token: ADMIN,
+    readTokens: [READER],
+    provisioner,
+    maxBytes: CAP,
+    tmpDir: uploads,
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+});
+afterEach(async () => {
+  await app.close();
+  await queue.close();
+  await provisioner.close();
+  await env.cleanup();
+});
+
+const bearer = (token = ADMIN) => ({ authorization: `Bearer ${token}` });
+const api = (path: string, init: RequestInit = {}) =>
+  fetch(`${base}/api/v1${path}`, { ...init, headers: { ...bearer(), ...(init.headers as Record<string, string>) } });
+const json = (body: unknown, headers: Record<string, string> = {}): RequestInit => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json', ...headers },
+  body: JSON.stringify(body),
+});
+const csvBody = (csv: string, headers: Record<string, string> = {}): RequestInit => ({
+  method: 'POST',
+  headers: { 'content-type': 'text/csv', ...headers },
+  body: csv,
+});
+/** The body, checked against the schema the OpenAPI document gives for it. */
+async function answer<T extends z.ZodType>(res: Response, status: number, schema: T): Promise<z.output<T>> {
+  const text = await res.text();
+  expect(res.status, text).toBe(status);
+  return schema.parse(JSON.parse(text));
+}
+const errorOf = (res: Response, status: number) => answer(res, status, S.ErrorBodySchema).then((b) => b.error);
+const batchCount = async () => Number((await env.db.query(`SELECT count(*) AS n FROM dify_provision.batches`)).rows[0].n);
+
+const GOOD = [
+  { workspace_name: 'Acme', owner_email: 'owner1@example.com' },
+  { workspace_name: 'Globex', owner_email: 'owner2@example.com' },
+];
+
+describe('POST /api/v1/plans: a dry run, writing nothing', () => {
+  it('plans a CSV body, a multipart upload and JSON rows alike, and records nothing', async () => {
+    const rows = [...GOOD, { workspace_name: 'Nobody', owner_email: 'nobody@example.com' }, { workspace_name: '', owner_email: 'x' }];
+    const expected = { total: 4, would_create: 2, would_fail: 1, rejected: 1 };
+    const raw = await answer(await api('/plans', csvBody(csvOf(rows))), 200, S.PlanResponseSchema);
+    expect(raw).toMatchObject({ ...expected, input: { format: 'csv', delimiter: ',' } });
+    expect(raw.problems.map((p) => [p.line, p.field])).toEqual([
+      [4, 'owner_email'],
+      [5, 'workspace_name'],
+      [5, 'owner_email'],
+    ]);
+    const form = new FormData();
+    form.set('file', new Blob([csvOf(rows)], { type: 'text/csv' }), 'wave.csv');
+    form.set('create_missing_owners', 'true');
+    const multi = await answer(await api('/plans', { method: 'POST', body: form }), 200, S.PlanResponseSchema);
+    expect(multi).toMatchObject({ total: 4, would_create: 3, would_fail: 0, rejected: 1 });
+    const fromJson = await answer(await api('/plans', json({ rows })), 200, S.PlanResponseSchema);
+    expect(fromJson).toMatchObject({ ...expected, problems: raw.problems.map((p) => ({ ...p, line: p.line - 1 })) });
+    expect(await batchCount()).toBe(0);
+    expect(await readdir(uploads)).toEqual([]);
+  });
+});
+
+describe('POST /api/v1/batches, run by a worker', () => {
+  let worker: RunningWorker | undefined;
+  afterEach(async () => {
+    await worker?.close();
+    worker = undefined;
+  });
+
+  it('creates batches from JSON rows, a CSV body, a multipart upload and an .xlsx body; the worker provisions them', async () => {
+    const fromJson = await answer(
+      await api('/batches', json({ rows: GOOD, batch_id: 'from-json', options: { attempts: 2, backoff_ms: 50 } })),
+      201,
+      S.EnqueueResponseSchema,
+    );
+    expect(fromJson).toMatchObject({ batch_id: 'from-json', total: 2, queued: 2, rejected: 0, already_in_batch: 0, rejected_rows: [] });
+
+    const withBad = [
+      { workspace_name: 'Initech', owner_email: 'owner3@example.com' },
+      { workspace_name: 'Bad', owner_email: 'not-an-email' },
+    ];
+    const fromCsv = await answer(await api('/batches?batch_id=from-csv', csvBody(csvOf(withBad))), 201, S.EnqueueResponseSchema);
+    expect(fromCsv).toMatchObject({ batch_id: 'from-csv', total: 2, queued: 1, rejected: 1, input: { format: 'csv' } });
+    expect(fromCsv.rejected_rows).toEqual([{ line: 3, errors: [expect.objectContaining({ field: 'owner_email' })] }]);
+
+    const form = new FormData();
+    form.set('file', new Blob([csvOf([{ workspace_name: 'Umbrella', owner_email: 'owner4@example.com' }])]), 'wave 2.csv');
+    const fromForm = await answer(await api('/batches', { method: 'POST', body: form }), 201, S.EnqueueResponseSchema);
+    // Named after the file and its content, like the CLI's batches: the same file again is the same batch.
+    expect(fromForm.batch_id).toMatch(/^wave-2-[0-9a-f]{10}$/);
+    const again = new FormData();
+    again.set('file', new Blob([csvOf([{ workspace_name: 'Umbrella', owner_email: 'owner4@example.com' }])]), 'wave 2.csv');
+    expect(await answer(await api('/batches', { method: 'POST', body: again }), 201, S.EnqueueResponseSchema)).toMatchObject({
+      batch_id: fromForm.batch_id,
+      queued: 0,
+      already_in_batch: 1,
+    });
+
+    const book = new ExcelJS.Workbook();
+    const sheet = book.addWorksheet('Customers');
+    sheet.addRow(['workspace_name', 'owner_email']);
+    sheet.addRow(['Hooli', 'owner5@example.com']);
+    const xlsx = Buffer.from(await book.xlsx.writeBuffer());
+    const fromXlsx = await answer(
+      await api('/batches?batch_id=from-xlsx', {
+        method: 'POST',
+        headers: { 'content-type': 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet' },
+        body: xlsx,
+      }),
+      201,
+      S.EnqueueResponseSchema,
+    );
+    expect(fromXlsx).toMatchObject({ total: 1, queued: 1, input: { format: 'xlsx', sheet: 'Customers' } });
+
+    worker = await runWorker(env.config, { concurrency: 4, logger: pino({ level: 'silent' }) });
+    const ids = ['from-json', 'from-csv', fromForm.batch_id, 'from-xlsx'];
+    await waitUntilDone(env, ids);
+    const created = await env.db.query<{ name: string }>(`SELECT name FROM tenants ORDER BY name`);
+    expect(created.rows.map((r) => r.name)).toEqual(['Acme', 'Globex', 'Hooli', 'Initech', 'Umbrella']);
+    expect(await readdir(uploads)).toEqual([]);
+  });
+
+  it('strict: one invalid row queues nothing and answers 422 with every invalid row by line', async () => {
+    const rows = [
+      GOOD[0]!,
+      { workspace_name: '', owner_email: 'owner2@example.com' },
+      GOOD[1]!,
+      { workspace_name: 'X', owner_email: 'nope' },
+    ];
+    const fromJson = await errorOf(await api('/batches', json({ rows, batch_id: 'strict', options: { strict: true } })), 422);
+    expect(fromJson.code).toBe('STRICT_REJECTED');
+    expect(fromJson.rows!.map((r) => [r.line, r.errors.map((e) => e.field)])).toEqual([
+      [2, ['workspace_name']],
+      [4, ['owner_email']],
+    ]);
+    const fromCsv = await errorOf(await api('/batches?strict=true', csvBody(csvOf(rows))), 422);
+    expect(fromCsv.rows!.map((r) => r.line)).toEqual([3, 5]);
+    expect(await batchCount()).toBe(0);
+  });
+
+  it('a malformed file is answered 422 at its line; nothing is recorded, no file is left', async () => {
+    const header = await errorOf(await api('/batches', csvBody('workspace_name,owner_email,colour\nAcme,owner1@example.com,red\n')), 422);
+    expect(header).toMatchObject({ code: 'CSV_FORMAT', rows: [{ line: 1, errors: [{ field: 'file' }] }] });
+    expect(header.message).toContain('unknown column(s) "colour"');
+    const notXlsx = await errorOf(
+      await api('/batches', {
+        method: 'POST',
+        headers: { 'content-type': 'application/octet-stream' },
+        body: Buffer.from('PK\u0003\u0004broken'),
+      }),
+      422,
+    );
+    expect(notXlsx.code).toBe('CSV_FORMAT');
+    expect(notXlsx.rows![0]!.line).toBeGreaterThanOrEqual(1);
+    expect(await batchCount()).toBe(0);
+    expect(await readdir(uploads)).toEqual([]);
+  });
+
+  it('refuses bad requests with the error body, naming the field', async () => {
+    const badOption = await errorOf(await api('/batches', json({ rows: GOOD, options: { attempts: 0 } })), 400);
+    expect(badOption).toMatchObject({ code: 'INVALID_REQUEST' });
+    expect(badOption.message).toContain('options.attempts');
+    const unknownOption = await errorOf(await api('/batches?colour=red', csvBody(csvOf(GOOD))), 400);
+    expect(unknownOption.message).toContain('colour');
+    const badRow = await errorOf(await api('/batches', json({ rows: [GOOD[0], { workspace_name: ['a'] }] })), 400);
+    expect(badRow.rows).toEqual([{ line: 2, errors: [expect.objectContaining({ field: 'workspace_name' })] }]);
+    const media = await errorOf(
+      await api('/batches', { method: 'POST', headers: { 'content-type': 'application/xml' }, body: '<rows/>' }),
+      415,
+    );
+    expect(media.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+    expect(await batchCount()).toBe(0);
+  });
+});
+
+describe('auth on the API', () => {
+  it('401 without a token; a read-only token reads but every POST is refused 403', async () => {
+    await answer(await api('/batches', json({ rows: GOOD, batch_id: 'seen' })), 201, S.EnqueueResponseSchema);
+    for (const [method, path] of [
+      ['POST', '/batches'],
+      ['POST', '/plans'],
+      ['GET', '/batches'],
+      ['GET', '/batches/seen'],
+    ] as const) {
+      const res = await fetch(`${base}/api/v1${path}`, {
+        method,
+        ...(method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: '{"rows":[]}' } : {}),
+      });
+      expect((await errorOf(res, 401)).code, `${method} ${path}`).toBe('UNAUTHORIZED');
+      expect(res.headers.get('www-authenticate')).toBe('Bearer');
+    }
+    for (const path of ['/batches', '/plans']) {
+      const refused = await errorOf(
+        await api(path, {
+          ...json({ rows: GOOD, batch_id: 'by-reader' }),
+          headers: { ...bearer(READER), 'content-type': 'application/json' },
+        }),
+        403,
+      );
+      expect(refused.code).toBe('READ_ONLY');
+    }
+    expect(await batchCount()).toBe(1);
+    const read = await api('/batches/seen', { headers: bearer(READER) });
+    expect((await answer(read, 200, S.BatchStatusSchema)).total).toBe(2);
+  });
+
+  it('a session cookie needs the CSRF header and our origin on a POST; a bearer token does not', async () => {
+    const visit = await fetch(`${base}/?token=${ADMIN}`, { redirect: 'manual' });
+    const jar = String(visit.headers.get('set-cookie')).split(';')[0]!;
+    expect(jar.startsWith(`${SESSION_COOKIE}=`)).toBe(true);
+    const post = (headers: Record<string, string>) =>
+      fetch(`${base}/api/v1/batches`, {
+        ...json({ rows: GOOD, batch_id: 'csrf' }),
+        headers: { 'content-type': 'application/json', cookie: jar, ...headers },
+      });
+    expect((await errorOf(await post({}), 403)).code).toBe('CROSS_SITE');
+    const host = new URL(base).host;
+    expect((await errorOf(await post({ origin: 'http://127.0.0.1:1', 'x-requested-with': 'dify-provision' }), 403)).code).toBe(
+      'CROSS_SITE',
+    );
+    expect(await batchCount()).toBe(0);
+    await answer(await post({ origin: `http://${host}`, 'x-requested-with': 'dify-provision' }), 201, S.EnqueueResponseSchema);
+    // A session made from a read-only token reads only.
+    const readerVisit = await fetch(`${base}/?token=${READER}`, { redirect: 'manual' });
+    const readerJar = String(readerVisit.headers.get('set-cookie')).split(';')[0]!;
+    const asReader = await fetch(`${base}/api/v1/batches/csrf/cancel`, {
+      method: 'POST',
+      headers: { cookie: readerJar, origin: `http://${host}`, 'x-requested-with': 'dify-provision' },
+    });
+    expect((await errorOf(asReader, 403)).code).toBe('READ_ONLY');
+    const status = await fetch(`${base}/api/v1/batches/csrf`, { headers: { cookie: readerJar } });
+    expect((await answer(status, 200, S.BatchStatusSchema)).counts.queued).toBe(2);
+  });
+});
+
+/** Sends `head` bytes of a declared `total`, then waits for the answer without sending the rest. */
+function partialUpload(path: string, headers: Record<string, string>, head: Buffer): Promise<{ status: number; body: string }> {
+  const url = new URL(`${base}/api/v1${path}`);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: url.hostname, port: url.port, path: url.pathname + url.search, method: 'POST', headers: { ...bearer(), ...headers } },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      },
+    );
+    // The server closes the connection on the rest of the upload: a write after that may fail.
+    req.on('error', (err) => (err.message.includes('EPIPE') || err.message.includes('ECONNRESET') ? undefined : reject(err)));
+    req.write(head);
+    // Answered at once when refused before reading the rest; no answer in a minute means the
+    // server is waiting for the rest of the body (what it must not do).
+    const waiting = setTimeout(() => {
+      req.destroy();
+      reject(new Error(`no answer to ${path} while its upload was unfinished: the server waits for the whole body`));
+    }, 60_000);
+    req.on('close', () => clearTimeout(waiting));
+  });
+}
+
+describe('uploads are bounded (the same cap as ingest, --max-bytes)', () => {
+  const rowsOf = (bytes: number) => {
+    const line = 'Workspace,owner1@example.com\n';
+    return Buffer.from(`workspace_name,owner_email\n${line.repeat(Math.ceil(bytes / line.length))}`);
+  };
+
+  it('a declared 50 MB body is refused before it is sent; one that streams past the cap is refused as it passes it', async () => {
+    const declared = await partialUpload(
+      '/batches',
+      { 'content-type': 'text/csv', 'content-length': String(50 * 1000 * 1000) },
+      rowsOf(64 << 10),
+    );
+    expect(declared.status).toBe(413);
+    expect(JSON.parse(declared.body).error.code).toBe('UPLOAD_TOO_LARGE');
+    // Chunked (no length): read up to the cap, then refused without waiting for the rest.
+    const streamed = await partialUpload(
+      '/batches',
+      { 'content-type': 'text/csv', 'transfer-encoding': 'chunked' },
+      rowsOf(CAP + (256 << 10)),
+    );
+    expect(streamed.status).toBe(413);
+    const boundary = 'dify-provision-boundary';
+    const multipartHead = Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\nContent-Type: text/csv\r\n\r\n`),
+      rowsOf(CAP + (256 << 10)),
+    ]);
+    const multi = await partialUpload(
+      '/batches',
+      { 'content-type': `multipart/form-data; boundary=${boundary}`, 'transfer-encoding': 'chunked' },
+      multipartHead,
+    );
+    expect(multi.status).toBe(413);
+    const declaredMulti = await partialUpload(
+      '/plans',
+      { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': String(50 * 1000 * 1000) },
+      multipartHead.subarray(0, 4096),
+    );
+    expect(declaredMulti.status).toBe(413);
+    // A JSON body over the cap too.
+    const bigJson = await partialUpload(
+      '/batches',
+      { 'content-type': 'application/json', 'content-length': String(50 * 1000 * 1000) },
+      Buffer.from('{"rows":['),
+    );
+    expect(bigJson.status).toBe(413);
+    expect(await batchCount()).toBe(0);
+    expect(await readdir(uploads)).toEqual([]);
+  });
+});
+
+describe('the OpenAPI document', () => {
+  it('is valid OpenAPI 3.1 and names exactly the routes the server has', async () => {
+    const res = await api('/openapi.json', { headers: bearer(READER) });
+    expect(res.status).toBe(200);
+    const doc = (await res.json()) as { openapi: string; paths: Record<string, Record<string, unknown>> };
+    expect(doc.openapi).toBe('3.1.0');
+    const validator = new Validator();
+    const result = await validator.validate(doc as never);
+    expect(result.errors ?? [], JSON.stringify(result.errors, null, 2)).toEqual([]);
+    expect(result.valid).toBe(true);
+    expect(validator.version).toBe('3.1');
+
+    const documented = Object.entries(doc.paths)
+      .flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`))
+      .sort();
+    // fastify's own tree of what it serves, flattened (HEAD: fastify's automatic twin of each GET).
+    const served: string[] = [];
+    const stack: string[] = [];
+    for (const l of app.printRoutes({ commonPrefix: false }).split('\n')) {
+      const m = /^([│ ]*)[├└]── (\S+)(?: \(([^)]+)\))?$/.exec(l);
+      if (!m) continue;
+      const depth = m[1]!.length / 4;
+      stack.length = depth;
+      stack.push(m[2]!);
+      const path = stack.join('').replace(/\/$/, '');
+      if (!path.startsWith('/api/v1/') || !m[3]) continue;
+      for (const method of m[3].split(', ')) if (method !== 'HEAD') served.push(`${method} ${path}`);
+    }
+    served.sort();
+    expect(served).toEqual(documented);
+    expect(documented).toEqual(
+      [
+        'GET /api/v1/openapi.json',
+        'POST /api/v1/batches',
+        'GET /api/v1/batches',
+        'POST /api/v1/plans',
+        'GET /api/v1/batches/:id',
+        'GET /api/v1/batches/:id/rows',
+        'GET /api/v1/batches/:id/report',
+        'POST /api/v1/batches/:id/retry',
+        'POST /api/v1/batches/:id/cancel',
+        'POST /api/v1/batches/:id/resume',
+      ].sort(),
+    );
+  });
+});
