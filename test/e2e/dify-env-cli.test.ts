@@ -341,11 +341,11 @@ describe("every command inside Dify's compose network, as deploy/dify-compose ru
     ok(await run('cli', ['wait', 'compose']));
     const rows = JSON.parse(ok(await run('cli', ['report', 'compose', '--format', 'json'])).stdout) as {
       outcome: string;
-      tenantId: string;
+      tenant_id: string;
     }[];
     expect(rows.map((r) => r.outcome)).toEqual(['created']);
     // Written through the mount into Dify's storage folder, owned by Dify's user.
-    const key = await stat(join(docker, 'volumes', 'app', 'storage', 'privkeys', rows[0]!.tenantId, 'private.pem'));
+    const key = await stat(join(docker, 'volumes', 'app', 'storage', 'privkeys', rows[0]!.tenant_id, 'private.pem'));
     expect([key.uid, key.gid, key.mode & 0o777]).toEqual([1001, 1001, 0o600]);
     expect(ok(await run('cli', ['doctor', '--min-age', '0'])).stdout).toMatch(/doctor: no findings/);
 
