@@ -6,6 +6,7 @@ import {
   composeHostsOf,
   databaseFromDify,
   difySettings,
+  invitationsFromDify,
   isDifyName,
   redisFromDify,
   smtpFromDify,
@@ -14,6 +15,7 @@ import {
   type ComposeHost,
   type DbFields,
   type SmtpSettings,
+  type InvitationSettings,
   type StorageSettings,
 } from './dify-env.js';
 import { ConfigError } from './errors.js';
@@ -80,6 +82,10 @@ export const ConfigSchema = z.object({
   storage: z.custom<StorageSettings>().optional(),
   /** Why the key storage cannot be used: raised only by the commands that touch keys. */
   storageProblem: z.string().optional(),
+  /** Dify's invitation settings (its own Redis, REDIS_KEY_PREFIX, INVITE_EXPIRY_HOURS, CONSOLE_WEB_URL): --invite. */
+  invitations: z.custom<InvitationSettings>().optional(),
+  /** Why they cannot be used (a malformed setting): raised only when invitations are asked for. */
+  invitationsProblem: z.string().optional(),
   /** How the key storage was found, for the commands that use it to print. */
   storageNote: z.string().optional(),
   /** Dify's SMTP mail (MAIL_TYPE=smtp, SMTP_*), for --send-invites. */
@@ -173,6 +179,13 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     if (!(err instanceof ConfigError)) throw err;
     raw.mailProblem = err.message;
   }
+  // Dify's invitation settings, read whatever our queue uses; raised only by --invite.
+  try {
+    raw.invitations = invitationsFromDify(dify);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    raw.invitationsProblem = err.message;
+  }
   const composeHosts = composeHostsOf(dify);
   if (composeHosts.length > 0) raw.composeHosts = composeHosts;
   // Dify's REDIS_KEY_PREFIX: our keys sit under it too (an ACL user limited to it still works).
@@ -229,4 +242,25 @@ export function requireConfig(config: Config, ...keys: Needed[]): Config {
     );
   }
   return config;
+}
+
+/** Dify's invitation settings with its Redis and console address, or what to set (--invite). */
+export function requireInvitations(config: Config): Required<Pick<InvitationSettings, 'redis' | 'consoleWebUrl'>> & InvitationSettings {
+  if (config.invitationsProblem) throw new ConfigError(config.invitationsProblem);
+  const inv = config.invitations;
+  const missing = [
+    ...(inv?.redis
+      ? []
+      : [
+          "Dify's own Redis (REDIS_HOST and REDIS_PORT/PASSWORD/DB, or REDIS_USE_SENTINEL or REDIS_USE_CLUSTERS with their settings: give --dify-env Dify's docker/.env); REDIS_URL is our queue's and is never taken for Dify's",
+        ]),
+    ...(inv?.consoleWebUrl
+      ? []
+      : [
+          "CONSOLE_WEB_URL: the address people open Dify's console at (e.g. https://dify.example.com); Dify's default is empty, which makes links without a host, so it is not guessed",
+        ]),
+  ];
+  if (missing.length > 0 || !inv?.redis || !inv.consoleWebUrl)
+    throw new ConfigError(`invitations (--invite) need Dify's settings:\n  ${missing.join('\n  ')}`);
+  return { ...inv, redis: inv.redis, consoleWebUrl: inv.consoleWebUrl };
 }

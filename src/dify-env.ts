@@ -77,6 +77,8 @@ const DIFY_NAMES = new Set([
   'SMTP_USE_TLS',
   'SMTP_OPPORTUNISTIC_TLS',
   'SMTP_LOCAL_HOSTNAME',
+  'INVITE_EXPIRY_HOURS',
+  'CONSOLE_WEB_URL',
 ]);
 
 /**
@@ -420,6 +422,35 @@ export function redisFromDify(s: DifySettings): RedisTarget | undefined {
     ...opt('password', 'REDIS_PASSWORD'),
     db: dbNumber(s),
     tls: tlsOf(s),
+  };
+}
+
+/** Where and how Dify keeps invitation tokens, and the address its links start with (--invite). */
+export interface InvitationSettings {
+  /** Dify's own Redis (REDIS_*), whatever our queue uses; absent when Dify's settings name none. */
+  redis?: RedisTarget;
+  /** REDIS_KEY_PREFIX, trimmed as Dify trims it ('' = none). */
+  keyPrefix: string;
+  /** INVITE_EXPIRY_HOURS (Dify's default 72). */
+  expiryHours: number;
+  /** CONSOLE_WEB_URL without trailing slashes; absent when unset or empty (Dify's default). */
+  consoleWebUrl?: string;
+}
+
+/** Dify's invitation settings; a malformed one throws (the caller keeps the error for --invite). */
+export function invitationsFromDify(s: DifySettings): InvitationSettings {
+  const hours = s.get('INVITE_EXPIRY_HOURS');
+  if (hours && (!/^\d+$/.test(hours) || Number(hours) < 1))
+    throw bad(`${s.label('INVITE_EXPIRY_HOURS')}: "${hours}" is not a positive number of hours`);
+  const url = (s.get('CONSOLE_WEB_URL') ?? '').trim().replace(/\/+$/, '');
+  if (url && !/^https?:\/\/[^/?#\s]+[^?#\s]*$/i.test(url))
+    throw bad(`${s.label('CONSOLE_WEB_URL')}: "${url}" is not an http(s) address without query or fragment`);
+  const redis = redisFromDify(s);
+  return {
+    ...(redis ? { redis } : {}),
+    keyPrefix: (s.get('REDIS_KEY_PREFIX') ?? '').trim(),
+    expiryHours: hours ? Number(hours) : 72,
+    ...(url ? { consoleWebUrl: url } : {}),
   };
 }
 

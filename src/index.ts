@@ -11,6 +11,7 @@ export type { BatchStatus, BatchListing, OutcomeCounts } from './store/batches.j
 export type { ReportRow } from './store/report.js';
 export type { RetryPolicy } from './queue/contract.js';
 export type { MintedKey, ListedKey } from './dify/api-keys.js';
+export type { IssuedInvitation, OnIssued, Resent } from './invitations.js';
 export { describeSchema, probeDifySchema, type DifySchema, type Band } from './dify/schema-probe.js';
 export { runWorker, type RunningWorker, type RunWorkerOptions } from './worker/run-worker.js';
 export { rsaKeySource, type KeyPair, type KeySource } from './crypto/rsa-keys.js';

@@ -6,7 +6,8 @@
 //   const report = await batch.report();
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { ConfigSchema, type Config } from './config.js';
+import { ConfigSchema, requireInvitations, type Config } from './config.js';
+import { openInviter, resendInvitations, revealInvitations, type OnIssued, type Resent } from './invitations.js';
 import { loadOpenKey } from './crypto/sealing.js';
 import { newInputInfo } from './csv/decode.js';
 import { readRows, type ReadOptions } from './csv/read-rows.js';
@@ -97,6 +98,17 @@ export interface Provisioner {
   listApiKeys(tenantId: string): Promise<ListedKey[]>;
   /** Writes a batch's sealed API keys to a new 0600 file, once. */
   revealSecrets(batchId: string, privateKeyPem: string, out: string): Promise<number>;
+  /**
+   * Writes a batch's invitation links (those in Dify's Redis, not revealed yet) to a new 0600
+   * file with the email and workspace beside each, once.
+   */
+  revealInvitations(batchId: string, privateKeyPem: string, out: string): Promise<number>;
+  /**
+   * A fresh invitation for each person the batch invited who has not activated yet; their other
+   * tokens for that workspace are deleted from Dify's Redis. The links are sealed to the batch's
+   * key (revealInvitations); `onIssued` gets each once it is valid (to mail it).
+   */
+  resendInvitations(batchId: string, opts?: { onIssued?: OnIssued }): Promise<Resent>;
   close(): Promise<void>;
 }
 
@@ -151,6 +163,8 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
 
   const enqueueRows = async (open: () => AsyncIterable<CheckedRow>, reopenable: boolean, opts: EnqueueOptions) => {
     const batchId = asBatchId(opts.batchId ?? generatedBatchId());
+    // Asked for here, before anything is recorded: workers need them to issue the tokens.
+    if (opts.invite || opts.invitePending || opts.sendInvites) requireInvitations(rt.config);
     const rows = opts.strict ? await strictly(open, reopenable) : open();
     const summary = await enqueueBatch(
       rows,
@@ -233,6 +247,17 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     },
     listApiKeys: (tenantId) => listKeys(db, tenantId),
     revealSecrets: (batchId, pem, out) => revealSecrets(db, batchId, loadOpenKey(pem), out),
+    revealInvitations: (batchId, pem, out) => revealInvitations(db, batchId, pem, out),
+    async resendInvitations(batchId, opts = {}) {
+      const settings = requireInvitations(rt.config);
+      const { band } = await probeDifySchema(db);
+      const { inviter, close } = openInviter(settings, band, { logger: rt.logger, ...(opts.onIssued ? { onIssued: opts.onIssued } : {}) });
+      try {
+        return await resendInvitations(db, inviter, batchId);
+      } finally {
+        close();
+      }
+    },
     close: () => rt.close(),
   };
 }

@@ -17,7 +17,7 @@ export class AlreadyRevealedError extends ProvisionError {
 export async function revealSecrets(db: Db, batchId: string, privateKey: KeyObject, out: string): Promise<number> {
   return withTransaction(db, async (tx) => {
     const rows = await lockSealed(tx, batchId);
-    if (rows.length === 0) throw new UsageError(`batch "${batchId}" has no sealed API keys`);
+    if (rows.length === 0) throw new UsageError(`batch "${batchId}" has no sealed API keys (invitation links: \`secrets --invites\`)`);
     const pending = rows.filter((r) => r.jwe !== null && r.revealed_at === null);
     if (pending.length === 0) {
       const when = rows[0]!.revealed_at?.toISOString() ?? 'earlier';

@@ -29,6 +29,8 @@ export interface IngestFlags {
   overwrite?: boolean;
   createMissingOwners?: boolean;
   mintDatasetKeys?: boolean;
+  invite?: boolean;
+  invitePending?: boolean;
   /** The operator's public key PEM (the file's content). */
   sealTo?: string;
   ignoreUnknownColumns?: boolean;
@@ -80,6 +82,8 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
           ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
           createMissingOwners: flags.createMissingOwners ?? false,
           mintDatasetKeys: flags.mintDatasetKeys ?? false,
+          ...(flags.invite || flags.invitePending ? { invite: true } : {}),
+          ...(flags.invitePending ? { invitePending: true } : {}),
           strict: flags.strict ?? false,
           ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
           onRejected: printRejection,

@@ -138,9 +138,29 @@ export async function keysCreateCommand(flags: KeysCreateFlags, config: Config):
   }
 }
 
-export const secretsCommand = (batchId: string, flags: { key: string; out: string }, config: Config) =>
+export const secretsCommand = (batchId: string, flags: { key: string; out: string; invites?: boolean }, config: Config) =>
   withProvisioner(config, async (p) => {
-    const n = await p.revealSecrets(batchId, await readFile(flags.key, 'utf8'), flags.out);
+    const pem = await readFile(flags.key, 'utf8');
+    if (flags.invites) {
+      const n = await p.revealInvitations(batchId, pem, flags.out);
+      process.stdout.write(
+        `${n} invitation link(s) of batch ${batchId} written to ${flags.out} (mode 0600); they cannot be revealed again (\`invite --resend ${batchId}\` issues fresh ones)\n`,
+      );
+      return 0;
+    }
+    const n = await p.revealSecrets(batchId, pem, flags.out);
     process.stdout.write(`${n} API key(s) of batch ${batchId} written to ${flags.out} (mode 0600); they cannot be revealed again\n`);
+    return 0;
+  });
+
+export const inviteCommand = (flags: { resend: string }, config: Config) =>
+  withProvisioner(config, async (p) => {
+    const batchId = flags.resend;
+    const { resent, skipped } = await p.resendInvitations(batchId);
+    process.stdout.write(
+      `${resent} person(s) of batch ${batchId} got a fresh invitation (their older tokens are deleted from Dify's Redis); ` +
+        `${skipped} activated already or their workspace is not active.\n` +
+        `The links: dify-provision secrets ${batchId} --invites --key operator.pem --out links.csv\n`,
+    );
     return 0;
   });

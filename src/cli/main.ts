@@ -41,6 +41,11 @@ function buildProgram(exit: (code: number) => void): Command {
     .option('--overwrite', 'let --wait replace report files of an earlier run (else an existing file is an error)')
     .option('--mint-dataset-keys', 'mint a workspace-wide knowledge-base API key with every new workspace (needs --seal-to)')
     .option('--seal-to <pem>', "the operator's RSA public key: minted API keys are sealed to it, revealed once by `secrets`")
+    .option(
+      '--invite',
+      "every account the batch creates gets Dify's invitation token (in Dify's Redis) and link (sealed to --seal-to; `secrets --invites`)",
+    )
+    .option('--invite-pending', "with --invite: also the batch's existing accounts that are still pending")
     .option('--json', 'print the summary as one JSON object')
     .addOption(new Option('--attempts <n>', 'attempts per row for transient errors').default(5).argParser(positiveInt('--attempts')))
     .addOption(
@@ -188,11 +193,18 @@ function buildProgram(exit: (code: number) => void): Command {
 
   program
     .command('secrets')
-    .description("write a batch's sealed API keys to a new 0600 file, once")
+    .description("write a batch's sealed API keys (or, --invites, its invitation links) to a new 0600 file, once")
     .argument('<batch>', 'batch id')
     .requiredOption('--key <pem>', "the operator's RSA private key the keys were sealed to")
     .requiredOption('--out <file>', 'a new file for the tokens (mode 0600)')
+    .option('--invites', 'the invitation links (with email and workspace) instead of the API keys')
     .action(async (batch: string, flags) => exit(await (await keysCommands()).secretsCommand(batch, flags, await config())));
+
+  program
+    .command('invite')
+    .description("invitations of a batch made with --invite (Dify's own tokens and links)")
+    .requiredOption('--resend <batch>', 'fresh links for the people who have not activated yet; their old tokens are deleted')
+    .action(async (flags: { resend: string }) => exit(await (await keysCommands()).inviteCommand(flags, await config())));
 
   program
     .command('doctor')

@@ -30,6 +30,15 @@ export interface EnqueueOptions {
   mintDatasetKeys?: boolean;
   /** The operator's RSA public key (PEM): minted keys are sealed to it; required to mint. */
   sealTo?: string;
+  /**
+   * Invite every person the batch creates (--invite): their token goes into Dify's Redis the way
+   * Dify's invite flow stores it, their link sealed to `sealTo` (required), revealed once with
+   * `secrets --invites`. `invitePending`: also the batch's existing accounts that are still
+   * pending. `sendInvites`: also mail each link (implies invite).
+   */
+  invite?: boolean;
+  invitePending?: boolean;
+  sendInvites?: boolean;
   /** Enqueue nothing if any row is invalid (throws StrictValidationError listing every one). */
   strict?: boolean;
   /**
@@ -105,6 +114,10 @@ export async function enqueueBatch(
 ): Promise<EnqueueSummary> {
   const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0, likelyDuplicates: 0 };
   if (opts.mintDatasetKeys && !opts.sealTo) throw new SealRequiredError();
+  if ((opts.invite || opts.invitePending || opts.sendInvites) && !opts.sealTo)
+    throw new UsageError(
+      'invitations need --seal-to operator-public.pem: each link lets its holder set the password, so it is sealed to that key and revealed once with `dify-provision secrets --invites`',
+    );
   // Only the public half is ever kept (a private key given by mistake is refused by loadSealKey).
   const sealTo = opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
   // 1. Every row is recorded in one transaction under the batch's lock, before any job exists: a
@@ -117,6 +130,9 @@ export async function enqueueBatch(
       retry: opts.retry ?? DEFAULT_RETRY,
       createMissingAccounts: opts.createMissingOwners ?? false,
       mintDatasetKeys: opts.mintDatasetKeys ?? false,
+      ...(opts.invite || opts.invitePending || opts.sendInvites ? { invite: true } : {}),
+      ...(opts.invitePending ? { invitePending: true } : {}),
+      ...(opts.sendInvites ? { sendInvites: true } : {}),
       ...(sealTo ? { sealTo } : {}),
     });
     await recordRows(rows, tx, { ...opts, lineage: deps.lineage?.() }, sealTo, summary);
@@ -269,6 +285,9 @@ function specOf(line: number, row: WorkspaceRow, opts: Settings, lineage: string
     ...(row.externalId !== undefined ? { externalId: row.externalId } : {}),
     createMissingAccounts: opts.createMissingOwners ?? false,
     mintDatasetKey: row.datasetApiKey ?? opts.mintDatasetKeys ?? false,
+    ...(opts.invite || opts.invitePending || opts.sendInvites ? { invite: true as const } : {}),
+    ...(opts.invitePending ? { invitePending: true as const } : {}),
+    ...(opts.sendInvites ? { sendInvites: true as const } : {}),
     ...(lineage ? { lineage } : {}),
   };
 }

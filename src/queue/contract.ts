@@ -27,6 +27,15 @@ export const JobDataSchema = z.strictObject({
   createMissingAccounts: z.boolean().default(false),
   /** Mint a workspace-wide dataset API key, sealed to the batch's operator key. */
   mintDatasetKey: z.boolean().default(false),
+  /**
+   * Invitations (--invite): a token in Dify's Redis and a sealed link for each account the row
+   * creates; with invitePending also for its accounts still pending. Present only when true, so
+   * the specs of batches without them are as they were.
+   */
+  invite: z.literal(true).optional(),
+  invitePending: z.literal(true).optional(),
+  /** Mail each link once it is in Dify's Redis (--send-invites; the worker's onInviteIssued sends it). */
+  sendInvites: z.literal(true).optional(),
   /** The lineage of the PostgreSQL server the row was queued on (store/server.ts); absent on rows queued before it existed. */
   lineage: z.string().refine(isStrictUuid, 'must be a lower-case strict UUID').optional(),
 });

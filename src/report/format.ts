@@ -37,7 +37,8 @@ export interface ReportTextOptions {
   escapeControls?: boolean;
 }
 
-function cell(value: unknown, opts: ReportTextOptions): string {
+/** One CSV cell: spreadsheet-safe, quoted when needed. */
+export function csvCell(value: unknown, opts: ReportTextOptions = {}): string {
   if (value === null || value === undefined) return '';
   const raw = spreadsheetSafe(Array.isArray(value) ? value.join(';') : String(value));
   const text = opts.escapeControls ? escapeControls(raw, { all: true }) : raw;
@@ -80,7 +81,7 @@ export function reportRecord(r: ReportRow): ReportRecord {
 
 function csvLine(r: ReportRow, opts: ReportTextOptions): string {
   const record = reportRecord(r);
-  return REPORT_COLUMNS.map((c) => cell(record[c], opts)).join(',') + '\r\n';
+  return REPORT_COLUMNS.map((c) => csvCell(record[c], opts)).join(',') + '\r\n';
 }
 
 /**

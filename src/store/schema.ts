@@ -110,6 +110,35 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (lineage, predecessor)
   );
   `,
+  `
+  -- Invitations we issued in Dify's Redis (--invite, invite --resend). The link is kept only
+  -- sealed to the operator's key (dropped once revealed). The token is kept in the clear only
+  -- between the commit that records it and its SETEX in Dify's Redis (the outbox a crash or a
+  -- Redis outage leaves for the sweep to complete); then it is cleared.
+  CREATE TABLE ${SCHEMA}.invitations (
+    id            uuid PRIMARY KEY,
+    batch_id      text NOT NULL REFERENCES ${SCHEMA}.batches (id) ON DELETE CASCADE,
+    line          integer NOT NULL,
+    tenant_id     uuid NOT NULL,
+    account_id    uuid NOT NULL,
+    email         text NOT NULL,
+    role          text NOT NULL,
+    requires_setup boolean NOT NULL,
+    pending_token text,
+    -- a resend: every other token of this person in this workspace is deleted with the SETEX
+    revoke_others boolean NOT NULL DEFAULT false,
+    -- mail the link once stored (--send-invites)
+    send          boolean NOT NULL DEFAULT false,
+    jwe           text,
+    ttl_seconds   integer NOT NULL,
+    issued_at     timestamptz NOT NULL DEFAULT now(),
+    stored_at     timestamptz,
+    revealed_at   timestamptz,
+    superseded_at timestamptz
+  );
+  CREATE INDEX invitations_batch_idx ON ${SCHEMA}.invitations (batch_id, line);
+  CREATE INDEX invitations_pending_idx ON ${SCHEMA}.invitations (issued_at) WHERE pending_token IS NOT NULL;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

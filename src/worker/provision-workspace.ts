@@ -10,7 +10,10 @@ import { ensureAccount, pickAccount, type AccountRules, type MissingAccount } fr
 import { difyNormalizedEmail } from '../dify/normalized-email.js';
 import { mintDatasetKey, type Scoping } from '../dify/api-keys.js';
 import type { WorkspaceWriter } from '../dify/workspace-writer.js';
-import { RowError } from '../errors.js';
+import { describeError, RowError } from '../errors.js';
+import type { Invitee } from '../dify/invitations.js';
+import type { Inviter } from '../invitations.js';
+import type { Logger } from 'pino';
 import type { JobData } from '../queue/contract.js';
 import type { DeployedKey, KeyStorage } from '../storage/key-storage.js';
 import { answerKnown, checkLocked, findLedgerEntry, type LedgerEntry } from '../store/ledger.js';
@@ -31,6 +34,10 @@ export interface ProvisionDeps {
   sealKeys?: { get(batchId: string): Promise<KeyObject | undefined> };
   /** The server this worker runs on (its lineage): rows queued on another server are left to it. */
   own?: () => OwnLineage;
+  /** Issues invitation tokens in Dify's Redis (rows with `invite`); else `inviteProblem` says why not. */
+  inviter?: Inviter;
+  inviteProblem?: string;
+  logger?: Logger;
 }
 
 export type ProvisionOutcome =
@@ -96,7 +103,10 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   if (!start.matches) throw new ForeignJobError(start.recordedKey, start.recordedRound);
   if (start.outcome === 'cancelled') return { kind: 'cancelled' };
   if (start.outcome === 'created' || start.outcome === 'existing') {
-    // A duplicate run of a row answered already (its job was queued twice): the answer stays.
+    // A duplicate run of a row answered already (its job was queued twice, or taken up after a
+    // crash): the answer stays; invitations its commit recorded and no SETEX followed are completed.
+    if (job.invite && deps.inviter)
+      await completeInvitations(deps, job, () => deps.inviter!.completePending(deps.db, { batchId: job.batchId, line: job.line }));
     if (start.known) return { kind: 'existing', tenantId: start.known.tenantId, fingerprint: start.known.fingerprint };
   }
   if (start.outcome !== 'queued' && start.outcome !== 'active') throw new NotQueuedError(start.outcome ?? 'missing');
@@ -113,9 +123,15 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
     })),
   };
 
-  const sealKey = job.mintDatasetKey ? await deps.sealKeys?.get(job.batchId) : undefined;
+  const sealKey = job.mintDatasetKey || job.invite ? await deps.sealKeys?.get(job.batchId) : undefined;
   if (job.mintDatasetKey && !sealKey)
     throw new RowError('dataset_api_key', `batch ${job.batchId} has no --seal-to key to seal the API key to`);
+  if (job.invite && !sealKey) throw new RowError('invite', `batch ${job.batchId} has no --seal-to key to seal the invitation links to`);
+  if (job.invite && !deps.inviter)
+    throw new RowError(
+      'invite',
+      `this worker cannot issue invitations (${deps.inviteProblem ?? 'not configured'}): nothing was created; fix it and \`retry\``,
+    );
 
   // 3. The key pair, in Dify's formats (the slow part: on libuv's thread pool, off the event loop).
   const keys = await deps.keys.generate();
@@ -174,7 +190,17 @@ async function writeWorkspace(
       ownerId: accounts.ownerId,
       members: accounts.members,
     });
-    const apiKey = sealKey ? await mintSealed(tx, job, sealKey, deps.scoping ?? 'none') : undefined;
+    const apiKey = sealKey && job.mintDatasetKey ? await mintSealed(tx, job, sealKey, deps.scoping ?? 'none') : undefined;
+    // The tokens are drawn and recorded pending here; they reach Dify's Redis only after COMMIT.
+    const invites =
+      job.invite && sealKey && deps.inviter
+        ? await deps.inviter.prepare(
+            tx,
+            { batchId: job.batchId, line: job.line, workspaceName: job.workspaceName, send: job.sendInvites ?? false },
+            invitees(job, accounts.invitees),
+            sealKey,
+          )
+        : [];
     const created = { tenantId: job.tenantId, fingerprint: keys.fingerprint };
     await recordCreated(
       tx,
@@ -188,6 +214,7 @@ async function writeWorkspace(
     );
     committing = true;
     await tx.query('COMMIT');
+    if (invites.length > 0) await completeInvitations(deps, job, () => deps.inviter!.complete(deps.db, invites));
     return { kind: 'created', ...created, createdAccounts: accounts.created };
   } catch (err) {
     failure = err;
@@ -237,6 +264,40 @@ async function mintSealed(tx: Tx, job: JobData, sealKey: KeyObject, scoping: Sco
   return key.masked;
 }
 
+/**
+ * After the workspace committed, its tokens go to Dify's Redis. If that fails (Dify's Redis
+ * down), the workspace stays created and its invitations pending: the sweep completes them.
+ */
+async function completeInvitations(deps: ProvisionDeps, job: JobData, run: () => Promise<number>): Promise<void> {
+  try {
+    await run();
+  } catch (err) {
+    deps.logger?.warn(
+      { batchId: job.batchId, line: job.line, tenantId: job.tenantId, error: describeError(err) },
+      "invitation tokens could not be stored in Dify's Redis yet: the workspace is created and a worker's sweep stores them",
+    );
+  }
+}
+
+/** Who the row invites: the accounts it created, and with invitePending its accounts still pending. */
+function invitees(job: JobData, people: MaterialisedPerson[]): Invitee[] {
+  const seen = new Set<string>();
+  return people
+    .filter((p) => p.created || (job.invitePending && p.status === 'pending'))
+    .filter((p) => !seen.has(p.accountId) && seen.add(p.accountId))
+    .map((p) => ({ accountId: p.accountId, email: p.email, workspaceId: job.tenantId, role: p.role, requiresSetup: true }));
+}
+
+interface MaterialisedPerson {
+  accountId: string;
+  /** As stored in Dify. */
+  email: string;
+  status: string;
+  role: string;
+  /** Created by this row's transaction. */
+  created: boolean;
+}
+
 const tenantTaken = (tenantId: string) =>
   new RowError('workspace_id', `a Dify workspace with id ${tenantId} exists already and was not created by this row`);
 
@@ -250,19 +311,26 @@ async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules) {
   const keyOf = (email: string) => (rules.normalized ? difyNormalizedEmail(email) : email.toLowerCase());
   const all = [wanted.owner, ...wanted.members.map((m) => m.account)];
   const missing = new Map(all.filter((a): a is MissingAccount => 'missing' in a).map((a) => [keyOf(a.email), a.email]));
-  const made = new Map<string, string>();
+  const made = new Map<string, { account: Account; created: boolean }>();
   const created: string[] = [];
   for (const key of [...missing.keys()].sort()) {
     const email = missing.get(key)!;
     const field = keyOf(wanted.owner.email) === key ? 'owner_email' : 'members';
     const { account, created: isNew } = await ensureAccount(tx, email, field, rules);
-    made.set(key, account.id);
+    made.set(key, { account, created: isNew });
     if (isNew) created.push(email.toLowerCase());
   }
-  const idOf = (a: Account | MissingAccount) => ('missing' in a ? made.get(keyOf(a.email))! : a.id);
-  const createdIds = new Set(created.map((e) => made.get(keyOf(e))));
-  const ownerId = idOf(wanted.owner);
-  const members = wanted.members.map((m) => ({ accountId: idOf(m.account), role: m.role, invited: createdIds.has(idOf(m.account)) }));
+  const person = (a: Account | MissingAccount, role: string): MaterialisedPerson => {
+    const m = 'missing' in a ? made.get(keyOf(a.email))! : { account: a, created: false };
+    return { accountId: m.account.id, email: m.account.email, status: m.account.status, role, created: m.created };
+  };
+  const invitees = [person(wanted.owner, 'owner'), ...wanted.members.map((m) => person(m.account, m.role))];
+  const ownerId = invitees[0]!.accountId;
+  const members = wanted.members.map((m, i) => ({
+    accountId: invitees[i + 1]!.accountId,
+    role: m.role,
+    invited: invitees[i + 1]!.created,
+  }));
   const seen = new Map<string, string>([[ownerId, wanted.owner.email]]);
   for (const [i, m] of members.entries()) {
     const email = wanted.members[i]!.account.email;
@@ -272,5 +340,5 @@ async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules) {
     }
     seen.set(m.accountId, email);
   }
-  return { ownerId, members, created };
+  return { ownerId, members, created, invitees };
 }

@@ -5,11 +5,14 @@
 import type { Job, Worker } from 'bullmq';
 import type { Config } from '../config.js';
 import { rsaKeySource, type KeySource } from '../crypto/rsa-keys.js';
-import { describeSchema } from '../dify/schema-probe.js';
+import { describeSchema, type Band } from '../dify/schema-probe.js';
+import type { Db } from '../db/pool.js';
 import { workspaceWriter } from '../dify/workspace-writer.js';
 import { describeError } from '../errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { redisTargetOf } from '../config.js';
+import { redisTargetOf, requireInvitations } from '../config.js';
+import { openInviter, type Inviter, type OnIssued } from '../invitations.js';
+import { SCHEMA } from '../store/schema.js';
 import { openKeyStorage, openQueueRuntime } from '../runtime.js';
 import type { ServerWatch, WatchState } from '../queue/server-watch.js';
 import type { KeyStorage } from '../storage/key-storage.js';
@@ -37,6 +40,11 @@ export interface RunWorkerOptions {
   watch?: { intervalMs?: number; liveMs?: number };
   /** How long a job left for another server waits before it is seen again. */
   leaveMs?: number;
+  /**
+   * Called with each invitation link once its token is in Dify's Redis (rows ingested with
+   * invitations; `send` says the batch asked for mail). The link is a secret: never log it.
+   */
+  onInviteIssued?: OnIssued;
   /** Called once when this database's identity changed under the worker (`identity --new`); the worker has stopped by then. */
   onIdentityMoved?: (message: string) => void;
 }
@@ -52,11 +60,14 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
   const concurrency = opts.concurrency ?? config.workerConcurrency;
   // The runtime checks the database is a Dify it knows before anything of ours is created there.
   const rt = await openQueueRuntime(config, { role: 'worker', logger, ...(opts.watch ? { watch: opts.watch } : {}) });
+  let closeInviter: (() => void) | undefined;
   try {
     const { schema } = rt;
     const real = await openKeyStorage(rt.config);
     if (rt.config.storageNote) logger.info(rt.config.storageNote);
     const storage = opts.wrapStorage ? opts.wrapStorage(real) : real;
+    const invites = await inviterFor(rt.config, schema.band, rt.db, logger, opts.onInviteIssued);
+    closeInviter = invites.close;
     const worker = createProvisionWorker(
       {
         db: rt.db,
@@ -66,6 +77,8 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
         scoping: schema.scoping,
         sealKeys: sealKeyCache(rt.db),
         own: () => rt.server.state.server,
+        ...(invites.inviter ? { inviter: invites.inviter } : { inviteProblem: invites.problem }),
+        logger,
       },
       {
         connection: rt.redis,
@@ -80,12 +93,13 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       },
     );
     const watch = watchRedis(rt.redis, worker, redisTargetOf(rt.config)!, logger);
-    const sweeper = opts.sweep === false ? undefined : startSweeping(rt.db, rt, logger, opts.sweep);
+    const sweeper = opts.sweep === false ? undefined : startSweeping(rt.db, rt, logger, opts.sweep, invites.inviter);
     let closing: Promise<void> | undefined;
     const close = async (force = false) => {
       closing ??= (async () => {
         await Promise.all([sweeper?.stop(), worker.close(force)]);
         watch.stop();
+        invites.close?.();
         await rt.close();
       })();
       return closing;
@@ -106,9 +120,36 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
     );
     return { worker, close };
   } catch (err) {
+    closeInviter?.();
     await rt.close();
     throw err;
   }
+}
+
+/**
+ * Dify's Redis and console address for invitations, when Dify's settings give them. A worker
+ * without them still runs; rows that ask for invitations fail with the reason (said at start
+ * when such rows are waiting).
+ */
+async function inviterFor(
+  config: Config,
+  band: Band,
+  db: Db,
+  logger: Logger,
+  onIssued?: OnIssued,
+): Promise<{ inviter?: Inviter; close?: () => void; problem: string }> {
+  let settings: ReturnType<typeof requireInvitations>;
+  try {
+    settings = requireInvitations(config);
+  } catch (err) {
+    const problem = describeError(err);
+    const { rows } = await db.query<{ waiting: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM ${SCHEMA}.rows WHERE outcome IN ('queued', 'active') AND spec ? 'invite') AS waiting`,
+    );
+    if (rows[0]?.waiting) logger.error(`rows waiting here ask for invitations, which this worker cannot issue: ${problem}`);
+    return { problem };
+  }
+  return { ...openInviter(settings, band, { logger, ...(onIssued ? { onIssued } : {}) }), problem: '' };
 }
 
 /**

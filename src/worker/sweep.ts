@@ -6,6 +6,7 @@ import { withTransaction, type Db } from '../db/pool.js';
 import { describeError } from '../errors.js';
 import { settleLostJobs, type LostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { trySweepLock } from '../store/locks.js';
+import type { Inviter } from '../invitations.js';
 
 export interface SweepOptions {
   /** Default 60 s. */
@@ -24,17 +25,27 @@ export async function sweepLostJobs(db: Db, jobs: QueueDeps, idleSeconds: number
   });
 }
 
-export function startSweeping(db: Db, jobs: QueueDeps, log: Logger, opts: SweepOptions = {}): { stop(): Promise<void> } {
+/**
+ * `inviter`: in its turn, the worker also stores the invitation tokens that a crash or an outage
+ * of Dify's Redis left recorded but not stored (src/invitations.ts).
+ */
+export function startSweeping(db: Db, jobs: QueueDeps, log: Logger, opts: SweepOptions = {}, inviter?: Inviter): { stop(): Promise<void> } {
   const intervalMs = opts.intervalMs ?? 60_000;
   let running: Promise<void> | undefined;
   const sweep = () => {
     running ??= sweepLostJobs(db, jobs, opts.idleSeconds ?? 60)
-      .then((found) => {
+      .then(async (found) => {
         if (found && found.lost + found.failed > 0)
           log.warn(
             { requeued: found.lost, failed: found.failed },
             `${found.lost} row(s) waited without a job (Redis lost it) and were queued again; ${found.failed} whose failed job was never recorded were recorded failed`,
           );
+        if (!found || !inviter) return;
+        const stored = await inviter.completePending(db, { idleSeconds: opts.idleSeconds ?? 60 }).catch((err: unknown) => {
+          log.warn({ error: describeError(err) }, "could not store waiting invitation tokens in Dify's Redis; will try again");
+          return 0;
+        });
+        if (stored > 0) log.warn({ stored }, `${stored} invitation token(s) recorded with their workspace were stored in Dify's Redis now`);
       })
       .catch((err: unknown) => log.warn({ error: describeError(err) }, 'could not look for rows without a job; will try again'))
       .finally(() => {

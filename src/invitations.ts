@@ -1,0 +1,285 @@
+// Invitations (--invite): a token in Dify's Redis for each person a batch creates, as Dify's own
+// invite flow stores it, and the link sealed to the operator's key.
+//
+// Order of the two stores (PostgreSQL has the workspace, Dify's Redis the token):
+//   1. In the workspace's own transaction: a token is drawn for each invitee and recorded with
+//      its sealed link as *pending* (the token in the clear, in our schema only).
+//   2. After COMMIT: SETEX in Dify's Redis, then the record is marked stored and its token
+//      cleared (markStored; the one call that moves it also hands the link to `onIssued`).
+// So a token never exists for a workspace that did not commit (nothing reaches Redis before the
+// COMMIT, and a rolled-back transaction takes its records with it), and a committed workspace
+// never loses its token: its record stays pending until the SETEX is done. A crash (or Dify's
+// Redis down) between the two leaves a pending record; a run of the row's job again (BullMQ
+// takes up a stalled job) and every worker's sweep complete it with the very same token (a second
+// SETEX of it only renews it), so retries and the sweep converge on one token per person.
+import type { KeyObject } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { loadOpenKey, loadSealKey, seal, unseal } from './crypto/sealing.js';
+import { withTransaction, type Db, type Tx } from './db/pool.js';
+import type { InvitationSettings } from './dify-env.js';
+import { DifyTokens, inviteLink, newToken, pairOf, ttlSeconds, type Invitee } from './dify/invitations.js';
+import type { Band } from './dify/schema-probe.js';
+import { redisConnection } from './queue/connection.js';
+import { UsageError } from './errors.js';
+import { writeNewFile } from './files.js';
+import { csvCell } from './report/format.js';
+import { AlreadyRevealedError } from './reveal-secrets.js';
+import { batchOptions } from './store/batches.js';
+import {
+  lockCurrentInvitations,
+  lockUnrevealedLinks,
+  markLinksRevealed,
+  markStored,
+  pendingInvitations,
+  recordInvitations,
+  supersede,
+  type InvitationRecord,
+} from './store/invitations.js';
+
+/** A link just made valid in Dify's Redis: what the mail (--send-invites) needs. Never log it. */
+export interface IssuedInvitation {
+  id: string;
+  batchId: string;
+  line: number;
+  tenantId: string;
+  workspaceName: string;
+  email: string;
+  role: string;
+  /** The secret: whoever holds it can set the account's password. */
+  link: string;
+  expiresInSeconds: number;
+  /** The batch asked for the link to be mailed (sendInvites). */
+  send: boolean;
+}
+
+/** Called once per stored token, after it is in Dify's Redis; a failure is logged (without the link) and changes nothing. */
+export type OnIssued = (invitation: IssuedInvitation) => Promise<void> | void;
+
+interface Pending {
+  id: string;
+  batchId: string;
+  line: number;
+  workspaceName: string;
+  token: string;
+  invitee: Invitee;
+  revokeOthers: boolean;
+  send: boolean;
+}
+
+export class Inviter {
+  constructor(
+    readonly tokens: DifyTokens,
+    readonly consoleWebUrl: string,
+    private readonly opts: { onIssued?: OnIssued; logger?: Logger } = {},
+  ) {}
+
+  /**
+   * In the caller's transaction (the workspace's, or a resend's): a token for each invitee,
+   * recorded pending with its link sealed to `sealKey`. Nothing is in Dify's Redis yet.
+   */
+  async prepare(
+    tx: Tx,
+    row: { batchId: string; line: number; workspaceName: string; send: boolean; revokeOthers?: boolean },
+    invitees: Invitee[],
+    sealKey: KeyObject,
+  ): Promise<Pending[]> {
+    const pending: Pending[] = [];
+    const records: InvitationRecord[] = [];
+    for (const invitee of invitees) {
+      const id = randomUUID();
+      const token = newToken();
+      const jwe = await seal(inviteLink(this.consoleWebUrl, invitee.email, token), sealKey, id);
+      const p = { id, batchId: row.batchId, line: row.line, workspaceName: row.workspaceName, token, invitee };
+      pending.push({ ...p, revokeOthers: row.revokeOthers ?? false, send: row.send });
+      records.push({
+        id,
+        batchId: row.batchId,
+        line: row.line,
+        tenantId: invitee.workspaceId,
+        accountId: invitee.accountId,
+        email: invitee.email,
+        role: invitee.role,
+        requiresSetup: invitee.requiresSetup,
+        pendingToken: token,
+        revokeOthers: row.revokeOthers ?? false,
+        send: row.send,
+        jwe,
+        ttlSeconds: ttlSeconds(this.tokens.format),
+      });
+    }
+    await recordInvitations(tx, records);
+    return pending;
+  }
+
+  /**
+   * After the commit: SETEX each token in Dify's Redis, delete the other tokens of a resend's
+   * people, and mark them stored. Returns how many this call moved (each is moved, and handed to
+   * onIssued, once).
+   */
+  async complete(db: Db, pending: Pending[]): Promise<number> {
+    if (pending.length === 0) return 0;
+    await this.tokens.store(pending);
+    const resent = pending.filter((p) => p.revokeOthers);
+    if (resent.length > 0)
+      await this.tokens.revokeOthers(new Map(resent.map((p) => [pairOf(p.invitee.accountId, p.invitee.workspaceId), p.token])));
+    const moved = await markStored(
+      db,
+      pending.map((p) => p.id),
+    );
+    for (const p of pending) {
+      if (!moved.has(p.id) || !this.opts.onIssued) continue;
+      try {
+        await this.opts.onIssued({
+          id: p.id,
+          batchId: p.batchId,
+          line: p.line,
+          tenantId: p.invitee.workspaceId,
+          workspaceName: p.workspaceName,
+          email: p.invitee.email,
+          role: p.invitee.role,
+          link: inviteLink(this.consoleWebUrl, p.invitee.email, p.token),
+          expiresInSeconds: ttlSeconds(this.tokens.format),
+          send: p.send,
+        });
+      } catch (err) {
+        // The message of a mail error must not carry the link: only its class and code are said.
+        const e = err as { name?: string; code?: unknown };
+        this.opts.logger?.warn(
+          { batchId: p.batchId, line: p.line, invitation: p.id, error: `${e.name ?? 'Error'}${e.code ? ` ${String(e.code)}` : ''}` },
+          'the invitation is in Dify; handing its link on failed',
+        );
+      }
+    }
+    return moved.size;
+  }
+
+  /**
+   * Completes pending invitations (of one row, or every one idle for `idleSeconds`): those a
+   * crash or an outage of Dify's Redis left between the commit and the SETEX.
+   */
+  async completePending(db: Db, opts: { batchId?: string; line?: number; idleSeconds?: number } = {}): Promise<number> {
+    let done = 0;
+    for (;;) {
+      const page = await pendingInvitations(db, { ...opts, limit: 500 });
+      if (page.length === 0) return done;
+      done += await this.complete(
+        db,
+        page.map((r) => ({
+          id: r.id,
+          batchId: r.batch_id,
+          line: r.line,
+          workspaceName: r.workspace_name,
+          token: r.pending_token,
+          invitee: {
+            accountId: r.account_id,
+            email: r.email,
+            workspaceId: r.tenant_id,
+            role: r.role,
+            requiresSetup: r.requires_setup,
+          },
+          revokeOthers: r.revoke_others,
+          send: r.send,
+        })),
+      );
+      if (page.length < 500) return done;
+    }
+  }
+}
+
+/**
+ * An inviter on its own connection to Dify's Redis (which fails a command fast when Redis is
+ * down: the tokens then wait in PostgreSQL for the sweep).
+ */
+export function openInviter(
+  settings: Required<Pick<InvitationSettings, 'redis' | 'consoleWebUrl'>> & InvitationSettings,
+  band: Band,
+  opts: { onIssued?: OnIssued; logger?: Logger } = {},
+): { inviter: Inviter; close(): void } {
+  const redis = redisConnection(settings.redis, 'producer');
+  const tokens = new DifyTokens(redis, { band, keyPrefix: settings.keyPrefix, expiryHours: settings.expiryHours });
+  return { inviter: new Inviter(tokens, settings.consoleWebUrl, opts), close: () => redis.disconnect() };
+}
+
+/** What a resend did. */
+export interface Resent {
+  /** People sent a fresh link (their old tokens are deleted). */
+  resent: number;
+  /** People of the batch who activated already (or whose workspace is not normal): left alone. */
+  skipped: number;
+}
+
+/**
+ * `invite --resend`: a fresh token for each person the batch invited who has not activated yet,
+ * sealed to the batch's operator key (revealed with `secrets --invites`); every other token of
+ * theirs for that workspace is deleted from Dify's Redis.
+ */
+export async function resendInvitations(db: Db, inviter: Inviter, batchId: string): Promise<Resent> {
+  const { sealTo } = await batchOptions<{ sealTo: string }>(db, batchId);
+  if (!sealTo) throw new UsageError(`batch "${batchId}" has no --seal-to key: its invitations cannot be sealed`);
+  const sealKey = loadSealKey(sealTo);
+  const { pending, skipped } = await withTransaction(db, async (tx) => {
+    const current = await lockCurrentInvitations(tx, batchId);
+    if (current.length === 0) throw new UsageError(`batch "${batchId}" has no invitations (was it ingested with --invite?)`);
+    const open = current.filter((c) => c.open);
+    await supersede(
+      tx,
+      open.map((c) => c.id),
+    );
+    const names = await workspaceNames(tx, [...new Set(open.map((c) => c.tenant_id))]);
+    const made = [];
+    for (const c of open) {
+      made.push(
+        ...(await inviter.prepare(
+          tx,
+          { batchId, line: c.line, workspaceName: names.get(c.tenant_id) ?? '', send: c.send, revokeOthers: true },
+          [{ accountId: c.account_id, email: c.email, workspaceId: c.tenant_id, role: c.role, requiresSetup: true }],
+          sealKey,
+        )),
+      );
+    }
+    return { pending: made, skipped: current.length - open.length };
+  });
+  await inviter.complete(db, pending);
+  return { resent: pending.length, skipped };
+}
+
+async function workspaceNames(tx: Tx, ids: string[]): Promise<Map<string, string>> {
+  const { rows } = await tx.query<{ id: string; name: string }>(`SELECT id, name FROM tenants WHERE id = ANY($1::uuid[])`, [ids]);
+  return new Map(rows.map((r) => [r.id, r.name]));
+}
+
+/**
+ * `secrets --invites`: the batch's invitation links whose token is in Dify's Redis and that were
+ * not revealed yet, written to a new 0600 file (with email and workspace beside each); their
+ * seals are dropped. All or nothing.
+ */
+export async function revealInvitations(db: Db, batchId: string, privateKeyPem: string, out: string): Promise<number> {
+  const key = loadOpenKey(privateKeyPem);
+  return withTransaction(db, async (tx) => {
+    const { links, waiting, total } = await lockUnrevealedLinks(tx, batchId);
+    if (links.length === 0) {
+      if (total === 0) throw new UsageError(`batch "${batchId}" has no invitations (was it ingested with --invite?)`);
+      if (waiting > 0)
+        throw new UsageError(
+          `${waiting} invitation(s) of batch "${batchId}" are not in Dify's Redis yet (a running worker completes them): try again in a minute`,
+        );
+      throw new AlreadyRevealedError(
+        `the invitation links of batch "${batchId}" were revealed already; they are shown once — \`invite --resend ${batchId}\` issues fresh ones`,
+      );
+    }
+    const lines = [];
+    for (const l of links) {
+      const link = await unseal(l.jwe, key);
+      lines.push(
+        [l.line, l.tenant_id, l.workspace_name, l.email, l.role, link, l.expires_at.toISOString()].map((v) => csvCell(v)).join(',') + '\n',
+      );
+    }
+    await writeNewFile(out, `line,workspace_id,workspace_name,email,role,link,expires_at\n${lines.join('')}`, { mode: 0o600 });
+    await markLinksRevealed(
+      tx,
+      links.map((l) => l.id),
+    );
+    return links.length;
+  });
+}
