@@ -19,6 +19,8 @@ const PACKAGES: [string, () => boolean][] = [
   ['chromium', () => existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium')], // the dashboard's browser test
   ['pgbouncer', () => has('pgbouncer')], // the transaction-pooling test
   ['redis-tools', () => has('redis-cli')], // Cluster and Sentinel set-up
+  ['iproute2', () => has('ip')], // the compose recipe's network namespace (dify-env-cli test)
+  ['util-linux', () => has('unshare') && has('setpriv')], // its namespaces and the services' users
 ];
 
 const say = (m: string) => process.stderr.write(`test prerequisites: ${m}\n`);

@@ -195,6 +195,7 @@ interface Service {
   environment?: Record<string, string | null>;
   volumes: string[];
   working_dir?: string;
+  healthcheck?: { test: string[] };
 }
 /** The image's user (Dockerfile `USER node`: uid 1000 in node's images) for services that name none. */
 const IMAGE_USER = '1000:1000';
@@ -355,6 +356,15 @@ describe("every command inside Dify's compose network, as deploy/dify-compose ru
     });
     await until(async () => /dashboard: http/.test(dashboard.output()), 'the dashboard to listen');
     expect(dashboard.output()).not.toMatch(/error/i);
+    // The compose file's health check, run in the dashboard's network namespace: PostgreSQL and Redis answer.
+    const [kind, program, ...probe] = compose.services.dashboard!.healthcheck!.test;
+    expect([kind, program]).toEqual(['CMD', 'node']);
+    const health = await runProgram(
+      'nsenter',
+      ['--target', String(dashboard.child.pid), '--net', '--', process.execPath, ...probe],
+      shell(),
+    );
+    expect(health.code, health.stdout + health.stderr).toBe(0);
     await dashboard.stop();
     expect(await worker.stop()).toBe(0);
     expect(worker.output() + dashboard.output()).not.toContain(DIFY_PASSWORD);
