@@ -23,6 +23,25 @@ export interface AccountRules {
 
 const UNUSABLE = new Set(['banned', 'closed']);
 
+/** What tells two new addresses apart for this Dify: its normalised email where it keeps one, else the email ignoring case. */
+export const personKey = (email: string, rules: AccountRules): string =>
+  rules.normalized ? difyNormalizedEmail(email) : email.toLowerCase();
+
+/**
+ * A workspace joins an account once: two of a row's addresses that are one Dify account (found,
+ * or one to be created: `account` is its id or personKey) are an error for the row.
+ */
+export function checkDistinct(people: { email: string; account: string }[]): void {
+  const seen = new Map<string, string>();
+  for (const p of people) {
+    const other = seen.get(p.account);
+    if (other !== undefined) {
+      throw new RowError('members', `"${p.email}" and "${other}" are the same Dify account: list each person once (as owner or member)`);
+    }
+    seen.set(p.account, p.email);
+  }
+}
+
 /**
  * The SQL that finds the candidate accounts `a` for some emails, and its parameters (numbered
  * from `first`): the same email ignoring case and, where Dify keeps it, the same normalised email.
@@ -109,7 +128,7 @@ export async function ensureAccount(
   rules: AccountRules,
 ): Promise<{ account: Account; created: boolean }> {
   const lowered = email.toLowerCase();
-  await lockAccountEmail(tx, rules.normalized ? difyNormalizedEmail(email) : lowered);
+  await lockAccountEmail(tx, personKey(email, rules));
   const found = await findAccounts(tx, [lowered], rules);
   if (found.length > 0) return { account: pickAccount(found, lowered, field, rules) as Account, created: false };
   // Dify writes naive UTC times (naive_utc_now) into these timestamp-without-time-zone columns.

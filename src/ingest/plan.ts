@@ -4,7 +4,7 @@ import type { InputInfo } from '../csv/decode.js';
 import type { CsvRow } from '../csv/read-rows.js';
 import type { Db } from '../db/pool.js';
 import { RowError } from '../errors.js';
-import { findAccounts, pickAccount, type AccountRules } from '../dify/accounts.js';
+import { checkDistinct, findAccounts, personKey, pickAccount, type AccountRules } from '../dify/accounts.js';
 import { answerKnown, knownEntries } from '../store/ledger.js';
 import { SCHEMA } from '../store/schema.js';
 import type { RejectedRow } from '../csv/row-checker.js';
@@ -103,9 +103,11 @@ async function planChunk(
       continue;
     }
     // The worker's own rules (pickAccount), so the plan says what the run would do.
+    const found: { email: string; account: string }[] = [];
     const check = (email: string, field: string) => {
       try {
-        pickAccount(accounts, email, field, rules, createMissing);
+        const a = pickAccount(accounts, email, field, rules, createMissing);
+        found.push({ email, account: 'missing' in a ? `new:${personKey(email, rules)}` : a.id });
       } catch (err) {
         if (!(err instanceof RowError)) throw err;
         problems.push({ line, field, message: err.message });
@@ -113,6 +115,12 @@ async function planChunk(
     };
     check(row.ownerEmail, 'owner_email');
     for (const m of row.members) check(m.email, 'members');
+    try {
+      checkDistinct(found);
+    } catch (err) {
+      if (!(err instanceof RowError)) throw err;
+      problems.push({ line, field: err.field, message: err.message });
+    }
     if (row.workspaceId && taken.has(row.workspaceId))
       problems.push({ line, field: 'workspace_id', message: `a workspace with id ${row.workspaceId} exists already` });
     if (problems.length > 0) {

@@ -6,8 +6,7 @@ import type { KeyObject } from 'node:crypto';
 import { seal } from '../crypto/sealing.js';
 import type { KeyPair, KeySource } from '../crypto/rsa-keys.js';
 import type { Db, Tx } from '../db/pool.js';
-import { ensureAccount, pickAccount, type AccountRules, type MissingAccount } from '../dify/accounts.js';
-import { difyNormalizedEmail } from '../dify/normalized-email.js';
+import { checkDistinct, ensureAccount, personKey, pickAccount, type AccountRules, type MissingAccount } from '../dify/accounts.js';
 import { mintDatasetKey, type Scoping } from '../dify/api-keys.js';
 import type { WorkspaceWriter } from '../dify/workspace-writer.js';
 import { describeError, RowError } from '../errors.js';
@@ -160,7 +159,7 @@ async function writeWorkspace(
     await tx.query('BEGIN');
     // Duplicates of this key (or of this tenant id) wait here for each other, then see the ledger.
     await lockKeyAndTenant(tx, job.key, job.tenantId);
-    const accounts = await materialise(tx, wanted, rules);
+    const accounts = await materialise(tx, wanted, rules, [job.ownerEmail, ...job.members.map((m) => m.email)]);
     const ids = [accounts.ownerId, ...accounts.members.map((m) => m.accountId)];
     const locked = await checkLocked(tx, job.key, job.tenantId, ids);
     if (locked.known) {
@@ -307,8 +306,8 @@ const tenantTaken = (tenantId: string) =>
  * Two of the row's addresses that are one Dify account (john.doe@gmail.com and johndoe@gmail.com
  * where Dify keeps normalised emails) are an error: a workspace joins an account once.
  */
-async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules) {
-  const keyOf = (email: string) => (rules.normalized ? difyNormalizedEmail(email) : email.toLowerCase());
+async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules, emails: string[]) {
+  const keyOf = (email: string) => personKey(email, rules);
   const all = [wanted.owner, ...wanted.members.map((m) => m.account)];
   const missing = new Map(all.filter((a): a is MissingAccount => 'missing' in a).map((a) => [keyOf(a.email), a.email]));
   const made = new Map<string, { account: Account; created: boolean }>();
@@ -331,14 +330,6 @@ async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules) {
     role: m.role,
     invited: invitees[i + 1]!.created,
   }));
-  const seen = new Map<string, string>([[ownerId, wanted.owner.email]]);
-  for (const [i, m] of members.entries()) {
-    const email = wanted.members[i]!.account.email;
-    const other = seen.get(m.accountId);
-    if (other !== undefined) {
-      throw new RowError('members', `"${email}" and "${other}" are the same Dify account: list each person once (as owner or member)`);
-    }
-    seen.set(m.accountId, email);
-  }
+  checkDistinct(invitees.map((p, i) => ({ email: emails[i]!, account: p.accountId })));
   return { ownerId, members, created, invitees };
 }

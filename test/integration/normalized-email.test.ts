@@ -80,9 +80,26 @@ describe("Dify's normalised email on the latest schema", () => {
     const known = await difyAccount('johndoe@gmail.com');
     const before = await accountCount();
     const rows = [{ workspace_name: 'Doe Inc', owner_email: 'john.doe+x@gmail.com', members: 'JohnDoe@GoogleMail.com:editor' }];
-    // The owner and a member that are one person: the member is refused, nothing is created.
+    // The owner and a member that are one person: the row fails (plan and run), nothing is created.
+    const bothPlan = await p.plan(toCsv([{ ...rows[0]!, members: 'JohnDoe@GoogleMail.com:editor' }]));
+    expect(bothPlan).toMatchObject({ wouldCreate: 0, wouldFail: 1 });
+    expect(bothPlan.problems[0]!.message).toBe(
+      '"JohnDoe@GoogleMail.com" and "john.doe+x@gmail.com" are the same Dify account: list each person once (as owner or member)',
+    );
     const both = await run(p, rows, 'both');
-    expect(both[0]).toMatchObject({ outcome: 'failed', error: expect.stringMatching(/are the same Dify account/) });
+    expect(both[0]).toMatchObject({
+      outcome: 'failed',
+      error:
+        'members: "JohnDoe@GoogleMail.com" and "john.doe+x@gmail.com" are the same Dify account: list each person once (as owner or member)',
+    });
+    // Two new addresses of one new person in one row: refused the same way, before anything is created.
+    const newPair = [{ workspace_name: 'Pair', owner_email: 'jane.roe@gmail.com', members: 'janeroe+x@gmail.com:normal' }];
+    expect(await p.plan(toCsv(newPair), { createMissingOwners: true })).toMatchObject({ wouldCreate: 0, wouldFail: 1 });
+    expect((await run(p, newPair, 'pair'))[0]).toMatchObject({
+      outcome: 'failed',
+      error: expect.stringContaining('are the same Dify account'),
+    });
+    expect(await accountCount()).toBe(before);
 
     const plan = await p.plan(toCsv([{ workspace_name: 'Doe Inc', owner_email: 'john.doe+x@gmail.com' }]), { createMissingOwners: true });
     expect(plan).toMatchObject({ wouldCreate: 1, wouldFail: 0 });
