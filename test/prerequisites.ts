@@ -1,5 +1,5 @@
 // `npm test` runs this first (pretest; .ci/run too): the system packages the suite starts
-// (Redis, PostgreSQL, PgBouncer, Chromium, OpenSSL, redis-cli) and a second local account with
+// (Redis, PostgreSQL, PgBouncer, Chromium, OpenSSL, redis-cli, python3) and a second local account with
 // uid 1001 (Dify's container user: the key-ownership tests chown to it). As root on Debian/Ubuntu
 // it installs what is missing, saying so, as the demo does; elsewhere it says what to run.
 import { spawnSync } from 'node:child_process';
@@ -21,6 +21,7 @@ const PACKAGES: [string, () => boolean][] = [
   ['redis-tools', () => has('redis-cli')], // Cluster and Sentinel set-up
   ['iproute2', () => has('ip')], // the compose recipe's network namespace (dify-env-cli test)
   ['util-linux', () => has('unshare') && has('setpriv')], // its namespaces and the services' users
+  ['python3', () => has('python3')], // samples/provision_client.py, run against the HTTP API
 ];
 
 const say = (m: string) => process.stderr.write(`test prerequisites: ${m}\n`);

@@ -27,6 +27,6 @@ export async function batchesPage(app: HTMLElement): Promise<void> {
     ...(stalled ? [el('div', { class: 'advice', id: 'advice', text: 'Some batches are stalled: ' + info.noWorker })] : []),
     list.length
       ? el('table', {}, el('tr', {}, ...heads), ...rows)
-      : el('p', { class: 'muted', text: 'No batches yet: run dify-provision ingest FILE.' }),
+      : el('p', { class: 'muted', text: 'No batches yet: New batch (above), or dify-provision ingest FILE.' }),
   );
 }

@@ -30,14 +30,43 @@ export const SESSION_ENDED = 'This session has ended (sessions last an hour): op
 /** The header every request from this page carries: a state change without it is refused (CSRF). */
 export const SAME_PAGE = { 'x-requested-with': 'dify-provision' };
 
+const call = (path: string, opts: RequestInit) =>
+  fetch(path, { credentials: 'same-origin', ...opts, headers: { ...SAME_PAGE, ...(opts.headers as Record<string, string>) } });
+
 /** A JSON answer of the dashboard, or an error that says what went wrong. */
 export async function api<T>(path: string, opts: RequestInit = {}): Promise<T> {
-  const r = await fetch(path, {
-    credentials: 'same-origin',
-    ...opts,
-    headers: { ...SAME_PAGE, ...(opts.headers as Record<string, string>) },
-  });
+  const r = await call(path, opts);
   if (r.status === 401) throw new Error(SESSION_ENDED);
   if (!r.ok) throw new Error(path + ': ' + r.status);
   return (await r.json()) as T;
+}
+
+/** A row's problems, by line, as /api/v1 lists them in an error. */
+export interface RowProblems {
+  line: number;
+  errors: { field: string; message: string }[];
+}
+
+/** /api/v1's error body ({ error: { code, message, rows? } }), thrown. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly rows: RowProblems[] = [],
+  ) {
+    super(message);
+  }
+}
+
+/** A JSON answer of /api/v1, or its error as an ApiError. */
+export async function apiV1<T>(path: string, opts: RequestInit = {}): Promise<T> {
+  const r = await call('/api/v1' + path, opts);
+  if (r.status === 401) throw new ApiError(401, 'UNAUTHORIZED', SESSION_ENDED);
+  const body = (await r.json().catch(() => null)) as { error?: { code: string; message: string; rows?: RowProblems[] } } | null;
+  if (!r.ok) {
+    const error = body?.error;
+    throw new ApiError(r.status, error?.code ?? 'HTTP_' + r.status, error?.message ?? path + ': ' + r.status, error?.rows);
+  }
+  return body as T;
 }

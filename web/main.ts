@@ -3,11 +3,14 @@
 import { batchPage } from './batch.js';
 import { batchesPage } from './batches.js';
 import { el } from './dom.js';
+import { newBatchPage } from './new-batch.js';
 
 const app = document.getElementById('app')!;
 let timer: ReturnType<typeof setTimeout> | undefined;
 
 async function render(): Promise<void> {
+  // "New batch" holds the chosen file and its plan: drawn once, never refreshed.
+  if (location.pathname === '/new') return newBatchPage(app);
   clearTimeout(timer);
   try {
     const m = /^\/batches\/(.+)$/.exec(location.pathname);

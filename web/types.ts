@@ -47,3 +47,24 @@ export interface RowsPage {
   rows: Row[];
   more: boolean;
 }
+
+/** POST /api/v1/plans: what ingesting a file would do. */
+export interface Plan {
+  total: number;
+  would_create: number;
+  existing: number;
+  rejected: number;
+  would_fail: number;
+  likely_duplicates: number;
+  problems: { line: number; field: string; message: string }[];
+  input?: { format: 'csv' | 'xlsx'; encoding?: string; delimiter?: string; sheet?: string; empty_rows: number };
+}
+
+/** POST /api/v1/batches: the batch recorded and queued. */
+export interface Enqueued {
+  batch_id: string;
+  total: number;
+  queued: number;
+  rejected: number;
+  already_in_batch: number;
+}

@@ -99,6 +99,7 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     reply.type('text/html; charset=utf-8').send(assets.page);
   app.get('/', page);
   app.get('/batches/:id', page);
+  app.get('/new', page);
   app.get<{ Params: { name: string } }>('/assets/:name', async (req, reply) => {
     const asset = assets.files.get(req.params.name);
     if (!asset) return reply.code(404).send({ error: 'no such file' });

@@ -375,6 +375,7 @@ describe('every route, without the token, with a wrong one, and cross-origin', (
   const table = (queueName: string): Route[] => [
     { method: 'GET', route: '/', url: '/', ok: 200 },
     { method: 'GET', route: '/batches/:id', url: '/batches/guarded', ok: 200 },
+    { method: 'GET', route: '/new', url: '/new', ok: 200 },
     { method: 'GET', route: '/assets/:name', url: '/assets/main.js', ok: 200 },
     { method: 'GET', route: '/favicon.svg', url: '/favicon.svg', ok: 200, open: true },
     { method: 'GET', route: '/favicon.ico', url: '/favicon.ico', ok: 200, open: true },

@@ -1,0 +1,191 @@
+// The operator console and the HTTP API's Python client, end to end: the built CLI's dashboard and
+// a worker as separate processes on real Redis and PostgreSQL, the console in headless Chromium,
+// the sample in python3.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectFile } from '../../src/project-files.js';
+import { freePort } from '../../src/services/local-services.js';
+import { csvOf } from '../helpers/batch.js';
+import { runProgram, startCli, type Background } from '../helpers/cli.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+const TOKEN = 'test-console-token-0123456789';
+let env: TestEnv;
+const procs: Background[] = [];
+let base: string;
+let browser: Browser;
+
+beforeAll(async () => {
+  env = await createTestEnv({ accounts: 30 });
+  const port = await freePort();
+  const dash = startCli(['dashboard', '--port', String(port)], { ...env.env, DASHBOARD_TOKEN: TOKEN });
+  procs.push(dash);
+  base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300 && !dash.output().includes('dashboard: '); i++) await new Promise((r) => setTimeout(r, 100));
+  expect(dash.output()).toContain(`dashboard: ${base}/`);
+  procs.push(startCli(['worker', '--concurrency', '4'], env.env));
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await Promise.all(procs.map((p) => p.stop('SIGKILL')));
+  await env?.cleanup();
+});
+
+/** A page with a session, that records what the console logs as an error. */
+async function consolePage(): Promise<{ page: Page; errors: string[] }> {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(120_000); // a backstop: the waits are for conditions, on a machine that may be busy
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${base}/?token=${TOKEN}`);
+  await page.getByRole('link', { name: 'New batch' }).click();
+  await page.waitForURL(`${base}/new`);
+  return { page, errors };
+}
+
+const text = (page: Page, selector: string) => page.locator(selector).textContent();
+const batches = async () => {
+  const { rows } = await env.db.query(`SELECT to_regclass('dify_provision.batches') IS NOT NULL AS has`);
+  return rows[0].has ? Number((await env.db.query(`SELECT count(*) AS n FROM dify_provision.batches`)).rows[0].n) : 0;
+};
+
+describe('the console: a new batch from the browser', () => {
+  it('chosen file → its plan with the rows that would not be created → Provision → the live batch, done', async () => {
+    const rows = [
+      ...[1, 2, 3, 4].map((i) => ({ workspace_name: `Console ${i}`, owner_email: `owner${i}@example.com` })),
+      { workspace_name: 'Nobody Inc', owner_email: 'nobody@example.com' }, // line 6: no such account, would fail
+      { workspace_name: '', owner_email: 'owner5@example.com' }, // line 7: rejected, no name
+    ];
+    const file = { name: 'customers.csv', mimeType: 'text/csv', buffer: Buffer.from(csvOf(rows)) };
+    const { page, errors } = await consolePage();
+    await page.setInputFiles('#file', file);
+    await page.waitForSelector('#plan-would-create');
+    expect(await text(page, '#plan-would-create b')).toBe('4');
+    expect(await text(page, '#plan-existing b')).toBe('0');
+    expect(await text(page, '#plan-rejected b')).toBe('1');
+    expect(await text(page, '#plan-would-fail b')).toBe('1');
+    expect(await page.locator('#problems tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')))).toEqual([
+      '6',
+      '7',
+    ]);
+    expect(await text(page, '#problems tr[data-line="6"]')).toContain('nobody@example.com');
+    expect(await text(page, '#problems tr[data-line="7"]')).toContain('workspace_name');
+    expect(await batches()).toBe(0); // a plan writes nothing
+
+    await page.click('#provision');
+    await page.waitForURL(/\/batches\/customers-[0-9a-f]{10}$/);
+    await page.waitForSelector('#state[data-state="done-with-failures"]', { timeout: 120_000 });
+    expect(await text(page, '#count-created b')).toBe('4');
+    expect(await text(page, '#count-failed b')).toBe('1');
+    expect(await text(page, '#count-rejected b')).toBe('1');
+    expect(Number((await env.db.query(`SELECT count(*) AS n FROM tenants WHERE name LIKE 'Console %'`)).rows[0].n)).toBe(4);
+
+    // The same file again: its rows exist now (the plan says so; provisioning it queues nothing).
+    await page.goto(`${base}/new`);
+    await page.setInputFiles('#file', file);
+    await page.waitForSelector('#plan-existing');
+    expect(await text(page, '#plan-existing b')).toBe('4');
+    expect(await text(page, '#plan-would-create b')).toBe('0');
+    expect(errors).toEqual([]);
+  });
+
+  it('a dropped file with broken rows: each at its line; a file that cannot be read: its error at its line, nothing to provision', async () => {
+    const { page, errors } = await consolePage();
+    // Line 3 has a field more than the header; line 5 opens a quote it never closes (so line 6 is never read).
+    const broken =
+      'workspace_name,owner_email\nGood,owner1@example.com\nBad,owner2@example.com,extra\nFine,owner3@example.com\n"Open,owner4@example.com\nLost,owner5@example.com\n';
+    const dropped = await page.evaluateHandle((csv) => {
+      const data = new DataTransfer();
+      data.items.add(new File([csv], 'broken.csv', { type: 'text/csv' }));
+      return data;
+    }, broken);
+    await page.dispatchEvent('#drop', 'drop', { dataTransfer: dropped });
+    await page.waitForSelector('#plan-would-create');
+    expect(await text(page, '#plan-title')).toBe('Plan for broken.csv');
+    expect(await text(page, '#plan-would-create b')).toBe('2');
+    expect(await text(page, '#plan-rejected b')).toBe('2');
+    expect(await page.locator('#problems tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')))).toEqual([
+      '3',
+      '5',
+    ]);
+    expect(await text(page, '#problems tr[data-line="3"]')).toContain('has 3 field(s) but the header has 2');
+    expect(await text(page, '#problems tr[data-line="5"]')).toContain('opens a quote that is never closed');
+
+    // A header naming a column that does not exist: the file is refused (422), at its line, with no Provision.
+    await page.setInputFiles('#file', {
+      name: 'no-owner.csv',
+      mimeType: 'text/csv',
+      buffer: Buffer.from('workspace_name,owner\nA,owner1@example.com\n'),
+    });
+    await page.waitForSelector('#plan-error');
+    expect(await text(page, '#plan-error')).toContain('line 1: unknown column(s) "owner"');
+    expect(await text(page, '#problems tr[data-line="1"]')).toContain('the columns are workspace_name, owner_email');
+    expect(await page.locator('#provision').count()).toBe(0);
+    expect(await batches()).toBe(1); // only the first test's batch: planning wrote nothing
+    expect(errors).toEqual([]);
+  });
+});
+
+describe('samples/provision_client.py (Python standard library only)', () => {
+  const python = (file: string, ...args: string[]) =>
+    runProgram('python3', [projectFile('samples', 'provision_client.py'), file, ...args], {
+      PATH: process.env.PATH,
+      DIFY_PROVISION_URL: base,
+      DIFY_PROVISION_TOKEN: TOKEN,
+    });
+
+  it('uploads a CSV, polls until done and prints the report', async () => {
+    const file = join(env.dir, 'python.csv');
+    await writeFile(file, csvOf([1, 2, 3].map((i) => ({ workspace_name: `Python ${i}`, owner_email: `owner${i + 10}@example.com` }))));
+    const ran = await python(file);
+    expect(ran.code, ran.stderr).toBe(0);
+    const lines = ran.stdout.trim().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(lines.map((l) => l.split('\t').slice(0, 4))).toEqual(
+      [1, 2, 3].map((i) => [String(i + 1), 'created', `Python ${i}`, `owner${i + 10}@example.com`]),
+    );
+    const tenants = await env.db.query(`SELECT id FROM tenants WHERE name LIKE 'Python %' ORDER BY name`);
+    expect(lines.map((l) => l.split('\t')[4])).toEqual(tenants.rows.map((r) => r.id));
+    const id = /^batch (\S+): 3 rows, 3 queued, 0 rejected$/m.exec(ran.stderr)?.[1];
+    expect(id, ran.stderr).toBeDefined();
+    expect(ran.stderr).toMatch(new RegExp(`^${id}: 3 created$`, 'm'));
+    expect(ran.stderr).not.toContain(TOKEN);
+  });
+
+  it('a row that fails: exit 1, with why; a strict upload with invalid rows: exit 2, every invalid row by line', async () => {
+    const file = join(env.dir, 'python-fails.csv');
+    await writeFile(
+      file,
+      csvOf([
+        { workspace_name: 'Python ok', owner_email: 'owner20@example.com' },
+        { workspace_name: 'Python ghost', owner_email: 'ghost@example.com' },
+      ]),
+    );
+    const ran = await python(file);
+    expect(ran.code, ran.stderr).toBe(1);
+    expect(ran.stdout).toMatch(/^3\tfailed\tPython ghost\tghost@example.com\t.*ghost@example\.com/m);
+
+    const strict = join(env.dir, 'python-strict.csv');
+    await writeFile(
+      strict,
+      csvOf([
+        { workspace_name: 'Strict ok', owner_email: 'owner21@example.com' },
+        { workspace_name: 'Strict bad', owner_email: 'not-an-email' },
+        { workspace_name: '', owner_email: 'owner22@example.com' },
+      ]),
+    );
+    const refused = await python(strict, '--strict');
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(refused.stderr).toMatch(/refused \(422 STRICT_REJECTED\)/);
+    expect(refused.stderr).toMatch(/line 3, owner_email: /);
+    expect(refused.stderr).toMatch(/line 4, workspace_name: /);
+    expect(Number((await env.db.query(`SELECT count(*) AS n FROM tenants WHERE name LIKE 'Strict %'`)).rows[0].n)).toBe(0);
+  });
+});

@@ -1,0 +1,163 @@
+// "New batch": choose or drop a CSV/.xlsx file, see its plan (a dry run against Dify: what would
+// be created, what exists, what is rejected or would fail, with each row's problem), then
+// "Provision" records and queues it and opens the batch's live page. Both calls send the same
+// file to /api/v1 (multipart, so the file's name names the batch, as ingest does).
+import { ApiError, apiV1, el, type RowProblems } from './dom.js';
+import type { Enqueued, Plan } from './types.js';
+import { header } from './widgets.js';
+
+/** Problem rows shown at once (the report lists every row once the batch runs). */
+const SHOWN = 500;
+
+const FILE_TYPES = '.csv,.xlsx,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet';
+
+function form(file: File): FormData {
+  const data = new FormData();
+  data.append('file', file, file.name);
+  return data;
+}
+
+/** A random Idempotency-Key (crypto.randomUUID needs a secure context; a LAN address over http is not one). */
+function idempotencyKey(): string {
+  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The rows with problems, by line: the plan's, or those of a file the API refused (422). */
+function problemsTable(rows: RowProblems[]): HTMLElement[] {
+  const lines = rows.flatMap((r) => r.errors.map((e) => ({ line: r.line, ...e })));
+  if (lines.length === 0) return [];
+  const shown = lines.slice(0, SHOWN);
+  return [
+    el(
+      'table',
+      { id: 'problems' },
+      el('tr', {}, ...['line', 'field', 'problem'].map((h) => el('th', { text: h }))),
+      ...shown.map((p) =>
+        el(
+          'tr',
+          { 'data-line': String(p.line) },
+          el('td', { text: String(p.line) }),
+          el('td', { text: p.field }),
+          el('td', { class: 'err', text: p.message }),
+        ),
+      ),
+    ),
+    ...(lines.length > shown.length ? [el('p', { class: 'muted', text: `the first ${SHOWN} of ${lines.length} problems` })] : []),
+  ];
+}
+
+const byLine = (problems: Plan['problems']): RowProblems[] => {
+  const rows = new Map<number, RowProblems>();
+  for (const p of problems) {
+    const row = rows.get(p.line) ?? { line: p.line, errors: [] };
+    row.errors.push({ field: p.field, message: p.message });
+    rows.set(p.line, row);
+  }
+  return [...rows.values()];
+};
+
+function inputWords(input: Plan['input']): string {
+  if (!input) return '';
+  const parts: string[] = [input.format === 'xlsx' ? '.xlsx' + (input.sheet ? ', sheet "' + input.sheet + '"' : '') : 'CSV'];
+  if (input.encoding) parts.push(input.encoding);
+  if (input.delimiter) parts.push('delimiter ' + (input.delimiter === '\t' ? 'tab' : '"' + input.delimiter + '"'));
+  if (input.empty_rows > 0) parts.push(input.empty_rows + ' empty row(s) skipped');
+  return parts.join(' · ');
+}
+
+export function newBatchPage(app: HTMLElement): void {
+  void header().catch(() => undefined); // the header line only: the page works without it
+  const result = el('div', { id: 'plan' });
+  let asked = 0; // a newer file's plan replaces an older one's, whichever answers first
+
+  async function plan(file: File): Promise<void> {
+    const mine = ++asked;
+    result.replaceChildren(el('p', { class: 'muted', id: 'planning', text: 'Planning ' + file.name + '…' }));
+    try {
+      const p = await apiV1<Plan>('/plans', { method: 'POST', body: form(file) });
+      if (mine === asked) showPlan(file, p);
+    } catch (e) {
+      if (mine === asked) showError(e, 'plan-error', "This file can't be provisioned as it is");
+    }
+  }
+
+  function showError(e: unknown, id: string, title: string, keep: HTMLElement[] = []): void {
+    const rows = e instanceof ApiError ? e.rows : [];
+    result.replaceChildren(
+      ...keep,
+      el('div', { class: 'advice', id }, el('b', { text: title + ': ' }), e instanceof Error ? e.message : String(e)),
+      ...problemsTable(rows),
+    );
+  }
+
+  function showPlan(file: File, p: Plan): void {
+    const key = idempotencyKey();
+    const count = (id: string, n: number, words: string) => el('div', { class: id, id: 'plan-' + id }, el('b', { text: String(n) }), words);
+    const provision = el('button', { id: 'provision', class: 'primary', text: 'Provision' });
+    provision.disabled = p.total === 0;
+    const done: HTMLElement[] = [
+      el('h3', { id: 'plan-title', text: 'Plan for ' + file.name }),
+      el('p', { class: 'muted', id: 'input', text: inputWords(p.input) }),
+      el(
+        'div',
+        { class: 'counts' },
+        count('would-create', p.would_create, 'would create'),
+        count('existing', p.existing, 'existing'),
+        count('rejected', p.rejected, 'rejected'),
+        count('would-fail', p.would_fail, 'would fail'),
+      ),
+      ...(p.likely_duplicates > 0
+        ? [el('p', { class: 'muted', text: p.likely_duplicates + ' rejected row(s) look like a customer seen before (see each row).' })]
+        : []),
+      el(
+        'div',
+        { class: 'row' },
+        provision,
+        el('span', { class: 'muted', text: 'Valid rows are queued; rejected rows are recorded with why, in the report.' }),
+      ),
+    ];
+    provision.addEventListener('click', async () => {
+      provision.disabled = true;
+      provision.textContent = 'Provisioning…';
+      try {
+        const batch = await apiV1<Enqueued>('/batches', { method: 'POST', body: form(file), headers: { 'idempotency-key': key } });
+        location.assign('/batches/' + encodeURIComponent(batch.batch_id));
+      } catch (e) {
+        showError(e, 'provision-error', 'Not provisioned', done);
+        provision.disabled = false;
+        provision.textContent = 'Provision';
+      }
+    });
+    result.replaceChildren(
+      ...done,
+      ...(p.problems.length ? [el('h3', { text: 'Rows that would not be created' })] : []),
+      ...problemsTable(byLine(p.problems)),
+    );
+  }
+
+  const input = el('input', { type: 'file', id: 'file', accept: FILE_TYPES });
+  input.addEventListener('change', () => {
+    const file = input.files?.[0];
+    if (file) void plan(file);
+  });
+  const drop = el(
+    'label',
+    { class: 'drop', id: 'drop', for: 'file' },
+    el('b', { text: 'Drop a CSV or .xlsx file here' }),
+    el('span', { class: 'muted', text: 'or click to choose one: you see what it would do before anything is written' }),
+  );
+  drop.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    drop.classList.add('over');
+  });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    const file = e.dataTransfer?.files[0];
+    if (file) void plan(file);
+  });
+  // A file dropped beside the target is not opened by the browser in place of the page.
+  for (const type of ['dragover', 'drop']) document.addEventListener(type, (e) => e.preventDefault());
+  app.replaceChildren(el('h2', { text: 'New batch' }), drop, input, result);
+}
