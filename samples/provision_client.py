@@ -7,7 +7,7 @@ Python's standard library only (urllib): no package to install.
     export DIFY_PROVISION_TOKEN=...                   # its DASHBOARD_TOKEN
     python3 samples/provision_client.py customers.csv [--strict] [--batch-id ID]
 
-It uploads the file (POST /api/v1/batches), polls the batch (GET /api/v1/batches/{id}) until
+It uploads the file (POST /api/v1/batches, multipart), polls the batch (GET /api/v1/batches/{id}) until
 every row has its answer, then prints the report, one row a line. The token is read from the
 environment, never from the command line (where `ps` would show it).
 
@@ -36,6 +36,19 @@ class ApiError(Exception):
         self.status, self.code, self.rows = status, code, rows or []
 
 
+def multipart(fields, filename, content, content_type):
+    """A multipart/form-data body: the option fields, then the file in the field "file"."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (boundary, name, value)).encode("utf-8"))
+    quoted = filename.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
+    head = '--%s\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\nContent-Type: %s\r\n\r\n'
+    parts.append((head % (boundary, quoted, content_type)).encode("utf-8") + content + b"\r\n")
+    parts.append(("--%s--\r\n" % boundary).encode("ascii"))
+    return b"".join(parts), "multipart/form-data; boundary=" + boundary
+
+
 class Client:
     def __init__(self, url, token):
         self.url = url.rstrip("/")
@@ -60,24 +73,25 @@ class Client:
         return text if accept != "application/json" else json.loads(text)
 
     def upload(self, path, batch_id=None, strict=False):
-        """POST the file as the raw body; the options go in the query string."""
-        query = {"source": os.path.basename(path)}
+        """POST the file as multipart/form-data (its name and content name the batch, as the CLI's)."""
+        fields = {}
         if batch_id:
-            query["batch_id"] = batch_id
+            fields["batch_id"] = batch_id
         if strict:
-            query["strict"] = "true"
+            fields["strict"] = "true"
         with open(path, "rb") as f:
-            body = f.read()
+            content = f.read()
         content_type = XLSX if path.lower().endswith(".xlsx") else "text/csv"
+        body, form_type = multipart(fields, os.path.basename(path), content, content_type)
         # One key for every attempt: a retry after a lost answer gets the first answer again.
         key = str(uuid.uuid4())
         for attempt in range(3):
             try:
                 return self.call(
                     "POST",
-                    "/batches?" + urllib.parse.urlencode(query),
+                    "/batches",
                     body,
-                    {"Content-Type": content_type, "Idempotency-Key": key},
+                    {"Content-Type": form_type, "Idempotency-Key": key},
                 )
             except (urllib.error.URLError, ConnectionError) as e:
                 if attempt == 2:

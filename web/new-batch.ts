@@ -11,9 +11,17 @@ const SHOWN = 500;
 
 const FILE_TYPES = '.csv,.xlsx,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet';
 
-function form(file: File): FormData {
+/** The options the page offers (the API's names); the plan and the batch are asked with the same ones. */
+const OPTIONS = [
+  ['create_missing_owners', 'Create missing owners and members (pending accounts, as Dify invites do)'],
+  ['allow_duplicate_names', 'Allow a workspace name its owner already has'],
+] as const;
+type Options = Partial<Record<(typeof OPTIONS)[number][0], true>>;
+
+function form(file: File, options: Options): FormData {
   const data = new FormData();
-  data.append('file', file, file.name);
+  for (const [name, on] of Object.entries(options)) if (on) data.append(name, 'true');
+  data.append('file', file, file.name); // after the fields: the server reads them before the file
   return data;
 }
 
@@ -69,13 +77,21 @@ export function newBatchPage(app: HTMLElement): void {
   void header().catch(() => undefined); // the header line only: the page works without it
   const result = el('div', { id: 'plan' });
   let asked = 0; // a newer file's plan replaces an older one's, whichever answers first
+  let chosen: File | undefined;
+  const boxes = OPTIONS.map(([name, words]) => {
+    const box = el('input', { type: 'checkbox', id: 'opt-' + name, name, onchange: () => chosen && void plan(chosen) });
+    return { name, box, label: el('label', {}, box, ' ' + words) };
+  });
+  const options = (): Options => Object.fromEntries(boxes.filter((b) => b.box.checked).map((b) => [b.name, true]));
 
   async function plan(file: File): Promise<void> {
     const mine = ++asked;
+    chosen = file;
+    const opts = options();
     result.replaceChildren(el('p', { class: 'muted', id: 'planning', text: 'Planning ' + file.name + '…' }));
     try {
-      const p = await apiV1<Plan>('/plans', { method: 'POST', body: form(file) });
-      if (mine === asked) showPlan(file, p);
+      const p = await apiV1<Plan>('/plans', { method: 'POST', body: form(file, opts) });
+      if (mine === asked) showPlan(file, opts, p);
     } catch (e) {
       if (mine === asked) showError(e, 'plan-error', "This file can't be provisioned as it is");
     }
@@ -90,7 +106,7 @@ export function newBatchPage(app: HTMLElement): void {
     );
   }
 
-  function showPlan(file: File, p: Plan): void {
+  function showPlan(file: File, opts: Options, p: Plan): void {
     const key = idempotencyKey();
     const count = (id: string, n: number, words: string) => el('div', { class: id, id: 'plan-' + id }, el('b', { text: String(n) }), words);
     const provision = el('button', { id: 'provision', class: 'primary', text: 'Provision' });
@@ -120,7 +136,7 @@ export function newBatchPage(app: HTMLElement): void {
       provision.disabled = true;
       provision.textContent = 'Provisioning…';
       try {
-        const batch = await apiV1<Enqueued>('/batches', { method: 'POST', body: form(file), headers: { 'idempotency-key': key } });
+        const batch = await apiV1<Enqueued>('/batches', { method: 'POST', body: form(file, opts), headers: { 'idempotency-key': key } });
         location.assign('/batches/' + encodeURIComponent(batch.batch_id));
       } catch (e) {
         showError(e, 'provision-error', 'Not provisioned', done);
@@ -159,5 +175,11 @@ export function newBatchPage(app: HTMLElement): void {
   });
   // A file dropped beside the target is not opened by the browser in place of the page.
   for (const type of ['dragover', 'drop']) document.addEventListener(type, (e) => e.preventDefault());
-  app.replaceChildren(el('h2', { text: 'New batch' }), drop, input, result);
+  app.replaceChildren(
+    el('h2', { text: 'New batch' }),
+    drop,
+    input,
+    el('div', { class: 'row', id: 'options' }, ...boxes.map((b) => b.label)),
+    result,
+  );
 }

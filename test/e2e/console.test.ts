@@ -79,19 +79,29 @@ describe('the console: a new batch from the browser', () => {
     expect(await text(page, '#problems tr[data-line="7"]')).toContain('workspace_name');
     expect(await batches()).toBe(0); // a plan writes nothing
 
+    // An option plans again, and the batch is made with it: the missing owner gets an account.
+    await page.check('#opt-create_missing_owners');
+    await page.waitForFunction(() => document.querySelector('#plan-would-create b')?.textContent === '5');
+    expect(await text(page, '#plan-would-fail b')).toBe('0');
+    expect(await page.locator('#problems tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')))).toEqual([
+      '7',
+    ]);
     await page.click('#provision');
     await page.waitForURL(/\/batches\/customers-[0-9a-f]{10}$/);
-    await page.waitForSelector('#state[data-state="done-with-failures"]', { timeout: 120_000 });
-    expect(await text(page, '#count-created b')).toBe('4');
-    expect(await text(page, '#count-failed b')).toBe('1');
+    await page.waitForSelector('#state[data-state="done-with-failures"]', { timeout: 120_000 }); // the rejected row
+    expect(await text(page, '#count-created b')).toBe('5');
+    expect(await text(page, '#count-failed b')).toBe('0');
     expect(await text(page, '#count-rejected b')).toBe('1');
-    expect(Number((await env.db.query(`SELECT count(*) AS n FROM tenants WHERE name LIKE 'Console %'`)).rows[0].n)).toBe(4);
+    expect(
+      Number((await env.db.query(`SELECT count(*) AS n FROM tenants WHERE name LIKE 'Console %' OR name = 'Nobody Inc'`)).rows[0].n),
+    ).toBe(5);
+    expect((await env.db.query(`SELECT status FROM accounts WHERE email = 'nobody@example.com'`)).rows).toHaveLength(1);
 
-    // The same file again: its rows exist now (the plan says so; provisioning it queues nothing).
+    // The same file again: its rows exist now.
     await page.goto(`${base}/new`);
     await page.setInputFiles('#file', file);
     await page.waitForSelector('#plan-existing');
-    expect(await text(page, '#plan-existing b')).toBe('4');
+    expect(await text(page, '#plan-existing b')).toBe('5');
     expect(await text(page, '#plan-would-create b')).toBe('0');
     expect(errors).toEqual([]);
   });
@@ -153,7 +163,8 @@ describe('samples/provision_client.py (Python standard library only)', () => {
     );
     const tenants = await env.db.query(`SELECT id FROM tenants WHERE name LIKE 'Python %' ORDER BY name`);
     expect(lines.map((l) => l.split('\t')[4])).toEqual(tenants.rows.map((r) => r.id));
-    const id = /^batch (\S+): 3 rows, 3 queued, 0 rejected$/m.exec(ran.stderr)?.[1];
+    // The file's name and content name the batch, as the CLI's and the console's do.
+    const id = /^batch (python-[0-9a-f]{10}): 3 rows, 3 queued, 0 rejected$/m.exec(ran.stderr)?.[1];
     expect(id, ran.stderr).toBeDefined();
     expect(ran.stderr).toMatch(new RegExp(`^${id}: 3 created$`, 'm'));
     expect(ran.stderr).not.toContain(TOKEN);
