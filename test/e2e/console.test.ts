@@ -3,12 +3,12 @@
 // the sample in python3.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/project-files.js';
-import { freePort } from '../../src/services/local-services.js';
 import { csvOf } from '../helpers/batch.js';
 import { runProgram, startCli, type Background } from '../helpers/cli.js';
+import { launchChromium, startDashboard } from '../helpers/dashboard.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const TOKEN = 'test-console-token-0123456789';
@@ -19,17 +19,12 @@ let browser: Browser;
 
 beforeAll(async () => {
   env = await createTestEnv({ accounts: 30 });
-  const port = await freePort();
-  const dash = startCli(['dashboard', '--port', String(port)], { ...env.env, DASHBOARD_TOKEN: TOKEN });
-  procs.push(dash);
-  base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 300 && !dash.output().includes('dashboard: '); i++) await new Promise((r) => setTimeout(r, 100));
-  expect(dash.output()).toContain(`dashboard: ${base}/`);
+  const started = await startDashboard({ ...env.env, DASHBOARD_TOKEN: TOKEN });
+  procs.push(started.dash);
+  base = started.base;
+  expect(started.dash.output()).toContain(`dashboard: ${base}/`);
   procs.push(startCli(['worker', '--concurrency', '4'], env.env));
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
@@ -51,6 +46,16 @@ async function consolePage(): Promise<{ page: Page; errors: string[] }> {
 }
 
 const text = (page: Page, selector: string) => page.locator(selector).textContent();
+/** The plan's counts, as the page shows them. */
+const planCounts = async (page: Page) =>
+  Object.fromEntries(
+    await Promise.all(
+      ['would-create', 'existing', 'rejected', 'would-fail'].map(async (k) => [k, Number(await text(page, `#plan-${k} b`))]),
+    ),
+  );
+/** The lines of the rows the plan (or a refusal) lists. */
+const problemLines = (page: Page) =>
+  page.locator('#problems tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')));
 const batches = async () => {
   const { rows } = await env.db.query(`SELECT to_regclass('dify_provision.batches') IS NOT NULL AS has`);
   return rows[0].has ? Number((await env.db.query(`SELECT count(*) AS n FROM dify_provision.batches`)).rows[0].n) : 0;
@@ -67,14 +72,8 @@ describe('the console: a new batch from the browser', () => {
     const { page, errors } = await consolePage();
     await page.setInputFiles('#file', file);
     await page.waitForSelector('#plan-would-create');
-    expect(await text(page, '#plan-would-create b')).toBe('4');
-    expect(await text(page, '#plan-existing b')).toBe('0');
-    expect(await text(page, '#plan-rejected b')).toBe('1');
-    expect(await text(page, '#plan-would-fail b')).toBe('1');
-    expect(await page.locator('#problems tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')))).toEqual([
-      '6',
-      '7',
-    ]);
+    expect(await planCounts(page)).toEqual({ 'would-create': 4, existing: 0, rejected: 1, 'would-fail': 1 });
+    expect(await problemLines(page)).toEqual(['6', '7']);
     expect(await text(page, '#problems tr[data-line="6"]')).toContain('nobody@example.com');
     expect(await text(page, '#problems tr[data-line="7"]')).toContain('workspace_name');
     expect(await batches()).toBe(0); // a plan writes nothing
@@ -82,10 +81,8 @@ describe('the console: a new batch from the browser', () => {
     // An option plans again, and the batch is made with it: the missing owner gets an account.
     await page.check('#opt-create_missing_owners');
     await page.waitForFunction(() => document.querySelector('#plan-would-create b')?.textContent === '5');
-    expect(await text(page, '#plan-would-fail b')).toBe('0');
-    expect(await page.locator('#problems tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')))).toEqual([
-      '7',
-    ]);
+    expect(await planCounts(page)).toEqual({ 'would-create': 5, existing: 0, rejected: 1, 'would-fail': 0 });
+    expect(await problemLines(page)).toEqual(['7']);
     await page.click('#provision');
     await page.waitForURL(/\/batches\/customers-[0-9a-f]{10}$/);
     await page.waitForSelector('#state[data-state="done-with-failures"]', { timeout: 120_000 }); // the rejected row
@@ -101,8 +98,7 @@ describe('the console: a new batch from the browser', () => {
     await page.goto(`${base}/new`);
     await page.setInputFiles('#file', file);
     await page.waitForSelector('#plan-existing');
-    expect(await text(page, '#plan-existing b')).toBe('5');
-    expect(await text(page, '#plan-would-create b')).toBe('0');
+    expect(await planCounts(page)).toEqual({ 'would-create': 0, existing: 5, rejected: 1, 'would-fail': 0 });
     expect(errors).toEqual([]);
   });
 
@@ -119,12 +115,8 @@ describe('the console: a new batch from the browser', () => {
     await page.dispatchEvent('#drop', 'drop', { dataTransfer: dropped });
     await page.waitForSelector('#plan-would-create');
     expect(await text(page, '#plan-title')).toBe('Plan for broken.csv');
-    expect(await text(page, '#plan-would-create b')).toBe('2');
-    expect(await text(page, '#plan-rejected b')).toBe('2');
-    expect(await page.locator('#problems tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')))).toEqual([
-      '3',
-      '5',
-    ]);
+    expect(await planCounts(page)).toEqual({ 'would-create': 2, existing: 0, rejected: 2, 'would-fail': 0 });
+    expect(await problemLines(page)).toEqual(['3', '5']);
     expect(await text(page, '#problems tr[data-line="3"]')).toContain('has 3 field(s) but the header has 2');
     expect(await text(page, '#problems tr[data-line="5"]')).toContain('opens a quote that is never closed');
 
@@ -144,17 +136,22 @@ describe('the console: a new batch from the browser', () => {
 });
 
 describe('samples/provision_client.py (Python standard library only)', () => {
-  const python = (file: string, ...args: string[]) =>
-    runProgram('python3', [projectFile('samples', 'provision_client.py'), file, ...args], {
+  /** Writes `rows` as the CSV `name` and runs the sample on it. */
+  const python = async (name: string, rows: Record<string, string>[], ...args: string[]) => {
+    const file = join(env.dir, name);
+    await writeFile(file, csvOf(rows));
+    return runProgram('python3', [projectFile('samples', 'provision_client.py'), file, ...args], {
       PATH: process.env.PATH,
       DIFY_PROVISION_URL: base,
       DIFY_PROVISION_TOKEN: TOKEN,
     });
+  };
 
   it('uploads a CSV, polls until done and prints the report', async () => {
-    const file = join(env.dir, 'python.csv');
-    await writeFile(file, csvOf([1, 2, 3].map((i) => ({ workspace_name: `Python ${i}`, owner_email: `owner${i + 10}@example.com` }))));
-    const ran = await python(file);
+    const ran = await python(
+      'python.csv',
+      [1, 2, 3].map((i) => ({ workspace_name: `Python ${i}`, owner_email: `owner${i + 10}@example.com` })),
+    );
     expect(ran.code, ran.stderr).toBe(0);
     const lines = ran.stdout.trim().split('\n');
     expect(lines).toHaveLength(3);
@@ -171,28 +168,22 @@ describe('samples/provision_client.py (Python standard library only)', () => {
   });
 
   it('a row that fails: exit 1, with why; a strict upload with invalid rows: exit 2, every invalid row by line', async () => {
-    const file = join(env.dir, 'python-fails.csv');
-    await writeFile(
-      file,
-      csvOf([
-        { workspace_name: 'Python ok', owner_email: 'owner20@example.com' },
-        { workspace_name: 'Python ghost', owner_email: 'ghost@example.com' },
-      ]),
-    );
-    const ran = await python(file);
+    const ran = await python('python-fails.csv', [
+      { workspace_name: 'Python ok', owner_email: 'owner20@example.com' },
+      { workspace_name: 'Python ghost', owner_email: 'ghost@example.com' },
+    ]);
     expect(ran.code, ran.stderr).toBe(1);
     expect(ran.stdout).toMatch(/^3\tfailed\tPython ghost\tghost@example.com\t.*ghost@example\.com/m);
 
-    const strict = join(env.dir, 'python-strict.csv');
-    await writeFile(
-      strict,
-      csvOf([
+    const refused = await python(
+      'python-strict.csv',
+      [
         { workspace_name: 'Strict ok', owner_email: 'owner21@example.com' },
         { workspace_name: 'Strict bad', owner_email: 'not-an-email' },
         { workspace_name: '', owner_email: 'owner22@example.com' },
-      ]),
+      ],
+      '--strict',
     );
-    const refused = await python(strict, '--strict');
     expect(refused.code, refused.stderr).toBe(2);
     expect(refused.stderr).toMatch(/refused \(422 STRICT_REJECTED\)/);
     expect(refused.stderr).toMatch(/line 3, owner_email: /);

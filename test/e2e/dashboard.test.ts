@@ -2,7 +2,7 @@ import { copyFile, mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/project-files.js';
 import { freePort } from '../../src/services/local-services.js';
@@ -10,6 +10,7 @@ import { NO_WORKER } from '../../src/store/batches.js';
 import { queueNameFor } from '../../src/store/instance.js';
 import { csvOf } from '../helpers/batch.js';
 import { runCli, startCli, type Background } from '../helpers/cli.js';
+import { launchChromium, startDashboard } from '../helpers/dashboard.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const TOKEN = 'test-dashboard-token-0123456789';
@@ -20,25 +21,11 @@ let browser: Browser;
 
 beforeAll(async () => {
   env = await createTestEnv({ accounts: 60 });
-  const port = await freePort();
-  const dash = startCli(['dashboard', '--port', String(port)], { ...env.env, DASHBOARD_TOKEN: TOKEN });
-  procs.push(dash);
-  base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200 && !dash.output().includes('dashboard: '); i++) await new Promise((r) => setTimeout(r, 100));
-  expect(dash.output()).toContain(`dashboard: ${base}/ (token: DASHBOARD_TOKEN)`);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const started = await startDashboard({ ...env.env, DASHBOARD_TOKEN: TOKEN });
+  procs.push(started.dash);
+  base = started.base;
+  expect(started.dash.output()).toContain(`dashboard: ${base}/ (token: DASHBOARD_TOKEN)`);
+  browser = await launchChromium();
 });
 /** The action buttons the batch page offers. */
 const buttons = (page: Page) => page.locator('button:not(#prev):not(#next)').allTextContents();
@@ -206,11 +193,9 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
   });
 
   it('generates a token when DASHBOARD_TOKEN is unset, and prints the address that carries it', async () => {
-    const port = await freePort();
     const { DASHBOARD_TOKEN: _unset, ...rest } = env.env;
-    const dash = startCli(['dashboard', '--port', String(port)], rest);
+    const { dash, port } = await startDashboard(rest);
     procs.push(dash);
-    for (let i = 0; i < 200 && !dash.output().includes('dashboard: '); i++) await new Promise((r) => setTimeout(r, 100));
     const m = /dashboard: (http:\/\/127\.0\.0\.1:\d+\/\?token=([A-Za-z0-9_-]{32}))\n\(token generated for this run/.exec(dash.output());
     expect(m, dash.output()).not.toBeNull();
     expect((await fetch(`http://127.0.0.1:${port}/api/batches`, { headers: { authorization: `Bearer ${m![2]}` } })).status).toBe(200);
