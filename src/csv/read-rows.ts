@@ -1,5 +1,6 @@
 // Streams a CSV of workspaces: header checks, then one validated row at a time with its line number.
-// The file is never held in memory; only the keys seen so far are, to name duplicate rows.
+// The file is never held in memory; only a compact index of the keys seen so far is, to name
+// duplicate rows (key-index.ts).
 import { parse, type CsvError, type Info } from 'csv-parse';
 import { Readable, Transform } from 'node:stream';
 import {
@@ -53,22 +54,26 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}, info: I
   const records = isZip(start.head) ? sheetRecords(start.head, start.rest, opts, info) : csvRecords(start.head, start.rest, opts, info);
   let columns: (Column | undefined)[] | undefined;
   const checker = new RowChecker(opts);
-  for await (const item of records) {
-    if ('row' in item) {
-      yield item.row;
-      continue;
+  try {
+    for await (const item of records) {
+      if ('row' in item) {
+        yield item.row;
+        continue;
+      }
+      const { record, line } = item;
+      if (record.every((f) => f.trim() === '')) {
+        // Excel's trailing `,,,,` rows (and blank lines before the header).
+        if (columns) info.emptyRows++;
+        continue;
+      }
+      if (!columns) {
+        columns = readHeader(record, line, opts, info);
+        continue;
+      }
+      yield checkRow(record, columns, line, checker);
     }
-    const { record, line } = item;
-    if (record.every((f) => f.trim() === '')) {
-      // Excel's trailing `,,,,` rows (and blank lines before the header).
-      if (columns) info.emptyRows++;
-      continue;
-    }
-    if (!columns) {
-      columns = readHeader(record, line, opts, info);
-      continue;
-    }
-    yield checkRow(record, columns, line, checker);
+  } finally {
+    checker.close();
   }
   if (!columns) throw new CsvFormatError(1, 'the file is empty: expected a header row with workspace_name and owner_email');
 }

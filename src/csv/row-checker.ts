@@ -47,6 +47,11 @@ export class RowChecker {
       return { line, ok: false, errors: [{ field: 'workspace_name', message: duplicateOfLine(sameCustomer) }], raw };
     return { line, ok: true, row };
   }
+
+  /** Frees the indexes' temporary files. */
+  close(): void {
+    for (const index of [this.keys, this.ids, this.customers]) index.close();
+  }
 }
 
 // Kept for reports and messages: no NUL, no lone surrogate (PostgreSQL refuses both), ≤ 255 characters.

@@ -21,21 +21,25 @@ export async function* checkInputRows(
   opts: { allowDuplicateNames?: boolean } = {},
 ): AsyncGenerator<CheckedRow> {
   const checker = new RowChecker(opts);
-  let line = 0;
-  for await (const input of rows) {
-    line++;
-    // Whatever a script passes (a Symbol, a deep array, a throwing getter or toString) is that
-    // row's error, never the batch's.
-    let record: Partial<Record<Column, string>>;
-    try {
-      record = asRecord(input as unknown);
-    } catch (err) {
-      const error =
-        err instanceof InputShapeError ? err.error : { field: 'row', message: 'could not be read (a property threw when read)' };
-      yield { line, ok: false, errors: [error], raw: {} };
-      continue;
+  try {
+    let line = 0;
+    for await (const input of rows) {
+      line++;
+      // Whatever a script passes (a Symbol, a deep array, a throwing getter or toString) is that
+      // row's error, never the batch's.
+      let record: Partial<Record<Column, string>>;
+      try {
+        record = asRecord(input as unknown);
+      } catch (err) {
+        const error =
+          err instanceof InputShapeError ? err.error : { field: 'row', message: 'could not be read (a property threw when read)' };
+        yield { line, ok: false, errors: [error], raw: {} };
+        continue;
+      }
+      yield checker.check(record, line);
     }
-    yield checker.check(record, line);
+  } finally {
+    checker.close();
   }
 }
 
