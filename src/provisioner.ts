@@ -178,7 +178,8 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     const source = { info: newInputInfo() };
     const open = () => {
       source.info = newInputInfo();
-      return readRows(typeof file === 'string' ? createReadStream(file) : file, opts, source.info);
+      const named = typeof file === 'string' && opts.source === undefined ? { ...opts, source: file } : opts;
+      return readRows(typeof file === 'string' ? createReadStream(file) : file, named, source.info);
     };
     return { open, source };
   };

@@ -63,6 +63,8 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
     ...(flags.encoding ? { encoding: flags.encoding } : {}),
     ...(flags.sheet ? { sheet: flags.sheet } : {}),
     allowDuplicateNames: flags.allowDuplicateNames ?? false,
+    source: file === '-' ? 'stdin' : file,
+    ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
   };
   // stdin can be read once; --strict reads it like a file (twice).
   const spool = file === '-' && flags.strict ? await spoolStdin() : undefined;
@@ -76,10 +78,8 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
         .enqueueCsv(path === '-' ? process.stdin : path, {
           ...readOpts,
           batchId,
-          source: file === '-' ? 'stdin' : file,
           retry: { attempts: flags.attempts, backoffMs: flags.backoffMs },
           ...(flags.maxRows ? { maxRows: flags.maxRows } : {}),
-          ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
           createMissingOwners: flags.createMissingOwners ?? false,
           mintDatasetKeys: flags.mintDatasetKeys ?? false,
           ...(flags.invite || flags.invitePending ? { invite: true } : {}),

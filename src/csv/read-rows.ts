@@ -33,6 +33,13 @@ export interface ReadOptions {
   sheet?: string;
   /** Let rows through that look like another row's customer (same owner and workspace name). */
   allowDuplicateNames?: boolean;
+  /** The input's name (a file), in messages about the file as a whole. */
+  source?: string;
+  /**
+   * .xlsx: all of the workbook's parts together, unpacked, at most this many bytes (default 1 GiB,
+   * the batch's --max-bytes); its shared strings at most a sixteenth of it.
+   */
+  maxBytes?: number;
 }
 
 export type { RawRow, InputInfo };

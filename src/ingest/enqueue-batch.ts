@@ -16,6 +16,7 @@ import { settleLostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { createBatch, finishIngest } from '../store/batches.js';
 import { lockBatch } from '../store/locks.js';
 import { recordIngested, type EarlierRow, type IngestedRow } from '../store/rows.js';
+import { BATCH_LIMITS, sizeWords } from '../limits.js';
 
 /** How a batch is ingested: the library's and the CLI's one options type. */
 export interface EnqueueOptions {
@@ -144,11 +145,7 @@ export async function enqueueBatch(
   return summary;
 }
 
-/** The documented default bounds of one batch (EnqueueOptions.maxRows, maxBytes; --max-rows, --max-bytes). */
-export const BATCH_LIMITS = { rows: 1_000_000, bytes: 1 << 30 };
-
-const sizeWords = (n: number) =>
-  n % (1 << 30) === 0 ? `${n / (1 << 30)} GiB` : n % (1 << 20) === 0 ? `${n / (1 << 20)} MiB` : `${n} bytes`;
+export { BATCH_LIMITS };
 
 export class BatchTooLargeError extends ProvisionError {
   override readonly name: string = 'BatchTooLargeError';
