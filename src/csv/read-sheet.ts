@@ -5,7 +5,7 @@
 // parts together at most --max-bytes, its shared strings (held in memory) at most a sixteenth of
 // that, and the sheet's XML between two rows at most 1 MiB. A sheet that comes before the shared
 // strings in the zip (Excel's order) is spooled to a nameless temporary file (scratch-file.ts).
-import { closeSync, createReadStream, createWriteStream } from 'node:fs';
+import { closeSync, createReadStream, writeSync } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
@@ -256,7 +256,8 @@ function bounded(reader: object, input: Readable, budget: Budget): void {
         else if (sheetNo !== undefined) {
           const spool = { sheetNo, fd: openScratchFile('sheet') as number | undefined };
           waiting.push(spool);
-          await pipeline(part, createWriteStream('', { fd: spool.fd!, autoClose: false }));
+          // Written here, not by a WriteStream: one that is destroyed closes the descriptor itself.
+          for await (const chunk of part as AsyncIterable<Buffer>) writeAll(spool.fd!, chunk);
         }
         // Whatever was not read (other parts, a sheet not asked for) still inflates, and counts.
         part.resume();
@@ -268,9 +269,14 @@ function bounded(reader: object, input: Readable, budget: Budget): void {
         yield* r._parseWorksheet(budget.rows(reading), spool.sheetNo);
       }
     } finally {
-      reading?.destroy();
+      // The stream owns its descriptor: closed (asynchronously) once destroyed; waited for here.
+      if (reading && !reading.closed) await new Promise((resolve) => reading!.once('close', resolve).destroy());
       for (const spool of waiting) if (spool.fd !== undefined) closeSync(spool.fd);
       zip.destroy();
     }
   };
+}
+
+function writeAll(fd: number, chunk: Buffer): void {
+  for (let off = 0; off < chunk.length;) off += writeSync(fd, chunk, off, chunk.length - off);
 }

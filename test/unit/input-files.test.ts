@@ -1,4 +1,5 @@
 // Files as spreadsheet programs write them: encodings, delimiters, empty rows, header hints.
+import { readdirSync, readlinkSync } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { detectDelimiter, newInputInfo } from '../../src/csv/decode.js';
@@ -154,6 +155,48 @@ describe('reading an .xlsx workbook', () => {
     const { rows } = await read(Buffer.concat(parts), {}, 65536);
     expect(rows).toHaveLength(5000);
     expect(rows.filter((r) => !r.ok || r.row.workspaceName !== `ÆØÅ-éèü-ÆØÅ-éèü ${r.line - 1}`)).toEqual([]);
+  });
+
+  it('spools a sheet stored before the shared strings to a nameless file, closed whether the read ends, stops early or is refused', async () => {
+    // exceljs's streaming writer stores the sheet first, as Excel does: it must wait for the strings.
+    const { default: ExcelJS } = await import('exceljs');
+    const out = new PassThrough();
+    const parts: Buffer[] = [];
+    out.on('data', (c: Buffer) => parts.push(c));
+    const wb = new ExcelJS.stream.xlsx.WorkbookWriter({ stream: out, useSharedStrings: true });
+    const ws = wb.addWorksheet('Customers');
+    ws.addRow(['workspace_name', 'owner_email']).commit();
+    for (let i = 1; i <= 20_000; i++) ws.addRow([`Workspace ${i}`, `o${i}@example.com`]).commit();
+    await ws.commit();
+    await wb.commit();
+    const bytes = Buffer.concat(parts);
+    const spools = () =>
+      readdirSync('/proc/self/fd')
+        .map((fd) => {
+          try {
+            return readlinkSync(`/proc/self/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        })
+        .filter((l) => l.includes('dify-provision-sheet-'));
+
+    let seen: string[] = [];
+    for await (const r of readRows(Readable.from([bytes]))) {
+      seen = spools();
+      if (r.line === 3) break; // a reader that stops early
+    }
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toMatch(/ \(deleted\)$/);
+    expect(spools()).toEqual([]);
+
+    expect((await read(bytes, {}, 65536)).rows).toHaveLength(20_000);
+    expect(spools()).toEqual([]);
+
+    const refused = await read(bytes, { maxBytes: 256 * 1024, source: 'customers.xlsx' }, 65536).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(CsvFormatError);
+    expect((refused as Error).message).toContain('the workbook "customers.xlsx": it unpacks to more than 262144 bytes (--max-bytes');
+    expect(spools()).toEqual([]);
   });
 
   it('reads the sheet named by `sheet`, and names the sheets when there is no such sheet', async () => {
