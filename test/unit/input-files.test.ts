@@ -1,9 +1,9 @@
 // Files as spreadsheet programs write them: encodings, delimiters, empty rows, header hints.
-import { readdirSync, readlinkSync } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { detectDelimiter, newInputInfo } from '../../src/csv/decode.js';
 import { CsvFormatError, readRows, type CsvRow, type ReadOptions } from '../../src/csv/read-rows.js';
+import { openFilesNamed } from '../helpers/open-files.js';
 
 async function read(bytes: Buffer, opts: ReadOptions = {}, chunk = 7) {
   const info = newInputInfo();
@@ -107,6 +107,21 @@ describe('empty rows and header hints', () => {
 });
 
 describe('reading an .xlsx workbook', () => {
+  /** A workbook as Excel writes it (deflated, shared strings stored after the sheet), by exceljs's streaming writer. */
+  async function streamedWorkbook(n: number, row: (i: number) => string[]): Promise<Buffer> {
+    const { default: ExcelJS } = await import('exceljs');
+    const out = new PassThrough();
+    const parts: Buffer[] = [];
+    out.on('data', (c: Buffer) => parts.push(c));
+    const wb = new ExcelJS.stream.xlsx.WorkbookWriter({ stream: out, useSharedStrings: true });
+    const ws = wb.addWorksheet('Customers');
+    ws.addRow(['workspace_name', 'owner_email']).commit();
+    for (let i = 1; i <= n; i++) ws.addRow(row(i)).commit();
+    await ws.commit();
+    await wb.commit();
+    return Buffer.concat(parts);
+  }
+
   async function workbook(build: (wb: import('exceljs').Workbook) => void): Promise<Buffer> {
     const { default: ExcelJS } = await import('exceljs');
     const wb = new ExcelJS.Workbook();
@@ -141,45 +156,16 @@ describe('reading an .xlsx workbook', () => {
   });
 
   it('keeps accents whole where the inflated sheet and shared strings are cut into chunks (an exceljs bug worked around)', async () => {
-    // Written as Excel does (deflated, shared strings), by exceljs's streaming writer.
-    const { default: ExcelJS } = await import('exceljs');
-    const out = new PassThrough();
-    const parts: Buffer[] = [];
-    out.on('data', (c: Buffer) => parts.push(c));
-    const wb = new ExcelJS.stream.xlsx.WorkbookWriter({ stream: out, useSharedStrings: true });
-    const ws = wb.addWorksheet('Customers');
-    ws.addRow(['workspace_name', 'owner_email']).commit();
-    for (let i = 1; i <= 5000; i++) ws.addRow([`ÆØÅ-éèü-ÆØÅ-éèü ${i}`, `o${i}@example.com`]).commit();
-    await ws.commit();
-    await wb.commit();
-    const { rows } = await read(Buffer.concat(parts), {}, 65536);
+    const bytes = await streamedWorkbook(5000, (i) => [`ÆØÅ-éèü-ÆØÅ-éèü ${i}`, `o${i}@example.com`]);
+    const { rows } = await read(bytes, {}, 65536);
     expect(rows).toHaveLength(5000);
     expect(rows.filter((r) => !r.ok || r.row.workspaceName !== `ÆØÅ-éèü-ÆØÅ-éèü ${r.line - 1}`)).toEqual([]);
   });
 
   it('spools a sheet stored before the shared strings to a nameless file, closed whether the read ends, stops early or is refused', async () => {
     // exceljs's streaming writer stores the sheet first, as Excel does: it must wait for the strings.
-    const { default: ExcelJS } = await import('exceljs');
-    const out = new PassThrough();
-    const parts: Buffer[] = [];
-    out.on('data', (c: Buffer) => parts.push(c));
-    const wb = new ExcelJS.stream.xlsx.WorkbookWriter({ stream: out, useSharedStrings: true });
-    const ws = wb.addWorksheet('Customers');
-    ws.addRow(['workspace_name', 'owner_email']).commit();
-    for (let i = 1; i <= 20_000; i++) ws.addRow([`Workspace ${i}`, `o${i}@example.com`]).commit();
-    await ws.commit();
-    await wb.commit();
-    const bytes = Buffer.concat(parts);
-    const spools = () =>
-      readdirSync('/proc/self/fd')
-        .map((fd) => {
-          try {
-            return readlinkSync(`/proc/self/fd/${fd}`);
-          } catch {
-            return '';
-          }
-        })
-        .filter((l) => l.includes('dify-provision-sheet-'));
+    const bytes = await streamedWorkbook(20_000, (i) => [`Workspace ${i}`, `o${i}@example.com`]);
+    const spools = () => openFilesNamed('dify-provision-sheet-');
 
     let seen: string[] = [];
     for await (const r of readRows(Readable.from([bytes]))) {

@@ -1,20 +1,11 @@
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { hash64, KeyIndex } from '../../src/csv/key-index.js';
+import { openFilesNamed } from '../helpers/open-files.js';
 
 const spills = () => readdirSync(tmpdir()).filter((f) => f.startsWith('dify-provision-keys-'));
-/** This process's open spill files, as Linux names them ("… (deleted)" once unlinked). */
-const openSpills = () =>
-  readdirSync('/proc/self/fd')
-    .map((fd) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${fd}`);
-      } catch {
-        return '';
-      }
-    })
-    .filter((l) => l.includes('dify-provision-keys-'));
+const openSpills = () => openFilesNamed('dify-provision-keys-');
 
 describe('the compact key index', () => {
   it('returns the first line of a key seen before, and nothing for a new one', () => {
