@@ -26,9 +26,10 @@ const opts = new Command('bench')
   .option('--pool-n <n>', 'rows for the everything-but-keygen run', (v) => Number(v), 5000)
   .option('--ingest-n <n>', 'rows for ingest throughput', (v) => Number(v), 100_000)
   .option('--rss-n <n>', 'rows for the ingest peak-RSS run', (v) => Number(v), 1_000_000)
+  .option('--xlsx-n <n>', 'rows for the .xlsx ingest run', (v) => Number(v), 100_000)
   .option('--concurrency <n>', 'jobs in flight per worker process', (v) => Number(v), 8)
   .option('--pool-concurrency <n>', 'jobs in flight per worker process with pooled keys', (v) => Number(v), 32)
-  .option('--only <parts>', 'comma-separated: ceiling,pipeline1,pipeline2,manual,pooled,ingest,rss')
+  .option('--only <parts>', 'comma-separated: ceiling,pipeline1,pipeline2,manual,pooled,ingest,rss,xlsx')
   .option('--json', 'also print the figures as JSON')
   .parse()
   .opts<{
@@ -37,6 +38,7 @@ const opts = new Command('bench')
     poolN: number;
     ingestN: number;
     rssN: number;
+    xlsxN: number;
     concurrency: number;
     poolConcurrency: number;
     only?: string;
@@ -77,6 +79,17 @@ async function writeCsv(path: string, n: number, tag: string): Promise<void> {
   }
   out.end();
   await finished(out);
+}
+
+/** The same rows as writeCsv, as an .xlsx workbook the way exceljs's streaming writer makes it (shared strings). */
+async function writeXlsx(path: string, n: number, tag: string): Promise<void> {
+  const { default: ExcelJS } = await import('exceljs');
+  const wb = new ExcelJS.stream.xlsx.WorkbookWriter({ filename: path, useSharedStrings: true });
+  const ws = wb.addWorksheet('Customers');
+  ws.addRow(['workspace_name', 'owner_email', 'external_id']).commit();
+  for (let i = 1; i <= n; i++) ws.addRow([`Bench ${tag} ${i}`, `owner${((i - 1) % ACCOUNTS) + 1}@example.com`, `${tag}-${i}`]).commit();
+  await ws.commit();
+  await wb.commit();
 }
 
 function startWorker(env: NodeJS.ProcessEnv, concurrency: number, pooled = 0): Promise<ChildProcess> {
@@ -159,14 +172,14 @@ async function manual(w: World, n: number) {
   return { n, seconds: r.seconds as number, perSec: r.tenantsPerSec as number };
 }
 
-async function ingestOnly(w: World, n: number, measureRss: boolean) {
-  const world = await freshWorld(w, measureRss ? 'rss' : 'ingest');
-  const csv = join(w.tmp, `ingest-${n}.csv`);
-  await writeCsv(csv, n, `i${n}`);
+async function ingestOnly(w: World, n: number, measureRss: boolean, format: 'csv' | 'xlsx' = 'csv') {
+  const world = await freshWorld(w, format === 'xlsx' ? 'xlsx' : measureRss ? 'rss' : 'ingest');
+  const csv = join(w.tmp, `ingest-${n}.${format}`);
+  await (format === 'xlsx' ? writeXlsx : writeCsv)(csv, n, `i${n}`);
   const t0 = performance.now();
   const { stderr } = await run(
     process.execPath,
-    [...cliNodeFlags(), projectFile('dist', 'bench', 'rss-ingest.js'), 'ingest', csv, '--batch-id', `ingest-${n}`],
+    [...cliNodeFlags(), projectFile('dist', 'bench', 'rss-ingest.js'), 'ingest', csv, '--batch-id', `ingest-${format}-${n}`],
     { env: world.env, maxBuffer: 64 << 20 },
   );
   const seconds = (performance.now() - t0) / 1000;
@@ -210,6 +223,7 @@ async function main() {
         (results.pooled = await pipeline(w, 'pool', opts.poolN, 1, opts.poolConcurrency, 64)));
     if (wanted('ingest')) (log(`ingest: ${opts.ingestN} rows…`), (results.ingest = await ingestOnly(w, opts.ingestN, false)));
     if (wanted('rss')) (log(`ingest peak RSS: ${opts.rssN} rows…`), (results.rss = await ingestOnly(w, opts.rssN, true)));
+    if (wanted('xlsx')) (log(`ingest an .xlsx: ${opts.xlsxN} rows…`), (results.xlsx = await ingestOnly(w, opts.xlsxN, true, 'xlsx')));
   } finally {
     await services?.stop();
     await rm(tmp, { recursive: true, force: true });
@@ -250,6 +264,10 @@ function printTable(r: Record<string, any>) {
     );
   if (r.rss)
     lines.push(`| ingest, peak RSS | ${r.rss.n} | ${f(r.rss.seconds)} | ${f(r.rss.perSec, 0)} | | peak RSS ${f(r.rss.peakRssMb, 0)} MB |`);
+  if (r.xlsx)
+    lines.push(
+      `| ingest an .xlsx, peak RSS | ${r.xlsx.n} | ${f(r.xlsx.seconds)} | ${f(r.xlsx.perSec, 0)} | | peak RSS ${f(r.xlsx.peakRssMb, 0)} MB |`,
+    );
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
