@@ -16,6 +16,13 @@ export const IngestOptionsSchema = z
       .optional()
       .describe('mint a workspace-wide knowledge-base API key with every new workspace (needs seal_to)'),
     seal_to: z.string().min(1).optional().describe("the operator's RSA public key (PEM): minted API keys are sealed to it"),
+    invite: z
+      .boolean()
+      .optional()
+      .describe(
+        "every account the batch creates gets Dify's invitation token in Dify's Redis and a link sealed to seal_to (needs CONSOLE_WEB_URL)",
+      ),
+    invite_pending: z.boolean().optional().describe("with invite: also the batch's existing accounts that are still pending"),
     allow_duplicate_names: z.boolean().optional().describe('let rows through whose owner already has a workspace of that name'),
     ignore_unknown_columns: z
       .boolean()

@@ -1,0 +1,119 @@
+// Day one from the command line: Dify's settings from --dify-env (its own Redis in another
+// database, REDIS_KEY_PREFIX, INVITE_EXPIRY_HOURS, CONSOLE_WEB_URL), `ingest --invite`, a worker
+// that cannot issue invitations saying so, `secrets --invites` once, `invite --resend`.
+import { generateKeyPairSync } from 'node:crypto';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { describe, expect, inject, it } from 'vitest';
+import { runCli } from '../helpers/cli.js';
+import { cliWorld, until } from '../helpers/cli-world.js';
+import { dumpRedis } from '../helpers/redis-dump.js';
+
+const world = cliWorld();
+const DIFY_DB = 10;
+
+describe('invitations from the CLI', () => {
+  it('asks for CONSOLE_WEB_URL, fails rows on a worker without it, then issues, reveals once and resends', async () => {
+    const env = world.env;
+    const dir = env.dir;
+    const operator = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    });
+    await writeFile(join(dir, 'op.pub'), operator.publicKey);
+    await writeFile(join(dir, 'op.key'), operator.privateKey, { mode: 0o600 });
+    const u = new URL(inject('redisUrl'));
+    const prefix = `e2e-${env.name}`;
+    const difyEnv = (console: string) =>
+      [
+        `REDIS_HOST=${u.hostname}`,
+        `REDIS_PORT=${u.port || 6379}`,
+        `REDIS_DB=${DIFY_DB}`,
+        `REDIS_KEY_PREFIX=${prefix}`,
+        'INVITE_EXPIRY_HOURS=2',
+        `CONSOLE_WEB_URL=${console}`,
+        '',
+      ].join('\n');
+    await writeFile(join(dir, 'no-console.env'), difyEnv(''));
+    await writeFile(join(dir, 'dify.env'), difyEnv('https://dify.example.com'));
+    const csv = await world.file('day-one.csv', [
+      { workspace_name: 'Acme', owner_email: 'ann@acme.example', members: 'bob@acme.example:admin' },
+      { workspace_name: 'Globex', owner_email: 'owner1@example.com', members: '' },
+    ]);
+    const seal = ['--seal-to', join(dir, 'op.pub')];
+
+    const refused = await runCli(
+      ['--dify-env', join(dir, 'no-console.env'), 'ingest', csv, '--create-missing-owners', '--invite', ...seal, '--batch-id', 'x'],
+      env.env,
+    );
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("CONSOLE_WEB_URL: the address people open Dify's console at");
+    expect((await env.db.query(`SELECT 1 FROM dify_provision.batches`)).rows).toHaveLength(0);
+
+    const ingested = await runCli(
+      ['--dify-env', join(dir, 'dify.env'), 'ingest', csv, '--create-missing-owners', '--invite', ...seal, '--batch-id', 'day1'],
+      env.env,
+    );
+    expect(ingested.code, ingested.stderr).toBe(0);
+    // A worker that has no CONSOLE_WEB_URL says so at start and fails the rows, creating nothing.
+    const blind = world.worker('--dify-env', join(dir, 'no-console.env'));
+    await until(async () => blind.output().includes('rows waiting here ask for invitations'), 'the worker to say it cannot invite');
+    await until(world.done('day1'), 'the rows to fail');
+    await blind.stop();
+    expect((await world.rowsOf('day1')).map((r: { outcome: string }) => r.outcome)).toEqual(['failed', 'failed']);
+    expect((await env.db.query(`SELECT 1 FROM tenants`)).rows).toHaveLength(0);
+
+    const worker = world.worker('--dify-env', join(dir, 'dify.env'));
+    expect((await runCli(['retry', 'day1'], env.env)).code).toBe(0);
+    await until(world.done('day1'), 'the batch to be created');
+    expect((await world.rowsOf('day1')).map((r: { outcome: string }) => r.outcome)).toEqual(['created', 'created']);
+
+    const dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
+    try {
+      const keys = async () => (await dify.keys(`${prefix}:member_invite:token:*`)).sort();
+      const first = await keys();
+      expect(first).toHaveLength(2); // ann and bob; owner1 existed
+      for (const k of first) expect(await dify.ttl(k)).toBeLessThanOrEqual(7200);
+
+      const out = join(dir, 'links.csv');
+      const shown = await runCli(['secrets', 'day1', '--invites', '--key', join(dir, 'op.key'), '--out', out], env.env);
+      expect(shown.stdout, shown.stderr).toContain('2 invitation link(s) of batch day1 written to');
+      expect((await stat(out)).mode & 0o777).toBe(0o600);
+      const text = await readFile(out, 'utf8');
+      expect(text).toMatch(/^line,workspace_id,workspace_name,email,role,link,expires_at\n/);
+      expect(text).toContain(',Acme,ann@acme.example,owner,https://dify.example.com/activate?email=ann%40acme.example&token=');
+      expect(text).toContain(',Acme,bob@acme.example,admin,https://dify.example.com/activate?email=bob%40acme.example&token=');
+      const again = await runCli(['secrets', 'day1', '--invites', '--key', join(dir, 'op.key'), '--out', join(dir, 'b.csv')], env.env);
+      expect(again.code).toBe(1);
+      expect(again.stderr).toContain('were revealed already');
+
+      // Bob activates; Ann gets a fresh link and her old one stops working.
+      await env.db.query(`UPDATE accounts SET status = 'active' WHERE email = 'bob@acme.example'`);
+      const resent = await runCli(['--dify-env', join(dir, 'dify.env'), 'invite', '--resend', 'day1'], env.env);
+      expect(resent.stdout, resent.stderr).toContain('1 person(s) of batch day1 got a fresh invitation');
+      const after = await keys();
+      expect(after).toHaveLength(2);
+      const annOld = first.find((k) => !after.includes(k))!;
+      expect(annOld).toBeDefined();
+      const fresh = join(dir, 'fresh.csv');
+      expect((await runCli(['secrets', 'day1', '--invites', '--key', join(dir, 'op.key'), '--out', fresh], env.env)).code).toBe(0);
+      const freshText = await readFile(fresh, 'utf8');
+      expect(freshText.trim().split('\n')).toHaveLength(2);
+      expect(freshText).toContain('ann@acme.example');
+      const tokenOf = (t: string) => /token=([0-9a-f-]{36})/.exec(t)![1]!;
+      expect(after).toContain(`${prefix}:member_invite:token:${tokenOf(freshText)}`);
+
+      // Nothing of them in our Redis, the worker's output, the CLI's output or the report.
+      await worker.stop();
+      const report = await runCli(['report', 'day1'], env.env);
+      const ours = await dumpRedis(env.redis);
+      const seen = [ours, worker.output(), blind.output(), report.stdout, resent.stdout + resent.stderr, shown.stdout + shown.stderr];
+      for (const k of [...first, ...after]) for (const text of seen) expect(text).not.toContain(k.slice(-36));
+      for (const text of seen) expect(text).not.toContain('/activate?');
+    } finally {
+      dify.disconnect();
+    }
+  });
+});
