@@ -3,9 +3,10 @@
 // the overrides the README tells an operator to add, read from the README itself:
 // - from the host: the `export` line of "From the host, with Dify's `.env`" (DB_HOST, REDIS_HOST;
 //   DB_PORT and REDIS_PORT too, since our servers listen on other ports than Dify's);
-// - inside Dify's compose network, as deploy/dify-compose/docker-compose.yaml runs them: nothing,
-//   each command run with its service's environment, mounts and user, in a network namespace where
-//   Dify's service names resolve and its ports (5432, 6379) lead to our servers.
+// - inside Dify's compose network, as deploy/dify-compose/docker-compose.yaml runs them: nothing;
+//   the README's compose steps (`docker compose up`, then each `docker compose run` line as written)
+//   with each service's environment, mounts and user, in a network namespace where Dify's service
+//   names resolve and its ports (5432, 6379) lead to our servers.
 // The servers are our own, set up as Dify's compose sets them up: a database named `dify`,
 // PostgreSQL checking the password (scram) and Redis requiring it.
 import { execFileSync } from 'node:child_process';
@@ -195,6 +196,7 @@ interface Service {
   environment?: Record<string, string | null>;
   volumes: string[];
   working_dir?: string;
+  profiles?: string[];
   healthcheck?: { test: string[] };
 }
 /** The image's user (Dockerfile `USER node`: uid 1000 in node's images) for services that name none. */
@@ -329,33 +331,17 @@ describe("every command inside Dify's compose network, as deploy/dify-compose ru
     return b;
   };
 
-  it('cli ingest and status, the worker as uid 1001 writing Dify-owned keys, doctor, report and the dashboard', async () => {
-    const cliService = compose.services.cli!;
-    expect(cliService.working_dir).toBe('/tmp');
-    const ingested = ok(await run('cli', ['ingest', inside('/files/customers.csv'), '--batch-id', 'compose', '--json']));
-    expect(JSON.parse(ingested.stdout)).toMatchObject({ queued: 1 });
-    ok(await run('cli', ['status', 'compose']));
-    const [command, ...rest] = compose.services.worker!.command!;
-    const worker = await start('worker', [command!, ...rest]);
-    const storageInside = inside('/dify/docker/volumes/app/storage');
-    await until(async () => worker.output().includes(`key storage: ${storageInside}`), 'the worker to start');
-    ok(await run('cli', ['wait', 'compose']));
-    const rows = JSON.parse(ok(await run('cli', ['report', 'compose', '--format', 'json'])).stdout) as {
-      outcome: string;
-      tenant_id: string;
-    }[];
-    expect(rows.map((r) => r.outcome)).toEqual(['created']);
-    // Written through the mount into Dify's storage folder, owned by Dify's user.
-    const key = await stat(join(docker, 'volumes', 'app', 'storage', 'privkeys', rows[0]!.tenant_id, 'private.pem'));
-    expect([key.uid, key.gid, key.mode & 0o777]).toEqual([1001, 1001, 0o600]);
-    expect(ok(await run('cli', ['doctor', '--min-age', '0'])).stdout).toMatch(/doctor: no findings/);
-
-    const [dashCommand, ...dashArgs] = compose.services.dashboard!.command!;
-    const dashboard = await start('dashboard', [dashCommand!, ...dashArgs], {
-      DASHBOARD_TOKEN: 'c'.repeat(24),
-    });
+  it("the README's compose steps: up (worker as uid 1001, dashboard), then each `docker compose run` line, keys Dify's own", async () => {
+    const steps = shellBlocks(readmeSection('### A docker-compose Dify: join its network, publish nothing'))[0]!.split('\n');
+    expect(steps).toContainEqual(expect.stringMatching(/^docker compose up -d\b/));
+    expect(steps).toContainEqual(expect.stringMatching(/\bcp \S+\/customers\.csv files\//));
+    // `docker compose up -d`: the services without a profile.
+    const up = Object.entries(compose.services).filter(([, service]) => !service.profiles);
+    expect(up.map(([name]) => name).sort()).toEqual(['dashboard', 'worker']);
+    const worker = await start('worker', compose.services.worker!.command!);
+    await until(async () => worker.output().includes(`key storage: ${inside('/dify/docker/volumes/app/storage')}`), 'the worker to start');
+    const dashboard = await start('dashboard', compose.services.dashboard!.command!);
     await until(async () => /dashboard: http/.test(dashboard.output()), 'the dashboard to listen');
-    expect(dashboard.output()).not.toMatch(/error/i);
     // The compose file's health check, run in the dashboard's network namespace: PostgreSQL and Redis answer.
     const [kind, program, ...probe] = compose.services.dashboard!.healthcheck!.test;
     expect([kind, program]).toEqual(['CMD', 'node']);
@@ -365,6 +351,36 @@ describe("every command inside Dify's compose network, as deploy/dify-compose ru
       shell(),
     );
     expect(health.code, health.stdout + health.stderr).toBe(0);
+
+    // Each `docker compose run --rm [-T] cli …` line as written (its /files path seen through the
+    // mount, <batch-id> the batch the ingest line made, `> file` its standard output).
+    let batchId = '';
+    let report = '';
+    const lines = steps.filter((l) => l.startsWith('docker compose run '));
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    for (const line of lines) {
+      const words = line
+        .replace(/\s+#.*$/, '')
+        .trim()
+        .split(/\s+/);
+      const redirect = words.indexOf('>');
+      const args = (redirect === -1 ? words : words.slice(0, redirect))
+        .slice(words.indexOf('cli') + 1)
+        .map((w) => (w === '<batch-id>' ? batchId : w.startsWith('/files/') ? inside(w) : w));
+      expect(words.slice(0, words.indexOf('cli')).filter((w) => !['docker', 'compose', 'run', '--rm', '-T'].includes(w))).toEqual([]);
+      const r = ok(await run('cli', args));
+      if (args[0] === 'ingest') batchId = /batch (\S+):/.exec(r.stdout + r.stderr)?.[1] ?? '';
+      expect(batchId, line).not.toBe('');
+      if (redirect !== -1) report = r.stdout;
+    }
+    // report.csv: the row created, its key written through the mount into Dify's storage, Dify's own.
+    const [header, row] = report.trim().split('\n');
+    const tenant = row!.split(',')[header!.split(',').indexOf('tenant_id')]!;
+    expect(row).toContain(',created,');
+    const key = await stat(join(docker, 'volumes', 'app', 'storage', 'privkeys', tenant, 'private.pem'));
+    expect([key.uid, key.gid, key.mode & 0o777]).toEqual([1001, 1001, 0o600]);
+    expect(ok(await run('cli', ['doctor', '--min-age', '0'])).stdout).toMatch(/doctor: no findings/);
+
     await dashboard.stop();
     expect(await worker.stop()).toBe(0);
     expect(worker.output() + dashboard.output()).not.toContain(DIFY_PASSWORD);
