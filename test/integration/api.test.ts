@@ -403,3 +403,166 @@ describe('the OpenAPI document', () => {
     );
   });
 });
+
+describe('following a batch: status, rows, report, retry, cancel, resume', () => {
+  let worker: RunningWorker | undefined;
+  const startWorker = async () => {
+    worker = await runWorker(env.config, { concurrency: 4, logger: pino({ level: 'silent' }) });
+  };
+  afterEach(async () => {
+    await worker?.close();
+    worker = undefined;
+  });
+  const post = (path: string) => api(path, { method: 'POST' });
+
+  it('lists, pages, reports and controls a batch over HTTP while a worker runs it', async () => {
+    const rows = [...GOOD, { workspace_name: 'Orphan', owner_email: 'nobody@example.com' }];
+    await answer(
+      await api('/batches', json({ rows, batch_id: 'wave', options: { attempts: 1, backoff_ms: 10 } })),
+      201,
+      S.EnqueueResponseSchema,
+    );
+    await startWorker();
+    await waitUntilDone(env, ['wave']);
+
+    const list = await answer(await api('/batches', { headers: bearer(READER) }), 200, S.BatchListResponseSchema);
+    expect(list.batches).toEqual([expect.objectContaining({ batch_id: 'wave', source: 'api', state: 'done-with-failures', total: 3 })]);
+    const status = await answer(await api('/batches/wave'), 200, S.BatchStatusSchema);
+    expect(status).toMatchObject({ batch_id: 'wave', state: 'done-with-failures', done: true, counts: { created: 2, failed: 1 } });
+    expect(status.workers).toBeGreaterThanOrEqual(1);
+
+    // Keyset pages: each gives the line to continue after.
+    const first = await answer(await api('/batches/wave/rows?limit=2'), 200, S.RowsPageSchema);
+    expect(first.rows.map((r) => [r.line, r.outcome])).toEqual([
+      [1, 'created'],
+      [2, 'created'],
+    ]);
+    expect(first.next_after).toBe(2);
+    const second = await answer(await api(`/batches/wave/rows?limit=2&after=${first.next_after}`), 200, S.RowsPageSchema);
+    expect(second).toMatchObject({ rows: [{ line: 3, outcome: 'failed', owner_email: 'nobody@example.com' }], next_after: null });
+    const failed = await answer(await api('/batches/wave/rows?outcome=failed'), 200, S.RowsPageSchema);
+    expect(failed.rows.map((r) => r.line)).toEqual([3]);
+    expect((await errorOf(await api('/batches/wave/rows?outcome=lost'), 400)).code).toBe('INVALID_REQUEST');
+
+    const report = await api('/batches/wave/report', { headers: bearer(READER) });
+    expect(report.headers.get('content-type')).toMatch(/^application\/json/);
+    const records = await answer(report, 200, S.ReportSchema);
+    expect(records.map((r) => [r.workspace_name, r.outcome])).toEqual([
+      ['Acme', 'created'],
+      ['Globex', 'created'],
+      ['Orphan', 'failed'],
+    ]);
+    expect(records[0]!.tenant_id).toMatch(/^[0-9a-f-]{36}$/);
+    const csv = await api('/batches/wave/report', { headers: { accept: 'text/csv' } });
+    expect(csv.headers.get('content-type')).toMatch(/^text\/csv/);
+    expect(csv.headers.get('content-disposition')).toContain('wave-report.csv');
+    const lines = (await csv.text()).trim().split('\r\n');
+    expect(lines[0]).toBe(Object.keys(records[0]!).join(','));
+    expect(lines).toHaveLength(4);
+
+    // Retry the failed row, after giving its owner an account: a new round creates it.
+    await env.db.query(`INSERT INTO accounts (name, email, status) VALUES ('Nobody', 'nobody@example.com', 'active')`);
+    expect(await answer(await post('/batches/wave/retry'), 200, S.ControlResponseSchema)).toMatchObject({ batch_id: 'wave', rows: 1 });
+    await waitUntilDone(env, ['wave']);
+    expect((await answer(await api('/batches/wave'), 200, S.BatchStatusSchema)).state).toBe('done');
+
+    // Cancel what waits (no worker), then resume it.
+    await worker!.close();
+    worker = undefined;
+    await answer(
+      await api('/batches', json({ rows: [{ workspace_name: 'Later', owner_email: 'owner6@example.com' }], batch_id: 'later' })),
+      201,
+      S.EnqueueResponseSchema,
+    );
+    expect((await answer(await api('/batches/later'), 200, S.BatchStatusSchema)).state).toBe('stalled');
+    expect(await answer(await post('/batches/later/cancel'), 200, S.ControlResponseSchema)).toMatchObject({ rows: 1 });
+    expect((await answer(await api('/batches/later'), 200, S.BatchStatusSchema)).state).toBe('cancelled');
+    expect(await answer(await post('/batches/later/resume'), 200, S.ControlResponseSchema)).toMatchObject({ rows: 1 });
+    await startWorker();
+    await waitUntilDone(env, ['later']);
+    expect((await answer(await api('/batches/later'), 200, S.BatchStatusSchema)).counts.created).toBe(1);
+
+    for (const [method, path] of [
+      ['GET', '/batches/nope'],
+      ['GET', '/batches/nope/rows'],
+      ['GET', '/batches/nope/report'],
+      ['POST', '/batches/nope/retry'],
+      ['POST', '/batches/nope/cancel'],
+      ['POST', '/batches/nope/resume'],
+    ] as const) {
+      expect((await errorOf(await api(path, { method }), 404)).code, `${method} ${path}`).toBe('BATCH_NOT_FOUND');
+    }
+  });
+
+  it('every route of the document: 401 without a token; a read-only token may GET and is refused every POST', async () => {
+    await answer(await api('/batches', json({ rows: GOOD, batch_id: 'seen' })), 201, S.EnqueueResponseSchema);
+    const doc = (await (await api('/openapi.json')).json()) as { paths: Record<string, Record<string, unknown>> };
+    const operations = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.keys(ops).map((m) => ({ method: m.toUpperCase(), path: path.replace('/api/v1', '').replace('{id}', 'seen') })),
+    );
+    expect(operations).toHaveLength(10);
+    for (const { method, path } of operations) {
+      const body = method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ rows: GOOD }) } : {};
+      const anonymous = await fetch(`${base}/api/v1${path}`, { method, ...body });
+      expect((await errorOf(anonymous, 401)).code, `${method} ${path}`).toBe('UNAUTHORIZED');
+      const wrong = await fetch(`${base}/api/v1${path}`, {
+        method,
+        ...body,
+        headers: { ...body.headers, ...bearer('not-the-token-0123456789') },
+      });
+      expect(wrong.status, `${method} ${path}`).toBe(401);
+      const reader = await fetch(`${base}/api/v1${path}`, { method, ...body, headers: { ...body.headers, ...bearer(READER) } });
+      if (method === 'POST') expect((await errorOf(reader, 403)).code, `${method} ${path}`).toBe('READ_ONLY');
+      else expect(reader.status, `${method} ${path}`).toBe(200);
+    }
+    expect(await batchCount()).toBe(1);
+    expect((await answer(await api('/batches/seen'), 200, S.BatchStatusSchema)).counts.queued).toBe(2);
+  });
+});
+
+describe('Idempotency-Key', () => {
+  it('the same key and request answers as the first time; the same key with another request is refused', async () => {
+    const key = { 'idempotency-key': 'wave-3-attempt-1' };
+    const first = await api('/batches', json({ rows: GOOD }, key));
+    const created = await answer(first, 201, S.EnqueueResponseSchema);
+    expect(first.headers.get('idempotent-replayed')).toBeNull();
+    const again = await api('/batches', json({ rows: GOOD }, key));
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    // The generated batch id too: the second request made no second batch.
+    expect(await answer(again, 201, S.EnqueueResponseSchema)).toEqual(created);
+    expect(await batchCount()).toBe(1);
+    const other = await errorOf(await api('/batches', json({ rows: [GOOD[0]] }, key)), 422);
+    expect(other.code).toBe('IDEMPOTENCY_KEY_REUSED');
+    expect(await batchCount()).toBe(1);
+
+    // A file: the same bytes and options under a key are the same request.
+    const fileKey = { 'idempotency-key': 'upload-1' };
+    const upload = await answer(await api('/batches?batch_id=up', csvBody(csvOf(GOOD), fileKey)), 201, S.EnqueueResponseSchema);
+    const replay = await api('/batches?batch_id=up', csvBody(csvOf(GOOD), fileKey));
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(await answer(replay, 201, S.EnqueueResponseSchema)).toEqual(upload);
+    expect((await errorOf(await api('/batches?batch_id=up&strict=true', csvBody(csvOf(GOOD), fileKey)), 422)).code).toBe(
+      'IDEMPOTENCY_KEY_REUSED',
+    );
+    expect((await errorOf(await api('/batches?batch_id=up', csvBody(csvOf([GOOD[1]!]), fileKey)), 422)).code).toBe(
+      'IDEMPOTENCY_KEY_REUSED',
+    );
+
+    // A control action under a key runs once: the replay does not cancel again.
+    const cancelKey = { 'idempotency-key': 'cancel-up' };
+    const cancelled = await answer(await api('/batches/up/cancel', { method: 'POST', headers: cancelKey }), 200, S.ControlResponseSchema);
+    expect(cancelled.rows).toBe(2);
+    await api('/batches/up/resume', { method: 'POST' });
+    const replayedCancel = await api('/batches/up/cancel', { method: 'POST', headers: cancelKey });
+    expect(await answer(replayedCancel, 200, S.ControlResponseSchema)).toEqual(cancelled);
+    expect((await answer(await api('/batches/up'), 200, S.BatchStatusSchema)).counts.queued).toBe(2);
+
+    // What is kept: a hash of the request and the answer, under this queue's keys, with a TTL.
+    const kept = await env.redis.keys(`${env.config.queuePrefix}:*:idempotency:*`);
+    expect(kept).toHaveLength(3);
+    for (const k of kept) {
+      expect(await env.redis.pttl(k)).toBeGreaterThan(0);
+      expect(await env.redis.get(k)).not.toContain(ADMIN);
+    }
+  });
+});
