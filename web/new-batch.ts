@@ -3,7 +3,7 @@
 // "Provision" records and queues it and opens the batch's live page. Both calls send the same
 // file to /api/v1 (multipart, so the file's name names the batch, as ingest does).
 import { ApiError, apiV1, el, type RowProblems } from './dom.js';
-import type { Enqueued, Plan } from './types.js';
+import type { Enqueued, Plan, PlanRow } from './types.js';
 import { header } from './widgets.js';
 
 /** Problem rows shown at once (the report lists every row once the batch runs). */
@@ -63,6 +63,38 @@ const byLine = (problems: Plan['problems']): RowProblems[] => {
   }
   return [...rows.values()];
 };
+
+const VERDICT_WORDS: Record<PlanRow['verdict'], string> = {
+  would_create: 'would create',
+  existing: 'existing',
+  rejected: 'rejected',
+  would_fail: 'would fail',
+};
+
+/** The rows the plan lists, each with its verdict and, where it has them, its problems. */
+function planRows(p: Plan): HTMLElement[] {
+  if (p.rows.length === 0) return [];
+  const why = new Map(byLine(p.problems).map((r) => [r.line, r.errors.map((e) => e.field + ': ' + e.message).join('; ')]));
+  return [
+    el(
+      'table',
+      { id: 'plan-rows' },
+      el('tr', {}, ...['line', 'workspace', 'owner', 'would', 'why'].map((h) => el('th', { text: h }))),
+      ...p.rows.map((r) =>
+        el(
+          'tr',
+          { 'data-line': String(r.line), 'data-verdict': r.verdict },
+          el('td', { text: String(r.line) }),
+          el('td', { text: r.workspace_name ?? '' }),
+          el('td', { text: r.owner_email ?? '' }),
+          el('td', {}, el('span', { class: 'pill ' + r.verdict, text: VERDICT_WORDS[r.verdict] })),
+          el('td', { class: 'err', text: why.get(r.line) ?? '' }),
+        ),
+      ),
+    ),
+    ...(p.rows.length < p.total ? [el('p', { class: 'muted', text: `the first ${p.rows.length} of ${p.total} rows` })] : []),
+  ];
+}
 
 function inputWords(input: Plan['input']): string {
   if (!input) return '';
@@ -144,10 +176,14 @@ export function newBatchPage(app: HTMLElement): void {
         provision.textContent = 'Provision';
       }
     });
+    // Past the rows listed, the problems of the rest (every problem is in `problems`).
+    const last = p.rows[p.rows.length - 1]?.line ?? 0;
+    const later = byLine(p.problems.filter((x) => x.line > last));
     result.replaceChildren(
       ...done,
-      ...(p.problems.length ? [el('h3', { text: 'Rows that would not be created' })] : []),
-      ...problemsTable(byLine(p.problems)),
+      ...planRows(p),
+      ...(later.length ? [el('h3', { text: 'Rows after those that would not be created' })] : []),
+      ...problemsTable(later),
     );
   }
 

@@ -58,6 +58,15 @@ export interface Plan {
   likely_duplicates: number;
   problems: { line: number; field: string; message: string }[];
   input?: { format: 'csv' | 'xlsx'; encoding?: string; delimiter?: string; sheet?: string; empty_rows: number };
+  /** The first rows, each with its verdict (the counts and problems cover every row). */
+  rows: PlanRow[];
+}
+
+export interface PlanRow {
+  line: number;
+  workspace_name: string | null;
+  owner_email: string | null;
+  verdict: 'would_create' | 'existing' | 'rejected' | 'would_fail';
 }
 
 /** POST /api/v1/batches: the batch recorded and queued. */

@@ -17,6 +17,17 @@ export interface PlanLine {
   message: string;
 }
 
+/** What a row would get. */
+export const PLAN_VERDICTS = ['would_create', 'existing', 'rejected', 'would_fail'] as const;
+export type PlanVerdict = (typeof PLAN_VERDICTS)[number];
+
+export interface PlanRow {
+  line: number;
+  workspaceName: string | null;
+  ownerEmail: string | null;
+  verdict: PlanVerdict;
+}
+
 export interface Plan {
   total: number;
   wouldCreate: number;
@@ -29,25 +40,37 @@ export interface Plan {
   problems: PlanLine[];
   /** A file's format, encoding, delimiter and empty rows skipped. */
   input?: InputInfo;
+  /** With `listRows`: the first rows read (that many at most), each with its verdict, in line order. */
+  rows?: PlanRow[];
 }
+
+type Note = (line: number, row: { workspaceName?: string; ownerEmail?: string }, verdict: PlanVerdict) => void;
 
 export async function planBatch(
   rows: AsyncIterable<CsvRow>,
   db: Db,
-  opts: { createMissingAccounts?: boolean; chunkSize?: number; allowDuplicateNames?: boolean; accounts: AccountRules },
+  opts: { createMissingAccounts?: boolean; chunkSize?: number; allowDuplicateNames?: boolean; accounts: AccountRules; listRows?: number },
 ): Promise<Plan> {
   const plan: Plan = { total: 0, wouldCreate: 0, existing: 0, rejected: 0, wouldFail: 0, likelyDuplicates: 0, problems: [] };
+  // The first `listRows` rows read: lines up to the last of them (valid rows get their verdict a chunk later).
+  const listed = opts.listRows === undefined ? undefined : { rows: [] as PlanRow[], until: Infinity };
+  const note: Note = (line, row, verdict) => {
+    if (listed && line <= listed.until)
+      listed.rows.push({ line, workspaceName: row.workspaceName ?? null, ownerEmail: row.ownerEmail ?? null, verdict });
+  };
   let chunk: Extract<CsvRow, { ok: true }>[] = [];
   const ledger = opts.allowDuplicateNames
     ? undefined
     : (await db.query<{ has: boolean }>(`SELECT to_regclass('${SCHEMA}.ledger') IS NOT NULL AS has`)).rows[0]!.has;
   const flush = async () => {
-    await planChunk(chunk, db, opts.createMissingAccounts ?? false, opts.accounts, plan, ledger);
+    await planChunk(chunk, db, opts.createMissingAccounts ?? false, opts.accounts, plan, ledger, note);
     chunk = [];
   };
   for await (const r of rows) {
     plan.total++;
+    if (listed && plan.total === opts.listRows) listed.until = r.line;
     if (!r.ok) {
+      note(r.line, r.raw, 'rejected');
       plan.rejected++;
       if (isLikelyDuplicate(r.errors)) plan.likelyDuplicates++;
       plan.problems.push(...r.errors.map((e) => ({ line: r.line, ...e })));
@@ -58,6 +81,7 @@ export async function planBatch(
   }
   if (chunk.length > 0) await flush();
   plan.problems.sort((a, b) => a.line - b.line);
+  if (listed) plan.rows = listed.rows.sort((a, b) => a.line - b.line);
   return plan;
 }
 
@@ -68,6 +92,7 @@ async function planChunk(
   rules: AccountRules,
   plan: Plan,
   ledger: boolean | undefined,
+  note: Note,
 ): Promise<void> {
   const keys = chunk.map((r) => r.row.key);
   const known = await knownEntries(db, keys);
@@ -88,9 +113,11 @@ async function planChunk(
       try {
         answerKnown(row, entry);
         plan.existing++;
+        note(line, row, 'existing');
       } catch (err) {
         if (!(err instanceof RowError)) throw err;
         plan.wouldFail++;
+        note(line, row, 'would_fail');
         plan.problems.push({ line, field: err.field, message: err.message });
       }
       continue;
@@ -98,6 +125,7 @@ async function planChunk(
     const dup = duplicate.get(line);
     if (dup) {
       plan.rejected++;
+      note(line, row, 'rejected');
       plan.likelyDuplicates++;
       plan.problems.push(...dup.errors.map((e) => ({ line, ...e })));
       continue;
@@ -126,6 +154,11 @@ async function planChunk(
     if (problems.length > 0) {
       plan.wouldFail++;
       plan.problems.push(...problems);
-    } else plan.wouldCreate++;
+    }
+    if (problems.length > 0) note(line, row, 'would_fail');
+    else {
+      plan.wouldCreate++;
+      note(line, row, 'would_create');
+    }
   }
 }

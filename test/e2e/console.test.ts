@@ -53,9 +53,11 @@ const planCounts = async (page: Page) =>
       ['would-create', 'existing', 'rejected', 'would-fail'].map(async (k) => [k, Number(await text(page, `#plan-${k} b`))]),
     ),
   );
-/** The lines of the rows the plan (or a refusal) lists. */
-const problemLines = (page: Page) =>
-  page.locator('#problems tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')));
+/** The rows the plan lists, as line:verdict. */
+const verdicts = (page: Page) =>
+  page
+    .locator('#plan-rows tr[data-line]')
+    .evaluateAll((trs) => trs.map((tr) => `${tr.getAttribute('data-line')}:${tr.getAttribute('data-verdict')}`));
 const batches = async () => {
   const { rows } = await env.db.query(`SELECT to_regclass('dify_provision.batches') IS NOT NULL AS has`);
   return rows[0].has ? Number((await env.db.query(`SELECT count(*) AS n FROM dify_provision.batches`)).rows[0].n) : 0;
@@ -73,16 +75,20 @@ describe('the console: a new batch from the browser', () => {
     await page.setInputFiles('#file', file);
     await page.waitForSelector('#plan-would-create');
     expect(await planCounts(page)).toEqual({ 'would-create': 4, existing: 0, rejected: 1, 'would-fail': 1 });
-    expect(await problemLines(page)).toEqual(['6', '7']);
-    expect(await text(page, '#problems tr[data-line="6"]')).toContain('nobody@example.com');
-    expect(await text(page, '#problems tr[data-line="7"]')).toContain('workspace_name');
+    const created = ['2', '3', '4', '5'].map((l) => `${l}:would_create`);
+    expect(await verdicts(page)).toEqual([...created, '6:would_fail', '7:rejected']);
+    expect(await text(page, '#plan-rows tr[data-line="6"]')).toMatch(
+      /Nobody Incnobody@example\.comwould failowner_email: .*nobody@example\.com/,
+    );
+    expect(await text(page, '#plan-rows tr[data-line="7"]')).toContain('workspace_name: ');
+    expect(await text(page, '#plan-rows tr[data-line="2"] td.err')).toBe('');
     expect(await batches()).toBe(0); // a plan writes nothing
 
     // An option plans again, and the batch is made with it: the missing owner gets an account.
     await page.check('#opt-create_missing_owners');
     await page.waitForFunction(() => document.querySelector('#plan-would-create b')?.textContent === '5');
     expect(await planCounts(page)).toEqual({ 'would-create': 5, existing: 0, rejected: 1, 'would-fail': 0 });
-    expect(await problemLines(page)).toEqual(['7']);
+    expect(await verdicts(page)).toEqual([...created, '6:would_create', '7:rejected']);
     await page.click('#provision');
     await page.waitForURL(/\/batches\/customers-[0-9a-f]{10}$/);
     await page.waitForSelector('#state[data-state="done-with-failures"]', { timeout: 120_000 }); // the rejected row
@@ -99,6 +105,7 @@ describe('the console: a new batch from the browser', () => {
     await page.setInputFiles('#file', file);
     await page.waitForSelector('#plan-existing');
     expect(await planCounts(page)).toEqual({ 'would-create': 0, existing: 5, rejected: 1, 'would-fail': 0 });
+    expect(await verdicts(page)).toEqual([...['2', '3', '4', '5', '6'].map((l) => `${l}:existing`), '7:rejected']);
     expect(errors).toEqual([]);
   });
 
@@ -116,9 +123,9 @@ describe('the console: a new batch from the browser', () => {
     await page.waitForSelector('#plan-would-create');
     expect(await text(page, '#plan-title')).toBe('Plan for broken.csv');
     expect(await planCounts(page)).toEqual({ 'would-create': 2, existing: 0, rejected: 2, 'would-fail': 0 });
-    expect(await problemLines(page)).toEqual(['3', '5']);
-    expect(await text(page, '#problems tr[data-line="3"]')).toContain('has 3 field(s) but the header has 2');
-    expect(await text(page, '#problems tr[data-line="5"]')).toContain('opens a quote that is never closed');
+    expect(await verdicts(page)).toEqual(['2:would_create', '3:rejected', '4:would_create', '5:rejected']);
+    expect(await text(page, '#plan-rows tr[data-line="3"]')).toContain('has 3 field(s) but the header has 2');
+    expect(await text(page, '#plan-rows tr[data-line="5"]')).toContain('opens a quote that is never closed');
 
     // A header naming a column that does not exist: the file is refused (422), at its line, with no Provision.
     await page.setInputFiles('#file', {

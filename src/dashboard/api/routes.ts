@@ -169,6 +169,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
           createMissingAccounts: opts.createMissingOwners ?? false,
           allowDuplicateNames: opts.allowDuplicateNames ?? false,
           accounts: { normalized: (await probeDifySchema(deps.db)).normalizedEmail },
+          listRows: S.PLAN_ROWS_LISTED,
         };
         if (input.kind === 'rows')
           return { status: 200, body: planBody(await planBatch(checkInputRows(input.rows, opts), deps.db, planOpts)) };

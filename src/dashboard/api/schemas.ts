@@ -2,6 +2,7 @@
 // OpenAPI document is generated from them (openapi.ts), so the two cannot drift apart.
 import { z } from 'zod';
 import { IngestOptionsSchema, IngestOptionsTextSchema } from '../../ingest/options.js';
+import { PLAN_VERDICTS } from '../../ingest/plan.js';
 import { BATCH_STATES } from '../../store/batches.js';
 import { OUTCOMES } from '../../types.js';
 import { REPORT_COLUMNS } from '../../report/format.js';
@@ -83,6 +84,9 @@ export const EnqueueResponseSchema = z.object({
   rejected_rows: z.array(RowProblemsSchema).describe(`the rejected rows with why (the first ${1000})`),
 });
 
+/** Rows a plan lists with their verdict (the counts and `problems` cover every row). */
+export const PLAN_ROWS_LISTED = 1000;
+
 export const PlanResponseSchema = z.object({
   total: count,
   would_create: count,
@@ -92,6 +96,16 @@ export const PlanResponseSchema = z.object({
   likely_duplicates: count,
   problems: z.array(z.object({ line, field: z.string(), message: z.string() })),
   input: InputInfoSchema.optional(),
+  rows: z
+    .array(
+      z.object({
+        line,
+        workspace_name: z.string().nullable(),
+        owner_email: z.string().nullable(),
+        verdict: z.enum(PLAN_VERDICTS),
+      }),
+    )
+    .describe(`the first ${PLAN_ROWS_LISTED} rows, each with what it would get (the reasons are in problems, by line)`),
 });
 
 const Counts = z.object(Object.fromEntries(OUTCOMES.map((o) => [o, count])) as Record<(typeof OUTCOMES)[number], typeof count>);
