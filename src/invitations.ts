@@ -34,7 +34,9 @@ import {
   pendingInvitations,
   recordInvitations,
   supersede,
+  superseded,
   type InvitationRecord,
+  type PendingInvitation,
 } from './store/invitations.js';
 
 /** A link just made valid in Dify's Redis: what the mail (--send-invites) needs. Never log it. */
@@ -127,6 +129,13 @@ export class Inviter {
       db,
       pending.map((p) => p.id),
     );
+    // Not moved: stored by another worker meanwhile (the same token: nothing to do), or replaced
+    // by a resend since this list was read: then the token just stored must not stay valid.
+    const stale = await superseded(
+      db,
+      pending.filter((p) => !moved.has(p.id)).map((p) => p.id),
+    );
+    if (stale.size > 0) await this.tokens.remove(pending.filter((p) => stale.has(p.id)).map((p) => p.token));
     for (const p of pending) {
       if (!moved.has(p.id) || !this.opts.onIssued) continue;
       try {
@@ -163,27 +172,32 @@ export class Inviter {
     for (;;) {
       const page = await pendingInvitations(db, { ...opts, limit: 500 });
       if (page.length === 0) return done;
-      done += await this.complete(
-        db,
-        page.map((r) => ({
-          id: r.id,
-          batchId: r.batch_id,
-          line: r.line,
-          workspaceName: r.workspace_name,
-          token: r.pending_token,
-          invitee: {
-            accountId: r.account_id,
-            email: r.email,
-            workspaceId: r.tenant_id,
-            role: r.role,
-            requiresSetup: r.requires_setup,
-          },
-          revokeOthers: r.revoke_others,
-          send: r.send,
-        })),
-      );
+      done += await this.completeRecorded(db, page);
       if (page.length < 500) return done;
     }
+  }
+
+  /** complete() for pending records as read from our table (they may have been stored or replaced since). */
+  async completeRecorded(db: Db, page: PendingInvitation[]): Promise<number> {
+    return this.complete(
+      db,
+      page.map((r) => ({
+        id: r.id,
+        batchId: r.batch_id,
+        line: r.line,
+        workspaceName: r.workspace_name,
+        token: r.pending_token,
+        invitee: {
+          accountId: r.account_id,
+          email: r.email,
+          workspaceId: r.tenant_id,
+          role: r.role,
+          requiresSetup: r.requires_setup,
+        },
+        revokeOthers: r.revoke_others,
+        send: r.send,
+      })),
+    );
   }
 }
 

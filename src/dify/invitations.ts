@@ -92,6 +92,11 @@ export class DifyTokens {
     await Promise.all(tokens.map((t) => this.redis.setex(inviteKey(this.format, t.token), ttl, inviteValue(this.format, t.invitee))));
   }
 
+  /** DEL these tokens (one key each: a Cluster spreads them over slots). */
+  async remove(tokens: string[]): Promise<void> {
+    await Promise.all(tokens.map((t) => this.redis.del(inviteKey(this.format, t))));
+  }
+
   async read(token: string): Promise<StoredInvitation | undefined> {
     const v = await this.redis.get(inviteKey(this.format, token));
     return v === null ? undefined : (JSON.parse(v) as StoredInvitation);

@@ -131,6 +131,16 @@ export async function supersede(tx: Tx, ids: string[]): Promise<void> {
   ]);
 }
 
+/** Which of these invitations a resend replaced. */
+export async function superseded(db: Db, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT id FROM ${SCHEMA}.invitations WHERE id = ANY($1::uuid[]) AND superseded_at IS NOT NULL`,
+    [ids],
+  );
+  return new Set(rows.map((r) => r.id));
+}
+
 export interface SealedLink {
   id: string;
   line: number;

@@ -11,7 +11,10 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import type { InvitationSettings } from '../../src/dify-env.js';
+import { requireInvitations } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
+import { openInviter } from '../../src/invitations.js';
+import { pendingInvitations } from '../../src/store/invitations.js';
 import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { AlreadyRevealedError } from '../../src/reveal-secrets.js';
 import { runWorker } from '../../src/worker/run-worker.js';
@@ -304,6 +307,34 @@ describe('--invite, what must not happen and what must converge', () => {
     const links = await reveal(batchId, 'links.csv');
     expect(links.map((l) => new URL(l.link!).searchParams.get('token')).sort()).toEqual(stored.map((s) => s.token).sort());
     expect((await env.db.query(`SELECT 1 FROM dify_provision.invitations WHERE pending_token IS NOT NULL`)).rows).toHaveLength(0);
+  });
+
+  it('a resend that overtakes a completion: the replaced token, stored late, is deleted again', async () => {
+    env = await createTestEnv();
+    const dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
+    difyRedis = dify;
+    const good = singleDify(`dify-${env.name}`);
+    const down = { ...env.config, invitations: { ...good, redis: { kind: 'node' as const, host: '127.0.0.1', port: 1, db: DIFY_DB } } };
+    const { batchId } = await runBatch(down, CSV, 'overtaken');
+    // A sweep reads the waiting records …
+    const page = await pendingInvitations(env.db, {});
+    expect(page).toHaveLength(3);
+    // … a resend replaces them and stores fresh tokens …
+    await provisioner!.close();
+    provisioner = await createProvisioner({ ...env.config, invitations: good });
+    expect(await provisioner.resendInvitations(batchId)).toEqual({ resent: 3, skipped: 0 });
+    // … then the sweep stores what it read.
+    const { inviter, close } = openInviter(requireInvitations({ ...env.config, invitations: good }), 'D');
+    try {
+      expect(await inviter.completeRecorded(env.db, page)).toBe(0);
+    } finally {
+      close();
+    }
+    const ids = new Set(page.map((p) => p.tenant_id));
+    const tokens = (await difyTokens([dify])).filter((t) => ids.has((JSON.parse(t.value) as { workspace_id: string }).workspace_id));
+    const links = await reveal(batchId, 'links.csv');
+    expect(tokens.map((t) => t.token).sort()).toEqual(links.map((l) => new URL(l.link!).searchParams.get('token')).sort());
+    for (const p of page) expect(tokens.map((t) => t.token)).not.toContain(p.pending_token);
   });
 
   it("--resend on a Redis Cluster: fresh tokens for people still pending, their old ones (ours and Dify's) deleted, activated people left alone", async () => {
