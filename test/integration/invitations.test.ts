@@ -208,6 +208,17 @@ describe.each(['1.6', '1.13', 'latest'] as BandName[])('--invite on band %s', (b
   });
 });
 
+/** CSV run by a worker whose Dify Redis is down (nothing listens on port 1: every SETEX fails after the commit). */
+async function batchWhileDifyRedisIsDown(batchId: string) {
+  env = await createTestEnv();
+  const dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
+  difyRedis = dify;
+  const good = singleDify(`dify-${env.name}`);
+  const down = { ...env.config, invitations: { ...good, redis: { kind: 'node' as const, host: '127.0.0.1', port: 1, db: DIFY_DB } } };
+  await runBatch(down, CSV, batchId);
+  return { dify, good, batchId };
+}
+
 describe('--invite, what must not happen and what must converge', () => {
   it('a failed workspace leaves no token; a batch without Dify settings is refused before anything is recorded', async () => {
     env = await createTestEnv();
@@ -272,13 +283,7 @@ describe('--invite, what must not happen and what must converge', () => {
   });
 
   it("Dify's Redis down when the workspace commits: the workspace is created, its tokens wait, and the sweep stores exactly those", async () => {
-    env = await createTestEnv();
-    const dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
-    difyRedis = dify;
-    const good = singleDify(`dify-${env.name}`);
-    // Nothing listens on port 1: every SETEX fails after the commit.
-    const down = { ...env.config, invitations: { ...good, redis: { kind: 'node' as const, host: '127.0.0.1', port: 1, db: DIFY_DB } } };
-    const { batchId } = await runBatch(down, CSV, 'redis-down');
+    const { dify, good, batchId } = await batchWhileDifyRedisIsDown('redis-down');
     expect((await provisioner!.batch(batchId).report()).map((r) => r.outcome)).toEqual(['created', 'created', 'created']);
     const { rows: waiting } = await env.db.query(`SELECT 1 FROM dify_provision.invitations WHERE pending_token IS NOT NULL`);
     expect(waiting).toHaveLength(3);
@@ -310,12 +315,7 @@ describe('--invite, what must not happen and what must converge', () => {
   });
 
   it('a resend that overtakes a completion: the replaced token, stored late, is deleted again', async () => {
-    env = await createTestEnv();
-    const dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
-    difyRedis = dify;
-    const good = singleDify(`dify-${env.name}`);
-    const down = { ...env.config, invitations: { ...good, redis: { kind: 'node' as const, host: '127.0.0.1', port: 1, db: DIFY_DB } } };
-    const { batchId } = await runBatch(down, CSV, 'overtaken');
+    const { dify, good, batchId } = await batchWhileDifyRedisIsDown('overtaken');
     // A sweep reads the waiting records …
     const page = await pendingInvitations(env.db, {});
     expect(page).toHaveLength(3);
