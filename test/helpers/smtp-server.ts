@@ -33,8 +33,8 @@ export interface TestSmtpOptions {
   certs?: TestCerts;
   /** Require this login. */
   auth?: { user: string; pass: string };
-  /** Answer a message with an error instead of accepting it (n: the message's number, from 1). */
-  refuse?: (n: number) => { code: number; text: string } | undefined;
+  /** Answer a message with an error instead of accepting it (n: the message's number, from 1; to: its recipients). */
+  refuse?: (n: number, to: string[]) => { code: number; text: string } | undefined;
 }
 
 export async function startSmtp(opts: TestSmtpOptions): Promise<TestSmtp> {
@@ -57,7 +57,10 @@ export async function startSmtp(opts: TestSmtpOptions): Promise<TestSmtp> {
       const n = ++state.messages;
       simpleParser(stream).then(
         (mail) => {
-          const refusal = opts.refuse?.(n);
+          const refusal = opts.refuse?.(
+            n,
+            session.envelope.rcptTo.map((r) => r.address),
+          );
           if (refusal) {
             state.refused++;
             return cb(Object.assign(new Error(refusal.text), { responseCode: refusal.code }));
