@@ -6,8 +6,9 @@
 //   const report = await batch.report();
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { ConfigSchema, requireInvitations, type Config } from './config.js';
+import { ConfigSchema, requireInvitations, requireMail, type Config } from './config.js';
 import { openInviter, resendInvitations, revealInvitations, type OnIssued, type Resent } from './invitations.js';
+import { invitationMail } from './invite/deliver.js';
 import { loadOpenKey } from './crypto/sealing.js';
 import { newInputInfo } from './csv/decode.js';
 import { readRows, type ReadOptions } from './csv/read-rows.js';
@@ -106,7 +107,9 @@ export interface Provisioner {
   /**
    * A fresh invitation for each person the batch invited who has not activated yet; their other
    * tokens for that workspace are deleted from Dify's Redis. The links are sealed to the batch's
-   * key (revealInvitations); `onIssued` gets each once it is valid (to mail it).
+   * key (revealInvitations); those of a batch ingested with `sendInvites` are mailed (this
+   * process's Dify mail settings; the outcome is in the report's `mail`); `onIssued` gets each
+   * once it is valid.
    */
   resendInvitations(batchId: string, opts?: { onIssued?: OnIssued }): Promise<Resent>;
   close(): Promise<void>;
@@ -165,6 +168,8 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     const batchId = asBatchId(opts.batchId ?? generatedBatchId());
     // Asked for here, before anything is recorded: workers need them to issue the tokens.
     if (opts.invite || opts.invitePending || opts.sendInvites) requireInvitations(rt.config);
+    // And Dify's mail (MAIL_TYPE=smtp) for --send-invites: refused here, naming the setting.
+    if (opts.sendInvites) requireMail(rt.config);
     const rows = opts.strict ? await strictly(open, reopenable) : open();
     const summary = await enqueueBatch(
       rows,
@@ -252,11 +257,14 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     async resendInvitations(batchId, opts = {}) {
       const settings = requireInvitations(rt.config);
       const { band } = await probeDifySchema(db);
-      const { inviter, close } = openInviter(settings, band, { logger: rt.logger, ...(opts.onIssued ? { onIssued: opts.onIssued } : {}) });
+      // Fresh links of a batch ingested with --send-invites are mailed too (this process's mail settings).
+      const mail = invitationMail(rt.config, db, rt.logger, opts.onIssued);
+      const { inviter, close } = openInviter(settings, band, { logger: rt.logger, onIssued: mail.onIssued });
       try {
         return await resendInvitations(db, inviter, batchId);
       } finally {
         close();
+        mail.close();
       }
     },
     close: () => rt.close(),

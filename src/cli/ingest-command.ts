@@ -31,6 +31,7 @@ export interface IngestFlags {
   mintDatasetKeys?: boolean;
   invite?: boolean;
   invitePending?: boolean;
+  sendInvites?: boolean;
   /** The operator's public key PEM (the file's content). */
   sealTo?: string;
   ignoreUnknownColumns?: boolean;
@@ -84,6 +85,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
           mintDatasetKeys: flags.mintDatasetKeys ?? false,
           ...(flags.invite || flags.invitePending ? { invite: true } : {}),
           ...(flags.invitePending ? { invitePending: true } : {}),
+          ...(flags.sendInvites ? { sendInvites: true } : {}),
           strict: flags.strict ?? false,
           ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
           onRejected: printRejection,

@@ -46,6 +46,10 @@ function buildProgram(exit: (code: number) => void): Command {
       "every account the batch creates gets Dify's invitation token (in Dify's Redis) and link (sealed to --seal-to; `secrets --invites`)",
     )
     .option('--invite-pending', "with --invite: also the batch's existing accounts that are still pending")
+    .option(
+      '--send-invites',
+      "with --invite (implied): also mail each person their link through Dify's SMTP settings (MAIL_TYPE=smtp, SMTP_*, MAIL_DEFAULT_SEND_FROM)",
+    )
     .option('--json', 'print the summary as one JSON object')
     .addOption(new Option('--attempts <n>', 'attempts per row for transient errors').default(5).argParser(positiveInt('--attempts')))
     .addOption(

@@ -15,6 +15,7 @@ export const REPORT_COLUMNS = [
   'accounts_created',
   'api_key',
   'error',
+  'mail',
 ] as const;
 
 /**
@@ -76,6 +77,7 @@ export function reportRecord(r: ReportRow): ReportRecord {
     accounts_created: r.accountsCreated,
     api_key: r.apiKey,
     error: r.error,
+    mail: r.mail,
   };
 }
 

@@ -174,3 +174,12 @@ export async function lockUnrevealedLinks(tx: Tx, batchId: string): Promise<{ li
 export async function markLinksRevealed(tx: Tx, ids: string[]): Promise<void> {
   await tx.query(`UPDATE ${SCHEMA}.invitations SET jwe = NULL, revealed_at = now() WHERE id = ANY($1::uuid[])`, [ids]);
 }
+
+/** What became of an invitation's mail: sent, or the reason it was not (never the link or a credential). */
+export async function recordMail(db: Db, id: string, outcome: { sent: true } | { sent: false; error: string }): Promise<void> {
+  await db.query(`UPDATE ${SCHEMA}.invitations SET mailed_at = CASE WHEN $2 THEN now() END, mail_error = $3 WHERE id = $1`, [
+    id,
+    outcome.sent,
+    outcome.sent ? null : outcome.error,
+  ]);
+}

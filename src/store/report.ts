@@ -18,6 +18,11 @@ export interface ReportRow {
   /** The minted API key, masked as Dify masks it (the full token is never stored here). */
   apiKey: string | null;
   error: string | null;
+  /**
+   * What became of the mail of each of the row's current invitations (--send-invites), by email:
+   * "a@x: sent; b@y: failed: <reason>; c@z: not sent yet"; null when the row mails none.
+   */
+  mail: string | null;
 }
 
 export interface ReportPage {
@@ -31,8 +36,13 @@ export async function reportRows(db: Db, batchId: string, page: ReportPage = {})
   const { rows } = await db.query<ReportRow>(
     `SELECT line, external_id AS "externalId", workspace_name AS "workspaceName", owner_email AS "ownerEmail", outcome,
             CASE WHEN outcome IN ('created', 'existing') THEN tenant_id END AS "tenantId",
-            fingerprint, attempts, duration_ms AS "durationMs", created_accounts AS "accountsCreated", api_key_masked AS "apiKey", error
-       FROM ${SCHEMA}.rows
+            fingerprint, attempts, duration_ms AS "durationMs", created_accounts AS "accountsCreated", api_key_masked AS "apiKey", error,
+            (SELECT string_agg(i.email || ': ' || CASE WHEN i.mailed_at IS NOT NULL THEN 'sent'
+                                                        WHEN i.mail_error IS NOT NULL THEN 'failed: ' || i.mail_error
+                                                        ELSE 'not sent yet' END, '; ' ORDER BY i.email)
+               FROM ${SCHEMA}.invitations i
+              WHERE i.batch_id = r.batch_id AND i.line = r.line AND i.send AND i.superseded_at IS NULL) AS mail
+       FROM ${SCHEMA}.rows r
       WHERE batch_id = $1 AND ($2::text IS NULL OR outcome = $2) AND line > $3
       ORDER BY line
       LIMIT $4`,

@@ -139,6 +139,11 @@ const MIGRATIONS: string[] = [
   CREATE INDEX invitations_batch_idx ON ${SCHEMA}.invitations (batch_id, line);
   CREATE INDEX invitations_pending_idx ON ${SCHEMA}.invitations (issued_at) WHERE pending_token IS NOT NULL;
   `,
+  `
+  -- What became of an invitation's mail (--send-invites): sent at, or why it was not (never the
+  -- link, never a credential). Neither yet: not sent so far.
+  ALTER TABLE ${SCHEMA}.invitations ADD COLUMN mailed_at timestamptz, ADD COLUMN mail_error text;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

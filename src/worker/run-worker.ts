@@ -12,6 +12,7 @@ import { describeError } from '../errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { redisTargetOf, requireInvitations } from '../config.js';
 import { openInviter, type Inviter, type OnIssued } from '../invitations.js';
+import { invitationMail } from '../invite/deliver.js';
 import { SCHEMA } from '../store/schema.js';
 import { openKeyStorage, openQueueRuntime } from '../runtime.js';
 import type { ServerWatch, WatchState } from '../queue/server-watch.js';
@@ -66,8 +67,13 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
     const real = await openKeyStorage(rt.config);
     if (rt.config.storageNote) logger.info(rt.config.storageNote);
     const storage = opts.wrapStorage ? opts.wrapStorage(real) : real;
-    const invites = await inviterFor(rt.config, schema.band, rt.db, logger, opts.onInviteIssued);
-    closeInviter = invites.close;
+    // --send-invites: each link is mailed as its token becomes valid (the caller's hook after).
+    const mail = invitationMail(rt.config, rt.db, logger, opts.onInviteIssued);
+    const invites = await inviterFor(rt.config, schema.band, rt.db, logger, mail.onIssued);
+    closeInviter = () => {
+      invites.close?.();
+      mail.close();
+    };
     const worker = createProvisionWorker(
       {
         db: rt.db,
@@ -99,7 +105,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       closing ??= (async () => {
         await Promise.all([sweeper?.stop(), worker.close(force)]);
         watch.stop();
-        invites.close?.();
+        closeInviter?.();
         await rt.close();
       })();
       return closing;

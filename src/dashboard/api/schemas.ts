@@ -163,6 +163,10 @@ export const ReportRowSchema = z.object({
   accounts_created: z.array(z.string()).nullable(),
   api_key: z.string().nullable().describe('masked as Dify masks it'),
   error: z.string().nullable(),
+  mail: z
+    .string()
+    .nullable()
+    .describe('--send-invites: "email: sent", "email: failed: reason" or "email: not sent yet" per invitation, "; " between them'),
 } satisfies Record<(typeof REPORT_COLUMNS)[number], z.ZodType>);
 
 export const RowsQuerySchema = z
