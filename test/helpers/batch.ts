@@ -1,6 +1,6 @@
 // Drive a batch in-process: ingest CSV text, run a worker until the batch is done. A batch that
 // stops moving fails its test quickly, naming the rows that are stuck and what Redis holds for them.
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pino } from 'pino';
 import { readRows } from '../../src/csv/read-rows.js';
 import { Queue } from 'bullmq';
@@ -66,6 +66,22 @@ export async function runUntilDone(env: TestEnv, batchIds: string[], opts: RunOp
   } finally {
     await worker.close();
   }
+}
+
+/** Runs a worker (debug logs kept, sweeping every 200 ms) on `config` until the batches are done; returns its logs. */
+export async function runLoggedUntilDone(env: TestEnv, config: TestEnv['config'], batchIds: string[]): Promise<string> {
+  let logs = '';
+  const worker = await runWorker(config, {
+    concurrency: 2,
+    logger: pino({ level: 'debug' }, new Writable({ write: (c, _e, cb) => ((logs += String(c)), cb()) })),
+    sweep: { intervalMs: 200, idleSeconds: 0 },
+  });
+  try {
+    await waitUntilDone(env, batchIds);
+  } finally {
+    await worker.close();
+  }
+  return logs;
 }
 
 /**

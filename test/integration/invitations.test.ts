@@ -5,7 +5,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { Cluster, Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -18,7 +17,7 @@ import { pendingInvitations } from '../../src/store/invitations.js';
 import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { AlreadyRevealedError } from '../../src/reveal-secrets.js';
 import { runWorker } from '../../src/worker/run-worker.js';
-import { waitUntilDone } from '../helpers/batch.js';
+import { runLoggedUntilDone, waitUntilDone } from '../helpers/batch.js';
 import { BANDS, type BandName } from '../helpers/dify-checks.js';
 import { dumpRedis } from '../helpers/redis-dump.js';
 import { startCluster, type TestCluster } from '../helpers/redis-topologies.js';
@@ -100,18 +99,7 @@ async function runBatch(config: TestEnv['config'], csv: string, batchId: string,
       }),
     { batchId, createMissingOwners: true, invite: true, sealTo: PUBLIC, ...(opts.invitePending ? { invitePending: true } : {}) },
   );
-  let logs = '';
-  const worker = await runWorker(config, {
-    concurrency: 2,
-    logger: pino({ level: 'debug' }, new Writable({ write: (c, _e, cb) => ((logs += String(c)), cb()) })),
-    sweep: { intervalMs: 200, idleSeconds: 0 },
-  });
-  try {
-    await waitUntilDone(env, [batchId]);
-  } finally {
-    await worker.close();
-  }
-  return { logs, batchId };
+  return { logs: await runLoggedUntilDone(env, config, [batchId]), batchId };
 }
 
 async function reveal(batchId: string, name: string): Promise<Record<string, string>[]> {

@@ -4,15 +4,12 @@
 // the row's report says so, and --resend mails fresh links; a batch that cannot be mailed is
 // refused at ingest, naming the setting.
 import { generateKeyPairSync } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import type { SmtpSettings } from '../../src/dify-env.js';
 import { ConfigError } from '../../src/errors.js';
 import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
-import { runWorker } from '../../src/worker/run-worker.js';
-import { waitUntilDone } from '../helpers/batch.js';
+import { runLoggedUntilDone } from '../helpers/batch.js';
 import { dumpRedis } from '../helpers/redis-dump.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
@@ -69,18 +66,7 @@ async function world(refuse?: (to: string[]) => boolean): Promise<TestEnv['confi
 async function runBatch(ingest: TestEnv['config'], work: TestEnv['config'], batchId: string): Promise<string> {
   provisioner ??= await createProvisioner(ingest);
   await provisioner.enqueue(ROWS, { batchId, createMissingOwners: true, invite: true, sendInvites: true, sealTo: PUBLIC });
-  let logs = '';
-  const worker = await runWorker(work, {
-    concurrency: 2,
-    logger: pino({ level: 'debug' }, new Writable({ write: (c, _e, cb) => ((logs += String(c)), cb()) })),
-    sweep: { intervalMs: 200, idleSeconds: 0 },
-  });
-  try {
-    await waitUntilDone(env, [batchId]);
-  } finally {
-    await worker.close();
-  }
-  return logs;
+  return runLoggedUntilDone(env, work, [batchId]);
 }
 
 /** The batch's tokens in Dify's Redis: token → the invitation's value. */
