@@ -23,6 +23,10 @@ export const IngestOptionsSchema = z
         "every account the batch creates gets Dify's invitation token in Dify's Redis and a link sealed to seal_to (needs CONSOLE_WEB_URL)",
       ),
     invite_pending: z.boolean().optional().describe("with invite: also the batch's existing accounts that are still pending"),
+    send_invites: z
+      .boolean()
+      .optional()
+      .describe("with invite (implied): also mail each person their link through Dify's SMTP settings (MAIL_TYPE=smtp)"),
     allow_duplicate_names: z.boolean().optional().describe('let rows through whose owner already has a workspace of that name'),
     ignore_unknown_columns: z
       .boolean()
