@@ -20,7 +20,7 @@ import { guardStateChanges, requireToken, sessionStore } from './auth.js';
 import { healthCheck } from './health.js';
 import { createMetrics } from './metrics.js';
 import { liveStatus, registerApi } from './api/routes.js';
-import { BATCH_LIMITS } from '../ingest/enqueue-batch.js';
+import { BATCH_LIMITS } from '../limits.js';
 import type { Provisioner } from '../provisioner.js';
 
 export interface DashboardDeps {

@@ -5,9 +5,12 @@ import { freePort } from '../../src/services/local-services.js';
 import { startCli, type Background } from './cli.js';
 
 /** Starts `dify-provision dashboard` on a free port; resolves once it prints its address (or ends). */
-export async function startDashboard(env: NodeJS.ProcessEnv): Promise<{ dash: Background; base: string; port: number }> {
+export async function startDashboard(
+  env: NodeJS.ProcessEnv,
+  args: string[] = [],
+): Promise<{ dash: Background; base: string; port: number }> {
   const port = await freePort();
-  const dash = startCli(['dashboard', '--port', String(port)], env);
+  const dash = startCli(['dashboard', '--port', String(port), ...args], env);
   let ended = false;
   void dash.exited.then(() => (ended = true));
   for (let i = 0; i < 1200 && !ended && !dash.output().includes('dashboard: '); i++) await new Promise((r) => setTimeout(r, 100));

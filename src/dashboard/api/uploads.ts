@@ -11,8 +11,7 @@ import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ProvisionError } from '../../errors.js';
-
-const sizeWords = (n: number) => (n % (1 << 20) === 0 ? `${n / (1 << 20)} MiB` : `${n} bytes`);
+import { sizeWords } from '../../limits.js';
 
 export class UploadTooLargeError extends ProvisionError {
   override readonly name: string = 'UploadTooLargeError';
