@@ -247,11 +247,12 @@ describe("every command inside Dify's compose network, as deploy/dify-compose ru
 
   beforeAll(async () => {
     // What the compose file mounts, as Docker and Dify's own services leave it: an envs/ folder
-    // (Docker creates a missing bind source), the storage given to uid 1001 by init_permissions,
+    // (Docker creates a missing bind source; ./out too), the storage given to uid 1001 by init_permissions,
     // an input file in ./files; every folder on the way reachable, as a container's mounts are.
     root = join(dir, 'container');
     await mkdir(join(docker, 'envs'), { recursive: true });
     await mkdir(join(dir, 'files'));
+    await mkdir(join(dir, 'out'));
     await writeFile(join(dir, 'files', 'customers.csv'), csvOf([{ workspace_name: 'Compose Initech', owner_email: 'ana@acme.example' }]));
     for (const d of [dir, join(dir, 'dify'), docker, join(docker, 'volumes'), join(docker, 'volumes', 'app'), join(dir, 'files')])
       await chmod(d, 0o755);

@@ -148,6 +148,14 @@ describe("deploy/dify-compose/docker-compose.yaml in Dify's compose project", ()
     expect(files).toMatchObject({ target: '/files', readOnly: true });
     expect(steps).toContain('cp /path/to/customers.csv files/');
     expect(steps).toContain(`cli ingest ${files.target}/customers.csv`);
+    // Files a command writes and the operator keeps (secrets are revealed once) leave the container through ./out.
+    const out = mounts(cli).find((m) => m.source === './out')!;
+    expect(out).toMatchObject({ target: '/out', readOnly: false });
+    const secrets =
+      /`mkdir -p out && docker compose run --rm --user "\$\(id -u\):\$\(id -g\)" cli secrets <batch-id> --key \/files\/(\S+) --out (\S+)`/.exec(
+        text,
+      );
+    expect(secrets?.[2]).toMatch(new RegExp(`^${out.target}/`));
     expect(cli.profiles).toEqual(['cli']);
     expect(cli.user).toBe(ours.services.worker!.user);
 
