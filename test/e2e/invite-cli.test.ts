@@ -1,13 +1,13 @@
 // Day one from the command line: Dify's settings from --dify-env (its own Redis in another
 // database, REDIS_KEY_PREFIX, INVITE_EXPIRY_HOURS, CONSOLE_WEB_URL), `ingest --invite`, a worker
 // that cannot issue invitations saying so, `secrets --invites` once, `invite --resend`.
-import { generateKeyPairSync } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { describe, expect, inject, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { cliWorld, until } from '../helpers/cli-world.js';
+import { difyRedisLines, operatorKeyFiles } from '../helpers/dify-invitations.js';
 import { dumpRedis } from '../helpers/redis-dump.js';
 
 const world = cliWorld();
@@ -17,25 +17,10 @@ describe('invitations from the CLI', () => {
   it('asks for CONSOLE_WEB_URL, fails rows on a worker without it, then issues, reveals once and resends', async () => {
     const env = world.env;
     const dir = env.dir;
-    const operator = generateKeyPairSync('rsa', {
-      modulusLength: 2048,
-      publicKeyEncoding: { type: 'spki', format: 'pem' },
-      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-    });
-    await writeFile(join(dir, 'op.pub'), operator.publicKey);
-    await writeFile(join(dir, 'op.key'), operator.privateKey, { mode: 0o600 });
-    const u = new URL(inject('redisUrl'));
+    await operatorKeyFiles(dir);
     const prefix = `e2e-${env.name}`;
     const difyEnv = (console: string) =>
-      [
-        `REDIS_HOST=${u.hostname}`,
-        `REDIS_PORT=${u.port || 6379}`,
-        `REDIS_DB=${DIFY_DB}`,
-        `REDIS_KEY_PREFIX=${prefix}`,
-        'INVITE_EXPIRY_HOURS=2',
-        `CONSOLE_WEB_URL=${console}`,
-        '',
-      ].join('\n');
+      [...difyRedisLines(DIFY_DB, prefix), 'INVITE_EXPIRY_HOURS=2', `CONSOLE_WEB_URL=${console}`, ''].join('\n');
     await writeFile(join(dir, 'no-console.env'), difyEnv(''));
     await writeFile(join(dir, 'dify.env'), difyEnv('https://dify.example.com'));
     const csv = await world.file('day-one.csv', [

@@ -2,13 +2,13 @@
 // when Dify's mail is not SMTP (naming the file and the variable); otherwise the worker mails each
 // person the batch created their link, whose token is in Dify's Redis, through a real SMTP server
 // started here, and `report` says it was sent; no link in any output.
-import { generateKeyPairSync } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { cliWorld, until } from '../helpers/cli-world.js';
+import { difyRedisLines, operatorKeyFiles } from '../helpers/dify-invitations.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 
 const world = cliWorld();
@@ -22,21 +22,12 @@ describe('--send-invites from the CLI', () => {
   it('is refused unless MAIL_TYPE=smtp; the worker mails each created person their link, and the report says so', async () => {
     const env = world.env;
     const dir = env.dir;
-    const operator = generateKeyPairSync('rsa', {
-      modulusLength: 2048,
-      publicKeyEncoding: { type: 'spki', format: 'pem' },
-      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-    });
-    await writeFile(join(dir, 'op.pub'), operator.publicKey);
+    await operatorKeyFiles(dir);
     smtp = await startSmtp({ tls: 'none' });
-    const u = new URL(inject('redisUrl'));
     const prefix = `mail-${env.name}`;
     const difyEnv = (mailType: string) =>
       [
-        `REDIS_HOST=${u.hostname}`,
-        `REDIS_PORT=${u.port || 6379}`,
-        `REDIS_DB=${DIFY_DB}`,
-        `REDIS_KEY_PREFIX=${prefix}`,
+        ...difyRedisLines(DIFY_DB, prefix),
         'CONSOLE_WEB_URL=https://dify.example.com',
         `MAIL_TYPE=${mailType}`,
         'MAIL_DEFAULT_SEND_FROM=Dify <no-reply@dify.example.com>',
