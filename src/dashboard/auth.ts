@@ -102,6 +102,10 @@ function roleOfToken(value: string, tokens: Tokens): Role | undefined {
 
 /** The versioned API answers in its JSON error body; the pages and the rest as plain text. */
 export function refuse(req: FastifyRequest, reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  // Refused before its body was read: the connection closes after the answer, so whoever sent
+  // the request (no token, a read-only one, another site) cannot hold it open with a body that
+  // never ends (fastify sets no request timeout).
+  void reply.header('connection', 'close');
   if (req.url.startsWith('/api/v1/')) return reply.code(status).send({ error: { code, message } });
   return reply.code(status).type('text/plain').send(`${status}: ${message}\n`);
 }

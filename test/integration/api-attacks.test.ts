@@ -1,0 +1,89 @@
+// Attacks on the dashboard's HTTP API over real sockets, against real PostgreSQL and Redis: what
+// an outsider (no token), a read-only token or another site can make the server hold.
+import { connect, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { Queue } from 'bullmq';
+import type { FastifyInstance } from 'fastify';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { buildDashboard } from '../../src/dashboard/server.js';
+import { envQueue } from '../helpers/batch.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+const ADMIN = 'attack-admin-token-0123456789';
+const READER = 'attack-read-only-token-0123456789';
+let env: TestEnv;
+let app: FastifyInstance;
+let queue: Queue;
+let port: number;
+
+beforeEach(async () => {
+  env = await createTestEnv();
+  queue = await envQueue(env);
+  app = await buildDashboard({ db: env.db, queue, redis: env.redis, token: ADMIN, readTokens: [READER] });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  port = (app.server.address() as AddressInfo).port;
+});
+afterEach(async () => {
+  await app.close();
+  await queue.close();
+  await env.cleanup();
+});
+
+/**
+ * Sends a request's head and the first bytes of a body that never ends (a slow client), and
+ * resolves with the answer's status line once the server has closed the connection. A server
+ * that keeps reading the body it refused lets anyone hold its connections for as long as they
+ * like (fastify has no request timeout): the socket is then still open after the answer, and
+ * this fails after a minute of waiting for the close.
+ */
+function refusedSlowBody(head: string): Promise<{ status: string; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket: Socket = connect(port, '127.0.0.1');
+    let answer = '';
+    const chunked = /transfer-encoding: chunked/i.test(head);
+    const piece = chunked ? '1\r\nx\r\n' : 'x';
+    const drip = setInterval(() => socket.writable && socket.write(piece), 200);
+    socket.setEncoding('utf8');
+    let waiting: NodeJS.Timeout | undefined;
+    socket.on('data', (d: string) => {
+      answer += d;
+      // Answered: the server has a minute to close the connection (it keeps it open forever when it
+      // goes on reading the refused body).
+      waiting ??= setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`answered "${answer.split('\r\n')[0]}" but kept reading the refused body: the connection stayed open`));
+      }, 60_000);
+    });
+    socket.on('error', (err) => (/EPIPE|ECONNRESET/.test(err.message) ? undefined : reject(err)));
+    socket.on('close', () => {
+      clearInterval(drip);
+      clearTimeout(waiting);
+      resolve({ status: answer.split('\r\n')[0]!, closed: true });
+    });
+    socket.write(`${head}\r\n\r\n${chunked ? `400\r\n${'x'.repeat(1024)}\r\n` : 'x'.repeat(1024)}`);
+  });
+}
+
+describe('a refused request cannot hold a connection with a body that never ends', () => {
+  it('no token, a read-only token, another site: answered, then the connection is closed', { timeout: 180_000 }, async () => {
+    const post = (path: string, headers: string[]) =>
+      [`POST ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Content-Type: text/csv', ...headers].join('\r\n');
+    const visit = await fetch(`http://127.0.0.1:${port}/?token=${ADMIN}`, { redirect: 'manual' });
+    const session = String(visit.headers.get('set-cookie')).split(';')[0]!;
+    const cases = [
+      { head: post('/api/v1/batches', ['Content-Length: 1000000000']), status: '401' },
+      { head: post('/api/v1/plans', ['Transfer-Encoding: chunked']), status: '401' },
+      { head: post('/api/v1/batches', [`Authorization: Bearer ${READER}`, 'Content-Length: 1000000000']), status: '403' },
+      {
+        head: post('/api/v1/batches/x/cancel', [`Cookie: dify_provision_session=forged`, 'Content-Length: 1000000000']),
+        status: '401',
+      },
+      // The admin's own session, from a page on another port: refused as cross-site.
+      { head: post('/api/v1/batches', [`Cookie: ${session}`, 'Origin: http://127.0.0.1:1', 'Content-Length: 1000000000']), status: '403' },
+    ];
+    for (const c of cases) {
+      const got = await refusedSlowBody(c.head);
+      expect(got.status, c.head).toContain(` ${c.status} `);
+    }
+  });
+});
