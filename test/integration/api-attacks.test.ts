@@ -1,13 +1,16 @@
 // Attacks on the dashboard's HTTP API over real sockets, against real PostgreSQL and Redis: what
 // an outsider (no token), a read-only token or another site can make the server hold.
+import { mkdir, readdir } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { buildDashboard } from '../../src/dashboard/server.js';
 import { envQueue } from '../helpers/batch.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { xlsxBomb } from '../helpers/zip-bomb.js';
 
 const ADMIN = 'attack-admin-token-0123456789';
 const READER = 'attack-read-only-token-0123456789';
@@ -15,11 +18,23 @@ let env: TestEnv;
 let app: FastifyInstance;
 let queue: Queue;
 let port: number;
+let uploads: string;
+const CAP = 1 << 20;
 
 beforeEach(async () => {
   env = await createTestEnv();
   queue = await envQueue(env);
-  app = await buildDashboard({ db: env.db, queue, redis: env.redis, token: ADMIN, readTokens: [READER] });
+  uploads = join(env.dir, 'uploads');
+  await mkdir(uploads);
+  app = await buildDashboard({
+    db: env.db,
+    queue,
+    redis: env.redis,
+    token: ADMIN,
+    readTokens: [READER],
+    maxBytes: CAP,
+    tmpDir: uploads,
+  });
   await app.listen({ host: '127.0.0.1', port: 0 });
   port = (app.server.address() as AddressInfo).port;
 });
@@ -85,5 +100,35 @@ describe('a refused request cannot hold a connection with a body that never ends
       const got = await refusedSlowBody(c.head);
       expect(got.status, c.head).toContain(` ${c.status} `);
     }
+  });
+});
+
+describe('a zip bomb as an .xlsx plan', () => {
+  const XLSX = 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet';
+  const plan = (body: Uint8Array<ArrayBuffer> | FormData, headers: Record<string, string> = {}) =>
+    fetch(`http://127.0.0.1:${port}/api/v1/plans`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, ...headers }, body });
+  const refused = async (res: Response) => {
+    const body = await res.text();
+    expect(res.status, body).toBe(422);
+    expect(JSON.parse(body).error).toMatchObject({ code: 'CSV_FORMAT', message: expect.stringContaining('--max-bytes') });
+  };
+
+  it("is bounded by the dashboard's --max-bytes, as a batch is: shared strings held in memory, a sheet inflating past it", async () => {
+    // The same workbook, inflating to less than the cap, is an ordinary file: its row is planned.
+    const small = await plan(xlsxBomb('sheet', CAP / 2), { 'content-type': XLSX });
+    expect(small.status, await small.clone().text()).toBe(200);
+    expect(await small.json()).toMatchObject({ total: 1, input: { format: 'xlsx', sheet: 'Customers' } });
+    // 32 MiB of shared strings (held in memory) from a few KiB, as the raw body: within the
+    // library's default bounds (1 GiB), far past this dashboard's 1 MiB.
+    const strings = xlsxBomb('sharedStrings', 32 << 20);
+    expect(strings.length).toBeLessThan(CAP);
+    await refused(await plan(strings, { 'content-type': XLSX }));
+    // A sheet inflating to 256 MiB, multipart.
+    const sheet = xlsxBomb('sheet', 256 << 20);
+    expect(sheet.length).toBeLessThan(CAP);
+    const form = new FormData();
+    form.set('file', new Blob([sheet], { type: XLSX }), 'customers.xlsx');
+    await refused(await plan(form));
+    expect(await readdir(uploads)).toEqual([]);
   });
 });

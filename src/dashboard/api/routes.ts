@@ -174,7 +174,9 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
         if (input.kind === 'rows')
           return { status: 200, body: planBody(await planBatch(checkInputRows(input.rows, opts), deps.db, planOpts)) };
         const info = newInputInfo();
-        const plan = await planBatch(readRows(createReadStream(input.path), opts, info), deps.db, planOpts);
+        // The dashboard's --max-bytes bounds what a workbook unpacks to, as in POST /batches (ingest).
+        const read = readRows(createReadStream(input.path), { ...opts, maxBytes: deps.maxBytes }, info);
+        const plan = await planBatch(read, deps.db, planOpts);
         return { status: 200, body: planBody({ ...plan, input: info }) };
       },
     },
