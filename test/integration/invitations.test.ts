@@ -17,7 +17,9 @@ import { pendingInvitations } from '../../src/store/invitations.js';
 import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { AlreadyRevealedError } from '../../src/reveal-secrets.js';
 import { runWorker } from '../../src/worker/run-worker.js';
-import { runLoggedUntilDone, waitUntilDone } from '../helpers/batch.js';
+import { envQueue, runLoggedUntilDone, waitUntilDone } from '../helpers/batch.js';
+import { until } from '../helpers/cli-world.js';
+import { DEFAULT_RETRY, jobFor, type JobData } from '../../src/queue/contract.js';
 import { BANDS, type BandName } from '../helpers/dify-checks.js';
 import { dumpRedis } from '../helpers/redis-dump.js';
 import { startCluster, type TestCluster } from '../helpers/redis-topologies.js';
@@ -300,6 +302,34 @@ describe('--invite, what must not happen and what must converge', () => {
     const links = await reveal(batchId, 'links.csv');
     expect(links.map((l) => new URL(l.link!).searchParams.get('token')).sort()).toEqual(stored.map((s) => s.token).sort());
     expect((await env.db.query(`SELECT 1 FROM dify_provision.invitations WHERE pending_token IS NOT NULL`)).rows).toHaveLength(0);
+  });
+
+  it("the row's job taken up again after a crash between COMMIT and SETEX stores the waiting tokens (no sweep needed)", async () => {
+    const { dify, good, batchId } = await batchWhileDifyRedisIsDown('rerun');
+    const worker = await runWorker({ ...env.config, invitations: good }, { logger: pino({ level: 'silent' }), sweep: false });
+    const queue = await envQueue(env);
+    try {
+      // What BullMQ does with a job whose worker died: the same job (id, data) runs again.
+      const { rows } = await env.db.query<{ spec: JobData; round: number }>(
+        `SELECT spec, round FROM dify_provision.rows WHERE batch_id = $1`,
+        [batchId],
+      );
+      for (const r of rows) {
+        const job = jobFor(r.spec, DEFAULT_RETRY, r.round);
+        await queue.add(job.name, job.data, job.opts);
+      }
+      await until(
+        async () => (await env.db.query(`SELECT 1 FROM dify_provision.invitations WHERE pending_token IS NOT NULL`)).rows.length === 0,
+        'the reruns to store the tokens',
+      );
+    } finally {
+      await queue.close();
+      await worker.close();
+    }
+    const links = await reveal(batchId, 'links.csv');
+    const tokens = (await difyTokens([dify])).filter((t) => links.some((l) => l.link!.endsWith(t.token)));
+    expect(tokens).toHaveLength(3);
+    expect((await provisioner!.batch(batchId).report()).map((r) => r.outcome)).toEqual(['created', 'created', 'created']);
   });
 
   it('a resend that overtakes a completion: the replaced token, stored late, is deleted again', async () => {
