@@ -24,7 +24,18 @@ describe('deployment examples', () => {
     expect(deployment.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(30);
     expect(deployment.spec.selector.matchLabels).toEqual(deployment.spec.template.metadata.labels);
     expect(job).toMatchObject({ apiVersion: 'batch/v1', kind: 'Job', spec: { template: { spec: { restartPolicy: 'Never' } } } });
-    expect(job.spec.template.spec.containers[0].args[0]).toBe('ingest');
+    const ingest = job.spec.template.spec.containers[0];
+    expect(ingest.args[0]).toBe('ingest');
+    // --wait writes its report files into --report-dir: a mount the pod can write (not a configMap,
+    // a Secret or a read-only mount, where ingest would fail after the batch is done).
+    const reportDir: string = ingest.args[ingest.args.indexOf('--report-dir') + 1];
+    const mount = (ingest.volumeMounts as { name: string; mountPath: string; readOnly?: boolean }[]).find(
+      (m) => reportDir === m.mountPath || reportDir.startsWith(`${m.mountPath}/`),
+    );
+    expect(mount, `--report-dir ${reportDir} is on a mounted volume`).toBeDefined();
+    const volume = (job.spec.template.spec.volumes as Record<string, unknown>[]).find((v) => v.name === mount!.name)!;
+    expect(mount!.readOnly ?? false).toBe(false);
+    expect(Object.keys(volume).filter((k) => ['configMap', 'secret', 'projected', 'downwardAPI'].includes(k))).toEqual([]);
   });
 
   it('docker-compose.yml parses', async () => {
