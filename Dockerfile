@@ -11,4 +11,5 @@ COPY sql ./sql
 COPY samples ./samples
 RUN npm ci && npm prune --omit=dev
 USER node
-ENTRYPOINT ["node", "dist/src/cli/main.js"]
+# An absolute path: compose or Kubernetes may give the container another working directory (cli: /tmp).
+ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
