@@ -43,7 +43,7 @@ export interface BatchHandle {
   report(): Promise<ReportRow[]>;
   /** The report as spreadsheet-safe CSV, streamed (escapeControls: for a terminal). */
   reportCsv(opts?: ReportTextOptions): AsyncGenerator<string>;
-  /** The report as a JSON array, streamed. */
+  /** The report as a JSON array (snake_case: the CSV's column names), streamed. */
   reportJson(): AsyncGenerator<string>;
   retryFailed(): Promise<number>;
   cancel(): Promise<number>;
