@@ -51,7 +51,7 @@ afterEach(async () => {
  * like (fastify has no request timeout): the socket is then still open after the answer, and
  * this fails after a minute of waiting for the close.
  */
-function refusedSlowBody(head: string): Promise<{ status: string; closed: boolean }> {
+function refusedSlowBody(head: string, body?: string): Promise<{ status: string; closed: boolean }> {
   return new Promise((resolve, reject) => {
     const socket: Socket = connect(port, '127.0.0.1');
     let answer = '';
@@ -59,12 +59,18 @@ function refusedSlowBody(head: string): Promise<{ status: string; closed: boolea
     const piece = chunked ? '1\r\nx\r\n' : 'x';
     const drip = setInterval(() => socket.writable && socket.write(piece), 200);
     socket.setEncoding('utf8');
-    let waiting: NodeJS.Timeout | undefined;
+    // No answer in two minutes: the server is reading the body to its (never coming) end.
+    let waiting: NodeJS.Timeout | undefined = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('no answer in two minutes: the server goes on reading a body that never ends'));
+    }, 120_000);
     socket.on('data', (d: string) => {
       answer += d;
       // Answered: the server has a minute to close the connection (it keeps it open forever when it
       // goes on reading the refused body).
-      waiting ??= setTimeout(() => {
+      if (answer.length > d.length) return;
+      clearTimeout(waiting);
+      waiting = setTimeout(() => {
         socket.destroy();
         reject(new Error(`answered "${answer.split('\r\n')[0]}" but kept reading the refused body: the connection stayed open`));
       }, 60_000);
@@ -75,7 +81,7 @@ function refusedSlowBody(head: string): Promise<{ status: string; closed: boolea
       clearTimeout(waiting);
       resolve({ status: answer.split('\r\n')[0]!, closed: true });
     });
-    socket.write(`${head}\r\n\r\n${chunked ? `400\r\n${'x'.repeat(1024)}\r\n` : 'x'.repeat(1024)}`);
+    socket.write(`${head}\r\n\r\n${body ?? (chunked ? `400\r\n${'x'.repeat(1024)}\r\n` : 'x'.repeat(1024))}`);
   });
 }
 
@@ -101,6 +107,30 @@ describe('a refused request cannot hold a connection with a body that never ends
       expect(got.status, c.head).toContain(` ${c.status} `);
     }
   });
+});
+
+describe('a multipart upload is bounded in all its bytes, not only in its file part', () => {
+  it(
+    'a chunked form whose bytes are all outside a file part (a preamble that never ends) is refused past the cap',
+    { timeout: 180_000 },
+    async () => {
+      const boundary = 'dify-provision-boundary';
+      const head = [
+        'POST /api/v1/plans HTTP/1.1',
+        `Host: 127.0.0.1:${port}`,
+        `Authorization: Bearer ${ADMIN}`,
+        `Content-Type: multipart/form-data; boundary=${boundary}`,
+        'Transfer-Encoding: chunked',
+      ].join('\r\n');
+      // Busboy skips a preamble before the first boundary: 3 MiB of it, past the 1 MiB cap and the
+      // 1 MiB allowed for form fields, then a byte at a time for as long as the server reads.
+      const junk = 'y'.repeat(64 << 10);
+      const preamble = `${junk.length.toString(16)}\r\n${junk}\r\n`.repeat(48);
+      const got = await refusedSlowBody(head, preamble);
+      expect(got.status).toContain(' 413 ');
+      expect(await readdir(uploads)).toEqual([]);
+    },
+  );
 });
 
 describe('a zip bomb as an .xlsx plan', () => {

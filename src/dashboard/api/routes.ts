@@ -410,6 +410,16 @@ async function readInput(
     const fields: Record<string, string> = {};
     let file: { path: string; sha256: string; name: string } | undefined;
     const parts = req.parts({ limits: { fileSize: cap + 1, files: 1, fields: 20, fieldSize: 64 << 10, parts: 21 } });
+    // Busboy reads the raw request and skips what is no part (a preamble, an epilogue): every byte
+    // counts here, so a chunked form that never reaches a file part is refused past the cap too.
+    let received = 0;
+    const count = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received <= cap + MULTIPART_OVERHEAD) return;
+      req.raw.off('data', count);
+      req.raw.emit('error', new UploadTooLargeError(cap)); // ends the parts with this error
+    };
+    req.raw.on('data', count);
     for await (const part of parts) {
       if (part.type === 'field') fields[part.fieldname] = String(part.value);
       else if (part.fieldname !== 'file') {
