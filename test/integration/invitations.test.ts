@@ -22,7 +22,7 @@ import { until } from '../helpers/cli-world.js';
 import { DEFAULT_RETRY, jobFor, type JobData } from '../../src/queue/contract.js';
 import { BANDS, type BandName } from '../helpers/dify-checks.js';
 import { dumpRedis } from '../helpers/redis-dump.js';
-import { startCluster, type TestCluster } from '../helpers/redis-topologies.js';
+import { startCluster, startSentinel, type TestCluster, type TestSentinel } from '../helpers/redis-topologies.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const CONSOLE = 'https://dify.example.com';
@@ -40,6 +40,7 @@ let env: TestEnv;
 let provisioner: Provisioner | undefined;
 let difyRedis: Redis | Redis[] | undefined;
 let cluster: TestCluster | undefined;
+let sentinel: TestSentinel | undefined;
 afterEach(async () => {
   await provisioner?.close();
   provisioner = undefined;
@@ -47,6 +48,8 @@ afterEach(async () => {
   difyRedis = undefined;
   await cluster?.stop();
   cluster = undefined;
+  await sentinel?.stop();
+  sentinel = undefined;
   await env?.cleanup();
 });
 
@@ -353,6 +356,26 @@ describe('--invite, what must not happen and what must converge', () => {
     const links = await reveal(batchId, 'links.csv');
     expect(tokens.map((t) => t.token).sort()).toEqual(links.map((l) => new URL(l.link!).searchParams.get('token')).sort());
     for (const p of page) expect(tokens.map((t) => t.token)).not.toContain(p.pending_token);
+  });
+
+  it("Dify's Redis behind a Sentinel, in its REDIS_DB: one token per created person on the master", async () => {
+    env = await createTestEnv();
+    sentinel = await startSentinel(join(env.dir, 'sentinel'));
+    const master = new Redis({ host: '127.0.0.1', port: await sentinel.masterPort(), db: 4 });
+    difyRedis = master;
+    const invitations: InvitationSettings = {
+      redis: { kind: 'sentinel', sentinels: [{ host: '127.0.0.1', port: sentinel.sentinel.port }], name: sentinel.name, db: 4 },
+      keyPrefix: '',
+      expiryHours: HOURS,
+      consoleWebUrl: CONSOLE,
+    };
+    const { batchId } = await runBatch({ ...env.config, invitations }, CSV, 'sentinel');
+    const tokens = await difyTokens([master]);
+    expect(tokens).toHaveLength(3);
+    expect(tokens.every((t) => t.key === `member_invite:token:${t.token}`)).toBe(true);
+    const links = await reveal(batchId, 'links.csv');
+    expect(links.map((l) => new URL(l.link!).searchParams.get('token')).sort()).toEqual(tokens.map((t) => t.token).sort());
+    for (const t of tokens) expect(await resolvesLikeDify(t.value)).toBeDefined();
   });
 
   it("--resend on a Redis Cluster: fresh tokens for people still pending, their old ones (ours and Dify's) deleted, activated people left alone", async () => {
