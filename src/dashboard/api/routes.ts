@@ -323,26 +323,28 @@ export async function registerApi(app: FastifyInstance, deps: ApiDeps): Promise<
           handler: async (req, reply) => {
             let uploads: UploadDir | undefined;
             const dir = async () => (uploads ??= await uploadDir(deps.tmpDir));
+            let answer: (Answer & { replayed?: boolean }) | void;
+            // The upload's folder is gone before the answer (or the error) is sent.
             try {
               const params = (route.params ? parseRequest(route.params, req.params, 'path') : {}) as Record<string, string>;
               const query = route.query ? parseRequest(route.query, withoutToken(req.query), 'query') : {};
               const { input, hash } = await readInput(req, route, deps.maxBytes, dir);
               const run = () => route.handle({ req, reply, params, query, input });
               const key = req.headers['idempotency-key'];
-              if (route.method === 'POST' && typeof key === 'string') {
-                const answer = await idempotency.once(
-                  key,
-                  requestHash(req.method, pathAndQuery(req), hash),
-                  async () => (await run()) ?? { status: 204, body: null },
-                );
-                if (answer.replayed) void reply.header('idempotent-replayed', 'true');
-                return reply.code(answer.status).send(answer.body);
-              }
-              const answer = await run();
-              return answer ? reply.code(answer.status).send(answer.body) : reply;
+              answer =
+                route.method === 'POST' && typeof key === 'string'
+                  ? await idempotency.once(
+                      key,
+                      requestHash(req.method, pathAndQuery(req), hash),
+                      async () => (await run()) ?? { status: 204, body: null },
+                    )
+                  : await run();
             } finally {
               await uploads?.remove();
             }
+            if (!answer) return reply; // the route answered itself (a streamed report)
+            if (answer.replayed) void reply.header('idempotent-replayed', 'true');
+            return reply.code(answer.status).send(answer.body);
           },
         });
       }
