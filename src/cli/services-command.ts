@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
 import { loadConfig } from '../config.js';
 import { openDbRuntime } from '../runtime.js';
-import type { DifySchemaName } from '../project-files.js';
+import { projectFile, type DifySchemaName } from '../project-files.js';
 import { createDifyDatabase } from '../services/dify-database.js';
 import { startLocalServices } from '../services/local-services.js';
 
@@ -22,6 +22,7 @@ export async function servicesCommand(flags: { dir?: string; difySchema: DifySch
   process.stdout.write(
     `export REDIS_URL=${services.redisUrl}\nexport DATABASE_URL=${databaseUrl}\nexport DIFY_STORAGE_DIR=${join(dir, 'storage')}\n` +
       `# a fresh database "dify" (no accounts); ${describeSchema(schema)}\n` +
+      `# the demo's ten sample accounts (owners for samples/workspaces.csv): psql "$DATABASE_URL" -f ${shellQuote(projectFile('samples', 'accounts.sql'))}\n` +
       `# Ctrl-C stops both servers and removes ${dir}\n`,
   );
   // The servers run detached: without a timer of its own this process would end here, leaving them.
@@ -33,3 +34,6 @@ export async function servicesCommand(flags: { dir?: string; difySchema: DifySch
   await services.stop();
   return 0;
 }
+
+/** A POSIX shell word for `s`, quoted only when it needs to be. */
+const shellQuote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,8 +22,14 @@ describe('dify-provision services', () => {
       const { rows } = await client.query(
         `SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('tenants', 'accounts', 'tenant_account_joins')`,
       );
-      await client.end();
       expect(rows[0].n).toBe(3);
+      // The printed way to get the demo's sample accounts, run as a shell runs it with the exported URL.
+      const seed = /^# the demo's ten sample accounts[^:]*: (psql .+)$/m.exec(svc.output())?.[1];
+      expect(seed, svc.output()).toBeDefined();
+      execFileSync('sh', ['-c', seed!], { env: { ...process.env, DATABASE_URL: url }, stdio: 'pipe' });
+      const seeded = await client.query(`SELECT count(*)::int AS n FROM accounts WHERE email = 'ana@acme.example'`);
+      await client.end();
+      expect(seeded.rows[0].n).toBe(1);
       await new Promise((r) => setTimeout(r, 500));
       expect(svc.child.exitCode).toBeNull(); // still serving
       expect(await svc.stop('SIGTERM')).toBe(0);
