@@ -28,7 +28,10 @@ function buildProgram(exit: (code: number) => void): Command {
     .description('validate a CSV of workspaces and queue one job per valid row (FILE or - for stdin)')
     .argument('<file>', 'CSV or .xlsx file, or - for standard input')
     .option('--batch-id <id>', 'name the batch (default: from the file name and content)')
-    .option('--dry-run', 'validate and print what would be queued; touches neither Redis nor PostgreSQL')
+    .option(
+      '--dry-run',
+      'validate and print what would be queued, writing nothing (with a database set: a read-only plan from PostgreSQL; never Redis); exit 2 if any row would not go',
+    )
     .option('--ignore-unknown-columns', 'drop columns dify-provision does not know instead of refusing the file')
     .addOption(new Option('--delimiter <d>', 'CSV column delimiter: , ; or tab (default: detected from the header)').argParser(delimiter))
     .option('--encoding <name>', 'the CSV is not UTF-8 (or UTF-16 with a BOM): e.g. windows-1252')
