@@ -548,6 +548,22 @@ describe('Idempotency-Key', () => {
       'IDEMPOTENCY_KEY_REUSED',
     );
 
+    // A multipart upload: the file's name names the batch, so it is part of the request.
+    const formKey = { 'idempotency-key': 'form-1' };
+    const formOf = (name: string) => {
+      const form = new FormData();
+      form.set('file', new Blob([csvOf([{ workspace_name: 'Formco', owner_email: 'owner9@example.com' }])], { type: 'text/csv' }), name);
+      return form;
+    };
+    const named = await answer(
+      await api('/batches', { method: 'POST', body: formOf('wave-a.csv'), headers: formKey }),
+      201,
+      S.EnqueueResponseSchema,
+    );
+    expect(named.batch_id).toMatch(/^wave-a-/);
+    const renamed = await api('/batches', { method: 'POST', body: formOf('wave-b.csv'), headers: formKey });
+    expect((await errorOf(renamed, 422)).code).toBe('IDEMPOTENCY_KEY_REUSED');
+
     // A control action under a key runs once: the replay does not cancel again.
     const cancelKey = { 'idempotency-key': 'cancel-up' };
     const cancelled = await answer(await api('/batches/up/cancel', { method: 'POST', headers: cancelKey }), 200, S.ControlResponseSchema);
@@ -559,7 +575,7 @@ describe('Idempotency-Key', () => {
 
     // What is kept: a hash of the request and the answer, under this queue's keys, with a TTL.
     const kept = await env.redis.keys(`${env.config.queuePrefix}:*:idempotency:*`);
-    expect(kept).toHaveLength(3);
+    expect(kept).toHaveLength(4);
     for (const k of kept) {
       expect(await env.redis.pttl(k)).toBeGreaterThan(0);
       expect(await env.redis.get(k)).not.toContain(ADMIN);

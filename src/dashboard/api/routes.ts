@@ -461,6 +461,7 @@ function fileInput(
       ...(batch_id ? { batchId: batch_id } : {}),
       options: options as IngestOptions,
     },
-    hash: requestHash(file.sha256, JSON.stringify(Object.entries(fields).sort())),
+    // The file's name is part of the request: it names the batch when no batch_id is given.
+    hash: requestHash(file.sha256, file.name, JSON.stringify(Object.entries(fields).sort())),
   };
 }
