@@ -157,10 +157,12 @@ export const inviteCommand = (flags: { resend: string }, config: Config) =>
   withProvisioner(config, async (p) => {
     const batchId = flags.resend;
     const { resent, skipped } = await p.resendInvitations(batchId);
+    // A file name of its own: the first links were revealed to links.csv, which secrets never overwrites.
+    const stamp = new Date().toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-');
     process.stdout.write(
       `${resent} person(s) of batch ${batchId} got a fresh invitation (their older tokens are deleted from Dify's Redis); ` +
         `${skipped} activated already or their workspace is not active.\n` +
-        `The links: dify-provision secrets ${batchId} --invites --key operator.pem --out links.csv\n`,
+        `The links: dify-provision secrets ${batchId} --invites --key operator.pem --out links-${batchId}-resent-${stamp}.csv\n`,
     );
     return 0;
   });

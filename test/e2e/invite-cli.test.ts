@@ -82,7 +82,10 @@ describe('invitations from the CLI', () => {
       expect(after).toHaveLength(2);
       const annOld = first.find((k) => !after.includes(k))!;
       expect(annOld).toBeDefined();
-      const fresh = join(dir, 'fresh.csv');
+      // The command it prints names a file of its own (links.csv, where the first links went, is never overwritten).
+      const suggested = /--out (\S+)\n/.exec(resent.stdout)![1]!;
+      expect(suggested).toMatch(/^links-day1-resent-\d{8}-\d{6}\.csv$/);
+      const fresh = join(dir, suggested);
       expect((await runCli(['secrets', 'day1', '--invites', '--key', join(dir, 'op.key'), '--out', fresh], env.env)).code).toBe(0);
       const freshText = await readFile(fresh, 'utf8');
       expect(freshText.trim().split('\n')).toHaveLength(2);
