@@ -226,10 +226,25 @@ function guardLines(max: number): Transform {
   });
 }
 
+/**
+ * A header cell as a column name: trimmed, case-insensitive, and spaces or hyphens as underscores, so
+ * a spreadsheet's "Workspace Name" or "Owner-Email" is workspace_name or owner_email.
+ */
+const columnName = (cell: string) =>
+  cell
+    .trim()
+    .toLowerCase()
+    .replace(/[\s-]+/g, '_');
+
 function readHeader(record: string[], line: number, opts: ReadOptions, info: InputInfo): (Column | undefined)[] {
-  const names = record.map((h) => h.trim().toLowerCase());
-  const dup = names.find((n, i) => names.indexOf(n) !== i);
-  if (dup !== undefined) throw new CsvFormatError(line, `the header names column "${dup}" twice`);
+  const names = record.map(columnName);
+  const dupAt = names.findIndex((n, i) => names.indexOf(n) !== i);
+  if (dupAt >= 0) {
+    const dup = names[dupAt]!;
+    const cells = record.filter((_, i) => names[i] === dup).map((c) => `"${c.trim()}"`);
+    const as = cells.every((c) => c === `"${dup}"`) ? '' : ` (${cells.join(' and ')})`;
+    throw new CsvFormatError(line, `the header names column "${dup}" twice${as}`);
+  }
   const unknown = names.filter((n) => !(COLUMNS as readonly string[]).includes(n));
   const missing = REQUIRED_COLUMNS.filter((c) => !names.includes(c));
   const delimiter = info.delimiter;
@@ -260,7 +275,7 @@ const headerNames = (record: string[], used: Delimiter, other: Delimiter) =>
   record
     .join(used)
     .split(other)
-    .map((h) => h.trim().replace(/^"|"$/g, '').trim().toLowerCase());
+    .map((h) => columnName(h.trim().replace(/^"|"$/g, '')));
 
 function checkRow(fields: string[], columns: (Column | undefined)[], line: number, checker: RowChecker): CsvRow {
   const record: Partial<Record<Column, string>> = {};

@@ -25,8 +25,17 @@ describe('hostile CSV input: a clear, line-numbered answer for each row, never a
     );
     await expect(read('workspace_name,owner_email,password\nA,a@b.io,x\n')).rejects.toThrow(/line 1: unknown column\(s\) "password"/);
     await expect(read('workspace_name,owner_email,Owner_Email\nA,a@b.io,x\n')).rejects.toThrow(
-      'line 1: the header names column "owner_email" twice',
+      'line 1: the header names column "owner_email" twice ("owner_email" and "Owner_Email")',
     );
+    await expect(read('workspace_name,Owner Email,owner_email\nA,a@b.io,x\n')).rejects.toThrow(
+      'line 1: the header names column "owner_email" twice ("Owner Email" and "owner_email")',
+    );
+  });
+
+  it("takes a spreadsheet's column titles: spaces or hyphens for underscores, any case", async () => {
+    const rows = await read(' Workspace Name ;Owner-Email;External  ID\nAcme;a@b.io;c-1\n');
+    expect(summary(rows)).toEqual(['2 ok']);
+    expect(rows[0]).toMatchObject({ ok: true, row: { workspaceName: 'Acme', ownerEmail: 'a@b.io', externalId: 'c-1' } });
   });
 
   it('rejects a row with an unbalanced quote, keeping the rows before it', async () => {
