@@ -1,6 +1,6 @@
 // One batch, live: progress, counts, completions over time, the rows a page at a time, and the
 // actions that apply (retry failed rows, cancel waiting ones, queue cancelled ones again).
-import { api, el, svg } from './dom.js';
+import { api, el, readOnly, svg } from './dom.js';
 import { OUTCOMES, type RowsPage, type Status } from './types.js';
 import { bar, header, stateTag, workersText } from './widgets.js';
 
@@ -114,12 +114,14 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
           el('span', { id: 'eta', text: 'ETA ' + eta(s.throughput.etaSeconds) }),
         ]
       : [];
-  // Buttons only where they apply.
-  const buttons = [
-    ...(s.counts.failed > 0 ? [el('button', { id: 'retry', text: 'Retry failed rows', onclick: act('retry') })] : []),
-    ...(s.counts.queued > 0 ? [el('button', { id: 'cancel', text: 'Cancel waiting rows', onclick: act('cancel') })] : []),
-    ...(s.counts.cancelled > 0 ? [el('button', { id: 'resume', text: 'Queue cancelled rows again', onclick: act('resume') })] : []),
-  ];
+  // Buttons only where they apply, and none for a read-only session.
+  const buttons = readOnly
+    ? []
+    : [
+        ...(s.counts.failed > 0 ? [el('button', { id: 'retry', text: 'Retry failed rows', onclick: act('retry') })] : []),
+        ...(s.counts.queued > 0 ? [el('button', { id: 'cancel', text: 'Cancel waiting rows', onclick: act('cancel') })] : []),
+        ...(s.counts.cancelled > 0 ? [el('button', { id: 'resume', text: 'Queue cancelled rows again', onclick: act('resume') })] : []),
+      ];
   const first = page.rows[0];
   const last = page.rows[page.rows.length - 1];
   const shown = !first || !last ? 'no rows' : 'lines ' + first.line + '–' + last.line + (page.more ? ', more after' : '');

@@ -1,6 +1,9 @@
 // Small helpers for the console's pages: elements built with every value set as text, never as
 // HTML (workspace names are whatever the CSV said), and the dashboard's JSON API.
 
+/** A session made from a read-only token (status and reports only): the server marks its page so. */
+export const readOnly = document.documentElement.dataset['role'] === 'read';
+
 type Child = Node | string;
 type Attrs = { text?: string } & Record<string, string | ((e: Event) => unknown) | undefined>;
 

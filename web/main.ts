@@ -2,14 +2,22 @@
 // every second.
 import { batchPage } from './batch.js';
 import { batchesPage } from './batches.js';
-import { el } from './dom.js';
+import { el, readOnly } from './dom.js';
 import { newBatchPage } from './new-batch.js';
 
 const app = document.getElementById('app')!;
 let timer: ReturnType<typeof setTimeout> | undefined;
 
+if (readOnly) document.getElementById('new-link')?.remove();
+
 async function render(): Promise<void> {
   // "New batch" holds the chosen file and its plan: drawn once, never refreshed.
+  if (location.pathname === '/new' && readOnly) {
+    app.replaceChildren(
+      el('p', { class: 'err', text: 'This session is read-only (status and reports): a new batch needs the admin token.' }),
+    );
+    return;
+  }
   if (location.pathname === '/new') return newBatchPage(app);
   clearTimeout(timer);
   try {

@@ -5,7 +5,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import type { Queue } from 'bullmq';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Db } from '../db/pool.js';
 import { workersServing, type RedisClient } from '../queue/connection.js';
 import { BatchNotFoundError, ProvisionError, UsageError } from '../errors.js';
@@ -16,7 +16,7 @@ import { allReportRows, reportRows } from '../store/report.js';
 import { OUTCOMES, type Outcome } from '../types.js';
 import { loadConsoleAssets } from './assets.js';
 import { attachment } from './download.js';
-import { guardStateChanges, requireToken, sessionStore } from './auth.js';
+import { guardStateChanges, requireToken, roleOf, sessionStore } from './auth.js';
 import { healthCheck } from './health.js';
 import { createMetrics } from './metrics.js';
 import { liveStatus, registerApi } from './api/routes.js';
@@ -95,8 +95,10 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   await app.register(board.registerPlugin() as never, { prefix: '/queues' });
 
   const assets = await loadConsoleAssets();
-  const page = (_req: unknown, reply: { type(t: string): { send(b: string): unknown } }) =>
-    reply.type('text/html; charset=utf-8').send(assets.page);
+  // A session made from a read-only token gets the page marked so: it offers no action it would be refused.
+  const readPage = assets.page.replace('<html lang="en">', '<html lang="en" data-role="read">');
+  const page = (req: FastifyRequest, reply: { type(t: string): { send(b: string): unknown } }) =>
+    reply.type('text/html; charset=utf-8').send(roleOf(req) === 'read' ? readPage : assets.page);
   app.get('/', page);
   app.get('/batches/:id', page);
   app.get('/new', page);

@@ -12,6 +12,7 @@ import { launchChromium, startDashboard } from '../helpers/dashboard.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const TOKEN = 'test-console-token-0123456789';
+const READER = 'test-console-reader-0123456789';
 let env: TestEnv;
 const procs: Background[] = [];
 let base: string;
@@ -19,7 +20,7 @@ let browser: Browser;
 
 beforeAll(async () => {
   env = await createTestEnv({ accounts: 30 });
-  const started = await startDashboard({ ...env.env, DASHBOARD_TOKEN: TOKEN });
+  const started = await startDashboard({ ...env.env, DASHBOARD_TOKEN: TOKEN, DASHBOARD_READ_TOKENS: READER });
   procs.push(started.dash);
   base = started.base;
   expect(started.dash.output()).toContain(`dashboard: ${base}/`);
@@ -139,6 +140,49 @@ describe('the console: a new batch from the browser', () => {
     expect(await page.locator('#provision').count()).toBe(0);
     expect(await batches()).toBe(1); // only the first test's batch: planning wrote nothing
     expect(errors).toEqual([]);
+  });
+});
+
+describe('a read-only session (DASHBOARD_READ_TOKENS)', () => {
+  it('offers no New batch and no batch actions, where an admin session has them; /new says why', async () => {
+    // A batch with a failed row: its page offers "Retry failed rows" to an admin.
+    const made = await fetch(`${base}/api/v1/batches`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ batch_id: 'read-only-view', rows: [{ workspace_name: 'Ghost', owner_email: 'ghost@example.com' }] }),
+    });
+    expect(made.status, await made.clone().text()).toBe(201);
+    const failed = async () =>
+      Number(
+        (await env.db.query(`SELECT count(*) AS n FROM dify_provision.rows WHERE batch_id = 'read-only-view' AND outcome = 'failed'`))
+          .rows[0].n,
+      );
+    for (let i = 0; (await failed()) === 0; i++) {
+      expect(i, 'the row to fail').toBeLessThan(1200);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const open = async (token: string) => {
+      const page = await browser.newPage(); // a context of its own: its own session cookie
+      page.setDefaultTimeout(120_000);
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(`${base}/batches/read-only-view?token=${token}`);
+      await page.waitForSelector('#progress');
+      return { page, errors };
+    };
+    const admin = await open(TOKEN);
+    await admin.page.waitForSelector('button#retry');
+    expect(await admin.page.locator('#new-link').count()).toBe(1);
+    const reader = await open(READER);
+    expect(await reader.page.locator('#new-link').count()).toBe(0);
+    expect(await reader.page.locator('button').allTextContents()).not.toContain('Retry failed rows');
+    await reader.page.goto(`${base}/new`);
+    await reader.page.waitForSelector('main p.err');
+    expect(await text(reader.page, 'main p.err')).toContain('read-only');
+    expect(await reader.page.locator('#file').count()).toBe(0);
+    expect([...admin.errors, ...reader.errors]).toEqual([]);
+    await admin.page.close();
+    await reader.page.close();
   });
 });
 
