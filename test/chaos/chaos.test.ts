@@ -13,6 +13,9 @@ import { getBatchStatus } from '../../src/store/batches.js';
 import { createDifyDatabase } from '../../src/services/dify-database.js';
 import { startLocalServices, type LocalServices } from '../../src/services/local-services.js';
 import { readFile, stat } from 'node:fs/promises';
+import { Redis } from 'ioredis';
+import { operatorKeyFiles } from '../helpers/dify-invitations.js';
+import { dumpRedis } from '../helpers/redis-dump.js';
 
 const ROWS = Number(process.env.CHAOS_ROWS ?? 300);
 const CLI = projectFile('dist', 'src', 'cli', 'main.js');
@@ -54,13 +57,13 @@ function run(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: 
   });
 }
 
-function startWorker(kind: 'cli' | 'faulty', faultUntil = 0): ChildProcess {
+function startWorker(kind: 'cli' | 'faulty', faultUntil = 0, extraEnv: NodeJS.ProcessEnv = {}): ChildProcess {
   const args =
     kind === 'cli'
       ? [CLI, 'worker', '--concurrency', '4', '--lock-duration-ms', '3000']
       : ['--import', 'tsx', projectFile('test', 'chaos', 'faulty-worker.ts'), '4'];
   const child = spawn(process.execPath, args, {
-    env: { ...env, FAULT_UNTIL: String(faultUntil), FAULT_LOG: faultLog },
+    env: { ...env, FAULT_UNTIL: String(faultUntil), FAULT_LOG: faultLog, ...extraEnv },
     stdio: ['ignore', 'ignore', 'ignore'],
     cwd: projectFile(),
   });
@@ -155,5 +158,184 @@ describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
     expect(await runDoctor(db, { storageDir: join(tmp, 'storage'), minOrphanAgeSeconds: 0 })).toEqual([]);
     const doctor = await run(['doctor', '--min-age', '0']);
     expect(doctor.code, doctor.out).toBe(0);
+  });
+});
+
+// The same kind of run with --create-missing-owners --invite: every row creates its owner, whose
+// token goes to Dify's Redis (here database 5 of the same server, keys under a prefix) after the
+// workspace's COMMIT. Two workers die by SIGKILL exactly between that COMMIT and the SETEX (their
+// n-th token store, n drawn anew at each restart), the CLI worker is killed at random moments,
+// and Redis (ours and Dify's) and PostgreSQL restart. At the end each person has exactly one token.
+describe(`chaos with invitations: ${ROWS} rows, workers killed between COMMIT and SETEX`, () => {
+  it("ends with exactly one token per created person in Dify's Redis, each revealed once, none in ours", async () => {
+    const started = Date.now();
+    const DIFY_DB = 5;
+    const prefix = 'chaosdify';
+    const dir = join(tmp, 'invite');
+    await mkdir(join(dir, 'storage'), { recursive: true });
+    const op = await operatorKeyFiles(dir);
+    const redisAt = new URL(services.redisUrl);
+    const inviteEnv: NodeJS.ProcessEnv = {
+      DATABASE_URL: await createDifyDatabase(services.databaseUrl, 'chaosinv'),
+      DIFY_STORAGE_DIR: join(dir, 'storage'),
+      REDIS_HOST: redisAt.hostname,
+      REDIS_PORT: redisAt.port,
+      REDIS_DB: String(DIFY_DB),
+      REDIS_KEY_PREFIX: prefix,
+      CONSOLE_WEB_URL: 'https://dify.example.com',
+    };
+    const idb = createPool(inviteEnv.DATABASE_URL!, 2);
+    // Opened once the restarts are over (so they don't report its outage).
+    let dify: Redis | undefined;
+    let ours: Redis | undefined;
+    try {
+      const csv = join(dir, 'invite.csv');
+      await writeFile(
+        csv,
+        `workspace_name,owner_email,external_id\n${Array.from({ length: ROWS }, (_, i) => `Invite ${i},person${i}@example.com,inv-${i}`).join('\n')}\n`,
+      );
+      const ingest = await run(
+        [
+          'ingest',
+          csv,
+          '--batch-id',
+          'inv',
+          '--attempts',
+          '25',
+          '--backoff-ms',
+          '200',
+          '--create-missing-owners',
+          '--invite',
+          '--seal-to',
+          op.pub,
+        ],
+        inviteEnv,
+      );
+      expect(ingest.code, ingest.out).toBe(0);
+
+      const crashLog = join(dir, 'crashes.log');
+      const MAX_CRASHES = 16;
+      let crashStarts = 0;
+      const crashing = () => {
+        const n = crashStarts < MAX_CRASHES ? 1 + Math.floor(Math.random() * 6) : 0;
+        if (n > 0) crashStarts++;
+        return startWorker('faulty', 0, { ...inviteEnv, CRASH_AT_STORE: String(n), CRASH_LOG: crashLog, SWEEP_MS: '3000' });
+      };
+      const workers: ChildProcess[] = [startWorker('cli', 0, inviteEnv), crashing(), crashing()];
+      const exited = workers.map(() => false);
+      const watchExit = (i: number) => workers[i]!.once('exit', () => (exited[i] = true));
+      workers.forEach((_, i) => watchExit(i));
+      const figures = { kills: 0, redisRestarts: 0, postgresRestarts: 0 };
+      const schedule: { at: number; what: 'kill' | 'redis' | 'postgres' }[] = [
+        ...[8, 22, 45, 70].map((at) => ({ at, what: 'kill' as const })),
+        { at: 35, what: 'redis' as const },
+        { at: 55, what: 'postgres' as const },
+      ].sort((a, b) => a.at - b.at);
+      const restart = (i: number) => {
+        workers[i] = i === 0 ? startWorker('cli', 0, inviteEnv) : crashing();
+        exited[i] = false;
+        watchExit(i);
+      };
+      const deadline = Date.now() + 300_000;
+      for (;;) {
+        const s = await getBatchStatus(idb, 'inv').catch(() => undefined);
+        if (s?.done) break;
+        if (Date.now() > deadline) throw new Error(`invite chaos batch not done after 300 s: ${JSON.stringify(s?.counts)}`);
+        // A worker that killed itself between COMMIT and SETEX is replaced, as a supervisor would.
+        for (let i = 0; i < workers.length; i++) if (exited[i]) restart(i);
+        const pct = s ? (s.finished / s.total) * 100 : 0;
+        while (schedule.length > 0 && schedule[0]!.at <= pct) {
+          const fault = schedule.shift()!;
+          if (fault.what === 'kill') {
+            const i = figures.kills % workers.length;
+            workers[i]!.kill('SIGKILL');
+            figures.kills++;
+          } else if (fault.what === 'redis') {
+            await services.restartRedis();
+            figures.redisRestarts++;
+          } else {
+            await services.restartPostgres();
+            figures.postgresRestarts++;
+          }
+        }
+        await sleep(300);
+      }
+      expect(figures).toEqual({ kills: 4, redisRestarts: 1, postgresRestarts: 1 });
+      // Tokens a crash or Dify's Redis restart left pending are stored by a re-run job or the sweep.
+      const pendingLeft = async () =>
+        (await idb.query(`SELECT count(*)::int AS n FROM dify_provision.invitations WHERE pending_token IS NOT NULL`)).rows[0].n as number;
+      const waitUntil = Date.now() + 180_000;
+      while ((await pendingLeft()) > 0) {
+        if (Date.now() > waitUntil) throw new Error(`${await pendingLeft()} invitation(s) still pending after 180 s`);
+        for (let i = 0; i < workers.length; i++) if (exited[i]) restart(i);
+        await sleep(500);
+      }
+      for (const w of workers) w.kill('SIGTERM');
+      await sleep(500);
+      dify = new Redis(`${services.redisUrl}/${DIFY_DB}`);
+      ours = new Redis(services.redisUrl);
+      const crashes = (await readFile(crashLog, 'utf8').catch(() => '')).split('\n').filter(Boolean).length;
+
+      const status = (await getBatchStatus(idb, 'inv'))!;
+      const { rows: retried } = await idb.query<{ n: number }>(
+        `SELECT count(*) FILTER (WHERE attempts > 1)::int AS n FROM dify_provision.rows`,
+      );
+      console.log(
+        `invite chaos figures: ${JSON.stringify({ rows: ROWS, ...figures, crashesBetweenCommitAndSetex: crashes, retriedRows: retried[0]!.n, seconds: Math.round((Date.now() - started) / 1000), counts: status.counts })}`,
+      );
+      expect(crashes).toBeGreaterThanOrEqual(5); // the window was really hit, several times
+      expect(status.total).toBe(ROWS);
+      expect(status.counts.created).toBe(ROWS);
+      // One person created per row, owner of its workspace.
+      const { rows: people } = await idb.query<{ account_id: string; email: string; tenant_id: string }>(
+        `SELECT a.id AS account_id, a.email, j.tenant_id FROM accounts a JOIN tenant_account_joins j ON j.account_id = a.id AND j.role = 'owner'`,
+      );
+      expect(people).toHaveLength(ROWS);
+      expect(new Set(people.map((p) => p.tenant_id)).size).toBe(ROWS);
+      const byAccount = new Map(people.map((p) => [p.account_id, p]));
+
+      // Dify's Redis: exactly one token per person, naming them and their workspace, with a TTL.
+      const keys = await dify.keys('*member_invite:token:*');
+      expect(keys).toHaveLength(ROWS);
+      const tokenOfAccount = new Map<string, string>();
+      for (const k of keys) {
+        expect(k.startsWith(`${prefix}:member_invite:token:`), k).toBe(true);
+        const v = JSON.parse((await dify.get(k))!) as { account_id: string; email: string; workspace_id: string };
+        const p = byAccount.get(v.account_id);
+        expect(p, `token ${k} names an account the batch did not create`).toBeDefined();
+        expect(v.workspace_id).toBe(p!.tenant_id);
+        expect(v.email).toBe(p!.email);
+        expect(tokenOfAccount.has(v.account_id), `two tokens for ${v.email}`).toBe(false);
+        tokenOfAccount.set(v.account_id, k.slice(k.lastIndexOf(':') + 1));
+        expect(await dify.ttl(k)).toBeGreaterThan(0);
+      }
+      expect(tokenOfAccount.size).toBe(ROWS);
+
+      // secrets --invites: one link per person, whose token is that person's key in Dify's Redis.
+      const out = join(dir, 'links.csv');
+      const shown = await run(['secrets', 'inv', '--invites', '--key', op.key, '--out', out], inviteEnv);
+      expect(shown.code, shown.out).toBe(0);
+      const lines = (await readFile(out, 'utf8')).trim().split('\n').slice(1);
+      expect(lines).toHaveLength(ROWS);
+      const linked = new Set<string>();
+      for (const line of lines) {
+        const m = /\/activate\?email=([^&,]+)&token=([0-9a-f-]{36})/.exec(line)!;
+        expect(m, line).not.toBeNull();
+        const email = decodeURIComponent(m[1]!);
+        const p = people.find((x) => x.email === email)!;
+        expect(tokenOfAccount.get(p.account_id)).toBe(m[2]);
+        linked.add(p.account_id);
+      }
+      expect(linked.size).toBe(ROWS);
+
+      // No token in our Redis.
+      const dump = await dumpRedis(ours);
+      for (const t of tokenOfAccount.values()) expect(dump).not.toContain(t);
+      expect(dump).not.toContain('/activate?');
+    } finally {
+      dify?.disconnect();
+      ours?.disconnect();
+      await idb.end();
+    }
   });
 });
