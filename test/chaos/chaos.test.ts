@@ -71,6 +71,34 @@ function startWorker(kind: 'cli' | 'faulty', faultUntil = 0, extraEnv: NodeJS.Pr
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Figures {
+  kills: number;
+  redisRestarts: number;
+  postgresRestarts: number;
+}
+/** Applies (and counts) the scheduled faults due at `pct` percent done; `kill(i)` kills worker i (of `n`, in turn). */
+async function applyDue(
+  schedule: { at: number; what: 'kill' | 'redis' | 'postgres' }[],
+  pct: number,
+  figures: Figures,
+  kill: (i: number) => void,
+  n: number,
+) {
+  while (schedule.length > 0 && schedule[0]!.at <= pct) {
+    const fault = schedule.shift()!;
+    if (fault.what === 'kill') {
+      kill(figures.kills % n);
+      figures.kills++;
+    } else if (fault.what === 'redis') {
+      await services.restartRedis(); // a failed restart fails the test
+      figures.redisRestarts++;
+    } else {
+      await services.restartPostgres();
+      figures.postgresRestarts++;
+    }
+  }
+}
 let faultLog = '';
 
 describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
@@ -102,21 +130,16 @@ describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
       if (s?.done) break;
       if (Date.now() > deadline) throw new Error(`chaos batch not done after 300 s: ${JSON.stringify(s?.counts)}`);
       const pct = s ? (s.finished / s.total) * 100 : 0;
-      while (schedule.length > 0 && schedule[0]!.at <= pct) {
-        const fault = schedule.shift()!;
-        if (fault.what === 'kill') {
-          const i = figures.kills % workers.length;
+      await applyDue(
+        schedule,
+        pct,
+        figures,
+        (i) => {
           workers[i]!.kill('SIGKILL');
-          figures.kills++;
           workers[i] = startWorker(i === 2 ? 'faulty' : 'cli', faultUntil);
-        } else if (fault.what === 'redis') {
-          await services.restartRedis(); // a failed restart fails the test
-          figures.redisRestarts++;
-        } else {
-          await services.restartPostgres();
-          figures.postgresRestarts++;
-        }
-      }
+        },
+        workers.length,
+      );
       await sleep(300);
     }
     // Every fault happened while the batch ran (none skipped because it finished first).
@@ -244,20 +267,7 @@ describe(`chaos with invitations: ${ROWS} rows, workers killed between COMMIT an
         // A worker that killed itself between COMMIT and SETEX is replaced, as a supervisor would.
         for (let i = 0; i < workers.length; i++) if (exited[i]) restart(i);
         const pct = s ? (s.finished / s.total) * 100 : 0;
-        while (schedule.length > 0 && schedule[0]!.at <= pct) {
-          const fault = schedule.shift()!;
-          if (fault.what === 'kill') {
-            const i = figures.kills % workers.length;
-            workers[i]!.kill('SIGKILL');
-            figures.kills++;
-          } else if (fault.what === 'redis') {
-            await services.restartRedis();
-            figures.redisRestarts++;
-          } else {
-            await services.restartPostgres();
-            figures.postgresRestarts++;
-          }
-        }
+        await applyDue(schedule, pct, figures, (i) => workers[i]!.kill('SIGKILL'), workers.length);
         await sleep(300);
       }
       expect(figures).toEqual({ kills: 4, redisRestarts: 1, postgresRestarts: 1 });
