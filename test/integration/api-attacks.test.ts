@@ -1,46 +1,27 @@
 // Attacks on the dashboard's HTTP API over real sockets, against real PostgreSQL and Redis: what
 // an outsider (no token), a read-only token or another site can make the server hold.
-import { mkdir, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
-import type { Queue } from 'bullmq';
-import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { buildDashboard } from '../../src/dashboard/server.js';
-import { envQueue } from '../helpers/batch.js';
+import { listeningDashboard } from '../helpers/dashboard.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 import { xlsxBomb } from '../helpers/zip-bomb.js';
 
 const ADMIN = 'attack-admin-token-0123456789';
 const READER = 'attack-read-only-token-0123456789';
 let env: TestEnv;
-let app: FastifyInstance;
-let queue: Queue;
+let dashboard: Awaited<ReturnType<typeof listeningDashboard>>;
 let port: number;
 let uploads: string;
 const CAP = 1 << 20;
 
 beforeEach(async () => {
   env = await createTestEnv();
-  queue = await envQueue(env);
-  uploads = join(env.dir, 'uploads');
-  await mkdir(uploads);
-  app = await buildDashboard({
-    db: env.db,
-    queue,
-    redis: env.redis,
-    token: ADMIN,
-    readTokens: [READER],
-    maxBytes: CAP,
-    tmpDir: uploads,
-  });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  port = (app.server.address() as AddressInfo).port;
+  dashboard = await listeningDashboard(env, { token: ADMIN, readTokens: [READER], maxBytes: CAP });
+  ({ port, uploads } = dashboard);
 });
 afterEach(async () => {
-  await app.close();
-  await queue.close();
+  await dashboard.close();
   await env.cleanup();
 });
 

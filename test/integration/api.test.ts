@@ -2,11 +2,8 @@
 // worker: every endpoint, its auth (admin token, read-only token, session cookie + CSRF), the
 // error body, uploads (raw body, multipart, .xlsx; the size cap before anything is stored),
 // Idempotency-Key, and the OpenAPI document (validated, and matching the registered routes).
-import { mkdir, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { request } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
-import type { Queue } from 'bullmq';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import ExcelJS from 'exceljs';
 import type { FastifyInstance } from 'fastify';
@@ -15,11 +12,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { SESSION_COOKIE } from '../../src/dashboard/auth.js';
 import * as S from '../../src/dashboard/api/schemas.js';
-import { buildDashboard } from '../../src/dashboard/server.js';
 import { provisionerOn, type Provisioner } from '../../src/provisioner.js';
 import { openQueueRuntime } from '../../src/runtime.js';
 import { runWorker, type RunningWorker } from '../../src/worker/run-worker.js';
-import { csvOf, envQueue, waitUntilDone } from '../helpers/batch.js';
+import { csvOf, waitUntilDone } from '../helpers/batch.js';
+import { listeningDashboard } from '../helpers/dashboard.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const ADMIN = 'api-admin-token-0123456789';
@@ -27,33 +24,19 @@ const READER = 'api-read-only-token-0123456789';
 const CAP = 1 << 20;
 let env: TestEnv;
 let provisioner: Provisioner;
+let dashboard: Awaited<ReturnType<typeof listeningDashboard>>;
 let app: FastifyInstance;
 let base: string;
 let uploads: string;
-let queue: Queue;
 
 beforeEach(async () => {
   env = await createTestEnv();
   provisioner = provisionerOn(await openQueueRuntime(env.config, { logger: pino({ level: 'silent' }) }));
-  uploads = join(env.dir, 'uploads');
-  await mkdir(uploads);
-  queue = await envQueue(env);
-  app = await buildDashboard({
-    db: env.db,
-    queue,
-    redis: env.redis,
-    token: ADMIN,
-    readTokens: [READER],
-    provisioner,
-    maxBytes: CAP,
-    tmpDir: uploads,
-  });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  dashboard = await listeningDashboard(env, { token: ADMIN, readTokens: [READER], provisioner, maxBytes: CAP });
+  ({ app, base, uploads } = dashboard);
 });
 afterEach(async () => {
-  await app.close();
-  await queue.close();
+  await dashboard.close();
   await provisioner.close();
   await env.cleanup();
 });
