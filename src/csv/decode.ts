@@ -68,19 +68,28 @@ const ZIP = Buffer.from([0x50, 0x4b, 0x03, 0x04]);
 
 export type Start = { kind: 'zip'; chunks: AsyncIterable<Buffer> } | { kind: 'text'; chunks: AsyncIterable<Buffer> };
 
-/** The input's first bytes (enough for a BOM or a zip signature) and then the rest, unread. */
-export async function peek(input: AsyncIterable<Buffer | string>): Promise<{ head: Buffer; rest: AsyncIterator<Buffer | string> }> {
-  const it = input[Symbol.asyncIterator]();
+/**
+ * The next chunks of `it` as one buffer: at least one, then more until `enough` (given the last
+ * chunk and the bytes so far) says so or the input ends. The rest stays unread in `it`.
+ */
+export async function gather(it: AsyncIterator<Buffer | string>, enough: (chunk: Buffer, total: number) => boolean): Promise<Buffer> {
   const got: Buffer[] = [];
   let n = 0;
-  while (n < 4) {
+  for (;;) {
     const next = await it.next();
     if (next.done) break;
     const b = typeof next.value === 'string' ? Buffer.from(next.value) : next.value;
     got.push(b);
     n += b.length;
+    if (enough(b, n)) break;
   }
-  return { head: Buffer.concat(got), rest: it };
+  return Buffer.concat(got);
+}
+
+/** The input's first bytes (enough for a BOM or a zip signature) and then the rest, unread. */
+export async function peek(input: AsyncIterable<Buffer | string>): Promise<{ head: Buffer; rest: AsyncIterator<Buffer | string> }> {
+  const it = input[Symbol.asyncIterator]();
+  return { head: await gather(it, (_chunk, n) => n >= 4), rest: it };
 }
 
 export const isZip = (head: Buffer): boolean => head.subarray(0, 4).equals(ZIP);

@@ -9,6 +9,7 @@ import {
   delimiterName,
   DELIMITERS,
   detectDelimiter,
+  gather,
   isZip,
   newInputInfo,
   peek,
@@ -151,18 +152,7 @@ async function* csvRecords(
 }
 
 /** The text up to the end of its first line (or 64 KiB): enough to see the header's delimiter. */
-async function headerChunk(text: AsyncIterator<Buffer>): Promise<Buffer> {
-  const got: Buffer[] = [];
-  let n = 0;
-  while (n < 64 * 1024) {
-    const next = await text.next();
-    if (next.done) break;
-    got.push(next.value);
-    n += next.value.length;
-    if (next.value.includes(0x0a)) break;
-  }
-  return Buffer.concat(got);
-}
+const headerChunk = (text: AsyncIterator<Buffer>): Promise<Buffer> => gather(text, (chunk, n) => chunk.includes(0x0a) || n >= 64 * 1024);
 
 // csv-parse counts lines up to the end of a record (a quoted field can span lines): a record
 // starts on the line after the previous one ended, past any empty lines it skipped.
