@@ -1,5 +1,6 @@
-// Every dashboard request carries the token (Authorization: Bearer, an X-Dashboard-Token header,
-// or ?token=) or a browser session made from it; only the health check and the icon are open.
+// Every dashboard request carries the token (Authorization: Bearer or an X-Dashboard-Token header)
+// or a browser session made from it; only the health check and the icon are open. A ?token= in
+// the address is only traded for a session by a page visit (the API never takes it).
 //
 // Browsers send a cookie to every port of its host (cookies ignore ports), so a page on another
 // local port can send the browser there and read it. The token itself therefore never goes into
@@ -14,39 +15,62 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 export const SESSION_COOKIE = 'dify_provision_session';
 /** One hour from the ?token= visit, then the address with ?token= again. */
 export const SESSION_TTL_MS = 60 * 60 * 1000;
-/** Sessions held at once: the oldest goes first (only a holder of the token can make them). */
-const MAX_SESSIONS = 1000;
+/**
+ * Sessions held at once per token: a token's oldest session goes first when it makes one more.
+ * Per token, so that visits with a read-only token (which many may hold) never push out the
+ * admin's sessions, or another read token's.
+ */
+export const MAX_SESSIONS_PER_TOKEN = 1000;
 
 /** The dashboard token is the admin's; a read token (DASHBOARD_READ_TOKENS) reads only: GETs. */
 export type Role = 'admin' | 'read';
 
+/** Who a token is: its role, and which token it is (`admin`, `read:0`, ...), never the token itself. */
+export interface Holder {
+  role: Role;
+  token: string;
+}
+
 export interface Sessions {
   readonly ttlMs: number;
-  /** A new session value (for the cookie), with the role of the token it was made from. */
-  create(role?: Role): string;
+  /** A new session value (for the cookie), for the token it was made from. */
+  create(holder?: Holder): string;
   /** The session's role, if it is live. */
   valid(value: string): Role | undefined;
 }
 
-export function sessionStore(ttlMs = SESSION_TTL_MS, max = MAX_SESSIONS): Sessions {
-  const expiries = new Map<string, { end: number; role: Role }>(); // sha256 of the value -> when it ends
+export function sessionStore(ttlMs = SESSION_TTL_MS, perToken = MAX_SESSIONS_PER_TOKEN): Sessions {
+  // sha256 of the value -> when it ends and whose it is; and each token's sessions, oldest first.
+  const sessions = new Map<string, { end: number; holder: Holder }>();
+  const byToken = new Map<string, Set<string>>();
   const digest = (value: string) => createHash('sha256').update(value).digest('base64');
+  const drop = (h: string) => {
+    const s = sessions.get(h);
+    if (!s) return;
+    sessions.delete(h);
+    const own = byToken.get(s.holder.token);
+    own?.delete(h);
+    if (own?.size === 0) byToken.delete(s.holder.token);
+  };
   return {
     ttlMs,
-    create(role = 'admin') {
+    create(holder = { role: 'admin', token: 'admin' }) {
       const now = Date.now();
-      for (const [h, s] of expiries) if (s.end <= now) expiries.delete(h);
-      while (expiries.size >= max) expiries.delete(expiries.keys().next().value!);
+      for (const [h, s] of sessions) if (s.end <= now) drop(h);
+      const own = byToken.get(holder.token) ?? new Set<string>();
+      while (own.size >= perToken) drop(own.values().next().value!);
       const value = randomBytes(32).toString('base64url');
-      expiries.set(digest(value), { end: now + ttlMs, role });
+      const h = digest(value);
+      sessions.set(h, { end: now + ttlMs, holder });
+      byToken.set(holder.token, own.add(h));
       return value;
     },
     valid(value) {
       const h = digest(value);
-      const session = expiries.get(h);
+      const session = sessions.get(h);
       if (session === undefined) return undefined;
-      if (session.end > Date.now()) return session.role;
-      expiries.delete(h);
+      if (session.end > Date.now()) return session.holder.role;
+      drop(h);
       return undefined;
     },
   };
@@ -54,18 +78,24 @@ export function sessionStore(ttlMs = SESSION_TTL_MS, max = MAX_SESSIONS): Sessio
 
 type Presented = { kind: 'token' | 'session'; value: string };
 
+/** The token or session a request carries in its headers (a ?token= in the address is not one: see requireToken). */
 function presented(req: FastifyRequest): Presented | undefined {
   const auth = req.headers.authorization;
   if (auth?.startsWith('Bearer ')) return { kind: 'token', value: auth.slice(7) };
   const header = req.headers['x-dashboard-token'];
   if (typeof header === 'string') return { kind: 'token', value: header };
-  const query = (req.query as Record<string, unknown> | undefined)?.token;
-  if (typeof query === 'string') return { kind: 'token', value: query };
   const cookie = req.headers.cookie
     ?.split(';')
     .map((c) => c.trim())
     .find((c) => c.startsWith(`${SESSION_COOKIE}=`));
   return cookie ? { kind: 'session', value: cookie.slice(SESSION_COOKIE.length + 1) } : undefined;
+}
+
+/** The ?token= of the address, if there is one (any value, even an empty or a repeated one). */
+function addressToken(req: FastifyRequest): string | undefined {
+  const query = (req.query as Record<string, unknown> | undefined)?.token;
+  if (query === undefined) return undefined;
+  return typeof query === 'string' ? query : '';
 }
 
 function same(a: string, b: string): boolean {
@@ -85,6 +115,25 @@ export function sameSiteTarget(rawUrl: string): string {
   return `/${url.pathname.replace(/^[/\\]+/, '')}${url.search}`;
 }
 
+/**
+ * The path a request is served by: the pattern of the route the router matched (it decodes
+ * percent-escapes, so `/%71ueues/…` is routed to `/queues/…`), or, when no route matches, the
+ * decoded path. Every decision about a path is made on this, never on the raw address.
+ */
+export function routedPath(req: FastifyRequest): string {
+  const routed = req.routeOptions.url;
+  if (routed !== undefined) return routed;
+  const path = req.url.split('?')[0]!;
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return path;
+  }
+}
+
+/** The versioned API, the console's JSON and bull-board's: they take the token as a header only. */
+const isApi = (path: string) => path.startsWith('/api/') || path.startsWith('/queues/api/');
+
 /** The tokens a dashboard takes: its own (admin) and read-only ones. */
 export interface Tokens {
   admin: string;
@@ -95,9 +144,10 @@ const roles = new WeakMap<FastifyRequest, Role>();
 /** The role of an authenticated request (undefined on the open paths). */
 export const roleOf = (req: FastifyRequest): Role | undefined => roles.get(req);
 
-function roleOfToken(value: string, tokens: Tokens): Role | undefined {
-  if (same(value, tokens.admin)) return 'admin';
-  return tokens.read?.some((t) => same(value, t)) ? 'read' : undefined;
+function holderOf(value: string, tokens: Tokens): Holder | undefined {
+  if (same(value, tokens.admin)) return { role: 'admin', token: 'admin' };
+  const i = tokens.read?.findIndex((t) => same(value, t)) ?? -1;
+  return i >= 0 ? { role: 'read', token: `read:${i}` } : undefined;
 }
 
 /** The versioned API answers in its JSON error body; the pages and the rest as plain text. */
@@ -106,16 +156,43 @@ export function refuse(req: FastifyRequest, reply: FastifyReply, status: number,
   // the request (no token, a read-only one, another site) cannot hold it open with a body that
   // never ends (fastify sets no request timeout).
   void reply.header('connection', 'close');
-  if (req.url.startsWith('/api/v1/')) return reply.code(status).send({ error: { code, message } });
+  if (routedPath(req).startsWith('/api/v1/')) return reply.code(status).send({ error: { code, message } });
   return reply.code(status).type('text/plain').send(`${status}: ${message}\n`);
 }
 
+const NEEDS_TOKEN = 'this dashboard needs its token (open it with ?token=…, or send Authorization: Bearer …)';
+
 export function requireToken(app: FastifyInstance, tokens: Tokens, open: string[], sessions: Sessions = sessionStore()): void {
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-    const path = req.url.split('?')[0]!;
+    const path = routedPath(req);
     if (open.includes(path)) return;
+    // A token in the address ends up in proxy logs and shell history: it is only ever traded for
+    // a session, by a page visit (GET), which then drops it from the address bar. The API and
+    // every other request take the token as a header; one with ?token= is refused, whatever else
+    // it carries, so that a client sending it learns at once.
+    const inAddress = addressToken(req);
+    if (inAddress !== undefined) {
+      if ((req.method !== 'GET' && req.method !== 'HEAD') || isApi(path)) {
+        return refuse(
+          req,
+          reply,
+          401,
+          'TOKEN_IN_ADDRESS',
+          'a token in the address (?token=) only opens the dashboard pages in a browser: send it as Authorization: Bearer …',
+        );
+      }
+      const holder = holderOf(inAddress, tokens);
+      if (!holder) return refuse(req, reply.header('www-authenticate', 'Bearer'), 401, 'UNAUTHORIZED', NEEDS_TOKEN);
+      // Trade the token in the address for a new session, and drop it from the address bar.
+      return reply
+        .header(
+          'set-cookie',
+          `${SESSION_COOKIE}=${sessions.create(holder)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${Math.ceil(sessions.ttlMs / 1000)}`,
+        )
+        .redirect(sameSiteTarget(req.url));
+    }
     const given = presented(req);
-    const role = given && (given.kind === 'token' ? roleOfToken(given.value, tokens) : sessions.valid(given.value));
+    const role = given && (given.kind === 'token' ? holderOf(given.value, tokens)?.role : sessions.valid(given.value));
     if (!role) {
       return refuse(
         req,
@@ -124,24 +201,13 @@ export function requireToken(app: FastifyInstance, tokens: Tokens, open: string[
         'UNAUTHORIZED',
         given?.kind === 'session'
           ? 'this dashboard session has ended (or belongs to another dashboard process): open the address with ?token=… again'
-          : 'this dashboard needs its token (open it with ?token=…, or send Authorization: Bearer …)',
+          : NEEDS_TOKEN,
       );
     }
     roles.set(req, role);
     // A read-only token reads: status, rows, reports (GET); anything else is the admin token's.
     if (role === 'read' && req.method !== 'GET' && req.method !== 'HEAD') {
       return refuse(req, reply, 403, 'READ_ONLY', 'this token is read-only (status and reports): changes need the dashboard token');
-    }
-    const query = (req.query as Record<string, unknown> | undefined)?.token;
-    // The API takes tokens as headers; a page visit with ?token= trades it for a session.
-    if (typeof query === 'string' && req.method === 'GET' && !path.startsWith('/api/v1/')) {
-      // Trade the token in the address for a new session, and drop it from the address bar.
-      return reply
-        .header(
-          'set-cookie',
-          `${SESSION_COOKIE}=${sessions.create(role)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${Math.ceil(sessions.ttlMs / 1000)}`,
-        )
-        .redirect(sameSiteTarget(req.url));
     }
   });
 }

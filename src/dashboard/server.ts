@@ -16,7 +16,7 @@ import { allReportRows, reportRows } from '../store/report.js';
 import { OUTCOMES, type Outcome } from '../types.js';
 import { loadConsoleAssets } from './assets.js';
 import { attachment } from './download.js';
-import { guardStateChanges, requireToken, roleOf, sessionStore } from './auth.js';
+import { guardStateChanges, requireToken, roleOf, routedPath, sessionStore } from './auth.js';
 import { healthCheck } from './health.js';
 import { createMetrics } from './metrics.js';
 import { liveStatus, registerApi } from './api/routes.js';
@@ -65,7 +65,8 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   app.addHook('onSend', async (req, reply, payload) => {
     reply.headers(SECURITY_HEADERS);
     // bull-board's page asks a public CDN for fonts: dropped, the page falls back to local fonts.
-    if (typeof payload === 'string' && req.url.startsWith('/queues')) return payload.replace(/<link[^>]+fonts\.googleapis\.com[^>]*>/g, '');
+    if (typeof payload === 'string' && routedPath(req).startsWith('/queues'))
+      return payload.replace(/<link[^>]+fonts\.googleapis\.com[^>]*>/g, '');
     return payload;
   });
   requireToken(
@@ -79,9 +80,10 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   const metrics = createMetrics(deps.db, deps.queue, workers);
 
   // Read-only: retrying, adding, editing or cleaning jobs behind the ledger's back is refused
-  // (bull-board's own read-only mode, and every non-GET under /queues here as well).
+  // (bull-board's own read-only mode, and every non-GET under /queues here as well: the path as
+  // routed, so that `/%71ueues/…`, which the router serves as `/queues/…`, is one too).
   app.addHook('onRequest', async (req, reply) => {
-    if (req.url.startsWith('/queues') && req.method !== 'GET' && req.method !== 'HEAD') {
+    if (routedPath(req).startsWith('/queues') && req.method !== 'GET' && req.method !== 'HEAD') {
       return reply.code(405).send({ error: 'the queue view is read-only: use the batch pages (retry, cancel) or the CLI' });
     }
   });
