@@ -13,6 +13,8 @@ import addressparser from 'nodemailer/lib/addressparser';
 import { ConfigError, UnreachableError } from './errors.js';
 import type { AzureBlobSettings } from './storage/azure-blob.js';
 import type { S3Settings } from './storage/s3.js';
+import { rootPrefix } from './storage/object-store.js';
+import { VENDOR_S3_NAMES, VENDOR_S3_TYPES, vendorS3Storage, type VendorS3Type } from './config/dify-storage.js';
 
 /** Every Dify variable we read (from its .env or our environment); nothing else of Dify's. */
 const DIFY_NAMES = new Set([
@@ -68,6 +70,7 @@ const DIFY_NAMES = new Set([
   'AZURE_BLOB_ACCOUNT_KEY',
   'AZURE_BLOB_CONTAINER_NAME',
   'AZURE_BLOB_ACCOUNT_URL',
+  ...VENDOR_S3_NAMES,
   'MAIL_TYPE',
   'MAIL_DEFAULT_SEND_FROM',
   'SMTP_SERVER',
@@ -240,11 +243,11 @@ export function databaseFromDify(s: DifySettings): DbFields | undefined {
 
 export type StorageSettings =
   | { kind: 'local'; root: string }
-  /** `root`: Dify's storage root inside the bucket (opendal's OPENDAL_S3_ROOT). */
-  | ({ kind: 's3'; root: string } & S3Settings)
+  /** `prefix`: put before every key, as Dify's client does (OPENDAL_S3_ROOT, ALIYUN_OSS_PATH). */
+  | ({ kind: 's3'; prefix: string } & S3Settings)
   | ({ kind: 'azure-blob' } & AzureBlobSettings);
 
-export const SUPPORTED_STORAGE = 'opendal (fs, s3), local, s3, oci-storage, azure-blob';
+export const SUPPORTED_STORAGE = `opendal (fs, s3), local, s3, oci-storage, azure-blob, ${VENDOR_S3_TYPES.join(', ')}`;
 
 export const yes = (v: string | undefined) => /^(1|true|yes|on)$/i.test(v ?? '');
 
@@ -307,7 +310,7 @@ export function storageFromDify(s: DifySettings, ownStorageDir: string | undefin
             accessKeyId: s.get('OPENDAL_S3_ACCESS_KEY_ID'),
             secretAccessKey: s.get('OPENDAL_S3_SECRET_ACCESS_KEY'),
             forcePathStyle: !yes(s.get('OPENDAL_S3_ENABLE_VIRTUAL_HOST_STYLE')),
-            root: s.get('OPENDAL_S3_ROOT') || '/',
+            prefix: rootPrefix(s.get('OPENDAL_S3_ROOT') || '/'),
           };
         }
         throw bad(`${s.label('OPENDAL_SCHEME')}: "${scheme}" is not supported (fs, s3 are): keys must go where Dify reads them`);
@@ -325,7 +328,7 @@ export function storageFromDify(s: DifySettings, ownStorageDir: string | undefin
           region: s.get('S3_REGION'),
           ...(yes(s.get('S3_USE_AWS_MANAGED_IAM')) ? {} : { accessKeyId: s.get('S3_ACCESS_KEY'), secretAccessKey: s.get('S3_SECRET_KEY') }),
           forcePathStyle: style === 'path' || (style === 'auto' && custom),
-          root: '',
+          prefix: '',
         };
       }
       case 'oci-storage':
@@ -337,7 +340,7 @@ export function storageFromDify(s: DifySettings, ownStorageDir: string | undefin
           accessKeyId: s.get('OCI_ACCESS_KEY'),
           secretAccessKey: s.get('OCI_SECRET_KEY'),
           forcePathStyle: true,
-          root: '',
+          prefix: '',
         };
       case 'azure-blob':
         return {
@@ -347,6 +350,18 @@ export function storageFromDify(s: DifySettings, ownStorageDir: string | undefin
           container: need('AZURE_BLOB_CONTAINER_NAME', 'azure-blob'),
           accountUrl: s.get('AZURE_BLOB_ACCOUNT_URL'),
         };
+      case 'aliyun-oss':
+      case 'tencent-cos':
+      case 'huawei-obs':
+      case 'volcengine-tos':
+      case 'baidu-obs':
+        return vendorS3Storage(type satisfies VendorS3Type, s);
+      case 'clickzetta-volume':
+        throw bad(
+          `${s.label('STORAGE_TYPE')}: "clickzetta-volume" is not supported: Dify puts files into a ClickZetta Lakehouse volume ` +
+            `with SQL PUT statements through ClickZetta's Python connector, which has no Node client and no server that runs here ` +
+            `to test against; dify-provision never writes a key where it cannot prove Dify will find it`,
+        );
       default:
         throw bad(
           `${s.label('STORAGE_TYPE')}: "${type}" is not supported yet (${SUPPORTED_STORAGE} are); ` +

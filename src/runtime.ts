@@ -127,7 +127,7 @@ export async function openKeyStorage(config: Config, opts: { probe?: boolean } =
     settings.kind === 'local'
       ? await localKeyStorage({ root: settings.root, ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}) })
       : settings.kind === 's3'
-        ? objectKeyStorage((await import('./storage/s3.js')).s3Store(settings), settings.root)
+        ? objectKeyStorage((await import('./storage/s3.js')).s3Store(settings), settings.prefix)
         : objectKeyStorage((await import('./storage/azure-blob.js')).azureBlobStore(settings));
   if (opts.probe ?? true) await storage.check();
   return storage;

@@ -62,11 +62,14 @@ export function rootPrefix(root: string): string {
     .join('/');
   return segments ? `${segments}/` : '';
 }
-const join = (root: string, key: string) => `${rootPrefix(root)}${key}`;
-
-export function objectKeyStorage(store: ObjectStore, root = ''): KeyStorage {
-  const keyOf = (tenantId: string) => join(root, privateKeyKey(tenantId));
-  const privkeys = join(root, 'privkeys/');
+/**
+ * `prefix` is put before every key as it is (Dify's storage root, as the backend's own client
+ * builds it: rootPrefix for OpenDAL, ALIYUN_OSS_PATH joined for OSS).
+ */
+export function objectKeyStorage(store: ObjectStore, prefix = ''): KeyStorage {
+  const join = (key: string) => `${prefix}${key}`;
+  const keyOf = (tenantId: string) => join(privateKeyKey(tenantId));
+  const privkeys = join('privkeys/');
   const call = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {
       return await fn();
@@ -75,10 +78,10 @@ export function objectKeyStorage(store: ObjectStore, root = ''): KeyStorage {
     }
   };
   return {
-    description: `${store.description}${rootPrefix(root) ? ` under ${rootPrefix(root)}` : ''}`,
+    description: `${store.description}${prefix ? ` under ${prefix}` : ''}`,
     async check() {
       // A name Dify never reads: written, read back, deleted.
-      const probe = join(root, `dify-provision-probe/${randomUUID()}`);
+      const probe = join(`dify-provision-probe/${randomUUID()}`);
       const body = randomBytes(16).toString('hex');
       await call(() => store.put(probe, body));
       const back = await call(() => store.get(probe));
@@ -109,7 +112,7 @@ export function objectKeyStorage(store: ObjectStore, root = ''): KeyStorage {
     },
     read: (tenantId) => call(() => store.get(keyOf(tenantId))),
     async removeTenant(tenantId) {
-      for (const o of await call(() => store.list(join(root, `privkeys/${tenantId}/`)))) await call(() => store.delete(o.key));
+      for (const o of await call(() => store.list(join(`privkeys/${tenantId}/`)))) await call(() => store.delete(o.key));
     },
   };
 }

@@ -1,5 +1,7 @@
 // S3 and S3-compatible stores (MinIO, OCI, Ceph, …) with the AWS SDK, as Dify's `s3`,
-// `oci-storage` and opendal `s3` storage types reach them.
+// `oci-storage` and opendal `s3` storage types reach them; and the S3-compatible APIs of the
+// Chinese clouds' object stores (Aliyun OSS, Tencent COS, Huawei OBS, Volcengine TOS, Baidu BOS),
+// whose settings src/config/dify-storage.ts derives from Dify's own variables.
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -19,6 +21,20 @@ export interface S3Settings {
   secretAccessKey?: string | undefined;
   /** Path-style addressing (http://host/bucket/key), as most S3-compatible servers want. */
   forcePathStyle: boolean;
+  /** Whose store it is, for messages ("Aliyun OSS"); default "S3". */
+  service?: string | undefined;
+  /**
+   * A domain bound to the bucket (Tencent COS's custom domain): requests go to
+   * `<bucketUrl>/<key>`, with no bucket in the host or path.
+   */
+  bucketUrl?: string | undefined;
+  /**
+   * Send a checksum only when S3 requires one (the SDK's newer default adds CRC32 headers to
+   * every upload, which S3-compatible services do not all accept).
+   */
+  checksumsWhenRequired?: boolean | undefined;
+  /** The variables holding the credentials, for the "refused us" message. */
+  credentialNames?: string | undefined;
 }
 
 export function s3Store(s: S3Settings): ObjectStore {
@@ -26,19 +42,24 @@ export function s3Store(s: S3Settings): ObjectStore {
     region: s.region || 'us-east-1',
     ...(s.endpoint ? { endpoint: s.endpoint } : {}),
     forcePathStyle: s.forcePathStyle,
+    ...(s.bucketUrl ? { bucketEndpoint: true } : {}),
+    ...(s.checksumsWhenRequired ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
     // No keys: the SDK's own chain (instance role, IRSA, environment), like S3_USE_AWS_MANAGED_IAM.
     ...(s.accessKeyId && s.secretAccessKey ? { credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey } } : {}),
   });
-  const endpoint = s.endpoint ? shownEndpoint(s.endpoint) : undefined;
-  const description = `S3 bucket "${s.bucket}"${endpoint ? ` at ${endpoint.shown}` : ''}`;
+  const address = s.bucketUrl ?? s.endpoint;
+  const endpoint = address ? shownEndpoint(address) : undefined;
+  const description = `${s.service ?? 'S3'} bucket "${s.bucket}"${endpoint ? ` at ${endpoint.shown}` : ''}`;
+  // With a bucket domain the SDK takes the bucket's URL where the bucket's name would go.
+  const Bucket = s.bucketUrl ?? s.bucket;
   return {
     description,
     async put(key, body) {
-      await client.send(new PutObjectCommand({ Bucket: s.bucket, Key: key, Body: body, ContentType: 'application/x-pem-file' }));
+      await client.send(new PutObjectCommand({ Bucket, Key: key, Body: body, ContentType: 'application/x-pem-file' }));
     },
     async get(key) {
       try {
-        const out = await client.send(new GetObjectCommand({ Bucket: s.bucket, Key: key }));
+        const out = await client.send(new GetObjectCommand({ Bucket, Key: key }));
         return await out.Body!.transformToString('utf8');
       } catch (err) {
         if (
@@ -51,13 +72,13 @@ export function s3Store(s: S3Settings): ObjectStore {
       }
     },
     async delete(key) {
-      await client.send(new DeleteObjectCommand({ Bucket: s.bucket, Key: key }));
+      await client.send(new DeleteObjectCommand({ Bucket, Key: key }));
     },
     async list(prefix) {
       const out: { key: string; modified: Date }[] = [];
       let token: string | undefined;
       do {
-        const page = await client.send(new ListObjectsV2Command({ Bucket: s.bucket, Prefix: prefix, ContinuationToken: token }));
+        const page = await client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token }));
         for (const o of page.Contents ?? []) if (o.Key) out.push({ key: o.Key, modified: o.LastModified ?? new Date(0) });
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
@@ -69,7 +90,9 @@ export function s3Store(s: S3Settings): ObjectStore {
       if (err.name === 'NoSuchBucket')
         return new PreflightError(`${description} does not exist: create it in your object store (dify-provision never creates buckets)`);
       if (status === 403 || err.name === 'AccessDenied' || err.name === 'SignatureDoesNotMatch' || err.name === 'InvalidAccessKeyId') {
-        return new PreflightError(`${description} refused us (${err.name}): check the access key, secret and the bucket's policy`);
+        return new PreflightError(
+          `${description} refused us (${err.name}): check ${s.credentialNames ?? 'the access key, secret'} and the bucket's policy`,
+        );
       }
       return new Error(`${description}: ${err.name}${status ? ` (HTTP ${status})` : ''}`);
     },

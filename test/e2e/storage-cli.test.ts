@@ -1,4 +1,5 @@
-// One CLI batch per object-store backend, configured only by Dify's own .env file (--dify-env):
+// One CLI batch per object-store backend (S3 and the S3-compatible APIs of OSS, COS, OBS, TOS and
+// BOS against s3rver, Azure Blob against Azurite), configured only by Dify's own .env file (--dify-env):
 // database, Redis, key storage and trial credits all come from it; no secret reaches the output.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,7 +10,16 @@ import { azureBlobStore } from '../../src/storage/azure-blob.js';
 import { s3Store } from '../../src/storage/s3.js';
 import { csvOf } from '../helpers/batch.js';
 import { runCli, startCli, type Background } from '../helpers/cli.js';
-import { AZURITE_KEY, startAzurite, startS3, type AzuriteServer, type S3Server } from '../helpers/object-servers.js';
+import {
+  AZURITE_KEY,
+  startAzurite,
+  startS3,
+  vendorEnv,
+  VENDOR_SECRET,
+  VENDOR_STORES,
+  type AzuriteServer,
+  type S3Server,
+} from '../helpers/object-servers.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 import { freePort } from '../../src/services/local-services.js';
 
@@ -61,16 +71,31 @@ async function difyEnvFile(storage: NodeJS.ProcessEnv, name: string): Promise<st
   return file;
 }
 
-describe.each(['s3', 'azure-blob'] as const)('a CLI batch with keys on %s, configured by --dify-env', (backend) => {
+const SERVICE = {
+  s3: 'S3 bucket',
+  'azure-blob': 'Azure Blob container',
+  'aliyun-oss': 'Aliyun OSS bucket',
+  'tencent-cos': 'Tencent COS bucket',
+  'huawei-obs': 'Huawei OBS bucket',
+  'volcengine-tos': 'Volcengine TOS bucket',
+  'baidu-obs': 'Baidu BOS bucket',
+} as const;
+
+describe.each(['s3', 'azure-blob', ...VENDOR_STORES] as const)('a CLI batch with keys on %s, configured by --dify-env', (backend) => {
   let bucket: string;
   beforeEach(async () => {
     bucket = `cli-${backend}-${Date.now()}`;
-    if (backend === 's3') await s3.createBucket(bucket);
-    else await azure.createContainer(bucket);
+    if (backend === 'azure-blob') await azure.createContainer(bucket);
+    else await s3.createBucket(bucket);
   });
 
   it('provisions, checks with doctor, and prints no credential', async () => {
-    const storage = backend === 's3' ? { ...s3.env, S3_BUCKET_NAME: bucket } : { ...azure.env, AZURE_BLOB_CONTAINER_NAME: bucket };
+    const storage =
+      backend === 's3'
+        ? { ...s3.env, S3_BUCKET_NAME: bucket }
+        : backend === 'azure-blob'
+          ? { ...azure.env, AZURE_BLOB_CONTAINER_NAME: bucket }
+          : vendorEnv(backend, s3.endpoint, bucket, 'keys-folder');
     const file = await difyEnvFile(storage, backend);
     const { REDIS_URL: _r, DATABASE_URL: _d, DIFY_STORAGE_DIR: _s, HOSTED_POOL_CREDITS: _h, ...bare } = env.env;
     const csv = join(env.dir, `${backend}.csv`);
@@ -82,7 +107,9 @@ describe.each(['s3', 'azure-blob'] as const)('a CLI batch with keys on %s, confi
       bare,
     );
     expect(ingest.code, ingest.stdout + ingest.stderr).toBe(0);
-    expect(worker.output()).toContain(backend === 's3' ? `S3 bucket \\"${bucket}\\"` : `Azure Blob container \\"${bucket}\\"`);
+    // The start line says which store, bucket and folder the keys went to.
+    expect(worker.output()).toContain(`${SERVICE[backend]} \\"${bucket}\\"`);
+    if (backend === 'aliyun-oss') expect(worker.output()).toContain('under keys-folder/');
     const { rows } = await env.db.query(
       `SELECT count(*)::int AS n, min(quota_limit)::int AS q FROM tenant_credit_pools p JOIN tenants t ON t.id = p.tenant_id WHERE t.name LIKE $1`,
       [`${backend} %`],
@@ -92,15 +119,23 @@ describe.each(['s3', 'azure-blob'] as const)('a CLI batch with keys on %s, confi
     const doctor = await runCli(['doctor', '--dify-env', file, '--min-age', '0'], bare);
     expect(doctor.code, doctor.stdout + doctor.stderr).toBe(0);
     const store =
-      backend === 's3'
+      backend !== 'azure-blob'
         ? objectKeyStorage(
             s3Store({ bucket, endpoint: s3.endpoint, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true }),
+            backend === 'aliyun-oss' ? 'keys-folder/' : '',
           )
         : objectKeyStorage(
             azureBlobStore({ accountName: 'devstoreaccount1', accountKey: AZURITE_KEY, container: bucket, accountUrl: azure.accountUrl }),
           );
     expect((await store.list()).filter((k) => k.name === 'private.pem')).toHaveLength(3);
-    for (const out of [worker.output(), ingest.stdout, ingest.stderr, doctor.stdout]) expect(out).not.toContain(AZURITE_KEY);
+    for (const out of [worker.output(), ingest.stdout, ingest.stderr, doctor.stdout]) {
+      expect(out).not.toContain(AZURITE_KEY);
+      expect(out).not.toContain(VENDOR_SECRET);
+    }
+    if (backend !== 's3' && backend !== 'azure-blob') {
+      // Dify's own variables only: none of ours named the store.
+      expect(Object.keys(bare).filter((k) => /STORAGE|S3|OSS|COS|OBS|TOS/.test(k))).toEqual([]);
+    }
   });
 });
 

@@ -117,3 +117,66 @@ export async function startAzurite(dir: string, container = 'dify'): Promise<Azu
     },
   };
 }
+
+/**
+ * Dify's variables for each S3-compatible store of the Chinese clouds, pointing at a local S3
+ * server (s3rver): an endpoint given as an IP address is addressed path-style, so s3rver stands in
+ * for OSS, COS (through TENCENT_COS_CUSTOM_DOMAIN, COS's only endpoint setting), OBS, TOS and BOS.
+ * s3rver checks no signature: these tests prove where keys go and what we do with them, not that
+ * the vendor accepts our requests.
+ */
+export const VENDOR_STORES = ['aliyun-oss', 'tencent-cos', 'huawei-obs', 'volcengine-tos', 'baidu-obs'] as const;
+export type VendorStore = (typeof VENDOR_STORES)[number];
+/** The secret in every vendor's settings: s3rver ignores it; tests check it is never printed. */
+export const VENDOR_SECRET = 'Vendor-Secret-5f2a9c0e71d4';
+export function vendorEnv(type: VendorStore, endpoint: string, bucket: string, folder = ''): NodeJS.ProcessEnv {
+  const hostPort = new URL(endpoint).host;
+  switch (type) {
+    case 'aliyun-oss':
+      return {
+        STORAGE_TYPE: type,
+        ALIYUN_OSS_BUCKET_NAME: bucket,
+        ALIYUN_OSS_ACCESS_KEY: 'S3RVER',
+        ALIYUN_OSS_SECRET_KEY: VENDOR_SECRET,
+        ALIYUN_OSS_ENDPOINT: endpoint,
+        ALIYUN_OSS_REGION: 'cn-hangzhou',
+        ALIYUN_OSS_AUTH_VERSION: 'v4',
+        ALIYUN_OSS_PATH: folder,
+      };
+    case 'tencent-cos':
+      return {
+        STORAGE_TYPE: type,
+        TENCENT_COS_BUCKET_NAME: bucket,
+        TENCENT_COS_SECRET_ID: 'S3RVER',
+        TENCENT_COS_SECRET_KEY: VENDOR_SECRET,
+        TENCENT_COS_REGION: 'ap-guangzhou',
+        TENCENT_COS_SCHEME: 'http',
+        TENCENT_COS_CUSTOM_DOMAIN: hostPort,
+      };
+    case 'huawei-obs':
+      return {
+        STORAGE_TYPE: type,
+        HUAWEI_OBS_BUCKET_NAME: bucket,
+        HUAWEI_OBS_ACCESS_KEY: 'S3RVER',
+        HUAWEI_OBS_SECRET_KEY: VENDOR_SECRET,
+        HUAWEI_OBS_SERVER: endpoint,
+      };
+    case 'volcengine-tos':
+      return {
+        STORAGE_TYPE: type,
+        VOLCENGINE_TOS_BUCKET_NAME: bucket,
+        VOLCENGINE_TOS_ACCESS_KEY: 'S3RVER',
+        VOLCENGINE_TOS_SECRET_KEY: VENDOR_SECRET,
+        VOLCENGINE_TOS_ENDPOINT: endpoint,
+        VOLCENGINE_TOS_REGION: 'cn-beijing',
+      };
+    case 'baidu-obs':
+      return {
+        STORAGE_TYPE: type,
+        BAIDU_OBS_BUCKET_NAME: bucket,
+        BAIDU_OBS_ACCESS_KEY: 'S3RVER',
+        BAIDU_OBS_SECRET_KEY: VENDOR_SECRET,
+        BAIDU_OBS_ENDPOINT: endpoint,
+      };
+  }
+}

@@ -1,5 +1,7 @@
-// The same promises on every key storage backend Dify uses: a local folder, S3 (s3rver) and Azure
-// Blob (Azurite), configured with Dify's own variable names. Keys are written whole, proven,
+// The same promises on every key storage backend Dify uses: a local folder, S3 (s3rver), Azure
+// Blob (Azurite), and the S3-compatible APIs of Aliyun OSS, Tencent COS, Huawei OBS, Volcengine TOS
+// and Baidu BOS (s3rver standing in for each: it checks no signatures), configured with Dify's own
+// variable names. Keys are written whole, proven,
 // removed when the transaction fails, found by doctor; re-runs create nothing twice.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -14,10 +16,18 @@ import { runDoctor } from '../../src/doctor/doctor.js';
 import { RowError } from '../../src/errors.js';
 import { openKeyStorage } from '../../src/runtime.js';
 import type { KeyStorage } from '../../src/storage/key-storage.js';
-import { s3Store, type S3Settings } from '../../src/storage/s3.js';
+import { s3Store } from '../../src/storage/s3.js';
 import { provisionWorkspace } from '../../src/worker/provision-workspace.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
-import { startAzurite, startS3, type AzuriteServer, type S3Server } from '../helpers/object-servers.js';
+import {
+  startAzurite,
+  startS3,
+  vendorEnv,
+  VENDOR_STORES,
+  type AzuriteServer,
+  type S3Server,
+  type VendorStore,
+} from '../helpers/object-servers.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 let dir: string;
@@ -32,34 +42,41 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-type Backend = 'local' | 's3' | 'azure-blob' | 'opendal-s3';
+type Backend = 'local' | 's3' | 'azure-blob' | 'opendal-s3' | VendorStore;
+const isVendor = (b: Backend): b is VendorStore => (VENDOR_STORES as readonly string[]).includes(b);
+/** Where the keys sit in the bucket, as Dify's client for that backend puts them. */
+const folderOf = (env: TestEnv, backend: Backend) =>
+  backend === 'opendal-s3' ? `dify/${env.name}/` : backend === 'aliyun-oss' ? `oss-folder/${env.name}/` : '';
 /** The settings an operator would copy from Dify's .env, per backend: a bucket/container per test. */
 async function configFor(env: TestEnv, backend: Backend): Promise<TestEnv['config']> {
   const own = env.name.replace(/_/g, '-');
-  if (backend === 's3' || backend === 'opendal-s3') await s3.createBucket(own);
+  if (backend === 's3' || backend === 'opendal-s3' || isVendor(backend)) await s3.createBucket(own);
   if (backend === 'azure-blob') await azure.createContainer(own);
   const difyEnv: NodeJS.ProcessEnv =
     backend === 'local'
       ? { DIFY_STORAGE_DIR: env.config.storageDir }
-      : backend === 's3'
-        ? { ...s3.env, S3_BUCKET_NAME: own }
-        : backend === 'azure-blob'
-          ? { ...azure.env, AZURE_BLOB_CONTAINER_NAME: own }
-          : {
-              STORAGE_TYPE: 'opendal',
-              OPENDAL_SCHEME: 's3',
-              OPENDAL_S3_BUCKET: own,
-              OPENDAL_S3_ENDPOINT: s3.endpoint,
-              OPENDAL_S3_ACCESS_KEY_ID: 'S3RVER',
-              OPENDAL_S3_SECRET_ACCESS_KEY: 'S3RVER',
-              // Doubled and missing slashes, as an operator may write it: OpenDAL normalises the root.
-              OPENDAL_S3_ROOT: `dify//${env.name}`,
-            };
+      : isVendor(backend)
+        ? // ALIYUN_OSS_PATH without its trailing slash: Dify joins it with posixpath.join.
+          vendorEnv(backend, s3.endpoint, own, `oss-folder/${env.name}`)
+        : backend === 's3'
+          ? { ...s3.env, S3_BUCKET_NAME: own }
+          : backend === 'azure-blob'
+            ? { ...azure.env, AZURE_BLOB_CONTAINER_NAME: own }
+            : {
+                STORAGE_TYPE: 'opendal',
+                OPENDAL_SCHEME: 's3',
+                OPENDAL_S3_BUCKET: own,
+                OPENDAL_S3_ENDPOINT: s3.endpoint,
+                OPENDAL_S3_ACCESS_KEY_ID: 'S3RVER',
+                OPENDAL_S3_SECRET_ACCESS_KEY: 'S3RVER',
+                // Doubled and missing slashes, as an operator may write it: OpenDAL normalises the root.
+                OPENDAL_S3_ROOT: `dify//${env.name}`,
+              };
   const loaded = loadConfig(difyEnv);
   return { ...env.config, storageDir: loaded.storageDir ?? '', storage: loaded.storage };
 }
 
-describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3'])('keys on %s', (backend) => {
+describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3', ...VENDOR_STORES])('keys on %s', (backend) => {
   let env: TestEnv;
   let config: TestEnv['config'];
   let storage: KeyStorage;
@@ -90,11 +107,18 @@ describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3'])('keys on %s'
     const [again] = await runUntilDone(world, ['obj-again']);
     expect(again!.counts).toMatchObject({ existing: 6, created: 0 });
     expect(await runDoctor(env.db, backend === 'local' ? { storageDir: env.config.storageDir } : { storage })).toEqual([]);
-    if (backend === 'opendal-s3') {
-      // Read with no root at all: the objects are where Dify's OpenDAL reads them (dify/<name>/…).
-      const raw = s3Store(config.storage as S3Settings);
+    if (backend !== 'local' && backend !== 'azure-blob') {
+      // Read with no prefix at all: the objects are where Dify's client reads them (OpenDAL's
+      // root dify/<name>/…, posixpath.join(ALIYUN_OSS_PATH, key), the bucket's top for the others).
+      const raw = s3Store({
+        bucket: env.name.replace(/_/g, '-'),
+        endpoint: s3.endpoint,
+        forcePathStyle: true,
+        accessKeyId: 'S3RVER',
+        secretAccessKey: 'S3RVER',
+      });
       const keys = (await raw.list('')).map((o) => o.key).sort();
-      expect(keys).toEqual(tenants.map((t) => `dify/${env.name}/privkeys/${t.id}/private.pem`).sort());
+      expect(keys).toEqual(tenants.map((t) => `${folderOf(env, backend)}privkeys/${t.id}/private.pem`).sort());
     }
   });
 
@@ -189,8 +213,9 @@ describe('storage settings that cannot work fail at start, clearly and without s
 
   it('a storage type Dify has that we do not support yet, and a key vault (refused by the commands that touch keys)', () => {
     const keys = (env: NodeJS.ProcessEnv) => () => requireConfig(loadConfig(env), 'storageDir');
-    expect(keys({ STORAGE_TYPE: 'tencent-cos' })).toThrow(
-      /STORAGE_TYPE: "tencent-cos" is not supported yet \(opendal \(fs, s3\), local, s3, oci-storage, azure-blob are\)/,
+    expect(keys({ STORAGE_TYPE: 'clickzetta-volume' })).toThrow(/STORAGE_TYPE: "clickzetta-volume" is not supported: .*SQL PUT/);
+    expect(keys({ STORAGE_TYPE: 'ftp' })).toThrow(
+      /STORAGE_TYPE: "ftp" is not supported yet \(opendal \(fs, s3\), local, s3, oci-storage, azure-blob, aliyun-oss, tencent-cos, huawei-obs, volcengine-tos, baidu-obs/,
     );
     expect(keys({ STORAGE_TYPE: 'opendal', OPENDAL_SCHEME: 'fs', OPENDAL_FS_ROOT: 'storage' })).toThrow(
       /relative to Dify's api folder; set DIFY_STORAGE_DIR/,
@@ -199,22 +224,25 @@ describe('storage settings that cannot work fail at start, clearly and without s
   });
 });
 
-describe.each<Backend>(['s3', 'azure-blob', 'opendal-s3'])('doctor --fix on %s with folders that are not tenant ids', (backend) => {
-  it('leaves them alone and does not crash', async () => {
-    const env = await createTestEnv();
-    try {
-      const storage = await openKeyStorage(await configFor(env, backend));
-      const pair = await rsaKeySource.generate();
-      const strangers = ['not-a-uuid', randomUUID().toUpperCase(), "x'); DROP TABLE tenants;--"];
-      for (const name of strangers) await storage.deploy(name, pair.privatePem, pair.publicPem);
-      const orphan = randomUUID();
-      await storage.deploy(orphan, pair.privatePem, pair.publicPem);
-      const findings = await runDoctor(env.db, { storage, fix: true, minOrphanAgeSeconds: 0 });
-      expect(findings.map((f) => `${f.kind}:${f.tenantId}:${f.fixed}`)).toEqual([`orphan-key:${orphan}:true`]);
-      expect(await storage.read(orphan)).toBeUndefined();
-      for (const name of strangers) expect(await storage.read(name), name).toBe(pair.privatePem);
-    } finally {
-      await env.cleanup();
-    }
-  });
-});
+describe.each<Backend>(['s3', 'azure-blob', 'opendal-s3', ...VENDOR_STORES])(
+  'doctor --fix on %s with folders that are not tenant ids',
+  (backend) => {
+    it('leaves them alone and does not crash', async () => {
+      const env = await createTestEnv();
+      try {
+        const storage = await openKeyStorage(await configFor(env, backend));
+        const pair = await rsaKeySource.generate();
+        const strangers = ['not-a-uuid', randomUUID().toUpperCase(), "x'); DROP TABLE tenants;--"];
+        for (const name of strangers) await storage.deploy(name, pair.privatePem, pair.publicPem);
+        const orphan = randomUUID();
+        await storage.deploy(orphan, pair.privatePem, pair.publicPem);
+        const findings = await runDoctor(env.db, { storage, fix: true, minOrphanAgeSeconds: 0 });
+        expect(findings.map((f) => `${f.kind}:${f.tenantId}:${f.fixed}`)).toEqual([`orphan-key:${orphan}:true`]);
+        expect(await storage.read(orphan)).toBeUndefined();
+        for (const name of strangers) expect(await storage.read(name), name).toBe(pair.privatePem);
+      } finally {
+        await env.cleanup();
+      }
+    });
+  },
+);

@@ -82,7 +82,7 @@ describe('configuration from the environment', () => {
     ).toMatchObject({
       kind: 's3',
       bucket: 'b',
-      root: '/dify',
+      prefix: 'dify/',
       forcePathStyle: true,
     });
     expect(storageOf(loadConfig({ DIFY_STORAGE_DIR: '/mine', STORAGE_TYPE: 's3', S3_BUCKET_NAME: 'b' }))).toEqual({
