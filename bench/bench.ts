@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { Command } from 'commander';
 import { Redis } from 'ioredis';
 import { createPool } from '../src/db/pool.js';
-import { projectFile } from '../src/project-files.js';
+import { projectFile } from '../src/common/project-files.js';
 import { rsaKeySource } from '../src/crypto/rsa-keys.js';
 import { waitForBatch } from '../src/store/batches.js';
 import { createDifyDatabase } from '../src/services/dify-database.js';

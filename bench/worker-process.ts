@@ -1,6 +1,6 @@
 // A worker process for the benchmark: the real runWorker, with keys from real generation or,
 // with --pooled-keys N, from a pre-generated pool (to measure everything but key generation).
-import { loadConfig } from '../src/config.js';
+import { loadConfig } from '../src/config/config.js';
 import { createLogger } from '../src/log/logger.js';
 import { runWorker } from '../src/worker/run-worker.js';
 import { pooledKeySource } from './pooled-keys.js';

@@ -1,12 +1,12 @@
 // Commands on existing batches: status, wait, report, retry, cancel, batches.
-import type { Config } from '../config.js';
-import { writeNewFile } from '../files.js';
+import type { Config } from '../config/config.js';
+import { writeNewFile } from '../common/files.js';
 import type { ServerStatus } from '../provisioner.js';
 import { otherLineageAdvice } from '../queue/server-watch.js';
 import { withProvisioner } from './context.js';
 import type { Provisioner } from '../provisioner.js';
 import { NO_WORKER, STATE_WORDS, type BatchStatus } from '../store/batches.js';
-import { OUTCOMES } from '../types.js';
+import { OUTCOMES } from '../common/types.js';
 import { escapeControls, paintedState, workersWords } from './terminal.js';
 import { waitAndReport } from './wait-command.js';
 

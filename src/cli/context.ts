@@ -1,7 +1,7 @@
 // The runtime a command needs, opened once and closed when the command is done.
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { provisionerOn, type Provisioner } from '../provisioner.js';
-import { openQueueRuntime } from '../runtime.js';
+import { openQueueRuntime } from '../runtime/runtime.js';
 
 /** A provisioner for one command, closed when the command is done. */
 export async function withProvisioner<T>(config: Config, fn: (p: Provisioner) => Promise<T>): Promise<T> {

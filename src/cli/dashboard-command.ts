@@ -1,10 +1,10 @@
 // `dify-provision dashboard`: the web dashboard, on loopback by default, behind a token.
 import { randomBytes } from 'node:crypto';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { buildDashboard } from '../dashboard/server.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError } from '../common/errors.js';
 import { provisionerOn } from '../provisioner.js';
-import { openQueueRuntime } from '../runtime.js';
+import { openQueueRuntime } from '../runtime/runtime.js';
 
 export async function dashboardCommand(
   flags: { host: string; port: number; readToken?: string[]; maxBytes?: number },

@@ -3,11 +3,11 @@
 // accounts, ingests samples/workspaces.csv, runs a worker until the batch is done, prints results.
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { createLogger } from '../log/logger.js';
-import { projectFile } from '../project-files.js';
+import { projectFile } from '../common/project-files.js';
 import { provisionerOn } from '../provisioner.js';
-import { openQueueRuntime } from '../runtime.js';
+import { openQueueRuntime } from '../runtime/runtime.js';
 import { createDifyDatabase } from '../services/dify-database.js';
 import { startLocalServices, type LocalServices } from '../services/local-services.js';
 import { reportRows } from '../store/report.js';

@@ -1,8 +1,8 @@
 // `dify-provision doctor [--fix]`: exit 0 only when nothing is left to report.
-import { requireConfig, storageOf, type Config } from '../config.js';
+import { requireConfig, storageOf, type Config } from '../config/config.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
 import { runDoctor } from '../doctor/doctor.js';
-import { openDbRuntime, openKeyStorage } from '../runtime.js';
+import { openDbRuntime, openKeyStorage } from '../runtime/runtime.js';
 import { escapeControls } from './terminal.js';
 
 export async function doctorCommand(flags: { fix?: boolean; json?: boolean; minAge: number }, config: Config): Promise<number> {

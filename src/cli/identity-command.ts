@@ -2,13 +2,13 @@
 // behind it, and who else claims it. `--new` gives a physical copy an identity of its own;
 // `--adopt` says that rows queued under an earlier lineage are this server's (a crash restart no
 // process of ours saw).
-import type { Config } from '../config.js';
-import { UsageError } from '../errors.js';
+import type { Config } from '../config/config.js';
+import { UsageError } from '../common/errors.js';
 import { forgetServer, otherLineageAdvice } from '../queue/server-watch.js';
-import { openQueueRuntime } from '../runtime.js';
+import { openQueueRuntime } from '../runtime/runtime.js';
 import { newIdentity } from '../store/instance.js';
 import { recordSuccession, rowsOfOtherLineages } from '../store/server.js';
-import { isStrictUuid } from '../types.js';
+import { isStrictUuid } from '../common/types.js';
 import { escapeControls } from './terminal.js';
 
 export async function identityCommand(flags: { new?: boolean; adopt?: string; json?: boolean }, config: Config): Promise<number> {

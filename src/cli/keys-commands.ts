@@ -4,9 +4,9 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { parse } from 'csv-parse';
-import type { Config } from '../config.js';
-import { describeError, UsageError } from '../errors.js';
-import { openNewFile } from '../files.js';
+import type { Config } from '../config/config.js';
+import { describeError, UsageError } from '../common/errors.js';
+import { openNewFile } from '../common/files.js';
 import { withProvisioner } from './context.js';
 import { escapeControls } from './terminal.js';
 import { loadSealKey, seal } from '../crypto/sealing.js';

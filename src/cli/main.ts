@@ -5,14 +5,14 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { Config } from '../config.js';
-import { DIFY_SCHEMA_NAMES, projectFile } from '../project-files.js';
+import type { Config } from '../config/config.js';
+import { DIFY_SCHEMA_NAMES, projectFile } from '../common/project-files.js';
 import { byteSize, delimiter, duration, positiveInt, rateLimit } from './options.js';
 import { quietOnBrokenPipe } from './broken-pipe.js';
 
 // Each command's modules (the database and queue clients, the dashboard, the cloud SDKs) are
 // loaded when that command runs, so `--help`, `--version` and a typo answer at once.
-const config = async (): Promise<Config> => (await import('../config.js')).loadConfig();
+const config = async (): Promise<Config> => (await import('../config/config.js')).loadConfig();
 const ingest = () => import('./ingest-command.js');
 const batches = () => import('./batch-commands.js');
 const keysCommands = () => import('./keys-commands.js');
@@ -301,7 +301,7 @@ async function main(): Promise<void> {
     await buildProgram(exit).parseAsync(takeDifyEnv(process.argv));
   } catch (err) {
     // Our own errors carry their exit code; anything else is unexpected (its stack with DEBUG=1).
-    const { describeError, ProvisionError } = await import('../errors.js');
+    const { describeError, ProvisionError } = await import('../common/errors.js');
     const { escapeControls } = await import('./terminal.js');
     process.stderr.write(`dify-provision: ${escapeControls(describeError(err))}\n`);
     if (!(err instanceof ProvisionError) && (await debugging())) process.stderr.write(`${(err as Error).stack}\n`);

@@ -3,9 +3,9 @@
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
-import { loadConfig } from '../config.js';
-import { openDbRuntime } from '../runtime.js';
-import { projectFile, type DifySchemaName } from '../project-files.js';
+import { loadConfig } from '../config/config.js';
+import { openDbRuntime } from '../runtime/runtime.js';
+import { projectFile, type DifySchemaName } from '../common/project-files.js';
 import { createDifyDatabase } from '../services/dify-database.js';
 import { startLocalServices } from '../services/local-services.js';
 

@@ -3,7 +3,7 @@
 import pc from 'picocolors';
 import { STATE_WORDS, type BatchState } from '../store/batches.js';
 
-import { CONTROL } from '../csv/workspace-row.js';
+import { CONTROL } from '../input/workspace-row.js';
 
 // C0 controls except tab and newline, DEL, and C1 controls.
 const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;

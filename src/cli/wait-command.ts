@@ -4,10 +4,10 @@
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
-import { writeNewFile } from '../files.js';
+import { writeNewFile } from '../common/files.js';
 import type { BatchHandle } from '../provisioner.js';
 import { NO_WORKER, type BatchStatus } from '../store/batches.js';
-import { OUTCOMES } from '../types.js';
+import { OUTCOMES } from '../common/types.js';
 import { paintedState, workersWords } from './terminal.js';
 
 export const EXIT_INCOMPLETE = 3;

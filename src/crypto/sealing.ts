@@ -3,7 +3,7 @@
 // so any JOSE implementation opens them; only the sealed form is ever stored.
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt } from 'jose';
-import { ProvisionError, UsageError } from '../errors.js';
+import { ProvisionError, UsageError } from '../common/errors.js';
 
 export const SEAL_ALG = 'RSA-OAEP-256';
 export const SEAL_ENC = 'A256GCM';

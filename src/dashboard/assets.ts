@@ -3,7 +3,7 @@
 // Served from this origin only: the page runs no inline script and asks no other site for anything.
 import { readdir, readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
-import { projectFile } from '../project-files.js';
+import { projectFile } from '../common/project-files.js';
 
 export interface Asset {
   type: string;

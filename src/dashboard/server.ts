@@ -8,19 +8,19 @@ import type { Queue } from 'bullmq';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Db } from '../db/pool.js';
 import { workersServing, type RedisClient } from '../queue/connection.js';
-import { BatchNotFoundError, ProvisionError, UsageError } from '../errors.js';
+import { BatchNotFoundError, ProvisionError, UsageError } from '../common/errors.js';
 import { cancelBatch, resumeCancelled, retryFailed } from '../queue/batch-control.js';
 import { csvReport, jsonReport } from '../report/format.js';
 import { getBatchStatus, listBatches, NO_WORKER } from '../store/batches.js';
 import { allReportRows, reportRows } from '../store/report.js';
-import { OUTCOMES, type Outcome } from '../types.js';
+import { OUTCOMES, type Outcome } from '../common/types.js';
 import { loadConsoleAssets } from './assets.js';
 import { attachment } from './download.js';
 import { guardStateChanges, requireToken, roleOf, routedPath, sessionStore } from './auth.js';
 import { healthCheck } from './health.js';
 import { createMetrics } from './metrics.js';
 import { liveStatus, registerApi } from './api/routes.js';
-import { BATCH_LIMITS } from '../limits.js';
+import { BATCH_LIMITS } from '../common/limits.js';
 import type { Provisioner } from '../provisioner.js';
 
 export interface DashboardDeps {

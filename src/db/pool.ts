@@ -1,6 +1,6 @@
 // PostgreSQL access: one pool per process, and a transaction helper that always ends what it began.
 import pg from 'pg';
-import { UnreachableError } from '../errors.js';
+import { UnreachableError } from '../common/errors.js';
 
 export type Db = pg.Pool;
 export type Tx = pg.PoolClient;

@@ -3,9 +3,9 @@
 // never a guess. A Dify that keeps accounts.normalized_email also knows a person by that form
 // (john.doe+x@gmail.com is johndoe@gmail.com): normalized-email.ts.
 import type { Db, Tx } from '../db/pool.js';
-import { RowError } from '../errors.js';
+import { RowError } from '../common/errors.js';
 import { lockAccountEmail } from '../store/locks.js';
-import type { Account } from '../types.js';
+import type { Account } from '../common/types.js';
 import { difyNormalizedEmail } from './normalized-email.js';
 
 export type { Account };

@@ -4,9 +4,9 @@
 // handed to the caller once; everywhere else it is masked the way Dify's console masks it.
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Db, Tx } from '../db/pool.js';
-import { RowError } from '../errors.js';
+import { RowError } from '../common/errors.js';
 import { lockApiKeys } from '../store/locks.js';
-import { isStrictUuid } from '../types.js';
+import { isStrictUuid } from '../common/types.js';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 export const DATASET_KEY_PREFIX = 'dataset-';

@@ -2,7 +2,7 @@
 // and hotfix branches carry their own revisions): ../../docs/dify.md, "Telling the bands apart".
 // Done once at worker start and by every command that writes or checks Dify's rows.
 import type { Db } from '../db/pool.js';
-import { PreflightError } from '../errors.js';
+import { PreflightError } from '../common/errors.js';
 import { detectScoping, type Scoping } from './api-keys.js';
 
 export type Band = 'A' | 'B' | 'C' | 'D';

@@ -3,7 +3,7 @@
 // is a table of capabilities per release band (schema-probe.ts), not conditions in the SQL.
 import { createHash } from 'node:crypto';
 import type { Tx } from '../db/pool.js';
-import type { MemberRole } from '../types.js';
+import type { MemberRole } from '../common/types.js';
 import type { DifySchema } from './schema-probe.js';
 
 export interface NewWorkspace {

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import type { Db } from '../db/pool.js';
 import { removeUnlessTenantExists } from '../store/locks.js';
 import { ledgerWithoutTenant } from '../store/ledger.js';
-import { PreflightError } from '../errors.js';
-import { isStrictUuid } from '../types.js';
+import { PreflightError } from '../common/errors.js';
+import { isStrictUuid } from '../common/types.js';
 import { probeDifySchema, type DifySchema } from '../dify/schema-probe.js';
 import type { KeyStorage } from '../storage/key-storage.js';
 import {

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
-import { asBatchId, generatedBatchId, type BatchId } from '../types.js';
+import { asBatchId, generatedBatchId, type BatchId } from '../common/types.js';
 
 export async function batchIdForFile(path: string): Promise<BatchId> {
   const hash = createHash('sha256');

@@ -2,21 +2,21 @@
 // job exists, then the stored rows become BullMQ jobs in pages. Re-running the same batch queues
 // nothing twice; a refused run queues nothing at all.
 import { randomUUID } from 'node:crypto';
-import type { InputInfo } from '../csv/decode.js';
-import type { CheckedRow, RejectedRow } from '../csv/row-checker.js';
-import type { WorkspaceRow } from '../csv/workspace-row.js';
-import { storable } from '../csv/row-checker.js';
-import { isLikelyDuplicate } from '../csv/same-customer.js';
-import { sameCustomerInDify } from './owned-workspaces.js';
+import type { InputInfo } from '../input/decode.js';
+import type { CheckedRow, RejectedRow } from '../input/row-checker.js';
+import type { WorkspaceRow } from '../input/workspace-row.js';
+import { storable } from '../input/row-checker.js';
+import { isLikelyDuplicate } from '../input/same-customer.js';
+import { sameCustomerInDify } from '../store/owned-workspaces.js';
 import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
 import { withTransaction, type Db, type Tx } from '../db/pool.js';
-import { BatchConflictError, ProvisionError, UsageError } from '../errors.js';
+import { BatchConflictError, ProvisionError, UsageError } from '../common/errors.js';
 import { DEFAULT_RETRY, type JobData, type RetryPolicy } from '../queue/contract.js';
 import { settleLostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { createBatch, finishIngest } from '../store/batches.js';
 import { lockBatch } from '../store/locks.js';
 import { recordIngested, type EarlierRow, type IngestedRow } from '../store/rows.js';
-import { BATCH_LIMITS, sizeWords } from '../limits.js';
+import { BATCH_LIMITS, sizeWords } from '../common/limits.js';
 
 /** How a batch is ingested: the library's and the CLI's one options type. */
 export interface EnqueueOptions {

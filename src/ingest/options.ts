@@ -3,7 +3,7 @@
 // library's EnqueueOptions & ReadOptions by name. An option the library gains (EnqueueOptions)
 // reaches the API with one line here: its snake_case name and its type.
 import { z } from 'zod';
-import type { ReadOptions } from '../csv/read-rows.js';
+import type { ReadOptions } from '../input/read-rows.js';
 import { DEFAULT_RETRY } from '../queue/contract.js';
 import type { EnqueueOptions } from './enqueue-batch.js';
 

@@ -1,15 +1,15 @@
 // A dry run against the database, like `terraform plan`: what ingesting these rows would do,
 // read-only (no migration, no writes, no Redis).
-import type { InputInfo } from '../csv/decode.js';
-import type { CsvRow } from '../csv/read-rows.js';
+import type { InputInfo } from '../input/decode.js';
+import type { CsvRow } from '../input/read-rows.js';
 import type { Db } from '../db/pool.js';
-import { RowError } from '../errors.js';
+import { RowError } from '../common/errors.js';
 import { checkDistinct, findAccounts, personKey, pickAccount, type AccountRules } from '../dify/accounts.js';
 import { answerKnown, knownEntries } from '../store/ledger.js';
-import { SCHEMA } from '../store/schema.js';
-import type { RejectedRow } from '../csv/row-checker.js';
-import { isLikelyDuplicate } from '../csv/same-customer.js';
-import { sameCustomerInDify } from './owned-workspaces.js';
+import { ledgerExists } from '../store/ledger.js';
+import type { RejectedRow } from '../input/row-checker.js';
+import { isLikelyDuplicate } from '../input/same-customer.js';
+import { sameCustomerInDify } from '../store/owned-workspaces.js';
 
 export interface PlanLine {
   line: number;
@@ -59,9 +59,7 @@ export async function planBatch(
       listed.rows.push({ line, workspaceName: row.workspaceName ?? null, ownerEmail: row.ownerEmail ?? null, verdict });
   };
   let chunk: Extract<CsvRow, { ok: true }>[] = [];
-  const ledger = opts.allowDuplicateNames
-    ? undefined
-    : (await db.query<{ has: boolean }>(`SELECT to_regclass('${SCHEMA}.ledger') IS NOT NULL AS has`)).rows[0]!.has;
+  const ledger = opts.allowDuplicateNames ? undefined : await ledgerExists(db);
   const flush = async () => {
     await planChunk(chunk, db, opts.createMissingAccounts ?? false, opts.accounts, plan, ledger, note);
     chunk = [];

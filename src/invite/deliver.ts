@@ -4,10 +4,10 @@
 // the workspace and the token stay, the link stays sealed for `secrets --invites`, and
 // `invite --resend` sends fresh links to whoever has not activated yet.
 import type { Logger } from 'pino';
-import { requireMail, type Config } from '../config.js';
+import { requireMail, type Config } from '../config/config.js';
 import type { Db } from '../db/pool.js';
-import { ConfigError } from '../errors.js';
-import type { IssuedInvitation, OnIssued } from '../invitations.js';
+import { ConfigError } from '../common/errors.js';
+import type { IssuedInvitation, OnIssued } from './inviter.js';
 import { recordMail } from '../store/invitations.js';
 import { openMailer, type Mailer, type MailOutcome } from './mail.js';
 

@@ -1,9 +1,9 @@
 // Invitations by mail (--send-invites): each person gets their own activation link through Dify's
-// SMTP settings (dify-env.ts smtpFromDify), connected the way Dify's SMTPClient connects, in our own
+// SMTP settings (config/dify-env.ts smtpFromDify), connected the way Dify's SMTPClient connects, in our own
 // short template naming the workspace. A link is a secret: it goes into the message and nowhere
 // else (never into an error, a log or a report), and so does the SMTP password.
 import nodemailer from 'nodemailer';
-import type { SmtpSettings } from '../dify-env.js';
+import type { SmtpSettings } from '../config/dify-env.js';
 
 /** One person's invitation. */
 export interface Invitation {

@@ -3,8 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { Queue } from 'bullmq';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import type { RedisTarget } from '../config.js';
-import { UnreachableError } from '../errors.js';
+import type { RedisTarget } from '../config/config.js';
+import { UnreachableError } from '../common/errors.js';
 
 export type RedisClient = Redis | Cluster;
 

@@ -2,10 +2,10 @@
 // the CSV said: never a secret), and how job ids derive from the idempotency key.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { CONTROL, MAX_MEMBERS } from '../csv/workspace-row.js';
-import { isBatchId, isStrictUuid, MEMBER_ROLES } from '../types.js';
+import { CONTROL, MAX_MEMBERS } from '../input/workspace-row.js';
+import { isBatchId, isStrictUuid, MEMBER_ROLES } from '../common/types.js';
 
-// The same bounds ingest enforces (csv/workspace-row.ts); the worker also checks that a job is
+// The same bounds ingest enforces (input/workspace-row.ts); the worker also checks that a job is
 // exactly what ingest recorded, so these only keep malformed data out of the SQL.
 const text = (max: number) =>
   z

@@ -8,7 +8,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { Db } from '../db/pool.js';
-import { describeError } from '../errors.js';
+import { describeError } from '../common/errors.js';
 import type { Logger } from '../log/logger.js';
 import { observeServer, recordSuccession, type ServerView } from '../store/server.js';
 import type { RedisClient } from './connection.js';

@@ -2,7 +2,7 @@
 // server we are allowed to create databases on. Never used against a user's Dify database.
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
-import { DIFY_SCHEMAS, DIFY_SCHEMA_VARIANT_SQL, type DifySchemaName } from '../project-files.js';
+import { DIFY_SCHEMAS, DIFY_SCHEMA_VARIANT_SQL, type DifySchemaName } from '../common/project-files.js';
 
 export interface DifyDatabaseOptions {
   /** Which Dify release's schema (default: latest). */

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { ProvisionError } from '../errors.js';
+import { ProvisionError } from '../common/errors.js';
 
 const run = promisify(execFile);
 

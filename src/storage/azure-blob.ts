@@ -2,7 +2,7 @@
 // blob's name is Dify's storage key, with no prefix.
 import { ManagedIdentityCredential } from '@azure/identity';
 import { BlobServiceClient, RestError, StorageSharedKeyCredential } from '@azure/storage-blob';
-import { PreflightError } from '../errors.js';
+import { PreflightError } from '../common/errors.js';
 import { scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
 
 export interface AzureBlobSettings {

@@ -4,7 +4,7 @@
 import { lstatSync, readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { dirname } from 'node:path';
-import { PreflightError } from '../errors.js';
+import { PreflightError } from '../common/errors.js';
 
 const CAUSES: Record<string, string> = {
   EACCES: 'permission denied',

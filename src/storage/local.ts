@@ -12,7 +12,7 @@ import { constants } from 'node:fs';
 import { lstat, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
-import { PreflightError, RowError } from '../errors.js';
+import { PreflightError, RowError } from '../common/errors.js';
 import { storageFsError } from './fs-diagnosis.js';
 import type { KeyStorage, StoredKey } from './key-storage.js';
 import {

@@ -3,7 +3,7 @@
 // and removed when the transaction fails. A backend only needs these five verbs.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
-import { PreflightError } from '../errors.js';
+import { PreflightError } from '../common/errors.js';
 import { privateKeyKey, type KeyStorage, type StoredKey } from './key-storage.js';
 
 export interface ObjectStore {

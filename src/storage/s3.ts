@@ -10,7 +10,7 @@ import {
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
-import { PreflightError } from '../errors.js';
+import { PreflightError } from '../common/errors.js';
 import { scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
 
 export interface S3Settings {

@@ -1,7 +1,7 @@
 // Batches and their progress, from PostgreSQL: they outlive Redis' job cleanup and restarts.
 import type { Db, Tx } from '../db/pool.js';
-import { BatchNotFoundError } from '../errors.js';
-import { OUTCOMES, type Outcome } from '../types.js';
+import { BatchNotFoundError } from '../common/errors.js';
+import { OUTCOMES, type Outcome } from '../common/types.js';
 import { SCHEMA } from './schema.js';
 
 export type OutcomeCounts = Record<Outcome, number>;

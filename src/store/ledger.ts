@@ -1,7 +1,7 @@
 // The idempotency ledger: one row per idempotency key that ever made a tenant. It is what makes
 // a re-ingest, a retry or a job run twice answer "existing" instead of creating again.
 import type { Db, Tx } from '../db/pool.js';
-import { RowError } from '../errors.js';
+import { RowError } from '../common/errors.js';
 import { SCHEMA } from './schema.js';
 
 export interface LedgerEntry {
@@ -139,4 +139,10 @@ export async function ledgerWithoutTenant(db: Db): Promise<{ tenant_id: string; 
     )
     .catch(() => ({ rows: [] as { tenant_id: string; idempotency_key: string }[] }));
   return rows;
+}
+
+/** Whether our schema's ledger exists yet (a plan may run against a Dify we never wrote to). */
+export async function ledgerExists(db: Db | Tx): Promise<boolean> {
+  const { rows } = await db.query<{ has: boolean }>(`SELECT to_regclass('${SCHEMA}.ledger') IS NOT NULL AS has`);
+  return rows[0]!.has;
 }

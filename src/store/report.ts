@@ -1,6 +1,6 @@
 // The per-row answer for a batch, in input order, from PostgreSQL.
 import type { Db } from '../db/pool.js';
-import type { Outcome } from '../types.js';
+import type { Outcome } from '../common/types.js';
 import { SCHEMA } from './schema.js';
 
 export interface ReportRow {

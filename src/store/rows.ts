@@ -10,7 +10,7 @@
 // round trip: several are on the worker's hot path.
 import type { Db, Tx } from '../db/pool.js';
 import { accountCandidates, type AccountRules } from '../dify/accounts.js';
-import type { Account, Outcome } from '../types.js';
+import type { Account, Outcome } from '../common/types.js';
 import { knownJoin, knownOf, KNOWN_COLUMNS, type KnownColumns, type KnownEntry } from './ledger.js';
 import { SCHEMA } from './schema.js';
 
@@ -354,4 +354,12 @@ export async function settleLostRows(
     [JSON.stringify(rows.map((r) => ({ batchId: r.batchId, line: r.line, round: r.round }))), to],
   );
   return changed;
+}
+
+/** Whether any open row asks for invitations (a worker that cannot issue them says so at start). */
+export async function rowsWaitForInvitations(db: Db): Promise<boolean> {
+  const { rows } = await db.query<{ waiting: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM ${SCHEMA}.rows WHERE outcome IN ('queued', 'active') AND spec ? 'invite') AS waiting`,
+  );
+  return rows[0]?.waiting ?? false;
 }

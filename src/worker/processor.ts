@@ -3,7 +3,7 @@
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { isConnectionError, type RedisClient } from '../queue/connection.js';
 import type { Logger } from 'pino';
-import { describeError, RowError } from '../errors.js';
+import { describeError, RowError } from '../common/errors.js';
 import { JobDataSchema, jobIdFor, roundOfJobId, type JobResult } from '../queue/contract.js';
 import { failIfOpen, noteRetry, recordOutcome } from '../store/rows.js';
 import type { ServerWatch } from '../queue/server-watch.js';

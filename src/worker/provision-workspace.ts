@@ -9,9 +9,9 @@ import type { Db, Tx } from '../db/pool.js';
 import { checkDistinct, ensureAccount, personKey, pickAccount, type AccountRules, type MissingAccount } from '../dify/accounts.js';
 import { mintDatasetKey, type Scoping } from '../dify/api-keys.js';
 import type { WorkspaceWriter } from '../dify/workspace-writer.js';
-import { describeError, RowError } from '../errors.js';
+import { describeError, RowError } from '../common/errors.js';
 import type { Invitee } from '../dify/invitations.js';
-import type { Inviter } from '../invitations.js';
+import type { Inviter } from '../invite/inviter.js';
 import type { Logger } from 'pino';
 import type { JobData } from '../queue/contract.js';
 import type { DeployedKey, KeyStorage } from '../storage/key-storage.js';
@@ -19,7 +19,7 @@ import { answerKnown, checkLocked, findLedgerEntry, type LedgerEntry } from '../
 import { lockKeyAndTenant, removeUnlessTenantExists } from '../store/locks.js';
 import { recordCreated, recordOutcome, startAttempt, type Finished, type OwnLineage } from '../store/rows.js';
 import { storeSealed } from '../store/sealed-secrets.js';
-import type { Account } from '../types.js';
+import type { Account } from '../common/types.js';
 
 export interface ProvisionDeps {
   db: Db;

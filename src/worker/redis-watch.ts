@@ -3,8 +3,8 @@
 // Redis is, the cause, what to check), then a line a minute at most while it lasts, and once
 // when Redis answers again. A stopping worker asks it whether anything can still be finished.
 import type { Worker } from 'bullmq';
-import type { RedisTarget } from '../config.js';
-import { describeError } from '../errors.js';
+import type { RedisTarget } from '../config/config.js';
+import { describeError } from '../common/errors.js';
 import type { Logger } from '../log/logger.js';
 import { CHECK_REDIS, describeTarget, isConnectionError, type RedisClient } from '../queue/connection.js';
 

@@ -3,20 +3,20 @@
 // shuts down on a signal: the first finishes in-flight jobs within the grace period (at once when
 // Redis is unreachable: nothing can be finished in the queue then), a second stops at once.
 import type { Job, Worker } from 'bullmq';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { rsaKeySource, type KeySource } from '../crypto/rsa-keys.js';
 import { describeSchema, type Band } from '../dify/schema-probe.js';
 import type { Db } from '../db/pool.js';
 import { workspaceWriter } from '../dify/workspace-writer.js';
-import { describeError } from '../errors.js';
+import { describeError } from '../common/errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { redisTargetOf, requireInvitations } from '../config.js';
-import { openInviter, type Inviter, type OnIssued } from '../invitations.js';
+import { redisTargetOf, requireInvitations } from '../config/config.js';
+import { openInviter, type Inviter, type OnIssued } from '../invite/inviter.js';
 import { invitationMail } from '../invite/deliver.js';
-import { SCHEMA } from '../store/schema.js';
-import { openKeyStorage, openQueueRuntime } from '../runtime.js';
+import { openKeyStorage, openQueueRuntime } from '../runtime/runtime.js';
 import type { ServerWatch, WatchState } from '../queue/server-watch.js';
 import type { KeyStorage } from '../storage/key-storage.js';
+import { rowsWaitForInvitations } from '../store/rows.js';
 import { sealKeyCache } from '../store/sealed-secrets.js';
 import { createProvisionWorker } from './processor.js';
 import { watchRedis, type RedisWatch } from './redis-watch.js';
@@ -149,10 +149,7 @@ async function inviterFor(
     settings = requireInvitations(config);
   } catch (err) {
     const problem = describeError(err);
-    const { rows } = await db.query<{ waiting: boolean }>(
-      `SELECT EXISTS (SELECT 1 FROM ${SCHEMA}.rows WHERE outcome IN ('queued', 'active') AND spec ? 'invite') AS waiting`,
-    );
-    if (rows[0]?.waiting) logger.error(`rows waiting here ask for invitations, which this worker cannot issue: ${problem}`);
+    if (await rowsWaitForInvitations(db)) logger.error(`rows waiting here ask for invitations, which this worker cannot issue: ${problem}`);
     return { problem };
   }
   return { ...openInviter(settings, band, { logger, ...(onIssued ? { onIssued } : {}) }), problem: '' };

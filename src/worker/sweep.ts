@@ -3,10 +3,10 @@
 // time (an advisory lock; the others skip their turn), for rows untouched for `idleSeconds`.
 import type { Logger } from 'pino';
 import { withTransaction, type Db } from '../db/pool.js';
-import { describeError } from '../errors.js';
+import { describeError } from '../common/errors.js';
 import { settleLostJobs, type LostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { trySweepLock } from '../store/locks.js';
-import type { Inviter } from '../invitations.js';
+import type { Inviter } from '../invite/inviter.js';
 
 export interface SweepOptions {
   /** Default 60 s. */
@@ -27,7 +27,7 @@ export async function sweepLostJobs(db: Db, jobs: QueueDeps, idleSeconds: number
 
 /**
  * `inviter`: in its turn, the worker also stores the invitation tokens that a crash or an outage
- * of Dify's Redis left recorded but not stored (src/invitations.ts).
+ * of Dify's Redis left recorded but not stored (src/invite/inviter.ts).
  */
 export function startSweeping(db: Db, jobs: QueueDeps, log: Logger, opts: SweepOptions = {}, inviter?: Inviter): { stop(): Promise<void> } {
   const intervalMs = opts.intervalMs ?? 60_000;

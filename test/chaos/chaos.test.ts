@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Db } from '../../src/db/pool.js';
-import { projectFile } from '../../src/project-files.js';
+import { projectFile } from '../../src/common/project-files.js';
 import { runDoctor } from '../../src/doctor/doctor.js';
 import { hybridDecrypt, hybridEncrypt } from '../../src/crypto/rsa-keys.js';
 import { getBatchStatus } from '../../src/store/batches.js';

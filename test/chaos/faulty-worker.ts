@@ -3,7 +3,7 @@
 // With CRASH_AT_STORE=n it also dies by SIGKILL at its n-th store of invitation tokens, after the
 // workspace's COMMIT and before the SETEX in Dify's Redis (logged to CRASH_LOG first).
 import { appendFileSync } from 'node:fs';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/config.js';
 import { DifyTokens } from '../../src/dify/invitations.js';
 import { createLogger } from '../../src/log/logger.js';
 import { runWorker } from '../../src/worker/run-worker.js';

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { projectFile } from '../../src/project-files.js';
+import { projectFile } from '../../src/common/project-files.js';
 import { csvOf, envQueue } from '../helpers/batch.js';
 import { NO_WORKER } from '../../src/store/batches.js';
 import { runCli, startCli } from '../helpers/cli.js';

@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { projectFile } from '../../src/project-files.js';
+import { projectFile } from '../../src/common/project-files.js';
 import { csvOf } from '../helpers/batch.js';
 import { runProgram, startCli, type Background } from '../helpers/cli.js';
 import { launchChromium, startDashboard } from '../helpers/dashboard.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { projectFile } from '../../src/project-files.js';
+import { projectFile } from '../../src/common/project-files.js';
 import { freePort } from '../../src/services/local-services.js';
 import { NO_WORKER } from '../../src/store/batches.js';
 import { queueNameFor } from '../../src/store/instance.js';

@@ -9,7 +9,7 @@ import { createPool } from '../../src/db/pool.js';
 import { startLocalServices, type LocalServices } from '../../src/services/local-services.js';
 import { CLI, runCli, runProgram, startCli } from '../helpers/cli.js';
 import { cliWorld, until } from '../helpers/cli-world.js';
-import { PACKAGE_ROOT } from '../../src/project-files.js';
+import { PACKAGE_ROOT } from '../../src/common/project-files.js';
 
 const world = cliWorld();
 const isRoot = process.getuid?.() === 0;

@@ -8,7 +8,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DIFY_SCHEMAS, PACKAGE_ROOT, projectFile } from '../../src/project-files.js';
+import { DIFY_SCHEMAS, PACKAGE_ROOT, projectFile } from '../../src/common/project-files.js';
 import { runProgram, type Ran } from '../helpers/cli.js';
 
 interface Packed {

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { projectFile } from '../../src/project-files.js';
+import { projectFile } from '../../src/common/project-files.js';
 import { freePort } from '../../src/services/local-services.js';
 import { queueNameFor } from '../../src/store/instance.js';
 import { runCli, startCli } from '../helpers/cli.js';

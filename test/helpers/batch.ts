@@ -2,9 +2,9 @@
 // stops moving fails its test quickly, naming the rows that are stuck and what Redis holds for them.
 import { Readable, Writable } from 'node:stream';
 import { pino } from 'pino';
-import { readRows } from '../../src/csv/read-rows.js';
+import { readRows } from '../../src/input/read-rows.js';
 import { Queue } from 'bullmq';
-import { openQueueRuntime } from '../../src/runtime.js';
+import { openQueueRuntime } from '../../src/runtime/runtime.js';
 import { difyIdentity } from '../../src/store/instance.js';
 import { enqueueBatch, type EnqueueSummary } from '../../src/ingest/enqueue-batch.js';
 import { getBatchStatus, type BatchStatus } from '../../src/store/batches.js';

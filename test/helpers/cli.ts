@@ -1,6 +1,6 @@
 // Runs the built CLI (dist/, built by the global setup) as a separate process, as a user would.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { projectFile } from '../../src/project-files.js';
+import { projectFile } from '../../src/common/project-files.js';
 
 export const CLI = projectFile('dist', 'src', 'cli', 'main.js');
 

@@ -1,6 +1,6 @@
 // The README's own text, for tests that run what it tells an operator to type (so the two cannot drift).
 import { readFile } from 'node:fs/promises';
-import { projectFile } from '../../src/project-files.js';
+import { projectFile } from '../../src/common/project-files.js';
 
 export const README = await readFile(projectFile('README.md'), 'utf8');
 

@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
-import { ConfigSchema, type Config } from '../../src/config.js';
+import { ConfigSchema, type Config } from '../../src/config/config.js';
 import { createPool, type Db } from '../../src/db/pool.js';
-import type { DifySchemaName } from '../../src/project-files.js';
+import type { DifySchemaName } from '../../src/common/project-files.js';
 import { createDifyDatabase } from '../../src/services/dify-database.js';
 
 export interface TestEnv {

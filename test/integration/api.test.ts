@@ -13,7 +13,7 @@ import type { z } from 'zod';
 import { SESSION_COOKIE } from '../../src/dashboard/auth.js';
 import * as S from '../../src/dashboard/api/schemas.js';
 import { provisionerOn, type Provisioner } from '../../src/provisioner.js';
-import { openQueueRuntime } from '../../src/runtime.js';
+import { openQueueRuntime } from '../../src/runtime/runtime.js';
 import { runWorker, type RunningWorker } from '../../src/worker/run-worker.js';
 import { csvOf, waitUntilDone } from '../helpers/batch.js';
 import { listeningDashboard } from '../helpers/dashboard.js';

@@ -1,23 +1,17 @@
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { StrictValidationError } from '../../src/ingest/input-rows.js';
+import { describe, expect, it } from 'vitest';
+import { StrictValidationError } from '../../src/input/input-rows.js';
 import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf } from '../helpers/batch.js';
 import { tcpProxy } from '../helpers/tcp-proxy.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { freshProvisionerEachTest } from '../helpers/world.js';
 
 let env: TestEnv;
 let provisioner: Provisioner;
-beforeEach(async () => {
-  env = await createTestEnv();
-  provisioner = await createProvisioner(env.config);
-});
-afterEach(async () => {
-  await provisioner.close();
-  await env.cleanup();
-});
+freshProvisionerEachTest((w) => ({ env, provisioner } = w));
 
 const csv = (rows: Record<string, string>[]) => Readable.from([Buffer.from(csvOf(rows))]);
 async function withWorker<T>(fn: () => Promise<T>): Promise<T> {

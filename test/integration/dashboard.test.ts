@@ -11,7 +11,7 @@ import { SESSION_COOKIE } from '../../src/dashboard/auth.js';
 import { attachment, buildDashboard } from '../../src/dashboard/server.js';
 import { createPool } from '../../src/db/pool.js';
 import { freePort } from '../../src/services/local-services.js';
-import { projectFile } from '../../src/project-files.js';
+import { projectFile } from '../../src/common/project-files.js';
 import { csvOf, envQueue, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { tcpProxy } from '../helpers/tcp-proxy.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';

@@ -1,13 +1,14 @@
 // Every Dify release band since 0.15: the schema is recognised, each workspace is exactly what that
 // release's create_tenant writes, keys are proven, re-runs create nothing twice, missing owners
 // are created, API keys minted, and doctor knows what each band must have.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { describeSchema, probeDifySchema } from '../../src/dify/schema-probe.js';
 import { runDoctor } from '../../src/doctor/doctor.js';
 import { createProvisioner } from '../../src/provisioner.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { BANDS, expectCreatedAccount, expectDifyWorkspace, KNOWN_SLOTS, type BandName } from '../helpers/dify-checks.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { freshEnvEachTest } from '../helpers/world.js';
 
 const RELEASES: Record<BandName, string> = {
   '1.6': 'Dify schema: 0.15.0 – 1.6.0 (the tenant and its joins only)',
@@ -21,12 +22,7 @@ const [ID1, ID2] = Object.keys(KNOWN_SLOTS) as [string, string];
 
 describe.each(Object.keys(BANDS) as BandName[])('Dify schema %s', (name) => {
   let env: TestEnv;
-  beforeEach(async () => {
-    env = await createTestEnv({ schema: name, trialCredits: 150 });
-  });
-  afterEach(async () => {
-    await env.cleanup();
-  });
+  freshEnvEachTest((e) => (env = e), { schema: name, trialCredits: 150 });
 
   it('is recognised as its band', async () => {
     const schema = await probeDifySchema(env.db);
@@ -121,12 +117,7 @@ describe.each(Object.keys(BANDS) as BandName[])('Dify schema %s', (name) => {
 
 describe('schemas no release has', () => {
   let env: TestEnv;
-  beforeEach(async () => {
-    env = await createTestEnv({ schema: '1.9' });
-  });
-  afterEach(async () => {
-    await env.cleanup();
-  });
+  freshEnvEachTest((e) => (env = e), { schema: '1.9' });
 
   it('refuses a credit pool table next to varchar[] strategy lists', async () => {
     await env.db.query(`CREATE TABLE tenant_credit_pools (id uuid, tenant_id uuid, pool_type text, quota_limit bigint, quota_used bigint)`);

@@ -1,22 +1,18 @@
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runDoctor, type Finding } from '../../src/doctor/doctor.js';
 import { rsaKeySource } from '../../src/crypto/rsa-keys.js';
 import { csvOf, ingestCsv, runUntilDone, waitUntilDone } from '../helpers/batch.js';
 import { keyFile, keyPairWorks } from '../helpers/dify-checks.js';
 import { runCli, startCli, type Background, type Ran } from '../helpers/cli.js';
 import { until } from '../helpers/cli-world.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { type TestEnv } from '../helpers/test-env.js';
+import { freshEnvEachTest } from '../helpers/world.js';
 
 let env: TestEnv;
-beforeEach(async () => {
-  env = await createTestEnv();
-});
-afterEach(async () => {
-  await env.cleanup();
-});
+freshEnvEachTest((e) => (env = e));
 
 const kinds = (f: { kind: string; tenantId: string }[]) => f.map((x) => `${x.kind} ${x.tenantId}`).sort();
 

@@ -4,13 +4,13 @@ import { chown, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { rsaKeySource, type KeySource } from '../../src/crypto/rsa-keys.js';
-import { readRows } from '../../src/csv/read-rows.js';
+import { readRows } from '../../src/input/read-rows.js';
 import { probeDifySchema } from '../../src/dify/schema-probe.js';
 import { workspaceWriter, type WorkspaceWriter } from '../../src/dify/workspace-writer.js';
 import { runDoctor } from '../../src/doctor/doctor.js';
-import { RowError, UsageError } from '../../src/errors.js';
+import { RowError, UsageError } from '../../src/common/errors.js';
 import { createProvisioner } from '../../src/provisioner.js';
 import { localKeyStorage } from '../../src/storage/local.js';
 import { migrate } from '../../src/store/schema.js';
@@ -19,15 +19,11 @@ import { runWorker } from '../../src/worker/run-worker.js';
 import { waitForBatch } from '../../src/store/batches.js';
 import { csvOf, envQueue, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { keyFile, keyPairWorks } from '../helpers/dify-checks.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { type TestEnv } from '../helpers/test-env.js';
+import { freshEnvEachTest } from '../helpers/world.js';
 
 let env: TestEnv;
-beforeEach(async () => {
-  env = await createTestEnv();
-});
-afterEach(async () => {
-  await env.cleanup();
-});
+freshEnvEachTest((e) => (env = e));
 
 const isRoot = process.getuid?.() === 0;
 const rowsOf = async (batch: string) =>

@@ -2,22 +2,16 @@
 // provisioned through the library's reading path by a real worker into Dify's PostgreSQL.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CsvFormatError } from '../../src/csv/decode.js';
-import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
+import { describe, expect, it } from 'vitest';
+import { CsvFormatError } from '../../src/input/decode.js';
+import { type Provisioner } from '../../src/provisioner.js';
 import { runUntilDone } from '../helpers/batch.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { type TestEnv } from '../helpers/test-env.js';
+import { freshProvisionerEachTest } from '../helpers/world.js';
 
 let env: TestEnv;
 let provisioner: Provisioner;
-beforeEach(async () => {
-  env = await createTestEnv();
-  provisioner = await createProvisioner(env.config);
-});
-afterEach(async () => {
-  await provisioner.close();
-  await env.cleanup();
-});
+freshProvisionerEachTest((w) => ({ env, provisioner } = w));
 
 const CUSTOMERS = [
   ['Café Crème', 'owner1@example.com'],

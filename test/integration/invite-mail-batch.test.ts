@@ -6,8 +6,8 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import type { SmtpSettings } from '../../src/dify-env.js';
-import { ConfigError } from '../../src/errors.js';
+import type { SmtpSettings } from '../../src/config/dify-env.js';
+import { ConfigError } from '../../src/common/errors.js';
 import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { runLoggedUntilDone } from '../helpers/batch.js';
 import { dumpRedis } from '../helpers/redis-dump.js';

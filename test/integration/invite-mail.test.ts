@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, requireMail } from '../../src/config.js';
+import { loadConfig, requireMail } from '../../src/config/config.js';
 import { openMailer, type Invitation, type MailerOptions } from '../../src/invite/mail.js';
 import { startSmtp, type TestSmtp, type TestSmtpOptions } from '../helpers/smtp-server.js';
 import { testCerts, type TestCerts } from '../helpers/test-certs.js';

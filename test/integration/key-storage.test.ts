@@ -8,13 +8,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig, requireConfig } from '../../src/config.js';
+import { loadConfig, requireConfig } from '../../src/config/config.js';
 import { hybridDecrypt, hybridEncrypt, rsaKeySource } from '../../src/crypto/rsa-keys.js';
 import { probeDifySchema } from '../../src/dify/schema-probe.js';
 import { workspaceWriter, type WorkspaceWriter } from '../../src/dify/workspace-writer.js';
 import { runDoctor } from '../../src/doctor/doctor.js';
-import { RowError } from '../../src/errors.js';
-import { openKeyStorage } from '../../src/runtime.js';
+import { RowError } from '../../src/common/errors.js';
+import { openKeyStorage } from '../../src/runtime/runtime.js';
 import type { KeyStorage } from '../../src/storage/key-storage.js';
 import { s3Store } from '../../src/storage/s3.js';
 import { provisionWorkspace } from '../../src/worker/provision-workspace.js';
@@ -29,6 +29,7 @@ import {
   type VendorStore,
 } from '../helpers/object-servers.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { freshEnvEachTest } from '../helpers/world.js';
 
 let dir: string;
 let s3: S3Server;
@@ -185,12 +186,7 @@ describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3', ...VENDOR_STO
 
 describe('storage settings that cannot work fail at start, clearly and without secrets', () => {
   let env: TestEnv;
-  beforeEach(async () => {
-    env = await createTestEnv();
-  });
-  afterEach(async () => {
-    await env.cleanup();
-  });
+  freshEnvEachTest((e) => (env = e));
 
   it('a bucket or container that does not exist', async () => {
     const noBucket = loadConfig({ ...s3.env, S3_BUCKET_NAME: 'nope' });

@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { difyNormalizedEmail, difyNormalizedEmailSql } from '../../src/dify/normalized-email.js';
-import type { DifySchemaName } from '../../src/project-files.js';
+import type { DifySchemaName } from '../../src/common/project-files.js';
 import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf } from '../helpers/batch.js';

@@ -2,7 +2,7 @@
 // line order, however the valid rows are chunked behind the rejected ones.
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readRows } from '../../src/csv/read-rows.js';
+import { readRows } from '../../src/input/read-rows.js';
 import { probeDifySchema } from '../../src/dify/schema-probe.js';
 import { planBatch } from '../../src/ingest/plan.js';
 import { csvOf } from '../helpers/batch.js';

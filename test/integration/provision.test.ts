@@ -1,7 +1,7 @@
 import { chown, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { probeDifySchema } from '../../src/dify/schema-probe.js';
 import { localKeyStorage } from '../../src/storage/local.js';
 import { provisionWorkspace } from '../../src/worker/provision-workspace.js';
@@ -12,15 +12,11 @@ import { waitForBatch } from '../../src/store/batches.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { keyFile, keyPairWorks, modes } from '../helpers/dify-checks.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { type TestEnv } from '../helpers/test-env.js';
+import { freshEnvEachTest } from '../helpers/world.js';
 
 let env: TestEnv;
-beforeEach(async () => {
-  env = await createTestEnv();
-});
-afterEach(async () => {
-  await env.cleanup();
-});
+freshEnvEachTest((e) => (env = e));
 
 const count = async (sql: string, params: unknown[] = []) => Number((await env.db.query<{ n: string }>(sql, params)).rows[0]!.n);
 const rowsOf = async (batch: string) =>

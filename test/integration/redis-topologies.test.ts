@@ -5,17 +5,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig, type Config } from '../../src/config.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, type Config } from '../../src/config/config.js';
 import { workersServing } from '../../src/queue/connection.js';
-import { openQueueRuntime } from '../../src/runtime.js';
+import { openQueueRuntime } from '../../src/runtime/runtime.js';
 import { waitFor } from '../../src/services/local-services.js';
 import { waitForBatch } from '../../src/store/batches.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf, ingestCsv } from '../helpers/batch.js';
 import { keyPairWorks } from '../helpers/dify-checks.js';
 import { startCluster, startSentinel, startTls, type TestCluster, type TestSentinel, type TestTls } from '../helpers/redis-topologies.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { type TestEnv } from '../helpers/test-env.js';
+import { freshEnvEachTest } from '../helpers/world.js';
 
 let dir: string;
 let env: TestEnv;
@@ -25,12 +26,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-beforeEach(async () => {
-  env = await createTestEnv({ accounts: 40 });
-});
-afterEach(async () => {
-  await env.cleanup();
-});
+freshEnvEachTest((e) => (env = e), { accounts: 40 });
 
 const rows = (n: number) =>
   Array.from({ length: n }, (_, i) => ({ workspace_name: `Topo ${i}`, owner_email: `owner${(i % 40) + 1}@example.com` }));

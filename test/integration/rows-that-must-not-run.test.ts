@@ -5,21 +5,17 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { cancelBatch } from '../../src/queue/batch-control.js';
 import { jobFor, type JobData, type JobResult } from '../../src/queue/contract.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf, envQueue, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { keyFile } from '../helpers/dify-checks.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { type TestEnv } from '../helpers/test-env.js';
+import { freshEnvEachTest } from '../helpers/world.js';
 
 let env: TestEnv;
-beforeEach(async () => {
-  env = await createTestEnv();
-});
-afterEach(async () => {
-  await env.cleanup();
-});
+freshEnvEachTest((e) => (env = e));
 
 const rowsOf = async (batch: string) =>
   (

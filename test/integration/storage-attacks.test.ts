@@ -5,20 +5,16 @@
 import { randomUUID } from 'node:crypto';
 import { lstat, mkdir, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runDoctor } from '../../src/doctor/doctor.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { keyPairWorks } from '../helpers/dify-checks.js';
 import { attackAsStorageUser, isRoot, storageOwnedByDifyUser, STORAGE_UID } from '../helpers/storage-user.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { type TestEnv } from '../helpers/test-env.js';
+import { freshEnvEachTest } from '../helpers/world.js';
 
 let env: TestEnv;
-beforeEach(async () => {
-  env = await createTestEnv();
-});
-afterEach(async () => {
-  await env.cleanup();
-});
+freshEnvEachTest((e) => (env = e));
 
 /** A folder only root may change, holding files and a UUID folder that looks like an orphan key. */
 async function makeVictim(): Promise<{ path: string; intact(): Promise<void> }> {

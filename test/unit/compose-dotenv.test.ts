@@ -2,7 +2,7 @@
 // most taken from compose-go's own tests, and where they differ from Node's util.parseEnv.
 import { parseEnv } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { DotenvSyntaxError, parseComposeDotenv, substitute } from '../../src/compose-dotenv.js';
+import { DotenvSyntaxError, parseComposeDotenv, substitute } from '../../src/config/compose-dotenv.js';
 
 const one = (text: string, key: string, lookup?: Record<string, string>) => parseComposeDotenv(text, (k) => lookup?.[k])[key];
 

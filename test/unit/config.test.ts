@@ -1,6 +1,6 @@
 // Configuration: every setting parsed as documented, every invalid one refused with its name.
 import { describe, expect, it } from 'vitest';
-import { databaseOf, loadConfig, redisTargetOf, requireConfig, storageOf } from '../../src/config.js';
+import { databaseOf, loadConfig, redisTargetOf, requireConfig, storageOf } from '../../src/config/config.js';
 import { duration, rateLimit } from '../../src/cli/options.js';
 
 describe('configuration from the environment', () => {

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { createRequire } from 'node:module';
 import { parseAllDocuments } from 'yaml';
-import { projectFile } from '../../src/project-files.js';
+import { projectFile } from '../../src/common/project-files.js';
 
 // npm's own range rules (semver, which bullmq needs too, so every install has it); loaded untyped.
 const semver = createRequire(import.meta.url)('semver') as {

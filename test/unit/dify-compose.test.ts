@@ -8,9 +8,9 @@ import { dirname, join, posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
-import { parseComposeDotenv } from '../../src/compose-dotenv.js';
-import { composeHostsOf, difySettings, storageFromDify } from '../../src/dify-env.js';
-import { projectFile } from '../../src/project-files.js';
+import { parseComposeDotenv } from '../../src/config/compose-dotenv.js';
+import { composeHostsOf, difySettings, storageFromDify } from '../../src/config/dify-env.js';
+import { projectFile } from '../../src/common/project-files.js';
 import { readmeSection, shellBlocks } from '../helpers/readme.js';
 
 interface Service {

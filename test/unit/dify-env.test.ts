@@ -6,10 +6,10 @@ import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { databaseOf, loadConfig, redisTargetOf, requireConfig, storageOf } from '../../src/config.js';
+import { databaseOf, loadConfig, redisTargetOf, requireConfig, storageOf } from '../../src/config/config.js';
 import { createPool } from '../../src/db/pool.js';
-import { ENV_FILE_MAX_BYTES } from '../../src/dify-env.js';
-import { projectFile } from '../../src/project-files.js';
+import { ENV_FILE_MAX_BYTES } from '../../src/config/dify-env.js';
+import { projectFile } from '../../src/common/project-files.js';
 import { failure } from '../helpers/failure.js';
 
 const FIXTURE = projectFile('test', 'fixtures', 'dify-docker');

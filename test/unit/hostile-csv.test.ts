@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { readRows, type CsvRow } from '../../src/csv/read-rows.js';
+import { readRows, type CsvRow } from '../../src/input/read-rows.js';
 
 async function read(csv: string | Buffer): Promise<CsvRow[]> {
   const out: CsvRow[] = [];

@@ -1,8 +1,8 @@
 // Files as spreadsheet programs write them: encodings, delimiters, empty rows, header hints.
 import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { detectDelimiter, newInputInfo } from '../../src/csv/decode.js';
-import { CsvFormatError, readRows, type CsvRow, type ReadOptions } from '../../src/csv/read-rows.js';
+import { detectDelimiter, newInputInfo } from '../../src/input/decode.js';
+import { CsvFormatError, readRows, type CsvRow, type ReadOptions } from '../../src/input/read-rows.js';
 import { openFilesNamed } from '../helpers/open-files.js';
 
 async function read(bytes: Buffer, opts: ReadOptions = {}, chunk = 7) {

@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, requireInvitations } from '../../src/config.js';
+import { loadConfig, requireInvitations } from '../../src/config/config.js';
 import { inviteKey, inviteLink, inviteValue, pyQuote, type TokenFormat } from '../../src/dify/invitations.js';
 
 let dir: string;

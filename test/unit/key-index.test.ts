@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { hash64, KeyIndex } from '../../src/csv/key-index.js';
+import { hash64, KeyIndex } from '../../src/input/key-index.js';
 import { openFilesNamed } from '../helpers/open-files.js';
 
 const spills = () => readdirSync(tmpdir()).filter((f) => f.startsWith('dify-provision-keys-'));

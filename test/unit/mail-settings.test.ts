@@ -6,8 +6,8 @@ import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, requireMail } from '../../src/config.js';
-import { projectFile } from '../../src/project-files.js';
+import { loadConfig, requireMail } from '../../src/config/config.js';
+import { projectFile } from '../../src/common/project-files.js';
 import { failure } from '../helpers/failure.js';
 
 const FIXTURE = projectFile('test', 'fixtures', 'dify-docker');

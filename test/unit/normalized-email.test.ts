@@ -1,6 +1,6 @@
 // Dify's normalised email, case for case from Dify's own tests (helpers/dify-email-cases.ts).
 import { describe, expect, it } from 'vitest';
-import { normalizedEmail } from '../../src/csv/same-customer.js';
+import { normalizedEmail } from '../../src/input/same-customer.js';
 import { difyNormalizedEmail } from '../../src/dify/normalized-email.js';
 import { DIFY_CASES } from '../helpers/dify-email-cases.js';
 

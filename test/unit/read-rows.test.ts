@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { CsvFormatError, readRows, type CsvRow } from '../../src/csv/read-rows.js';
+import { CsvFormatError, readRows, type CsvRow } from '../../src/input/read-rows.js';
 
 async function read(csv: string | Buffer, opts = {}): Promise<CsvRow[]> {
   const out: CsvRow[] = [];

@@ -1,10 +1,10 @@
 // The API's one error body, { error: { code, message, rows? } }, from the error classes
-// (src/errors.ts: each carries its stable code and HTTP status), zod's request checks and
+// (common/errors.ts: each carries its stable code and HTTP status), zod's request checks and
 // fastify's own refusals (body too large, unknown media type, unreadable JSON).
 import { z } from 'zod';
-import { CsvFormatError } from '../../csv/decode.js';
-import { ProvisionError } from '../../errors.js';
-import { StrictValidationError } from '../../ingest/input-rows.js';
+import { CsvFormatError } from '../../input/decode.js';
+import { ProvisionError } from '../../common/errors.js';
+import { StrictValidationError } from '../../input/input-rows.js';
 import type { ErrorBodySchema } from './schemas.js';
 
 export type ErrorBody = z.infer<typeof ErrorBodySchema>;

@@ -2,7 +2,6 @@
 // schemas (z.toJSONSchema: JSON Schema 2020-12, OpenAPI 3.1's own dialect): what validates a
 // request is what the document says.
 import { z } from 'zod';
-import type { ApiRoute } from './routes.js';
 import { ErrorBodySchema, FILE_TYPES } from './schemas.js';
 
 const jsonSchema = (schema: z.ZodType, io: 'input' | 'output') => {
@@ -24,7 +23,7 @@ const STATUS_WORDS: Record<number, string> = {
   503: 'a service (PostgreSQL, Redis) is unreachable, or nothing to enqueue on',
 };
 
-function parameters(route: ApiRoute) {
+function parameters(route: DocumentedRoute) {
   const from = (schema: z.ZodObject | undefined, where: 'path' | 'query') => {
     if (!schema) return [];
     const object = jsonSchema(schema, 'input') as { properties?: Record<string, { description?: string }>; required?: string[] };
@@ -40,7 +39,7 @@ function parameters(route: ApiRoute) {
   return [...from(route.params, 'path'), ...from(route.query ?? route.files, 'query')];
 }
 
-function requestBody(route: ApiRoute) {
+function requestBody(route: DocumentedRoute) {
   if (!route.body && !route.files) return undefined;
   const content: Record<string, unknown> = {};
   if (route.body) content['application/json'] = { schema: jsonSchema(route.body, 'input') };
@@ -53,7 +52,21 @@ function requestBody(route: ApiRoute) {
   return { required: true, content };
 }
 
-export function openApiDocument(routes: ApiRoute[]): object {
+/** What the document needs of a route (routes.ts DocumentedRoute has it, and its handler besides). */
+export interface DocumentedRoute {
+  method: 'GET' | 'POST';
+  path: string;
+  operationId: string;
+  summary: string;
+  params?: z.ZodObject;
+  query?: z.ZodObject;
+  body?: z.ZodType;
+  files?: z.ZodObject;
+  ok: { status: number; description: string; schema: z.ZodType; csv?: boolean };
+  errors: number[];
+}
+
+export function openApiDocument(routes: DocumentedRoute[]): object {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const route of routes) {
     const okContent: Record<string, unknown> = { 'application/json': { schema: jsonSchema(route.ok.schema, 'output') } };

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { IngestOptionsSchema, IngestOptionsTextSchema } from '../../ingest/options.js';
 import { PLAN_VERDICTS } from '../../ingest/plan.js';
 import { BATCH_STATES } from '../../store/batches.js';
-import { OUTCOMES } from '../../types.js';
+import { OUTCOMES } from '../../common/types.js';
 import { REPORT_COLUMNS } from '../../report/format.js';
 
 /** Content types taken as a file in the raw body. */

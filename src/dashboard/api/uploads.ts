@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ProvisionError } from '../../errors.js';
-import { sizeWords } from '../../limits.js';
+import { ProvisionError } from '../../common/errors.js';
+import { sizeWords } from '../../common/limits.js';
 
 export class UploadTooLargeError extends ProvisionError {
   override readonly name: string = 'UploadTooLargeError';

@@ -3,7 +3,7 @@
 // (UTF-8) or through iconv-lite's streaming decoder, so memory stays flat however large the file.
 import { isUtf8 } from 'node:buffer';
 import iconv from 'iconv-lite';
-import { ProvisionError } from '../errors.js';
+import { ProvisionError } from '../common/errors.js';
 
 export type Delimiter = ',' | ';' | '\t';
 export const DELIMITERS: readonly Delimiter[] = [',', ';', '\t'];

@@ -15,17 +15,17 @@
 import type { KeyObject } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { loadOpenKey, loadSealKey, seal, unseal } from './crypto/sealing.js';
-import { withTransaction, type Db, type Tx } from './db/pool.js';
-import type { InvitationSettings } from './dify-env.js';
-import { DifyTokens, inviteLink, newToken, pairOf, ttlSeconds, type Invitee } from './dify/invitations.js';
-import type { Band } from './dify/schema-probe.js';
-import { redisConnection } from './queue/connection.js';
-import { UsageError } from './errors.js';
-import { writeNewFile } from './files.js';
-import { csvCell } from './report/format.js';
-import { AlreadyRevealedError } from './reveal-secrets.js';
-import { batchOptions } from './store/batches.js';
+import { loadOpenKey, loadSealKey, seal, unseal } from '../crypto/sealing.js';
+import { withTransaction, type Db, type Tx } from '../db/pool.js';
+import type { InvitationSettings } from '../config/dify-env.js';
+import { DifyTokens, inviteLink, newToken, pairOf, ttlSeconds, type Invitee } from '../dify/invitations.js';
+import type { Band } from '../dify/schema-probe.js';
+import { redisConnection } from '../queue/connection.js';
+import { UsageError } from '../common/errors.js';
+import { writeNewFile } from '../common/files.js';
+import { csvCell } from '../report/format.js';
+import { AlreadyRevealedError } from '../secrets/reveal.js';
+import { batchOptions } from '../store/batches.js';
 import {
   lockCurrentInvitations,
   lockUnrevealedLinks,
@@ -37,7 +37,7 @@ import {
   superseded,
   type InvitationRecord,
   type PendingInvitation,
-} from './store/invitations.js';
+} from '../store/invitations.js';
 
 /** A link just made valid in Dify's Redis: what the mail (--send-invites) needs. Never log it. */
 export interface IssuedInvitation {

@@ -10,9 +10,9 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 import type { Cell, CellValue } from 'exceljs';
-import { BATCH_LIMITS, sizeWords } from '../limits.js';
+import { BATCH_LIMITS, sizeWords } from '../common/limits.js';
 import { CsvFormatError, type InputInfo } from './decode.js';
-import type { ReadOptions, RecordItem } from './read-rows.js';
+import type { ReadOptions, RecordItem } from './read-options.js';
 import { openScratchFile } from './scratch-file.js';
 
 /** The sheet's XML between two rows (or before the first): beyond it, a row would be held whole in memory. */

@@ -1,8 +1,8 @@
-// Rows from a script go through the same checks as rows from a CSV (csv/row-checker.ts), and
+// Rows from a script go through the same checks as rows from a CSV (row-checker.ts), and
 // --strict means the same thing for both: every row is checked before any is queued.
-import { RowChecker, type CheckedRow, type RejectedRow } from '../csv/row-checker.js';
-import { MAX_MEMBERS, type Column, type FieldError } from '../csv/workspace-row.js';
-import { ProvisionError } from '../errors.js';
+import { RowChecker, type CheckedRow, type RejectedRow } from './row-checker.js';
+import { MAX_MEMBERS, type Column, type FieldError } from './workspace-row.js';
+import { ProvisionError } from '../common/errors.js';
 
 /** A workspace to provision, as a script writes it (the CSV's columns, members as a list or string). */
 export interface WorkspaceInput {

@@ -7,14 +7,14 @@
 import { closeSync, constants, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, posix, resolve } from 'node:path';
 import { DotenvSyntaxError, parseComposeDotenv } from './compose-dotenv.js';
-import type { RedisTarget } from './config.js';
+import type { RedisTarget } from './redis-target.js';
 import { lookup } from 'node:dns/promises';
 import addressparser from 'nodemailer/lib/addressparser';
-import { ConfigError, UnreachableError } from './errors.js';
-import type { AzureBlobSettings } from './storage/azure-blob.js';
-import type { S3Settings } from './storage/s3.js';
-import { rootPrefix } from './storage/object-store.js';
-import { VENDOR_S3_NAMES, VENDOR_S3_TYPES, vendorS3Storage, type VendorS3Type } from './config/dify-storage.js';
+import { ConfigError, UnreachableError } from '../common/errors.js';
+import type { AzureBlobSettings } from '../storage/azure-blob.js';
+import type { S3Settings } from '../storage/s3.js';
+import { rootPrefix } from '../storage/object-store.js';
+import { VENDOR_S3_NAMES, VENDOR_S3_TYPES, vendorS3Storage, type VendorS3Type } from './dify-storage.js';
 
 /** Every Dify variable we read (from its .env or our environment); nothing else of Dify's. */
 const DIFY_NAMES = new Set([

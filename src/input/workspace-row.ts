@@ -1,6 +1,6 @@
 // One CSV row, validated: the zod schema is the single source of truth for a row's shape.
 import { z } from 'zod';
-import { isStrictUuid, MEMBER_ROLES, type MemberRole } from '../types.js';
+import { isStrictUuid, MEMBER_ROLES, type MemberRole } from '../common/types.js';
 
 export const COLUMNS = ['workspace_name', 'owner_email', 'plan', 'members', 'external_id', 'workspace_id', 'dataset_api_key'] as const;
 export type Column = (typeof COLUMNS)[number];

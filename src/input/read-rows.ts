@@ -20,28 +20,9 @@ import {
 import { sheetRecords } from './read-sheet.js';
 import { rawOf, RowChecker, type CheckedRow, type RawRow } from './row-checker.js';
 import { COLUMNS, REQUIRED_COLUMNS, type Column } from './workspace-row.js';
+import type { ReadOptions, RecordItem } from './read-options.js';
 
-export interface ReadOptions {
-  /** Drop columns we don't know instead of refusing the file. */
-  ignoreUnknownColumns?: boolean;
-  /** Largest record accepted, in characters; a larger one is rejected (and skipped). */
-  maxRecordSize?: number;
-  /** The column delimiter (default: detected from the header line, `,` `;` or TAB). */
-  delimiter?: Delimiter;
-  /** The file's encoding when it is not UTF-8 (or UTF-16 with a BOM), e.g. windows-1252. */
-  encoding?: string;
-  /** .xlsx: the sheet to read (default: the first). */
-  sheet?: string;
-  /** Let rows through that look like another row's customer (same owner and workspace name). */
-  allowDuplicateNames?: boolean;
-  /** The input's name (a file), in messages about the file as a whole. */
-  source?: string;
-  /**
-   * .xlsx: all of the workbook's parts together, unpacked, at most this many bytes (default 1 GiB,
-   * the batch's --max-bytes); its shared strings at most a sixteenth of it.
-   */
-  maxBytes?: number;
-}
+export type { ReadOptions, RecordItem };
 
 export type { RawRow, InputInfo };
 export { CsvFormatError };
@@ -85,9 +66,6 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}, info: I
   }
   if (!columns) throw new CsvFormatError(1, 'the file is empty: expected a header row with workspace_name and owner_email');
 }
-
-/** A record with its line, or a line that could not be read as a record (already a rejected row). */
-export type RecordItem = { line: number; record: string[] } | { row: CsvRow };
 
 async function* csvRecords(
   head: Buffer,

@@ -1,12 +1,12 @@
 // A row that looks like a workspace its owner already has in Dify (made in Dify, or by an earlier
 // batch under another key): the same owner and workspace name once normalised (same-customer.ts).
 // Rows whose key Dify already has through our ledger are not this: they are "existing".
-import type { RejectedRow } from '../csv/row-checker.js';
-import { customerKey, duplicateOfTenant, normalizedEmail } from '../csv/same-customer.js';
-import type { WorkspaceRow } from '../csv/workspace-row.js';
+import type { RejectedRow } from '../input/row-checker.js';
+import { customerKey, duplicateOfTenant, normalizedEmail } from '../input/same-customer.js';
+import type { WorkspaceRow } from '../input/workspace-row.js';
 import type { Db, Tx } from '../db/pool.js';
 import { difyNormalizedEmailSql } from '../dify/normalized-email.js';
-import { SCHEMA } from '../store/schema.js';
+import { SCHEMA } from './schema.js';
 
 /**
  * The rows that look like a workspace their owner has, as rejections by the row's index. With

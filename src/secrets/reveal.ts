@@ -1,11 +1,11 @@
 // Reveals a batch's sealed API keys once: opens every seal with the operator's private key,
 // writes the tokens to a new 0600 file and drops the seals, all or nothing.
 import type { KeyObject } from 'node:crypto';
-import { unseal } from './crypto/sealing.js';
-import { withTransaction, type Db } from './db/pool.js';
-import { ProvisionError, UsageError } from './errors.js';
-import { writeNewFile } from './files.js';
-import { lockSealed, markRevealed } from './store/sealed-secrets.js';
+import { unseal } from '../crypto/sealing.js';
+import { withTransaction, type Db } from '../db/pool.js';
+import { ProvisionError, UsageError } from '../common/errors.js';
+import { writeNewFile } from '../common/files.js';
+import { lockSealed, markRevealed } from '../store/sealed-secrets.js';
 
 export class AlreadyRevealedError extends ProvisionError {
   override readonly name: string = 'AlreadyRevealedError';

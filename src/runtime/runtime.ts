@@ -2,18 +2,18 @@
 // Redis connection and queue, the logger and the key storage. The CLI, the worker, the dashboard,
 // the demo and the library all take a Runtime; nothing else constructs connections.
 import type { Queue } from 'bullmq';
-import { checkComposeHost } from './dify-env.js';
-import { databaseOf, redisTargetOf, requireConfig, storageOf, type Config } from './config.js';
-import { objectKeyStorage } from './storage/object-store.js';
-import { probeDifySchema, type DifySchema } from './dify/schema-probe.js';
-import { checkDatabase, createPool, type Db } from './db/pool.js';
-import { createLogger, type Logger } from './log/logger.js';
-import { checkRedis, provisionQueue, redisConnection, type RedisClient } from './queue/connection.js';
-import { watchServer, type ServerWatch } from './queue/server-watch.js';
-import { difyIdentity, type DifyIdentity } from './store/instance.js';
-import type { KeyStorage } from './storage/key-storage.js';
-import { localKeyStorage } from './storage/local.js';
-import { migrate } from './store/schema.js';
+import { checkComposeHost } from '../config/dify-env.js';
+import { databaseOf, redisTargetOf, requireConfig, storageOf, type Config } from '../config/config.js';
+import { objectKeyStorage } from '../storage/object-store.js';
+import { probeDifySchema, type DifySchema } from '../dify/schema-probe.js';
+import { checkDatabase, createPool, type Db } from '../db/pool.js';
+import { createLogger, type Logger } from '../log/logger.js';
+import { checkRedis, provisionQueue, redisConnection, type RedisClient } from '../queue/connection.js';
+import { watchServer, type ServerWatch } from '../queue/server-watch.js';
+import { difyIdentity, type DifyIdentity } from '../store/instance.js';
+import type { KeyStorage } from '../storage/key-storage.js';
+import { localKeyStorage } from '../storage/local.js';
+import { migrate } from '../store/schema.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -127,8 +127,8 @@ export async function openKeyStorage(config: Config, opts: { probe?: boolean } =
     settings.kind === 'local'
       ? await localKeyStorage({ root: settings.root, ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}) })
       : settings.kind === 's3'
-        ? objectKeyStorage((await import('./storage/s3.js')).s3Store(settings), settings.prefix)
-        : objectKeyStorage((await import('./storage/azure-blob.js')).azureBlobStore(settings));
+        ? objectKeyStorage((await import('../storage/s3.js')).s3Store(settings), settings.prefix)
+        : objectKeyStorage((await import('../storage/azure-blob.js')).azureBlobStore(settings));
   if (opts.probe ?? true) await storage.check();
   return storage;
 }

@@ -1,0 +1,28 @@
+// How a file of rows is read (shared by the CSV and the workbook readers), and what a reader yields.
+import type { Delimiter } from './decode.js';
+import type { CheckedRow } from './row-checker.js';
+
+export interface ReadOptions {
+  /** Drop columns we don't know instead of refusing the file. */
+  ignoreUnknownColumns?: boolean;
+  /** Largest record accepted, in characters; a larger one is rejected (and skipped). */
+  maxRecordSize?: number;
+  /** The column delimiter (default: detected from the header line, `,` `;` or TAB). */
+  delimiter?: Delimiter;
+  /** The file's encoding when it is not UTF-8 (or UTF-16 with a BOM), e.g. windows-1252. */
+  encoding?: string;
+  /** .xlsx: the sheet to read (default: the first). */
+  sheet?: string;
+  /** Let rows through that look like another row's customer (same owner and workspace name). */
+  allowDuplicateNames?: boolean;
+  /** The input's name (a file), in messages about the file as a whole. */
+  source?: string;
+  /**
+   * .xlsx: all of the workbook's parts together, unpacked, at most this many bytes (default 1 GiB,
+   * the batch's --max-bytes); its shared strings at most a sixteenth of it.
+   */
+  maxBytes?: number;
+}
+
+/** A record with its line, or a line that could not be read as a record (already a rejected row). */
+export type RecordItem = { line: number; record: string[] } | { row: CheckedRow };
