@@ -31,7 +31,7 @@ import { ApiRefusal, errorResponse, parseRequest } from './errors.js';
 import { idempotencyStore, requestHash, type Answer } from './idempotency.js';
 import * as S from './schemas.js';
 import { FILE_TYPES } from './schemas.js';
-import { openApiDocument } from './openapi.js';
+import { openApiDocument, type DocumentedRoute } from './openapi.js';
 import { declaredTooLarge, uploadDir, UploadTooLargeError, type UploadDir } from './uploads.js';
 
 export const API_PREFIX = '/api/v1';
@@ -55,21 +55,8 @@ export interface ApiDeps {
   tmpDir?: string;
 }
 
-export interface ApiRoute {
-  method: 'GET' | 'POST';
-  /** OpenAPI's form: /api/v1/batches/{id}. */
-  path: string;
-  operationId: string;
-  summary: string;
-  params?: z.ZodObject;
-  query?: z.ZodObject;
-  /** A JSON body. */
-  body?: z.ZodType;
-  /** Also a CSV/.xlsx file: the raw body (options in `query`) or multipart (options as fields). */
-  files?: z.ZodObject;
-  ok: { status: number; description: string; schema: z.ZodType; csv?: boolean };
-  /** Error statuses it may answer (besides 401, 403 and 500, which any may). */
-  errors: number[];
+/** A route: what the OpenAPI document says of it, and its handler. */
+export interface ApiRoute extends DocumentedRoute {
   handle(ctx: Ctx): Promise<Answer | void>;
 }
 
