@@ -20,17 +20,32 @@ export function freshEnvEachTest(set: (env: TestEnv) => void, opts?: EnvOptions)
   });
 }
 
-/** The same with a Provisioner: `freshProvisionerEachTest((w) => ({ env, provisioner } = w))`. */
-export function freshProvisionerEachTest(set: (w: { env: TestEnv; provisioner: Provisioner }) => void, opts?: EnvOptions): void {
+/**
+ * The same with a Provisioner: `const world = freshProvisionerEachTest((w) => ({ env, provisioner } = w))`.
+ * `world.reopen(opts)` replaces the test's env and provisioner with new ones (say, on a Redis
+ * database of its own); they are closed after the test like the first.
+ */
+export function freshProvisionerEachTest(
+  set: (w: { env: TestEnv; provisioner: Provisioner }) => void,
+  opts?: EnvOptions,
+): { reopen(opts?: EnvOptions): Promise<void> } {
   let w: { env: TestEnv; provisioner: Provisioner } | undefined;
-  beforeEach(async () => {
-    const env = await createTestEnv(opts);
-    w = { env, provisioner: await createProvisioner(env.config) };
-    set(w);
-  });
-  afterEach(async () => {
+  const close = async () => {
     await w?.provisioner.close();
     await w?.env.cleanup();
     w = undefined;
-  });
+  };
+  const open = async (o?: EnvOptions) => {
+    const env = await createTestEnv(o);
+    w = { env, provisioner: await createProvisioner(env.config) };
+    set(w);
+  };
+  beforeEach(() => open(opts));
+  afterEach(close);
+  return {
+    async reopen(o) {
+      await close();
+      await open(o);
+    },
+  };
 }

@@ -6,12 +6,12 @@ import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf } from '../helpers/batch.js';
 import { tcpProxy } from '../helpers/tcp-proxy.js';
-import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import type { TestEnv } from '../helpers/test-env.js';
 import { freshProvisionerEachTest } from '../helpers/world.js';
 
 let env: TestEnv;
 let provisioner: Provisioner;
-freshProvisionerEachTest((w) => ({ env, provisioner } = w));
+const world = freshProvisionerEachTest((w) => ({ env, provisioner } = w));
 
 const csv = (rows: Record<string, string>[]) => Readable.from([Buffer.from(csvOf(rows))]);
 async function withWorker<T>(fn: () => Promise<T>): Promise<T> {
@@ -26,10 +26,7 @@ async function withWorker<T>(fn: () => Promise<T>): Promise<T> {
 describe('the per-row report', () => {
   it('answers every input row once, in input order, across valid, invalid, existing and failing rows; and survives a Redis flush', async () => {
     // A Redis database of its own: FLUSHALL would also wipe the queues of tests running beside this one.
-    await provisioner.close();
-    await env.cleanup();
-    env = await createTestEnv({ redisDb: 15 });
-    provisioner = await createProvisioner(env.config);
+    await world.reopen({ redisDb: 15 });
     const first = await provisioner.enqueueCsv(csv([{ workspace_name: 'Already', owner_email: 'owner1@example.com', external_id: 'e1' }]), {
       batchId: 'earlier',
     });
