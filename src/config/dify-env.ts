@@ -11,8 +11,9 @@ import type { RedisTarget } from './redis-target.js';
 import { lookup } from 'node:dns/promises';
 import addressparser from 'nodemailer/lib/addressparser';
 import { ConfigError, UnreachableError } from '../common/errors.js';
-import type { AzureBlobSettings } from '../storage/azure-blob.js';
-import type { S3Settings } from '../storage/s3.js';
+import type { DifySettings, ResolvedStorage, StorageSettings } from './dify-settings.js';
+
+export type { DifySettings, ResolvedStorage, StorageSettings };
 import { rootPrefix } from '../storage/object-store.js';
 import { VENDOR_S3_NAMES, VENDOR_S3_TYPES, vendorS3Storage, type VendorS3Type } from './dify-storage.js';
 
@@ -102,19 +103,6 @@ const COMPOSE_SERVICES = new Set(['db_postgres', 'db', 'db_mysql', 'redis', 'oce
 
 /** An env file is small: Dify's is about 15 KB; anything past this is not one. */
 export const ENV_FILE_MAX_BYTES = 1024 * 1024;
-
-/** Dify's settings, each with where it came from (for errors that name the file and the variable). */
-export interface DifySettings {
-  get(name: string): string | undefined;
-  /** `NAME` (our environment), or `NAME (in /path/docker/.env)`. */
-  label(name: string): string;
-  /** `` (our environment or unset), or ` (in /path/docker/.env)`. */
-  where(name: string): string;
-  /** Dify's docker/ folder, when the file given is the .env of Dify's docker-compose install. */
-  readonly composeDir?: string;
-  /** The files read, in order. */
-  readonly files: readonly string[];
-}
 
 const bad = (line: string) => new ConfigError(`invalid configuration:\n  ${line}`);
 
@@ -241,12 +229,6 @@ export function databaseFromDify(s: DifySettings): DbFields | undefined {
   };
 }
 
-export type StorageSettings =
-  | { kind: 'local'; root: string }
-  /** `prefix`: put before every key, as Dify's client does (OPENDAL_S3_ROOT, ALIYUN_OSS_PATH). */
-  | ({ kind: 's3'; prefix: string } & S3Settings)
-  | ({ kind: 'azure-blob' } & AzureBlobSettings);
-
 export const SUPPORTED_STORAGE = `opendal (fs, s3), local, s3, oci-storage, azure-blob, ${VENDOR_S3_TYPES.join(', ')}`;
 
 export const yes = (v: string | undefined) => /^(1|true|yes|on)$/i.test(v ?? '');
@@ -255,12 +237,6 @@ export const yes = (v: string | undefined) => /^(1|true|yes|on)$/i.test(v ?? '')
 const CONTAINER_API_DIR = '/app/api';
 const CONTAINER_STORAGE = '/app/api/storage';
 const HOST_STORAGE = 'volumes/app/storage';
-
-/** Where keys go, and how we know (for the commands that print it). */
-export interface ResolvedStorage {
-  settings: StorageSettings;
-  note?: string;
-}
 
 /** Where tenant keys go, from DIFY_STORAGE_DIR (ours) or Dify's STORAGE_TYPE and its settings. */
 export function storageFromDify(s: DifySettings, ownStorageDir: string | undefined): ResolvedStorage | undefined {

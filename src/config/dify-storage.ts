@@ -12,7 +12,7 @@
 // endpoint given as an IP address or localhost, which is addressed path-style (as OSS's own SDK
 // does): how a test server, or a private gateway, stands in for the store.
 import { ConfigError } from '../common/errors.js';
-import type { DifySettings, ResolvedStorage } from './dify-env.js';
+import type { DifySettings, ResolvedStorage } from './dify-settings.js';
 
 export const VENDOR_S3_TYPES = ['aliyun-oss', 'tencent-cos', 'huawei-obs', 'volcengine-tos', 'baidu-obs'] as const;
 export type VendorS3Type = (typeof VENDOR_S3_TYPES)[number];

@@ -1,7 +1,7 @@
 // Dify's settings for the Chinese clouds' object stores → the S3-compatible endpoint, region,
 // addressing and key prefix of the same bucket, as each vendor documents its S3 API.
 import { describe, expect, it } from 'vitest';
-import { loadConfig, requireConfig, storageOf } from '../../src/config.js';
+import { loadConfig, requireConfig, storageOf } from '../../src/config/config.js';
 
 const keys = (prefix: string, id = 'ACCESS_KEY', secret = 'SECRET_KEY') => ({ [`${prefix}_${id}`]: 'ak', [`${prefix}_${secret}`]: 'sk' });
 const storage = (env: NodeJS.ProcessEnv) => storageOf(requireConfig(loadConfig(env), 'storageDir'));
