@@ -23,6 +23,7 @@ import {
   newestChangeOf,
   openChild,
   openFolder,
+  readKeyText,
   removeOurNames,
   type Folder,
 } from '../storage/key-folders.js';
@@ -171,7 +172,7 @@ async function folderFindings(db: Db, privkeys: Folder | undefined, opts: Doctor
       continue;
     }
     try {
-      await checkKey(t.id, t.encrypt_public_key, shown(t.id, KEY_FILE), () => readInside(folder, KEY_FILE), findings);
+      await checkKey(t.id, t.encrypt_public_key, shown(t.id, KEY_FILE), () => readKeyText(folder), findings);
       await checkModes(t.id, privkeys, folder, findings, opts.fix ?? false);
     } finally {
       await folder.fh.close();
@@ -211,11 +212,6 @@ async function newestChange(privkeys: Folder, id: string): Promise<number> {
   }
 }
 
-async function readInside(folder: Folder, name: string): Promise<string> {
-  const fh = await open(inside(folder, name), constants.O_RDONLY | constants.O_NOFOLLOW);
-  return fh.readFile('utf8').finally(() => fh.close());
-}
-
 async function checkKey(
   tenantId: string,
   publicPem: string | null,
@@ -245,9 +241,24 @@ async function checkKey(
   }
 }
 
-/** Modes of a tenant's folder and key, checked and fixed on the opened handles; a file with other hard links is never changed. */
+/**
+ * Modes of a tenant's folder and key, checked and fixed on the opened handles; a file with other
+ * hard links is never changed, nor anything under the key's name that is not a regular file (a
+ * FIFO, opened without blocking, or a folder: checkKey reports it).
+ */
 async function checkModes(tenantId: string, privkeys: Folder, folder: Folder, findings: Finding[], fix: boolean): Promise<void> {
-  const file = await open(inside(folder, KEY_FILE), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+  const opened = await open(inside(folder, KEY_FILE), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(
+    () => undefined,
+  );
+  const file =
+    opened &&
+    (await opened.stat().then(
+      (st) => st.isFile(),
+      () => false,
+    ))
+      ? opened
+      : undefined;
+  if (opened && !file) await opened.close();
   try {
     const targets = [
       { path: join(privkeys.path, tenantId), fh: folder.fh, want: 0o700 },

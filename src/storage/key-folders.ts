@@ -84,6 +84,49 @@ export const lstatInside = (folder: Folder, name: string): Promise<Stats | undef
     throw err;
   });
 
+/** A PEM RSA key is a few KiB (4096 bits: about 3.3 KiB); a file bigger than this is not a key and is never read. */
+export const MAX_KEY_BYTES = 64 * 1024;
+
+/** A name under our key name that is no key file: not a regular file, or too big to be one (nothing was read). */
+export class NotAKeyFile extends Error {}
+
+const kindOf = (st: Stats) =>
+  st.isFIFO()
+    ? 'a FIFO'
+    : st.isDirectory()
+      ? 'a folder'
+      : st.isSocket()
+        ? 'a socket'
+        : st.isCharacterDevice() || st.isBlockDevice()
+          ? 'a device'
+          : 'not a regular file';
+
+/**
+ * The text of a key file inside an opened folder, read only if it can be one: opened without
+ * following a link and without blocking (a FIFO under the name would otherwise wait for a writer
+ * forever), checked on the handle to be a regular file of at most MAX_KEY_BYTES (a sparse file of
+ * gigabytes is never read), and read only that far (a file growing meanwhile is refused too).
+ */
+export async function readKeyText(folder: Folder, name: string = KEY_FILE): Promise<string> {
+  const fh = await open(inside(folder, name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new NotAKeyFile(`it is ${kindOf(st)}, not a regular file: not read`);
+    if (st.size > MAX_KEY_BYTES) throw new NotAKeyFile(`it is ${st.size} bytes, more than a key file can be (${MAX_KEY_BYTES}): not read`);
+    const buffer = Buffer.alloc(MAX_KEY_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > MAX_KEY_BYTES) throw new NotAKeyFile(`it grew past ${MAX_KEY_BYTES} bytes while being read: not read`);
+    }
+    return buffer.toString('utf8', 0, length);
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Names we write into a tenant's folder: the key and our temp files. */
 export const isOurName = (name: string) => name === KEY_FILE || TEMP_NAME.test(name);
 

@@ -28,6 +28,7 @@ import {
   openChild,
   newestChangeOf,
   openFolder,
+  readKeyText,
   removeOurNames,
   type Folder,
 } from './key-folders.js';
@@ -231,11 +232,11 @@ async function writeAtomically(folder: Folder, content: string, owner: FileOwner
 
 /** The key file of an opened tenant folder, never through a link; undefined when absent. */
 async function readKeyFile(folder: Folder): Promise<string | undefined> {
-  const fh = await open(inside(folder, KEY_FILE), READ).catch((err: NodeJS.ErrnoException) => {
+  // Never blocks on a FIFO, never reads what cannot be a key (key-folders.ts readKeyText).
+  return readKeyText(folder).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
     throw err;
   });
-  return fh?.readFile('utf8').finally(() => fh.close());
 }
 
 /** Reads the deployed file back (never through a link) and proves it decrypts what the public key encrypts, Dify's way. */

@@ -1,5 +1,6 @@
-import { existsSync } from 'node:fs';
-import { chmod, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { constants, existsSync } from 'node:fs';
+import { chmod, link, lstat, mkdir, open, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runDoctor, type Finding } from '../../src/doctor/doctor.js';
@@ -74,6 +75,106 @@ describe('doctor', () => {
     const folders = await readdir(join(env.config.storageDir, 'privkeys'));
     expect(folders).toContain(mismatched); // never removes the key of a tenant that exists
     expect(folders).not.toContain(old);
+  });
+});
+
+/** Three created tenants, by id order. */
+async function threeTenants(): Promise<string[]> {
+  await ingestCsv(
+    env,
+    csvOf(Array.from({ length: 3 }, (_, i) => ({ workspace_name: `Odd ${i}`, owner_email: `owner${i + 1}@example.com` }))),
+    'odd',
+  );
+  await runUntilDone(env, ['odd']);
+  return (await env.db.query<{ id: string }>(`SELECT id FROM tenants ORDER BY id`)).rows.map((r) => r.id);
+}
+
+const findingsOf = (ran: Ran): Finding[] => {
+  expect(ran.stdout, `doctor printed no JSON: ${ran.stderr}`).toMatch(/^\{/);
+  return (JSON.parse(ran.stdout) as { findings: Finding[] }).findings;
+};
+
+describe('doctor on key names that are not key files', () => {
+  it('reports a FIFO and a sparse 1.9 GB file named private.pem without reading them, and finishes', async () => {
+    const [fifoId, sparseId] = (await threeTenants()) as [string, string];
+    await rm(keyFile(env, fifoId));
+    execFileSync('mkfifo', ['-m', '0644', keyFile(env, fifoId)]);
+    await rm(keyFile(env, sparseId));
+    execFileSync('truncate', ['-s', '1900M', keyFile(env, sparseId)]);
+    await chmod(keyFile(env, sparseId), 0o600);
+    expect((await stat(keyFile(env, sparseId))).blocks).toBe(0); // really sparse: nothing on disk
+
+    const doctor = startCli(['doctor', '--fix', '--json', '--min-age', '0'], env.env);
+    let exited = false;
+    void doctor.exited.then(() => (exited = true));
+    // A doctor blocked opening or reading the FIFO waits for a writer forever: this test is that
+    // writer (it opens the FIFO and closes it at once, so a blocked read sees its end), so a
+    // doctor that reads the FIFO finishes too and fails below on what it says, not on a hang.
+    await until(async () => {
+      const writer = await open(keyFile(env, fifoId), constants.O_WRONLY | constants.O_NONBLOCK).catch(() => undefined);
+      await writer?.close();
+      return exited;
+    }, 'doctor to finish');
+    const findings = findingsOf({ code: await doctor.exited, stdout: doctor.output(), stderr: '' });
+    const about = (id: string) => findings.filter((f) => f.tenantId === id).map((f) => `${f.kind}: ${f.detail}`);
+    expect(about(fifoId)).toEqual([
+      expect.stringMatching(/^unreadable-key: .*private\.pem .*\(it is a FIFO, not a regular file: not read\)$/),
+    ]);
+    expect(about(sparseId)).toEqual([
+      expect.stringMatching(/^unreadable-key: .*\(it is 1992294400 bytes, more than a key file can be \(65536\): not read\)$/),
+    ]);
+    // --fix changed neither (the FIFO's mode is no key file's mode to repair).
+    const fifo = await lstat(keyFile(env, fifoId));
+    expect({ fifo: fifo.isFIFO(), mode: fifo.mode & 0o777 }).toEqual({ fifo: true, mode: 0o644 });
+    expect((await stat(keyFile(env, sparseId))).size).toBe(1900 * 1024 * 1024);
+  });
+});
+
+describe('doctor --fix leaves what is not its own', () => {
+  it('keeps an orphan folder holding a plain foreign file, with the file, and names it', async () => {
+    await threeTenants();
+    const [withNotes, plain] = ['11111111-2222-4333-8444-555555555555', '66666666-7777-4888-8999-aaaaaaaaaaaa'];
+    for (const id of [withNotes, plain]) {
+      await mkdir(join(env.config.storageDir, 'privkeys', id));
+      await writeFile(join(env.config.storageDir, 'privkeys', id, 'private.pem'), 'orphan');
+    }
+    await writeFile(join(env.config.storageDir, 'privkeys', withNotes, 'notes.txt'), 'mine, not doctor’s');
+
+    const findings = findingsOf(await runCli(['doctor', '--fix', '--json', '--min-age', '0'], env.env));
+    expect(findings.find((f) => f.tenantId === plain)).toMatchObject({ kind: 'orphan-key', fixed: true }); // --fix did run
+    expect(findings.find((f) => f.tenantId === withNotes)).toMatchObject({
+      kind: 'orphan-key',
+      fixed: false,
+      detail: expect.stringMatching(/holds "notes\.txt", which dify-provision did not write: left alone/),
+    });
+    expect(await readFile(join(env.config.storageDir, 'privkeys', withNotes, 'notes.txt'), 'utf8')).toBe('mine, not doctor’s');
+    expect(existsSync(join(env.config.storageDir, 'privkeys', plain))).toBe(false);
+  });
+
+  it('never changes the mode of a key file that has a second hard link (the other name is another file to someone)', async () => {
+    const [linked, loose] = (await threeTenants()) as [string, string];
+    const other = join(env.dir, 'someone-elses.pem');
+    await link(keyFile(env, linked), other);
+    await chmod(other, 0o644); // one inode: both names are 0644 now
+    await chmod(keyFile(env, loose), 0o644);
+
+    const findings = findingsOf(await runCli(['doctor', '--fix', '--json', '--min-age', '0'], env.env));
+    expect(findings.find((f) => f.tenantId === loose)).toMatchObject({ kind: 'bad-mode', fixed: true }); // --fix did repair modes
+    expect(findings.find((f) => f.tenantId === linked)).toMatchObject({
+      kind: 'bad-mode',
+      fix: expect.stringMatching(/^none: the file has 2 hard links/),
+    });
+    expect(findings.find((f) => f.tenantId === linked)?.fixed).toBeUndefined();
+    expect({
+      key: (await stat(keyFile(env, linked))).mode & 0o777,
+      other: (await stat(other)).mode & 0o777,
+      links: (await stat(other)).nlink,
+    }).toEqual({
+      key: 0o644,
+      other: 0o644,
+      links: 2,
+    });
+    expect((await stat(keyFile(env, loose))).mode & 0o777).toBe(0o600);
   });
 });
 
