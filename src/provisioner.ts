@@ -11,7 +11,10 @@ import { openInviter, resendInvitations, revealInvitations, type OnIssued, type 
 import { invitationMail } from './invite/deliver.js';
 import { loadOpenKey } from './crypto/sealing.js';
 import { newInputInfo } from './input/decode.js';
-import { readRows, type ReadOptions } from './input/read-rows.js';
+import { readRecords, readRows, type ReadOptions } from './input/read-rows.js';
+import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } from './changes/change-row.js';
+import { enqueueChanges, type ApplyOptions, type ApplySummary } from './changes/enqueue-changes.js';
+import { planChanges, type ChangePlan } from './changes/plan.js';
 import type { CheckedRow } from './input/row-checker.js';
 import { withTransaction } from './db/pool.js';
 import { listKeys, mintDatasetKey, type ListedKey, type MintedKey } from './dify/api-keys.js';
@@ -28,7 +31,15 @@ import { revealSecrets } from './secrets/reveal.js';
 import { openQueueRuntime, type QueueRuntime } from './runtime/runtime.js';
 import type { Gate } from './queue/server-watch.js';
 import { rowsOfOtherLineages, type WaitingLineage } from './store/server.js';
-import { batchProgress, getBatchStatus, listBatches, waitForBatch, type BatchListing, type BatchStatus } from './store/batches.js';
+import {
+  batchKind,
+  batchProgress,
+  getBatchStatus,
+  listBatches,
+  waitForBatch,
+  type BatchListing,
+  type BatchStatus,
+} from './store/batches.js';
 import { allReportRows, type ReportRow } from './store/report.js';
 import { BatchNotFoundError } from './common/errors.js';
 import { asBatchId, generatedBatchId, isStrictUuid } from './common/types.js';
@@ -73,6 +84,27 @@ export interface Provisioner {
   enqueueCsv(file: string | Readable, opts?: EnqueueOptions & ReadOptions): Promise<BatchHandle & { summary: EnqueueSummary }>;
   /** What enqueueing these rows would do, read-only. */
   plan(file: string | Readable, opts?: ReadOptions & { createMissingOwners?: boolean }): Promise<Plan>;
+  /**
+   * Changes to existing workspaces (any workspace of this Dify, by `workspace_id` or by the
+   * `external_id` it was ingested with), one per row: `add_member` (email, role),
+   * `remove_member` (email), `set_role` (email, role), `transfer_owner` (email), `rename` (name),
+   * `archive`, `restore`. Recorded as a batch (kind `changes`) before anything is queued, one job
+   * per row; each row is answered `applied`, `unchanged` (Dify already says so), `rejected`
+   * (invalid: line and field) or `failed` (refused by Dify's rules at the moment it ran, or an
+   * error: the reason). The handle is a batch's like any other: status, report, retry, cancel.
+   */
+  apply(rows: AsyncIterable<ChangeInput> | Iterable<ChangeInput>, opts?: ApplyOptions): Promise<BatchHandle & { summary: ApplySummary }>;
+  /** apply() for a changes file (CSV or .xlsx, columns action, workspace_id or external_id, email, role, name) or a stream. */
+  applyFile(file: string | Readable, opts?: ApplyOptions & ReadOptions): Promise<BatchHandle & { summary: ApplySummary }>;
+  /**
+   * What applying these changes would do now, read-only (no write, no Redis): per change kind,
+   * unchanged, rejected and refused rows, each problem with its line and field; `listRows`:
+   * the first rows with their verdicts. Every precondition is read again when a row runs.
+   */
+  planChanges(
+    input: string | Readable | AsyncIterable<ChangeInput> | Iterable<ChangeInput>,
+    opts?: ReadOptions & { createMissingOwners?: boolean; listRows?: number },
+  ): Promise<ChangePlan>;
   batch(id: string): BatchHandle;
   batches(limit?: number): Promise<BatchListing[]>;
   /** How many workers serve this Dify's queue now (null: Redis does not say). */
@@ -153,8 +185,12 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
       for await (const r of allReportRows(db, id)) out.push(r);
       return out;
     },
-    reportCsv: (opts) => csvReport(allReportRows(db, id), opts),
-    reportJson: () => jsonReport(allReportRows(db, id)),
+    async *reportCsv(opts) {
+      yield* csvReport(allReportRows(db, id), { ...opts, kind: await batchKind(db, id) });
+    },
+    async *reportJson() {
+      yield* jsonReport(allReportRows(db, id), { kind: await batchKind(db, id) });
+    },
     retryFailed: () => retryFailed(db, queue, id),
     cancel: () => cancelBatch(db, rt, id),
     resumeCancelled: () => resumeCancelled(db, queue, id),
@@ -189,8 +225,42 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     return { open, source };
   };
 
+  const applyRows = async (open: () => AsyncIterable<CheckedChange>, reopenable: boolean, opts: ApplyOptions) => {
+    const batchId = asBatchId(opts.batchId ?? generatedBatchId('changes'));
+    if (opts.invite || opts.sendInvites) requireInvitations(rt.config);
+    if (opts.sendInvites) requireMail(rt.config);
+    const rows = opts.strict ? await strictly(open, reopenable) : open();
+    const summary = await enqueueChanges(
+      rows,
+      { db, queue, redis: rt.redis, lineage: () => rt.server.state.server.lineage },
+      { ...opts, batchId },
+    );
+    return Object.assign(handle(batchId), { summary });
+  };
+  const changeSource = (file: string | Readable, opts: ReadOptions) => () =>
+    readRecords(typeof file === 'string' ? createReadStream(file) : file, CHANGE_ROWS, {
+      ...opts,
+      ...(typeof file === 'string' && opts.source === undefined ? { source: file } : {}),
+    });
+
   return {
     enqueue: (rows, opts = {}) => enqueueRows(() => checkInputRows(rows, opts), false, opts),
+    apply: (rows, opts = {}) => applyRows(() => checkChangeInputs(rows), false, opts),
+    applyFile: (file, opts = {}) =>
+      applyRows(changeSource(file, opts), typeof file === 'string', {
+        ...opts,
+        ...(typeof file === 'string' && !opts.source ? { source: file } : {}),
+      }),
+    async planChanges(input, opts = {}) {
+      const schema = await probeDifySchema(db);
+      const rows =
+        typeof input === 'string' || isReadable(input) ? changeSource(input, opts)() : checkChangeInputs(input as Iterable<ChangeInput>);
+      return planChanges(rows, db, {
+        accounts: { normalized: schema.normalizedEmail },
+        createMissingAccounts: opts.createMissingOwners ?? false,
+        ...(opts.listRows !== undefined ? { listRows: opts.listRows } : {}),
+      });
+    },
     async enqueueCsv(file, opts = {}) {
       const { open, source } = csvSource(file, opts);
       const batch = await enqueueRows(open, typeof file === 'string', {
@@ -271,4 +341,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
   };
 }
 
-export type { EnqueueOptions, EnqueueSummary, WorkspaceInput };
+const isReadable = (x: unknown): x is Readable =>
+  typeof (x as Readable | null)?.pipe === 'function' && typeof (x as Readable).read === 'function';
+
+export type { ApplyOptions, ApplySummary, ChangeInput, ChangePlan, EnqueueOptions, EnqueueSummary, WorkspaceInput };

@@ -10,11 +10,16 @@ import { OUTCOMES } from '../common/types.js';
 import { escapeControls, paintedState, workersWords } from './terminal.js';
 import { waitAndReport } from './wait-command.js';
 
+const PROVISION_SHOWN = ['queued', 'active', 'created', 'existing', 'rejected', 'failed'];
+const CHANGE_SHOWN = ['queued', 'active', 'applied', 'unchanged', 'rejected', 'failed'];
+
 /** One line: the batch's state, progress and counts; then what to do, when something is needed. */
 export function formatStatus(s: BatchStatus): string {
   const finishedRows = s.finished;
   const pct = s.total === 0 ? 100 : Math.floor((finishedRows / s.total) * 100);
-  const counts = OUTCOMES.filter((o) => s.counts[o] > 0 || o !== 'cancelled')
+  // Each kind's own outcomes, always; the other kind's and cancelled only when some row has them.
+  const own: readonly string[] = s.kind === 'changes' ? CHANGE_SHOWN : PROVISION_SHOWN;
+  const counts = OUTCOMES.filter((o) => s.counts[o] > 0 || own.includes(o))
     .map((o) => `${o} ${s.counts[o]}`)
     .join(', ');
   const line = `batch ${s.batchId} (${paintedState(s.state)}): ${finishedRows}/${s.total} rows finished (${pct}%): ${counts}`;

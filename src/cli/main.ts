@@ -77,6 +77,48 @@ function buildProgram(exit: (code: number) => void): Command {
     );
 
   program
+    .command('apply')
+    .description(
+      'change existing workspaces, one change per row: add_member, remove_member, set_role, transfer_owner, rename, archive, restore (FILE or - for stdin)',
+    )
+    .argument('<file>', 'CSV or .xlsx file (columns action, workspace_id or external_id, email, role, name), or - for standard input')
+    .option('--batch-id <id>', 'name the batch (default: the file name and a fresh stamp: applying a file again is a new batch)')
+    .option(
+      '--dry-run',
+      'print the plan (would add, remove, re-role, transfer, rename, archive, restore; unchanged; refused) from PostgreSQL without writing; exit 2 if any row would be refused',
+    )
+    .option('--ignore-unknown-columns', 'drop columns dify-provision does not know instead of refusing the file')
+    .addOption(new Option('--delimiter <d>', 'CSV column delimiter: , ; or tab (default: detected from the header)').argParser(delimiter))
+    .option('--encoding <name>', 'the CSV is not UTF-8 (or UTF-16 with a BOM): e.g. windows-1252')
+    .option('--sheet <name>', '.xlsx: the sheet to read (default: the first)')
+    .option('--strict', 'if any row is invalid, queue nothing and list every invalid row')
+    .option('--create-missing-owners', 'add_member of an email without a Dify account creates it (pending, as Dify invites do)')
+    .option('--wait', 'follow the batch until it is done, then write its report; exit 0 only if every row was applied or unchanged')
+    .option('--report-dir <dir>', 'where --wait writes <batch>-report.csv/.json', '.')
+    .option('--overwrite', 'let --wait replace report files of an earlier run (else an existing file is an error)')
+    .option('--seal-to <pem>', "the operator's RSA public key: invitation links are sealed to it, revealed once by `secrets --invites`")
+    .option('--invite', "every account add_member creates gets Dify's invitation token (in Dify's Redis) and link (sealed to --seal-to)")
+    .option('--send-invites', "with --invite (implied): also mail each link through Dify's SMTP settings")
+    .option('--json', 'print the summary as one JSON object')
+    .addOption(new Option('--attempts <n>', 'attempts per row for transient errors').default(5).argParser(positiveInt('--attempts')))
+    .addOption(
+      new Option('--backoff-ms <ms>', 'first retry delay, doubling each time').default(1000).argParser(positiveInt('--backoff-ms')),
+    )
+    .addOption(new Option('--max-rows <n>', 'refuse a batch of more rows than this, queueing nothing').argParser(positiveInt('--max-rows')))
+    .addOption(
+      new Option('--max-bytes <size>', 'refuse a batch whose recorded rows take more than this, queueing nothing').argParser(
+        byteSize('--max-bytes'),
+      ),
+    )
+    .action(async (file: string, flags) =>
+      exit(
+        await (
+          await import('./apply-command.js')
+        ).applyCommand(file, { ...flags, ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) }, await config()),
+      ),
+    );
+
+  program
     .command('worker')
     .description('process queued workspaces until stopped (SIGINT/SIGTERM finish in-flight jobs; a second signal stops at once)')
     .addOption(

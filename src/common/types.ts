@@ -17,11 +17,21 @@ export interface Account {
 }
 
 /** The final (or current) state of one input row. */
-export const OUTCOMES = ['queued', 'active', 'created', 'existing', 'rejected', 'failed', 'cancelled'] as const;
+export const OUTCOMES = ['queued', 'active', 'created', 'existing', 'applied', 'unchanged', 'rejected', 'failed', 'cancelled'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
+/** A row's final answer that nothing rewrites: a workspace created or found, a change applied or found done. */
+export const SUCCEEDED: readonly Outcome[] = ['created', 'existing', 'applied', 'unchanged'];
+
+/** What a batch does: provision new workspaces (ingest) or change existing ones (apply). */
+export const BATCH_KINDS = ['provision', 'changes'] as const;
+export type BatchKind = (typeof BATCH_KINDS)[number];
 
 export const MEMBER_ROLES = ['admin', 'editor', 'normal', 'dataset_operator'] as const;
 export type MemberRole = (typeof MEMBER_ROLES)[number];
+
+/** What one row of a changes file (apply) does to an existing workspace. */
+export const CHANGE_ACTIONS = ['add_member', 'remove_member', 'set_role', 'transfer_owner', 'rename', 'archive', 'restore'] as const;
+export type ChangeAction = (typeof CHANGE_ACTIONS)[number];
 
 const BATCH_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export const isBatchId = (value: string): boolean => BATCH_ID.test(value);

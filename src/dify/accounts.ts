@@ -77,7 +77,8 @@ export async function findAccounts(db: Db | Tx, emails: string[], rules: Account
  * Dify's invite finds it: the account with this email (ignoring case); else, where Dify keeps
  * normalised emails, the account with the same normalised email, so a row never makes a second
  * account for a person Dify knows. Two accounts either way: an error naming both, never a pick.
- * None: one to create when the batch allows it, else a RowError naming the field.
+ * None: one to create when the batch allows it, else a RowError naming the field. `anyStatus`: a
+ * banned or closed account is returned too (a removal or a role change may concern it).
  */
 export function pickAccount(
   matches: Account[],
@@ -85,6 +86,7 @@ export function pickAccount(
   field: string,
   rules: AccountRules,
   createMissing = false,
+  anyStatus = false,
 ): Account | MissingAccount {
   let found = matches.filter((a) => a.email.toLowerCase() === email.toLowerCase());
   let how = '';
@@ -109,7 +111,7 @@ export function pickAccount(
   }
   const account = found[0]!;
   const which = account.email === email ? `"${email}"` : `"${account.email}" (for "${email}")`;
-  if (UNUSABLE.has(account.status)) {
+  if (!anyStatus && UNUSABLE.has(account.status)) {
     throw new RowError(field, `the Dify account ${which} is ${account.status} and cannot join a workspace`);
   }
   return account;

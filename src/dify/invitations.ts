@@ -139,5 +139,11 @@ export class DifyTokens {
   }
 }
 
+/** Every token naming one of these (account, workspace) pairs (pairOf) goes: a person removed from a workspace. */
+export async function revokeAllOf(tokens: DifyTokens, pairs: string[]): Promise<number> {
+  // No token is '' (uuid4s): keeping '' keeps none.
+  return pairs.length === 0 ? 0 : tokens.revokeOthers(new Map(pairs.map((p) => [p, ''])));
+}
+
 /** The map key of an (account, workspace) pair for revokeOthers. */
 export const pairOf = (accountId: string, workspaceId: string) => `${accountId}|${workspaceId}`;

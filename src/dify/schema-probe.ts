@@ -25,6 +25,8 @@ export interface DifySchema {
   normalizedEmail: boolean;
   /** tenant_account_joins.last_opened_at (1.15+): set on the join Dify's invite switches a new account into. */
   lastOpenedAt: boolean;
+  /** Tables with a `maintainer` column (RBAC maintainers, 1.15+): a removed member's are handed to the owner. */
+  maintainers: ('apps' | 'datasets')[];
 }
 
 export const SUPPORTED_RELEASES = 'Dify 0.15.0 to 1.16.x and later main (bands A–D)';
@@ -45,7 +47,7 @@ export async function probeDifySchema(db: Db): Promise<DifySchema> {
     `SELECT table_name, column_name, data_type FROM information_schema.columns
       WHERE table_schema = current_schema()
         AND table_name = ANY($1)`,
-    [[...Object.keys(BASE), 'tenant_plugin_auto_upgrade_strategies', 'tenant_credit_pools', 'api_tokens']],
+    [[...Object.keys(BASE), 'tenant_plugin_auto_upgrade_strategies', 'tenant_credit_pools', 'api_tokens', 'apps', 'datasets']],
   );
   const type = new Map(rows.map((r) => [`${r.table_name}.${r.column_name}`, r.data_type]));
   const missing = Object.entries(BASE).flatMap(([t, cols]) => cols.filter((c) => !type.has(`${t}.${c}`)).map((c) => `${t}.${c}`));
@@ -101,6 +103,7 @@ export async function probeDifySchema(db: Db): Promise<DifySchema> {
     apiTokens: type.has('api_tokens.tenant_id'),
     normalizedEmail: type.has('accounts.normalized_email'),
     lastOpenedAt: type.has('tenant_account_joins.last_opened_at'),
+    maintainers: (['apps', 'datasets'] as const).filter((t) => type.has(`${t}.maintainer`)),
   };
 }
 

@@ -103,12 +103,12 @@ export class StrictValidationError extends ProvisionError {
  * Every row checked before any is returned: a source that can be read again (a file) is read
  * twice, keeping only the rejections; any other is held in memory.
  */
-export async function strictly(
-  open: () => AsyncIterable<CheckedRow>,
+export async function strictly<T extends { line: number; ok: true } | RejectedRow = CheckedRow>(
+  open: () => AsyncIterable<T>,
   reopenable: boolean,
-): Promise<AsyncIterable<CheckedRow> | CheckedRow[]> {
+): Promise<AsyncIterable<T> | T[]> {
   const bad: RejectedRow[] = [];
-  const all: CheckedRow[] = [];
+  const all: T[] = [];
   for await (const r of open()) {
     if (!r.ok) bad.push(r);
     else if (!reopenable) all.push(r);

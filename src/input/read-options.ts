@@ -1,6 +1,6 @@
 // How a file of rows is read (shared by the CSV and the workbook readers), and what a reader yields.
 import type { Delimiter } from './decode.js';
-import type { CheckedRow } from './row-checker.js';
+import type { RejectedRow } from './row-checker.js';
 
 export interface ReadOptions {
   /** Drop columns we don't know instead of refusing the file. */
@@ -25,4 +25,4 @@ export interface ReadOptions {
 }
 
 /** A record with its line, or a line that could not be read as a record (already a rejected row). */
-export type RecordItem = { line: number; record: string[] } | { row: CheckedRow };
+export type RecordItem = { line: number; record: string[] } | { row: RejectedRow };

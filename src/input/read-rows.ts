@@ -18,8 +18,8 @@ import {
   type InputInfo,
 } from './decode.js';
 import { sheetRecords } from './read-sheet.js';
-import { rawOf, RowChecker, type CheckedRow, type RawRow } from './row-checker.js';
-import { COLUMNS, REQUIRED_COLUMNS, type Column } from './workspace-row.js';
+import { rawOf, RowChecker, type CheckedRow, type RawRow, type RejectedRow } from './row-checker.js';
+import { COLUMNS, REQUIRED_COLUMNS } from './workspace-row.js';
 import type { ReadOptions, RecordItem } from './read-options.js';
 
 export type { ReadOptions, RecordItem };
@@ -28,12 +28,47 @@ export type { RawRow, InputInfo };
 export { CsvFormatError };
 export type CsvRow = CheckedRow;
 
+/** A row of some kind of input file, checked: the row, or why not (with its line). */
+export type Checked<Row> = { line: number; ok: true; row: Row } | RejectedRow;
+
+/**
+ * What a kind of input file is: its columns, the ones it must have, and the one check each row
+ * goes through (the same for a file and for a script's rows). Workspaces (ingest) and changes
+ * (apply) are two kinds, read by the same reader.
+ */
+export interface RowKind<Row> {
+  columns: readonly string[];
+  required: readonly string[];
+  /** A checker for one input (it may remember rows, to name duplicates); closed when the input ends. */
+  checker(opts: ReadOptions): { check(record: Record<string, string | undefined>, line: number): Checked<Row>; close(): void };
+  /** What a rejected row said, for reports. */
+  rawOf(record: Record<string, string | undefined>): RawRow;
+}
+
+/** The workspaces file (ingest). */
+export const WORKSPACE_ROWS: RowKind<Extract<CheckedRow, { ok: true }>['row']> = {
+  columns: COLUMNS,
+  required: REQUIRED_COLUMNS,
+  checker: (opts) => new RowChecker(opts),
+  rawOf,
+};
+
 /**
  * The rows of a CSV or an .xlsx workbook, validated, with their line numbers (the sheet's row
  * numbers). `info` is filled in as the file is read: its format, encoding, delimiter or sheet,
  * and the empty rows skipped.
  */
-export async function* readRows(input: Readable, opts: ReadOptions = {}, info: InputInfo = newInputInfo()): AsyncGenerator<CsvRow> {
+export function readRows(input: Readable, opts: ReadOptions = {}, info: InputInfo = newInputInfo()): AsyncGenerator<CsvRow> {
+  return readRecords(input, WORKSPACE_ROWS, opts, info);
+}
+
+/** The rows of a CSV or .xlsx file of the given kind, checked, with their line numbers (see readRows). */
+export async function* readRecords<Row>(
+  input: Readable,
+  kind: RowKind<Row>,
+  opts: ReadOptions = {},
+  info: InputInfo = newInputInfo(),
+): AsyncGenerator<Checked<Row>> {
   let start: Awaited<ReturnType<typeof peek>>;
   try {
     start = await peek(input as AsyncIterable<Buffer | string>);
@@ -41,8 +76,8 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}, info: I
     throw new CsvFormatError(1, `the file could not be read: ${(err as Error).message}`);
   }
   const records = isZip(start.head) ? sheetRecords(start.head, start.rest, opts, info) : csvRecords(start.head, start.rest, opts, info);
-  let columns: (Column | undefined)[] | undefined;
-  const checker = new RowChecker(opts);
+  let columns: (string | undefined)[] | undefined;
+  const checker = kind.checker(opts);
   try {
     for await (const item of records) {
       if ('row' in item) {
@@ -56,15 +91,15 @@ export async function* readRows(input: Readable, opts: ReadOptions = {}, info: I
         continue;
       }
       if (!columns) {
-        columns = readHeader(record, line, opts, info);
+        columns = readHeader(record, line, opts, info, kind);
         continue;
       }
-      yield checkRow(record, columns, line, checker);
+      yield checkRow(record, columns, line, checker, kind);
     }
   } finally {
     checker.close();
   }
-  if (!columns) throw new CsvFormatError(1, 'the file is empty: expected a header row with workspace_name and owner_email');
+  if (!columns) throw new CsvFormatError(1, `the file is empty: expected a header row with ${kind.required.join(' and ')}`);
 }
 
 async function* csvRecords(
@@ -204,7 +239,9 @@ const columnName = (cell: string) =>
     .toLowerCase()
     .replace(/[\s-]+/g, '_');
 
-function readHeader(record: string[], line: number, opts: ReadOptions, info: InputInfo): (Column | undefined)[] {
+function readHeader<Row>(record: string[], line: number, opts: ReadOptions, info: InputInfo, kind: RowKind<Row>): (string | undefined)[] {
+  const COLUMNS = kind.columns;
+  const REQUIRED_COLUMNS = kind.required;
   const names = record.map(columnName);
   const dupAt = names.findIndex((n, i) => names.indexOf(n) !== i);
   if (dupAt >= 0) {
@@ -213,7 +250,7 @@ function readHeader(record: string[], line: number, opts: ReadOptions, info: Inp
     const as = cells.every((c) => c === `"${dup}"`) ? '' : ` (${cells.join(' and ')})`;
     throw new CsvFormatError(line, `the header names column "${dup}" twice${as}`);
   }
-  const unknown = names.filter((n) => !(COLUMNS as readonly string[]).includes(n));
+  const unknown = names.filter((n) => !COLUMNS.includes(n));
   const missing = REQUIRED_COLUMNS.filter((c) => !names.includes(c));
   const delimiter = info.delimiter;
   const how =
@@ -235,7 +272,7 @@ function readHeader(record: string[], line: number, opts: ReadOptions, info: Inp
   if (missing.length > 0) {
     throw new CsvFormatError(line, `missing required column(s) ${missing.join(', ')} (${how}; header: ${names.join(',')})${hint}`);
   }
-  return names.map((n) => ((COLUMNS as readonly string[]).includes(n) ? (n as Column) : undefined));
+  return names.map((n) => (COLUMNS.includes(n) ? n : undefined));
 }
 
 /** The header's names had it been split on `other` instead. */
@@ -245,8 +282,14 @@ const headerNames = (record: string[], used: Delimiter, other: Delimiter) =>
     .split(other)
     .map((h) => columnName(h.trim().replace(/^"|"$/g, '')));
 
-function checkRow(fields: string[], columns: (Column | undefined)[], line: number, checker: RowChecker): CsvRow {
-  const record: Partial<Record<Column, string>> = {};
+function checkRow<Row>(
+  fields: string[],
+  columns: (string | undefined)[],
+  line: number,
+  checker: ReturnType<RowKind<Row>['checker']>,
+  kind: RowKind<Row>,
+): Checked<Row> {
+  const record: Record<string, string | undefined> = {};
   columns.forEach((c, i) => {
     if (c !== undefined && fields[i] !== undefined) record[c] = fields[i];
   });
@@ -260,12 +303,12 @@ function checkRow(fields: string[], columns: (Column | undefined)[], line: numbe
   }
   if (fields.length !== columns.length) {
     const message = `has ${fields.length} field(s) but the header has ${columns.length}`;
-    return { line, ok: false, errors: [{ field: 'row', message }], raw: rawOf(record) };
+    return { line, ok: false, errors: [{ field: 'row', message }], raw: kind.rawOf(record) };
   }
   return checker.check(record, line);
 }
 
-function unreadable(err: CsvError, line: number): CsvRow {
+function unreadable(err: CsvError, line: number): RejectedRow {
   const reason =
     err.code === 'CSV_QUOTE_NOT_CLOSED'
       ? 'the row opens a quote that is never closed: everything from here to the end of the file was read as one field, so no later row was read'

@@ -4,7 +4,7 @@ import type { Queue } from 'bullmq';
 import type { Db } from '../db/pool.js';
 import { batchOptions, markCancelled, reopenBatch } from '../store/batches.js';
 import { cancelQueued, requeue } from '../store/rows.js';
-import { DEFAULT_RETRY, jobFor, jobIdFor, type JobData, type RetryPolicy } from './contract.js';
+import { DEFAULT_RETRY, jobFor, jobIdFor, type AnyJob, type RetryPolicy } from './contract.js';
 import { settleLostJobs, type QueueDeps } from './lost-jobs.js';
 
 async function retryPolicyOf(db: Db, batchId: string): Promise<RetryPolicy> {
@@ -13,7 +13,7 @@ async function retryPolicyOf(db: Db, batchId: string): Promise<RetryPolicy> {
 
 async function requeueRows(db: Db, queue: Queue, batchId: string, from: 'failed' | 'cancelled'): Promise<number> {
   const retry = await retryPolicyOf(db, batchId);
-  const rows = await requeue<JobData>(db, batchId, from);
+  const rows = await requeue<AnyJob>(db, batchId, from);
   if (rows.length > 0) await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
   await reopenBatch(db, batchId);
   return rows.length;
@@ -32,7 +32,7 @@ export const resumeCancelled = (db: Db, queue: Queue, batchId: string) => requeu
 export async function cancelBatch(db: Db, jobs: QueueDeps, batchId: string): Promise<number> {
   await retryPolicyOf(db, batchId); // the batch exists
   await markCancelled(db, batchId);
-  const rows = await cancelQueued<JobData>(db, batchId);
+  const rows = await cancelQueued<AnyJob>(db, batchId);
   // A worker that still picks one of these up sees the row cancelled and skips it.
   for (const r of rows) await jobs.queue.remove(jobIdFor(r.spec.batchId, r.spec.key, r.round)).catch(() => 0);
   const lost = await settleLostJobs(db, jobs, { batchId, idleSeconds: 0, mode: 'cancel' });

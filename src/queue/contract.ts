@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { CONTROL, MAX_MEMBERS } from '../input/workspace-row.js';
-import { isBatchId, isStrictUuid, MEMBER_ROLES } from '../common/types.js';
+import { CHANGE_ACTIONS, isBatchId, isStrictUuid, MEMBER_ROLES } from '../common/types.js';
 
 // The same bounds ingest enforces (input/workspace-row.ts); the worker also checks that a job is
 // exactly what ingest recorded, so these only keep malformed data out of the SQL.
@@ -41,8 +41,38 @@ export const JobDataSchema = z.strictObject({
 });
 export type JobData = z.output<typeof JobDataSchema>;
 
+/**
+ * A change to an existing workspace (apply): one row of a changes file, as apply recorded it.
+ * Only what the file said and the batch's flags; the workspace's state is read when it runs.
+ */
+export const ChangeJobSchema = z.strictObject({
+  kind: z.literal('change'),
+  batchId: z.string().refine(isBatchId, 'is not a batch id'),
+  line: z.number().int().positive(),
+  key: text(1200),
+  action: z.enum(CHANGE_ACTIONS),
+  /** The workspace: its Dify id, or the external_id our ledger recorded for it (exactly one). */
+  workspaceId: z.string().refine(isStrictUuid, 'must be a lower-case strict UUID').optional(),
+  externalId: text(255).optional(),
+  email: text(255).optional(),
+  role: z.enum(MEMBER_ROLES).optional(),
+  name: text(255).optional(),
+  /** transfer_owner of a person an add_member row of the same file (this line) adds: waits for it. */
+  afterLine: z.number().int().positive().optional(),
+  createMissingAccounts: z.boolean().default(false),
+  invite: z.literal(true).optional(),
+  sendInvites: z.literal(true).optional(),
+  lineage: z.string().refine(isStrictUuid, 'must be a lower-case strict UUID').optional(),
+});
+export type ChangeJob = z.output<typeof ChangeJobSchema>;
+
+/** What a worker's queue carries: a workspace to create, or a change to one. */
+export const AnyJobSchema = z.union([ChangeJobSchema, JobDataSchema]);
+export type AnyJob = JobData | ChangeJob;
+export const isChangeJob = (job: AnyJob): job is ChangeJob => 'kind' in job && job.kind === 'change';
+
 export interface JobResult {
-  outcome: 'created' | 'existing' | 'cancelled';
+  outcome: 'created' | 'existing' | 'applied' | 'unchanged' | 'cancelled';
   tenantId?: string;
 }
 
@@ -83,6 +113,10 @@ export function jobOptions(retry: RetryPolicy) {
 }
 
 /** The BullMQ job for a row's spec, in a given round (retry and un-cancel start a new round). */
-export function jobFor(spec: JobData, retry: RetryPolicy, round = 1) {
-  return { name: 'workspace', data: spec, opts: { ...jobOptions(retry), jobId: jobIdFor(spec.batchId, spec.key, round) } };
+export function jobFor(spec: AnyJob, retry: RetryPolicy, round = 1) {
+  return {
+    name: isChangeJob(spec) ? 'change' : 'workspace',
+    data: spec,
+    opts: { ...jobOptions(retry), jobId: jobIdFor(spec.batchId, spec.key, round) },
+  };
 }

@@ -6,7 +6,7 @@ import type { Queue } from 'bullmq';
 import type { Db, Tx } from '../db/pool.js';
 import type { RedisClient } from './connection.js';
 import { failIfOpen, openRowsPage, settleLostRows, specsOf, type OpenRow } from '../store/rows.js';
-import { DEFAULT_RETRY, jobFor, jobIdFor, type JobData } from './contract.js';
+import { DEFAULT_RETRY, jobFor, jobIdFor, type AnyJob } from './contract.js';
 
 export interface LostJobs {
   /** Open rows looked at. */
@@ -82,7 +82,7 @@ export async function settleLostJobs(
     }
     if (lost.some((r) => r.outcome === 'active')) await settleLostRows(db, lost, 'queued');
     for (const group of bySize(lost, SPECS_PER_READ)) {
-      const specs = await specsOf<JobData>(db, group);
+      const specs = await specsOf<AnyJob>(db, group);
       await deps.queue.addBulk(group.map((r, i) => jobFor(specs[i]!, r.retry ?? DEFAULT_RETRY, r.round)));
     }
   }

@@ -30,7 +30,60 @@ export function spreadsheetSafe(value: string): string {
   return FORMULA.test(value) ? `'${value}` : value;
 }
 
+/**
+ * A change batch's report (apply): each row's action, its workspace and person, its outcome
+ * (applied, unchanged, rejected, failed) and the detail: why it was refused or failed, why it is
+ * unchanged, what else the change did (an account created or deleted, tokens revoked).
+ */
+export const CHANGE_REPORT_COLUMNS = [
+  'line',
+  'action',
+  'workspace_id',
+  'external_id',
+  'email',
+  'role',
+  'name',
+  'outcome',
+  'detail',
+  'accounts_created',
+  'attempts',
+  'duration_ms',
+  'mail',
+] as const;
+
+export type ChangeReportRecord = {
+  [K in (typeof CHANGE_REPORT_COLUMNS)[number]]: K extends 'line' | 'attempts'
+    ? number
+    : K extends 'duration_ms'
+      ? number | null
+      : K extends 'accounts_created'
+        ? string[] | null
+        : K extends 'outcome'
+          ? ReportRow['outcome']
+          : string | null;
+};
+
+export function changeRecord(r: ReportRow): ChangeReportRecord {
+  return {
+    line: r.line,
+    action: r.action,
+    workspace_id: r.tenantId,
+    external_id: r.externalId,
+    email: r.ownerEmail,
+    role: r.role,
+    name: r.workspaceName,
+    outcome: r.outcome,
+    detail: r.error,
+    accounts_created: r.accountsCreated,
+    attempts: r.attempts,
+    duration_ms: r.durationMs,
+    mail: r.mail,
+  };
+}
+
 export interface ReportTextOptions {
+  /** The batch's kind: a change batch (apply) has its own columns (CHANGE_REPORT_COLUMNS). */
+  kind?: 'provision' | 'changes';
   /**
    * For a terminal: every control character inside a cell (line breaks and tabs too) is shown
    * as \uXXXX, so a cell can neither drive the terminal nor start a line of its own.
@@ -46,9 +99,9 @@ export function csvCell(value: unknown, opts: ReportTextOptions = {}): string {
   return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-function csvHeader(): string {
-  return `${REPORT_COLUMNS.join(',')}\r\n`;
-}
+const columnsOf = (opts: ReportTextOptions): readonly string[] => (opts.kind === 'changes' ? CHANGE_REPORT_COLUMNS : REPORT_COLUMNS);
+const recordOf = (r: ReportRow, opts: ReportTextOptions): Record<string, unknown> =>
+  opts.kind === 'changes' ? changeRecord(r) : reportRecord(r);
 
 /** A report row as people read it, in the JSON report and the API: the CSV's columns, in order. */
 export type ReportRecord = {
@@ -82,8 +135,12 @@ export function reportRecord(r: ReportRow): ReportRecord {
 }
 
 function csvLine(r: ReportRow, opts: ReportTextOptions): string {
-  const record = reportRecord(r);
-  return REPORT_COLUMNS.map((c) => csvCell(record[c], opts)).join(',') + '\r\n';
+  const record = recordOf(r, opts);
+  return (
+    columnsOf(opts)
+      .map((c) => csvCell(record[c], opts))
+      .join(',') + '\r\n'
+  );
 }
 
 /**
@@ -91,11 +148,11 @@ function csvLine(r: ReportRow, opts: ReportTextOptions): string {
  * JSON.stringify escapes C0 controls; DEL and C1 controls (U+0080-009F: a single-character CSI
  * for some terminals) are escaped as well, losslessly, so the JSON is safe on a terminal too.
  */
-export async function* jsonReport(rows: AsyncIterable<ReportRow>): AsyncGenerator<string> {
+export async function* jsonReport(rows: AsyncIterable<ReportRow>, opts: Pick<ReportTextOptions, 'kind'> = {}): AsyncGenerator<string> {
   let first = true;
   yield '[';
   for await (const r of rows) {
-    yield `${first ? '\n' : ',\n'}${escapeControls(JSON.stringify(reportRecord(r)), { all: true })}`;
+    yield `${first ? '\n' : ',\n'}${escapeControls(JSON.stringify(recordOf(r, opts)), { all: true })}`;
     first = false;
   }
   yield '\n]\n';
@@ -103,6 +160,6 @@ export async function* jsonReport(rows: AsyncIterable<ReportRow>): AsyncGenerato
 
 /** The report as CSV, a line at a time (exact data, unless escaped for a terminal). */
 export async function* csvReport(rows: AsyncIterable<ReportRow>, opts: ReportTextOptions = {}): AsyncGenerator<string> {
-  yield csvHeader();
+  yield `${columnsOf(opts).join(',')}\r\n`;
   for await (const r of rows) yield csvLine(r, opts);
 }

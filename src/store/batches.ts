@@ -1,7 +1,7 @@
 // Batches and their progress, from PostgreSQL: they outlive Redis' job cleanup and restarts.
 import type { Db, Tx } from '../db/pool.js';
-import { BatchNotFoundError } from '../common/errors.js';
-import { OUTCOMES, type Outcome } from '../common/types.js';
+import { BatchConflictError, BatchNotFoundError } from '../common/errors.js';
+import { OUTCOMES, SUCCEEDED, type BatchKind, type Outcome } from '../common/types.js';
 import { SCHEMA } from './schema.js';
 
 export type OutcomeCounts = Record<Outcome, number>;
@@ -11,7 +11,7 @@ export const openRows = (counts: OutcomeCounts): number => counts.queued + count
 
 /**
  * What a batch is doing: `stalled` has rows to answer and no worker serving its queue; a finished
- * batch is `done` (every row created or existing), `done-with-failures` (some row failed or was
+ * batch is `done` (every row created, existing, applied or unchanged), `done-with-failures` (some row failed or was
  * rejected) or `cancelled` (some row was cancelled and not queued again).
  */
 export const BATCH_STATES = ['ingesting', 'running', 'stalled', 'done', 'done-with-failures', 'cancelled'] as const;
@@ -39,6 +39,8 @@ export const STATE_WORDS: Record<BatchState, string> = {
 
 export interface BatchStatus {
   batchId: string;
+  /** provision (ingest) or changes (apply). */
+  kind: BatchKind;
   source: string | null;
   createdAt: Date;
   ingested: boolean;
@@ -50,7 +52,7 @@ export interface BatchStatus {
   finished: number;
   /** Every row has a final outcome and ingest has finished. */
   done: boolean;
-  /** Every row was created or existing. */
+  /** Every row succeeded: created or existing (provision), applied or unchanged (changes). */
   succeeded: boolean;
   state: BatchState;
   /** Workers serving this Dify's queue when the status was read (null: Redis does not say). */
@@ -59,12 +61,37 @@ export interface BatchStatus {
   advice: string | null;
 }
 
-export async function createBatch(db: Db | Tx, batchId: string, source: string | undefined, options: object): Promise<boolean> {
-  const { rowCount } = await db.query(
-    `INSERT INTO ${SCHEMA}.batches (id, source, options) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`,
-    [batchId, source ?? null, JSON.stringify(options)],
+/**
+ * Records a batch (a batch id that exists is left as it is). A batch id is one kind for good: a
+ * change batch under the id of a provision batch (or the reverse) is refused.
+ */
+export async function createBatch(
+  db: Db | Tx,
+  batchId: string,
+  source: string | undefined,
+  options: object,
+  kind: BatchKind = 'provision',
+): Promise<boolean> {
+  const { rows } = await db.query<{ created: boolean; kind: BatchKind }>(
+    `WITH ins AS (
+       INSERT INTO ${SCHEMA}.batches (id, source, options, kind) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING RETURNING kind
+     )
+     SELECT true AS created, kind FROM ins
+     UNION ALL SELECT false, kind FROM ${SCHEMA}.batches WHERE id = $1`,
+    [batchId, source ?? null, JSON.stringify(options), kind],
   );
-  return rowCount === 1;
+  const had = rows[0]!;
+  if (had.kind !== kind)
+    throw new BatchConflictError(
+      `batch "${batchId}" is a ${had.kind === 'changes' ? 'change' : 'provisioning'} batch already: nothing was queued; use a new batch id`,
+    );
+  return had.created;
+}
+
+/** What a batch does: provision (ingest) or changes (apply); provision for a batch not recorded. */
+export async function batchKind(db: Db, batchId: string): Promise<BatchKind> {
+  const { rows } = await db.query<{ kind: BatchKind }>(`SELECT kind FROM ${SCHEMA}.batches WHERE id = $1`, [batchId]);
+  return rows[0]?.kind ?? 'provision';
 }
 
 /** The options a batch was ingested with (retry policy, seal key, …). */
@@ -95,7 +122,7 @@ export async function rowsByOutcome(db: Db): Promise<{ outcome: string; n: numbe
 export async function finishedBetween(db: Db, since: Date, until: Date): Promise<{ outcome: string; d: number | null }[]> {
   const { rows } = await db.query<{ outcome: string; d: number | null }>(
     `SELECT outcome, duration_ms AS d FROM ${SCHEMA}.rows
-      WHERE finished_at > $1 AND finished_at <= $2 AND outcome IN ('created', 'existing', 'failed')`,
+      WHERE finished_at > $1 AND finished_at <= $2 AND outcome IN ('created', 'existing', 'applied', 'unchanged', 'failed')`,
     [since, until],
   );
   return rows;
@@ -114,10 +141,13 @@ export async function finishIngest(db: Db | Tx, batchId: string): Promise<void> 
 
 /** `workers`: how many serve the batch's queue now (null: unknown), for its state. */
 export async function getBatchStatus(db: Db, batchId: string, workers: number | null = null): Promise<BatchStatus | undefined> {
-  const { rows: batches } = await db.query<{ id: string; source: string | null; created_at: Date; ingest_finished_at: Date | null }>(
-    `SELECT id, source, created_at, ingest_finished_at FROM ${SCHEMA}.batches WHERE id = $1`,
-    [batchId],
-  );
+  const { rows: batches } = await db.query<{
+    id: string;
+    kind: BatchKind;
+    source: string | null;
+    created_at: Date;
+    ingest_finished_at: Date | null;
+  }>(`SELECT id, kind, source, created_at, ingest_finished_at FROM ${SCHEMA}.batches WHERE id = $1`, [batchId]);
   const batch = batches[0];
   if (!batch) return undefined;
   const { rows } = await db.query<{ outcome: Outcome; n: string }>(
@@ -133,6 +163,7 @@ export async function getBatchStatus(db: Db, batchId: string, workers: number | 
   const state = batchState(ingested, counts, workers);
   return {
     batchId: batch.id,
+    kind: batch.kind,
     source: batch.source,
     createdAt: batch.created_at,
     ingested,
@@ -141,7 +172,7 @@ export async function getBatchStatus(db: Db, batchId: string, workers: number | 
     open,
     finished: total - open,
     done,
-    succeeded: done && counts.created + counts.existing === total,
+    succeeded: done && SUCCEEDED.reduce((n, o) => n + counts[o], 0) === total,
     state,
     workers,
     advice: state === 'stalled' ? NO_WORKER : null,
@@ -184,6 +215,7 @@ export async function waitForBatch(
 
 export interface BatchListing {
   batchId: string;
+  kind: BatchKind;
   source: string | null;
   createdAt: Date;
   state: BatchState;
@@ -196,12 +228,13 @@ export interface BatchListing {
 export async function listBatches(db: Db, limit = 100, workers: number | null = null): Promise<BatchListing[]> {
   const { rows } = await db.query<{
     id: string;
+    kind: BatchKind;
     source: string | null;
     created_at: Date;
     ingest_finished_at: Date | null;
     counts: Record<string, number> | null;
   }>(
-    `SELECT b.id, b.source, b.created_at, b.ingest_finished_at,
+    `SELECT b.id, b.kind, b.source, b.created_at, b.ingest_finished_at,
             (SELECT jsonb_object_agg(outcome, n) FROM (SELECT outcome, count(*) AS n FROM ${SCHEMA}.rows r WHERE r.batch_id = b.id GROUP BY outcome) c) AS counts
        FROM ${SCHEMA}.batches b
       ORDER BY b.created_at DESC
@@ -212,6 +245,7 @@ export async function listBatches(db: Db, limit = 100, workers: number | null = 
     const counts = Object.fromEntries(OUTCOMES.map((o) => [o, Number(b.counts?.[o] ?? 0)])) as OutcomeCounts;
     return {
       batchId: b.id,
+      kind: b.kind,
       source: b.source,
       createdAt: b.created_at,
       state: batchState(b.ingest_finished_at !== null, counts, workers),

@@ -183,3 +183,16 @@ export async function recordMail(db: Db, id: string, outcome: { sent: true } | {
     outcome.sent ? null : outcome.error,
   ]);
 }
+
+/**
+ * A person removed from a workspace (apply's remove_member): every invitation we issued them for
+ * it is superseded, so no sweep stores a token still pending and no link is revealed. Returns how many.
+ */
+export async function supersedePerson(tx: Tx, tenantId: string, accountId: string): Promise<number> {
+  const { rowCount } = await tx.query(
+    `UPDATE ${SCHEMA}.invitations SET superseded_at = now(), pending_token = NULL, jwe = NULL
+      WHERE tenant_id = $1 AND account_id = $2 AND superseded_at IS NULL`,
+    [tenantId, accountId],
+  );
+  return rowCount ?? 0;
+}

@@ -146,3 +146,22 @@ export async function ledgerExists(db: Db | Tx): Promise<boolean> {
   const { rows } = await db.query<{ has: boolean }>(`SELECT to_regclass('${SCHEMA}.ledger') IS NOT NULL AS has`);
   return rows[0]!.has;
 }
+
+/** The workspace our ledger recorded for an external_id (ingest's key for it), if any. */
+export async function tenantOfExternalId(db: Db | Tx, externalId: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ tenant_id: string }>(`SELECT tenant_id FROM ${SCHEMA}.ledger WHERE idempotency_key = $1`, [
+    `external:${externalId}`,
+  ]);
+  return rows[0]?.tenant_id;
+}
+
+/** The workspaces our ledger recorded for these external_ids (read-only; empty before our schema exists). */
+export async function tenantsOfExternalIds(db: Db, externalIds: string[]): Promise<Map<string, string>> {
+  const { rows: has } = await db.query(`SELECT to_regclass('${SCHEMA}.ledger') IS NOT NULL AS has`);
+  if (!(has[0] as { has: boolean }).has || externalIds.length === 0) return new Map();
+  const { rows } = await db.query<{ key: string; tenant_id: string }>(
+    `SELECT idempotency_key AS key, tenant_id FROM ${SCHEMA}.ledger WHERE idempotency_key = ANY($1::text[])`,
+    [externalIds.map((e) => `external:${e}`)],
+  );
+  return new Map(rows.map((r) => [r.key.slice('external:'.length), r.tenant_id]));
+}

@@ -5,6 +5,10 @@ import { SCHEMA } from './schema.js';
 
 export interface ReportRow {
   line: number;
+  /** A change row's action (apply); null on a provisioning row (and on a change row too invalid to say). */
+  action: string | null;
+  /** A change row's role (add_member, set_role). */
+  role: string | null;
   externalId: string | null;
   workspaceName: string | null;
   ownerEmail: string | null;
@@ -34,8 +38,8 @@ export interface ReportPage {
 
 export async function reportRows(db: Db, batchId: string, page: ReportPage = {}): Promise<ReportRow[]> {
   const { rows } = await db.query<ReportRow>(
-    `SELECT line, external_id AS "externalId", workspace_name AS "workspaceName", owner_email AS "ownerEmail", outcome,
-            CASE WHEN outcome IN ('created', 'existing') THEN tenant_id END AS "tenantId",
+    `SELECT line, action, spec->>'role' AS role, external_id AS "externalId", workspace_name AS "workspaceName", owner_email AS "ownerEmail", outcome,
+            CASE WHEN outcome IN ('created', 'existing') OR action IS NOT NULL THEN tenant_id END AS "tenantId",
             fingerprint, attempts, duration_ms AS "durationMs", created_accounts AS "accountsCreated", api_key_masked AS "apiKey", error,
             (SELECT string_agg(i.email || ': ' || CASE WHEN i.mailed_at IS NOT NULL THEN 'sent'
                                                         WHEN i.mail_error IS NOT NULL THEN 'failed: ' || i.mail_error

@@ -1,12 +1,12 @@
 // The durable answer for every input row and its state machine, as named transitions:
 //
-//   (ingest) ──► queued ──► active ──► created | existing | failed
+//   (ingest) ──► queued ──► active ──► created | existing | applied | unchanged | failed
 //      │           ▲  │       │ noteRetry ▲          │ requeue (a new round)
 //      ▼           │  ▼       └──► queued │          ▼
 //   rejected       │ cancelled ◄── cancelQueued    queued
 //                  └─ requeue (undo a cancel)
 //
-// A row answered created/existing keeps that answer whatever runs later. Each call here is one
+// A row answered created/existing (applied/unchanged for a change) keeps that answer whatever runs later. Each call here is one
 // round trip: several are on the worker's hot path.
 import type { Db, Tx } from '../db/pool.js';
 import { accountCandidates, type AccountRules } from '../dify/accounts.js';
@@ -24,6 +24,8 @@ export interface IngestedRow {
   tenant_id: string | null;
   outcome: 'queued' | 'rejected';
   error: string | null;
+  /** A change row's action (apply); absent on a provisioning row. */
+  action?: string | null;
   /** What the job needs (the validated row, no secrets), so retry can queue it again. */
   spec: object | null;
 }
@@ -45,11 +47,11 @@ export async function recordIngested<Spec>(db: Db | Tx, batchId: string, rowsJso
     `WITH input AS (
        SELECT * FROM jsonb_to_recordset($2::jsonb)
          AS t (line int, idempotency_key text, external_id text, workspace_name text, owner_email text,
-               tenant_id uuid, outcome text, error text, spec jsonb)
+               tenant_id uuid, outcome text, error text, spec jsonb, action text)
      ), inserted AS (
        INSERT INTO ${SCHEMA}.rows
-         (batch_id, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, finished_at)
-       SELECT $1, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec,
+         (batch_id, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, action, finished_at)
+       SELECT $1, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, action,
               CASE WHEN outcome = 'rejected' THEN now() END
          FROM input
        ON CONFLICT (batch_id, line) DO NOTHING
@@ -173,6 +175,62 @@ export async function startAttempt(
   };
 }
 
+/** What a change row's attempt starts from (startChange). */
+export interface ChangeStart {
+  /** The job is exactly what apply recorded for its row, in the row's current round. */
+  matches: boolean;
+  /** Queued on this server (see AttemptStart.ours). */
+  ours: boolean;
+  recordedKey?: string;
+  recordedRound?: number;
+  /** The row's outcome before this attempt: only a queued or active row was started. */
+  outcome?: Outcome;
+}
+
+/**
+ * queued/active → active for a change row's job: the same rules as startAttempt (the recorded
+ * spec, the current round, this server's lineage), without the ledger and accounts a new
+ * workspace needs: a change reads what it needs in its workspace's transaction.
+ */
+export async function startChange(
+  db: Db,
+  job: { batchId: string; line: number },
+  round: number,
+  attempt: number,
+  own?: OwnLineage,
+): Promise<ChangeStart> {
+  const { rows } = await db.query<{
+    matches: boolean;
+    ours: boolean;
+    recorded_key: string | null;
+    recorded_round: number | null;
+    outcome: Outcome | null;
+  }>(
+    `WITH mine AS (
+       SELECT outcome, idempotency_key, round, spec = $4::jsonb AND round = $5 AS matches,
+              $6::text IS NULL OR ((NOT spec ? 'lineage' OR spec->>'lineage' = ANY($7::text[]))
+                                   AND EXISTS (SELECT 1 FROM ${SCHEMA}.server WHERE lineage::text = $6)) AS ours
+         FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2
+     ), started AS (
+       UPDATE ${SCHEMA}.rows SET outcome = 'active', attempts = $3, updated_at = now()
+        WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active') AND spec = $4::jsonb AND round = $5
+          AND (SELECT ours FROM mine)
+     )
+     SELECT COALESCE((SELECT matches FROM mine), false) AS matches, COALESCE((SELECT ours FROM mine), true) AS ours,
+            (SELECT idempotency_key FROM mine) AS recorded_key, (SELECT round FROM mine) AS recorded_round,
+            (SELECT outcome FROM mine) AS outcome`,
+    [job.batchId, job.line, attempt, JSON.stringify(job), round, own?.lineage ?? null, own?.chain ?? []],
+  );
+  const r = rows[0]!;
+  return {
+    matches: r.matches,
+    ours: r.ours,
+    ...(r.recorded_key ? { recordedKey: r.recorded_key } : {}),
+    ...(r.recorded_round !== null ? { recordedRound: r.recorded_round } : {}),
+    ...(r.outcome ? { outcome: r.outcome } : {}),
+  };
+}
+
 /** active → queued: the attempt failed and will be retried. */
 export async function noteRetry(db: Db, batchId: string, line: number, attempt: number, reason: string): Promise<void> {
   await db.query(
@@ -205,7 +263,7 @@ export async function failIfOpen(
 export interface Finished {
   batchId: string;
   line: number;
-  outcome: 'created' | 'existing' | 'failed';
+  outcome: 'created' | 'existing' | 'applied' | 'unchanged' | 'failed';
   tenantId?: string;
   fingerprint?: string;
   attempts: number;
@@ -221,7 +279,7 @@ const UPDATE_ROW = `UPDATE ${SCHEMA}.rows
     SET outcome = $3, tenant_id = COALESCE($4, tenant_id), fingerprint = $5, attempts = $6,
         duration_ms = $7, error = $8, created_accounts = $9, api_key_masked = COALESCE($10, api_key_masked),
         updated_at = now(), finished_at = now()
-  WHERE batch_id = $1 AND line = $2 AND outcome NOT IN ('created', 'existing')`;
+  WHERE batch_id = $1 AND line = $2 AND outcome NOT IN ('created', 'existing', 'applied', 'unchanged')`;
 const rowParams = (f: Finished) => [
   f.batchId,
   f.line,
@@ -235,7 +293,7 @@ const rowParams = (f: Finished) => [
   f.apiKeyMasked ?? null,
 ];
 
-/** → existing | failed: the row's final answer. */
+/** → existing | applied | unchanged | failed: the row's final answer (a change's applied in its workspace's transaction). */
 export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {
   await db.query(UPDATE_ROW, rowParams(f));
 }
@@ -362,4 +420,13 @@ export async function rowsWaitForInvitations(db: Db): Promise<boolean> {
     `SELECT EXISTS (SELECT 1 FROM ${SCHEMA}.rows WHERE outcome IN ('queued', 'active') AND spec ? 'invite') AS waiting`,
   );
   return rows[0]?.waiting ?? false;
+}
+
+/** A row's outcome now (undefined: no such row). */
+export async function outcomeOf(db: Db, batchId: string, line: number): Promise<Outcome | undefined> {
+  const { rows } = await db.query<{ outcome: Outcome }>(`SELECT outcome FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2`, [
+    batchId,
+    line,
+  ]);
+  return rows[0]?.outcome;
 }

@@ -144,6 +144,12 @@ const MIGRATIONS: string[] = [
   -- link, never a credential). Neither yet: not sent so far.
   ALTER TABLE ${SCHEMA}.invitations ADD COLUMN mailed_at timestamptz, ADD COLUMN mail_error text;
   `,
+  `
+  -- Change batches (apply): a batch is 'provision' (ingest) or 'changes' (apply); a change row
+  -- says its action (add_member, remove_member, …), NULL on a provision row.
+  ALTER TABLE ${SCHEMA}.batches ADD COLUMN kind text NOT NULL DEFAULT 'provision';
+  ALTER TABLE ${SCHEMA}.rows ADD COLUMN action text;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

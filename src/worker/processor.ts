@@ -4,10 +4,17 @@ import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { isConnectionError, type RedisClient } from '../queue/connection.js';
 import type { Logger } from 'pino';
 import { describeError, RowError } from '../common/errors.js';
-import { JobDataSchema, jobIdFor, roundOfJobId, type JobResult } from '../queue/contract.js';
+import { ChangeJobSchema, JobDataSchema, jobIdFor, roundOfJobId, type AnyJob, type JobResult } from '../queue/contract.js';
 import { failIfOpen, noteRetry, recordOutcome } from '../store/rows.js';
 import type { ServerWatch } from '../queue/server-watch.js';
-import { ForeignJobError, NotQueuedError, OtherServerError, provisionWorkspace, type ProvisionDeps } from './provision-workspace.js';
+import { ForeignJobError, NotQueuedError, OtherServerError, provisionWorkspace } from './provision-workspace.js';
+import { applyChange, WaitForRowError, type ChangeDeps } from './apply-change.js';
+
+/** A job's data, by its kind: a change (apply) or a workspace to create (ingest). */
+const parseJob = (data: unknown) =>
+  typeof data === 'object' && data !== null && (data as { kind?: unknown }).kind === 'change'
+    ? ChangeJobSchema.safeParse(data)
+    : JobDataSchema.safeParse(data);
 
 export interface ProcessorOptions {
   connection: RedisClient;
@@ -41,17 +48,17 @@ function isPermanent(err: unknown): boolean {
 const isOwnJob = (job: Job, batchId: string, err: ForeignJobError) =>
   err.recordedKey !== undefined && job.id === jobIdFor(batchId, err.recordedKey, err.recordedRound);
 
-export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOptions): Worker<unknown, JobResult> {
+export function createProvisionWorker(deps: ChangeDeps, opts: ProcessorOptions): Worker<unknown, JobResult> {
   const log = opts.logger;
   const watch = opts.watch;
   // Back to the queue untouched (attempts not counted), for the server it was queued on.
-  const leave = async (job: Job, token: string | undefined, why: string): Promise<never> => {
+  const leave = async (job: Job, token: string | undefined, why: string, ms = opts.leaveMs ?? 10_000): Promise<never> => {
     log.debug({ jobId: job.id, outcome: 'left' }, why);
-    await job.moveToDelayed(Date.now() + (opts.leaveMs ?? 10_000), token);
+    await job.moveToDelayed(Date.now() + ms, token);
     throw new DelayedError();
   };
   const processor = async (job: Job<unknown, JobResult>, token?: string): Promise<JobResult> => {
-    const parsed = JobDataSchema.safeParse(job.data);
+    const parsed = parseJob(job.data);
     if (!parsed.success) {
       const reason = `job ${job.id} carries malformed data (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}): refused, nothing was created`;
       log.warn({ jobId: job.id, outcome: 'refused' }, reason);
@@ -63,7 +70,7 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
         await failIfOpen(deps.db, batchId, line as number, reason, { spec: job.data as object, round });
       throw new UnrecoverableError(reason);
     }
-    const data = parsed.data;
+    const data: AnyJob = parsed.data;
     if (watch) {
       const { gate, server } = watch.state;
       if (gate !== 'open') return leave(job, token, `not taking jobs: ${gate}`);
@@ -71,21 +78,25 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
     }
     const attempt = job.attemptsMade + 1;
     const started = performance.now();
-    const fields = { batchId: data.batchId, line: data.line, tenantId: data.tenantId, attempt };
+    const change = 'kind' in data;
+    const what = change ? `change ${data.action}` : 'workspace';
+    const fields = { batchId: data.batchId, line: data.line, tenantId: change ? data.workspaceId : data.tenantId, attempt };
     try {
       // Only the job id of the row's current round runs it (0: not one of this row's ids).
       const round = roundOfJobId(job.id, data.batchId, data.key) ?? 0;
-      const outcome = await provisionWorkspace(data, attempt, deps, round);
+      const outcome = change ? await applyChange(data, attempt, deps, round) : await provisionWorkspace(data, attempt, deps, round);
       const ms = Math.round(performance.now() - started);
       if (outcome.kind === 'cancelled') {
-        log.info({ ...fields, ms, outcome: 'cancelled' }, 'workspace skipped: batch row cancelled');
+        log.info({ ...fields, ms, outcome: 'cancelled' }, `${what} skipped: batch row cancelled`);
         return { outcome: 'cancelled' };
       }
-      log.info({ ...fields, tenantId: outcome.tenantId, ms, outcome: outcome.kind }, `workspace ${outcome.kind}`);
-      return { outcome: outcome.kind, tenantId: outcome.tenantId };
+      log.info({ ...fields, tenantId: outcome.tenantId, ms, outcome: outcome.kind }, `${what} ${outcome.kind}`);
+      return { outcome: outcome.kind, ...(outcome.tenantId ? { tenantId: outcome.tenantId } : {}) };
     } catch (err) {
       const reason = describeError(err);
       const ms = Math.round(performance.now() - started);
+      // A change waiting for an earlier row of its file: back to the queue for a second, attempts not counted.
+      if (err instanceof WaitForRowError) return leave(job, token, err.message, 1000);
       if (err instanceof OtherServerError) {
         // This server may have just restarted or taken over: look again before the next job.
         void watch?.refresh().catch(() => {});
@@ -106,12 +117,12 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
           durationMs: ms,
           error: reason,
         });
-        log.warn({ ...fields, ms, outcome: 'failed', error: reason }, 'workspace failed');
+        log.warn({ ...fields, ms, outcome: 'failed', error: reason }, `${what} failed`);
         throw permanent ? new UnrecoverableError(reason) : err;
       }
       // The database may be what failed; the row stays active until the retry.
       await noteRetry(deps.db, data.batchId, data.line, attempt, reason).catch(() => {});
-      log.info({ ...fields, ms, error: reason }, 'workspace attempt failed; will retry');
+      log.info({ ...fields, ms, error: reason }, `${what} attempt failed; will retry`);
       throw err;
     }
   };
@@ -131,7 +142,7 @@ export function createProvisionWorker(deps: ProvisionDeps, opts: ProcessorOption
   // if the row holds exactly this job, in this round.
   worker.on('failed', (job, err) => {
     if (!job) return;
-    const parsed = JobDataSchema.safeParse(job.data);
+    const parsed = parseJob(job.data);
     const round = parsed.success ? roundOfJobId(job.id, parsed.data.batchId, parsed.data.key) : undefined;
     if (!parsed.success || round === undefined) return;
     void (async () => {

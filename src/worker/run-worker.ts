@@ -9,6 +9,7 @@ import { describeSchema, type Band } from '../dify/schema-probe.js';
 import type { Db } from '../db/pool.js';
 import { workspaceWriter } from '../dify/workspace-writer.js';
 import { describeError } from '../common/errors.js';
+import { MembershipWriter, membershipCapabilities } from '../dify/membership.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { redisTargetOf, requireInvitations } from '../config/config.js';
 import { openInviter, type Inviter, type OnIssued } from '../invite/inviter.js';
@@ -80,6 +81,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
         keys: opts.keys ?? rsaKeySource,
         storage,
         writer: workspaceWriter(schema, rt.config.trialCredits),
+        membership: new MembershipWriter(membershipCapabilities(schema)),
         scoping: schema.scoping,
         sealKeys: sealKeyCache(rt.db),
         own: () => rt.server.state.server,

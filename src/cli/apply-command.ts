@@ -1,0 +1,155 @@
+// `dify-provision apply FILE|-`: changes to existing workspaces (add/remove members, roles, the
+// owner, names, archive/restore), one per row, recorded as a batch and run by the workers like an
+// ingest batch (status, wait, report, retry, cancel). --dry-run prints the plan from PostgreSQL
+// without writing ("would add 12, remove 3, …; 2 refused"), exit 2 when a row would be refused.
+import { createReadStream } from 'node:fs';
+import { basename } from 'node:path';
+import type { Readable } from 'node:stream';
+import { CHANGE_ROWS, type CheckedChange } from '../changes/change-row.js';
+import { describePlan, planChanges } from '../changes/plan.js';
+import { databaseOf, type Config } from '../config/config.js';
+import { newInputInfo, describeInput, type Delimiter } from '../input/decode.js';
+import { readRecords, type ReadOptions } from '../input/read-rows.js';
+import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
+import { StrictValidationError } from '../input/input-rows.js';
+import { provisionerOn } from '../provisioner.js';
+import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
+import { generatedBatchId } from '../common/types.js';
+import { EXIT_INVALID, formatRejection } from './ingest-command.js';
+import { waitAndReport } from './wait-command.js';
+
+export interface ApplyFlags {
+  batchId?: string;
+  dryRun?: boolean;
+  strict?: boolean;
+  wait?: boolean;
+  reportDir: string;
+  overwrite?: boolean;
+  createMissingOwners?: boolean;
+  invite?: boolean;
+  sendInvites?: boolean;
+  /** The operator's public key PEM (the file's content). */
+  sealTo?: string;
+  ignoreUnknownColumns?: boolean;
+  delimiter?: Delimiter;
+  encoding?: string;
+  sheet?: string;
+  json?: boolean;
+  attempts: number;
+  backoffMs: number;
+  maxRows?: number;
+  maxBytes?: number;
+}
+
+const printRejection = (row: Pick<Extract<CheckedChange, { ok: false }>, 'line' | 'errors'>) =>
+  process.stderr.write(`${formatRejection(row)}\n`);
+const print = (flags: { json?: boolean }, json: object, text: string) =>
+  process.stdout.write(flags.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
+
+/**
+ * A fresh batch id each run, named after the file: applying the same file again is a new batch
+ * whose rows answer `unchanged` (Dify says so already); --batch-id re-runs a batch itself.
+ */
+const batchIdFor = (file: string) =>
+  generatedBatchId(
+    file === '-'
+      ? 'changes'
+      : basename(file)
+          .replace(/\.[^.]*$/, '')
+          .replace(/[^A-Za-z0-9._-]+/g, '-')
+          .replace(/^[^A-Za-z0-9]+/, '')
+          .slice(0, 40) || 'changes',
+  );
+
+export async function applyCommand(file: string, flags: ApplyFlags, config: Config): Promise<number> {
+  const readOpts: ReadOptions = {
+    ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false,
+    ...(flags.delimiter ? { delimiter: flags.delimiter } : {}),
+    ...(flags.encoding ? { encoding: flags.encoding } : {}),
+    ...(flags.sheet ? { sheet: flags.sheet } : {}),
+    source: file === '-' ? 'stdin' : file,
+    ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
+  };
+  const input = () => (file === '-' ? process.stdin : createReadStream(file));
+  if (flags.dryRun) return dryRun(input(), readOpts, flags, config);
+  // --strict on stdin (read once) holds the rows in memory; a file is read twice.
+  const provisioner = provisionerOn(await openQueueRuntime(config));
+  try {
+    const batch = await provisioner
+      .applyFile(file === '-' ? process.stdin : file, {
+        ...readOpts,
+        batchId: flags.batchId ?? batchIdFor(file),
+        retry: { attempts: flags.attempts, backoffMs: flags.backoffMs },
+        ...(flags.maxRows ? { maxRows: flags.maxRows } : {}),
+        createMissingOwners: flags.createMissingOwners ?? false,
+        ...(flags.invite ? { invite: true } : {}),
+        ...(flags.sendInvites ? { sendInvites: true } : {}),
+        strict: flags.strict ?? false,
+        ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
+        onRejected: printRejection,
+      })
+      .catch((err: unknown) => {
+        if (!(err instanceof StrictValidationError)) throw err;
+        for (const r of err.rejected) printRejection(r);
+        print(
+          flags,
+          { strict: true, queued: 0, rejected: err.rejected.length },
+          `--strict: ${err.rejected.length} invalid row(s); nothing was queued`,
+        );
+        return undefined;
+      });
+    if (!batch) return EXIT_INVALID;
+    const s = batch.summary;
+    if (!flags.wait || !flags.json)
+      print(
+        flags,
+        s,
+        `batch ${s.batchId}: ${s.total} changes read, ${s.queued} queued, ${s.rejected} rejected${s.alreadyInBatch > 0 ? `, ${s.alreadyInBatch} already in this batch` : ''}`,
+      );
+    return flags.wait
+      ? await waitAndReport(batch, { reportDir: flags.reportDir, overwrite: flags.overwrite ?? false, json: flags.json ?? false })
+      : 0;
+  } finally {
+    await provisioner.close();
+  }
+}
+
+async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags, config: Config): Promise<number> {
+  const info = newInputInfo();
+  const rows = readRecords(input, CHANGE_ROWS, readOpts, info);
+  if (!databaseOf(config)) {
+    let valid = 0;
+    let rejected = 0;
+    for await (const row of rows) {
+      if (row.ok) valid++;
+      else {
+        rejected++;
+        printRejection(row);
+      }
+    }
+    print(
+      flags,
+      { dryRun: true, total: valid + rejected, valid, rejected, input: info },
+      `dry run: ${valid + rejected} changes read, ${valid} valid, ${rejected} rejected (set DATABASE_URL to plan them against Dify)\nread as ${describeInput(info)}`,
+    );
+    return rejected > 0 ? EXIT_INVALID : 0;
+  }
+  // Read-only: no migration, no writes, no Redis.
+  const rt = await openDbRuntime(config, { migrate: false, poolMax: 2 });
+  try {
+    const schema = await probeDifySchema(rt.db);
+    const plan = await planChanges(rows, rt.db, {
+      accounts: { normalized: schema.normalizedEmail },
+      createMissingAccounts: flags.createMissingOwners ?? false,
+    });
+    for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
+    print(
+      flags,
+      { dryRun: true, schema: describeSchema(schema), band: schema.band, ...plan, problems: undefined, input: info },
+      `${describeSchema(schema)}\nplan: ${plan.total} changes: ${describePlan(plan)}\nread as ${describeInput(info)}`,
+    );
+    return plan.rejected + plan.refused > 0 ? EXIT_INVALID : 0;
+  } finally {
+    await rt.close();
+  }
+}

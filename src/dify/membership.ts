@@ -1,0 +1,154 @@
+// What the connected Dify release writes for each change to an existing workspace (shared notes
+// dify/NOTES.md, "Lifecycle"), row for row, in the caller's transaction. Like workspace-writer.ts,
+// what differs between releases is a table of capabilities read from the schema (schema-probe.ts),
+// not conditions scattered in the SQL:
+//   - remove_member_from_tenant: from 1.15 the removed person's apps and datasets (`maintainer`
+//     columns, where they exist) go to the owner; from 1.13 a still-pending account left with
+//     no workspace is deleted;
+//   - rename and archive/restore: `tenants.updated_at` is set where Dify's ORM sets it (from 1.10).
+// The caller holds the workspace's advisory lock (store/locks.ts lockTenant) and has read the
+// workspace with lockWorkspace: every precondition is read here, at the moment of the change.
+import type { Tx } from '../db/pool.js';
+import type { MemberRole } from '../common/types.js';
+import type { DifySchema } from './schema-probe.js';
+
+/** What a release does beyond the rows every release writes. */
+export interface MembershipCapabilities {
+  /** Tables whose `maintainer` a removal hands to the owner. */
+  maintainers: ('apps' | 'datasets')[];
+  /** A pending account left with no join is deleted by a removal (1.13+). */
+  deletesPendingAccount: boolean;
+  /** tenants.updated_at follows a rename or a status change (ORM onupdate, 1.10+). */
+  touchesUpdatedAt: boolean;
+  /** tenant_account_joins.last_opened_at exists (1.15+): set on the join an invite switches a new account into. */
+  lastOpenedAt: boolean;
+}
+
+/**
+ * From the schema. The schema cannot tell every release apart: band C starts at 1.11.3, so a
+ * 1.11.3–1.12.x Dify gets the 1.13 rule (its removal would leave a pending account without a
+ * workspace; ours deletes it: the account could not sign in anywhere), and band B with varchar[]
+ * lists ends at 1.10.0, which gets no updated_at (1.10.0 would set it).
+ */
+export function membershipCapabilities(schema: DifySchema): MembershipCapabilities {
+  return {
+    maintainers: schema.maintainers,
+    deletesPendingAccount: schema.band === 'C' || schema.band === 'D',
+    touchesUpdatedAt: schema.band === 'C' || schema.band === 'D' || (schema.band === 'B' && schema.strategyLists === 'json'),
+    lastOpenedAt: schema.lastOpenedAt,
+  };
+}
+
+export interface WorkspaceState {
+  id: string;
+  name: string;
+  /** `normal` or `archive` (anything else as Dify stored it). */
+  status: string;
+  /** Every join: account id → role. */
+  roles: Map<string, string>;
+  /** The accounts whose join is `owner` (exactly one in a healthy workspace). */
+  owners: string[];
+}
+
+/**
+ * The workspace and its joins, its `tenants` row and join rows locked until the transaction ends
+ * (so Dify's console, which takes no advisory lock, cannot change them under us); undefined when
+ * no such workspace exists.
+ */
+export async function lockWorkspace(tx: Tx, tenantId: string): Promise<WorkspaceState | undefined> {
+  const { rows } = await tx.query<{ id: string; name: string; status: string; joins: { a: string; r: string }[] | null }>(
+    `SELECT t.id, t.name, t.status,
+            (SELECT json_agg(json_build_object('a', j.account_id, 'r', j.role) ORDER BY j.id)
+               FROM (SELECT account_id, role, id FROM tenant_account_joins WHERE tenant_id = t.id ORDER BY id FOR UPDATE) j) AS joins
+       FROM tenants t WHERE t.id = $1
+       FOR UPDATE OF t`,
+    [tenantId],
+  );
+  const t = rows[0];
+  if (!t) return undefined;
+  const joins = t.joins ?? [];
+  return {
+    id: t.id,
+    name: t.name,
+    status: t.status,
+    roles: new Map(joins.map((j) => [j.a, j.r])),
+    owners: joins.filter((j) => j.r === 'owner').map((j) => j.a),
+  };
+}
+
+/** The account's row, locked (a removal may delete it); its status now, or undefined if it is gone. */
+export async function lockAccount(tx: Tx, accountId: string): Promise<{ status: string } | undefined> {
+  const { rows } = await tx.query<{ status: string }>(`SELECT status FROM accounts WHERE id = $1 FOR UPDATE`, [accountId]);
+  return rows[0];
+}
+
+export class MembershipWriter {
+  constructor(readonly caps: MembershipCapabilities) {}
+
+  /**
+   * create_tenant_member: a join with every other column at its default (`current` false,
+   * invited_by NULL); for an account this transaction created as Dify's invite registers one,
+   * its switch_tenant marks the join current and (1.15+) opened now, naive UTC, as ingest does.
+   */
+  async addMember(tx: Tx, tenantId: string, accountId: string, role: MemberRole, invited: boolean): Promise<void> {
+    const opened = this.caps.lastOpenedAt;
+    await tx.query(
+      `INSERT INTO tenant_account_joins (tenant_id, account_id, role, current${opened ? ', last_opened_at' : ''})
+       VALUES ($1, $2, $3, $4${opened ? ", CASE WHEN $4 THEN now() AT TIME ZONE 'UTC' END" : ''})`,
+      [tenantId, accountId, role, invited],
+    );
+  }
+
+  /**
+   * remove_member_from_tenant: the join goes; the person's apps and datasets go to the owner
+   * (where the release has maintainers); a pending account left with no workspace is deleted
+   * (1.13+). Returns whether the account was deleted.
+   */
+  async removeMember(
+    tx: Tx,
+    tenantId: string,
+    accountId: string,
+    ownerId: string,
+    accountStatus: string,
+  ): Promise<{ accountDeleted: boolean }> {
+    await tx.query(`DELETE FROM tenant_account_joins WHERE tenant_id = $1 AND account_id = $2`, [tenantId, accountId]);
+    for (const table of this.caps.maintainers)
+      await tx.query(`UPDATE ${table} SET maintainer = $3 WHERE tenant_id = $1 AND maintainer = $2`, [tenantId, accountId, ownerId]);
+    if (!this.caps.deletesPendingAccount || accountStatus !== 'pending') return { accountDeleted: false };
+    const { rowCount } = await tx.query(
+      `DELETE FROM accounts a WHERE a.id = $1 AND a.status = 'pending'
+          AND NOT EXISTS (SELECT 1 FROM tenant_account_joins j WHERE j.account_id = a.id)`,
+      [accountId],
+    );
+    return { accountDeleted: rowCount === 1 };
+  }
+
+  /** update_member_role: only the role of the join. */
+  async setRole(tx: Tx, tenantId: string, accountId: string, role: MemberRole): Promise<void> {
+    await tx.query(`UPDATE tenant_account_joins SET role = $3 WHERE tenant_id = $1 AND account_id = $2`, [tenantId, accountId, role]);
+  }
+
+  /** Ownership transfer: the old owner's join becomes admin, the new one's owner; nothing else changes. One statement. */
+  async transferOwner(tx: Tx, tenantId: string, oldOwnerId: string, newOwnerId: string): Promise<void> {
+    await tx.query(
+      `UPDATE tenant_account_joins SET role = CASE WHEN account_id = $3 THEN 'owner' ELSE 'admin' END
+        WHERE tenant_id = $1 AND account_id IN ($2, $3)`,
+      [tenantId, oldOwnerId, newOwnerId],
+    );
+  }
+
+  /** The console's workspace rename: the name, and updated_at where the ORM sets it. */
+  async rename(tx: Tx, tenantId: string, name: string): Promise<void> {
+    await tx.query(`UPDATE tenants SET name = $2${this.touched()} WHERE id = $1`, [tenantId, name]);
+  }
+
+  /** Archive (`archive`) or restore (`normal`), and updated_at where the ORM sets it. */
+  async setStatus(tx: Tx, tenantId: string, status: 'archive' | 'normal'): Promise<void> {
+    await tx.query(`UPDATE tenants SET status = $2${this.touched()} WHERE id = $1`, [tenantId, status]);
+  }
+
+  // Dify's ORM sends CURRENT_TIMESTAMP, cast to the column's naive timestamp as the server does.
+  private touched(): string {
+    return this.caps.touchesUpdatedAt ? ', updated_at = CURRENT_TIMESTAMP' : '';
+  }
+}
