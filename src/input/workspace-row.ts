@@ -10,6 +10,35 @@ export const REQUIRED_COLUMNS: readonly Column[] = ['workspace_name', 'owner_ema
 export const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 const length = (s: string) => [...s].length;
 
+/**
+ * Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) reorder the text after
+ * them: a name carrying one reads as another name (or another customer's) in Dify and in reports.
+ */
+const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069]/u;
+/**
+ * A name that shows nothing: only blanks, format characters (Unicode category Cf: zero-width
+ * spaces and joiners, the word joiner, soft hyphen, BOM, ...), other characters that are not
+ * drawn (default-ignorable: Hangul fillers, variation selectors) and the blank braille pattern.
+ */
+const INVISIBLE = /^[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
+const codePoint = (c: string) => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+
+/** A workspace's name as people see it: something visible, in the order it is written. */
+const visibleName = (s: string, ctx: z.RefinementCtx<string>) => {
+  if (s === '') return ctx.addIssue({ code: 'custom', message: 'is empty' });
+  if (INVISIBLE.test(s))
+    return ctx.addIssue({
+      code: 'custom',
+      message: `shows nothing: it has only invisible characters (${[...new Set(s)].map(codePoint).join(' ')})`,
+    });
+  const bidi = BIDI_CONTROL.exec(s);
+  if (bidi)
+    ctx.addIssue({
+      code: 'custom',
+      message: `contains ${codePoint(bidi[0])}, a bidi override or isolate that changes the order in which the name reads`,
+    });
+};
+
 const text = (max: number) =>
   z
     .string()
@@ -84,7 +113,7 @@ const membersSchema = z
 
 export const WorkspaceRowSchema = z
   .object({
-    workspace_name: text(255).refine((s) => s !== '', 'is empty'),
+    workspace_name: text(255).superRefine(visibleName),
     owner_email: emailText,
     plan: optional(text(255)).transform((p) => p ?? 'basic'),
     members: membersSchema,

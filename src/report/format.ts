@@ -21,11 +21,13 @@ export const REPORT_COLUMNS = [
 /**
  * OWASP's advice against CSV injection: a cell a spreadsheet would read as a formula is prefixed
  * with a single quote. Spreadsheets skip blanks before the sign (spaces, no-break and other
- * Unicode spaces, line breaks), so the sign (=, +, -, @, or their full-width forms) is looked
- * for after them; a cell starting with a tab, carriage return or line feed is prefixed whatever
- * follows.
+ * Unicode spaces, line breaks) and show nothing for format characters (Unicode category Cf:
+ * zero-width spaces and joiners, U+2060 word joiner, U+00AD soft hyphen, bidi marks, BOM) and
+ * other default-ignorable ones, so the sign is looked for after any run of all of them. The signs:
+ * =, +, -, @ and their full-width (U+FF1D ...) and small (U+FE66 small equals ...) forms. A cell
+ * starting with a tab, carriage return or line feed is prefixed whatever follows.
  */
-const FORMULA = /^(?:[\s\u200b]*[=+\-@\uff1d\uff0b\uff0d\uff20]|[\t\r\n])/u;
+const FORMULA = /^(?:[\s\p{Cf}\p{Default_Ignorable_Code_Point}]*[=+\-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b]|[\t\r\n])/u;
 export function spreadsheetSafe(value: string): string {
   return FORMULA.test(value) ? `'${value}` : value;
 }
