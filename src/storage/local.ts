@@ -168,7 +168,7 @@ async function preparePrivkeys(path: string, owner: FileOwner): Promise<Folder> 
 async function takeTenantFolder(privkeys: Folder, tenantId: string): Promise<Folder> {
   const shown = join(privkeys.path, tenantId);
   const refuse = (why: string) =>
-    new RowError('workspace_id', `${shown} ${why}: refusing to write this tenant's key there (see README, Security)`);
+    new RowError('workspace_id', `${shown} ${why}: refusing to write this tenant's key there (see docs/security.md)`);
   const made = await mkdir(inside(privkeys, tenantId), { mode: 0o700 }).then(
     () => true,
     (err: NodeJS.ErrnoException) => {

@@ -188,7 +188,7 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     for (const headers of [{ authorization: `Bearer ${session}` }, { 'x-dashboard-token': session }] as Record<string, string>[])
       expect((await fetch(`${base}/api/batches`, { headers })).status).toBe(401);
     expect((await fetch(`${base}/api/batches?token=${session}`)).status).toBe(401);
-    // As the cookie it is the browser's session until it ends (an hour): see README, Security.
+    // As the cookie it is the browser's session until it ends (an hour): see docs/security.md.
     expect((await fetch(`${base}/api/batches`, { headers: { cookie: `dify_provision_session=${session}` } })).status).toBe(200);
   });
 

@@ -25,7 +25,7 @@ import { parseComposeDotenv } from '../../src/config/compose-dotenv.js';
 import { createDifyDatabase } from '../../src/services/dify-database.js';
 import { startLocalServices, type LocalServices } from '../../src/services/local-services.js';
 import { csvOf } from '../helpers/batch.js';
-import { readmeSection, shellBlocks } from '../helpers/readme.js';
+import { docsSection, readmeSection, shellBlocks } from '../helpers/readme.js';
 import { CLI, runCli, runProgram, startCli, startProgram, type Background, type Ran } from '../helpers/cli.js';
 import { until } from '../helpers/cli-world.js';
 
@@ -163,17 +163,19 @@ describe("every command with Dify's unmodified docker/.env", () => {
     expect(worker.output() + dashboard.output()).not.toContain(DIFY_PASSWORD);
   });
 
-  it('our schema holds exactly the tables the README lists under "What we write into Dify\'s database"', async () => {
-    const listed = [...readmeSection("### What we write into Dify's database").matchAll(/^\| `(\w+)` \|/gm)].map((m) => m[1]).sort();
+  it('our schema holds exactly the tables docs/dify-releases.md lists under "What we write into Dify\'s database"', async () => {
+    const section = await docsSection('dify-releases.md', "## What we write into Dify's database");
+    const listed = [...section.matchAll(/^\| `(\w+)` \|/gm)].map((m) => m[1]).sort();
     const db = new pg.Client({ host: '127.0.0.1', port: Number(pgPort), user: 'postgres', password: DIFY_PASSWORD, database: 'dify' });
     await db.connect();
     const { rows } = await db.query<{ table_name: string }>(
       "SELECT table_name FROM information_schema.tables WHERE table_schema = 'dify_provision'",
     );
     await db.end();
-    expect(rows.map((r) => r.table_name).sort(), "README.md lists every table of our schema (What we write into Dify's database)").toEqual(
-      listed,
-    );
+    expect(
+      rows.map((r) => r.table_name).sort(),
+      "docs/dify-releases.md lists every table of our schema (What we write into Dify's database)",
+    ).toEqual(listed);
   });
 
   it('a % or @ in the passwords is sent as written; a DB_HOST cannot redirect the connection with ?host=', async () => {

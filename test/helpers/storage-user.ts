@@ -11,7 +11,7 @@ export const isRoot = process.getuid?.() === 0;
 /** Hands the env's storage to uid 1001 (as Dify's container has it) and lets that user reach it. */
 export async function storageOwnedByDifyUser(env: TestEnv): Promise<void> {
   if (spawnSync('id', [String(STORAGE_UID)]).status !== 0) {
-    throw new Error(`no user with uid ${STORAGE_UID}: \`npm test\` creates it when run as root (see README, Tests)`);
+    throw new Error(`no user with uid ${STORAGE_UID}: \`npm test\` creates it when run as root (see docs/testing.md)`);
   }
   await chmod(env.dir, 0o711); // the test's own temp folder is 0700; the storage user must reach storage/
   await chown(env.config.storageDir, STORAGE_UID, STORAGE_UID);

@@ -1,6 +1,6 @@
 // deploy/dify-compose/docker-compose.yaml against Dify's own docker-compose.yaml and .env.example
-// (test/fixtures/dify-docker, Dify 1.16.1 byte for byte), and the README's copy-paste steps
-// against both. Where a docker compose CLI exists, `docker compose config` checks the file too.
+// (test/fixtures/dify-docker, Dify 1.16.1 byte for byte), and the README's copy-paste steps (with
+// docs/deploying.md's `docker run` one-liner) against both. Where a docker compose CLI exists, `docker compose config` checks the file too.
 import { spawnSync } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,7 @@ import { parse } from 'yaml';
 import { parseComposeDotenv } from '../../src/config/compose-dotenv.js';
 import { composeHostsOf, difySettings, storageFromDify } from '../../src/config/dify-env.js';
 import { projectFile } from '../../src/common/project-files.js';
-import { readmeSection, shellBlocks } from '../helpers/readme.js';
+import { docsSection, readmeSection, shellBlocks } from '../helpers/readme.js';
 
 interface Service {
   image?: string;
@@ -124,10 +124,14 @@ describe("deploy/dify-compose/docker-compose.yaml in Dify's compose project", ()
     for (const [name, service] of Object.entries(ours.services)) expect(service.user ?? 'node', name).not.toMatch(/^(root|0)(:|$)/);
   });
 
-  it("the README's steps use this file, its services, its mounts and Dify's network", async () => {
-    const text = readmeSection('### A docker-compose Dify: join its network, publish nothing');
+  it("the README's steps (and docs/deploying.md's recipe in full) use this file, its services, its mounts and Dify's network", async () => {
+    const heading = 'A docker-compose Dify: join its network, publish nothing';
+    const text = readmeSection(`### ${heading}`);
+    const recipe = await docsSection('deploying.md', `## ${heading}`);
     expect(text).toContain('(deploy/dify-compose/docker-compose.yaml)');
-    const [steps, oneLiner] = shellBlocks(text);
+    expect(recipe).toContain('(../deploy/dify-compose/docker-compose.yaml)');
+    const [steps] = shellBlocks(text);
+    const [oneLiner] = shellBlocks(recipe);
     expect(steps).toMatch(/^cd deploy\/dify-compose$/m);
     expect(dirname(OURS)).toBe(projectFile('deploy', 'dify-compose'));
     expect(steps).toMatch(/^export DIFY_DOCKER=/m);
@@ -153,7 +157,7 @@ describe("deploy/dify-compose/docker-compose.yaml in Dify's compose project", ()
     expect(out).toMatchObject({ target: '/out', readOnly: false });
     const secrets =
       /`mkdir -p out && docker compose run --rm --user "\$\(id -u\):\$\(id -g\)" cli secrets <batch-id> --key \/files\/(\S+) --out (\S+)`/.exec(
-        text,
+        recipe,
       );
     expect(secrets?.[2]).toMatch(new RegExp(`^${out.target}/`));
     expect(cli.profiles).toEqual(['cli']);
@@ -171,6 +175,7 @@ describe("deploy/dify-compose/docker-compose.yaml in Dify's compose project", ()
     expect(volumes.sort()).toEqual(worker.volumes!.map((v) => v.replace(/\$\{DIFY_DOCKER:\?[^}]*\}/, '${DIFY_DOCKER}')).sort());
     expect(args.slice(-4)).toEqual([worker.image, 'worker', '--dify-env', worker.environment!.DIFY_ENV_FILE]);
     expect(text).toContain(`\`${ourNetwork()}\``);
+    expect(recipe).toContain(`\`${ourNetwork()}\``);
   });
 
   it("is a valid Compose file: the Compose Specification schema accepts it (and Dify's own file)", async () => {
