@@ -20,13 +20,13 @@ import { parse } from 'yaml';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { projectFile } from '../../src/common/project-files.js';
+import { PACKAGE_ROOT, projectFile } from '../../src/common/project-files.js';
 import { parseComposeDotenv } from '../../src/config/compose-dotenv.js';
 import { createDifyDatabase } from '../../src/services/dify-database.js';
 import { startLocalServices, type LocalServices } from '../../src/services/local-services.js';
 import { csvOf } from '../helpers/batch.js';
 import { docsSection, readmeSection, shellBlocks } from '../helpers/readme.js';
-import { CLI, runCli, runProgram, startCli, startProgram, type Background, type Ran } from '../helpers/cli.js';
+import { runCli, runProgram, startCli, startProgram, type Background, type Ran } from '../helpers/cli.js';
 import { until } from '../helpers/cli-world.js';
 
 const DIFY_PASSWORD = 'difyai123456'; // the .env.example's DB_PASSWORD and REDIS_PASSWORD
@@ -213,7 +213,7 @@ const { hosts, mounts, ports, user } = JSON.parse(process.argv[1]);
 execFileSync('ip', ['link', 'set', 'lo', 'up']);
 execFileSync('mount', ['--bind', hosts, '/etc/hosts']);
 for (const m of mounts) {
-  execFileSync('mount', ['--bind', m.source, m.target]);
+  execFileSync('mount', ['--rbind', m.source, m.target]);
   if (m.readOnly) execFileSync('mount', ['-o', 'remount,bind,ro', m.target]);
 }
 let listening = 0;
@@ -311,14 +311,31 @@ describe("every command inside Dify's compose network, as deploy/dify-compose ru
   }
   /** Container paths are under `root` here. */
   const inside = (p: string) => join(root, p);
+  /** The image's ENTRYPOINT (Dockerfile): node /app/dist/src/cli/main.js. */
+  const APP_CLI = '/app/dist/src/cli/main.js';
   async function argsFor(name: string, args: string[]) {
     const service = compose.services[name]!;
-    const config = { hosts, mounts: await mountsOf(service), ports, user: service.user ?? IMAGE_USER };
+    // The image's /app (Dockerfile WORKDIR): this checkout, mounted read-only, so the service's user
+    // reaches the CLI whatever the checkout's own folder lets it through (a clone in a 0700 folder).
+    await mkdir(inside('/app'), { recursive: true });
+    const app = { source: PACKAGE_ROOT, target: inside('/app'), readOnly: true };
+    const config = { hosts, mounts: [app, ...(await mountsOf(service))], ports, user: service.user ?? IMAGE_USER };
     const env = Object.fromEntries(
       Object.entries(service.environment ?? {}).map(([k, v]) => [k, k === 'DIFY_ENV_FILE' ? inside(v!) : (v ?? undefined)]),
     );
     return {
-      args: ['--net', '--mount', '--', process.execPath, '-e', NAMESPACE_SCRIPT, JSON.stringify(config), process.execPath, CLI, ...args],
+      args: [
+        '--net',
+        '--mount',
+        '--',
+        process.execPath,
+        '-e',
+        NAMESPACE_SCRIPT,
+        JSON.stringify(config),
+        process.execPath,
+        inside(APP_CLI),
+        ...args,
+      ],
       env: { PATH: process.env.PATH, HOME: inside('/tmp'), ...env },
       cwd: inside(service.working_dir ?? '/tmp'),
     };
@@ -334,6 +351,13 @@ describe("every command inside Dify's compose network, as deploy/dify-compose ru
     return b;
   };
 
+  /** `b` printed `mark`; fails at once, with its output, if it ended first (it cannot start: no wait for the time limit). */
+  const started = (b: Background, mark: string | RegExp) => async () => {
+    if (typeof mark === 'string' ? b.output().includes(mark) : mark.test(b.output())) return true;
+    if (b.child.exitCode !== null || b.child.signalCode !== null) throw new Error(`it ended before starting:\n${b.output()}`);
+    return false;
+  };
+
   it("the README's compose steps: up (worker as uid 1001, dashboard), then each `docker compose run` line, keys Dify's own", async () => {
     const steps = shellBlocks(readmeSection('### A docker-compose Dify: join its network, publish nothing'))[0]!.split('\n');
     expect(steps).toContainEqual(expect.stringMatching(/^docker compose up -d\b/));
@@ -342,9 +366,9 @@ describe("every command inside Dify's compose network, as deploy/dify-compose ru
     const up = Object.entries(compose.services).filter(([, service]) => !service.profiles);
     expect(up.map(([name]) => name).sort()).toEqual(['dashboard', 'worker']);
     const worker = await start('worker', compose.services.worker!.command!);
-    await until(async () => worker.output().includes(`key storage: ${inside('/dify/docker/volumes/app/storage')}`), 'the worker to start');
+    await until(started(worker, `key storage: ${inside('/dify/docker/volumes/app/storage')}`), 'the worker to start');
     const dashboard = await start('dashboard', compose.services.dashboard!.command!);
-    await until(async () => /dashboard: http/.test(dashboard.output()), 'the dashboard to listen');
+    await until(started(dashboard, /dashboard: http/), 'the dashboard to listen');
     // The compose file's health check, run in the dashboard's network namespace: PostgreSQL and Redis answer.
     const [kind, program, ...probe] = compose.services.dashboard!.healthcheck!.test;
     expect([kind, program]).toEqual(['CMD', 'node']);

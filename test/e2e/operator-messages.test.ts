@@ -9,6 +9,7 @@ import { createPool } from '../../src/db/pool.js';
 import { startLocalServices, type LocalServices } from '../../src/services/local-services.js';
 import { CLI, runCli, runProgram, startCli } from '../helpers/cli.js';
 import { cliWorld, until } from '../helpers/cli-world.js';
+import { cliAsUser } from '../helpers/as-user.js';
 import { PACKAGE_ROOT } from '../../src/common/project-files.js';
 
 const world = cliWorld();
@@ -78,8 +79,8 @@ describe('errors name the target, the cause and the variable to check', () => {
       const storage = world.env.config.storageDir;
       await chown(storage, 1001, 1001);
       await chmod(storage, 0o755);
-      const asNobody = () =>
-        runProgram('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, CLI, 'worker'], world.env.env);
+      const [program, args] = await cliAsUser('nobody', 'nogroup', ['worker']); // from any clone, however private its folder
+      const asNobody = () => runProgram(program, args, world.env.env);
       // uid 1001's name is whatever this machine calls it (test/prerequisites.ts makes it "dify").
       const owned = (path: string, mode: string) =>
         new RegExp(`${escapeRegExp(path)} is owned by uid 1001( \\([^)]+\\))?, group 1001, mode ${mode}`);
