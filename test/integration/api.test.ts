@@ -10,6 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
+import { sizeWords } from '../../src/common/limits.js';
 import { SESSION_COOKIE } from '../../src/dashboard/auth.js';
 import * as S from '../../src/dashboard/api/schemas.js';
 import { provisionerOn, type Provisioner } from '../../src/provisioner.js';
@@ -264,77 +265,101 @@ describe('auth on the API', () => {
   });
 });
 
-/** Sends `head` bytes of a declared `total`, then waits for the answer without sending the rest. */
-function partialUpload(path: string, headers: Record<string, string>, head: Buffer): Promise<{ status: number; body: string }> {
+/**
+ * Sends `head`, then more of the same upload (`filler`) for as long as the server reads it without
+ * answering, up to `bound` bytes in all, then ends the request. `unfinished`: the answer came while
+ * the upload was still being sent. A server whose cap is too high reads on and answers late, or
+ * refuses naming another cap: both fail at once, without a wait. Only a server that neither reads
+ * nor answers is waited on (a minute in which nothing moves), as it waits for the rest of the body.
+ */
+function overCapUpload(
+  path: string,
+  headers: Record<string, string>,
+  head: Buffer,
+  filler: Buffer,
+  bound = 8 * CAP,
+): Promise<{ status: number; body: string; unfinished: boolean; sent: number }> {
   const url = new URL(`${base}/api/v1${path}`);
   return new Promise((resolve, reject) => {
+    let answered = false;
+    let ended = false;
+    let sent = 0;
+    let wake = () => {};
     const req = request(
       { host: url.hostname, port: url.port, path: url.pathname + url.search, method: 'POST', headers: { ...bearer(), ...headers } },
       (res) => {
+        answered = true;
+        wake();
+        const unfinished = !ended;
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode!, body }));
+        res.on('end', () => resolve({ status: res.statusCode!, body, unfinished, sent }));
       },
     );
     // The server closes the connection on the rest of the upload: a write after that may fail.
-    req.on('error', (err) => (err.message.includes('EPIPE') || err.message.includes('ECONNRESET') ? undefined : reject(err)));
-    req.write(head);
-    // Answered at once when refused before reading the rest; no answer in a minute means the
-    // server is waiting for the rest of the body (what it must not do).
-    const waiting = setTimeout(() => {
-      req.destroy();
-      reject(new Error(`no answer to ${path} while its upload was unfinished: the server waits for the whole body`));
-    }, 60_000);
-    req.on('close', () => clearTimeout(waiting));
+    req.on('error', (err) => (err.message.includes('EPIPE') || err.message.includes('ECONNRESET') ? wake() : reject(err)));
+    req.on('close', () => (answered ? undefined : reject(new Error(`${path}: the connection closed without an answer`))));
+    const drained = () =>
+      new Promise<void>((done, fail) => {
+        const stall = setTimeout(
+          () => fail(new Error(`no answer to ${path} while its upload was unfinished, and nothing read for a minute: the server waits`)),
+          60_000,
+        );
+        wake = () => {
+          clearTimeout(stall);
+          done();
+        };
+        req.once('drain', () => wake());
+      });
+    void (async () => {
+      for (let chunk = head; !answered && !req.destroyed && sent < bound; chunk = filler) {
+        sent += chunk.length;
+        if (!req.write(chunk)) await drained();
+      }
+      if (!answered && !req.destroyed) {
+        ended = true;
+        req.end();
+      }
+    })().catch(reject);
   });
 }
 
 describe('uploads are bounded (the same cap as ingest, --max-bytes)', () => {
-  const rowsOf = (bytes: number) => {
-    const line = 'Workspace,owner1@example.com\n';
-    return Buffer.from(`workspace_name,owner_email\n${line.repeat(Math.ceil(bytes / line.length))}`);
+  const line = 'Workspace,owner1@example.com\n';
+  const rowsOf = (bytes: number) => Buffer.from(`workspace_name,owner_email\n${line.repeat(Math.ceil(bytes / line.length))}`);
+  const more = Buffer.from(line.repeat(Math.ceil((64 << 10) / line.length)));
+  /** Refused (413) while still being sent, naming this dashboard's cap: not one four times higher. */
+  const refusedAtTheCap = (got: { status: number; body: string; unfinished: boolean; sent: number }, namesCap = true) => {
+    expect({ status: got.status, unfinished: got.unfinished }, `${got.sent} bytes sent: ${got.body}`).toEqual({
+      status: 413,
+      unfinished: true,
+    });
+    const error = JSON.parse(got.body).error as { code: string; message: string };
+    expect(error.code).toBe('UPLOAD_TOO_LARGE');
+    if (namesCap) expect(error.message).toContain(`over the limit of ${sizeWords(CAP)} (the dashboard's --max-bytes)`);
   };
 
   it('a declared 50 MB body is refused before it is sent; one that streams past the cap is refused as it passes it', async () => {
-    const declared = await partialUpload(
-      '/batches',
-      { 'content-type': 'text/csv', 'content-length': String(50 * 1000 * 1000) },
-      rowsOf(64 << 10),
-    );
-    expect(declared.status).toBe(413);
-    expect(JSON.parse(declared.body).error.code).toBe('UPLOAD_TOO_LARGE');
+    const declared = { 'content-type': 'text/csv', 'content-length': String(50 * 1000 * 1000) };
+    refusedAtTheCap(await overCapUpload('/batches', declared, rowsOf(64 << 10), more));
     // Chunked (no length): read up to the cap, then refused without waiting for the rest.
-    const streamed = await partialUpload(
-      '/batches',
-      { 'content-type': 'text/csv', 'transfer-encoding': 'chunked' },
-      rowsOf(CAP + (256 << 10)),
-    );
-    expect(streamed.status).toBe(413);
+    const chunked = { 'content-type': 'text/csv', 'transfer-encoding': 'chunked' };
+    refusedAtTheCap(await overCapUpload('/batches', chunked, rowsOf(CAP + (256 << 10)), more));
+    refusedAtTheCap(await overCapUpload('/batches', chunked, rowsOf(64 << 10), more)); // the cap is passed while more is sent
     const boundary = 'dify-provision-boundary';
     const multipartHead = Buffer.concat([
       Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\nContent-Type: text/csv\r\n\r\n`),
-      rowsOf(CAP + (256 << 10)),
+      rowsOf(64 << 10),
     ]);
-    const multi = await partialUpload(
-      '/batches',
-      { 'content-type': `multipart/form-data; boundary=${boundary}`, 'transfer-encoding': 'chunked' },
-      multipartHead,
+    const form = { 'content-type': `multipart/form-data; boundary=${boundary}` };
+    refusedAtTheCap(await overCapUpload('/batches', { ...form, 'transfer-encoding': 'chunked' }, multipartHead, more));
+    refusedAtTheCap(
+      await overCapUpload('/plans', { ...form, 'content-length': String(50 * 1000 * 1000) }, multipartHead.subarray(0, 4096), more),
     );
-    expect(multi.status).toBe(413);
-    const declaredMulti = await partialUpload(
-      '/plans',
-      { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': String(50 * 1000 * 1000) },
-      multipartHead.subarray(0, 4096),
-    );
-    expect(declaredMulti.status).toBe(413);
-    // A JSON body over the cap too.
-    const bigJson = await partialUpload(
-      '/batches',
-      { 'content-type': 'application/json', 'content-length': String(50 * 1000 * 1000) },
-      Buffer.from('{"rows":['),
-    );
-    expect(bigJson.status).toBe(413);
+    // A JSON body over the cap too (fastify's bodyLimit: its own words).
+    const bigJson = { 'content-type': 'application/json', 'content-length': String(50 * 1000 * 1000) };
+    refusedAtTheCap(await overCapUpload('/batches', bigJson, Buffer.from('{"rows":['), more), false);
     expect(await batchCount()).toBe(0);
     expect(await readdir(uploads)).toEqual([]);
   });
@@ -563,5 +588,20 @@ describe('Idempotency-Key', () => {
       expect(await env.redis.pttl(k)).toBeGreaterThan(0);
       expect(await env.redis.get(k)).not.toContain(ADMIN);
     }
+  });
+
+  it('a refused request keeps nothing under its key: sent again it is refused the same way (not 409), and the corrected one runs', async () => {
+    const key = { 'idempotency-key': 'strict-wave-1' };
+    const bad = [...GOOD, { workspace_name: '', owner_email: 'not-an-email' }];
+    const refused = await errorOf(await api('/batches?strict=true', csvBody(csvOf(bad), key)), 422);
+    expect(refused.code).not.toMatch(/^IDEMPOTENCY_/);
+    expect(await env.redis.keys(`${env.config.queuePrefix}:*:idempotency:*`)).toEqual([]);
+    // The same refused request again: the same refusal, not "the first request … is still running".
+    expect(await errorOf(await api('/batches?strict=true', csvBody(csvOf(bad), key)), 422)).toEqual(refused);
+    expect(await batchCount()).toBe(0);
+    // The key is free: the corrected file under it runs, and is the one kept.
+    const ran = await answer(await api('/batches?strict=true', csvBody(csvOf(GOOD), key)), 201, S.EnqueueResponseSchema);
+    expect(ran.queued).toBe(2);
+    expect(await env.redis.keys(`${env.config.queuePrefix}:*:idempotency:*`)).toHaveLength(1);
   });
 });
