@@ -166,6 +166,29 @@ describe('rows whose job Redis lost (item 7)', () => {
     expect(await tenants()).toBe(3);
   });
 
+  it('rows that finished are not "without a job" after a flush: status and the sweep count only open rows, and queue none for them', async () => {
+    const finished = await provisioner.enqueue([...owners(2, 'Finished'), { workspace_name: 'Ghost', owner_email: 'ghost@example.com' }], {
+      batchId: 'finished',
+      retry: { attempts: 1, backoffMs: 0 },
+    });
+    await runUntilDone(env, ['finished']);
+    expect((await rowsOf('finished')).map((r) => r.outcome)).toEqual(['created', 'created', 'failed']);
+    // A batch whose first rows finished and whose last one still waits (its worker died).
+    const mixed = await provisioner.enqueue(owners(4, 'Mixed'), { batchId: 'mixed' });
+    await env.db.query(
+      `UPDATE dify_provision.rows SET outcome = (ARRAY['existing', 'failed', 'cancelled'])[line], finished_at = now(), error = 'x'
+        WHERE batch_id = 'mixed' AND line <= 3`,
+    );
+    await env.redis.flushdb();
+
+    expect(await finished.rowsWithoutJob()).toBe(0);
+    expect(await mixed.rowsWithoutJob()).toBe(1);
+    expect(await sweepLostJobs(env.db, provisionerDeps(), 0)).toEqual({ open: 1, lost: 1, failed: 0 });
+    const waiting = await queue.getWaiting();
+    expect(waiting.map((j) => [j.data.batchId, j.data.line])).toEqual([['mixed', 4]]);
+    expect((await rowsOf('finished')).map((r) => r.outcome)).toEqual(['created', 'created', 'failed']);
+  });
+
   const provisionerDeps = () => ({ queue, redis: env.redis });
 });
 
