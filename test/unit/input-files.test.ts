@@ -1,7 +1,7 @@
 // Files as spreadsheet programs write them: encodings, delimiters, empty rows, header hints.
 import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { detectDelimiter, newInputInfo } from '../../src/input/decode.js';
+import { detectDelimiter, newInputInfo, peek, utf8Text } from '../../src/input/decode.js';
 import { CsvFormatError, readRows, type CsvRow, type ReadOptions } from '../../src/input/read-rows.js';
 import { openFilesNamed } from '../helpers/open-files.js';
 
@@ -41,6 +41,41 @@ describe('reading each encoding', () => {
       const { rows, info } = await read(bytes);
       expect(names(rows)).toEqual(['2 Café Müller ana@example.com']);
       expect(info).toEqual({ format: 'csv', encoding, delimiter: ';', emptyRows: 0 });
+    }
+  });
+
+  // Two layers take the BOM off: utf8Text (the bytes past it) and the CSV parser (bom: true), each
+  // for what the other lets through. A BOM left before a quoted header makes its quote not the
+  // field's first character: the header is refused ("Invalid Opening Quote").
+  const quotedHeaders = [
+    '"workspace_name","owner_email"\r\nAcme,ana@example.com\r\n',
+    '"workspace_name";"owner_email"\r\nAcme;ana@example.com\r\n',
+    '"workspace_name"\t"owner_email"\r\nAcme\tana@example.com\r\n',
+  ];
+  it('UTF-8 with a BOM before a quoted header (, ; or TAB), however the bytes arrive', async () => {
+    for (const text of quotedHeaders)
+      for (const chunk of [1, 2, 3, 4, 7, 1000]) {
+        const { rows, info } = await read(Buffer.from(`\ufeff${text}`), {}, chunk);
+        expect(names(rows), `${JSON.stringify(text)} in ${chunk}-byte chunks`).toEqual(['2 Acme ana@example.com']);
+        expect(info.encoding).toBe('utf-8 with BOM');
+      }
+  });
+
+  it('each layer alone: decoding drops the BOM (whatever the chunks), the parser drops one that reaches it', async () => {
+    for (const chunk of [1, 2, 3, 4, 7]) {
+      const bytes = Buffer.from(`\ufeff${quotedHeaders[0]}`);
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < bytes.length; i += chunk) chunks.push(bytes.subarray(i, i + chunk));
+      const { head, rest } = await peek(Readable.from(chunks));
+      const out: Buffer[] = [];
+      for await (const b of utf8Text(head, rest, {}, newInputInfo())) out.push(b);
+      expect(Buffer.concat(out).toString(), `${chunk}-byte chunks`).toBe(quotedHeaders[0]);
+    }
+    // A file that was given a BOM twice (an editor adding one to text that kept its own): decoding
+    // takes off the first as it takes off any, the second reaches the parser, which drops it.
+    for (const text of quotedHeaders) {
+      const { rows } = await read(Buffer.from(`\ufeff\ufeff${text}`));
+      expect(names(rows), JSON.stringify(text)).toEqual(['2 Acme ana@example.com']);
     }
   });
 
@@ -153,6 +188,26 @@ describe('reading an .xlsx workbook', () => {
       '7 is not a valid email address',
     ]);
     expect(info).toEqual({ format: 'xlsx', sheet: 'Customers', emptyRows: 1 });
+  });
+
+  it('reads a workbook whose first pieces are under 4 bytes (a pipe delivering small pieces) as xlsx, not CSV', async () => {
+    const bytes = await workbook((wb) =>
+      wb.addWorksheet('Customers').addRows([
+        ['workspace_name', 'owner_email'],
+        ['Piped', 'ana@example.com'],
+      ]),
+    );
+    for (const first of [[1], [3], [1, 1, 1], [2, 1, 5]]) {
+      const chunks: Buffer[] = [];
+      let at = 0;
+      for (const n of first) chunks.push(bytes.subarray(at, (at += n)));
+      for (; at < bytes.length; at += 4096) chunks.push(bytes.subarray(at, at + 4096));
+      const info = newInputInfo();
+      const rows: CsvRow[] = [];
+      for await (const r of readRows(Readable.from(chunks), {}, info)) rows.push(r);
+      expect(names(rows), `first pieces of ${first.join(', ')} bytes`).toEqual(['2 Piped ana@example.com']);
+      expect(info.format).toBe('xlsx');
+    }
   });
 
   it('keeps accents whole where the inflated sheet and shared strings are cut into chunks (an exceljs bug worked around)', async () => {
