@@ -68,14 +68,18 @@ describe('ingest doors', () => {
 });
 
 describe('terminal safety', () => {
-  it('control characters from the input (ESC, BEL) are printed escaped, never raw', async () => {
+  it('control characters from the input (ESC, BEL; C1 such as CSI U+009B) are printed escaped, never raw', async () => {
     const { DATABASE_URL: _d, ...noDb } = world.env.env;
-    const csv = 'workspace_name,owner_email,members\n"Evil\u001b[2J\u0007 Co",not-an-email,"x\u001b[31m@example.com:admin"\n';
+    const csv =
+      'workspace_name,owner_email,members\n"Evil\u001b[2J\u0007 Co",not-an-email,"x\u001b[31m@example.com:admin"\n' +
+      // U+009B is CSI in one character: a terminal reading C1 controls clears its screen on \u009b2J.
+      'C1 Co,owner1@example.com,"y\u009b2J\u009dt\u009c@example.com:admin"\n';
     const r = await runCli(['ingest', '-', '--dry-run'], noDb, csv);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('line 2 (workspace_name): contains control characters');
     expect(r.stderr).toContain('line 2 (members): "x\\u001b[31m@example.com" is not a valid email address');
-    expect(r.stderr + r.stdout).not.toMatch(/[\u001b\u0007]/);
+    expect(r.stderr).toContain('line 3 (members): "y\\u009b2J\\u009dt\\u009c@example.com" is not a valid email address');
+    expect(r.stderr + r.stdout).not.toMatch(/[\u001b\u0007\u007f-\u009f]/);
     const bad = await runCli(['ingest', join(world.env.dir, 'no\u001bfile.csv')], world.env.env);
     expect(bad.stderr).toContain('\\u001b');
     expect(bad.stderr).not.toContain('\u001b');
