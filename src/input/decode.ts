@@ -86,10 +86,16 @@ export async function gather(it: AsyncIterator<Buffer | string>, enough: (chunk:
   return Buffer.concat(got);
 }
 
-/** The input's first bytes (enough for a BOM or a zip signature) and then the rest, unread. */
-export async function peek(input: AsyncIterable<Buffer | string>): Promise<{ head: Buffer; rest: AsyncIterator<Buffer | string> }> {
+/**
+ * The input's first bytes (enough for a BOM, a zip signature or an OpenDocument's type: at least
+ * `bytes` unless the input is shorter) and then the rest, unread.
+ */
+export async function peek(
+  input: AsyncIterable<Buffer | string>,
+  bytes = 4,
+): Promise<{ head: Buffer; rest: AsyncIterator<Buffer | string> }> {
   const it = input[Symbol.asyncIterator]();
-  return { head: await gather(it, (_chunk, n) => n >= 4), rest: it };
+  return { head: await gather(it, (_chunk, n) => n >= bytes), rest: it };
 }
 
 export const isZip = (head: Buffer): boolean => head.subarray(0, 4).equals(ZIP);

@@ -10,7 +10,6 @@ import {
   DELIMITERS,
   detectDelimiter,
   gather,
-  isZip,
   newInputInfo,
   peek,
   utf8Text,
@@ -18,6 +17,7 @@ import {
   type InputInfo,
 } from './decode.js';
 import { sheetRecords } from './read-sheet.js';
+import { refuseFile, sniff, SNIFF_BYTES } from './sniff.js';
 import { rawOf, RowChecker, type CheckedRow, type RawRow, type RejectedRow } from './row-checker.js';
 import { COLUMNS, REQUIRED_COLUMNS } from './workspace-row.js';
 import type { ReadOptions, RecordItem } from './read-options.js';
@@ -71,11 +71,14 @@ export async function* readRecords<Row>(
 ): AsyncGenerator<Checked<Row>> {
   let start: Awaited<ReturnType<typeof peek>>;
   try {
-    start = await peek(input as AsyncIterable<Buffer | string>);
+    start = await peek(input as AsyncIterable<Buffer | string>, SNIFF_BYTES);
   } catch (err) {
     throw new CsvFormatError(1, `the file could not be read: ${(err as Error).message}`);
   }
-  const records = isZip(start.head) ? sheetRecords(start.head, start.rest, opts, info) : csvRecords(start.head, start.rest, opts, info);
+  const format = sniff(start.head);
+  if (format.kind === 'refused') throw refuseFile(format, opts.source);
+  const records =
+    format.kind === 'xlsx' ? sheetRecords(start.head, start.rest, opts, info) : csvRecords(start.head, start.rest, opts, info);
   let columns: (string | undefined)[] | undefined;
   const checker = kind.checker(opts);
   try {
