@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import type { RowKind } from '../input/read-rows.js';
 import type { RawRow } from '../input/row-checker.js';
-import { CONTROL, safeText, type FieldError } from '../input/workspace-row.js';
+import { CONTROL, safeText, unseenName, type FieldError } from '../input/workspace-row.js';
 import { CHANGE_ACTIONS, isStrictUuid, MEMBER_ROLES, type ChangeAction, type MemberRole } from '../common/types.js';
 
 export const CHANGE_COLUMNS = ['action', 'workspace_id', 'external_id', 'email', 'role', 'name'] as const;
@@ -101,7 +101,7 @@ export function validateChange(
       else role = roleText as MemberRole;
     }
     if (name !== undefined && needs.includes('name')) {
-      const bad = printable(name, 255);
+      const bad = printable(name, 255) ?? unseenName(name);
       if (bad) err('name', bad);
     }
   }

@@ -23,20 +23,20 @@ const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069]/u;
 const INVISIBLE = /^[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
 const codePoint = (c: string) => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
 
-/** A workspace's name as people see it: something visible, in the order it is written. */
-const visibleName = (s: string, ctx: z.RefinementCtx<string>) => {
-  if (s === '') return ctx.addIssue({ code: 'custom', message: 'is empty' });
-  if (INVISIBLE.test(s))
-    return ctx.addIssue({
-      code: 'custom',
-      message: `shows nothing: it has only invisible characters (${[...new Set(s)].map(codePoint).join(' ')})`,
-    });
+/**
+ * What is wrong with a workspace's name as people see it (undefined: nothing): it must show
+ * something, in the order it is written. For new workspaces and renames alike.
+ */
+export function unseenName(s: string): string | undefined {
+  if (s === '') return 'is empty';
+  if (INVISIBLE.test(s)) return `shows nothing: it has only invisible characters (${[...new Set(s)].map(codePoint).join(' ')})`;
   const bidi = BIDI_CONTROL.exec(s);
-  if (bidi)
-    ctx.addIssue({
-      code: 'custom',
-      message: `contains ${codePoint(bidi[0])}, a bidi override or isolate that changes the order in which the name reads`,
-    });
+  if (bidi) return `contains ${codePoint(bidi[0])}, a bidi override or isolate that changes the order in which the name reads`;
+  return undefined;
+}
+const visibleName = (s: string, ctx: z.RefinementCtx<string>) => {
+  const problem = unseenName(s);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
 };
 
 const text = (max: number) =>

@@ -5,7 +5,10 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterEach, describe, expect, inject, it } from 'vitest';
+import { CHANGE_ROWS } from '../../src/changes/change-row.js';
+import { readRecords } from '../../src/input/read-rows.js';
 import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
 import { csvReport } from '../../src/report/format.js';
 import { allReportRows } from '../../src/store/report.js';
@@ -67,6 +70,24 @@ describe('workspace names that show nothing, or carry bidi overrides or isolates
         .map(([n]) => n)
         .sort(),
     );
+  });
+});
+
+describe('a rename to such a name (a real changes CSV)', () => {
+  it('is refused naming its line and the name field', async () => {
+    const names = ['\u200b\u2060', 'Acme\u202eevil', '\u2068Globex\u2069', 'Visible \u200d name'];
+    const csv = ['action,workspace_id,name', ...names.map((n, i) => `rename,6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c2${i},${quoted(n)}`)].join(
+      '\n',
+    );
+    const got: string[] = [];
+    for await (const r of readRecords(Readable.from([Buffer.from(`${csv}\n`)]), CHANGE_ROWS, {}))
+      got.push(r.ok ? `${r.line} ok` : `${r.line} ${r.errors.map((e) => `${e.field}: ${e.message}`).join('; ')}`);
+    expect(got).toEqual([
+      '2 name: shows nothing: it has only invisible characters (U+200B U+2060)',
+      '3 name: contains U+202E, a bidi override or isolate that changes the order in which the name reads',
+      '4 name: contains U+2068, a bidi override or isolate that changes the order in which the name reads',
+      '5 ok',
+    ]);
   });
 });
 
