@@ -280,12 +280,16 @@ function buildProgram(exit: (code: number) => void): Command {
     )
     .addOption(
       new Option(
-        '--read-token <token>',
-        'a read-only token for the API and pages (status and reports; repeatable; also DASHBOARD_READ_TOKENS)',
-      ).argParser((v: string, all: string[] = []) => {
-        if (v.length < 16) throw new InvalidArgumentError('--read-token must be at least 16 characters');
-        return [...all, v];
-      }),
+        '--read-token-file <path>',
+        'a file of read-only tokens for the API and pages, one a line (status and reports; repeatable; also DASHBOARD_READ_TOKENS)',
+      ).argParser((v: string, all: string[] = []) => [...all, v]),
+    )
+    // Gone: the token showed in `ps` to every user of the machine (refused by the command, which
+    // does not repeat the value, as an argument parser's message would).
+    .addOption(new Option('--read-token <token>').hideHelp())
+    .option(
+      '--token-file <path>',
+      'without DASHBOARD_TOKEN: where the generated token is written (0600; default: a new folder under the temp dir)',
     )
     .addOption(
       new Option('--max-bytes <size>', "API uploads' cap, and a batch's bound of recorded rows, as ingest's (default 1GiB)").argParser(

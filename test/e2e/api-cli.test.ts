@@ -1,7 +1,7 @@
 // The API as `dify-provision dashboard` serves it (the built CLI, its own process): read-only
-// tokens from DASHBOARD_READ_TOKENS and --read-token, uploads capped by --max-bytes, spooled
+// tokens from DASHBOARD_READ_TOKENS and --read-token-file, uploads capped by --max-bytes, spooled
 // under the process's temp dir and never left there.
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { csvOf } from '../helpers/batch.js';
@@ -21,9 +21,11 @@ beforeAll(async () => {
   env = await createTestEnv();
   tmp = join(env.dir, 'tmp');
   await mkdir(tmp);
+  const tokens = join(env.dir, 'read-tokens');
+  await writeFile(tokens, `${FROM_FLAG}\n`, { mode: 0o600 });
   const started = await startDashboard(
     { ...env.env, DASHBOARD_TOKEN: ADMIN, DASHBOARD_READ_TOKENS: `${FROM_ENV}, other-read-token-0123456`, TMPDIR: tmp },
-    ['--read-token', FROM_FLAG, '--max-bytes', '64KiB'],
+    ['--read-token-file', tokens, '--max-bytes', '64KiB'],
   );
   dash = started.dash;
   base = started.base;
@@ -39,7 +41,7 @@ const call = (path: string, token: string, init: RequestInit = {}) =>
 const csv = (text: string): RequestInit => ({ method: 'POST', headers: { 'content-type': 'text/csv' }, body: text });
 
 describe('dify-provision dashboard serves /api/v1', () => {
-  it('takes read-only tokens from the environment and the flag, and caps uploads at --max-bytes', async () => {
+  it('takes read-only tokens from the environment and a file, and caps uploads at --max-bytes', async () => {
     const small = csvOf([{ workspace_name: 'Acme', owner_email: 'owner1@example.com' }]);
     for (const reader of [FROM_ENV, FROM_FLAG]) {
       expect((await call('/batches', reader)).status).toBe(200);

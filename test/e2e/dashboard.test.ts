@@ -1,4 +1,4 @@
-import { copyFile, mkdtemp, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,13 +192,16 @@ describe('the dashboard, in headless Chromium, while a batch runs', () => {
     expect((await fetch(`${base}/api/batches`, { headers: { cookie: `dify_provision_session=${session}` } })).status).toBe(200);
   });
 
-  it('generates a token when DASHBOARD_TOKEN is unset, and prints the address that carries it', async () => {
+  it('generates a token when DASHBOARD_TOKEN is unset, into a 0600 file whose path it prints (never the token)', async () => {
     const { DASHBOARD_TOKEN: _unset, ...rest } = env.env;
     const { dash, port } = await startDashboard(rest);
     procs.push(dash);
-    const m = /dashboard: (http:\/\/127\.0\.0\.1:\d+\/\?token=([A-Za-z0-9_-]{32}))\n\(token generated for this run/.exec(dash.output());
+    const m = /dashboard: http:\/\/127\.0\.0\.1:\d+\/\n\(token generated for this run, in (\S+) \(0600\)/.exec(dash.output());
     expect(m, dash.output()).not.toBeNull();
-    expect((await fetch(`http://127.0.0.1:${port}/api/batches`, { headers: { authorization: `Bearer ${m![2]}` } })).status).toBe(200);
+    const token = (await readFile(m![1]!, 'utf8')).trim();
+    expect(token).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    expect(dash.output()).not.toContain(token);
+    expect((await fetch(`http://127.0.0.1:${port}/api/batches`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${port}/api/batches`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(401);
   });
 
