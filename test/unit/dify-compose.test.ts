@@ -116,7 +116,7 @@ describe("deploy/dify-compose/docker-compose.yaml in Dify's compose project", ()
       for (const p of service.ports ?? []) expect(`${name}: ${interpolate(p)}`).toBe('dashboard: 127.0.0.1:3000:3000');
     const dashboard = ours.services.dashboard!;
     expect(dashboard.user).toBeUndefined();
-    expect(dashboard.command).toEqual(['dashboard', '--host', '0.0.0.0', '--port', '3000']);
+    expect(dashboard.command).toEqual(['dashboard', '--host', '0.0.0.0', '--port', '3000', '--token-file', '/tmp/dashboard-token']);
     expect(mounts(dashboard).some((m) => m.target.includes('storage'))).toBe(false);
     const users = [...(await readFile(projectFile('Dockerfile'), 'utf8')).matchAll(/^USER (\S+)/gm)].map((m) => m[1]);
     expect(users.at(-1)).toBe('node');
@@ -139,9 +139,9 @@ describe("deploy/dify-compose/docker-compose.yaml in Dify's compose project", ()
       (m) => m[1],
     );
     const cli = ours.services.cli!;
-    for (const m of steps!.matchAll(/docker compose (run|logs|up)\b([^#\n]*)/g)) {
+    for (const m of steps!.matchAll(/docker compose (run|logs|up|exec)\b([^#\n]*)/g)) {
       const words = m[2]!.trim().split(/\s+/);
-      if (m[1] === 'logs') expect(Object.keys(ours.services)).toContain(words[0]);
+      if (m[1] === 'logs' || m[1] === 'exec') expect(Object.keys(ours.services)).toContain(words[0]);
       if (m[1] !== 'run') continue;
       const service = words.find((w) => !w.startsWith('-'))!;
       expect(service).toBe('cli');
