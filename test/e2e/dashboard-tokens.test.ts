@@ -58,6 +58,8 @@ describe('dashboard tokens stay out of ps and out of the output', () => {
     const secret = 'tokens-on-the-command-line-0001';
     const { dash } = await startDashboard({ ...baseEnv, DASHBOARD_TOKEN: ADMIN }, ['--read-token', secret]);
     procs.push(dash);
+    // It never starts serving (startDashboard returns when it prints its address, or ends).
+    expect(dash.output()).not.toContain('dashboard: ');
     expect(await dash.exited, dash.output()).not.toBe(0);
     expect(dash.output()).toMatch(/--read-token is gone: .*shows in `ps`.*DASHBOARD_READ_TOKENS.*--read-token-file/);
     expect(dash.output()).not.toContain(secret);
