@@ -69,7 +69,7 @@ export interface BatchHandle {
 
 export interface ServerStatus {
   gate: Gate;
-  /** What is happening and what to run (a conflict, a wait), when the gate is not open. */
+  /** What is happening and what to run: a conflict, a wait, or (open) a copy of this database sharing the queue. */
   message?: string;
   lineage: string;
   /** Rows still to run here that were queued on another server, by its lineage. */

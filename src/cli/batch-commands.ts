@@ -31,7 +31,8 @@ const servesLine = (p: Provisioner, workers: number | null) =>
   `queue ${p.queue.name} serves Dify database "${p.queue.database}"; ${workersWords(workers)}`;
 /** Lines about the PostgreSQL server behind the queue, when something is wrong (else nothing). */
 export function describeServer(server: ServerStatus): string {
-  const lines = server.gate === 'conflict' ? [`warning: ${server.message}`] : [];
+  // A conflict, or (open) a copy of this database sharing the queue.
+  const lines = server.message && server.gate !== 'waiting' ? [`warning: ${server.message}`] : [];
   for (const o of server.otherServers)
     lines.push(
       `warning: ${o.rows} row(s) wait for another PostgreSQL server (lineage ${o.lineage}) and are not run here: ${otherLineageAdvice(o.lineage)}`,

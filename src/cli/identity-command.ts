@@ -62,7 +62,7 @@ export async function identityCommand(flags: { new?: boolean; adopt?: string; js
     say(
       `this PostgreSQL server: lineage ${server.lineage} since ${server.since.toISOString()}, ${server.chain.length - 1} earlier lineage(s) recorded as its own`,
     );
-    say(gate === 'open' ? 'no other live server claims this identity' : `${gate}: ${message}`);
+    say(gate === 'open' ? (message ?? 'no other live server claims this identity') : `${gate}: ${message}`);
     for (const w of waiting) say(`${w.rows} row(s) wait for another server (lineage ${w.lineage}): ${otherLineageAdvice(w.lineage)}`);
     return gate === 'conflict' ? 3 : 0;
   } finally {

@@ -2,7 +2,10 @@
 // ingest, the dashboard, the CLI) registers the server it is connected to in Redis, under the
 // queue, and refreshes that every few seconds. Two servers that were both alive at once (each
 // answered after the other started) share one identity: one is a physical copy of the other.
-// Workers then take no jobs until the copy has an identity of its own (`identity --new`).
+// The copy is the one whose database had the other's lineage before its own began (the original's
+// database never had the copy's): its workers take no jobs until it has an identity of its own
+// (`identity --new`), while the original's keep running its rows. When neither can tell (one
+// lineage, or each new to the other), both sides' workers hold.
 // A server seen shortly before this one started is a restart until it answers again: workers
 // wait until it is no longer live (at most `liveMs`) before taking jobs.
 import { hostname } from 'node:os';
@@ -10,7 +13,7 @@ import { z } from 'zod';
 import type { Db } from '../db/pool.js';
 import { describeError } from '../common/errors.js';
 import type { Logger } from '../log/logger.js';
-import { observeServer, recordSuccession, type ServerView } from '../store/server.js';
+import { KNOWN_LINEAGES, observeServer, recordSuccession, type ServerView } from '../store/server.js';
 import type { RedisClient } from './connection.js';
 
 /** What this process may do with the queue's jobs: take them, wait, or stop. */
@@ -28,6 +31,8 @@ export interface ServerEntry {
   host: string;
   /** Redis' clock (ms) at that refresh. */
   at: number;
+  /** The lineages its database has had (ServerView.known); absent from older versions' entries. */
+  known?: string[];
 }
 
 const micro = z.string().regex(/^[0-9]{1,19}$/);
@@ -40,6 +45,10 @@ const EntrySchema = z.object({
   database: z.string().max(255),
   host: z.string().max(255),
   at: z.number(),
+  known: z
+    .array(z.string().max(64))
+    .max(KNOWN_LINEAGES + 64)
+    .optional(),
 });
 
 export interface WatchState {
@@ -47,7 +56,9 @@ export interface WatchState {
   server: ServerView;
   /** The servers behind a conflict, or those waited for. */
   others: ServerEntry[];
-  /** What is happening and what to do, for logs and `status` (undefined when open). */
+  /** Live physical copies of this server's database sharing its queue (their workers hold; this one's run). */
+  copies: ServerEntry[];
+  /** What is happening and what to do, for logs and `status` (undefined when open with no copy). */
   message?: string;
 }
 
@@ -68,7 +79,7 @@ export interface ServerWatch {
   readonly state: WatchState;
   /** Observes the server and the registry now (concurrent calls share one refresh). */
   refresh(): Promise<WatchState>;
-  /** Calls `fn` after each refresh whose gate differs from the one before. */
+  /** Calls `fn` after each refresh whose gate (or set of copies) differs from the one before. */
   onChange(fn: (now: WatchState, before: WatchState) => void): void;
   /** Refreshes every `intervalMs` until `stop`. */
   start(): void;
@@ -100,14 +111,45 @@ for i = 1, #all, 2 do
 end
 return {tostring(now), out}`;
 
+/** What a change is noticed by: the gate, and the copies seen while open. */
+const shownAs = (s: WatchState) => `${s.gate} ${s.copies.map(fieldOf).sort().join(' ')}`;
+
 export const registryKey = (prefix: string, queueName: string) => `${prefix}:${queueName}:servers`;
 const fieldOf = (s: { lineage: string; started: string }) => `${s.lineage}@${s.started}`;
 const big = (micros: string) => BigInt(micros);
 const when = (micros: string) => new Date(Number(big(micros) / 1000n)).toISOString();
 
 /**
+ * Which of two servers of one identity is the physical copy, from the lineages each one's
+ * database has had: a copy's database had its original's lineage before the copy minted its own;
+ * the original's database never had the copy's. One lineage on both, or each new to the other (a
+ * crash no process of ours saw, on one side, after the copy was made): nobody can tell.
+ */
+export function copyRelation(
+  self: Pick<ServerView, 'lineage' | 'known'>,
+  other: Pick<ServerEntry, 'lineage' | 'known'>,
+): 'original' | 'copy' | 'unknown' {
+  if (other.lineage === self.lineage) return 'unknown';
+  const selfHadOther = self.known.includes(other.lineage);
+  const otherHadSelf = (other.known ?? []).includes(self.lineage);
+  if (otherHadSelf && !selfHadOther) return 'original';
+  if (selfHadOther && !otherHadSelf) return 'copy';
+  return 'unknown';
+}
+
+export interface Judgement {
+  gate: Gate;
+  /** The servers behind a conflict, or those waited for. */
+  others: ServerEntry[];
+  /** Live copies of this server's database (copyRelation 'original'): they hold, this server runs. */
+  copies: ServerEntry[];
+}
+
+/**
  * Judges the registry from this server's side: a live server that answered after this one
- * started, while this one answered after it started, is a second server with this identity.
+ * started, while this one answered after it started, is a second server with this identity. When
+ * it is a copy of this one, this server keeps its gate open (the copy's own judgement holds it);
+ * when this one is the copy, or nobody can tell, the gate closes: a conflict.
  */
 export function judge(
   self: ServerView,
@@ -116,31 +158,41 @@ export function judge(
   liveMs: number,
   /** Servers this process itself was connected to before (its own connection saw them restart). */
   earlier: ReadonlySet<string> = new Set(),
-): { gate: Gate; others: ServerEntry[] } {
+): Judgement {
   const conflicts: ServerEntry[] = [];
   const pending: ServerEntry[] = [];
+  const copies: ServerEntry[] = [];
   for (const e of entries) {
     const field = fieldOf(e);
     if (field === fieldOf(self) || e.instance !== self.instance || now - e.at > liveMs) continue;
     if (earlier.has(field) && big(e.seen) <= big(self.started)) continue;
-    if (big(e.seen) > big(self.started) && big(self.seen) > big(e.started)) conflicts.push(e);
+    // A copy of this server's database, live now or seen before this server started: never a reason to wait.
+    if (copyRelation(self, e) === 'original') copies.push(e);
+    else if (big(e.seen) > big(self.started) && big(self.seen) > big(e.started)) conflicts.push(e);
     else pending.push(e);
   }
-  if (conflicts.length > 0) return { gate: 'conflict', others: conflicts };
-  if (pending.length > 0) return { gate: 'waiting', others: pending };
-  return { gate: 'open', others: [] };
+  if (conflicts.length > 0) return { gate: 'conflict', others: conflicts, copies };
+  if (pending.length > 0) return { gate: 'waiting', others: pending, copies };
+  return { gate: 'open', others: [], copies };
 }
 
+const describeEntry = (e: ServerEntry) =>
+  `lineage ${e.lineage} since ${e.since}, started ${when(e.started)}, refreshed from host ${e.host}`;
+
 export function conflictMessage(queueName: string, database: string, self: ServerView, others: ServerEntry[]): string {
+  const original = others.find((o) => copyRelation(self, o) === 'copy');
+  if (original) return copyMessage(queueName, database, self, original);
   const other = others[0]!;
   const mine = self.since.getTime();
   const theirs = Date.parse(other.since);
   const hint =
-    mine === theirs
+    other.lineage === self.lineage
       ? 'both carry one lineage (a copy of a stopped server): only you know which one is the copy'
-      : mine > theirs
-        ? 'this server\u2019s lineage began later: this one is most likely the copy'
-        : 'the other server\u2019s lineage began later: that one is most likely the copy';
+      : 'neither database had the other\u2019s lineage before its own began (both lineages are new, as after a crash no process ' +
+        'of ours saw): only you know which one is the copy; ' +
+        (mine > theirs
+          ? 'this server\u2019s lineage began later: this one is most likely the copy'
+          : 'the other server\u2019s lineage began later: that one is most likely the copy');
   return (
     `identity conflict: queue ${queueName} (Dify database "${database}") is claimed by two live PostgreSQL servers: ` +
     `this one (lineage ${self.lineage} since ${self.since.toISOString()}, started ${when(self.started)}) and another ` +
@@ -148,6 +200,27 @@ export function conflictMessage(queueName: string, database: string, self: Serve
     `${hint}. A physical copy (pg_basebackup, a copied volume, a snapshot) keeps its original's identity: the workers of this ` +
     `queue take no jobs until one of them has its own. On the copy, not on the original, run \`dify-provision identity --new\` ` +
     `(with the copy's DATABASE_URL): the copy gets a queue of its own and queues nothing of the original; then restart its workers.`
+  );
+}
+
+/** This server is the copy: its workers hold, the original's run. */
+function copyMessage(queueName: string, database: string, self: ServerView, original: ServerEntry): string {
+  return (
+    `physical copy: this PostgreSQL server (lineage ${self.lineage} since ${self.since.toISOString()}, started ${when(self.started)}) ` +
+    `is a copy of the live server that serves queue ${queueName} (Dify database "${database}"): ${describeEntry(original)}. ` +
+    `This database had that server's lineage before its own began, and that server's database never had this one's. ` +
+    `The workers here take no jobs; the original's keep running its rows. On this server (the copy), not on the original, run ` +
+    `\`dify-provision identity --new\` (with the copy's DATABASE_URL): the copy gets a queue of its own and queues nothing of the ` +
+    `original; then restart its workers.`
+  );
+}
+
+/** This server is the original: it keeps running; the copy's workers hold. */
+function copiesMessage(queueName: string, copies: ServerEntry[]): string {
+  return (
+    `a physical copy of this database shares queue ${queueName}: ${copies.map(describeEntry).join('; ')} ` +
+    `(its database had this server's lineage; this one never had its). This server's workers keep running its rows; the ` +
+    `copy's take no jobs. On the copy, not here, run \`dify-provision identity --new\` (with the copy's DATABASE_URL).`
   );
 }
 
@@ -183,6 +256,7 @@ export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchO
         gate: 'moved',
         server,
         others: [],
+        copies: [],
         message: `this database's identity changed (to ${server.instance ?? 'none'}; \`dify-provision identity --new\` was run): this process serves the old queue ${opts.queueName} and takes no more jobs; restart it`,
       };
     }
@@ -194,6 +268,7 @@ export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchO
       instance: opts.instance,
       database: opts.database,
       host: hostname(),
+      known: server.known.slice(0, KNOWN_LINEAGES + 64),
     };
     const [now, raw] = (await redis.eval(BEAT, 1, key, fieldOf(server), JSON.stringify(entry), String(FORGET_MS))) as [string, string[]];
     // Redis is not trusted: an entry that is not well-formed is ignored (a forged one can only pause workers).
@@ -206,14 +281,16 @@ export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchO
       }
     });
     if (before && before.instance === opts.instance && fieldOf(before) !== fieldOf(server)) earlier.add(fieldOf(before));
-    const { gate, others } = judge(server, entries, Number(now), liveMs, earlier);
+    const { gate, others, copies } = judge(server, entries, Number(now), liveMs, earlier);
     const message =
       gate === 'conflict'
         ? conflictMessage(opts.queueName, opts.database, server, others)
         : gate === 'waiting'
           ? waitingMessage(others, liveMs)
-          : undefined;
-    return { gate, server, others, ...(message ? { message } : {}) };
+          : copies.length > 0
+            ? copiesMessage(opts.queueName, copies)
+            : undefined;
+    return { gate, server, others, copies, ...(message ? { message } : {}) };
   };
 
   const refresh = (): Promise<WatchState> => {
@@ -221,7 +298,7 @@ export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchO
       .then((next) => {
         const before = state;
         state = next;
-        if (before && before.gate !== next.gate) for (const fn of listeners) fn(next, before);
+        if (before && shownAs(before) !== shownAs(next)) for (const fn of listeners) fn(next, before);
         return next;
       })
       .finally(() => {
@@ -232,7 +309,7 @@ export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchO
 
   // The server itself now; the registry in the background (a worker must start, and say so,
   // while Redis is down): the gate stays closed until the first refresh has judged the registry.
-  state = { gate: 'waiting', server: await observeServer(db), others: [], message: 'registering this server with the queue' };
+  state = { gate: 'waiting', server: await observeServer(db), others: [], copies: [], message: 'registering this server with the queue' };
   void refresh().catch((err) => opts.logger?.warn({ error: describeError(err) }, 'could not register this server with the queue yet'));
   return {
     get state() {

@@ -150,6 +150,15 @@ const MIGRATIONS: string[] = [
   ALTER TABLE ${SCHEMA}.batches ADD COLUMN kind text NOT NULL DEFAULT 'provision';
   ALTER TABLE ${SCHEMA}.rows ADD COLUMN action text;
   `,
+  `
+  -- Every server lineage this database has had (store/server.ts), in a LOGGED table: a physical
+  -- copy carries the lineages its original had, never the one it mints itself, so of two live
+  -- servers of one identity the copy is the one whose database had the other's lineage first.
+  CREATE TABLE ${SCHEMA}.lineage_began (
+    lineage uuid PRIMARY KEY,
+    since   timestamptz NOT NULL
+  );
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -22,7 +22,15 @@ export interface ServerView {
   instance: string | null;
   /** This lineage and every one recorded before it: rows queued under these are this server's. */
   chain: string[];
+  /**
+   * Every lineage this database has had (the latest KNOWN_LINEAGES, the chain and this one): a
+   * physical copy's database had its original's lineage, the original's never had the copy's.
+   */
+  known: string[];
 }
+
+/** How many of a database's past lineages a server publishes (newest first). */
+export const KNOWN_LINEAGES = 32;
 
 const micros = (expr: string) => `(extract(epoch FROM ${expr}) * 1000000)::bigint::text`;
 
@@ -38,11 +46,15 @@ const OBSERVE = `
   ), chain (l) AS (
     SELECT lineage FROM cur
     UNION SELECT p.predecessor FROM ${SCHEMA}.lineage p JOIN chain c ON p.lineage = c.l
+  ), began AS (
+    INSERT INTO ${SCHEMA}.lineage_began (lineage, since) SELECT lineage, since FROM cur ON CONFLICT DO NOTHING
   )
   SELECT cur.lineage::text AS lineage, cur.since, ${micros('pg_postmaster_start_time()')} AS started,
          ${micros('clock_timestamp()')} AS seen,
          (SELECT id::text FROM ${SCHEMA}.instance LIMIT 1) AS instance,
-         ARRAY(SELECT l::text FROM chain) AS chain
+         ARRAY(SELECT l::text FROM chain) AS chain,
+         ARRAY(SELECT l::text FROM chain
+               UNION SELECT b.lineage::text FROM (SELECT lineage FROM ${SCHEMA}.lineage_began ORDER BY since DESC LIMIT ${KNOWN_LINEAGES}) b) AS known
     FROM cur`;
 
 /** This server as it answers now. */

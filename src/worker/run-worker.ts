@@ -158,8 +158,9 @@ async function inviterFor(
 }
 
 /**
- * Takes jobs only while no other live server claims this identity (queue/server-watch.ts): a
- * conflict pauses the worker and says what to run; an identity changed under it stops it.
+ * Takes jobs only while no other live server claims this identity (queue/server-watch.ts), or
+ * only copies of this server's database do (they hold themselves; said as a warning): a conflict
+ * pauses the worker and says what to run; an identity changed under it stops it.
  */
 function gateOnServer(
   watch: ServerWatch,
@@ -170,6 +171,8 @@ function gateOnServer(
 ): void {
   const apply = (state: WatchState) => {
     if (state.gate === 'open') {
+      // A copy of this server's database sharing the queue holds itself; this server runs on, saying so.
+      if (state.copies.length > 0) logger.warn({ copies: state.copies.map((o) => `${o.lineage}@${o.host}`) }, state.message);
       void worker.resume();
       return;
     }

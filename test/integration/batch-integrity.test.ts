@@ -189,6 +189,23 @@ describe('rows whose job Redis lost (item 7)', () => {
     expect((await rowsOf('finished')).map((r) => r.outcome)).toEqual(['created', 'created', 'failed']);
   });
 
+  it('the sweep waits out its idle window: a row touched, or a batch whose ingest finished, within it is left alone', async () => {
+    const batch = await provisioner.enqueue(owners(2, 'Idle'), { batchId: 'idle' });
+    await env.redis.flushdb();
+    expect(await batch.rowsWithoutJob()).toBe(2);
+    const sweep = async () => (await sweepLostJobs(env.db, provisionerDeps(), 60))!.lost;
+    expect(await sweep()).toBe(0); // just queued: its ingest may still be queueing them
+    // Rows untouched for two minutes, but the batch's ingest finished just now (a re-ingest queueing them): left.
+    await env.db.query(`UPDATE dify_provision.rows SET updated_at = now() - interval '2 minutes' WHERE batch_id = 'idle'`);
+    expect(await sweep()).toBe(0);
+    // The ingest finished long ago; line 1 was touched just now (a worker on it), line 2 was not: only line 2 is queued again.
+    await env.db.query(`UPDATE dify_provision.batches SET ingest_finished_at = now() - interval '2 minutes' WHERE id = 'idle'`);
+    await env.db.query(`UPDATE dify_provision.rows SET updated_at = now() WHERE batch_id = 'idle' AND line = 1`);
+    expect(await sweep()).toBe(1);
+    expect((await queue.getWaiting()).map((j) => (j.data as { line: number }).line)).toEqual([2]);
+    expect(await batch.rowsWithoutJob()).toBe(1);
+  });
+
   const provisionerDeps = () => ({ queue, redis: env.redis });
 });
 

@@ -1,11 +1,14 @@
 // A physical copy of a Dify database (pg_basebackup, as staging is made from production) carries
-// its identity, so its queue too. The copy's workers must create nothing of the original's rows,
-// both servers' workers must stop and say what to run, and the command must give the copy its own
-// queue. A restart of the real server must not strand its rows. On a PostgreSQL of this test's
-// own (it is copied, restarted and crashed), with a real pg_basebackup.
+// its identity, so its queue too. The copy's workers must create nothing of the original's rows
+// and hold, saying what happened and what to run on the copy, while production's keep creating
+// every row production owns; the command must give the copy its own queue. A restart of the real
+// server must not strand its rows. Each of the two guards (the worker's per-job lineage check,
+// startAttempt's) is pinned down on its own. On a PostgreSQL of this test's own (it is copied,
+// restarted and crashed), with a real pg_basebackup.
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigSchema, type Config } from '../../src/config/config.js';
@@ -16,6 +19,11 @@ import { createDifyDatabase } from '../../src/services/dify-database.js';
 import { startLocalServices, waitFor, type LocalServices } from '../../src/services/local-services.js';
 import { getBatchStatus, waitForBatch } from '../../src/store/batches.js';
 import { difyIdentity } from '../../src/store/instance.js';
+import { registryKey } from '../../src/queue/server-watch.js';
+import { startAttempt } from '../../src/store/rows.js';
+import { observeServer } from '../../src/store/server.js';
+import type { JobData } from '../../src/queue/contract.js';
+import { randomUUID } from 'node:crypto';
 import { runWorker, type RunningWorker } from '../../src/worker/run-worker.js';
 import { runCli } from '../helpers/cli.js';
 
@@ -100,8 +108,25 @@ async function worker(s: Side, onIdentityMoved?: () => void): Promise<{ w: Runni
 const tenantNames = async (s: Side) => (await s.db.query(`SELECT name FROM tenants ORDER BY name`)).rows.map((r) => r.name as string);
 const said = (log: Record<string, unknown>[], pattern: RegExp) => log.some((l) => pattern.test(String(l.msg)));
 
+/** Each server's newest entry in the queue's registry, as the servers wrote it (no judgement involved). */
+async function registry(prefix: string, queueName: string): Promise<{ lineage: string; started: bigint; seen: bigint }[]> {
+  const redis = new Redis(services.redisUrl, { lazyConnect: true });
+  try {
+    const raw = Object.values(await redis.hgetall(registryKey(prefix, queueName)));
+    return raw
+      .map((r) => JSON.parse(r) as { lineage: string; started: string; seen: string })
+      .map((e) => ({
+        lineage: e.lineage,
+        started: BigInt(e.started),
+        seen: BigInt(e.seen),
+      }));
+  } finally {
+    redis.disconnect();
+  }
+}
+
 describe('a physical copy of the Dify database', () => {
-  it("creates none of the original's rows, stops both sides' workers with the command to run, and gets its own queue from it", async () => {
+  it("holds the copy's workers, saying so and what to run there, while production's create every row it owns; the command gives the copy its own queue", async () => {
     const prod = await difyDatabase('dify_prod', '{dp-copy}');
     const ingest = await provisioner(prod);
     const ingested = await ingest.enqueue(rows('Prod', 8), { batchId: 'wave', retry: { attempts: 3, backoffMs: 50 } });
@@ -112,55 +137,80 @@ describe('a physical copy of the Dify database', () => {
     closers.push(() => copy.stop());
     const staging = await side('staging', urlOf(copy.databaseUrl, 'dify_prod'), '{dp-copy}');
     // The threat is real: the copy has production's identity, queue and queued rows.
-    expect((await difyIdentity(staging.db)).queueName).toBe((await difyIdentity(prod.db)).queueName);
+    const queueName = (await difyIdentity(prod.db)).queueName;
+    expect((await difyIdentity(staging.db)).queueName).toBe(queueName);
     expect((await getBatchStatus(staging.db, 'wave'))!.counts.queued).toBe(8);
 
     // Staging's worker alone (nothing of ours runs on production): it sees every job and leaves it.
     let stagingMoved = false;
     const stagingWorker = await worker(staging, () => (stagingMoved = true));
-    // Each job is either left (the defence) or run here (what the attack achieves without it).
+    // Each job is either left for another server or run here (what the attack achieves without the guards).
+    const left = () => stagingWorker.log.filter((l) => l.outcome === 'left' && /another PostgreSQL/.test(String(l.msg)));
     const handled = () =>
-      new Set(
-        stagingWorker.log.flatMap((l) =>
-          l.outcome === 'left' && /another PostgreSQL/.test(String(l.msg))
-            ? [l.jobId]
-            : l.line !== undefined && l.outcome
-              ? [`line ${l.line}`]
-              : [],
-        ),
-      ).size;
+      new Set([
+        ...left().map((l) => l.jobId),
+        ...stagingWorker.log.flatMap((l) => (l.line !== undefined && l.outcome ? [`line ${l.line}`] : [])),
+      ]).size;
     await waitFor(async () => handled() >= 8, "staging's worker to see each of production's 8 jobs", LONG);
     expect(await tenantNames(staging)).toEqual([]);
     expect((await getBatchStatus(staging.db, 'wave'))!.counts).toMatchObject({ queued: 8, active: 0, created: 0 });
-    const stagingStatus = await (await provisioner(staging)).serverStatus('wave');
+    // The worker's own per-job check left each one, from its cached lineages (no statement on the
+    // row): startAttempt's check (which says "row wave:N was …") never had to answer.
+    expect(new Set(left().map((l) => l.msg))).toEqual(new Set(['queued on another PostgreSQL server']));
+    const stagingSide = await provisioner(staging);
+    const stagingStatus = await stagingSide.serverStatus('wave');
     expect(stagingStatus.otherServers).toEqual([{ lineage: expect.any(String), rows: 8 }]);
 
-    // Production's worker: two live servers claim one identity, so both stop, saying what to run.
+    // Production's worker: two live servers claim one identity. Once each server's entry says it
+    // answered after the other started (what the servers wrote, whatever anyone judged), each
+    // side's judgement is read at once: the copy holds, production runs.
     const prodWorker = await worker(prod);
+    const prodSide = await provisioner(prod);
+    const [prodLineage, stagingLineage] = [(await prodSide.serverStatus()).lineage, stagingStatus.lineage];
     await waitFor(
-      async () => said(prodWorker.log, /identity conflict/) && said(stagingWorker.log, /identity conflict/),
-      'both workers to report the conflict',
+      async () => {
+        const entries = await registry('{dp-copy}', queueName);
+        const p = entries.filter((e) => e.lineage === prodLineage);
+        const c = entries.filter((e) => e.lineage === stagingLineage);
+        return p.some((pe) => c.some((ce) => pe.seen > ce.started && ce.seen > pe.started));
+      },
+      'production and staging each to answer after the other started',
       LONG,
     );
-    const message = String(prodWorker.log.find((l) => /identity conflict/.test(String(l.msg)))!.msg);
-    expect(message).toContain('`dify-provision identity --new`');
-    expect(message).toContain('that one is most likely the copy');
-    expect((await getBatchStatus(prod.db, 'wave'))!.counts).toMatchObject({ queued: 8, created: 0 }); // production's worker stopped too
-    const status = await runCli(['status', 'wave'], staging.env);
-    expect(status.stdout).toContain('identity conflict');
-    expect(status.stdout).toContain('dify-provision identity --new');
-    expect(await tenantNames(staging)).toEqual([]);
+    const copyView = await stagingSide.serverStatus('wave');
+    expect(copyView.gate).toBe('conflict');
+    expect(copyView.message).toMatch(
+      new RegExp(`^physical copy: this PostgreSQL server \\(lineage ${stagingLineage} .*lineage ${prodLineage} `),
+    );
+    expect(copyView.message).toContain('On this server (the copy), not on the original, run `dify-provision identity --new`');
+    const originalView = await prodSide.serverStatus('wave');
+    expect(originalView).toMatchObject({ gate: 'open', otherServers: [] });
+    expect(originalView.message).toMatch(new RegExp(`^a physical copy of this database shares queue .*lineage ${stagingLineage} `));
 
-    // The command, on the copy: its workers stop, production's take every row.
+    // Production creates every row it owns while the copy's worker holds (paused, saying why).
+    expect((await waitForBatch(prod.db, 'wave', { intervalMs: 200 })).counts).toMatchObject({ created: 8, failed: 0 });
+    expect(await tenantNames(prod)).toEqual(rows('Prod', 8).map((r) => r.workspace_name));
+    await waitFor(async () => said(stagingWorker.log, /^physical copy: /), "staging's worker to say it holds", LONG);
+    expect(stagingWorker.w.worker.isPaused()).toBe(true);
+    expect(said(prodWorker.log, /^a physical copy of this database shares queue/)).toBe(true);
+    expect(prodWorker.w.worker.isPaused()).toBe(false);
+    expect(await tenantNames(staging)).toEqual([]);
+    expect((await getBatchStatus(staging.db, 'wave'))!.counts).toMatchObject({ queued: 8, created: 0 });
+    const status = await runCli(['status', 'wave'], staging.env);
+    expect(status.stdout).toContain('warning: physical copy:');
+    expect(status.stdout).toContain('dify-provision identity --new');
+    expect((await runCli(['status', 'wave'], prod.env)).stdout).toContain('warning: a physical copy of this database shares queue');
+
+    // The command, on the copy: its workers stop; production goes on as it did.
     const ran = await runCli(['identity', '--new'], staging.env);
     expect(ran.stderr).toBe('');
     expect(ran.code).toBe(0);
     expect(ran.stdout).toContain('8 row(s) still open here were cancelled');
     await waitFor(async () => stagingMoved, "staging's worker to stop on its changed identity", LONG);
-    expect((await waitForBatch(prod.db, 'wave', { intervalMs: 200 })).counts).toMatchObject({ created: 8, failed: 0 });
-    expect(await tenantNames(prod)).toEqual(rows('Prod', 8).map((r) => r.workspace_name));
     expect(await tenantNames(staging)).toEqual([]);
     expect((await getBatchStatus(staging.db, 'wave'))!.counts).toMatchObject({ cancelled: 8, created: 0 });
+    await prodSide.enqueue(rows('Later', 2), { batchId: 'later' });
+    expect((await waitForBatch(prod.db, 'later', { intervalMs: 200 })).counts.created).toBe(2);
 
     // The copy has its own queue now: its own rows run there, and only there.
     expect((await difyIdentity(staging.db)).queueName).not.toBe((await difyIdentity(prod.db)).queueName);
@@ -209,4 +259,37 @@ describe('a physical copy of the Dify database', () => {
     expect((await waitForBatch(prod.db, 'unseen', { intervalMs: 200 })).counts.created).toBe(2);
     await w3.w.close();
   }, 600_000);
+
+  it("startAttempt, on its own, starts a row only if its lineage is in the worker's chain and the server still has the lineage that chain was read for", async () => {
+    // The worker's per-job check reads the same cached chain; here the row's first statement is
+    // asked directly, as a worker whose cache is wrong or stale would ask it.
+    const guard = await difyDatabase('dify_guard', '{dp-guard}');
+    await (await provisioner(guard)).enqueue(rows('Guard', 1), { batchId: 'guard' });
+    const { lineage, chain } = await observeServer(guard.db);
+    const row = async () =>
+      (
+        await guard.db.query<{ spec: JobData; outcome: string; attempts: number }>(
+          `SELECT spec, outcome, attempts FROM dify_provision.rows WHERE batch_id = 'guard'`,
+        )
+      ).rows[0]!;
+    const start = async (spec: JobData, own: { lineage: string; chain: string[] }) =>
+      (await startAttempt(guard.db, spec, 1, 1, [spec.ownerEmail], { normalized: false }, own)).ours;
+    const queued = await row();
+    expect(queued.spec.lineage).toBe(lineage);
+
+    // A row queued under a lineage this server does not descend from (the server it was copied from).
+    const foreign = { ...queued.spec, lineage: randomUUID() };
+    await guard.db.query(`UPDATE dify_provision.rows SET spec = $1 WHERE batch_id = 'guard'`, [JSON.stringify(foreign)]);
+    expect(await start(foreign, { lineage, chain })).toBe(false);
+    expect(await row()).toMatchObject({ outcome: 'queued', attempts: 0 });
+    await guard.db.query(`UPDATE dify_provision.rows SET spec = $1 WHERE batch_id = 'guard'`, [JSON.stringify(queued.spec)]);
+
+    // A chain read for a lineage the server no longer has (the cache of a worker now answered by another server).
+    expect(await start(queued.spec, { lineage: randomUUID(), chain: [...chain] })).toBe(false);
+    expect(await row()).toMatchObject({ outcome: 'queued', attempts: 0 });
+
+    // The server's own lineage and chain: started.
+    expect(await start(queued.spec, { lineage, chain })).toBe(true);
+    expect(await row()).toMatchObject({ outcome: 'active', attempts: 1 });
+  }, 120_000);
 });
