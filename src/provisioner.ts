@@ -15,6 +15,7 @@ import { readRecords, readRows, type ReadOptions } from './input/read-rows.js';
 import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } from './changes/change-row.js';
 import { enqueueChanges, type ApplyOptions, type ApplySummary } from './changes/enqueue-changes.js';
 import { planChanges, type ChangePlan } from './changes/plan.js';
+import { checkSyncInputs, SYNC_ROWS, syncChanges, type SyncInput } from './changes/sync.js';
 import type { CheckedRow } from './input/row-checker.js';
 import { withTransaction } from './db/pool.js';
 import { listKeys, mintDatasetKey, type ListedKey, type MintedKey } from './dify/api-keys.js';
@@ -93,7 +94,10 @@ export interface Provisioner {
    * (invalid: line and field) or `failed` (refused by Dify's rules at the moment it ran, or an
    * error: the reason). The handle is a batch's like any other: status, report, retry, cancel.
    */
-  apply(rows: AsyncIterable<ChangeInput> | Iterable<ChangeInput>, opts?: ApplyOptions): Promise<BatchHandle & { summary: ApplySummary }>;
+  apply(
+    rows: AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>,
+    opts?: ApplyOptions,
+  ): Promise<BatchHandle & { summary: ApplySummary }>;
   /** apply() for a changes file (CSV or .xlsx, columns action, workspace_id or external_id, email, role, name) or a stream. */
   applyFile(file: string | Readable, opts?: ApplyOptions & ReadOptions): Promise<BatchHandle & { summary: ApplySummary }>;
   /**
@@ -102,8 +106,8 @@ export interface Provisioner {
    * the first rows with their verdicts. Every precondition is read again when a row runs.
    */
   planChanges(
-    input: string | Readable | AsyncIterable<ChangeInput> | Iterable<ChangeInput>,
-    opts?: ReadOptions & { createMissingOwners?: boolean; listRows?: number },
+    input: string | Readable | AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>,
+    opts?: ReadOptions & { createMissingOwners?: boolean; listRows?: number; sync?: boolean },
   ): Promise<ChangePlan>;
   batch(id: string): BatchHandle;
   batches(limit?: number): Promise<BatchListing[]>;
@@ -237,15 +241,28 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     );
     return Object.assign(handle(batchId), { summary });
   };
-  const changeSource = (file: string | Readable, opts: ReadOptions) => () =>
-    readRecords(typeof file === 'string' ? createReadStream(file) : file, CHANGE_ROWS, {
-      ...opts,
-      ...(typeof file === 'string' && opts.source === undefined ? { source: file } : {}),
-    });
+  const rulesOf = async () => ({ normalized: (await probeDifySchema(db)).normalizedEmail });
+  // A changes file's rows; with sync, a membership file's difference with Dify now (changes/sync.ts).
+  const changeSource = (file: string | Readable, opts: ReadOptions & { sync?: boolean }) => (): AsyncIterable<CheckedChange> => {
+    const stream = typeof file === 'string' ? createReadStream(file) : file;
+    const read = { ...opts, ...(typeof file === 'string' && opts.source === undefined ? { source: file } : {}) };
+    if (!opts.sync) return readRecords(stream, CHANGE_ROWS, read);
+    return (async function* () {
+      yield* await syncChanges(readRecords(stream, SYNC_ROWS, read), db, await rulesOf());
+    })();
+  };
+  const inputSource =
+    (rows: AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>, sync: boolean) =>
+    (): AsyncIterable<CheckedChange> =>
+      sync
+        ? (async function* () {
+            yield* await syncChanges(checkSyncInputs(rows as Iterable<SyncInput>), db, await rulesOf());
+          })()
+        : checkChangeInputs(rows as Iterable<ChangeInput>);
 
   return {
     enqueue: (rows, opts = {}) => enqueueRows(() => checkInputRows(rows, opts), false, opts),
-    apply: (rows, opts = {}) => applyRows(() => checkChangeInputs(rows), false, opts),
+    apply: (rows, opts = {}) => applyRows(inputSource(rows, opts.sync ?? false), false, opts),
     applyFile: (file, opts = {}) =>
       applyRows(changeSource(file, opts), typeof file === 'string', {
         ...opts,
@@ -253,8 +270,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
       }),
     async planChanges(input, opts = {}) {
       const schema = await probeDifySchema(db);
-      const rows =
-        typeof input === 'string' || isReadable(input) ? changeSource(input, opts)() : checkChangeInputs(input as Iterable<ChangeInput>);
+      const rows = typeof input === 'string' || isReadable(input) ? changeSource(input, opts)() : inputSource(input, opts.sync ?? false)();
       return planChanges(rows, db, {
         accounts: { normalized: schema.normalizedEmail },
         createMissingAccounts: opts.createMissingOwners ?? false,
@@ -344,4 +360,4 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
 const isReadable = (x: unknown): x is Readable =>
   typeof (x as Readable | null)?.pipe === 'function' && typeof (x as Readable).read === 'function';
 
-export type { ApplyOptions, ApplySummary, ChangeInput, ChangePlan, EnqueueOptions, EnqueueSummary, WorkspaceInput };
+export type { ApplyOptions, ApplySummary, ChangeInput, ChangePlan, SyncInput, EnqueueOptions, EnqueueSummary, WorkspaceInput };

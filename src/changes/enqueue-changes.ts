@@ -35,6 +35,11 @@ export interface ApplyOptions {
   sendInvites?: boolean;
   /** The operator's RSA public key (PEM), for invitation links. */
   sealTo?: string;
+  /**
+   * Sync mode: the rows list the complete membership of each workspace they name (workspace_id or
+   * external_id, email, role — `owner` allowed); the batch is the difference (changes/sync.ts).
+   */
+  sync?: boolean;
   /** Queue nothing if any row is invalid (throws StrictValidationError listing every one). */
   strict?: boolean;
   /** Called for each invalid row as it is found. */

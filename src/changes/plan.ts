@@ -4,7 +4,7 @@
 // effect of the rows before it (an add_member, then the transfer_owner to that person).
 import type { Db } from '../db/pool.js';
 import { findAccounts, personKey, type AccountRules } from '../dify/accounts.js';
-import type { WorkspaceState } from '../dify/membership.js';
+import { readWorkspaces, type WorkspaceState } from '../dify/membership.js';
 import { tenantsOfExternalIds } from '../store/ledger.js';
 import type { Account } from '../common/types.js';
 import type { CheckedChange, ChangeRow } from './change-row.js';
@@ -155,25 +155,8 @@ class PlanState {
     const found = await tenantsOfExternalIds(this.db, externals);
     for (const e of externals) this.external.set(e, found.get(e) ?? null);
     const ids = [...new Set(rows.map((r) => this.tenantOf(r)).filter((t): t is string => t !== undefined && !this.loadedTenants.has(t)))];
-    if (ids.length > 0) {
-      const { rows: ws } = await this.db.query<{ id: string; name: string; status: string; joins: { a: string; r: string }[] | null }>(
-        `SELECT t.id, t.name, t.status,
-                (SELECT json_agg(json_build_object('a', j.account_id, 'r', j.role)) FROM tenant_account_joins j WHERE j.tenant_id = t.id) AS joins
-           FROM tenants t WHERE t.id = ANY($1::uuid[])`,
-        [ids],
-      );
-      for (const t of ws) {
-        const joins = t.joins ?? [];
-        this.workspaces.set(t.id, {
-          id: t.id,
-          name: t.name,
-          status: t.status,
-          roles: new Map(joins.map((j) => [j.a, j.r])),
-          owners: joins.filter((j) => j.r === 'owner').map((j) => j.a),
-        });
-      }
-      for (const id of ids) this.loadedTenants.add(id);
-    }
+    for (const [id, ws] of await readWorkspaces(this.db, ids)) this.workspaces.set(id, ws);
+    for (const id of ids) this.loadedTenants.add(id);
     const emails = [...new Set(rows.flatMap((r) => (r.email !== undefined && !this.accounts.has(r.email.toLowerCase()) ? [r.email] : [])))];
     if (emails.length > 0) {
       const found = await findAccounts(this.db, emails, this.rules);

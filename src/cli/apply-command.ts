@@ -7,9 +7,10 @@ import { basename } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CHANGE_ROWS, type CheckedChange } from '../changes/change-row.js';
 import { describePlan, planChanges } from '../changes/plan.js';
+import { SYNC_ROWS, syncChanges, type SyncRow } from '../changes/sync.js';
 import { databaseOf, type Config } from '../config/config.js';
 import { newInputInfo, describeInput, type Delimiter } from '../input/decode.js';
-import { readRecords, type ReadOptions } from '../input/read-rows.js';
+import { readRecords, type Checked, type ReadOptions } from '../input/read-rows.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
 import { StrictValidationError } from '../input/input-rows.js';
 import { provisionerOn } from '../provisioner.js';
@@ -20,6 +21,8 @@ import { waitAndReport } from './wait-command.js';
 
 export interface ApplyFlags {
   batchId?: string;
+  /** The file lists each named workspace's complete membership (workspace_id or external_id, email, role). */
+  sync?: boolean;
   dryRun?: boolean;
   strict?: boolean;
   wait?: boolean;
@@ -85,6 +88,7 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
         ...(flags.invite ? { invite: true } : {}),
         ...(flags.sendInvites ? { sendInvites: true } : {}),
         strict: flags.strict ?? false,
+        ...(flags.sync ? { sync: true } : {}),
         ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
         onRejected: printRejection,
       })
@@ -116,7 +120,9 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
 
 async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags, config: Config): Promise<number> {
   const info = newInputInfo();
-  const rows = readRecords(input, CHANGE_ROWS, readOpts, info);
+  const rows: AsyncIterable<CheckedChange | Checked<SyncRow>> = flags.sync
+    ? readRecords(input, SYNC_ROWS, readOpts, info)
+    : readRecords(input, CHANGE_ROWS, readOpts, info);
   if (!databaseOf(config)) {
     let valid = 0;
     let rejected = 0;
@@ -138,7 +144,13 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags,
   const rt = await openDbRuntime(config, { migrate: false, poolMax: 2 });
   try {
     const schema = await probeDifySchema(rt.db);
-    const plan = await planChanges(rows, rt.db, {
+    const accounts = { normalized: schema.normalizedEmail };
+    const changes = flags.sync
+      ? (async function* () {
+          yield* await syncChanges(rows as AsyncIterable<Checked<SyncRow>>, rt.db, accounts);
+        })()
+      : (rows as AsyncIterable<CheckedChange>);
+    const plan = await planChanges(changes, rt.db, {
       accounts: { normalized: schema.normalizedEmail },
       createMissingAccounts: flags.createMissingOwners ?? false,
     });

@@ -84,6 +84,10 @@ function buildProgram(exit: (code: number) => void): Command {
     .argument('<file>', 'CSV or .xlsx file (columns action, workspace_id or external_id, email, role, name), or - for standard input')
     .option('--batch-id <id>', 'name the batch (default: the file name and a fresh stamp: applying a file again is a new batch)')
     .option(
+      '--sync',
+      "the file lists each workspace's complete membership (workspace_id or external_id, email, role): add, re-role and remove to match; the owner changes only if the file says owner for another person",
+    )
+    .option(
       '--dry-run',
       'print the plan (would add, remove, re-role, transfer, rename, archive, restore; unchanged; refused) from PostgreSQL without writing; exit 2 if any row would be refused',
     )

@@ -8,7 +8,7 @@
 //   - rename and archive/restore: `tenants.updated_at` is set where Dify's ORM sets it (from 1.10).
 // The caller holds the workspace's advisory lock (store/locks.ts lockTenant) and has read the
 // workspace with lockWorkspace: every precondition is read here, at the moment of the change.
-import type { Tx } from '../db/pool.js';
+import type { Db, Tx } from '../db/pool.js';
 import type { MemberRole } from '../common/types.js';
 import type { DifySchema } from './schema-probe.js';
 
@@ -74,6 +74,37 @@ export async function lockWorkspace(tx: Tx, tenantId: string): Promise<Workspace
     roles: new Map(joins.map((j) => [j.a, j.r])),
     owners: joins.filter((j) => j.r === 'owner').map((j) => j.a),
   };
+}
+
+/** The workspaces with these ids as they are now, without locks (a plan, a sync's difference), with each member's email. */
+export async function readWorkspaces(
+  db: Db,
+  ids: string[],
+): Promise<Map<string, WorkspaceState & { members: { accountId: string; email: string; role: string }[] }>> {
+  if (ids.length === 0) return new Map();
+  const { rows } = await db.query<{ id: string; name: string; status: string; joins: { a: string; e: string; r: string }[] | null }>(
+    `SELECT t.id, t.name, t.status,
+            (SELECT json_agg(json_build_object('a', j.account_id, 'e', a.email, 'r', j.role) ORDER BY a.email)
+               FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE j.tenant_id = t.id) AS joins
+       FROM tenants t WHERE t.id = ANY($1::uuid[])`,
+    [ids],
+  );
+  return new Map(
+    rows.map((t) => {
+      const joins = t.joins ?? [];
+      return [
+        t.id,
+        {
+          id: t.id,
+          name: t.name,
+          status: t.status,
+          roles: new Map(joins.map((j) => [j.a, j.r])),
+          owners: joins.filter((j) => j.r === 'owner').map((j) => j.a),
+          members: joins.map((j) => ({ accountId: j.a, email: j.e, role: j.r })),
+        },
+      ];
+    }),
+  );
 }
 
 /** The account's row, locked (a removal may delete it); its status now, or undefined if it is gone. */

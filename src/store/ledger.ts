@@ -157,8 +157,7 @@ export async function tenantOfExternalId(db: Db | Tx, externalId: string): Promi
 
 /** The workspaces our ledger recorded for these external_ids (read-only; empty before our schema exists). */
 export async function tenantsOfExternalIds(db: Db, externalIds: string[]): Promise<Map<string, string>> {
-  const { rows: has } = await db.query(`SELECT to_regclass('${SCHEMA}.ledger') IS NOT NULL AS has`);
-  if (!(has[0] as { has: boolean }).has || externalIds.length === 0) return new Map();
+  if (externalIds.length === 0 || !(await ledgerExists(db))) return new Map();
   const { rows } = await db.query<{ key: string; tenant_id: string }>(
     `SELECT idempotency_key AS key, tenant_id FROM ${SCHEMA}.ledger WHERE idempotency_key = ANY($1::text[])`,
     [externalIds.map((e) => `external:${e}`)],

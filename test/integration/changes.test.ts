@@ -276,3 +276,103 @@ describe.each(['1.9', '1.13', 'latest'] as BandName[])('apply on band %s', (band
     expect(status.state).toBe('done-with-failures');
   });
 });
+
+describe('two change batches on one workspace at once', () => {
+  it('serialise on the workspace: each person created and joined once, exactly one owner, no row failed', async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difySettings(`dify-${e.name}`) };
+    await provisionWorld(e);
+    const people = Array.from({ length: 30 }, (_, i) => `both${i}@example.com`);
+    const a: ChangeInput[] = [
+      ...people.map((email, i) => ({ action: 'add_member', workspace_id: W.W1, email, role: i % 2 ? 'editor' : 'normal' })),
+      { action: 'transfer_owner', workspace_id: W.W1, email: 'owner2@example.com' },
+    ];
+    const b: ChangeInput[] = [
+      ...[...people].reverse().map((email) => ({ action: 'add_member', workspace_id: W.W1, email, role: 'normal' })),
+      { action: 'transfer_owner', workspace_id: W.W1, email: 'owner3@example.com' },
+      { action: 'rename', workspace_id: W.W1, name: 'Both' },
+    ];
+    provisioner = await createProvisioner(config);
+    await Promise.all([
+      provisioner.apply(a, { batchId: 'both-a', createMissingOwners: true }),
+      provisioner.apply(b, { batchId: 'both-b', createMissingOwners: true }),
+    ]);
+    await runUntilDone(e, ['both-a', 'both-b'], { config, concurrency: 8 });
+    const reports = [...(await provisioner.batch('both-a').report()), ...(await provisioner.batch('both-b').report())];
+    expect(reports.filter((r) => r.outcome !== 'applied' && r.outcome !== 'unchanged').map((r) => `${r.line} ${r.error}`)).toEqual([]);
+    // Each person: one account, one join, added by exactly one of the two batches (the other found it done).
+    const { rows } = await e.db.query<{ email: string; accounts: number; joins: number }>(
+      `SELECT a.email, count(DISTINCT a.id)::int AS accounts, count(j.id)::int AS joins
+         FROM accounts a LEFT JOIN tenant_account_joins j ON j.account_id = a.id AND j.tenant_id = $1
+        WHERE a.email LIKE 'both%' GROUP BY a.email ORDER BY a.email`,
+      [W.W1],
+    );
+    expect(rows).toHaveLength(30);
+    expect(rows.every((r) => r.accounts === 1 && r.joins === 1)).toBe(true);
+    for (const email of people) {
+      const answers = reports.filter((r) => r.ownerEmail === email && r.action === 'add_member').map((r) => r.outcome);
+      expect(answers.sort()).toEqual(['applied', 'unchanged']);
+    }
+    // Both transfers ran, one after the other: exactly one owner, the two others admins.
+    const roles = await joins(e, W.W1!);
+    const top = ['owner1@example.com', 'owner2@example.com', 'owner3@example.com'].map((m) => roles[m]).sort();
+    expect(top).toEqual(['admin', 'admin', 'owner']);
+    expect(roles['owner1@example.com']).toBe('admin');
+  });
+});
+
+describe('sync mode', () => {
+  it("plans the difference with each named workspace's membership, applies it, and a second sync changes nothing", async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difySettings(`dify-${e.name}`) };
+    await provisionWorld(e);
+    const members = [
+      // W1: the owner stays, owner2 re-roled, owner13 added, owner3 (not listed) removed.
+      { external_id: 'cust-1', email: 'owner1@example.com', role: 'owner' },
+      { external_id: 'cust-1', email: 'owner2@example.com', role: 'editor' },
+      { external_id: 'cust-1', email: 'owner13@example.com', role: 'normal' },
+      // W3: owner5 made owner; the old owner listed as normal (after the transfer); the pending person as they are.
+      { workspace_id: W.W3!, email: 'owner5@example.com', role: 'owner' },
+      { workspace_id: W.W3!, email: 'owner7@example.com', role: 'normal' },
+      { workspace_id: W.W3!, email: 'pending.person@example.com', role: 'normal' },
+      // W5: the owner not listed and no other owner named: the owner stays.
+      { workspace_id: W.W5!, email: 'owner10@example.com', role: 'normal' },
+      // W6: a new person as owner (added, then made owner); the old owner, not listed, removed after.
+      { workspace_id: W.W6!, email: 'new.boss@example.com', role: 'owner' },
+      { workspace_id: W.W6!, email: 'owner12@example.com', role: 'normal' },
+    ];
+    provisioner = await createProvisioner(config);
+    const plan = await provisioner.planChanges(members, { sync: true, createMissingOwners: true, listRows: 100 });
+    const { describePlan } = await import('../../src/changes/plan.js');
+    expect(describePlan(plan)).toBe('would add 2, remove 2, re-role 2, transfer 2; 4 unchanged');
+    expect(plan.rows!.filter((r) => r.verdict === 'remove').map((r) => [r.line > members.length, r.email])).toEqual([
+      [true, 'owner3@example.com'],
+      [true, 'owner11@example.com'],
+    ]);
+    await provisioner.apply(members, { batchId: 'sync-1', sync: true, createMissingOwners: true });
+    await runUntilDone(e, ['sync-1'], { config });
+    const report = await provisioner.batch('sync-1').report();
+    expect(report.filter((r) => r.outcome !== 'applied' && r.outcome !== 'unchanged').map((r) => `${r.line} ${r.error}`)).toEqual([]);
+    expect(report.filter((r) => r.outcome === 'applied')).toHaveLength(8);
+    expect(await joins(e, W.W1!)).toEqual({
+      'owner1@example.com': 'owner',
+      'owner13@example.com': 'normal',
+      'owner2@example.com': 'editor',
+    });
+    expect(await joins(e, W.W3!)).toEqual({
+      'owner5@example.com': 'owner',
+      'owner7@example.com': 'normal',
+      'pending.person@example.com': 'normal',
+    });
+    expect(await joins(e, W.W5!)).toEqual({ 'owner10@example.com': 'normal', 'owner9@example.com': 'owner' });
+    expect(await joins(e, W.W6!)).toEqual({ 'new.boss@example.com': 'owner', 'owner12@example.com': 'normal' });
+
+    const again = await provisioner.planChanges(members, { sync: true, createMissingOwners: true });
+    expect(describePlan(again)).toBe('would change nothing; 9 unchanged');
+    await provisioner.apply(members, { batchId: 'sync-2', sync: true });
+    await runUntilDone(e, ['sync-2'], { config });
+    expect((await provisioner.batch('sync-2').report()).map((r) => r.outcome)).toEqual(Array(9).fill('unchanged'));
+  });
+});

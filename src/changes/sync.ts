@@ -1,0 +1,222 @@
+// Sync mode (apply --sync): the file lists the complete membership of each workspace it names
+// (email, role), like a SCIM group sync from a spreadsheet. The plan is the difference with what
+// Dify has when the batch is recorded, as ordinary change rows:
+//   - a listed person who is not a member: add_member (their role);
+//   - a member listed with another role: set_role; with the same role: add_member (answers unchanged);
+//   - a member not listed: remove_member (numbered after the file's last line);
+//   - the owner never changes unless the file says `owner` for a different person: then a
+//     transfer_owner (an add_member first if that person is not a member yet), and the old owner's
+//     own row (their new role) or removal runs after it (afterLine).
+// Each resulting row is then run like any change: its preconditions are read again when it runs.
+import { z } from 'zod';
+import type { Db } from '../db/pool.js';
+import { personKey, type AccountRules } from '../dify/accounts.js';
+import { readWorkspaces } from '../dify/membership.js';
+import type { Checked, RowKind } from '../input/read-rows.js';
+import type { RawRow } from '../input/row-checker.js';
+import { safeText, type FieldError } from '../input/workspace-row.js';
+import { tenantsOfExternalIds } from '../store/ledger.js';
+import { isStrictUuid, MEMBER_ROLES } from '../common/types.js';
+import { validateChange, workspaceRef, type ChangeInput, type CheckedChange } from './change-row.js';
+
+export const SYNC_COLUMNS = ['workspace_id', 'external_id', 'email', 'role'] as const;
+type SyncColumn = (typeof SYNC_COLUMNS)[number];
+const SYNC_ROLES = ['owner', ...MEMBER_ROLES] as const;
+
+/** One line of a membership file: this person has this role in this workspace. */
+export interface SyncRow {
+  workspaceId?: string;
+  externalId?: string;
+  email: string;
+  role: (typeof SYNC_ROLES)[number];
+}
+
+const emailSchema = z.email();
+const cell = (v: string | undefined) => {
+  const t = v?.trim().normalize('NFC');
+  return t === undefined || t === '' ? undefined : t;
+};
+
+function validateSync(record: Partial<Record<SyncColumn, string>>): { ok: true; row: SyncRow } | { ok: false; errors: FieldError[] } {
+  const errors: FieldError[] = [];
+  const err = (field: string, message: string) => errors.push({ field, message: safeText(message) });
+  const workspaceId = cell(record.workspace_id)?.toLowerCase();
+  const externalId = cell(record.external_id);
+  if (workspaceId === undefined && externalId === undefined) err('workspace_id', 'is required (or external_id)');
+  if (workspaceId !== undefined && externalId !== undefined) err('external_id', 'give workspace_id or external_id, not both');
+  if (workspaceId !== undefined && !isStrictUuid(workspaceId)) err('workspace_id', 'is not a strict UUID');
+  const email = cell(record.email);
+  if (email === undefined) err('email', 'is required');
+  else if ([...email].length > 255 || !emailSchema.safeParse(email).success) err('email', 'is not a valid email address');
+  const role = cell(record.role)?.toLowerCase();
+  if (role === undefined) err('role', 'is required');
+  else if (!(SYNC_ROLES as readonly string[]).includes(role)) err('role', `"${role}" is not a role: use one of ${SYNC_ROLES.join(', ')}`);
+  if (errors.length > 0) return { ok: false, errors };
+  return {
+    ok: true,
+    row: {
+      ...(workspaceId !== undefined ? { workspaceId } : {}),
+      ...(externalId !== undefined ? { externalId } : {}),
+      email: email!,
+      role: role as SyncRow['role'],
+    },
+  };
+}
+
+/** One person once per workspace, one owner per workspace; the later line is refused, naming the earlier. */
+class SyncChecker {
+  private readonly people = new Map<string, number>();
+  private readonly owners = new Map<string, number>();
+  check(record: Partial<Record<SyncColumn, string>>, line: number): Checked<SyncRow> {
+    const raw: RawRow = { ...(record.email !== undefined ? { ownerEmail: record.email } : {}) };
+    const v = validateSync(record);
+    if (!v.ok) return { line, ok: false, errors: v.errors, raw };
+    const ws = workspaceRef(v.row);
+    const person = `${ws}|${v.row.email.toLowerCase()}`;
+    const earlier = this.people.get(person);
+    if (earlier !== undefined)
+      return { line, ok: false, errors: [{ field: 'email', message: `line ${earlier} lists this person in this workspace already` }], raw };
+    if (v.row.role === 'owner') {
+      const owner = this.owners.get(ws);
+      if (owner !== undefined)
+        return {
+          line,
+          ok: false,
+          errors: [{ field: 'role', message: `line ${owner} names this workspace's owner already: a workspace has one owner` }],
+          raw,
+        };
+      this.owners.set(ws, line);
+    }
+    this.people.set(person, line);
+    return { line, ok: true, row: v.row };
+  }
+  close(): void {
+    this.people.clear();
+    this.owners.clear();
+  }
+}
+
+/** The membership file (apply --sync), for the input reader. */
+export const SYNC_ROWS: RowKind<SyncRow> = {
+  columns: SYNC_COLUMNS,
+  required: ['email', 'role'],
+  checker: () => new SyncChecker(),
+  rawOf: (record) => (record.email !== undefined ? { ownerEmail: record.email } : {}),
+};
+
+interface Member {
+  accountId: string;
+  email: string;
+  key: string;
+  role: string;
+}
+
+/**
+ * The change rows that make each named workspace's membership what the file lists, from Dify's
+ * state now, in the order they depend on each other (a plan reads them in this order). Invalid
+ * file rows come through rejected. The whole file is held (a membership list; apply's maxRows bounds what is recorded).
+ */
+export async function syncChanges(rows: AsyncIterable<Checked<SyncRow>>, db: Db, rules: AccountRules): Promise<CheckedChange[]> {
+  const out: CheckedChange[] = [];
+  const byWorkspace = new Map<string, { line: number; row: SyncRow }[]>();
+  let last = 0;
+  for await (const r of rows) {
+    last = Math.max(last, r.line);
+    if (!r.ok) {
+      out.push(r);
+      continue;
+    }
+    const ws = workspaceRef(r.row);
+    byWorkspace.set(ws, [...(byWorkspace.get(ws) ?? []), { line: r.line, row: r.row }]);
+  }
+  const firsts = [...byWorkspace.values()].map((v) => v[0]!.row);
+  const external = await tenantsOfExternalIds(
+    db,
+    firsts.flatMap((r) => (r.externalId !== undefined ? [r.externalId] : [])),
+  );
+  const tenantOf = (r: SyncRow) => r.workspaceId ?? external.get(r.externalId!);
+  const ids = firsts.map(tenantOf).filter((t): t is string => t !== undefined);
+  const members = new Map<string, Member[]>();
+  for (const [id, ws] of await readWorkspaces(db, ids))
+    members.set(
+      id,
+      ws.members.map((m) => ({ ...m, key: personKey(m.email, rules) })),
+    );
+
+  let next = last;
+  const change = (line: number, input: ChangeInput, afterLine?: number): CheckedChange => {
+    const v = validateChange(input as Parameters<typeof validateChange>[0]);
+    if (!v.ok) return { line, ok: false, errors: v.errors, raw: {} };
+    return { line, ok: true, row: { ...v.row, ...(afterLine !== undefined ? { afterLine } : {}) } };
+  };
+  for (const listed of byWorkspace.values()) {
+    const first = listed[0]!.row;
+    const where = first.workspaceId !== undefined ? { workspace_id: first.workspaceId } : { external_id: first.externalId! };
+    const current = members.get(tenantOf(first) ?? '') ?? [];
+    const find = (email: string) => current.find((m) => m.key === personKey(email, rules));
+    const owner = current.find((m) => m.role === 'owner');
+    const newOwner = listed.find((l) => l.row.role === 'owner' && find(l.row.email)?.role !== 'owner');
+    // 1. A different owner named: the transfer (after adding them if they are not a member).
+    let transferLine: number | undefined;
+    if (newOwner) {
+      if (find(newOwner.row.email)) {
+        out.push(change(newOwner.line, { action: 'transfer_owner', ...where, email: newOwner.row.email }));
+        transferLine = newOwner.line;
+      } else {
+        out.push(change(newOwner.line, { action: 'add_member', ...where, email: newOwner.row.email, role: 'admin' }));
+        transferLine = ++next;
+        out.push(change(transferLine, { action: 'transfer_owner', ...where, email: newOwner.row.email }, newOwner.line));
+      }
+    }
+    // 2. Everyone listed: added, re-roled, or found as listed.
+    for (const { line, row } of listed) {
+      if (row === newOwner?.row) continue;
+      const m = find(row.email);
+      const isOwner = m !== undefined && m === owner;
+      if (row.role === 'owner' || (isOwner && !newOwner)) {
+        // The owner stays the owner (sync changes it only for a different person named owner).
+        out.push(change(line, { action: 'transfer_owner', ...where, email: row.email }));
+      } else if (m && m.role !== row.role) {
+        out.push(change(line, { action: 'set_role', ...where, email: row.email, role: row.role }, isOwner ? transferLine : undefined));
+      } else {
+        out.push(change(line, { action: 'add_member', ...where, email: row.email, role: row.role }, isOwner ? transferLine : undefined));
+      }
+    }
+    // 3. Members the file does not list: removed (the old owner once ownership has moved; never the owner otherwise).
+    const listedKeys = new Set(listed.map((l) => personKey(l.row.email, rules)));
+    for (const m of current) {
+      if (listedKeys.has(m.key)) continue;
+      if (m === owner && !newOwner) continue;
+      out.push(change(++next, { action: 'remove_member', ...where, email: m.email }, m === owner ? transferLine : undefined));
+    }
+  }
+  return out;
+}
+
+/** A membership row as a script writes it (the file's columns). */
+export interface SyncInput {
+  workspace_id?: string;
+  external_id?: string;
+  email: string;
+  role: string;
+}
+
+/** Rows given as objects: their line is their 1-based position; each goes through the file's checks. */
+export async function* checkSyncInputs(rows: AsyncIterable<SyncInput> | Iterable<SyncInput>): AsyncGenerator<Checked<SyncRow>> {
+  const checker = new SyncChecker();
+  let line = 0;
+  try {
+    for await (const input of rows) {
+      line++;
+      const record: Partial<Record<SyncColumn, string>> = {};
+      if (typeof input === 'object' && input !== null)
+        for (const c of SYNC_COLUMNS) {
+          const v = (input as unknown as Record<string, unknown>)[c];
+          if (typeof v === 'string' || typeof v === 'number') record[c] = String(v);
+        }
+      yield checker.check(record, line);
+    }
+  } finally {
+    checker.close();
+  }
+}

@@ -1,0 +1,143 @@
+// `dify-provision apply` as a user runs it, in separate processes: the sample changes file on the
+// sample workspaces (dry run, apply --wait, the report, a second apply answering unchanged), a
+// refused row's exit code, and a worker SIGKILLed in the middle of a change batch.
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { projectFile } from '../../src/common/project-files.js';
+import { runCli } from '../helpers/cli.js';
+import { cliWorld, until } from '../helpers/cli-world.js';
+import { difyRedisLines } from '../helpers/dify-invitations.js';
+
+const world = cliWorld();
+const DIFY_DB = 11;
+
+/** Dify's .env for the worker and apply: its Redis (removals delete invitation tokens there). */
+async function difyEnv(): Promise<string> {
+  const path = join(world.env.dir, 'dify.env');
+  await writeFile(path, [...difyRedisLines(DIFY_DB, `apply-${world.env.name}`), 'CONSOLE_WEB_URL=https://dify.example.com', ''].join('\n'));
+  return path;
+}
+
+async function joins(externalId: string): Promise<Record<string, string>> {
+  const { rows } = await world.env.db.query<{ email: string; role: string }>(
+    `SELECT a.email, j.role FROM dify_provision.ledger l JOIN tenant_account_joins j ON j.tenant_id = l.tenant_id
+       JOIN accounts a ON a.id = j.account_id WHERE l.idempotency_key = $1 ORDER BY a.email`,
+    [`external:${externalId}`],
+  );
+  return Object.fromEntries(rows.map((r) => [r.email, r.role]));
+}
+
+describe('apply from the CLI', () => {
+  it('plans, applies and reports samples/changes.csv on the sample workspaces; applying it again changes nothing', async () => {
+    const env = world.env;
+    await env.db.query(await readFile(projectFile('samples', 'accounts.sql'), 'utf8'));
+    const dotenv = await difyEnv();
+    const worker = world.worker('--dify-env', dotenv);
+    const ingest = await runCli(['ingest', projectFile('samples', 'workspaces.csv'), '--batch-id', 'day-one'], env.env);
+    expect(ingest.code, ingest.stderr).toBe(0);
+    await until(world.done('day-one'), 'the sample workspaces');
+
+    const sample = projectFile('samples', 'changes.csv');
+    const plan = await runCli(['apply', sample, '--dry-run', '--create-missing-owners'], env.env);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stdout).toContain('plan: 8 changes: would add 2, remove 2, re-role 1, transfer 1, rename 1, archive 1\n');
+    // Without --create-missing-owners the new hire would be refused: exit 2, naming the line and field.
+    const refused = await runCli(['apply', sample, '--dry-run'], env.env);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('line 4 (email): no Dify account has the email "new.hire@globex.example"');
+    expect(refused.stdout).toContain('would add 1, remove 2, re-role 1, transfer 1, rename 1, archive 1; 1 refused');
+    expect((await env.db.query(`SELECT count(*)::int AS n FROM dify_provision.batches`)).rows[0].n).toBe(1);
+
+    const dir = join(env.dir, 'reports');
+    const applied = await runCli(
+      ['--dify-env', dotenv, 'apply', sample, '--create-missing-owners', '--wait', '--report-dir', dir, '--batch-id', 'day-two'],
+      env.env,
+    );
+    expect(applied.code, applied.stderr + applied.stdout).toBe(0);
+    expect(applied.stdout).toContain('batch day-two: 8 changes read, 8 queued, 0 rejected');
+    const report = (await readFile(join(dir, 'day-two-report.csv'), 'utf8')).trim().split('\r\n');
+    expect(report[0]).toBe(
+      'line,action,workspace_id,external_id,email,role,name,outcome,detail,accounts_created,attempts,duration_ms,mail',
+    );
+    expect(report.slice(1).map((l) => l.split(',').slice(0, 2).join(' ') + ' ' + l.split(',')[7])).toEqual([
+      '2 add_member applied',
+      '3 set_role applied',
+      '4 add_member applied',
+      '5 transfer_owner applied',
+      '6 remove_member applied',
+      '7 rename applied',
+      '8 remove_member applied',
+      '9 archive applied',
+    ]);
+    expect(await joins('crm-1001')).toEqual({ 'ana@acme.example': 'owner', 'bob@acme.example': 'editor', 'chen@globex.example': 'editor' });
+    expect(await joins('crm-1003')).toEqual({
+      'bob@acme.example': 'owner',
+      'chen@globex.example': 'admin',
+      'new.hire@globex.example': 'normal',
+    });
+    expect(await joins('crm-1006')).toEqual({ 'farah@hooli.example': 'owner' });
+    const { rows: ws } = await env.db.query(
+      `SELECT name, status FROM tenants WHERE id IN ('6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20',
+         (SELECT tenant_id FROM dify_provision.ledger WHERE idempotency_key = 'external:crm-1002')) ORDER BY name`,
+    );
+    expect(ws).toEqual([
+      { name: 'Acme Research & Development', status: 'normal' },
+      { name: 'Initech', status: 'archive' },
+    ]);
+
+    // status and batches show the change batch beside the ingest batch.
+    const status = await runCli(['status', 'day-two'], env.env);
+    expect(status.stdout).toMatch(
+      /batch day-two \(.*done.*\): 8\/8 rows finished \(100%\): queued 0, active 0, applied 8, unchanged 0, rejected 0, failed 0/,
+    );
+
+    // Again, as a new batch: every row unchanged.
+    const again = await runCli(
+      ['--dify-env', dotenv, 'apply', sample, '--create-missing-owners', '--wait', '--report-dir', dir, '--json'],
+      env.env,
+    );
+    expect(again.code, again.stderr).toBe(0);
+    const summary = JSON.parse(again.stdout) as { kind: string; counts: Record<string, number>; report: { csv: string } };
+    expect(summary.kind).toBe('changes');
+    expect(summary.counts).toMatchObject({ unchanged: 8, applied: 0, failed: 0 });
+    await worker.stop();
+  });
+
+  it('a worker SIGKILLed in the middle of a change batch: another finishes it, every change made once', async () => {
+    const env = world.env;
+    const rows = Array.from({ length: 10 }, (_, i) => ({
+      workspace_name: `Kill ${i}`,
+      owner_email: `owner${i + 1}@example.com`,
+      external_id: `k-${i}`,
+    }));
+    expect((await runCli(['ingest', await world.file('ws.csv', rows), '--batch-id', 'ws'], env.env)).code).toBe(0);
+    const dotenv = await difyEnv();
+    const first = world.worker('--dify-env', dotenv, '--concurrency', '4', '--lock-duration-ms', '2000');
+    await until(world.done('ws'), 'the workspaces');
+    // 300 changes: each workspace gets 30 people, new accounts among them (created once each).
+    const changes = ['action,external_id,email,role'];
+    for (let p = 0; p < 30; p++)
+      for (let w = 0; w < 10; w++) changes.push(`add_member,k-${w},person${p}@kill.example,${p % 2 ? 'editor' : 'normal'}`);
+    const path = join(env.dir, 'changes.csv');
+    await writeFile(path, changes.join('\n') + '\n');
+    const applied = await runCli(['--dify-env', dotenv, 'apply', path, '--create-missing-owners', '--batch-id', 'kill'], env.env);
+    expect(applied.code, applied.stderr).toBe(0);
+    const answered = async () =>
+      Number(
+        (await env.db.query(`SELECT count(*) AS n FROM dify_provision.rows WHERE batch_id = 'kill' AND outcome = 'applied'`)).rows[0].n,
+      );
+    await until(async () => (await answered()) >= 20, 'some changes applied');
+    await first.stop('SIGKILL');
+    expect(await answered()).toBeLessThan(300);
+    world.worker('--dify-env', dotenv, '--concurrency', '4', '--lock-duration-ms', '2000');
+    await until(world.done('kill'), 'the change batch');
+    expect((await world.rowsOf('kill')).map((r: { outcome: string }) => r.outcome)).toEqual(Array(300).fill('applied'));
+    const { rows: counts } = await env.db.query(
+      `SELECT (SELECT count(*)::int FROM accounts WHERE email LIKE '%@kill.example') AS people,
+              (SELECT count(*)::int FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id WHERE a.email LIKE '%@kill.example') AS joins,
+              (SELECT count(*)::int FROM (SELECT j.tenant_id FROM tenant_account_joins j WHERE j.role = 'owner' GROUP BY 1 HAVING count(*) = 1) o) AS one_owner`,
+    );
+    expect(counts).toEqual([{ people: 30, joins: 300, one_owner: 10 }]);
+  });
+});
