@@ -2,8 +2,8 @@
 // clone in a private folder (0700, as /root or many home folders are) cannot be traversed by that
 // user: the command gets a mount namespace of its own in which the checkout is bind-mounted at a
 // folder anyone can reach, and runs the CLI from there, as the image runs it from /app.
-import { mkdtempSync, rmdirSync, statSync } from 'node:fs';
-import { chmod } from 'node:fs/promises';
+import { lstatSync, statSync } from 'node:fs';
+import { chmod, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { PACKAGE_ROOT } from '../../src/common/project-files.js';
@@ -20,18 +20,22 @@ export function assertReachableByAnyone(path: string): void {
   }
 }
 
-let mountPoint: string | undefined;
-/** An empty folder, 0755, under a path anyone can traverse: where the checkout is mounted. */
+/**
+ * An empty folder, 0755, under a path anyone can traverse: where the checkout is mounted. One
+ * fixed folder, made once and kept (the mounts are in the commands' own namespaces: nothing to undo).
+ */
 async function appFolder(): Promise<string> {
-  if (!mountPoint) {
-    mountPoint = mkdtempSync(join(tmpdir(), 'dify-provision-app-'));
-    await chmod(mountPoint, 0o755);
-    const made = mountPoint;
-    process.once('exit', () => rmdirSync(made));
-    assertReachableByAnyone(made);
-    assertReachableByAnyone(dirname(process.execPath)); // node itself
-  }
-  return mountPoint;
+  const folder = join(tmpdir(), 'dify-provision-app');
+  await mkdir(folder, { mode: 0o755 }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+  const st = lstatSync(folder);
+  if (!st.isDirectory() || st.uid !== process.getuid?.())
+    throw new Error(`${folder} is not a folder of this user's: remove it (it is where the tests mount the checkout)`);
+  await chmod(folder, 0o755);
+  assertReachableByAnyone(folder);
+  assertReachableByAnyone(dirname(process.execPath)); // node itself
+  return folder;
 }
 
 /**
