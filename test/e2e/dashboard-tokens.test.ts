@@ -2,12 +2,13 @@
 // and Kubernetes keep as logs): read-only tokens come from the environment or a file, a
 // generated admin token goes to a new 0600 file. The built CLI as a process of its own.
 import { execFile } from 'node:child_process';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Background } from '../helpers/cli.js';
+import { CLI, startProgram, type Background } from '../helpers/cli.js';
 import { startDashboard } from '../helpers/dashboard.js';
+import { freePort } from '../../src/services/local-services.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const ADMIN = 'tokens-admin-token-0123456789';
@@ -92,5 +93,24 @@ describe('dashboard tokens stay out of ps and out of the output', () => {
     const token = (await readFile(file, 'utf8')).trim();
     expect(dash.output()).not.toContain(token);
     expect((await get(base, token)).status).toBe(200);
+  });
+
+  it('shows a generated token once when its output is a terminal (util-linux script gives it one), and writes no file', async () => {
+    const tmp = join(env.dir, 'tty-tmp');
+    await mkdir(tmp);
+    const port = await freePort();
+    const command = `'${process.execPath}' '${CLI}' dashboard --port ${port}`;
+    const dash = startProgram('script', ['-qfec', command, '/dev/null'], { ...baseEnv, TMPDIR: tmp });
+    procs.push(dash);
+    let ended = false;
+    void dash.exited.then(() => (ended = true));
+    for (let i = 0; i < 1200 && !ended && !/shown only here/.test(dash.output()); i++) await new Promise((r) => setTimeout(r, 100));
+    const m =
+      /dashboard: (http:\/\/127\.0\.0\.1:\d+\/\?token=([A-Za-z0-9_-]{32}))\r?\n\(token generated for this run, shown only here/.exec(
+        dash.output(),
+      );
+    expect(m, dash.output()).not.toBeNull();
+    expect((await get(`http://127.0.0.1:${port}`, m![2]!)).status).toBe(200);
+    expect(await readdir(tmp)).toEqual([]);
   });
 });
