@@ -1,5 +1,5 @@
 // `npm test` runs this first (pretest; .ci/run too): the system packages the suite starts
-// (Redis, PostgreSQL, PgBouncer, Chromium, OpenSSL, redis-cli, python3 with xlwt and odfpy) and a second local account with
+// (Redis, PostgreSQL, PgBouncer, Chromium, OpenSSL, redis-cli, python3 with xlwt, odfpy and Celery) and a second local account with
 // uid 1001 (Dify's container user: the key-ownership tests chown to it). As root on Debian/Ubuntu
 // it installs what is missing, saying so, as the demo does; elsewhere it says what to run.
 import { spawnSync } from 'node:child_process';
@@ -8,7 +8,7 @@ import { canInstallWithApt, installWithApt } from '../src/services/local-service
 
 const DIFY_UID = 1001;
 const has = (command: string) => spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
-/** A module of Debian's own python3 (the legacy-workbook writers: test/fixtures/legacy/write-sheets.py). */
+/** A module of Debian's own python3 (the legacy-workbook writers, the Celery worker). */
 const hasPythonModule = (module: string) => spawnSync('/usr/bin/python3', ['-c', `import ${module}`], { stdio: 'ignore' }).status === 0;
 const hasInitdb = () =>
   existsSync('/usr/lib/postgresql') && readdirSync('/usr/lib/postgresql').some((v) => existsSync(`/usr/lib/postgresql/${v}/bin/initdb`));
@@ -26,6 +26,9 @@ const PACKAGES: [string, () => boolean][] = [
   ['python3', () => has('python3')], // samples/provision_client.py, run against the HTTP API
   ['python3-xlwt', () => hasPythonModule('xlwt')], // a real Excel 97-2003 .xls (input-formats e2e test)
   ['python3-odf', () => hasPythonModule('odf')], // a real OpenDocument .ods (odfpy)
+  // a real Celery worker taking Dify's default-plugin task from a Redis broker (default-plugins test)
+  ['python3-celery', () => hasPythonModule('celery')],
+  ['python3-redis', () => hasPythonModule('redis')],
 ];
 
 const say = (m: string) => process.stderr.write(`test prerequisites: ${m}\n`);

@@ -11,7 +11,7 @@ import { databaseOf, type Config } from '../config/config.js';
 import { describeInput, newInputInfo, type Delimiter } from '../input/decode.js';
 import { readRows, type ReadOptions } from '../input/read-rows.js';
 import type { RejectedRow } from '../input/row-checker.js';
-import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
+import { describeSchema, probeDifySchema, type Band } from '../dify/schema-probe.js';
 import { batchIdForFile, batchIdForStdin } from '../ingest/batch-id.js';
 import { StrictValidationError } from '../input/input-rows.js';
 import { planBatch } from '../ingest/plan.js';
@@ -19,6 +19,7 @@ import { provisionerOn } from '../provisioner.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
 import { escapeControls } from './terminal.js';
 import { waitAndReport } from './wait-command.js';
+import { bandQueuesDefaultPlugins, INSTALL_DEFAULT_PLUGINS, PLUGIN_QUEUE } from '../worker/dify-tasks.js';
 
 export interface IngestFlags {
   batchId?: string;
@@ -151,15 +152,36 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
       accounts: { normalized: schema.normalizedEmail },
     });
     for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
+    const afterCreate = difyTasksPlan(config, schema.band);
     print(
       flags,
-      { dryRun: true, schema: describeSchema(schema), band: schema.band, ...plan, problems: undefined, input: info },
-      `${describeSchema(schema)}\nplan: ${plan.total} rows: would create ${plan.wouldCreate}, skip ${plan.existing} existing, reject ${plan.rejected} invalid${dups(plan.likelyDuplicates)}, fail ${plan.wouldFail} (owners/ids)\nread as ${describeInput(info)}`,
+      {
+        dryRun: true,
+        schema: describeSchema(schema),
+        band: schema.band,
+        ...plan,
+        problems: undefined,
+        input: info,
+        ...(afterCreate ? { afterCreate } : {}),
+      },
+      `${describeSchema(schema)}\nplan: ${plan.total} rows: would create ${plan.wouldCreate}, skip ${plan.existing} existing, reject ${plan.rejected} invalid${dups(plan.likelyDuplicates)}, fail ${plan.wouldFail} (owners/ids)` +
+        `${afterCreate ? `\nafter each workspace created: ${afterCreate}` : ''}\nread as ${describeInput(info)}`,
     );
     return plan.rejected + plan.wouldFail > 0 ? EXIT_INVALID : 0;
   } finally {
     await rt.close();
   }
+}
+
+/** What Dify's own Celery tasks after create_tenant become for this batch (its default plugins). */
+function difyTasksPlan(config: Config, band: Band): string | undefined {
+  if (config.defaultPluginsProblem)
+    return `Dify's default-plugin task cannot be queued (workers will not start): ${config.defaultPluginsProblem.replace(/^invalid configuration:\s*/, '')}`;
+  const settings = config.defaultPlugins;
+  if (!settings) return undefined;
+  if (!bandQueuesDefaultPlugins(band))
+    return `nothing queued: NEW_USER_DEFAULT_PLUGIN_IDS is set, but this Dify's release has no default-plugin task`;
+  return `${INSTALL_DEFAULT_PLUGINS}(tenant_id, [${settings.pluginIds.join(', ')}]) queued on the "${PLUGIN_QUEUE}" queue of ${settings.shown}`;
 }
 
 async function spoolStdin(): Promise<{ path: string; remove(): Promise<void> }> {

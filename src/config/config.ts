@@ -22,6 +22,7 @@ import { ConfigError } from '../common/errors.js';
 import { RedisTargetSchema, type RedisTarget } from './redis-target.js';
 
 export { RedisTargetSchema, type RedisTarget };
+import { defaultPluginsFromDify, type DefaultPluginSettings } from './dify-celery.js';
 
 const ownerSpec = z
   .string()
@@ -55,6 +56,10 @@ export const ConfigSchema = z.object({
   /** Why they cannot be used (a malformed setting): raised only when invitations are asked for. */
   invitationsProblem: z.string().optional(),
   /** How the key storage was found, for the commands that use it to print. */
+  /** Dify's default-plugin task after create_tenant (NEW_USER_DEFAULT_PLUGIN_IDS, its Celery broker); absent: Dify queues none. */
+  defaultPlugins: z.custom<DefaultPluginSettings>().optional(),
+  /** Why Dify's default-plugin task cannot be queued: raised by the worker. */
+  defaultPluginsProblem: z.string().optional(),
   storageNote: z.string().optional(),
   /** Dify's SMTP mail (MAIL_TYPE=smtp, SMTP_*), for --send-invites. */
   mail: z.custom<SmtpSettings>().optional(),
@@ -139,6 +144,13 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
     if (!(err instanceof ConfigError)) throw err;
     raw.storageDir = undefined;
     raw.storageProblem = err.message;
+  }
+  // Dify's default plugins: a broker we cannot use stops the worker, not `status` or `ingest`.
+  try {
+    raw.defaultPlugins = defaultPluginsFromDify(dify);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    raw.defaultPluginsProblem = err.message;
   }
   // Mail likewise: Dify's stock settings say MAIL_TYPE=resend, which matters only to --send-invites.
   try {

@@ -16,6 +16,7 @@ import type { DifySettings, ResolvedStorage, StorageSettings } from './dify-sett
 export type { DifySettings, ResolvedStorage, StorageSettings };
 import { rootPrefix } from '../storage/object-store.js';
 import { VENDOR_S3_NAMES, VENDOR_S3_TYPES, vendorS3Storage, type VendorS3Type } from './dify-storage.js';
+import { CELERY_NAMES } from './dify-celery.js';
 
 /** Every Dify variable we read (from its .env or our environment); nothing else of Dify's. */
 const DIFY_NAMES = new Set([
@@ -72,6 +73,7 @@ const DIFY_NAMES = new Set([
   'AZURE_BLOB_CONTAINER_NAME',
   'AZURE_BLOB_ACCOUNT_URL',
   ...VENDOR_S3_NAMES,
+  ...CELERY_NAMES,
   'MAIL_TYPE',
   'MAIL_DEFAULT_SEND_FROM',
   'SMTP_SERVER',

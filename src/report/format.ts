@@ -16,6 +16,7 @@ export const REPORT_COLUMNS = [
   'api_key',
   'error',
   'mail',
+  'dify_tasks',
 ] as const;
 
 /**
@@ -133,6 +134,7 @@ export function reportRecord(r: ReportRow): ReportRecord {
     api_key: r.apiKey,
     error: r.error,
     mail: r.mail,
+    dify_tasks: r.difyTasks,
   };
 }
 

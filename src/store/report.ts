@@ -27,6 +27,11 @@ export interface ReportRow {
    * "a@x: sent; b@y: failed: <reason>; c@z: not sent yet"; null when the row mails none.
    */
   mail: string | null;
+  /**
+   * The Celery tasks Dify queues after create_tenant that we queued for the row's workspace (its
+   * default plugins): "install_default_plugins_task: queued" or "…: not queued yet"; null: none.
+   */
+  difyTasks: string | null;
 }
 
 export interface ReportPage {
@@ -45,7 +50,11 @@ export async function reportRows(db: Db, batchId: string, page: ReportPage = {})
                                                         WHEN i.mail_error IS NOT NULL THEN 'failed: ' || i.mail_error
                                                         ELSE 'not sent yet' END, '; ' ORDER BY i.email)
                FROM ${SCHEMA}.invitations i
-              WHERE i.batch_id = r.batch_id AND i.line = r.line AND i.send AND i.superseded_at IS NULL) AS mail
+              WHERE i.batch_id = r.batch_id AND i.line = r.line AND i.send AND i.superseded_at IS NULL) AS mail,
+            (SELECT string_agg(regexp_replace(t.name, '^.*[.]', '') || ': ' || CASE WHEN t.queued_at IS NOT NULL THEN 'queued' ELSE 'not queued yet' END,
+                               '; ' ORDER BY t.recorded_at)
+               FROM ${SCHEMA}.dify_tasks t
+              WHERE t.batch_id = r.batch_id AND t.line = r.line) AS "difyTasks"
        FROM ${SCHEMA}.rows r
       WHERE batch_id = $1 AND ($2::text IS NULL OR outcome = $2) AND line > $3
       ORDER BY line

@@ -159,6 +159,24 @@ const MIGRATIONS: string[] = [
     since   timestamptz NOT NULL
   );
   `,
+  `
+  -- Celery tasks Dify itself queues after create_tenant (its default-plugin task), recorded in the
+  -- workspace's own transaction and queued on Dify's broker after the COMMIT (queued_at): the
+  -- outbox a crash or a broker outage leaves for the sweep. The id is the Celery task id.
+  CREATE TABLE ${SCHEMA}.dify_tasks (
+    id          uuid PRIMARY KEY,
+    batch_id    text NOT NULL REFERENCES ${SCHEMA}.batches (id) ON DELETE CASCADE,
+    line        integer NOT NULL,
+    tenant_id   uuid NOT NULL,
+    name        text NOT NULL,
+    queue       text NOT NULL,
+    args        jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    queued_at   timestamptz
+  );
+  CREATE INDEX dify_tasks_row_idx ON ${SCHEMA}.dify_tasks (batch_id, line);
+  CREATE INDEX dify_tasks_pending_idx ON ${SCHEMA}.dify_tasks (recorded_at) WHERE queued_at IS NULL;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

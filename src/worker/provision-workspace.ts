@@ -12,6 +12,7 @@ import type { WorkspaceWriter } from '../dify/workspace-writer.js';
 import { describeError, RowError } from '../common/errors.js';
 import type { Invitee } from '../dify/invitations.js';
 import type { Inviter } from '../invite/inviter.js';
+import type { DifyTasks } from './dify-tasks.js';
 import type { Logger } from 'pino';
 import type { JobData } from '../queue/contract.js';
 import type { DeployedKey, KeyStorage } from '../storage/key-storage.js';
@@ -36,6 +37,8 @@ export interface ProvisionDeps {
   /** Issues invitation tokens in Dify's Redis (rows with `invite`); else `inviteProblem` says why not. */
   inviter?: Inviter;
   inviteProblem?: string;
+  /** Queues the Celery tasks Dify itself queues after create_tenant (its default plugins), when it would. */
+  difyTasks?: DifyTasks;
   logger?: Logger;
 }
 
@@ -106,6 +109,14 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
     // crash): the answer stays; invitations its commit recorded and no SETEX followed are completed.
     if (job.invite && deps.inviter)
       await completeInvitations(deps, job, () => deps.inviter!.completePending(deps.db, { batchId: job.batchId, line: job.line }));
+    if (deps.difyTasks) {
+      const tasks = deps.difyTasks;
+      await tasks.settle(() => tasks.completePending(deps.db, { batchId: job.batchId, line: job.line }), {
+        batchId: job.batchId,
+        line: job.line,
+        tenantId: job.tenantId,
+      });
+    }
     if (start.known) return { kind: 'existing', tenantId: start.known.tenantId, fingerprint: start.known.fingerprint };
   }
   if (start.outcome !== 'queued' && start.outcome !== 'active') throw new NotQueuedError(start.outcome ?? 'missing');
@@ -200,6 +211,9 @@ async function writeWorkspace(
             sealKey,
           )
         : [];
+    // Dify's own tasks after create_tenant: recorded here, queued on its broker only after COMMIT.
+    const row = { batchId: job.batchId, line: job.line, tenantId: job.tenantId };
+    const tasks = deps.difyTasks ? await deps.difyTasks.prepare(tx, row) : [];
     const created = { tenantId: job.tenantId, fingerprint: keys.fingerprint };
     await recordCreated(
       tx,
@@ -214,6 +228,7 @@ async function writeWorkspace(
     committing = true;
     await tx.query('COMMIT');
     if (invites.length > 0) await completeInvitations(deps, job, () => deps.inviter!.complete(deps.db, invites));
+    if (tasks.length > 0) await deps.difyTasks!.settle(() => deps.difyTasks!.queue(deps.db, tasks), row);
     return { kind: 'created', ...created, createdAccounts: accounts.created };
   } catch (err) {
     failure = err;

@@ -8,7 +8,7 @@ import { rsaKeySource, type KeySource } from '../crypto/rsa-keys.js';
 import { describeSchema, type Band } from '../dify/schema-probe.js';
 import type { Db } from '../db/pool.js';
 import { workspaceWriter } from '../dify/workspace-writer.js';
-import { describeError } from '../common/errors.js';
+import { ConfigError, describeError } from '../common/errors.js';
 import { MembershipWriter, membershipCapabilities } from '../dify/membership.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { redisTargetOf, requireInvitations } from '../config/config.js';
@@ -22,6 +22,7 @@ import { sealKeyCache } from '../store/sealed-secrets.js';
 import { createProvisionWorker } from './processor.js';
 import { watchRedis, type RedisWatch } from './redis-watch.js';
 import { startSweeping, type SweepOptions } from './sweep.js';
+import { openDifyTasks } from './dify-tasks.js';
 
 export interface RunWorkerOptions {
   /** Jobs in flight in this process; default: the config's workerConcurrency. */
@@ -71,9 +72,12 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
     // --send-invites: each link is mailed as its token becomes valid (the caller's hook after).
     const mail = invitationMail(rt.config, rt.db, logger, opts.onInviteIssued);
     const invites = await inviterFor(rt.config, schema.band, rt.db, logger, mail.onIssued);
+    if (rt.config.defaultPluginsProblem) throw new ConfigError(rt.config.defaultPluginsProblem);
+    const difyTasks = openDifyTasks(rt.config.defaultPlugins, schema.band, logger);
     closeInviter = () => {
       invites.close?.();
       mail.close();
+      difyTasks?.close();
     };
     const worker = createProvisionWorker(
       {
@@ -86,6 +90,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
         sealKeys: sealKeyCache(rt.db),
         own: () => rt.server.state.server,
         ...(invites.inviter ? { inviter: invites.inviter } : { inviteProblem: invites.problem }),
+        ...(difyTasks ? { difyTasks } : {}),
         logger,
       },
       {
@@ -101,7 +106,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       },
     );
     const watch = watchRedis(rt.redis, worker, redisTargetOf(rt.config)!, logger);
-    const sweeper = opts.sweep === false ? undefined : startSweeping(rt.db, rt, logger, opts.sweep, invites.inviter);
+    const sweeper = opts.sweep === false ? undefined : startSweeping(rt.db, rt, logger, opts.sweep, invites.inviter, difyTasks);
     let closing: Promise<void> | undefined;
     const close = async (force = false) => {
       closing ??= (async () => {
@@ -126,6 +131,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       },
       `worker started; ${describeSchema(schema)}`,
     );
+    if (difyTasks) logger.info(difyTasks.describe());
     return { worker, close };
   } catch (err) {
     closeInviter?.();

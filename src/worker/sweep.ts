@@ -7,6 +7,7 @@ import { describeError } from '../common/errors.js';
 import { settleLostJobs, type LostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { trySweepLock } from '../store/locks.js';
 import type { Inviter } from '../invite/inviter.js';
+import type { DifyTasks } from './dify-tasks.js';
 
 export interface SweepOptions {
   /** Default 60 s. */
@@ -27,9 +28,17 @@ export async function sweepLostJobs(db: Db, jobs: QueueDeps, idleSeconds: number
 
 /**
  * `inviter`: in its turn, the worker also stores the invitation tokens that a crash or an outage
- * of Dify's Redis left recorded but not stored (src/invite/inviter.ts).
+ * of Dify's Redis left recorded but not stored (src/invite/inviter.ts); `difyTasks`, it queues the
+ * Celery tasks left recorded but not queued (src/worker/dify-tasks.ts).
  */
-export function startSweeping(db: Db, jobs: QueueDeps, log: Logger, opts: SweepOptions = {}, inviter?: Inviter): { stop(): Promise<void> } {
+export function startSweeping(
+  db: Db,
+  jobs: QueueDeps,
+  log: Logger,
+  opts: SweepOptions = {},
+  inviter?: Inviter,
+  difyTasks?: DifyTasks,
+): { stop(): Promise<void> } {
   const intervalMs = opts.intervalMs ?? 60_000;
   let running: Promise<void> | undefined;
   const sweep = () => {
@@ -40,7 +49,16 @@ export function startSweeping(db: Db, jobs: QueueDeps, log: Logger, opts: SweepO
             { requeued: found.lost, failed: found.failed },
             `${found.lost} row(s) waited without a job (Redis lost it) and were queued again; ${found.failed} whose failed job was never recorded were recorded failed`,
           );
-        if (!found || !inviter) return;
+        if (!found) return;
+        if (difyTasks) {
+          const queued = await difyTasks.completePending(db, { idleSeconds: opts.idleSeconds ?? 60 }).catch((err: unknown) => {
+            log.warn({ error: describeError(err) }, "could not queue Dify's waiting default-plugin tasks on its broker; will try again");
+            return 0;
+          });
+          if (queued > 0)
+            log.warn({ queued }, `${queued} default-plugin task(s) recorded with their workspace were queued on Dify's broker now`);
+        }
+        if (!inviter) return;
         const stored = await inviter.completePending(db, { idleSeconds: opts.idleSeconds ?? 60 }).catch((err: unknown) => {
           log.warn({ error: describeError(err) }, "could not store waiting invitation tokens in Dify's Redis; will try again");
           return 0;

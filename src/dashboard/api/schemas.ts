@@ -167,6 +167,12 @@ export const ReportRowSchema = z.object({
     .string()
     .nullable()
     .describe('--send-invites: "email: sent", "email: failed: reason" or "email: not sent yet" per invitation, "; " between them'),
+  dify_tasks: z
+    .string()
+    .nullable()
+    .describe(
+      'the Celery tasks Dify itself queues after creating a workspace, queued by us for this one (its default plugins, NEW_USER_DEFAULT_PLUGIN_IDS): "install_default_plugins_task: queued" or ": not queued yet"',
+    ),
 } satisfies Record<(typeof REPORT_COLUMNS)[number], z.ZodType>);
 
 export const RowsQuerySchema = z
