@@ -595,9 +595,9 @@ describe('Idempotency-Key', () => {
     const bad = [...GOOD, { workspace_name: '', owner_email: 'not-an-email' }];
     const refused = await errorOf(await api('/batches?strict=true', csvBody(csvOf(bad), key)), 422);
     expect(refused.code).not.toMatch(/^IDEMPOTENCY_/);
-    expect(await env.redis.keys(`${env.config.queuePrefix}:*:idempotency:*`)).toEqual([]);
     // The same refused request again: the same refusal, not "the first request … is still running".
     expect(await errorOf(await api('/batches?strict=true', csvBody(csvOf(bad), key)), 422)).toEqual(refused);
+    expect(await env.redis.keys(`${env.config.queuePrefix}:*:idempotency:*`)).toEqual([]);
     expect(await batchCount()).toBe(0);
     // The key is free: the corrected file under it runs, and is the one kept.
     const ran = await answer(await api('/batches?strict=true', csvBody(csvOf(GOOD), key)), 201, S.EnqueueResponseSchema);
