@@ -18,6 +18,9 @@ export interface KnownEntry extends LedgerEntry {
   workspaceName?: string;
   /** The tenant still exists in Dify (it may have been deleted there). */
   alive: boolean;
+  /** What Dify says now: the workspace's name and its owner's email (changed by `apply`, or in Dify). */
+  currentName?: string;
+  currentOwner?: string;
 }
 
 /** Selected by KNOWN_COLUMNS, read by knownOf. */
@@ -29,6 +32,8 @@ export interface KnownColumns {
   known_owner: string | null;
   known_name: string | null;
   known_alive: boolean | null;
+  current_name: string | null;
+  current_owner: string | null;
 }
 
 /** The ledger entry of the key in `keyParam`, with its recorded row and tenant: joined in a caller's statement (no extra round trip). */
@@ -37,7 +42,10 @@ export const knownJoin = (keyParam: string) =>
    LEFT JOIN ${SCHEMA}.rows k ON k.batch_id = l.batch_id AND k.line = l.line`;
 export const KNOWN_COLUMNS = `l.tenant_id, l.fingerprint, l.batch_id AS known_batch, l.line AS known_line,
   k.owner_email AS known_owner, k.workspace_name AS known_name,
-  EXISTS (SELECT 1 FROM tenants t WHERE t.id = l.tenant_id) AS known_alive`;
+  EXISTS (SELECT 1 FROM tenants t WHERE t.id = l.tenant_id) AS known_alive,
+  (SELECT t.name FROM tenants t WHERE t.id = l.tenant_id) AS current_name,
+  (SELECT a.email FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id
+    WHERE j.tenant_id = l.tenant_id AND j.role = 'owner' ORDER BY j.created_at LIMIT 1) AS current_owner`;
 
 export function knownOf(r: KnownColumns): KnownEntry | undefined {
   if (!r.tenant_id) return undefined;
@@ -49,6 +57,8 @@ export function knownOf(r: KnownColumns): KnownEntry | undefined {
     ...(r.known_owner !== null ? { ownerEmail: r.known_owner } : {}),
     ...(r.known_name !== null ? { workspaceName: r.known_name } : {}),
     alive: r.known_alive === true,
+    ...(r.current_name !== null && r.current_name !== undefined ? { currentName: r.current_name } : {}),
+    ...(r.current_owner !== null && r.current_owner !== undefined ? { currentOwner: r.current_owner } : {}),
   };
 }
 
@@ -59,17 +69,25 @@ const same = (a: string, b: string) => a.normalize('NFC') === b.normalize('NFC')
  * that tenant still exists and the row asks for the same owner and workspace name as the row
  * that made it. A reused external_id (another customer's) or a workspace deleted in Dify fails
  * the row, naming the recorded line, batch and tenant: answering `existing` would hand out
- * another workspace, or one that is gone.
+ * another workspace, or one that is gone. A name or owner that Dify's workspace has now (an
+ * `apply` rename or transfer_owner) is the same customer's.
  */
 export function answerKnown(row: { ownerEmail: string; workspaceName: string; externalId?: string }, known: KnownEntry): LedgerEntry {
   const where = `tenant ${known.tenantId}, made for line ${known.line} of batch "${known.batchId}"`;
-  const sameOwner = known.ownerEmail === undefined || same(known.ownerEmail.toLowerCase(), row.ownerEmail.toLowerCase());
-  const sameName = known.workspaceName === undefined || same(known.workspaceName, row.workspaceName);
+  // The row that made it, or the workspace as Dify has it now: after an `apply` rename or
+  // transfer_owner, a file with the new name or owner is the same customer.
+  const sameEmail = (a?: string) => a !== undefined && same(a.toLowerCase(), row.ownerEmail.toLowerCase());
+  const sameOwner = known.ownerEmail === undefined || sameEmail(known.ownerEmail) || sameEmail(known.currentOwner);
+  const sameName =
+    known.workspaceName === undefined ||
+    same(known.workspaceName, row.workspaceName) ||
+    (known.currentName !== undefined && same(known.currentName, row.workspaceName));
   if (!sameOwner || !sameName) {
     const what = row.externalId !== undefined ? `external_id "${row.externalId}"` : 'this key';
     throw new RowError(
       row.externalId !== undefined ? 'external_id' : 'workspace_name',
-      `${what} belongs to ${where}, with another ${sameOwner ? 'workspace name' : 'owner'}: nothing was created; give this row an external_id of its own`,
+      `${what} belongs to ${where}, with another ${sameOwner ? 'workspace name' : sameName ? 'owner' : 'owner and workspace name'}: nothing was created. ` +
+        changeAdvice(row, known, { name: sameName, owner: sameOwner }),
     );
   }
   if (!known.alive) {
@@ -80,6 +98,27 @@ export function answerKnown(row: { ownerEmail: string; workspaceName: string; ex
     );
   }
   return { tenantId: known.tenantId, fingerprint: known.fingerprint };
+}
+
+/**
+ * What a row that names a known workspace with another name or owner needs: a change of that
+ * workspace (`apply`: rename, transfer_owner), not a new external_id (which would make a second
+ * workspace for the same customer). A new external_id only if the row is another customer.
+ */
+function changeAdvice(
+  row: { ownerEmail: string; workspaceName: string; externalId?: string },
+  known: KnownEntry,
+  same: { name: boolean; owner: boolean },
+): string {
+  const target = row.externalId !== undefined ? `external_id=${row.externalId}` : `workspace_id=${known.tenantId}`;
+  const rows = [
+    ...(same.name ? [] : [`action=rename, ${target}, name=${row.workspaceName}`]),
+    ...(same.owner ? [] : [`action=transfer_owner, ${target}, email=${row.ownerEmail} (after an add_member row if they are not a member)`]),
+  ];
+  return (
+    `If it is the same customer, change that workspace instead: \`dify-provision apply\` with the row${rows.length > 1 ? 's' : ''} ` +
+    `${rows.join('; ')} (docs/changes.md), then \`retry\` this batch; only another customer needs an external_id of its own`
+  );
 }
 
 export async function findLedgerEntry(db: Db | Tx, key: string): Promise<LedgerEntry | undefined> {

@@ -210,7 +210,7 @@ describe('rows whose job Redis lost (item 7)', () => {
 });
 
 describe('a key the ledger knows (items 8, 17, 19)', () => {
-  it('a reused external_id with another owner or name fails, naming the recorded line, batch and tenant', async () => {
+  it('a reused external_id with another owner or name fails, naming the recorded line, batch and tenant, and the apply change that fixes it', async () => {
     const first = await provisioner.enqueue(
       [
         { workspace_name: 'Filler', owner_email: 'owner3@example.com' },
@@ -224,25 +224,55 @@ describe('a key the ledger knows (items 8, 17, 19)', () => {
     await provisioner.enqueue([{ workspace_name: 'Acme', owner_email: 'OWNER1@example.com', external_id: 'cust-1' }], {
       batchId: 'same-again',
     });
-    // One batch may not name a key twice: each attack in its own batch.
-    await provisioner.enqueue([{ workspace_name: 'Other Co', owner_email: 'owner2@example.com', external_id: 'cust-1' }], {
+    // One batch may not name a key twice: each case in its own batch.
+    await provisioner.enqueue([{ workspace_name: 'Acme', owner_email: 'owner2@example.com', external_id: 'cust-1' }], {
       batchId: 'other-owner',
     });
     await provisioner.enqueue([{ workspace_name: 'Acme renamed', owner_email: 'owner1@example.com', external_id: 'cust-1' }], {
       batchId: 'other-name',
     });
-    await runUntilDone(env, ['same-again', 'other-owner', 'other-name']);
+    await provisioner.enqueue([{ workspace_name: 'Other Co', owner_email: 'owner4@example.com', external_id: 'cust-1' }], {
+      batchId: 'other-both',
+    });
+    await runUntilDone(env, ['same-again', 'other-owner', 'other-name', 'other-both']);
     expect((await rowsOf('same-again'))[0]).toMatchObject({ outcome: 'existing', tenant_id: tenant });
-    for (const [batch, what] of [
-      ['other-owner', 'owner'],
-      ['other-name', 'workspace name'],
-    ]) {
-      expect((await rowsOf(batch!))[0]).toMatchObject({
-        outcome: 'failed',
-        tenant_id: expect.not.stringMatching(tenant!),
-        error: `external_id: external_id "cust-1" belongs to tenant ${tenant}, made for line 2 of batch "acme", with another ${what}: nothing was created; give this row an external_id of its own`,
-      });
-    }
+    const refused = (what: string) =>
+      `external_id: external_id "cust-1" belongs to tenant ${tenant}, made for line 2 of batch "acme", with another ${what}: nothing was created. ` +
+      'If it is the same customer, change that workspace instead: `dify-provision apply` with the row';
+    const rename = 'action=rename, external_id=cust-1, name=';
+    const transfer = 'action=transfer_owner, external_id=cust-1, email=';
+    const tail = ' (docs/changes.md), then `retry` this batch; only another customer needs an external_id of its own';
+    const failed = { outcome: 'failed', tenant_id: expect.not.stringMatching(tenant!) };
+    expect((await rowsOf('other-name'))[0]).toMatchObject({
+      ...failed,
+      error: `${refused('workspace name')} ${rename}Acme renamed${tail}`,
+    });
+    expect((await rowsOf('other-owner'))[0]).toMatchObject({
+      ...failed,
+      error: `${refused('owner')} ${transfer}owner2@example.com (after an add_member row if they are not a member)${tail}`,
+    });
+    expect((await rowsOf('other-both'))[0]).toMatchObject({
+      ...failed,
+      error: `${refused('owner and workspace name')}s ${rename}Other Co; ${transfer}owner4@example.com (after an add_member row if they are not a member)${tail}`,
+    });
+    expect(await tenants()).toBe(2);
+
+    // The advice followed: the changes applied, the same rows retried are the workspace, not a second one.
+    await provisioner.apply(
+      [
+        { action: 'rename', external_id: 'cust-1', name: 'Acme renamed' },
+        { action: 'add_member', external_id: 'cust-1', email: 'owner2@example.com', role: 'admin' },
+        { action: 'transfer_owner', external_id: 'cust-1', email: 'owner2@example.com' },
+      ],
+      { batchId: 'fix' },
+    );
+    await runUntilDone(env, ['fix']);
+    expect((await provisioner.batch('fix').report()).map((r) => r.outcome)).toEqual(['applied', 'applied', 'applied']);
+    expect(await provisioner.batch('other-name').retryFailed()).toBe(1);
+    expect(await provisioner.batch('other-owner').retryFailed()).toBe(1);
+    await runUntilDone(env, ['other-name', 'other-owner']);
+    expect((await rowsOf('other-name'))[0]).toMatchObject({ outcome: 'existing', tenant_id: tenant });
+    expect((await rowsOf('other-owner'))[0]).toMatchObject({ outcome: 'existing', tenant_id: tenant });
     expect(await tenants()).toBe(2);
   });
 
