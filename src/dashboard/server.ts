@@ -11,7 +11,7 @@ import { workersServing, type RedisClient } from '../queue/connection.js';
 import { BatchNotFoundError, ProvisionError, UsageError } from '../common/errors.js';
 import { cancelBatch, resumeCancelled, retryFailed } from '../queue/batch-control.js';
 import { csvReport, jsonReport } from '../report/format.js';
-import { getBatchStatus, listBatches, NO_WORKER } from '../store/batches.js';
+import { batchKind, getBatchStatus, listBatches, NO_WORKER } from '../store/batches.js';
 import { allReportRows, reportRows } from '../store/report.js';
 import { OUTCOMES, type Outcome } from '../common/types.js';
 import { loadConsoleAssets } from './assets.js';
@@ -164,13 +164,13 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
     reply
       .type('application/json; charset=utf-8')
       .header('content-disposition', attachment(`${req.params.id}-report.json`))
-      .send(Readable.from(jsonReport(allReportRows(deps.db, req.params.id)))),
+      .send(Readable.from(jsonReport(allReportRows(deps.db, req.params.id), { kind: await batchKind(deps.db, req.params.id) }))),
   );
   app.get<{ Params: { id: string } }>('/api/batches/:id/report.csv', { preHandler: mustExist }, async (req, reply) =>
     reply
       .type('text/csv; charset=utf-8')
       .header('content-disposition', attachment(`${req.params.id}-report.csv`))
-      .send(Readable.from(csvReport(allReportRows(deps.db, req.params.id)))),
+      .send(Readable.from(csvReport(allReportRows(deps.db, req.params.id), { kind: await batchKind(deps.db, req.params.id) }))),
   );
   app.setErrorHandler((err, _req, reply) => {
     const status = err instanceof ProvisionError ? err.httpStatus : ((err as { statusCode?: number }).statusCode ?? 500);

@@ -4,7 +4,7 @@
 // reaches the API with one line here: its snake_case name and its type.
 import { z } from 'zod';
 import type { ReadOptions } from '../input/read-rows.js';
-import { DEFAULT_RETRY } from '../queue/contract.js';
+import { DEFAULT_RETRY, type RetryPolicy } from '../queue/contract.js';
 import type { EnqueueOptions } from './enqueue-batch.js';
 
 export const IngestOptionsSchema = z
@@ -53,7 +53,7 @@ export const IngestOptionsSchema = z
   .strict();
 export type IngestOptions = z.infer<typeof IngestOptionsSchema>;
 
-type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
+export type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
 export type LibraryOptions = EnqueueOptions & ReadOptions;
 // Every option of the schema is a library option of the same name (attempts/backoff_ms: `retry`).
 type NotInLibrary = Exclude<Camel<keyof IngestOptions>, keyof LibraryOptions | 'attempts' | 'backoffMs'>;
@@ -62,32 +62,41 @@ void everyOptionIsTheLibrarys;
 
 const camel = (s: string) => s.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
 
-/** The library's options for validated API options. */
-export function libraryOptions(opts: IngestOptions): LibraryOptions {
+/** Validated snake_case options as the library's camelCase ones (attempts/backoff_ms: `retry`). */
+export function camelOptions<T>(opts: { attempts?: number | undefined; backoff_ms?: number | undefined }): T {
   const { attempts, backoff_ms, ...rest } = opts;
-  const out = Object.fromEntries(Object.entries(rest).map(([k, v]) => [camel(k), v])) as LibraryOptions;
+  const out = Object.fromEntries(Object.entries(rest).map(([k, v]) => [camel(k), v])) as T & { retry?: RetryPolicy };
   if (attempts !== undefined || backoff_ms !== undefined)
     out.retry = { attempts: attempts ?? DEFAULT_RETRY.attempts, backoffMs: backoff_ms ?? DEFAULT_RETRY.backoffMs };
   return out;
 }
 
+/** The library's options for validated API options. */
+export const libraryOptions = (opts: IngestOptions): LibraryOptions => camelOptions<LibraryOptions>(opts);
+
 /**
- * The same options as text (a query string, multipart form fields): booleans as true/false/1/0,
- * numbers as digits; derived from IngestOptionsSchema, so the two never disagree.
+ * Options as text (a query string, multipart form fields): booleans as true/false/1/0, numbers as
+ * digits; derived from the JSON schema, so the two never disagree (ingest's, and apply's).
  */
-export const IngestOptionsTextSchema = z
-  .object(
-    Object.fromEntries(
-      Object.entries(IngestOptionsSchema.shape).map(([k, schema]) => {
-        const inner = schema.unwrap();
-        const text =
-          inner instanceof z.ZodBoolean
-            ? z.stringbool({ truthy: ['true', '1', 'yes'], falsy: ['false', '0', 'no'] })
-            : inner instanceof z.ZodNumber
-              ? z.string().regex(/^\d+$/, 'must be a whole number').transform(Number).pipe(inner)
-              : inner;
-        return [k, text.optional().describe(schema.description ?? '')];
-      }),
-    ) as unknown as { [K in keyof IngestOptions]-?: z.ZodType<IngestOptions[K], string | undefined> },
-  )
-  .strict();
+export function textOptions<T extends z.ZodRawShape>(schema: z.ZodObject<T>) {
+  return z
+    .object(
+      Object.fromEntries(
+        Object.entries(schema.shape).map(([k, s]) => {
+          const optional = s as unknown as z.ZodOptional<z.ZodType>;
+          const inner = optional.unwrap();
+          const text =
+            inner instanceof z.ZodBoolean
+              ? z.stringbool({ truthy: ['true', '1', 'yes'], falsy: ['false', '0', 'no'] })
+              : inner instanceof z.ZodNumber
+                ? z.string().regex(/^\d+$/, 'must be a whole number').transform(Number).pipe(inner)
+                : inner;
+          return [k, text.optional().describe(optional.description ?? '')];
+        }),
+      ) as unknown as { [K in keyof z.output<z.ZodObject<T>>]-?: z.ZodType<z.output<z.ZodObject<T>>[K], string | undefined> },
+    )
+    .strict();
+}
+
+/** Ingest's options as text. */
+export const IngestOptionsTextSchema = textOptions(IngestOptionsSchema);

@@ -9,7 +9,6 @@ import ExcelJS from 'exceljs';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { z } from 'zod';
 import { sizeWords } from '../../src/common/limits.js';
 import { SESSION_COOKIE } from '../../src/dashboard/auth.js';
 import * as S from '../../src/dashboard/api/schemas.js';
@@ -17,6 +16,7 @@ import { provisionerOn, type Provisioner } from '../../src/provisioner.js';
 import { openQueueRuntime } from '../../src/runtime/runtime.js';
 import { runWorker, type RunningWorker } from '../../src/worker/run-worker.js';
 import { csvOf, waitUntilDone } from '../helpers/batch.js';
+import { answer, csvBody, errorOf, json } from '../helpers/api-calls.js';
 import { listeningDashboard } from '../helpers/dashboard.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
@@ -45,23 +45,6 @@ afterEach(async () => {
 const bearer = (token = ADMIN) => ({ authorization: `Bearer ${token}` });
 const api = (path: string, init: RequestInit = {}) =>
   fetch(`${base}/api/v1${path}`, { ...init, headers: { ...bearer(), ...(init.headers as Record<string, string>) } });
-const json = (body: unknown, headers: Record<string, string> = {}): RequestInit => ({
-  method: 'POST',
-  headers: { 'content-type': 'application/json', ...headers },
-  body: JSON.stringify(body),
-});
-const csvBody = (csv: string, headers: Record<string, string> = {}): RequestInit => ({
-  method: 'POST',
-  headers: { 'content-type': 'text/csv', ...headers },
-  body: csv,
-});
-/** The body, checked against the schema the OpenAPI document gives for it. */
-async function answer<T extends z.ZodType>(res: Response, status: number, schema: T): Promise<z.output<T>> {
-  const text = await res.text();
-  expect(res.status, text).toBe(status);
-  return schema.parse(JSON.parse(text));
-}
-const errorOf = (res: Response, status: number) => answer(res, status, S.ErrorBodySchema).then((b) => b.error);
 const batchCount = async () => Number((await env.db.query(`SELECT count(*) AS n FROM dify_provision.batches`)).rows[0].n);
 
 const GOOD = [
@@ -211,6 +194,8 @@ describe('auth on the API', () => {
     for (const [method, path] of [
       ['POST', '/batches'],
       ['POST', '/plans'],
+      ['POST', '/changes'],
+      ['POST', '/changes/plans'],
       ['GET', '/batches'],
       ['GET', '/batches/seen'],
     ] as const) {
@@ -221,7 +206,7 @@ describe('auth on the API', () => {
       expect((await errorOf(res, 401)).code, `${method} ${path}`).toBe('UNAUTHORIZED');
       expect(res.headers.get('www-authenticate')).toBe('Bearer');
     }
-    for (const path of ['/batches', '/plans']) {
+    for (const path of ['/batches', '/plans', '/changes', '/changes/plans']) {
       const refused = await errorOf(
         await api(path, {
           ...json({ rows: GOOD, batch_id: 'by-reader' }),
@@ -401,6 +386,8 @@ describe('the OpenAPI document', () => {
         'POST /api/v1/batches',
         'GET /api/v1/batches',
         'POST /api/v1/plans',
+        'POST /api/v1/changes',
+        'POST /api/v1/changes/plans',
         'GET /api/v1/batches/:id',
         'GET /api/v1/batches/:id/rows',
         'GET /api/v1/batches/:id/report',
@@ -508,7 +495,7 @@ describe('following a batch: status, rows, report, retry, cancel, resume', () =>
     const operations = Object.entries(doc.paths).flatMap(([path, ops]) =>
       Object.keys(ops).map((m) => ({ method: m.toUpperCase(), path: path.replace('/api/v1', '').replace('{id}', 'seen') })),
     );
-    expect(operations).toHaveLength(10);
+    expect(operations).toHaveLength(12);
     for (const { method, path } of operations) {
       const body = method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ rows: GOOD }) } : {};
       const anonymous = await fetch(`${base}/api/v1${path}`, { method, ...body });

@@ -9,7 +9,7 @@ import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { newInputInfo, type InputInfo } from '../../input/decode.js';
-import { readRows } from '../../input/read-rows.js';
+import { readRecords, readRows } from '../../input/read-rows.js';
 import type { RejectedRow } from '../../input/row-checker.js';
 import type { Db } from '../../db/pool.js';
 import { probeDifySchema } from '../../dify/schema-probe.js';
@@ -22,9 +22,13 @@ import { planBatch, type Plan } from '../../ingest/plan.js';
 import type { Provisioner } from '../../provisioner.js';
 import type { RedisClient } from '../../queue/connection.js';
 import { cancelBatch, resumeCancelled, retryFailed } from '../../queue/batch-control.js';
-import { csvReport, jsonReport, reportRecord } from '../../report/format.js';
-import { getBatchStatus, getThroughput, listBatches } from '../../store/batches.js';
-import { allReportRows, reportRows } from '../../store/report.js';
+import { changeRecord, csvReport, jsonReport, reportRecord } from '../../report/format.js';
+import { batchKind, getBatchStatus, getThroughput, listBatches } from '../../store/batches.js';
+import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } from '../../changes/change-row.js';
+import { changeLibraryOptions, type ChangeOptions } from '../../changes/options.js';
+import type { ApplySummary } from '../../changes/enqueue-changes.js';
+import { describePlan, planChanges, type ChangePlan } from '../../changes/plan.js';
+import { allReportRows, reportRows, type ReportRow } from '../../store/report.js';
 import { generatedBatchId, type Outcome } from '../../common/types.js';
 import { attachment } from '../download.js';
 import { ApiRefusal, errorResponse, parseRequest } from './errors.js';
@@ -47,7 +51,7 @@ export interface ApiDeps {
   redis: RedisClient;
   /** Workers serving the queue now. */
   workers: () => Promise<number | null>;
-  /** Enqueues (POST /batches); without it that route answers 503. */
+  /** Enqueues (POST /batches, POST /changes); without it those routes answer 503. */
   provisioner?: Provisioner;
   /** The upload cap and the batch's bound of recorded rows (ingest's --max-bytes). */
   maxBytes: number;
@@ -68,11 +72,16 @@ export interface Ctx {
   input: Input;
 }
 
-/** What a POST carried, once read: JSON rows, a spooled file, or nothing. */
-type Input =
+/**
+ * What a POST carried, once read: JSON rows, a spooled file, or nothing. The rows and options are
+ * those the route's schemas validated: a workspace's (ingest) or a change's (apply).
+ */
+type Input<R = WorkspaceInput, O = IngestOptions> =
   | { kind: 'none' }
-  | { kind: 'rows'; rows: WorkspaceInput[]; batchId?: string; options: IngestOptions }
-  | { kind: 'file'; path: string; name: string; batchId?: string; options: IngestOptions };
+  | { kind: 'rows'; rows: R[]; batchId?: string; options: O }
+  | { kind: 'file'; path: string; name: string; batchId?: string; options: O };
+/** A change route's input (its schemas are ChangeRowsBodySchema and ChangeFileQuerySchema). */
+const changeInput = (input: Input) => input as unknown as Input<ChangeInput, ChangeOptions>;
 
 export function apiRoutes(deps: ApiDeps): ApiRoute[] {
   const mustExist = async (id: string) => {
@@ -168,6 +177,65 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       },
     },
     {
+      method: 'POST',
+      path: `${API_PREFIX}/changes`,
+      operationId: 'applyChanges',
+      summary:
+        'Changes to existing workspaces (add_member, remove_member, set_role, transfer_owner, rename, archive, restore), one per row (JSON, or a CSV/.xlsx file): record each as a change batch and queue the valid ones',
+      body: S.ChangeRowsBodySchema,
+      files: S.ChangeFileQuerySchema,
+      ok: { status: 201, description: 'the change batch: rows read, queued, rejected (with why)', schema: S.ApplyResponseSchema },
+      errors: [400, 409, 413, 415, 422, 503],
+      async handle(ctx) {
+        if (!deps.provisioner) throw new ApiRefusal('UNAVAILABLE', 503, 'this dashboard was started without a queue to enqueue on');
+        const input = changeInput(ctx.input);
+        if (input.kind === 'none') throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
+        const rejected: Extract<CheckedChange, { ok: false }>[] = [];
+        const common = {
+          ...changeLibraryOptions(input.options),
+          maxBytes: deps.maxBytes,
+          // Applying the same file again is a new batch (its rows answer unchanged), as the CLI's apply.
+          batchId: input.batchId ?? generatedBatchId('changes'),
+          onRejected: (r: Extract<CheckedChange, { ok: false }>) => void (rejected.length < REJECTED_LISTED && rejected.push(r)),
+        };
+        const batch =
+          input.kind === 'rows'
+            ? await deps.provisioner.apply(input.rows, { ...common, source: input.options.source ?? 'api' })
+            : await deps.provisioner.applyFile(input.path, { ...common, source: input.options.source ?? input.name });
+        return { status: 201, body: summaryBody(batch.summary, rejected) };
+      },
+    },
+    {
+      method: 'POST',
+      path: `${API_PREFIX}/changes/plans`,
+      operationId: 'planChanges',
+      summary: 'What applying these changes would do now (a dry run against Dify, read-only: writes nothing, queues nothing)',
+      body: S.ChangeRowsBodySchema,
+      files: S.ChangeFileQuerySchema,
+      ok: {
+        status: 200,
+        description: 'the plan: per change kind, unchanged, rejected and refused rows, each problem by line and field',
+        schema: S.ChangePlanResponseSchema,
+      },
+      errors: [400, 413, 415, 422],
+      async handle(ctx) {
+        const input = changeInput(ctx.input);
+        if (input.kind === 'none') throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
+        const opts = changeLibraryOptions(input.options);
+        const planOpts = {
+          accounts: { normalized: (await probeDifySchema(deps.db)).normalizedEmail },
+          createMissingAccounts: opts.createMissingOwners ?? false,
+          listRows: S.PLAN_ROWS_LISTED,
+        };
+        if (input.kind === 'rows')
+          return { status: 200, body: changePlanBody(await planChanges(checkChangeInputs(input.rows), deps.db, planOpts)) };
+        const info = newInputInfo();
+        const read = readRecords(createReadStream(input.path), CHANGE_ROWS, { ...opts, maxBytes: deps.maxBytes }, info);
+        const plan = await planChanges(read, deps.db, planOpts);
+        return { status: 200, body: changePlanBody({ ...plan, input: info }) };
+      },
+    },
+    {
       method: 'GET',
       path: `${API_PREFIX}/batches`,
       operationId: 'listBatches',
@@ -210,9 +278,10 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
           ...(query.outcome ? { outcome: query.outcome as Outcome } : {}),
         });
         const page = rows.slice(0, limit);
+        const record: (r: ReportRow) => object = (await batchKind(deps.db, params.id!)) === 'changes' ? changeRecord : reportRecord;
         return {
           status: 200,
-          body: { rows: page.map(reportRecord), next_after: rows.length > limit ? page[page.length - 1]!.line : null },
+          body: { rows: page.map(record), next_after: rows.length > limit ? page[page.length - 1]!.line : null },
         };
       },
     },
@@ -222,16 +291,22 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       operationId: 'getBatchReport',
       summary: "Every row's answer: JSON, or CSV with Accept: text/csv (streamed)",
       params: S.BatchParamsSchema,
-      ok: { status: 200, description: 'the report', schema: S.ReportSchema, csv: true },
+      ok: {
+        status: 200,
+        description: "the report (a change batch's has its own columns: action, outcome, detail)",
+        schema: S.AnyReportSchema,
+        csv: true,
+      },
       errors: [404],
       async handle({ req, reply, params }) {
         await mustExist(params.id!);
         const csv = prefersCsv(req.headers.accept);
         const rows = allReportRows(deps.db, params.id!);
+        const kind = await batchKind(deps.db, params.id!);
         return reply
           .type(csv ? 'text/csv; charset=utf-8' : 'application/json; charset=utf-8')
           .header('content-disposition', attachment(`${params.id}-report.${csv ? 'csv' : 'json'}`))
-          .send(Readable.from(csv ? csvReport(rows) : jsonReport(rows)));
+          .send(Readable.from(csv ? csvReport(rows, { kind }) : jsonReport(rows, { kind })));
       },
     },
     control('retry', 'queued again', (id) => retryFailed(deps.db, deps.queue, id), 'Queue the failed rows again (a new round)'),
@@ -250,21 +325,28 @@ export async function liveStatus(db: Db, id: string, workers: number | null) {
   return { ...status, throughput: status.state === 'stalled' ? { ...t, perSecond: 0, etaSeconds: null } : t };
 }
 
-function summaryBody(s: EnqueueSummary, rejected: RejectedRow[]) {
+/** What an ingest (POST /batches) or an apply (POST /changes) recorded, and the first rejected rows. */
+function summaryBody(s: EnqueueSummary | ApplySummary, rejected: { line: number; errors: RejectedRow['errors'] }[]) {
   return {
     batch_id: s.batchId,
     total: s.total,
     queued: s.queued,
     rejected: s.rejected,
     already_in_batch: s.alreadyInBatch,
-    likely_duplicates: s.likelyDuplicates,
-    ...(s.input ? { input: snake(s.input) } : {}),
+    ...('likelyDuplicates' in s ? { likely_duplicates: s.likelyDuplicates } : {}),
+    ...('input' in s && s.input ? { input: snake(s.input) } : {}),
     rejected_rows: rejected.map((r) => ({ line: r.line, errors: r.errors })),
   };
 }
 
 function planBody(p: Plan & { input?: InputInfo }) {
   return snake(p);
+}
+
+/** The change plan as the API answers it: its counts by change kind keep their names ("re-role"). */
+function changePlanBody(p: ChangePlan & { input?: InputInfo }) {
+  const { wouldApply, ...rest } = p;
+  return { summary: describePlan(p), ...snake(rest), would_apply: wouldApply };
 }
 
 const snakeName = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);

@@ -4,8 +4,10 @@ import { z } from 'zod';
 import { IngestOptionsSchema, IngestOptionsTextSchema } from '../../ingest/options.js';
 import { PLAN_VERDICTS } from '../../ingest/plan.js';
 import { BATCH_STATES } from '../../store/batches.js';
-import { OUTCOMES } from '../../common/types.js';
-import { REPORT_COLUMNS } from '../../report/format.js';
+import { BATCH_KINDS, CHANGE_ACTIONS, OUTCOMES } from '../../common/types.js';
+import { CHANGE_REPORT_COLUMNS, REPORT_COLUMNS } from '../../report/format.js';
+import { ChangeOptionsSchema, ChangeOptionsTextSchema } from '../../changes/options.js';
+import { CHANGE_KINDS } from '../../changes/decide.js';
 
 /** Content types taken as a file in the raw body. */
 export const FILE_TYPES = {
@@ -52,17 +54,46 @@ export const WorkspaceInputSchema = z
 
 export const OptionsSchema = IngestOptionsSchema;
 
-export const RowsBodySchema = z
-  .object({
-    rows: z.array(WorkspaceInputSchema).describe('the workspaces, as the CSV columns'),
-    batch_id: batchId.optional().describe('default: a generated id; the same id with the same rows queues nothing twice'),
-    options: OptionsSchema.optional(),
-  })
-  .strict();
+/** A POST's JSON body: the rows, the batch id, the options. */
+const rowsBody = (rows: z.ZodType, what: string, options: z.ZodType) =>
+  z
+    .object({
+      rows: z.array(rows).describe(what),
+      batch_id: batchId.optional().describe('default: a generated id; the same id with the same rows queues nothing twice'),
+      options: options.optional(),
+    })
+    .strict();
+
+export const RowsBodySchema = rowsBody(WorkspaceInputSchema, 'the workspaces, as the CSV columns', OptionsSchema);
 
 /** A file's options (raw body: the query string; multipart: form fields). */
 export const FileQuerySchema = IngestOptionsTextSchema.extend({
   batch_id: batchId.optional().describe("default: from the file's name and content (the same file is the same batch)"),
+}).strict();
+
+/** A change to an existing workspace, as the changes file's columns. */
+export const ChangeInputSchema = z
+  .object({
+    action: text.optional().describe(`required: ${CHANGE_ACTIONS.join(', ')} (a row without it is rejected, with its line)`),
+    workspace_id: text.optional().describe('the Dify workspace id (or external_id: the id the workspace was ingested with)'),
+    external_id: text.optional(),
+    email: text.optional().describe('add_member, remove_member, set_role, transfer_owner: the person'),
+    role: text.optional().describe('add_member, set_role: admin, editor, normal or dataset_operator (never owner: transfer_owner)'),
+    name: text.optional().describe("rename: the workspace's new name"),
+  })
+  .strict();
+
+export const ChangeRowsBodySchema = rowsBody(
+  ChangeInputSchema,
+  "the changes, one per row, as the changes file's columns",
+  ChangeOptionsSchema,
+);
+
+/** A changes file's options (raw body: the query string; multipart: form fields). */
+export const ChangeFileQuerySchema = ChangeOptionsTextSchema.extend({
+  batch_id: batchId
+    .optional()
+    .describe('default: a generated id (applying the same file again is a new batch whose rows answer unchanged)'),
 }).strict();
 
 const InputInfoSchema = z.object({
@@ -84,8 +115,14 @@ export const EnqueueResponseSchema = z.object({
   rejected_rows: z.array(RowProblemsSchema).describe(`the rejected rows with why (the first ${1000})`),
 });
 
+/** What POST /changes answers: ingest's answer without what only ingest knows (likely duplicates, the input's format). */
+export const ApplyResponseSchema = EnqueueResponseSchema.omit({ likely_duplicates: true, input: true });
+
 /** Rows a plan lists with their verdict (the counts and `problems` cover every row). */
 export const PLAN_ROWS_LISTED = 1000;
+
+/** A plan's problems: every one, by line and field. */
+const PlanProblemsSchema = z.array(z.object({ line, field: z.string(), message: z.string() }));
 
 export const PlanResponseSchema = z.object({
   total: count,
@@ -94,7 +131,7 @@ export const PlanResponseSchema = z.object({
   rejected: count,
   would_fail: count.describe('valid rows that would fail: missing or ambiguous owners/members, taken workspace ids'),
   likely_duplicates: count,
-  problems: z.array(z.object({ line, field: z.string(), message: z.string() })),
+  problems: PlanProblemsSchema,
   input: InputInfoSchema.optional(),
   rows: z
     .array(
@@ -108,12 +145,38 @@ export const PlanResponseSchema = z.object({
     .describe(`the first ${PLAN_ROWS_LISTED} rows, each with what it would get (the reasons are in problems, by line)`),
 });
 
+const verdictsDescribed =
+  "what each change would do: one of the plan's change kinds, unchanged (Dify shows it already), rejected (invalid) or refused (by Dify's rules now)";
+export const ChangePlanResponseSchema = z.object({
+  summary: z.string().describe('"would add 12, remove 3, re-role 2, transfer 1, rename 1, archive 1; 4 unchanged; 2 refused"'),
+  total: count,
+  would_apply: z.object(Object.fromEntries(CHANGE_KINDS.map((k) => [k, count])) as Record<(typeof CHANGE_KINDS)[number], typeof count>),
+  unchanged: count.describe('rows whose change Dify already shows'),
+  rejected: count.describe('invalid rows (line and field): apply records them rejected'),
+  refused: count.describe("valid rows Dify's rules would refuse now (unknown workspace or person, the owner, an archived workspace)"),
+  problems: PlanProblemsSchema,
+  input: InputInfoSchema.optional(),
+  rows: z
+    .array(
+      z.object({
+        line,
+        action: z.string().nullable(),
+        verdict: z.enum([...CHANGE_KINDS, 'unchanged', 'rejected', 'refused']).describe(verdictsDescribed),
+        tenant_id: z.string().nullable(),
+        email: z.string().nullable(),
+        note: z.string().nullable().describe('why it is unchanged, refused or rejected'),
+      }),
+    )
+    .describe(`the first ${PLAN_ROWS_LISTED} rows, each with what it would do`),
+});
+
 const Counts = z.object(Object.fromEntries(OUTCOMES.map((o) => [o, count])) as Record<(typeof OUTCOMES)[number], typeof count>);
 const workers = z.number().int().nullable().describe('workers serving this Dify now (null: Redis does not say)');
 const when = z.string().describe('ISO 8601');
 
 export const BatchListingSchema = z.object({
   batch_id: z.string(),
+  kind: z.enum(BATCH_KINDS).describe('provision (POST /batches, ingest) or changes (POST /changes, apply)'),
   source: z.string().nullable(),
   created_at: when,
   state: z.enum(BATCH_STATES),
@@ -128,6 +191,7 @@ export const BatchListQuerySchema = z
 
 export const BatchStatusSchema = z.object({
   batch_id: z.string(),
+  kind: z.enum(BATCH_KINDS).describe('provision (POST /batches, ingest) or changes (POST /changes, apply)'),
   source: z.string().nullable(),
   created_at: when,
   ingested: z.boolean(),
@@ -175,6 +239,31 @@ export const ReportRowSchema = z.object({
     ),
 } satisfies Record<(typeof REPORT_COLUMNS)[number], z.ZodType>);
 
+/** A change batch's row (apply): its action and outcome (applied, unchanged, rejected, failed). */
+export const ChangeReportRowSchema = z.object({
+  line,
+  action: z.enum(CHANGE_ACTIONS).nullable().describe('null: a row too invalid to say'),
+  workspace_id: z.string().nullable(),
+  external_id: z.string().nullable(),
+  email: z.string().nullable(),
+  role: z.string().nullable(),
+  name: z.string().nullable().describe("rename: the workspace's new name"),
+  outcome: z.enum(OUTCOMES),
+  detail: z
+    .string()
+    .nullable()
+    .describe(
+      'why it was rejected, refused or failed; why it is unchanged; what else it did (an account created or deleted, tokens revoked)',
+    ),
+  accounts_created: z.array(z.string()).nullable(),
+  attempts: count,
+  duration_ms: z.number().int().nullable(),
+  mail: z.string().nullable(),
+} satisfies Record<(typeof CHANGE_REPORT_COLUMNS)[number], z.ZodType>);
+
+/** A row of either kind of batch: a provisioning batch's (ingest) or a change batch's (apply). */
+const AnyReportRowSchema = z.union([ReportRowSchema, ChangeReportRowSchema]);
+
 export const RowsQuerySchema = z
   .object({
     outcome: z.enum(OUTCOMES).optional(),
@@ -183,11 +272,16 @@ export const RowsQuerySchema = z
   })
   .strict();
 export const RowsPageSchema = z.object({
-  rows: z.array(ReportRowSchema),
+  rows: z.array(AnyReportRowSchema).describe("a provisioning batch's rows, or a change batch's (with action and outcome)"),
   next_after: z.number().int().nullable().describe('pass as `after` for the next page; null: this was the last'),
 });
 
 export const ReportSchema = z.array(ReportRowSchema);
+export const ChangeReportSchema = z.array(ChangeReportRowSchema);
+/** GET /batches/{id}/report: a provisioning batch's rows, or a change batch's. */
+export const AnyReportSchema = z
+  .union([ReportSchema, ChangeReportSchema])
+  .describe("a provisioning batch's rows, or a change batch's (columns of its own: action, outcome, detail)");
 
 export const ControlResponseSchema = z.object({
   batch_id: z.string(),
