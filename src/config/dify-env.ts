@@ -12,6 +12,7 @@ import { lookup } from 'node:dns/promises';
 import addressparser from 'nodemailer/lib/addressparser';
 import { ConfigError, UnreachableError } from '../common/errors.js';
 import type { DifySettings, ResolvedStorage, StorageSettings } from './dify-settings.js';
+import type { GcsSettings } from '../storage/gcs.js';
 
 export type { DifySettings, ResolvedStorage, StorageSettings };
 import { rootPrefix } from '../storage/object-store.js';
@@ -72,6 +73,11 @@ const DIFY_NAMES = new Set([
   'AZURE_BLOB_ACCOUNT_KEY',
   'AZURE_BLOB_CONTAINER_NAME',
   'AZURE_BLOB_ACCOUNT_URL',
+  'GOOGLE_STORAGE_BUCKET_NAME',
+  'GOOGLE_STORAGE_SERVICE_ACCOUNT_JSON_BASE64',
+  'SUPABASE_URL',
+  'SUPABASE_API_KEY',
+  'SUPABASE_BUCKET_NAME',
   ...VENDOR_S3_NAMES,
   ...CELERY_NAMES,
   'MAIL_TYPE',
@@ -231,7 +237,7 @@ export function databaseFromDify(s: DifySettings): DbFields | undefined {
   };
 }
 
-export const SUPPORTED_STORAGE = `opendal (fs, s3), local, s3, oci-storage, azure-blob, ${VENDOR_S3_TYPES.join(', ')}`;
+export const SUPPORTED_STORAGE = `opendal (fs, s3), local, s3, oci-storage, azure-blob, ${VENDOR_S3_TYPES.join(', ')}, google-storage, supabase`;
 
 export const yes = (v: string | undefined) => /^(1|true|yes|on)$/i.test(v ?? '');
 
@@ -334,6 +340,29 @@ export function storageFromDify(s: DifySettings, ownStorageDir: string | undefin
       case 'volcengine-tos':
       case 'baidu-obs':
         return vendorS3Storage(type satisfies VendorS3Type, s);
+      case 'google-storage': {
+        // Dify: base64 of the service account's JSON key; empty: Application Default Credentials.
+        const b64 = (s.get('GOOGLE_STORAGE_SERVICE_ACCOUNT_JSON_BASE64') ?? '').trim();
+        let serviceAccount: GcsSettings['serviceAccount'];
+        if (b64) {
+          try {
+            serviceAccount = JSON.parse(Buffer.from(b64, 'base64').toString('utf8')) as GcsSettings['serviceAccount'];
+          } catch {
+            throw bad(`${s.label('GOOGLE_STORAGE_SERVICE_ACCOUNT_JSON_BASE64')}: not the base64 of a service account's JSON key`);
+          }
+          if (!serviceAccount || typeof serviceAccount !== 'object' || !serviceAccount.client_email || !serviceAccount.private_key)
+            throw bad(
+              `${s.label('GOOGLE_STORAGE_SERVICE_ACCOUNT_JSON_BASE64')}: the JSON has no client_email and private_key (not a service account key)`,
+            );
+        }
+        return { kind: 'gcs', bucket: need('GOOGLE_STORAGE_BUCKET_NAME', 'google-storage'), ...(serviceAccount ? { serviceAccount } : {}) };
+      }
+      case 'supabase': {
+        const url = need('SUPABASE_URL', 'supabase').trim();
+        if (!/^https?:\/\/[^/?#\s]+[^?#\s]*$/i.test(url))
+          throw bad(`${s.label('SUPABASE_URL')}: not an http(s) address without query or fragment`);
+        return { kind: 'supabase', url, apiKey: need('SUPABASE_API_KEY', 'supabase'), bucket: need('SUPABASE_BUCKET_NAME', 'supabase') };
+      }
       case 'clickzetta-volume':
         throw bad(
           `${s.label('STORAGE_TYPE')}: "clickzetta-volume" is not supported: Dify puts files into a ClickZetta Lakehouse volume ` +

@@ -1,7 +1,9 @@
 // The shapes Dify's settings are read into: the variables with where each came from, and where
 // keys go. Shared by dify-env.ts and dify-storage.ts.
 import type { AzureBlobSettings } from '../storage/azure-blob.js';
+import type { GcsSettings } from '../storage/gcs.js';
 import type { S3Settings } from '../storage/s3.js';
+import type { SupabaseSettings } from '../storage/supabase.js';
 
 /** Dify's settings, each with where it came from (for errors that name the file and the variable). */
 export interface DifySettings {
@@ -21,7 +23,9 @@ export type StorageSettings =
   | { kind: 'local'; root: string }
   /** `prefix`: put before every key, as Dify's client does (OPENDAL_S3_ROOT, ALIYUN_OSS_PATH). */
   | ({ kind: 's3'; prefix: string } & S3Settings)
-  | ({ kind: 'azure-blob' } & AzureBlobSettings);
+  | ({ kind: 'azure-blob' } & AzureBlobSettings)
+  | ({ kind: 'gcs' } & GcsSettings)
+  | ({ kind: 'supabase' } & SupabaseSettings);
 
 /** Where keys go, and how we know (for the commands that print it). */
 export interface ResolvedStorage {

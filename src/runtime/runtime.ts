@@ -128,7 +128,11 @@ export async function openKeyStorage(config: Config, opts: { probe?: boolean } =
       ? await localKeyStorage({ root: settings.root, ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}) })
       : settings.kind === 's3'
         ? objectKeyStorage((await import('../storage/s3.js')).s3Store(settings), settings.prefix)
-        : objectKeyStorage((await import('../storage/azure-blob.js')).azureBlobStore(settings));
+        : settings.kind === 'gcs'
+          ? objectKeyStorage((await import('../storage/gcs.js')).gcsStore(settings))
+          : settings.kind === 'supabase'
+            ? objectKeyStorage((await import('../storage/supabase.js')).supabaseStore(settings))
+            : objectKeyStorage((await import('../storage/azure-blob.js')).azureBlobStore(settings));
   if (opts.probe ?? true) await storage.check();
   return storage;
 }

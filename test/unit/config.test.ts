@@ -37,7 +37,7 @@ describe('configuration from the environment', () => {
   });
 
   it.each([
-    [{ STORAGE_TYPE: 'google-storage' }, /STORAGE_TYPE: "google-storage" is not supported yet/],
+    [{ STORAGE_TYPE: 'ftp' }, /STORAGE_TYPE: "ftp" is not supported yet/],
     [{ STORAGE_TYPE: 's3' }, /S3_BUCKET_NAME: required for STORAGE_TYPE=s3/],
   ])('refuses storage %j when keys are touched, naming the variable', (env, message) => {
     const config = loadConfig(env);

@@ -153,7 +153,7 @@ describe('every error names the file and the variable', () => {
   });
 
   it.each([
-    ['STORAGE_TYPE=google-storage\n', /STORAGE_TYPE \(in @F@\): "google-storage" is not supported yet/],
+    ['STORAGE_TYPE=google-storage\n', /GOOGLE_STORAGE_BUCKET_NAME: required for STORAGE_TYPE=google-storage \(in @F@\)/],
     ['STORAGE_TYPE=s3\n', /S3_BUCKET_NAME: required for STORAGE_TYPE=s3 \(in @F@\)/],
     ['STORAGE_TYPE=opendal\nOPENDAL_SCHEME=gcs\n', /OPENDAL_SCHEME \(in @F@\): "gcs" is not supported/],
     ['KEY_PROVIDER_TYPE=vault\n', /KEY_PROVIDER_TYPE \(in @F@\): "vault" keeps tenant keys in a key vault/],
