@@ -108,7 +108,7 @@ describe('--invite --send-invites', () => {
     ]);
     let csv = '';
     for await (const c of provisioner!.batch('mailed').reportCsv()) csv += c;
-    expect(csv.split('\r\n')[0]).toMatch(/,mail$/);
+    expect(csv.split('\r\n')[0]!.split(',')).toContain('mail');
     const ours = `${logs}${csv}${await dumpRedis(env.redis)}${JSON.stringify((await env.db.query(`SELECT * FROM dify_provision.invitations`)).rows)}`;
     for (const token of tokens.keys()) expect(ours).not.toContain(token);
   });
