@@ -7,14 +7,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { databaseOf, type Config } from '../config/config.js';
+import { databaseOf, requireInvitations, requireMail, type Config } from '../config/config.js';
 import { describeInput, newInputInfo, type Delimiter } from '../input/decode.js';
-import { readRows, type ReadOptions } from '../input/read-rows.js';
+import { readRows, WORKSPACE_ROWS, type ReadOptions } from '../input/read-rows.js';
+import { mapEntryProblem } from '../input/header.js';
+import { UsageError } from '../common/errors.js';
 import type { RejectedRow } from '../input/row-checker.js';
 import { describeSchema, probeDifySchema, type Band } from '../dify/schema-probe.js';
 import { batchIdForFile, batchIdForStdin } from '../ingest/batch-id.js';
 import { StrictValidationError } from '../input/input-rows.js';
-import { planBatch } from '../ingest/plan.js';
+import { planBatch, type PlanRow } from '../ingest/plan.js';
 import { provisionerOn } from '../provisioner.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
 import { escapeControls } from './terminal.js';
@@ -39,6 +41,11 @@ export interface IngestFlags {
   delimiter?: Delimiter;
   encoding?: string;
   sheet?: string;
+  headerRow?: number;
+  /** --dry-run --rows [n]: list the first n rows (true: 1000). */
+  rows?: number | true;
+  /** --map: heading → column. */
+  map?: Record<string, string>;
   allowDuplicateNames?: boolean;
   json?: boolean;
   attempts: number;
@@ -64,6 +71,8 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
     ...(flags.delimiter ? { delimiter: flags.delimiter } : {}),
     ...(flags.encoding ? { encoding: flags.encoding } : {}),
     ...(flags.sheet ? { sheet: flags.sheet } : {}),
+    ...(flags.headerRow ? { headerRow: flags.headerRow } : {}),
+    ...(flags.map ? { columnMap: checkedMap(flags.map) } : {}),
     allowDuplicateNames: flags.allowDuplicateNames ?? false,
     source: file === '-' ? 'stdin' : file,
     ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
@@ -122,22 +131,35 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
 }
 
 async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags, config: Config): Promise<number> {
+  // What the real ingest refuses before recording anything, the plan refuses too, naming the setting.
+  if (flags.invite || flags.invitePending || flags.sendInvites) requireInvitations(config);
+  if (flags.sendInvites) requireMail(config);
   const info = newInputInfo();
   const rows = readRows(input, readOpts, info);
+  const listRows = flags.rows === undefined ? undefined : flags.rows === true ? 1000 : flags.rows;
   if (!databaseOf(config)) {
     let valid = 0;
     let rejected = 0;
+    const listed: PlanRow[] = [];
     for await (const row of rows) {
       if (row.ok) valid++;
       else {
         rejected++;
         printRejection(row);
       }
+      if (listRows !== undefined && listed.length < listRows)
+        listed.push({
+          line: row.line,
+          workspaceName: (row.ok ? row.row.workspaceName : row.raw.workspaceName) ?? null,
+          ownerEmail: (row.ok ? row.row.ownerEmail : row.raw.ownerEmail) ?? null,
+          verdict: row.ok ? 'would_create' : 'rejected',
+        });
     }
     const total = valid + rejected;
+    if (listRows !== undefined && !flags.json) printRows(listed);
     print(
       flags,
-      { dryRun: true, total, wouldQueue: valid, rejected, input: info },
+      { dryRun: true, total, wouldQueue: valid, rejected, input: info, ...(listRows !== undefined ? { rows: listed } : {}) },
       `dry run: ${total} rows read, would queue ${valid}, reject ${rejected} (set DATABASE_URL to also check owners, existing rows and workspace ids)\nread as ${describeInput(info)}`,
     );
     return rejected > 0 ? EXIT_INVALID : 0;
@@ -150,8 +172,10 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
       createMissingAccounts: flags.createMissingOwners ?? false,
       allowDuplicateNames: flags.allowDuplicateNames ?? false,
       accounts: { normalized: schema.normalizedEmail },
+      ...(listRows !== undefined ? { listRows } : {}),
     });
     for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
+    if (plan.rows && !flags.json) printRows(plan.rows);
     const afterCreate = difyTasksPlan(config, schema.band);
     print(
       flags,
@@ -182,6 +206,26 @@ function difyTasksPlan(config: Config, band: Band): string | undefined {
   if (!bandQueuesDefaultPlugins(band))
     return `nothing queued: NEW_USER_DEFAULT_PLUGIN_IDS is set, but this Dify's release has no default-plugin task`;
   return `${INSTALL_DEFAULT_PLUGINS}(tenant_id, [${settings.pluginIds.join(', ')}]) queued on the "${PLUGIN_QUEUE}" queue of ${settings.shown}`;
+}
+
+/** --dry-run --rows: one line per row, its verdict, and the accounts it would create with their profile. */
+function printRows(rows: PlanRow[]): void {
+  for (const r of rows) {
+    const accounts = (r.newAccounts ?? []).map((a) => `${a.email} (${a.name}, ${a.language}, ${a.timezone})`);
+    const creates = accounts.length > 0 ? `; creates ${accounts.join(', ')}` : '';
+    process.stdout.write(
+      `${escapeControls(`line ${r.line}: ${r.verdict} ${JSON.stringify(r.workspaceName ?? '')} owner ${r.ownerEmail ?? '?'}${creates}`)}\n`,
+    );
+  }
+}
+
+/** --map's entries, each naming a column of the workspaces file (or - to drop it). */
+function checkedMap(map: Record<string, string>): Record<string, string> {
+  for (const [heading, column] of Object.entries(map)) {
+    const problem = mapEntryProblem(WORKSPACE_ROWS, heading, column);
+    if (problem) throw new UsageError(`--map "${heading}=${column}": ${problem}`);
+  }
+  return map;
 }
 
 async function spoolStdin(): Promise<{ path: string; remove(): Promise<void> }> {

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config/config.js';
 import { DIFY_SCHEMA_NAMES, projectFile } from '../common/project-files.js';
-import { byteSize, delimiter, duration, positiveInt, rateLimit } from './options.js';
+import { byteSize, columnMapping, delimiter, duration, positiveInt, rateLimit } from './options.js';
 import { quietOnBrokenPipe } from './broken-pipe.js';
 
 // Each command's modules (the database and queue clients, the dashboard, the cloud SDKs) are
@@ -32,10 +32,28 @@ function buildProgram(exit: (code: number) => void): Command {
       '--dry-run',
       'validate and print what would be queued, writing nothing (with a database set: a read-only plan from PostgreSQL; never Redis); exit 2 if any row would not go',
     )
+    .addOption(
+      new Option(
+        '--rows [n]',
+        'with --dry-run: list the first n rows (default 1000), each with its verdict and the accounts it would create',
+      ).argParser(positiveInt('--rows')),
+    )
     .option('--ignore-unknown-columns', 'drop columns dify-provision does not know instead of refusing the file')
     .addOption(new Option('--delimiter <d>', 'CSV column delimiter: , ; or tab (default: detected from the header)').argParser(delimiter))
     .option('--encoding <name>', 'the CSV is not UTF-8 (or UTF-16 with a BOM): e.g. windows-1252')
     .option('--sheet <name>', '.xlsx: the sheet to read (default: the first)')
+    .addOption(
+      new Option(
+        '--header-row <n>',
+        "the header's line (the sheet's row number); the lines above it are skipped (default: the first of the first 10 lines that names workspace_name and owner_email)",
+      ).argParser(positiveInt('--header-row')),
+    )
+    .addOption(
+      new Option(
+        '--map <heading=column>',
+        'read a heading as a column, e.g. --map "Owner E-mail=owner_email" (repeatable; column - drops it); common spellings are read without it',
+      ).argParser(columnMapping),
+    )
     .option('--allow-duplicate-names', 'let rows through whose owner already has a workspace of that name (in the file or in Dify)')
     .option('--strict', 'if any row is invalid, queue nothing and list every invalid row')
     .option('--create-missing-owners', 'owners/members without a Dify account get one (pending, as Dify invites do)')

@@ -39,3 +39,11 @@ export function delimiter(value: string): ',' | ';' | '\t' {
   if (d !== ',' && d !== ';' && d !== '\t') throw new InvalidArgumentError('--delimiter takes , ; or tab');
   return d;
 }
+
+/** --map "Heading=column" (repeatable): the heading up to the last `=`, the column after it. */
+export function columnMapping(value: string, all: Record<string, string> = {}): Record<string, string> {
+  const at = value.lastIndexOf('=');
+  if (at <= 0)
+    throw new InvalidArgumentError('--map takes "Heading=column", e.g. --map "Owner E-mail=owner_email" (or "Notes=-" to drop it)');
+  return { ...all, [value.slice(0, at).trim()]: value.slice(at + 1).trim() };
+}

@@ -7,6 +7,7 @@ import { RowError } from '../common/errors.js';
 import { lockAccountEmail } from '../store/locks.js';
 import type { Account } from '../common/types.js';
 import { difyNormalizedEmail } from './normalized-email.js';
+import { LANGUAGE_TIMEZONES } from './profile-lists.js';
 
 export type { Account };
 
@@ -117,9 +118,31 @@ export function pickAccount(
   return account;
 }
 
+/** A person's profile as a row gives it (each part optional). */
+export interface AccountProfile {
+  name?: string;
+  language?: string;
+  timezone?: string;
+}
+
+/**
+ * The profile Dify's register writes for a new account: the name given, else the address's part
+ * before `@`; the language given, else en-US (Dify's first language); the timezone given (as
+ * Dify's register takes one, checked against pytz's list), else the one Dify maps the language to
+ * (language_timezone_mapping, UTC for a language it does not map).
+ */
+export function profileOf(email: string, profile: AccountProfile): Required<AccountProfile> {
+  const language = profile.language ?? 'en-US';
+  return {
+    name: profile.name ?? email.slice(0, email.lastIndexOf('@')),
+    language,
+    timezone: profile.timezone ?? LANGUAGE_TIMEZONES[language] ?? 'UTC',
+  };
+}
+
 /**
  * In the workspace's transaction: the account for a deferred email, created the way Dify's invite
- * registers one (status pending, no password, name from the address, initialized_at now, and the
+ * registers one (status pending, no password, the profile of profileOf, initialized_at now, and the
  * normalised email where Dify keeps it) unless another job made it first. The advisory lock on
  * the form Dify compares makes two rows naming the same new person create one account.
  */
@@ -128,17 +151,19 @@ export async function ensureAccount(
   email: string,
   field: string,
   rules: AccountRules,
+  profile: AccountProfile = {},
 ): Promise<{ account: Account; created: boolean }> {
   const lowered = email.toLowerCase();
   await lockAccountEmail(tx, personKey(email, rules));
   const found = await findAccounts(tx, [lowered], rules);
   if (found.length > 0) return { account: pickAccount(found, lowered, field, rules) as Account, created: false };
+  const { name, language, timezone } = profileOf(lowered, profile);
   // Dify writes naive UTC times (naive_utc_now) into these timestamp-without-time-zone columns.
   const { rows } = await tx.query<Account>(
     `INSERT INTO accounts (name, email, status, interface_language, interface_theme, timezone, initialized_at${rules.normalized ? ', normalized_email' : ''})
-     VALUES ($1, $2, 'pending', 'en-US', 'light', 'America/New_York', now() AT TIME ZONE 'UTC'${rules.normalized ? ', $3' : ''})
+     VALUES ($1, $2, 'pending', $3, 'light', $4, now() AT TIME ZONE 'UTC'${rules.normalized ? ', $5' : ''})
      RETURNING id, email, status`,
-    [lowered.slice(0, lowered.lastIndexOf('@')), lowered, ...(rules.normalized ? [difyNormalizedEmail(lowered)] : [])],
+    [name, lowered, language, timezone, ...(rules.normalized ? [difyNormalizedEmail(lowered)] : [])],
   );
   return { account: rows[0]!, created: true };
 }

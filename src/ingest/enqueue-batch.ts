@@ -280,6 +280,7 @@ function specOf(line: number, row: WorkspaceRow, opts: Settings, lineage: string
     plan: row.plan,
     members: row.members,
     ...(row.externalId !== undefined ? { externalId: row.externalId } : {}),
+    ...(row.ownerProfile ? { ownerProfile: row.ownerProfile } : {}),
     createMissingAccounts: opts.createMissingOwners ?? false,
     mintDatasetKey: row.datasetApiKey ?? opts.mintDatasetKeys ?? false,
     ...(opts.invite || opts.invitePending || opts.sendInvites ? { invite: true as const } : {}),

@@ -4,7 +4,7 @@ import type { InputInfo } from '../input/decode.js';
 import type { CsvRow } from '../input/read-rows.js';
 import type { Db } from '../db/pool.js';
 import { RowError } from '../common/errors.js';
-import { checkDistinct, findAccounts, personKey, pickAccount, type AccountRules } from '../dify/accounts.js';
+import { checkDistinct, findAccounts, personKey, pickAccount, profileOf, type AccountRules } from '../dify/accounts.js';
 import { answerKnown, knownEntries } from '../store/ledger.js';
 import { ledgerExists } from '../store/ledger.js';
 import type { RejectedRow } from '../input/row-checker.js';
@@ -26,6 +26,16 @@ export interface PlanRow {
   workspaceName: string | null;
   ownerEmail: string | null;
   verdict: PlanVerdict;
+  /** would_create: the accounts the row would create (--create-missing-owners), with the profile each gets. */
+  newAccounts?: NewAccount[];
+}
+
+/** An account a row would create, with the profile Dify's register would give it. */
+export interface NewAccount {
+  email: string;
+  name: string;
+  language: string;
+  timezone: string;
 }
 
 export interface Plan {
@@ -44,7 +54,7 @@ export interface Plan {
   rows?: PlanRow[];
 }
 
-type Note = (line: number, row: { workspaceName?: string; ownerEmail?: string }, verdict: PlanVerdict) => void;
+type Note = (line: number, row: { workspaceName?: string; ownerEmail?: string }, verdict: PlanVerdict, newAccounts?: NewAccount[]) => void;
 
 export async function planBatch(
   rows: AsyncIterable<CsvRow>,
@@ -54,9 +64,15 @@ export async function planBatch(
   const plan: Plan = { total: 0, wouldCreate: 0, existing: 0, rejected: 0, wouldFail: 0, likelyDuplicates: 0, problems: [] };
   // The first `listRows` rows read: lines up to the last of them (valid rows get their verdict a chunk later).
   const listed = opts.listRows === undefined ? undefined : { rows: [] as PlanRow[], until: Infinity };
-  const note: Note = (line, row, verdict) => {
+  const note: Note = (line, row, verdict, newAccounts) => {
     if (listed && line <= listed.until)
-      listed.rows.push({ line, workspaceName: row.workspaceName ?? null, ownerEmail: row.ownerEmail ?? null, verdict });
+      listed.rows.push({
+        line,
+        workspaceName: row.workspaceName ?? null,
+        ownerEmail: row.ownerEmail ?? null,
+        verdict,
+        ...(newAccounts?.length ? { newAccounts } : {}),
+      });
   };
   let chunk: Extract<CsvRow, { ok: true }>[] = [];
   const ledger = opts.allowDuplicateNames ? undefined : await ledgerExists(db);
@@ -130,10 +146,16 @@ async function planChunk(
     }
     // The worker's own rules (pickAccount), so the plan says what the run would do.
     const found: { email: string; account: string }[] = [];
+    const created: NewAccount[] = [];
     const check = (email: string, field: string) => {
       try {
         const a = pickAccount(accounts, email, field, rules, createMissing);
         found.push({ email, account: 'missing' in a ? `new:${personKey(email, rules)}` : a.id });
+        if ('missing' in a)
+          created.push({
+            email: email.toLowerCase(),
+            ...profileOf(email.toLowerCase(), field === 'owner_email' ? (row.ownerProfile ?? {}) : {}),
+          });
       } catch (err) {
         if (!(err instanceof RowError)) throw err;
         problems.push({ line, field, message: err.message });
@@ -156,7 +178,7 @@ async function planChunk(
     if (problems.length > 0) note(line, row, 'would_fail');
     else {
       plan.wouldCreate++;
-      note(line, row, 'would_create');
+      note(line, row, 'would_create', created);
     }
   }
 }

@@ -18,6 +18,10 @@ export interface InputInfo {
   sheet?: string;
   /** Rows whose cells are all blank (Excel's trailing `,,,,`): skipped, not rejected. */
   emptyRows: number;
+  /** The header's line, when it is not the first (the lines above it, a title, were skipped). */
+  headerLine?: number;
+  /** Headings read as a column under another spelling (an alias, or --map), in header order. */
+  renamed?: { heading: string; column: string }[];
 }
 
 export const newInputInfo = (): InputInfo => ({ format: 'csv', emptyRows: 0 });
@@ -45,7 +49,13 @@ export function describeInput(info: InputInfo): string {
     info.format === 'xlsx'
       ? `.xlsx, sheet "${info.sheet ?? ''}"`
       : `CSV, ${info.encoding ?? 'utf-8'}, ${info.delimiter ? delimiterName(info.delimiter) : '","'}-separated`;
-  return info.emptyRows > 0 ? `${what}; skipped ${info.emptyRows} empty row${info.emptyRows === 1 ? '' : 's'}` : what;
+  const parts = [what];
+  if (info.headerLine !== undefined && info.headerLine > 1)
+    parts.push(`header on line ${info.headerLine} (line${info.headerLine > 2 ? `s 1-${info.headerLine - 1}` : ' 1'} above it skipped)`);
+  if (info.renamed?.length)
+    parts.push(`columns ${info.renamed.map((r) => `${JSON.stringify(r.heading.slice(0, 40))} as ${r.column}`).join(', ')}`);
+  if (info.emptyRows > 0) parts.push(`skipped ${info.emptyRows} empty row${info.emptyRows === 1 ? '' : 's'}`);
+  return parts.join('; ');
 }
 
 /** The delimiter a header line uses: the most frequent of , ; TAB outside quotes (`,` if none). */

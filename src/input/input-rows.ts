@@ -13,6 +13,12 @@ export interface WorkspaceInput {
   external_id?: string;
   workspace_id?: string;
   dataset_api_key?: string | boolean;
+  /** The owner's profile, used if the row creates the owner's account. */
+  owner_name?: string;
+  /** One of Dify's interface languages (en-US, fr-FR, ja-JP, …). */
+  owner_language?: string;
+  /** A timezone from pytz's list (Europe/Paris, …); default: the one Dify maps the language to. */
+  owner_timezone?: string;
 }
 
 /** Rows given as objects: their line is their 1-based position. */
@@ -84,6 +90,9 @@ function asRecord(input: unknown): Partial<Record<Column, string>> {
     external_id: text('external_id', row.external_id),
     workspace_id: text('workspace_id', row.workspace_id),
     dataset_api_key: typeof key === 'boolean' ? (key ? 'yes' : 'no') : text('dataset_api_key', key),
+    owner_name: text('owner_name', row.owner_name),
+    owner_language: text('owner_language', row.owner_language),
+    owner_timezone: text('owner_timezone', row.owner_timezone),
   };
 }
 

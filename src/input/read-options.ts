@@ -22,6 +22,17 @@ export interface ReadOptions {
    * the batch's --max-bytes); its shared strings at most a sixteenth of it.
    */
   maxBytes?: number;
+  /**
+   * The header's line (the sheet's row number): the lines above it are skipped. Default: the
+   * first of the first HEADER_SEARCH non-empty lines that names every required column (a title
+   * above the header is skipped), else the first.
+   */
+  headerRow?: number;
+  /**
+   * Headings read as columns (--map "Owner E-mail=owner_email"): compared as headings are (case,
+   * accents, spaces and punctuation aside); `-` as the column drops that column.
+   */
+  columnMap?: Readonly<Record<string, string>>;
 }
 
 /** A record with its line, or a line that could not be read as a record (already a rejected row). */

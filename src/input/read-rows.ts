@@ -13,11 +13,11 @@ import {
   newInputInfo,
   peek,
   utf8Text,
-  type Delimiter,
   type InputInfo,
 } from './decode.js';
 import { sheetRecords } from './read-sheet.js';
 import { refuseFile, sniff, SNIFF_BYTES } from './sniff.js';
+import { COLUMN_ALIASES, looksBinary, readHeading, shownHeading } from './header.js';
 import { rawOf, RowChecker, type CheckedRow, type RawRow, type RejectedRow } from './row-checker.js';
 import { COLUMNS, REQUIRED_COLUMNS } from './workspace-row.js';
 import type { ReadOptions, RecordItem } from './read-options.js';
@@ -43,6 +43,8 @@ export interface RowKind<Row> {
   checker(opts: ReadOptions): { check(record: Record<string, string | undefined>, line: number): Checked<Row>; close(): void };
   /** What a rejected row said, for reports. */
   rawOf(record: Record<string, string | undefined>): RawRow;
+  /** Other spellings of its columns that a header may use (header.ts compares them). */
+  aliases?: Readonly<Record<string, readonly string[]>>;
 }
 
 /** The workspaces file (ingest). */
@@ -51,6 +53,7 @@ export const WORKSPACE_ROWS: RowKind<Extract<CheckedRow, { ok: true }>['row']> =
   required: REQUIRED_COLUMNS,
   checker: (opts) => new RowChecker(opts),
   rawOf,
+  aliases: COLUMN_ALIASES,
 };
 
 /**
@@ -80,11 +83,13 @@ export async function* readRecords<Row>(
   const records =
     format.kind === 'xlsx' ? sheetRecords(start.head, start.rest, opts, info) : csvRecords(start.head, start.rest, opts, info);
   let columns: (string | undefined)[] | undefined;
+  // Before the header is found: the non-empty lines read so far (a title above the header).
+  const above: { record: string[]; line: number }[] = [];
   const checker = kind.checker(opts);
   try {
     for await (const item of records) {
       if ('row' in item) {
-        yield item.row;
+        if (columns) yield item.row;
         continue;
       }
       const { record, line } = item;
@@ -94,15 +99,60 @@ export async function* readRecords<Row>(
         continue;
       }
       if (!columns) {
-        columns = readHeader(record, line, opts, info, kind);
+        if (opts.headerRow !== undefined) {
+          if (line < opts.headerRow) continue;
+          if (line > opts.headerRow)
+            throw new CsvFormatError(opts.headerRow, `the header row (--header-row ${opts.headerRow}) is empty or past the end of a row`);
+        } else if (!namesRequired(record, opts, kind)) {
+          // A title above the header: look further, up to HEADER_SEARCH lines.
+          above.push({ record, line });
+          if (above.length < HEADER_SEARCH) continue;
+          refuseHeader(above, opts, info, kind);
+        }
+        columns = readHeader(record, line, opts, info, kind, false);
+        if (line > 1) info.headerLine = line;
         continue;
+      }
+      // A sheet leaves a row's blank cells at its end out: the header's width, not the first line's (a title).
+      if (info.format === 'xlsx') {
+        while (record.length < columns.length) record.push('');
+        while (record.length > columns.length && record[record.length - 1]!.trim() === '') record.pop();
       }
       yield checkRow(record, columns, line, checker, kind);
     }
   } finally {
     checker.close();
   }
+  // Fewer lines than HEADER_SEARCH and none a header: the first one's error, as its header.
+  if (!columns && above.length > 0) refuseHeader(above, opts, info, kind);
+  if (!columns && opts.headerRow !== undefined)
+    throw new CsvFormatError(opts.headerRow, `the file ends before line ${opts.headerRow} (--header-row)`);
   if (!columns) throw new CsvFormatError(1, `the file is empty: expected a header row with ${kind.required.join(' and ')}`);
+}
+
+/** Lines searched for the header when the first one is not it (a title row or two above it). */
+export const HEADER_SEARCH = 10;
+
+/**
+ * No line among the first is a header: the one that came nearest (the most headings that are
+ * columns, or near misses of one; the first of equals) is refused as the header, saying why.
+ */
+function refuseHeader<Row>(lines: { record: string[]; line: number }[], opts: ReadOptions, info: InputInfo, kind: RowKind<Row>): never {
+  const score = (record: string[]) =>
+    record.filter((cell) => {
+      const h = readHeading(kind, cell, opts.columnMap);
+      return 'column' in h || ('unknown' in h && h.suggestion !== undefined);
+    }).length;
+  let best = lines[0]!;
+  for (const l of lines) if (score(l.record) > score(best.record)) best = l;
+  readHeader(best.record, best.line, opts, info, kind, true);
+  throw new CsvFormatError(best.line, `no header: expected a line naming ${kind.required.join(' and ')}`);
+}
+
+/** Whether a line names every required column (so it is the header). */
+function namesRequired<Row>(record: string[], opts: ReadOptions, kind: RowKind<Row>): boolean {
+  const named = new Set(record.map((cell) => readHeading(kind, cell, opts.columnMap)).flatMap((h) => ('column' in h ? [h.column] : [])));
+  return kind.required.every((c) => named.has(c));
 }
 
 async function* csvRecords(
@@ -232,29 +282,41 @@ function guardLines(max: number): Transform {
   });
 }
 
-/**
- * A header cell as a column name: trimmed, case-insensitive, and spaces or hyphens as underscores, so
- * a spreadsheet's "Workspace Name" or "Owner-Email" is workspace_name or owner_email.
- */
-const columnName = (cell: string) =>
-  cell
-    .trim()
-    .toLowerCase()
-    .replace(/[\s-]+/g, '_');
+/** At most this many unknown headings are named in a message. */
+const SHOWN_HEADINGS = 8;
 
-function readHeader<Row>(record: string[], line: number, opts: ReadOptions, info: InputInfo, kind: RowKind<Row>): (string | undefined)[] {
-  const COLUMNS = kind.columns;
-  const REQUIRED_COLUMNS = kind.required;
-  const names = record.map(columnName);
-  const dupAt = names.findIndex((n, i) => names.indexOf(n) !== i);
+/**
+ * The header's columns (undefined: a column dropped), or the reason it is not a header: a
+ * heading that is no column (unknown, with the nearest column), a column named twice, a required
+ * column missing. `searched`: no line among the first HEADER_SEARCH was a header either.
+ */
+function readHeader<Row>(
+  record: string[],
+  line: number,
+  opts: ReadOptions,
+  info: InputInfo,
+  kind: RowKind<Row>,
+  searched: boolean,
+): (string | undefined)[] {
+  if (looksBinary(record))
+    throw new CsvFormatError(
+      line,
+      'the header holds control characters or bytes that are not text: this is not a CSV or .xlsx file of rows (or it is UTF-16 without a BOM: pass --encoding utf-16le)',
+    );
+  const headings = record.map((cell) => readHeading(kind, cell, opts.columnMap));
+  const names = headings.map((h) => ('column' in h ? h.column : undefined));
+  const dupAt = names.findIndex((n, i) => n !== undefined && names.indexOf(n) !== i);
   if (dupAt >= 0) {
     const dup = names[dupAt]!;
-    const cells = record.filter((_, i) => names[i] === dup).map((c) => `"${c.trim()}"`);
+    const cells = record.filter((_, i) => names[i] === dup).map(shownHeading);
     const as = cells.every((c) => c === `"${dup}"`) ? '' : ` (${cells.join(' and ')})`;
     throw new CsvFormatError(line, `the header names column "${dup}" twice${as}`);
   }
-  const unknown = names.filter((n) => !COLUMNS.includes(n));
-  const missing = REQUIRED_COLUMNS.filter((c) => !names.includes(c));
+  const unknown = record.flatMap((cell, i) => {
+    const h = headings[i]!;
+    return 'unknown' in h ? [{ cell, suggestion: h.suggestion }] : [];
+  });
+  const missing = kind.required.filter((c) => !names.includes(c));
   const delimiter = info.delimiter;
   const how =
     delimiter === undefined
@@ -262,28 +324,54 @@ function readHeader<Row>(record: string[], line: number, opts: ReadOptions, info
       : `columns split on ${delimiterName(delimiter)}${opts.delimiter ? ` (${delimiterFlag(delimiter)})` : ', detected'}`;
   // Only a flag that would make this header work is suggested.
   const other = DELIMITERS.find(
-    (d) => delimiter !== undefined && d !== delimiter && REQUIRED_COLUMNS.every((c) => headerNames(record, delimiter, d).includes(c)),
+    (d) =>
+      delimiter !== undefined &&
+      d !== delimiter &&
+      namesRequired(
+        record
+          .join(delimiter)
+          .split(d)
+          .map((h) => h.trim().replace(/^"|"$/g, '')),
+        opts,
+        kind,
+      ),
   );
   const hint = other ? `; the header looks ${delimiterName(other)}-separated: pass ${delimiterFlag(other)}` : '';
+  const notFound =
+    searched && !other
+      ? `; no line among the first ${HEADER_SEARCH} names ${kind.required.join(' and ')}: name the header's line with --header-row N, or its headings with --map "Heading=column"`
+      : '';
   if (unknown.length > 0 && !opts.ignoreUnknownColumns) {
     const ignore = missing.length === 0 && !other ? ' (or pass --ignore-unknown-columns to drop them)' : '';
+    const listed = unknown
+      .slice(0, SHOWN_HEADINGS)
+      .map(
+        (u) =>
+          `${shownHeading(u.cell)}${u.suggestion ? ` (did you mean ${u.suggestion}? --map ${shownHeading(`${u.cell.trim()}=${u.suggestion}`)})` : ''}`,
+      );
+    const more = unknown.length > SHOWN_HEADINGS ? ` and ${unknown.length - SHOWN_HEADINGS} more` : '';
     throw new CsvFormatError(
       line,
-      `unknown column(s) ${unknown.map((u) => `"${u}"`).join(', ')} (${how}): the columns are ${COLUMNS.join(', ')}${ignore}${hint}`,
+      `unknown column(s) ${listed.join(', ')}${more} (${how}): the columns are ${kind.columns.join(', ')}${ignore}${hint}${notFound}`,
     );
   }
   if (missing.length > 0) {
-    throw new CsvFormatError(line, `missing required column(s) ${missing.join(', ')} (${how}; header: ${names.join(',')})${hint}`);
+    const header = record
+      .slice(0, SHOWN_HEADINGS)
+      .map((c) => shownHeading(c).slice(1, -1))
+      .join(',');
+    throw new CsvFormatError(
+      line,
+      `missing required column(s) ${missing.join(', ')} (${how}; header: ${header}${record.length > SHOWN_HEADINGS ? ',…' : ''})${hint}${notFound}`,
+    );
   }
-  return names.map((n) => (COLUMNS.includes(n) ? n : undefined));
+  const renamed = record.flatMap((cell, i) => {
+    const h = headings[i]!;
+    return 'as' in h && h.as !== undefined ? [{ heading: cell.trim(), column: h.column }] : [];
+  });
+  if (renamed.length > 0) info.renamed = renamed;
+  return names;
 }
-
-/** The header's names had it been split on `other` instead. */
-const headerNames = (record: string[], used: Delimiter, other: Delimiter) =>
-  record
-    .join(used)
-    .split(other)
-    .map((h) => columnName(h.trim().replace(/^"|"$/g, '')));
 
 function checkRow<Row>(
   fields: string[],

@@ -1,8 +1,20 @@
 // One CSV row, validated: the zod schema is the single source of truth for a row's shape.
 import { z } from 'zod';
 import { isStrictUuid, MEMBER_ROLES, type MemberRole } from '../common/types.js';
+import { LANGUAGE_TIMEZONES, TIMEZONES } from '../dify/profile-lists.js';
 
-export const COLUMNS = ['workspace_name', 'owner_email', 'plan', 'members', 'external_id', 'workspace_id', 'dataset_api_key'] as const;
+export const COLUMNS = [
+  'workspace_name',
+  'owner_email',
+  'plan',
+  'members',
+  'external_id',
+  'workspace_id',
+  'dataset_api_key',
+  'owner_name',
+  'owner_language',
+  'owner_timezone',
+] as const;
 export type Column = (typeof COLUMNS)[number];
 export const REQUIRED_COLUMNS: readonly Column[] = ['workspace_name', 'owner_email'];
 
@@ -56,6 +68,37 @@ const optional = (schema: z.ZodType<string, string>) =>
     .optional()
     .transform((s) => (s === undefined || s.trim() === '' ? undefined : s))
     .pipe(schema.optional());
+
+/**
+ * One of a list, as the list spells it: matched ignoring case (and `_` for `-`), so `ja_jp` is
+ * Dify's `ja-JP`; else an error naming the nearest entries.
+ */
+function oneOf(list: readonly string[], what: string, near: (s: string) => string[]) {
+  const byKey = new Map(list.map((v) => [v.toLowerCase().replace(/_/g, '-'), v]));
+  return z.string().transform((s, ctx) => {
+    const found = byKey.get(s.trim().toLowerCase().replace(/_/g, '-'));
+    if (found !== undefined) return found;
+    const close = near(s.trim());
+    ctx.addIssue({
+      code: 'custom',
+      message: `"${s.trim()}" is not one of ${what}${close.length > 0 ? `: did you mean ${close.join(' or ')}?` : ''}`,
+    });
+    return z.NEVER;
+  });
+}
+
+/** Languages sharing the given one's language part ("fr" → fr-FR), else all of them. */
+function languageNear(s: string): string[] {
+  const base = s.toLowerCase().split(/[-_]/)[0];
+  const same = Object.keys(LANGUAGE_TIMEZONES).filter((l) => l.toLowerCase().split('-')[0] === base);
+  return same.length > 0 ? same : Object.keys(LANGUAGE_TIMEZONES);
+}
+
+/** Timezones whose last part is the given one's ("Paris" → Europe/Paris), at most three. */
+function timezoneNear(s: string): string[] {
+  const city = s.toLowerCase().replace(/ /g, '_').split('/').pop() ?? '';
+  return city === '' ? [] : TIMEZONES.filter((t) => t.toLowerCase().split('/').pop() === city).slice(0, 3);
+}
 
 /** Members one row may name: bounds a row's memory and its job's size (add more in Dify later). */
 export const MAX_MEMBERS = 500;
@@ -136,6 +179,11 @@ export const WorkspaceRowSchema = z
         .refine(isStrictUuid, 'is not a strict UUID (xxxxxxxx-xxxx-Mxxx-Nxxx-xxxxxxxxxxxx)'),
     ),
   })
+  .extend({
+    owner_name: optional(text(255)),
+    owner_language: optional(oneOf(Object.keys(LANGUAGE_TIMEZONES), "Dify's interface languages", languageNear)),
+    owner_timezone: optional(oneOf(TIMEZONES, "Dify's timezones (pytz's all_timezones, e.g. Europe/Paris)", timezoneNear)),
+  })
   .superRefine((row, ctx) => {
     const owner = row.owner_email.toLowerCase();
     if (row.members.some((m) => m.email.toLowerCase() === owner)) {
@@ -152,6 +200,16 @@ export const WorkspaceRowSchema = z
     /** Mint a workspace-wide knowledge-base API key with it (undefined: the batch decides). */
     datasetApiKey: row.dataset_api_key,
     key: idempotencyKey(row.external_id, row.owner_email, row.workspace_name),
+    /** The owner's profile if the row creates the owner's account (each part only when given). */
+    ...(row.owner_name !== undefined || row.owner_language !== undefined || row.owner_timezone !== undefined
+      ? {
+          ownerProfile: {
+            ...(row.owner_name !== undefined ? { name: row.owner_name } : {}),
+            ...(row.owner_language !== undefined ? { language: row.owner_language } : {}),
+            ...(row.owner_timezone !== undefined ? { timezone: row.owner_timezone } : {}),
+          },
+        }
+      : {}),
   }));
 
 export type WorkspaceRow = z.output<typeof WorkspaceRowSchema>;

@@ -4,6 +4,9 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { CONTROL, MAX_MEMBERS } from '../input/workspace-row.js';
 import { CHANGE_ACTIONS, isBatchId, isStrictUuid, MEMBER_ROLES } from '../common/types.js';
+import { LANGUAGE_TIMEZONES, TIMEZONES } from '../dify/profile-lists.js';
+
+const TIMEZONE_SET = new Set(TIMEZONES);
 
 // The same bounds ingest enforces (input/workspace-row.ts); the worker also checks that a job is
 // exactly what ingest recorded, so these only keep malformed data out of the SQL.
@@ -23,6 +26,20 @@ export const JobDataSchema = z.strictObject({
   plan: text(255),
   members: z.array(z.strictObject({ email: text(255), role: z.enum(MEMBER_ROLES) })).max(MAX_MEMBERS),
   externalId: text(255).optional(),
+  /**
+   * The owner's profile, when the row gives one (owner_name, owner_language, owner_timezone):
+   * written if the row creates the owner's account. Absent otherwise, so other specs are as they were.
+   */
+  ownerProfile: z
+    .strictObject({
+      name: text(255).optional(),
+      language: z.enum(Object.keys(LANGUAGE_TIMEZONES) as [string, ...string[]]).optional(),
+      timezone: z
+        .string()
+        .refine((t) => TIMEZONE_SET.has(t), 'is not a timezone Dify knows')
+        .optional(),
+    })
+    .optional(),
   /** Create owner/member accounts that don't exist, as Dify's invite flow does (pending). */
   createMissingAccounts: z.boolean().default(false),
   /** Mint a workspace-wide dataset API key, sealed to the batch's operator key. */

@@ -6,7 +6,15 @@ import type { KeyObject } from 'node:crypto';
 import { seal } from '../crypto/sealing.js';
 import type { KeyPair, KeySource } from '../crypto/rsa-keys.js';
 import type { Db, Tx } from '../db/pool.js';
-import { checkDistinct, ensureAccount, personKey, pickAccount, type AccountRules, type MissingAccount } from '../dify/accounts.js';
+import {
+  checkDistinct,
+  ensureAccount,
+  personKey,
+  pickAccount,
+  type AccountProfile,
+  type AccountRules,
+  type MissingAccount,
+} from '../dify/accounts.js';
 import { mintDatasetKey, type Scoping } from '../dify/api-keys.js';
 import type { WorkspaceWriter } from '../dify/workspace-writer.js';
 import { describeError, RowError } from '../common/errors.js';
@@ -170,7 +178,7 @@ async function writeWorkspace(
     await tx.query('BEGIN');
     // Duplicates of this key (or of this tenant id) wait here for each other, then see the ledger.
     await lockKeyAndTenant(tx, job.key, job.tenantId);
-    const accounts = await materialise(tx, wanted, rules, [job.ownerEmail, ...job.members.map((m) => m.email)]);
+    const accounts = await materialise(tx, wanted, rules, [job.ownerEmail, ...job.members.map((m) => m.email)], job.ownerProfile);
     const ids = [accounts.ownerId, ...accounts.members.map((m) => m.accountId)];
     const locked = await checkLocked(tx, job.key, job.tenantId, ids);
     if (locked.known) {
@@ -321,7 +329,7 @@ const tenantTaken = (tenantId: string) =>
  * Two of the row's addresses that are one Dify account (john.doe@gmail.com and johndoe@gmail.com
  * where Dify keeps normalised emails) are an error: a workspace joins an account once.
  */
-async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules, emails: string[]) {
+async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules, emails: string[], ownerProfile: AccountProfile = {}) {
   const keyOf = (email: string) => personKey(email, rules);
   const all = [wanted.owner, ...wanted.members.map((m) => m.account)];
   const missing = new Map(all.filter((a): a is MissingAccount => 'missing' in a).map((a) => [keyOf(a.email), a.email]));
@@ -329,8 +337,15 @@ async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules, emails: 
   const created: string[] = [];
   for (const key of [...missing.keys()].sort()) {
     const email = missing.get(key)!;
-    const field = keyOf(wanted.owner.email) === key ? 'owner_email' : 'members';
-    const { account, created: isNew } = await ensureAccount(tx, email, field, rules);
+    const isOwner = keyOf(wanted.owner.email) === key;
+    // The row's owner profile is the owner's only: members get Dify's defaults.
+    const { account, created: isNew } = await ensureAccount(
+      tx,
+      email,
+      isOwner ? 'owner_email' : 'members',
+      rules,
+      isOwner ? ownerProfile : {},
+    );
     made.set(key, { account, created: isNew });
     if (isNew) created.push(email.toLowerCase());
   }

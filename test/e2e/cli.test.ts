@@ -95,9 +95,9 @@ describe('the CLI, with ingest and two workers as separate processes', () => {
   });
 
   it('refuses a file with a bad header clearly, without a stack trace', async () => {
-    const r = await runCli(['ingest', '-'], env.env, 'workspace,owner\nA,a@b.io\n');
+    const r = await runCli(['ingest', '-'], env.env, 'name,owner\nA,a@b.io\n');
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^dify-provision: line 1: unknown column\(s\) "workspace", "owner"/);
+    expect(r.stderr).toMatch(/^dify-provision: line 1: unknown column\(s\) "name", "owner"/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 });

@@ -124,7 +124,7 @@ describe('empty rows and header hints', () => {
     const err = (await read(semi, { delimiter: ',' }).catch((e: unknown) => e)) as Error;
     expect(err.message).toBe(
       `line 1: unknown column(s) "external_id;workspace_name;owner_email" (columns split on "," (--delimiter ',')): ` +
-        `the columns are workspace_name, owner_email, plan, members, external_id, workspace_id, dataset_api_key; ` +
+        `the columns are workspace_name, owner_email, plan, members, external_id, workspace_id, dataset_api_key, owner_name, owner_language, owner_timezone; ` +
         `the header looks ";"-separated: pass --delimiter ';'`,
     );
     expect(err.message).not.toContain('--ignore-unknown-columns');
