@@ -1,8 +1,9 @@
 // One batch, live: progress, counts, completions over time, the rows a page at a time, and the
-// actions that apply (retry failed rows, cancel waiting ones, queue cancelled ones again).
+// actions that apply (retry failed rows, cancel waiting ones, queue cancelled ones again). A change
+// batch (apply) shows its own outcomes (applied, unchanged) and each row's action, person and detail.
 import { api, el, readOnly, svg } from './dom.js';
-import { OUTCOMES, type RowsPage, type Status } from './types.js';
-import { bar, header, stateTag, workersText } from './widgets.js';
+import { OUTCOMES_OF, type Row, type RowsPage, type Status } from './types.js';
+import { bar, header, kindTag, stateTag, workersText } from './widgets.js';
 
 /** What the page shows across refreshes: the outcome filter, the pages seen, the last notice. */
 const view = { outcome: '', pages: [0], notice: '' };
@@ -32,6 +33,33 @@ function chart(tl: Status['throughput']): SVGSVGElement {
   return chart;
 }
 
+type Column = [heading: string, cell: (r: Row) => HTMLTableCellElement];
+const text = (f: (r: Row) => string | null | number, cls?: string) => (r: Row) => el('td', { class: cls, text: String(f(r) ?? '') });
+const outcome = (r: Row) => el('td', {}, el('span', { class: 'pill ' + r.outcome, text: r.outcome }));
+
+const PROVISION_COLUMNS: Column[] = [
+  ['line', text((r) => r.line)],
+  ['workspace', text((r) => r.workspaceName)],
+  ['owner', text((r) => r.ownerEmail)],
+  ['outcome', outcome],
+  ['tenant id', text((r) => r.tenantId, 'id')],
+  ['attempts', text((r) => r.attempts)],
+  ['API key', text((r) => r.apiKey)],
+  ['error', text((r) => r.error, 'err')],
+];
+
+/** A change row: its workspace (id, or the external_id it names), person, role or new name, and why it is as it is. */
+const CHANGE_COLUMNS: Column[] = [
+  ['line', text((r) => r.line)],
+  ['action', text((r) => r.action, 'action')],
+  ['workspace', text((r) => r.tenantId ?? r.externalId, 'id')],
+  ['person', text((r) => r.ownerEmail)],
+  ['role / name', text((r) => r.role ?? r.workspaceName)],
+  ['outcome', outcome],
+  ['attempts', text((r) => r.attempts)],
+  ['detail', text((r) => r.error, 'err')],
+];
+
 export async function batchPage(app: HTMLElement, id: string, render: () => void): Promise<void> {
   const enc = encodeURIComponent(id);
   const after = view.pages[view.pages.length - 1];
@@ -40,7 +68,8 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
     api<RowsPage>('/api/batches/' + enc + '/rows?limit=50&after=' + after + (view.outcome ? '&outcome=' + view.outcome : '')),
     header(),
   ]);
-  const counts = OUTCOMES.map((o) => el('div', { class: o, id: 'count-' + o }, el('b', { text: String(s.counts[o]) }), o));
+  const outcomes = OUTCOMES_OF[s.kind] ?? OUTCOMES_OF.provision;
+  const counts = outcomes.map((o) => el('div', { class: o, id: 'count-' + o }, el('b', { text: String(s.counts[o]) }), o));
   const filter = el(
     'select',
     {
@@ -51,7 +80,7 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
         render();
       },
     },
-    ...['', ...OUTCOMES].map((o) => {
+    ...['', ...outcomes].map((o) => {
       const opt = el('option', { value: o, text: o || 'all outcomes' });
       opt.selected = o === view.outcome;
       return opt;
@@ -68,25 +97,12 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       render();
     }
   };
-  const heads = ['line', 'workspace', 'owner', 'outcome', 'tenant id', 'attempts', 'API key', 'error'].map((h) => el('th', { text: h }));
+  const columns = s.kind === 'changes' ? CHANGE_COLUMNS : PROVISION_COLUMNS;
   const table = el(
     'table',
     { id: 'rows' },
-    el('tr', {}, ...heads),
-    ...page.rows.map((r) =>
-      el(
-        'tr',
-        { 'data-outcome': r.outcome },
-        el('td', { text: String(r.line) }),
-        el('td', { text: r.workspaceName ?? '' }),
-        el('td', { text: r.ownerEmail ?? '' }),
-        el('td', {}, el('span', { class: 'pill ' + r.outcome, text: r.outcome })),
-        el('td', { class: 'id', text: r.tenantId ?? '' }),
-        el('td', { text: String(r.attempts) }),
-        el('td', { text: r.apiKey ?? '' }),
-        el('td', { class: 'err', text: r.error ?? '' }),
-      ),
-    ),
+    el('tr', {}, ...columns.map(([h]) => el('th', { text: h }))),
+    ...page.rows.map((r) => el('tr', { 'data-outcome': r.outcome, 'data-line': String(r.line) }, ...columns.map(([, cell]) => cell(r)))),
   );
   const prev = el('button', {
     id: 'prev',
@@ -126,7 +142,13 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
   const last = page.rows[page.rows.length - 1];
   const shown = !first || !last ? 'no rows' : 'lines ' + first.line + '–' + last.line + (page.more ? ', more after' : '');
   app.replaceChildren(
-    el('h2', { text: 'Batch ' + s.batchId + ' ' }, stateTag(s.state, 'state')),
+    el(
+      'h2',
+      { text: (s.kind === 'changes' ? 'Change batch ' : 'Batch ') + s.batchId + ' ' },
+      kindTag(s.kind),
+      ' ',
+      stateTag(s.state, 'state'),
+    ),
     ...(s.advice ? [el('div', { class: 'advice', id: 'advice', text: s.advice })] : []),
     bar(s, true),
     el(

@@ -1,8 +1,17 @@
 // The shapes of the dashboard's JSON answers this page reads (src/dashboard/server.ts).
 
-export const OUTCOMES = ['queued', 'active', 'created', 'existing', 'rejected', 'failed', 'cancelled'] as const;
+export const OUTCOMES = ['queued', 'active', 'created', 'existing', 'applied', 'unchanged', 'rejected', 'failed', 'cancelled'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 export type Counts = Record<Outcome, number>;
+
+/** What a batch does: provision new workspaces (ingest) or change existing ones (apply). */
+export type Kind = 'provision' | 'changes';
+
+/** The outcomes a batch of each kind can have, in the order they are shown. */
+export const OUTCOMES_OF: Record<Kind, readonly Outcome[]> = {
+  provision: ['queued', 'active', 'created', 'existing', 'rejected', 'failed', 'cancelled'],
+  changes: ['queued', 'active', 'applied', 'unchanged', 'rejected', 'failed', 'cancelled'],
+};
 
 export interface Info {
   database: string;
@@ -14,6 +23,7 @@ export interface Info {
 
 export interface Listing {
   batchId: string;
+  kind: Kind;
   source: string | null;
   createdAt: string;
   total: number;
@@ -23,6 +33,7 @@ export interface Listing {
 
 export interface Status {
   batchId: string;
+  kind: Kind;
   total: number;
   finished: number;
   counts: Counts;
@@ -34,6 +45,10 @@ export interface Status {
 
 export interface Row {
   line: number;
+  /** A change row's action and role (a change batch's); null on a provisioning row. */
+  action: string | null;
+  role: string | null;
+  externalId: string | null;
   workspaceName: string | null;
   ownerEmail: string | null;
   outcome: Outcome;

@@ -1,6 +1,6 @@
 // Pieces shared by the console's pages: the state tag, the progress bar, the header line.
 import { api, el } from './dom.js';
-import type { Counts, Info } from './types.js';
+import type { Counts, Info, Kind } from './types.js';
 
 const WORDS: Record<string, string> = {
   ingesting: 'ingesting',
@@ -30,12 +30,25 @@ export function bar(s: Progress, big = false): HTMLDivElement {
   const b = el(
     'div',
     { class: 'bar' + (big ? ' big' : ''), role: 'progressbar', 'aria-valuenow': String(pct(s)), id: big ? 'progress' : undefined },
-    piece('ok', s.total === 0 ? 100 : part(s.counts.created + s.counts.existing)),
+    piece('ok', s.total === 0 ? 100 : part(s.counts.created + s.counts.existing + s.counts.applied + s.counts.unchanged)),
     ...(['failed', 'rejected', 'cancelled'] as const).map((o) => piece(o, part(s.counts[o]))),
   );
   if (big) b.append(el('span', { text: pct(s) + '%' }));
   return b;
 }
+
+/** A batch's finished rows in words: what its kind answers (created/existing, or applied/unchanged), then what went wrong. */
+export const outcomesText = (b: { kind: Kind; counts: Counts }) =>
+  (b.kind === 'changes'
+    ? [b.counts.applied + ' applied', b.counts.unchanged + ' unchanged']
+    : [b.counts.created + ' created', b.counts.existing + ' existing']
+  )
+    .concat([b.counts.failed + ' failed', b.counts.rejected + ' rejected'])
+    .join(', ');
+
+/** What a batch does, in a word. */
+export const kindTag = (kind: Kind) =>
+  el('span', { class: 'kind ' + kind, 'data-kind': kind, text: kind === 'changes' ? 'changes' : 'new workspaces' });
 
 export const workersText = (n: number | null) => (n === null ? 'workers: unknown' : n === 1 ? '1 worker' : n + ' workers');
 
