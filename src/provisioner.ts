@@ -43,6 +43,7 @@ import {
 } from './store/batches.js';
 import { allReportRows, type ReportRow } from './store/report.js';
 import { BatchNotFoundError } from './common/errors.js';
+import type { HeldLimits } from './common/limits.js';
 import { asBatchId, generatedBatchId, isStrictUuid } from './common/types.js';
 
 export interface BatchHandle {
@@ -107,7 +108,7 @@ export interface Provisioner {
    */
   planChanges(
     input: string | Readable | AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>,
-    opts?: ReadOptions & { createMissingOwners?: boolean; listRows?: number; sync?: boolean },
+    opts?: ReadOptions & { createMissingOwners?: boolean; listRows?: number; sync?: boolean; maxRows?: number },
   ): Promise<ChangePlan>;
   batch(id: string): BatchHandle;
   batches(limit?: number): Promise<BatchListing[]>;
@@ -243,26 +244,27 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
   };
   const rulesOf = async () => ({ normalized: (await probeDifySchema(db)).normalizedEmail });
   // A changes file's rows; with sync, a membership file's difference with Dify now (changes/sync.ts).
+  // What the reading holds in memory (cross-row rules, a membership file read whole) is bounded by the batch's limits.
   const changeSource = (file: string | Readable, opts: ReadOptions & { sync?: boolean }) => (): AsyncIterable<CheckedChange> => {
     const stream = typeof file === 'string' ? createReadStream(file) : file;
     const read = { ...opts, ...(typeof file === 'string' && opts.source === undefined ? { source: file } : {}) };
     if (!opts.sync) return readRecords(stream, CHANGE_ROWS, read);
     return (async function* () {
-      yield* await syncChanges(readRecords(stream, SYNC_ROWS, read), db, await rulesOf());
+      yield* await syncChanges(readRecords(stream, SYNC_ROWS, read), db, await rulesOf(), limitsOf(opts));
     })();
   };
   const inputSource =
-    (rows: AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>, sync: boolean) =>
+    (rows: AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>, opts: HeldLimits & { sync?: boolean }) =>
     (): AsyncIterable<CheckedChange> =>
-      sync
+      opts.sync
         ? (async function* () {
-            yield* await syncChanges(checkSyncInputs(rows as Iterable<SyncInput>), db, await rulesOf());
+            yield* await syncChanges(checkSyncInputs(rows as Iterable<SyncInput>, limitsOf(opts)), db, await rulesOf(), limitsOf(opts));
           })()
-        : checkChangeInputs(rows as Iterable<ChangeInput>);
+        : checkChangeInputs(rows as Iterable<ChangeInput>, limitsOf(opts));
 
   return {
     enqueue: (rows, opts = {}) => enqueueRows(() => checkInputRows(rows, opts), false, opts),
-    apply: (rows, opts = {}) => applyRows(inputSource(rows, opts.sync ?? false), false, opts),
+    apply: (rows, opts = {}) => applyRows(inputSource(rows, opts), false, opts),
     applyFile: (file, opts = {}) =>
       applyRows(changeSource(file, opts), typeof file === 'string', {
         ...opts,
@@ -270,7 +272,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
       }),
     async planChanges(input, opts = {}) {
       const schema = await probeDifySchema(db);
-      const rows = typeof input === 'string' || isReadable(input) ? changeSource(input, opts)() : inputSource(input, opts.sync ?? false)();
+      const rows = typeof input === 'string' || isReadable(input) ? changeSource(input, opts)() : inputSource(input, opts)();
       return planChanges(rows, db, {
         accounts: { normalized: schema.normalizedEmail },
         createMissingAccounts: opts.createMissingOwners ?? false,
@@ -356,6 +358,11 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     close: () => rt.close(),
   };
 }
+
+const limitsOf = (opts: HeldLimits): HeldLimits => ({
+  ...(opts.maxRows !== undefined ? { maxRows: opts.maxRows } : {}),
+  ...(opts.maxBytes !== undefined ? { maxBytes: opts.maxBytes } : {}),
+});
 
 const isReadable = (x: unknown): x is Readable =>
   typeof (x as Readable | null)?.pipe === 'function' && typeof (x as Readable).read === 'function';

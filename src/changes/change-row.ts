@@ -7,6 +7,7 @@ import type { RowKind } from '../input/read-rows.js';
 import type { RawRow } from '../input/row-checker.js';
 import { CONTROL, safeText, unseenName, type FieldError } from '../input/workspace-row.js';
 import { CHANGE_ACTIONS, isStrictUuid, MEMBER_ROLES, type ChangeAction, type MemberRole } from '../common/types.js';
+import { heldBytes, HeldRows, type HeldLimits } from '../common/limits.js';
 
 export const CHANGE_COLUMNS = ['action', 'workspace_id', 'external_id', 'email', 'role', 'name'] as const;
 export type ChangeColumn = (typeof CHANGE_COLUMNS)[number];
@@ -142,14 +143,21 @@ export function rawOfChange(record: Partial<Record<ChangeColumn, string>>): RawR
  *   transfer_owner of its workspace waits for the transfer;
  * - one rename, one transfer_owner, and one archive or restore per workspace;
  * - no member change in a workspace the file archives or restores (it would depend on the order).
- * The same row twice is refused as a duplicate.
+ * The same row twice is refused as a duplicate. What these rules remember is bounded by the
+ * batch's --max-rows and --max-bytes (InputTooLargeError at the line that goes over).
  */
 export class ChangeChecker {
   private readonly keys = new Map<string, number>();
   private readonly people = new Map<string, { line: number; action: ChangeAction }>();
   private readonly workspaces = new Map<string, { rename?: number; transfer?: number; status?: number; members?: number }>();
+  private readonly held: HeldRows;
+
+  constructor(limits: HeldLimits = {}) {
+    this.held = new HeldRows('the changes file', limits);
+  }
 
   check(record: Partial<Record<ChangeColumn, string>>, line: number): CheckedChange {
+    this.held.row(line);
     const raw = rawOfChange(record);
     const v = validateChange(record);
     if (!v.ok) return { line, ok: false, errors: v.errors, raw };
@@ -172,8 +180,9 @@ export class ChangeChecker {
     if (row.action === 'rename' && w.rename !== undefined) return refuse('action', `line ${w.rename} renames this workspace already`);
     if (row.action === 'transfer_owner' && w.transfer !== undefined)
       return refuse('action', `line ${w.transfer} transfers this workspace's ownership already: it has one owner`);
+    let person: string | undefined;
     if (row.email !== undefined) {
-      const person = `${ws}|${row.email.toLowerCase()}`;
+      person = `${ws}|${row.email.toLowerCase()}`;
       const earlier = this.people.get(person);
       if (earlier) {
         if (row.action === 'transfer_owner' && earlier.action === 'add_member') row.afterLine = earlier.line;
@@ -186,6 +195,7 @@ export class ChangeChecker {
       this.people.set(person, { line, action: row.action });
     }
     if (member && row.action !== 'transfer_owner' && w.transfer !== undefined) row.afterLine = w.transfer;
+    this.held.hold(line, heldBytes(row.key, person, this.workspaces.has(ws) ? undefined : ws));
     this.keys.set(row.key, line);
     if (member) w.members ??= line;
     if (row.action === 'rename') w.rename = line;
@@ -206,7 +216,7 @@ export class ChangeChecker {
 export const CHANGE_ROWS: RowKind<ChangeRow> = {
   columns: CHANGE_COLUMNS,
   required: ['action'],
-  checker: () => new ChangeChecker(),
+  checker: (opts) => new ChangeChecker(opts),
   rawOf: rawOfChange,
 };
 
@@ -221,8 +231,11 @@ export interface ChangeInput {
 }
 
 /** Rows given as objects: their line is their 1-based position; each goes through the file's checks. */
-export async function* checkChangeInputs(rows: AsyncIterable<ChangeInput> | Iterable<ChangeInput>): AsyncGenerator<CheckedChange> {
-  const checker = new ChangeChecker();
+export async function* checkChangeInputs(
+  rows: AsyncIterable<ChangeInput> | Iterable<ChangeInput>,
+  limits: HeldLimits = {},
+): AsyncGenerator<CheckedChange> {
+  const checker = new ChangeChecker(limits);
   let line = 0;
   try {
     for await (const input of rows) {

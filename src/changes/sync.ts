@@ -17,6 +17,7 @@ import type { RawRow } from '../input/row-checker.js';
 import { safeText, type FieldError } from '../input/workspace-row.js';
 import { tenantsOfExternalIds } from '../store/ledger.js';
 import { isStrictUuid, MEMBER_ROLES } from '../common/types.js';
+import { heldBytes, HeldRows, type HeldLimits } from '../common/limits.js';
 import { validateChange, workspaceRef, type ChangeInput, type CheckedChange } from './change-row.js';
 
 export const SYNC_COLUMNS = ['workspace_id', 'external_id', 'email', 'role'] as const;
@@ -67,7 +68,12 @@ function validateSync(record: Partial<Record<SyncColumn, string>>): { ok: true; 
 class SyncChecker {
   private readonly people = new Map<string, number>();
   private readonly owners = new Map<string, number>();
+  private readonly held: HeldRows;
+  constructor(limits: HeldLimits = {}) {
+    this.held = new HeldRows('the membership file (--sync)', limits);
+  }
   check(record: Partial<Record<SyncColumn, string>>, line: number): Checked<SyncRow> {
+    this.held.row(line);
     const raw: RawRow = { ...(record.email !== undefined ? { ownerEmail: record.email } : {}) };
     const v = validateSync(record);
     if (!v.ok) return { line, ok: false, errors: v.errors, raw };
@@ -87,6 +93,7 @@ class SyncChecker {
         };
       this.owners.set(ws, line);
     }
+    this.held.hold(line, heldBytes(person));
     this.people.set(person, line);
     return { line, ok: true, row: v.row };
   }
@@ -100,7 +107,7 @@ class SyncChecker {
 export const SYNC_ROWS: RowKind<SyncRow> = {
   columns: SYNC_COLUMNS,
   required: ['email', 'role'],
-  checker: () => new SyncChecker(),
+  checker: (opts) => new SyncChecker(opts),
   rawOf: (record) => (record.email !== undefined ? { ownerEmail: record.email } : {}),
 };
 
@@ -114,20 +121,32 @@ interface Member {
 /**
  * The change rows that make each named workspace's membership what the file lists, from Dify's
  * state now, in the order they depend on each other (a plan reads them in this order). Invalid
- * file rows come through rejected. The whole file is held (a membership list; apply's maxRows bounds what is recorded).
+ * file rows come through rejected. The whole file is held, with the members of the workspaces it
+ * names and the change rows it becomes: all of it bounded by the batch's --max-rows (file rows and
+ * the removals it adds) and --max-bytes (InputTooLargeError at the line that goes over).
  */
-export async function syncChanges(rows: AsyncIterable<Checked<SyncRow>>, db: Db, rules: AccountRules): Promise<CheckedChange[]> {
+export async function syncChanges(
+  rows: AsyncIterable<Checked<SyncRow>>,
+  db: Db,
+  rules: AccountRules,
+  limits: HeldLimits = {},
+): Promise<CheckedChange[]> {
+  const held = new HeldRows('the membership file (--sync)', limits);
   const out: CheckedChange[] = [];
   const byWorkspace = new Map<string, { line: number; row: SyncRow }[]>();
   let last = 0;
   for await (const r of rows) {
     last = Math.max(last, r.line);
     if (!r.ok) {
+      held.row(r.line, heldBytes(JSON.stringify(r.errors)));
       out.push(r);
       continue;
     }
+    held.row(r.line, heldBytes(r.row.email, r.row.workspaceId ?? r.row.externalId) + 2 * heldBytes());
     const ws = workspaceRef(r.row);
-    byWorkspace.set(ws, [...(byWorkspace.get(ws) ?? []), { line: r.line, row: r.row }]);
+    const listed = byWorkspace.get(ws);
+    if (listed) listed.push({ line: r.line, row: r.row });
+    else byWorkspace.set(ws, [{ line: r.line, row: r.row }]);
   }
   const firsts = [...byWorkspace.values()].map((v) => v[0]!.row);
   const external = await tenantsOfExternalIds(
@@ -137,11 +156,16 @@ export async function syncChanges(rows: AsyncIterable<Checked<SyncRow>>, db: Db,
   const tenantOf = (r: SyncRow) => r.workspaceId ?? external.get(r.externalId!);
   const ids = firsts.map(tenantOf).filter((t): t is string => t !== undefined);
   const members = new Map<string, Member[]>();
-  for (const [id, ws] of await readWorkspaces(db, ids))
+  for (const [id, ws] of await readWorkspaces(db, ids)) {
+    held.hold(
+      last,
+      ws.members.reduce((n, m) => n + heldBytes(m.accountId, m.email, m.email, m.role), 0),
+    );
     members.set(
       id,
       ws.members.map((m) => ({ ...m, key: personKey(m.email, rules) })),
     );
+  }
 
   let next = last;
   const change = (line: number, input: ChangeInput, afterLine?: number): CheckedChange => {
@@ -165,6 +189,7 @@ export async function syncChanges(rows: AsyncIterable<Checked<SyncRow>>, db: Db,
       } else {
         out.push(change(newOwner.line, { action: 'add_member', ...where, email: newOwner.row.email, role: 'admin' }));
         transferLine = ++next;
+        held.row(transferLine, heldBytes(newOwner.row.email) + 2 * heldBytes());
         out.push(change(transferLine, { action: 'transfer_owner', ...where, email: newOwner.row.email }, newOwner.line));
       }
     }
@@ -187,7 +212,8 @@ export async function syncChanges(rows: AsyncIterable<Checked<SyncRow>>, db: Db,
     for (const m of current) {
       if (listedKeys.has(m.key)) continue;
       if (m === owner && !newOwner) continue;
-      out.push(change(++next, { action: 'remove_member', ...where, email: m.email }, m === owner ? transferLine : undefined));
+      held.row(++next, heldBytes(m.email) + 2 * heldBytes());
+      out.push(change(next, { action: 'remove_member', ...where, email: m.email }, m === owner ? transferLine : undefined));
     }
   }
   return out;
@@ -202,8 +228,11 @@ export interface SyncInput {
 }
 
 /** Rows given as objects: their line is their 1-based position; each goes through the file's checks. */
-export async function* checkSyncInputs(rows: AsyncIterable<SyncInput> | Iterable<SyncInput>): AsyncGenerator<Checked<SyncRow>> {
-  const checker = new SyncChecker();
+export async function* checkSyncInputs(
+  rows: AsyncIterable<SyncInput> | Iterable<SyncInput>,
+  limits: HeldLimits = {},
+): AsyncGenerator<Checked<SyncRow>> {
+  const checker = new SyncChecker(limits);
   let line = 0;
   try {
     for await (const input of rows) {

@@ -72,6 +72,8 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
     ...(flags.sheet ? { sheet: flags.sheet } : {}),
     source: file === '-' ? 'stdin' : file,
     ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
+    // What the checks across the file hold (and a membership file, read whole) has the batch's bounds.
+    ...(flags.maxRows ? { maxRows: flags.maxRows } : {}),
   };
   const input = () => (file === '-' ? process.stdin : createReadStream(file));
   if (flags.dryRun) return dryRun(input(), readOpts, flags, config);
@@ -147,7 +149,7 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags,
     const accounts = { normalized: schema.normalizedEmail };
     const changes = flags.sync
       ? (async function* () {
-          yield* await syncChanges(rows as AsyncIterable<Checked<SyncRow>>, rt.db, accounts);
+          yield* await syncChanges(rows as AsyncIterable<Checked<SyncRow>>, rt.db, accounts, readOpts);
         })()
       : (rows as AsyncIterable<CheckedChange>);
     const plan = await planChanges(changes, rt.db, {

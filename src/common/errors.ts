@@ -72,6 +72,20 @@ export class UnreachableError extends ProvisionError {
   override readonly httpStatus = 503;
 }
 
+/**
+ * An input whose rows, held in memory by the checks that span a file (a changes file's cross-row
+ * rules, a membership file read whole by apply --sync), go over the batch's bounds: refused at the
+ * line where it happened, before anything is queued.
+ */
+export class InputTooLargeError extends ProvisionError {
+  override readonly name: string = 'InputTooLargeError';
+  readonly code = 'INPUT_TOO_LARGE';
+  override readonly httpStatus = 413;
+  constructor(what: string, line: number, limit: string, flag: string) {
+    super(`${what} is over its limit of ${limit} at line ${line}: nothing was queued; split it, or raise the limit (${flag})`);
+  }
+}
+
 /** Short, secret-free text of any error, for results and logs. */
 export function describeError(err: unknown): string {
   if (err instanceof RowError) return `${err.field}: ${err.message}`;

@@ -33,6 +33,11 @@ export interface ReadOptions {
    * accents, spaces and punctuation aside); `-` as the column drops that column.
    */
   columnMap?: Readonly<Record<string, string>>;
+  /**
+   * A changes or membership file (apply): rows its checks across the file (and sync, which reads
+   * it whole) hold at most (default 1,000,000, the batch's --max-rows).
+   */
+  maxRows?: number;
 }
 
 /** A record with its line, or a line that could not be read as a record (already a rejected row). */
