@@ -138,9 +138,11 @@ export interface Provisioner {
   revealSecrets(batchId: string, privateKeyPem: string, out: string): Promise<number>;
   /**
    * Writes a batch's invitation links (those in Dify's Redis, not revealed yet) to a new 0600
-   * file with the email and workspace beside each, once.
+   * file with the email and workspace beside each, once; `byWorkspace`: `out` is a new folder
+   * with one 0600 file per workspace (`<workspace id>.csv`). Only links that may go with their
+   * workspace are ever revealed (docs/security.md).
    */
-  revealInvitations(batchId: string, privateKeyPem: string, out: string): Promise<number>;
+  revealInvitations(batchId: string, privateKeyPem: string, out: string, opts?: { byWorkspace?: boolean }): Promise<number>;
   /**
    * A fresh invitation for each person the batch invited who has not activated yet; their other
    * tokens for that workspace are deleted from Dify's Redis. The links are sealed to the batch's
@@ -341,7 +343,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     },
     listApiKeys: (tenantId) => listKeys(db, tenantId),
     revealSecrets: (batchId, pem, out) => revealSecrets(db, batchId, loadOpenKey(pem), out),
-    revealInvitations: (batchId, pem, out) => revealInvitations(db, batchId, pem, out),
+    revealInvitations: (batchId, pem, out, opts) => revealInvitations(db, batchId, pem, out, opts),
     async resendInvitations(batchId, opts = {}) {
       const settings = requireInvitations(rt.config);
       const { band } = await probeDifySchema(db);

@@ -138,17 +138,25 @@ export async function keysCreateCommand(flags: KeysCreateFlags, config: Config):
   }
 }
 
-export const secretsCommand = (batchId: string, flags: { key: string; out: string; invites?: boolean }, config: Config) =>
+export const secretsCommand = (
+  batchId: string,
+  flags: { key: string; out?: string; invites?: boolean; byWorkspace?: string },
+  config: Config,
+) =>
   withProvisioner(config, async (p) => {
+    if (flags.byWorkspace !== undefined && (!flags.invites || flags.out !== undefined))
+      throw new UsageError('--by-workspace <dir> goes with --invites, instead of --out');
+    const out = flags.out ?? flags.byWorkspace;
+    if (out === undefined) throw new UsageError('--out <file> is required (with --invites, or --by-workspace <dir>)');
     const pem = await readFile(flags.key, 'utf8');
     if (flags.invites) {
-      const n = await p.revealInvitations(batchId, pem, flags.out);
+      const n = await p.revealInvitations(batchId, pem, out, { byWorkspace: flags.byWorkspace !== undefined });
       process.stdout.write(
-        `${n} invitation link(s) of batch ${batchId} written to ${flags.out} (mode 0600); they cannot be revealed again (\`invite --resend ${batchId}\` issues fresh ones)\n`,
+        `${n} invitation link(s) of batch ${batchId} written to ${out}${flags.byWorkspace !== undefined ? ', one file per workspace' : ''} (mode 0600); they cannot be revealed again (\`invite --resend ${batchId}\` issues fresh ones)\n`,
       );
       return 0;
     }
-    const n = await p.revealSecrets(batchId, pem, flags.out);
+    const n = await p.revealSecrets(batchId, pem, out);
     process.stdout.write(`${n} API key(s) of batch ${batchId} written to ${flags.out} (mode 0600); they cannot be revealed again\n`);
     return 0;
   });
@@ -156,12 +164,15 @@ export const secretsCommand = (batchId: string, flags: { key: string; out: strin
 export const inviteCommand = (flags: { resend: string }, config: Config) =>
   withProvisioner(config, async (p) => {
     const batchId = flags.resend;
-    const { resent, skipped } = await p.resendInvitations(batchId);
+    const { resent, skipped, withheld } = await p.resendInvitations(batchId);
     // A file name of its own: the first links were revealed to links.csv, which secrets never overwrites.
     const stamp = new Date().toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-');
     process.stdout.write(
       `${resent} person(s) of batch ${batchId} got a fresh invitation (their older tokens are deleted from Dify's Redis); ` +
         `${skipped} activated already or their workspace is not active.\n` +
+        (withheld > 0
+          ? `${withheld} got none: they are in another workspace too, and a link would set their password there as well (they sign in with Dify's email code; see the report's invitations column).\n`
+          : '') +
         `The links: dify-provision secrets ${batchId} --invites --key operator.pem --out links-${batchId}-resent-${stamp}.csv\n`,
     );
     return 0;

@@ -267,8 +267,12 @@ function buildProgram(exit: (code: number) => void): Command {
     .description("write a batch's sealed API keys (or, --invites, its invitation links) to a new 0600 file, once")
     .argument('<batch>', 'batch id')
     .requiredOption('--key <pem>', "the operator's RSA private key the keys were sealed to")
-    .requiredOption('--out <file>', 'a new file for the tokens (mode 0600)')
+    .option('--out <file>', 'a new file for the tokens (mode 0600)')
     .option('--invites', 'the invitation links (with email and workspace) instead of the API keys')
+    .option(
+      '--by-workspace <dir>',
+      "with --invites, instead of --out: a new folder with one 0600 file per workspace, <workspace id>.csv, each holding only that workspace's links",
+    )
     .action(async (batch: string, flags) => exit(await (await keysCommands()).secretsCommand(batch, flags, await config())));
 
   program

@@ -104,11 +104,27 @@ export class DifyTokens {
 
   /**
    * Deletes every invitation token for these (account, workspace) pairs except the one kept for
-   * each: the ones we issued before and any Dify's console issued. Dify keeps no index of tokens,
-   * so the keys are scanned (every master of a Cluster), their values read in pipelines.
+   * each: the ones we issued before and any Dify's console issued.
    */
   async revokeOthers(keep: Map<string, string>): Promise<number> {
     if (keep.size === 0) return 0;
+    return this.deleteWhere((pair, token) => {
+      const kept = keep.get(pair);
+      return kept !== undefined && kept !== token;
+    });
+  }
+
+  /** Deletes every invitation token for these (account, workspace) pairs (pairOf): links revoked. */
+  async revokePairs(pairs: Set<string>): Promise<number> {
+    if (pairs.size === 0) return 0;
+    return this.deleteWhere((pair) => pairs.has(pair));
+  }
+
+  /**
+   * Dify keeps no index of tokens, so the keys are scanned (every master of a Cluster), their
+   * values read in pipelines, and those `doomed(pair, token)` names deleted.
+   */
+  private async deleteWhere(doomed: (pair: string, token: string) => boolean): Promise<number> {
     const pattern = `${appliedPrefix(this.format).replace(/[*?[\]\\]/g, '\\$&')}member_invite:token:*`;
     const nodes = 'nodes' in this.redis ? this.redis.nodes('master') : [this.redis];
     const at = appliedPrefix(this.format).length + 'member_invite:token:'.length;
@@ -120,7 +136,7 @@ export class DifyTokens {
         cursor = next;
         if (keys.length === 0) continue;
         const values = await Promise.all(keys.map((k) => this.redis.get(k)));
-        const doomed = keys.filter((k, i) => {
+        const gone = keys.filter((k, i) => {
           const v = values[i];
           if (!v) return false;
           let data: Partial<StoredInvitation>;
@@ -129,10 +145,9 @@ export class DifyTokens {
           } catch {
             return false;
           }
-          const kept = keep.get(pairOf(String(data.account_id), String(data.workspace_id)));
-          return kept !== undefined && kept !== k.slice(at);
+          return doomed(pairOf(String(data.account_id), String(data.workspace_id)), k.slice(at));
         });
-        for (const k of doomed) revoked += await this.redis.del(k);
+        for (const k of gone) revoked += await this.redis.del(k);
       } while (cursor !== '0');
     }
     return revoked;

@@ -14,6 +14,8 @@
 // SETEX of it only renews it), so retries and the sweep converge on one token per person.
 import type { KeyObject } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { loadOpenKey, loadSealKey, seal, unseal } from '../crypto/sealing.js';
 import { withTransaction, type Db, type Tx } from '../db/pool.js';
@@ -30,8 +32,10 @@ import {
   lockCurrentInvitations,
   lockUnrevealedLinks,
   markLinksRevealed,
+  markRevoked,
   markStored,
   pendingInvitations,
+  revocationsDue,
   recordInvitations,
   supersede,
   superseded,
@@ -53,6 +57,11 @@ export interface IssuedInvitation {
   expiresInSeconds: number;
   /** The batch asked for the link to be mailed (sendInvites). */
   send: boolean;
+  /**
+   * The person is in other workspaces too: the link may reach only the person (their own
+   * address), never a workspace's links (docs/security.md). It is never revealed.
+   */
+  mailOnly: boolean;
 }
 
 /** Called once per stored token, after it is in Dify's Redis; a failure is logged (without the link) and changes nothing. */
@@ -67,7 +76,11 @@ interface Pending {
   invitee: Invitee;
   revokeOthers: boolean;
   send: boolean;
+  mailOnly: boolean;
 }
+
+/** Someone to invite, and whether the link may only be mailed to them (they are in other workspaces too). */
+export type InviteeFor = Invitee & { mailOnly?: boolean };
 
 export class Inviter {
   constructor(
@@ -83,7 +96,7 @@ export class Inviter {
   async prepare(
     tx: Tx,
     row: { batchId: string; line: number; workspaceName: string; send: boolean; revokeOthers?: boolean },
-    invitees: Invitee[],
+    invitees: InviteeFor[],
     sealKey: KeyObject,
   ): Promise<Pending[]> {
     const pending: Pending[] = [];
@@ -91,9 +104,12 @@ export class Inviter {
     for (const invitee of invitees) {
       const id = randomUUID();
       const token = newToken();
-      const jwe = await seal(inviteLink(this.consoleWebUrl, invitee.email, token), sealKey, id);
-      const p = { id, batchId: row.batchId, line: row.line, workspaceName: row.workspaceName, token, invitee };
-      pending.push({ ...p, revokeOthers: row.revokeOthers ?? false, send: row.send });
+      const mailOnly = invitee.mailOnly ?? false;
+      // A link only mailed to the person is never sealed for a reveal.
+      const jwe = mailOnly ? null : await seal(inviteLink(this.consoleWebUrl, invitee.email, token), sealKey, id);
+      const { mailOnly: _, ...plain } = invitee;
+      const p = { id, batchId: row.batchId, line: row.line, workspaceName: row.workspaceName, token, invitee: plain };
+      pending.push({ ...p, revokeOthers: row.revokeOthers ?? false, send: row.send, mailOnly });
       records.push({
         id,
         batchId: row.batchId,
@@ -107,6 +123,7 @@ export class Inviter {
         revokeOthers: row.revokeOthers ?? false,
         send: row.send,
         jwe,
+        mailOnly,
         ttlSeconds: ttlSeconds(this.tokens.format),
       });
     }
@@ -150,6 +167,7 @@ export class Inviter {
           link: inviteLink(this.consoleWebUrl, p.invitee.email, p.token),
           expiresInSeconds: ttlSeconds(this.tokens.format),
           send: p.send,
+          mailOnly: p.mailOnly,
         });
       } catch (err) {
         // The message of a mail error must not carry the link: only its class and code are said.
@@ -164,10 +182,33 @@ export class Inviter {
   }
 
   /**
+   * Deletes from Dify's Redis the tokens of revoked links (withdrawAwayFromHome): these, or all
+   * revoked at least `idleSeconds` ago (the sweep). Every token of the (person, workspace) goes,
+   * Dify's console's too. Returns how many revocations were done.
+   */
+  async revokeWithdrawn(db: Db, opts: { ids?: string[]; idleSeconds?: number } = {}): Promise<number> {
+    if (opts.ids?.length === 0) return 0;
+    let done = 0;
+    for (;;) {
+      const due = await revocationsDue(db, { ...opts, limit: 500 });
+      if (due.length === 0) return done;
+      await this.tokens.revokePairs(new Set(due.map((d) => pairOf(d.account_id, d.tenant_id))));
+      await markRevoked(
+        db,
+        due.map((d) => d.id),
+      );
+      done += due.length;
+      if (due.length < 500 || opts.ids) return done;
+    }
+  }
+
+  /**
    * Completes pending invitations (of one row, or every one idle for `idleSeconds`): those a
    * crash or an outage of Dify's Redis left between the commit and the SETEX.
    */
   async completePending(db: Db, opts: { batchId?: string; line?: number; idleSeconds?: number } = {}): Promise<number> {
+    // Revocations a crash left undone (the sweep passes idleSeconds; a row's rerun only its own).
+    if (opts.batchId === undefined) await this.revokeWithdrawn(db, { idleSeconds: opts.idleSeconds ?? 0 });
     let done = 0;
     for (;;) {
       const page = await pendingInvitations(db, { ...opts, limit: 500 });
@@ -196,6 +237,7 @@ export class Inviter {
         },
         revokeOthers: r.revoke_others,
         send: r.send,
+        mailOnly: r.mail_only,
       })),
     );
   }
@@ -221,6 +263,12 @@ export interface Resent {
   resent: number;
   /** People of the batch who activated already (or whose workspace is not normal): left alone. */
   skipped: number;
+  /**
+   * People still pending who are in other workspaces too (and the workspace is not the one they
+   * own): no link may go with this batch's workspace (docs/security.md); with --send-invites
+   * they are mailed one (counted in `resent`), else none.
+   */
+  withheld: number;
 }
 
 /**
@@ -232,10 +280,11 @@ export async function resendInvitations(db: Db, inviter: Inviter, batchId: strin
   const { sealTo } = await batchOptions<{ sealTo: string }>(db, batchId);
   if (!sealTo) throw new UsageError(`batch "${batchId}" has no --seal-to key: its invitations cannot be sealed`);
   const sealKey = loadSealKey(sealTo);
-  const { pending, skipped } = await withTransaction(db, async (tx) => {
+  const { pending, skipped, withheld } = await withTransaction(db, async (tx) => {
     const current = await lockCurrentInvitations(tx, batchId);
     if (current.length === 0) throw new UsageError(`batch "${batchId}" has no invitations (was it ingested with --invite?)`);
-    const open = current.filter((c) => c.open);
+    // A link goes with the workspace only while it is the person's home; else it may only be mailed to them.
+    const open = current.filter((c) => c.open && (c.home || c.send));
     await supersede(
       tx,
       open.map((c) => c.id),
@@ -247,15 +296,16 @@ export async function resendInvitations(db: Db, inviter: Inviter, batchId: strin
         ...(await inviter.prepare(
           tx,
           { batchId, line: c.line, workspaceName: names.get(c.tenant_id) ?? '', send: c.send, revokeOthers: true },
-          [{ accountId: c.account_id, email: c.email, workspaceId: c.tenant_id, role: c.role, requiresSetup: true }],
+          [{ accountId: c.account_id, email: c.email, workspaceId: c.tenant_id, role: c.role, requiresSetup: true, mailOnly: !c.home }],
           sealKey,
         )),
       );
     }
-    return { pending: made, skipped: current.length - open.length };
+    const withheld = current.filter((c) => c.open && !c.home && !c.send).length;
+    return { pending: made, skipped: current.length - open.length - withheld, withheld };
   });
   await inviter.complete(db, pending);
-  return { resent: pending.length, skipped };
+  return { resent: pending.length, skipped, withheld };
 }
 
 async function workspaceNames(tx: Tx, ids: string[]): Promise<Map<string, string>> {
@@ -266,9 +316,18 @@ async function workspaceNames(tx: Tx, ids: string[]): Promise<Map<string, string
 /**
  * `secrets --invites`: the batch's invitation links whose token is in Dify's Redis and that were
  * not revealed yet, written to a new 0600 file (with email and workspace beside each); their
- * seals are dropped. All or nothing.
+ * seals are dropped. All or nothing. Only links that may go with their workspace are revealed
+ * (docs/security.md): one whose person has joined another workspace since is revoked instead.
+ * `byWorkspace`: `out` is a new folder (0700) holding one 0600 file per workspace,
+ * `<workspace id>.csv`, each with that workspace's links only — the file to hand to it.
  */
-export async function revealInvitations(db: Db, batchId: string, privateKeyPem: string, out: string): Promise<number> {
+export async function revealInvitations(
+  db: Db,
+  batchId: string,
+  privateKeyPem: string,
+  out: string,
+  opts: { byWorkspace?: boolean } = {},
+): Promise<number> {
   const key = loadOpenKey(privateKeyPem);
   return withTransaction(db, async (tx) => {
     const { links, waiting, total } = await lockUnrevealedLinks(tx, batchId);
@@ -282,14 +341,28 @@ export async function revealInvitations(db: Db, batchId: string, privateKeyPem: 
         `the invitation links of batch "${batchId}" were revealed already; they are shown once — \`invite --resend ${batchId}\` issues fresh ones`,
       );
     }
-    const lines = [];
+    const files = new Map<string, string[]>();
     for (const l of links) {
       const link = await unseal(l.jwe, key);
-      lines.push(
-        [l.line, l.tenant_id, l.workspace_name, l.email, l.role, link, l.expires_at.toISOString()].map((v) => csvCell(v)).join(',') + '\n',
-      );
+      const line =
+        [l.line, l.tenant_id, l.workspace_name, l.email, l.role, link, l.expires_at.toISOString()].map((v) => csvCell(v)).join(',') + '\n';
+      const file = opts.byWorkspace ? join(out, `${l.tenant_id}.csv`) : out;
+      files.set(file, [...(files.get(file) ?? []), line]);
     }
-    await writeNewFile(out, `line,workspace_id,workspace_name,email,role,link,expires_at\n${lines.join('')}`, { mode: 0o600 });
+    const header = 'line,workspace_id,workspace_name,email,role,link,expires_at\n';
+    if (opts.byWorkspace) {
+      // A new folder of our own: a file in it is either one we wrote now or none.
+      await mkdir(out, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'EEXIST') throw new UsageError(`${out} exists already: --by-workspace writes a new folder`);
+        throw err;
+      });
+      try {
+        for (const [file, lines] of files) await writeNewFile(file, header + lines.join(''), { mode: 0o600 });
+      } catch (err) {
+        await rm(out, { recursive: true, force: true });
+        throw err;
+      }
+    } else await writeNewFile(out, header + files.get(out)!.join(''), { mode: 0o600 });
     await markLinksRevealed(
       tx,
       links.map((l) => l.id),

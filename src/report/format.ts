@@ -17,6 +17,7 @@ export const REPORT_COLUMNS = [
   'error',
   'mail',
   'dify_tasks',
+  'invitations',
 ] as const;
 
 /**
@@ -135,6 +136,7 @@ export function reportRecord(r: ReportRow): ReportRecord {
     error: r.error,
     mail: r.mail,
     dify_tasks: r.difyTasks,
+    invitations: r.invitations,
   };
 }
 

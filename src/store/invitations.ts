@@ -4,6 +4,63 @@
 import type { Db, Tx } from '../db/pool.js';
 import { SCHEMA } from './schema.js';
 
+/**
+ * The rule of docs/security.md as SQL: a link for account `a` may go with workspace `w` when `w`
+ * is the person's home — they are in no other workspace, or `w` is the one workspace they own.
+ * (Accounts are global: a link sets the password for every workspace the person is in.)
+ */
+export const atHome = (a: string, w: string) => `(
+  NOT EXISTS (SELECT 1 FROM tenant_account_joins hj WHERE hj.account_id = ${a} AND hj.tenant_id <> ${w})
+  OR (EXISTS (SELECT 1 FROM tenant_account_joins hj WHERE hj.account_id = ${a} AND hj.tenant_id = ${w} AND hj.role = 'owner')
+      AND NOT EXISTS (SELECT 1 FROM tenant_account_joins hj WHERE hj.account_id = ${a} AND hj.tenant_id <> ${w} AND hj.role = 'owner')))`;
+
+/** Of these accounts, those with a join in a workspace other than `tenantId` (the row's own joins written). */
+export async function inOtherWorkspaces(tx: Tx, accountIds: string[], tenantId: string): Promise<Set<string>> {
+  if (accountIds.length === 0) return new Set();
+  const { rows } = await tx.query<{ account_id: string }>(
+    `SELECT DISTINCT account_id FROM tenant_account_joins WHERE account_id = ANY($1::uuid[]) AND tenant_id <> $2`,
+    [accountIds, tenantId],
+  );
+  return new Set(rows.map((r) => r.account_id));
+}
+
+/**
+ * In the transaction that gave these (pending) accounts a join in another workspace: every
+ * current link of theirs that may no longer go with its workspace (atHome) is revoked — never
+ * stored, revealed or mailed again, and its tokens marked for deletion from Dify's Redis.
+ * Links only mailed to the person stay (they reached the person). Returns the revoked records.
+ */
+export async function withdrawAwayFromHome(tx: Tx, accountIds: string[], reason: string): Promise<{ id: string; account_id: string }[]> {
+  if (accountIds.length === 0) return [];
+  const { rows } = await tx.query<{ id: string; account_id: string }>(
+    `UPDATE ${SCHEMA}.invitations i
+        SET superseded_at = now(), pending_token = NULL, jwe = NULL, withdrawn = $2, revoke_pending = true
+      WHERE i.account_id = ANY($1::uuid[]) AND i.superseded_at IS NULL AND NOT i.mail_only
+        AND NOT ${atHome('i.account_id', 'i.tenant_id')}
+      RETURNING i.id, i.account_id`,
+    [accountIds, reason],
+  );
+  return rows;
+}
+
+/** Revoked invitations whose tokens are still to be deleted from Dify's Redis (all, or these; idle for idleSeconds). */
+export async function revocationsDue(
+  db: Db,
+  opts: { ids?: string[]; idleSeconds?: number; limit?: number },
+): Promise<{ id: string; account_id: string; tenant_id: string }[]> {
+  const { rows } = await db.query<{ id: string; account_id: string; tenant_id: string }>(
+    `SELECT id, account_id, tenant_id FROM ${SCHEMA}.invitations
+      WHERE revoke_pending AND ($1::uuid[] IS NULL OR id = ANY($1::uuid[])) AND superseded_at <= now() - make_interval(secs => $2)
+      ORDER BY superseded_at, id LIMIT $3`,
+    [opts.ids ?? null, opts.idleSeconds ?? 0, opts.limit ?? 500],
+  );
+  return rows;
+}
+
+export async function markRevoked(db: Db, ids: string[]): Promise<void> {
+  await db.query(`UPDATE ${SCHEMA}.invitations SET revoke_pending = false WHERE id = ANY($1::uuid[])`, [ids]);
+}
+
 export interface InvitationRecord {
   id: string;
   batchId: string;
@@ -17,8 +74,10 @@ export interface InvitationRecord {
   pendingToken: string;
   revokeOthers: boolean;
   send: boolean;
-  /** The link sealed to the operator's key. */
-  jwe: string;
+  /** The link sealed to the operator's key; null for a link only mailed to the person (mailOnly). */
+  jwe: string | null;
+  /** The person is in other workspaces too: the link is mailed to them, never revealed. */
+  mailOnly: boolean;
   ttlSeconds: number;
 }
 
@@ -26,10 +85,10 @@ export async function recordInvitations(tx: Tx, records: InvitationRecord[]): Pr
   if (records.length === 0) return;
   await tx.query(
     `INSERT INTO ${SCHEMA}.invitations
-       (id, batch_id, line, tenant_id, account_id, email, role, requires_setup, pending_token, revoke_others, send, jwe, ttl_seconds)
-     SELECT id, batch_id, line, tenant_id, account_id, email, role, requires_setup, pending_token, revoke_others, send, jwe, ttl_seconds
+       (id, batch_id, line, tenant_id, account_id, email, role, requires_setup, pending_token, revoke_others, send, jwe, mail_only, ttl_seconds)
+     SELECT id, batch_id, line, tenant_id, account_id, email, role, requires_setup, pending_token, revoke_others, send, jwe, mail_only, ttl_seconds
        FROM jsonb_to_recordset($1::jsonb) AS t (id uuid, batch_id text, line int, tenant_id uuid, account_id uuid, email text, role text,
-             requires_setup boolean, pending_token text, revoke_others boolean, send boolean, jwe text, ttl_seconds int)`,
+             requires_setup boolean, pending_token text, revoke_others boolean, send boolean, jwe text, mail_only boolean, ttl_seconds int)`,
     [
       JSON.stringify(
         records.map((r) => ({
@@ -45,6 +104,7 @@ export async function recordInvitations(tx: Tx, records: InvitationRecord[]): Pr
           revoke_others: r.revokeOthers,
           send: r.send,
           jwe: r.jwe,
+          mail_only: r.mailOnly,
           ttl_seconds: r.ttlSeconds,
         })),
       ),
@@ -66,6 +126,7 @@ export interface PendingInvitation {
   pending_token: string;
   revoke_others: boolean;
   send: boolean;
+  mail_only: boolean;
 }
 
 /** Pending invitations (of one row, or all issued at least `idleSeconds` ago), oldest first. */
@@ -75,7 +136,7 @@ export async function pendingInvitations(
 ): Promise<PendingInvitation[]> {
   const { rows } = await db.query<PendingInvitation>(
     `SELECT i.id, i.batch_id, i.line, i.tenant_id, t.name AS workspace_name, i.account_id, i.email, i.role, i.requires_setup,
-            i.pending_token, i.revoke_others, i.send
+            i.pending_token, i.revoke_others, i.send, i.mail_only
        FROM ${SCHEMA}.invitations i JOIN tenants t ON t.id = i.tenant_id
       WHERE i.pending_token IS NOT NULL
         AND ($1::text IS NULL OR i.batch_id = $1) AND ($2::int IS NULL OR i.line = $2)
@@ -104,15 +165,19 @@ export interface CurrentInvitation {
   email: string;
   role: string;
   send: boolean;
+  mail_only: boolean;
   /** The account is still pending (it has not activated) and the workspace normal. */
   open: boolean;
+  /** The workspace is the person's home (atHome): a link may go with it. */
+  home: boolean;
 }
 
 /** The batch's current invitations, locked until the caller's transaction ends. */
 export async function lockCurrentInvitations(tx: Tx, batchId: string): Promise<CurrentInvitation[]> {
+  await lockPeople(tx, batchId);
   const { rows } = await tx.query<CurrentInvitation>(
-    `SELECT i.id, i.line, i.tenant_id, i.account_id, a.email, i.role, i.send,
-            (a.status = 'pending' AND t.status = 'normal') AS open
+    `SELECT i.id, i.line, i.tenant_id, i.account_id, a.email, i.role, i.send, i.mail_only,
+            (a.status = 'pending' AND t.status = 'normal') AS open, ${atHome('i.account_id', 'i.tenant_id')} AS home
        FROM ${SCHEMA}.invitations i
        JOIN accounts a ON a.id = i.account_id
        JOIN tenants t ON t.id = i.tenant_id
@@ -122,6 +187,19 @@ export async function lockCurrentInvitations(tx: Tx, batchId: string): Promise<C
     [batchId],
   );
   return rows;
+}
+
+/**
+ * The accounts of the batch's current invitations, locked (shared) until the transaction ends:
+ * a worker giving one of them a join in another workspace (it locks them FOR UPDATE) waits for
+ * this transaction, then finds what it recorded; or this one waits and sees that join.
+ */
+async function lockPeople(tx: Tx, batchId: string): Promise<void> {
+  await tx.query(
+    `SELECT 1 FROM accounts WHERE id IN (SELECT account_id FROM ${SCHEMA}.invitations WHERE batch_id = $1 AND superseded_at IS NULL)
+      ORDER BY id FOR SHARE`,
+    [batchId],
+  );
 }
 
 /** Replaced by a resend: never stored if it was not yet, never revealed if it was not yet. */
@@ -154,6 +232,15 @@ export interface SealedLink {
 
 /** The batch's links not yet revealed whose token is in Dify's Redis, locked; and how many wait for it. */
 export async function lockUnrevealedLinks(tx: Tx, batchId: string): Promise<{ links: SealedLink[]; waiting: number; total: number }> {
+  await lockPeople(tx, batchId);
+  // A link whose person joined another workspace since (in Dify's console, say) is not revealed.
+  await tx.query(
+    `UPDATE ${SCHEMA}.invitations i
+        SET superseded_at = now(), pending_token = NULL, jwe = NULL, revoke_pending = true,
+            withdrawn = 'not revealed: the person is in another workspace too'
+      WHERE i.batch_id = $1 AND i.jwe IS NOT NULL AND i.superseded_at IS NULL AND NOT ${atHome('i.account_id', 'i.tenant_id')}`,
+    [batchId],
+  );
   const { rows } = await tx.query<SealedLink>(
     `SELECT i.id, i.line, i.tenant_id, t.name AS workspace_name, i.email, i.role, i.jwe,
             i.stored_at + make_interval(secs => i.ttl_seconds) AS expires_at

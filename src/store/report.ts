@@ -32,6 +32,11 @@ export interface ReportRow {
    * default plugins): "install_default_plugins_task: queued" or "…: not queued yet"; null: none.
    */
   difyTasks: string | null;
+  /**
+   * Who the row did not invite or whose link was revoked since, and why (a link goes only with
+   * the person's own workspace: docs/security.md); null when nothing to say.
+   */
+  invitations: string | null;
 }
 
 export interface ReportPage {
@@ -54,7 +59,11 @@ export async function reportRows(db: Db, batchId: string, page: ReportPage = {})
             (SELECT string_agg(regexp_replace(t.name, '^.*[.]', '') || ': ' || CASE WHEN t.queued_at IS NOT NULL THEN 'queued' ELSE 'not queued yet' END,
                                '; ' ORDER BY t.recorded_at)
                FROM ${SCHEMA}.dify_tasks t
-              WHERE t.batch_id = r.batch_id AND t.line = r.line) AS "difyTasks"
+              WHERE t.batch_id = r.batch_id AND t.line = r.line) AS "difyTasks",
+            NULLIF(concat_ws('; ', r.invite_note,
+              (SELECT string_agg(i.email || ': ' || i.withdrawn, '; ' ORDER BY i.email)
+                 FROM ${SCHEMA}.invitations i
+                WHERE i.batch_id = r.batch_id AND i.line = r.line AND i.withdrawn IS NOT NULL)), '') AS invitations
        FROM ${SCHEMA}.rows r
       WHERE batch_id = $1 AND ($2::text IS NULL OR outcome = $2) AND line > $3
       ORDER BY line

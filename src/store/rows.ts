@@ -271,6 +271,8 @@ export interface Finished {
   error?: string;
   createdAccounts?: string[];
   apiKeyMasked?: string;
+  /** Who the row did not invite and why (a person in other workspaces too: docs/security.md). */
+  inviteNote?: string;
 }
 
 // A row that was answered created/existing keeps that answer: a job run again after a crash (or
@@ -278,7 +280,7 @@ export interface Finished {
 const UPDATE_ROW = `UPDATE ${SCHEMA}.rows
     SET outcome = $3, tenant_id = COALESCE($4, tenant_id), fingerprint = $5, attempts = $6,
         duration_ms = $7, error = $8, created_accounts = $9, api_key_masked = COALESCE($10, api_key_masked),
-        updated_at = now(), finished_at = now()
+        invite_note = COALESCE($11, invite_note), updated_at = now(), finished_at = now()
   WHERE batch_id = $1 AND line = $2 AND outcome NOT IN ('created', 'existing', 'applied', 'unchanged')`;
 const rowParams = (f: Finished) => [
   f.batchId,
@@ -291,6 +293,7 @@ const rowParams = (f: Finished) => [
   f.error ?? null,
   f.createdAccounts ?? null,
   f.apiKeyMasked ?? null,
+  f.inviteNote ?? null,
 ];
 
 /** → existing | applied | unchanged | failed: the row's final answer (a change's applied in its workspace's transaction). */
@@ -305,7 +308,7 @@ export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {
 export async function recordCreated(tx: Tx, key: string, f: Finished): Promise<void> {
   await tx.query(
     `WITH ledger AS (
-       INSERT INTO ${SCHEMA}.ledger (idempotency_key, tenant_id, batch_id, line, fingerprint) VALUES ($11, $4, $1, $2, $5)
+       INSERT INTO ${SCHEMA}.ledger (idempotency_key, tenant_id, batch_id, line, fingerprint) VALUES ($12, $4, $1, $2, $5)
      )
      ${UPDATE_ROW}`,
     [...rowParams(f), key],

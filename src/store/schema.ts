@@ -177,6 +177,18 @@ const MIGRATIONS: string[] = [
   CREATE INDEX dify_tasks_row_idx ON ${SCHEMA}.dify_tasks (batch_id, line);
   CREATE INDEX dify_tasks_pending_idx ON ${SCHEMA}.dify_tasks (recorded_at) WHERE queued_at IS NULL;
   `,
+  `
+  -- A link goes only with the person's own workspace (docs/security.md). mail_only: issued for
+  -- someone who is in other workspaces too, mailed to them and never revealed. withdrawn: why a
+  -- link was revoked (the person joined another workspace); revoke_pending: its tokens are still
+  -- to be deleted from Dify's Redis (a worker does it after the commit, or the sweep).
+  -- invite_note: who a row did not invite, and why.
+  ALTER TABLE ${SCHEMA}.invitations ADD COLUMN mail_only boolean NOT NULL DEFAULT false, ADD COLUMN withdrawn text,
+    ADD COLUMN revoke_pending boolean NOT NULL DEFAULT false;
+  CREATE INDEX invitations_account_idx ON ${SCHEMA}.invitations (account_id) WHERE superseded_at IS NULL;
+  CREATE INDEX invitations_revoke_idx ON ${SCHEMA}.invitations (superseded_at) WHERE revoke_pending;
+  ALTER TABLE ${SCHEMA}.rows ADD COLUMN invite_note text;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -18,8 +18,7 @@ import {
 import { mintDatasetKey, type Scoping } from '../dify/api-keys.js';
 import type { WorkspaceWriter } from '../dify/workspace-writer.js';
 import { describeError, RowError } from '../common/errors.js';
-import type { Invitee } from '../dify/invitations.js';
-import type { Inviter } from '../invite/inviter.js';
+import type { Inviter, InviteeFor } from '../invite/inviter.js';
 import type { DifyTasks } from './dify-tasks.js';
 import type { Logger } from 'pino';
 import type { JobData } from '../queue/contract.js';
@@ -28,6 +27,7 @@ import { answerKnown, checkLocked, findLedgerEntry, type LedgerEntry } from '../
 import { lockKeyAndTenant, removeUnlessTenantExists } from '../store/locks.js';
 import { recordCreated, recordOutcome, startAttempt, type Finished, type OwnLineage } from '../store/rows.js';
 import { storeSealed } from '../store/sealed-secrets.js';
+import { inOtherWorkspaces, withdrawAwayFromHome } from '../store/invitations.js';
 import type { Account } from '../common/types.js';
 
 export interface ProvisionDeps {
@@ -209,14 +209,27 @@ async function writeWorkspace(
       members: accounts.members,
     });
     const apiKey = sealKey && job.mintDatasetKey ? await mintSealed(tx, job, sealKey, deps.scoping ?? 'none') : undefined;
+    // Links go only with a person's home workspace (docs/security.md). A pending person this row
+    // joins here loses every link that was to go with another workspace (revoked below, after
+    // the commit); the row invites only people who are in no other workspace (or mails them).
+    const joinedHere = accounts.invitees.filter((p) => !p.created && p.status === 'pending').map((p) => p.accountId);
+    const withdrawn = await withdrawAwayFromHome(
+      tx,
+      [...new Set(joinedHere)],
+      `revoked: the person was added to another workspace (batch ${job.batchId}, line ${job.line}); a link sets the password for every workspace`,
+    );
+    const invitation =
+      job.invite && sealKey && deps.inviter
+        ? await chooseInvitees(tx, job, accounts.invitees, new Set(withdrawn.map((w) => w.account_id)))
+        : undefined;
     // The tokens are drawn and recorded pending here; they reach Dify's Redis only after COMMIT.
     const invites =
-      job.invite && sealKey && deps.inviter
-        ? await deps.inviter.prepare(
+      invitation && invitation.invitees.length > 0
+        ? await deps.inviter!.prepare(
             tx,
             { batchId: job.batchId, line: job.line, workspaceName: job.workspaceName, send: job.sendInvites ?? false },
-            invitees(job, accounts.invitees),
-            sealKey,
+            invitation.invitees,
+            sealKey!,
           )
         : [];
     // Dify's own tasks after create_tenant: recorded here, queued on its broker only after COMMIT.
@@ -231,11 +244,15 @@ async function writeWorkspace(
         ...created,
         ...(accounts.created.length > 0 ? { createdAccounts: accounts.created } : {}),
         ...(apiKey ? { apiKeyMasked: apiKey } : {}),
+        ...(invitation?.note ? { inviteNote: invitation.note } : {}),
       }),
     );
     committing = true;
     await tx.query('COMMIT');
     if (invites.length > 0) await completeInvitations(deps, job, () => deps.inviter!.complete(deps.db, invites));
+    // Without an inviter (no Dify Redis here), a worker's sweep that has one deletes them.
+    if (withdrawn.length > 0 && deps.inviter)
+      await completeInvitations(deps, job, () => deps.inviter!.revokeWithdrawn(deps.db, { ids: withdrawn.map((w) => w.id) }));
     if (tasks.length > 0) await deps.difyTasks!.settle(() => deps.difyTasks!.queue(deps.db, tasks), row);
     return { kind: 'created', ...created, createdAccounts: accounts.created };
   } catch (err) {
@@ -301,13 +318,43 @@ async function completeInvitations(deps: ProvisionDeps, job: JobData, run: () =>
   }
 }
 
-/** Who the row invites: the accounts it created, and with invitePending its accounts still pending. */
-function invitees(job: JobData, people: MaterialisedPerson[]): Invitee[] {
+/**
+ * Who the row invites: the accounts it created, with invitePending its accounts still pending,
+ * and anyone whose links through other workspaces it just revoked. A link may go with this
+ * workspace only if the person is in no other one (a link sets the password for all of them):
+ * one who is gets a link only mailed to them (--send-invites), or none; the note says so.
+ */
+async function chooseInvitees(
+  tx: Tx,
+  job: JobData,
+  people: MaterialisedPerson[],
+  revoked: Set<string>,
+): Promise<{ invitees: InviteeFor[]; note?: string }> {
   const seen = new Set<string>();
-  return people
-    .filter((p) => p.created || (job.invitePending && p.status === 'pending'))
-    .filter((p) => !seen.has(p.accountId) && seen.add(p.accountId))
-    .map((p) => ({ accountId: p.accountId, email: p.email, workspaceId: job.tenantId, role: p.role, requiresSetup: true }));
+  const wanted = people
+    .filter((p) => p.created || (p.status === 'pending' && (job.invitePending || revoked.has(p.accountId))))
+    .filter((p) => !seen.has(p.accountId) && seen.add(p.accountId));
+  const elsewhere = await inOtherWorkspaces(
+    tx,
+    wanted.filter((p) => !p.created).map((p) => p.accountId),
+    job.tenantId,
+  );
+  const send = job.sendInvites ?? false;
+  const invitees: InviteeFor[] = [];
+  const notes: string[] = [];
+  for (const p of wanted) {
+    const away = elsewhere.has(p.accountId);
+    if (away && !send) {
+      notes.push(
+        `${p.email}: no link — in another workspace too, and a link would set their password there as well; ` +
+          "they sign in with Dify's email code (or ingest with --send-invites to mail them one)",
+      );
+      continue;
+    }
+    if (away) notes.push(`${p.email}: link mailed to them only — in another workspace too, so it is never revealed`);
+    invitees.push({ accountId: p.accountId, email: p.email, workspaceId: job.tenantId, role: p.role, requiresSetup: true, mailOnly: away });
+  }
+  return { invitees, ...(notes.length > 0 ? { note: notes.join('; ') } : {}) };
 }
 
 interface MaterialisedPerson {

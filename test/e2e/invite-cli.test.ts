@@ -1,7 +1,7 @@
 // Day one from the command line: Dify's settings from --dify-env (its own Redis in another
 // database, REDIS_KEY_PREFIX, INVITE_EXPIRY_HOURS, CONSOLE_WEB_URL), `ingest --invite`, a worker
 // that cannot issue invitations saying so, `secrets --invites` once, `invite --resend`.
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { describe, expect, inject, it } from 'vitest';
@@ -93,11 +93,37 @@ describe('invitations from the CLI', () => {
       const tokenOf = (t: string) => /token=([0-9a-f-]{36})/.exec(t)![1]!;
       expect(after).toContain(`${prefix}:member_invite:token:${tokenOf(freshText)}`);
 
+      // Per workspace: a new 0700 folder with one 0600 file per workspace, each holding its links only.
+      const op = ['--invites', '--key', join(dir, 'op.key')];
+      const both = await runCli(['secrets', 'day1', ...op, '--out', join(dir, 'x.csv'), '--by-workspace', join(dir, 'x')], env.env);
+      expect(both.code).not.toBe(0);
+      expect(both.stderr).toContain('--by-workspace <dir> goes with --invites, instead of --out');
+      expect((await runCli(['--dify-env', join(dir, 'dify.env'), 'invite', '--resend', 'day1'], env.env)).code).toBe(0);
+      const byWorkspace = join(dir, 'by-workspace');
+      const split = await runCli(['secrets', 'day1', ...op, '--by-workspace', byWorkspace], env.env);
+      expect(split.stdout, split.stderr).toContain(`1 invitation link(s) of batch day1 written to ${byWorkspace}, one file per workspace`);
+      expect((await stat(byWorkspace)).mode & 0o777).toBe(0o700);
+      const [file, ...others] = await readdir(byWorkspace);
+      expect(others).toEqual([]);
+      expect((await stat(join(byWorkspace, file!))).mode & 0o777).toBe(0o600);
+      const perWorkspace = (await readFile(join(byWorkspace, file!), 'utf8')).trim().split('\n');
+      expect(perWorkspace).toHaveLength(2);
+      expect(perWorkspace[1]).toContain(`,${file!.replace(/\.csv$/, '')},Acme,ann@acme.example,owner,https://dify.example.com/activate?`);
+      expect(await keys()).toContain(`${prefix}:member_invite:token:${tokenOf(perWorkspace[1]!)}`);
+
       // Nothing of them in our Redis, the worker's output, the CLI's output or the report.
       await worker.stop();
       const report = await runCli(['report', 'day1'], env.env);
       const ours = await dumpRedis(env.redis);
-      const seen = [ours, worker.output(), blind.output(), report.stdout, resent.stdout + resent.stderr, shown.stdout + shown.stderr];
+      const seen = [
+        ours,
+        worker.output(),
+        blind.output(),
+        report.stdout,
+        resent.stdout + resent.stderr,
+        shown.stdout + shown.stderr,
+        split.stdout + split.stderr,
+      ];
       for (const k of [...first, ...after]) for (const text of seen) expect(text).not.toContain(k.slice(-36));
       for (const text of seen) expect(text).not.toContain('/activate?');
     } finally {

@@ -3,7 +3,7 @@
 // REDIS_KEY_PREFIX from 1.14) exactly as that release's invite flow stores it; links sealed and
 // revealed once; nothing of them in our Redis, logs or reports; --resend revokes.
 import { generateKeyPairSync } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -343,7 +343,7 @@ describe('--invite, what must not happen and what must converge', () => {
     // … a resend replaces them and stores fresh tokens …
     await provisioner!.close();
     provisioner = await createProvisioner({ ...env.config, invitations: good });
-    expect(await provisioner.resendInvitations(batchId)).toEqual({ resent: 3, skipped: 0 });
+    expect(await provisioner.resendInvitations(batchId)).toEqual({ resent: 3, skipped: 0, withheld: 0 });
     // … then the sweep stores what it read.
     const { inviter, close } = openInviter(requireInvitations({ ...env.config, invitations: good }), 'D');
     try {
@@ -377,7 +377,7 @@ describe('--invite, what must not happen and what must converge', () => {
       provisioner = await createProvisioner({ ...env.config, invitations: good });
       const page2 = await pendingInvitations(env.db, {});
       expect(page2).toHaveLength(0);
-      expect(await provisioner.resendInvitations(batchId)).toEqual({ resent: 3, skipped: 0 });
+      expect(await provisioner.resendInvitations(batchId)).toEqual({ resent: 3, skipped: 0, withheld: 0 });
       expect(await inviter.completeRecorded(env.db, page)).toBe(0);
       expect(handed).toHaveLength(3);
     } finally {
@@ -437,7 +437,7 @@ describe('--invite, what must not happen and what must converge', () => {
     try {
       await clusterClient.setex(consoleKey, 3600, other.value);
       const resent = await provisioner!.resendInvitations(batchId);
-      expect(resent).toEqual({ resent: 3, skipped: 1 });
+      expect(resent).toEqual({ resent: 3, skipped: 1, withheld: 0 });
       const after = await difyTokens(nodes);
       // The activated person's token is untouched; everyone else has exactly one, a new one.
       expect(after).toHaveLength(4);
@@ -461,5 +461,152 @@ describe('--invite, what must not happen and what must converge', () => {
     } finally {
       clusterClient.disconnect();
     }
+  });
+});
+
+/**
+ * Two customers' batches on one Dify (accounts are global: a link sets the person's password for
+ * every workspace they are in). A link goes only with the person's home workspace — the only one
+ * they are in, or the one they own (docs/security.md) — whatever the other customer's rows say.
+ */
+describe('invitations never cross customers', () => {
+  async function world() {
+    env = await createTestEnv();
+    const dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
+    difyRedis = dify;
+    const config = { ...env.config, invitations: singleDify(`dify-${env.name}`) };
+    return { dify, config };
+  }
+  const account = async (email: string) =>
+    (await env.db.query<{ id: string }>(`SELECT id FROM accounts WHERE email = $1`, [email])).rows[0]!.id;
+  const workspace = async (batchId: string, line: number) =>
+    (
+      await env.db.query<{ id: string }>(`SELECT tenant_id AS id FROM dify_provision.rows WHERE batch_id = $1 AND line = $2`, [
+        batchId,
+        line,
+      ])
+    ).rows[0]!.id;
+  /** The (account, workspace) of every token in Dify's Redis. */
+  const tokensOf = async (dify: Redis, accountId: string) =>
+    (await difyTokens([dify]))
+      .map((t) => ({ token: t.token, ...(JSON.parse(t.value) as { account_id: string; workspace_id: string }) }))
+      .filter((t) => t.account_id === accountId);
+  /** `secrets --invites --by-workspace`: each file's rows, by workspace id. */
+  async function revealByWorkspace(batchId: string, name: string): Promise<Map<string, Record<string, string>[]>> {
+    const dir = join(env.dir, name);
+    await provisioner!.revealInvitations(batchId, PRIVATE, dir, { byWorkspace: true });
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+    const out = new Map<string, Record<string, string>[]>();
+    for (const f of await readdir(dir)) {
+      expect((await stat(join(dir, f))).mode & 0o777).toBe(0o600);
+      const [header, ...lines] = (await readFile(join(dir, f), 'utf8')).trim().split('\n');
+      const cols = header!.split(',');
+      out.set(
+        f.replace(/\.csv$/, ''),
+        lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i]!, v]))),
+      );
+    }
+    return out;
+  }
+
+  it("--invite-pending: customer B's rows naming A's pending owner and member get no link for them (links file, resend, Dify's Redis), and say so", async () => {
+    const { dify, config } = await world();
+    // Customer A: a new owner and a new member, each with their link (revealed later, by A).
+    await runBatch(config, 'workspace_name,owner_email,members\nA Corp,a-owner@example.com,a-member@example.com:editor', 'cust-a');
+    const aOwner = await account('a-owner@example.com');
+    const aMember = await account('a-member@example.com');
+    const wA = await workspace('cust-a', 1);
+    expect((await tokensOf(dify, aOwner)).map((t) => t.workspace_id)).toEqual([wA]);
+
+    // Customer B's batch re-invites still-pending people: A's owner as a member, A's member as owner.
+    await runBatch(
+      config,
+      'workspace_name,owner_email,members\nB Corp,b-owner@example.com,a-owner@example.com:admin\nB Two,a-member@example.com,',
+      'cust-b',
+      { invitePending: true },
+    );
+    const wB = await workspace('cust-b', 1);
+    const wB2 = await workspace('cust-b', 2);
+    // Both joined B's workspaces (B asked for it) …
+    const { rows: joins } = await env.db.query<{ account_id: string; tenant_id: string; role: string }>(
+      `SELECT account_id, tenant_id, role FROM tenant_account_joins WHERE account_id = ANY($1::uuid[]) ORDER BY role`,
+      [[aOwner, aMember]],
+    );
+    expect(joins).toContainEqual({ account_id: aOwner, tenant_id: wB, role: 'admin' });
+    expect(joins).toContainEqual({ account_id: aMember, tenant_id: wB2, role: 'owner' });
+    // … but no token of theirs names a workspace of B, and B's links are B's owner's only.
+    for (const id of [aOwner, aMember]) expect((await tokensOf(dify, id)).filter((t) => t.workspace_id !== wA)).toEqual([]);
+    const bFiles = await revealByWorkspace('cust-b', 'b-links');
+    expect([...bFiles.keys()]).toEqual([wB]);
+    expect(bFiles.get(wB)!.map((l) => l.email)).toEqual(['b-owner@example.com']);
+    // The rows say so.
+    const bReport = await provisioner!.batch('cust-b').report();
+    expect(bReport[0]!.invitations).toMatch(/^a-owner@example\.com: no link — in another workspace too/);
+    expect(bReport[1]!.invitations).toMatch(/^a-member@example\.com: no link — in another workspace too/);
+    // invite --resend of B: a fresh link for B's owner only.
+    expect(await provisioner!.resendInvitations('cust-b')).toEqual({ resent: 1, skipped: 0, withheld: 0 });
+    for (const id of [aOwner, aMember]) expect((await tokensOf(dify, id)).filter((t) => t.workspace_id !== wA)).toEqual([]);
+    expect((await reveal('cust-b', 'b-resent.csv')).map((l) => l.email)).toEqual(['b-owner@example.com']);
+
+    // A's owner keeps their link (A Corp is the one workspace they own): A's file holds it and it
+    // resolves. A's member, now owner of a workspace of B, may have their link go with neither: revoked.
+    expect(await tokensOf(dify, aMember)).toEqual([]);
+    const aFiles = await revealByWorkspace('cust-a', 'a-links');
+    expect([...aFiles.keys()]).toEqual([wA]);
+    const aLinks = aFiles.get(wA)!;
+    expect(aLinks.map((l) => l.email)).toEqual(['a-owner@example.com']);
+    const [ownerToken] = await tokensOf(dify, aOwner);
+    expect(new URL(aLinks[0]!.link!).searchParams.get('token')).toBe(ownerToken!.token);
+    expect((await provisioner!.batch('cust-a').report())[0]!.invitations).toMatch(
+      /^a-member@example\.com: revoked: the person was added to another workspace \(batch cust-b, line 2\)/,
+    );
+    // A's resend re-issues the owner's link only (the member is in B's workspace too).
+    expect(await provisioner!.resendInvitations('cust-a')).toEqual({ resent: 1, skipped: 0, withheld: 0 });
+    expect((await tokensOf(dify, aMember)).length).toBe(0);
+  });
+
+  it("pre-hijack: B's row creating a future owner's account loses that link (in Dify's Redis too) when the owner's own batch comes; B can't get it back", async () => {
+    const { dify, config } = await world();
+    // B creates the account of A's future owner as a member, and reveals its link at once.
+    await runBatch(config, 'workspace_name,owner_email,members\nB Corp,b-owner@example.com,future@example.com:normal', 'b-1');
+    const future = await account('future@example.com');
+    const bLinks = await reveal('b-1', 'b-1.csv');
+    const stolen = bLinks.find((l) => l.email === 'future@example.com')!;
+    const stolenToken = new URL(stolen.link!).searchParams.get('token')!;
+    expect(stolen.workspace_id).toBe(await workspace('b-1', 1));
+    expect((await tokensOf(dify, future)).map((t) => t.token)).toEqual([stolenToken]);
+    // And one as the owner of another workspace of B (its link not revealed yet).
+    await runBatch(config, 'workspace_name,owner_email,members\nB Two,future-owner@example.com,b-two@example.com:normal', 'b-2');
+    const futureOwner = await account('future-owner@example.com');
+    expect(await tokensOf(dify, futureOwner)).toHaveLength(1);
+
+    // A's own batch makes both owners of A's workspaces (their accounts exist: nothing created).
+    await runBatch(config, 'workspace_name,owner_email,members\nA Corp,future@example.com,\nA Two,future-owner@example.com,', 'cust-a');
+    const wA = await workspace('cust-a', 1);
+    expect(
+      (await env.db.query(`SELECT 1 FROM tenant_account_joins WHERE account_id = $1 AND tenant_id = $2 AND role = 'owner'`, [future, wA]))
+        .rows,
+    ).toHaveLength(1);
+    // B's links for them no longer work: their tokens are gone from Dify's Redis …
+    expect(await tokensOf(dify, future)).toEqual([]);
+    expect(await tokensOf(dify, futureOwner)).toEqual([]);
+    expect(await dify.exists(`dify-${env.name}:member_invite:token:${stolenToken}`, `member_invite:token:${stolenToken}`)).toBe(0);
+    // … B's unrevealed one is never revealed, and B's resend issues none again.
+    const b2 = await revealByWorkspace('b-2', 'b-2');
+    expect([...b2.values()].flat().map((l) => l.email)).toEqual(['b-two@example.com']);
+    expect(await provisioner!.resendInvitations('b-1')).toEqual({ resent: 1, skipped: 0, withheld: 0 });
+    expect(await provisioner!.resendInvitations('b-2')).toEqual({ resent: 1, skipped: 0, withheld: 0 });
+    expect(await tokensOf(dify, future)).toEqual([]);
+    expect(await tokensOf(dify, futureOwner)).toEqual([]);
+    expect((await reveal('b-1', 'b-1-resent.csv')).map((l) => l.email)).toEqual(['b-owner@example.com']);
+    // B's reports say what was revoked; A's rows say why they got no link (not in a file: in
+    // B's workspace too, a link would open it as well).
+    const b1 = await provisioner!.batch('b-1').report();
+    expect(b1[0]!.invitations).toMatch(/^future@example\.com: revoked: the person was added to another workspace \(batch cust-a, line 1\)/);
+    const a = await provisioner!.batch('cust-a').report();
+    expect(a.map((r) => r.outcome)).toEqual(['created', 'created']);
+    expect(a[0]!.invitations).toMatch(/^future@example\.com: no link — in another workspace too/);
+    expect(a[1]!.invitations).toMatch(/^future-owner@example\.com: no link — in another workspace too/);
+    await expect(provisioner!.revealInvitations('cust-a', PRIVATE, join(env.dir, 'a.csv'))).rejects.toThrow(/no invitations/);
   });
 });

@@ -237,6 +237,10 @@ export const ReportRowSchema = z.object({
     .describe(
       'the Celery tasks Dify itself queues after creating a workspace, queued by us for this one (its default plugins, NEW_USER_DEFAULT_PLUGIN_IDS): "install_default_plugins_task: queued" or ": not queued yet"',
     ),
+  invitations: z
+    .string()
+    .nullable()
+    .describe('--invite: who was not invited, or whose link was revoked since, and why ("email: reason", "; " between them)'),
 } satisfies Record<(typeof REPORT_COLUMNS)[number], z.ZodType>);
 
 /** A change batch's row (apply): its action and outcome (applied, unchanged, rejected, failed). */
