@@ -16,7 +16,7 @@ import { pairOf, revokeAllOf } from '../dify/invitations.js';
 import { lockAccount, lockWorkspace, type MembershipWriter } from '../dify/membership.js';
 import { describeError, RowError } from '../common/errors.js';
 import type { ChangeJob } from '../queue/contract.js';
-import { supersedePerson } from '../store/invitations.js';
+import { supersedePerson, withdrawAwayFromHome } from '../store/invitations.js';
 import { tenantOfExternalId } from '../store/ledger.js';
 import { lockTenant } from '../store/locks.js';
 import { outcomeOf, recordOutcome, startChange, type Finished } from '../store/rows.js';
@@ -97,11 +97,14 @@ export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeD
       const outcome: 'applied' | 'unchanged' = revoked > 0 ? 'applied' : 'unchanged';
       const note = revoked > 0 ? `${d.note}; ${revoked} invitation token(s) deleted from Dify's Redis` : d.note;
       await recordOutcome(tx, finished({ outcome, ...at, error: note }));
-      return { outcome, pending: [] as Pending };
+      return { outcome, pending: [] as Pending, withdrawn: [] as { id: string }[] };
     }
     const notes: string[] = [];
     const created: string[] = [];
     let pending: Pending = [];
+    // A link goes only with the person's home workspace (docs/security.md): who this change gives
+    // a join or takes ownership from loses links that may no longer go with theirs (revoked after the COMMIT).
+    const moved: string[] = [];
     switch (d.change) {
       case 'add': {
         let account = d.account!;
@@ -117,6 +120,7 @@ export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeD
         }
         if (!(await lockAccount(tx, account.id))) throw gone(job.email!);
         await deps.membership.addMember(tx, tenantId!, account.id, job.role!, isNew);
+        if (!isNew) moved.push(account.id);
         if (job.invite && isNew && sealKey && deps.inviter) {
           pending = await deps.inviter.prepare(
             tx,
@@ -145,6 +149,7 @@ export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeD
         const id = (d.account as { id: string }).id;
         if (!(await lockAccount(tx, id))) throw gone(job.email!);
         await deps.membership.transferOwner(tx, tenantId!, ws!.owners[0]!, id);
+        moved.push(id, ws!.owners[0]!);
         notes.push('the previous owner is admin now');
         break;
       }
@@ -156,6 +161,11 @@ export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeD
         await deps.membership.setStatus(tx, tenantId!, d.change === 'archive' ? 'archive' : 'normal');
         break;
     }
+    const withdrawn = await withdrawAwayFromHome(
+      tx,
+      moved,
+      `revoked: the person's workspaces changed (batch ${job.batchId}, line ${job.line}); a link sets the password for every workspace`,
+    );
     await recordOutcome(
       tx,
       finished({
@@ -165,11 +175,14 @@ export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeD
         ...(notes.length > 0 ? { error: notes.join('; ') } : {}),
       }),
     );
-    return { outcome: 'applied' as const, pending };
+    return { outcome: 'applied' as const, pending, withdrawn };
   });
 
   // 4. After the COMMIT: the added person's token into Dify's Redis (the sweep completes it if this fails).
   if (answer.pending.length > 0) await completeInvitations(deps, job, () => deps.inviter!.complete(deps.db, answer.pending));
+  // Without an inviter here, a worker's sweep that has one deletes the revoked links' tokens.
+  if (answer.withdrawn.length > 0 && deps.inviter)
+    await completeInvitations(deps, job, () => deps.inviter!.revokeWithdrawn(deps.db, { ids: answer.withdrawn.map((w) => w.id) }));
   return { kind: answer.outcome, tenantId: tenantId! };
 }
 
