@@ -70,7 +70,7 @@ describe('the per-row report', () => {
       'line,external_id,workspace_name,owner_email,outcome,tenant_id,public_key_sha256,attempts,duration_ms,accounts_created,api_key,error,mail,dify_tasks,invitations',
     );
     expect(lines).toHaveLength(6);
-    expect(lines[1]).toMatch(/^2,e2,'=SUM\(A1:A9\),owner2@example\.com,created,[0-9a-f-]{36},[0-9a-f]{64},1,\d+,,,,,$/);
+    expect(lines[1]).toMatch(/^2,e2,'=SUM\(A1:A9\),owner2@example\.com,created,[0-9a-f-]{36},[0-9a-f]{64},1,\d+,,,,,,$/);
     expect(lines[5]).toContain(",'+cmd|calc,");
   });
 });
