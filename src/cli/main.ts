@@ -21,7 +21,19 @@ function buildProgram(exit: (code: number) => void): Command {
   const program = new Command('dify-provision')
     .description('Provision Dify workspaces (tenants) in bulk from a CSV, through a BullMQ queue.')
     .version(packageVersion(), '-V, --version', 'print the version')
-    .showHelpAfterError();
+    .showHelpAfterError()
+    .addHelpText(
+      'after',
+      `
+Configuration (every command):
+  --dify-env FILE   read Dify's own settings from its docker/.env (and the envs/ files beside it):
+                    DB_HOST, DB_PORT, DB_USERNAME, DB_PASSWORD, DB_DATABASE, REDIS_*, STORAGE_TYPE and
+                    its settings, MAIL_TYPE and SMTP_*, CONSOLE_WEB_URL; also DIFY_ENV_FILE=FILE.
+                    Without it, those settings are read from the environment only.
+  Our own variables (they win over Dify's): DATABASE_URL, REDIS_URL, DIFY_STORAGE_DIR,
+  DASHBOARD_TOKEN, DASHBOARD_READ_TOKENS, WORKER_CONCURRENCY, KEY_FILE_OWNER,
+  DIFY_PROVISION_LOG_LEVEL, DIFY_PROVISION_DEBUG (docs/configuration.md).`,
+    );
 
   program
     .command('ingest')

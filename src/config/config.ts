@@ -8,6 +8,7 @@ import {
   difySettings,
   invitationsFromDify,
   isDifyName,
+  lookedIn,
   redisFromDify,
   smtpFromDify,
   storageFromDify,
@@ -99,6 +100,8 @@ export const ConfigSchema = z.object({
       z.array(z.string().min(16, 'each token must be at least 16 characters')),
     )
     .optional(),
+  /** Where Dify's settings were looked for (our environment, the files read), for "missing" errors. */
+  settingsLookedIn: z.string().optional(),
   /** Print stack traces of unexpected errors. */
   debug: z.boolean().default(false),
 });
@@ -131,6 +134,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
   );
   if (typeof raw.logLevel === 'string') raw.logLevel = raw.logLevel.toLowerCase();
   raw.debug = yes(processEnv.DIFY_PROVISION_DEBUG);
+  raw.settingsLookedIn = lookedIn(dify);
   if (!raw.redisUrl) raw.redis = redisFromDify(dify);
   if (!raw.databaseUrl) raw.database = databaseFromDify(dify);
   // Storage is resolved here but its errors are raised only by the commands that touch keys:
@@ -218,7 +222,7 @@ export function requireConfig(config: Config, ...keys: Needed[]): Config {
   );
   if (missing.length > 0) {
     throw new ConfigError(
-      `missing configuration: set ${missing.map((k) => (k === 'redisUrl' ? "REDIS_URL (or Dify's REDIS_HOST, REDIS_USE_CLUSTERS or REDIS_USE_SENTINEL settings)" : k === 'storageDir' ? "DIFY_STORAGE_DIR (or Dify's STORAGE_TYPE and its settings)" : "DATABASE_URL (or Dify's DB_HOST and DB_* settings)")).join(', ')}`,
+      `missing configuration: set ${missing.map((k) => (k === 'redisUrl' ? "REDIS_URL (or Dify's REDIS_HOST, REDIS_USE_CLUSTERS or REDIS_USE_SENTINEL settings)" : k === 'storageDir' ? "DIFY_STORAGE_DIR (or Dify's STORAGE_TYPE and its settings)" : "DATABASE_URL (or Dify's DB_HOST and DB_* settings)")).join(', ')}${config.settingsLookedIn ? `; looked in ${config.settingsLookedIn}` : ''}`,
     );
   }
   return config;

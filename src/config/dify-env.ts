@@ -210,6 +210,15 @@ export interface DbFields {
   user: string;
   password?: string;
   database: string;
+  /** Without DB_PASSWORD: where it was looked for (for the error when the server asks for one). */
+  passwordLookedIn?: string;
+}
+
+/** Where Dify's settings were looked for: our environment, and the files read (or none given). */
+export function lookedIn(s: DifySettings): string {
+  return s.files.length > 0
+    ? `our environment and ${s.files.join(', ')}`
+    : "our environment only: no --dify-env FILE (or DIFY_ENV_FILE) was given, so Dify's docker/.env was not read";
 }
 
 const portOf = (s: DifySettings, name: string, fallback: number): number => {
@@ -232,7 +241,7 @@ export function databaseFromDify(s: DifySettings): DbFields | undefined {
     host,
     port: portOf(s, 'DB_PORT', 5432),
     user: s.get('DB_USERNAME') || 'postgres',
-    ...(password ? { password } : {}),
+    ...(password ? { password } : { passwordLookedIn: lookedIn(s) }),
     database: s.get('DB_DATABASE') || 'dify',
   };
 }

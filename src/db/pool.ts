@@ -6,10 +6,14 @@ export type Db = pg.Pool;
 export type Tx = pg.PoolClient;
 
 /** A PostgreSQL connection string, or its parts as fields (Dify's DB_*: never pasted into a URL). */
-export type DbTarget = string | { host: string; port: number; user: string; password?: string; database: string };
+export type DbTarget =
+  string | { host: string; port: number; user: string; password?: string; database: string; passwordLookedIn?: string };
 
 export function createPool(target: DbTarget, max = 10, applicationName = 'dify-provision'): Db {
-  const where = typeof target === 'string' ? { connectionString: target } : target;
+  const where =
+    typeof target === 'string'
+      ? { connectionString: target }
+      : { host: target.host, port: target.port, user: target.user, password: target.password, database: target.database };
   const pool = new pg.Pool({ ...where, max, application_name: applicationName });
   // An idle client that loses its server must not crash the process; the next query reconnects.
   pool.on('error', () => {});
@@ -55,10 +59,31 @@ export async function checkDatabase(db: Db, target: DbTarget): Promise<void> {
     const where = typeof target === 'string' ? urlParts(target) : target;
     const check = typeof target === 'string' ? 'DATABASE_URL' : `${difyVariable(code)} (Dify's settings)`;
     const message = (err as Error).message;
+    // The server asks for a password and none was given: pg fails inside its SCRAM handshake
+    // ("client password must be a string"), with no code, before the server could say so.
+    const noPassword = typeof target === 'string' ? !passwordOf(target) : !target.password;
+    if (noPassword && (code === '28P01' || /SASL|SCRAM|password/i.test(message))) {
+      const missing =
+        typeof target === 'string'
+          ? 'DATABASE_URL has no password (postgres://user:password@host:port/database)'
+          : `DB_PASSWORD is not set (looked for in ${target.passwordLookedIn ?? "our environment and Dify's .env"})`;
+      throw new UnreachableError(
+        `cannot use PostgreSQL at ${where.host}:${where.port}, database "${where.database}" as user "${where.user}": the server asks for a password and ${missing}`,
+      );
+    }
     const auth = code === '28P01' || code === '28000';
     throw new UnreachableError(
       `cannot use PostgreSQL at ${where.host}:${where.port}, database "${where.database}" as user "${where.user}": ${message}${code && !message.includes(code) ? ` (${code})` : ''} — check ${check}${auth ? '' : ' and that PostgreSQL is running'}`,
     );
+  }
+}
+
+/** The password of a connection string, if it has one. */
+function passwordOf(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).password);
+  } catch {
+    return '';
   }
 }
 

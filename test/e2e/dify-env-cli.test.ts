@@ -189,6 +189,39 @@ describe("every command with Dify's unmodified docker/.env", () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/nowhere\.invalid/);
   });
+
+  it('a half-set environment: a missing DB_PASSWORD or a forgotten --dify-env says which setting is missing and where it was looked for', async () => {
+    const csv = projectFile('samples', 'workspaces.csv');
+    // --dify-env forgotten: DB_HOST and DB_PORT exported, DB_PASSWORD only in Dify's .env.
+    const forgotten = await runCli(['ingest', '--dry-run', csv], shell({ DB_HOST: '127.0.0.1', DB_PORT: pgPort }));
+    expect(forgotten.stderr).toBe(
+      `dify-provision: cannot use PostgreSQL at 127.0.0.1:${pgPort}, database "dify" as user "postgres": the server asks for a password and ` +
+        "DB_PASSWORD is not set (looked for in our environment only: no --dify-env FILE (or DIFY_ENV_FILE) was given, so Dify's docker/.env was not read)\n",
+    );
+    expect(forgotten.code).toBe(1);
+    // A Dify .env without DB_PASSWORD: the files read are named.
+    const partial = join(dir, 'partial.env');
+    await writeFile(partial, 'DB_HOST=127.0.0.1\nDB_USERNAME=postgres\n');
+    const half = await runCli(['batches', '--dify-env', partial], shell({ DB_PORT: pgPort }));
+    expect(half.stderr).toContain(
+      `the server asks for a password and DB_PASSWORD is not set (looked for in our environment and ${partial})`,
+    );
+    expect(half.stderr).not.toContain('DB_HOST and DB_PORT');
+    // Our own DATABASE_URL without a password.
+    const url = await runCli(
+      ['batches'],
+      shell({ DATABASE_URL: `postgres://postgres@127.0.0.1:${pgPort}/dify`, REDIS_URL: 'redis://127.0.0.1:1' }),
+    );
+    expect(url.stderr).toContain('the server asks for a password and DATABASE_URL has no password');
+    // Nothing set at all: where it looked.
+    const none = await runCli(['batches'], shell());
+    expect(none.stderr).toContain(
+      "looked in our environment only: no --dify-env FILE (or DIFY_ENV_FILE) was given, so Dify's docker/.env was not read",
+    );
+    const help = await runCli(['--help'], shell());
+    expect(help.stdout).toContain('--dify-env FILE');
+    expect(help.stdout).toMatch(/DB_PASSWORD[\s\S]*DATABASE_URL, REDIS_URL/);
+  });
 });
 
 // Inside Dify's compose network, as deploy/dify-compose/docker-compose.yaml runs each service.
