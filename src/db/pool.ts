@@ -14,10 +14,25 @@ export function createPool(target: DbTarget, max = 10, applicationName = 'dify-p
     typeof target === 'string'
       ? { connectionString: target }
       : { host: target.host, port: target.port, user: target.user, password: target.password, database: target.database };
-  const pool = new pg.Pool({ ...where, max, application_name: applicationName });
+  const pool = new pg.Pool({ ...where, max, application_name: applicationName, Client: ClosingClient });
   // An idle client that loses its server must not crash the process; the next query reconnects.
   pool.on('error', () => {});
   return pool;
+}
+
+/**
+ * A client that closes its socket when the connection fails on our side. pg fails a handshake
+ * it cannot finish (a server asking for a password none was given for: "client password must be
+ * a string") without closing the socket, which then held the process until the server's
+ * authentication_timeout (60 s) after the error was printed.
+ */
+class ClosingClient extends pg.Client {
+  constructor(config?: string | pg.ClientConfig) {
+    super(config);
+    const connection = (this as unknown as { connection?: { on(e: 'error', f: () => void): void; stream?: { destroy(): void } } })
+      .connection;
+    connection?.on('error', () => connection.stream?.destroy());
+  }
 }
 
 export async function withTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>): Promise<T> {

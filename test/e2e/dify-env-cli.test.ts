@@ -202,16 +202,13 @@ describe("every command with Dify's unmodified docker/.env", () => {
     // A Dify .env without DB_PASSWORD: the files read are named.
     const partial = join(dir, 'partial.env');
     await writeFile(partial, 'DB_HOST=127.0.0.1\nDB_USERNAME=postgres\n');
-    const half = await runCli(['batches', '--dify-env', partial], shell({ DB_PORT: pgPort }));
+    const half = await runCli(['ingest', '--dry-run', csv, '--dify-env', partial], shell({ DB_PORT: pgPort }));
     expect(half.stderr).toContain(
       `the server asks for a password and DB_PASSWORD is not set (looked for in our environment and ${partial})`,
     );
     expect(half.stderr).not.toContain('DB_HOST and DB_PORT');
     // Our own DATABASE_URL without a password.
-    const url = await runCli(
-      ['batches'],
-      shell({ DATABASE_URL: `postgres://postgres@127.0.0.1:${pgPort}/dify`, REDIS_URL: 'redis://127.0.0.1:1' }),
-    );
+    const url = await runCli(['ingest', '--dry-run', csv], shell({ DATABASE_URL: `postgres://postgres@127.0.0.1:${pgPort}/dify` }));
     expect(url.stderr).toContain('the server asks for a password and DATABASE_URL has no password');
     // Nothing set at all: where it looked.
     const none = await runCli(['batches'], shell());
