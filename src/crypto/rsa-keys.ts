@@ -13,6 +13,7 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { promisify } from 'node:util';
+import { rsaOaepDecryptOffLoop } from './rsa-threads.js';
 
 const generate = promisify(generateKeyPair);
 
@@ -72,6 +73,19 @@ export function hybridDecrypt(blob: Buffer, privatePem: string | KeyObject): Buf
   const body = blob.subarray(HYBRID.length);
   const size = (key.asymmetricKeyDetails?.modulusLength ?? 2048) / 8;
   const aesKey = privateDecrypt(oaep, body.subarray(0, size));
+  const nonce = body.subarray(size, size + 16);
+  const tag = body.subarray(size + 16, size + 32);
+  return eaxDecrypt(aesKey, nonce, body.subarray(size + 32), tag);
+}
+
+/**
+ * hybridDecrypt with the RSA step (parsing the PEM and the private decryption: the costly part)
+ * on a worker thread (rsa-threads.ts); the same bytes, the same checks.
+ */
+export async function hybridDecryptOffLoop(blob: Buffer, privatePem: string): Promise<Buffer> {
+  if (!blob.subarray(0, HYBRID.length).equals(HYBRID)) return (await rsaOaepDecryptOffLoop(privatePem, blob)).out;
+  const body = blob.subarray(HYBRID.length);
+  const { out: aesKey, size } = await rsaOaepDecryptOffLoop(privatePem, body);
   const nonce = body.subarray(size, size + 16);
   const tag = body.subarray(size + 16, size + 32);
   return eaxDecrypt(aesKey, nonce, body.subarray(size + 32), tag);

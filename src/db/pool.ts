@@ -9,6 +9,41 @@ export type Tx = pg.PoolClient;
 export type DbTarget =
   string | { host: string; port: number; user: string; password?: string; database: string; passwordLookedIn?: string };
 
+/** A statement and its parameters ($1, $2, …). */
+export interface Statement {
+  text: string;
+  values: unknown[];
+}
+
+/** A parameter as a literal SQL constant (standard_conforming_strings, as in every supported PostgreSQL). */
+function literal(v: unknown): string {
+  if (v === null || v === undefined) return 'NULL';
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) throw new Error(`cannot inline the number ${v}`);
+    return String(v);
+  }
+  if (typeof v === 'boolean') return v ? 'true' : 'false';
+  if (Array.isArray(v)) {
+    // PostgreSQL's array syntax, as pg sends an array parameter; typed by the statement's cast or column.
+    const item = (x: unknown) => (x === null || x === undefined ? 'NULL' : `"${String(x).replace(/[\\"]/g, (c) => `\\${c}`)}"`);
+    return pg.escapeLiteral(`{${v.map(item).join(',')}}`);
+  }
+  if (v instanceof Date) return pg.escapeLiteral(v.toISOString());
+  if (typeof v === 'object') return pg.escapeLiteral(JSON.stringify(v));
+  return pg.escapeLiteral(String(v));
+}
+
+/**
+ * Statements as one simple-protocol query (one round trip, each statement with its own snapshot,
+ * in order; the first error stops the rest), their parameters written in as literals. Only for
+ * statements whose parameters are typed by a cast or by the column they go into.
+ */
+export function inlined(...statements: (Statement | string)[]): string {
+  return statements
+    .map((s) => (typeof s === 'string' ? s : s.text.replace(/\$(\d+)/g, (_, n: string) => literal(s.values[Number(n) - 1]))))
+    .join(';\n');
+}
+
 export function createPool(target: DbTarget, max = 10, applicationName = 'dify-provision'): Db {
   const where =
     typeof target === 'string'

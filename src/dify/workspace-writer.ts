@@ -2,7 +2,7 @@
 // for row (docs/dify.md), plus the members' joins, in the caller's transaction. What is written
 // is a table of capabilities per release band (schema-probe.ts), not conditions in the SQL.
 import { createHash } from 'node:crypto';
-import type { Tx } from '../db/pool.js';
+import type { Statement, Tx } from '../db/pool.js';
 import type { MemberRole } from '../common/types.js';
 import type { DifySchema } from './schema-probe.js';
 
@@ -19,6 +19,11 @@ export interface NewWorkspace {
 export interface WorkspaceWriter {
   readonly schema: DifySchema;
   insertWorkspace(tx: Tx, ws: NewWorkspace): Promise<void>;
+  /**
+   * insertWorkspace's one statement, to send with others in one round trip (db/pool.ts inlined);
+   * a writer without it (a test's) is called through insertWorkspace.
+   */
+  statement?(ws: NewWorkspace): Statement;
 }
 
 /** Band D: category → strategy_setting, as create_tenant seeds plugin auto-upgrade. */
@@ -92,11 +97,11 @@ function statementFor(schema: DifySchema, trialCredits: number): { sql: string; 
 
 export function workspaceWriter(schema: DifySchema, trialCredits: number): WorkspaceWriter {
   const { sql, extra } = statementFor(schema, trialCredits);
-  return {
-    schema,
-    async insertWorkspace(tx, ws) {
-      const accounts = [{ accountId: ws.ownerId, role: 'owner' as const, invited: false }, ...ws.members];
-      await tx.query(sql, [
+  const statement = (ws: NewWorkspace): Statement => {
+    const accounts = [{ accountId: ws.ownerId, role: 'owner' as const, invited: false }, ...ws.members];
+    return {
+      text: sql,
+      values: [
         ws.tenantId,
         ws.name,
         ws.publicPem,
@@ -105,7 +110,15 @@ export function workspaceWriter(schema: DifySchema, trialCredits: number): Works
         accounts.map((a) => a.role),
         accounts.map((a) => a.invited ?? false),
         ...extra(ws),
-      ]);
+      ],
+    };
+  };
+  return {
+    schema,
+    async insertWorkspace(tx, ws) {
+      const s = statement(ws);
+      await tx.query(s.text, s.values);
     },
+    statement,
   };
 }

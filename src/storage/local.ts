@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
+import { hybridDecryptOffLoop, hybridEncrypt } from '../crypto/rsa-keys.js';
 import { PreflightError, RowError } from '../common/errors.js';
 import { storageFsError } from './fs-diagnosis.js';
 import type { KeyStorage, StoredKey } from './key-storage.js';
@@ -63,6 +63,7 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
   const privkeysPath = join(opts.root, 'privkeys');
   const started = await preparePrivkeys(privkeysPath, owner);
   await started.fh.close();
+  const syncPrivkeys = groupSync();
 
   /** privkeys/, which must still be the folder checked at start. */
   const withPrivkeys = async <T>(work: (privkeys: Folder) => Promise<T>): Promise<T> => {
@@ -133,9 +134,37 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
           throw err;
         }
         await folder.fh.close();
-        await privkeys.fh.sync().catch(() => {});
+        // The tenant folder's name in privkeys/ made durable: one fsync for the keys written together.
+        await syncPrivkeys(privkeys.fh);
         return { location: join(folder.path, KEY_FILE), remove };
       }),
+  };
+}
+
+/**
+ * fsyncs of one folder shared between callers (group commit): a caller is answered by a sync that
+ * began after it asked, so whatever it did in the folder before asking is durable; callers that
+ * ask while a sync runs share the next one, made through the handle of the first of them (every
+ * caller's handle is the same folder, checked by inode, and stays open until it is answered).
+ */
+export function groupSync(): (fh: FileHandle) => Promise<void> {
+  let running: Promise<void> | undefined;
+  let next: Promise<void> | undefined;
+  const start = (fh: FileHandle) => {
+    const p = fh.sync().catch(() => {});
+    running = p;
+    void p.then(() => {
+      if (running === p) running = undefined;
+    });
+    return p;
+  };
+  return (fh) => {
+    if (!running) return start(fh);
+    next ??= running.then(() => {
+      next = undefined;
+      return start(fh);
+    });
+    return next;
   };
 }
 
@@ -257,7 +286,7 @@ async function proveKeyFile(folder: Folder, publicPem: string): Promise<void> {
   const blob = hybridEncrypt(secret, publicPem);
   let decrypted: Buffer;
   try {
-    decrypted = hybridDecrypt(blob, text);
+    decrypted = await hybridDecryptOffLoop(blob, text);
   } catch {
     throw new Error(`key file ${path} does not decrypt what the tenant's public key encrypts`);
   }

@@ -1,6 +1,6 @@
 // The idempotency ledger: one row per idempotency key that ever made a tenant. It is what makes
 // a re-ingest, a retry or a job run twice answer "existing" instead of creating again.
-import type { Db, Tx } from '../db/pool.js';
+import type { Db, Statement, Tx } from '../db/pool.js';
 import { RowError } from '../common/errors.js';
 import { SCHEMA } from './schema.js';
 
@@ -135,21 +135,32 @@ export async function findLedgerEntry(db: Db | Tx, key: string): Promise<LedgerE
  * have committed while we waited), whether the tenant id is taken, and row locks on the accounts
  * that will join, taken in id order; `lockedAccounts` says how many of them still exist.
  */
-export async function checkLocked(
-  tx: Tx,
-  key: string,
-  tenantId: string,
-  accountIds: string[],
-): Promise<{ known?: KnownEntry; tenantTaken: boolean; lockedAccounts: number }> {
-  const { rows } = await tx.query<KnownColumns & { tenant_taken: boolean; locked: number }>(
-    `SELECT ${KNOWN_COLUMNS},
-            EXISTS (SELECT 1 FROM tenants WHERE id = $2) AS tenant_taken,
+export async function checkLocked(tx: Tx, key: string, tenantId: string, accountIds: string[]): Promise<LockedCheck> {
+  const s = checkLockedStatement(key, tenantId, accountIds);
+  const { rows } = await tx.query<CheckedColumns>(s.text, s.values);
+  return checkedOf(rows[0]!);
+}
+
+export interface LockedCheck {
+  known?: KnownEntry;
+  tenantTaken: boolean;
+  lockedAccounts: number;
+}
+
+/** What checkLockedStatement's one row holds (read by checkedOf). */
+export type CheckedColumns = KnownColumns & { tenant_taken: boolean; locked: number };
+
+/** checkLocked as a statement, to send right behind the locks in one round trip (db/pool.ts inlined). */
+export const checkLockedStatement = (key: string, tenantId: string, accountIds: string[]): Statement => ({
+  text: `SELECT ${KNOWN_COLUMNS},
+            EXISTS (SELECT 1 FROM tenants WHERE id = $2::uuid) AS tenant_taken,
             (SELECT count(*)::int FROM (SELECT id FROM accounts WHERE id = ANY($3::uuid[]) ORDER BY id FOR UPDATE) AS locked) AS locked
        FROM (SELECT 1) AS one
-       ${knownJoin('$1')}`,
-    [key, tenantId, accountIds],
-  );
-  const r = rows[0]!;
+       ${knownJoin('$1::text')}`,
+  values: [key, tenantId, accountIds],
+});
+
+export function checkedOf(r: CheckedColumns): LockedCheck {
   const known = knownOf(r);
   return { tenantTaken: r.tenant_taken, lockedAccounts: r.locked, ...(known ? { known } : {}) };
 }

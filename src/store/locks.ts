@@ -1,6 +1,6 @@
 // Every advisory lock dify-provision takes, named once. Workers, doctor and ingest must agree on
 // these names: a key file is only ever written or removed under its tenant's lock.
-import { withTransaction, type Db, type Tx } from '../db/pool.js';
+import { withTransaction, type Db, type Statement, type Tx } from '../db/pool.js';
 
 const LOCK = {
   key: 'dify-provision:key:',
@@ -16,8 +16,15 @@ const lockSql = (n: number) => `pg_advisory_xact_lock(hashtextextended($${n}, 0)
 
 /** One idempotency key, then its tenant id: always in this order, so two jobs can't deadlock. */
 export async function lockKeyAndTenant(tx: Tx, key: string, tenantId: string): Promise<void> {
-  await tx.query(`SELECT ${lockSql(1)}, ${lockSql(2)}`, [LOCK.key + key, LOCK.tenant + tenantId]);
+  const s = lockKeyAndTenantStatement(key, tenantId);
+  await tx.query(s.text, s.values);
 }
+
+/** lockKeyAndTenant as a statement, to send with others in one round trip (db/pool.ts inlined). */
+export const lockKeyAndTenantStatement = (key: string, tenantId: string): Statement => ({
+  text: `SELECT ${lockSql(1)}, ${lockSql(2)}`,
+  values: [LOCK.key + key, LOCK.tenant + tenantId],
+});
 
 /** A tenant id: held by a worker from writing its key file until its commit, and by doctor --fix. */
 export async function lockTenant(tx: Tx, tenantId: string): Promise<void> {

@@ -8,7 +8,7 @@
 //
 // A row answered created/existing (applied/unchanged for a change) keeps that answer whatever runs later. Each call here is one
 // round trip: several are on the worker's hot path.
-import type { Db, Tx } from '../db/pool.js';
+import type { Db, Statement, Tx } from '../db/pool.js';
 import { accountCandidates, type AccountRules } from '../dify/accounts.js';
 import type { Account, Outcome } from '../common/types.js';
 import { knownJoin, knownOf, KNOWN_COLUMNS, type KnownColumns, type KnownEntry } from './ledger.js';
@@ -306,14 +306,18 @@ export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {
  * workspace's transaction, one round trip.
  */
 export async function recordCreated(tx: Tx, key: string, f: Finished): Promise<void> {
-  await tx.query(
-    `WITH ledger AS (
+  const s = recordCreatedStatement(key, f);
+  await tx.query(s.text, s.values);
+}
+
+/** recordCreated as a statement, to send with the workspace's rows and COMMIT in one round trip (db/pool.ts inlined). */
+export const recordCreatedStatement = (key: string, f: Finished): Statement => ({
+  text: `WITH ledger AS (
        INSERT INTO ${SCHEMA}.ledger (idempotency_key, tenant_id, batch_id, line, fingerprint) VALUES ($12, $4, $1, $2, $5)
      )
      ${UPDATE_ROW}`,
-    [...rowParams(f), key],
-  );
-}
+  values: [...rowParams(f), key],
+});
 
 /**
  * failed → queued (retry) or cancelled → queued (undo a cancel), as a new round: fresh job ids,

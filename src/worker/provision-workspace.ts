@@ -1,11 +1,12 @@
 // How one workspace is provisioned: the six steps of docs/design.md, in order. This is the worker's hot
-// path, so each database step is one round trip (seven in all for a new workspace). A job never
+// path: three round trips for a new workspace whose accounts exist (the attempt's start; BEGIN,
+// the locks and the check after them; Dify's rows, the ledger, the answer and COMMIT). A job never
 // holds two pool connections at once: a worker whose pool is smaller than its concurrency cannot
 // deadlock on its own connections.
 import type { KeyObject } from 'node:crypto';
 import { seal } from '../crypto/sealing.js';
 import type { KeyPair, KeySource } from '../crypto/rsa-keys.js';
-import type { Db, Tx } from '../db/pool.js';
+import { inlined, type Db, type Tx } from '../db/pool.js';
 import {
   checkDistinct,
   ensureAccount,
@@ -23,9 +24,18 @@ import type { DifyTasks } from './dify-tasks.js';
 import type { Logger } from 'pino';
 import type { JobData } from '../queue/contract.js';
 import type { DeployedKey, KeyStorage } from '../storage/key-storage.js';
-import { answerKnown, checkLocked, findLedgerEntry, type LedgerEntry } from '../store/ledger.js';
-import { lockKeyAndTenant, removeUnlessTenantExists } from '../store/locks.js';
-import { recordCreated, recordOutcome, startAttempt, type Finished, type OwnLineage } from '../store/rows.js';
+import {
+  answerKnown,
+  checkedOf,
+  checkLocked,
+  checkLockedStatement,
+  findLedgerEntry,
+  type CheckedColumns,
+  type LedgerEntry,
+  type LockedCheck,
+} from '../store/ledger.js';
+import { lockKeyAndTenant, lockKeyAndTenantStatement, removeUnlessTenantExists } from '../store/locks.js';
+import { recordCreated, recordCreatedStatement, recordOutcome, startAttempt, type Finished, type OwnLineage } from '../store/rows.js';
 import { storeSealed } from '../store/sealed-secrets.js';
 import { inOtherWorkspaces, withdrawAwayFromHome } from '../store/invitations.js';
 import type { Account } from '../common/types.js';
@@ -175,12 +185,28 @@ async function writeWorkspace(
   let committing = false;
   let failure: unknown;
   try {
-    await tx.query('BEGIN');
-    // Duplicates of this key (or of this tenant id) wait here for each other, then see the ledger.
-    await lockKeyAndTenant(tx, job.key, job.tenantId);
-    const accounts = await materialise(tx, wanted, rules, [job.ownerEmail, ...job.members.map((m) => m.email)], job.ownerProfile);
-    const ids = [accounts.ownerId, ...accounts.members.map((m) => m.accountId)];
-    const locked = await checkLocked(tx, job.key, job.tenantId, ids);
+    // Duplicates of this key (or of this tenant id) wait at the locks for each other, then see
+    // the ledger. Where the row's accounts all exist (they are known already), BEGIN, the locks
+    // and the check after them are one round trip: each statement of it has its own snapshot, so
+    // the check sees what committed while the locks were awaited.
+    const emails = [job.ownerEmail, ...job.members.map((m) => m.email)];
+    const allExist = !('missing' in wanted.owner) && wanted.members.every((m) => !('missing' in m.account));
+    let accounts: Awaited<ReturnType<typeof materialise>>;
+    let locked: LockedCheck;
+    if (allExist) {
+      // Nothing to create: materialise only names the accounts (no statement).
+      accounts = await materialise(tx, wanted, rules, emails, job.ownerProfile);
+      const results = (await tx.query(
+        inlined('BEGIN', lockKeyAndTenantStatement(job.key, job.tenantId), checkLockedStatement(job.key, job.tenantId, idsOf(accounts))),
+      )) as unknown as { rows: CheckedColumns[] }[];
+      locked = checkedOf(results[2]!.rows[0]!);
+    } else {
+      await tx.query('BEGIN');
+      await lockKeyAndTenant(tx, job.key, job.tenantId);
+      accounts = await materialise(tx, wanted, rules, emails, job.ownerProfile);
+      locked = await checkLocked(tx, job.key, job.tenantId, idsOf(accounts));
+    }
+    const ids = idsOf(accounts);
     if (locked.known) {
       // A duplicate committed while we waited: the same rules as step 1 (answerKnown throws for
       // a reused id or a deleted workspace, and the transaction is rolled back below).
@@ -200,19 +226,32 @@ async function writeWorkspace(
     pem = await deps.storage.deploy(job.tenantId, keys.privatePem, keys.publicPem);
 
     // 5. Every row Dify's create_tenant writes, the members, the ledger and the result: one commit.
-    await deps.writer.insertWorkspace(tx, {
+    const workspace = {
       tenantId: job.tenantId,
       name: job.workspaceName,
       plan: job.plan,
       publicPem: keys.publicPem,
       ownerId: accounts.ownerId,
       members: accounts.members,
-    });
+    };
+    const joinedHere = accounts.invitees.filter((p) => !p.created && p.status === 'pending').map((p) => p.accountId);
+    if (deps.writer.statement && !(sealKey && job.mintDatasetKey) && !job.invite && joinedHere.length === 0 && !deps.difyTasks) {
+      // Nothing else to write: Dify's rows, the ledger and the answer, then COMMIT, in one round trip.
+      const created = { tenantId: job.tenantId, fingerprint: keys.fingerprint };
+      const answer = result({
+        outcome: 'created',
+        ...created,
+        ...(accounts.created.length > 0 ? { createdAccounts: accounts.created } : {}),
+      });
+      committing = true;
+      await tx.query(inlined(deps.writer.statement(workspace), recordCreatedStatement(job.key, answer), 'COMMIT'));
+      return { kind: 'created', ...created, createdAccounts: accounts.created };
+    }
+    await deps.writer.insertWorkspace(tx, workspace);
     const apiKey = sealKey && job.mintDatasetKey ? await mintSealed(tx, job, sealKey, deps.scoping ?? 'none') : undefined;
     // Links go only with a person's home workspace (docs/security.md). A pending person this row
     // joins here loses every link that was to go with another workspace (revoked below, after
     // the commit); the row invites only people who are in no other workspace (or mails them).
-    const joinedHere = accounts.invitees.filter((p) => !p.created && p.status === 'pending').map((p) => p.accountId);
     const withdrawn = await withdrawAwayFromHome(
       tx,
       [...new Set(joinedHere)],
@@ -376,6 +415,11 @@ const tenantTaken = (tenantId: string) =>
  * Two of the row's addresses that are one Dify account (john.doe@gmail.com and johndoe@gmail.com
  * where Dify keeps normalised emails) are an error: a workspace joins an account once.
  */
+const idsOf = (accounts: { ownerId: string; members: { accountId: string }[] }) => [
+  accounts.ownerId,
+  ...accounts.members.map((m) => m.accountId),
+];
+
 async function materialise(tx: Tx, wanted: Wanted, rules: AccountRules, emails: string[], ownerProfile: AccountProfile = {}) {
   const keyOf = (email: string) => personKey(email, rules);
   const all = [wanted.owner, ...wanted.members.map((m) => m.account)];

@@ -13,6 +13,7 @@ import { runDoctor } from '../../src/doctor/doctor.js';
 import { RowError, UsageError } from '../../src/common/errors.js';
 import { createProvisioner } from '../../src/provisioner.js';
 import { localKeyStorage } from '../../src/storage/local.js';
+import { inlined } from '../../src/db/pool.js';
 import { migrate } from '../../src/store/schema.js';
 import { provisionWorkspace } from '../../src/worker/provision-workspace.js';
 import { runWorker } from '../../src/worker/run-worker.js';
@@ -275,5 +276,29 @@ describe('races around one tenant id', () => {
     }
     expect(peak).toBeLessThanOrEqual(4);
     expect(peak).toBeGreaterThan(0);
+  });
+});
+
+describe('statements sent inlined (one round trip)', () => {
+  it('read every hostile value back exactly as the same statement with parameters does', async () => {
+    const hostile = ["O'Brien \\ \\' '' $1 $2 ; COMMIT; --", 'é 漢字 \u{1F600} "quoted"', "E'x'", ''];
+    const statement = {
+      text: `SELECT $1::text AS a, $2::text AS b, $3::text AS c, $4::text AS d, $5::text[] AS arr, $6::boolean[] AS flags,
+                    $7::jsonb AS doc, $8::int AS n, $9::uuid AS id, $10::text AS none`,
+      values: [
+        ...hostile,
+        ['a,b', '{x}', 'q"uote', 'back\\slash', "it's", 'NULL', ''],
+        [true, false],
+        { name: "O'Brien \\ $1", list: [1, 'two'] },
+        42,
+        randomUUID(),
+        null,
+      ],
+    };
+    const withParams = (await env.db.query(statement.text, statement.values)).rows[0];
+    const results = (await env.db.query(inlined('BEGIN', statement, 'COMMIT'))) as unknown as { rows: unknown[] }[];
+    expect(results[1]!.rows[0]).toEqual(withParams);
+    expect(withParams.a).toBe(hostile[0]);
+    expect(withParams.arr).toEqual(statement.values[4]);
   });
 });

@@ -192,6 +192,32 @@ describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3', ...VENDOR_STO
       expect(await storage.read(spec.tenantId)).toBeUndefined();
     });
 
+    it('removes the key when the one round trip of rows, ledger and COMMIT fails', async () => {
+      await ingestCsv({ ...env, config }, csvOf([{ workspace_name: 'Rollback', owner_email: 'owner1@example.com' }]), 'rb1');
+      const spec = (await env.db.query(`SELECT spec FROM dify_provision.rows WHERE batch_id = 'rb1'`)).rows[0]!.spec;
+      const real = workspaceWriter(await probeDifySchema(env.db), 200);
+      // The statement sent with the ledger and COMMIT fails (after the key was written and proven).
+      const failing: WorkspaceWriter = { ...real, statement: (ws) => ({ ...real.statement!(ws), text: 'SELECT 1/0' }) };
+      let deployed = false;
+      const watched = new Proxy(storage, {
+        get: (target, p) =>
+          p === 'deploy'
+            ? async (...args: Parameters<KeyStorage['deploy']>) => {
+                const d = await target.deploy(...args);
+                deployed = true;
+                return d;
+              }
+            : (Reflect.get(target, p) as unknown),
+      });
+      await expect(provisionWorkspace(spec, 1, { db: env.db, keys: rsaKeySource, storage: watched, writer: failing })).rejects.toThrow(
+        /division by zero/,
+      );
+      expect(deployed).toBe(true);
+      expect(await storage.read(spec.tenantId)).toBeUndefined();
+      expect((await env.db.query(`SELECT count(*)::int AS n FROM tenants WHERE id = $1`, [spec.tenantId])).rows[0].n).toBe(0);
+      expect((await env.db.query(`SELECT count(*)::int AS n FROM dify_provision.ledger`)).rows[0].n).toBe(0);
+    });
+
     it('doctor finds missing, mismatched and orphan keys there, and --fix removes only orphans', async () => {
       const world = { ...env, config };
       await ingestCsv(world, csvOf([1, 2].map((i) => ({ workspace_name: `Doc ${i}`, owner_email: `owner${i}@example.com` }))), 'doc');

@@ -1,7 +1,16 @@
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import forge from 'node-forge';
 import { describe, expect, it } from 'vitest';
-import { cmac, eaxDecrypt, eaxEncrypt, fingerprintOf, hybridDecrypt, hybridEncrypt, rsaKeySource } from '../../src/crypto/rsa-keys.js';
+import {
+  cmac,
+  eaxDecrypt,
+  eaxEncrypt,
+  fingerprintOf,
+  hybridDecrypt,
+  hybridDecryptOffLoop,
+  hybridEncrypt,
+  rsaKeySource,
+} from '../../src/crypto/rsa-keys.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s/g, ''), 'hex');
 
@@ -81,5 +90,18 @@ describe('RSA key pairs in Dify formats', () => {
     const forgePub = forge.pki.publicKeyFromPem(pair.publicPem);
     const blob = Buffer.from(forgePub.encrypt('short-secret', 'RSA-OAEP'), 'binary');
     expect(hybridDecrypt(blob, pair.privatePem).toString()).toBe('short-secret');
+  });
+});
+
+describe('the proof on a worker thread', () => {
+  it('decrypts the same bytes as hybridDecrypt, and refuses another pair’s private key', async () => {
+    const [pair, other] = await Promise.all([rsaKeySource.generate(), rsaKeySource.generate()]);
+    const secret = Buffer.from('0123456789abcdef0123456789abcdef');
+    const blobs = Array.from({ length: 8 }, () => hybridEncrypt(secret, pair.publicPem));
+    // Several at once: each answer goes to its own caller.
+    const out = await Promise.all(blobs.map((b) => hybridDecryptOffLoop(b, pair.privatePem)));
+    for (const [i, o] of out.entries()) expect(o).toEqual(hybridDecrypt(blobs[i]!, pair.privatePem));
+    await expect(hybridDecryptOffLoop(blobs[0]!, other.privatePem)).rejects.toThrow();
+    await expect(hybridDecryptOffLoop(blobs[0]!, 'not a key')).rejects.toThrow();
   });
 });
