@@ -14,15 +14,26 @@ export interface SweepOptions {
   intervalMs?: number;
   /** Rows untouched for less than this are left to whoever is queueing them. Default 60 s. */
   idleSeconds?: number;
+  /**
+   * Open rows looked at in one turn, at most (default 100,000: a few seconds of PostgreSQL and
+   * Redis a minute); the next turn goes on after the last one looked at, so a backlog of a
+   * million waiting rows is looked through every ten turns instead of whole every minute.
+   */
+  rowsPerTurn?: number;
 }
 
-/** One sweep; undefined when another worker is sweeping. */
-export async function sweepLostJobs(db: Db, jobs: QueueDeps, idleSeconds: number): Promise<LostJobs | undefined> {
+/** One sweep (or a turn of one: `maxRows` after `after`); undefined when another worker is sweeping. */
+export async function sweepLostJobs(
+  db: Db,
+  jobs: QueueDeps,
+  idleSeconds: number,
+  turn: { after?: { batchId: string; line: number }; maxRows?: number } = {},
+): Promise<LostJobs | undefined> {
   return withTransaction(db, async (tx) => {
     if (!(await trySweepLock(tx))) return undefined;
     // The lock's transaction only holds the lock: the rows are read and changed on the pool,
     // so no row stays locked while Redis is asked.
-    return settleLostJobs(db, jobs, { idleSeconds, mode: 'queue' });
+    return settleLostJobs(db, jobs, { idleSeconds, mode: 'queue', ...turn });
   });
 }
 
@@ -41,9 +52,14 @@ export function startSweeping(
 ): { stop(): Promise<void> } {
   const intervalMs = opts.intervalMs ?? 60_000;
   let running: Promise<void> | undefined;
+  let cursor: { batchId: string; line: number } | undefined;
   const sweep = () => {
-    running ??= sweepLostJobs(db, jobs, opts.idleSeconds ?? 60)
+    running ??= sweepLostJobs(db, jobs, opts.idleSeconds ?? 60, {
+      ...(cursor ? { after: cursor } : {}),
+      maxRows: opts.rowsPerTurn ?? 100_000,
+    })
       .then(async (found) => {
+        if (found) cursor = found.next;
         if (found && found.lost + found.failed > 0)
           log.warn(
             { requeued: found.lost, failed: found.failed },

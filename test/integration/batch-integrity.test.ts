@@ -189,6 +189,34 @@ describe('rows whose job Redis lost (item 7)', () => {
     expect((await rowsOf('finished')).map((r) => r.outcome)).toEqual(['created', 'created', 'failed']);
   });
 
+  it("a sweep's turn looks at rowsPerTurn open rows at most, and the next turn goes on after the last one", async () => {
+    await provisioner.enqueue(owners(5, 'Turns'), { batchId: 'turns' });
+    await env.redis.flushdb();
+    const first = await sweepLostJobs(env.db, provisionerDeps(), 0, { maxRows: 2 });
+    expect(first).toEqual({ open: 2, lost: 2, failed: 0, next: { batchId: 'turns', line: 2 } });
+    const second = await sweepLostJobs(env.db, provisionerDeps(), 0, { after: first!.next!, maxRows: 2 });
+    expect(second).toEqual({ open: 2, lost: 2, failed: 0, next: { batchId: 'turns', line: 4 } });
+    expect(await sweepLostJobs(env.db, provisionerDeps(), 0, { after: second!.next!, maxRows: 2 })).toEqual({
+      open: 1,
+      lost: 1,
+      failed: 0,
+    });
+    expect((await queue.getWaiting()).map((j) => j.data.line).sort()).toEqual([1, 2, 3, 4, 5]);
+    // A running worker's turns go round: every row is found though each turn looks at two.
+    await env.redis.flushdb();
+    const worker = await runWorker(env.config, {
+      concurrency: 2,
+      logger: pino({ level: 'silent' }),
+      sweep: { intervalMs: 200, idleSeconds: 0, rowsPerTurn: 2 },
+    });
+    try {
+      const [status] = await waitUntilDone(env, ['turns']);
+      expect(status!.counts).toMatchObject({ created: 5 });
+    } finally {
+      await worker.close();
+    }
+  });
+
   it('the sweep waits out its idle window: a row touched, or a batch whose ingest finished, within it is left alone', async () => {
     const batch = await provisioner.enqueue(owners(2, 'Idle'), { batchId: 'idle' });
     await env.redis.flushdb();
