@@ -12,7 +12,7 @@ import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
 import { withTransaction, type Db, type Tx } from '../db/pool.js';
 import { BatchConflictError, ProvisionError, UsageError } from '../common/errors.js';
 import { DEFAULT_RETRY, type JobData, type RetryPolicy } from '../queue/contract.js';
-import { settleLostJobs, type QueueDeps } from '../queue/lost-jobs.js';
+import { queueRecorded, settleLostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { createBatch, finishIngest } from '../store/batches.js';
 import { lockBatch } from '../store/locks.js';
 import { recordIngested, type EarlierRow, type IngestedRow } from '../store/rows.js';
@@ -139,9 +139,13 @@ export async function enqueueBatch(
     await recordRows(rows, tx, { ...opts, lineage: deps.lineage?.() }, sealTo, summary);
     await finishIngest(tx, opts.batchId);
   });
-  // 2. Exactly the specs stored are queued (a row recorded by an earlier run whose job is gone
-  //    too); job ids make adding one that exists a no-op.
-  await settleLostJobs(deps.db, deps, { batchId: opts.batchId, idleSeconds: 0, mode: 'queue' });
+  // 2. Exactly the specs stored are queued; job ids make adding one that exists a no-op. A batch
+  //    recorded whole by this call has no job yet: its rows are read back in line order and
+  //    added, several pages in flight. A re-run also looks for rows an earlier run recorded
+  //    whose job is gone.
+  if (summary.alreadyInBatch > 0 || summary.queued === 0)
+    await settleLostJobs(deps.db, deps, { batchId: opts.batchId, idleSeconds: 0, mode: 'queue' });
+  else await queueRecorded(deps.db, deps, opts.batchId);
   return summary;
 }
 
