@@ -1,7 +1,7 @@
 // npm run bench: tenants per second against the key-generation ceiling, the manual recipe, and
 // ingest at scale, in one run on one machine. Prints a table (and JSON with --json).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,7 +29,8 @@ const opts = new Command('bench')
   .option('--xlsx-n <n>', 'rows for the .xlsx ingest run', (v) => Number(v), 100_000)
   .option('--concurrency <n>', 'jobs in flight per worker process', (v) => Number(v), 8)
   .option('--pool-concurrency <n>', 'jobs in flight per worker process with pooled keys', (v) => Number(v), 32)
-  .option('--only <parts>', 'comma-separated: ceiling,pipeline1,pipeline2,manual,pooled,ingest,rss,xlsx')
+  .option('--scale-workers <list>', 'worker processes for the scale runs (pooled keys)', '1,2,4')
+  .option('--only <parts>', 'comma-separated: ceiling,pipeline1,pipeline2,manual,pooled,scale,ingest,rss,xlsx')
   .option('--json', 'also print the figures as JSON')
   .parse()
   .opts<{
@@ -41,6 +42,7 @@ const opts = new Command('bench')
     xlsxN: number;
     concurrency: number;
     poolConcurrency: number;
+    scaleWorkers: string;
     only?: string;
     json?: boolean;
   }>();
@@ -94,7 +96,10 @@ async function writeXlsx(path: string, n: number, tag: string): Promise<void> {
 
 function startWorker(env: NodeJS.ProcessEnv, concurrency: number, pooled = 0): Promise<ChildProcess> {
   const args = [
-    projectFile('dist', 'bench', 'worker-process.js'),
+    // BENCH_WORKER_FLAGS: node flags for the worker processes only (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof).
+    ...(process.env.BENCH_WORKER_FLAGS?.split(/\s+/).filter(Boolean) ?? []),
+    // BENCH_WORKER_SCRIPT: another build's bench/worker-process.js (an older commit built beside this one).
+    process.env.BENCH_WORKER_SCRIPT ?? projectFile('dist', 'bench', 'worker-process.js'),
     String(concurrency),
     ...(pooled ? ['--pooled-keys', String(pooled)] : []),
   ];
@@ -105,6 +110,38 @@ function startWorker(env: NodeJS.ProcessEnv, concurrency: number, pooled = 0): P
   });
 }
 const stop = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null ? r() : (c.on('exit', () => r()), c.kill('SIGTERM'))));
+
+/** CPU seconds a process (and its reaped children) used, from /proc (Linux). */
+function cpuOf(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime stime cutime cstime: fields 14-17 of stat, 12-15 after "pid (comm) ".
+    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds PostgreSQL (the postmaster and every backend) and Redis have used so far. */
+async function serverCpu(db: ReturnType<typeof createPool>, redisUrl: string): Promise<{ pg: number; redis: number }> {
+  const { rows } = await db.query<{ dir: string }>(`SELECT current_setting('data_directory') AS dir`);
+  const postmaster = Number(readFileSync(join(rows[0]!.dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const children = readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return Number(readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]) === postmaster;
+      } catch {
+        return false;
+      }
+    });
+  const pg = cpuOf(postmaster) + children.reduce((n, d) => n + cpuOf(Number(d)), 0);
+  const redis = new Redis(redisUrl);
+  const info = await redis.info('cpu');
+  redis.disconnect();
+  const num = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return { pg, redis: num('used_cpu_user') + num('used_cpu_sys') };
+}
 
 function percentile(sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -120,15 +157,28 @@ async function pipeline(w: World, tag: string, n: number, workers: number, concu
   try {
     const t0 = performance.now();
     await run(process.execPath, [CLI, 'ingest', csv, '--batch-id', tag], { env: world.env, maxBuffer: 64 << 20 });
+    // CPU seconds from here to the end (the workers' part; ingest is measured on its own).
+    const cpu0 = await serverCpu(db, w.redisUrl);
+    const workers0 = procs.reduce((n, p) => n + cpuOf(p.pid!), 0);
+    const t1 = performance.now();
     const status = await waitForBatch(db, tag, { intervalMs: 250 });
     const seconds = (performance.now() - t0) / 1000;
+    const cpu1 = await serverCpu(db, w.redisUrl);
+    const workerCpu = procs.reduce((n, p) => n + cpuOf(p.pid!), 0) - workers0;
+    const perK = (x: number) => Math.round((x / n) * 1000 * 100) / 100;
+    const cpu = {
+      workSeconds: (performance.now() - t1) / 1000,
+      pgPer1000: perK(cpu1.pg - cpu0.pg),
+      redisPer1000: perK(cpu1.redis - cpu0.redis),
+      workersPer1000: perK(workerCpu),
+    };
     if (status.counts.created !== n) throw new Error(`${tag}: expected ${n} created, got ${JSON.stringify(status.counts)}`);
     const { rows } = await db.query<{ d: number }>(
       `SELECT duration_ms AS d FROM dify_provision.rows WHERE batch_id = $1 ORDER BY duration_ms`,
       [tag],
     );
     const d = rows.map((r) => r.d);
-    return { n, seconds, perSec: n / seconds, p50: percentile(d, 50), p95: percentile(d, 95), p99: percentile(d, 99) };
+    return { n, seconds, perSec: n / seconds, p50: percentile(d, 50), p95: percentile(d, 95), p99: percentile(d, 99), cpu };
   } finally {
     await Promise.all(procs.map(stop));
     await db.end();
@@ -179,17 +229,38 @@ async function ingestOnly(w: World, n: number, measureRss: boolean, format: 'csv
   const t0 = performance.now();
   const { stderr } = await run(
     process.execPath,
-    [...cliNodeFlags(), projectFile('dist', 'bench', 'rss-ingest.js'), 'ingest', csv, '--batch-id', `ingest-${format}-${n}`],
+    [
+      ...cliNodeFlags(),
+      // BENCH_INGEST_FLAGS: more node flags for the ingest process (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof).
+      ...(process.env.BENCH_INGEST_FLAGS?.split(/\s+/).filter(Boolean) ?? []),
+      projectFile('dist', 'bench', 'rss-ingest.js'),
+      'ingest',
+      csv,
+      '--batch-id',
+      `ingest-${format}-${n}`,
+    ],
     { env: world.env, maxBuffer: 64 << 20 },
   );
   const seconds = (performance.now() - t0) / 1000;
   const rssKb = Number(/maxrss_kb=(\d+)/.exec(stderr)?.[1]);
+  // What a sweep's scan of every open row costs (the million rows just queued, all waiting), and
+  // BullMQ's own addBulk of as many jobs, on the same Redis, right after.
+  const sweep = measureRss && format === 'csv' ? await queueMeasure(world.env, 'sweep') : undefined;
+  const addBulk = !measureRss ? await queueMeasure(world.env, 'addbulk', n) : undefined;
   const redis = new Redis(w.redisUrl);
   const keys = await redis.keys(`${world.prefix}:*`);
   for (let i = 0; i < keys.length; i += 1000) await redis.del(...keys.slice(i, i + 1000));
   redis.disconnect();
   await rm(world.storageDir, { recursive: true, force: true });
-  return { n, seconds, perSec: n / seconds, peakRssMb: rssKb / 1024 };
+  return { n, seconds, perSec: n / seconds, peakRssMb: rssKb / 1024, ...(sweep ? { sweep } : {}), ...(addBulk ? { addBulk } : {}) };
+}
+
+async function queueMeasure(env: NodeJS.ProcessEnv, what: 'sweep' | 'addbulk', n = 0): Promise<any> {
+  const { stdout } = await run(process.execPath, [projectFile('dist', 'bench', 'queue-measures.js'), what, String(n)], {
+    env,
+    maxBuffer: 16 << 20,
+  });
+  return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
 /** The node flags the CLI's shebang gives (so the benchmark measures what users run). */
@@ -221,6 +292,11 @@ async function main() {
     if (wanted('pooled'))
       (log(`everything but keygen: ${opts.poolN} rows, pooled keys…`),
         (results.pooled = await pipeline(w, 'pool', opts.poolN, 1, opts.poolConcurrency, 64)));
+    if (wanted('scale'))
+      for (const k of opts.scaleWorkers.split(',').map(Number)) {
+        log(`scale: ${opts.poolN} rows, pooled keys, ${k} worker process(es)…`);
+        results[`scale${k}`] = { workers: k, ...(await pipeline(w, `scale${k}`, opts.poolN, k, opts.poolConcurrency, 64)) };
+      }
     if (wanted('ingest')) (log(`ingest: ${opts.ingestN} rows…`), (results.ingest = await ingestOnly(w, opts.ingestN, false)));
     if (wanted('rss')) (log(`ingest peak RSS: ${opts.rssN} rows…`), (results.rss = await ingestOnly(w, opts.rssN, true)));
     if (wanted('xlsx')) (log(`ingest an .xlsx: ${opts.xlsxN} rows…`), (results.xlsx = await ingestOnly(w, opts.xlsxN, true, 'xlsx')));
@@ -254,16 +330,40 @@ function printTable(r: Record<string, any>) {
   }
   if (r.manual)
     lines.push(`| manual recipe (psql + openssl per tenant) | ${r.manual.n} | ${f(r.manual.seconds)} | ${f(r.manual.perSec)} | | |`);
+  for (const [k, p] of Object.entries(r).filter(([k]) => k === 'pooled' || k.startsWith('scale') || k.startsWith('pipeline'))) {
+    if (p?.cpu)
+      lines.push(
+        `| CPU seconds per 1,000 rows (${k}): workers ${p.cpu.workersPer1000}, PostgreSQL ${p.cpu.pgPer1000}, Redis ${p.cpu.redisPer1000} | | | | | |`,
+      );
+  }
   if (r.pooled)
     lines.push(
       `| everything but keygen (pooled keys) | ${r.pooled.n} | ${f(r.pooled.seconds)} | ${f(r.pooled.perSec)} | ${r.pooled.p50} / ${r.pooled.p95} / ${r.pooled.p99} | |`,
     );
-  if (r.ingest)
+  for (const k of Object.keys(r).filter((k) => k.startsWith('scale'))) {
+    const p = r[k];
     lines.push(
-      `| ingest: validate + record + enqueue | ${r.ingest.n} | ${f(r.ingest.seconds)} | ${f(r.ingest.perSec, 0)} | | peak RSS ${f(r.ingest.peakRssMb, 0)} MB |`,
+      `| everything but keygen, ${p.workers} worker process(es) | ${p.n} | ${f(p.seconds)} | ${f(p.perSec)} | ${p.p50} / ${p.p95} / ${p.p99} | ${r.scale1 ? `÷ 1 process ${f(p.perSec / r.scale1.perSec, 2)}` : ''} |`,
     );
-  if (r.rss)
+  }
+  if (r.ingest) {
+    const ab = r.ingest.addBulk;
+    lines.push(
+      `| ingest: validate + record + enqueue | ${r.ingest.n} | ${f(r.ingest.seconds)} | ${f(r.ingest.perSec, 0)} | | peak RSS ${f(r.ingest.peakRssMb, 0)} MB${ab ? `, ÷ addBulk **${f(r.ingest.perSec / ab.perSec, 2)}**` : ''} |`,
+    );
+    if (ab)
+      lines.push(
+        `| BullMQ addBulk alone (small jobs, chunks of 1,000, 4 in flight) | ${ab.n} | ${f(ab.seconds)} | ${f(ab.perSec, 0)} | | |`,
+      );
+  }
+  if (r.rss) {
     lines.push(`| ingest, peak RSS | ${r.rss.n} | ${f(r.rss.seconds)} | ${f(r.rss.perSec, 0)} | | peak RSS ${f(r.rss.peakRssMb, 0)} MB |`);
+    const s = r.rss.sweep;
+    if (s)
+      lines.push(
+        `| one sweep's scan of the open rows (all waiting) | ${s.open} | ${f(s.seconds)} | ${f(s.open / s.seconds, 0)} | | lost ${s.lost} |`,
+      );
+  }
   if (r.xlsx)
     lines.push(
       `| ingest an .xlsx, peak RSS | ${r.xlsx.n} | ${f(r.xlsx.seconds)} | ${f(r.xlsx.perSec, 0)} | | peak RSS ${f(r.xlsx.peakRssMb, 0)} MB |`,
