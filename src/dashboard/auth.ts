@@ -76,19 +76,32 @@ export function sessionStore(ttlMs = SESSION_TTL_MS, perToken = MAX_SESSIONS_PER
   };
 }
 
-type Presented = { kind: 'token' | 'session'; value: string };
+type Presented = { kind: 'token'; value: string } | { kind: 'session'; values: string[] };
 
-/** The token or session a request carries in its headers (a ?token= in the address is not one: see requireToken). */
+/**
+ * The token or sessions a request carries in its headers (a ?token= in the address is not one:
+ * see requireToken). Every session cookie is taken, not only the first: a page on another port of
+ * this host can set a cookie of the same name for this host (cookies ignore ports), with a longer
+ * Path so that the browser sends it first; taking the first would let it log the admin out, or
+ * put a read-only session it holds in front of the admin's.
+ */
 function presented(req: FastifyRequest): Presented | undefined {
   const auth = req.headers.authorization;
   if (auth?.startsWith('Bearer ')) return { kind: 'token', value: auth.slice(7) };
   const header = req.headers['x-dashboard-token'];
   if (typeof header === 'string') return { kind: 'token', value: header };
-  const cookie = req.headers.cookie
-    ?.split(';')
+  const values = (req.headers.cookie ?? '')
+    .split(';')
     .map((c) => c.trim())
-    .find((c) => c.startsWith(`${SESSION_COOKIE}=`));
-  return cookie ? { kind: 'session', value: cookie.slice(SESSION_COOKIE.length + 1) } : undefined;
+    .filter((c) => c.startsWith(`${SESSION_COOKIE}=`))
+    .map((c) => c.slice(SESSION_COOKIE.length + 1));
+  return values.length > 0 ? { kind: 'session', values } : undefined;
+}
+
+/** The best live session among those presented: the admin's if one is, else a read-only one. */
+function sessionRole(sessions: Sessions, values: string[]): Role | undefined {
+  const roles = values.map((v) => sessions.valid(v));
+  return roles.includes('admin') ? 'admin' : roles.includes('read') ? 'read' : undefined;
 }
 
 /** The ?token= of the address, if there is one (any value, even an empty or a repeated one). */
@@ -110,7 +123,8 @@ function same(a: string, b: string): boolean {
  * `/x/..//evil.example/`) keeps a single leading slash.
  */
 export function sameSiteTarget(rawUrl: string): string {
-  const url = new URL(rawUrl, 'http://dashboard.invalid');
+  // Leading slashes first: `//api/v1/…` is a path here, never a host named `api`.
+  const url = new URL(`/${rawUrl.replace(/^[/\\]+/, '')}`, 'http://dashboard.invalid');
   url.searchParams.delete('token');
   return `/${url.pathname.replace(/^[/\\]+/, '')}${url.search}`;
 }
@@ -133,6 +147,23 @@ export function routedPath(req: FastifyRequest): string {
 
 /** The versioned API, the console's JSON and bull-board's: they take the token as a header only. */
 const isApi = (path: string) => path.startsWith('/api/') || path.startsWith('/queues/api/');
+
+/**
+ * Whether a ?token= request is for the API, judged on the path as routed and on where the
+ * exchange would send it: `/./api/v1/…`, `/x/../api/v1/…` or `//api/v1/…` are routed nowhere but
+ * redirect to the API, and must not come back with a session for it.
+ */
+function forApi(req: FastifyRequest): boolean {
+  if (isApi(routedPath(req))) return true;
+  const target = sameSiteTarget(req.url).split('?')[0]!;
+  let decoded = target;
+  try {
+    decoded = decodeURIComponent(target);
+  } catch {
+    // not decodable: judged as written
+  }
+  return isApi(target) || isApi(decoded.replace(/^[/\\]+/, '/'));
+}
 
 /** The tokens a dashboard takes: its own (admin) and read-only ones. */
 export interface Tokens {
@@ -172,7 +203,7 @@ export function requireToken(app: FastifyInstance, tokens: Tokens, open: string[
     // it carries, so that a client sending it learns at once.
     const inAddress = addressToken(req);
     if (inAddress !== undefined) {
-      if ((req.method !== 'GET' && req.method !== 'HEAD') || isApi(path)) {
+      if ((req.method !== 'GET' && req.method !== 'HEAD') || forApi(req)) {
         return refuse(
           req,
           reply,
@@ -192,7 +223,7 @@ export function requireToken(app: FastifyInstance, tokens: Tokens, open: string[
         .redirect(sameSiteTarget(req.url));
     }
     const given = presented(req);
-    const role = given && (given.kind === 'token' ? holderOf(given.value, tokens)?.role : sessions.valid(given.value));
+    const role = given && (given.kind === 'token' ? holderOf(given.value, tokens)?.role : sessionRole(sessions, given.values));
     if (!role) {
       return refuse(
         req,

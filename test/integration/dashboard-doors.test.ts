@@ -141,3 +141,69 @@ describe('the API takes its token as a header only', () => {
     expect((await raw('GET', '/api/v1/batches', { cookie })).status).toBe(200);
   });
 });
+
+describe('?token= on a path that leads to the API by another spelling', () => {
+  it('gets no session for dot segments, a doubled slash or escaped dots that the exchange would redirect to the API', async () => {
+    for (const path of [
+      '/./api/v1/batches',
+      '/x/../api/v1/batches',
+      '/%2e/api/v1/batches',
+      '/x/%2e%2e/api/v1/batches',
+      '/x/..//api/v1/batches',
+      '//api/v1/batches',
+      '/./api/batches',
+      '/./queues/api/queues',
+      '//queues/api/queues',
+      '/x/../%61pi/v1/batches',
+    ]) {
+      for (const token of [ADMIN, READER]) {
+        const res = await raw('GET', `${path}?token=${token}`);
+        expect(res.headers['set-cookie'], `${path}: ${res.status} to ${String(res.headers.location)}`).toBeUndefined();
+        expect(res.status, path).toBe(401);
+        expect(res.body, path).toContain('Authorization: Bearer');
+      }
+    }
+    // A page reached the same ways still trades the token, and lands on the page.
+    for (const [path, to] of [
+      ['/./batches/b1', '/batches/b1'],
+      ['/x/../new', '/new'],
+      ['//batches/b1', '/batches/b1'],
+    ]) {
+      const res = await raw('GET', `${path}?token=${ADMIN}`);
+      expect(res.status, path).toBe(302);
+      expect(res.headers.location, path).toBe(to);
+      expect(String(res.headers['set-cookie']), path).toMatch(new RegExp(`^${SESSION_COOKIE}=`));
+    }
+  });
+});
+
+describe('a session cookie planted by a page on another port of this host (cookies ignore ports)', () => {
+  // Such a page can set `dify_provision_session=…; Path=/api` for this host: the browser then
+  // sends it first (the longer path) on every API request, beside the admin's own session.
+  it("neither logs the admin out nor puts a read-only session in front of the admin's", async () => {
+    const admin = await visit(ADMIN);
+    const reader = await visit(READER);
+    const planted = `${SESSION_COOKIE}=planted-by-another-port`;
+    const both = (first: string) => `${first}; ${admin}`;
+    expect((await raw('GET', '/api/batches', { cookie: both(planted) })).status).toBe(200);
+    expect((await raw('GET', '/api/v1/batches', { cookie: both(planted) })).status).toBe(200);
+    for (const first of [planted, reader]) {
+      const cancel = await raw(
+        'POST',
+        '/api/batches/none/cancel',
+        { cookie: both(first), 'x-requested-with': 'dify-provision', 'content-type': 'application/json' },
+        '{}',
+      );
+      expect(cancel.status, cancel.body).toBe(404); // the admin's request, answered: no such batch
+    }
+    // Alone, a planted value is still nobody, and a read-only session still only reads.
+    expect((await raw('GET', '/api/batches', { cookie: planted })).status).toBe(401);
+    const readOnly = await raw(
+      'POST',
+      '/api/batches/none/cancel',
+      { cookie: `${planted}; ${reader}`, 'x-requested-with': 'dify-provision', 'content-type': 'application/json' },
+      '{}',
+    );
+    expect(readOnly.status, readOnly.body).toBe(403);
+  });
+});
