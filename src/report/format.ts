@@ -25,13 +25,17 @@ export const REPORT_COLUMNS = [
  * with a single quote. Spreadsheets skip blanks before the sign (spaces, no-break and other
  * Unicode spaces, line breaks) and show nothing for format characters (Unicode category Cf:
  * zero-width spaces and joiners, U+2060 word joiner, U+00AD soft hyphen, bidi marks, BOM) and
- * other default-ignorable ones, so the sign is looked for after any run of all of them. The signs:
- * =, +, -, @ and their full-width (U+FF1D ...) and small (U+FE66 small equals ...) forms. A cell
+ * other default-ignorable ones, and the blank braille pattern U+2800 (which workspace names count
+ * as showing nothing too), so the sign is looked for after any run of all of them. The signs: =, +, -,
+ * @ and every compatibility form of them (full-width U+FF1D, small U+FE66, superscript U+207C,
+ * subscript U+208A, ...: whatever NFKC folds into one). A cell
  * starting with a tab, carriage return or line feed is prefixed whatever follows.
  */
-const FORMULA = /^(?:[\s\p{Cf}\p{Default_Ignorable_Code_Point}]*[=+\-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b]|[\t\r\n])/u;
+const FORMULA = /^(?:[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]*[=+\-@]|[\t\r\n])/u;
 export function spreadsheetSafe(value: string): string {
-  return FORMULA.test(value) ? `'${value}` : value;
+  // NFKC folds every compatibility form of a sign into it: full-width (U+FF1D), small (U+FE66),
+  // superscript and subscript (U+207C, U+208A), the Hebrew alternative plus (U+FB29), ...
+  return FORMULA.test(value) || FORMULA.test(value.normalize('NFKC')) ? `'${value}` : value;
 }
 
 /**

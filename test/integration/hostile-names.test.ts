@@ -92,7 +92,7 @@ describe('a rename to such a name (a real changes CSV)', () => {
 });
 
 // Before the sign: format characters (category Cf) a spreadsheet shows as nothing, and the
-// small and full-width equals signs.
+// small, full-width, superscript and subscript signs.
 const FORMULAS = [
   '\u2060=HYPERLINK("http://evil.example","x")',
   '\u200c=1+1',
@@ -104,6 +104,15 @@ const FORMULAS = [
   '\u2060\ufe66SUM(1)',
   '\uff1dSUM(1)',
   '\u200c\uff1dSUM(1)',
+  // Every other compatibility form of a sign (NFKC folds them into it), and the blank braille
+  // pattern, which names count as showing nothing.
+  '\u207cSUM(1)',
+  '\u208c1+1',
+  '\u207a1',
+  '\u208a1',
+  '\ufb29cmd',
+  '\u2800=1+1',
+  '\u2800\u200b@SUM(1)',
 ];
 
 describe('formulas behind invisible characters', () => {
