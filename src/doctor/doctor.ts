@@ -243,8 +243,8 @@ async function checkKey(
 
 /**
  * Modes of a tenant's folder and key, checked and fixed on the opened handles; a file with other
- * hard links is never changed, nor anything under the key's name that is not a regular file (a
- * FIFO, opened without blocking, or a folder: checkKey reports it).
+ * hard links or of another owner than its folder is never changed, nor anything under the key's
+ * name that is not a regular file (a FIFO, opened without blocking, or a folder: checkKey reports it).
  */
 async function checkModes(tenantId: string, privkeys: Folder, folder: Folder, findings: Finding[], fix: boolean): Promise<void> {
   const opened = await open(inside(folder, KEY_FILE), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(
@@ -276,6 +276,10 @@ async function checkModes(tenantId: string, privkeys: Folder, folder: Folder, fi
       };
       if (st.isFile() && st.nlink > 1) {
         finding.fix = `none: the file has ${st.nlink} hard links, so it may be another file: check it by hand`;
+      } else if (st.isFile() && st.uid !== folder.uid) {
+        // The storage's user can move any file of another owner that sits in a folder it can
+        // write (anywhere in Dify's storage) to this name: it is that owner's file, not a key of ours.
+        finding.fix = `none: the file is owned by uid ${st.uid}, not by its folder's owner (uid ${folder.uid}), so it may be another file: check it by hand`;
       } else if (fix) {
         await fh.chmod(want); // on the opened file or folder, never through a name that changed meanwhile
         finding.fixed = true;

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { constants, existsSync } from 'node:fs';
 import { chmod, link, lstat, mkdir, open, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { keyFile, keyPairWorks } from '../helpers/dify-checks.js';
 import { runCli, startCli, type Background, type Ran } from '../helpers/cli.js';
 import { until } from '../helpers/cli-world.js';
 import { type TestEnv } from '../helpers/test-env.js';
+import { storageOwnedByDifyUser, STORAGE_UID } from '../helpers/storage-user.js';
 import { freshEnvEachTest } from '../helpers/world.js';
 
 let env: TestEnv;
@@ -174,6 +175,36 @@ describe('doctor --fix leaves what is not its own', () => {
       other: 0o644,
       links: 2,
     });
+    expect((await stat(keyFile(env, loose))).mode & 0o777).toBe(0o600);
+  });
+});
+
+describe('doctor --fix and a file the storage user moved in', () => {
+  it("never changes the mode of another owner's file that uid 1001 moved to a key's name", async () => {
+    await storageOwnedByDifyUser(env);
+    const [moved, loose] = (await threeTenants()) as [string, string];
+    expect((await stat(keyFile(env, moved))).uid).toBe(STORAGE_UID); // keys are the storage user's
+    // A file of root's in a folder the storage user can write (its storage root): it can rename
+    // it, though it cannot read it, to a key's name.
+    const foreign = join(env.config.storageDir, 'root-file');
+    await writeFile(foreign, 'root-owned, not a key');
+    await chmod(foreign, 0o644);
+    const mv = spawnSync(
+      'setpriv',
+      [`--reuid=${STORAGE_UID}`, `--regid=${STORAGE_UID}`, '--clear-groups', '--', 'mv', '-f', foreign, keyFile(env, moved)],
+      { encoding: 'utf8' },
+    );
+    expect(mv.status, mv.stderr).toBe(0);
+    await chmod(keyFile(env, loose), 0o644); // the storage user's own key, loose: --fix repairs it
+
+    const findings = findingsOf(await runCli(['doctor', '--fix', '--json', '--min-age', '0'], env.env));
+    expect(findings.find((f) => f.tenantId === loose)).toMatchObject({ kind: 'bad-mode', fixed: true });
+    expect(findings.find((f) => f.tenantId === moved && f.kind === 'bad-mode')).toMatchObject({
+      fix: expect.stringMatching(/^none: the file is owned by uid 0, not by its folder's owner \(uid 1001\)/),
+    });
+    expect(findings.find((f) => f.tenantId === moved && f.kind === 'bad-mode')?.fixed).toBeUndefined();
+    const st = await stat(keyFile(env, moved));
+    expect({ uid: st.uid, mode: st.mode & 0o777 }).toEqual({ uid: 0, mode: 0o644 });
     expect((await stat(keyFile(env, loose))).mode & 0o777).toBe(0o600);
   });
 });
