@@ -284,6 +284,8 @@ export async function resendInvitations(db: Db, inviter: Inviter, batchId: strin
     const current = await lockCurrentInvitations(tx, batchId);
     if (current.length === 0) throw new UsageError(`batch "${batchId}" has no invitations (was it ingested with --invite?)`);
     // A link goes with the workspace only while it is the person's home; else it may only be mailed to them.
+    // A link mailed only once stays so: the person was in another workspace when this one invited
+    // them, and owning this one since (say, B making A's member its owner) makes it no home of theirs.
     const open = current.filter((c) => c.open && (c.home || c.send));
     await supersede(
       tx,
@@ -296,7 +298,16 @@ export async function resendInvitations(db: Db, inviter: Inviter, batchId: strin
         ...(await inviter.prepare(
           tx,
           { batchId, line: c.line, workspaceName: names.get(c.tenant_id) ?? '', send: c.send, revokeOthers: true },
-          [{ accountId: c.account_id, email: c.email, workspaceId: c.tenant_id, role: c.role, requiresSetup: true, mailOnly: !c.home }],
+          [
+            {
+              accountId: c.account_id,
+              email: c.email,
+              workspaceId: c.tenant_id,
+              role: c.role,
+              requiresSetup: true,
+              mailOnly: c.mail_only || !c.home,
+            },
+          ],
           sealKey,
         )),
       );

@@ -1,0 +1,93 @@
+// Attacks on "invitation links never cross customers" (docs/security.md) by a customer B who
+// controls B's rows and batches and receives B's links files: each test performs one that got
+// through once, against real Redis, PostgreSQL and SMTP.
+import { generateKeyPairSync } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import type { SmtpSettings } from '../../src/config/dify-env.js';
+import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
+import { runLoggedUntilDone } from '../helpers/batch.js';
+import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+const CONSOLE = 'https://dify.example.com';
+const DIFY_DB = 11;
+const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const PUBLIC = operator.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+const PRIVATE = operator.privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+
+let env: TestEnv;
+let provisioner: Provisioner | undefined;
+let dify: Redis | undefined;
+let smtp: TestSmtp | undefined;
+afterEach(async () => {
+  await provisioner?.close();
+  provisioner = undefined;
+  dify?.disconnect();
+  dify = undefined;
+  await smtp?.stop();
+  smtp = undefined;
+  await env?.cleanup();
+});
+
+async function world(): Promise<TestEnv['config']> {
+  env = await createTestEnv();
+  dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
+  smtp = await startSmtp({ tls: 'none' });
+  const u = new URL(inject('redisUrl'));
+  const mail: SmtpSettings = { host: '127.0.0.1', port: smtp.port, tls: 'none', from: 'Ops <ops@example.com>' };
+  return {
+    ...env.config,
+    invitations: {
+      redis: { kind: 'node', host: u.hostname, port: Number(u.port || 6379), db: DIFY_DB },
+      keyPrefix: `dify-${env.name}`,
+      expiryHours: 72,
+      consoleWebUrl: CONSOLE,
+    },
+    mail,
+  };
+}
+
+async function run(
+  config: TestEnv['config'],
+  rows: WorkspaceInput[],
+  batchId: string,
+  opts: { invitePending?: boolean; sendInvites?: boolean } = {},
+): Promise<void> {
+  provisioner ??= await createProvisioner(config);
+  await provisioner.enqueue(rows, { batchId, createMissingOwners: true, invite: true, sealTo: PUBLIC, ...opts });
+  await runLoggedUntilDone(env, config, [batchId]);
+}
+
+/** `secrets --invites` of a batch: the emails its links file holds (none if it has nothing to reveal). */
+async function revealedEmails(batchId: string, name: string): Promise<string[]> {
+  const out = join(env.dir, name);
+  try {
+    await provisioner!.revealInvitations(batchId, PRIVATE, out);
+  } catch {
+    return [];
+  }
+  const [, ...lines] = (await readFile(out, 'utf8')).trim().split('\n');
+  return lines.map((l) => l.split(',')[3]!);
+}
+
+describe("customer B's batch and customer A's people", () => {
+  it("B makes A's pending member the owner of a workspace of B (mailed only), then resends: B's links file never holds A's member's link", async () => {
+    const config = await world();
+    await run(config, [{ workspace_name: 'A Corp', owner_email: 'a-owner@example.com', members: 'a-member@example.com:editor' }], 'cust-a');
+    // B: --invite-pending --send-invites, A's still-pending member as the owner of B's workspace.
+    await run(config, [{ workspace_name: 'B Two', owner_email: 'a-member@example.com' }], 'cust-b', {
+      invitePending: true,
+      sendInvites: true,
+    });
+    const report = await provisioner!.batch('cust-b').report();
+    expect(report[0]!.invitations).toMatch(/^a-member@example\.com: link mailed to them only/);
+    expect(await revealedEmails('cust-b', 'b.csv')).toEqual([]);
+    // invite --resend of B's batch: the person is still in A's workspace, so the link may still
+    // only be mailed to them, never sealed for B's links file.
+    await provisioner!.resendInvitations('cust-b');
+    expect(await revealedEmails('cust-b', 'b-resent.csv')).not.toContain('a-member@example.com');
+  });
+});
