@@ -30,7 +30,9 @@ const opts = new Command('bench')
   .option('--concurrency <n>', 'jobs in flight per worker process', (v) => Number(v), 8)
   .option('--pool-concurrency <n>', 'jobs in flight per worker process with pooled keys', (v) => Number(v), 32)
   .option('--scale-workers <list>', 'worker processes for the scale runs (pooled keys)', '1,2,4')
-  .option('--only <parts>', 'comma-separated: ceiling,pipeline1,pipeline2,manual,pooled,scale,ingest,rss,xlsx')
+  .option('--changes-n <n>', 'member changes for the changes run (10 per workspace)', (v) => Number(v), 10_000)
+  .option('--changes-concurrency <n>', 'jobs in flight in the changes run', (v) => Number(v), 32)
+  .option('--only <parts>', 'comma-separated: ceiling,pipeline1,pipeline2,manual,pooled,scale,ingest,rss,xlsx,changes')
   .option('--json', 'also print the figures as JSON')
   .parse()
   .opts<{
@@ -43,6 +45,8 @@ const opts = new Command('bench')
     concurrency: number;
     poolConcurrency: number;
     scaleWorkers: string;
+    changesN: number;
+    changesConcurrency: number;
     only?: string;
     json?: boolean;
   }>();
@@ -55,10 +59,12 @@ interface World {
   tmp: string;
 }
 
-async function freshWorld(w: World, tag: string) {
-  const databaseUrl = await createDifyDatabase(w.serverUrl, 'dify_bench', {
-    seedSql: `INSERT INTO accounts (name, email, status) SELECT 'Owner ' || i, 'owner' || i || '@example.com', 'active' FROM generate_series(1, ${ACCOUNTS}) i`,
-  });
+async function freshWorld(
+  w: World,
+  tag: string,
+  seedSql = `INSERT INTO accounts (name, email, status) SELECT 'Owner ' || i, 'owner' || i || '@example.com', 'active' FROM generate_series(1, ${ACCOUNTS}) i`,
+) {
+  const databaseUrl = await createDifyDatabase(w.serverUrl, 'dify_bench', { seedSql });
   const storageDir = await mkdtemp(join(w.tmp, `storage-${tag}-`));
   const prefix = `{bench-${tag}-${Date.now()}}`;
   const env = {
@@ -186,6 +192,100 @@ async function pipeline(w: World, tag: string, n: number, workers: number, concu
   }
 }
 
+/** Workspaces of the changes run, and the people in them before it. */
+const CHANGE_WORKSPACES = 1000;
+const wsId = (w: number) => `00000000-0000-4000-8000-${w.toString(16).padStart(12, '0')}`;
+const person = (i: number) => `person${i}@example.com`;
+
+/**
+ * The changes run's Dify, made directly in SQL (apply works on any workspace of a Dify): 1,000
+ * workspaces, workspace w owned by person w, with person 1000+w and person 1000+(w mod 1000)+1 as
+ * members (normal), and 2,000 more people with no workspace.
+ */
+const changesSeed = (workspaces: number) => `
+  INSERT INTO accounts (name, email, status) SELECT 'Person ' || i, 'person' || i || '@example.com', 'active' FROM generate_series(1, ${2 * workspaces + 2000}) i;
+  INSERT INTO tenants (id, name) SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(w), 12, '0'))::uuid, 'Bench ' || w FROM generate_series(1, ${workspaces}) w;
+  INSERT INTO tenant_account_joins (tenant_id, account_id, role)
+    SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(w), 12, '0'))::uuid, a.id, m.role
+      FROM generate_series(1, ${workspaces}) w
+      CROSS JOIN LATERAL (VALUES (w, 'owner'), (${workspaces} + w, 'normal'), (${workspaces} + (w % ${workspaces}) + 1, 'normal')) AS m(p, role)
+      JOIN accounts a ON a.email = 'person' || m.p || '@example.com';`;
+
+/**
+ * Ten member changes per workspace, grouped by workspace as an export would be: eight add_member
+ * of existing accounts (normal or editor), one set_role of a member (to editor), one
+ * remove_member of a member.
+ */
+async function writeChangesCsv(path: string, n: number, workspaces: number): Promise<void> {
+  const out = createWriteStream(path);
+  out.write('action,workspace_id,email,role\n');
+  const extra = 2 * workspaces;
+  for (let i = 0; i < n; i++) {
+    const w = (Math.floor(i / 10) % workspaces) + 1;
+    const k = i % 10;
+    const line =
+      k < 8
+        ? `add_member,${wsId(w)},${person(extra + ((w * 8 + k) % 2000) + 1)},${k % 2 ? 'editor' : 'normal'}`
+        : k === 8
+          ? `set_role,${wsId(w)},${person(workspaces + w)},editor`
+          : `remove_member,${wsId(w)},${person(workspaces + (w % workspaces) + 1)},`;
+    if (!out.write(`${line}\n`)) await new Promise<void>((r) => out.once('drain', () => r()));
+  }
+  out.end();
+  await finished(out);
+}
+
+/** `apply` of N member changes with one worker process (no key generation: the pipeline's own speed). */
+async function changes(w: World, n: number, concurrency: number) {
+  const workspaces = Math.min(CHANGE_WORKSPACES, Math.ceil(n / 10));
+  const world = await freshWorld(w, 'changes', changesSeed(workspaces));
+  const csv = join(w.tmp, 'changes.csv');
+  await writeChangesCsv(csv, n, workspaces);
+  // remove_member deletes the person's invitation tokens from Dify's Redis: the worker needs Dify's
+  // settings (today its invitation settings as a whole, CONSOLE_WEB_URL included).
+  const redis = new URL(w.redisUrl);
+  const env = {
+    ...world.env,
+    REDIS_HOST: redis.hostname,
+    REDIS_PORT: redis.port || '6379',
+    REDIS_DB: '9',
+    CONSOLE_WEB_URL: 'https://dify.example.com',
+  };
+  const worker = await startWorker(env, concurrency);
+  const db = createPool(world.databaseUrl, 2);
+  try {
+    const t0 = performance.now();
+    await run(process.execPath, [CLI, 'apply', csv, '--batch-id', 'changes'], { env, maxBuffer: 64 << 20 });
+    const recorded = (performance.now() - t0) / 1000;
+    const status = await waitForBatch(db, 'changes', { intervalMs: 250 });
+    const seconds = (performance.now() - t0) / 1000;
+    if (status.counts.applied !== n) {
+      const { rows: why } = await db.query(
+        `SELECT line, error FROM dify_provision.rows WHERE batch_id = 'changes' AND outcome <> 'applied' LIMIT 3`,
+      );
+      throw new Error(`changes: expected ${n} applied, got ${JSON.stringify(status.counts)}: ${JSON.stringify(why)}`);
+    }
+    const { rows } = await db.query<{ d: number }>(
+      `SELECT duration_ms AS d FROM dify_provision.rows WHERE batch_id = 'changes' ORDER BY duration_ms`,
+    );
+    const d = rows.map((r) => r.d);
+    return {
+      n,
+      workspaces,
+      recorded,
+      seconds,
+      perSec: n / seconds,
+      p50: percentile(d, 50),
+      p95: percentile(d, 95),
+      p99: percentile(d, 99),
+    };
+  } finally {
+    await stop(worker);
+    await db.end();
+    await rm(world.storageDir, { recursive: true, force: true });
+  }
+}
+
 async function ceiling(seconds = 15): Promise<{ perSec: number; keys: number }> {
   const inFlight = Math.max(4, cpus().length * 2);
   let keys = 0;
@@ -300,6 +400,9 @@ async function main() {
     if (wanted('ingest')) (log(`ingest: ${opts.ingestN} rows…`), (results.ingest = await ingestOnly(w, opts.ingestN, false)));
     if (wanted('rss')) (log(`ingest peak RSS: ${opts.rssN} rows…`), (results.rss = await ingestOnly(w, opts.rssN, true)));
     if (wanted('xlsx')) (log(`ingest an .xlsx: ${opts.xlsxN} rows…`), (results.xlsx = await ingestOnly(w, opts.xlsxN, true, 'xlsx')));
+    if (wanted('changes'))
+      (log(`changes: ${opts.changesN} member changes, 1 worker process…`),
+        (results.changes = await changes(w, opts.changesN, opts.changesConcurrency)));
   } finally {
     await services?.stop();
     await rm(tmp, { recursive: true, force: true });
@@ -367,6 +470,10 @@ function printTable(r: Record<string, any>) {
   if (r.xlsx)
     lines.push(
       `| ingest an .xlsx, peak RSS | ${r.xlsx.n} | ${f(r.xlsx.seconds)} | ${f(r.xlsx.perSec, 0)} | | peak RSS ${f(r.xlsx.peakRssMb, 0)} MB |`,
+    );
+  if (r.changes)
+    lines.push(
+      `| changes: apply, member changes across ${r.changes.workspaces} workspaces, 1 worker process (recorded and queued in ${f(r.changes.recorded)} s) | ${r.changes.n} | ${f(r.changes.seconds)} | ${f(r.changes.perSec)} | ${r.changes.p50} / ${r.changes.p95} / ${r.changes.p99} | |`,
     );
   process.stdout.write(`${lines.join('\n')}\n`);
 }
