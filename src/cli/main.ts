@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config/config.js';
 import { DIFY_SCHEMA_NAMES, projectFile } from '../common/project-files.js';
+import { DEFAULT_LOCK_MS } from '../common/limits.js';
 import { byteSize, columnMapping, delimiter, duration, positiveInt, rateLimit } from './options.js';
 import { quietOnBrokenPipe } from './broken-pipe.js';
 
@@ -162,8 +163,11 @@ Configuration (every command):
     )
     .option('--rate-limit <rate>', 'global limit across all workers, e.g. 10/s', rateLimit)
     .addOption(
-      new Option('--lock-duration-ms <ms>', "job lock; a crashed worker's jobs are taken up again after about this long")
-        .default(30_000)
+      new Option(
+        '--lock-duration-ms <ms>',
+        "BullMQ's job lock and stalled-check interval: a killed worker's jobs are back in the queue within twice this",
+      )
+        .default(DEFAULT_LOCK_MS)
         .argParser(positiveInt('--lock-duration-ms')),
     )
     .addOption(

@@ -1,4 +1,4 @@
-// The documented bounds of one input and one batch, shared by the reading path and ingest.
+// The documented bounds of one input and one batch, shared by the reading path and ingest, and of a killed worker's recovery.
 import { InputTooLargeError } from './errors.js';
 
 /** The default bounds of one batch (EnqueueOptions.maxRows, maxBytes; --max-rows, --max-bytes). */
@@ -50,3 +50,17 @@ export class HeldRows {
 
 /** What one held string costs, roughly: its UTF-16 characters and a map entry's overhead. */
 export const heldBytes = (...texts: (string | undefined)[]): number => texts.reduce((n, t) => n + 64 + 2 * (t?.length ?? 0), 0);
+
+/**
+ * BullMQ's lockDuration, and its stalledInterval (set to the same). A killed worker's job keeps
+ * its lock until the lock expires (at most lockDuration after its last renewal, which happens
+ * every lockDuration / 2); the stalled check, run by one live worker every stalledInterval, marks
+ * the jobs in the active list at one pass and moves those still without a lock back to wait at a
+ * later one. So the job is back in the queue within lockDuration + stalledInterval of the kill
+ * (2 × 15 s = 30 s), taken at once by an idle worker; its row stays `active` until then. BullMQ's
+ * defaults (30 s and 30 s) bound it at 60 s.
+ */
+export const DEFAULT_LOCK_MS = 15_000;
+
+/** Within how long a killed worker's jobs are back in the queue, for a lock duration. */
+export const recoveryBoundMs = (lockDurationMs = DEFAULT_LOCK_MS) => 2 * lockDurationMs;

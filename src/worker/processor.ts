@@ -9,6 +9,7 @@ import { failIfOpen, noteRetry, recordOutcome } from '../store/rows.js';
 import type { ServerWatch } from '../queue/server-watch.js';
 import { ForeignJobError, NotQueuedError, OtherServerError, provisionWorkspace } from './provision-workspace.js';
 import { applyChange, WaitForRowError, type ChangeDeps } from './apply-change.js';
+import { DEFAULT_LOCK_MS } from '../common/limits.js';
 
 /** A job's data, by its kind: a change (apply) or a workspace to create (ingest). */
 const parseJob = (data: unknown) =>
@@ -24,7 +25,7 @@ export interface ProcessorOptions {
   concurrency: number;
   /** Global rate limit across all workers: at most `max` jobs per `durationMs`. */
   limiter?: { max: number; durationMs: number };
-  /** How long a job's lock lasts; a killed worker's jobs return to the queue after about this long. */
+  /** How long a job's lock lasts (DEFAULT_LOCK_MS); a killed worker's jobs are back in the queue within twice this. */
   lockDurationMs?: number;
   logger: Logger;
   /**
@@ -35,6 +36,28 @@ export interface ProcessorOptions {
   watch?: ServerWatch;
   /** How long a job left for another server waits before any worker sees it again (default 10 s). */
   leaveMs?: number;
+}
+
+/**
+ * BullMQ's errors for a job whose lock vanished (Redis restarted or lost the key, or was away
+ * longer than the lock): its bookkeeping, not the row's. The row's answer is in PostgreSQL by
+ * then; the job goes back to the queue and runs again, and the ledger answers it.
+ */
+const LOST_LOCK = /^(?:Missing lock for job (\S+)\. (\w+)|could not renew lock for job (\S+)|Lock mismatch for job (\S+)\. Cmd (\w+))/;
+
+/** What a lost lock means, for the log (undefined: another error). */
+export function lostLockWords(err: unknown): { jobId: string; message: string } | undefined {
+  const m = LOST_LOCK.exec((err as Error | undefined)?.message ?? '');
+  if (!m) return undefined;
+  const jobId = (m[1] ?? m[3] ?? m[4])!;
+  const step = m[2] ?? m[5];
+  return {
+    jobId,
+    message:
+      `job ${jobId} lost its lock in Redis (Redis restarted or lost the key, or was away longer than the lock)` +
+      (step ? `, so BullMQ could not record its ${step}` : ', so this worker could not keep it') +
+      ": not data loss: the row's answer is in PostgreSQL; the job goes back to the queue and runs again, and the ledger answers it without writing anything twice",
+  };
 }
 
 // PostgreSQL errors that no retry can fix: bad data (22…) and integrity violations (23…).
@@ -136,7 +159,8 @@ export function createProvisionWorker(deps: ChangeDeps, opts: ProcessorOptions):
     maxStalledCount: 10,
     // With a server watch, jobs are taken only once the gate opens (run-worker resumes it).
     ...(watch ? { autorun: false } : {}),
-    ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs, stalledInterval: opts.lockDurationMs } : {}),
+    lockDuration: opts.lockDurationMs ?? DEFAULT_LOCK_MS,
+    stalledInterval: opts.lockDurationMs ?? DEFAULT_LOCK_MS,
   });
   // A job can also fail outside the processor (stalled too often): its row still needs an answer,
   // if the row holds exactly this job, in this round.
@@ -152,7 +176,9 @@ export function createProvisionWorker(deps: ChangeDeps, opts: ProcessorOptions):
   });
   // Connection errors repeat with every reconnection attempt: the worker's Redis watch says them once.
   worker.on('error', (err) => {
-    if (!isConnectionError(err)) log.error({ error: describeError(err) }, 'worker error');
+    const lost = lostLockWords(err);
+    if (lost) log.warn({ jobId: lost.jobId, outcome: 'lock-lost' }, lost.message);
+    else if (!isConnectionError(err)) log.error({ error: describeError(err) }, 'worker error');
   });
   return worker;
 }
