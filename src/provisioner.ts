@@ -37,9 +37,11 @@ import {
   batchProgress,
   getBatchStatus,
   listBatches,
+  recordInput,
   waitForBatch,
   type BatchListing,
   type BatchStatus,
+  type Workers,
 } from './store/batches.js';
 import { allReportRows, type ReportRow } from './store/report.js';
 import { BatchNotFoundError } from './common/errors.js';
@@ -113,7 +115,7 @@ export interface Provisioner {
   batch(id: string): BatchHandle;
   batches(limit?: number): Promise<BatchListing[]>;
   /** How many workers serve this Dify's queue now (null: Redis does not say). */
-  workers(): Promise<number | null>;
+  workers(): Promise<Workers>;
   /** Which Dify release band the database is, in words. */
   difySchema(): Promise<string>;
   /** Which Dify database this provisioner's queue serves (several Difys may share one Redis). */
@@ -288,6 +290,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
         ...(typeof file === 'string' && !opts.source ? { source: file } : {}),
       });
       batch.summary.input = source.info;
+      await recordInput(db, batch.id, source.info);
       return batch;
     },
     async plan(file, opts = {}) {

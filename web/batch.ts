@@ -1,12 +1,104 @@
-// One batch, live: progress, counts, completions over time, the rows a page at a time, and the
-// actions that apply (retry failed rows, cancel waiting ones, queue cancelled ones again). A change
-// batch (apply) shows its own outcomes (applied, unchanged) and each row's action, person and detail.
-import { api, el, readOnly, svg } from './dom.js';
-import { OUTCOMES_OF, type Row, type RowsPage, type Status } from './types.js';
-import { bar, header, kindTag, stateTag, workersText } from './widgets.js';
+// One batch, live: progress, counts, completions over time, the rows a page at a time (searched
+// by workspace, owner or external id), a row in full, and the actions that apply (retry failed
+// rows, one row or a selection; cancel waiting ones, queue cancelled ones again). A change batch
+// (apply) shows its own outcomes (applied, unchanged) and each row's action, person and detail.
+import { api, apiV1, consoleWords, el, readOnly, svg } from './dom.js';
+import { OUTCOMES_OF, type Row, type RowDetail, type RowsPage, type Status } from './types.js';
+import { bar, header, kindTag, stateTag, when, workersText } from './widgets.js';
 
-/** What the page shows across refreshes: the outcome filter, the pages seen, the last notice. */
-const view = { outcome: '', pages: [0], notice: '' };
+/** What the page shows across refreshes: the outcome filter, search, the pages seen, the rows selected, the row opened, the last notice. */
+const view = { outcome: '', search: '', pages: [0], notice: '', selected: new Set<number>(), detail: null as number | null, batch: '' };
+
+/** Rows a retry takes: the failed and the cancelled. */
+const retryable = (r: Row) => r.outcome === 'failed' || r.outcome === 'cancelled';
+
+/** Kept across refreshes (the page is drawn anew every second): what is typed stays, with the focus. */
+let searchBox: HTMLInputElement | undefined;
+function searchInput(render: () => void): HTMLInputElement {
+  if (searchBox) return searchBox;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  searchBox = el('input', {
+    type: 'search',
+    id: 'search',
+    placeholder: 'search workspace, owner or external id',
+    oninput: () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        view.search = searchBox!.value.trim();
+        view.pages = [0];
+        render();
+      }, 250);
+    },
+  });
+  return searchBox;
+}
+
+const snakeName = (k: string) => k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
+const shownValue = (v: unknown): string =>
+  typeof v === 'string' ? (v === '\t' ? 'tab' : v) : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v);
+
+/** The options the batch was made with, by the API's names, and how its file was read. */
+function optionsLine(s: Status): HTMLElement {
+  const asked = Object.entries(s.options ?? {}).map(([k, v]) => snakeName(k) + ': ' + shownValue(v));
+  const read = s.input
+    ? Object.entries(s.input)
+        .filter(([, v]) => v !== undefined && v !== 0)
+        .map(([k, v]) => snakeName(k) + ': ' + shownValue(v))
+    : [];
+  return el(
+    'p',
+    { class: 'muted', id: 'batch-options' },
+    'Made with: ' + (asked.length ? asked.join(' · ') : 'no options recorded') + (read.length ? ' — read as ' + read.join(' · ') : ''),
+  );
+}
+
+/** A row in full: its answer, attempts, round, times, error, and what was written. */
+function detailPanel(d: RowDetail, close: () => void): HTMLElement {
+  const item = (k: string, v: string, id?: string) => [el('dt', { text: k }), el('dd', { text: v, ...(id ? { id } : {}) })];
+  const none = '—';
+  return el(
+    'section',
+    { id: 'row-detail', class: 'detail', 'data-line': String(d.line) },
+    el(
+      'h3',
+      { text: 'Line ' + d.line + ': ' + (d.workspace_name ?? '') + ' ' },
+      el('span', { class: 'pill ' + d.outcome, text: d.outcome }),
+    ),
+    el('button', { id: 'detail-close', text: 'close', onclick: close }),
+    el(
+      'dl',
+      {},
+      ...item('owner', d.owner_email ?? none),
+      ...item('external id', d.external_id ?? none),
+      ...item('attempts', String(d.attempts) + ' (round ' + d.round + ')', 'detail-attempts'),
+      ...item('recorded', when(d.recorded_at)),
+      ...item('last change', when(d.updated_at)),
+      ...item('finished', when(d.finished_at) || none, 'detail-finished'),
+      ...item('last attempt took', d.duration_ms === null ? none : d.duration_ms + ' ms'),
+      ...item('error', d.error === null ? none : consoleWords(d.error), 'detail-error'),
+      ...item('workspace (tenant id)', d.tenant_id ?? none, 'detail-tenant'),
+      ...item('key pair (public key SHA-256)', d.public_key_sha256 ?? none),
+      ...item('API key', d.api_key ?? none),
+      ...item('accounts created', d.accounts_created?.join(', ') || none),
+      ...item('members asked for', d.members.map((m) => m.email + ' (' + m.role + ')').join(', ') || none),
+      ...item(
+        'invitations',
+        d.invitations
+          .map(
+            (i) =>
+              i.email +
+              ' (' +
+              i.role +
+              '): issued ' +
+              when(i.issued_at) +
+              (i.mail ? ', mail ' + i.mail : '') +
+              (i.superseded ? ', replaced' : ''),
+          )
+          .join('; ') || none,
+      ),
+    ),
+  );
+}
 
 const eta = (s: number | null) =>
   s === null
@@ -38,35 +130,37 @@ const text = (f: (r: Row) => string | null | number, cls?: string) => (r: Row) =
 const outcome = (r: Row) => el('td', {}, el('span', { class: 'pill ' + r.outcome, text: r.outcome }));
 
 const PROVISION_COLUMNS: Column[] = [
-  ['line', text((r) => r.line)],
+  ['external id', text((r) => r.externalId)],
   ['workspace', text((r) => r.workspaceName)],
   ['owner', text((r) => r.ownerEmail)],
   ['outcome', outcome],
   ['tenant id', text((r) => r.tenantId, 'id')],
   ['attempts', text((r) => r.attempts)],
   ['API key', text((r) => r.apiKey)],
-  ['error', text((r) => r.error, 'err')],
+  ['error', text((r) => consoleWords(r.error ?? ''), 'err')],
 ];
 
 /** A change row: its workspace (id, or the external_id it names), person, role or new name, and why it is as it is. */
 const CHANGE_COLUMNS: Column[] = [
-  ['line', text((r) => r.line)],
   ['action', text((r) => r.action, 'action')],
   ['workspace', text((r) => r.tenantId ?? r.externalId, 'id')],
   ['person', text((r) => r.ownerEmail)],
   ['role / name', text((r) => r.role ?? r.workspaceName)],
   ['outcome', outcome],
   ['attempts', text((r) => r.attempts)],
-  ['detail', text((r) => r.error, 'err')],
+  ['detail', text((r) => consoleWords(r.error ?? ''), 'err')],
 ];
 
 export async function batchPage(app: HTMLElement, id: string, render: () => void): Promise<void> {
+  if (view.batch !== id) Object.assign(view, { batch: id, pages: [0], selected: new Set<number>(), detail: null, notice: '' });
   const enc = encodeURIComponent(id);
   const after = view.pages[view.pages.length - 1];
-  const [s, page, info] = await Promise.all([
+  const query = (view.outcome ? '&outcome=' + view.outcome : '') + (view.search ? '&q=' + encodeURIComponent(view.search) : '');
+  const [s, page, info, detail] = await Promise.all([
     api<Status>('/api/batches/' + enc),
-    api<RowsPage>('/api/batches/' + enc + '/rows?limit=50&after=' + after + (view.outcome ? '&outcome=' + view.outcome : '')),
+    api<RowsPage>('/api/batches/' + enc + '/rows?limit=50&after=' + after + query),
     header(),
+    view.detail === null ? Promise.resolve(null) : apiV1<RowDetail>('/batches/' + enc + '/rows/' + view.detail).catch(() => null),
   ]);
   const outcomes = OUTCOMES_OF[s.kind] ?? OUTCOMES_OF.provision;
   const counts = outcomes.map((o) => el('div', { class: o, id: 'count-' + o }, el('b', { text: String(s.counts[o]) }), o));
@@ -97,13 +191,78 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       render();
     }
   };
+  // Retry of one row or a selection (failed or cancelled rows), by line.
+  const retryLines = async (lines: number[], button: HTMLButtonElement) => {
+    button.disabled = true;
+    try {
+      const r = await apiV1<{ message: string; lines: number[] }>('/batches/' + enc + '/rows/retry', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ lines }),
+      });
+      view.notice = r.message;
+      for (const l of lines) view.selected.delete(l);
+    } catch (e) {
+      view.notice = e instanceof Error ? e.message : String(e);
+    } finally {
+      render();
+    }
+  };
+  for (const line of view.selected) if (!page.rows.some((r) => r.line === line && retryable(r))) view.selected.delete(line);
   const columns = s.kind === 'changes' ? CHANGE_COLUMNS : PROVISION_COLUMNS;
   const table = el(
     'table',
     { id: 'rows' },
-    el('tr', {}, ...columns.map(([h]) => el('th', { text: h }))),
-    ...page.rows.map((r) => el('tr', { 'data-outcome': r.outcome, 'data-line': String(r.line) }, ...columns.map(([, cell]) => cell(r)))),
+    el(
+      'tr',
+      {},
+      el('th', { text: '' }),
+      el('th', { text: 'line' }),
+      ...columns.map(([h]) => el('th', { text: h })),
+      el('th', { text: '' }),
+    ),
+    ...page.rows.map((r) => {
+      const canRetry = !readOnly && retryable(r);
+      const box = el('input', {
+        type: 'checkbox',
+        id: 'select-' + r.line,
+        title: 'select for retry',
+        onchange: (e) => {
+          if ((e.target as HTMLInputElement).checked) view.selected.add(r.line);
+          else view.selected.delete(r.line);
+          render();
+        },
+      });
+      box.checked = view.selected.has(r.line);
+      const one = el('button', { id: 'retry-' + r.line, text: 'retry', title: 'queue this row again' });
+      one.addEventListener('click', () => void retryLines([r.line], one));
+      return el(
+        'tr',
+        { 'data-outcome': r.outcome, 'data-line': String(r.line), class: view.detail === r.line ? 'open' : '' },
+        el('td', {}, ...(canRetry ? [box] : [])),
+        el(
+          'td',
+          {},
+          el('a', {
+            href: '#',
+            id: 'line-' + r.line,
+            text: String(r.line),
+            title: 'this row in full',
+            onclick: (e) => {
+              e.preventDefault();
+              view.detail = r.line;
+              render();
+            },
+          }),
+        ),
+        ...columns.map(([, cell]) => cell(r)),
+        el('td', {}, ...(canRetry ? [one] : [])),
+      );
+    }),
   );
+  const selection = [...view.selected].sort((a, b) => a - b);
+  const retrySelected = el('button', { id: 'retry-selected', text: 'Retry selected (' + selection.length + ')' });
+  retrySelected.addEventListener('click', () => void retryLines(selection, retrySelected));
   const prev = el('button', {
     id: 'prev',
     text: '← previous',
@@ -141,6 +300,9 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
   const first = page.rows[0];
   const last = page.rows[page.rows.length - 1];
   const shown = !first || !last ? 'no rows' : 'lines ' + first.line + '–' + last.line + (page.more ? ', more after' : '');
+  // Drawn anew: the search box keeps its focus and caret while someone types in it.
+  const typing = searchBox !== undefined && document.activeElement === searchBox;
+  const caret = typing ? [searchBox!.selectionStart, searchBox!.selectionEnd] : null;
   app.replaceChildren(
     el(
       'h2',
@@ -155,8 +317,12 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       'div',
       { class: 'row' },
       ...pace,
-      el('span', { class: 'muted', text: s.finished + ' of ' + s.total + ' rows finished · ' + workersText(s.workers) }),
+      el('span', {
+        class: 'muted',
+        text: s.finished + ' of ' + s.total + ' rows finished · ' + (s.redisUnreachable ? 'Redis unreachable' : workersText(s.workers)),
+      }),
     ),
+    optionsLine(s),
     el('div', { class: 'counts' }, ...counts),
     chart(s.throughput),
     el(
@@ -167,8 +333,29 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       el('a', { href: '/api/batches/' + enc + '/report.json', text: 'report.json' }),
       el('span', { id: 'notice', class: 'muted', text: view.notice }),
     ),
-    el('div', { class: 'row' }, filter, prev, next, el('span', { class: 'muted', id: 'shown', text: shown })),
+    el(
+      'div',
+      { class: 'row' },
+      filter,
+      searchInput(render),
+      prev,
+      next,
+      el('span', { class: 'muted', id: 'shown', text: shown }),
+      ...(selection.length > 0 && !readOnly ? [retrySelected] : []),
+    ),
     table,
+    ...(detail
+      ? [
+          detailPanel(detail, () => {
+            view.detail = null;
+            render();
+          }),
+        ]
+      : []),
     el('p', { class: 'muted', id: 'board-note', text: info.boardNote }),
   );
+  if (typing && caret) {
+    searchBox!.focus();
+    searchBox!.setSelectionRange(caret[0] ?? null, caret[1] ?? null);
+  }
 }

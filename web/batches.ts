@@ -2,7 +2,7 @@
 // provisioning ones (ingest), each with the outcomes of its kind.
 import { api, el } from './dom.js';
 import type { Listing } from './types.js';
-import { bar, header, kindTag, outcomesText, stateTag } from './widgets.js';
+import { bar, header, kindTag, outcomesText, stateTag, when } from './widgets.js';
 
 export async function batchesPage(app: HTMLElement): Promise<void> {
   const [list, info] = await Promise.all([api<Listing[]>('/api/batches'), header()]);
@@ -13,7 +13,7 @@ export async function batchesPage(app: HTMLElement): Promise<void> {
       el('td', {}, el('a', { href: '/batches/' + encodeURIComponent(b.batchId), text: b.batchId })),
       el('td', {}, kindTag(b.kind)),
       el('td', { text: b.source ?? '' }),
-      el('td', { text: new Date(b.createdAt).toLocaleString() }),
+      el('td', { class: 'when', text: when(b.createdAt) }),
       el('td', { text: String(b.total) }),
       el('td', { text: outcomesText(b) }),
       el('td', {}, bar(b)),
@@ -21,10 +21,12 @@ export async function batchesPage(app: HTMLElement): Promise<void> {
     ),
   );
   const stalled = list.some((b) => b.state === 'stalled');
-  const heads = ['batch', 'kind', 'file', 'created at', 'rows', 'outcomes', 'progress', 'state'].map((h) => el('th', { text: h }));
+  const heads = ['batch', 'kind', 'file', 'created at (UTC)', 'rows', 'outcomes', 'progress', 'state'].map((h) => el('th', { text: h }));
   app.replaceChildren(
     el('h2', { text: 'Batches' }),
-    ...(stalled ? [el('div', { class: 'advice', id: 'advice', text: 'Some batches are stalled: ' + info.noWorker })] : []),
+    ...(stalled && !info.redisUnreachable
+      ? [el('div', { class: 'advice', id: 'advice', text: 'Some batches are stalled: ' + info.noWorker })]
+      : []),
     list.length
       ? el('table', {}, el('tr', {}, ...heads), ...rows)
       : el('p', {

@@ -2,7 +2,7 @@
 // every second.
 import { batchPage } from './batch.js';
 import { batchesPage } from './batches.js';
-import { el, readOnly } from './dom.js';
+import { api, el, optionKinds, readOnly } from './dom.js';
 import { newBatchPage } from './new-batch.js';
 
 const app = document.getElementById('app')!;
@@ -30,4 +30,8 @@ async function render(): Promise<void> {
   timer = setTimeout(() => void render(), 1000);
 }
 
-void render();
+// The API's option names, so that messages name them as the page does (dom.ts consoleWords).
+void api<{ name: string; kind: string }[]>('/api/ingest-options')
+  .then((list) => list.forEach((o) => optionKinds.set(o.name, o.kind)))
+  .catch(() => undefined)
+  .finally(() => void render());

@@ -2,8 +2,8 @@
 // be created, what exists, what is rejected or would fail, with each row's problem), then
 // "Provision" records and queues it and opens the batch's live page. Both calls send the same
 // file to /api/v1 (multipart, so the file's name names the batch, as ingest does).
-import { ApiError, apiV1, el, type RowProblems } from './dom.js';
-import type { Enqueued, Plan, PlanRow } from './types.js';
+import { api, ApiError, apiV1, consoleWords, el, type RowProblems } from './dom.js';
+import type { Enqueued, OptionField, Plan, PlanRow } from './types.js';
 import { header } from './widgets.js';
 
 /** Problem rows shown at once (the report lists every row once the batch runs). */
@@ -11,18 +11,75 @@ const SHOWN = 500;
 
 const FILE_TYPES = '.csv,.xlsx,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet';
 
-/** The options the page offers (the API's names); the plan and the batch are asked with the same ones. */
-const OPTIONS = [
-  ['create_missing_owners', 'Create missing owners and members (pending accounts, as Dify invites do)'],
-  ['allow_duplicate_names', 'Allow a workspace name its owner already has'],
-] as const;
-type Options = Partial<Record<(typeof OPTIONS)[number][0], true>>;
+/** The options asked, by the API's names, as form fields (a box ticked: "true"); the plan and the batch are asked with the same ones. */
+type Options = Record<string, string>;
 
 function form(file: File, options: Options): FormData {
   const data = new FormData();
-  for (const [name, on] of Object.entries(options)) if (on) data.append(name, 'true');
+  for (const [name, value] of Object.entries(options)) data.append(name, value);
   data.append('file', file, file.name); // after the fields: the server reads them before the file
   return data;
+}
+
+/** Common encodings offered for a CSV that is not UTF-8 (any name the API knows may be typed). */
+const ENCODINGS = [
+  'windows-1252',
+  'iso-8859-1',
+  'iso-8859-15',
+  'utf-16le',
+  'utf-16be',
+  'shift_jis',
+  'gb18030',
+  'windows-1250',
+  'macintosh',
+];
+
+const label = (name: string) => name.replace(/_/g, ' ');
+
+/** A field for each option the API takes (GET /api/ingest-options: the API's own schema). */
+function optionInput(o: OptionField, changed: () => void): { name: string; node: HTMLElement; value: () => string | undefined } {
+  const id = 'opt-' + o.name;
+  if (o.kind === 'boolean') {
+    const box = el('input', { type: 'checkbox', id, name: o.name, onchange: changed });
+    return {
+      name: o.name,
+      node: el('label', { class: 'opt', title: o.description }, box, ' ' + label(o.name)),
+      value: () => (box.checked ? 'true' : undefined),
+    };
+  }
+  let input: HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
+  const extra: HTMLElement[] = [];
+  if (o.kind === 'choice') {
+    input = el(
+      'select',
+      { id, name: o.name, onchange: changed },
+      el('option', { value: '', text: 'default' }),
+      ...(o.choices ?? []).map((c) => el('option', { value: c, text: c === '\t' ? 'tab' : c })),
+    );
+  } else if (o.kind === 'pem') {
+    const area = el('textarea', { id, name: o.name, rows: '3', placeholder: '-----BEGIN PUBLIC KEY-----', onchange: changed });
+    const pick = el('input', { type: 'file', id: id + '-file', accept: '.pem,.pub,.txt' });
+    pick.addEventListener('change', async () => {
+      const f = pick.files?.[0];
+      if (!f) return;
+      area.value = await f.text();
+      changed();
+    });
+    input = area;
+    extra.push(pick);
+  } else {
+    input = el('input', {
+      type: o.kind === 'number' ? 'number' : 'text',
+      id,
+      name: o.name,
+      onchange: changed,
+      ...(o.kind === 'number' ? { min: '1' } : {}),
+      ...(o.name === 'encoding' ? { list: 'encodings', placeholder: 'UTF-8 (detected)' } : {}),
+    });
+    if (o.name === 'encoding') extra.push(el('datalist', { id: 'encodings' }, ...ENCODINGS.map((e) => el('option', { value: e }))));
+  }
+  const node = el('label', { class: 'opt field', title: o.description }, el('span', { text: label(o.name) }), input, ...extra);
+  return { name: o.name, node, value: () => (input.value.trim() === '' ? undefined : o.kind === 'pem' ? input.value : input.value.trim()) };
 }
 
 /** A random Idempotency-Key (crypto.randomUUID needs a secure context; a LAN address over http is not one). */
@@ -46,7 +103,7 @@ function problemsTable(rows: RowProblems[]): HTMLElement[] {
           { 'data-line': String(p.line) },
           el('td', { text: String(p.line) }),
           el('td', { text: p.field }),
-          el('td', { class: 'err', text: p.message }),
+          el('td', { class: 'err', text: consoleWords(p.message) }),
         ),
       ),
     ),
@@ -110,11 +167,14 @@ export function newBatchPage(app: HTMLElement): void {
   const result = el('div', { id: 'plan' });
   let asked = 0; // a newer file's plan replaces an older one's, whichever answers first
   let chosen: File | undefined;
-  const boxes = OPTIONS.map(([name, words]) => {
-    const box = el('input', { type: 'checkbox', id: 'opt-' + name, name, onchange: () => chosen && void plan(chosen) });
-    return { name, box, label: el('label', {}, box, ' ' + words) };
+  let fields: ReturnType<typeof optionInput>[] = [];
+  const options = (): Options => Object.fromEntries(fields.flatMap((f) => (f.value() === undefined ? [] : [[f.name, f.value()!]])));
+  const optionsBox = el('div', { class: 'row', id: 'options' });
+  void api<OptionField[]>('/api/ingest-options').then((list) => {
+    fields = list.map((o) => optionInput(o, () => replan()));
+    optionsBox.replaceChildren(...fields.map((f) => f.node));
+    optionsBox.dataset['ready'] = 'true';
   });
-  const options = (): Options => Object.fromEntries(boxes.filter((b) => b.box.checked).map((b) => [b.name, true]));
 
   async function plan(file: File): Promise<void> {
     const mine = ++asked;
@@ -128,12 +188,13 @@ export function newBatchPage(app: HTMLElement): void {
       if (mine === asked) showError(e, 'plan-error', "This file can't be provisioned as it is");
     }
   }
+  const replan = () => chosen && void plan(chosen);
 
   function showError(e: unknown, id: string, title: string, keep: HTMLElement[] = []): void {
     const rows = e instanceof ApiError ? e.rows : [];
     result.replaceChildren(
       ...keep,
-      el('div', { class: 'advice', id }, el('b', { text: title + ': ' }), e instanceof Error ? e.message : String(e)),
+      el('div', { class: 'advice', id }, el('b', { text: title + ': ' }), consoleWords(e instanceof Error ? e.message : String(e))),
       ...problemsTable(rows),
     );
   }
@@ -211,11 +272,5 @@ export function newBatchPage(app: HTMLElement): void {
   });
   // A file dropped beside the target is not opened by the browser in place of the page.
   for (const type of ['dragover', 'drop']) document.addEventListener(type, (e) => e.preventDefault());
-  app.replaceChildren(
-    el('h2', { text: 'New batch' }),
-    drop,
-    input,
-    el('div', { class: 'row', id: 'options' }, ...boxes.map((b) => b.label)),
-    result,
-  );
+  app.replaceChildren(el('h2', { text: 'New batch' }), drop, input, optionsBox, result);
 }

@@ -17,6 +17,8 @@ export interface Info {
   database: string;
   queue: string;
   workers: number | null;
+  redisUnreachable: boolean;
+  redisAdvice: string;
   noWorker: string;
   boardNote: string;
 }
@@ -40,6 +42,10 @@ export interface Status {
   state: string;
   advice: string | null;
   workers: number | null;
+  redisUnreachable: boolean;
+  /** The options the batch was made with (the library's names) and how its file was read. */
+  options: Record<string, unknown>;
+  input: Record<string, unknown> | null;
   throughput: { perSecond: number; etaSeconds: number | null; bucketSeconds: number; timeline: { n: number }[] };
 }
 
@@ -58,9 +64,40 @@ export interface Row {
   error: string | null;
 }
 
+/** GET /api/v1/batches/{id}/rows/{line}: one row in full (the API's snake_case). */
+export interface RowDetail {
+  line: number;
+  external_id: string | null;
+  workspace_name: string | null;
+  owner_email: string | null;
+  outcome: Outcome;
+  tenant_id: string | null;
+  public_key_sha256: string | null;
+  attempts: number;
+  duration_ms: number | null;
+  accounts_created: string[] | null;
+  api_key: string | null;
+  error: string | null;
+  mail: string | null;
+  round: number;
+  recorded_at: string;
+  updated_at: string;
+  finished_at: string | null;
+  members: { email: string; role: string }[];
+  invitations: { email: string; role: string; issued_at: string; stored_at: string | null; mail: string | null; superseded: boolean }[];
+}
+
 export interface RowsPage {
   rows: Row[];
   more: boolean;
+}
+
+/** GET /api/ingest-options: one option of the API, as New batch shows it. */
+export interface OptionField {
+  name: string;
+  kind: 'boolean' | 'number' | 'text' | 'choice' | 'pem';
+  choices?: string[];
+  description: string;
 }
 
 /** POST /api/v1/plans: what ingesting a file would do. */

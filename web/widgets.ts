@@ -50,13 +50,25 @@ export const outcomesText = (b: { kind: Kind; counts: Counts }) =>
 export const kindTag = (kind: Kind) =>
   el('span', { class: 'kind ' + kind, 'data-kind': kind, text: kind === 'changes' ? 'changes' : 'new workspaces' });
 
+/** Every time the console shows, in one format: ISO 8601 in UTC, to the second (the API's, without the milliseconds). */
+export const when = (iso: string | null | undefined): string => (iso ? new Date(iso).toISOString().replace(/\.\d{3}Z$/, 'Z') : '');
+
 export const workersText = (n: number | null) => (n === null ? 'workers: unknown' : n === 1 ? '1 worker' : n + ' workers');
 
-/** The header's line: which Dify, which queue, how many workers serve it now. */
+/** The header's line: which Dify, which queue, how many workers serve it now (or that Redis does not answer). */
 export async function header(): Promise<Info> {
   const info = await api<Info>('/api/info');
   document.getElementById('serves')!.textContent =
-    'Dify database "' + info.database + '" · queue ' + info.queue + ' · ' + workersText(info.workers);
+    'Dify database "' +
+    info.database +
+    '" · queue ' +
+    info.queue +
+    ' · ' +
+    (info.redisUnreachable ? info.redisAdvice : workersText(info.workers));
+  // On every page while Redis does not answer: the counts are PostgreSQL's, and nothing moves.
+  const banner = document.getElementById('redis-down')!;
+  banner.textContent = info.redisAdvice;
+  banner.hidden = !info.redisUnreachable;
   document.getElementById('board-link')!.title = info.boardNote;
   return info;
 }

@@ -3,9 +3,8 @@ import type { Config } from '../config/config.js';
 import { writeNewFile } from '../common/files.js';
 import type { ServerStatus } from '../provisioner.js';
 import { otherLineageAdvice } from '../queue/server-watch.js';
-import { withProvisioner } from './context.js';
-import type { Provisioner } from '../provisioner.js';
-import { NO_WORKER, STATE_WORDS, type BatchStatus } from '../store/batches.js';
+import { withProvisioner, withReader, type Reader } from './context.js';
+import { NO_WORKER, REDIS_UNREACHABLE, STATE_WORDS, type BatchStatus, type Workers } from '../store/batches.js';
 import { OUTCOMES } from '../common/types.js';
 import { escapeControls, paintedState, workersWords } from './terminal.js';
 import { waitAndReport } from './wait-command.js';
@@ -27,7 +26,7 @@ export function formatStatus(s: BatchStatus): string {
 }
 
 /** "queue … serves Dify database …; N workers". */
-const servesLine = (p: Provisioner, workers: number | null) =>
+const servesLine = (p: Pick<Reader, 'queue'>, workers: Workers) =>
   `queue ${p.queue.name} serves Dify database "${p.queue.database}"; ${workersWords(workers)}`;
 /** Lines about the PostgreSQL server behind the queue, when something is wrong (else nothing). */
 export function describeServer(server: ServerStatus): string {
@@ -40,21 +39,24 @@ export function describeServer(server: ServerStatus): string {
   return lines.map((l) => `${escapeControls(l)}\n`).join('');
 }
 
+// status, report and batches answer from PostgreSQL when Redis does not (withReader), saying so.
 export const statusCommand = (batchId: string, flags: { json?: boolean }, config: Config) =>
-  withProvisioner(config, async (p) => {
+  withReader(config, async (p) => {
     const s = await p.batch(batchId).status();
     const dify = await p.difySchema();
     // Open rows whose job Redis lost (flushed, failed over without persistence): said, not hidden.
-    const withoutJob = s.open > 0 ? await p.batch(batchId).rowsWithoutJob() : 0;
+    const rowsWithoutJob = s.redisUnreachable ? undefined : p.batch(batchId).rowsWithoutJob;
+    const withoutJob = s.open > 0 && rowsWithoutJob ? await rowsWithoutJob() : 0;
     const lost =
       withoutJob > 0
         ? `${withoutJob} row(s) wait without a job in Redis (it was flushed, or failed over without persistence): a running worker queues them again within about two minutes (or re-run the ingest)\n`
         : '';
-    const server = await p.serverStatus(batchId);
+    const server = s.redisUnreachable || !p.serverStatus ? undefined : await p.serverStatus(batchId);
+    const workers = s.redisUnreachable ? 'unreachable' : s.workers;
     process.stdout.write(
       flags.json
-        ? `${JSON.stringify({ ...s, withoutJob, difySchema: dify, queue: p.queue, server })}\n`
-        : `${formatStatus(s)}\n${lost}${dify}; ${servesLine(p, s.workers)}\n${describeServer(server)}`,
+        ? `${JSON.stringify({ ...s, withoutJob, difySchema: dify, queue: p.queue, ...(server ? { server } : {}) })}\n`
+        : `${formatStatus(s)}\n${lost}${dify}; ${servesLine(p, workers)}\n${server ? describeServer(server) : ''}`,
     );
     return 0;
   });
@@ -63,7 +65,7 @@ export const waitCommand = (batchId: string, flags: { json?: boolean; reportDir:
   withProvisioner(config, (p) => waitAndReport(p.batch(batchId), flags));
 
 export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; out?: string; overwrite?: boolean }, config: Config) =>
-  withProvisioner(config, async (p) => {
+  withReader(config, async (p) => {
     const batch = p.batch(batchId);
     await batch.status(); // says clearly when there is no such batch
     if (flags.out) {
@@ -97,13 +99,13 @@ export const cancelCommand = (batchId: string, config: Config) =>
   });
 
 export const batchesCommand = (flags: { json?: boolean }, config: Config) =>
-  withProvisioner(config, async (p) => {
+  withReader(config, async (p) => {
     const list = await p.batches();
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(list)}\n`);
       return 0;
     }
-    const workers = list[0]?.workers ?? (await p.workers());
+    const workers = list[0] ? (list[0].redisUnreachable ? 'unreachable' : list[0].workers) : await p.workers();
     process.stdout.write(`${servesLine(p, workers)}\n`);
     const width = Math.max(...Object.values(STATE_WORDS).map((w) => w.length));
     process.stdout.write(
@@ -117,6 +119,6 @@ export const batchesCommand = (flags: { json?: boolean }, config: Config) =>
         `${b.batchId.padEnd(36)} ${state} ${String(b.total).padStart(7)} ${String(c.created).padStart(8)} ${String(c.existing).padStart(8)} ${String(c.failed).padStart(7)} ${String(c.rejected).padStart(8)}  ${b.createdAt.toISOString()}\n`,
       );
     }
-    if (list.some((b) => b.state === 'stalled')) process.stdout.write(`${NO_WORKER}\n`);
+    if (list.some((b) => b.state === 'stalled')) process.stdout.write(`${workers === 'unreachable' ? REDIS_UNREACHABLE : NO_WORKER}\n`);
     return 0;
   });

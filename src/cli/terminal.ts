@@ -1,7 +1,7 @@
 // Text from the input (cells, file names) is printed escaped: a control character in a CSV must
 // not move the cursor, ring the bell or rewrite the terminal of whoever reads our output.
 import pc from 'picocolors';
-import { STATE_WORDS, type BatchState } from '../store/batches.js';
+import { REDIS_UNREACHABLE, STATE_WORDS, type BatchState } from '../store/batches.js';
 
 import { CONTROL } from '../input/workspace-row.js';
 
@@ -30,5 +30,11 @@ const STATE_COLOUR: Record<BatchState, (s: string) => string> = {
 export const paintedState = (state: BatchState): string => STATE_COLOUR[state](STATE_WORDS[state]);
 
 /** How many workers serve the queue, in words. */
-export const workersWords = (n: number | null): string =>
-  n === null ? 'workers: unknown (Redis does not list its clients)' : n === 1 ? '1 worker' : `${n} workers`;
+export const workersWords = (n: number | null | 'unreachable'): string =>
+  n === 'unreachable'
+    ? REDIS_UNREACHABLE
+    : n === null
+      ? 'workers: unknown (Redis does not list its clients)'
+      : n === 1
+        ? '1 worker'
+        : `${n} workers`;

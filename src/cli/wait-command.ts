@@ -32,7 +32,7 @@ function formatEta(seconds: number): string {
 
 /** Rate and ETA while workers answer rows; the missing worker instead while none serves the queue. */
 function pace(s: BatchStatus, rate: number): string {
-  if (s.state === 'stalled') return `stalled: ${NO_WORKER}`;
+  if (s.state === 'stalled') return `stalled: ${s.advice ?? NO_WORKER}`;
   return `${rate.toFixed(1)}/s, ETA ${formatEta(rate > 0 ? (s.total - finishedOf(s)) / rate : Infinity)} (${workersWords(s.workers)})`;
 }
 

@@ -3,9 +3,9 @@
 import type { Queue } from 'bullmq';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from '../db/pool.js';
-import { finishedBetween, rowsByOutcome } from '../store/batches.js';
+import { finishedBetween, rowsByOutcome, type WorkerCensus } from '../store/batches.js';
 
-export function createMetrics(db: Db, queue: Queue, workers: () => Promise<number | null>): Registry {
+export function createMetrics(db: Db, queue: Queue, workers: WorkerCensus): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'dify_provision_dashboard_' });
   new Gauge({
@@ -35,7 +35,7 @@ export function createMetrics(db: Db, queue: Queue, workers: () => Promise<numbe
     async collect() {
       this.reset();
       const n = await workers();
-      if (n !== null) this.set(n);
+      if (typeof n === 'number') this.set(n);
     },
   });
   // Rows finished since the previous scrape are observed once per scrape, by whichever of these

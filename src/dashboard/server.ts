@@ -11,7 +11,7 @@ import { workersServing, type RedisClient } from '../queue/connection.js';
 import { BatchNotFoundError, ProvisionError, UsageError } from '../common/errors.js';
 import { cancelBatch, resumeCancelled, retryFailed } from '../queue/batch-control.js';
 import { csvReport, jsonReport } from '../report/format.js';
-import { batchKind, getBatchStatus, listBatches, NO_WORKER } from '../store/batches.js';
+import { batchKind, getBatchStatus, listBatches, NO_WORKER, REDIS_UNREACHABLE } from '../store/batches.js';
 import { allReportRows, reportRows } from '../store/report.js';
 import { OUTCOMES, type Outcome } from '../common/types.js';
 import { loadConsoleAssets } from './assets.js';
@@ -20,6 +20,7 @@ import { guardStateChanges, requireToken, roleOf, routedPath, sessionStore } fro
 import { healthCheck } from './health.js';
 import { createMetrics } from './metrics.js';
 import { liveStatus, registerApi } from './api/routes.js';
+import { optionFields } from '../ingest/options.js';
 import { BATCH_LIMITS } from '../common/limits.js';
 import type { Provisioner } from '../provisioner.js';
 
@@ -125,11 +126,23 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
   // Which Dify this dashboard serves, and how many workers serve its queue now.
   app.get('/api/info', async () => {
     const { rows } = await deps.db.query<{ database: string }>(`SELECT current_database() AS database`);
-    return { database: rows[0]!.database, queue: deps.queue.name, workers: await workers(), noWorker: NO_WORKER, boardNote: BOARD_NOTE };
+    const census = await workers();
+    return {
+      database: rows[0]!.database,
+      queue: deps.queue.name,
+      workers: census === 'unreachable' ? null : census,
+      // Said on every page while Redis does not answer: the counts are PostgreSQL's, nothing moves.
+      redisUnreachable: census === 'unreachable',
+      redisAdvice: REDIS_UNREACHABLE,
+      noWorker: NO_WORKER,
+      boardNote: BOARD_NOTE,
+    };
   });
   app.get('/api/batches', async () => listBatches(deps.db, 100, await workers()));
+  // New batch's options: every option the API takes (its schema), so the page offers all of them.
+  app.get('/api/ingest-options', async () => optionFields());
   app.get<{ Params: { id: string } }>('/api/batches/:id', async (req) => liveStatus(deps.db, req.params.id, await workers()));
-  app.get<{ Params: { id: string }; Querystring: { after?: string; limit?: string; outcome?: string } }>(
+  app.get<{ Params: { id: string }; Querystring: { after?: string; limit?: string; outcome?: string; q?: string } }>(
     '/api/batches/:id/rows',
     async (req) => {
       const limit = Math.min(200, Math.max(1, Number(req.query.limit ?? 50) || 50));
@@ -140,6 +153,7 @@ export async function buildDashboard(deps: DashboardDeps): Promise<FastifyInstan
         afterLine: Number(req.query.after ?? 0) || 0,
         limit: limit + 1,
         ...(outcome ? { outcome: outcome as Outcome } : {}),
+        ...(req.query.q ? { search: String(req.query.q).slice(0, 320) } : {}),
       });
       return { rows: rows.slice(0, limit), more: rows.length > limit };
     },

@@ -1,7 +1,7 @@
 // Ingest: every row gets a durable result row (queued or rejected) in one transaction before any
 // job exists, then the stored rows become BullMQ jobs in pages. Re-running the same batch queues
 // nothing twice; a refused run queues nothing at all.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { InputInfo } from '../input/decode.js';
 import type { CheckedRow, RejectedRow } from '../input/row-checker.js';
 import type { WorkspaceRow } from '../input/workspace-row.js';
@@ -67,6 +67,8 @@ export interface EnqueueSummary {
   total: number;
   /** Valid rows this call recorded for the first time (and queued). */
   queued: number;
+  /** This call recorded the batch (false: the batch id existed; with queued 0, nothing changed). */
+  batchCreated?: boolean;
   rejected: number;
   /** Valid rows this batch had recorded already (a re-run of the same batch; any of them whose job was lost is queued again). */
   alreadyInBatch: number;
@@ -127,7 +129,7 @@ export async function enqueueBatch(
   //    same time waits for this one, then finds its rows.
   await withTransaction(deps.db, async (tx) => {
     await lockBatch(tx, opts.batchId);
-    await createBatch(tx, opts.batchId, opts.source, {
+    summary.batchCreated = await createBatch(tx, opts.batchId, opts.source, {
       retry: opts.retry ?? DEFAULT_RETRY,
       createMissingAccounts: opts.createMissingOwners ?? false,
       mintDatasetKeys: opts.mintDatasetKeys ?? false,
@@ -135,6 +137,7 @@ export async function enqueueBatch(
       ...(opts.invitePending ? { invitePending: true } : {}),
       ...(opts.sendInvites ? { sendInvites: true } : {}),
       ...(sealTo ? { sealTo } : {}),
+      asked: askedOptions(opts, sealTo),
     });
     await recordRows(rows, tx, { ...opts, lineage: deps.lineage?.() }, sealTo, summary);
     await finishIngest(tx, opts.batchId);
@@ -150,6 +153,29 @@ export async function enqueueBatch(
 }
 
 export { BATCH_LIMITS };
+
+/** Tuning of the ingest itself, not what the batch is: not recorded with it. */
+const NOT_RECORDED = new Set(['batchId', 'onRejected', 'chunkSize', 'chunkBytes', 'chunksInFlight', 'sealTo', 'lineage']);
+
+/**
+ * The options the batch was made with, as asked (the library's names; the reading options of a
+ * file too: encoding, delimiter, sheet, …), recorded with it and shown on its page and by the API:
+ * every plain value but the ingest's own tuning; the seal key by its SHA-256 (the PEM is kept
+ * apart, for the workers).
+ */
+export function askedOptions(opts: object, sealTo?: string): Record<string, unknown> {
+  const asked: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(opts)) {
+    if (NOT_RECORDED.has(k) || v === undefined || typeof v === 'function') continue;
+    if (['string', 'number', 'boolean'].includes(typeof v) || (typeof v === 'object' && v !== null && isPlain(v))) asked[k] = v;
+  }
+  if (sealTo) asked['sealTo'] = `public key sha256:${createHash('sha256').update(sealTo).digest('hex')}`;
+  return asked;
+}
+
+const isPlain = (v: object): boolean =>
+  (Object.getPrototypeOf(v) === Object.prototype || Array.isArray(v)) &&
+  Object.values(v).every((x) => ['string', 'number', 'boolean'].includes(typeof x) || (typeof x === 'object' && x !== null && isPlain(x)));
 
 export class BatchTooLargeError extends ProvisionError {
   override readonly name: string = 'BatchTooLargeError';

@@ -100,3 +100,26 @@ export function textOptions<T extends z.ZodRawShape>(schema: z.ZodObject<T>) {
 
 /** Ingest's options as text. */
 export const IngestOptionsTextSchema = textOptions(IngestOptionsSchema);
+
+/** One ingest option as a form shows it (the dashboard's New batch page builds its fields from these). */
+export interface OptionField {
+  name: keyof IngestOptions;
+  kind: 'boolean' | 'number' | 'text' | 'choice' | 'pem';
+  /** choice: the values taken. */
+  choices?: string[];
+  description: string;
+}
+
+/** Every option of IngestOptionsSchema, in its order: an option the API gains is on the page with it. */
+export function optionFields(): OptionField[] {
+  return Object.entries(IngestOptionsSchema.shape).map(([name, schema]) => {
+    const inner = schema.unwrap();
+    const description = schema.description ?? '';
+    if (inner instanceof z.ZodBoolean) return { name: name as keyof IngestOptions, kind: 'boolean', description };
+    if (inner instanceof z.ZodNumber) return { name: name as keyof IngestOptions, kind: 'number', description };
+    if (inner instanceof z.ZodEnum)
+      return { name: name as keyof IngestOptions, kind: 'choice', choices: (inner.options as unknown[]).map(String), description };
+    // A PEM is lines of text: a text area (or a file read in the browser).
+    return { name: name as keyof IngestOptions, kind: /PEM/.test(description) ? 'pem' : 'text', description };
+  });
+}

@@ -3,7 +3,7 @@
 import type { Queue } from 'bullmq';
 import type { Db } from '../db/pool.js';
 import { batchOptions, markCancelled, reopenBatch } from '../store/batches.js';
-import { cancelQueued, requeue } from '../store/rows.js';
+import { cancelQueued, requeue, requeueLines } from '../store/rows.js';
 import { DEFAULT_RETRY, jobFor, jobIdFor, type AnyJob, type RetryPolicy } from './contract.js';
 import { settleLostJobs, type QueueDeps } from './lost-jobs.js';
 
@@ -21,6 +21,20 @@ async function requeueRows(db: Db, queue: Queue, batchId: string, from: 'failed'
 
 /** Queues the batch's failed rows again, as a new round (fresh job ids, fresh attempts). */
 export const retryFailed = (db: Db, queue: Queue, batchId: string) => requeueRows(db, queue, batchId, 'failed');
+
+/**
+ * Queues these rows of the batch again (one row, or a selection), those failed or cancelled, as a
+ * new round; returns the lines queued (a line of another outcome, or none of the batch's, is not).
+ */
+export async function retryRows(db: Db, queue: Queue, batchId: string, lines: number[]): Promise<number[]> {
+  const retry = await retryPolicyOf(db, batchId);
+  const rows = await requeueLines<AnyJob>(db, batchId, lines);
+  if (rows.length > 0) {
+    await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
+    await reopenBatch(db, batchId);
+  }
+  return rows.map((r) => r.line).sort((a, b) => a - b);
+}
 
 /** Queues the batch's cancelled rows again (undoes a cancel), as a new round. */
 export const resumeCancelled = (db: Db, queue: Queue, batchId: string) => requeueRows(db, queue, batchId, 'cancelled');

@@ -67,20 +67,23 @@ export function provisionQueue(connection: RedisClient, prefix: string, name: st
 }
 
 /**
- * How many workers serve this queue now. BullMQ names each worker's blocking connection after its
+ * How many workers serve this queue now, or 'unreachable' when Redis does not answer. BullMQ names each worker's blocking connection after its
  * queue, and CLIENT LIST shows them (on a Cluster every node is asked and the one holding the
  * queue's slot, with the most of them, counts). Null when Redis will not say: CLIENT LIST refused
  * (an ACL without +client, a managed Redis that hides it) or no answer within `ms`.
  */
-export async function workersServing(queue: Queue, ms = 3000): Promise<number | null> {
+export async function workersServing(queue: Queue, ms = 3000): Promise<number | null | 'unreachable'> {
   try {
     const workers = await answerWithin(queue.getWorkers(), ms);
     // Where CLIENT is an unknown command BullMQ answers one placeholder without an id.
     return workers.every((w) => typeof w.id === 'string') ? workers.length : null;
-  } catch {
-    return null;
+  } catch (err) {
+    // No answer at all: no worker can take a row either (they need Redis for every job).
+    return isConnectionError(err) || (err as Error).message === NO_ANSWER ? 'unreachable' : null;
   }
 }
+
+const NO_ANSWER = 'no answer';
 
 /** The command's answer, or an Error('no answer') after `ms`. */
 async function answerWithin<T>(command: Promise<T>, ms: number): Promise<T> {
@@ -89,7 +92,7 @@ async function answerWithin<T>(command: Promise<T>, ms: number): Promise<T> {
     return await Promise.race([
       command,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('no answer')), ms);
+        timer = setTimeout(() => reject(new Error(NO_ANSWER)), ms);
       }),
     ]);
   } finally {
@@ -142,8 +145,13 @@ export async function checkRedis(redis: RedisClient, target: RedisTarget, ms = 1
   try {
     await answerWithin(redis.ping(), ms);
   } catch (err) {
-    throw new UnreachableError(`cannot reach Redis at ${describeTarget(target)}: ${(err as Error).message} — ${CHECK_REDIS}`);
+    throw new RedisUnreachableError(`cannot reach Redis at ${describeTarget(target)}: ${(err as Error).message} — ${CHECK_REDIS}`);
   }
+}
+
+/** Redis did not answer a producer's first PING (PostgreSQL answered). */
+export class RedisUnreachableError extends UnreachableError {
+  override readonly name: string = 'RedisUnreachableError';
 }
 
 /** What to check when Redis does not answer. */

@@ -18,10 +18,18 @@ export const BATCH_STATES = ['ingesting', 'running', 'stalled', 'done', 'done-wi
 export type BatchState = (typeof BATCH_STATES)[number];
 
 export const NO_WORKER = 'no worker is running for this Dify: start `dify-provision worker`';
+/** Said wherever a batch's progress is shown while Redis does not answer (the counts are PostgreSQL's). */
+export const REDIS_UNREACHABLE = 'Redis is unreachable: no worker can take rows';
+
+/**
+ * Workers serving this Dify's queue, as the census found them: a count, null (Redis answers but
+ * does not list its clients) or 'unreachable' (Redis does not answer: no worker can take a row).
+ */
+export type Workers = number | null | 'unreachable';
 
 /** `workers`: how many serve this Dify's queue now (null: Redis does not say, never "stalled"). */
-export function batchState(ingested: boolean, counts: OutcomeCounts, workers: number | null): BatchState {
-  if (openRows(counts) > 0) return workers === 0 ? 'stalled' : ingested ? 'running' : 'ingesting';
+export function batchState(ingested: boolean, counts: OutcomeCounts, workers: Workers): BatchState {
+  if (openRows(counts) > 0) return workers === 0 || workers === 'unreachable' ? 'stalled' : ingested ? 'running' : 'ingesting';
   if (!ingested) return 'ingesting';
   if (counts.cancelled > 0) return 'cancelled';
   return counts.failed + counts.rejected > 0 ? 'done-with-failures' : 'done';
@@ -55,10 +63,16 @@ export interface BatchStatus {
   /** Every row succeeded: created or existing (provision), applied or unchanged (changes). */
   succeeded: boolean;
   state: BatchState;
-  /** Workers serving this Dify's queue when the status was read (null: Redis does not say). */
+  /** Workers serving this Dify's queue when the status was read (null: Redis does not say, or does not answer). */
   workers: number | null;
-  /** What to do about the state, when something is needed (the missing worker). */
+  /** Redis did not answer when the status was read: nothing moves, whatever the counts say. */
+  redisUnreachable: boolean;
+  /** What to do about the state, when something is needed (the missing worker, Redis down). */
   advice: string | null;
+  /** The options the batch was made with (the library's names), as recorded; {} for a batch recorded before they were. */
+  options: Record<string, unknown>;
+  /** How its file was read (format, encoding, delimiter, sheet, empty rows), when it came from one. */
+  input: Record<string, unknown> | null;
 }
 
 /**
@@ -106,6 +120,14 @@ export async function reopenBatch(db: Db, batchId: string): Promise<void> {
   await db.query(`UPDATE ${SCHEMA}.batches SET finished_at = NULL, cancelled_at = NULL WHERE id = $1`, [batchId]);
 }
 
+/** How the batch's file was read (format, encoding, delimiter, sheet, empty rows): shown with its options. */
+export async function recordInput(db: Db, batchId: string, input: object): Promise<void> {
+  await db.query(`UPDATE ${SCHEMA}.batches SET options = options || jsonb_build_object('input', $2::jsonb) WHERE id = $1`, [
+    batchId,
+    JSON.stringify(input),
+  ]);
+}
+
 export async function markCancelled(db: Db, batchId: string): Promise<void> {
   await db.query(`UPDATE ${SCHEMA}.batches SET cancelled_at = COALESCE(cancelled_at, now()) WHERE id = $1`, [batchId]);
 }
@@ -140,14 +162,20 @@ export async function finishIngest(db: Db | Tx, batchId: string): Promise<void> 
 }
 
 /** `workers`: how many serve the batch's queue now (null: unknown), for its state. */
-export async function getBatchStatus(db: Db, batchId: string, workers: number | null = null): Promise<BatchStatus | undefined> {
+export async function getBatchStatus(db: Db, batchId: string, workers: Workers = null): Promise<BatchStatus | undefined> {
   const { rows: batches } = await db.query<{
     id: string;
     kind: BatchKind;
     source: string | null;
     created_at: Date;
     ingest_finished_at: Date | null;
-  }>(`SELECT id, kind, source, created_at, ingest_finished_at FROM ${SCHEMA}.batches WHERE id = $1`, [batchId]);
+    asked: Record<string, unknown> | null;
+    input: Record<string, unknown> | null;
+  }>(
+    `SELECT id, kind, source, created_at, ingest_finished_at, options -> 'asked' AS asked, options -> 'input' AS input
+       FROM ${SCHEMA}.batches WHERE id = $1`,
+    [batchId],
+  );
   const batch = batches[0];
   if (!batch) return undefined;
   const { rows } = await db.query<{ outcome: Outcome; n: string }>(
@@ -174,13 +202,16 @@ export async function getBatchStatus(db: Db, batchId: string, workers: number | 
     done,
     succeeded: done && SUCCEEDED.reduce((n, o) => n + counts[o], 0) === total,
     state,
-    workers,
-    advice: state === 'stalled' ? NO_WORKER : null,
+    workers: workers === 'unreachable' ? null : workers,
+    redisUnreachable: workers === 'unreachable',
+    advice: state === 'stalled' ? (workers === 'unreachable' ? REDIS_UNREACHABLE : NO_WORKER) : null,
+    options: batch.asked ?? {},
+    input: batch.input,
   };
 }
 
 /** Counts the workers serving a queue (null: unknown); polled with every status. */
-export type WorkerCensus = () => Promise<number | null>;
+export type WorkerCensus = () => Promise<Workers>;
 const unknownWorkers: WorkerCensus = async () => null;
 
 /** The batch's status every `intervalMs`, until (and including) the first one that is done. */
@@ -221,12 +252,65 @@ export interface BatchListing {
   state: BatchState;
   total: number;
   counts: OutcomeCounts;
-  /** Workers serving this Dify's queue when the list was read (null: Redis does not say). */
+  /** Workers serving this Dify's queue when the list was read (null: Redis does not say, or does not answer). */
   workers: number | null;
+  /** Redis did not answer when the list was read. */
+  redisUnreachable: boolean;
 }
 
-export async function listBatches(db: Db, limit = 100, workers: number | null = null): Promise<BatchListing[]> {
+export async function listBatches(db: Db, limit = 100, workers: Workers = null): Promise<BatchListing[]> {
+  return (await pageBatches(db, { limit }, workers)).batches;
+}
+
+/** Which batches a list shows (all filters together), and where a page starts. */
+export interface BatchFilter {
+  limit: number;
+  /** Batches older than this one (the `next` of the previous page): keyset paging, newest first. */
+  before?: BatchCursor;
+  kind?: BatchKind;
+  state?: BatchState;
+  /** Part of the batch id or source (case-insensitive). */
+  search?: string;
+  createdAfter?: Date;
+  createdBefore?: Date;
+}
+
+/** Where a page of batches ends: the last batch's creation time (PostgreSQL's text, to the microsecond) and id. */
+export interface BatchCursor {
+  createdAt: string;
+  batchId: string;
+}
+
+/** Batches in the store a page reads at a time while a state filter skips some. */
+const SCAN = 500;
+
+/**
+ * A page of batches, newest first, with the cursor of the next (null: the last page). The state
+ * is computed (it depends on the workers now), so a state filter skips batches as they are read.
+ */
+export async function pageBatches(
+  db: Db,
+  filter: BatchFilter,
+  workers: Workers = null,
+): Promise<{ batches: BatchListing[]; next: BatchCursor | null }> {
+  const out: { b: BatchListing; at: BatchCursor }[] = [];
+  let before = filter.before;
+  for (;;) {
+    const want = filter.state ? SCAN : filter.limit + 1;
+    const page = await readBatches(db, { ...filter, ...(before ? { before } : {}) }, want, workers);
+    for (const p of page) {
+      if (filter.state && p.b.state !== filter.state) continue;
+      if (out.length === filter.limit) return { batches: out.map((o) => o.b), next: out[out.length - 1]!.at };
+      out.push(p);
+    }
+    if (page.length < want) return { batches: out.map((o) => o.b), next: null };
+    before = page[page.length - 1]!.at;
+  }
+}
+
+async function readBatches(db: Db, filter: BatchFilter, limit: number, workers: Workers): Promise<{ b: BatchListing; at: BatchCursor }[]> {
   const { rows } = await db.query<{
+    at: string;
     id: string;
     kind: BatchKind;
     source: string | null;
@@ -234,16 +318,29 @@ export async function listBatches(db: Db, limit = 100, workers: number | null = 
     ingest_finished_at: Date | null;
     counts: Record<string, number> | null;
   }>(
-    `SELECT b.id, b.kind, b.source, b.created_at, b.ingest_finished_at,
+    `SELECT b.id, b.kind, b.source, b.created_at, b.created_at::text AS at, b.ingest_finished_at,
             (SELECT jsonb_object_agg(outcome, n) FROM (SELECT outcome, count(*) AS n FROM ${SCHEMA}.rows r WHERE r.batch_id = b.id GROUP BY outcome) c) AS counts
        FROM ${SCHEMA}.batches b
-      ORDER BY b.created_at DESC
+      WHERE ($2::timestamptz IS NULL OR (b.created_at, b.id) < ($2, $3::text))
+        AND ($4::text IS NULL OR b.kind = $4)
+        AND ($5::text IS NULL OR strpos(lower(b.id), lower($5)) > 0 OR strpos(lower(COALESCE(b.source, '')), lower($5)) > 0)
+        AND ($6::timestamptz IS NULL OR b.created_at >= $6)
+        AND ($7::timestamptz IS NULL OR b.created_at < $7)
+      ORDER BY b.created_at DESC, b.id DESC
       LIMIT $1`,
-    [limit],
+    [
+      limit,
+      filter.before?.createdAt ?? null,
+      filter.before?.batchId ?? '',
+      filter.kind ?? null,
+      filter.search ?? null,
+      filter.createdAfter ?? null,
+      filter.createdBefore ?? null,
+    ],
   );
   return rows.map((b) => {
     const counts = Object.fromEntries(OUTCOMES.map((o) => [o, Number(b.counts?.[o] ?? 0)])) as OutcomeCounts;
-    return {
+    const listing: BatchListing = {
       batchId: b.id,
       kind: b.kind,
       source: b.source,
@@ -251,8 +348,10 @@ export async function listBatches(db: Db, limit = 100, workers: number | null = 
       state: batchState(b.ingest_finished_at !== null, counts, workers),
       total: Object.values(counts).reduce((a, n) => a + n, 0),
       counts,
-      workers,
+      workers: workers === 'unreachable' ? null : workers,
+      redisUnreachable: workers === 'unreachable',
     };
+    return { b: listing, at: { createdAt: b.at, batchId: b.id } };
   });
 }
 

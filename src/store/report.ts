@@ -44,6 +44,8 @@ export interface ReportPage {
   afterLine?: number;
   limit?: number;
   outcome?: Outcome;
+  /** Part of the workspace name, owner email or external id (any case). */
+  search?: string;
 }
 
 export async function reportRows(db: Db, batchId: string, page: ReportPage = {}): Promise<ReportRow[]> {
@@ -66,11 +68,55 @@ export async function reportRows(db: Db, batchId: string, page: ReportPage = {})
                 WHERE i.batch_id = r.batch_id AND i.line = r.line AND i.withdrawn IS NOT NULL)), '') AS invitations
        FROM ${SCHEMA}.rows r
       WHERE batch_id = $1 AND ($2::text IS NULL OR outcome = $2) AND line > $3
+        AND ($5::text IS NULL OR strpos(lower(COALESCE(workspace_name, '')), lower($5)) > 0
+             OR strpos(lower(COALESCE(owner_email, '')), lower($5)) > 0 OR strpos(lower(COALESCE(external_id, '')), lower($5)) > 0)
       ORDER BY line
       LIMIT $4`,
-    [batchId, page.outcome ?? null, page.afterLine ?? 0, page.limit ?? null],
+    [batchId, page.outcome ?? null, page.afterLine ?? 0, page.limit ?? null, page.search ?? null],
   );
   return rows;
+}
+
+/** One row in full: its report columns and how it went (rounds, times), and each invitation it issued. */
+export interface RowDetail extends ReportRow {
+  /** The retry round (1 until the row is queued again by retry or a cancel undone). */
+  round: number;
+  /** When the batch recorded it (queued or rejected), its last change, and its final answer (null while open). */
+  recordedAt: Date;
+  updatedAt: Date;
+  finishedAt: Date | null;
+  /** Members the row asked for (email and role), as recorded. */
+  members: { email: string; role: string }[];
+  /** Invitations issued for it: stored in Dify's Redis (the token's time), mailed, replaced by a resend. */
+  invitations: { email: string; role: string; issuedAt: Date; storedAt: Date | null; mail: string | null; superseded: boolean }[];
+}
+
+export async function rowDetail(db: Db, batchId: string, line: number): Promise<RowDetail | undefined> {
+  const [row] = await reportRows(db, batchId, { afterLine: line - 1, limit: 1 });
+  if (!row || row.line !== line) return undefined;
+  const { rows } = await db.query<{
+    round: number;
+    recordedAt: Date;
+    updatedAt: Date;
+    finishedAt: Date | null;
+    members: { email: string; role: string }[] | null;
+  }>(
+    `SELECT r.round, COALESCE(b.ingest_finished_at, b.created_at) AS "recordedAt", r.updated_at AS "updatedAt",
+            r.finished_at AS "finishedAt", r.spec -> 'members' AS members
+       FROM ${SCHEMA}.rows r JOIN ${SCHEMA}.batches b ON b.id = r.batch_id
+      WHERE r.batch_id = $1 AND r.line = $2`,
+    [batchId, line],
+  );
+  const { rows: invitations } = await db.query<RowDetail['invitations'][number]>(
+    `SELECT email, role, issued_at AS "issuedAt", stored_at AS "storedAt", superseded_at IS NOT NULL AS superseded,
+            CASE WHEN NOT send THEN NULL WHEN mailed_at IS NOT NULL THEN 'sent'
+                 WHEN mail_error IS NOT NULL THEN 'failed: ' || mail_error ELSE 'not sent yet' END AS mail
+       FROM ${SCHEMA}.invitations WHERE batch_id = $1 AND line = $2 ORDER BY issued_at, email`,
+    [batchId, line],
+  );
+  const r = rows[0]!;
+  const members = Array.isArray(r.members) ? r.members.map((m) => ({ email: m.email, role: m.role })) : [];
+  return { ...row, round: r.round, recordedAt: r.recordedAt, updatedAt: r.updatedAt, finishedAt: r.finishedAt, members, invitations };
 }
 
 /** Every row of the batch, in input order, a page at a time (for reports of any size). */

@@ -336,6 +336,22 @@ export async function requeue<Spec>(db: Db, batchId: string, from: 'failed' | 'c
   return rows;
 }
 
+/**
+ * failed or cancelled → queued, for these lines only (retry of one row or a selection), as a new
+ * round, like requeue. Lines of other outcomes are left as they are. Returns what to queue.
+ */
+export async function requeueLines<Spec>(db: Db, batchId: string, lines: number[]): Promise<{ spec: Spec; round: number; line: number }[]> {
+  const { rows } = await db.query<{ spec: Spec; round: number; line: number }>(
+    `UPDATE ${SCHEMA}.rows
+        SET outcome = 'queued', round = round + 1, error = NULL, attempts = 0, finished_at = NULL, updated_at = now(),
+            spec = spec || COALESCE((SELECT jsonb_build_object('lineage', lineage::text) FROM ${SCHEMA}.server), '{}')
+      WHERE batch_id = $1 AND line = ANY($2::int[]) AND outcome IN ('failed', 'cancelled') AND spec IS NOT NULL
+      RETURNING spec, round, line`,
+    [batchId, lines],
+  );
+  return rows;
+}
+
 /** queued → cancelled; returns the cancelled rows' jobs (to remove them from the queue). */
 export async function cancelQueued<Spec>(db: Db, batchId: string): Promise<{ spec: Spec; round: number }[]> {
   const { rows } = await db.query<{ spec: Spec; round: number }>(

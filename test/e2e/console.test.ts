@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectFile } from '../../src/common/project-files.js';
+import { IngestOptionsSchema } from '../../src/ingest/options.js';
 import { csvOf } from '../helpers/batch.js';
-import { runProgram, startCli, type Background } from '../helpers/cli.js';
+import { runCli, runProgram, startCli, type Background } from '../helpers/cli.js';
 import { launchChromium, startDashboard } from '../helpers/dashboard.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
@@ -240,5 +241,129 @@ describe('samples/provision_client.py (Python standard library only)', () => {
     expect(refused.stderr).toMatch(/line 3, owner_email: /);
     expect(refused.stderr).toMatch(/line 4, workspace_name: /);
     expect(Number((await env.db.query(`SELECT count(*) AS n FROM tenants WHERE name LIKE 'Strict %'`)).rows[0].n)).toBe(0);
+  });
+});
+
+describe('the console: rows (issue 32 item 5)', () => {
+  it('retries one row, then a selection; finds rows by workspace, owner or external id; shows a row in full; times in one format', async () => {
+    const rows = [
+      { workspace_name: 'Rows ok', owner_email: 'owner20@example.com', external_id: 'r-ok' },
+      ...[1, 2, 3].map((i) => ({ workspace_name: `Rows late ${i}`, owner_email: `late${i}@example.com`, external_id: `r-late-${i}` })),
+    ];
+    const path = join(env.dir, 'rows.csv');
+    await writeFile(path, csvOf(rows));
+    expect((await runCli(['ingest', path, '--batch-id', 'rows'], env.env)).code).toBe(0);
+    const outcomes = async () =>
+      (await env.db.query(`SELECT line, outcome FROM dify_provision.rows WHERE batch_id = 'rows' ORDER BY line`)).rows.map(
+        (r) => `${r.line}:${r.outcome}`,
+      );
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    page.setDefaultTimeout(120_000);
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${base}/?token=${TOKEN}`);
+    await page.goto(`${base}/batches/rows`);
+    await page.waitForSelector('#state[data-state="done-with-failures"]');
+    expect(await outcomes()).toEqual(['2:created', '3:failed', '4:failed', '5:failed']);
+    // The people exist now: a retry will create their workspaces.
+    await env.db.query(
+      `INSERT INTO accounts (name, email, status) SELECT 'Late ' || i, 'late' || i || '@example.com', 'active' FROM generate_series(1, 3) AS i`,
+    );
+    expect(await page.locator('#retry-2').count()).toBe(0); // a created row has no retry
+
+    // One row.
+    await page.click('#retry-3');
+    await page.waitForSelector('#rows tr[data-line="3"][data-outcome="created"]');
+    expect(await outcomes()).toEqual(['2:created', '3:created', '4:failed', '5:failed']);
+    // A selection.
+    await page.check('#select-4');
+    await page.check('#select-5');
+    expect(await page.textContent('#retry-selected')).toBe('Retry selected (2)');
+    await page.click('#retry-selected');
+    await page.waitForSelector('#rows tr[data-line="5"][data-outcome="created"]');
+    await page.waitForSelector('#rows tr[data-line="4"][data-outcome="created"]');
+    expect(await outcomes()).toEqual(['2:created', '3:created', '4:created', '5:created']);
+    expect(await page.textContent('#notice')).toBe('2 row(s) queued again');
+
+    // Search by external id, owner (any case) and workspace name.
+    const lines = () => page.locator('#rows tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')));
+    for (const [typed, line] of [
+      ['r-late-2', '4'],
+      ['LATE3@', '5'],
+      ['rows ok', '2'],
+    ] as const) {
+      await page.fill('#search', typed);
+      await page.waitForFunction(
+        (l) => [...document.querySelectorAll('#rows tr[data-line]')].map((tr) => tr.getAttribute('data-line')).join() === l,
+        line,
+      );
+      expect(await lines()).toEqual([line]);
+    }
+    await page.fill('#search', '');
+    await page.waitForFunction(() => document.querySelectorAll('#rows tr[data-line]').length === 4);
+
+    // A row in full: attempts and round, times, the workspace it wrote.
+    await page.click('#line-3');
+    await page.waitForSelector('#row-detail[data-line="3"]');
+    expect(await page.textContent('#detail-attempts')).toBe('1 (round 2)');
+    const tenant = (await env.db.query(`SELECT tenant_id FROM dify_provision.rows WHERE batch_id = 'rows' AND line = 3`)).rows[0].tenant_id;
+    expect(await page.textContent('#detail-tenant')).toBe(tenant);
+    expect(await page.textContent('#detail-error')).toBe('—');
+    // One format for times: ISO 8601 in UTC, to the second, here and on the list.
+    const iso = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
+    expect(await page.textContent('#detail-finished')).toMatch(iso);
+    await page.click('#detail-close');
+    await page.waitForSelector('#row-detail', { state: 'detached' });
+    await page.goto(`${base}/`);
+    const created = await page.locator('td.when').allTextContents();
+    expect(created.length).toBeGreaterThan(0);
+    for (const t of created) expect(t).toMatch(iso);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
+
+describe('the console: every option the API takes (issue 32 item 4)', () => {
+  it('offers each ingest option; a Windows-1252 file is provisioned from the browser; the batch page shows what it was made with', async () => {
+    const { page, errors } = await consolePage();
+    await page.waitForSelector('#options[data-ready="true"]');
+    const offered = await page
+      .locator('#options [id^="opt-"]')
+      .evaluateAll((els) => els.map((e) => e.id.slice(4)).filter((id) => !id.endsWith('-file')));
+    expect(offered).toEqual(Object.keys(IngestOptionsSchema.shape));
+
+    // Saved by Excel on Windows: Windows-1252 (’ is 0x92 there, not in Latin-1), ';' between cells.
+    const csvText = 'workspace_name;owner_email\nO’Neil Café;owner21@example.com\nSmørrebrød ApS;owner22@example.com\n';
+    const bytes = Buffer.from([...csvText].map((c) => (c === '’' ? 0x92 : c.charCodeAt(0))));
+    await page.setInputFiles('#file', { name: 'excel-1252.csv', mimeType: 'text/csv', buffer: bytes });
+    await page.waitForSelector('#plan-error');
+    const refused = (await page.textContent('#plan-error'))!;
+    expect(refused).toContain('this looks like Windows-1252');
+    expect(refused).toContain('set "encoding" to windows-1252 (options above)');
+    expect(refused).not.toContain('--');
+    await page.fill('#opt-encoding', 'windows-1252');
+    await page.locator('#opt-encoding').dispatchEvent('change');
+    await page.selectOption('#opt-delimiter', ';');
+    await page.fill('#opt-attempts', '2');
+    await page.locator('#opt-attempts').dispatchEvent('change');
+    await page.waitForFunction(() => document.querySelector('#plan-would-create b')?.textContent === '2');
+    expect(await text(page, '#input')).toBe('CSV · windows-1252 · delimiter ";"');
+    await page.click('#provision');
+    await page.waitForURL(/\/batches\/excel-1252-[0-9a-f]{10}$/);
+    await page.waitForSelector('#state[data-state="done"]', { timeout: 120_000 });
+    const made = (await page.textContent('#batch-options'))!;
+    expect(made).toContain('encoding: windows-1252');
+    expect(made).toContain('delimiter: ;');
+    expect(made).toContain('"attempts":2');
+    expect(made).toContain('read as format: csv · encoding: windows-1252 · delimiter: ;');
+    const names = (await env.db.query(`SELECT name FROM tenants WHERE name IN ('O’Neil Café', 'Smørrebrød ApS') ORDER BY name`)).rows;
+    expect(names.map((r) => r.name)).toEqual(['O’Neil Café', 'Smørrebrød ApS']);
+    // The API says the same.
+    const id = decodeURIComponent(page.url().split('/batches/')[1]!);
+    const status = await (await fetch(`${base}/api/v1/batches/${id}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json();
+    expect(status.options).toMatchObject({ encoding: 'windows-1252', delimiter: ';', retry: { attempts: 2 } });
+    expect(status.input).toMatchObject({ format: 'csv', encoding: 'windows-1252', delimiter: ';' });
+    expect(errors).toEqual([]);
+    await page.close();
   });
 });

@@ -207,3 +207,9 @@ export async function startTls(dir: string, password: string): Promise<TestTls> 
   );
   return { port, caFile: ca, stop: () => n.stop() };
 }
+
+/** A plain Redis node of the test's own (stopped and started by the test: Redis going away). */
+export async function startRedisNode(dir: string): Promise<Node & { url: string }> {
+  const port = await freePort();
+  return { ...(await node(dir, port, [])), url: `redis://127.0.0.1:${port}` };
+}

@@ -9,6 +9,7 @@ import ExcelJS from 'exceljs';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { z } from 'zod';
 import { sizeWords } from '../../src/common/limits.js';
 import { SESSION_COOKIE } from '../../src/dashboard/auth.js';
 import * as S from '../../src/dashboard/api/schemas.js';
@@ -105,7 +106,8 @@ describe('POST /api/v1/batches, run by a worker', () => {
     expect(fromForm.batch_id).toMatch(/^wave-2-[0-9a-f]{10}$/);
     const again = new FormData();
     again.set('file', new Blob([csvOf([{ workspace_name: 'Umbrella', owner_email: 'owner4@example.com' }])]), 'wave 2.csv');
-    expect(await answer(await api('/batches', { method: 'POST', body: again }), 201, S.EnqueueResponseSchema)).toMatchObject({
+    // A repost that changes nothing: 200, not a creation.
+    expect(await answer(await api('/batches', { method: 'POST', body: again }), 200, S.EnqueueResponseSchema)).toMatchObject({
       batch_id: fromForm.batch_id,
       queued: 0,
       already_in_batch: 1,
@@ -184,6 +186,140 @@ describe('POST /api/v1/batches, run by a worker', () => {
       415,
     );
     expect(media.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+    expect(await batchCount()).toBe(0);
+  });
+});
+
+describe('the API for scripts: Location, reposts, the batch list, field errors (issue 32 item 6)', () => {
+  it('a 201 names the batch in Location (kept by Idempotency-Key); a repost that changes nothing is 200; a row more is 201', async () => {
+    const made = await api('/batches', json({ rows: GOOD, batch_id: 'loc' }));
+    expect(made.status).toBe(201);
+    expect(made.headers.get('location')).toBe('/api/v1/batches/loc');
+    expect(await answer(await api('/batches/loc'), 200, S.BatchStatusSchema)).toMatchObject({ batch_id: 'loc', total: 2 });
+    const again = await api('/batches', json({ rows: GOOD, batch_id: 'loc' }));
+    expect(again.headers.get('location')).toBeNull();
+    expect(await answer(again, 200, S.EnqueueResponseSchema)).toMatchObject({ queued: 0, already_in_batch: 2 });
+    const more = await api(
+      '/batches',
+      json({ rows: [...GOOD, { workspace_name: 'Third', owner_email: 'owner3@example.com' }], batch_id: 'loc' }),
+    );
+    expect(more.headers.get('location')).toBe('/api/v1/batches/loc');
+    expect(await answer(more, 201, S.EnqueueResponseSchema)).toMatchObject({ queued: 1, already_in_batch: 2 });
+    // All rejected is still a new batch: 201.
+    expect((await api('/batches', json({ rows: [{ workspace_name: '', owner_email: 'x' }], batch_id: 'none-valid' }))).status).toBe(201);
+    // Replayed under its Idempotency-Key: the same status and Location.
+    const keyed = () => api('/batches', json({ rows: GOOD, batch_id: 'keyed' }, { 'idempotency-key': 'loc-key' }));
+    const first = await keyed();
+    const replay = await keyed();
+    for (const r of [first, replay]) {
+      expect(r.status).toBe(201);
+      expect(r.headers.get('location')).toBe('/api/v1/batches/keyed');
+    }
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('the batch list pages (next → after) and filters by state, kind, text and creation time', async () => {
+    const ids = ['a0', 'b1', 'a2', 'b3', 'a4'];
+    for (const [i, id] of ids.entries())
+      await answer(
+        await api('/batches', json({ rows: [GOOD[i % 2]!], batch_id: id, options: { source: `wave-${id[0]}.csv` } })),
+        201,
+        S.EnqueueResponseSchema,
+      );
+    const seen: string[] = [];
+    let after: string | null = null;
+    let pages = 0;
+    do {
+      const page: z.output<typeof S.BatchListResponseSchema> = await answer(
+        await api(`/batches?limit=2${after ? `&after=${after}` : ''}`),
+        200,
+        S.BatchListResponseSchema,
+      );
+      seen.push(...page.batches.map((b) => b.batch_id));
+      after = page.next;
+      pages++;
+    } while (after);
+    expect(seen).toEqual([...ids].reverse());
+    expect(pages).toBe(3);
+    const list = async (query: string) =>
+      (await answer(await api(`/batches?${query}`), 200, S.BatchListResponseSchema)).batches.map((b) => b.batch_id);
+    expect(await list('q=WAVE-B')).toEqual(['b3', 'b1']);
+    expect(await list('q=a4')).toEqual(['a4']);
+    // No worker serves the queue: every batch with open rows is stalled, none is done.
+    expect(await list('state=stalled&limit=2')).toEqual(['a4', 'b3']);
+    expect(await list('state=done')).toEqual([]);
+    expect(await list('kind=changes')).toEqual([]);
+    expect(await list('kind=provision&q=wave-a&limit=1')).toEqual(['a4']);
+    const { rows } = await env.db.query(`SELECT created_at FROM dify_provision.batches WHERE id = 'a2'`);
+    const at = encodeURIComponent((rows[0].created_at as Date).toISOString());
+    expect(await list(`created_before=${at}`)).toEqual(['b1', 'a0']);
+    expect(await list(`created_after=${encodeURIComponent(new Date(Date.now() + 3_600_000).toISOString())}`)).toEqual([]);
+  });
+
+  it('rows (issue 32 item 5): searched by workspace, owner or external id; one in full; retried one or a selection', async () => {
+    const rows = [
+      { workspace_name: 'Acme', owner_email: 'owner1@example.com', external_id: 'a-1' },
+      ...[1, 2, 3].map((i) => ({ workspace_name: `Orphan ${i}`, owner_email: `nobody${i}@example.com` })),
+    ];
+    await answer(await api('/batches', json({ rows, batch_id: 'sel', options: { attempts: 1 } })), 201, S.EnqueueResponseSchema);
+    const worker = await runWorker(env.config, { concurrency: 4, logger: pino({ level: 'silent' }) });
+    try {
+      await waitUntilDone(env, ['sel']);
+    } finally {
+      await worker.close();
+    }
+    const found = async (q: string) =>
+      (await answer(await api(`/batches/sel/rows?q=${encodeURIComponent(q)}`), 200, S.RowsPageSchema)).rows.map((r) => r.line);
+    expect(await found('NOBODY2')).toEqual([3]);
+    expect(await found('a-1')).toEqual([1]);
+    expect(await found('orph')).toEqual([2, 3, 4]);
+    expect(await found('zzz')).toEqual([]);
+
+    const detail = await answer(await api('/batches/sel/rows/2'), 200, S.RowDetailSchema);
+    expect(detail).toMatchObject({ line: 2, outcome: 'failed', round: 1, attempts: 1, members: [], invitations: [] });
+    expect(detail.error).toContain('nobody1@example.com');
+    expect(detail.finished_at).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z$/);
+    expect((await errorOf(await api('/batches/sel/rows/99'), 404)).code).toBe('ROW_NOT_FOUND');
+    expect((await errorOf(await api('/batches/nope/rows/1'), 404)).code).toBe('BATCH_NOT_FOUND');
+
+    const retried = await answer(await api('/batches/sel/rows/retry', json({ lines: [1, 3] })), 200, S.RetryRowsResponseSchema);
+    expect(retried).toEqual({
+      batch_id: 'sel',
+      rows: 1,
+      lines: [3],
+      message: '1 row(s) queued again; not queued (not failed or cancelled, or not in this batch): line(s) 1',
+    });
+    const { rows: now } = await env.db.query(`SELECT line, outcome, round FROM dify_provision.rows WHERE batch_id = 'sel' ORDER BY line`);
+    expect(now.map((r) => `${r.line}:${r.outcome}:${r.round}`)).toEqual(['1:created:1', '2:failed:1', '3:queued:2', '4:failed:1']);
+    const selection = await answer(await api('/batches/sel/rows/retry', json({ lines: [2, 4] })), 200, S.RetryRowsResponseSchema);
+    expect(selection.lines).toEqual([2, 4]);
+    expect((await errorOf(await api('/batches/sel/rows/retry', json({ lines: [] })), 400)).details).toEqual([
+      { field: 'body.lines', message: expect.any(String) },
+    ]);
+  });
+
+  it('a 400 lists each problem by field, unknown fields too', async () => {
+    const query = await errorOf(await api('/batches?limit=0&colour=red&after=nonsense'), 400);
+    expect(query.code).toBe('INVALID_REQUEST');
+    expect(query.details).toEqual(
+      expect.arrayContaining([
+        { field: 'query.limit', message: expect.stringContaining('>=1') },
+        { field: 'query.colour', message: expect.stringMatching(/^unknown field \(known: limit, after, state/) },
+      ]),
+    );
+    expect((await errorOf(await api('/batches?after=nonsense'), 400)).details).toEqual([
+      { field: 'query.after', message: 'not a `next` this API gave' },
+    ]);
+    const body = await errorOf(await api('/batches', json({ rows: GOOD, options: { attempts: 0, colour: 1 } })), 400);
+    expect(body.details).toEqual([
+      { field: 'body.options.attempts', message: expect.stringContaining('>=1') },
+      { field: 'body.options.colour', message: expect.stringMatching(/^unknown field \(known: strict, create_missing_owners/) },
+    ]);
+    const file = await errorOf(await api('/batches?delimiter=x', csvBody(csvOf(GOOD))), 400);
+    expect(file.details).toEqual([{ field: 'query.delimiter', message: expect.any(String) }]);
+    const row = await errorOf(await api('/batches', json({ rows: [GOOD[0], { workspace_name: ['a'] }] })), 400);
+    expect(row.details).toEqual([{ field: 'body.rows.1.workspace_name', message: expect.any(String) }]);
+    expect(row.rows).toEqual([{ line: 2, errors: [expect.objectContaining({ field: 'workspace_name' })] }]);
     expect(await batchCount()).toBe(0);
   });
 });
@@ -390,6 +526,8 @@ describe('the OpenAPI document', () => {
         'POST /api/v1/changes/plans',
         'GET /api/v1/batches/:id',
         'GET /api/v1/batches/:id/rows',
+        'GET /api/v1/batches/:id/rows/:line',
+        'POST /api/v1/batches/:id/rows/retry',
         'GET /api/v1/batches/:id/report',
         'POST /api/v1/batches/:id/retry',
         'POST /api/v1/batches/:id/cancel',
@@ -493,7 +631,10 @@ describe('following a batch: status, rows, report, retry, cancel, resume', () =>
     await answer(await api('/batches', json({ rows: GOOD, batch_id: 'seen' })), 201, S.EnqueueResponseSchema);
     const doc = (await (await api('/openapi.json')).json()) as { paths: Record<string, Record<string, unknown>> };
     const operations = Object.entries(doc.paths).flatMap(([path, ops]) =>
-      Object.keys(ops).map((m) => ({ method: m.toUpperCase(), path: path.replace('/api/v1', '').replace('{id}', 'seen') })),
+      Object.keys(ops).map((m) => ({
+        method: m.toUpperCase(),
+        path: path.replace('/api/v1', '').replace('{id}', 'seen').replace('{line}', '1'),
+      })),
     );
     expect(operations).toHaveLength(12);
     for (const { method, path } of operations) {

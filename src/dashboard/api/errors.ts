@@ -9,6 +9,7 @@ import type { ErrorBodySchema } from './schemas.js';
 
 export type ErrorBody = z.infer<typeof ErrorBodySchema>;
 type Rows = NonNullable<ErrorBody['error']['rows']>;
+type Details = NonNullable<ErrorBody['error']['details']>;
 
 /** The request did not match its schema (query, path, JSON body). */
 export class InvalidRequestError extends ProvisionError {
@@ -18,6 +19,7 @@ export class InvalidRequestError extends ProvisionError {
   constructor(
     message: string,
     readonly rows?: Rows,
+    readonly details?: Details,
   ) {
     super(message);
   }
@@ -34,11 +36,22 @@ export class ApiRefusal extends ProvisionError {
   }
 }
 
-/** Validates `value` with `schema`; a mismatch is a 400 naming each field (and each row of `rows`, by line). */
+/**
+ * Validates `value` with `schema`; a mismatch is a 400 with `details`, one { field, message } per
+ * problem (the field as a path under `where`: query.limit, body.options.attempts, body.rows.2.plan;
+ * an unknown field by its name), and each row of `rows` by line.
+ */
 export function parseRequest<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
   const got = schema.safeParse(value);
   if (got.success) return got.data;
   const rows = new Map<number, Rows[number]>();
+  const details: Details = got.error.issues.flatMap((issue) => {
+    const path = [where, ...issue.path.map(String)];
+    // An unknown key is named as a field of its own, as any other field is.
+    if (issue.code === 'unrecognized_keys')
+      return issue.keys.map((k) => ({ field: [...path, k].join('.'), message: `unknown field (${knownFields(schema, issue.path)})` }));
+    return [{ field: path.join('.'), message: issue.message }];
+  });
   for (const issue of got.error.issues) {
     const [top, index, ...field] = issue.path;
     if (top !== 'rows' || typeof index !== 'number') continue;
@@ -46,7 +59,19 @@ export function parseRequest<T extends z.ZodType>(schema: T, value: unknown, whe
     row.errors.push({ field: field.join('.') || 'row', message: issue.message });
     rows.set(index + 1, row);
   }
-  throw new InvalidRequestError(`${where}: ${z.prettifyError(got.error)}`, rows.size > 0 ? [...rows.values()] : undefined);
+  throw new InvalidRequestError(`${where}: ${z.prettifyError(got.error)}`, rows.size > 0 ? [...rows.values()] : undefined, details);
+}
+
+/** The fields an object of `schema` takes at `path`, for an unknown field's message. */
+function knownFields(schema: z.ZodType, path: PropertyKey[]): string {
+  let at: unknown = schema;
+  for (const key of path) {
+    const shape = (at as { shape?: Record<string, unknown> }).shape;
+    const inner = typeof key === 'number' ? (at as { element?: unknown }).element : shape?.[String(key)];
+    at = (inner as { unwrap?: () => unknown } | undefined)?.unwrap?.() ?? inner;
+  }
+  const keys = Object.keys((at as { shape?: object } | undefined)?.shape ?? {});
+  return keys.length ? `known: ${keys.join(', ')}` : 'not taken here';
 }
 
 const FASTIFY_CODES: Record<string, string> = {
@@ -79,7 +104,11 @@ export function errorResponse(err: unknown): { status: number; body: ErrorBody }
     };
   if (err instanceof ProvisionError) {
     const rows = err instanceof InvalidRequestError ? err.rows : undefined;
-    return { status: err.httpStatus, body: { error: { code: err.code, message: err.message, ...(rows ? { rows } : {}) } } };
+    const details = err instanceof InvalidRequestError ? err.details : undefined;
+    return {
+      status: err.httpStatus,
+      body: { error: { code: err.code, message: err.message, ...(details ? { details } : {}), ...(rows ? { rows } : {}) } },
+    };
   }
   const { statusCode, code } = err as { statusCode?: number; code?: string };
   if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500)

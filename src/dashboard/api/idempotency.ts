@@ -16,9 +16,13 @@ const RUNNING_TTL_MS = 60 * 60 * 1000;
 export interface Answer {
   status: number;
   body: unknown;
+  /** Headers of the answer (Location), kept and replayed with it. */
+  headers?: Record<string, string>;
 }
 
-type Kept = { request: string; running: true } | { request: string; running?: false; status: number; body: unknown };
+type Kept =
+  | { request: string; running: true }
+  | { request: string; running?: false; status: number; body: unknown; headers?: Record<string, string> };
 
 export interface IdempotencyStore {
   /** `run` once per key: `request` identifies what was asked (a hash of method, path, query and body). */
@@ -51,7 +55,7 @@ export function idempotencyStore(redis: RedisClient, queue: Queue, ttlMs = IDEMP
             409,
             'the first request with this Idempotency-Key is still running: ask again later',
           );
-        return { status: kept.status, body: kept.body, replayed: true };
+        return { status: kept.status, body: kept.body, ...(kept.headers ? { headers: kept.headers } : {}), replayed: true };
       }
       let answer: Answer;
       try {
@@ -61,7 +65,18 @@ export function idempotencyStore(redis: RedisClient, queue: Queue, ttlMs = IDEMP
         throw err;
       }
       if (answer.status >= 500) await redis.del(k);
-      else await redis.set(k, JSON.stringify({ request, status: answer.status, body: answer.body } satisfies Kept), 'PX', ttlMs);
+      else
+        await redis.set(
+          k,
+          JSON.stringify({
+            request,
+            status: answer.status,
+            body: answer.body,
+            ...(answer.headers ? { headers: answer.headers } : {}),
+          } satisfies Kept),
+          'PX',
+          ttlMs,
+        );
       return { ...answer, replayed: false };
     },
   };

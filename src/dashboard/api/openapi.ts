@@ -62,7 +62,9 @@ export interface DocumentedRoute {
   query?: z.ZodObject;
   body?: z.ZodType;
   files?: z.ZodObject;
-  ok: { status: number; description: string; schema: z.ZodType; csv?: boolean };
+  ok: { status: number; description: string; schema: z.ZodType; csv?: boolean; headers?: Record<string, string> };
+  /** Another success status the route answers with the same body (a repost that changes nothing: 200). */
+  also?: { status: number; description: string };
   errors: number[];
 }
 
@@ -94,7 +96,18 @@ export function openApiDocument(routes: DocumentedRoute[]): object {
         : {}),
       ...(body ? { requestBody: body } : {}),
       responses: {
-        [String(route.ok.status)]: { description: route.ok.description, content: okContent },
+        [String(route.ok.status)]: {
+          description: route.ok.description,
+          content: okContent,
+          ...(route.ok.headers
+            ? {
+                headers: Object.fromEntries(
+                  Object.entries(route.ok.headers).map(([h, d]) => [h, { description: d, schema: { type: 'string' } }]),
+                ),
+              }
+            : {}),
+        },
+        ...(route.also ? { [String(route.also.status)]: { description: route.also.description, content: okContent } } : {}),
         ...Object.fromEntries(
           errors.map((s) => [
             String(s),

@@ -21,17 +21,25 @@ import { libraryOptions, type IngestOptions } from '../../ingest/options.js';
 import { planBatch, type Plan } from '../../ingest/plan.js';
 import type { Provisioner } from '../../provisioner.js';
 import type { RedisClient } from '../../queue/connection.js';
-import { cancelBatch, resumeCancelled, retryFailed } from '../../queue/batch-control.js';
+import { cancelBatch, resumeCancelled, retryFailed, retryRows } from '../../queue/batch-control.js';
 import { changeRecord, csvReport, jsonReport, reportRecord } from '../../report/format.js';
-import { batchKind, getBatchStatus, getThroughput, listBatches } from '../../store/batches.js';
+import {
+  batchKind,
+  getBatchStatus,
+  getThroughput,
+  pageBatches,
+  type BatchCursor,
+  type WorkerCensus,
+  type Workers,
+} from '../../store/batches.js';
 import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } from '../../changes/change-row.js';
 import { changeLibraryOptions, type ChangeOptions } from '../../changes/options.js';
 import type { ApplySummary } from '../../changes/enqueue-changes.js';
 import { describePlan, planChanges, type ChangePlan } from '../../changes/plan.js';
-import { allReportRows, reportRows, type ReportRow } from '../../store/report.js';
+import { allReportRows, reportRows, rowDetail, type ReportRow, type RowDetail } from '../../store/report.js';
 import { generatedBatchId, type Outcome } from '../../common/types.js';
 import { attachment } from '../download.js';
-import { ApiRefusal, errorResponse, parseRequest } from './errors.js';
+import { ApiRefusal, errorResponse, InvalidRequestError, parseRequest } from './errors.js';
 import { idempotencyStore, requestHash, type Answer } from './idempotency.js';
 import * as S from './schemas.js';
 import { FILE_TYPES } from './schemas.js';
@@ -50,7 +58,7 @@ export interface ApiDeps {
   queue: Queue;
   redis: RedisClient;
   /** Workers serving the queue now. */
-  workers: () => Promise<number | null>;
+  workers: WorkerCensus;
   /** Enqueues (POST /batches, POST /changes); without it those routes answer 503. */
   provisioner?: Provisioner;
   /** The upload cap and the batch's bound of recorded rows (ingest's --max-bytes). */
@@ -78,6 +86,7 @@ export interface Ctx {
  */
 type Input<R = WorkspaceInput, O = IngestOptions> =
   | { kind: 'none' }
+  | { kind: 'json'; body: unknown }
   | { kind: 'rows'; rows: R[]; batchId?: string; options: O }
   | { kind: 'file'; path: string; name: string; batchId?: string; options: O };
 /** A change route's input (its schemas are ChangeRowsBodySchema and ChangeFileQuerySchema). */
@@ -119,11 +128,18 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       summary: 'Validate rows (JSON, or a CSV/.xlsx file), record each and queue the valid ones',
       body: S.RowsBodySchema,
       files: S.FileQuerySchema,
-      ok: { status: 201, description: 'the batch: rows read, queued, rejected (with why)', schema: S.EnqueueResponseSchema },
+      ok: {
+        status: 201,
+        description: 'the batch, recorded: rows read, queued, rejected (with why)',
+        schema: S.EnqueueResponseSchema,
+        headers: { Location: 'the batch: /api/v1/batches/{batch_id}' },
+      },
+      also: { status: 200, description: 'a repost that changes nothing: the batch existed and no row was new to it' },
       errors: [400, 409, 413, 415, 422, 503],
       async handle({ input }) {
         if (!deps.provisioner) throw new ApiRefusal('UNAVAILABLE', 503, 'this dashboard was started without a queue to enqueue on');
-        if (input.kind === 'none') throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
+        if (input.kind === 'none' || input.kind === 'json')
+          throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
         const rejected: RejectedRow[] = [];
         const common = {
           ...libraryOptions(input.options),
@@ -142,7 +158,14 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
                 batchId: input.batchId ?? (await batchIdForFile(input.path)),
                 source: input.options.source ?? input.name,
               });
-        return { status: 201, body: summaryBody(batch.summary, rejected) };
+        const s = batch.summary;
+        // A repost that changes nothing is no creation: 200, the batch as it is.
+        if (s.batchCreated === false && s.queued === 0) return { status: 200, body: summaryBody(s, rejected) };
+        return {
+          status: 201,
+          body: summaryBody(s, rejected),
+          headers: { location: `${API_PREFIX}/batches/${encodeURIComponent(s.batchId)}` },
+        };
       },
     },
     {
@@ -159,7 +182,8 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       },
       errors: [400, 413, 415, 422],
       async handle({ input }) {
-        if (input.kind === 'none') throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
+        if (input.kind === 'none' || input.kind === 'json')
+          throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
         const opts = libraryOptions(input.options);
         const planOpts = {
           createMissingAccounts: opts.createMissingOwners ?? false,
@@ -189,7 +213,8 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       async handle(ctx) {
         if (!deps.provisioner) throw new ApiRefusal('UNAVAILABLE', 503, 'this dashboard was started without a queue to enqueue on');
         const input = changeInput(ctx.input);
-        if (input.kind === 'none') throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
+        if (input.kind === 'none' || input.kind === 'json')
+          throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
         const rejected: Extract<CheckedChange, { ok: false }>[] = [];
         const common = {
           ...changeLibraryOptions(input.options),
@@ -220,7 +245,8 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       errors: [400, 413, 415, 422],
       async handle(ctx) {
         const input = changeInput(ctx.input);
-        if (input.kind === 'none') throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
+        if (input.kind === 'none' || input.kind === 'json')
+          throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
         const opts = changeLibraryOptions(input.options);
         const planOpts = {
           accounts: { normalized: (await probeDifySchema(deps.db)).normalizedEmail },
@@ -239,13 +265,29 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       method: 'GET',
       path: `${API_PREFIX}/batches`,
       operationId: 'listBatches',
-      summary: 'The newest batches, with their state and counts',
+      summary: 'The batches, newest first, with their state and counts: a page at a time (pass next as after), filtered',
       query: S.BatchListQuerySchema,
       ok: { status: 200, description: 'newest first', schema: S.BatchListResponseSchema },
       errors: [400],
-      async handle({ query }) {
-        const batches = await listBatches(deps.db, (query.limit as number | undefined) ?? 100, await deps.workers());
-        return { status: 200, body: { batches: batches.map(snake) } };
+      async handle({ query: raw }) {
+        const query = raw as z.output<typeof S.BatchListQuerySchema>;
+        const page = await pageBatches(
+          deps.db,
+          {
+            limit: query.limit ?? 100,
+            ...(query.after ? { before: cursorOf(query.after) } : {}),
+            ...(query.state ? { state: query.state } : {}),
+            ...(query.kind ? { kind: query.kind } : {}),
+            ...(query.q ? { search: query.q } : {}),
+            ...(query.created_after ? { createdAfter: query.created_after } : {}),
+            ...(query.created_before ? { createdBefore: query.created_before } : {}),
+          },
+          await deps.workers(),
+        );
+        return {
+          status: 200,
+          body: { batches: page.batches.map(snake), next: page.next ? Buffer.from(JSON.stringify(page.next)).toString('base64url') : null },
+        };
       },
     },
     {
@@ -276,6 +318,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
           afterLine: (query.after as number | undefined) ?? 0,
           limit: limit + 1,
           ...(query.outcome ? { outcome: query.outcome as Outcome } : {}),
+          ...(query.q ? { search: query.q as string } : {}),
         });
         const page = rows.slice(0, limit);
         const record: (r: ReportRow) => object = (await batchKind(deps.db, params.id!)) === 'changes' ? changeRecord : reportRecord;
@@ -309,6 +352,52 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
           .send(Readable.from(csv ? csvReport(rows, { kind }) : jsonReport(rows, { kind })));
       },
     },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/batches/{id}/rows/{line}`,
+      operationId: 'getBatchRow',
+      summary: 'One row in full: its answer, attempts, round, times, error, and what was written (workspace, key, accounts, invitations)',
+      params: S.RowParamsSchema,
+      ok: { status: 200, description: 'the row', schema: S.RowDetailSchema },
+      errors: [400, 404],
+      async handle({ params }) {
+        const line = Number(params.line);
+        const row = await rowDetail(deps.db, params.id!, line);
+        if (!row) {
+          await mustExist(params.id!);
+          throw new ApiRefusal('ROW_NOT_FOUND', 404, `batch "${params.id}" has no line ${line}`);
+        }
+        return { status: 200, body: rowDetailBody(row) };
+      },
+    },
+    {
+      method: 'POST',
+      path: `${API_PREFIX}/batches/{id}/rows/retry`,
+      operationId: 'retryBatchRows',
+      summary: 'Queue these rows again (one or a selection): those failed or cancelled, each as a new round',
+      params: S.BatchParamsSchema,
+      body: S.RetryRowsBodySchema,
+      ok: { status: 200, description: 'the lines queued again', schema: S.RetryRowsResponseSchema },
+      errors: [400, 404, 422],
+      async handle({ params, input }) {
+        if (input.kind !== 'json') throw new ApiRefusal('INVALID_REQUEST', 400, 'send JSON: { "lines": [3, 7] }');
+        await mustExist(params.id!);
+        const { lines } = input.body as z.output<typeof S.RetryRowsBodySchema>;
+        const queued = await retryRows(deps.db, deps.queue, params.id!, lines);
+        const left = lines.filter((l) => !queued.includes(l));
+        return {
+          status: 200,
+          body: {
+            batch_id: params.id,
+            rows: queued.length,
+            lines: queued,
+            message:
+              `${queued.length} row(s) queued again` +
+              (left.length ? `; not queued (not failed or cancelled, or not in this batch): line(s) ${left.join(', ')}` : ''),
+          },
+        };
+      },
+    },
     control('retry', 'queued again', (id) => retryFailed(deps.db, deps.queue, id), 'Queue the failed rows again (a new round)'),
     control('cancel', 'cancelled', (id) => cancelBatch(deps.db, deps, id), 'Cancel the rows still waiting (rows being processed finish)'),
     control('resume', 'queued again', (id) => resumeCancelled(deps.db, deps.queue, id), 'Queue the cancelled rows again (undo a cancel)'),
@@ -317,12 +406,46 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
 }
 
 /** A batch's status with its throughput (the pages' and the API's). */
-export async function liveStatus(db: Db, id: string, workers: number | null) {
+export async function liveStatus(db: Db, id: string, workers: Workers) {
   const status = await getBatchStatus(db, id, workers);
   if (!status) throw new BatchNotFoundError(id);
   const t = await getThroughput(db, id, status.open);
   // Without a worker nothing moves: no rate from the rows of a worker that has stopped, no ETA.
   return { ...status, throughput: status.state === 'stalled' ? { ...t, perSecond: 0, etaSeconds: null } : t };
+}
+
+/** A row in full, as the API answers it: the report's columns, then how it went and what it wrote. */
+export function rowDetailBody(r: RowDetail) {
+  return {
+    ...reportRecord(r),
+    round: r.round,
+    recorded_at: r.recordedAt.toISOString(),
+    updated_at: r.updatedAt.toISOString(),
+    finished_at: r.finishedAt ? r.finishedAt.toISOString() : null,
+    members: r.members,
+    invitations: r.invitations.map((i) => ({
+      email: i.email,
+      role: i.role,
+      issued_at: i.issuedAt.toISOString(),
+      stored_at: i.storedAt ? i.storedAt.toISOString() : null,
+      mail: i.mail,
+      superseded: i.superseded,
+    })),
+  };
+}
+
+/** A batch list's `after`, as `next` gave it. */
+function cursorOf(after: string): BatchCursor {
+  try {
+    const c = JSON.parse(Buffer.from(after, 'base64url').toString('utf8')) as Partial<BatchCursor>;
+    if (typeof c.createdAt === 'string' && !Number.isNaN(Date.parse(c.createdAt)) && typeof c.batchId === 'string')
+      return { createdAt: c.createdAt, batchId: c.batchId };
+  } catch {
+    // refused below
+  }
+  throw new InvalidRequestError('query: after: not a `next` this API gave', undefined, [
+    { field: 'query.after', message: 'not a `next` this API gave' },
+  ]);
 }
 
 /** What an ingest (POST /batches) or an apply (POST /changes) recorded, and the first rejected rows. */
@@ -413,6 +536,7 @@ export async function registerApi(app: FastifyInstance, deps: ApiDeps): Promise<
             }
             if (!answer) return reply; // the route answered itself (a streamed report)
             if (answer.replayed) void reply.header('idempotent-replayed', 'true');
+            if (answer.headers) void reply.headers(answer.headers);
             return reply.code(answer.status).send(answer.body);
           },
         });
@@ -460,6 +584,8 @@ async function readInput(
   const type = mediaType(req);
   if (route.method !== 'POST' || (!route.body && !route.files))
     return { input: { kind: 'none' }, hash: requestHash(JSON.stringify(req.body ?? null)) };
+  if (type === 'application/json' && route.body && !route.files)
+    return { input: { kind: 'json', body: parseRequest(route.body, req.body, 'body') }, hash: requestHash(JSON.stringify(req.body)) };
   if (type === 'application/json' && route.body) {
     const body = parseRequest(route.body, req.body, 'body') as z.output<typeof S.RowsBodySchema>;
     return {

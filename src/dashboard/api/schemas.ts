@@ -32,6 +32,12 @@ export const ErrorBodySchema = z.object({
       .string()
       .describe('stable: UNAUTHORIZED, FORBIDDEN, READ_ONLY, INVALID_REQUEST, STRICT_REJECTED, CSV_FORMAT, BATCH_NOT_FOUND, …'),
     message: z.string(),
+    details: z
+      .array(FieldErrorSchema)
+      .optional()
+      .describe(
+        '400 INVALID_REQUEST: each problem by field, as a path (query.limit, body.options.attempts, form.delimiter, body.rows.0.plan)',
+      ),
     rows: z.array(RowProblemsSchema).optional().describe('every invalid row, by line (strict ingest, an unreadable file)'),
   }),
 });
@@ -171,7 +177,10 @@ export const ChangePlanResponseSchema = z.object({
 });
 
 const Counts = z.object(Object.fromEntries(OUTCOMES.map((o) => [o, count])) as Record<(typeof OUTCOMES)[number], typeof count>);
-const workers = z.number().int().nullable().describe('workers serving this Dify now (null: Redis does not say)');
+const workers = z.number().int().nullable().describe('workers serving this Dify now (null: Redis does not say, or does not answer)');
+const redisUnreachable = z
+  .boolean()
+  .describe("Redis did not answer: no worker can take rows (state stalled, advice says so); the counts are PostgreSQL's");
 const when = z.string().describe('ISO 8601');
 
 export const BatchListingSchema = z.object({
@@ -183,10 +192,23 @@ export const BatchListingSchema = z.object({
   total: count,
   counts: Counts,
   workers,
+  redis_unreachable: redisUnreachable,
 });
-export const BatchListResponseSchema = z.object({ batches: z.array(BatchListingSchema) });
+export const BatchListResponseSchema = z.object({
+  batches: z.array(BatchListingSchema),
+  next: z.string().nullable().describe('pass as `after` for the next (older) page; null: this was the last'),
+});
+const isoTime = z.iso.datetime({ offset: true }).transform((s) => new Date(s));
 export const BatchListQuerySchema = z
-  .object({ limit: z.coerce.number().int().min(1).max(1000).optional().describe('default 100') })
+  .object({
+    limit: z.coerce.number().int().min(1).max(1000).optional().describe('default 100'),
+    after: z.string().min(1).max(200).optional().describe('`next` of the previous page: the batches older than its last'),
+    state: z.enum(BATCH_STATES).optional(),
+    kind: z.enum(['provision', 'changes']).optional().describe('provision (ingest) or changes (apply)'),
+    q: z.string().min(1).max(200).optional().describe('part of the batch id or its source (file name), any case'),
+    created_after: isoTime.optional().describe('ISO 8601 with an offset: batches created at or after'),
+    created_before: isoTime.optional().describe('ISO 8601 with an offset: batches created before'),
+  })
   .strict();
 
 export const BatchStatusSchema = z.object({
@@ -203,7 +225,15 @@ export const BatchStatusSchema = z.object({
   succeeded: z.boolean(),
   state: z.enum(BATCH_STATES),
   workers,
-  advice: z.string().nullable(),
+  redis_unreachable: redisUnreachable,
+  advice: z.string().nullable().describe('what to do: start a worker, or "Redis is unreachable: no worker can take rows"'),
+  options: z
+    .record(z.string(), z.unknown())
+    .describe('the options the batch was made with (as asked: create_missing_owners, encoding, delimiter, …; the seal key by its SHA-256)'),
+  input: z
+    .record(z.string(), z.unknown())
+    .nullable()
+    .describe('how its file was read: format, encoding, delimiter, sheet, empty_rows (null: JSON rows)'),
   throughput: z.object({
     per_second: z.number(),
     eta_seconds: z.number().nullable(),
@@ -271,6 +301,7 @@ const AnyReportRowSchema = z.union([ReportRowSchema, ChangeReportRowSchema]);
 export const RowsQuerySchema = z
   .object({
     outcome: z.enum(OUTCOMES).optional(),
+    q: z.string().min(1).max(320).optional().describe('part of the workspace name, owner email or external id, any case'),
     after: z.coerce.number().int().min(0).optional().describe('rows after this line (next_after of the previous page)'),
     limit: z.coerce.number().int().min(1).max(1000).optional().describe('default 100'),
   })
@@ -286,6 +317,39 @@ export const ChangeReportSchema = z.array(ChangeReportRowSchema);
 export const AnyReportSchema = z
   .union([ReportSchema, ChangeReportSchema])
   .describe("a provisioning batch's rows, or a change batch's (columns of its own: action, outcome, detail)");
+
+export const RowParamsSchema = z.object({ id: batchId, line: z.coerce.number().int().min(1).max(2_147_483_647) });
+
+const orNull = (s: string) => z.string().nullable().describe(s);
+export const RowDetailSchema = ReportRowSchema.extend({
+  round: z.number().int().min(1).describe('1, then one more each time the row is queued again (retry, a cancel undone)'),
+  recorded_at: when.describe('when the batch recorded it'),
+  updated_at: when.describe('its last change'),
+  finished_at: orNull('ISO 8601: its final answer (null while queued or active)'),
+  members: z.array(z.object({ email: z.string(), role: z.string() })).describe('the members the row asked for'),
+  invitations: z
+    .array(
+      z.object({
+        email: z.string(),
+        role: z.string(),
+        issued_at: when,
+        stored_at: orNull("ISO 8601: when its token went into Dify's Redis (null: not yet)"),
+        mail: orNull('sent, failed: why, not sent yet; null: not mailed (--send-invites not asked)'),
+        superseded: z.boolean().describe('replaced by a newer invitation (a resend)'),
+      }),
+    )
+    .describe('the invitations issued for this row (never the link: `secrets --invites` reveals it)'),
+});
+
+export const RetryRowsBodySchema = z
+  .object({ lines: z.array(z.number().int().min(1)).min(1).max(1000).describe("the rows' lines (1-1000 of them)") })
+  .strict();
+export const RetryRowsResponseSchema = z.object({
+  batch_id: z.string(),
+  rows: count.describe('rows queued again'),
+  lines: z.array(z.number().int()).describe('their lines'),
+  message: z.string(),
+});
 
 export const ControlResponseSchema = z.object({
   batch_id: z.string(),
