@@ -83,7 +83,7 @@ function detailPanel(d: RowDetail, close: () => void): HTMLElement {
       ...item('members asked for', d.members.map((m) => m.email + ' (' + m.role + ')').join(', ') || none),
       ...item(
         'invitations',
-        d.invitations
+        d.invitations_issued
           .map(
             (i) =>
               i.email +

@@ -84,7 +84,14 @@ export interface RowDetail {
   updated_at: string;
   finished_at: string | null;
   members: { email: string; role: string }[];
-  invitations: { email: string; role: string; issued_at: string; stored_at: string | null; mail: string | null; superseded: boolean }[];
+  invitations_issued: {
+    email: string;
+    role: string;
+    issued_at: string;
+    stored_at: string | null;
+    mail: string | null;
+    superseded: boolean;
+  }[];
 }
 
 export interface RowsPage {

@@ -88,7 +88,7 @@ export interface RowDetail extends ReportRow {
   /** Members the row asked for (email and role), as recorded. */
   members: { email: string; role: string }[];
   /** Invitations issued for it: stored in Dify's Redis (the token's time), mailed, replaced by a resend. */
-  invitations: { email: string; role: string; issuedAt: Date; storedAt: Date | null; mail: string | null; superseded: boolean }[];
+  issued: { email: string; role: string; issuedAt: Date; storedAt: Date | null; mail: string | null; superseded: boolean }[];
 }
 
 export async function rowDetail(db: Db, batchId: string, line: number): Promise<RowDetail | undefined> {
@@ -107,7 +107,7 @@ export async function rowDetail(db: Db, batchId: string, line: number): Promise<
       WHERE r.batch_id = $1 AND r.line = $2`,
     [batchId, line],
   );
-  const { rows: invitations } = await db.query<RowDetail['invitations'][number]>(
+  const { rows: issued } = await db.query<RowDetail['issued'][number]>(
     `SELECT email, role, issued_at AS "issuedAt", stored_at AS "storedAt", superseded_at IS NOT NULL AS superseded,
             CASE WHEN NOT send THEN NULL WHEN mailed_at IS NOT NULL THEN 'sent'
                  WHEN mail_error IS NOT NULL THEN 'failed: ' || mail_error ELSE 'not sent yet' END AS mail
@@ -116,7 +116,7 @@ export async function rowDetail(db: Db, batchId: string, line: number): Promise<
   );
   const r = rows[0]!;
   const members = Array.isArray(r.members) ? r.members.map((m) => ({ email: m.email, role: m.role })) : [];
-  return { ...row, round: r.round, recordedAt: r.recordedAt, updatedAt: r.updatedAt, finishedAt: r.finishedAt, members, invitations };
+  return { ...row, round: r.round, recordedAt: r.recordedAt, updatedAt: r.updatedAt, finishedAt: r.finishedAt, members, issued };
 }
 
 /** Every row of the batch, in input order, a page at a time (for reports of any size). */

@@ -276,7 +276,7 @@ describe('the API for scripts: Location, reposts, the batch list, field errors (
     expect(await found('zzz')).toEqual([]);
 
     const detail = await answer(await api('/batches/sel/rows/2'), 200, S.RowDetailSchema);
-    expect(detail).toMatchObject({ line: 2, outcome: 'failed', round: 1, attempts: 1, members: [], invitations: [] });
+    expect(detail).toMatchObject({ line: 2, outcome: 'failed', round: 1, attempts: 1, members: [], invitations_issued: [] });
     expect(detail.error).toContain('nobody1@example.com');
     expect(detail.finished_at).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z$/);
     expect((await errorOf(await api('/batches/sel/rows/99'), 404)).code).toBe('ROW_NOT_FOUND');

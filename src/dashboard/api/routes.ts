@@ -423,7 +423,7 @@ export function rowDetailBody(r: RowDetail) {
     updated_at: r.updatedAt.toISOString(),
     finished_at: r.finishedAt ? r.finishedAt.toISOString() : null,
     members: r.members,
-    invitations: r.invitations.map((i) => ({
+    invitations_issued: r.issued.map((i) => ({
       email: i.email,
       role: i.role,
       issued_at: i.issuedAt.toISOString(),

@@ -327,7 +327,7 @@ export const RowDetailSchema = ReportRowSchema.extend({
   updated_at: when.describe('its last change'),
   finished_at: orNull('ISO 8601: its final answer (null while queued or active)'),
   members: z.array(z.object({ email: z.string(), role: z.string() })).describe('the members the row asked for'),
-  invitations: z
+  invitations_issued: z
     .array(
       z.object({
         email: z.string(),
