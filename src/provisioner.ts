@@ -7,7 +7,15 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { ConfigSchema, requireInvitations, requireMail, type Config } from './config/config.js';
-import { openInviter, resendInvitations, revealInvitations, type OnIssued, type Resent } from './invite/inviter.js';
+import {
+  inviteUninvited,
+  openInviter,
+  resendInvitations,
+  revealInvitations,
+  type Invited,
+  type OnIssued,
+  type Resent,
+} from './invite/inviter.js';
 import { invitationMail } from './invite/deliver.js';
 import { loadOpenKey } from './crypto/sealing.js';
 import { newInputInfo } from './input/decode.js';
@@ -153,6 +161,12 @@ export interface Provisioner {
    * once it is valid.
    */
   resendInvitations(batchId: string, opts?: { onIssued?: OnIssued }): Promise<Resent>;
+  /**
+   * `invite <batch>`: invitations for the pending people the batch created and never invited (made
+   * with createMissingOwners but no invite), only where a link may go (inviter.ts inviteUninvited);
+   * `sealTo` (a public PEM) when the batch has no key; `send` mails each link (Dify's mail settings).
+   */
+  inviteUninvited(batchId: string, opts: { sealTo?: string; send: boolean; onIssued?: OnIssued }): Promise<Invited>;
   close(): Promise<void>;
 }
 
@@ -347,6 +361,19 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     listApiKeys: (tenantId) => listKeys(db, tenantId),
     revealSecrets: (batchId, pem, out) => revealSecrets(db, batchId, loadOpenKey(pem), out),
     revealInvitations: (batchId, pem, out, opts) => revealInvitations(db, batchId, pem, out, opts),
+    async inviteUninvited(batchId, opts) {
+      const settings = requireInvitations(rt.config);
+      if (opts.send) requireMail(rt.config);
+      const { band } = await probeDifySchema(db);
+      const mail = invitationMail(rt.config, db, rt.logger, opts.onIssued);
+      const { inviter, close } = openInviter(settings, band, { logger: rt.logger, onIssued: mail.onIssued });
+      try {
+        return await inviteUninvited(db, inviter, batchId, { send: opts.send, ...(opts.sealTo ? { sealTo: opts.sealTo } : {}) });
+      } finally {
+        close();
+        mail.close();
+      }
+    },
     async resendInvitations(batchId, opts = {}) {
       const settings = requireInvitations(rt.config);
       const { band } = await probeDifySchema(db);

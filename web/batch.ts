@@ -52,6 +52,46 @@ function optionsLine(s: Status): HTMLElement {
   );
 }
 
+/**
+ * "Invite pending people": a batch made with create_missing_owners but no invite gets its
+ * invitations after the fact (POST /api/v1/batches/{id}/invite: the home rule applies, links are
+ * sealed to the batch's key or the one given here). Kept across refreshes: what is pasted stays.
+ */
+let invitePanel: { batch: string; node: HTMLElement; notice: HTMLElement } | undefined;
+function inviteSection(batch: string): HTMLElement {
+  if (invitePanel?.batch === batch) return invitePanel.node;
+  const seal = el('textarea', { id: 'invite-seal', rows: '2', placeholder: '-----BEGIN PUBLIC KEY----- (if the batch has no seal key)' });
+  const send = el('input', { type: 'checkbox', id: 'invite-send' });
+  const notice = el('span', { id: 'invite-notice', class: 'muted' });
+  const button = el('button', { id: 'invite', text: 'Invite pending people' });
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      const r = await apiV1<{ message: string }>('/batches/' + encodeURIComponent(batch) + '/invite', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ send_invites: send.checked, ...(seal.value.trim() ? { seal_to: seal.value } : {}) }),
+      });
+      notice.textContent = r.message;
+    } catch (e) {
+      notice.textContent = consoleWords(e instanceof Error ? e.message : String(e));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  const node = el(
+    'div',
+    { class: 'row', id: 'invite-panel' },
+    el('span', { class: 'muted', text: 'People this batch created have no invitation:' }),
+    seal,
+    el('label', {}, send, ' mail each link (send invites)'),
+    button,
+    notice,
+  );
+  invitePanel = { batch, node, notice };
+  return node;
+}
+
 /** A row in full: its answer, attempts, round, times, error, and what was written. */
 function detailPanel(d: RowDetail, close: () => void): HTMLElement {
   const item = (k: string, v: string, id?: string) => [el('dt', { text: k }), el('dd', { text: v, ...(id ? { id } : {}) })];
@@ -300,9 +340,11 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
   const first = page.rows[0];
   const last = page.rows[page.rows.length - 1];
   const shown = !first || !last ? 'no rows' : 'lines ' + first.line + '–' + last.line + (page.more ? ', more after' : '');
-  // Drawn anew: the search box keeps its focus and caret while someone types in it.
-  const typing = searchBox !== undefined && document.activeElement === searchBox;
-  const caret = typing ? [searchBox!.selectionStart, searchBox!.selectionEnd] : null;
+  // Drawn anew: the field being typed in (search, the invite's seal key) keeps its focus and caret.
+  const active = document.activeElement;
+  const typing =
+    active instanceof HTMLInputElement || active instanceof HTMLTextAreaElement ? (app.contains(active) ? active : null) : null;
+  const caret = typing ? [typing.selectionStart, typing.selectionEnd] : null;
   app.replaceChildren(
     el(
       'h2',
@@ -323,6 +365,9 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       }),
     ),
     optionsLine(s),
+    ...(!readOnly && s.kind !== 'changes' && s.options['createMissingOwners'] === true && !s.options['invite'] && !s.options['sendInvites']
+      ? [inviteSection(s.batchId)]
+      : []),
     el('div', { class: 'counts' }, ...counts),
     chart(s.throughput),
     el(
@@ -354,8 +399,12 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       : []),
     el('p', { class: 'muted', id: 'board-note', text: info.boardNote }),
   );
-  if (typing && caret) {
-    searchBox!.focus();
-    searchBox!.setSelectionRange(caret[0] ?? null, caret[1] ?? null);
+  if (typing && caret && app.contains(typing)) {
+    typing.focus();
+    try {
+      typing.setSelectionRange(caret[0] ?? null, caret[1] ?? null);
+    } catch {
+      // a box has no caret
+    }
   }
 }

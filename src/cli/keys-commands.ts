@@ -161,9 +161,15 @@ export const secretsCommand = (
     return 0;
   });
 
-export const inviteCommand = (flags: { resend: string }, config: Config) =>
-  withProvisioner(config, async (p) => {
-    const batchId = flags.resend;
+export const inviteCommand = (flags: { resend?: string; batch?: string; sealTo?: string; sendInvites?: boolean }, config: Config) => {
+  if (flags.resend && flags.batch) throw new UsageError('invite takes a batch, or --resend BATCH, not both');
+  if (flags.resend && (flags.sealTo || flags.sendInvites))
+    throw new UsageError("--resend uses the batch's own seal key and mail setting: leave --seal-to and --send-invites out");
+  if (flags.batch) return inviteBatch(flags.batch, flags, config);
+  if (!flags.resend) throw new UsageError('invite BATCH (its pending people, never invited) or invite --resend BATCH (fresh links)');
+  const resendOf = flags.resend;
+  return withProvisioner(config, async (p) => {
+    const batchId = resendOf;
     const { resent, skipped, withheld } = await p.resendInvitations(batchId);
     // A file name of its own: the first links were revealed to links.csv, which secrets never overwrites.
     const stamp = new Date().toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-');
@@ -174,6 +180,29 @@ export const inviteCommand = (flags: { resend: string }, config: Config) =>
           ? `${withheld} got none: they are in another workspace too, and a link would set their password there as well (they sign in with Dify's email code; see the report's invitations column).\n`
           : '') +
         `The links: dify-provision secrets ${batchId} --invites --key operator.pem --out links-${batchId}-resent-${stamp}.csv\n`,
+    );
+    return 0;
+  });
+};
+
+/** `invite BATCH`: invitations for the pending people the batch created without --invite (the home rule applies). */
+const inviteBatch = (batchId: string, flags: { sealTo?: string; sendInvites?: boolean }, config: Config) =>
+  withProvisioner(config, async (p) => {
+    const { invited, mailOnly, withheld } = await p.inviteUninvited(batchId, {
+      send: flags.sendInvites ?? false,
+      ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
+    });
+    process.stdout.write(
+      `${invited} pending person(s) of batch ${batchId} got an invitation` +
+        (mailOnly > 0 ? ` (${mailOnly} by mail only: they are in another workspace too, so their link is never revealed)` : '') +
+        (flags.sendInvites ? '; each link is mailed to its person' : '') +
+        '.\n' +
+        (withheld > 0
+          ? `${withheld} got none: they are in another workspace too, and a link would set their password there as well (they sign in with Dify's email code, or run this with --send-invites to mail them one).\n`
+          : '') +
+        (invited - mailOnly > 0
+          ? `The links: dify-provision secrets ${batchId} --invites --key operator.pem --out links-${batchId}.csv\n`
+          : ''),
     );
     return 0;
   });

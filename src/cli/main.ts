@@ -292,10 +292,23 @@ Configuration (every command):
     .action(async (batch: string, flags) => exit(await (await keysCommands()).secretsCommand(batch, flags, await config())));
 
   program
-    .command('invite')
-    .description("invitations of a batch made with --invite (Dify's own tokens and links)")
-    .requiredOption('--resend <batch>', 'fresh links for the people who have not activated yet; their old tokens are deleted')
-    .action(async (flags: { resend: string }) => exit(await (await keysCommands()).inviteCommand(flags, await config())));
+    .command('invite [batch]')
+    .description(
+      "invitations (Dify's own tokens and links): `invite BATCH` for the pending people a batch created without --invite; --resend BATCH fresh ones",
+    )
+    .option('--resend <batch>', 'fresh links for the people who have not activated yet; their old tokens are deleted')
+    .option('--seal-to <pem>', "the operator's RSA public key, for a batch that has none: links are sealed to it (`secrets --invites`)")
+    .option('--send-invites', "also mail each person their link through Dify's SMTP settings (MAIL_TYPE=smtp, SMTP_*)")
+    .action(async (batch: string | undefined, flags: { resend?: string; sealTo?: string; sendInvites?: boolean }) =>
+      exit(
+        await (
+          await keysCommands()
+        ).inviteCommand(
+          { ...flags, ...(batch ? { batch } : {}), ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) },
+          await config(),
+        ),
+      ),
+    );
 
   program
     .command('doctor')

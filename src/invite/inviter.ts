@@ -17,7 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { loadOpenKey, loadSealKey, seal, unseal } from '../crypto/sealing.js';
+import { loadOpenKey, loadSealKey, publicPemOf, seal, unseal } from '../crypto/sealing.js';
 import { withTransaction, type Db, type Tx } from '../db/pool.js';
 import type { InvitationSettings } from '../config/dify-env.js';
 import { DifyTokens, inviteLink, newToken, pairOf, ttlSeconds, type Invitee } from '../dify/invitations.js';
@@ -27,9 +27,11 @@ import { UsageError } from '../common/errors.js';
 import { writeNewFile } from '../common/files.js';
 import { csvCell } from '../report/format.js';
 import { AlreadyRevealedError } from '../secrets/reveal.js';
-import { batchOptions } from '../store/batches.js';
+import { batchOptions, keepSealKey } from '../store/batches.js';
+import { lockBatch } from '../store/locks.js';
 import {
   lockCurrentInvitations,
+  lockUninvited,
   lockUnrevealedLinks,
   markLinksRevealed,
   markRevoked,
@@ -380,4 +382,65 @@ export async function revealInvitations(
     );
     return links.length;
   });
+}
+
+/** What `invite <batch>` did. */
+export interface Invited {
+  /** Invitations issued (tokens in Dify's Redis), mailOnly ones included. */
+  invited: number;
+  /** Of them, links only mailed to the person (they are in another workspace too): never revealed. */
+  mailOnly: number;
+  /** People in another workspace too, without send: no link (a link would set their password there as well). */
+  withheld: number;
+}
+
+/**
+ * `invite <batch>`: invitations for the people the batch created who are still pending and have
+ * none of it (a batch made with --create-missing-owners but no --invite), under the worker's rule
+ * (docs/security.md): a link goes with the workspace only if it is the person's home; else it is
+ * only mailed to them (`send`), or none is made. The links are sealed to the batch's key, or to
+ * `sealTo` when the batch has none (then kept as the batch's, for resend and reveal). Run again,
+ * it invites only people it has not (`invite --resend` issues fresh links).
+ */
+export async function inviteUninvited(
+  db: Db,
+  inviter: Inviter,
+  batchId: string,
+  opts: { sealTo?: string; send: boolean },
+): Promise<Invited> {
+  const recorded = (await batchOptions<{ sealTo: string }>(db, batchId)).sealTo;
+  const given = opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
+  if (recorded && given && given !== recorded)
+    throw new UsageError(`batch "${batchId}" has a seal key already (its links are sealed to it): leave --seal-to out`);
+  const sealTo = recorded ?? given;
+  if (!sealTo)
+    throw new UsageError(
+      `batch "${batchId}" has no seal key: give --seal-to operator-public.pem (each link lets its holder set the password, so it is sealed to that key and revealed once with \`secrets --invites\`)`,
+    );
+  const sealKey = loadSealKey(sealTo);
+  const { pending, mailOnly, withheld } = await withTransaction(db, async (tx) => {
+    await lockBatch(tx, batchId);
+    if (!recorded) await keepSealKey(tx, batchId, sealTo);
+    const made = [];
+    let mailOnly = 0;
+    let withheld = 0;
+    for (const p of await lockUninvited(tx, batchId)) {
+      if (!p.home && !opts.send) {
+        withheld++;
+        continue;
+      }
+      if (!p.home) mailOnly++;
+      made.push(
+        ...(await inviter.prepare(
+          tx,
+          { batchId, line: p.line, workspaceName: p.workspace_name, send: opts.send, revokeOthers: true },
+          [{ accountId: p.account_id, email: p.email, workspaceId: p.tenant_id, role: p.role, requiresSetup: true, mailOnly: !p.home }],
+          sealKey,
+        )),
+      );
+    }
+    return { pending: made, mailOnly, withheld };
+  });
+  await inviter.complete(db, pending);
+  return { invited: pending.length, mailOnly, withheld };
 }

@@ -120,6 +120,14 @@ export async function reopenBatch(db: Db, batchId: string): Promise<void> {
   await db.query(`UPDATE ${SCHEMA}.batches SET finished_at = NULL, cancelled_at = NULL WHERE id = $1`, [batchId]);
 }
 
+/** The seal key a batch's links are sealed to, given after the fact (`invite <batch> --seal-to`): kept for resend. */
+export async function keepSealKey(db: Db | Tx, batchId: string, publicPem: string): Promise<void> {
+  await db.query(`UPDATE ${SCHEMA}.batches SET options = options || jsonb_build_object('sealTo', $2::text) WHERE id = $1`, [
+    batchId,
+    publicPem,
+  ]);
+}
+
 /** How the batch's file was read (format, encoding, delimiter, sheet, empty rows): shown with its options. */
 export async function recordInput(db: Db, batchId: string, input: object): Promise<void> {
   await db.query(`UPDATE ${SCHEMA}.batches SET options = options || jsonb_build_object('input', $2::jsonb) WHERE id = $1`, [

@@ -283,3 +283,39 @@ export async function supersedePerson(tx: Tx, tenantId: string, accountId: strin
   );
   return rowCount ?? 0;
 }
+
+/** A person a batch created who is still pending and has no current invitation of the batch (`invite <batch>`). */
+export interface Uninvited {
+  line: number;
+  tenant_id: string;
+  workspace_name: string;
+  account_id: string;
+  email: string;
+  role: string;
+  /** The workspace is the person's home (atHome): a link may go with it. */
+  home: boolean;
+}
+
+/**
+ * The people the batch's rows created (in each row's workspace) who are still pending and have no
+ * current invitation of the batch, their accounts locked (shared) as lockCurrentInvitations does:
+ * a worker giving one of them a join elsewhere waits, or this sees it.
+ */
+export async function lockUninvited(tx: Tx, batchId: string): Promise<Uninvited[]> {
+  const { rows } = await tx.query<Uninvited>(
+    `SELECT r.line, r.tenant_id, t.name AS workspace_name, a.id AS account_id, a.email, j.role,
+            ${atHome('a.id', 'r.tenant_id')} AS home
+       FROM ${SCHEMA}.rows r
+       CROSS JOIN LATERAL unnest(r.created_accounts) AS c (email)
+       JOIN accounts a ON lower(a.email) = lower(c.email)
+       JOIN tenant_account_joins j ON j.account_id = a.id AND j.tenant_id = r.tenant_id
+       JOIN tenants t ON t.id = r.tenant_id
+      WHERE r.batch_id = $1 AND r.outcome IN ('created', 'existing') AND a.status = 'pending' AND t.status = 'normal'
+        AND NOT EXISTS (SELECT 1 FROM ${SCHEMA}.invitations i
+                         WHERE i.batch_id = $1 AND i.account_id = a.id AND i.tenant_id = r.tenant_id AND i.superseded_at IS NULL)
+      ORDER BY r.line, a.email
+      FOR SHARE OF a`,
+    [batchId],
+  );
+  return rows;
+}

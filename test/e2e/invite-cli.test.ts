@@ -130,4 +130,55 @@ describe('invitations from the CLI', () => {
       dify.disconnect();
     }
   });
+
+  it('invite BATCH: a batch made with --create-missing-owners but no --invite gets its invitations after the fact (issue 32 item 9)', async () => {
+    const env = world.env;
+    const dir = env.dir;
+    await operatorKeyFiles(dir);
+    const prefix = `late-${env.name}`;
+    await writeFile(
+      join(dir, 'dify.env'),
+      [...difyRedisLines(DIFY_DB, prefix), 'INVITE_EXPIRY_HOURS=2', 'CONSOLE_WEB_URL=https://dify.example.com', ''].join('\n'),
+    );
+    const difyEnv = ['--dify-env', join(dir, 'dify.env')];
+    const csv = await world.file('late.csv', [
+      { workspace_name: 'Late Acme', owner_email: 'ann@late.example', members: 'bob@late.example:admin' },
+      // Cid joins two workspaces: no workspace is his home, so no link may go with either.
+      { workspace_name: 'Late Globex', owner_email: 'owner1@example.com', members: 'cid@late.example:normal' },
+      { workspace_name: 'Late Initech', owner_email: 'owner2@example.com', members: 'cid@late.example:normal' },
+    ]);
+    expect((await runCli([...difyEnv, 'ingest', csv, '--create-missing-owners', '--batch-id', 'late'], env.env)).code).toBe(0);
+    const worker = world.worker(...difyEnv);
+    await until(world.done('late'), 'the batch');
+    const dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
+    try {
+      const keys = () => dify.keys(`${prefix}:member_invite:token:*`);
+      expect(await keys()).toEqual([]);
+      const keyless = await runCli([...difyEnv, 'invite', 'late'], env.env);
+      expect(keyless.code).toBe(1);
+      expect(keyless.stderr).toContain('batch "late" has no seal key: give --seal-to operator-public.pem');
+
+      const invited = await runCli([...difyEnv, 'invite', 'late', '--seal-to', join(dir, 'op.pub')], env.env);
+      expect(invited.code, invited.stderr).toBe(0);
+      expect(invited.stdout).toContain('2 pending person(s) of batch late got an invitation.');
+      expect(invited.stdout).toContain('1 got none: they are in another workspace too');
+      expect(invited.stdout).toContain('dify-provision secrets late --invites --key operator.pem --out links-late.csv');
+      expect(await keys()).toHaveLength(2);
+      const out = join(dir, 'late-links.csv');
+      expect((await runCli(['secrets', 'late', '--invites', '--key', join(dir, 'op.key'), '--out', out], env.env)).code).toBe(0);
+      const links = await readFile(out, 'utf8');
+      expect(links).toContain(',Late Acme,ann@late.example,owner,https://dify.example.com/activate?email=ann%40late.example&token=');
+      expect(links).toContain(',Late Acme,bob@late.example,admin,https://dify.example.com/activate?email=bob%40late.example&token=');
+      expect(links).not.toContain('cid@');
+      // Again: nobody new; the key is the batch's now, and --resend works on them.
+      const again = await runCli([...difyEnv, 'invite', 'late'], env.env);
+      expect(again.stdout, again.stderr).toContain('0 pending person(s) of batch late got an invitation.');
+      expect(await keys()).toHaveLength(2);
+      const resent = await runCli([...difyEnv, 'invite', '--resend', 'late'], env.env);
+      expect(resent.stdout, resent.stderr).toContain('2 person(s) of batch late got a fresh invitation');
+    } finally {
+      dify.disconnect();
+      await worker.stop();
+    }
+  });
 });

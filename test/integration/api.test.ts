@@ -528,6 +528,7 @@ describe('the OpenAPI document', () => {
         'GET /api/v1/batches/:id/rows',
         'GET /api/v1/batches/:id/rows/:line',
         'POST /api/v1/batches/:id/rows/retry',
+        'POST /api/v1/batches/:id/invite',
         'GET /api/v1/batches/:id/report',
         'POST /api/v1/batches/:id/retry',
         'POST /api/v1/batches/:id/cancel',
@@ -636,7 +637,7 @@ describe('following a batch: status, rows, report, retry, cancel, resume', () =>
         path: path.replace('/api/v1', '').replace('{id}', 'seen').replace('{line}', '1'),
       })),
     );
-    expect(operations).toHaveLength(12);
+    expect(operations).toHaveLength(15);
     for (const { method, path } of operations) {
       const body = method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ rows: GOOD }) } : {};
       const anonymous = await fetch(`${base}/api/v1${path}`, { method, ...body });

@@ -398,6 +398,40 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
         };
       },
     },
+    {
+      method: 'POST',
+      path: `${API_PREFIX}/batches/{id}/invite`,
+      operationId: 'inviteBatch',
+      summary:
+        "Invitations for the pending people the batch created and never invited (made without invite): Dify's tokens, links sealed to the batch's key (or seal_to)",
+      params: S.BatchParamsSchema,
+      body: S.InviteBodySchema,
+      ok: { status: 200, description: 'who got an invitation, and who none', schema: S.InviteResponseSchema },
+      errors: [400, 404, 422, 503],
+      async handle({ params, input }) {
+        if (!deps.provisioner) throw new ApiRefusal('UNAVAILABLE', 503, 'this dashboard was started without a queue to enqueue on');
+        await mustExist(params.id!);
+        const body = (input.kind === 'json' ? input.body : {}) as z.output<typeof S.InviteBodySchema>;
+        const r = await deps.provisioner.inviteUninvited(params.id!, {
+          send: body.send_invites ?? false,
+          ...(body.seal_to ? { sealTo: body.seal_to } : {}),
+        });
+        return {
+          status: 200,
+          body: {
+            batch_id: params.id,
+            invited: r.invited,
+            mail_only: r.mailOnly,
+            withheld: r.withheld,
+            message:
+              `${r.invited} pending person(s) got an invitation` +
+              (r.mailOnly > 0 ? ` (${r.mailOnly} by mail only: in another workspace too)` : '') +
+              (r.withheld > 0 ? `; ${r.withheld} got none: in another workspace too (send_invites mails them one)` : '') +
+              (r.invited - r.mailOnly > 0 ? `; reveal the links with: dify-provision secrets ${params.id} --invites` : ''),
+          },
+        };
+      },
+    },
     control('retry', 'queued again', (id) => retryFailed(deps.db, deps.queue, id), 'Queue the failed rows again (a new round)'),
     control('cancel', 'cancelled', (id) => cancelBatch(deps.db, deps, id), 'Cancel the rows still waiting (rows being processed finish)'),
     control('resume', 'queued again', (id) => resumeCancelled(deps.db, deps.queue, id), 'Queue the cancelled rows again (undo a cancel)'),

@@ -341,6 +341,20 @@ export const RowDetailSchema = ReportRowSchema.extend({
     .describe('the invitations issued for this row (never the link: `secrets --invites` reveals it)'),
 });
 
+export const InviteBodySchema = z
+  .object({
+    seal_to: z.string().min(1).optional().describe("the operator's RSA public key (PEM), for a batch that has none (then kept as its key)"),
+    send_invites: z.boolean().optional().describe("also mail each person their link through Dify's SMTP settings"),
+  })
+  .strict();
+export const InviteResponseSchema = z.object({
+  batch_id: z.string(),
+  invited: count.describe("invitations issued (tokens in Dify's Redis)"),
+  mail_only: count.describe('of them, links only mailed to the person (in another workspace too): never revealed'),
+  withheld: count.describe('people in another workspace too, without send_invites: no link (it would set their password there as well)'),
+  message: z.string(),
+});
+
 export const RetryRowsBodySchema = z
   .object({ lines: z.array(z.number().int().min(1)).min(1).max(1000).describe("the rows' lines (1-1000 of them)") })
   .strict();
