@@ -267,10 +267,11 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
         type: 'checkbox',
         id: 'select-' + r.line,
         title: 'select for retry',
+        // The selection changes in place (no redraw under the pointer): the button says how many.
         onchange: (e) => {
           if ((e.target as HTMLInputElement).checked) view.selected.add(r.line);
           else view.selected.delete(r.line);
-          render();
+          showSelection();
         },
       });
       box.checked = view.selected.has(r.line);
@@ -300,9 +301,20 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       );
     }),
   );
-  const selection = [...view.selected].sort((a, b) => a - b);
-  const retrySelected = el('button', { id: 'retry-selected', text: 'Retry selected (' + selection.length + ')' });
-  retrySelected.addEventListener('click', () => void retryLines(selection, retrySelected));
+  const retrySelected = el('button', { id: 'retry-selected' });
+  retrySelected.addEventListener(
+    'click',
+    () =>
+      void retryLines(
+        [...view.selected].sort((a, b) => a - b),
+        retrySelected,
+      ),
+  );
+  function showSelection(): void {
+    retrySelected.textContent = 'Retry selected (' + view.selected.size + ')';
+    retrySelected.hidden = view.selected.size === 0;
+  }
+  showSelection();
   const prev = el('button', {
     id: 'prev',
     text: '← previous',
@@ -386,7 +398,7 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       prev,
       next,
       el('span', { class: 'muted', id: 'shown', text: shown }),
-      ...(selection.length > 0 && !readOnly ? [retrySelected] : []),
+      ...(readOnly ? [] : [retrySelected]),
     ),
     table,
     ...(detail

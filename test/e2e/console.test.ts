@@ -278,7 +278,7 @@ describe('the console: rows (issue 32 item 5)', () => {
     // A selection.
     await page.check('#select-4');
     await page.check('#select-5');
-    expect(await page.textContent('#retry-selected')).toBe('Retry selected (2)');
+    await page.waitForFunction(() => document.querySelector('#retry-selected')?.textContent === 'Retry selected (2)');
     await page.click('#retry-selected');
     await page.waitForSelector('#rows tr[data-line="5"][data-outcome="created"]');
     await page.waitForSelector('#rows tr[data-line="4"][data-outcome="created"]');
@@ -335,6 +335,10 @@ describe('the console: every option the API takes (issue 32 item 4)', () => {
     // Saved by Excel on Windows: Windows-1252 (’ is 0x92 there, not in Latin-1), ';' between cells.
     const csvText = 'workspace_name;owner_email\nO’Neil Café;owner21@example.com\nSmørrebrød ApS;owner22@example.com\n';
     const bytes = Buffer.from([...csvText].map((c) => (c === '’' ? 0x92 : c.charCodeAt(0))));
+    // Options chosen before the file (no plan yet), then the one the refusal asks for.
+    await page.selectOption('#opt-delimiter', ';');
+    await page.fill('#opt-attempts', '2');
+    await page.locator('#opt-attempts').dispatchEvent('change');
     await page.setInputFiles('#file', { name: 'excel-1252.csv', mimeType: 'text/csv', buffer: bytes });
     await page.waitForSelector('#plan-error');
     const refused = (await page.textContent('#plan-error'))!;
@@ -343,12 +347,13 @@ describe('the console: every option the API takes (issue 32 item 4)', () => {
     expect(refused).not.toContain('--');
     await page.fill('#opt-encoding', 'windows-1252');
     await page.locator('#opt-encoding').dispatchEvent('change');
-    await page.selectOption('#opt-delimiter', ';');
-    await page.fill('#opt-attempts', '2');
-    await page.locator('#opt-attempts').dispatchEvent('change');
     await page.waitForFunction(() => document.querySelector('#plan-would-create b')?.textContent === '2');
     expect(await text(page, '#input')).toBe('CSV · windows-1252 · delimiter ";"');
     await page.click('#provision');
+    // A refusal is said on the page: fail with it rather than wait.
+    await page.waitForFunction(() => /\/batches\//.test(location.pathname) || document.querySelector('#provision-error') !== null);
+    const refusal = await page.evaluate(() => document.querySelector('#provision-error')?.textContent ?? '');
+    expect(refusal).toBe('');
     await page.waitForURL(/\/batches\/excel-1252-[0-9a-f]{10}$/);
     await page.waitForSelector('#state[data-state="done"]', { timeout: 120_000 });
     const made = (await page.textContent('#batch-options'))!;

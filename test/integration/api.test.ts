@@ -298,6 +298,25 @@ describe('the API for scripts: Location, reposts, the batch list, field errors (
     ]);
   });
 
+  it('a Windows-1252 upload with its options: recorded and shown with the batch (issue 32 item 4)', async () => {
+    const csvText = 'workspace_name;owner_email\nO’Neil Café;owner5@example.com\n';
+    const bytes = Buffer.from([...csvText].map((c) => (c === '’' ? 0x92 : c.charCodeAt(0))));
+    const form = () => {
+      const f = new FormData();
+      for (const [k, v] of Object.entries({ encoding: 'windows-1252', delimiter: ';', attempts: '2' })) f.append(k, v);
+      f.append('file', new Blob([bytes], { type: 'text/csv' }), 'excel-1252.csv');
+      return f;
+    };
+    const made = await api('/batches', { method: 'POST', body: form(), headers: { 'idempotency-key': 'k-1252' } });
+    const body = await answer(made, 201, S.EnqueueResponseSchema);
+    expect(body).toMatchObject({ queued: 1, rejected: 0, input: { encoding: 'windows-1252', delimiter: ';' } });
+    const status = await answer(await api(`/batches/${body.batch_id}`), 200, S.BatchStatusSchema);
+    expect(status.options).toMatchObject({ encoding: 'windows-1252', delimiter: ';', retry: { attempts: 2 }, source: 'excel-1252.csv' });
+    expect(status.input).toMatchObject({ format: 'csv', encoding: 'windows-1252', delimiter: ';' });
+    const rows = await answer(await api(`/batches/${body.batch_id}/rows`), 200, S.RowsPageSchema);
+    expect(rows.rows[0]).toMatchObject({ workspace_name: 'O’Neil Café' });
+  });
+
   it('a 400 lists each problem by field, unknown fields too', async () => {
     const query = await errorOf(await api('/batches?limit=0&colour=red&after=nonsense'), 400);
     expect(query.code).toBe('INVALID_REQUEST');
