@@ -260,6 +260,9 @@ describe('worker doors', () => {
 
   it(`a SIGKILLed worker's job is back in the queue within ${recoveryBoundMs() / 1000} s with the defaults: BullMQ's lock and stalled check are ${DEFAULT_LOCK_MS / 1000} s each`, async () => {
     await withHeldJob('killed', async (held) => {
+      // Another worker, idle and running, as in production: the one that takes the job back.
+      const rescuer = worker('--concurrency', '1');
+      await until(async () => rescuer.output().includes('worker started'), 'the second worker to start');
       await held.holder.stop('SIGKILL');
       const killedAt = Date.now();
       // The two parts of the bound, as Redis holds them: the dead worker's lock lives at most
@@ -268,7 +271,6 @@ describe('worker doors', () => {
       expect(lockLeft).toBeGreaterThan(0);
       expect(lockLeft).toBeLessThanOrEqual(DEFAULT_LOCK_MS);
       await held.release();
-      const rescuer = worker('--concurrency', '1');
       const checkKey = held.queue.toKey('stalled-check');
       await until(async () => (await world.env.redis.pttl(checkKey)) > 0, "the rescuer's first stalled check");
       expect(await world.env.redis.pttl(checkKey)).toBeLessThanOrEqual(DEFAULT_LOCK_MS);
