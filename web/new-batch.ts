@@ -176,10 +176,12 @@ export function newBatchPage(app: HTMLElement): void {
     optionsBox.dataset['ready'] = 'true';
   });
 
+  let plannedWith = '';
   async function plan(file: File): Promise<void> {
     const mine = ++asked;
     chosen = file;
     const opts = options();
+    plannedWith = JSON.stringify(opts);
     result.replaceChildren(el('p', { class: 'muted', id: 'planning', text: 'Planning ' + file.name + '…' }));
     try {
       const p = await apiV1<Plan>('/plans', { method: 'POST', body: form(file, opts) });
@@ -188,7 +190,11 @@ export function newBatchPage(app: HTMLElement): void {
       if (mine === asked) showError(e, 'plan-error', "This file can't be provisioned as it is");
     }
   }
-  const replan = () => chosen && void plan(chosen);
+  // Only when an option really changed: a text field also says "change" when it loses the focus
+  // (to the Provision button), and a plan redrawn then would take the button from under the click.
+  const replan = () => {
+    if (chosen && JSON.stringify(options()) !== plannedWith) void plan(chosen);
+  };
 
   function showError(e: unknown, id: string, title: string, keep: HTMLElement[] = []): void {
     const rows = e instanceof ApiError ? e.rows : [];

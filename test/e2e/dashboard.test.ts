@@ -28,7 +28,7 @@ beforeAll(async () => {
   browser = await launchChromium();
 });
 /** The action buttons the batch page offers. */
-const buttons = (page: Page) => page.locator('button:not(#prev):not(#next):not(#rows button)').allTextContents();
+const buttons = (page: Page) => page.locator('button:not(#prev):not(#next):not(#rows button):not(#retry-selected)').allTextContents();
 
 afterAll(async () => {
   await browser?.close();
