@@ -165,7 +165,7 @@ Configuration (every command):
     .addOption(
       new Option(
         '--lock-duration-ms <ms>',
-        "BullMQ's job lock and stalled-check interval: a killed worker's jobs are back in the queue within twice this",
+        "BullMQ's job lock and stalled-check interval: a killed worker's jobs are back in the queue within three times this",
       )
         .default(DEFAULT_LOCK_MS)
         .argParser(positiveInt('--lock-duration-ms')),

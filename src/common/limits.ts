@@ -52,15 +52,17 @@ export class HeldRows {
 export const heldBytes = (...texts: (string | undefined)[]): number => texts.reduce((n, t) => n + 64 + 2 * (t?.length ?? 0), 0);
 
 /**
- * BullMQ's lockDuration, and its stalledInterval (set to the same). A killed worker's job keeps
- * its lock until the lock expires (at most lockDuration after its last renewal, which happens
- * every lockDuration / 2); the stalled check, run by one live worker every stalledInterval, marks
- * the jobs in the active list at one pass and moves those still without a lock back to wait at a
- * later one. So the job is back in the queue within lockDuration + stalledInterval of the kill
- * (2 × 15 s = 30 s), taken at once by an idle worker; its row stays `active` until then. BullMQ's
- * defaults (30 s and 30 s) bound it at 60 s.
+ * BullMQ's lockDuration, and its stalledInterval (set to the same, D). A killed worker's job keeps
+ * its lock until the lock expires (at most D after its last renewal, which happens every D / 2).
+ * The stalled check runs every D in each worker, but at most once per D across them (a key in
+ * Redis): it marks the jobs in the active list at one pass and moves those still without a lock
+ * back to wait at a later one. The first check after the kill can be held back by the dead
+ * worker's own key (up to 2D after the kill), it marks the job, and the next one (D later, by
+ * then the lock has expired) moves it. So the job is back in the queue within 3D of the kill
+ * (3 × 10 s = 30 s), taken at once by an idle worker; its row stays `active` until then. With
+ * BullMQ's defaults (30 s each) that was up to 90 s; the ~75 s once seen was one of those.
  */
-export const DEFAULT_LOCK_MS = 15_000;
+export const DEFAULT_LOCK_MS = 10_000;
 
-/** Within how long a killed worker's jobs are back in the queue, for a lock duration. */
-export const recoveryBoundMs = (lockDurationMs = DEFAULT_LOCK_MS) => 2 * lockDurationMs;
+/** Within how long a killed worker's jobs are back in the queue, for a lock duration (D above). */
+export const recoveryBoundMs = (lockDurationMs = DEFAULT_LOCK_MS) => 3 * lockDurationMs;

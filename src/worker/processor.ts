@@ -25,7 +25,7 @@ export interface ProcessorOptions {
   concurrency: number;
   /** Global rate limit across all workers: at most `max` jobs per `durationMs`. */
   limiter?: { max: number; durationMs: number };
-  /** How long a job's lock lasts (DEFAULT_LOCK_MS); a killed worker's jobs are back in the queue within twice this. */
+  /** How long a job's lock lasts (DEFAULT_LOCK_MS); a killed worker's jobs are back in the queue within three times this (limits.ts). */
   lockDurationMs?: number;
   logger: Logger;
   /**
