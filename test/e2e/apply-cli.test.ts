@@ -104,6 +104,79 @@ describe('apply from the CLI', () => {
     await worker.stop();
   });
 
+  it('apply --sync, --strict and --json from the CLI; a membership file over --max-rows is refused', async () => {
+    const env = world.env;
+    const dotenv = await difyEnv();
+    world.worker('--dify-env', dotenv);
+    const ws = await world.file('ws.csv', [
+      {
+        workspace_name: 'Sync A',
+        owner_email: 'owner1@example.com',
+        members: 'owner2@example.com:admin;owner3@example.com:normal',
+        external_id: 's-a',
+      },
+      { workspace_name: 'Sync B', owner_email: 'owner4@example.com', members: 'owner5@example.com:normal', external_id: 's-b' },
+    ]);
+    expect((await runCli(['ingest', ws, '--batch-id', 'ws'], env.env)).code).toBe(0);
+    await until(world.done('ws'), 'the workspaces');
+    const members = await world.file('members.csv', [
+      // s-a: owner2 re-roled, owner6 added, owner3 (not listed) removed; the owner stays.
+      { external_id: 's-a', email: 'owner1@example.com', role: 'owner' },
+      { external_id: 's-a', email: 'owner2@example.com', role: 'editor' },
+      { external_id: 's-a', email: 'owner6@example.com', role: 'normal' },
+      // s-b: owner5 made owner, the old owner not listed: removed after the transfer.
+      { external_id: 's-b', email: 'owner5@example.com', role: 'owner' },
+    ]);
+    const plan = await runCli(['apply', members, '--sync', '--dry-run', '--json'], env.env);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(JSON.parse(plan.stdout)).toMatchObject({
+      dryRun: true,
+      total: 6,
+      wouldApply: { add: 1, remove: 2, 're-role': 1, transfer: 1 },
+      unchanged: 1,
+      refused: 0,
+    });
+    const batches = async () => (await env.db.query(`SELECT count(*)::int AS n FROM dify_provision.batches`)).rows[0].n as number;
+    expect(await batches()).toBe(1);
+
+    // Over --max-rows: the file (lines 2-5) and the removals it becomes (lines 6, 7) are held whole.
+    const big = await runCli(['--dify-env', dotenv, 'apply', members, '--sync', '--max-rows', '5'], env.env);
+    expect(big.code).toBe(1);
+    expect(big.stderr).toMatch(/the membership file \(--sync\) is over its limit of 5 rows at line 7: nothing was queued/);
+    expect(await batches()).toBe(1);
+
+    const synced = await runCli(['--dify-env', dotenv, 'apply', members, '--sync', '--wait', '--json', '--batch-id', 'sync'], env.env);
+    expect(synced.code, synced.stderr).toBe(0);
+    expect(JSON.parse(synced.stdout)).toMatchObject({ kind: 'changes', counts: { applied: 5, unchanged: 1, failed: 0, rejected: 0 } });
+    const roles = async (id: string) =>
+      Object.fromEntries(
+        (
+          await env.db.query<{ email: string; role: string }>(
+            `SELECT a.email, j.role FROM dify_provision.ledger l JOIN tenant_account_joins j ON j.tenant_id = l.tenant_id
+               JOIN accounts a ON a.id = j.account_id WHERE l.idempotency_key = $1`,
+            [`external:${id}`],
+          )
+        ).rows.map((r) => [r.email, r.role]),
+      );
+    expect(await roles('s-a')).toEqual({ 'owner1@example.com': 'owner', 'owner2@example.com': 'editor', 'owner6@example.com': 'normal' });
+    expect(await roles('s-b')).toEqual({ 'owner5@example.com': 'owner' });
+
+    // --strict: one invalid row, nothing queued, exit 2, the row named; --json says so.
+    const bad = join(env.dir, 'bad.csv');
+    await writeFile(bad, 'action,external_id,email,role,name\nrename,s-a,,,Renamed\nset_role,s-a,owner2@example.com,owner,\n');
+    const strict = await runCli(['--dify-env', dotenv, 'apply', bad, '--strict', '--json'], env.env);
+    expect(strict.code).toBe(2);
+    expect(JSON.parse(strict.stdout)).toEqual({ strict: true, queued: 0, rejected: 1 });
+    expect(strict.stderr).toContain('line 3 (role): cannot be owner');
+    expect(await batches()).toBe(2);
+    // Without --strict, --json: the batch's summary; the valid row queued, the other rejected.
+    const loose = await runCli(['--dify-env', dotenv, 'apply', bad, '--json', '--batch-id', 'loose'], env.env);
+    expect(loose.code, loose.stderr).toBe(0);
+    expect(JSON.parse(loose.stdout)).toEqual({ batchId: 'loose', total: 2, queued: 1, rejected: 1, alreadyInBatch: 0 });
+    await until(world.done('loose'), 'the loose batch');
+    expect((await world.rowsOf('loose')).map((r: { outcome: string }) => r.outcome)).toEqual(['applied', 'rejected']);
+  });
+
   it('a worker SIGKILLed in the middle of a change batch: another finishes it, every change made once', async () => {
     const env = world.env;
     const rows = Array.from({ length: 10 }, (_, i) => ({

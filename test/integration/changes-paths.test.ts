@@ -529,3 +529,54 @@ describe('--strict and the bounds of what reading holds', () => {
     expect(await joins(e, W.W1!)).toEqual({ 'owner1@example.com': 'owner', 'owner13@example.com': 'normal' });
   });
 });
+
+describe("another customer's person through apply (issue 28, items 1-2)", () => {
+  it("B's changes file adding A's pending owner with --invite hands B no link; A's own link still works", async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difySettings(e) };
+    dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
+    const [A, B] = [randomUUID(), randomUUID()];
+    provisioner = await createProvisioner(config);
+    // Customer A: a new owner, invited (pending until they open their link); customer B exists.
+    await provisioner.enqueue(
+      [
+        { workspace_name: 'Customer A', owner_email: 'a.owner@example.com', workspace_id: A },
+        { workspace_name: 'Customer B', owner_email: 'owner9@example.com', workspace_id: B },
+      ],
+      { batchId: 'customers', createMissingOwners: true, invite: true, sealTo: PUBLIC },
+    );
+    await runUntilDone(e, ['customers'], { config });
+    const before = await difyTokens(e);
+    expect(before.map((t) => JSON.parse(t.value) as { email: string; workspace_id: string })).toEqual([
+      expect.objectContaining({ email: 'a.owner@example.com', workspace_id: A }),
+    ]);
+
+    // B's changes file names A's pending owner, with every invitation flag.
+    const report = await applyAndRun(
+      e,
+      config,
+      [{ action: 'add_member', workspace_id: B, email: 'A.Owner@example.com', role: 'admin' }],
+      'b-changes',
+      {
+        createMissingOwners: true,
+        invite: true,
+        sealTo: PUBLIC,
+      },
+    );
+    expect(report.map((r) => [r.outcome, r.accountsCreated, r.error])).toEqual([['applied', null, null]]);
+    // No link for B: nothing to reveal or resend under B's batch, no token naming B's workspace in Dify's Redis.
+    await expect(provisioner.revealInvitations('b-changes', PRIVATE, join(e.dir, 'b-links.csv'))).rejects.toThrow(/has no invitations/);
+    await expect(provisioner.resendInvitations('b-changes')).rejects.toThrow(/has no invitations/);
+    const after = await difyTokens(e);
+    expect(after.map((t) => t.key).sort()).toEqual(before.map((t) => t.key).sort());
+    expect(after.filter((t) => t.value.includes(B))).toEqual([]);
+    // A's operator still gets A's owner's one link, with A's workspace.
+    const out = join(e.dir, 'a-links.csv');
+    expect(await provisioner.revealInvitations('customers', PRIVATE, out)).toBe(1);
+    const text = await readFile(out, 'utf8');
+    expect(text).toContain(A);
+    expect(text).not.toContain(B);
+    expect(text).toContain(`token=${before[0]!.token}`);
+  });
+});
