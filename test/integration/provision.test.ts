@@ -157,6 +157,43 @@ describe('provisioning a batch', () => {
     expect(await keyPairWorks(env, job.tenantId)).toBe(true);
   });
 
+  it('a new workspace whose accounts exist costs three PostgreSQL round trips, and is written whole', async () => {
+    await migrate(env.db);
+    await ingestCsv(
+      env,
+      csvOf([{ workspace_name: 'Three', owner_email: 'owner1@example.com', members: 'owner2@example.com:admin' }]),
+      'three',
+    );
+    const { rows } = await env.db.query(`SELECT spec FROM dify_provision.rows WHERE batch_id = 'three'`);
+    const job = rows[0].spec;
+    const storage = await localKeyStorage({ root: env.config.storageDir });
+    const writer = workspaceWriter(await probeDifySchema(env.db), 200);
+    // Every query sent, on the pool or on a connection taken from it.
+    const sent: string[] = [];
+    const counted = (q: { query: (...a: any[]) => any }) => {
+      const query = q.query.bind(q);
+      return (...a: any[]) => (sent.push(String(typeof a[0] === 'string' ? a[0] : a[0]?.text).slice(0, 40)), query(...a));
+    };
+    const db = new Proxy(env.db, {
+      get: (t, p) =>
+        p === 'query'
+          ? counted(t)
+          : p === 'connect'
+            ? async () => {
+                const c = await t.connect();
+                return new Proxy(c, { get: (ct, cp) => (cp === 'query' ? counted(ct) : Reflect.get(ct, cp)) });
+              }
+            : Reflect.get(t, p),
+    });
+    const outcome = await provisionWorkspace(job, 1, { db, keys: rsaKeySource, storage, writer });
+    expect(outcome.kind).toBe('created');
+    expect(sent).toHaveLength(3);
+    expect(await count(`SELECT count(*) AS n FROM tenant_account_joins WHERE tenant_id = $1`, [job.tenantId])).toBe(2);
+    expect(await count(`SELECT count(*) AS n FROM dify_provision.ledger WHERE tenant_id = $1`, [job.tenantId])).toBe(1);
+    expect((await rowsOf('three'))[0]).toMatchObject({ outcome: 'created', tenant_id: job.tenantId });
+    expect(await keyPairWorks(env, job.tenantId)).toBe(true);
+  });
+
   it('a missing owner fails that row only, at once, with a clear reason', async () => {
     const csv = csvOf([
       { workspace_name: 'Good', owner_email: 'owner1@example.com' },
