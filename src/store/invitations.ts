@@ -6,13 +6,13 @@ import { SCHEMA } from './schema.js';
 
 /**
  * The rule of docs/security.md as SQL: a link for account `a` may go with workspace `w` when `w`
- * is the person's home — they are in no other workspace, or `w` is the one workspace they own.
+ * is the person's home — they are in no other workspace. Owning one of them does not make it home:
+ * a row of customer B that makes A's future member the owner of B's workspace must not keep a
+ * link that opens A's workspace once A adds that person (owning says nothing of whose person it is).
  * (Accounts are global: a link sets the password for every workspace the person is in.)
  */
-export const atHome = (a: string, w: string) => `(
-  NOT EXISTS (SELECT 1 FROM tenant_account_joins hj WHERE hj.account_id = ${a} AND hj.tenant_id <> ${w})
-  OR (EXISTS (SELECT 1 FROM tenant_account_joins hj WHERE hj.account_id = ${a} AND hj.tenant_id = ${w} AND hj.role = 'owner')
-      AND NOT EXISTS (SELECT 1 FROM tenant_account_joins hj WHERE hj.account_id = ${a} AND hj.tenant_id <> ${w} AND hj.role = 'owner')))`;
+export const atHome = (a: string, w: string) =>
+  `NOT EXISTS (SELECT 1 FROM tenant_account_joins hj WHERE hj.account_id = ${a} AND hj.tenant_id <> ${w})`;
 
 /** Of these accounts, those with a join in a workspace other than `tenantId` (the row's own joins written). */
 export async function inOtherWorkspaces(tx: Tx, accountIds: string[], tenantId: string): Promise<Set<string>> {

@@ -509,7 +509,7 @@ describe('invitations never cross customers', () => {
     return out;
   }
 
-  it("--invite-pending: customer B's rows naming A's pending owner and member get no link for them (links file, resend, Dify's Redis), and say so", async () => {
+  it("--invite-pending: customer B's rows naming A's pending owner and member get no link for them (links file, resend, Dify's Redis), A's links for them are revoked, and the rows say so", async () => {
     const { dify, config } = await world();
     // Customer A: a new owner and a new member, each with their link (revealed later, by A).
     await runBatch(config, 'workspace_name,owner_email,members\nA Corp,a-owner@example.com,a-member@example.com:editor', 'cust-a');
@@ -548,21 +548,15 @@ describe('invitations never cross customers', () => {
     for (const id of [aOwner, aMember]) expect((await tokensOf(dify, id)).filter((t) => t.workspace_id !== wA)).toEqual([]);
     expect((await reveal('cust-b', 'b-resent.csv')).map((l) => l.email)).toEqual(['b-owner@example.com']);
 
-    // A's owner keeps their link (A Corp is the one workspace they own): A's file holds it and it
-    // resolves. A's member, now owner of a workspace of B, may have their link go with neither: revoked.
+    // A's owner and member are each in a workspace of B now: neither has a home, so A's links for
+    // them are revoked too (B can cancel a link, never obtain one): none left in Dify's Redis, none
+    // to reveal, and A's row says why.
     expect(await tokensOf(dify, aMember)).toEqual([]);
-    const aFiles = await revealByWorkspace('cust-a', 'a-links');
-    expect([...aFiles.keys()]).toEqual([wA]);
-    const aLinks = aFiles.get(wA)!;
-    expect(aLinks.map((l) => l.email)).toEqual(['a-owner@example.com']);
-    const [ownerToken] = await tokensOf(dify, aOwner);
-    expect(new URL(aLinks[0]!.link!).searchParams.get('token')).toBe(ownerToken!.token);
-    expect((await provisioner!.batch('cust-a').report())[0]!.invitations).toMatch(
-      /^a-member@example\.com: revoked: the person was added to another workspace \(batch cust-b, line 2\)/,
-    );
-    // A's resend re-issues the owner's link only (the member is in B's workspace too).
-    expect(await provisioner!.resendInvitations('cust-a')).toEqual({ resent: 1, skipped: 0, withheld: 0 });
-    expect((await tokensOf(dify, aMember)).length).toBe(0);
+    expect(await tokensOf(dify, aOwner)).toEqual([]);
+    await expect(revealByWorkspace('cust-a', 'a-links')).rejects.toThrow();
+    const aRow = (await provisioner!.batch('cust-a').report())[0]!.invitations;
+    expect(aRow).toMatch(/a-owner@example\.com: revoked: the person was added to another workspace \(batch cust-b, line 1\)/);
+    expect(aRow).toMatch(/a-member@example\.com: revoked: the person was added to another workspace \(batch cust-b, line 2\)/);
   });
 
   it("pre-hijack: B's row creating a future owner's account loses that link (in Dify's Redis too) when the owner's own batch comes; B can't get it back", async () => {

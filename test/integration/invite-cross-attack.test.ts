@@ -90,4 +90,22 @@ describe("customer B's batch and customer A's people", () => {
     await provisioner!.resendInvitations('cust-b');
     expect(await revealedEmails('cust-b', 'b-resent.csv')).not.toContain('a-member@example.com');
   });
+
+  it("B creates A's future member as the owner of B's workspace, then A adds them: B's link no longer opens anything", async () => {
+    const config = await world();
+    // B: a new account, owner of B's workspace, its link sealed for B's links file (not revealed yet).
+    await run(config, [{ workspace_name: 'B Corp', owner_email: 'alice@a.example' }], 'cust-b');
+    const tokensOf = async () =>
+      (await Promise.all((await dify!.keys('*member_invite:token:*')).map((k) => dify!.get(k)))).filter((v) => v?.includes('alice'));
+    expect(await tokensOf()).toHaveLength(1);
+    // A's batch adds the same person to A's workspace as a member.
+    await run(config, [{ workspace_name: 'A Corp', owner_email: 'a-owner@example.com', members: 'alice@a.example:editor' }], 'cust-a');
+    // B's link is revoked: gone from Dify's Redis, never revealed, never resent into B's file.
+    expect(await tokensOf()).toEqual([]);
+    expect(await revealedEmails('cust-b', 'b.csv')).not.toContain('alice@a.example');
+    await expect(provisioner!.resendInvitations('cust-b')).rejects.toThrow(/no invitations/);
+    expect(await tokensOf()).toEqual([]);
+    const report = await provisioner!.batch('cust-b').report();
+    expect(report[0]!.invitations).toMatch(/revoked/);
+  });
 });
