@@ -382,6 +382,7 @@ describe('every route, without the token, with a wrong one, and cross-origin', (
     { method: 'GET', route: '/healthz', url: '/healthz', ok: 200, open: true },
     { method: 'GET', route: '/metrics', url: '/metrics', ok: 200 },
     { method: 'GET', route: '/api/info', url: '/api/info', ok: 200 },
+    { method: 'GET', route: '/api/ingest-options', url: '/api/ingest-options', ok: 200 },
     { method: 'GET', route: '/api/batches', url: '/api/batches', ok: 200 },
     { method: 'GET', route: '/api/batches/:id', url: '/api/batches/guarded', ok: 200 },
     { method: 'GET', route: '/api/batches/:id/rows', url: '/api/batches/guarded/rows?limit=5', ok: 200 },
