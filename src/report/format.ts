@@ -59,17 +59,7 @@ export const CHANGE_REPORT_COLUMNS = [
   'mail',
 ] as const;
 
-export type ChangeReportRecord = {
-  [K in (typeof CHANGE_REPORT_COLUMNS)[number]]: K extends 'line' | 'attempts'
-    ? number
-    : K extends 'duration_ms'
-      ? number | null
-      : K extends 'accounts_created'
-        ? string[] | null
-        : K extends 'outcome'
-          ? ReportRow['outcome']
-          : string | null;
-};
+export type ChangeReportRecord = RecordOf<typeof CHANGE_REPORT_COLUMNS>;
 
 export function changeRecord(r: ReportRow): ChangeReportRecord {
   return {
@@ -112,8 +102,9 @@ const recordOf = (r: ReportRow, opts: ReportTextOptions): Record<string, unknown
   opts.kind === 'changes' ? changeRecord(r) : reportRecord(r);
 
 /** A report row as people read it, in the JSON report and the API: the CSV's columns, in order. */
-export type ReportRecord = {
-  [K in (typeof REPORT_COLUMNS)[number]]: K extends 'line' | 'attempts'
+/** Each column's type, by its name (one rule for both kinds of report). */
+type RecordOf<Columns extends readonly string[]> = {
+  [K in Columns[number]]: K extends 'line' | 'attempts'
     ? number
     : K extends 'duration_ms'
       ? number | null
@@ -123,6 +114,8 @@ export type ReportRecord = {
           ? ReportRow['outcome']
           : string | null;
 };
+
+export type ReportRecord = RecordOf<typeof REPORT_COLUMNS>;
 
 export function reportRecord(r: ReportRow): ReportRecord {
   return {
