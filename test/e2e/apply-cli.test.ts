@@ -145,7 +145,10 @@ describe('apply from the CLI', () => {
     expect(big.stderr).toMatch(/the membership file \(--sync\) is over its limit of 5 rows at line 7: nothing was queued/);
     expect(await batches()).toBe(1);
 
-    const synced = await runCli(['--dify-env', dotenv, 'apply', members, '--sync', '--wait', '--json', '--batch-id', 'sync'], env.env);
+    const synced = await runCli(
+      ['--dify-env', dotenv, 'apply', members, '--sync', '--wait', '--json', '--batch-id', 'sync', '--report-dir', env.dir],
+      env.env,
+    );
     expect(synced.code, synced.stderr).toBe(0);
     expect(JSON.parse(synced.stdout)).toMatchObject({ kind: 'changes', counts: { applied: 5, unchanged: 1, failed: 0, rejected: 0 } });
     const roles = async (id: string) =>
