@@ -146,7 +146,9 @@ export function routedPath(req: FastifyRequest): string {
 }
 
 /** The versioned API, the console's JSON and bull-board's: they take the token as a header only. */
-const isApi = (path: string) => path.startsWith('/api/') || path.startsWith('/queues/api/');
+// What a program reads (the APIs and the metrics a scraper takes) is never a page a browser opens.
+const isApi = (path: string) =>
+  path.startsWith('/api/') || path.startsWith('/queues/api/') || /^\/(metrics|favicon\.(svg|ico))\/?$/.test(path);
 
 /**
  * Whether a ?token= request is for the API, judged on the path as routed and on where the

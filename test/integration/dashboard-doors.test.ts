@@ -116,6 +116,11 @@ describe('the API takes its token as a header only', () => {
       ['GET', `/api/batches?token=${ADMIN}`, undefined],
       ['GET', `/queues/api/queues?token=${ADMIN}`, undefined],
       ['POST', `/api/batches/none/cancel?token=${ADMIN}`, '{}'],
+      // A scraper's address is not a page either: no session for it.
+      ['GET', `/metrics?token=${ADMIN}`, undefined],
+      ['GET', `/metrics?token=${READER}`, undefined],
+      ['GET', `/%6detrics?token=${ADMIN}`, undefined],
+      ['GET', `/./metrics?token=${ADMIN}`, undefined],
     ];
     for (const [method, path, body] of attempts) {
       const res = await raw(
