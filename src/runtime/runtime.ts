@@ -4,7 +4,7 @@
 import type { Queue } from 'bullmq';
 import { checkComposeHost } from '../config/dify-env.js';
 import { databaseOf, redisTargetOf, requireConfig, storageOf, type Config } from '../config/config.js';
-import { objectKeyStorage } from '../storage/object-store.js';
+import { objectKeyStorage, type ObjectStore } from '../storage/object-store.js';
 import { probeDifySchema, type DifySchema } from '../dify/schema-probe.js';
 import { checkDatabase, createPool, type Db } from '../db/pool.js';
 import { createLogger, type Logger } from '../log/logger.js';
@@ -120,19 +120,31 @@ export async function openQueueRuntime(
  * probe write unless `probe` is false (doctor only reads and removes, and must work with
  * credentials that cannot write).
  */
-export async function openKeyStorage(config: Config, opts: { probe?: boolean } = {}): Promise<KeyStorage> {
+/** The object store keys live in (undefined for a local folder), and the prefix Dify's root puts before every key. */
+export async function openObjectStore(config: Config): Promise<{ store: ObjectStore; prefix: string } | undefined> {
   const settings = storageOf(requireConfig(config, 'storageDir'))!;
   // The cloud SDKs are loaded only by a process that uses them (they cost every command a second).
+  switch (settings.kind) {
+    case 'local':
+      return undefined;
+    case 's3':
+      return { store: (await import('../storage/s3.js')).s3Store(settings), prefix: settings.prefix };
+    case 'gcs':
+      return { store: (await import('../storage/gcs.js')).gcsStore(settings), prefix: '' };
+    case 'supabase':
+      return { store: (await import('../storage/supabase.js')).supabaseStore(settings), prefix: '' };
+    default:
+      return { store: (await import('../storage/azure-blob.js')).azureBlobStore(settings), prefix: '' };
+  }
+}
+
+export async function openKeyStorage(config: Config, opts: { probe?: boolean } = {}): Promise<KeyStorage> {
+  const settings = storageOf(requireConfig(config, 'storageDir'))!;
+  const object = await openObjectStore(config);
   const storage =
     settings.kind === 'local'
       ? await localKeyStorage({ root: settings.root, ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}) })
-      : settings.kind === 's3'
-        ? objectKeyStorage((await import('../storage/s3.js')).s3Store(settings), settings.prefix)
-        : settings.kind === 'gcs'
-          ? objectKeyStorage((await import('../storage/gcs.js')).gcsStore(settings))
-          : settings.kind === 'supabase'
-            ? objectKeyStorage((await import('../storage/supabase.js')).supabaseStore(settings))
-            : objectKeyStorage((await import('../storage/azure-blob.js')).azureBlobStore(settings));
+      : objectKeyStorage(object!.store, object!.prefix);
   if (opts.probe ?? true) await storage.check();
   return storage;
 }

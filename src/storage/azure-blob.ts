@@ -3,7 +3,7 @@
 import { ManagedIdentityCredential } from '@azure/identity';
 import { BlobServiceClient, RestError, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { PreflightError } from '../common/errors.js';
-import { scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
+import { readAtMost, scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
 
 export interface AzureBlobSettings {
   accountName: string;
@@ -28,9 +28,10 @@ export function azureBlobStore(s: AzureBlobSettings): ObjectStore {
         .getBlockBlobClient(key)
         .upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/x-pem-file' } });
     },
-    async get(key) {
+    async get(key, limit) {
       try {
-        return (await container.getBlobClient(key).downloadToBuffer()).toString('utf8');
+        const body = (await container.getBlobClient(key).download()).readableStreamBody;
+        return body ? await readAtMost(body as unknown as AsyncIterable<Uint8Array>, limit) : '';
       } catch (err) {
         // A download's 404 may carry no code (a HEAD first): the container itself is checked at start.
         if (err instanceof RestError && err.statusCode === 404 && err.code !== 'ContainerNotFound') return undefined;

@@ -7,7 +7,7 @@
 // part of the GCS JSON API this client uses here; never against Google's service.
 import { ApiError, Storage } from '@google-cloud/storage';
 import { PreflightError } from '../common/errors.js';
-import { scrubbed, type ObjectStore } from './object-store.js';
+import { readAtMost, scrubbed, type ObjectStore } from './object-store.js';
 
 export interface GcsSettings {
   bucket: string;
@@ -31,10 +31,9 @@ export function gcsStore(s: GcsSettings): ObjectStore {
     async put(key, body) {
       await bucket.file(key).save(body, { resumable: false, contentType: 'application/x-pem-file', validation: false });
     },
-    async get(key) {
+    async get(key, limit) {
       try {
-        const [data] = await bucket.file(key).download({ validation: false });
-        return data.toString('utf8');
+        return await readAtMost(bucket.file(key).createReadStream({ validation: false }), limit);
       } catch (err) {
         if (err instanceof ApiError && err.code === 404 && !/bucket/i.test(err.message)) return undefined;
         throw err;

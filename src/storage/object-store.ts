@@ -5,13 +5,43 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
 import { PreflightError } from '../common/errors.js';
 import { privateKeyKey, type KeyStorage, type StoredKey } from './key-storage.js';
+import { MAX_KEY_BYTES } from './key-folders.js';
+
+/**
+ * The first `limit` + 1 bytes of a body as text, the rest never read: leaving the loop early
+ * destroys (cancels) the stream, so the connection stops delivering it.
+ */
+export async function readAtMost(body: AsyncIterable<Uint8Array>, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of body) {
+    chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    length += chunk.byteLength;
+    if (length > limit) break;
+  }
+  return Buffer.concat(chunks)
+    .subarray(0, limit + 1)
+    .toString('utf8');
+}
+
+/** A key's text as read from the store: refused whole when it is longer than a key file can be. */
+async function keyText(store: ObjectStore, key: string): Promise<string | undefined> {
+  const text = await store.get(key, MAX_KEY_BYTES);
+  if (text !== undefined && Buffer.byteLength(text, 'utf8') > MAX_KEY_BYTES) {
+    throw new Error(`${key} is more than ${MAX_KEY_BYTES} bytes, more than a key file can be: not read further`);
+  }
+  return text;
+}
 
 export interface ObjectStore {
   /** "S3 bucket b at https://…" — never a credential. */
   readonly description: string;
   put(key: string, body: string): Promise<void>;
-  /** undefined when there is no such object. */
-  get(key: string): Promise<string | undefined>;
+  /**
+   * The object's text, read no further than `limit` bytes and one more (a planted object of a
+   * gigabyte costs a key's read, not the process's memory); undefined when there is no such object.
+   */
+  get(key: string, limit: number): Promise<string | undefined>;
   delete(key: string): Promise<void>;
   /** Keys under `prefix`, with their last-modified time. */
   list(prefix: string): Promise<{ key: string; modified: Date }[]>;
@@ -84,7 +114,7 @@ export function objectKeyStorage(store: ObjectStore, prefix = ''): KeyStorage {
       const probe = join(`dify-provision-probe/${randomUUID()}`);
       const body = randomBytes(16).toString('hex');
       await call(() => store.put(probe, body));
-      const back = await call(() => store.get(probe));
+      const back = await call(() => store.get(probe, MAX_KEY_BYTES));
       await call(() => store.delete(probe));
       if (back !== body) throw new PreflightError(`${store.description}: a probe object did not read back as written`);
     },
@@ -93,7 +123,7 @@ export function objectKeyStorage(store: ObjectStore, prefix = ''): KeyStorage {
       const remove = () => call(() => store.delete(key));
       await call(() => store.put(key, privatePem));
       try {
-        const back = await call(() => store.get(key));
+        const back = await call(() => keyText(store, key));
         if (back === undefined) throw new Error(`${key} is not readable right after writing it`);
         prove(key, back, publicPem);
       } catch (err) {
@@ -110,7 +140,7 @@ export function objectKeyStorage(store: ObjectStore, prefix = ''): KeyStorage {
       }
       return out;
     },
-    read: (tenantId) => call(() => store.get(keyOf(tenantId))),
+    read: (tenantId) => call(() => keyText(store, keyOf(tenantId))),
     async removeTenant(tenantId) {
       for (const o of await call(() => store.list(join(`privkeys/${tenantId}/`)))) await call(() => store.delete(o.key));
     },

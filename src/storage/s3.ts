@@ -11,7 +11,7 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { PreflightError } from '../common/errors.js';
-import { scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
+import { readAtMost, scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
 
 export interface S3Settings {
   bucket: string;
@@ -57,10 +57,10 @@ export function s3Store(s: S3Settings): ObjectStore {
     async put(key, body) {
       await client.send(new PutObjectCommand({ Bucket, Key: key, Body: body, ContentType: 'application/x-pem-file' }));
     },
-    async get(key) {
+    async get(key, limit) {
       try {
         const out = await client.send(new GetObjectCommand({ Bucket, Key: key }));
-        return await out.Body!.transformToString('utf8');
+        return await readAtMost(out.Body as unknown as AsyncIterable<Uint8Array>, limit);
       } catch (err) {
         if (
           err instanceof S3ServiceException &&

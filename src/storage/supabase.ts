@@ -6,7 +6,7 @@
 // the part of Supabase Storage's REST API this client uses here; never against Supabase.
 import { StorageApiError, StorageClient, StorageError } from '@supabase/storage-js';
 import { PreflightError } from '../common/errors.js';
-import { scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
+import { readAtMost, scrubbed, shownEndpoint, type ObjectStore } from './object-store.js';
 
 export interface SupabaseSettings {
   /** SUPABASE_URL: the project's URL (storage is under /storage/v1). */
@@ -35,13 +35,13 @@ export function supabaseStore(s: SupabaseSettings): ObjectStore {
     async put(key, body) {
       ok(await from().upload(key, Buffer.from(body, 'utf8'), { contentType: 'application/x-pem-file', upsert: false }));
     },
-    async get(key) {
-      const r = await from().download(key);
+    async get(key, limit) {
+      const r = await from().download(key).asStream();
       if (r.error) {
         if (notFound(r.error)) return undefined;
         throw r.error;
       }
-      return await r.data.text();
+      return await readAtMost(r.data as unknown as AsyncIterable<Uint8Array>, limit);
     },
     async delete(key) {
       ok(await from().remove([key]));

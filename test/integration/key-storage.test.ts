@@ -14,8 +14,8 @@ import { probeDifySchema } from '../../src/dify/schema-probe.js';
 import { workspaceWriter, type WorkspaceWriter } from '../../src/dify/workspace-writer.js';
 import { runDoctor } from '../../src/doctor/doctor.js';
 import { RowError } from '../../src/common/errors.js';
-import { openKeyStorage } from '../../src/runtime/runtime.js';
-import type { KeyStorage } from '../../src/storage/key-storage.js';
+import { openKeyStorage, openObjectStore } from '../../src/runtime/runtime.js';
+import { privateKeyKey, type KeyStorage } from '../../src/storage/key-storage.js';
 import { s3Store } from '../../src/storage/s3.js';
 import { provisionWorkspace } from '../../src/worker/provision-workspace.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
@@ -307,6 +307,35 @@ describe.each<Backend>(['s3', 'azure-blob', 'opendal-s3', ...VENDOR_STORES])(
         expect(findings.map((f) => `${f.kind}:${f.tenantId}:${f.fixed}`)).toEqual([`orphan-key:${orphan}:true`]);
         expect(await storage.read(orphan)).toBeUndefined();
         for (const name of strangers) expect(await storage.read(name), name).toBe(pair.privatePem);
+      } finally {
+        await env.cleanup();
+      }
+    });
+  },
+);
+
+describe.each<Backend>(['s3', 'azure-blob', 'opendal-s3', 'aliyun-oss', 'google-storage', 'supabase'])(
+  'a planted object far larger than a key on %s',
+  (backend) => {
+    it('is read no further than a key file can be: doctor names it, and a read refuses it', async () => {
+      const env = await createTestEnv();
+      try {
+        const config = await configFor(env, backend);
+        const storage = await openKeyStorage(config);
+        const world = { ...env, config };
+        await ingestCsv(world, csvOf([{ workspace_name: 'Planted', owner_email: 'owner1@example.com' }]), 'planted');
+        await runUntilDone(world, ['planted']);
+        const { rows } = await env.db.query<{ id: string }>(`SELECT id FROM tenants WHERE name = 'Planted'`);
+        const tenantId = rows[0]!.id;
+        // Someone with write access to the bucket replaces the key with 8 MB of PEM-looking text.
+        const raw = (await openObjectStore(config))!;
+        const key = `${raw.prefix}${privateKeyKey(tenantId)}`;
+        await raw.store.delete(key);
+        await raw.store.put(key, `-----BEGIN PRIVATE KEY-----\n${'A'.repeat(8 * 1024 * 1024)}`);
+        await expect(storage.read(tenantId)).rejects.toThrow(/more than 65536 bytes, more than a key file can be/);
+        const findings = await runDoctor(env.db, { storage, minOrphanAgeSeconds: 0 });
+        expect(findings.map((f) => `${f.kind}:${f.tenantId}`)).toEqual([`unreadable-key:${tenantId}`]);
+        expect(findings[0]!.detail).toMatch(/more than 65536 bytes, more than a key file can be: not read further/);
       } finally {
         await env.cleanup();
       }
