@@ -302,6 +302,20 @@ export interface Uninvited {
  * a worker giving one of them a join elsewhere waits, or this sees it.
  */
 export async function lockUninvited(tx: Tx, batchId: string): Promise<Uninvited[]> {
+  // The people are locked first, in a statement of their own: `home` below is then read in a
+  // snapshot taken once they are ours. Read in the locking statement itself, it would be the
+  // snapshot from before the wait, missing the join in another workspace that a worker (it
+  // holds the person FOR UPDATE) was committing meanwhile, and its revocation never sees the
+  // invitation made here.
+  await tx.query(
+    `SELECT 1 FROM accounts WHERE id IN (
+       SELECT a.id FROM ${SCHEMA}.rows r
+        CROSS JOIN LATERAL unnest(r.created_accounts) AS c (email)
+        JOIN accounts a ON lower(a.email) = lower(c.email)
+       WHERE r.batch_id = $1 AND r.outcome IN ('created', 'existing'))
+      ORDER BY id FOR SHARE`,
+    [batchId],
+  );
   const { rows } = await tx.query<Uninvited>(
     `SELECT r.line, r.tenant_id, t.name AS workspace_name, a.id AS account_id, a.email, j.role,
             ${atHome('a.id', 'r.tenant_id')} AS home

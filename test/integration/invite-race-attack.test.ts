@@ -1,0 +1,289 @@
+// Attacks on "invitation links never cross customers" (docs/security.md) that the first reviews
+// did not try: spellings of one person's email, two customers' batches at the same moment, and
+// apply's paths. Customer B controls B's rows and changes files and receives B's links files; each test
+// performs the attack against real Redis and PostgreSQL.
+import { generateKeyPairSync } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import type { PoolClient } from 'pg';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { createProvisioner, type ChangeInput, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
+import { runWorker } from '../../src/worker/run-worker.js';
+import { runLoggedUntilDone, waitUntilDone } from '../helpers/batch.js';
+import { until } from '../helpers/cli-world.js';
+import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+
+const CONSOLE = 'https://dify.example.com';
+const DIFY_DB = 13;
+const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const PUBLIC = operator.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+const PRIVATE = operator.privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+
+let env: TestEnv | undefined;
+let provisioner: Provisioner | undefined;
+let dify: Redis | undefined;
+let held: PoolClient | undefined;
+afterEach(async () => {
+  await held?.query('ROLLBACK').catch(() => undefined);
+  held?.release();
+  held = undefined;
+  await provisioner?.close();
+  provisioner = undefined;
+  dify?.disconnect();
+  dify = undefined;
+  await env?.cleanup();
+  env = undefined;
+});
+
+async function world(): Promise<TestEnv['config']> {
+  env = await createTestEnv();
+  dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
+  const u = new URL(inject('redisUrl'));
+  const config = {
+    ...env.config,
+    invitations: {
+      redis: { kind: 'node' as const, host: u.hostname, port: Number(u.port || 6379), db: DIFY_DB },
+      keyPrefix: `dify-${env.name}`,
+      expiryHours: 72,
+      consoleWebUrl: CONSOLE,
+    },
+  };
+  provisioner = await createProvisioner(config);
+  return config;
+}
+
+type Opts = { invite?: boolean; invitePending?: boolean };
+async function ingest(config: TestEnv['config'], rows: WorkspaceInput[], batchId: string, opts: Opts = { invite: true }) {
+  await provisioner!.enqueue(rows, {
+    batchId,
+    createMissingOwners: true,
+    ...(opts.invite ? { invite: true, sealTo: PUBLIC } : {}),
+    ...(opts.invitePending ? { invitePending: true } : {}),
+  });
+  await runLoggedUntilDone(env!, config, [batchId]);
+}
+
+async function apply(config: TestEnv['config'], rows: ChangeInput[], batchId: string) {
+  await provisioner!.apply(rows, {
+    batchId,
+    createMissingOwners: true,
+    invite: true,
+    sealTo: PUBLIC,
+    retry: { attempts: 2, backoffMs: 50 },
+  });
+  await runLoggedUntilDone(env!, config, [batchId]);
+  return provisioner!.batch(batchId).report();
+}
+
+const accountId = async (email: string) =>
+  (await env!.db.query<{ id: string }>(`SELECT id FROM accounts WHERE email = $1`, [email])).rows[0]!.id;
+const workspaceOf = async (batchId: string, line: number) =>
+  (
+    await env!.db.query<{ id: string }>(`SELECT tenant_id AS id FROM dify_provision.rows WHERE batch_id = $1 AND line = $2`, [
+      batchId,
+      line,
+    ])
+  ).rows[0]!.id;
+const accountCount = async () => (await env!.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM accounts`)).rows[0]!.n;
+
+/** Every token in Dify's Redis naming this account: the workspace it opens. */
+async function tokensOf(account: string): Promise<{ token: string; workspace: string }[]> {
+  const out = [];
+  for (const key of await dify!.keys(`dify-${env!.name}:member_invite:token:*`)) {
+    const v = await dify!.get(key);
+    if (!v) continue;
+    const data = JSON.parse(v) as { account_id: string; workspace_id: string };
+    if (data.account_id === account) out.push({ token: key.split(':').pop()!, workspace: data.workspace_id });
+  }
+  return out;
+}
+
+/** `secrets --invites` of a batch: its links file's rows (none if it has nothing to reveal). */
+async function revealed(batchId: string, name: string): Promise<Record<string, string>[]> {
+  const out = join(env!.dir, name);
+  try {
+    await provisioner!.revealInvitations(batchId, PRIVATE, out);
+  } catch {
+    return [];
+  }
+  const [header, ...lines] = (await readFile(out, 'utf8')).trim().split('\n');
+  const cols = header!.split(',');
+  return lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i]!, v])));
+}
+
+/** A's side gives `account` a join in A's workspace in a transaction left open (held), as a worker or Dify's console does. */
+async function joinHeldOpen(workspace: string, account: string): Promise<void> {
+  held = await env!.db.connect();
+  await held.query('BEGIN');
+  // What a worker's transaction does (checkLocked's row lock, then the join); Dify's console writes the same join.
+  await held.query(`SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, [account]);
+  await held.query(`INSERT INTO tenant_account_joins (tenant_id, account_id, role) VALUES ($1, $2, 'normal')`, [workspace, account]);
+}
+
+/** Some other session waits on a row lock (the held transaction's). */
+async function someoneWaitsOnALock(): Promise<boolean> {
+  const { rows } = await env!.db.query(
+    `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
+  );
+  return rows.length > 0;
+}
+
+describe("spellings of A's person's email in B's files (latest Dify: normalised emails)", () => {
+  it("B's rows and changes name A's pending owner as Kim.X+b@GoogleMail.com, K.I.M.X@gmail.com, kim.x+c@gmail.com: no second account, no link for B; A's link is revoked and A's report says by which row; look-alikes are refused", async () => {
+    const config = await world();
+    await ingest(config, [{ workspace_name: 'A Corp', owner_email: 'kimx@gmail.com' }], 'cust-a');
+    const kim = await accountId('kimx@gmail.com');
+    const wA = await workspaceOf('cust-a', 1);
+    expect((await tokensOf(kim)).map((t) => t.workspace)).toEqual([wA]);
+    const before = await accountCount();
+
+    // B: the same person in three spellings Dify counts as one (and Gmail delivers to one mailbox).
+    await ingest(
+      config,
+      [
+        { workspace_name: 'B Corp', owner_email: 'b-owner@example.com', members: 'Kim.X+b@GoogleMail.com:admin' },
+        { workspace_name: 'B Two', owner_email: ' K.I.M.X@gmail.com ' },
+      ],
+      'cust-b',
+      { invite: true, invitePending: true },
+    );
+    const bChanges = await apply(
+      config,
+      [{ action: 'add_member', workspace_id: await workspaceOf('cust-b', 1), email: 'kim.x+c@gmail.com', role: 'normal' }],
+      'b-changes',
+    );
+    expect(bChanges[0]).toMatchObject({ outcome: 'unchanged' }); // the same person B's row 1 added
+    // Look-alikes are not email addresses here: rejected at reading, naming the field.
+    await provisioner!.enqueue(
+      [
+        { workspace_name: 'B Three', owner_email: 'ｋimx@gmail.com' },
+        { workspace_name: 'B Four', owner_email: 'b-owner@example.com', members: 'kіmx@gmail.com:normal' },
+      ],
+      { batchId: 'b-lookalikes', createMissingOwners: true, invite: true, sealTo: PUBLIC },
+    );
+    const lookalikes = await provisioner!.batch('b-lookalikes').report();
+    expect(lookalikes.map((r) => r.outcome)).toEqual(['rejected', 'rejected']);
+    expect(lookalikes[0]!.error).toMatch(/owner_email/);
+    expect(lookalikes[1]!.error).toMatch(/members/);
+
+    // One account (B's owner is new), joined to A's and B's workspaces; no token of it opens any
+    // workspace (A's was revoked: in two workspaces, the person has no home), none for B to reveal.
+    expect(await accountCount()).toBe(before + 1);
+    const { rows: joins } = await env!.db.query(`SELECT count(*)::int AS n FROM tenant_account_joins WHERE account_id = $1`, [kim]);
+    expect(joins[0].n).toBe(3);
+    expect(await tokensOf(kim)).toEqual([]);
+    expect((await revealed('cust-b', 'b.csv')).map((l) => l.email)).toEqual(['b-owner@example.com']);
+    expect(await revealed('b-changes', 'b-changes.csv')).toEqual([]);
+    await expect(provisioner!.resendInvitations('cust-b')).resolves.toEqual({ resent: 1, skipped: 0, withheld: 0 });
+    expect(await tokensOf(kim)).toEqual([]);
+    expect(await revealed('cust-a', 'a.csv')).toEqual([]);
+    const a = await provisioner!.batch('cust-a').report();
+    expect(a[0]!.invitations).toMatch(/^kimx@gmail\.com: revoked: the person was added to another workspace \(batch cust-b, line [12]\)/);
+  });
+});
+
+describe('two customers at the same moment', () => {
+  it("A's and B's batches naming the same new people, in both orders, run together: one account each, and no token of theirs is left opening any workspace", async () => {
+    const config = await world();
+    const people = ['p1@x.example', 'p2@x.example', 'p3@x.example', 'p4@x.example'];
+    const a: WorkspaceInput[] = people.map((p, i) =>
+      i % 2 === 0
+        ? { workspace_name: `A ${i}`, owner_email: p }
+        : { workspace_name: `A ${i}`, owner_email: `a${i}@a.example`, members: `${p}:editor` },
+    );
+    const b: WorkspaceInput[] = [...people]
+      .reverse()
+      .map((p, i) =>
+        i % 2 === 0
+          ? { workspace_name: `B ${i}`, owner_email: `b${i}@b.example`, members: `${p.toUpperCase()}:normal` }
+          : { workspace_name: `B ${i}`, owner_email: p },
+      );
+    await provisioner!.enqueue(a, { batchId: 'cust-a', createMissingOwners: true, invite: true, sealTo: PUBLIC });
+    await provisioner!.enqueue(b, { batchId: 'cust-b', createMissingOwners: true, invite: true, sealTo: PUBLIC, invitePending: true });
+    const worker = await runWorker(config, {
+      concurrency: 8,
+      logger: pino({ level: 'silent' }),
+      sweep: { intervalMs: 200, idleSeconds: 0 },
+    });
+    try {
+      await waitUntilDone(env!, ['cust-a', 'cust-b']);
+    } finally {
+      await worker.close();
+    }
+    for (const p of people) {
+      const { rows } = await env!.db.query(`SELECT id FROM accounts WHERE lower(email) = $1`, [p]);
+      expect(rows, p).toHaveLength(1);
+      // In two customers' workspaces: no link of theirs may open anything (revoked ones are gone after the commit).
+      expect(await tokensOf(rows[0].id), p).toEqual([]);
+    }
+    const links = [...(await revealed('cust-a', 'a.csv')), ...(await revealed('cust-b', 'b.csv'))].map((l) => l.email);
+    for (const p of people) expect(links).not.toContain(p);
+  });
+
+  it("`invite <batch>` of B racing A's transaction that joins B's new member to A's workspace: B's row gets no link for them", async () => {
+    const config = await world();
+    // B's batch created a member and no invitations yet; A has a workspace.
+    await ingest(
+      config,
+      [{ workspace_name: 'B Corp', owner_email: 'b-owner@example.com', members: 'shared@x.example:normal' }],
+      'cust-b',
+      {},
+    );
+    await ingest(config, [{ workspace_name: 'A Corp', owner_email: 'a-owner@example.com' }], 'cust-a', {});
+    const shared = await accountId('shared@x.example');
+    const wA = await workspaceOf('cust-a', 1);
+    // A's transaction has joined the person and not committed yet when B's `invite` reads them.
+    await joinHeldOpen(wA, shared);
+    // What the library's hook hands on (a platform may route each link to the batch's customer).
+    const handed: { email: string; mailOnly: boolean }[] = [];
+    const invite = provisioner!.inviteUninvited('cust-b', {
+      sealTo: PUBLIC,
+      send: false,
+      onIssued: (i) => void handed.push({ email: i.email, mailOnly: i.mailOnly }),
+    });
+    await until(someoneWaitsOnALock, "B's invite waits for A's transaction");
+    await held!.query('COMMIT');
+    held!.release();
+    held = undefined;
+    // The person is in A's workspace too: B's owner gets a link, the person none.
+    expect(await invite).toEqual({ invited: 1, mailOnly: 0, withheld: 1 });
+    expect(handed).toEqual([{ email: 'b-owner@example.com', mailOnly: false }]);
+    expect(await tokensOf(shared)).toEqual([]);
+    expect((await revealed('cust-b', 'b.csv')).map((l) => l.email)).toEqual(['b-owner@example.com']);
+  });
+});
+
+describe("apply's paths", () => {
+  it("B's new member made owner of A's workspace by A's changes, then B removes and re-adds them with --invite: B never holds a working link for them", async () => {
+    const config = await world();
+    await ingest(config, [{ workspace_name: 'A Corp', owner_email: 'a-owner@example.com' }], 'cust-a', {});
+    await ingest(config, [{ workspace_name: 'B Corp', owner_email: 'b-owner@example.com' }], 'cust-b', {});
+    const wA = await workspaceOf('cust-a', 1);
+    const wB = await workspaceOf('cust-b', 1);
+    // B's changes create the person with a link (at home: only in B's workspace), revealed at once.
+    await apply(config, [{ action: 'add_member', workspace_id: wB, email: 'boss@x.example', role: 'admin' }], 'b-1');
+    const boss = await accountId('boss@x.example');
+    expect((await revealed('b-1', 'b-1.csv')).map((l) => l.email)).toEqual(['boss@x.example']);
+    // A's changes add them (still pending) and make them A's owner.
+    const aReport = await apply(
+      config,
+      [
+        { action: 'add_member', workspace_id: wA, email: 'boss@x.example', role: 'admin' },
+        { action: 'transfer_owner', workspace_id: wA, email: 'boss@x.example' },
+      ],
+      'a-1',
+    );
+    expect(aReport.map((r) => r.outcome)).toEqual(['applied', 'applied']);
+    expect(await tokensOf(boss)).toEqual([]);
+    // B removes them and adds them again, asking for a link: none (they are A's owner).
+    await apply(config, [{ action: 'remove_member', workspace_id: wB, email: 'boss@x.example' }], 'b-2');
+    const again = await apply(config, [{ action: 'add_member', workspace_id: wB, email: 'boss@x.example', role: 'admin' }], 'b-3');
+    expect(again[0]).toMatchObject({ outcome: 'applied' });
+    expect(await tokensOf(boss)).toEqual([]);
+    expect(await revealed('b-3', 'b-3.csv')).toEqual([]);
+    await expect(provisioner!.resendInvitations('b-1')).rejects.toThrow(/no invitations/);
+    expect(await tokensOf(boss)).toEqual([]);
+  });
+});
