@@ -41,6 +41,7 @@ import {
   recordInvitations,
   supersede,
   superseded,
+  withdrawStrayLinks,
   type InvitationRecord,
   type PendingInvitation,
 } from '../store/invitations.js';
@@ -202,6 +203,16 @@ export class Inviter {
       done += due.length;
       if (due.length < 500 || opts.ids) return done;
     }
+  }
+
+  /**
+   * The sweep's: links whose person joined another workspace where no row of ours revoked them
+   * (Dify's console) are revoked now, their tokens deleted from Dify's Redis. Returns how many.
+   */
+  async revokeStray(db: Db): Promise<number> {
+    const stray = await withdrawStrayLinks(db);
+    if (stray.length > 0) await this.revokeWithdrawn(db, { ids: stray.map((s) => s.id) });
+    return stray.length;
   }
 
   /**

@@ -43,6 +43,31 @@ export async function withdrawAwayFromHome(tx: Tx, accountIds: string[], reason:
   return rows;
 }
 
+/** Why the sweep revoked a link (withdrawStrayLinks): the report's `invitations` column shows it. */
+export const STRAY_LINK =
+  "revoked: the person joined another workspace where dify-provision did not add them (in Dify's console, say); a link sets the password for every workspace";
+
+/**
+ * The sweep's guard for joins no row of ours made (Dify's console adding a pending person to a
+ * workspace: nothing of ours revokes then): every current link, not only mailed, whose token may
+ * still be valid and whose person is still pending and no longer at home (atHome) is revoked as
+ * withdrawAwayFromHome revokes, revealed or not. Returns the revoked records.
+ */
+export async function withdrawStrayLinks(db: Db): Promise<{ id: string }[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `UPDATE ${SCHEMA}.invitations i
+        SET superseded_at = now(), pending_token = NULL, jwe = NULL, withdrawn = $1, revoke_pending = true
+       FROM accounts a
+      WHERE a.id = i.account_id AND a.status = 'pending'
+        AND i.superseded_at IS NULL AND NOT i.mail_only
+        AND (i.stored_at IS NULL OR i.stored_at + make_interval(secs => i.ttl_seconds) > now())
+        AND NOT ${atHome('i.account_id', 'i.tenant_id')}
+      RETURNING i.id`,
+    [STRAY_LINK],
+  );
+  return rows;
+}
+
 /** Revoked invitations whose tokens are still to be deleted from Dify's Redis (all, or these; idle for idleSeconds). */
 export async function revocationsDue(
   db: Db,

@@ -1,6 +1,7 @@
 // Attacks on "invitation links never cross customers" (docs/security.md) that the first reviews
-// did not try: spellings of one person's email, two customers' batches at the same moment, and
-// apply's paths. Customer B controls B's rows and changes files and receives B's links files; each test
+// did not try: spellings of one person's email, two customers' batches at the same moment, a
+// person who joins another workspace in Dify's console after B's link was revealed, and apply's
+// paths. Customer B controls B's rows and changes files and receives B's links files; each test
 // performs the attack against real Redis and PostgreSQL.
 import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -252,6 +253,37 @@ describe('two customers at the same moment', () => {
     expect(handed).toEqual([{ email: 'b-owner@example.com', mailOnly: false }]);
     expect(await tokensOf(shared)).toEqual([]);
     expect((await revealed('cust-b', 'b.csv')).map((l) => l.email)).toEqual(['b-owner@example.com']);
+  });
+});
+
+describe("a person joins A's workspace in Dify's console after B's link was revealed", () => {
+  it("the workers' sweep revokes B's link: its token is gone from Dify's Redis, and B's report says so", async () => {
+    const config = await world();
+    await ingest(config, [{ workspace_name: 'A Corp', owner_email: 'a-owner@example.com' }], 'cust-a', {});
+    // B creates the person's account and reveals the link at once (B's link, at home in B's workspace).
+    await ingest(config, [{ workspace_name: 'B Corp', owner_email: 'b-owner@example.com', members: 'later@x.example:normal' }], 'cust-b');
+    const later = await accountId('later@x.example');
+    const wA = await workspaceOf('cust-a', 1);
+    const link = (await revealed('cust-b', 'b.csv')).find((l) => l.email === 'later@x.example')!;
+    const token = new URL(link.link!).searchParams.get('token')!;
+    expect((await tokensOf(later)).map((t) => t.token)).toEqual([token]);
+    // A's admin adds the person in Dify's console (create_tenant_member: the join, nothing of ours).
+    await env!.db.query(`INSERT INTO tenant_account_joins (tenant_id, account_id, role) VALUES ($1, $2, 'normal')`, [wA, later]);
+    // Any worker's sweep takes the link back: B must not set the password of a member of A.
+    const worker = await runWorker(config, {
+      concurrency: 1,
+      logger: pino({ level: 'silent' }),
+      sweep: { intervalMs: 200, idleSeconds: 0 },
+    });
+    try {
+      await until(async () => (await tokensOf(later)).length === 0, "B's link revoked by the sweep", 20_000);
+    } finally {
+      await worker.close();
+    }
+    const b = await provisioner!.batch('cust-b').report();
+    expect(b[0]!.invitations).toMatch(/^later@x\.example: revoked: the person joined another workspace/);
+    expect(await provisioner!.resendInvitations('cust-b')).toEqual({ resent: 1, skipped: 0, withheld: 0 });
+    expect(await tokensOf(later)).toEqual([]);
   });
 });
 
