@@ -39,7 +39,17 @@ const shownValue = (v: unknown): string =>
 
 /** The options the batch was made with, by the API's names, and how its file was read. */
 function optionsLine(s: Status): HTMLElement {
-  const asked = Object.entries(s.options ?? {}).map(([k, v]) => snakeName(k) + ': ' + shownValue(v));
+  const asked = Object.entries(s.options ?? {}).map(
+    ([k, v]) =>
+      snakeName(k) +
+      ': ' +
+      // A column map as it is written: "Heading=column", one after another.
+      (k === 'columnMap' && typeof v === 'object' && v !== null
+        ? Object.entries(v as Record<string, unknown>)
+            .map(([h, c]) => h + '=' + String(c))
+            .join(', ')
+        : shownValue(v)),
+  );
   const read = s.input
     ? Object.entries(s.input)
         .filter(([, v]) => v !== undefined && v !== 0)

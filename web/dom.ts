@@ -84,6 +84,9 @@ export const optionKinds = new Map<string, string>();
  * duplicate names") and the library's names are left out. Other flags (the dashboard's own
  * --max-bytes) stay as they are: they are the operator's.
  */
+/** The CLI's flags whose option has another name in the API (and on New batch). */
+const FLAG_OPTIONS: Record<string, string> = { map: 'column_map' };
+
 export function consoleWords(message: string): string {
   return message
     .replace(/ \(library: [^)]*\)/g, '')
@@ -91,7 +94,7 @@ export function consoleWords(message: string): string {
     .replace(
       /(?:\bpass )?`?--([a-z][a-z0-9-]*)(?: ('[^']*'|"[^"]*"|[^\s`;,)]+))?`?/g,
       (all: string, flag: string, value: string | undefined) => {
-        const name = flag.replace(/-/g, '_');
+        const name = FLAG_OPTIONS[flag] ?? flag.replace(/-/g, '_');
         const kind = optionKinds.get(name);
         if (kind === undefined) return all;
         const words = name.replace(/_/g, ' ');
@@ -99,6 +102,7 @@ export function consoleWords(message: string): string {
         if (kind === 'boolean') return `tick "${words}" (options above)${value === undefined ? '' : ' ' + value}`;
         if (value === undefined) return `"${words}" (options above)`;
         const v = value.replace(/^['"]|['"]$/g, '');
+        if (kind === 'map') return `a line ${v} in "${words}" (options above)`;
         return `set "${words}" to ${v === 'tab' ? 'tab' : v} (options above)`;
       },
     );

@@ -56,6 +56,9 @@ function optionInput(o: OptionField, changed: () => void): { name: string; node:
       el('option', { value: '', text: 'default' }),
       ...(o.choices ?? []).map((c) => el('option', { value: c, text: c === '\t' ? 'tab' : c })),
     );
+  } else if (o.kind === 'map') {
+    // One "Heading=column" a line, as the API takes it in a form field.
+    input = el('textarea', { id, name: o.name, rows: '2', placeholder: 'Owner E-mail=owner_email', onchange: changed });
   } else if (o.kind === 'pem') {
     const area = el('textarea', { id, name: o.name, rows: '3', placeholder: '-----BEGIN PUBLIC KEY-----', onchange: changed });
     const pick = el('input', { type: 'file', id: id + '-file', accept: '.pem,.pub,.txt' });
@@ -79,7 +82,11 @@ function optionInput(o: OptionField, changed: () => void): { name: string; node:
     if (o.name === 'encoding') extra.push(el('datalist', { id: 'encodings' }, ...ENCODINGS.map((e) => el('option', { value: e }))));
   }
   const node = el('label', { class: 'opt field', title: o.description }, el('span', { text: label(o.name) }), input, ...extra);
-  return { name: o.name, node, value: () => (input.value.trim() === '' ? undefined : o.kind === 'pem' ? input.value : input.value.trim()) };
+  return {
+    name: o.name,
+    node,
+    value: () => (input.value.trim() === '' ? undefined : o.kind === 'pem' || o.kind === 'map' ? input.value : input.value.trim()),
+  };
 }
 
 /** A random Idempotency-Key (crypto.randomUUID needs a secure context; a LAN address over http is not one). */

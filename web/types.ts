@@ -102,7 +102,7 @@ export interface RowsPage {
 /** GET /api/ingest-options: one option of the API, as New batch shows it. */
 export interface OptionField {
   name: string;
-  kind: 'boolean' | 'number' | 'text' | 'choice' | 'pem';
+  kind: 'boolean' | 'number' | 'text' | 'choice' | 'pem' | 'map';
   choices?: string[];
   description: string;
 }

@@ -8,7 +8,7 @@ import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
 import { storable } from '../input/row-checker.js';
 import { withTransaction, type Tx } from '../db/pool.js';
 import { BatchConflictError, UsageError } from '../common/errors.js';
-import { BatchTooLargeError, type EnqueueDeps } from '../ingest/enqueue-batch.js';
+import { askedOptions, BatchTooLargeError, type EnqueueDeps } from '../ingest/enqueue-batch.js';
 import { BATCH_LIMITS, sizeWords } from '../common/limits.js';
 import { DEFAULT_RETRY, type ChangeJob, type RetryPolicy } from '../queue/contract.js';
 import { settleLostJobs } from '../queue/lost-jobs.js';
@@ -85,7 +85,8 @@ export async function enqueueChanges(
       tx,
       opts.batchId,
       opts.source,
-      { retry: opts.retry ?? DEFAULT_RETRY, ...settings, ...(sealTo ? { sealTo } : {}) },
+      // The options as asked (a file's reading ones too), shown on the batch's page, as ingest's.
+      { retry: opts.retry ?? DEFAULT_RETRY, ...settings, ...(sealTo ? { sealTo } : {}), asked: askedOptions(opts, sealTo) },
       'changes',
     );
     const lineage = deps.lineage?.();

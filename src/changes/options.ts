@@ -2,8 +2,9 @@
 // ingest's options that apply to changes (ingest/options.ts), mapped onto the library's
 // ApplyOptions & ReadOptions by name, as ingest's are.
 import type { z } from 'zod';
-import { camelOptions, IngestOptionsSchema, textOptions, type Camel } from '../ingest/options.js';
+import { camelOptions, columnMapSchema, IngestOptionsSchema, textOptions, type Camel } from '../ingest/options.js';
 import type { ReadOptions } from '../input/read-rows.js';
+import { CHANGE_ROWS } from './change-row.js';
 import type { ApplyOptions } from './enqueue-changes.js';
 
 export const ChangeOptionsSchema = IngestOptionsSchema.pick({
@@ -15,6 +16,7 @@ export const ChangeOptionsSchema = IngestOptionsSchema.pick({
   delimiter: true,
   encoding: true,
   sheet: true,
+  header_row: true,
   attempts: true,
   backoff_ms: true,
   source: true,
@@ -22,6 +24,8 @@ export const ChangeOptionsSchema = IngestOptionsSchema.pick({
   create_missing_owners: IngestOptionsSchema.shape.create_missing_owners.describe(
     "add_member of an email with no Dify account creates it (pending, as Dify's invite does)",
   ),
+  // The headings of a changes file map onto its own columns (action, workspace_id, email, …).
+  column_map: columnMapSchema(CHANGE_ROWS),
   invite: IngestOptionsSchema.shape.invite.describe(
     "every account add_member creates gets Dify's invitation token in Dify's Redis and a link sealed to seal_to (needs CONSOLE_WEB_URL)",
   ),

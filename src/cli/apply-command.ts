@@ -16,7 +16,7 @@ import { StrictValidationError } from '../input/input-rows.js';
 import { provisionerOn } from '../provisioner.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
 import { generatedBatchId } from '../common/types.js';
-import { EXIT_INVALID, formatRejection } from './ingest-command.js';
+import { checkedMap, EXIT_INVALID, formatRejection } from './ingest-command.js';
 import { waitAndReport } from './wait-command.js';
 
 export interface ApplyFlags {
@@ -37,6 +37,9 @@ export interface ApplyFlags {
   delimiter?: Delimiter;
   encoding?: string;
   sheet?: string;
+  headerRow?: number;
+  /** --map: heading → column. */
+  map?: Record<string, string>;
   json?: boolean;
   attempts: number;
   backoffMs: number;
@@ -70,6 +73,8 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
     ...(flags.delimiter ? { delimiter: flags.delimiter } : {}),
     ...(flags.encoding ? { encoding: flags.encoding } : {}),
     ...(flags.sheet ? { sheet: flags.sheet } : {}),
+    ...(flags.headerRow ? { headerRow: flags.headerRow } : {}),
+    ...(flags.map ? { columnMap: checkedMap(flags.sync ? SYNC_ROWS : CHANGE_ROWS, flags.map) } : {}),
     source: file === '-' ? 'stdin' : file,
     ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
     // What the checks across the file hold (and a membership file, read whole) has the batch's bounds.

@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { databaseOf, requireInvitations, requireMail, type Config } from '../config/config.js';
 import { describeInput, newInputInfo, type Delimiter } from '../input/decode.js';
 import { readRows, WORKSPACE_ROWS, type ReadOptions } from '../input/read-rows.js';
-import { mapEntryProblem } from '../input/header.js';
+import { mapEntryProblem, type Vocabulary } from '../input/header.js';
 import { UsageError } from '../common/errors.js';
 import type { RejectedRow } from '../input/row-checker.js';
 import { describeSchema, probeDifySchema, type Band } from '../dify/schema-probe.js';
@@ -72,7 +72,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
     ...(flags.encoding ? { encoding: flags.encoding } : {}),
     ...(flags.sheet ? { sheet: flags.sheet } : {}),
     ...(flags.headerRow ? { headerRow: flags.headerRow } : {}),
-    ...(flags.map ? { columnMap: checkedMap(flags.map) } : {}),
+    ...(flags.map ? { columnMap: checkedMap(WORKSPACE_ROWS, flags.map) } : {}),
     allowDuplicateNames: flags.allowDuplicateNames ?? false,
     source: file === '-' ? 'stdin' : file,
     ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
@@ -219,10 +219,10 @@ function printRows(rows: PlanRow[]): void {
   }
 }
 
-/** --map's entries, each naming a column of the workspaces file (or - to drop it). */
-function checkedMap(map: Record<string, string>): Record<string, string> {
+/** --map's entries, each naming a column of the file (`kind`: workspaces, changes, memberships) or - to drop it. */
+export function checkedMap(kind: Vocabulary, map: Record<string, string>): Record<string, string> {
   for (const [heading, column] of Object.entries(map)) {
-    const problem = mapEntryProblem(WORKSPACE_ROWS, heading, column);
+    const problem = mapEntryProblem(kind, heading, column);
     if (problem) throw new UsageError(`--map "${heading}=${column}": ${problem}`);
   }
   return map;

@@ -126,6 +126,18 @@ Configuration (every command):
     .addOption(new Option('--delimiter <d>', 'CSV column delimiter: , ; or tab (default: detected from the header)').argParser(delimiter))
     .option('--encoding <name>', 'the CSV is not UTF-8 (or UTF-16 with a BOM): e.g. windows-1252')
     .option('--sheet <name>', '.xlsx: the sheet to read (default: the first)')
+    .addOption(
+      new Option(
+        '--header-row <n>',
+        "the header's line (the sheet's row number); the lines above it are skipped (default: the first of the first 10 lines that names the file's required columns)",
+      ).argParser(positiveInt('--header-row')),
+    )
+    .addOption(
+      new Option(
+        '--map <heading=column>',
+        'read a heading as a column, e.g. --map "Person=email" (repeatable; column - drops it); common spellings are read without it',
+      ).argParser(columnMapping),
+    )
     .option('--strict', 'if any row is invalid, queue nothing and list every invalid row')
     .option('--create-missing-owners', 'add_member of an email without a Dify account creates it (pending, as Dify invites do)')
     .option('--wait', 'follow the batch until it is done, then write its report; exit 0 only if every row was applied or unchanged')

@@ -3,9 +3,45 @@
 // library's EnqueueOptions & ReadOptions by name. An option the library gains (EnqueueOptions)
 // reaches the API with one line here: its snake_case name and its type.
 import { z } from 'zod';
-import type { ReadOptions } from '../input/read-rows.js';
+import { mapEntryProblem, type Vocabulary } from '../input/header.js';
+import { HEADER_SEARCH, WORKSPACE_ROWS, type ReadOptions } from '../input/read-rows.js';
 import { DEFAULT_RETRY, type RetryPolicy } from '../queue/contract.js';
 import type { EnqueueOptions } from './enqueue-batch.js';
+
+/** At most this many headings in a column map (a file has far fewer columns). */
+const MAX_MAPPED = 200;
+
+/** header_row (--header-row N): the header's line. */
+export const headerRowSchema = z
+  .number()
+  .int()
+  .min(1)
+  .max(1_000_000)
+  .optional()
+  .describe(
+    `files: the header's line (the sheet's row number); the lines above it are skipped (default: the first of the first ${HEADER_SEARCH} lines that names every required column)`,
+  );
+
+/**
+ * column_map (--map "Heading=column"): headings read as columns of `kind`'s file, each entry
+ * checked as the CLI checks it (a column that is none is refused, naming the heading).
+ */
+export function columnMapSchema(kind: Vocabulary) {
+  return z
+    .record(z.string(), z.string())
+    .superRefine((map, ctx) => {
+      const entries = Object.entries(map);
+      if (entries.length > MAX_MAPPED) ctx.addIssue({ code: 'custom', message: `at most ${MAX_MAPPED} headings` });
+      for (const [heading, column] of entries) {
+        const problem = mapEntryProblem(kind, heading, column);
+        if (problem) ctx.addIssue({ code: 'custom', path: [heading], message: `"${heading}=${column}": ${problem}` });
+      }
+    })
+    .optional()
+    .describe(
+      `files: headings read as columns, e.g. {"Owner E-mail": "owner_email"} (as text: one "Heading=column" a line; CLI: --map); the column - drops that heading's column; the common spellings of each column are read without it`,
+    );
+}
 
 export const IngestOptionsSchema = z
   .object({
@@ -35,6 +71,8 @@ export const IngestOptionsSchema = z
     delimiter: z.enum([',', ';', '\t']).optional().describe('CSV: the column delimiter (default: detected from the header)'),
     encoding: z.string().min(1).optional().describe('CSV: the encoding when not UTF-8 (or UTF-16 with a BOM), e.g. windows-1252'),
     sheet: z.string().min(1).optional().describe('.xlsx: the sheet to read (default: the first)'),
+    header_row: headerRowSchema,
+    column_map: columnMapSchema(WORKSPACE_ROWS),
     attempts: z
       .number()
       .int()
@@ -90,12 +128,32 @@ export function textOptions<T extends z.ZodRawShape>(schema: z.ZodObject<T>) {
               ? z.stringbool({ truthy: ['true', '1', 'yes'], falsy: ['false', '0', 'no'] })
               : inner instanceof z.ZodNumber
                 ? z.string().regex(/^\d+$/, 'must be a whole number').transform(Number).pipe(inner)
-                : inner;
+                : inner instanceof z.ZodRecord
+                  ? z
+                      .string()
+                      .transform(mapLines)
+                      .pipe(inner as z.ZodType<unknown, Record<string, string>>)
+                  : inner;
           return [k, text.optional().describe(optional.description ?? '')];
         }),
       ) as unknown as { [K in keyof z.output<z.ZodObject<T>>]-?: z.ZodType<z.output<z.ZodObject<T>>[K], string | undefined> },
     )
     .strict();
+}
+
+/** A column map as text: one "Heading=column" a line (the heading up to the last `=`, as --map). */
+function mapLines(text: string, ctx: z.core.$RefinementCtx<string>): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (const [i, line] of text.split(/\r?\n/).entries()) {
+    if (line.trim() === '') continue;
+    const at = line.lastIndexOf('=');
+    if (at <= 0) {
+      ctx.addIssue({ code: 'custom', message: `line ${i + 1}: "${line}": one "Heading=column" a line, e.g. Owner E-mail=owner_email` });
+      continue;
+    }
+    map[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return map;
 }
 
 /** Ingest's options as text. */
@@ -104,7 +162,8 @@ export const IngestOptionsTextSchema = textOptions(IngestOptionsSchema);
 /** One ingest option as a form shows it (the dashboard's New batch page builds its fields from these). */
 export interface OptionField {
   name: keyof IngestOptions;
-  kind: 'boolean' | 'number' | 'text' | 'choice' | 'pem';
+  /** map: headings and columns, one "Heading=column" a line. */
+  kind: 'boolean' | 'number' | 'text' | 'choice' | 'pem' | 'map';
   /** choice: the values taken. */
   choices?: string[];
   description: string;
@@ -117,6 +176,7 @@ export function optionFields(): OptionField[] {
     const description = schema.description ?? '';
     if (inner instanceof z.ZodBoolean) return { name: name as keyof IngestOptions, kind: 'boolean', description };
     if (inner instanceof z.ZodNumber) return { name: name as keyof IngestOptions, kind: 'number', description };
+    if (inner instanceof z.ZodRecord) return { name: name as keyof IngestOptions, kind: 'map', description };
     if (inner instanceof z.ZodEnum)
       return { name: name as keyof IngestOptions, kind: 'choice', choices: (inner.options as unknown[]).map(String), description };
     // A PEM is lines of text: a text area (or a file read in the browser).

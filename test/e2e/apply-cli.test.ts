@@ -180,6 +180,23 @@ describe('apply from the CLI', () => {
     expect((await world.rowsOf('loose')).map((r: { outcome: string }) => r.outcome)).toEqual(['applied', 'rejected']);
   });
 
+  it('--header-row and --map read a changes file with a title and headings of its own; the batch records them (issue 32)', async () => {
+    const env = world.env;
+    const file = join(env.dir, 'titled-changes.csv');
+    await writeFile(file, 'Renames – March,,\nWhat,Customer,New name\nrename,crm-1001,Acme Renamed\n');
+    const map = ['--map', 'What=action', '--map', 'Customer=external_id', '--map', 'New name=name'];
+    const plain = await runCli(['apply', file, '--dry-run'], env.env);
+    expect(plain.code).not.toBe(0);
+    const wrong = await runCli(['apply', file, '--dry-run', '--header-row', '2', '--map', 'What=acton'], env.env);
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toContain('--map "What=acton": "acton" is not a column (did you mean action?)');
+    const read = await runCli(['apply', file, '--header-row', '2', ...map, '--batch-id', 'titled', '--json'], env.env);
+    expect(read.code, read.stderr).toBe(0);
+    expect(JSON.parse(read.stdout)).toMatchObject({ total: 1, queued: 1, rejected: 0 });
+    const status = JSON.parse((await runCli(['status', 'titled', '--json'], env.env)).stdout);
+    expect(status.options).toMatchObject({ headerRow: 2, columnMap: { What: 'action', Customer: 'external_id', 'New name': 'name' } });
+  });
+
   it('a worker SIGKILLed in the middle of a change batch: another finishes it, every change made once', async () => {
     const env = world.env;
     const rows = Array.from({ length: 10 }, (_, i) => ({

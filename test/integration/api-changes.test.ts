@@ -132,6 +132,24 @@ describe('POST /api/v1/changes/plans: a dry run of changes, writing nothing', ()
   });
 });
 
+describe('a changes file with a title above its header and headings of its own (issue 32)', () => {
+  it('header_row and column_map read it, as apply --header-row and --map do; the change batch records them; a bad entry is named', async () => {
+    const file = `Leavers – March,,\nWhat,Customer,Person\nremove_member,cust-1,owner2@example.com\n`;
+    const map = 'What=action\nCustomer=external_id\nPerson=email';
+    expect((await errorOf(await api('/changes/plans', csvBody(file)), 422)).code).toBe('CSV_FORMAT');
+    const query = `header_row=2&column_map=${encodeURIComponent(map)}`;
+    const plan = await answer(await api(`/changes/plans?${query}`, csvBody(file)), 200, S.ChangePlanResponseSchema);
+    expect(plan).toMatchObject({ total: 1, would_apply: { remove: 1 }, rejected: 0, refused: 0 });
+    const made = await answer(await api(`/changes?${query}&batch_id=leavers`, csvBody(file)), 201, S.ApplyResponseSchema);
+    expect(made).toMatchObject({ queued: 1, rejected: 0 });
+    const status = await answer(await api('/batches/leavers'), 200, S.BatchStatusSchema);
+    expect(status.options).toMatchObject({ header_row: 2, column_map: { What: 'action', Customer: 'external_id', Person: 'email' } });
+    // The changes file's columns, not a workspaces file's.
+    const bad = await errorOf(await api(`/changes/plans?column_map=${encodeURIComponent('Person=owner_email')}`, csvBody(file)), 400);
+    expect(bad.details).toEqual([{ field: 'query.column_map.Person', message: expect.stringContaining('"owner_email" is not a column') }]);
+  });
+});
+
 describe('POST /api/v1/changes, run by a worker; the batch routes show change batches beside ingest batches', () => {
   it('applies JSON rows; lists, pages, reports, retries, cancels and resumes a change batch', async () => {
     const created = await answer(

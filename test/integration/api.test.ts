@@ -317,6 +317,44 @@ describe('the API for scripts: Location, reposts, the batch list, field errors (
     expect(rows.rows[0]).toMatchObject({ workspace_name: 'O’Neil Café' });
   });
 
+  it('a file whose header is below a title and has headings of its own: header_row and column_map, recorded; a bad entry named (issue 32)', async () => {
+    // Eleven lines of notes above the header (past the first 10 searched), and a heading no alias reads.
+    const notes = Array.from({ length: 11 }, (_, i) => `Note ${i + 1},`).join('\n');
+    const file = `${notes}\nCompany,Owner Contact,Remarks\nAcme Title,owner1@example.com,keep\n`;
+    const map = 'Owner Contact=owner_email\nRemarks=-';
+    // Without them the file is refused; with them it is read, from the form's fields or the query string.
+    expect((await errorOf(await api('/plans', csvBody(file)), 422)).code).toBe('CSV_FORMAT');
+    expect((await errorOf(await api('/plans?header_row=12', csvBody(file)), 422)).message).toContain('Owner Contact');
+    const form = new FormData();
+    form.set('header_row', '12');
+    form.set('column_map', map);
+    form.set('file', new Blob([file], { type: 'text/csv' }), 'titled.csv');
+    expect(await answer(await api('/plans', { method: 'POST', body: form }), 200, S.PlanResponseSchema)).toMatchObject({
+      total: 1,
+      would_create: 1,
+    });
+    const query = `header_row=12&column_map=${encodeURIComponent(map)}`;
+    const made = await answer(await api(`/batches?${query}&batch_id=titled`, csvBody(file)), 201, S.EnqueueResponseSchema);
+    expect(made).toMatchObject({ queued: 1, rejected: 0 });
+    const status = await answer(await api('/batches/titled'), 200, S.BatchStatusSchema);
+    expect(status.options).toMatchObject({ header_row: 12, column_map: { 'Owner Contact': 'owner_email', Remarks: '-' } });
+    // A column that is none, a line that is no entry, a header row below 1: each named by its field.
+    const bad = await errorOf(await api(`/plans?column_map=${encodeURIComponent('Owner Contact=owner_emial')}`, csvBody(file)), 400);
+    expect(bad.details).toEqual([
+      { field: 'query.column_map.Owner Contact', message: expect.stringContaining('did you mean owner_email?') },
+    ]);
+    const noEntry = await errorOf(await api(`/plans?column_map=${encodeURIComponent('Owner Contact')}`, csvBody(file)), 400);
+    expect(noEntry.details).toEqual([{ field: 'query.column_map', message: expect.stringContaining('one "Heading=column" a line') }]);
+    expect((await errorOf(await api('/plans?header_row=0', csvBody(file)), 400)).details).toEqual([
+      { field: 'query.header_row', message: expect.any(String) },
+    ]);
+    const inJson = await errorOf(await api('/batches', json({ rows: GOOD, options: { column_map: { Contact: 'owner' } } })), 400);
+    expect(inJson.details).toEqual([
+      { field: 'body.options.column_map.Contact', message: expect.stringContaining('"owner" is not a column') },
+    ]);
+    expect(await batchCount()).toBe(1);
+  });
+
   it('a 400 lists each problem by field, unknown fields too', async () => {
     const query = await errorOf(await api('/batches?limit=0&colour=red&after=nonsense'), 400);
     expect(query.code).toBe('INVALID_REQUEST');

@@ -299,7 +299,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       ok: { status: 200, description: 'the batch now', schema: S.BatchStatusSchema },
       errors: [404],
       async handle({ params }) {
-        return { status: 200, body: snake(await liveStatus(deps.db, params.id!, await deps.workers())) };
+        return { status: 200, body: statusBody(await liveStatus(deps.db, params.id!, await deps.workers())) };
       },
     },
     {
@@ -446,6 +446,13 @@ export async function liveStatus(db: Db, id: string, workers: Workers) {
   const t = await getThroughput(db, id, status.open);
   // Without a worker nothing moves: no rate from the rows of a worker that has stopped, no ETA.
   return { ...status, throughput: status.state === 'stalled' ? { ...t, perSecond: 0, etaSeconds: null } : t };
+}
+
+/** A batch's status as the API answers it: snake_case names, but a column map's headings as they were written. */
+function statusBody(s: Awaited<ReturnType<typeof liveStatus>>) {
+  const body = snake(s);
+  if (s.options['columnMap'] !== undefined) body.options.column_map = s.options['columnMap'];
+  return body;
 }
 
 /** A row in full, as the API answers it: the report's columns, then how it went and what it wrote. */
