@@ -12,11 +12,11 @@ import { databaseOf, type Config } from '../config/config.js';
 import { newInputInfo, describeInput, type Delimiter } from '../input/decode.js';
 import { readRecords, type Checked, type ReadOptions } from '../input/read-rows.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
-import { StrictValidationError } from '../input/input-rows.js';
 import { provisionerOn } from '../provisioner.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
 import { generatedBatchId } from '../common/types.js';
-import { checkedMap, EXIT_INVALID, formatRejection } from './ingest-command.js';
+import { checkedMap } from './ingest-command.js';
+import { EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
 import { waitAndReport } from './wait-command.js';
 
 export interface ApplyFlags {
@@ -46,11 +46,6 @@ export interface ApplyFlags {
   maxRows?: number;
   maxBytes?: number;
 }
-
-const printRejection = (row: Pick<Extract<CheckedChange, { ok: false }>, 'line' | 'errors'>) =>
-  process.stderr.write(`${formatRejection(row)}\n`);
-const print = (flags: { json?: boolean }, json: object, text: string) =>
-  process.stdout.write(flags.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
 
 /**
  * A fresh batch id each run, named after the file: applying the same file again is a new batch
@@ -99,16 +94,7 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
         ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
         onRejected: printRejection,
       })
-      .catch((err: unknown) => {
-        if (!(err instanceof StrictValidationError)) throw err;
-        for (const r of err.rejected) printRejection(r);
-        print(
-          flags,
-          { strict: true, queued: 0, rejected: err.rejected.length },
-          `--strict: ${err.rejected.length} invalid row(s); nothing was queued`,
-        );
-        return undefined;
-      });
+      .catch(refusedWhenStrict(flags));
     if (!batch) return EXIT_INVALID;
     const s = batch.summary;
     if (!flags.wait || !flags.json)

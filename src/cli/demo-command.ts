@@ -13,7 +13,7 @@ import { startLocalServices, type LocalServices } from '../services/local-servic
 import { reportRows } from '../store/report.js';
 import { runWorker } from '../worker/run-worker.js';
 import { formatStatus } from './batch-commands.js';
-import { formatRejection } from './ingest-command.js';
+import { formatRejection } from './rejections.js';
 import { escapeControls } from './terminal.js';
 import { writeReports } from './wait-command.js';
 

@@ -12,13 +12,12 @@ import { describeInput, newInputInfo, type Delimiter } from '../input/decode.js'
 import { readRows, WORKSPACE_ROWS, type ReadOptions } from '../input/read-rows.js';
 import { mapEntryProblem, type Vocabulary } from '../input/header.js';
 import { UsageError } from '../common/errors.js';
-import type { RejectedRow } from '../input/row-checker.js';
 import { describeSchema, probeDifySchema, type Band } from '../dify/schema-probe.js';
 import { batchIdForFile, batchIdForStdin } from '../ingest/batch-id.js';
-import { StrictValidationError } from '../input/input-rows.js';
 import { planBatch, type PlanRow } from '../ingest/plan.js';
 import { provisionerOn } from '../provisioner.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
+import { EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
 import { escapeControls } from './terminal.js';
 import { waitAndReport } from './wait-command.js';
 import { bandQueuesDefaultPlugins, INSTALL_DEFAULT_PLUGINS, PLUGIN_QUEUE } from '../worker/dify-tasks.js';
@@ -54,16 +53,7 @@ export interface IngestFlags {
   maxBytes?: number;
 }
 
-/** Exit code when rows were invalid and nothing (strict) or not everything (dry run) would go. */
-export const EXIT_INVALID = 2;
-
-export function formatRejection(row: Pick<RejectedRow, 'line' | 'errors'>): string {
-  return row.errors.map((e) => escapeControls(`line ${row.line} (${e.field}): ${e.message}`)).join('\n');
-}
 const dups = (n: number) => (n > 0 ? ` (${n} likely duplicate${n === 1 ? '' : 's'})` : '');
-const printRejection = (row: Pick<RejectedRow, 'line' | 'errors'>) => process.stderr.write(`${formatRejection(row)}\n`);
-const print = (flags: { json?: boolean }, json: object, text: string) =>
-  process.stdout.write(flags.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
 
 export async function ingestCommand(file: string, flags: IngestFlags, config: Config): Promise<number> {
   const readOpts: ReadOptions = {
@@ -100,16 +90,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
           ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
           onRejected: printRejection,
         })
-        .catch((err: unknown) => {
-          if (!(err instanceof StrictValidationError)) throw err;
-          for (const r of err.rejected) printRejection(r);
-          print(
-            flags,
-            { strict: true, queued: 0, rejected: err.rejected.length },
-            `--strict: ${err.rejected.length} invalid row(s); nothing was queued`,
-          );
-          return undefined;
-        });
+        .catch(refusedWhenStrict(flags));
       if (!batch) return EXIT_INVALID;
       const s = batch.summary;
       const again = `${s.alreadyInBatch > 0 ? `, ${s.alreadyInBatch} already in this batch` : ''}${dups(s.likelyDuplicates)}`;
