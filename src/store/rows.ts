@@ -74,19 +74,23 @@ export async function recordedSpec<Spec>(db: Db, batchId: string, line: number):
   return rows[0];
 }
 
-export interface AttemptStart {
-  /** The job is exactly what ingest recorded for its row, in the row's current round. */
+/** What an attempt starts from (startAttempt, startChange). */
+export interface Started {
+  /** The job is exactly what ingest (or apply) recorded for its row, in the row's current round. */
   matches: boolean;
   /**
    * The row was queued under this server's lineage (or one before it) and the server still has
    * that lineage: false for a row of the server this database was copied from (nothing was done).
    */
   ours: boolean;
-  /** The key and round of the row ingest recorded at the job's batch and line, if any. */
+  /** The key and round of the row recorded at the job's batch and line, if any. */
   recordedKey?: string;
   recordedRound?: number;
   /** The row's outcome before this attempt: only a queued or active row was started. */
   outcome?: Outcome;
+}
+
+export interface AttemptStart extends Started {
   known?: KnownEntry;
   /** A Dify tenant with the row's tenant id exists already. */
   tenantTaken: boolean;
@@ -100,113 +104,32 @@ export interface OwnLineage {
   chain: string[];
 }
 
-/**
- * queued/active → active (one more attempt), only for a job that is exactly what ingest
- * recorded, in the row's current round (a copy of an earlier round's job, or of a failed one,
- * starts nothing), and queued on this server (`own`: a row of another server's lineage is left
- * as it is); returns the row's outcome before, the ledger entry for its key, whether its tenant
- * id is taken, and the accounts behind its emails.
- */
-export async function startAttempt(
-  db: Db,
-  job: { batchId: string; line: number; key: string; tenantId: string },
-  round: number,
-  attempt: number,
-  emails: string[],
-  rules: AccountRules,
-  own?: OwnLineage,
-): Promise<AttemptStart> {
-  const candidates = accountCandidates(emails, rules, 10);
-  const { rows } = await db.query<
-    {
-      matches: boolean;
-      ours: boolean;
-      recorded_key: string | null;
-      recorded_round: number | null;
-      outcome: Outcome | null;
-      tenant_taken: boolean;
-      accounts: Account[] | null;
-    } & KnownColumns
-  >(
-    `WITH mine AS (
-       SELECT outcome, idempotency_key, round, spec = $6::jsonb AND round = $7 AS matches,
-              $8::text IS NULL OR ((NOT spec ? 'lineage' OR spec->>'lineage' = ANY($9::text[]))
-                                   AND EXISTS (SELECT 1 FROM ${SCHEMA}.server WHERE lineage::text = $8)) AS ours
-         FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2
-     ), started AS (
-       UPDATE ${SCHEMA}.rows SET outcome = 'active', attempts = $3, updated_at = now()
-        WHERE batch_id = $1 AND line = $2 AND outcome IN ('queued', 'active') AND spec = $6::jsonb AND round = $7
-          AND (SELECT ours FROM mine)
-     )
-     SELECT COALESCE((SELECT matches FROM mine), false) AS matches, COALESCE((SELECT ours FROM mine), true) AS ours,
-            (SELECT idempotency_key FROM mine) AS recorded_key,
-            (SELECT round FROM mine) AS recorded_round,
-            (SELECT outcome FROM mine) AS outcome,
-            ${KNOWN_COLUMNS},
-            EXISTS (SELECT 1 FROM tenants WHERE id = $5) AS tenant_taken,
-            (SELECT json_agg(${candidates.json} ORDER BY a.created_at)
-               FROM accounts a WHERE ${candidates.where}) AS accounts
-       FROM (SELECT 1) AS one
-       ${knownJoin('$4')}`,
-    [
-      job.batchId,
-      job.line,
-      attempt,
-      job.key,
-      job.tenantId,
-      JSON.stringify(job),
-      round,
-      own?.lineage ?? null,
-      own?.chain ?? [],
-      ...candidates.params,
-    ],
-  );
-  const r = rows[0]!;
-  const known = knownOf(r);
-  return {
-    matches: r.matches,
-    ours: r.ours,
-    ...(r.recorded_key ? { recordedKey: r.recorded_key } : {}),
-    ...(r.recorded_round !== null ? { recordedRound: r.recorded_round } : {}),
-    ...(r.outcome ? { outcome: r.outcome } : {}),
-    tenantTaken: r.tenant_taken,
-    accounts: r.accounts ?? [],
-    ...(known ? { known } : {}),
-  };
-}
-
-/** What a change row's attempt starts from (startChange). */
-export interface ChangeStart {
-  /** The job is exactly what apply recorded for its row, in the row's current round. */
+/** The columns startStatement selects for every attempt. */
+export interface StartedColumns {
   matches: boolean;
-  /** Queued on this server (see AttemptStart.ours). */
   ours: boolean;
-  recordedKey?: string;
-  recordedRound?: number;
-  /** The row's outcome before this attempt: only a queued or active row was started. */
-  outcome?: Outcome;
+  recorded_key: string | null;
+  recorded_round: number | null;
+  outcome: Outcome | null;
 }
 
 /**
- * queued/active → active for a change row's job: the same rules as startAttempt (the recorded
- * spec, the current round, this server's lineage), without the ledger and accounts a new
- * workspace needs: a change reads what it needs in its workspace's transaction.
+ * queued/active → active (one more attempt), only for a job that is exactly what was recorded
+ * for its row (its spec), in the row's current round (a copy of an earlier round's job, or of a
+ * failed one, starts nothing), and queued on this server (`own`: a row of another server's
+ * lineage is left as it is); selects StartedColumns, then `more.columns` (from `more.from`),
+ * whose parameters are `more.values` ($8 on). Every parameter is typed by a cast or a column:
+ * the statement can be sent inlined (db/pool.ts) with others.
  */
-export async function startChange(
-  db: Db,
+export function startStatement(
   job: { batchId: string; line: number },
   round: number,
   attempt: number,
   own?: OwnLineage,
-): Promise<ChangeStart> {
-  const { rows } = await db.query<{
-    matches: boolean;
-    ours: boolean;
-    recorded_key: string | null;
-    recorded_round: number | null;
-    outcome: Outcome | null;
-  }>(
-    `WITH mine AS (
+  more: { columns: string; from?: string; values: unknown[] } = { columns: '', values: [] },
+): Statement {
+  return {
+    text: `WITH mine AS (
        SELECT outcome, idempotency_key, round, spec = $4::jsonb AND round = $5 AS matches,
               $6::text IS NULL OR ((NOT spec ? 'lineage' OR spec->>'lineage' = ANY($7::text[]))
                                    AND EXISTS (SELECT 1 FROM ${SCHEMA}.server WHERE lineage::text = $6)) AS ours
@@ -218,10 +141,14 @@ export async function startChange(
      )
      SELECT COALESCE((SELECT matches FROM mine), false) AS matches, COALESCE((SELECT ours FROM mine), true) AS ours,
             (SELECT idempotency_key FROM mine) AS recorded_key, (SELECT round FROM mine) AS recorded_round,
-            (SELECT outcome FROM mine) AS outcome`,
-    [job.batchId, job.line, attempt, JSON.stringify(job), round, own?.lineage ?? null, own?.chain ?? []],
-  );
-  const r = rows[0]!;
+            (SELECT outcome FROM mine) AS outcome${more.columns ? `,\n            ${more.columns}` : ''}
+       ${more.from ?? ''}`,
+    values: [job.batchId, job.line, attempt, JSON.stringify(job), round, own?.lineage ?? null, own?.chain ?? [], ...more.values],
+  };
+}
+
+/** What startStatement's row says. */
+export function startedOf(r: StartedColumns): Started {
   return {
     matches: r.matches,
     ours: r.ours,
@@ -229,6 +156,51 @@ export async function startChange(
     ...(r.recorded_round !== null ? { recordedRound: r.recorded_round } : {}),
     ...(r.outcome ? { outcome: r.outcome } : {}),
   };
+}
+
+/**
+ * The start of a new workspace's attempt (startStatement), with the ledger entry for its key,
+ * whether its tenant id is taken, and the accounts behind its emails.
+ */
+export async function startAttempt(
+  db: Db,
+  job: { batchId: string; line: number; key: string; tenantId: string },
+  round: number,
+  attempt: number,
+  emails: string[],
+  rules: AccountRules,
+  own?: OwnLineage,
+): Promise<AttemptStart> {
+  const candidates = accountCandidates(emails, rules, 10);
+  const s = startStatement(job, round, attempt, own, {
+    columns: `${KNOWN_COLUMNS},
+            EXISTS (SELECT 1 FROM tenants WHERE id = $9) AS tenant_taken,
+            (SELECT json_agg(${candidates.json} ORDER BY a.created_at)
+               FROM accounts a WHERE ${candidates.where}) AS accounts`,
+    from: `FROM (SELECT 1) AS one
+       ${knownJoin('$8')}`,
+    values: [job.key, job.tenantId, ...candidates.params],
+  });
+  const { rows } = await db.query<StartedColumns & { tenant_taken: boolean; accounts: Account[] | null } & KnownColumns>(s.text, s.values);
+  const r = rows[0]!;
+  const known = knownOf(r);
+  return { ...startedOf(r), tenantTaken: r.tenant_taken, accounts: r.accounts ?? [], ...(known ? { known } : {}) };
+}
+
+/**
+ * The start of a change row's attempt (startStatement), without the ledger and accounts a new
+ * workspace needs: a change reads what it needs in its workspace's transaction.
+ */
+export async function startChange(
+  db: Db,
+  job: { batchId: string; line: number },
+  round: number,
+  attempt: number,
+  own?: OwnLineage,
+): Promise<Started> {
+  const s = startStatement(job, round, attempt, own);
+  const { rows } = await db.query<StartedColumns>(s.text, s.values);
+  return startedOf(rows[0]!);
 }
 
 /** active → queued: the attempt failed and will be retried. */
