@@ -56,6 +56,11 @@ export const ConfigSchema = z.object({
   invitations: z.custom<InvitationSettings>().optional(),
   /** Why they cannot be used (a malformed setting): raised only when invitations are asked for. */
   invitationsProblem: z.string().optional(),
+  /**
+   * Where Dify keeps its tokens (its Redis, REDIS_KEY_PREFIX), read apart from the other
+   * invitation settings: a removal deletes a person's tokens with these alone (difyTokenStoreOf).
+   */
+  difyTokenStore: z.custom<Pick<InvitationSettings, 'redis' | 'keyPrefix'>>().optional(),
   /** How the key storage was found, for the commands that use it to print. */
   /** Dify's default-plugin task after create_tenant (NEW_USER_DEFAULT_PLUGIN_IDS, its Celery broker); absent: Dify queues none. */
   defaultPlugins: z.custom<DefaultPluginSettings>().optional(),
@@ -169,6 +174,13 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env): Config 
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     raw.invitationsProblem = err.message;
+    // A malformed CONSOLE_WEB_URL or INVITE_EXPIRY_HOURS does not keep a removal from revoking.
+    try {
+      const redis = redisFromDify(dify);
+      if (redis) raw.difyTokenStore = { redis, keyPrefix: (dify.get('REDIS_KEY_PREFIX') ?? '').trim() };
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+    }
   }
   const composeHosts = composeHostsOf(dify);
   if (composeHosts.length > 0) raw.composeHosts = composeHosts;
@@ -226,6 +238,22 @@ export function requireConfig(config: Config, ...keys: Needed[]): Config {
     );
   }
   return config;
+}
+
+/**
+ * Where Dify keeps its invitation tokens (its own Redis and REDIS_KEY_PREFIX): all that deleting
+ * a removed person's tokens needs (no console address, no mail); undefined with the reason.
+ */
+export function difyTokenStoreOf(
+  config: Config,
+): { store: { redis: RedisTarget; keyPrefix: string; expiryHours?: number } } | { problem: string } {
+  const inv = config.invitations?.redis ? config.invitations : config.difyTokenStore;
+  if (inv?.redis) return { store: { ...inv, redis: inv.redis } };
+  return {
+    problem:
+      config.invitationsProblem ??
+      "Dify's own Redis is not configured (REDIS_HOST and REDIS_PORT/PASSWORD/DB, or REDIS_USE_SENTINEL or REDIS_USE_CLUSTERS with their settings: give --dify-env Dify's docker/.env); REDIS_URL is our queue's and is never taken for Dify's",
+  };
 }
 
 /** Dify's invitation settings with its Redis and console address, or what to set (--invite). */

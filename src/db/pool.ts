@@ -71,13 +71,23 @@ class ClosingClient extends pg.Client {
 }
 
 export async function withTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  const client = await db.connect();
-  let broken = false;
-  try {
+  return withInlinedTransaction(db, async (client) => {
     await client.query('BEGIN');
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
+  });
+}
+
+/**
+ * A connection for a transaction whose BEGIN and COMMIT the caller sends itself, with other
+ * statements in one round trip (inlined): a throw rolls back whatever is open and ends it.
+ */
+export async function withInlinedTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  const client = await db.connect();
+  let broken = false;
+  try {
+    return await fn(client);
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {
       broken = true;

@@ -2,7 +2,7 @@
 // unique constraint on accounts.email, so two matches are possible: that is an error for the row,
 // never a guess. A Dify that keeps accounts.normalized_email also knows a person by that form
 // (john.doe+x@gmail.com is johndoe@gmail.com): normalized-email.ts.
-import type { Db, Tx } from '../db/pool.js';
+import type { Db, Statement, Tx } from '../db/pool.js';
 import { RowError } from '../common/errors.js';
 import { lockAccountEmail } from '../store/locks.js';
 import type { Account } from '../common/types.js';
@@ -71,6 +71,20 @@ export async function findAccounts(db: Db | Tx, emails: string[], rules: Account
   const { where, json, params } = accountCandidates(emails, rules, 1);
   const { rows } = await db.query<{ a: Account }>(`SELECT ${json} AS a FROM accounts a WHERE ${where} ORDER BY a.created_at`, params);
   return rows.map((r) => r.a);
+}
+
+/**
+ * The candidate accounts for these emails (as findAccounts), locked until the transaction ends
+ * in id order (a removal may delete one; a change reads the status it acts on): a statement to
+ * send with the transaction's others (db/pool.ts inlined); its one row's `accounts` is the list.
+ */
+export function lockAccountsStatement(emails: string[], rules: AccountRules): Statement {
+  const { where, json, params } = accountCandidates(emails, rules, 1);
+  return {
+    text: `SELECT json_agg(${json} ORDER BY a.created_at) AS accounts
+       FROM (SELECT * FROM accounts a WHERE ${where} ORDER BY a.id FOR UPDATE) a`,
+    values: params,
+  };
 }
 
 /**

@@ -121,14 +121,44 @@ export class DifyTokens {
   }
 
   /**
-   * Dify keeps no index of tokens, so the keys are scanned (every master of a Cluster), their
-   * values read in pipelines, and those `doomed(pair, token)` names deleted.
+   * Every invitation token key in Dify's Redis by the (account, workspace) pair (pairOf) its value
+   * names: one SCAN (every master of a Cluster). Dify keeps tokens by token only, so this is the
+   * one way to find the tokens of a person that we did not issue ourselves (Dify's console's).
    */
+  async index(): Promise<Map<string, string[]>> {
+    const found = new Map<string, string[]>();
+    for await (const page of this.scan())
+      for (const t of page) {
+        const keys = found.get(t.pair);
+        if (keys) keys.push(t.key);
+        else found.set(t.pair, [t.key]);
+      }
+    return found;
+  }
+
+  /** DEL these keys (as index() names them); returns how many existed. */
+  async removeKeys(keys: string[]): Promise<number> {
+    const gone = await Promise.all(keys.map((k) => this.redis.del(k)));
+    return gone.reduce((a, b) => a + b, 0);
+  }
+
+  /** Deletes the tokens that `doomed(pair, token)` names, as a SCAN finds them. */
   private async deleteWhere(doomed: (pair: string, token: string) => boolean): Promise<number> {
+    let revoked = 0;
+    for await (const page of this.scan()) {
+      for (const t of page) if (doomed(t.pair, t.token)) revoked += await this.redis.del(t.key);
+    }
+    return revoked;
+  }
+
+  /**
+   * Dify keeps no index of tokens, so the keys are scanned (every master of a Cluster) and their
+   * values read in pipelines: each page's tokens with the pair their value names.
+   */
+  private async *scan(): AsyncGenerator<{ key: string; token: string; pair: string }[]> {
     const pattern = `${appliedPrefix(this.format).replace(/[*?[\]\\]/g, '\\$&')}member_invite:token:*`;
     const nodes = 'nodes' in this.redis ? this.redis.nodes('master') : [this.redis];
     const at = appliedPrefix(this.format).length + 'member_invite:token:'.length;
-    let revoked = 0;
     for (const node of nodes) {
       let cursor = '0';
       do {
@@ -136,21 +166,21 @@ export class DifyTokens {
         cursor = next;
         if (keys.length === 0) continue;
         const values = await Promise.all(keys.map((k) => this.redis.get(k)));
-        const gone = keys.filter((k, i) => {
+        const page = [];
+        for (const [i, k] of keys.entries()) {
           const v = values[i];
-          if (!v) return false;
+          if (!v) continue;
           let data: Partial<StoredInvitation>;
           try {
             data = JSON.parse(v) as Partial<StoredInvitation>;
           } catch {
-            return false;
+            continue;
           }
-          return doomed(pairOf(String(data.account_id), String(data.workspace_id)), k.slice(at));
-        });
-        for (const k of gone) revoked += await this.redis.del(k);
+          page.push({ key: k, token: k.slice(at), pair: pairOf(String(data.account_id), String(data.workspace_id)) });
+        }
+        yield page;
       } while (cursor !== '0');
     }
-    return revoked;
   }
 }
 

@@ -8,7 +8,7 @@
 //   - rename and archive/restore: `tenants.updated_at` is set where Dify's ORM sets it (from 1.10).
 // The caller holds the workspace's advisory lock (store/locks.ts lockTenant) and has read the
 // workspace with lockWorkspace: every precondition is read here, at the moment of the change.
-import type { Db, Tx } from '../db/pool.js';
+import type { Db, Statement, Tx } from '../db/pool.js';
 import type { MemberRole } from '../common/types.js';
 import type { DifySchema } from './schema-probe.js';
 
@@ -52,18 +52,22 @@ export interface WorkspaceState {
 
 /**
  * The workspace and its joins, its `tenants` row and join rows locked until the transaction ends
- * (so Dify's console, which takes no advisory lock, cannot change them under us); undefined when
- * no such workspace exists.
+ * (so Dify's console, which takes no advisory lock, cannot change them under us): a statement to
+ * send with the transaction's others (db/pool.ts inlined), its row read by workspaceOf.
  */
-export async function lockWorkspace(tx: Tx, tenantId: string): Promise<WorkspaceState | undefined> {
-  const { rows } = await tx.query<{ id: string; name: string; status: string; joins: { a: string; r: string }[] | null }>(
-    `SELECT t.id, t.name, t.status,
+export const lockWorkspaceStatement = (tenantId: string): Statement => ({
+  text: `SELECT t.id, t.name, t.status,
             (SELECT json_agg(json_build_object('a', j.account_id, 'r', j.role) ORDER BY j.id)
                FROM (SELECT account_id, role, id FROM tenant_account_joins WHERE tenant_id = t.id ORDER BY id FOR UPDATE) j) AS joins
-       FROM tenants t WHERE t.id = $1
+       FROM tenants t WHERE t.id = $1::uuid
        FOR UPDATE OF t`,
-    [tenantId],
-  );
+  values: [tenantId],
+});
+
+/** lockWorkspaceStatement's answer: the workspace, or undefined when no such workspace exists. */
+export function workspaceOf(
+  rows: { id: string; name: string; status: string; joins: { a: string; r: string }[] | null }[],
+): WorkspaceState | undefined {
   const t = rows[0];
   if (!t) return undefined;
   const joins = t.joins ?? [];
@@ -113,6 +117,10 @@ export async function lockAccount(tx: Tx, accountId: string): Promise<{ status: 
   return rows[0];
 }
 
+/**
+ * What the connected release writes for each change, as statements for the workspace's
+ * transaction (sent with its others in one round trip: db/pool.ts inlined).
+ */
 export class MembershipWriter {
   constructor(readonly caps: MembershipCapabilities) {}
 
@@ -121,61 +129,63 @@ export class MembershipWriter {
    * invited_by NULL); for an account this transaction created as Dify's invite registers one,
    * its switch_tenant marks the join current and (1.15+) opened now, naive UTC, as ingest does.
    */
-  async addMember(tx: Tx, tenantId: string, accountId: string, role: MemberRole, invited: boolean): Promise<void> {
+  addMember(tenantId: string, accountId: string, role: MemberRole, invited: boolean): Statement {
     const opened = this.caps.lastOpenedAt;
-    await tx.query(
-      `INSERT INTO tenant_account_joins (tenant_id, account_id, role, current${opened ? ', last_opened_at' : ''})
-       VALUES ($1, $2, $3, $4${opened ? ", CASE WHEN $4 THEN now() AT TIME ZONE 'UTC' END" : ''})`,
-      [tenantId, accountId, role, invited],
-    );
+    return {
+      text: `INSERT INTO tenant_account_joins (tenant_id, account_id, role, current${opened ? ', last_opened_at' : ''})
+       VALUES ($1::uuid, $2::uuid, $3::text, $4::boolean${opened ? ", CASE WHEN $4::boolean THEN now() AT TIME ZONE 'UTC' END" : ''})`,
+      values: [tenantId, accountId, role, invited],
+    };
   }
 
   /**
    * remove_member_from_tenant: the join goes; the person's apps and datasets go to the owner
    * (where the release has maintainers); a pending account left with no workspace is deleted
-   * (1.13+). Returns whether the account was deleted.
+   * (1.13+): the last statement returns a row when it was (none on releases that keep it).
    */
-  async removeMember(
-    tx: Tx,
-    tenantId: string,
-    accountId: string,
-    ownerId: string,
-    accountStatus: string,
-  ): Promise<{ accountDeleted: boolean }> {
-    await tx.query(`DELETE FROM tenant_account_joins WHERE tenant_id = $1 AND account_id = $2`, [tenantId, accountId]);
-    for (const table of this.caps.maintainers)
-      await tx.query(`UPDATE ${table} SET maintainer = $3 WHERE tenant_id = $1 AND maintainer = $2`, [tenantId, accountId, ownerId]);
-    if (!this.caps.deletesPendingAccount || accountStatus !== 'pending') return { accountDeleted: false };
-    const { rowCount } = await tx.query(
-      `DELETE FROM accounts a WHERE a.id = $1 AND a.status = 'pending'
-          AND NOT EXISTS (SELECT 1 FROM tenant_account_joins j WHERE j.account_id = a.id)`,
-      [accountId],
-    );
-    return { accountDeleted: rowCount === 1 };
+  removeMember(tenantId: string, accountId: string, ownerId: string): Statement[] {
+    const ids = [tenantId, accountId, ownerId];
+    return [
+      { text: `DELETE FROM tenant_account_joins WHERE tenant_id = $1::uuid AND account_id = $2::uuid`, values: ids.slice(0, 2) },
+      ...this.caps.maintainers.map((table) => ({
+        text: `UPDATE ${table} SET maintainer = $3::uuid WHERE tenant_id = $1::uuid AND maintainer = $2::uuid`,
+        values: ids,
+      })),
+      this.caps.deletesPendingAccount
+        ? {
+            text: `DELETE FROM accounts a WHERE a.id = $1::uuid AND a.status = 'pending'
+                AND NOT EXISTS (SELECT 1 FROM tenant_account_joins j WHERE j.account_id = a.id) RETURNING a.id`,
+            values: [accountId],
+          }
+        : { text: `SELECT 1 WHERE false`, values: [] },
+    ];
   }
 
   /** update_member_role: only the role of the join. */
-  async setRole(tx: Tx, tenantId: string, accountId: string, role: MemberRole): Promise<void> {
-    await tx.query(`UPDATE tenant_account_joins SET role = $3 WHERE tenant_id = $1 AND account_id = $2`, [tenantId, accountId, role]);
+  setRole(tenantId: string, accountId: string, role: MemberRole): Statement {
+    return {
+      text: `UPDATE tenant_account_joins SET role = $3::text WHERE tenant_id = $1::uuid AND account_id = $2::uuid`,
+      values: [tenantId, accountId, role],
+    };
   }
 
   /** Ownership transfer: the old owner's join becomes admin, the new one's owner; nothing else changes. One statement. */
-  async transferOwner(tx: Tx, tenantId: string, oldOwnerId: string, newOwnerId: string): Promise<void> {
-    await tx.query(
-      `UPDATE tenant_account_joins SET role = CASE WHEN account_id = $3 THEN 'owner' ELSE 'admin' END
-        WHERE tenant_id = $1 AND account_id IN ($2, $3)`,
-      [tenantId, oldOwnerId, newOwnerId],
-    );
+  transferOwner(tenantId: string, oldOwnerId: string, newOwnerId: string): Statement {
+    return {
+      text: `UPDATE tenant_account_joins SET role = CASE WHEN account_id = $3::uuid THEN 'owner' ELSE 'admin' END
+        WHERE tenant_id = $1::uuid AND account_id IN ($2::uuid, $3::uuid)`,
+      values: [tenantId, oldOwnerId, newOwnerId],
+    };
   }
 
   /** The console's workspace rename: the name, and updated_at where the ORM sets it. */
-  async rename(tx: Tx, tenantId: string, name: string): Promise<void> {
-    await tx.query(`UPDATE tenants SET name = $2${this.touched()} WHERE id = $1`, [tenantId, name]);
+  rename(tenantId: string, name: string): Statement {
+    return { text: `UPDATE tenants SET name = $2::text${this.touched()} WHERE id = $1::uuid`, values: [tenantId, name] };
   }
 
   /** Archive (`archive`) or restore (`normal`), and updated_at where the ORM sets it. */
-  async setStatus(tx: Tx, tenantId: string, status: 'archive' | 'normal'): Promise<void> {
-    await tx.query(`UPDATE tenants SET status = $2${this.touched()} WHERE id = $1`, [tenantId, status]);
+  setStatus(tenantId: string, status: 'archive' | 'normal'): Statement {
+    return { text: `UPDATE tenants SET status = $2::text${this.touched()} WHERE id = $1::uuid`, values: [tenantId, status] };
   }
 
   // Dify's ORM sends CURRENT_TIMESTAMP, cast to the column's naive timestamp as the server does.

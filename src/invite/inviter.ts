@@ -27,6 +27,7 @@ import { UsageError } from '../common/errors.js';
 import { writeNewFile } from '../common/files.js';
 import { csvCell } from '../report/format.js';
 import { AlreadyRevealedError } from '../secrets/reveal.js';
+import { revokeWithdrawn } from './revoke.js';
 import { batchOptions, keepSealKey } from '../store/batches.js';
 import { lockBatch } from '../store/locks.js';
 import {
@@ -34,10 +35,8 @@ import {
   lockUninvited,
   lockUnrevealedLinks,
   markLinksRevealed,
-  markRevoked,
   markStored,
   pendingInvitations,
-  revocationsDue,
   recordInvitations,
   supersede,
   superseded,
@@ -184,25 +183,9 @@ export class Inviter {
     return moved.size;
   }
 
-  /**
-   * Deletes from Dify's Redis the tokens of revoked links (withdrawAwayFromHome): these, or all
-   * revoked at least `idleSeconds` ago (the sweep). Every token of the (person, workspace) goes,
-   * Dify's console's too. Returns how many revocations were done.
-   */
+  /** Deletes from Dify's Redis the tokens of revoked links (revoke.ts revokeWithdrawn). */
   async revokeWithdrawn(db: Db, opts: { ids?: string[]; idleSeconds?: number } = {}): Promise<number> {
-    if (opts.ids?.length === 0) return 0;
-    let done = 0;
-    for (;;) {
-      const due = await revocationsDue(db, { ...opts, limit: 500 });
-      if (due.length === 0) return done;
-      await this.tokens.revokePairs(new Set(due.map((d) => pairOf(d.account_id, d.tenant_id))));
-      await markRevoked(
-        db,
-        due.map((d) => d.id),
-      );
-      done += due.length;
-      if (due.length < 500 || opts.ids) return done;
-    }
+    return revokeWithdrawn(db, this.tokens, opts);
   }
 
   /**
@@ -220,8 +203,6 @@ export class Inviter {
    * crash or an outage of Dify's Redis left between the commit and the SETEX.
    */
   async completePending(db: Db, opts: { batchId?: string; line?: number; idleSeconds?: number } = {}): Promise<number> {
-    // Revocations a crash left undone (the sweep passes idleSeconds; a row's rerun only its own).
-    if (opts.batchId === undefined) await this.revokeWithdrawn(db, { idleSeconds: opts.idleSeconds ?? 0 });
     let done = 0;
     for (;;) {
       const page = await pendingInvitations(db, { ...opts, limit: 500 });

@@ -1,7 +1,7 @@
 // The invitations we issued: every statement on dify_provision.invitations. A link is kept only
 // sealed (dropped once revealed); a token in the clear only from the commit that records it to
 // its SETEX in Dify's Redis (markStored clears it).
-import type { Db, Tx } from '../db/pool.js';
+import type { Db, Statement, Tx } from '../db/pool.js';
 import { SCHEMA } from './schema.js';
 
 /**
@@ -32,16 +32,20 @@ export async function inOtherWorkspaces(tx: Tx, accountIds: string[], tenantId: 
  */
 export async function withdrawAwayFromHome(tx: Tx, accountIds: string[], reason: string): Promise<{ id: string; account_id: string }[]> {
   if (accountIds.length === 0) return [];
-  const { rows } = await tx.query<{ id: string; account_id: string }>(
-    `UPDATE ${SCHEMA}.invitations i
-        SET superseded_at = now(), pending_token = NULL, jwe = NULL, withdrawn = $2, revoke_pending = true
+  const s = withdrawAwayFromHomeStatement(accountIds, reason);
+  const { rows } = await tx.query<{ id: string; account_id: string }>(s.text, s.values);
+  return rows;
+}
+
+/** withdrawAwayFromHome as a statement (RETURNING id, account_id), to send with others (db/pool.ts inlined). */
+export const withdrawAwayFromHomeStatement = (accountIds: string[], reason: string): Statement => ({
+  text: `UPDATE ${SCHEMA}.invitations i
+        SET superseded_at = now(), pending_token = NULL, jwe = NULL, withdrawn = $2::text, revoke_pending = true
       WHERE i.account_id = ANY($1::uuid[]) AND i.superseded_at IS NULL AND NOT i.mail_only
         AND NOT ${atHome('i.account_id', 'i.tenant_id')}
       RETURNING i.id, i.account_id`,
-    [accountIds, reason],
-  );
-  return rows;
-}
+  values: [accountIds, reason],
+});
 
 /** Why the sweep revoked a link (withdrawStrayLinks): the report's `invitations` column shows it. */
 export const STRAY_LINK =
@@ -297,16 +301,51 @@ export async function recordMail(db: Db, id: string, outcome: { sent: true } | {
 }
 
 /**
- * A person removed from a workspace (apply's remove_member): every invitation we issued them for
- * it is superseded, so no sweep stores a token still pending and no link is revealed. Returns how many.
+ * A person removed from a workspace (apply's remove_member), in the removal's transaction: every
+ * invitation we issued them for it is superseded, so no sweep stores a token still pending and no
+ * link is revealed. Returns the tokens not yet stored (their keys are known) and when the others
+ * were stored (a token stored after a scan began is not in that scan).
  */
-export async function supersedePerson(tx: Tx, tenantId: string, accountId: string): Promise<number> {
-  const { rowCount } = await tx.query(
-    `UPDATE ${SCHEMA}.invitations SET superseded_at = now(), pending_token = NULL, jwe = NULL
-      WHERE tenant_id = $1 AND account_id = $2 AND superseded_at IS NULL`,
-    [tenantId, accountId],
+export const supersedePersonStatement = (tenantId: string, accountId: string): Statement => ({
+  text: `WITH before AS (
+       SELECT id, pending_token, stored_at FROM ${SCHEMA}.invitations
+        WHERE tenant_id = $1::uuid AND account_id = $2::uuid AND superseded_at IS NULL FOR UPDATE
+     ), done AS (
+       UPDATE ${SCHEMA}.invitations i SET superseded_at = now(), pending_token = NULL, jwe = NULL FROM before b WHERE i.id = b.id
+     )
+     SELECT pending_token, stored_at FROM before`,
+  values: [tenantId, accountId],
+});
+
+/** What supersedePersonStatement returns. */
+export interface SupersededOfPerson {
+  pending_token: string | null;
+  stored_at: Date | null;
+}
+
+/** A removal's revocation left to the sweep (no Dify Redis here, or it did not answer): in the removal's transaction. */
+export const recordRevocationStatement = (row: { batchId: string; line: number }, tenantId: string, accountId: string): Statement => ({
+  text: `INSERT INTO ${SCHEMA}.revocations (batch_id, line, tenant_id, account_id) VALUES ($1::text, $2::int, $3::uuid, $4::uuid)`,
+  values: [row.batchId, row.line, tenantId, accountId],
+});
+
+/** Removals' revocations still to be done (recordRevocationStatement), oldest first. */
+export async function revocationsOfRemovalsDue(db: Db, limit: number): Promise<{ id: string; account_id: string; tenant_id: string }[]> {
+  const { rows } = await db.query<{ id: string; account_id: string; tenant_id: string }>(
+    `SELECT id::text, account_id, tenant_id FROM ${SCHEMA}.revocations WHERE done_at IS NULL ORDER BY recorded_at, id LIMIT $1`,
+    [limit],
   );
-  return rowCount ?? 0;
+  return rows;
+}
+
+export async function markRemovalsRevoked(db: Db, ids: string[]): Promise<void> {
+  await db.query(`UPDATE ${SCHEMA}.revocations SET done_at = now() WHERE id = ANY($1::bigint[])`, [ids]);
+}
+
+/** The database's clock now: when a scan of Dify's Redis begins, in the clock stored_at is in. */
+export async function databaseNow(db: Db): Promise<Date> {
+  const { rows } = await db.query<{ now: Date }>(`SELECT clock_timestamp() AS now`);
+  return rows[0]!.now;
 }
 
 /** A person a batch created who is still pending and has no current invitation of the batch (`invite <batch>`). */

@@ -28,8 +28,12 @@ export const lockKeyAndTenantStatement = (key: string, tenantId: string): Statem
 
 /** A tenant id: held by a worker from writing its key file until its commit, and by doctor --fix. */
 export async function lockTenant(tx: Tx, tenantId: string): Promise<void> {
-  await tx.query(`SELECT ${lockSql(1)}`, [LOCK.tenant + tenantId]);
+  const s = lockTenantStatement(tenantId);
+  await tx.query(s.text, s.values);
 }
+
+/** lockTenant as a statement, to send with others in one round trip (db/pool.ts inlined). */
+export const lockTenantStatement = (tenantId: string): Statement => ({ text: `SELECT ${lockSql(1)}`, values: [LOCK.tenant + tenantId] });
 
 /** A new account's email (lower-cased): two rows naming it create it once. */
 export async function lockAccountEmail(tx: Tx, email: string): Promise<void> {

@@ -273,6 +273,9 @@ export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {
   await db.query(UPDATE_ROW, rowParams(f));
 }
 
+/** recordOutcome as a statement, to send with a change's writes and COMMIT in one round trip (db/pool.ts inlined). */
+export const recordOutcomeStatement = (f: Finished): Statement => ({ text: UPDATE_ROW, values: rowParams(f) });
+
 /**
  * → created, with the ledger row that makes a second run of the same key a no-op: in the
  * workspace's transaction, one round trip.
@@ -443,11 +446,8 @@ export async function rowsWaitForInvitations(db: Db): Promise<boolean> {
   return rows[0]?.waiting ?? false;
 }
 
-/** A row's outcome now (undefined: no such row). */
-export async function outcomeOf(db: Db, batchId: string, line: number): Promise<Outcome | undefined> {
-  const { rows } = await db.query<{ outcome: Outcome }>(`SELECT outcome FROM ${SCHEMA}.rows WHERE batch_id = $1 AND line = $2`, [
-    batchId,
-    line,
-  ]);
-  return rows[0]?.outcome;
-}
+/** A row's outcome now, as a statement (no row: no answer), to send with others (db/pool.ts inlined). */
+export const outcomeStatement = (batchId: string, line: number): Statement => ({
+  text: `SELECT outcome FROM ${SCHEMA}.rows WHERE batch_id = $1::text AND line = $2::int`,
+  values: [batchId, line],
+});

@@ -189,6 +189,22 @@ const MIGRATIONS: string[] = [
   CREATE INDEX invitations_revoke_idx ON ${SCHEMA}.invitations (superseded_at) WHERE revoke_pending;
   ALTER TABLE ${SCHEMA}.rows ADD COLUMN invite_note text;
   `,
+  `
+  -- A person removed from a workspace (apply's remove_member) whose invitation tokens for it the
+  -- removal could not delete from Dify's Redis itself (the worker has no Dify Redis, or it did not
+  -- answer): recorded in the removal's transaction, deleted by the sweep of a worker that has it
+  -- (done_at). Tokens are found by the pair their value names: ours and Dify's console's alike.
+  CREATE TABLE ${SCHEMA}.revocations (
+    id          bigserial PRIMARY KEY,
+    batch_id    text NOT NULL,
+    line        integer NOT NULL,
+    tenant_id   uuid NOT NULL,
+    account_id  uuid NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    done_at     timestamptz
+  );
+  CREATE INDEX revocations_due_idx ON ${SCHEMA}.revocations (recorded_at) WHERE done_at IS NULL;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -1,30 +1,48 @@
 // How one change to an existing workspace is applied (apply): the worker's step for a change
-// row, beside provision-workspace.ts for a new workspace. In order:
-//   1. the row is ours to run (the spec apply recorded, this round, this server), not answered;
-//   2. an earlier row of the file it waits for (afterLine) has its answer;
-//   3. one transaction under the workspace's advisory lock: the workspace, its joins and the
-//      person read (and locked) now, never from the plan; decide (changes/decide.ts) applies,
-//      finds it done (unchanged) or refuses; what the connected Dify release writes for it
-//      (dify/membership.ts); for a removal the person's invitation tokens for the workspace are
-//      deleted from Dify's Redis before the COMMIT; the row's answer, in the same commit;
-//   4. after the COMMIT: an added person's invitation token into Dify's Redis (as ingest's).
+// row, beside provision-workspace.ts for a new workspace. One transaction under the workspace's
+// advisory lock, in two round trips for most changes (three for a removal):
+//   1. BEGIN; the row is ours to run (the spec apply recorded, this round, this server) and not
+//      answered, and is now active (store/rows.ts startStatement); the workspace's lock; the
+//      workspace, its joins and the person read and locked now, never from the plan; an earlier
+//      row of the file it waits for (afterLine), read once the lock is held;
+//   2. decide (changes/decide.ts): apply, unchanged or refuse; what the connected Dify release
+//      writes for it (dify/membership.ts), the row's answer and COMMIT;
+//      a removal: first its writes and our invitations of the person superseded, then the
+//      person's invitation tokens deleted from Dify's Redis (invite/revoke.ts: no SCAN per
+//      removal), then the answer and COMMIT (with the revocation recorded for the sweep when
+//      this worker could not delete them);
+//   3. after the COMMIT: an added person's invitation token into Dify's Redis (as ingest's), and
+//      links revoked by a change of the person's workspaces deleted.
 import type { KeyObject } from 'node:crypto';
 import { decide, type Change } from '../changes/decide.js';
-import { withTransaction, type Tx } from '../db/pool.js';
-import { ensureAccount, findAccounts, type AccountRules } from '../dify/accounts.js';
-import { pairOf, revokeAllOf } from '../dify/invitations.js';
-import { lockAccount, lockWorkspace, type MembershipWriter } from '../dify/membership.js';
+import { inlined, withInlinedTransaction, type Statement, type Tx } from '../db/pool.js';
+import { ensureAccount, lockAccountsStatement, type AccountRules } from '../dify/accounts.js';
+import { lockAccount, lockWorkspaceStatement, workspaceOf, type MembershipWriter } from '../dify/membership.js';
 import { describeError, RowError } from '../common/errors.js';
+import type { Account, Outcome } from '../common/types.js';
 import type { ChangeJob } from '../queue/contract.js';
-import { supersedePerson, withdrawAwayFromHome } from '../store/invitations.js';
+import { revokeWithdrawn, type Revoker } from '../invite/revoke.js';
+import {
+  recordRevocationStatement,
+  supersedePersonStatement,
+  withdrawAwayFromHomeStatement,
+  type SupersededOfPerson,
+} from '../store/invitations.js';
 import { tenantOfExternalId } from '../store/ledger.js';
-import { lockTenant } from '../store/locks.js';
-import { outcomeOf, recordOutcome, startChange, type Finished } from '../store/rows.js';
-import { ForeignJobError, NotQueuedError, OtherServerError, type ProvisionDeps } from './provision-workspace.js';
+import { lockTenantStatement } from '../store/locks.js';
+import { outcomeStatement, recordOutcomeStatement, startChange, startedOf, startStatement, type StartedColumns } from '../store/rows.js';
+import { beginAttempt, NotQueuedError } from './attempt.js';
+import type { ProvisionDeps } from './provision-workspace.js';
 
 export interface ChangeDeps extends ProvisionDeps {
   /** What the connected Dify writes for each change (its release's capabilities). */
   membership: MembershipWriter;
+  /**
+   * Deletes a removed person's invitation tokens from Dify's Redis (needs Dify's Redis only);
+   * without one, `revokeProblem` says why, and removals record their revocations for the sweep.
+   */
+  revoker?: Revoker;
+  revokeProblem?: string;
 }
 
 type Pending = Awaited<ReturnType<NonNullable<ChangeDeps['inviter']>['prepare']>>;
@@ -36,33 +54,11 @@ export class WaitForRowError extends Error {
   override readonly name: string = 'WaitForRowError';
 }
 
+type Ran =
+  { kind: 'answered'; outcome: Outcome } | { kind: 'done'; outcome: 'applied' | 'unchanged'; pending: Pending; withdrawn: string[] };
+
 export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeDeps, round = 1): Promise<ChangeOutcome> {
-  const started = performance.now();
-  const finished = (f: Omit<Finished, 'batchId' | 'line' | 'attempts' | 'durationMs'>): Finished => ({
-    batchId: job.batchId,
-    line: job.line,
-    attempts: attempt,
-    durationMs: performance.now() - started,
-    ...f,
-  });
-
-  // 1. Ours to run, and not answered already (a duplicate run after a crash answers as recorded).
-  const start = await startChange(deps.db, job, round, attempt, deps.own?.());
-  if (!start.ours) throw new OtherServerError(`row ${job.batchId}:${job.line} was queued on another PostgreSQL server`);
-  if (!start.matches) throw new ForeignJobError(start.recordedKey, start.recordedRound);
-  if (start.outcome === 'cancelled') return { kind: 'cancelled' };
-  if (start.outcome === 'applied' || start.outcome === 'unchanged') {
-    if (job.invite && deps.inviter) await completeInvitations(deps, job, () => deps.inviter!.completePending(deps.db, job));
-    return { kind: start.outcome };
-  }
-  if (start.outcome !== 'queued' && start.outcome !== 'active') throw new NotQueuedError(start.outcome ?? 'missing');
-
-  // 2. The earlier row it waits for (its transfer_owner, or the add_member of its new owner).
-  if (job.afterLine !== undefined) {
-    const before = await outcomeOf(deps.db, job.batchId, job.afterLine);
-    if (before === 'queued' || before === 'active') throw new WaitForRowError(`waits for line ${job.afterLine} of its batch to run first`);
-  }
-
+  const at = beginAttempt(job, attempt);
   const rules: AccountRules = { normalized: deps.writer.schema.normalizedEmail };
   const change: Change = {
     action: job.action,
@@ -73,38 +69,103 @@ export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeD
     ...(job.externalId !== undefined ? { externalId: job.externalId } : {}),
     createMissingAccounts: job.createMissingAccounts,
   };
+  // Read before the transaction (a job never holds two pool connections at once).
   const tenantId = job.workspaceId ?? (await tenantOfExternalId(deps.db, job.externalId!));
-  if (!tenantId) refuse(decide(change, undefined, [], rules));
-  const tokens = deps.inviter?.tokens;
-  if (job.action === 'remove_member' && !tokens)
-    throw new RowError(
-      'action',
-      `this worker cannot reach Dify's Redis to delete the person's invitation tokens (${deps.inviteProblem ?? 'not configured'}): nothing was changed; give the worker Dify's settings (--dify-env) and \`retry\``,
-    );
-  const sealKey = job.invite && job.action === 'add_member' ? await sealKeyOf(deps, job) : undefined;
+  const sealKey = job.invite && job.action === 'add_member' ? await deps.sealKeys?.get(job.batchId) : undefined;
+  if (!tenantId) {
+    // No such workspace: nothing to lock; the row's start, then the refusal.
+    const start = await startChange(deps.db, job, round, attempt, deps.own?.());
+    if (at.check(start)) return { kind: 'cancelled' };
+    if (start.outcome === 'applied' || start.outcome === 'unchanged') return { kind: start.outcome };
+    if (start.outcome !== 'queued' && start.outcome !== 'active') throw new NotQueuedError(start.outcome ?? 'missing');
+    refuse(decide(change, undefined, [], rules));
+  }
+  // A removal's snapshot of Dify's token keys (one SCAN per batch on this worker) begins before the locks.
+  if (job.action === 'remove_member') deps.revoker?.snapshot(job.batchId).catch(() => {});
 
-  // 3. One transaction under the workspace's lock: everything read now.
-  const answer = await withTransaction(deps.db, async (tx) => {
-    await lockTenant(tx, tenantId!);
-    const ws = await lockWorkspace(tx, tenantId!);
-    const accounts = job.email !== undefined ? await findAccounts(tx, [job.email], rules) : [];
-    const d = decide(change, ws, accounts, rules);
-    if (d.verdict === 'refuse') refuse(d);
-    const at = { tenantId: tenantId! };
-    if (d.verdict === 'unchanged') {
-      // Not a member, but maybe still invited (Dify's console, or a removal it made): those tokens go.
-      const revoked = job.action === 'remove_member' && d.account ? await revoke(tx, deps, tenantId!, d.account.id) : 0;
-      const outcome: 'applied' | 'unchanged' = revoked > 0 ? 'applied' : 'unchanged';
-      const note = revoked > 0 ? `${d.note}; ${revoked} invitation token(s) deleted from Dify's Redis` : d.note;
-      await recordOutcome(tx, finished({ outcome, ...at, error: note }));
-      return { outcome, pending: [] as Pending, withdrawn: [] as { id: string }[] };
-    }
-    const notes: string[] = [];
-    const created: string[] = [];
-    let pending: Pending = [];
-    // A link goes only with the person's home workspace (docs/security.md): who this change gives
-    // a join or takes ownership from loses links that may no longer go with theirs (revoked after the COMMIT).
-    const moved: string[] = [];
+  const ran = await withInlinedTransaction(deps.db, (tx) =>
+    inTransaction(tx, job, round, attempt, tenantId, change, rules, sealKey, deps, at),
+  );
+
+  if (ran.kind === 'answered') {
+    const o = ran.outcome;
+    if (o === 'cancelled') return { kind: 'cancelled' };
+    // A duplicate run of a row answered already: invitations its commit recorded and no SETEX followed are completed.
+    if (job.invite && deps.inviter) await completeInvitations(deps, job, () => deps.inviter!.completePending(deps.db, job));
+    return { kind: o as 'applied' | 'unchanged' };
+  }
+  const done = ran;
+  // 3. After the COMMIT: the added person's token into Dify's Redis (the sweep completes it if this fails).
+  if (done.pending.length > 0) await completeInvitations(deps, job, () => deps.inviter!.complete(deps.db, done.pending));
+  // Without Dify's Redis here, a worker's sweep that has it deletes the revoked links' tokens.
+  if (done.withdrawn.length > 0 && deps.revoker)
+    await completeInvitations(deps, job, () => revokeWithdrawn(deps.db, deps.revoker!.tokens, { ids: done.withdrawn }));
+  return { kind: done.outcome, tenantId };
+}
+
+/** Steps 1 and 2 on `tx`; every way out but a throw has ended the transaction. */
+async function inTransaction(
+  tx: Tx,
+  job: ChangeJob,
+  round: number,
+  attempt: number,
+  tenantId: string,
+  change: Change,
+  rules: AccountRules,
+  sealKey: KeyObject | undefined,
+  deps: ChangeDeps,
+  at: ReturnType<typeof beginAttempt>,
+): Promise<Ran> {
+  // 1. One round trip: each statement has its own snapshot, so what follows a lock sees what
+  //    committed while it was awaited (the row waited for is read once the workspace is ours).
+  const first: Statement[] = [
+    startStatement(job, round, attempt, deps.own?.()),
+    lockTenantStatement(tenantId),
+    lockWorkspaceStatement(tenantId),
+  ];
+  if (job.email !== undefined) first.push(lockAccountsStatement([job.email], rules));
+  if (job.afterLine !== undefined) first.push(outcomeStatement(job.batchId, job.afterLine));
+  const read = resultsOf(await tx.query(inlined('BEGIN', ...first)));
+  const start = startedOf(read[1]!.rows[0] as StartedColumns);
+  const ws = workspaceOf(read[3]!.rows as Parameters<typeof workspaceOf>[0]);
+  const accounts: Account[] = job.email !== undefined ? ((read[4]!.rows[0] as { accounts: Account[] | null }).accounts ?? []) : [];
+  const before = job.afterLine !== undefined ? (read[read.length - 1]!.rows[0] as { outcome: Outcome } | undefined)?.outcome : undefined;
+
+  if (at.check(start)) return end(tx, { kind: 'answered', outcome: 'cancelled' });
+  if (start.outcome === 'applied' || start.outcome === 'unchanged') return end(tx, { kind: 'answered', outcome: start.outcome });
+  if (start.outcome !== 'queued' && start.outcome !== 'active') throw new NotQueuedError(start.outcome ?? 'missing');
+  if (before === 'queued' || before === 'active') {
+    // Taken up (active), nothing else written: the job comes back in a second.
+    await tx.query('COMMIT');
+    throw new WaitForRowError(`waits for line ${job.afterLine} of its batch to run first`);
+  }
+  if (sealKey === undefined && job.invite && job.action === 'add_member')
+    throw new RowError('invite', `batch ${job.batchId} has no --seal-to key to seal the invitation links to`);
+  if (sealKey && !deps.inviter)
+    throw new RowError(
+      'invite',
+      `this worker cannot issue invitations (${deps.inviteProblem ?? 'not configured'}): nothing was changed; fix it and \`retry\``,
+    );
+
+  // 2. The decision on the workspace as it is now, and what Dify writes for it.
+  const d = decide(change, ws, accounts, rules);
+  if (d.verdict === 'refuse') refuse(d);
+  const notes: string[] = [];
+  const created: string[] = [];
+  const writes: Statement[] = [];
+  let pending: Pending = [];
+  let outcome: 'applied' | 'unchanged' = 'applied';
+  let removed: string | undefined;
+  // A link goes only with the person's home workspace (docs/security.md): who this change gives
+  // a join or takes ownership from loses links that may no longer go with theirs (revoked after the COMMIT).
+  const moved: string[] = [];
+  if (d.verdict === 'unchanged') {
+    outcome = 'unchanged';
+    notes.push(d.note);
+    // Not a member, but maybe still invited (Dify's console, or a removal it made): those tokens go.
+    if (job.action === 'remove_member' && d.account) removed = d.account.id;
+  } else {
+    const owner = ws!.owners[0]!;
     switch (d.change) {
       case 'add': {
         let account = d.account!;
@@ -117,73 +178,132 @@ export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeD
             created.push(made.account.email);
             notes.push('account created (pending, as Dify invites)');
           }
+          if (!(await lockAccount(tx, account.id))) throw gone(job.email!);
         }
-        if (!(await lockAccount(tx, account.id))) throw gone(job.email!);
-        await deps.membership.addMember(tx, tenantId!, account.id, job.role!, isNew);
+        writes.push(deps.membership.addMember(tenantId, account.id, job.role!, isNew));
         if (!isNew) moved.push(account.id);
         if (job.invite && isNew && sealKey && deps.inviter) {
           pending = await deps.inviter.prepare(
             tx,
             { batchId: job.batchId, line: job.line, workspaceName: ws!.name, send: job.sendInvites ?? false },
-            [{ accountId: account.id, email: account.email, workspaceId: tenantId!, role: job.role!, requiresSetup: true }],
+            [{ accountId: account.id, email: account.email, workspaceId: tenantId, role: job.role!, requiresSetup: true }],
             sealKey,
           );
           notes.push('invited');
         }
         break;
       }
-      case 'remove': {
-        const id = (d.account as { id: string }).id;
-        const locked = await lockAccount(tx, id);
-        if (!locked) throw gone(job.email!);
-        const { accountDeleted } = await deps.membership.removeMember(tx, tenantId!, id, ws!.owners[0]!, locked.status);
-        if (accountDeleted) notes.push('pending account deleted (no workspace left), as Dify does');
-        const revoked = await revoke(tx, deps, tenantId!, id);
-        if (revoked > 0) notes.push(`${revoked} invitation token(s) deleted from Dify's Redis`);
+      case 'remove':
+        removed = (d.account as Account).id;
+        writes.push(...deps.membership.removeMember(tenantId, removed, owner));
         break;
-      }
       case 're-role':
-        await deps.membership.setRole(tx, tenantId!, (d.account as { id: string }).id, job.role!);
+        writes.push(deps.membership.setRole(tenantId, (d.account as Account).id, job.role!));
         break;
       case 'transfer': {
-        const id = (d.account as { id: string }).id;
-        if (!(await lockAccount(tx, id))) throw gone(job.email!);
-        await deps.membership.transferOwner(tx, tenantId!, ws!.owners[0]!, id);
-        moved.push(id, ws!.owners[0]!);
+        const id = (d.account as Account).id;
+        writes.push(deps.membership.transferOwner(tenantId, owner, id));
+        moved.push(id, owner);
         notes.push('the previous owner is admin now');
         break;
       }
       case 'rename':
-        await deps.membership.rename(tx, tenantId!, job.name!);
+        writes.push(deps.membership.rename(tenantId, job.name!));
         break;
       case 'archive':
       case 'restore':
-        await deps.membership.setStatus(tx, tenantId!, d.change === 'archive' ? 'archive' : 'normal');
+        writes.push(deps.membership.setStatus(tenantId, d.change === 'archive' ? 'archive' : 'normal'));
         break;
     }
-    const withdrawn = await withdrawAwayFromHome(
-      tx,
-      moved,
-      `revoked: the person's workspaces changed (batch ${job.batchId}, line ${job.line}); a link sets the password for every workspace`,
+  }
+  const withdrawAt = moved.length > 0 ? writes.length : -1;
+  if (moved.length > 0)
+    writes.push(
+      withdrawAwayFromHomeStatement(
+        moved,
+        `revoked: the person's workspaces changed (batch ${job.batchId}, line ${job.line}); a link sets the password for every workspace`,
+      ),
     );
-    await recordOutcome(
-      tx,
-      finished({
-        outcome: 'applied',
-        ...at,
+  const answer = (extra: string[] = []) => {
+    const said = [...notes, ...extra];
+    return recordOutcomeStatement(
+      at.answer({
+        outcome,
+        tenantId,
         ...(created.length > 0 ? { createdAccounts: created } : {}),
-        ...(notes.length > 0 ? { error: notes.join('; ') } : {}),
+        ...(said.length > 0 ? { error: said.join('; ') } : {}),
       }),
     );
-    return { outcome: 'applied' as const, pending, withdrawn };
-  });
+  };
 
-  // 4. After the COMMIT: the added person's token into Dify's Redis (the sweep completes it if this fails).
-  if (answer.pending.length > 0) await completeInvitations(deps, job, () => deps.inviter!.complete(deps.db, answer.pending));
-  // Without an inviter here, a worker's sweep that has one deletes the revoked links' tokens.
-  if (answer.withdrawn.length > 0 && deps.inviter)
-    await completeInvitations(deps, job, () => deps.inviter!.revokeWithdrawn(deps.db, { ids: answer.withdrawn.map((w) => w.id) }));
-  return { kind: answer.outcome, tenantId: tenantId! };
+  if (removed === undefined) {
+    // Dify's rows, the row's answer and COMMIT: one round trip.
+    const results = resultsOf(await tx.query(inlined(...writes, answer(), 'COMMIT')));
+    const withdrawn = withdrawAt >= 0 ? (results[withdrawAt]!.rows as { id: string }[]).map((r) => r.id) : [];
+    return { kind: 'done', outcome, pending, withdrawn };
+  }
+
+  // A removal: its writes and our invitations of the person superseded; then their tokens go.
+  writes.push(supersedePersonStatement(tenantId, removed));
+  const results = resultsOf(await tx.query(inlined(...writes)));
+  const ours = results[results.length - 1]!.rows as SupersededOfPerson[];
+  if (d.verdict === 'apply' && results[results.length - 2]!.rows.length > 0)
+    notes.push('pending account deleted (no workspace left), as Dify does');
+  const revocation = await revokePerson(deps, job, tenantId, removed, ours);
+  if (revocation.deleted > 0 && outcome === 'unchanged') outcome = 'applied';
+  await tx.query(
+    inlined(...(revocation.recorded ? [recordRevocationStatement(job, tenantId, removed)] : []), answer(revocation.notes), 'COMMIT'),
+  );
+  return { kind: 'done', outcome, pending, withdrawn: [] };
+}
+
+/**
+ * Before the removal's COMMIT: every token naming the person and the workspace goes from Dify's
+ * Redis (Dify's removal leaves them, and from 1.15 a token re-creates the join at activation),
+ * found without a SCAN of its own (invite/revoke.ts). Should the COMMIT then fail, the person lost
+ * only links the row meant to revoke anyway. Where this worker has no Dify Redis, or it does not
+ * answer, the revocation is recorded (`recorded`) and a worker's sweep that has it deletes them.
+ */
+async function revokePerson(
+  deps: ChangeDeps,
+  job: ChangeJob,
+  tenantId: string,
+  accountId: string,
+  ours: SupersededOfPerson[],
+): Promise<{ deleted: number; recorded: boolean; notes: string[] }> {
+  if (!deps.revoker)
+    return {
+      deleted: 0,
+      recorded: true,
+      notes: [
+        `their invitation tokens for this workspace are left to the sweep of a worker with Dify's Redis (this one has none: ${deps.revokeProblem ?? 'not configured'}): recorded`,
+      ],
+    };
+  try {
+    const deleted = await deps.revoker.revokePerson(job.batchId, accountId, tenantId, {
+      pendingTokens: ours.flatMap((o) => (o.pending_token ? [o.pending_token] : [])),
+      storedAt: ours.flatMap((o) => (o.stored_at ? [o.stored_at] : [])),
+    });
+    return { deleted, recorded: false, notes: deleted > 0 ? [`${deleted} invitation token(s) deleted from Dify's Redis`] : [] };
+  } catch (err) {
+    deps.logger?.warn(
+      { batchId: job.batchId, line: job.line, error: describeError(err) },
+      "Dify's Redis did not answer: the removal's revocation is recorded and a worker's sweep deletes the tokens",
+    );
+    return {
+      deleted: 0,
+      recorded: true,
+      notes: ["their invitation tokens are left to a worker's sweep (Dify's Redis did not answer): recorded"],
+    };
+  }
+}
+
+/** Each statement's result of an inlined query (pg answers one statement with a result, several with a list). */
+const resultsOf = (r: unknown): { rows: unknown[] }[] => (Array.isArray(r) ? r : [r]) as { rows: unknown[] }[];
+
+async function end(tx: Tx, ran: Ran): Promise<Ran> {
+  await tx.query('COMMIT');
+  return ran;
 }
 
 function refuse(d: { verdict: string; field?: string; message?: string }): never {
@@ -192,29 +312,6 @@ function refuse(d: { verdict: string; field?: string; message?: string }): never
 
 const gone = (email: string) =>
   new RowError('email', `the account of ${email} was deleted while the row ran: nothing was changed; check it and \`retry\``);
-
-/**
- * In the workspace's transaction, before its COMMIT: our invitations of the person for this
- * workspace are superseded (no sweep stores a pending one), and every token naming them and the
- * workspace is deleted from Dify's Redis (Dify's removal leaves them, and from 1.15 a token
- * re-creates the join at activation). Should the COMMIT then fail, the person lost only links
- * the row meant to revoke anyway. Returns the tokens deleted.
- */
-async function revoke(tx: Tx, deps: ChangeDeps, tenantId: string, accountId: string): Promise<number> {
-  await supersedePerson(tx, tenantId, accountId);
-  return revokeAllOf(deps.inviter!.tokens, [pairOf(accountId, tenantId)]);
-}
-
-async function sealKeyOf(deps: ChangeDeps, job: ChangeJob): Promise<KeyObject> {
-  const key = await deps.sealKeys?.get(job.batchId);
-  if (!key) throw new RowError('invite', `batch ${job.batchId} has no --seal-to key to seal the invitation links to`);
-  if (!deps.inviter)
-    throw new RowError(
-      'invite',
-      `this worker cannot issue invitations (${deps.inviteProblem ?? 'not configured'}): nothing was changed; fix it and \`retry\``,
-    );
-  return key;
-}
 
 async function completeInvitations(deps: ChangeDeps, job: ChangeJob, run: () => Promise<number>): Promise<void> {
   try {

@@ -7,7 +7,8 @@ import { describeError, RowError } from '../common/errors.js';
 import { ChangeJobSchema, JobDataSchema, jobIdFor, roundOfJobId, type AnyJob, type JobResult } from '../queue/contract.js';
 import { failIfOpen, noteRetry, recordOutcome } from '../store/rows.js';
 import type { ServerWatch } from '../queue/server-watch.js';
-import { ForeignJobError, NotQueuedError, OtherServerError, provisionWorkspace } from './provision-workspace.js';
+import { provisionWorkspace } from './provision-workspace.js';
+import { ForeignJobError, NotQueuedError, OtherServerError } from './attempt.js';
 import { applyChange, WaitForRowError, type ChangeDeps } from './apply-change.js';
 import { DEFAULT_LOCK_MS } from '../common/limits.js';
 

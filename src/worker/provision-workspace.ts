@@ -39,6 +39,7 @@ import { recordCreated, recordCreatedStatement, recordOutcome, startAttempt, typ
 import { storeSealed } from '../store/sealed-secrets.js';
 import { inOtherWorkspaces, withdrawAwayFromHome } from '../store/invitations.js';
 import type { Account } from '../common/types.js';
+import { beginAttempt, NotQueuedError } from './attempt.js';
 
 export interface ProvisionDeps {
   db: Db;
@@ -65,50 +66,13 @@ export type ProvisionOutcome =
   | { kind: 'existing'; tenantId: string; fingerprint: string }
   | { kind: 'cancelled' };
 
-/** The job is not one our ingest recorded (added or edited in Redis by someone else). */
-export class ForeignJobError extends RowError {
-  /** The key and round of the row ingest recorded at the job's batch and line, if any. */
-  constructor(
-    readonly recordedKey: string | undefined,
-    readonly recordedRound?: number,
-  ) {
-    super(
-      'job',
-      recordedKey !== undefined
-        ? 'the job in Redis does not match the row ingest recorded (it was edited): nothing was created; `retry` queues the row again from the record'
-        : 'no row recorded by ingest matches this job (added or edited in Redis by someone else): nothing was created',
-    );
-  }
-}
-
-/** The job is its row's own, but the row is not waiting to run (it failed; a copy of its job was queued again). */
-export class NotQueuedError extends RowError {
-  constructor(outcome: string) {
-    super(
-      'job',
-      `the row is ${outcome}, not queued: only a row queued in its current round runs; nothing was created (\`retry\` queues a failed row again)`,
-    );
-  }
-}
-
-/** The job's row was queued on another PostgreSQL server (the one this database was copied from): left to it. */
-export class OtherServerError extends Error {
-  override readonly name: string = 'OtherServerError';
-}
-
 type Role = JobData['members'][number]['role'];
 type Wanted = { owner: Account | MissingAccount; members: { account: Account | MissingAccount; role: Role }[] };
 
 /** `round`: the row's round the job was queued in (its job id says; jobIdFor). */
 export async function provisionWorkspace(job: JobData, attempt: number, deps: ProvisionDeps, round = 1): Promise<ProvisionOutcome> {
-  const started = performance.now();
-  const result = (f: Omit<Finished, 'batchId' | 'line' | 'attempts' | 'durationMs'>): Finished => ({
-    batchId: job.batchId,
-    line: job.line,
-    attempts: attempt,
-    durationMs: performance.now() - started,
-    ...f,
-  });
+  const at = beginAttempt(job, attempt);
+  const result = at.answer;
   const existing = async (known: LedgerEntry): Promise<ProvisionOutcome> => {
     await recordOutcome(deps.db, result({ outcome: 'existing', ...known }));
     return { kind: 'existing', ...known };
@@ -119,9 +83,7 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   const emails = [job.ownerEmail, ...job.members.map((m) => m.email)];
   const rules: AccountRules = { normalized: deps.writer.schema.normalizedEmail };
   const start = await startAttempt(deps.db, job, round, attempt, emails, rules, deps.own?.());
-  if (!start.ours) throw new OtherServerError(`row ${job.batchId}:${job.line} was queued on another PostgreSQL server`);
-  if (!start.matches) throw new ForeignJobError(start.recordedKey, start.recordedRound);
-  if (start.outcome === 'cancelled') return { kind: 'cancelled' };
+  if (at.check(start)) return { kind: 'cancelled' };
   if (start.outcome === 'created' || start.outcome === 'existing') {
     // A duplicate run of a row answered already (its job was queued twice, or taken up after a
     // crash): the answer stays; invitations its commit recorded and no SETEX followed are completed.

@@ -11,9 +11,10 @@ import { workspaceWriter } from '../dify/workspace-writer.js';
 import { ConfigError, describeError } from '../common/errors.js';
 import { MembershipWriter, membershipCapabilities } from '../dify/membership.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { redisTargetOf, requireInvitations } from '../config/config.js';
+import { difyTokenStoreOf, redisTargetOf, requireInvitations } from '../config/config.js';
 import { openInviter, type Inviter, type OnIssued } from '../invite/inviter.js';
 import { invitationMail } from '../invite/deliver.js';
+import { openRevoker, Revoker } from '../invite/revoke.js';
 import { openKeyStorage, openQueueRuntime } from '../runtime/runtime.js';
 import type { ServerWatch, WatchState } from '../queue/server-watch.js';
 import type { KeyStorage } from '../storage/key-storage.js';
@@ -72,10 +73,18 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
     // --send-invites: each link is mailed as its token becomes valid (the caller's hook after).
     const mail = invitationMail(rt.config, rt.db, logger, opts.onInviteIssued);
     const invites = await inviterFor(rt.config, schema.band, rt.db, logger, mail.onIssued);
+    // Revoking a removed person's tokens needs only Dify's Redis: the inviter's connection, or one of its own.
+    const store = difyTokenStoreOf(rt.config);
+    const revoking = invites.inviter
+      ? { revoker: new Revoker(invites.inviter.tokens, rt.db), close: () => {} }
+      : 'store' in store
+        ? openRevoker(store.store, schema.band, rt.db)
+        : undefined;
     if (rt.config.defaultPluginsProblem) throw new ConfigError(rt.config.defaultPluginsProblem);
     const difyTasks = openDifyTasks(rt.config.defaultPlugins, schema.band, logger);
     closeInviter = () => {
       invites.close?.();
+      revoking?.close();
       mail.close();
       difyTasks?.close();
     };
@@ -90,6 +99,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
         sealKeys: sealKeyCache(rt.db),
         own: () => rt.server.state.server,
         ...(invites.inviter ? { inviter: invites.inviter } : { inviteProblem: invites.problem }),
+        ...(revoking ? { revoker: revoking.revoker } : { revokeProblem: 'problem' in store ? store.problem : 'not configured' }),
         ...(difyTasks ? { difyTasks } : {}),
         logger,
       },
@@ -106,7 +116,8 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       },
     );
     const watch = watchRedis(rt.redis, worker, redisTargetOf(rt.config)!, logger);
-    const sweeper = opts.sweep === false ? undefined : startSweeping(rt.db, rt, logger, opts.sweep, invites.inviter, difyTasks);
+    const sweeper =
+      opts.sweep === false ? undefined : startSweeping(rt.db, rt, logger, opts.sweep, invites.inviter, difyTasks, revoking?.revoker);
     let closing: Promise<void> | undefined;
     const close = async (force = false) => {
       closing ??= (async () => {

@@ -7,6 +7,7 @@ import { describeError } from '../common/errors.js';
 import { settleLostJobs, type LostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { trySweepLock } from '../store/locks.js';
 import type { Inviter } from '../invite/inviter.js';
+import type { Revoker } from '../invite/revoke.js';
 import type { DifyTasks } from './dify-tasks.js';
 
 export interface SweepOptions {
@@ -39,8 +40,10 @@ export async function sweepLostJobs(
 
 /**
  * `inviter`: in its turn, the worker also stores the invitation tokens that a crash or an outage
- * of Dify's Redis left recorded but not stored (src/invite/inviter.ts); `difyTasks`, it queues the
- * Celery tasks left recorded but not queued (src/worker/dify-tasks.ts).
+ * of Dify's Redis left recorded but not stored (src/invite/inviter.ts); `revoker`, it deletes the
+ * tokens of revocations left recorded (a removal on a worker without Dify's Redis, revoked links:
+ * src/invite/revoke.ts); `difyTasks`, it queues the Celery tasks left recorded but not queued
+ * (src/worker/dify-tasks.ts).
  */
 export function startSweeping(
   db: Db,
@@ -49,6 +52,7 @@ export function startSweeping(
   opts: SweepOptions = {},
   inviter?: Inviter,
   difyTasks?: DifyTasks,
+  revoker?: Revoker,
 ): { stop(): Promise<void> } {
   const intervalMs = opts.intervalMs ?? 60_000;
   let running: Promise<void> | undefined;
@@ -73,6 +77,13 @@ export function startSweeping(
           });
           if (queued > 0)
             log.warn({ queued }, `${queued} default-plugin task(s) recorded with their workspace were queued on Dify's broker now`);
+        }
+        if (revoker) {
+          const revoked = await revoker.completeDue({ idleSeconds: opts.idleSeconds ?? 60 }).catch((err: unknown) => {
+            log.warn({ error: describeError(err) }, "could not delete revoked invitation tokens from Dify's Redis; will try again");
+            return 0;
+          });
+          if (revoked > 0) log.warn({ revoked }, `${revoked} recorded revocation(s) of invitation tokens were done in Dify's Redis now`);
         }
         if (!inviter) return;
         // Before storing waiting tokens: a link whose person joined another workspace outside our
