@@ -40,7 +40,6 @@ import {
   recordInvitations,
   supersede,
   superseded,
-  withdrawStrayLinks,
   type InvitationRecord,
   type PendingInvitation,
 } from '../store/invitations.js';
@@ -186,16 +185,6 @@ export class Inviter {
   /** Deletes from Dify's Redis the tokens of revoked links (revoke.ts revokeWithdrawn). */
   async revokeWithdrawn(db: Db, opts: { ids?: string[]; idleSeconds?: number } = {}): Promise<number> {
     return revokeWithdrawn(db, this.tokens, opts);
-  }
-
-  /**
-   * The sweep's: links whose person joined another workspace where no row of ours revoked them
-   * (Dify's console) are revoked now, their tokens deleted from Dify's Redis. Returns how many.
-   */
-  async revokeStray(db: Db): Promise<number> {
-    const stray = await withdrawStrayLinks(db);
-    if (stray.length > 0) await this.revokeWithdrawn(db, { ids: stray.map((s) => s.id) });
-    return stray.length;
   }
 
   /**

@@ -17,7 +17,14 @@ import { DifyTokens, inviteKey, pairOf } from '../dify/invitations.js';
 import type { Band } from '../dify/schema-probe.js';
 import { redisConnection } from '../queue/connection.js';
 import type { RedisTarget } from '../config/redis-target.js';
-import { databaseNow, markRemovalsRevoked, markRevoked, revocationsDue, revocationsOfRemovalsDue } from '../store/invitations.js';
+import {
+  databaseNow,
+  markRemovalsRevoked,
+  markRevoked,
+  revocationsDue,
+  revocationsOfRemovalsDue,
+  withdrawStrayLinks,
+} from '../store/invitations.js';
 
 /** Every token key in Dify's Redis by pair, as one SCAN that began at `since` (the database's clock) found them. */
 interface Snapshot {
@@ -82,6 +89,16 @@ export class Revoker {
     const deleted = await this.tokens.removeKeys([...new Set(keys)]);
     snap.keys.delete(pair);
     return deleted;
+  }
+
+  /**
+   * The sweep's: links whose person joined another workspace where no row of ours revoked them
+   * (Dify's console) are revoked now, their tokens deleted from Dify's Redis. Returns how many.
+   */
+  async revokeStray(): Promise<number> {
+    const stray = await withdrawStrayLinks(this.db);
+    if (stray.length > 0) await revokeWithdrawn(this.db, this.tokens, { ids: stray.map((s) => s.id) });
+    return stray.length;
   }
 
   /**

@@ -79,6 +79,20 @@ export function startSweeping(
             log.warn({ queued }, `${queued} default-plugin task(s) recorded with their workspace were queued on Dify's broker now`);
         }
         if (revoker) {
+          // Before storing waiting tokens: a link whose person joined another workspace outside our
+          // rows (Dify's console) must not stay valid (docs/security.md).
+          const stray = await revoker.revokeStray().catch((err: unknown) => {
+            log.warn(
+              { error: describeError(err) },
+              'could not revoke invitation links whose person joined another workspace; will try again',
+            );
+            return 0;
+          });
+          if (stray > 0)
+            log.warn(
+              { revoked: stray },
+              `${stray} invitation link(s) revoked: their person joined another workspace outside dify-provision`,
+            );
           const revoked = await revoker.completeDue({ idleSeconds: opts.idleSeconds ?? 60 }).catch((err: unknown) => {
             log.warn({ error: describeError(err) }, "could not delete revoked invitation tokens from Dify's Redis; will try again");
             return 0;
@@ -86,17 +100,6 @@ export function startSweeping(
           if (revoked > 0) log.warn({ revoked }, `${revoked} recorded revocation(s) of invitation tokens were done in Dify's Redis now`);
         }
         if (!inviter) return;
-        // Before storing waiting tokens: a link whose person joined another workspace outside our
-        // rows (Dify's console) must not stay valid (docs/security.md).
-        const stray = await inviter.revokeStray(db).catch((err: unknown) => {
-          log.warn(
-            { error: describeError(err) },
-            'could not revoke invitation links whose person joined another workspace; will try again',
-          );
-          return 0;
-        });
-        if (stray > 0)
-          log.warn({ revoked: stray }, `${stray} invitation link(s) revoked: their person joined another workspace outside dify-provision`);
         const stored = await inviter.completePending(db, { idleSeconds: opts.idleSeconds ?? 60 }).catch((err: unknown) => {
           log.warn({ error: describeError(err) }, "could not store waiting invitation tokens in Dify's Redis; will try again");
           return 0;
