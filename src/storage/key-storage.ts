@@ -2,6 +2,7 @@
 // storage backend, so we write through the same backend. Every backend keeps the same promises:
 // written whole, read back and proven before the commit, removable if the commit fails, and a
 // check at start (write, read back, delete a probe) so a wrong bucket or credential fails early.
+import type { KeyPair } from '../crypto/rsa-keys.js';
 
 export interface DeployedKey {
   /** Where the key went, for messages (a path or an object key; never the key itself). */
@@ -25,8 +26,12 @@ export interface KeyStorage {
   readonly description: string;
   /** Writes, reads back and deletes a probe under a name Dify never reads; throws a clear error. */
   check(): Promise<void>;
-  /** Writes the private key of a tenant, proves it against the public key, or throws. */
-  deploy(tenantId: string, privatePem: string, publicPem: string): Promise<DeployedKey>;
+  /**
+   * Writes the private key of a tenant, reads it back and proves it is `keys`' private key
+   * (crypto/rsa-keys.ts proveStoredKey: byte for byte for a pair proven where it was made, else
+   * by decrypting what the public key encrypts), or throws.
+   */
+  deploy(tenantId: string, keys: KeyPair): Promise<DeployedKey>;
   /** Everything under privkeys/ (doctor). */
   list(): Promise<StoredKey[]>;
   /** A tenant's private.pem as text; undefined when absent. */

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hybridDecryptOffLoop, hybridEncrypt } from '../crypto/rsa-keys.js';
+import { proveStoredKey, type KeyPair } from '../crypto/rsa-keys.js';
 import { PreflightError, RowError } from '../common/errors.js';
 import { storageFsError } from './fs-diagnosis.js';
 import type { KeyStorage, StoredKey } from './key-storage.js';
@@ -112,14 +112,14 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
         }
       }),
     removeTenant: (tenantId) => withPrivkeys((privkeys) => removeOurNames(privkeys, tenantId)),
-    deploy: (tenantId, privatePem, publicPem) =>
+    deploy: (tenantId, keys) =>
       withPrivkeys(async (privkeys) => {
         const folder = await takeTenantFolder(privkeys, tenantId);
         const same = { dev: folder.dev, ino: folder.ino };
         const remove = () => withPrivkeys((p) => removeOurNames(p, tenantId, same));
         try {
-          await writeAtomically(folder, privatePem, owner);
-          await proveKeyFile(folder, publicPem);
+          await writeAtomically(folder, keys.privatePem, owner);
+          await proveKeyFile(folder, keys);
           // Handed to Dify's user only now: the key is in place and proven.
           await chownIfNeeded(owner, folder.fh);
           if (!BY_HANDLE) await mustBeSameFolder(folder);
@@ -268,8 +268,12 @@ async function readKeyFile(folder: Folder): Promise<string | undefined> {
   });
 }
 
-/** Reads the deployed file back (never through a link) and proves it decrypts what the public key encrypts, Dify's way. */
-async function proveKeyFile(folder: Folder, publicPem: string): Promise<void> {
+/**
+ * Reads the deployed file back (never through a link) and proves it is `keys`' private key:
+ * byte for byte the PEM of a pair proven where it was made, else by decrypting what the public
+ * key encrypts, Dify's way (crypto/rsa-keys.ts proveStoredKey).
+ */
+async function proveKeyFile(folder: Folder, keys: KeyPair): Promise<void> {
   const path = join(folder.path, KEY_FILE);
   const fh = await open(inside(folder, KEY_FILE), READ);
   let text: string;
@@ -282,15 +286,7 @@ async function proveKeyFile(folder: Folder, publicPem: string): Promise<void> {
   } finally {
     await fh.close();
   }
-  const secret = randomBytes(32);
-  const blob = hybridEncrypt(secret, publicPem);
-  let decrypted: Buffer;
-  try {
-    decrypted = await hybridDecryptOffLoop(blob, text);
-  } catch {
-    throw new Error(`key file ${path} does not decrypt what the tenant's public key encrypts`);
-  }
-  if (!decrypted.equals(secret)) throw new Error(`key file ${path} decrypts to the wrong bytes`);
+  await proveStoredKey(text, keys, `key file ${path}`);
 }
 
 /** Everything under privkeys/, through handles; `modified` is the newest change nobody can backdate. */

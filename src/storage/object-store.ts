@@ -2,7 +2,7 @@
 // nothing partial is ever visible; it is read back and proven before the transaction commits,
 // and removed when the transaction fails. A backend only needs these five verbs.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { hybridDecrypt, hybridEncrypt } from '../crypto/rsa-keys.js';
+import { proveStoredKey } from '../crypto/rsa-keys.js';
 import { PreflightError } from '../common/errors.js';
 import { privateKeyKey, type KeyStorage, type StoredKey } from './key-storage.js';
 import { MAX_KEY_BYTES } from './key-folders.js';
@@ -118,14 +118,14 @@ export function objectKeyStorage(store: ObjectStore, prefix = ''): KeyStorage {
       await call(() => store.delete(probe));
       if (back !== body) throw new PreflightError(`${store.description}: a probe object did not read back as written`);
     },
-    async deploy(tenantId, privatePem, publicPem) {
+    async deploy(tenantId, keys) {
       const key = keyOf(tenantId);
       const remove = () => call(() => store.delete(key));
-      await call(() => store.put(key, privatePem));
+      await call(() => store.put(key, keys.privatePem));
       try {
         const back = await call(() => keyText(store, key));
         if (back === undefined) throw new Error(`${key} is not readable right after writing it`);
-        prove(key, back, publicPem);
+        await proveStoredKey(back, keys, `key ${key}`);
       } catch (err) {
         await remove().catch(() => {});
         throw err;
@@ -145,15 +145,4 @@ export function objectKeyStorage(store: ObjectStore, prefix = ''): KeyStorage {
       for (const o of await call(() => store.list(join(`privkeys/${tenantId}/`)))) await call(() => store.delete(o.key));
     },
   };
-}
-
-function prove(key: string, privatePem: string, publicPem: string): void {
-  const secret = randomBytes(32);
-  let decrypted: Buffer;
-  try {
-    decrypted = hybridDecrypt(hybridEncrypt(secret, publicPem), privatePem);
-  } catch {
-    throw new Error(`key ${key} does not decrypt what the tenant's public key encrypts`);
-  }
-  if (!decrypted.equals(secret)) throw new Error(`key ${key} decrypts to the wrong bytes`);
 }

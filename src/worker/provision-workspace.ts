@@ -185,7 +185,7 @@ async function writeWorkspace(
     }
 
     // 4. The private key, written whole and proven to decrypt.
-    pem = await deps.storage.deploy(job.tenantId, keys.privatePem, keys.publicPem);
+    pem = await deps.storage.deploy(job.tenantId, keys);
 
     // 5. Every row Dify's create_tenant writes, the members, the ledger and the result: one commit.
     const workspace = {

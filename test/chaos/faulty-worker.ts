@@ -30,13 +30,13 @@ await runWorker(loadConfig(), {
   ...(process.env.SWEEP_MS ? { sweep: { intervalMs: Number(process.env.SWEEP_MS), idleSeconds: 10 } } : {}),
   wrapStorage: (real) => ({
     ...real,
-    async deploy(tenantId, privatePem, publicPem) {
+    async deploy(tenantId, keys) {
       if (Date.now() < until) {
         failures++;
         if (process.env.FAULT_LOG) appendFileSync(process.env.FAULT_LOG, `${tenantId}\n`);
         throw Object.assign(new Error(`EIO: i/o error, write (injected fault #${failures})`), { code: 'EIO' });
       }
-      return real.deploy(tenantId, privatePem, publicPem);
+      return real.deploy(tenantId, keys);
     },
   }),
 });

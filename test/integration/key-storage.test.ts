@@ -151,12 +151,13 @@ describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3', ...VENDOR_STO
     });
 
     it('a key that does not match the public key fails its row: nothing commits, nothing stays behind', async () => {
-      // A worker whose deploy writes another pair's private key through the real backend: only
-      // the read-back proof can tell.
+      // A worker whose deploy writes another pair's private key through the real backend (a
+      // pair that was not proven where it was made: the full proof runs): only the read-back
+      // proof can tell.
       const other = await rsaKeySource.generate();
       const mismatched = (real: KeyStorage): KeyStorage => ({
         ...real,
-        deploy: (tenantId, _privatePem, publicPem) => real.deploy(tenantId, other.privatePem, publicPem),
+        deploy: (tenantId, keys) => real.deploy(tenantId, { ...keys, privatePem: other.privatePem }),
       });
       const world = { ...env, config };
       await ingestCsv(world, csvOf([{ workspace_name: 'Bad key', owner_email: 'owner1@example.com' }]), 'badkey', { attempts: 2 });
@@ -226,11 +227,10 @@ describe.each<Backend>(['local', 's3', 'azure-blob', 'opendal-s3', ...VENDOR_STO
       const other = await rsaKeySource.generate();
       // a: its key replaced by another one; b: its key gone; an orphan key for no tenant.
       const orphan = randomUUID();
-      const deploy = async (id: string, pem: string, pub: string) => storage.deploy(id, pem, pub);
       await storage.removeTenant(a);
-      await deploy(a, other.privatePem, other.publicPem);
+      await storage.deploy(a, other);
       await storage.removeTenant(b);
-      await deploy(orphan, other.privatePem, other.publicPem);
+      await storage.deploy(orphan, other);
       const opts =
         backend === 'local' ? { storageDir: env.config.storageDir, minOrphanAgeSeconds: 0 } : { storage, minOrphanAgeSeconds: 0 };
       const kinds = (await runDoctor(env.db, opts)).map((f) => `${f.kind}:${f.tenantId}`).sort();
@@ -300,9 +300,9 @@ describe.each<Backend>(['s3', 'azure-blob', 'opendal-s3', ...VENDOR_STORES])(
         const storage = await openKeyStorage(await configFor(env, backend));
         const pair = await rsaKeySource.generate();
         const strangers = ['not-a-uuid', randomUUID().toUpperCase(), "x'); DROP TABLE tenants;--"];
-        for (const name of strangers) await storage.deploy(name, pair.privatePem, pair.publicPem);
+        for (const name of strangers) await storage.deploy(name, pair);
         const orphan = randomUUID();
-        await storage.deploy(orphan, pair.privatePem, pair.publicPem);
+        await storage.deploy(orphan, pair);
         const findings = await runDoctor(env.db, { storage, fix: true, minOrphanAgeSeconds: 0 });
         expect(findings.map((f) => `${f.kind}:${f.tenantId}:${f.fixed}`)).toEqual([`orphan-key:${orphan}:true`]);
         expect(await storage.read(orphan)).toBeUndefined();

@@ -9,8 +9,13 @@ import {
   hybridDecrypt,
   hybridDecryptOffLoop,
   hybridEncrypt,
+  isProvenPair,
+  proveStoredKey,
+  provenPair,
   rsaKeySource,
+  type KeyPair,
 } from '../../src/crypto/rsa-keys.js';
+import { objectKeyStorage, type ObjectStore } from '../../src/storage/object-store.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s/g, ''), 'hex');
 
@@ -103,5 +108,81 @@ describe('the proof on a worker thread', () => {
     for (const [i, o] of out.entries()) expect(o).toEqual(hybridDecrypt(blobs[i]!, pair.privatePem));
     await expect(hybridDecryptOffLoop(blobs[0]!, other.privatePem)).rejects.toThrow();
     await expect(hybridDecryptOffLoop(blobs[0]!, 'not a key')).rejects.toThrow();
+  });
+});
+
+describe('the key proof: once where a pair is made, then byte for byte', () => {
+  it('a generated pair is proven and frozen; a copy of it, or a pair built from strings, is not proven', async () => {
+    const pair = await rsaKeySource.generate();
+    expect(isProvenPair(pair)).toBe(true);
+    expect(Object.isFrozen(pair)).toBe(true);
+    expect(() => ((pair as { privatePem: string }).privatePem = 'x')).toThrow(TypeError);
+    expect(isProvenPair({ ...pair })).toBe(false);
+    expect(isProvenPair({ publicPem: pair.publicPem, privatePem: pair.privatePem, fingerprint: pair.fingerprint })).toBe(false);
+  });
+
+  it('a pair is recorded as proven only when its private key decrypts what its public key encrypts', async () => {
+    const [pair, other] = await Promise.all([rsaKeySource.generate(), rsaKeySource.generate()]);
+    const mixed: KeyPair = { ...pair, privatePem: other.privatePem };
+    await expect(provenPair(mixed)).rejects.toThrow(/^the generated key pair does not decrypt what the tenant's public key encrypts$/);
+    expect(isProvenPair(mixed)).toBe(false);
+    const again = await provenPair({ ...pair });
+    expect(isProvenPair(again)).toBe(true);
+    expect(again).toEqual(pair);
+  });
+
+  it("a proven pair's key that reads back other than written is refused, whatever the difference", async () => {
+    const [pair, other] = await Promise.all([rsaKeySource.generate(), rsaKeySource.generate()]);
+    await expect(proveStoredKey(pair.privatePem, pair, 'key file k')).resolves.toBeUndefined();
+    const flipped = pair.privatePem.slice(0, 100) + (pair.privatePem[100] === 'A' ? 'B' : 'A') + pair.privatePem.slice(101);
+    for (const stored of [
+      other.privatePem,
+      flipped,
+      `${pair.privatePem}\n`,
+      pair.privatePem.replace(/\n/g, '\r\n'),
+      pair.privatePem.slice(0, -1),
+      '',
+    ])
+      await expect(proveStoredKey(stored, pair, 'key file k')).rejects.toThrow(
+        /^key file k does not read back byte for byte as the key that was written$/,
+      );
+  });
+
+  it('a pair not proven where it was made gets the full proof: a key of the pair passes, another one is refused', async () => {
+    const [pair, other] = await Promise.all([rsaKeySource.generate(), rsaKeySource.generate()]);
+    const copy: KeyPair = { ...pair };
+    // The same key in another PEM form (PKCS#8) still decrypts: only the full proof accepts it.
+    const pkcs8 = createPrivateKey(pair.privatePem).export({ type: 'pkcs8', format: 'pem' }) as string;
+    await expect(proveStoredKey(pkcs8, copy, 'key file k')).resolves.toBeUndefined();
+    await expect(proveStoredKey(pkcs8, pair, 'key file k')).rejects.toThrow(/byte for byte/);
+    await expect(proveStoredKey(other.privatePem, copy, 'key file k')).rejects.toThrow(
+      /^key file k does not decrypt what the tenant's public key encrypts$/,
+    );
+    await expect(proveStoredKey('not a key', copy, 'key file k')).rejects.toThrow(/does not decrypt/);
+  });
+
+  it('an object store whose key reads back changed fails the deploy and the object is removed', async () => {
+    const [pair, other] = await Promise.all([rsaKeySource.generate(), rsaKeySource.generate()]);
+    const objects = new Map<string, string>();
+    let answer: ((body: string) => string) | undefined;
+    const store: ObjectStore = {
+      description: 'memory',
+      put: async (k, body) => void objects.set(k, body),
+      get: async (k) => (objects.has(k) ? (answer ?? ((b: string) => b))(objects.get(k)!) : undefined),
+      delete: async (k) => void objects.delete(k),
+      list: async () => [],
+      explain: (err) => err as Error,
+    };
+    const storage = objectKeyStorage(store, 'root/');
+    await storage.deploy('t1', pair);
+    expect(objects.get('root/privkeys/t1/private.pem')).toBe(pair.privatePem);
+    answer = () => other.privatePem;
+    await expect(storage.deploy('t2', pair)).rejects.toThrow(/^key root\/privkeys\/t2\/private.pem does not read back byte for byte/);
+    answer = (b) => `${b} `;
+    await expect(storage.deploy('t3', pair)).rejects.toThrow(/byte for byte/);
+    // A pair from elsewhere (not proven here) is proven in full: another key is refused.
+    answer = () => other.privatePem;
+    await expect(storage.deploy('t4', { ...pair })).rejects.toThrow(/does not decrypt what the tenant's public key encrypts/);
+    expect([...objects.keys()]).toEqual(['root/privkeys/t1/private.pem']);
   });
 });
