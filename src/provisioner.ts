@@ -6,7 +6,14 @@
 //   const report = await batch.report();
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { ConfigSchema, requireInvitations, requireMail, type Config } from './config/config.js';
+import {
+  ConfigSchema,
+  refuseUnusableInvitations,
+  requireInvitations,
+  requireMail,
+  type Config,
+  type InvitationAsk,
+} from './config/config.js';
 import {
   inviteUninvited,
   openInviter,
@@ -94,8 +101,17 @@ export interface Provisioner {
     opts?: EnqueueOptions,
   ): Promise<BatchHandle & { summary: EnqueueSummary }>;
   enqueueCsv(file: string | Readable, opts?: EnqueueOptions & ReadOptions): Promise<BatchHandle & { summary: EnqueueSummary }>;
-  /** What enqueueing these rows would do, read-only. */
-  plan(file: string | Readable, opts?: ReadOptions & { createMissingOwners?: boolean }): Promise<Plan>;
+  /**
+   * What enqueueing these rows would do, read-only. Invitation options are refused as enqueue
+   * refuses them (checkInvitations), naming the setting this process lacks.
+   */
+  plan(file: string | Readable, opts?: ReadOptions & { createMissingOwners?: boolean } & InvitationAsk): Promise<Plan>;
+  /**
+   * Refuses invitation options (invite, invitePending, sendInvites) this process's settings cannot
+   * honour, naming the setting: CONSOLE_WEB_URL or Dify's Redis, and for sendInvites Dify's mail
+   * (MAIL_TYPE=smtp, SMTP_*). plan, planChanges, enqueue and apply ask it first; so do the HTTP API's plans.
+   */
+  checkInvitations(ask: InvitationAsk): void;
   /**
    * Changes to existing workspaces (any workspace of this Dify, by `workspace_id` or by the
    * `external_id` it was ingested with), one per row: `add_member` (email, role),
@@ -118,7 +134,7 @@ export interface Provisioner {
    */
   planChanges(
     input: string | Readable | AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>,
-    opts?: ReadOptions & { createMissingOwners?: boolean; listRows?: number; sync?: boolean; maxRows?: number },
+    opts?: ReadOptions & { createMissingOwners?: boolean; listRows?: number; sync?: boolean; maxRows?: number } & InvitationAsk,
   ): Promise<ChangePlan>;
   batch(id: string): BatchHandle;
   batches(limit?: number): Promise<BatchListing[]>;
@@ -225,10 +241,9 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
 
   const enqueueRows = async (open: () => AsyncIterable<CheckedRow>, reopenable: boolean, opts: EnqueueOptions) => {
     const batchId = asBatchId(opts.batchId ?? generatedBatchId());
-    // Asked for here, before anything is recorded: workers need them to issue the tokens.
-    if (opts.invite || opts.invitePending || opts.sendInvites) requireInvitations(rt.config);
-    // And Dify's mail (MAIL_TYPE=smtp) for --send-invites: refused here, naming the setting.
-    if (opts.sendInvites) requireMail(rt.config);
+    // Asked for here, before anything is recorded: workers need them to issue the tokens (and
+    // Dify's mail, MAIL_TYPE=smtp, for --send-invites): refused here, naming the setting.
+    refuseUnusableInvitations(rt.config, opts);
     const rows = opts.strict ? await strictly(open, reopenable) : open();
     const summary = await enqueueBatch(
       rows,
@@ -250,8 +265,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
 
   const applyRows = async (open: () => AsyncIterable<CheckedChange>, reopenable: boolean, opts: ApplyOptions) => {
     const batchId = asBatchId(opts.batchId ?? generatedBatchId('changes'));
-    if (opts.invite || opts.sendInvites) requireInvitations(rt.config);
-    if (opts.sendInvites) requireMail(rt.config);
+    refuseUnusableInvitations(rt.config, opts);
     const rows = opts.strict ? await strictly(open, reopenable) : open();
     const summary = await enqueueChanges(
       rows,
@@ -288,7 +302,9 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
         ...opts,
         ...(typeof file === 'string' && !opts.source ? { source: file } : {}),
       }),
+    checkInvitations: (ask) => refuseUnusableInvitations(rt.config, ask),
     async planChanges(input, opts = {}) {
+      refuseUnusableInvitations(rt.config, opts);
       const schema = await probeDifySchema(db);
       const rows = typeof input === 'string' || isReadable(input) ? changeSource(input, opts)() : inputSource(input, opts)();
       return planChanges(rows, db, {
@@ -308,6 +324,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
       return batch;
     },
     async plan(file, opts = {}) {
+      refuseUnusableInvitations(rt.config, opts);
       const { open, source } = csvSource(file, opts);
       const schema = await probeDifySchema(db);
       const plan = await planBatch(open(), db, {

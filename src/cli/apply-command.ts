@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { CHANGE_ROWS, type CheckedChange } from '../changes/change-row.js';
 import { describePlan, planChanges } from '../changes/plan.js';
 import { SYNC_ROWS, syncChanges, type SyncRow } from '../changes/sync.js';
-import { databaseOf, type Config } from '../config/config.js';
+import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
 import { newInputInfo, describeInput, type Delimiter } from '../input/decode.js';
 import { readRecords, type Checked, type ReadOptions } from '../input/read-rows.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
@@ -112,6 +112,8 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
 }
 
 async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags, config: Config): Promise<number> {
+  // What apply refuses before recording anything, its plan refuses too, naming the setting.
+  refuseUnusableInvitations(config, flags);
   const info = newInputInfo();
   const rows: AsyncIterable<CheckedChange | Checked<SyncRow>> = flags.sync
     ? readRecords(input, SYNC_ROWS, readOpts, info)

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { databaseOf, requireInvitations, requireMail, type Config } from '../config/config.js';
+import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
 import { describeInput, newInputInfo, type Delimiter } from '../input/decode.js';
 import { readRows, WORKSPACE_ROWS, type ReadOptions } from '../input/read-rows.js';
 import { mapEntryProblem, type Vocabulary } from '../input/header.js';
@@ -113,8 +113,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
 
 async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags, config: Config): Promise<number> {
   // What the real ingest refuses before recording anything, the plan refuses too, naming the setting.
-  if (flags.invite || flags.invitePending || flags.sendInvites) requireInvitations(config);
-  if (flags.sendInvites) requireMail(config);
+  refuseUnusableInvitations(config, flags);
   const info = newInputInfo();
   const rows = readRows(input, readOpts, info);
   const listRows = flags.rows === undefined ? undefined : flags.rows === true ? 1000 : flags.rows;

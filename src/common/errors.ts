@@ -33,6 +33,8 @@ export class PreflightError extends ProvisionError {
 export class ConfigError extends ProvisionError {
   override readonly name: string = 'ConfigError';
   readonly code = 'CONFIG';
+  /** Over HTTP: the request asks for what this server's settings cannot do (invitations without CONSOLE_WEB_URL). */
+  override readonly httpStatus = 422;
 }
 
 /** The caller asked for something that can't be done as asked (bad flag combination, bad id). */

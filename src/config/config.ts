@@ -256,6 +256,24 @@ export function difyTokenStoreOf(
   };
 }
 
+/** The invitation options an ingest or an apply may ask for (the library's names). */
+export interface InvitationAsk {
+  invite?: boolean | undefined;
+  invitePending?: boolean | undefined;
+  sendInvites?: boolean | undefined;
+}
+
+/**
+ * The one decision on invitation options, for the CLI, the HTTP API and the library alike, plans
+ * (dry runs) and ingests: options asking for invitations this process's settings cannot honour
+ * are refused, naming the setting (CONSOLE_WEB_URL, Dify's Redis; for send_invites, MAIL_TYPE and
+ * the SMTP settings), before anything is read or recorded: what the workers would refuse.
+ */
+export function refuseUnusableInvitations(config: Config, ask: InvitationAsk): void {
+  if (ask.invite || ask.invitePending || ask.sendInvites) requireInvitations(config);
+  if (ask.sendInvites) requireMail(config);
+}
+
 /** Dify's invitation settings with its Redis and console address, or what to set (--invite). */
 export function requireInvitations(config: Config): Required<Pick<InvitationSettings, 'redis' | 'consoleWebUrl'>> & InvitationSettings {
   if (config.invitationsProblem) throw new ConfigError(config.invitationsProblem);

@@ -18,7 +18,7 @@ const STATUS_WORDS: Record<number, string> = {
   409: 'the batch id is in use for other rows, or the Idempotency-Key’s first request is still running',
   413: 'the upload is over the dashboard’s --max-bytes (refused before it is stored)',
   415: 'not JSON, multipart or a CSV/.xlsx content type',
-  422: 'invalid rows (strict: every one, by line), an unreadable file (at its line), or an Idempotency-Key used for another request',
+  422: 'invalid rows (strict: every one, by line), an unreadable file (at its line), an Idempotency-Key used for another request, or an option this server’s settings cannot honour (code CONFIG, the setting named: invite without CONSOLE_WEB_URL)',
   500: 'unexpected (see the dashboard log)',
   503: 'a service (PostgreSQL, Redis) is unreachable, or nothing to enqueue on',
 };

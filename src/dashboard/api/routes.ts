@@ -12,6 +12,7 @@ import { newInputInfo, type InputInfo } from '../../input/decode.js';
 import { readRecords, readRows } from '../../input/read-rows.js';
 import type { RejectedRow } from '../../input/row-checker.js';
 import type { Db } from '../../db/pool.js';
+import type { InvitationAsk } from '../../config/config.js';
 import { probeDifySchema } from '../../dify/schema-probe.js';
 import { BatchNotFoundError } from '../../common/errors.js';
 import { batchIdForFile } from '../../ingest/batch-id.js';
@@ -95,6 +96,12 @@ const changeInput = (input: Input) => input as unknown as Input<ChangeInput, Cha
 export function apiRoutes(deps: ApiDeps): ApiRoute[] {
   const mustExist = async (id: string) => {
     if (!(await getBatchStatus(deps.db, id))) throw new BatchNotFoundError(id);
+  };
+  // A plan refuses invitation options this server cannot honour, as the batch would (the library's one decision).
+  const checkInvitations = (ask: InvitationAsk) => {
+    if (!ask.invite && !ask.invitePending && !ask.sendInvites) return;
+    if (!deps.provisioner) throw new ApiRefusal('UNAVAILABLE', 503, 'this dashboard was started without a queue: it cannot invite');
+    deps.provisioner.checkInvitations(ask);
   };
   const control = (verb: string, past: string, run: (id: string) => Promise<number>, what: string): ApiRoute => ({
     method: 'POST',
@@ -180,11 +187,12 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
         description: 'the plan: would create / existing / rejected / would fail, with each problem',
         schema: S.PlanResponseSchema,
       },
-      errors: [400, 413, 415, 422],
+      errors: [400, 413, 415, 422, 503],
       async handle({ input }) {
         if (input.kind === 'none' || input.kind === 'json')
           throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
         const opts = libraryOptions(input.options);
+        checkInvitations(opts);
         const planOpts = {
           createMissingAccounts: opts.createMissingOwners ?? false,
           allowDuplicateNames: opts.allowDuplicateNames ?? false,
@@ -242,12 +250,13 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
         description: 'the plan: per change kind, unchanged, rejected and refused rows, each problem by line and field',
         schema: S.ChangePlanResponseSchema,
       },
-      errors: [400, 413, 415, 422],
+      errors: [400, 413, 415, 422, 503],
       async handle(ctx) {
         const input = changeInput(ctx.input);
         if (input.kind === 'none' || input.kind === 'json')
           throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
         const opts = changeLibraryOptions(input.options);
+        checkInvitations(opts);
         const planOpts = {
           accounts: { normalized: (await probeDifySchema(deps.db)).normalizedEmail },
           createMissingAccounts: opts.createMissingOwners ?? false,
