@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { PoolClient } from 'pg';
 import { afterEach, describe, expect, inject, it } from 'vitest';
+import type { InvitationSettings } from '../../src/config/dify-env.js';
 import { createProvisioner, type ChangeInput, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { runLoggedUntilDone, waitUntilDone } from '../helpers/batch.js';
@@ -38,7 +39,7 @@ afterEach(async () => {
   env = undefined;
 });
 
-async function world(): Promise<TestEnv['config']> {
+async function world(): Promise<TestEnv['config'] & { invitations: InvitationSettings }> {
   env = await createTestEnv();
   dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
   const u = new URL(inject('redisUrl'));
@@ -253,6 +254,56 @@ describe('two customers at the same moment', () => {
     expect(handed).toEqual([{ email: 'b-owner@example.com', mailOnly: false }]);
     expect(await tokensOf(shared)).toEqual([]);
     expect((await revealed('cust-b', 'b.csv')).map((l) => l.email)).toEqual(['b-owner@example.com']);
+  });
+});
+
+describe("a worker that lost Dify's Redis between its COMMIT and the SETEX (or was killed there)", () => {
+  it("B's token for the person waits in our schema; A adds the person meanwhile: no sweep ever stores it, B's report says it was revoked", async () => {
+    const config = await world();
+    const down = {
+      ...config,
+      invitations: { ...config.invitations, redis: { kind: 'node' as const, host: '127.0.0.1', port: 1, db: DIFY_DB } },
+    };
+    await provisioner!.enqueue([{ workspace_name: 'B Corp', owner_email: 'b-owner@example.com', members: 'waiting@x.example:normal' }], {
+      batchId: 'cust-b',
+      createMissingOwners: true,
+      invite: true,
+      sealTo: PUBLIC,
+    });
+    await runLoggedUntilDone(env!, down, ['cust-b']);
+    const waiting = await accountId('waiting@x.example');
+    const bOwner = await accountId('b-owner@example.com');
+    const { rows: pending } = await env!.db.query(`SELECT 1 FROM dify_provision.invitations WHERE pending_token IS NOT NULL`);
+    expect(pending).toHaveLength(2);
+    // A's batch adds the person (existing, pending) before any worker stored B's tokens (its
+    // worker's sweep leaves tokens younger than an hour to whoever is storing them).
+    await provisioner!.enqueue([{ workspace_name: 'A Corp', owner_email: 'a-owner@example.com', members: 'waiting@x.example:editor' }], {
+      batchId: 'cust-a',
+      createMissingOwners: true,
+    });
+    const aWorker = await runWorker(config, { logger: pino({ level: 'silent' }), sweep: { intervalMs: 60_000, idleSeconds: 3600 } });
+    try {
+      await waitUntilDone(env!, ['cust-a']);
+    } finally {
+      await aWorker.close();
+    }
+    const { rows: stillWaiting } = await env!.db.query(`SELECT 1 FROM dify_provision.invitations WHERE stored_at IS NULL`);
+    expect(stillWaiting).toHaveLength(2);
+    // A worker that reaches Dify's Redis sweeps: B's owner's token is stored, the person's never.
+    const worker = await runWorker(config, {
+      concurrency: 1,
+      logger: pino({ level: 'silent' }),
+      sweep: { intervalMs: 200, idleSeconds: 0 },
+    });
+    try {
+      await until(async () => (await tokensOf(bOwner)).length === 1, "the sweep stores B's owner's waiting token", 20_000);
+    } finally {
+      await worker.close();
+    }
+    expect(await tokensOf(waiting)).toEqual([]);
+    expect((await revealed('cust-b', 'b.csv')).map((l) => l.email)).toEqual(['b-owner@example.com']);
+    const b = await provisioner!.batch('cust-b').report();
+    expect(b[0]!.invitations).toMatch(/^waiting@x\.example: revoked: the person was added to another workspace \(batch cust-a, line 1\)/);
   });
 });
 
