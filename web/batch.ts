@@ -82,7 +82,8 @@ function inviteSection(batch: string): HTMLElement {
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ send_invites: send.checked, ...(seal.value.trim() ? { seal_to: seal.value } : {}) }),
       });
-      notice.textContent = r.message;
+      // The API's send_invites is the box beside the button here.
+      notice.textContent = consoleWords(r.message.replace(/\(send_invites mails them one\)/, '(tick "mail each link" to mail them one)'));
     } catch (e) {
       notice.textContent = consoleWords(e instanceof Error ? e.message : String(e));
     } finally {
@@ -109,11 +110,7 @@ function detailPanel(d: RowDetail, close: () => void): HTMLElement {
   return el(
     'section',
     { id: 'row-detail', class: 'detail', 'data-line': String(d.line) },
-    el(
-      'h3',
-      { text: 'Line ' + d.line + ': ' + (d.workspace_name ?? '') + ' ' },
-      el('span', { class: 'pill ' + d.outcome, text: d.outcome }),
-    ),
+    el('h3', { text: 'Line ' + d.line + ': ' + (d.workspace_name ?? '') + ' ' }, pill(d.outcome)),
     el('button', { id: 'detail-close', text: 'close', onclick: close }),
     el(
       'dl',
@@ -177,7 +174,19 @@ function chart(tl: Status['throughput']): SVGSVGElement {
 
 type Column = [heading: string, cell: (r: Row) => HTMLTableCellElement];
 const text = (f: (r: Row) => string | null | number, cls?: string) => (r: Row) => el('td', { class: cls, text: String(f(r) ?? '') });
-const outcome = (r: Row) => el('td', {}, el('span', { class: 'pill ' + r.outcome, text: r.outcome }));
+/** Redis did not answer when the page was drawn: an active row is not running but waiting for it. */
+let redisDown = false;
+/** A row's outcome as a pill; an active row while Redis is down says it waits for Redis. */
+const pill = (o: string) =>
+  redisDown && o === 'active'
+    ? el('span', {
+        class: 'pill waiting-for-redis',
+        'data-waiting': 'redis',
+        text: 'waiting for Redis',
+        title: 'active when Redis stopped answering: not running',
+      })
+    : el('span', { class: 'pill ' + o, text: o });
+const outcome = (r: Row) => el('td', {}, pill(r.outcome));
 
 const PROVISION_COLUMNS: Column[] = [
   ['external id', text((r) => r.externalId)],
@@ -213,7 +222,10 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
     view.detail === null ? Promise.resolve(null) : apiV1<RowDetail>('/batches/' + enc + '/rows/' + view.detail).catch(() => null),
   ]);
   const outcomes = OUTCOMES_OF[s.kind] ?? OUTCOMES_OF.provision;
-  const counts = outcomes.map((o) => el('div', { class: o, id: 'count-' + o }, el('b', { text: String(s.counts[o]) }), o));
+  redisDown = s.redisUnreachable;
+  // Active rows while Redis is down are counted as what they are: waiting for Redis, not running.
+  const countWords = (o: string) => (o === 'active' && s.waitingForRedis > 0 ? 'active: waiting for Redis' : o);
+  const counts = outcomes.map((o) => el('div', { class: o, id: 'count-' + o }, el('b', { text: String(s.counts[o]) }), countWords(o)));
   const filter = el(
     'select',
     {

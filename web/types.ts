@@ -43,6 +43,8 @@ export interface Status {
   advice: string | null;
   workers: number | null;
   redisUnreachable: boolean;
+  /** Active rows while Redis does not answer: not running, waiting for Redis. */
+  waitingForRedis: number;
   /** The options the batch was made with (the library's names) and how its file was read. */
   options: Record<string, unknown>;
   input: Record<string, unknown> | null;

@@ -19,7 +19,8 @@ export function formatStatus(s: BatchStatus): string {
   // Each kind's own outcomes, always; the other kind's and cancelled only when some row has them.
   const own: readonly string[] = s.kind === 'changes' ? CHANGE_SHOWN : PROVISION_SHOWN;
   const counts = OUTCOMES.filter((o) => s.counts[o] > 0 || own.includes(o))
-    .map((o) => `${o} ${s.counts[o]}`)
+    // Active rows while Redis is down are not running: they wait for Redis.
+    .map((o) => `${o} ${s.counts[o]}${o === 'active' && s.waitingForRedis > 0 ? ' (waiting for Redis)' : ''}`)
     .join(', ');
   const line = `batch ${s.batchId} (${paintedState(s.state)}): ${finishedRows}/${s.total} rows finished (${pct}%): ${counts}`;
   return s.advice ? `${line}\n${s.advice}` : line;
@@ -61,8 +62,9 @@ export const statusCommand = (batchId: string, flags: { json?: boolean }, config
     return 0;
   });
 
+// wait follows the batch from PostgreSQL when Redis does not answer (at the start or later), and keeps waiting, saying so.
 export const waitCommand = (batchId: string, flags: { json?: boolean; reportDir: string }, config: Config) =>
-  withProvisioner(config, (p) => waitAndReport(p.batch(batchId), flags));
+  withReader(config, (p) => waitAndReport(p.batch(batchId), flags), { followRedis: true });
 
 export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; out?: string; overwrite?: boolean }, config: Config) =>
   withReader(config, async (p) => {

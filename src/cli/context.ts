@@ -3,10 +3,12 @@ import type { Config } from '../config/config.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
 import { BatchNotFoundError } from '../common/errors.js';
 import { provisionerOn, type Provisioner } from '../provisioner.js';
-import { RedisUnreachableError } from '../queue/connection.js';
+import type { Queue } from 'bullmq';
+import { redisTargetOf } from '../config/config.js';
+import { provisionQueue, redisConnection, RedisUnreachableError, workersServing, type RedisClient } from '../queue/connection.js';
 import { csvReport, jsonReport } from '../report/format.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
-import { batchKind, getBatchStatus, listBatches } from '../store/batches.js';
+import { batchKind, batchProgress, getBatchStatus, listBatches, type WorkerCensus } from '../store/batches.js';
 import { difyIdentity } from '../store/instance.js';
 import { allReportRows } from '../store/report.js';
 
@@ -24,7 +26,7 @@ export async function withProvisioner<T>(config: Config, fn: (p: Provisioner) =>
 export type Reader = Pick<Provisioner, 'batches' | 'workers' | 'difySchema' | 'queue'> & {
   batch(
     id: string,
-  ): Pick<ReturnType<Provisioner['batch']>, 'status' | 'reportCsv' | 'reportJson'> &
+  ): Pick<ReturnType<Provisioner['batch']>, 'id' | 'status' | 'progress' | 'reportCsv' | 'reportJson'> &
     Partial<Pick<ReturnType<Provisioner['batch']>, 'rowsWithoutJob'>>;
   serverStatus?: Provisioner['serverStatus'];
 };
@@ -34,13 +36,13 @@ export type Reader = Pick<Provisioner, 'batches' | 'workers' | 'difySchema' | 'q
  * from PostgreSQL alone (the counts, states and reports live there), each saying that Redis is
  * unreachable (workers: 'unreachable').
  */
-export async function withReader<T>(config: Config, fn: (r: Reader) => Promise<T>): Promise<T> {
+export async function withReader<T>(config: Config, fn: (r: Reader) => Promise<T>, opts: { followRedis?: boolean } = {}): Promise<T> {
   let p: Provisioner;
   try {
     p = provisionerOn(await openQueueRuntime(config));
   } catch (err) {
     if (!(err instanceof RedisUnreachableError)) throw err;
-    return withPostgresReader(config, fn);
+    return withPostgresReader(config, fn, opts);
   }
   try {
     return await fn(p);
@@ -49,14 +51,28 @@ export async function withReader<T>(config: Config, fn: (r: Reader) => Promise<T
   }
 }
 
-async function withPostgresReader<T>(config: Config, fn: (r: Reader) => Promise<T>): Promise<T> {
+/**
+ * `followRedis` (wait): the census keeps asking Redis (a client that reconnects by itself), so a
+ * batch followed from PostgreSQL says when Redis answers again and a worker takes its rows.
+ */
+async function withPostgresReader<T>(config: Config, fn: (r: Reader) => Promise<T>, opts: { followRedis?: boolean }): Promise<T> {
   const rt = await openDbRuntime(config, { migrate: false });
+  let queue: Queue | undefined;
+  let redis: RedisClient | undefined;
   try {
     const { db } = rt;
     const dify = await difyIdentity(db);
-    const workers = async () => 'unreachable' as const;
+    const target = redisTargetOf(config);
+    if (opts.followRedis && target) {
+      redis = redisConnection(target, 'producer');
+      queue = provisionQueue(redis, config.queuePrefix, dify.queueName);
+    }
+    const census = queue;
+    const workers: WorkerCensus = census ? () => workersServing(census) : async () => 'unreachable' as const;
     return await fn({
       batch: (id) => ({
+        id,
+        progress: (intervalMs = 1000) => batchProgress(db, id, intervalMs, workers),
         async status() {
           const s = await getBatchStatus(db, id, 'unreachable');
           if (!s) throw new BatchNotFoundError(id);
@@ -75,6 +91,8 @@ async function withPostgresReader<T>(config: Config, fn: (r: Reader) => Promise<
       queue: { name: dify.queueName, database: dify.database },
     });
   } finally {
+    await queue?.close().catch(() => undefined);
+    redis?.disconnect();
     await rt.close();
   }
 }

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { writeNewFile } from '../common/files.js';
 import type { BatchHandle } from '../provisioner.js';
-import { NO_WORKER, type BatchStatus } from '../store/batches.js';
+import { NO_WORKER, REDIS_UNREACHABLE, type BatchStatus } from '../store/batches.js';
 import { OUTCOMES } from '../common/types.js';
 import { paintedState, workersWords } from './terminal.js';
 
@@ -32,6 +32,8 @@ function formatEta(seconds: number): string {
 
 /** Rate and ETA while workers answer rows; the missing worker instead while none serves the queue. */
 function pace(s: BatchStatus, rate: number): string {
+  // Redis down: nothing moves, and wait keeps waiting (from PostgreSQL) until it answers again.
+  if (s.redisUnreachable) return `stalled: ${s.advice ?? REDIS_UNREACHABLE}; still waiting (the rows are in PostgreSQL)`;
   if (s.state === 'stalled') return `stalled: ${s.advice ?? NO_WORKER}`;
   return `${rate.toFixed(1)}/s, ETA ${formatEta(rate > 0 ? (s.total - finishedOf(s)) / rate : Infinity)} (${workersWords(s.workers)})`;
 }
@@ -93,7 +95,7 @@ export function summaryTable(s: BatchStatus): string {
 
 /** Writes <dir>/<batch>-report.csv and .json (new files, unless `overwrite`); returns their paths. */
 export async function writeReports(
-  batch: BatchHandle,
+  batch: Pick<BatchHandle, 'id' | 'reportCsv' | 'reportJson'>,
   dir: string,
   opts: { overwrite?: boolean } = {},
 ): Promise<{ csv: string; json: string }> {
@@ -114,7 +116,10 @@ export function interruptedHint(batchId: string): string {
   );
 }
 
-export async function waitAndReport(batch: BatchHandle, flags: WaitFlags): Promise<number> {
+export async function waitAndReport(
+  batch: Pick<BatchHandle, 'id' | 'progress' | 'reportCsv' | 'reportJson'>,
+  flags: WaitFlags,
+): Promise<number> {
   const view = progressView(flags.json ? process.stderr : process.stdout);
   let status: BatchStatus | undefined;
   const interrupted = () => {

@@ -59,6 +59,9 @@ export async function openDbRuntime(config: Config, opts: RuntimeOptions = {}): 
   return { config: cfg, logger: opts.logger ?? createLogger(cfg.logLevel), db, close: () => db.end() };
 }
 
+/** How long closing waits for Redis to answer before dropping the connection. */
+const CLOSE_WAIT_MS = 3000;
+
 /**
  * PostgreSQL and this Dify's queue. The database must be a Dify we know (nothing of ours is
  * created in any other); the queue is named after the database's identity. Producers (ingest,
@@ -109,8 +112,20 @@ export async function openQueueRuntime(
     server,
     async close() {
       server.stop();
-      await queue.close();
-      await Promise.allSettled([client.quit(), base.close()]);
+      // Redis may have stopped answering (wait, status while it is down): closing does not wait
+      // for it past a few seconds; the connection is dropped instead.
+      let timer: NodeJS.Timeout | undefined;
+      const closed = await Promise.race([
+        (async () => {
+          await queue.close();
+          await client.quit();
+          return true;
+        })().catch(() => true),
+        new Promise<false>((r) => (timer = setTimeout(() => r(false), CLOSE_WAIT_MS))),
+      ]);
+      clearTimeout(timer);
+      if (!closed) client.disconnect();
+      await base.close();
     },
   };
 }

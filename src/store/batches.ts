@@ -67,6 +67,11 @@ export interface BatchStatus {
   workers: number | null;
   /** Redis did not answer when the status was read: nothing moves, whatever the counts say. */
   redisUnreachable: boolean;
+  /**
+   * Rows `active` while Redis does not answer: not running for all anyone can tell (a worker may
+   * still finish the job it holds, and its answer is in PostgreSQL); they wait for Redis. 0 while Redis answers.
+   */
+  waitingForRedis: number;
   /** What to do about the state, when something is needed (the missing worker, Redis down). */
   advice: string | null;
   /** The options the batch was made with (the library's names), as recorded; {} for a batch recorded before they were. */
@@ -212,6 +217,7 @@ export async function getBatchStatus(db: Db, batchId: string, workers: Workers =
     state,
     workers: workers === 'unreachable' ? null : workers,
     redisUnreachable: workers === 'unreachable',
+    waitingForRedis: workers === 'unreachable' ? counts.active : 0,
     advice: state === 'stalled' ? (workers === 'unreachable' ? REDIS_UNREACHABLE : NO_WORKER) : null,
     options: batch.asked ?? {},
     input: batch.input,

@@ -331,9 +331,15 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
         });
         const page = rows.slice(0, limit);
         const record: (r: ReportRow) => object = (await batchKind(deps.db, params.id!)) === 'changes' ? changeRecord : reportRecord;
+        // While Redis does not answer, an active row runs for all anyone can tell: it waits for Redis.
+        const unreachable = (await deps.workers()) === 'unreachable';
         return {
           status: 200,
-          body: { rows: page.map(record), next_after: rows.length > limit ? page[page.length - 1]!.line : null },
+          body: {
+            rows: page.map((r) => ({ ...record(r), ...waitingFor(unreachable, r) })),
+            next_after: rows.length > limit ? page[page.length - 1]!.line : null,
+            redis_unreachable: unreachable,
+          },
         };
       },
     },
@@ -376,7 +382,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
           await mustExist(params.id!);
           throw new ApiRefusal('ROW_NOT_FOUND', 404, `batch "${params.id}" has no line ${line}`);
         }
-        return { status: 200, body: rowDetailBody(row) };
+        return { status: 200, body: { ...rowDetailBody(row), ...waitingFor((await deps.workers()) === 'unreachable', row) } };
       },
     },
     {
@@ -456,6 +462,10 @@ export async function liveStatus(db: Db, id: string, workers: Workers) {
   // Without a worker nothing moves: no rate from the rows of a worker that has stopped, no ETA.
   return { ...status, throughput: status.state === 'stalled' ? { ...t, perSecond: 0, etaSeconds: null } : t };
 }
+
+/** An active row while Redis does not answer is marked waiting_for_redis (it is not running). */
+const waitingFor = (unreachable: boolean, r: { outcome: Outcome }) =>
+  unreachable && r.outcome === 'active' ? { waiting_for_redis: true as const } : {};
 
 /** A batch's status as the API answers it: snake_case names, but a column map's headings as they were written. */
 function statusBody(s: Awaited<ReturnType<typeof liveStatus>>) {

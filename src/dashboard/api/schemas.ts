@@ -226,6 +226,9 @@ export const BatchStatusSchema = z.object({
   state: z.enum(BATCH_STATES),
   workers,
   redis_unreachable: redisUnreachable,
+  waiting_for_redis: count.describe(
+    'rows active while Redis does not answer: no worker can be said to run them; they wait for Redis (0 while it answers)',
+  ),
   advice: z.string().nullable().describe('what to do: start a worker, or "Redis is unreachable: no worker can take rows"'),
   options: z
     .record(z.string(), z.unknown())
@@ -295,9 +298,6 @@ export const ChangeReportRowSchema = z.object({
   mail: z.string().nullable(),
 } satisfies Record<(typeof CHANGE_REPORT_COLUMNS)[number], z.ZodType>);
 
-/** A row of either kind of batch: a provisioning batch's (ingest) or a change batch's (apply). */
-const AnyReportRowSchema = z.union([ReportRowSchema, ChangeReportRowSchema]);
-
 export const RowsQuerySchema = z
   .object({
     outcome: z.enum(OUTCOMES).optional(),
@@ -306,8 +306,21 @@ export const RowsQuerySchema = z
     limit: z.coerce.number().int().min(1).max(1000).optional().describe('default 100'),
   })
   .strict();
+const waitingForRedis = z
+  .literal(true)
+  .optional()
+  .describe('present on an active row while Redis does not answer: it is not running, it waits for Redis');
+
 export const RowsPageSchema = z.object({
-  rows: z.array(AnyReportRowSchema).describe("a provisioning batch's rows, or a change batch's (with action and outcome)"),
+  rows: z
+    .array(
+      z.union([
+        ReportRowSchema.extend({ waiting_for_redis: waitingForRedis }),
+        ChangeReportRowSchema.extend({ waiting_for_redis: waitingForRedis }),
+      ]),
+    )
+    .describe("a provisioning batch's rows, or a change batch's (with action and outcome)"),
+  redis_unreachable: redisUnreachable,
   next_after: z.number().int().nullable().describe('pass as `after` for the next page; null: this was the last'),
 });
 
@@ -322,6 +335,7 @@ export const RowParamsSchema = z.object({ id: batchId, line: z.coerce.number().i
 
 const orNull = (s: string) => z.string().nullable().describe(s);
 export const RowDetailSchema = ReportRowSchema.extend({
+  waiting_for_redis: waitingForRedis,
   round: z.number().int().min(1).describe('1, then one more each time the row is queued again (retry, a cancel undone)'),
   recorded_at: when.describe('when the batch recorded it'),
   updated_at: when.describe('its last change'),
