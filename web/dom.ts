@@ -77,33 +77,39 @@ export async function apiV1<T>(path: string, opts: RequestInit = {}): Promise<T>
 /** The ingest options the API takes (name → kind), for consoleWords: filled once from /api/ingest-options. */
 export const optionKinds = new Map<string, string>();
 
-/**
- * A message in the console's words: the library's errors give the CLI's advice ("pass
- * `--encoding windows-1252`", "--allow-duplicate-names (library: allowDuplicateNames)"); here an
- * option of New batch is named as it is on the page ("set encoding to windows-1252", "tick allow
- * duplicate names") and the library's names are left out. Other flags (the dashboard's own
- * --max-bytes) stay as they are: they are the operator's.
- */
 /** The CLI's flags whose option has another name in the API (and on New batch). */
 const FLAG_OPTIONS: Record<string, string> = { map: 'column_map' };
 
+/**
+ * A message in the console's words: the library's errors give the CLI's advice ("pass
+ * `--encoding windows-1252`", "--allow-duplicate-names (library: allowDuplicateNames)", "`retry`");
+ * here an option of New batch is named as it is on the page ("set encoding to windows-1252", "tick
+ * allow duplicate names"), a command the page has a button for by its button ("retry" the row's,
+ * "Queue cancelled rows again" the batch's) and the library's names are left out. Other flags (the dashboard's own
+ * --max-bytes) stay as they are: they are the operator's.
+ */
 export function consoleWords(message: string): string {
-  return message
-    .replace(/ \(library: [^)]*\)/g, '')
-    .replace(/; library: [^)]*\)/g, ')')
-    .replace(
-      /(?:\bpass )?`?--([a-z][a-z0-9-]*)(?: ('[^']*'|"[^"]*"|[^\s`;,)]+))?`?/g,
-      (all: string, flag: string, value: string | undefined) => {
-        const name = FLAG_OPTIONS[flag] ?? flag.replace(/-/g, '_');
-        const kind = optionKinds.get(name);
-        if (kind === undefined) return all;
-        const words = name.replace(/_/g, ' ');
-        // A box takes no value: what followed the flag is the sentence's.
-        if (kind === 'boolean') return `tick "${words}" (options above)${value === undefined ? '' : ' ' + value}`;
-        if (value === undefined) return `"${words}" (options above)`;
-        const v = value.replace(/^['"]|['"]$/g, '');
-        if (kind === 'map') return `a line ${v} in "${words}" (options above)`;
-        return `set "${words}" to ${v === 'tab' ? 'tab' : v} (options above)`;
-      },
-    );
+  return (
+    message
+      // The CLI's retry is a button here: the row's own, the selection's, or the batch's.
+      .replace(/`(?:dify-provision )?retry --cancelled(?: BATCH)?`/g, '"Queue cancelled rows again" (the batch\'s button)')
+      .replace(/`(?:dify-provision )?retry`/g, '"retry" (the row\'s button, or "Retry failed rows")')
+      .replace(/ \(library: [^)]*\)/g, '')
+      .replace(/; library: [^)]*\)/g, ')')
+      .replace(
+        /(?:\bpass )?`?--([a-z][a-z0-9-]*)(?: ('[^']*'|"[^"]*"|[^\s`;,)]+))?`?/g,
+        (all: string, flag: string, value: string | undefined) => {
+          const name = FLAG_OPTIONS[flag] ?? flag.replace(/-/g, '_');
+          const kind = optionKinds.get(name);
+          if (kind === undefined) return all;
+          const words = name.replace(/_/g, ' ');
+          // A box takes no value: what followed the flag is the sentence's.
+          if (kind === 'boolean') return `tick "${words}" (options above)${value === undefined ? '' : ' ' + value}`;
+          if (value === undefined) return `"${words}" (options above)`;
+          const v = value.replace(/^['"]|['"]$/g, '');
+          if (kind === 'map') return `a line ${v} in "${words}" (options above)`;
+          return `set "${words}" to ${v === 'tab' ? 'tab' : v} (options above)`;
+        },
+      )
+  );
 }

@@ -1,15 +1,17 @@
 // The operator console and the HTTP API's Python client, end to end: the built CLI's dashboard and
 // a worker as separate processes on real Redis and PostgreSQL, the console in headless Chromium,
 // the sample in python3.
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { projectFile } from '../../src/common/project-files.js';
 import { IngestOptionsSchema } from '../../src/ingest/options.js';
-import { csvOf } from '../helpers/batch.js';
+import { csvOf, waitUntilDone } from '../helpers/batch.js';
 import { runCli, runProgram, startCli, type Background } from '../helpers/cli.js';
 import { launchChromium, startDashboard } from '../helpers/dashboard.js';
+import { difyRedisLines, operatorKeyFiles } from '../helpers/dify-invitations.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const TOKEN = 'test-console-token-0123456789';
@@ -19,9 +21,21 @@ const procs: Background[] = [];
 let base: string;
 let browser: Browser;
 
+const DIFY_DB = 14;
+let operator: { pub: string; key: string };
+
 beforeAll(async () => {
   env = await createTestEnv({ accounts: 30 });
-  const started = await startDashboard({ ...env.env, DASHBOARD_TOKEN: TOKEN, DASHBOARD_READ_TOKENS: READER });
+  // Dify's settings for invitations (its Redis, CONSOLE_WEB_URL): the dashboard's "Invite pending people".
+  operator = await operatorKeyFiles(env.dir);
+  const difyEnv = join(env.dir, 'dify.env');
+  await writeFile(difyEnv, [...difyRedisLines(DIFY_DB, `console-${env.name}`), 'CONSOLE_WEB_URL=https://dify.example.com', ''].join('\n'));
+  const started = await startDashboard({
+    ...env.env,
+    DASHBOARD_TOKEN: TOKEN,
+    DASHBOARD_READ_TOKENS: READER,
+    DIFY_ENV_FILE: difyEnv,
+  });
   procs.push(started.dash);
   base = started.base;
   expect(started.dash.output()).toContain(`dashboard: ${base}/`);
@@ -248,7 +262,7 @@ describe('the console: rows (issue 32 item 5)', () => {
   it('retries one row, then a selection; finds rows by workspace, owner or external id; shows a row in full; times in one format', async () => {
     const rows = [
       { workspace_name: 'Rows ok', owner_email: 'owner20@example.com', external_id: 'r-ok' },
-      ...[1, 2, 3].map((i) => ({ workspace_name: `Rows late ${i}`, owner_email: `late${i}@example.com`, external_id: `r-late-${i}` })),
+      ...[1, 2, 3, 4].map((i) => ({ workspace_name: `Rows late ${i}`, owner_email: `late${i}@example.com`, external_id: `r-late-${i}` })),
     ];
     const path = join(env.dir, 'rows.csv');
     await writeFile(path, csvOf(rows));
@@ -264,26 +278,28 @@ describe('the console: rows (issue 32 item 5)', () => {
     await page.goto(`${base}/?token=${TOKEN}`);
     await page.goto(`${base}/batches/rows`);
     await page.waitForSelector('#state[data-state="done-with-failures"]');
-    expect(await outcomes()).toEqual(['2:created', '3:failed', '4:failed', '5:failed']);
+    expect(await outcomes()).toEqual(['2:created', '3:failed', '4:failed', '5:failed', '6:failed']);
     // The people exist now: a retry will create their workspaces.
     await env.db.query(
-      `INSERT INTO accounts (name, email, status) SELECT 'Late ' || i, 'late' || i || '@example.com', 'active' FROM generate_series(1, 3) AS i`,
+      `INSERT INTO accounts (name, email, status) SELECT 'Late ' || i, 'late' || i || '@example.com', 'active' FROM generate_series(1, 4) AS i`,
     );
     expect(await page.locator('#retry-2').count()).toBe(0); // a created row has no retry
 
-    // One row.
+    // One row: that row only (the other failed rows stay failed).
     await page.click('#retry-3');
     await page.waitForSelector('#rows tr[data-line="3"][data-outcome="created"]');
-    expect(await outcomes()).toEqual(['2:created', '3:created', '4:failed', '5:failed']);
-    // A selection.
+    expect(await page.textContent('#notice')).toBe('1 row(s) queued again');
+    expect(await outcomes()).toEqual(['2:created', '3:created', '4:failed', '5:failed', '6:failed']);
+    // A selection: the rows selected, not every failed row (line 6 is left out).
     await page.check('#select-4');
     await page.check('#select-5');
     await page.waitForFunction(() => document.querySelector('#retry-selected')?.textContent === 'Retry selected (2)');
     await page.click('#retry-selected');
     await page.waitForSelector('#rows tr[data-line="5"][data-outcome="created"]');
     await page.waitForSelector('#rows tr[data-line="4"][data-outcome="created"]');
-    expect(await outcomes()).toEqual(['2:created', '3:created', '4:created', '5:created']);
     expect(await page.textContent('#notice')).toBe('2 row(s) queued again');
+    expect(await outcomes()).toEqual(['2:created', '3:created', '4:created', '5:created', '6:failed']);
+    expect(await page.locator('#retry-6').count()).toBe(1);
 
     // Search by external id, owner (any case) and workspace name.
     const lines = () => page.locator('#rows tr[data-line]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-line')));
@@ -300,7 +316,7 @@ describe('the console: rows (issue 32 item 5)', () => {
       expect(await lines()).toEqual([line]);
     }
     await page.fill('#search', '');
-    await page.waitForFunction(() => document.querySelectorAll('#rows tr[data-line]').length === 4);
+    await page.waitForFunction(() => document.querySelectorAll('#rows tr[data-line]').length === 5);
 
     // A row in full: attempts and round, times, the workspace it wrote.
     await page.click('#line-3');
@@ -323,6 +339,76 @@ describe('the console: rows (issue 32 item 5)', () => {
   });
 });
 
+describe('the console: "Invite pending people" (issue 32 item 9)', () => {
+  it("issues invitations for the pending people a batch made without invite: tokens in Dify's Redis, links sealed to the key pasted", async () => {
+    const path = join(env.dir, 'pending.csv');
+    await writeFile(
+      path,
+      csvOf([{ workspace_name: 'Pending Co', owner_email: 'ann@pending.example', members: 'bob@pending.example:admin' }]),
+    );
+    expect((await runCli(['ingest', path, '--create-missing-owners', '--batch-id', 'pending'], env.env)).code).toBe(0);
+    await waitUntilDone(env, ['pending']);
+    const dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
+    try {
+      const tokens = () => dify.keys(`console-${env.name}:member_invite:token:*`);
+      expect(await tokens()).toEqual([]);
+      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+      page.setDefaultTimeout(120_000);
+      await page.goto(`${base}/?token=${TOKEN}`);
+      await page.goto(`${base}/batches/pending`);
+      await page.waitForSelector('#invite-panel');
+      await page.fill('#invite-seal', await readFile(operator.pub, 'utf8'));
+      await page.click('#invite');
+      await page.waitForFunction(() => /pending person/.test(document.querySelector('#invite-notice')?.textContent ?? ''));
+      expect(await page.textContent('#invite-notice')).toMatch(/^2 pending person\(s\) got an invitation/);
+      expect(await tokens()).toHaveLength(2);
+      // The links, sealed to the key pasted, revealed once with the private half.
+      const out = join(env.dir, 'pending-links.csv');
+      const revealed = await runCli(['secrets', 'pending', '--invites', '--key', operator.key, '--out', out], env.env);
+      expect(revealed.code, revealed.stderr).toBe(0);
+      const links = await readFile(out, 'utf8');
+      expect(links).toContain(',Pending Co,ann@pending.example,owner,https://dify.example.com/activate?email=ann%40pending.example&token=');
+      expect(links).toContain(',Pending Co,bob@pending.example,admin,https://dify.example.com/activate?email=bob%40pending.example&token=');
+      // Again: nobody new to invite.
+      await page.click('#invite');
+      await page.waitForFunction(() => /^0 pending person/.test(document.querySelector('#invite-notice')?.textContent ?? ''));
+      expect(await tokens()).toHaveLength(2);
+      await page.close();
+    } finally {
+      dify.disconnect();
+    }
+  });
+});
+
+describe("the console's advice names its own controls (issue 32)", () => {
+  it("a row whose error says to `retry` names the row's retry button, not the CLI", async () => {
+    const path = join(env.dir, 'gone.csv');
+    await writeFile(path, csvOf([{ workspace_name: 'Gone', owner_email: 'owner24@example.com', external_id: 'gone-1' }]));
+    expect((await runCli(['ingest', path, '--batch-id', 'gone'], env.env)).code).toBe(0);
+    await waitUntilDone(env, ['gone']);
+    // Its workspace deleted in Dify: the same row again fails, saying how to create it again and `retry`.
+    const { tenant_id: tenant } = (await env.db.query(`SELECT tenant_id FROM dify_provision.rows WHERE batch_id = 'gone'`)).rows[0];
+    await env.db.query(`DELETE FROM tenant_account_joins WHERE tenant_id = $1`, [tenant]);
+    await env.db.query(`DELETE FROM tenants WHERE id = $1`, [tenant]);
+    expect((await runCli(['ingest', path, '--batch-id', 'gone-again'], env.env)).code).toBe(0);
+    await waitUntilDone(env, ['gone-again']);
+    const error = (await env.db.query(`SELECT error FROM dify_provision.rows WHERE batch_id = 'gone-again'`)).rows[0].error;
+    expect(error).toContain('`retry`');
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    page.setDefaultTimeout(120_000);
+    await page.goto(`${base}/?token=${TOKEN}`);
+    await page.goto(`${base}/batches/gone-again`);
+    await page.waitForSelector('#rows tr[data-line="2"]');
+    const shown = (await page.textContent('#rows tr[data-line="2"] td.err'))!;
+    expect(shown).toContain('and "retry" (the row\'s button, or "Retry failed rows")');
+    expect(shown).not.toContain('`');
+    await page.click('#line-2');
+    await page.waitForSelector('#row-detail[data-line="2"]');
+    expect(await page.textContent('#detail-error')).toBe(shown);
+    await page.close();
+  });
+});
+
 describe('the console: every option the API takes (issue 32 item 4)', () => {
   it('offers each ingest option; a Windows-1252 file is provisioned from the browser; the batch page shows what it was made with', async () => {
     const { page, errors } = await consolePage();
@@ -331,6 +417,9 @@ describe('the console: every option the API takes (issue 32 item 4)', () => {
       .locator('#options [id^="opt-"]')
       .evaluateAll((els) => els.map((e) => e.id.slice(4)).filter((id) => !id.endsWith('-file')));
     expect(offered).toEqual(Object.keys(IngestOptionsSchema.shape));
+    // Named here too: an option gone from the schema and the page alike is missed.
+    for (const name of ['encoding', 'delimiter', 'sheet', 'header_row', 'column_map', 'invite', 'send_invites', 'seal_to', 'strict'])
+      expect(offered).toContain(name);
 
     // Saved by Excel on Windows: Windows-1252 (’ is 0x92 there, not in Latin-1), ';' between cells.
     const csvText = 'workspace_name;owner_email\nO’Neil Café;owner21@example.com\nSmørrebrød ApS;owner22@example.com\n';
@@ -368,6 +457,36 @@ describe('the console: every option the API takes (issue 32 item 4)', () => {
     const status = await (await fetch(`${base}/api/v1/batches/${id}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json();
     expect(status.options).toMatchObject({ encoding: 'windows-1252', delimiter: ';', retry: { attempts: 2 } });
     expect(status.input).toMatchObject({ format: 'csv', encoding: 'windows-1252', delimiter: ';' });
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('a file with a title above its header and a heading of its own: header row and column map from the browser, recorded with the batch', async () => {
+    const { page, errors } = await consolePage();
+    await page.waitForSelector('#options[data-ready="true"]');
+    // Eleven lines of notes (past the 10 searched for a header), and "Owner Contact", which no alias reads.
+    const notes = Array.from({ length: 11 }, (_, i) => `Note ${i + 1},`).join('\n');
+    const file = `${notes}\nCompany,Owner Contact\nTitled Co,owner23@example.com\n`;
+    await page.setInputFiles('#file', { name: 'titled.csv', mimeType: 'text/csv', buffer: Buffer.from(file) });
+    await page.waitForSelector('#plan-error');
+    const refused = (await page.textContent('#plan-error'))!;
+    expect(refused).toContain('set "header row" to N (options above)');
+    expect(refused).toContain('a line Heading=column in "column map" (options above)');
+    expect(refused).not.toContain('--');
+    await page.fill('#opt-header_row', '12');
+    await page.locator('#opt-header_row').dispatchEvent('change');
+    await page.waitForFunction(() => /Owner Contact/.test(document.querySelector('#plan-error')?.textContent ?? ''));
+    await page.fill('#opt-column_map', 'Owner Contact=owner_email');
+    await page.locator('#opt-column_map').dispatchEvent('change');
+    await page.waitForFunction(() => document.querySelector('#plan-would-create b')?.textContent === '1');
+    await page.click('#provision');
+    await page.waitForFunction(() => /\/batches\//.test(location.pathname) || document.querySelector('#provision-error') !== null);
+    expect(await page.evaluate(() => document.querySelector('#provision-error')?.textContent ?? '')).toBe('');
+    await page.waitForSelector('#state[data-state="done"]', { timeout: 120_000 });
+    const made = (await page.textContent('#batch-options'))!;
+    expect(made).toContain('header_row: 12');
+    expect(made).toContain('column_map: Owner Contact=owner_email');
+    expect((await env.db.query(`SELECT count(*)::int AS n FROM tenants WHERE name = 'Titled Co'`)).rows[0].n).toBe(1);
     expect(errors).toEqual([]);
     await page.close();
   });
