@@ -1,6 +1,7 @@
 // `dify-provision apply` as a user runs it, in separate processes: the sample changes file on the
 // sample workspaces (dry run, apply --wait, the report, a second apply answering unchanged), a
 // refused row's exit code, and a worker SIGKILLed in the middle of a change batch.
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -178,6 +179,48 @@ describe('apply from the CLI', () => {
     expect(JSON.parse(loose.stdout)).toEqual({ batchId: 'loose', total: 2, queued: 1, rejected: 1, alreadyInBatch: 0 });
     await until(world.done('loose'), 'the loose batch');
     expect((await world.rowsOf('loose')).map((r: { outcome: string }) => r.outcome)).toEqual(['applied', 'rejected']);
+  });
+
+  it('--create-missing-owners, --invite, --send-invites and --seal-to reach the recorded change rows and batch', async () => {
+    const env = world.env;
+    const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const pub = join(env.dir, 'op.pub');
+    await writeFile(pub, publicKey.export({ type: 'spki', format: 'pem' }).toString());
+    const dotenv = join(env.dir, 'mail.env');
+    await writeFile(
+      dotenv,
+      [
+        ...difyRedisLines(DIFY_DB, `apply-${env.name}`),
+        'CONSOLE_WEB_URL=https://dify.example.com',
+        'MAIL_TYPE=smtp',
+        'MAIL_DEFAULT_SEND_FROM=Dify <no-reply@dify.example.com>',
+        'SMTP_SERVER=127.0.0.1',
+        'SMTP_PORT=2525',
+        'SMTP_USE_TLS=false',
+        '',
+      ].join('\n'),
+    );
+    const file = join(env.dir, 'invite.csv');
+    await writeFile(file, `action,workspace_id,email,role\nadd_member,${randomUUID()},new.person@example.com,normal\n`);
+    // No worker runs: what the command recorded is what a worker would be asked to do.
+    const run = await runCli(
+      ['--dify-env', dotenv, 'apply', file, '--create-missing-owners', '--invite', '--send-invites', '--seal-to', pub, '--batch-id', 'inv'],
+      env.env,
+    );
+    expect(run.code, run.stderr).toBe(0);
+    const { rows } = await env.db.query(`SELECT spec FROM dify_provision.rows WHERE batch_id = 'inv'`);
+    expect(rows.map((r: { spec: object }) => r.spec)).toEqual([
+      expect.objectContaining({ action: 'add_member', createMissingAccounts: true, invite: true, sendInvites: true }),
+    ]);
+    const { rows: batch } = await env.db.query(`SELECT options FROM dify_provision.batches WHERE id = 'inv'`);
+    // Each flag as asked (--send-invites alone would imply invite): the options the command passed.
+    expect(batch[0].options).toMatchObject({
+      createMissingAccounts: true,
+      invite: true,
+      sendInvites: true,
+      asked: { createMissingOwners: true, invite: true, sendInvites: true },
+    });
+    expect(typeof batch[0].options.sealTo).toBe('string');
   });
 
   it('--header-row and --map read a changes file with a title and headings of its own; the batch records them (issue 32)', async () => {

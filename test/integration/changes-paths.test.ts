@@ -517,6 +517,11 @@ describe('--strict and the bounds of what reading holds', () => {
       p.apply(members, { batchId: 'big', sync: true, maxBytes: 400 }),
       /^the membership file \(--sync\) is over its limit of 400 bytes held in memory at line \d/,
     );
+    // The members of the workspaces it names are held too: one row listing One's owner, One's three members go over.
+    await over(
+      p.apply([{ workspace_id: W.W1!, email: 'owner1@example.com', role: 'owner' }], { batchId: 'big', sync: true, maxBytes: 1000 }),
+      /^the membership file \(--sync\) is over its limit of 1000 bytes held in memory at line \d/,
+    );
     const many = Array.from({ length: 5 }, (_, i) => ({ workspace_id: W.W1!, email: `person${i}@example.com`, role: 'normal' }));
     await over(
       p.apply(many, { batchId: 'big', sync: true, maxRows: 4 }),

@@ -4,12 +4,16 @@
 // `unchanged` for every one of them.
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import type { InvitationSettings } from '../../src/config/dify-env.js';
 import { createProvisioner, type ChangeInput, type Provisioner } from '../../src/provisioner.js';
 import type { ReportRow } from '../../src/store/report.js';
+import { lockTenant } from '../../src/store/locks.js';
+import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
+import { until } from '../helpers/cli-world.js';
 import { BANDS, type BandName } from '../helpers/dify-checks.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
@@ -319,6 +323,75 @@ describe('two change batches on one workspace at once', () => {
     const top = ['owner1@example.com', 'owner2@example.com', 'owner3@example.com'].map((m) => roles[m]).sort();
     expect(top).toEqual(['admin', 'admin', 'owner']);
     expect(roles['owner1@example.com']).toBe('admin');
+  });
+});
+
+describe("a change and the workspace's locks", () => {
+  /** Until a backend of this database waits for a lock (`event`: its wait_event, else any), or the batch's row is answered. */
+  const waitingOrAnswered = (e: TestEnv, batchId: string, event?: string) => async () => {
+    const { rows } = await e.db.query(
+      `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND ($1::text IS NULL OR wait_event = $1)
+       UNION ALL SELECT 1 FROM dify_provision.rows WHERE batch_id = $2 AND outcome NOT IN ('queued', 'active')`,
+      [event ?? null, batchId],
+    );
+    return rows.length > 0;
+  };
+  const outcomes = async (e: TestEnv, batchId: string) =>
+    (await e.db.query(`SELECT outcome FROM dify_provision.rows WHERE batch_id = $1`, [batchId])).rows.map((r) => r.outcome);
+
+  it("waits while another transaction of ours holds the workspace's lock (a new workspace's, another change's), then applies", async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difySettings(`dify-${e.name}`) };
+    await provisionWorld(e);
+    const holder = await e.db.connect();
+    await holder.query('BEGIN');
+    await lockTenant(holder, W.W1!);
+    provisioner = await createProvisioner(config);
+    await provisioner.apply([{ action: 'rename', workspace_id: W.W1, name: 'Held' }], { batchId: 'held' });
+    const worker = await runWorker(config, { concurrency: 1, logger: pino({ level: 'silent' }) });
+    try {
+      await until(waitingOrAnswered(e, 'held', 'advisory'), 'the change waiting at the lock');
+      expect(await outcomes(e, 'held')).not.toContain('applied');
+      expect((await e.db.query(`SELECT name FROM tenants WHERE id = $1`, [W.W1])).rows).toEqual([{ name: 'One' }]);
+      await holder.query('COMMIT');
+      await until(async () => (await outcomes(e, 'held'))[0] === 'applied', 'the change once the lock is free');
+    } finally {
+      holder.release();
+      await worker.close();
+    }
+    expect((await e.db.query(`SELECT name FROM tenants WHERE id = $1`, [W.W1])).rows).toEqual([{ name: 'Held' }]);
+  });
+
+  it("reads the joins FOR UPDATE: an ownership transfer Dify's console is committing is seen, and removing the new owner is refused", async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difySettings(`dify-${e.name}`) };
+    await provisionWorld(e);
+    // Dify's console (no advisory lock) makes owner2 the owner of One, in a transaction still open.
+    const difyConsole = await e.db.connect();
+    await difyConsole.query('BEGIN');
+    await difyConsole.query(
+      `UPDATE tenant_account_joins SET role = CASE role WHEN 'owner' THEN 'admin' ELSE 'owner' END
+        WHERE tenant_id = $1 AND account_id IN (SELECT id FROM accounts WHERE email IN ('owner1@example.com', 'owner2@example.com'))`,
+      [W.W1],
+    );
+    provisioner = await createProvisioner(config);
+    await provisioner.apply([{ action: 'remove_member', workspace_id: W.W1, email: 'owner2@example.com' }], { batchId: 'console' });
+    const worker = await runWorker(config, { concurrency: 1, logger: pino({ level: 'silent' }) });
+    try {
+      await until(waitingOrAnswered(e, 'console'), 'the removal waiting for the join');
+      await difyConsole.query('COMMIT');
+      await until(async () => !['queued', 'active'].includes((await outcomes(e, 'console'))[0]), 'the removal answered');
+    } finally {
+      difyConsole.release();
+      await worker.close();
+    }
+    const report = await provisioner.batch('console').report();
+    expect(report.map((r) => `${r.outcome} ${r.error}`)).toEqual([
+      expect.stringMatching(/^failed email: owner2@example.com is the workspace's owner: transfer ownership first/),
+    ]);
+    expect(await joins(e, W.W1!)).toMatchObject({ 'owner1@example.com': 'admin', 'owner2@example.com': 'owner' });
   });
 });
 
