@@ -150,13 +150,14 @@ export interface LockedCheck {
 /** What checkLockedStatement's one row holds (read by checkedOf). */
 export type CheckedColumns = KnownColumns & { tenant_taken: boolean; locked: number };
 
-/** checkLocked as a statement, to send right behind the locks in one round trip (db/pool.ts inlined). */
+/**
+ * checkLocked as a statement, to send right behind the locks in one round trip (db/pool.ts
+ * inlined): the known columns (KNOWN_COLUMNS), whether the tenant id is taken, and the row's
+ * accounts locked FOR UPDATE in id order, counted. It calls our function check_locked_v1
+ * (store/schema.ts), which each connection plans once, instead of planning the query each time.
+ */
 export const checkLockedStatement = (key: string, tenantId: string, accountIds: string[]): Statement => ({
-  text: `SELECT ${KNOWN_COLUMNS},
-            EXISTS (SELECT 1 FROM tenants WHERE id = $2::uuid) AS tenant_taken,
-            (SELECT count(*)::int FROM (SELECT id FROM accounts WHERE id = ANY($3::uuid[]) ORDER BY id FOR UPDATE) AS locked) AS locked
-       FROM (SELECT 1) AS one
-       ${knownJoin('$1::text')}`,
+  text: `SELECT * FROM ${SCHEMA}.check_locked_v1($1::text, $2::uuid, $3::uuid[])`,
   values: [key, tenantId, accountIds],
 });
 

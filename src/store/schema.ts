@@ -205,6 +205,34 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX revocations_due_idx ON ${SCHEMA}.revocations (recorded_at) WHERE done_at IS NULL;
   `,
+  `
+  -- The check a new workspace makes under its locks (ledger.ts checkLockedStatement), as a
+  -- function so that each connection plans it once: planned afresh as a statement it cost ~0.25 ms
+  -- of PostgreSQL's CPU a workspace, more than running it (BENCHMARKS.md, issue 34). A function of
+  -- ours (volatile: its query takes its own snapshot, as the statement did); Dify's tables are read
+  -- through the caller's search_path, as every other statement of ours reads them. Its columns
+  -- are ledger.ts KNOWN_COLUMNS and the check's own; a change to them is a new function (_v2).
+  CREATE FUNCTION ${SCHEMA}.check_locked_v1(p_key text, p_tenant uuid, p_accounts uuid[])
+    RETURNS TABLE (tenant_id uuid, fingerprint text, known_batch text, known_line integer, known_owner text,
+                   known_name text, known_alive boolean, current_name text, current_owner text,
+                   tenant_taken boolean, locked integer)
+    LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $check$
+  #variable_conflict use_column
+  BEGIN
+    RETURN QUERY
+    SELECT l.tenant_id, l.fingerprint, l.batch_id, l.line, k.owner_email, k.workspace_name,
+           EXISTS (SELECT 1 FROM tenants t WHERE t.id = l.tenant_id),
+           (SELECT t.name::text FROM tenants t WHERE t.id = l.tenant_id),
+           (SELECT a.email::text FROM tenant_account_joins j JOIN accounts a ON a.id = j.account_id
+             WHERE j.tenant_id = l.tenant_id AND j.role = 'owner' ORDER BY j.created_at LIMIT 1),
+           EXISTS (SELECT 1 FROM tenants t WHERE t.id = p_tenant),
+           (SELECT count(*)::integer FROM (SELECT a.id FROM accounts a WHERE a.id = ANY(p_accounts) ORDER BY a.id FOR UPDATE) AS mine)
+      FROM (SELECT 1) AS one
+      LEFT JOIN ${SCHEMA}.ledger l ON l.idempotency_key = p_key
+      LEFT JOIN ${SCHEMA}.rows k ON k.batch_id = l.batch_id AND k.line = l.line;
+  END
+  $check$;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {
