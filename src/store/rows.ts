@@ -11,7 +11,7 @@
 import type { Db, Statement, Tx } from '../db/pool.js';
 import { accountCandidates, type AccountRules } from '../dify/accounts.js';
 import type { Account, Outcome } from '../common/types.js';
-import { knownJoin, knownOf, KNOWN_COLUMNS, type KnownColumns, type KnownEntry } from './ledger.js';
+import { knownOf, type KnownColumns, type KnownEntry } from './ledger.js';
 import { SCHEMA } from './schema.js';
 
 /** One input row as ingest records it: queued with the job it becomes, or rejected with why. */
@@ -172,16 +172,38 @@ export async function startAttempt(
   own?: OwnLineage,
 ): Promise<AttemptStart> {
   const candidates = accountCandidates(emails, rules, 10);
-  const s = startStatement(job, round, attempt, own, {
-    columns: `${KNOWN_COLUMNS},
-            EXISTS (SELECT 1 FROM tenants WHERE id = $9) AS tenant_taken,
-            (SELECT json_agg(${candidates.json} ORDER BY a.created_at)
-               FROM accounts a WHERE ${candidates.where}) AS accounts`,
-    from: `FROM (SELECT 1) AS one
-       ${knownJoin('$8')}`,
-    values: [job.key, job.tenantId, ...candidates.params],
-  });
-  const { rows } = await db.query<StartedColumns & { tenant_taken: boolean; accounts: Account[] | null } & KnownColumns>(s.text, s.values);
+  // Our function (store/schema.ts startAttemptFunction), planned once per connection: the rows
+  // of the job's row (its recorded spec and round, this server's lineage), queued/active →
+  // active, the ledger entry of its key with what KNOWN_COLUMNS reads, whether the tenant id is
+  // taken, and the Dify accounts of its emails (accountCandidates' rule).
+  const fn = rules.normalized ? 'start_attempt_normalized_v1' : 'start_attempt_v1';
+  const { rows } = await db.query<
+    {
+      matches: boolean;
+      ours: boolean;
+      recorded_key: string | null;
+      recorded_round: number | null;
+      outcome: Outcome | null;
+      tenant_taken: boolean;
+      accounts: Account[] | null;
+    } & KnownColumns
+  >(
+    `SELECT * FROM ${SCHEMA}.${fn}($1::text, $2::integer, $3::integer, $4::text, $5::uuid, $6::jsonb, $7::integer, $8::text, $9::text[], $10::text[]${
+      rules.normalized ? ', $11::text[]' : ''
+    })`,
+    [
+      job.batchId,
+      job.line,
+      attempt,
+      job.key,
+      job.tenantId,
+      JSON.stringify(job),
+      round,
+      own?.lineage ?? null,
+      own?.chain ?? [],
+      ...candidates.params,
+    ],
+  );
   const r = rows[0]!;
   const known = knownOf(r);
   return { ...startedOf(r), tenantTaken: r.tenant_taken, accounts: r.accounts ?? [], ...(known ? { known } : {}) };
