@@ -9,7 +9,7 @@ import { CHANGE_ROWS, type CheckedChange } from '../changes/change-row.js';
 import { describePlan, planChanges } from '../changes/plan.js';
 import { SYNC_ROWS, syncChanges, type SyncRow } from '../changes/sync.js';
 import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
-import { newInputInfo, describeInput, type Delimiter } from '../input/decode.js';
+import { newInputInfo, describeInput } from '../input/decode.js';
 import { readRecords, type Checked, type ReadOptions } from '../input/read-rows.js';
 import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
 import { provisionerOn } from '../provisioner.js';
@@ -17,34 +17,12 @@ import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
 import { generatedBatchId } from '../common/types.js';
 import { checkedMap } from './ingest-command.js';
 import { EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
+import type { BatchFileFlags } from './options.js';
 import { waitAndReport } from './wait-command.js';
 
-export interface ApplyFlags {
-  batchId?: string;
+export interface ApplyFlags extends BatchFileFlags {
   /** The file lists each named workspace's complete membership (workspace_id or external_id, email, role). */
   sync?: boolean;
-  dryRun?: boolean;
-  strict?: boolean;
-  wait?: boolean;
-  reportDir: string;
-  overwrite?: boolean;
-  createMissingOwners?: boolean;
-  invite?: boolean;
-  sendInvites?: boolean;
-  /** The operator's public key PEM (the file's content). */
-  sealTo?: string;
-  ignoreUnknownColumns?: boolean;
-  delimiter?: Delimiter;
-  encoding?: string;
-  sheet?: string;
-  headerRow?: number;
-  /** --map: heading → column. */
-  map?: Record<string, string>;
-  json?: boolean;
-  attempts: number;
-  backoffMs: number;
-  maxRows?: number;
-  maxBytes?: number;
 }
 
 /**

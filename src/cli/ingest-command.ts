@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
-import { describeInput, newInputInfo, type Delimiter } from '../input/decode.js';
+import { describeInput, newInputInfo } from '../input/decode.js';
 import { readRows, WORKSPACE_ROWS, type ReadOptions } from '../input/read-rows.js';
 import { mapEntryProblem, type Vocabulary } from '../input/header.js';
 import { UsageError } from '../common/errors.js';
@@ -19,38 +19,16 @@ import { provisionerOn } from '../provisioner.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
 import { EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
 import { escapeControls } from './terminal.js';
+import type { BatchFileFlags } from './options.js';
 import { waitAndReport } from './wait-command.js';
 import { bandQueuesDefaultPlugins, INSTALL_DEFAULT_PLUGINS, PLUGIN_QUEUE } from '../worker/dify-tasks.js';
 
-export interface IngestFlags {
-  batchId?: string;
-  dryRun?: boolean;
-  strict?: boolean;
-  wait?: boolean;
-  reportDir: string;
-  overwrite?: boolean;
-  createMissingOwners?: boolean;
+export interface IngestFlags extends BatchFileFlags {
   mintDatasetKeys?: boolean;
-  invite?: boolean;
   invitePending?: boolean;
-  sendInvites?: boolean;
-  /** The operator's public key PEM (the file's content). */
-  sealTo?: string;
-  ignoreUnknownColumns?: boolean;
-  delimiter?: Delimiter;
-  encoding?: string;
-  sheet?: string;
-  headerRow?: number;
   /** --dry-run --rows [n]: list the first n rows (true: 1000). */
   rows?: number | true;
-  /** --map: heading → column. */
-  map?: Record<string, string>;
   allowDuplicateNames?: boolean;
-  json?: boolean;
-  attempts: number;
-  backoffMs: number;
-  maxRows?: number;
-  maxBytes?: number;
 }
 
 const dups = (n: number) => (n > 0 ? ` (${n} likely duplicate${n === 1 ? '' : 's'})` : '');

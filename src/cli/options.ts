@@ -1,5 +1,6 @@
 // Parsers for the CLI's option values: each refuses what does not parse, naming the option.
 import { InvalidArgumentError } from 'commander';
+import type { Delimiter } from '../input/decode.js';
 
 export const positiveInt = (name: string) => (value: string) => {
   const n = Number(value);
@@ -46,4 +47,31 @@ export function columnMapping(value: string, all: Record<string, string> = {}): 
   if (at <= 0)
     throw new InvalidArgumentError('--map takes "Heading=column", e.g. --map "Owner E-mail=owner_email" (or "Notes=-" to drop it)');
   return { ...all, [value.slice(0, at).trim()]: value.slice(at + 1).trim() };
+}
+
+/** The flags `ingest` and `apply` share: reading a file, recording and queueing it, waiting for it. */
+export interface BatchFileFlags {
+  batchId?: string;
+  dryRun?: boolean;
+  strict?: boolean;
+  wait?: boolean;
+  reportDir: string;
+  overwrite?: boolean;
+  createMissingOwners?: boolean;
+  invite?: boolean;
+  sendInvites?: boolean;
+  /** The operator's public key PEM (the file's content). */
+  sealTo?: string;
+  ignoreUnknownColumns?: boolean;
+  delimiter?: Delimiter;
+  encoding?: string;
+  sheet?: string;
+  headerRow?: number;
+  /** --map: heading → column. */
+  map?: Record<string, string>;
+  json?: boolean;
+  attempts: number;
+  backoffMs: number;
+  maxRows?: number;
+  maxBytes?: number;
 }
