@@ -147,16 +147,18 @@ describe("spellings of A's person's email in B's files (latest Dify: normalised 
       [
         { workspace_name: 'B Corp', owner_email: 'b-owner@example.com', members: 'Kim.X+b@GoogleMail.com:admin' },
         { workspace_name: 'B Two', owner_email: ' K.I.M.X@gmail.com ' },
+        { workspace_name: 'B Spare', owner_email: 'b-spare@example.com' },
       ],
       'cust-b',
       { invite: true, invitePending: true },
     );
     const bChanges = await apply(
       config,
-      [{ action: 'add_member', workspace_id: await workspaceOf('cust-b', 1), email: 'kim.x+c@gmail.com', role: 'normal' }],
+      [{ action: 'add_member', workspace_id: await workspaceOf('cust-b', 3), email: 'kim.x+c@gmail.com', role: 'normal' }],
       'b-changes',
     );
-    expect(bChanges[0]).toMatchObject({ outcome: 'unchanged' }); // the same person B's row 1 added
+    // Added as the account Dify knows (none created), with no link.
+    expect(bChanges[0]).toMatchObject({ outcome: 'applied', accountsCreated: null });
     // Look-alikes are not email addresses here: rejected at reading, naming the field.
     await provisioner!.enqueue(
       [
@@ -170,15 +172,15 @@ describe("spellings of A's person's email in B's files (latest Dify: normalised 
     expect(lookalikes[0]!.error).toMatch(/owner_email/);
     expect(lookalikes[1]!.error).toMatch(/members/);
 
-    // One account (B's owner is new), joined to A's and B's workspaces; no token of it opens any
+    // One account (B's owners are new), joined to A's and B's workspaces; no token of it opens any
     // workspace (A's was revoked: in two workspaces, the person has no home), none for B to reveal.
-    expect(await accountCount()).toBe(before + 1);
+    expect(await accountCount()).toBe(before + 2);
     const { rows: joins } = await env!.db.query(`SELECT count(*)::int AS n FROM tenant_account_joins WHERE account_id = $1`, [kim]);
-    expect(joins[0].n).toBe(3);
+    expect(joins[0].n).toBe(4);
     expect(await tokensOf(kim)).toEqual([]);
-    expect((await revealed('cust-b', 'b.csv')).map((l) => l.email)).toEqual(['b-owner@example.com']);
+    expect((await revealed('cust-b', 'b.csv')).map((l) => l.email)).toEqual(['b-owner@example.com', 'b-spare@example.com']);
     expect(await revealed('b-changes', 'b-changes.csv')).toEqual([]);
-    await expect(provisioner!.resendInvitations('cust-b')).resolves.toEqual({ resent: 1, skipped: 0, withheld: 0 });
+    await expect(provisioner!.resendInvitations('cust-b')).resolves.toEqual({ resent: 2, skipped: 0, withheld: 0 });
     expect(await tokensOf(kim)).toEqual([]);
     expect(await revealed('cust-a', 'a.csv')).toEqual([]);
     const a = await provisioner!.batch('cust-a').report();
