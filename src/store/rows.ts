@@ -74,7 +74,7 @@ export async function recordedSpec<Spec>(db: Db, batchId: string, line: number):
   return rows[0];
 }
 
-/** What an attempt starts from (startAttempt, startChange). */
+/** What an attempt starts from (startAttempt for a new workspace, startStatement for a change). */
 export interface Started {
   /** The job is exactly what ingest (or apply) recorded for its row, in the row's current round. */
   matches: boolean;
@@ -117,17 +117,11 @@ export interface StartedColumns {
  * queued/active → active (one more attempt), only for a job that is exactly what was recorded
  * for its row (its spec), in the row's current round (a copy of an earlier round's job, or of a
  * failed one, starts nothing), and queued on this server (`own`: a row of another server's
- * lineage is left as it is); selects StartedColumns, then `more.columns` (from `more.from`),
- * whose parameters are `more.values` ($8 on). Every parameter is typed by a cast or a column:
- * the statement can be sent inlined (db/pool.ts) with others.
+ * lineage is left as it is); selects StartedColumns. The rules of startAttempt's function
+ * (store/schema.ts), for a change row: every parameter is typed by a cast or a column, so the
+ * statement can be sent inlined (db/pool.ts) with the change's transaction.
  */
-export function startStatement(
-  job: { batchId: string; line: number },
-  round: number,
-  attempt: number,
-  own?: OwnLineage,
-  more: { columns: string; from?: string; values: unknown[] } = { columns: '', values: [] },
-): Statement {
+export function startStatement(job: { batchId: string; line: number }, round: number, attempt: number, own?: OwnLineage): Statement {
   return {
     text: `WITH mine AS (
        SELECT outcome, idempotency_key, round, spec = $4::jsonb AND round = $5 AS matches,
@@ -141,9 +135,8 @@ export function startStatement(
      )
      SELECT COALESCE((SELECT matches FROM mine), false) AS matches, COALESCE((SELECT ours FROM mine), true) AS ours,
             (SELECT idempotency_key FROM mine) AS recorded_key, (SELECT round FROM mine) AS recorded_round,
-            (SELECT outcome FROM mine) AS outcome${more.columns ? `,\n            ${more.columns}` : ''}
-       ${more.from ?? ''}`,
-    values: [job.batchId, job.line, attempt, JSON.stringify(job), round, own?.lineage ?? null, own?.chain ?? [], ...more.values],
+            (SELECT outcome FROM mine) AS outcome`,
+    values: [job.batchId, job.line, attempt, JSON.stringify(job), round, own?.lineage ?? null, own?.chain ?? []],
   };
 }
 
@@ -159,8 +152,8 @@ export function startedOf(r: StartedColumns): Started {
 }
 
 /**
- * The start of a new workspace's attempt (startStatement), with the ledger entry for its key,
- * whether its tenant id is taken, and the accounts behind its emails.
+ * The start of a new workspace's attempt (startStatement's rules, in our function), with the
+ * ledger entry for its key, whether its tenant id is taken, and the accounts behind its emails.
  */
 export async function startAttempt(
   db: Db,
