@@ -326,6 +326,8 @@ async function ingestOnly(w: World, n: number, measureRss: boolean, format: 'csv
   const world = await freshWorld(w, format === 'xlsx' ? 'xlsx' : measureRss ? 'rss' : 'ingest');
   const csv = join(w.tmp, `ingest-${n}.${format}`);
   await (format === 'xlsx' ? writeXlsx : writeCsv)(csv, n, `i${n}`);
+  const db = createPool(world.databaseUrl, 1);
+  const cpu0 = await serverCpu(db, w.redisUrl);
   const t0 = performance.now();
   const { stderr } = await run(
     process.execPath,
@@ -342,20 +344,43 @@ async function ingestOnly(w: World, n: number, measureRss: boolean, format: 'csv
     { env: world.env, maxBuffer: 64 << 20 },
   );
   const seconds = (performance.now() - t0) / 1000;
+  const cpu1 = await serverCpu(db, w.redisUrl);
   const rssKb = Number(/maxrss_kb=(\d+)/.exec(stderr)?.[1]);
+  // CPU seconds per 1,000 rows: the ingest process, PostgreSQL, Redis (addBulk below: its client and Redis).
+  const perK = (s: number) => Math.round((s / n) * 1e6) / 1000;
+  const cpu = {
+    ingestPer1000: perK(Number(/cpu_us=(\d+)/.exec(stderr)?.[1]) / 1e6),
+    pgPer1000: perK(cpu1.pg - cpu0.pg),
+    redisPer1000: perK(cpu1.redis - cpu0.redis),
+  };
   // What a sweep's scan of every open row costs (the million rows just queued, all waiting), and
   // BullMQ's own addBulk of as many jobs, on the same Redis, right after.
   const sweep = measureRss && format === 'csv' ? await queueMeasure(world.env, 'sweep') : undefined;
-  const addBulk = !measureRss ? await queueMeasure(world.env, 'addbulk', n) : undefined;
+  const withCpu = async (what: 'addbulk' | 'addbulk-ours') => {
+    const r = await queueMeasure(world.env, what, n);
+    return { ...r, cpu: { clientPer1000: perK(r.clientCpu), redisPer1000: perK(r.redisCpu) } };
+  };
+  const addBulk = !measureRss ? await withCpu('addbulk') : undefined;
+  const addBulkOurs = !measureRss ? await withCpu('addbulk-ours') : undefined;
+  await db.end();
   const redis = new Redis(w.redisUrl);
   const keys = await redis.keys(`${world.prefix}:*`);
   for (let i = 0; i < keys.length; i += 1000) await redis.del(...keys.slice(i, i + 1000));
   redis.disconnect();
   await rm(world.storageDir, { recursive: true, force: true });
-  return { n, seconds, perSec: n / seconds, peakRssMb: rssKb / 1024, ...(sweep ? { sweep } : {}), ...(addBulk ? { addBulk } : {}) };
+  return {
+    n,
+    seconds,
+    perSec: n / seconds,
+    peakRssMb: rssKb / 1024,
+    cpu,
+    ...(sweep ? { sweep } : {}),
+    ...(addBulk ? { addBulk } : {}),
+    ...(addBulkOurs ? { addBulkOurs } : {}),
+  };
 }
 
-async function queueMeasure(env: NodeJS.ProcessEnv, what: 'sweep' | 'addbulk', n = 0): Promise<any> {
+async function queueMeasure(env: NodeJS.ProcessEnv, what: 'sweep' | 'addbulk' | 'addbulk-ours', n = 0): Promise<any> {
   const { stdout } = await run(process.execPath, [projectFile('dist', 'bench', 'queue-measures.js'), what, String(n)], {
     env,
     maxBuffer: 16 << 20,
@@ -454,9 +479,19 @@ function printTable(r: Record<string, any>) {
     lines.push(
       `| ingest: validate + record + enqueue | ${r.ingest.n} | ${f(r.ingest.seconds)} | ${f(r.ingest.perSec, 0)} | | peak RSS ${f(r.ingest.peakRssMb, 0)} MB${ab ? `, ÷ addBulk **${f(r.ingest.perSec / ab.perSec, 2)}**` : ''} |`,
     );
+    const c = r.ingest.cpu;
+    if (c)
+      lines.push(
+        `| CPU seconds per 1,000 rows (ingest): the ingest process ${c.ingestPer1000}, PostgreSQL ${c.pgPer1000}, Redis ${c.redisPer1000} | | | | | |`,
+      );
     if (ab)
       lines.push(
-        `| BullMQ addBulk alone (small jobs, chunks of 1,000, 4 in flight) | ${ab.n} | ${f(ab.seconds)} | ${f(ab.perSec, 0)} | | |`,
+        `| BullMQ addBulk alone (small jobs, chunks of 1,000, 4 in flight) | ${ab.n} | ${f(ab.seconds)} | ${f(ab.perSec, 0)} | | CPU s / 1,000: client ${ab.cpu.clientPer1000}, Redis ${ab.cpu.redisPer1000} |`,
+      );
+    const abo = r.ingest.addBulkOurs;
+    if (abo)
+      lines.push(
+        `| BullMQ addBulk alone, jobs like ingest's (a full row spec, our options) | ${abo.n} | ${f(abo.seconds)} | ${f(abo.perSec, 0)} | | ingest ÷ it ${f(r.ingest.perSec / abo.perSec, 2)}; CPU s / 1,000: client ${abo.cpu.clientPer1000}, Redis ${abo.cpu.redisPer1000} |`,
       );
   }
   if (r.rss) {

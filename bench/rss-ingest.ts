@@ -1,5 +1,8 @@
-// Runs the real CLI in this process and reports its peak RSS on exit (for the ingest benchmark).
+// Runs the real CLI in this process and reports its peak RSS and CPU time on exit (for the ingest benchmark).
 import { writeSync } from 'node:fs';
 
-process.on('exit', () => writeSync(2, `maxrss_kb=${process.resourceUsage().maxRSS}\n`));
+process.on('exit', () => {
+  const u = process.resourceUsage();
+  writeSync(2, `maxrss_kb=${u.maxRSS} cpu_us=${u.userCPUTime + u.systemCPUTime}\n`);
+});
 await import('../src/cli/main.js');

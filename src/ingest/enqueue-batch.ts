@@ -1,6 +1,7 @@
-// Ingest: every row gets a durable result row (queued or rejected) in one transaction before any
-// job exists, then the stored rows become BullMQ jobs in pages. Re-running the same batch queues
-// nothing twice; a refused run queues nothing at all.
+// Ingest: every row gets a durable result row (queued or rejected) in one transaction, and each
+// chunk's jobs are added as soon as its rows are written (workers wait for the COMMIT to see a
+// row: queue/ingest-jobs.ts). Re-running the same batch queues nothing twice; a refused run takes
+// back what it added and queues nothing at all.
 import { createHash, randomUUID } from 'node:crypto';
 import type { InputInfo } from '../input/decode.js';
 import type { CheckedRow, RejectedRow } from '../input/row-checker.js';
@@ -12,8 +13,9 @@ import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
 import { withTransaction, type Db, type Tx } from '../db/pool.js';
 import { BatchConflictError, ProvisionError, UsageError } from '../common/errors.js';
 import { DEFAULT_RETRY, type JobData, type RetryPolicy } from '../queue/contract.js';
-import { queueRecorded, settleLostJobs, type QueueDeps } from '../queue/lost-jobs.js';
-import { createBatch, finishIngest } from '../store/batches.js';
+import { settleLostJobs, type QueueDeps } from '../queue/lost-jobs.js';
+import { IngestJobs } from '../queue/ingest-jobs.js';
+import { batchOptions, createBatch, finishIngest } from '../store/batches.js';
 import { lockBatch } from '../store/locks.js';
 import { recordIngested, type EarlierRow, type IngestedRow } from '../store/rows.js';
 import { BATCH_LIMITS, sizeWords } from '../common/limits.js';
@@ -123,10 +125,13 @@ export async function enqueueBatch(
     );
   // Only the public half is ever kept (a private key given by mistake is refused by loadSealKey).
   const sealTo = opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
-  // 1. Every row is recorded in one transaction under the batch's lock, before any job exists: a
-  //    refused ingest (another file under this batch id, a batch over its limits, a source that
-  //    fails) rolls back and leaves the batch as it was, and a second ingest of the batch at the
-  //    same time waits for this one, then finds its rows.
+  // 1. Every row is recorded in one transaction under the batch's lock, and each chunk's jobs are
+  //    added as soon as its rows are written (a worker that takes one waits for the COMMIT to see
+  //    its row). A refused ingest (another file under this batch id, a batch over its limits, a
+  //    source that fails) takes back the jobs it added, still under the lock, then rolls back and
+  //    leaves the batch as it was; a second ingest of the batch at the same time waits for this
+  //    one, then finds its rows.
+  let jobs: IngestJobs | undefined;
   await withTransaction(deps.db, async (tx) => {
     await lockBatch(tx, opts.batchId);
     summary.batchCreated = await createBatch(tx, opts.batchId, opts.source, {
@@ -139,16 +144,26 @@ export async function enqueueBatch(
       ...(sealTo ? { sealTo } : {}),
       asked: askedOptions(opts, sealTo),
     });
-    await recordRows(rows, tx, { ...opts, lineage: deps.lineage?.() }, sealTo, summary);
+    // New rows of a batch that existed are queued with the retry policy it was made with.
+    const retry = summary.batchCreated
+      ? (opts.retry ?? DEFAULT_RETRY)
+      : ((await batchOptions<{ retry: RetryPolicy }>(tx, opts.batchId)).retry ?? DEFAULT_RETRY);
+    jobs = new IngestJobs(deps, opts.batchId, retry);
+    await jobs.begin();
+    try {
+      await recordRows(rows, tx, { ...opts, lineage: deps.lineage?.() }, sealTo, summary, jobs);
+      await jobs.settle();
+    } catch (err) {
+      await jobs.undo();
+      throw err;
+    }
     await finishIngest(tx, opts.batchId);
   });
-  // 2. Exactly the specs stored are queued; job ids make adding one that exists a no-op. A batch
-  //    recorded whole by this call has no job yet: its rows are read back in line order and
-  //    added, several pages in flight. A re-run also looks for rows an earlier run recorded
-  //    whose job is gone.
+  await jobs?.finish();
+  // 2. A re-run also looks for rows an earlier run recorded whose job is gone (exactly the specs
+  //    stored are queued; job ids make adding one that exists a no-op).
   if (summary.alreadyInBatch > 0 || summary.queued === 0)
     await settleLostJobs(deps.db, deps, { batchId: opts.batchId, idleSeconds: 0, mode: 'queue' });
-  else await queueRecorded(deps.db, deps, opts.batchId);
   return summary;
 }
 
@@ -195,6 +210,7 @@ async function recordRows(
   opts: Settings & { lineage: string | undefined },
   sealTo: string | undefined,
   summary: EnqueueSummary,
+  jobs: IngestJobs,
 ): Promise<void> {
   const chunkSize = opts.chunkSize ?? 1000;
   const maxRows = opts.maxRows ?? BATCH_LIMITS.rows;
@@ -220,8 +236,10 @@ async function recordRows(
       throw new BatchTooLargeError(opts.batchId, chunk[0]!.line, `${sizeWords(maxBytes)} of rows`, '--max-bytes; library: maxBytes');
     const earlier = await recordIngested<JobData>(tx, opts.batchId, json);
     const added = compare(chunk, specs, earlier, opts.batchId);
-    summary.queued += added.queued;
+    summary.queued += added.fresh.length;
     summary.alreadyInBatch += added.alreadyInBatch;
+    // The rows this call wrote, queued now (a row the batch had keeps its job, or the re-run's settle finds it).
+    if (!failure) await jobs.add(added.fresh);
   };
   const send = (chunk: CheckedRow[]) => {
     const tracked: Promise<void> = record(chunk).catch((err: unknown) => {
@@ -283,7 +301,7 @@ function ingested(r: CheckedRow, spec: JobData | null): IngestedRow {
 /** What the batch had at these lines before: the same rows (counted), or a different file (refused). */
 function compare(chunk: CheckedRow[], specs: (JobData | null)[], earlier: EarlierRow<JobData>[], batchId: string) {
   const had = new Map(earlier.map((b) => [b.line, b]));
-  let queued = 0;
+  const fresh: JobData[] = [];
   let alreadyInBatch = 0;
   chunk.forEach((r, i) => {
     const before = had.get(r.line);
@@ -292,11 +310,12 @@ function compare(chunk: CheckedRow[], specs: (JobData | null)[], earlier: Earlie
         `batch "${batchId}" already has a different row at line ${r.line}: nothing was queued and the batch is as it was; use a new batch id for a different file`,
       );
     }
-    if (!specs[i]) return;
+    const spec = specs[i];
+    if (!spec) return;
     if (before) alreadyInBatch++;
-    else queued++;
+    else fresh.push(spec);
   });
-  return { queued, alreadyInBatch };
+  return { fresh, alreadyInBatch };
 }
 
 function specOf(line: number, row: WorkspaceRow, opts: Settings, lineage: string | undefined): JobData {

@@ -5,7 +5,7 @@
 import type { Queue } from 'bullmq';
 import type { Db, Tx } from '../db/pool.js';
 import type { RedisClient } from './connection.js';
-import { failIfOpen, openRowsPage, queuedSpecsPage, settleLostRows, specsOf, type OpenRow } from '../store/rows.js';
+import { failIfOpen, openRowsPage, settleLostRows, specsOf, type OpenRow } from '../store/rows.js';
 import { DEFAULT_RETRY, jobFor, jobIdFor, type AnyJob } from './contract.js';
 
 export interface LostJobs {
@@ -99,37 +99,6 @@ export async function settleLostJobs(
       await deps.queue.addBulk(group.map((r, i) => jobFor(specs[i]!, r.retry ?? DEFAULT_RETRY, r.round)));
     }
   }
-}
-
-/**
- * Queues the queued rows of a batch whose rows this process has just recorded and committed
- * (none of them can have a job yet; adding an id that exists is a no-op anyway): their stored
- * specs, read in line order, the next page read while up to `inFlight` addBulk calls run.
- * Returns the rows queued.
- */
-export async function queueRecorded(db: Db | Tx, deps: QueueDeps, batchId: string, opts: { inFlight?: number } = {}): Promise<number> {
-  const running = new Set<Promise<unknown>>();
-  let failure: unknown;
-  let after = 0;
-  let queued = 0;
-  try {
-    for (;;) {
-      const page = await queuedSpecsPage<AnyJob>(db, batchId, after, 1000, SPECS_PER_READ);
-      if (page.length === 0 || failure) break;
-      after = page[page.length - 1]!.line;
-      queued += page.length;
-      const adding = deps.queue.addBulk(page.map((r) => jobFor(r.spec, r.retry ?? DEFAULT_RETRY, r.round))).catch((err: unknown) => {
-        failure ??= err;
-      });
-      running.add(adding);
-      void adding.finally(() => running.delete(adding));
-      if (running.size >= (opts.inFlight ?? 4)) await Promise.race(running);
-    }
-  } finally {
-    await Promise.all(running);
-  }
-  if (failure) throw failure;
-  return queued;
 }
 
 /** Specs read and queued at once, in stored (compressed) bytes: rows of 500 members stay within the CLI's heap. */

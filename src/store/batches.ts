@@ -114,7 +114,7 @@ export async function batchKind(db: Db, batchId: string): Promise<BatchKind> {
 }
 
 /** The options a batch was ingested with (retry policy, seal key, …). */
-export async function batchOptions<T extends object>(db: Db, batchId: string): Promise<Partial<T>> {
+export async function batchOptions<T extends object>(db: Db | Tx, batchId: string): Promise<Partial<T>> {
   const { rows } = await db.query<{ options: Partial<T> }>(`SELECT options FROM ${SCHEMA}.batches WHERE id = $1`, [batchId]);
   if (rows.length === 0) throw new BatchNotFoundError(batchId);
   return rows[0]!.options;

@@ -1,6 +1,6 @@
 // Every advisory lock dify-provision takes, named once. Workers, doctor and ingest must agree on
 // these names: a key file is only ever written or removed under its tenant's lock.
-import { withTransaction, type Db, type Statement, type Tx } from '../db/pool.js';
+import { inlined, withTransaction, type Db, type Statement, type Tx } from '../db/pool.js';
 
 const LOCK = {
   key: 'dify-provision:key:',
@@ -48,6 +48,36 @@ export async function lockApiKeys(tx: Tx, tenantId: string): Promise<void> {
 /** A batch's ingest: a second ingest of the same batch waits for the first, then finds its rows. */
 export async function lockBatch(tx: Tx, batchId: string): Promise<void> {
   await tx.query(`SELECT ${lockSql(1)}`, [LOCK.batch + batchId]);
+}
+
+/**
+ * Waits at most `waitMs` for the batch's lock to be free (a shared hold, let go at once): true when
+ * no ingest (nor invite) holds it now, false when one still does. Ingest queues a batch's jobs as
+ * it records the rows, before its COMMIT: a worker that cannot see a job's row yet waits here, then
+ * looks again (the row is there once the ingest committed, and never was if it was refused).
+ */
+export async function awaitBatchLock(db: Db, batchId: string, waitMs: number): Promise<boolean> {
+  const client = await db.connect();
+  let broken = false;
+  try {
+    await client.query(
+      inlined(
+        'BEGIN',
+        `SET LOCAL lock_timeout = ${Math.max(1, Math.round(waitMs))}`,
+        { text: `SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))`, values: [LOCK.batch + batchId] },
+        'COMMIT',
+      ),
+    );
+    return true;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {
+      broken = true;
+    });
+    if ((err as { code?: unknown }).code === '55P03') return false;
+    throw err;
+  } finally {
+    client.release(broken);
+  }
 }
 
 /** The lost-job sweep: one worker at a time; the others skip their turn (false). */

@@ -392,32 +392,6 @@ export async function openRowsPage(
   return rows;
 }
 
-/**
- * The next queued rows of a batch after line `after`, in line order, with their spec and round
- * and the batch's retry policy: at most `limit` rows and, past the first, about `budget` stored
- * bytes of specs (rows of 500 members stay within the CLI's heap). One round trip on the
- * primary key.
- */
-export async function queuedSpecsPage<Spec>(
-  db: Db | Tx,
-  batchId: string,
-  after: number,
-  limit: number,
-  budget: number,
-): Promise<{ line: number; round: number; spec: Spec; retry: { attempts: number; backoffMs: number } | null }[]> {
-  const { rows } = await db.query<{ line: number; round: number; spec: Spec; retry: { attempts: number; backoffMs: number } | null }>(
-    `SELECT p.line, p.round, p.spec, (SELECT b.options -> 'retry' FROM ${SCHEMA}.batches b WHERE b.id = $1) AS retry
-       FROM (SELECT line, round, spec, sum(pg_column_size(spec)) OVER (ORDER BY line) - pg_column_size(spec) AS before
-               FROM (SELECT line, round, spec FROM ${SCHEMA}.rows
-                      WHERE batch_id = $1 AND line > $2 AND outcome = 'queued' AND spec IS NOT NULL
-                      ORDER BY line LIMIT $3) AS next) AS p
-      WHERE p.before < $4
-      ORDER BY p.line`,
-    [batchId, after, limit, budget],
-  );
-  return rows;
-}
-
 /** The stored specs of these rows, in the same order. */
 export async function specsOf<Spec>(db: Db | Tx, rows: { batchId: string; line: number }[]): Promise<Spec[]> {
   const { rows: found } = await db.query<{ spec: Spec }>(

@@ -30,6 +30,17 @@ export class NotQueuedError extends RowError {
   }
 }
 
+/** How long a job whose row is not visible yet waits for its batch's ingest to commit before it is handed back. */
+export const BATCH_WAIT_MS = 2000;
+
+/** The job's batch is still being recorded by an ingest (its row is not visible until the COMMIT): handed back, attempts not counted. */
+export class BatchRecordingError extends Error {
+  override readonly name: string = 'BatchRecordingError';
+  constructor(batchId: string) {
+    super(`batch ${batchId} is still being recorded: the job waits for its ingest to commit`);
+  }
+}
+
 /** The job's row was queued on another PostgreSQL server (the one this database was copied from): left to it. */
 export class OtherServerError extends Error {
   override readonly name: string = 'OtherServerError';

@@ -8,7 +8,7 @@ import { ChangeJobSchema, JobDataSchema, jobIdFor, roundOfJobId, type AnyJob, ty
 import { failIfOpen, noteRetry, recordOutcome } from '../store/rows.js';
 import type { ServerWatch } from '../queue/server-watch.js';
 import { provisionWorkspace } from './provision-workspace.js';
-import { ForeignJobError, NotQueuedError, OtherServerError } from './attempt.js';
+import { BatchRecordingError, ForeignJobError, NotQueuedError, OtherServerError } from './attempt.js';
 import { applyChange, WaitForRowError, type ChangeDeps } from './apply-change.js';
 import { DEFAULT_LOCK_MS } from '../common/limits.js';
 
@@ -121,6 +121,8 @@ export function createProvisionWorker(deps: ChangeDeps, opts: ProcessorOptions):
       const ms = Math.round(performance.now() - started);
       // A change waiting for an earlier row of its file: back to the queue for a second, attempts not counted.
       if (err instanceof WaitForRowError) return leave(job, token, err.message, 1000);
+      // Queued while its batch is recorded: back to the queue until the ingest's COMMIT.
+      if (err instanceof BatchRecordingError) return leave(job, token, err.message, 3000);
       if (err instanceof OtherServerError) {
         // This server may have just restarted or taken over: look again before the next job.
         void watch?.refresh().catch(() => {});

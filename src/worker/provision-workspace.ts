@@ -34,12 +34,12 @@ import {
   type LedgerEntry,
   type LockedCheck,
 } from '../store/ledger.js';
-import { lockKeyAndTenant, lockKeyAndTenantStatement, removeUnlessTenantExists } from '../store/locks.js';
+import { awaitBatchLock, lockKeyAndTenant, lockKeyAndTenantStatement, removeUnlessTenantExists } from '../store/locks.js';
 import { recordCreated, recordCreatedStatement, recordOutcome, startAttempt, type Finished, type OwnLineage } from '../store/rows.js';
 import { storeSealed } from '../store/sealed-secrets.js';
 import { inOtherWorkspaces, withdrawAwayFromHome } from '../store/invitations.js';
 import type { Account } from '../common/types.js';
-import { beginAttempt, NotQueuedError } from './attempt.js';
+import { beginAttempt, NotQueuedError, BatchRecordingError, BATCH_WAIT_MS } from './attempt.js';
 
 export interface ProvisionDeps {
   db: Db;
@@ -82,7 +82,14 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   //    (an earlier batch, a re-ingest, or a run that lost its lock)?
   const emails = [job.ownerEmail, ...job.members.map((m) => m.email)];
   const rules: AccountRules = { normalized: deps.writer.schema.normalizedEmail };
-  const start = await startAttempt(deps.db, job, round, attempt, emails, rules, deps.own?.());
+  let start = await startAttempt(deps.db, job, round, attempt, emails, rules, deps.own?.());
+  if (!start.matches && start.recordedKey === undefined) {
+    // No row at the job's line yet: ingest queues a batch's jobs while it records the rows, so
+    // the row is there once its COMMIT is. Wait for the batch's ingest to end, then look again
+    // (still none: the ingest was refused, or nobody recorded this job).
+    if (!(await awaitBatchLock(deps.db, job.batchId, BATCH_WAIT_MS))) throw new BatchRecordingError(job.batchId);
+    start = await startAttempt(deps.db, job, round, attempt, emails, rules, deps.own?.());
+  }
   if (at.check(start)) return { kind: 'cancelled' };
   if (start.outcome === 'created' || start.outcome === 'existing') {
     // A duplicate run of a row answered already (its job was queued twice, or taken up after a

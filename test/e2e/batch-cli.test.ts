@@ -134,6 +134,53 @@ describe('batch commands from the CLI', () => {
     expect(status.stderr).toBe('dify-provision: no batch "strict"\n');
   });
 
+  it('an ingest killed while recording leaves jobs without rows; the next ingest of the batch replaces them, so every job is its row', async () => {
+    const rows = Array.from({ length: 1200 }, (_, i) => ({
+      workspace_name: `Killed ${i + 1}`,
+      owner_email: `owner${(i % 20) + 1}@example.com`,
+    }));
+    const csv = csvOf(rows);
+    const queue = await envQueue(world.env);
+    try {
+      // The first 1,100 rows from stdin, which stays open: the first chunk (1,000 rows) is written
+      // in the open transaction and its jobs are in Redis when the process is killed.
+      const child = spawn(process.execPath, [projectFile('dist', 'src', 'cli', 'main.js'), 'ingest', '-', '--batch-id', 'killed'], {
+        env: world.env.env,
+        stdio: ['pipe', 'ignore', 'ignore'],
+      });
+      const exited = new Promise((r) => child.on('exit', r));
+      child.stdin.write(csv.split('\n').slice(0, 1101).join('\n') + '\n');
+      await until(async () => (await queue.getJobCounts('waiting')).waiting! >= 1000, 'the first chunk queued');
+      child.kill('SIGKILL');
+      await exited;
+      // Nothing was committed; the dead ingest's jobs stay, under the ids its rows would have.
+      await until(
+        async () =>
+          (await world.env.db.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'`))
+            .rows.length === 0,
+        'the killed ingest rolled back',
+      );
+      expect((await world.env.db.query(`SELECT count(*)::int AS n FROM dify_provision.rows`)).rows[0].n).toBe(0);
+      const left = await queue.getWaiting(0, 2000);
+      expect(left).toHaveLength(1000);
+
+      const again = await runCli(['ingest', await file('killed', rows), '--batch-id', 'killed'], world.env.env);
+      expect(again.code, again.stderr).toBe(0);
+      const stored = new Map(
+        (await world.env.db.query(`SELECT line, spec FROM dify_provision.rows WHERE batch_id = 'killed'`)).rows.map((r) => [
+          r.line,
+          r.spec,
+        ]),
+      );
+      expect(stored.size).toBe(1200);
+      const jobs = await queue.getWaiting(0, 2000);
+      expect(jobs).toHaveLength(1200);
+      for (const j of jobs) expect(j.data).toEqual(stored.get(j.data.line));
+    } finally {
+      await queue.close();
+    }
+  }, 120_000);
+
   it('runs the library example from samples/', async () => {
     const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
       const child = spawn(process.execPath, [projectFile('dist', 'samples', 'library-example.js'), 'lib-example'], {

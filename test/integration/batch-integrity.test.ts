@@ -75,6 +75,72 @@ describe('a refused ingest (item 4)', () => {
   });
 });
 
+describe('jobs queued while the batch is recorded (issue 34)', () => {
+  // A source that stops before row `at` until the test lets it go on (or fail): the rows before
+  // it are recorded in the open transaction and their jobs are in Redis, before any COMMIT.
+  const held = () => {
+    let go!: () => void;
+    let fail!: (err: Error) => void;
+    const until = new Promise<void>((resolve, reject) => ((go = resolve), (fail = reject)));
+    return { until, go, fail };
+  };
+  async function* pausedAt(rows: WorkspaceInput[], at: number, until: Promise<void>): AsyncGenerator<WorkspaceInput> {
+    for (const [i, row] of rows.entries()) {
+      if (i === at) await until;
+      yield row;
+    }
+  }
+  const seen = async (check: () => Promise<boolean>) => {
+    while (!(await check())) await new Promise((r) => setTimeout(r, 50));
+  };
+  // The worker has taken a job (it waits for the batch, hands it back, or fails it).
+  const taken = async () =>
+    Object.values(await queue.getJobCounts('active', 'delayed', 'failed', 'completed')).reduce((a, b) => a + b, 0) > 0;
+  // Key generation is beside the point: a few real pairs, reused.
+  const reusedKeys = async () => {
+    const pairs = await Promise.all([1, 2, 3].map(() => rsaKeySource.generate()));
+    let n = 0;
+    return { generate: async () => pairs[n++ % 3]! };
+  };
+
+  it('each chunk is queued as it is recorded; a worker that takes a job before the COMMIT waits for it, then creates each row once', async () => {
+    const gate = held();
+    const worker = await runWorker(env.config, { concurrency: 4, logger: pino({ level: 'silent' }), keys: await reusedKeys() });
+    try {
+      const ingest = provisioner.enqueue(pausedAt(owners(30, 'Early'), 20, gate.until), { batchId: 'early', chunkSize: 10 });
+      // Two chunks written, their jobs in Redis, and the worker has taken some: the rows are not
+      // committed, so it can see none of them and creates nothing.
+      await seen(async () => (await jobsInRedis()) >= 20 && (await taken()));
+      expect(await rowsOf('early')).toEqual([]);
+      expect(await tenants()).toBe(0);
+      gate.go();
+      expect((await ingest).summary).toMatchObject({ total: 30, queued: 30 });
+      const [status] = await waitUntilDone(env, ['early']);
+      expect(status!.counts).toMatchObject({ created: 30, failed: 0 });
+      expect(await tenants()).toBe(30);
+    } finally {
+      gate.go();
+      await worker.close();
+    }
+  });
+
+  it('a refused ingest takes back every job it queued, those a waiting worker holds too: nothing is queued or created', async () => {
+    const gate = held();
+    const worker = await runWorker(env.config, { concurrency: 4, logger: pino({ level: 'silent' }), keys: await reusedKeys() });
+    try {
+      const ingest = provisioner.enqueue(pausedAt(owners(30, 'Refused'), 20, gate.until), { batchId: 'refused', chunkSize: 10 });
+      await seen(async () => (await jobsInRedis()) >= 20 && (await taken()));
+      gate.fail(new Error('the source broke at row 21'));
+      expect(await ingest.catch((e: unknown) => e)).toMatchObject({ message: expect.stringMatching(/the source broke at row 21/) });
+      expect(await jobsInRedis()).toBe(0);
+      expect(await provisioner.batches()).toEqual([]);
+      expect(await tenants()).toBe(0);
+    } finally {
+      await worker.close();
+    }
+  });
+});
+
 describe('two ingests of one file at the same time (item 5)', () => {
   it('queue exactly the stored specs, count each row once, and every row is created once', async () => {
     const csv = csvOf(owners(120, 'Twice').map((r) => ({ workspace_name: r.workspace_name, owner_email: r.owner_email })));
