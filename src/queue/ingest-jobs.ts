@@ -4,7 +4,8 @@
 // for the batch's lock (worker/provision-workspace.ts). A refused ingest takes back every job it
 // added, under the batch's lock, before its ROLLBACK: it queues nothing. An ingest that dies
 // while recording leaves a mark in Redis; the next ingest of that batch replaces the jobs it left
-// (same ids, other tenant ids) instead of finding them "already queued".
+// (same ids, other tenant ids) instead of finding them "already queued". Redis failing is no
+// refusal: the rows are recorded, and the ingest fails after its COMMIT (a re-run queues them).
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { QueueDeps } from './lost-jobs.js';
@@ -27,8 +28,13 @@ export class IngestJobs {
   /** Jobs a worker held when this ingest tried to replace an earlier ingest's job of the same id: replaced before COMMIT. */
   private readonly held: Job[] = [];
   private readonly running = new Set<Promise<void>>();
-  private failure: unknown;
-  private marking: Promise<unknown> | undefined;
+  /**
+   * Redis failed: no more jobs are added, but the rows are still recorded (the batch is not
+   * refused for it), and `finish` throws the error after the COMMIT; a re-run of the batch, or
+   * the workers' sweep, queues the rows whose job is missing.
+   */
+  private queueFailure: unknown;
+  private marked: Promise<boolean> | undefined;
   private leftovers = false;
 
   constructor(
@@ -42,52 +48,60 @@ export class IngestJobs {
     this.idPrefix = `${batchId}.`;
   }
 
+  /** A Redis step; its failure stops the queueing, not the recording. */
+  private async guard<T>(step: () => Promise<T>): Promise<T | undefined> {
+    if (this.queueFailure) return undefined;
+    try {
+      return await step();
+    } catch (err) {
+      this.queueFailure ??= err;
+      return undefined;
+    }
+  }
+
   /** Under the batch's lock, before any row is recorded: did an ingest of this batch die while recording? */
   async begin(): Promise<void> {
-    this.leftovers = (await this.deps.redis.exists(this.markKey)) === 1;
+    this.leftovers = (await this.guard(() => this.deps.redis.exists(this.markKey))) === 1;
   }
 
   /** Adds the jobs of rows just written (not yet committed); waits while `inFlight` addBulk calls run. */
   async add(specs: AnyJob[]): Promise<void> {
-    if (this.failure) throw this.failure;
-    if (specs.length === 0) return;
-    await (this.marking ??= this.deps.redis.set(this.markKey, this.nonce));
+    if (specs.length === 0 || this.queueFailure) return;
+    // The mark goes first: any job in Redis before the COMMIT is covered by it.
+    if (!(await (this.marked ??= this.guard(() => this.deps.redis.set(this.markKey, this.nonce)).then((r) => r !== undefined)))) return;
     let jobs = specs.map((s) => jobFor(s, this.retry));
     const digests = Buffer.alloc(16 * jobs.length);
     jobs.forEach((j, i) => digests.write(j.opts.jobId.slice(this.idPrefix.length), 16 * i, 'hex'));
     this.digests.push(digests);
-    if (this.leftovers) jobs = await this.replacing(jobs);
-    const adding = this.deps.queue.addBulk(jobs).then(
-      () => {},
-      (err: unknown) => {
-        this.failure ??= err;
-      },
-    );
+    if (this.leftovers) {
+      const free = await this.guard(() => this.replacing(jobs));
+      if (!free) return;
+      jobs = free;
+    }
+    const adding = this.guard(() => this.deps.queue.addBulk(jobs)).then(() => {});
     this.running.add(adding);
     void adding.finally(() => this.running.delete(adding));
     if (this.running.size >= this.inFlight) await Promise.race(this.running);
-    if (this.failure) throw this.failure;
   }
 
   /** Removes a dead ingest's jobs under these ids first; those a worker holds are kept for `settle`. */
   private async replacing(jobs: Job[]): Promise<Job[]> {
     const removed = await Promise.all(jobs.map((j) => this.deps.queue.remove(j.opts.jobId)));
-    const free = jobs.filter((_, i) => removed[i] === 1);
     this.held.push(...jobs.filter((_, i) => removed[i] !== 1));
-    return free;
+    return jobs.filter((_, i) => removed[i] === 1);
   }
 
   /** Before COMMIT: every job added (and any a worker held while it was replaced). */
   async settle(): Promise<void> {
     await Promise.all(this.running);
-    if (this.failure) throw this.failure;
     const deadline = Date.now() + TAKE_BACK_MS;
-    while (this.held.length > 0) {
+    while (this.held.length > 0 && !this.queueFailure) {
       if (Date.now() > deadline)
         throw new Error(`could not replace ${this.held.length} job(s) an earlier ingest of this batch left: a worker holds them`);
       await sleep(250);
       const jobs = this.held.splice(0);
-      await this.deps.queue.addBulk(await this.replacing(jobs));
+      const free = await this.guard(() => this.replacing(jobs));
+      if (free) await this.guard(() => this.deps.queue.addBulk(free));
     }
   }
 
@@ -99,7 +113,7 @@ export class IngestJobs {
    */
   async undo(): Promise<void> {
     await Promise.all(this.running);
-    if (!this.marking) return;
+    if (!(await this.marked)) return;
     try {
       // Removed in pages of at most 1,000 (each chunk's ids are rebuilt from their digests).
       const removeAll = async (ids: string[]) => {
@@ -122,9 +136,10 @@ export class IngestJobs {
     }
   }
 
-  /** After COMMIT: the batch's rows are visible, its jobs are theirs. */
+  /** After COMMIT: the batch's rows are visible, its jobs are theirs (or Redis failed: said now, the rows are kept). */
   async finish(): Promise<void> {
-    if (this.marking) await this.unmark();
+    if (this.queueFailure) throw this.queueFailure;
+    if (await this.marked) await this.unmark();
   }
 
   private async unmark(): Promise<void> {
