@@ -74,6 +74,19 @@ const verdicts = (page: Page) =>
   page
     .locator('#plan-rows tr[data-line]')
     .evaluateAll((trs) => trs.map((tr) => `${tr.getAttribute('data-line')}:${tr.getAttribute('data-verdict')}`));
+/** Sets a New batch option field as a person does (typed, then the field's change). */
+async function setOption(page: Page, name: string, value: string): Promise<void> {
+  await page.fill(`#opt-${name}`, value);
+  await page.locator(`#opt-${name}`).dispatchEvent('change');
+}
+/** Chooses a file the plan refuses; its refusal, in the console's words (no CLI flag). */
+async function refusedPlan(page: Page, file: { name: string; mimeType: string; buffer: Buffer }): Promise<string> {
+  await page.setInputFiles('#file', file);
+  await page.waitForSelector('#plan-error');
+  const refused = (await page.textContent('#plan-error'))!;
+  expect(refused).not.toContain('--');
+  return refused;
+}
 const batches = async () => {
   const { rows } = await env.db.query(`SELECT to_regclass('dify_provision.batches') IS NOT NULL AS has`);
   return rows[0].has ? Number((await env.db.query(`SELECT count(*) AS n FROM dify_provision.batches`)).rows[0].n) : 0;
@@ -426,16 +439,11 @@ describe('the console: every option the API takes (issue 32 item 4)', () => {
     const bytes = Buffer.from([...csvText].map((c) => (c === '’' ? 0x92 : c.charCodeAt(0))));
     // Options chosen before the file (no plan yet), then the one the refusal asks for.
     await page.selectOption('#opt-delimiter', ';');
-    await page.fill('#opt-attempts', '2');
-    await page.locator('#opt-attempts').dispatchEvent('change');
-    await page.setInputFiles('#file', { name: 'excel-1252.csv', mimeType: 'text/csv', buffer: bytes });
-    await page.waitForSelector('#plan-error');
-    const refused = (await page.textContent('#plan-error'))!;
+    await setOption(page, 'attempts', '2');
+    const refused = await refusedPlan(page, { name: 'excel-1252.csv', mimeType: 'text/csv', buffer: bytes });
     expect(refused).toContain('this looks like Windows-1252');
     expect(refused).toContain('set "encoding" to windows-1252 (options above)');
-    expect(refused).not.toContain('--');
-    await page.fill('#opt-encoding', 'windows-1252');
-    await page.locator('#opt-encoding').dispatchEvent('change');
+    await setOption(page, 'encoding', 'windows-1252');
     await page.waitForFunction(() => document.querySelector('#plan-would-create b')?.textContent === '2');
     expect(await text(page, '#input')).toBe('CSV · windows-1252 · delimiter ";"');
     await page.click('#provision');
@@ -467,17 +475,12 @@ describe('the console: every option the API takes (issue 32 item 4)', () => {
     // Eleven lines of notes (past the 10 searched for a header), and "Owner Contact", which no alias reads.
     const notes = Array.from({ length: 11 }, (_, i) => `Note ${i + 1},`).join('\n');
     const file = `${notes}\nCompany,Owner Contact\nTitled Co,owner23@example.com\n`;
-    await page.setInputFiles('#file', { name: 'titled.csv', mimeType: 'text/csv', buffer: Buffer.from(file) });
-    await page.waitForSelector('#plan-error');
-    const refused = (await page.textContent('#plan-error'))!;
+    const refused = await refusedPlan(page, { name: 'titled.csv', mimeType: 'text/csv', buffer: Buffer.from(file) });
     expect(refused).toContain('set "header row" to N (options above)');
     expect(refused).toContain('a line Heading=column in "column map" (options above)');
-    expect(refused).not.toContain('--');
-    await page.fill('#opt-header_row', '12');
-    await page.locator('#opt-header_row').dispatchEvent('change');
+    await setOption(page, 'header_row', '12');
     await page.waitForFunction(() => /Owner Contact/.test(document.querySelector('#plan-error')?.textContent ?? ''));
-    await page.fill('#opt-column_map', 'Owner Contact=owner_email');
-    await page.locator('#opt-column_map').dispatchEvent('change');
+    await setOption(page, 'column_map', 'Owner Contact=owner_email');
     await page.waitForFunction(() => document.querySelector('#plan-would-create b')?.textContent === '1');
     await page.click('#provision');
     await page.waitForFunction(() => /\/batches\//.test(location.pathname) || document.querySelector('#provision-error') !== null);
