@@ -344,6 +344,8 @@ describe('the console: rows (issue 32 item 5)', () => {
     await page.click('#detail-close');
     await page.waitForSelector('#row-detail', { state: 'detached' });
     await page.goto(`${base}/`);
+    // The list is drawn once its first answer arrives: wait for it, then read every time.
+    await page.locator('td.when').first().waitFor();
     const created = await page.locator('td.when').allTextContents();
     expect(created.length).toBeGreaterThan(0);
     for (const t of created) expect(t).toMatch(iso);
