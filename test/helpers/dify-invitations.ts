@@ -4,6 +4,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inject } from 'vitest';
+import type { InvitationSettings } from '../../src/config/dify-env.js';
 
 /** `dir/op.pub` and `dir/op.key` (0600): the operator's RSA key pair. */
 export async function operatorKeyFiles(dir: string): Promise<{ pub: string; key: string }> {
@@ -23,4 +24,35 @@ export async function operatorKeyFiles(dir: string): Promise<{ pub: string; key:
 export function difyRedisLines(db: number, prefix: string): string[] {
   const u = new URL(inject('redisUrl'));
   return [`REDIS_HOST=${u.hostname}`, `REDIS_PORT=${u.port || 6379}`, `REDIS_DB=${db}`, `REDIS_KEY_PREFIX=${prefix}`];
+}
+
+/** The console address the invitation tests give Dify (links are `${CONSOLE}/activate?…`). */
+export const CONSOLE = 'https://dify.example.com';
+
+/** An operator's RSA key pair as PEM text (public SPKI, private PKCS#1), for sealing links in-process. */
+export function operatorPems(): { PUBLIC: string; PRIVATE: string } {
+  const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return {
+    PUBLIC: operator.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    PRIVATE: operator.privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(),
+  };
+}
+
+/**
+ * Dify's invitation settings against the tests' Redis, database `db`, keys under `prefix`; with
+ * `consoleWebUrl: undefined` a Dify Redis only (no links can be issued).
+ */
+export function difyInvitationSettings(
+  db: number,
+  prefix: string,
+  opts: { expiryHours?: number; consoleWebUrl?: string | undefined } = {},
+): InvitationSettings {
+  const u = new URL(inject('redisUrl'));
+  const consoleWebUrl = 'consoleWebUrl' in opts ? opts.consoleWebUrl : CONSOLE;
+  return {
+    redis: { kind: 'node', host: u.hostname, port: Number(u.port || 6379), db },
+    keyPrefix: prefix,
+    expiryHours: opts.expiryHours ?? 72,
+    ...(consoleWebUrl ? { consoleWebUrl } : {}),
+  };
 }

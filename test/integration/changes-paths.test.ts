@@ -7,7 +7,7 @@
 // - the rules across one file's rows, and a row that must wait for an earlier one;
 // - the refusals and the action the first tests did not reach (two owners, restore);
 // - --strict, and the bounds of what reading a file holds in memory (--max-rows, --max-bytes).
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -26,14 +26,12 @@ import { BANDS, type BandName } from '../helpers/dify-checks.js';
 import { dumpRedis } from '../helpers/redis-dump.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { CONSOLE, difyInvitationSettings, operatorPems } from '../helpers/dify-invitations.js';
 
 /** Dify's Redis: the tests' Redis server, a logical database of its own. */
 const DIFY_DB = 12;
-const CONSOLE = 'https://dify.example.com';
 const HOURS = 5;
-const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const PUBLIC = operator.publicKey.export({ type: 'spki', format: 'pem' }).toString();
-const PRIVATE = operator.privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+const { PUBLIC, PRIVATE } = operatorPems();
 
 let env: TestEnv | undefined;
 let provisioner: Provisioner | undefined;
@@ -51,13 +49,7 @@ afterEach(async () => {
 });
 
 function difySettings(e: TestEnv): InvitationSettings {
-  const u = new URL(inject('redisUrl'));
-  return {
-    redis: { kind: 'node', host: u.hostname, port: Number(u.port || 6379), db: DIFY_DB },
-    keyPrefix: `dify-${e.name}`,
-    expiryHours: HOURS,
-    consoleWebUrl: CONSOLE,
-  };
+  return difyInvitationSettings(DIFY_DB, `dify-${e.name}`, { expiryHours: HOURS });
 }
 
 const W = Object.fromEntries(['W1', 'W4', 'W5'].map((w) => [w, randomUUID()])) as Record<string, string>;

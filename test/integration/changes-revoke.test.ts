@@ -17,6 +17,7 @@ import type { ReportRow } from '../../src/store/report.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { until } from '../helpers/cli-world.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { difyInvitationSettings } from '../helpers/dify-invitations.js';
 
 /** Dify's Redis: the tests' Redis server, a logical database of its own. */
 const DIFY_DB = 13;
@@ -35,12 +36,7 @@ afterEach(async () => {
 
 /** Where Dify keeps tokens, and nothing else: no CONSOLE_WEB_URL (so no invitations can be issued). */
 function difyRedisOnly(e: TestEnv): InvitationSettings {
-  const u = new URL(inject('redisUrl'));
-  return {
-    redis: { kind: 'node', host: u.hostname, port: Number(u.port || 6379), db: DIFY_DB },
-    keyPrefix: `dify-${e.name}`,
-    expiryHours: 72,
-  };
+  return difyInvitationSettings(DIFY_DB, `dify-${e.name}`, { consoleWebUrl: undefined });
 }
 
 const W = Object.fromEntries(['W1', 'W2', 'W3'].map((w) => [w, randomUUID()])) as Record<string, string>;

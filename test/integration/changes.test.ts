@@ -16,6 +16,7 @@ import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { until } from '../helpers/cli-world.js';
 import { BANDS, type BandName } from '../helpers/dify-checks.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { difyInvitationSettings } from '../helpers/dify-invitations.js';
 
 /** Dify's Redis: the tests' Redis server, another logical database than our queue's. */
 const DIFY_DB = 8;
@@ -32,15 +33,7 @@ afterEach(async () => {
   env = undefined;
 });
 
-function difySettings(prefix: string): InvitationSettings {
-  const u = new URL(inject('redisUrl'));
-  return {
-    redis: { kind: 'node', host: u.hostname, port: Number(u.port || 6379), db: DIFY_DB },
-    keyPrefix: prefix,
-    expiryHours: 72,
-    consoleWebUrl: 'https://dify.example.com',
-  };
-}
+const difySettings = (prefix: string): InvitationSettings => difyInvitationSettings(DIFY_DB, prefix);
 
 const W = Object.fromEntries(['W1', 'W2', 'W3', 'W4', 'W5', 'W6'].map((w) => [w, randomUUID()])) as Record<string, string>;
 

@@ -1,7 +1,6 @@
 // Attacks on "invitation links never cross customers" (docs/security.md) by a customer B who
 // controls B's rows and batches and receives B's links files: each test performs one that got
 // through once, against real Redis, PostgreSQL and SMTP.
-import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -11,12 +10,10 @@ import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../
 import { runLoggedUntilDone } from '../helpers/batch.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { difyInvitationSettings, operatorPems } from '../helpers/dify-invitations.js';
 
-const CONSOLE = 'https://dify.example.com';
 const DIFY_DB = 11;
-const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const PUBLIC = operator.publicKey.export({ type: 'spki', format: 'pem' }).toString();
-const PRIVATE = operator.privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+const { PUBLIC, PRIVATE } = operatorPems();
 
 let env: TestEnv;
 let provisioner: Provisioner | undefined;
@@ -36,18 +33,8 @@ async function world(): Promise<TestEnv['config']> {
   env = await createTestEnv();
   dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
   smtp = await startSmtp({ tls: 'none' });
-  const u = new URL(inject('redisUrl'));
   const mail: SmtpSettings = { host: '127.0.0.1', port: smtp.port, tls: 'none', from: 'Ops <ops@example.com>' };
-  return {
-    ...env.config,
-    invitations: {
-      redis: { kind: 'node', host: u.hostname, port: Number(u.port || 6379), db: DIFY_DB },
-      keyPrefix: `dify-${env.name}`,
-      expiryHours: 72,
-      consoleWebUrl: CONSOLE,
-    },
-    mail,
-  };
+  return { ...env.config, invitations: difyInvitationSettings(DIFY_DB, `dify-${env.name}`), mail };
 }
 
 async function run(

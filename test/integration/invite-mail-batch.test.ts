@@ -13,8 +13,8 @@ import { runLoggedUntilDone } from '../helpers/batch.js';
 import { dumpRedis } from '../helpers/redis-dump.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { CONSOLE, difyInvitationSettings } from '../helpers/dify-invitations.js';
 
-const CONSOLE = 'https://dify.example.com';
 /** Dify's Redis: the tests' Redis server, a logical database of its own. */
 const DIFY_DB = 10;
 const FROM = 'Acme Platform <no-reply@acme.example>';
@@ -48,16 +48,10 @@ async function world(refuse?: (to: string[]) => boolean): Promise<TestEnv['confi
   env = await createTestEnv();
   dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
   smtp = await startSmtp({ tls: 'none', refuse: (_n, to) => (refuse?.(to) ? { code: 550, text: 'mailbox unavailable' } : undefined) });
-  const u = new URL(inject('redisUrl'));
   const mail: SmtpSettings = { host: '127.0.0.1', port: smtp.port, tls: 'none', from: FROM };
   return {
     ...env.config,
-    invitations: {
-      redis: { kind: 'node', host: u.hostname, port: Number(u.port || 6379), db: DIFY_DB },
-      keyPrefix: `dify-${env.name}`,
-      expiryHours: 72,
-      consoleWebUrl: CONSOLE,
-    },
+    invitations: difyInvitationSettings(DIFY_DB, `dify-${env.name}`),
     mail,
   };
 }

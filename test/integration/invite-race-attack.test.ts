@@ -3,7 +3,6 @@
 // person who joins another workspace in Dify's console after B's link was revealed, and apply's
 // paths. Customer B controls B's rows and changes files and receives B's links files; each test
 // performs the attack against real Redis and PostgreSQL.
-import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -16,12 +15,10 @@ import { runWorker } from '../../src/worker/run-worker.js';
 import { runLoggedUntilDone, waitUntilDone } from '../helpers/batch.js';
 import { until } from '../helpers/cli-world.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { difyInvitationSettings, operatorPems } from '../helpers/dify-invitations.js';
 
-const CONSOLE = 'https://dify.example.com';
 const DIFY_DB = 13;
-const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const PUBLIC = operator.publicKey.export({ type: 'spki', format: 'pem' }).toString();
-const PRIVATE = operator.privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
+const { PUBLIC, PRIVATE } = operatorPems();
 
 let env: TestEnv | undefined;
 let provisioner: Provisioner | undefined;
@@ -42,16 +39,7 @@ afterEach(async () => {
 async function world(): Promise<TestEnv['config'] & { invitations: InvitationSettings }> {
   env = await createTestEnv();
   dify = new Redis(`${inject('redisUrl')}/${DIFY_DB}`);
-  const u = new URL(inject('redisUrl'));
-  const config = {
-    ...env.config,
-    invitations: {
-      redis: { kind: 'node' as const, host: u.hostname, port: Number(u.port || 6379), db: DIFY_DB },
-      keyPrefix: `dify-${env.name}`,
-      expiryHours: 72,
-      consoleWebUrl: CONSOLE,
-    },
-  };
+  const config = { ...env.config, invitations: difyInvitationSettings(DIFY_DB, `dify-${env.name}`) };
   provisioner = await createProvisioner(config);
   return config;
 }
