@@ -8,7 +8,7 @@ import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
 import { storable } from '../input/row-checker.js';
 import { withTransaction, type Tx } from '../db/pool.js';
 import { BatchConflictError, UsageError } from '../common/errors.js';
-import { askedOptions, BatchTooLargeError, type EnqueueDeps } from '../ingest/enqueue-batch.js';
+import { askedOptions, BatchTooLargeError, trustedOf, type EnqueueDeps } from '../ingest/enqueue-batch.js';
 import { BATCH_LIMITS, sizeWords } from '../common/limits.js';
 import { DEFAULT_RETRY, type ChangeJob, type RetryPolicy } from '../queue/contract.js';
 import { settleLostJobs } from '../queue/lost-jobs.js';
@@ -33,6 +33,8 @@ export interface ApplyOptions {
    */
   invite?: boolean;
   sendInvites?: boolean;
+  /** As ingest's (--trust-account): rows naming these may join an account another batch's operator had a link to. */
+  trustAccounts?: string[];
   /** The operator's RSA public key (PEM), for invitation links. */
   sealTo?: string;
   /**
@@ -78,6 +80,7 @@ export async function enqueueChanges(
     createMissingAccounts: opts.createMissingOwners ?? false,
     ...(invite ? { invite: true as const } : {}),
     ...(opts.sendInvites ? { sendInvites: true as const } : {}),
+    ...(opts.trustAccounts && opts.trustAccounts.length > 0 ? { trustAccounts: opts.trustAccounts } : {}),
   };
   await withTransaction(deps.db, async (tx) => {
     await lockBatch(tx, opts.batchId);
@@ -139,7 +142,7 @@ export function specOf(
   line: number,
   row: ChangeRow,
   batchId: string,
-  settings: { createMissingAccounts: boolean; invite?: true; sendInvites?: true },
+  settings: { createMissingAccounts: boolean; invite?: true; sendInvites?: true; trustAccounts?: string[] },
   lineage: string | undefined,
 ): ChangeJob {
   return {
@@ -157,6 +160,7 @@ export function specOf(
     createMissingAccounts: settings.createMissingAccounts,
     ...(settings.invite && row.action === 'add_member' ? { invite: true as const } : {}),
     ...(settings.sendInvites && row.action === 'add_member' ? { sendInvites: true as const } : {}),
+    ...(row.email !== undefined ? trustedOf([row.email], settings.trustAccounts) : {}),
     ...(lineage ? { lineage } : {}),
   };
 }

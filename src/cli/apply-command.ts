@@ -65,6 +65,7 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
         retry: { attempts: flags.attempts, backoffMs: flags.backoffMs },
         ...(flags.maxRows ? { maxRows: flags.maxRows } : {}),
         createMissingOwners: flags.createMissingOwners ?? false,
+        ...(flags.trustAccount ? { trustAccounts: flags.trustAccount } : {}),
         ...(flags.invite ? { invite: true } : {}),
         ...(flags.sendInvites ? { sendInvites: true } : {}),
         strict: flags.strict ?? false,

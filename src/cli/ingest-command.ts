@@ -60,6 +60,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
           retry: { attempts: flags.attempts, backoffMs: flags.backoffMs },
           ...(flags.maxRows ? { maxRows: flags.maxRows } : {}),
           createMissingOwners: flags.createMissingOwners ?? false,
+          ...(flags.trustAccount ? { trustAccounts: flags.trustAccount } : {}),
           mintDatasetKeys: flags.mintDatasetKeys ?? false,
           ...(flags.invite || flags.invitePending ? { invite: true } : {}),
           ...(flags.invitePending ? { invitePending: true } : {}),

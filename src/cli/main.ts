@@ -8,7 +8,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config/config.js';
 import { DIFY_SCHEMA_NAMES, projectFile } from '../common/project-files.js';
 import { DEFAULT_LOCK_MS } from '../common/limits.js';
-import { byteSize, columnMapping, delimiter, duration, positiveInt, rateLimit } from './options.js';
+import { byteSize, columnMapping, delimiter, duration, positiveInt, rateLimit, trustedAccount } from './options.js';
 import { quietOnBrokenPipe } from './broken-pipe.js';
 
 // Each command's modules (the database and queue clients, the dashboard, the cloud SDKs) are
@@ -70,6 +70,12 @@ Configuration (every command):
     .option('--allow-duplicate-names', 'let rows through whose owner already has a workspace of that name (in the file or in Dify)')
     .option('--strict', 'if any row is invalid, queue nothing and list every invalid row')
     .option('--create-missing-owners', 'owners/members without a Dify account get one (pending, as Dify invites do)')
+    .addOption(
+      new Option(
+        '--trust-account <email>',
+        "let rows join this existing account although another batch's operator was given its link (docs/security.md); repeatable",
+      ).argParser(trustedAccount),
+    )
     .option('--wait', 'follow the batch until it is done, then write its report; exit 0 only if every row was created or existing')
     .option('--report-dir <dir>', 'where --wait writes <batch>-report.csv/.json', '.')
     .option('--overwrite', 'let --wait replace report files of an earlier run (else an existing file is an error)')
@@ -140,6 +146,12 @@ Configuration (every command):
     )
     .option('--strict', 'if any row is invalid, queue nothing and list every invalid row')
     .option('--create-missing-owners', 'add_member of an email without a Dify account creates it (pending, as Dify invites do)')
+    .addOption(
+      new Option(
+        '--trust-account <email>',
+        "let rows join this existing account although another batch's operator was given its link (docs/security.md); repeatable",
+      ).argParser(trustedAccount),
+    )
     .option('--wait', 'follow the batch until it is done, then write its report; exit 0 only if every row was applied or unchanged')
     .option('--report-dir <dir>', 'where --wait writes <batch>-report.csv/.json', '.')
     .option('--overwrite', 'let --wait replace report files of an earlier run (else an existing file is an error)')

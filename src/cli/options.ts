@@ -49,6 +49,13 @@ export function columnMapping(value: string, all: Record<string, string> = {}): 
   return { ...all, [value.slice(0, at).trim()]: value.slice(at + 1).trim() };
 }
 
+/** --trust-account EMAIL (repeatable): the addresses collected. */
+export function trustedAccount(value: string, all: string[] = []): string[] {
+  const email = value.trim();
+  if (!email.includes('@')) throw new InvalidArgumentError('--trust-account takes an email address, e.g. --trust-account ceo@a.example');
+  return [...all, email];
+}
+
 /** The flags `ingest` and `apply` share: reading a file, recording and queueing it, waiting for it. */
 export interface BatchFileFlags {
   batchId?: string;
@@ -58,6 +65,8 @@ export interface BatchFileFlags {
   reportDir: string;
   overwrite?: boolean;
   createMissingOwners?: boolean;
+  /** --trust-account (repeatable): addresses the pre-claim guard lets through (docs/security.md). */
+  trustAccount?: string[];
   invite?: boolean;
   sendInvites?: boolean;
   /** The operator's public key PEM (the file's content). */

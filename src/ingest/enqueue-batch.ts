@@ -42,6 +42,11 @@ export interface EnqueueOptions {
   invite?: boolean;
   invitePending?: boolean;
   sendInvites?: boolean;
+  /**
+   * Addresses the operator confirmed are their person (--trust-account): rows naming them may join
+   * an account another batch's operator was given a link to (docs/security.md, the pre-claim guard).
+   */
+  trustAccounts?: string[];
   /** Enqueue nothing if any row is invalid (throws StrictValidationError listing every one). */
   strict?: boolean;
   /**
@@ -335,6 +340,15 @@ function specOf(line: number, row: WorkspaceRow, opts: Settings, lineage: string
     ...(opts.invite || opts.invitePending || opts.sendInvites ? { invite: true as const } : {}),
     ...(opts.invitePending ? { invitePending: true as const } : {}),
     ...(opts.sendInvites ? { sendInvites: true as const } : {}),
+    ...trustedOf([row.ownerEmail, ...row.members.map((m) => m.email)], opts.trustAccounts),
     ...(lineage ? { lineage } : {}),
   };
+}
+
+/** The row's addresses the operator trusts (--trust-account, ignoring case): only those go into its spec. */
+export function trustedOf(emails: string[], trusted: string[] | undefined): { trustAccounts?: string[] } {
+  if (!trusted || trusted.length === 0) return {};
+  const asked = new Set(trusted.map((e) => e.toLowerCase()));
+  const mine = [...new Set(emails.map((e) => e.toLowerCase()))].filter((e) => asked.has(e));
+  return mine.length > 0 ? { trustAccounts: mine } : {};
 }

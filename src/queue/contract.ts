@@ -53,6 +53,11 @@ export const JobDataSchema = z.strictObject({
   invitePending: z.literal(true).optional(),
   /** Mail each link once it is in Dify's Redis (--send-invites; the worker's onInviteIssued sends it). */
   sendInvites: z.literal(true).optional(),
+  /**
+   * Addresses the operator confirmed are their person (--trust-account): the pre-claim guard
+   * (docs/security.md) lets the row join them. Present only when given.
+   */
+  trustAccounts: z.array(text(255)).max(1000).optional(),
   /** The lineage of the PostgreSQL server the row was queued on (store/server.ts); absent on rows queued before it existed. */
   lineage: z.string().refine(isStrictUuid, 'must be a lower-case strict UUID').optional(),
 });
@@ -77,6 +82,8 @@ export const ChangeJobSchema = z.strictObject({
   /** transfer_owner of a person an add_member row of the same file (this line) adds: waits for it. */
   afterLine: z.number().int().positive().optional(),
   createMissingAccounts: z.boolean().default(false),
+  /** As JobData's (--trust-account). */
+  trustAccounts: z.array(text(255)).max(1000).optional(),
   invite: z.literal(true).optional(),
   sendInvites: z.literal(true).optional(),
   lineage: z.string().refine(isStrictUuid, 'must be a lower-case strict UUID').optional(),

@@ -1,6 +1,7 @@
 // The invitations we issued: every statement on dify_provision.invitations. A link is kept only
 // sealed (dropped once revealed); a token in the clear only from the commit that records it to
 // its SETEX in Dify's Redis (markStored clears it).
+import { RowError } from '../common/errors.js';
 import type { Db, Statement, Tx } from '../db/pool.js';
 import { SCHEMA } from './schema.js';
 
@@ -46,6 +47,64 @@ export const withdrawAwayFromHomeStatement = (accountIds: string[], reason: stri
       RETURNING i.id, i.account_id`,
   values: [accountIds, reason],
 });
+
+/**
+ * The pre-claim guard (docs/security.md): of these accounts (existing ones a row would join to
+ * workspace `tenantId`), those that are active and had a link of ours that went to another
+ * batch's operator: not only mailed to the person, and revealed (or still revealable) — issued by
+ * a batch that is neither the row's nor the one that created the workspace, with another
+ * workspace. Whoever held that link may have set the password; joining the account here would
+ * give them this workspace. Our ledger cannot tell them from the person (who may have activated
+ * through Dify's email code instead), so the row is refused unless the operator trusts the
+ * address (refusePreclaimed). Run after the accounts are locked, in the row's transaction.
+ */
+export const preclaimedStatement = (accountIds: string[], tenantId: string, batchId: string): Statement => ({
+  text: `SELECT DISTINCT a.id AS account_id, a.email FROM accounts a
+       JOIN ${SCHEMA}.invitations i ON i.account_id = a.id
+      WHERE a.id = ANY($1::uuid[]) AND a.status = 'active' AND NOT i.mail_only
+        AND (i.revealed_at IS NOT NULL OR i.superseded_at IS NULL)
+        AND i.tenant_id <> $2::uuid AND i.batch_id <> $3::text
+        AND NOT EXISTS (SELECT 1 FROM ${SCHEMA}.ledger l WHERE l.tenant_id = $2::uuid AND l.batch_id = i.batch_id)`,
+  values: [accountIds, tenantId, batchId],
+});
+
+/** What preclaimedStatement returns. */
+export interface Preclaimed {
+  account_id: string;
+  email: string;
+}
+
+/**
+ * The refusal shared by ingest's rows and apply's: the first pre-claimed account the operator did
+ * not trust (--trust-account, compared ignoring case), named by its field. Never says which batch.
+ */
+export function refusePreclaimed(
+  found: Preclaimed[],
+  trusted: readonly string[] | undefined,
+  fieldOf: (accountId: string) => string,
+): void {
+  const trust = new Set((trusted ?? []).map((e) => e.toLowerCase()));
+  const hit = found.find((f) => !trust.has(f.email.toLowerCase()));
+  if (!hit) return;
+  throw new RowError(
+    fieldOf(hit.account_id),
+    `${hit.email}: this account was created or invited by another batch and is active, and its link was given to that batch's operator, ` +
+      `not only mailed to the address itself: whoever held the link may have set its password; ` +
+      `confirm it is the person (--trust-account ${hit.email}) or use another address`,
+  );
+}
+
+/** preclaimedStatement run on `tx`, then refusePreclaimed. */
+export async function checkPreclaimed(
+  tx: Tx,
+  row: { accountIds: string[]; tenantId: string; batchId: string; trusted: readonly string[] | undefined },
+  fieldOf: (accountId: string) => string,
+): Promise<void> {
+  if (row.accountIds.length === 0) return;
+  const s = preclaimedStatement(row.accountIds, row.tenantId, row.batchId);
+  const { rows } = await tx.query<Preclaimed>(s.text, s.values);
+  refusePreclaimed(rows, row.trusted, fieldOf);
+}
 
 /** Why the sweep revoked a link (withdrawStrayLinks): the report's `invitations` column shows it. */
 export const STRAY_LINK =

@@ -240,6 +240,11 @@ const MIGRATIONS: string[] = [
   ${startAttemptFunction('start_attempt_v1', false)}
   ${startAttemptFunction('start_attempt_normalized_v1', true)}
   `,
+  `
+  -- The pre-claim guard (invitations.ts preclaimedStatement) looks up an account's links that
+  -- were not only mailed, superseded ones included (a revealed link may have been used).
+  CREATE INDEX invitations_account_links_idx ON ${SCHEMA}.invitations (account_id) WHERE NOT mail_only;
+  `,
 ];
 
 /** rows.ts startAttempt's statement as a function of ours (planned once per connection). */

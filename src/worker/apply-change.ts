@@ -23,6 +23,7 @@ import type { Account, Outcome } from '../common/types.js';
 import type { ChangeJob } from '../queue/contract.js';
 import { revokeWithdrawn, type Revoker } from '../invite/revoke.js';
 import {
+  checkPreclaimed,
   recordRevocationStatement,
   supersedePersonStatement,
   withdrawAwayFromHomeStatement,
@@ -159,6 +160,8 @@ async function inTransaction(
   // A link goes only with the person's home workspace (docs/security.md): who this change gives
   // a join or takes ownership from loses links that may no longer go with theirs (revoked after the COMMIT).
   const moved: string[] = [];
+  // The pre-claim guard (store/invitations.ts) for an existing account this change joins or makes owner.
+  const guard = (accountIds: string[]) => ({ accountIds, tenantId, batchId: job.batchId, trusted: job.trustAccounts });
   if (d.verdict === 'unchanged') {
     outcome = 'unchanged';
     notes.push(d.note);
@@ -180,6 +183,7 @@ async function inTransaction(
           }
           if (!(await lockAccount(tx, account.id))) throw gone(job.email!);
         }
+        if (!isNew) await checkPreclaimed(tx, guard([account.id]), () => 'email');
         writes.push(deps.membership.addMember(tenantId, account.id, job.role!, isNew));
         if (!isNew) moved.push(account.id);
         if (job.invite && isNew && sealKey && deps.inviter) {
@@ -202,6 +206,7 @@ async function inTransaction(
         break;
       case 'transfer': {
         const id = (d.account as Account).id;
+        await checkPreclaimed(tx, guard([id]), () => 'email');
         writes.push(deps.membership.transferOwner(tenantId, owner, id));
         moved.push(id, owner);
         notes.push('the previous owner is admin now');

@@ -37,7 +37,14 @@ import {
 import { awaitBatchLock, lockKeyAndTenant, lockKeyAndTenantStatement, removeUnlessTenantExists } from '../store/locks.js';
 import { recordCreated, recordCreatedStatement, recordOutcome, startAttempt, type Finished, type OwnLineage } from '../store/rows.js';
 import { storeSealed } from '../store/sealed-secrets.js';
-import { inOtherWorkspaces, withdrawAwayFromHome } from '../store/invitations.js';
+import {
+  checkPreclaimed,
+  inOtherWorkspaces,
+  preclaimedStatement,
+  refusePreclaimed,
+  withdrawAwayFromHome,
+  type Preclaimed,
+} from '../store/invitations.js';
 import type { Account } from '../common/types.js';
 import { beginAttempt, NotQueuedError, BatchRecordingError, BATCH_WAIT_MS } from './attempt.js';
 
@@ -162,18 +169,32 @@ async function writeWorkspace(
     const allExist = !('missing' in wanted.owner) && wanted.members.every((m) => !('missing' in m.account));
     let accounts: Awaited<ReturnType<typeof materialise>>;
     let locked: LockedCheck;
+    // The pre-claim guard (store/invitations.ts preclaimedStatement) on the accounts the row did not
+    // create, once they are locked: refused below, after the ledger's answer.
+    let preclaimed: () => Promise<void>;
+    const fieldOf = (id: string) => (id === accounts.ownerId ? 'owner_email' : 'members');
+    const guard = { tenantId: job.tenantId, batchId: job.batchId, trusted: job.trustAccounts };
     if (allExist) {
       // Nothing to create: materialise only names the accounts (no statement).
       accounts = await materialise(tx, wanted, rules, emails, job.ownerProfile);
       const results = (await tx.query(
-        inlined('BEGIN', lockKeyAndTenantStatement(job.key, job.tenantId), checkLockedStatement(job.key, job.tenantId, idsOf(accounts))),
-      )) as unknown as { rows: CheckedColumns[] }[];
-      locked = checkedOf(results[2]!.rows[0]!);
+        inlined(
+          'BEGIN',
+          lockKeyAndTenantStatement(job.key, job.tenantId),
+          checkLockedStatement(job.key, job.tenantId, idsOf(accounts)),
+          preclaimedStatement(idsOf(accounts), job.tenantId, job.batchId),
+        ),
+      )) as unknown as { rows: unknown[] }[];
+      locked = checkedOf(results[2]!.rows[0] as CheckedColumns);
+      const found = results[3]!.rows as Preclaimed[];
+      preclaimed = async () => refusePreclaimed(found, guard.trusted, fieldOf);
     } else {
       await tx.query('BEGIN');
       await lockKeyAndTenant(tx, job.key, job.tenantId);
       accounts = await materialise(tx, wanted, rules, emails, job.ownerProfile);
       locked = await checkLocked(tx, job.key, job.tenantId, idsOf(accounts));
+      const existing = accounts.invitees.filter((p) => !p.created).map((p) => p.accountId);
+      preclaimed = () => checkPreclaimed(tx, { ...guard, accountIds: existing }, fieldOf);
     }
     const ids = idsOf(accounts);
     if (locked.known) {
@@ -184,6 +205,7 @@ async function writeWorkspace(
       return { kind: 'known', known };
     }
     if (locked.tenantTaken) throw tenantTaken(job.tenantId);
+    await preclaimed();
     if (locked.lockedAccounts < new Set(ids).size) {
       throw new RowError(
         'owner_email',
