@@ -31,6 +31,7 @@ import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } 
 import { enqueueChanges, type ApplyOptions, type ApplySummary } from './changes/enqueue-changes.js';
 import { planChanges, type ChangePlan } from './changes/plan.js';
 import { checkSyncInputs, SYNC_ROWS, syncChanges, type SyncInput } from './changes/sync.js';
+import { withinScope } from './changes/scope.js';
 import type { CheckedRow } from './input/row-checker.js';
 import { withTransaction } from './db/pool.js';
 import { listKeys, mintDatasetKey, type ListedKey, type MintedKey } from './dify/api-keys.js';
@@ -134,7 +135,14 @@ export interface Provisioner {
    */
   planChanges(
     input: string | Readable | AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>,
-    opts?: ReadOptions & { createMissingOwners?: boolean; listRows?: number; sync?: boolean; maxRows?: number } & InvitationAsk,
+    opts?: ReadOptions & {
+      createMissingOwners?: boolean;
+      listRows?: number;
+      sync?: boolean;
+      maxRows?: number;
+      /** The scope (apply --within): rows naming a workspace outside it are planned rejected. */
+      within?: string[];
+    } & InvitationAsk,
   ): Promise<ChangePlan>;
   batch(id: string): BatchHandle;
   batches(limit?: number): Promise<BatchListing[]>;
@@ -277,22 +285,33 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
   const rulesOf = async () => ({ normalized: (await probeDifySchema(db)).normalizedEmail });
   // A changes file's rows; with sync, a membership file's difference with Dify now (changes/sync.ts).
   // What the reading holds in memory (cross-row rules, a membership file read whole) is bounded by the batch's limits.
-  const changeSource = (file: string | Readable, opts: ReadOptions & { sync?: boolean }) => (): AsyncIterable<CheckedChange> => {
-    const stream = typeof file === 'string' ? createReadStream(file) : file;
-    const read = { ...opts, ...(typeof file === 'string' && opts.source === undefined ? { source: file } : {}) };
-    if (!opts.sync) return readRecords(stream, CHANGE_ROWS, read);
-    return (async function* () {
-      yield* await syncChanges(readRecords(stream, SYNC_ROWS, read), db, await rulesOf(), limitsOf(opts));
-    })();
-  };
+  // With a scope (--within), a row or membership entry naming a workspace outside it is rejected
+  // as read, before a membership file's difference reads any workspace (changes/scope.ts).
+  const changeSource =
+    (file: string | Readable, opts: ReadOptions & { sync?: boolean; within?: string[] }) => (): AsyncIterable<CheckedChange> => {
+      const stream = typeof file === 'string' ? createReadStream(file) : file;
+      const read = { ...opts, ...(typeof file === 'string' && opts.source === undefined ? { source: file } : {}) };
+      if (!opts.sync) return withinScope(readRecords(stream, CHANGE_ROWS, read), db, opts.within);
+      return (async function* () {
+        yield* await syncChanges(withinScope(readRecords(stream, SYNC_ROWS, read), db, opts.within), db, await rulesOf(), limitsOf(opts));
+      })();
+    };
   const inputSource =
-    (rows: AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>, opts: HeldLimits & { sync?: boolean }) =>
+    (
+      rows: AsyncIterable<ChangeInput | SyncInput> | Iterable<ChangeInput | SyncInput>,
+      opts: HeldLimits & { sync?: boolean; within?: string[] },
+    ) =>
     (): AsyncIterable<CheckedChange> =>
       opts.sync
         ? (async function* () {
-            yield* await syncChanges(checkSyncInputs(rows as Iterable<SyncInput>, limitsOf(opts)), db, await rulesOf(), limitsOf(opts));
+            yield* await syncChanges(
+              withinScope(checkSyncInputs(rows as Iterable<SyncInput>, limitsOf(opts)), db, opts.within),
+              db,
+              await rulesOf(),
+              limitsOf(opts),
+            );
           })()
-        : checkChangeInputs(rows as Iterable<ChangeInput>, limitsOf(opts));
+        : withinScope(checkChangeInputs(rows as Iterable<ChangeInput>, limitsOf(opts)), db, opts.within);
 
   return {
     enqueue: (rows, opts = {}) => enqueueRows(() => checkInputRows(rows, opts), false, opts),

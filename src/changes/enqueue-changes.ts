@@ -42,6 +42,12 @@ export interface ApplyOptions {
    * external_id, email, role — `owner` allowed); the batch is the difference (changes/sync.ts).
    */
   sync?: boolean;
+  /**
+   * The batch's scope (changes/scope.ts): the ingest batches whose workspaces its rows may name.
+   * A row naming any other workspace is rejected when read and refused when it runs. A changes
+   * file a customer supplies is applied within that customer's batches (docs/security.md).
+   */
+  within?: string[];
   /** Queue nothing if any row is invalid (throws StrictValidationError listing every one). */
   strict?: boolean;
   /** Called for each invalid row as it is found. */
@@ -81,6 +87,7 @@ export async function enqueueChanges(
     ...(invite ? { invite: true as const } : {}),
     ...(opts.sendInvites ? { sendInvites: true as const } : {}),
     ...(opts.trustAccounts && opts.trustAccounts.length > 0 ? { trustAccounts: opts.trustAccounts } : {}),
+    ...(opts.within ? { within: opts.within } : {}),
   };
   await withTransaction(deps.db, async (tx) => {
     await lockBatch(tx, opts.batchId);
@@ -142,7 +149,7 @@ export function specOf(
   line: number,
   row: ChangeRow,
   batchId: string,
-  settings: { createMissingAccounts: boolean; invite?: true; sendInvites?: true; trustAccounts?: string[] },
+  settings: { createMissingAccounts: boolean; invite?: true; sendInvites?: true; trustAccounts?: string[]; within?: string[] },
   lineage: string | undefined,
 ): ChangeJob {
   return {
@@ -161,6 +168,7 @@ export function specOf(
     ...(settings.invite && row.action === 'add_member' ? { invite: true as const } : {}),
     ...(settings.sendInvites && row.action === 'add_member' ? { sendInvites: true as const } : {}),
     ...(row.email !== undefined ? trustedOf([row.email], settings.trustAccounts) : {}),
+    ...(settings.within ? { within: settings.within } : {}),
     ...(lineage ? { lineage } : {}),
   };
 }

@@ -1,7 +1,8 @@
 // The options of an apply as people outside TypeScript write them (snake_case), for the HTTP API:
 // ingest's options that apply to changes (ingest/options.ts), mapped onto the library's
 // ApplyOptions & ReadOptions by name, as ingest's are.
-import type { z } from 'zod';
+import { z } from 'zod';
+import { isBatchId } from '../common/types.js';
 import { camelOptions, columnMapSchema, IngestOptionsSchema, textOptions, type Camel } from '../ingest/options.js';
 import type { ReadOptions } from '../input/read-rows.js';
 import { CHANGE_ROWS } from './change-row.js';
@@ -26,6 +27,13 @@ export const ChangeOptionsSchema = IngestOptionsSchema.pick({
   ),
   // The headings of a changes file map onto its own columns (action, workspace_id, email, …).
   column_map: columnMapSchema(CHANGE_ROWS),
+  within: z
+    .array(z.string().refine(isBatchId, 'is not a batch id'))
+    .min(1)
+    .optional()
+    .describe(
+      'the ingest batches whose workspaces the rows may name (as text: comma-separated); a row naming any other workspace is rejected. Give it for every changes file a customer supplies',
+    ),
   invite: IngestOptionsSchema.shape.invite.describe(
     "every account add_member creates gets Dify's invitation token in Dify's Redis and a link sealed to seal_to (needs CONSOLE_WEB_URL)",
   ),

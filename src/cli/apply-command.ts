@@ -7,6 +7,7 @@ import { basename } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CHANGE_ROWS, type CheckedChange } from '../changes/change-row.js';
 import { describePlan, planChanges } from '../changes/plan.js';
+import { scopeOf, withinScope } from '../changes/scope.js';
 import { SYNC_ROWS, syncChanges, type SyncRow } from '../changes/sync.js';
 import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
 import { newInputInfo, describeInput } from '../input/decode.js';
@@ -23,6 +24,8 @@ import { waitAndReport } from './wait-command.js';
 export interface ApplyFlags extends BatchFileFlags {
   /** The file lists each named workspace's complete membership (workspace_id or external_id, email, role). */
   sync?: boolean;
+  /** --within BATCH[,BATCH…] (repeatable): the ingest batches whose workspaces the rows may name. */
+  within?: string[];
 }
 
 /**
@@ -41,6 +44,7 @@ const batchIdFor = (file: string) =>
   );
 
 export async function applyCommand(file: string, flags: ApplyFlags, config: Config): Promise<number> {
+  const within = scopeOf(flags.within);
   const readOpts: ReadOptions = {
     ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false,
     ...(flags.delimiter ? { delimiter: flags.delimiter } : {}),
@@ -54,7 +58,7 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
     ...(flags.maxRows ? { maxRows: flags.maxRows } : {}),
   };
   const input = () => (file === '-' ? process.stdin : createReadStream(file));
-  if (flags.dryRun) return dryRun(input(), readOpts, flags, config);
+  if (flags.dryRun) return dryRun(input(), readOpts, { ...flags, ...(within ? { within } : {}) }, config);
   // --strict on stdin (read once) holds the rows in memory; a file is read twice.
   const provisioner = provisionerOn(await openQueueRuntime(config));
   try {
@@ -70,6 +74,7 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
         ...(flags.sendInvites ? { sendInvites: true } : {}),
         strict: flags.strict ?? false,
         ...(flags.sync ? { sync: true } : {}),
+        ...(within ? { within } : {}),
         ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
         onRejected: printRejection,
       })
@@ -119,11 +124,12 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags,
   try {
     const schema = await probeDifySchema(rt.db);
     const accounts = { normalized: schema.normalizedEmail };
+    // Out of the scope (--within): rejected as read, before a membership file's difference is read.
     const changes = flags.sync
       ? (async function* () {
-          yield* await syncChanges(rows as AsyncIterable<Checked<SyncRow>>, rt.db, accounts, readOpts);
+          yield* await syncChanges(withinScope(rows as AsyncIterable<Checked<SyncRow>>, rt.db, flags.within), rt.db, accounts, readOpts);
         })()
-      : (rows as AsyncIterable<CheckedChange>);
+      : withinScope(rows as AsyncIterable<CheckedChange>, rt.db, flags.within);
     const plan = await planChanges(changes, rt.db, {
       accounts: { normalized: schema.normalizedEmail },
       createMissingAccounts: flags.createMissingOwners ?? false,

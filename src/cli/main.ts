@@ -128,6 +128,12 @@ Configuration (every command):
       '--dry-run',
       'print the plan (would add, remove, re-role, transfer, rename, archive, restore; unchanged; refused) from PostgreSQL without writing; exit 2 if any row would be refused',
     )
+    .addOption(
+      new Option(
+        '--within <batch[,batch...]>',
+        'act only on the workspaces these ingest batches created (repeatable): a row naming any other is rejected. Use it for every changes file a customer supplies',
+      ).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]),
+    )
     .option('--ignore-unknown-columns', 'drop columns dify-provision does not know instead of refusing the file')
     .addOption(new Option('--delimiter <d>', 'CSV column delimiter: , ; or tab (default: detected from the header)').argParser(delimiter))
     .option('--encoding <name>', 'the CSV is not UTF-8 (or UTF-16 with a BOM): e.g. windows-1252')

@@ -128,12 +128,22 @@ export function textOptions<T extends z.ZodRawShape>(schema: z.ZodObject<T>) {
               ? z.stringbool({ truthy: ['true', '1', 'yes'], falsy: ['false', '0', 'no'] })
               : inner instanceof z.ZodNumber
                 ? z.string().regex(/^\d+$/, 'must be a whole number').transform(Number).pipe(inner)
-                : inner instanceof z.ZodRecord
+                : inner instanceof z.ZodArray
                   ? z
                       .string()
-                      .transform(mapLines)
-                      .pipe(inner as z.ZodType<unknown, Record<string, string>>)
-                  : inner;
+                      .transform((t) =>
+                        t
+                          .split(',')
+                          .map((v) => v.trim())
+                          .filter((v) => v !== ''),
+                      )
+                      .pipe(inner as z.ZodType<unknown, string[]>)
+                  : inner instanceof z.ZodRecord
+                    ? z
+                        .string()
+                        .transform(mapLines)
+                        .pipe(inner as z.ZodType<unknown, Record<string, string>>)
+                    : inner;
           return [k, text.optional().describe(optional.description ?? '')];
         }),
       ) as unknown as { [K in keyof z.output<z.ZodObject<T>>]-?: z.ZodType<z.output<z.ZodObject<T>>[K], string | undefined> },

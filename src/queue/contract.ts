@@ -86,6 +86,8 @@ export const ChangeJobSchema = z.strictObject({
   trustAccounts: z.array(text(255)).max(1000).optional(),
   invite: z.literal(true).optional(),
   sendInvites: z.literal(true).optional(),
+  /** apply --within: the ingest batches whose workspaces this row may act on (changes/scope.ts). */
+  within: z.array(z.string().refine(isBatchId, 'is not a batch id')).min(1).optional(),
   lineage: z.string().refine(isStrictUuid, 'must be a lower-case strict UUID').optional(),
 });
 export type ChangeJob = z.output<typeof ChangeJobSchema>;

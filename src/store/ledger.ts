@@ -215,3 +215,17 @@ export async function tenantsOfExternalIds(db: Db, externalIds: string[]): Promi
   );
   return new Map(rows.map((r) => [r.key.slice('external:'.length), r.tenant_id]));
 }
+
+/**
+ * Of these workspaces, the ones our ledger recorded as created by a row of one of these batches
+ * (apply --within: a customer's changes act only on their own workspaces). Read-only; none
+ * before our schema exists.
+ */
+export async function tenantsOfBatches(db: Db | Tx, tenantIds: string[], batchIds: string[]): Promise<Set<string>> {
+  if (tenantIds.length === 0 || batchIds.length === 0 || !(await ledgerExists(db))) return new Set();
+  const { rows } = await db.query<{ tenant_id: string }>(
+    `SELECT tenant_id::text AS tenant_id FROM ${SCHEMA}.ledger WHERE tenant_id::text = ANY($1::text[]) AND batch_id = ANY($2::text[])`,
+    [tenantIds, batchIds],
+  );
+  return new Set(rows.map((r) => r.tenant_id));
+}

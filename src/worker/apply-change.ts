@@ -15,6 +15,7 @@
 //      links revoked by a change of the person's workspaces deleted.
 import type { KeyObject } from 'node:crypto';
 import { decide, type Change } from '../changes/decide.js';
+import { outOfScope, tenantInScope } from '../changes/scope.js';
 import { inlined, withInlinedTransaction, type Statement, type Tx } from '../db/pool.js';
 import { ensureAccount, lockAccountsStatement, type AccountRules } from '../dify/accounts.js';
 import { lockAccount, lockWorkspaceStatement, workspaceOf, type MembershipWriter } from '../dify/membership.js';
@@ -73,13 +74,16 @@ export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeD
   // Read before the transaction (a job never holds two pool connections at once).
   const tenantId = job.workspaceId ?? (await tenantOfExternalId(deps.db, job.externalId!));
   const sealKey = job.invite && job.action === 'add_member' ? await deps.sealKeys?.get(job.batchId) : undefined;
-  if (!tenantId) {
-    // No such workspace: nothing to lock; the row's start, then the refusal.
+  // apply --within: a workspace outside the batch's scope is refused as one that is not there,
+  // whatever the row's recording found (changes/scope.ts).
+  const outside = tenantId !== undefined && job.within !== undefined && !(await tenantInScope(deps.db, tenantId, job.within));
+  if (!tenantId || outside) {
+    // No such workspace (for this batch): nothing to lock; the row's start, then the refusal.
     const start = await startChange(deps.db, job, round, attempt, deps.own?.());
     if (at.check(start)) return { kind: 'cancelled' };
     if (start.outcome === 'applied' || start.outcome === 'unchanged') return { kind: start.outcome };
     if (start.outcome !== 'queued' && start.outcome !== 'active') throw new NotQueuedError(start.outcome ?? 'missing');
-    refuse(decide(change, undefined, [], rules));
+    refuse(job.within !== undefined ? { verdict: 'refuse', ...outOfScope(job, job.within) } : decide(change, undefined, [], rules));
   }
   // A removal's snapshot of Dify's token keys (one SCAN per batch on this worker) begins before the locks.
   if (job.action === 'remove_member') deps.revoker?.snapshot(job.batchId).catch(() => {});

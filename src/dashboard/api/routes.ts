@@ -35,6 +35,7 @@ import {
 } from '../../store/batches.js';
 import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } from '../../changes/change-row.js';
 import { changeLibraryOptions, type ChangeOptions } from '../../changes/options.js';
+import { withinScope } from '../../changes/scope.js';
 import type { ApplySummary } from '../../changes/enqueue-changes.js';
 import { describePlan, planChanges, type ChangePlan } from '../../changes/plan.js';
 import { allReportRows, reportRows, rowDetail, type ReportRow, type RowDetail } from '../../store/report.js';
@@ -263,10 +264,13 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
           listRows: S.PLAN_ROWS_LISTED,
         };
         if (input.kind === 'rows')
-          return { status: 200, body: changePlanBody(await planChanges(checkChangeInputs(input.rows), deps.db, planOpts)) };
+          return {
+            status: 200,
+            body: changePlanBody(await planChanges(withinScope(checkChangeInputs(input.rows), deps.db, opts.within), deps.db, planOpts)),
+          };
         const info = newInputInfo();
         const read = readRecords(createReadStream(input.path), CHANGE_ROWS, { ...opts, maxBytes: deps.maxBytes }, info);
-        const plan = await planChanges(read, deps.db, planOpts);
+        const plan = await planChanges(withinScope(read, deps.db, opts.within), deps.db, planOpts);
         return { status: 200, body: changePlanBody({ ...plan, input: info }) };
       },
     },
