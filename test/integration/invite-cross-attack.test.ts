@@ -1,12 +1,16 @@
 // Attacks on "invitation links never cross customers" (docs/security.md) by a customer B who
 // controls B's rows and batches and receives B's links files: each test performs one that got
-// through once, against real Redis, PostgreSQL and SMTP.
+// through once, against real Redis, PostgreSQL and SMTP. The pre-claim attack: B's batch creates
+// an account for A's future owner, B's operator reveals B's links to B, and B activates the
+// account through its link (its password is B's); a later row of A naming the address must not
+// join that account to A's workspace unless A's operator trusts the address (--trust-account).
+import { pbkdf2Sync, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import type { SmtpSettings } from '../../src/config/dify-env.js';
-import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
+import { createProvisioner, type ChangeInput, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { runLoggedUntilDone } from '../helpers/batch.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
@@ -14,6 +18,7 @@ import { difyInvitationSettings, operatorPems } from '../helpers/dify-invitation
 
 const DIFY_DB = 11;
 const { PUBLIC, PRIVATE } = operatorPems();
+const CEO = 'ceo@a.example';
 
 let env: TestEnv;
 let provisioner: Provisioner | undefined;
@@ -41,7 +46,7 @@ async function run(
   config: TestEnv['config'],
   rows: WorkspaceInput[],
   batchId: string,
-  opts: { invitePending?: boolean; sendInvites?: boolean } = {},
+  opts: { invitePending?: boolean; sendInvites?: boolean; invite?: boolean; trustAccounts?: string[] } = {},
 ): Promise<void> {
   provisioner ??= await createProvisioner(config);
   await provisioner.enqueue(rows, { batchId, createMissingOwners: true, invite: true, sealTo: PUBLIC, ...opts });
@@ -94,5 +99,119 @@ describe("customer B's batch and customer A's people", () => {
     expect(await tokensOf()).toEqual([]);
     const report = await provisioner!.batch('cust-b').report();
     expect(report[0]!.invitations).toMatch(/revoked/);
+  });
+});
+
+async function apply(config: TestEnv['config'], rows: ChangeInput[], batchId: string, trustAccounts?: string[]) {
+  provisioner ??= await createProvisioner(config);
+  await provisioner.apply(rows, { batchId, retry: { attempts: 2, backoffMs: 50 }, ...(trustAccounts ? { trustAccounts } : {}) });
+  await runLoggedUntilDone(env, config, [batchId]);
+  return provisioner.batch(batchId).report();
+}
+
+/** `secrets --invites` of a batch: the emails its links file holds. */
+const reveal = (batchId: string) => revealedEmails(batchId, `${batchId}.csv`);
+
+/**
+ * What Dify's activation writes when the holder of a link sets the password (dify/NOTES.md):
+ * the password as Dify hashes it (PBKDF2-HMAC-SHA256, 10,000 rounds, hex, base64; a 16-byte
+ * salt, base64), `status = 'active'`, `initialized_at`; the token it used is deleted.
+ */
+async function activateAsDify(email: string, password: string): Promise<void> {
+  const salt = randomBytes(16);
+  const hash = Buffer.from(pbkdf2Sync(password, salt, 10000, 32, 'sha256').toString('hex')).toString('base64');
+  const { rowCount } = await env.db.query(
+    `UPDATE accounts SET password = $2, password_salt = $3, status = 'active', initialized_at = now(), interface_theme = 'light'
+      WHERE email = $1 AND status = 'pending'`,
+    [email, hash, salt.toString('base64')],
+  );
+  expect(rowCount).toBe(1);
+  for (const key of await dify!.keys(`dify-${env.name}:member_invite:token:*`))
+    if ((await dify!.get(key))?.includes(email)) await dify!.del(key);
+}
+
+const workspacesOf = async (email: string) =>
+  (
+    await env.db.query<{ name: string; role: string }>(
+      `SELECT t.name, j.role FROM tenant_account_joins j JOIN tenants t ON t.id = j.tenant_id JOIN accounts a ON a.id = j.account_id
+        WHERE a.email = $1 ORDER BY t.name`,
+      [email],
+    )
+  ).rows.map((r) => `${r.name}:${r.role}`);
+
+const tenantOf = async (name: string) => (await env.db.query<{ id: string }>(`SELECT id FROM tenants WHERE name = $1`, [name])).rows[0]?.id;
+
+const REFUSAL = /this account was created or invited by another batch .*--trust-account ceo@a\.example/;
+
+describe("B's batch pre-claims A's owner: created, link revealed to B's operator, activated by B", () => {
+  async function preclaimed(config: TestEnv['config']): Promise<void> {
+    await run(config, [{ workspace_name: 'B Corp', owner_email: 'b-owner@b.example', members: `${CEO}:normal` }], 'cust-b');
+    expect(await reveal('cust-b')).toContain(CEO);
+    await activateAsDify(CEO, 'b-knows-this');
+  }
+
+  it("A's ingest naming the address as owner or member is refused (naming line and field, not B's batch); --trust-account lets it through", async () => {
+    const config = await world();
+    await preclaimed(config);
+    await run(
+      config,
+      [
+        { workspace_name: 'A Corp', owner_email: CEO },
+        { workspace_name: 'A Two', owner_email: 'cfo@a.example', members: `${CEO}:admin` },
+      ],
+      'cust-a',
+    );
+    const report = await provisioner!.batch('cust-a').report();
+    expect(report.map((r) => r.outcome)).toEqual(['failed', 'failed']);
+    expect(report.map((r) => r.line)).toEqual([1, 2]);
+    expect(report[0]!.error).toMatch(/^owner_email: ceo@a\.example: /);
+    expect(report[0]!.error).toMatch(REFUSAL);
+    expect(report[1]!.error).toMatch(/^members: ceo@a\.example: /);
+    expect(JSON.stringify(report)).not.toContain('cust-b');
+    expect(await workspacesOf(CEO)).toEqual(['B Corp:normal']);
+    expect(await tenantOf('A Corp')).toBeUndefined();
+
+    // A's operator confirmed it is their person: the same rows in a batch with --trust-account.
+    await run(config, [{ workspace_name: 'A Corp', owner_email: CEO }], 'cust-a-trusted', { trustAccounts: ['CEO@a.example'] });
+    const trusted = await provisioner!.batch('cust-a-trusted').report();
+    expect(trusted[0]!.outcome).toBe('created');
+    expect(await workspacesOf(CEO)).toEqual(['A Corp:owner', 'B Corp:normal']);
+  });
+
+  it("A's apply add_member and transfer_owner of the address are refused; with --trust-account applied", async () => {
+    const config = await world();
+    await preclaimed(config);
+    await run(config, [{ workspace_name: 'A Corp', owner_email: 'cfo@a.example' }], 'cust-a', { invite: false });
+    const a = (await tenantOf('A Corp'))!;
+    const refused = await apply(config, [{ action: 'add_member', workspace_id: a, email: CEO, role: 'admin' }], 'a-add');
+    const trustedAdd = await apply(config, [{ action: 'add_member', workspace_id: a, email: CEO, role: 'admin' }], 'a-add-trusted', [CEO]);
+    // A member now (trusted for that), but ownership is asked again.
+    const transfer = await apply(config, [{ action: 'transfer_owner', workspace_id: a, email: CEO }], 'a-transfer');
+    for (const r of [...refused, ...transfer]) {
+      expect(r.outcome).toBe('failed');
+      expect(r.error).toMatch(/^email: ceo@a\.example: /);
+      expect(r.error).toMatch(REFUSAL);
+      expect(r.error).not.toContain('cust-b');
+    }
+    expect(trustedAdd[0]!.outcome).toBe('applied');
+    expect(await workspacesOf(CEO)).toEqual(['A Corp:admin', 'B Corp:normal']);
+    const trustedTransfer = await apply(config, [{ action: 'transfer_owner', workspace_id: a, email: CEO }], 'a-transfer-trusted', [CEO]);
+    expect(trustedTransfer[0]!.outcome).toBe('applied');
+    expect(await workspacesOf(CEO)).toEqual(['A Corp:owner', 'B Corp:normal']);
+  });
+
+  it('an account whose only link from another batch was mailed to the address itself (never revealed) is joined as before', async () => {
+    const config = await world();
+    // X creates the person (its link sealed, never revealed); B names them as the owner of B's
+    // workspace with --invite-pending --send-invites: X's link is revoked unrevealed, and B's
+    // link is only mailed to the person (they are in X's workspace too). They activate with it.
+    await run(config, [{ workspace_name: 'X Corp', owner_email: 'x-owner@x.example', members: `${CEO}:normal` }], 'cust-x');
+    await run(config, [{ workspace_name: 'B Corp', owner_email: CEO }], 'cust-b', { invitePending: true, sendInvites: true });
+    const b = await provisioner!.batch('cust-b').report();
+    expect(b[0]!.invitations).toMatch(/^ceo@a\.example: link mailed to them only/);
+    await activateAsDify(CEO, 'the-person-chose-this');
+    await run(config, [{ workspace_name: 'A Corp', owner_email: CEO }], 'cust-a');
+    const report = await provisioner!.batch('cust-a').report();
+    expect(report[0]!.outcome).toBe('created');
   });
 });
