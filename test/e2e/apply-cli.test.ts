@@ -240,6 +240,41 @@ describe('apply from the CLI', () => {
     expect(status.options).toMatchObject({ headerRow: 2, columnMap: { What: 'action', Customer: 'external_id', 'New name': 'name' } });
   });
 
+  it("--within: a customer's file naming another batch's workspace is refused by line and field, in the dry run and the batch", async () => {
+    const env = world.env;
+    await env.db.query(await readFile(projectFile('samples', 'accounts.sql'), 'utf8'));
+    const worker = world.worker();
+    const a = await runCli(['ingest', projectFile('samples', 'workspaces.csv'), '--batch-id', 'cust-a'], env.env);
+    expect(a.code, a.stderr).toBe(0);
+    const bFile = await world.file('b.csv', [{ workspace_name: 'Beta', owner_email: 'ana@acme.example', external_id: 'beta-1' }]);
+    const b = await runCli(['ingest', bFile, '--batch-id', 'cust-b'], env.env);
+    expect(b.code, b.stderr).toBe(0);
+    await until(world.done('cust-a'), 'customer A');
+    await until(world.done('cust-b'), 'customer B');
+    await worker.stop('SIGTERM');
+    const file = join(env.dir, 'b-changes.csv');
+    await writeFile(file, 'action,external_id,name\nrename,crm-1001,Pwned\nrename,nobody-1,Pwned\nrename,beta-1,Beta 2\n');
+    const scoped = ['--within', 'cust-b', '--within', 'cust-x,cust-y'];
+    const plan = await runCli(['apply', file, '--dry-run', ...scoped], env.env);
+    expect(plan.code).toBe(2);
+    const refusal = 'not one of the workspaces of batches cust-b, cust-x, cust-y (--within)';
+    expect(plan.stderr).toContain(`line 2 (external_id): ${refusal}`);
+    expect(plan.stderr).toContain(`line 3 (external_id): ${refusal}`);
+    expect(plan.stdout).toContain('would rename 1; 2 refused');
+    const applied = await runCli(['apply', file, ...scoped, '--batch-id', 'b-changes', '--json'], env.env);
+    expect(JSON.parse(applied.stdout)).toMatchObject({ total: 3, queued: 1, rejected: 2 });
+    expect((await world.rowsOf('b-changes')).map((r) => `${r.outcome} ${r.error ?? ''}`)).toEqual([
+      `rejected external_id: ${refusal}`,
+      `rejected external_id: ${refusal}`,
+      'queued ',
+    ]);
+    const status = JSON.parse((await runCli(['status', 'b-changes', '--json'], env.env)).stdout);
+    expect(status.options).toMatchObject({ within: ['cust-b', 'cust-x', 'cust-y'] });
+    const bad = await runCli(['apply', file, '--dry-run', '--within', 'no good'], env.env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('--within: "no good" is not a batch id');
+  });
+
   it('a worker SIGKILLed in the middle of a change batch: another finishes it, every change made once', async () => {
     const env = world.env;
     const rows = Array.from({ length: 10 }, (_, i) => ({
