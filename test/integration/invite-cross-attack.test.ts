@@ -214,4 +214,21 @@ describe("B's batch pre-claims A's owner: created, link revealed to B's operator
     const report = await provisioner!.batch('cust-a').report();
     expect(report[0]!.outcome).toBe('created');
   });
+
+  it("B's own batch may name the account again: the guard is only for other batches' rows", async () => {
+    const config = await world();
+    await preclaimed(config);
+    // More rows of B's batch (a re-run with one row added), naming the person B's operator activated.
+    await run(
+      config,
+      [
+        { workspace_name: 'B Corp', owner_email: 'b-owner@b.example', members: `${CEO}:normal` },
+        { workspace_name: 'B Two', owner_email: CEO },
+      ],
+      'cust-b',
+    );
+    const report = await provisioner!.batch('cust-b').report();
+    expect(report.map((r) => r.outcome)).toEqual(['created', 'created']);
+    expect(await workspacesOf(CEO)).toEqual(['B Corp:normal', 'B Two:owner']);
+  });
 });
