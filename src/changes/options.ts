@@ -13,6 +13,7 @@ export const ChangeOptionsSchema = IngestOptionsSchema.pick({
   seal_to: true,
   invite: true,
   send_invites: true,
+  trust_accounts: true,
   ignore_unknown_columns: true,
   delimiter: true,
   encoding: true,

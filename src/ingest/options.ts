@@ -63,6 +63,20 @@ export const IngestOptionsSchema = z
       .boolean()
       .optional()
       .describe("with invite (implied): also mail each person their link through Dify's SMTP settings (MAIL_TYPE=smtp)"),
+    trust_accounts: z
+      .array(
+        z
+          .string()
+          .trim()
+          .max(255)
+          .refine((e) => e.includes('@'), 'is not an email address'),
+      )
+      .min(1)
+      .max(1000)
+      .optional()
+      .describe(
+        "existing accounts rows may join although another batch's operator was given their link (as text: comma-separated; CLI: --trust-account; docs/security.md)",
+      ),
     allow_duplicate_names: z.boolean().optional().describe('let rows through whose owner already has a workspace of that name'),
     ignore_unknown_columns: z
       .boolean()

@@ -355,6 +355,24 @@ describe('the API for scripts: Location, reposts, the batch list, field errors (
     expect(await batchCount()).toBe(1);
   });
 
+  it("trust_accounts (--trust-account): recorded with the batch, and each row's job carries only its own trusted addresses; a value that is no address is named", async () => {
+    const file = 'workspace_name,owner_email\nTrusted,owner1@example.com\nOther,owner2@example.com\n';
+    const query = `trust_accounts=${encodeURIComponent(' Owner1@Example.com , nobody@example.com')}&batch_id=trusting`;
+    expect(await answer(await api(`/batches?${query}`, csvBody(file)), 201, S.EnqueueResponseSchema)).toMatchObject({ queued: 2 });
+    const status = await answer(await api('/batches/trusting'), 200, S.BatchStatusSchema);
+    expect(status.options).toMatchObject({ trust_accounts: ['Owner1@Example.com', 'nobody@example.com'] });
+    const specs = (
+      await env.db.query<{ line: number; spec: { trustAccounts?: string[] } }>(
+        `SELECT line, spec FROM dify_provision.rows WHERE batch_id = 'trusting' ORDER BY line`,
+      )
+    ).rows.map((r) => r.spec.trustAccounts);
+    expect(specs).toEqual([['owner1@example.com'], undefined]);
+    const bad = await errorOf(await api(`/plans?trust_accounts=${encodeURIComponent('ceo-at-a.example')}`, csvBody(file)), 400);
+    expect(bad.details).toEqual([{ field: 'query.trust_accounts.0', message: 'is not an email address' }]);
+    const inJson = await errorOf(await api('/batches', json({ rows: GOOD, options: { trust_accounts: [] } })), 400);
+    expect(inJson.details).toEqual([{ field: 'body.options.trust_accounts', message: expect.any(String) }]);
+  });
+
   it('a 400 lists each problem by field, unknown fields too', async () => {
     const query = await errorOf(await api('/batches?limit=0&colour=red&after=nonsense'), 400);
     expect(query.code).toBe('INVALID_REQUEST');
