@@ -218,11 +218,14 @@ export async function startChange(
   return startedOf(rows[0]!);
 }
 
-/** active → queued: the attempt failed and will be retried. */
+/**
+ * active → queued, with the attempt's error: it failed and will be retried. A change's start is
+ * inside its transaction, so a failed change is still queued (its start rolled back): noted too.
+ */
 export async function noteRetry(db: Db, batchId: string, line: number, attempt: number, reason: string): Promise<void> {
   await db.query(
     `UPDATE ${SCHEMA}.rows SET outcome = 'queued', attempts = $3, error = $4, updated_at = now()
-      WHERE batch_id = $1 AND line = $2 AND outcome = 'active'`,
+      WHERE batch_id = $1 AND line = $2 AND outcome IN ('active', 'queued')`,
     [batchId, line, attempt, reason],
   );
 }

@@ -12,7 +12,7 @@ import { createProvisioner, type ChangeInput, type Provisioner } from '../../src
 import type { ReportRow } from '../../src/store/report.js';
 import { lockTenant } from '../../src/store/locks.js';
 import { runWorker } from '../../src/worker/run-worker.js';
-import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
+import { csvOf, envQueue, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { until } from '../helpers/cli-world.js';
 import { BANDS, type BandName } from '../helpers/dify-checks.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
@@ -354,6 +354,50 @@ describe("a change and the workspace's locks", () => {
       await worker.close();
     }
     expect((await e.db.query(`SELECT name FROM tenants WHERE id = $1`, [W.W1])).rows).toEqual([{ name: 'Held' }]);
+  });
+
+  it('a change whose transaction fails and will be retried shows the attempt and its error (queued) while it waits for the retry', async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difySettings(`dify-${e.name}`) };
+    await provisionWorld(e);
+    // A real failure PostgreSQL reports as transient (a serialization failure), once: the rename's UPDATE raises it.
+    await e.db.query(`
+      CREATE TABLE fail_once (n int);
+      INSERT INTO fail_once VALUES (1);
+      CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF EXISTS (SELECT 1 FROM fail_once) THEN
+          RAISE EXCEPTION 'could not serialize access (injected)' USING ERRCODE = '40001';
+        END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER fail_once BEFORE UPDATE OF name ON tenants FOR EACH ROW EXECUTE FUNCTION fail_once();`);
+    provisioner = await createProvisioner(config);
+    // The retry waits a minute: long enough to read the row between the two attempts.
+    await provisioner.apply([{ action: 'rename', workspace_id: W.W1, name: 'Retried' }], {
+      batchId: 'retried',
+      retry: { attempts: 2, backoffMs: 60_000 },
+    });
+    const worker = await runWorker(config, { concurrency: 1, logger: pino({ level: 'silent' }) });
+    const row = async () =>
+      (await e.db.query(`SELECT outcome, attempts, error FROM dify_provision.rows WHERE batch_id = 'retried'`)).rows[0];
+    try {
+      const queue = await envQueue(e);
+      try {
+        await until(async () => (await queue.getDelayedCount()) === 1, 'the failed attempt waiting for its retry');
+      } finally {
+        await queue.close();
+      }
+      expect(await row()).toEqual({
+        outcome: 'queued',
+        attempts: 1,
+        error: expect.stringContaining('could not serialize access (injected)'),
+      });
+      expect((await e.db.query(`SELECT name FROM tenants WHERE id = $1`, [W.W1])).rows).toEqual([{ name: 'One' }]);
+    } finally {
+      await worker.close();
+    }
   });
 
   it("reads the joins FOR UPDATE: an ownership transfer Dify's console is committing is seen, and removing the new owner is refused", async () => {
