@@ -4,6 +4,7 @@
 import type { Queue } from 'bullmq';
 import { checkComposeHost } from '../config/dify-env.js';
 import { databaseOf, redisTargetOf, requireConfig, storageOf, type Config } from '../config/config.js';
+import type { StorageSettings } from '../config/dify-env.js';
 import { objectKeyStorage, type ObjectStore } from '../storage/object-store.js';
 import { probeDifySchema, type DifySchema } from '../dify/schema-probe.js';
 import { checkDatabase, createPool, type Db } from '../db/pool.js';
@@ -130,18 +131,17 @@ export async function openQueueRuntime(
   };
 }
 
-/**
- * Dify's key storage, as the config names it (a local folder or an object store), checked with a
- * probe write unless `probe` is false (doctor only reads and removes, and must work with
- * credentials that cannot write).
- */
+type ObjectStorage = Exclude<StorageSettings, { kind: 'local' }>;
+
 /** The object store keys live in (undefined for a local folder), and the prefix Dify's root puts before every key. */
 export async function openObjectStore(config: Config): Promise<{ store: ObjectStore; prefix: string } | undefined> {
   const settings = storageOf(requireConfig(config, 'storageDir'))!;
-  // The cloud SDKs are loaded only by a process that uses them (they cost every command a second).
+  return settings.kind === 'local' ? undefined : objectStoreOf(settings);
+}
+
+/** The cloud SDKs are loaded only by a process that uses them (they cost every command a second). */
+async function objectStoreOf(settings: ObjectStorage): Promise<{ store: ObjectStore; prefix: string }> {
   switch (settings.kind) {
-    case 'local':
-      return undefined;
     case 's3':
       return { store: (await import('../storage/s3.js')).s3Store(settings), prefix: settings.prefix };
     case 'gcs':
@@ -153,13 +153,20 @@ export async function openObjectStore(config: Config): Promise<{ store: ObjectSt
   }
 }
 
+/**
+ * Dify's key storage, as the config names it (a local folder or an object store), checked with a
+ * probe write unless `probe` is false (doctor only reads and removes, and must work with
+ * credentials that cannot write).
+ */
 export async function openKeyStorage(config: Config, opts: { probe?: boolean } = {}): Promise<KeyStorage> {
   const settings = storageOf(requireConfig(config, 'storageDir'))!;
-  const object = await openObjectStore(config);
-  const storage =
-    settings.kind === 'local'
-      ? await localKeyStorage({ root: settings.root, ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}) })
-      : objectKeyStorage(object!.store, object!.prefix);
+  let storage: KeyStorage;
+  if (settings.kind === 'local') {
+    storage = await localKeyStorage({ root: settings.root, ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}) });
+  } else {
+    const object = await objectStoreOf(settings);
+    storage = objectKeyStorage(object.store, object.prefix);
+  }
   if (opts.probe ?? true) await storage.check();
   return storage;
 }
