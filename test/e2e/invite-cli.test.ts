@@ -1,6 +1,7 @@
 // Day one from the command line: Dify's settings from --dify-env (its own Redis in another
 // database, REDIS_KEY_PREFIX, INVITE_EXPIRY_HOURS, CONSOLE_WEB_URL), `ingest --invite`, a worker
-// that cannot issue invitations saying so, `secrets --invites` once, `invite --resend`.
+// that cannot issue invitations saying so, `secrets --invites` once, `invite --resend`; the
+// pre-claim guard's override (`ingest --trust-account EMAIL`, docs/security.md).
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -178,6 +179,72 @@ describe('invitations from the CLI', () => {
       expect(resent.stdout, resent.stderr).toContain('2 person(s) of batch late got a fresh invitation');
     } finally {
       dify.disconnect();
+      await worker.stop();
+    }
+  });
+
+  it('ingest --trust-account EMAIL: a row the pre-claim guard refuses is created with it, and the batch records the address', async () => {
+    const env = world.env;
+    const dir = env.dir;
+    await operatorKeyFiles(dir);
+    await writeFile(
+      join(dir, 'dify.env'),
+      [...difyRedisLines(DIFY_DB, `trust-${env.name}`), 'CONSOLE_WEB_URL=https://dify.example.com', ''].join('\n'),
+    );
+    const difyEnv = ['--dify-env', join(dir, 'dify.env')];
+    const worker = world.worker(...difyEnv);
+    try {
+      // B's batch creates A's future owner as a member of B's workspace; B's operator reveals the
+      // link and the account is activated (as whoever held the link would).
+      const b = await world.file('b.csv', [
+        { workspace_name: 'B Corp', owner_email: 'b-owner@b.example', members: 'ceo@a.example:normal' },
+      ]);
+      const seal = ['--seal-to', join(dir, 'op.pub')];
+      const ingestB = await runCli(
+        [...difyEnv, 'ingest', b, '--create-missing-owners', '--invite', ...seal, '--batch-id', 'cust-b'],
+        env.env,
+      );
+      expect(ingestB.code, ingestB.stderr).toBe(0);
+      await until(world.done('cust-b'), "B's batch");
+      const out = join(dir, 'b-links.csv');
+      expect((await runCli(['secrets', 'cust-b', '--invites', '--key', join(dir, 'op.key'), '--out', out], env.env)).code).toBe(0);
+      expect(await readFile(out, 'utf8')).toContain(',B Corp,ceo@a.example,normal,');
+      await env.db.query(`UPDATE accounts SET status = 'active', initialized_at = now() WHERE email = 'ceo@a.example'`);
+
+      // A's file naming the address as owner: refused without the flag, naming the line and field.
+      const a = await world.file('a.csv', [{ workspace_name: 'A Corp', owner_email: 'ceo@a.example', members: '' }]);
+      expect((await runCli([...difyEnv, 'ingest', a, '--batch-id', 'cust-a'], env.env)).code).toBe(0);
+      await until(world.done('cust-a'), "A's batch");
+      const refused = await world.rowsOf('cust-a');
+      expect(refused.map((r: { outcome: string }) => r.outcome)).toEqual(['failed']);
+      expect(refused[0].error).toMatch(
+        /^owner_email: ceo@a\.example: this account was created or invited by another batch .*--trust-account ceo@a\.example/,
+      );
+      expect(refused[0].error).not.toContain('cust-b');
+
+      const notAnAddress = await runCli([...difyEnv, 'ingest', a, '--trust-account', 'ceo-at-a.example', '--batch-id', 'x'], env.env);
+      expect(notAnAddress.code).not.toBe(0);
+      expect(notAnAddress.stderr).toContain('--trust-account takes an email address');
+
+      // The same file with --trust-account (any case): created, and the batch says it was trusted.
+      const trusted = await runCli([...difyEnv, 'ingest', a, '--trust-account', 'CEO@a.example', '--batch-id', 'cust-a-trusted'], env.env);
+      expect(trusted.code, trusted.stderr).toBe(0);
+      await until(world.done('cust-a-trusted'), "A's trusted batch");
+      expect((await world.rowsOf('cust-a-trusted')).map((r: { outcome: string }) => r.outcome)).toEqual(['created']);
+      const joins = await env.db.query<{ name: string; role: string }>(
+        `SELECT t.name, j.role FROM tenant_account_joins j JOIN tenants t ON t.id = j.tenant_id JOIN accounts ac ON ac.id = j.account_id
+          WHERE ac.email = 'ceo@a.example' ORDER BY t.name`,
+      );
+      expect(joins.rows.map((r) => `${r.name}:${r.role}`)).toEqual(['A Corp:owner', 'B Corp:normal']);
+      const status = JSON.parse((await runCli(['status', 'cust-a-trusted', '--json'], env.env)).stdout) as {
+        options: Record<string, unknown>;
+      };
+      expect(status.options['trustAccounts']).toEqual(['CEO@a.example']);
+      const spec = await env.db.query<{ spec: { trustAccounts?: string[] } }>(
+        `SELECT spec FROM dify_provision.rows WHERE batch_id = 'cust-a-trusted'`,
+      );
+      expect(spec.rows.map((r) => r.spec.trustAccounts)).toEqual([['ceo@a.example']]);
+    } finally {
       await worker.stop();
     }
   });
