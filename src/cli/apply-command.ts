@@ -16,7 +16,7 @@ import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
 import { provisionerOn } from '../provisioner.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
 import { generatedBatchId } from '../common/types.js';
-import { checkedMap } from './ingest-command.js';
+import { fileReadOptions } from './ingest-command.js';
 import { EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
 import type { BatchFileFlags } from './options.js';
 import { waitAndReport } from './wait-command.js';
@@ -46,14 +46,7 @@ const batchIdFor = (file: string) =>
 export async function applyCommand(file: string, flags: ApplyFlags, config: Config): Promise<number> {
   const within = scopeOf(flags.within);
   const readOpts: ReadOptions = {
-    ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false,
-    ...(flags.delimiter ? { delimiter: flags.delimiter } : {}),
-    ...(flags.encoding ? { encoding: flags.encoding } : {}),
-    ...(flags.sheet ? { sheet: flags.sheet } : {}),
-    ...(flags.headerRow ? { headerRow: flags.headerRow } : {}),
-    ...(flags.map ? { columnMap: checkedMap(flags.sync ? SYNC_ROWS : CHANGE_ROWS, flags.map) } : {}),
-    source: file === '-' ? 'stdin' : file,
-    ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
+    ...fileReadOptions(file, flags, flags.sync ? SYNC_ROWS : CHANGE_ROWS),
     // What the checks across the file hold (and a membership file, read whole) has the batch's bounds.
     ...(flags.maxRows ? { maxRows: flags.maxRows } : {}),
   };

@@ -35,15 +35,8 @@ const dups = (n: number) => (n > 0 ? ` (${n} likely duplicate${n === 1 ? '' : 's
 
 export async function ingestCommand(file: string, flags: IngestFlags, config: Config): Promise<number> {
   const readOpts: ReadOptions = {
-    ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false,
-    ...(flags.delimiter ? { delimiter: flags.delimiter } : {}),
-    ...(flags.encoding ? { encoding: flags.encoding } : {}),
-    ...(flags.sheet ? { sheet: flags.sheet } : {}),
-    ...(flags.headerRow ? { headerRow: flags.headerRow } : {}),
-    ...(flags.map ? { columnMap: checkedMap(WORKSPACE_ROWS, flags.map) } : {}),
+    ...fileReadOptions(file, flags, WORKSPACE_ROWS),
     allowDuplicateNames: flags.allowDuplicateNames ?? false,
-    source: file === '-' ? 'stdin' : file,
-    ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
   };
   // stdin can be read once; --strict reads it like a file (twice).
   const spool = file === '-' && flags.strict ? await spoolStdin() : undefined;
@@ -178,8 +171,25 @@ function printRows(rows: PlanRow[]): void {
   }
 }
 
+/**
+ * How ingest and apply read `file` (- is stdin), whose columns are `kind`'s: --ignore-unknown-columns,
+ * --delimiter, --encoding, --sheet, --header-row, --map (each entry checked), --max-bytes.
+ */
+export function fileReadOptions(file: string, flags: BatchFileFlags, kind: Vocabulary): ReadOptions {
+  return {
+    ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false,
+    ...(flags.delimiter ? { delimiter: flags.delimiter } : {}),
+    ...(flags.encoding ? { encoding: flags.encoding } : {}),
+    ...(flags.sheet ? { sheet: flags.sheet } : {}),
+    ...(flags.headerRow ? { headerRow: flags.headerRow } : {}),
+    ...(flags.map ? { columnMap: checkedMap(kind, flags.map) } : {}),
+    source: file === '-' ? 'stdin' : file,
+    ...(flags.maxBytes ? { maxBytes: flags.maxBytes } : {}),
+  };
+}
+
 /** --map's entries, each naming a column of the file (`kind`: workspaces, changes, memberships) or - to drop it. */
-export function checkedMap(kind: Vocabulary, map: Record<string, string>): Record<string, string> {
+function checkedMap(kind: Vocabulary, map: Record<string, string>): Record<string, string> {
   for (const [heading, column] of Object.entries(map)) {
     const problem = mapEntryProblem(kind, heading, column);
     if (problem) throw new UsageError(`--map "${heading}=${column}": ${problem}`);

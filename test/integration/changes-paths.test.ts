@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import type { InvitationSettings, SmtpSettings } from '../../src/config/dify-env.js';
 import { InputTooLargeError } from '../../src/common/errors.js';
 import { StrictValidationError } from '../../src/input/input-rows.js';
@@ -27,6 +27,7 @@ import { dumpRedis } from '../helpers/redis-dump.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 import { CONSOLE, difyInvitationSettings, operatorPems } from '../helpers/dify-invitations.js';
+import { closeEachTest } from '../helpers/world.js';
 
 /** Dify's Redis: the tests' Redis server, a logical database of its own. */
 const DIFY_DB = 12;
@@ -37,16 +38,10 @@ let env: TestEnv | undefined;
 let provisioner: Provisioner | undefined;
 let dify: Redis | undefined;
 let smtp: TestSmtp | undefined;
-afterEach(async () => {
-  await provisioner?.close();
-  provisioner = undefined;
-  dify?.disconnect();
-  dify = undefined;
-  await smtp?.stop();
-  smtp = undefined;
-  await env?.cleanup();
-  env = undefined;
-});
+closeEachTest(
+  () => ({ provisioner, dify, smtp, env }),
+  (none) => ({ provisioner, dify, smtp, env } = none),
+);
 
 function difySettings(e: TestEnv): InvitationSettings {
   return difyInvitationSettings(DIFY_DB, `dify-${e.name}`, { expiryHours: HOURS });

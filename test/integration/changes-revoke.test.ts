@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import type { InvitationSettings } from '../../src/config/dify-env.js';
 import { createProvisioner, type ChangeInput, type Provisioner } from '../../src/provisioner.js';
 import { runWorker } from '../../src/worker/run-worker.js';
@@ -18,6 +18,7 @@ import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { until } from '../helpers/cli-world.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 import { difyInvitationSettings } from '../helpers/dify-invitations.js';
+import { closeEachTest } from '../helpers/world.js';
 
 /** Dify's Redis: the tests' Redis server, a logical database of its own. */
 const DIFY_DB = 13;
@@ -25,14 +26,10 @@ const DIFY_DB = 13;
 let env: TestEnv | undefined;
 let provisioner: Provisioner | undefined;
 let dify: Redis | undefined;
-afterEach(async () => {
-  await provisioner?.close();
-  provisioner = undefined;
-  dify?.disconnect();
-  dify = undefined;
-  await env?.cleanup();
-  env = undefined;
-});
+closeEachTest(
+  () => ({ provisioner, dify, env }),
+  (none) => ({ provisioner, dify, env } = none),
+);
 
 /** Where Dify keeps tokens, and nothing else: no CONSOLE_WEB_URL (so no invitations can be issued). */
 function difyRedisOnly(e: TestEnv): InvitationSettings {

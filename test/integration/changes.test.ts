@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import type { InvitationSettings } from '../../src/config/dify-env.js';
 import { createProvisioner, type ChangeInput, type Provisioner } from '../../src/provisioner.js';
@@ -17,6 +17,7 @@ import { until } from '../helpers/cli-world.js';
 import { BANDS, type BandName } from '../helpers/dify-checks.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 import { difyInvitationSettings } from '../helpers/dify-invitations.js';
+import { closeEachTest } from '../helpers/world.js';
 
 /** Dify's Redis: the tests' Redis server, another logical database than our queue's. */
 const DIFY_DB = 8;
@@ -24,14 +25,10 @@ const DIFY_DB = 8;
 let env: TestEnv | undefined;
 let provisioner: Provisioner | undefined;
 let dify: Redis | undefined;
-afterEach(async () => {
-  await provisioner?.close();
-  provisioner = undefined;
-  dify?.disconnect();
-  dify = undefined;
-  await env?.cleanup();
-  env = undefined;
-});
+closeEachTest(
+  () => ({ provisioner, dify, env }),
+  (none) => ({ provisioner, dify, env } = none),
+);
 
 const difySettings = (prefix: string): InvitationSettings => difyInvitationSettings(DIFY_DB, prefix);
 

@@ -8,13 +8,14 @@ import { pbkdf2Sync, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import type { SmtpSettings } from '../../src/config/dify-env.js';
 import { createProvisioner, type ChangeInput, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { runLoggedUntilDone } from '../helpers/batch.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 import { difyInvitationSettings, operatorPems } from '../helpers/dify-invitations.js';
+import { closeEachTest } from '../helpers/world.js';
 
 const DIFY_DB = 11;
 const { PUBLIC, PRIVATE } = operatorPems();
@@ -24,15 +25,10 @@ let env: TestEnv;
 let provisioner: Provisioner | undefined;
 let dify: Redis | undefined;
 let smtp: TestSmtp | undefined;
-afterEach(async () => {
-  await provisioner?.close();
-  provisioner = undefined;
-  dify?.disconnect();
-  dify = undefined;
-  await smtp?.stop();
-  smtp = undefined;
-  await env?.cleanup();
-});
+closeEachTest(
+  () => ({ provisioner, dify, smtp, env }),
+  (none) => ({ provisioner, dify, smtp } = none),
+);
 
 async function world(): Promise<TestEnv['config']> {
   env = await createTestEnv();

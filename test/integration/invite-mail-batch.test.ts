@@ -5,7 +5,7 @@
 // refused at ingest, naming the setting.
 import { generateKeyPairSync } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import type { SmtpSettings } from '../../src/config/dify-env.js';
 import { ConfigError } from '../../src/common/errors.js';
 import { createProvisioner, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
@@ -14,6 +14,7 @@ import { dumpRedis } from '../helpers/redis-dump.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 import { CONSOLE, difyInvitationSettings } from '../helpers/dify-invitations.js';
+import { closeEachTest } from '../helpers/world.js';
 
 /** Dify's Redis: the tests' Redis server, a logical database of its own. */
 const DIFY_DB = 10;
@@ -25,15 +26,10 @@ let env: TestEnv;
 let provisioner: Provisioner | undefined;
 let dify: Redis | undefined;
 let smtp: TestSmtp | undefined;
-afterEach(async () => {
-  await provisioner?.close();
-  provisioner = undefined;
-  dify?.disconnect();
-  dify = undefined;
-  await smtp?.stop();
-  smtp = undefined;
-  await env?.cleanup();
-});
+closeEachTest(
+  () => ({ provisioner, dify, smtp, env }),
+  (none) => ({ provisioner, dify, smtp } = none),
+);
 
 const ROWS: WorkspaceInput[] = [
   // A new owner and a new member: both get a message.

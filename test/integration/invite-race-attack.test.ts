@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { PoolClient } from 'pg';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import type { InvitationSettings } from '../../src/config/dify-env.js';
 import { createProvisioner, type ChangeInput, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { runWorker } from '../../src/worker/run-worker.js';
@@ -16,6 +16,7 @@ import { runLoggedUntilDone, waitUntilDone } from '../helpers/batch.js';
 import { until } from '../helpers/cli-world.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 import { difyInvitationSettings, operatorPems } from '../helpers/dify-invitations.js';
+import { closeEachTest } from '../helpers/world.js';
 
 const DIFY_DB = 13;
 const { PUBLIC, PRIVATE } = operatorPems();
@@ -24,17 +25,10 @@ let env: TestEnv | undefined;
 let provisioner: Provisioner | undefined;
 let dify: Redis | undefined;
 let held: PoolClient | undefined;
-afterEach(async () => {
-  await held?.query('ROLLBACK').catch(() => undefined);
-  held?.release();
-  held = undefined;
-  await provisioner?.close();
-  provisioner = undefined;
-  dify?.disconnect();
-  dify = undefined;
-  await env?.cleanup();
-  env = undefined;
-});
+closeEachTest(
+  () => ({ held, provisioner, dify, env }),
+  (none) => ({ held, provisioner, dify, env } = none),
+);
 
 async function world(): Promise<TestEnv['config'] & { invitations: InvitationSettings }> {
   env = await createTestEnv();
