@@ -1,10 +1,12 @@
 // Everything the connected Dify's own TenantService.create_tenant writes for a new workspace, row
 // for row (docs/dify.md), plus the members' joins, in the caller's transaction. What is written
-// is a table of capabilities per release band (schema-probe.ts), not conditions in the SQL.
+// is a table of capabilities per release band (schema-probe.ts), handed to our function
+// (store/schema.ts create_workspace_v1) as the branches it takes.
 import { createHash } from 'node:crypto';
 import type { Statement, Tx } from '../db/pool.js';
 import type { MemberRole } from '../common/types.js';
 import type { DifySchema } from './schema-probe.js';
+import { CREATE_WORKSPACE_CALL } from '../store/schema.js';
 
 export interface NewWorkspace {
   tenantId: string;
@@ -42,65 +44,35 @@ export function upgradeTimeOfDay(tenantId: string): number {
   return Number(digest.readBigUInt64BE(0) % 96n) * 900;
 }
 
-// Parameters every statement shares: $1 tenant id, $2 name, $3 public key, $4 plan, $5 account
-// ids, $6 roles, $7 invited (owner first, then members in order).
-const TENANT = `tenant AS (
-       INSERT INTO tenants (id, name, encrypt_public_key, plan, status) VALUES ($1, $2, $3, $4, 'normal')
-     )`;
-// The joins as Dify writes them (docs/dify.md): invited_by NULL (no Dify path writes it) and
-// `current` false (create_tenant_member), except the join of an account Dify's invite creates:
-// its switch_tenant marks that one current and, from 1.15, opened now (naive UTC, as Dify writes).
-const JOINS = (
-  lastOpenedAt: boolean,
-) => `INSERT INTO tenant_account_joins (tenant_id, account_id, role, current${lastOpenedAt ? ', last_opened_at' : ''})
-     SELECT $1, a.account_id, a.role, a.invited${lastOpenedAt ? ", CASE WHEN a.invited THEN now() AT TIME ZONE 'UTC' END" : ''}
-       FROM unnest($5::uuid[], $6::text[], $7::boolean[]) WITH ORDINALITY AS a (account_id, role, invited, n)
-      ORDER BY a.n`;
-// Bands B and C: one row, fix_only at midnight, empty lists ('{}' for varchar[], '[]' for json).
-const ONE_STRATEGY = (emptyList: string) => `strategies AS (
-       INSERT INTO tenant_plugin_auto_upgrade_strategies
-         (tenant_id, strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins)
-       VALUES ($1, 'fix_only', 0, 'exclude', '${emptyList}', '${emptyList}')
-     )`;
-// Band D: six rows, one per category, at the tenant's slot.
-const STRATEGY_PER_CATEGORY = (categories: string, settings: string, slot: string) => `strategies AS (
-       INSERT INTO tenant_plugin_auto_upgrade_strategies
-         (tenant_id, strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins, category)
-       SELECT $1, c.setting, ${slot}, 'exclude', '[]', '[]', c.category
-         FROM unnest(${categories}::text[], ${settings}::text[]) AS c (category, setting)
-     )`;
-// Bands C and D: the trial credit pool (HOSTED_POOL_CREDITS).
-const CREDIT_POOL = (credits: string) => `pool AS (
-       INSERT INTO tenant_credit_pools (tenant_id, pool_type, quota_limit, quota_used) VALUES ($1, 'trial', ${credits}, 0)
-     )`;
-
-/** The one statement (one round trip) that writes a new workspace in this band, and its extra parameters. */
-function statementFor(schema: DifySchema, trialCredits: number): { sql: string; extra: (ws: NewWorkspace) => unknown[] } {
-  const ctes = [TENANT];
-  const extras: ((ws: NewWorkspace) => unknown)[] = [];
-  const param = (value: (ws: NewWorkspace) => unknown) => `$${7 + extras.push(value)}`;
-  if (schema.strategies === 'one') ctes.push(ONE_STRATEGY(schema.strategyLists === 'array' ? '{}' : '[]'));
-  if (schema.strategies === 'per-category') {
-    const categories = param(() => AUTO_UPGRADE_CATEGORIES.map((c) => c[0]));
-    const settings = param(() => AUTO_UPGRADE_CATEGORIES.map((c) => c[1]));
-    ctes.push(
-      STRATEGY_PER_CATEGORY(
-        categories,
-        settings,
-        param((ws) => upgradeTimeOfDay(ws.tenantId)),
-      ),
-    );
-  }
-  if (schema.creditPool) ctes.push(CREDIT_POOL(param(() => trialCredits)));
-  return { sql: `WITH ${ctes.join(', ')}\n     ${JOINS(schema.lastOpenedAt)}`, extra: (ws) => extras.map((f) => f(ws)) };
+/**
+ * What create_tenant writes in this band, as the branches of our function (store/schema.ts
+ * create_workspace_v1: planned once per connection; planned afresh, this statement cost
+ * PostgreSQL more CPU than running it): bands B and C one strategy row (fix_only at midnight,
+ * empty lists as '{}' for varchar[] or '[]' for json), band D one per category at the tenant's
+ * slot; bands C and D the trial credit pool (HOSTED_POOL_CREDITS); from 1.15 the join of an
+ * account Dify's invite creates is opened now. The joins as Dify writes them (docs/dify.md):
+ * invited_by NULL (no Dify path writes it) and `current` false (create_tenant_member), except
+ * that join: its switch_tenant marks it current.
+ */
+function branchesFor(schema: DifySchema, trialCredits: number): (ws: NewWorkspace) => unknown[] {
+  const strategies = schema.strategies === 'one' ? (schema.strategyLists === 'array' ? 'one-array' : 'one-json') : schema.strategies;
+  const perCategory = schema.strategies === 'per-category';
+  return (ws) => [
+    strategies,
+    perCategory ? AUTO_UPGRADE_CATEGORIES.map((c) => c[0]) : null,
+    perCategory ? AUTO_UPGRADE_CATEGORIES.map((c) => c[1]) : null,
+    perCategory ? upgradeTimeOfDay(ws.tenantId) : null,
+    schema.creditPool ? trialCredits : null,
+    schema.lastOpenedAt,
+  ];
 }
 
 export function workspaceWriter(schema: DifySchema, trialCredits: number): WorkspaceWriter {
-  const { sql, extra } = statementFor(schema, trialCredits);
+  const branches = branchesFor(schema, trialCredits);
   const statement = (ws: NewWorkspace): Statement => {
     const accounts = [{ accountId: ws.ownerId, role: 'owner' as const, invited: false }, ...ws.members];
     return {
-      text: sql,
+      text: CREATE_WORKSPACE_CALL,
       values: [
         ws.tenantId,
         ws.name,
@@ -109,7 +81,7 @@ export function workspaceWriter(schema: DifySchema, trialCredits: number): Works
         accounts.map((a) => a.accountId),
         accounts.map((a) => a.role),
         accounts.map((a) => a.invited ?? false),
-        ...extra(ws),
+        ...branches(ws),
       ],
     };
   };

@@ -59,12 +59,10 @@ export const withdrawAwayFromHomeStatement = (accountIds: string[], reason: stri
  * address (refusePreclaimed). Run after the accounts are locked, in the row's transaction.
  */
 export const preclaimedStatement = (accountIds: string[], tenantId: string, batchId: string): Statement => ({
-  text: `SELECT DISTINCT a.id AS account_id, a.email FROM accounts a
-       JOIN ${SCHEMA}.invitations i ON i.account_id = a.id
-      WHERE a.id = ANY($1::uuid[]) AND a.status = 'active' AND NOT i.mail_only
-        AND (i.revealed_at IS NOT NULL OR i.superseded_at IS NULL)
-        AND i.tenant_id <> $2::uuid AND i.batch_id <> $3::text
-        AND NOT EXISTS (SELECT 1 FROM ${SCHEMA}.ledger l WHERE l.tenant_id = $2::uuid AND l.batch_id = i.batch_id)`,
+  // Our function (store/schema.ts preclaimed_v1), planned once per connection: the active accounts
+  // among these with a link, not only mailed, current or revealed, from a batch other than this
+  // row's and other than the one that created the workspace.
+  text: `SELECT * FROM ${SCHEMA}.preclaimed_v1($1::uuid[], $2::uuid, $3::text)`,
   values: [accountIds, tenantId, batchId],
 });
 

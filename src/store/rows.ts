@@ -8,7 +8,7 @@
 //
 // A row answered created/existing (applied/unchanged for a change) keeps that answer whatever runs later. Each call here is one
 // round trip: several are on the worker's hot path.
-import type { Db, Statement, Tx } from '../db/pool.js';
+import { inlined, type Db, type Statement, type Tx } from '../db/pool.js';
 import { accountCandidates, type AccountRules } from '../dify/accounts.js';
 import type { Account, Outcome } from '../common/types.js';
 import { knownOf, type KnownColumns, type KnownEntry } from './ledger.js';
@@ -170,21 +170,11 @@ export async function startAttempt(
   // active, the ledger entry of its key with what KNOWN_COLUMNS reads, whether the tenant id is
   // taken, and the Dify accounts of its emails (accountCandidates' rule).
   const fn = rules.normalized ? 'start_attempt_normalized_v1' : 'start_attempt_v1';
-  const { rows } = await db.query<
-    {
-      matches: boolean;
-      ours: boolean;
-      recorded_key: string | null;
-      recorded_round: number | null;
-      outcome: Outcome | null;
-      tenant_taken: boolean;
-      accounts: Account[] | null;
-    } & KnownColumns
-  >(
-    `SELECT * FROM ${SCHEMA}.${fn}($1::text, $2::integer, $3::integer, $4::text, $5::uuid, $6::jsonb, $7::integer, $8::text, $9::text[], $10::text[]${
+  const statement: Statement = {
+    text: `SELECT * FROM ${SCHEMA}.${fn}($1::text, $2::integer, $3::integer, $4::text, $5::uuid, $6::jsonb, $7::integer, $8::text, $9::text[], $10::text[]${
       rules.normalized ? ', $11::text[]' : ''
     })`,
-    [
+    values: [
       job.batchId,
       job.line,
       attempt,
@@ -196,7 +186,17 @@ export async function startAttempt(
       own?.chain ?? [],
       ...candidates.params,
     ],
-  );
+  };
+  const results = (await db.query(inlined('SET LOCAL synchronous_commit = off', statement))) as unknown as { rows: unknown[] }[];
+  const rows = results[1]!.rows as ({
+    matches: boolean;
+    ours: boolean;
+    recorded_key: string | null;
+    recorded_round: number | null;
+    outcome: Outcome | null;
+    tenant_taken: boolean;
+    accounts: Account[] | null;
+  } & KnownColumns)[];
   const r = rows[0]!;
   const known = knownOf(r);
   return { ...startedOf(r), tenantTaken: r.tenant_taken, accounts: r.accounts ?? [], ...(known ? { known } : {}) };
@@ -265,34 +265,38 @@ export interface Finished {
   inviteNote?: string;
 }
 
-// A row that was answered created/existing keeps that answer: a job run again after a crash (or
-// a Redis restart that lost its completion) must not turn "created" into "existing" or "failed".
-const UPDATE_ROW = `UPDATE ${SCHEMA}.rows
-    SET outcome = $3, tenant_id = COALESCE($4, tenant_id), fingerprint = $5, attempts = $6,
-        duration_ms = $7, error = $8, created_accounts = $9, api_key_masked = COALESCE($10, api_key_masked),
-        invite_note = COALESCE($11, invite_note), updated_at = now(), finished_at = now()
-  WHERE batch_id = $1 AND line = $2 AND outcome NOT IN ('created', 'existing', 'applied', 'unchanged')`;
-const rowParams = (f: Finished) => [
-  f.batchId,
-  f.line,
-  f.outcome,
-  f.tenantId ?? null,
-  f.fingerprint ?? null,
-  f.attempts,
-  Math.round(f.durationMs),
-  f.error ?? null,
-  f.createdAccounts ?? null,
-  f.apiKeyMasked ?? null,
-  f.inviteNote ?? null,
-];
+/**
+ * The row's answer, and for a created workspace (`key`) its ledger row, as our function
+ * (store/schema.ts record_answer_v1, planned once per connection): a row answered
+ * created/existing (applied/unchanged for a change) keeps that answer whatever runs later.
+ */
+const answerStatement = (f: Finished, key: string | null = null): Statement => ({
+  text: `SELECT ${SCHEMA}.record_answer_v1($1::text, $2::text, $3::integer, $4::text, $5::uuid, $6::text, $7::integer,
+           $8::integer, $9::text, $10::text[], $11::text, $12::text)`,
+  values: [
+    key,
+    f.batchId,
+    f.line,
+    f.outcome,
+    f.tenantId ?? null,
+    f.fingerprint ?? null,
+    f.attempts,
+    Math.round(f.durationMs),
+    f.error ?? null,
+    f.createdAccounts ?? null,
+    f.apiKeyMasked ?? null,
+    f.inviteNote ?? null,
+  ],
+});
 
 /** → existing | applied | unchanged | failed: the row's final answer (a change's applied in its workspace's transaction). */
 export async function recordOutcome(db: Db | Tx, f: Finished): Promise<void> {
-  await db.query(UPDATE_ROW, rowParams(f));
+  const s = answerStatement(f);
+  await db.query(s.text, s.values);
 }
 
 /** recordOutcome as a statement, to send with a change's writes and COMMIT in one round trip (db/pool.ts inlined). */
-export const recordOutcomeStatement = (f: Finished): Statement => ({ text: UPDATE_ROW, values: rowParams(f) });
+export const recordOutcomeStatement = (f: Finished): Statement => answerStatement(f);
 
 /**
  * → created, with the ledger row that makes a second run of the same key a no-op: in the
@@ -304,13 +308,7 @@ export async function recordCreated(tx: Tx, key: string, f: Finished): Promise<v
 }
 
 /** recordCreated as a statement, to send with the workspace's rows and COMMIT in one round trip (db/pool.ts inlined). */
-export const recordCreatedStatement = (key: string, f: Finished): Statement => ({
-  text: `WITH ledger AS (
-       INSERT INTO ${SCHEMA}.ledger (idempotency_key, tenant_id, batch_id, line, fingerprint) VALUES ($12, $4, $1, $2, $5)
-     )
-     ${UPDATE_ROW}`,
-  values: [...rowParams(f), key],
-});
+export const recordCreatedStatement = (key: string, f: Finished): Statement => answerStatement(f, key);
 
 /**
  * failed → queued (retry) or cancelled → queued (undo a cancel), as a new round: fresh job ids,

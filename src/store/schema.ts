@@ -7,6 +7,10 @@ import { lockMigration } from './locks.js';
 
 export const SCHEMA = 'dify_provision';
 
+/** A new workspace's Dify rows (dify/workspace-writer.ts gives the parameters): our function create_workspace_v1. */
+export const CREATE_WORKSPACE_CALL = `SELECT ${SCHEMA}.create_workspace_v1($1::uuid, $2::text, $3::text, $4::text, $5::uuid[],
+  $6::text[], $7::boolean[], $8::text, $9::text[], $10::text[], $11::integer, $12::integer, $13::boolean)`;
+
 const MIGRATIONS: string[] = [
   `
   CREATE TABLE ${SCHEMA}.batches (
@@ -244,6 +248,99 @@ const MIGRATIONS: string[] = [
   -- The pre-claim guard (invitations.ts preclaimedStatement) looks up an account's links that
   -- were not only mailed, superseded ones included (a revealed link may have been used).
   CREATE INDEX invitations_account_links_idx ON ${SCHEMA}.invitations (account_id) WHERE NOT mail_only;
+  `,
+  `
+  -- Two more statements of the hot paths as functions, planned once per connection (planned
+  -- afresh they cost more PostgreSQL CPU than running them; BENCHMARKS.md, issue 34):
+  -- the pre-claim guard (invitations.ts preclaimedStatement), run in every new workspace's
+  -- transaction, and a row's answer (rows.ts answerStatement) with, for a created workspace, its
+  -- ledger row (p_key), the last statement before COMMIT of every workspace and change.
+  CREATE FUNCTION ${SCHEMA}.preclaimed_v1(p_accounts uuid[], p_tenant uuid, p_batch text)
+    RETURNS TABLE (account_id uuid, email text)
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $preclaimed$
+  #variable_conflict use_column
+  BEGIN
+    RETURN QUERY
+    SELECT DISTINCT a.id, a.email::text FROM accounts a
+      JOIN ${SCHEMA}.invitations i ON i.account_id = a.id
+     WHERE a.id = ANY(p_accounts) AND a.status = 'active' AND NOT i.mail_only
+       AND (i.revealed_at IS NOT NULL OR i.superseded_at IS NULL)
+       AND i.tenant_id <> p_tenant AND i.batch_id <> p_batch
+       AND NOT EXISTS (SELECT 1 FROM ${SCHEMA}.ledger l WHERE l.tenant_id = p_tenant AND l.batch_id = i.batch_id);
+  END
+  $preclaimed$;
+  -- A row answered created/existing (applied/unchanged for a change) keeps that answer: a job run
+  -- again after a crash (or a Redis restart that lost its completion) must not turn "created" into
+  -- "existing" or "failed". Returns the rows updated (0 or 1).
+  CREATE FUNCTION ${SCHEMA}.record_answer_v1(p_key text, p_batch text, p_line integer, p_outcome text, p_tenant uuid,
+      p_fingerprint text, p_attempts integer, p_duration integer, p_error text, p_created_accounts text[],
+      p_api_key_masked text, p_invite_note text)
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $answer$
+  DECLARE
+    n integer;
+  BEGIN
+    IF p_key IS NOT NULL THEN
+      INSERT INTO ${SCHEMA}.ledger (idempotency_key, tenant_id, batch_id, line, fingerprint)
+        VALUES (p_key, p_tenant, p_batch, p_line, p_fingerprint);
+    END IF;
+    UPDATE ${SCHEMA}.rows r
+       SET outcome = p_outcome, tenant_id = COALESCE(p_tenant, r.tenant_id), fingerprint = p_fingerprint,
+           attempts = p_attempts, duration_ms = p_duration, error = p_error, created_accounts = p_created_accounts,
+           api_key_masked = COALESCE(p_api_key_masked, r.api_key_masked), invite_note = COALESCE(p_invite_note, r.invite_note),
+           updated_at = now(), finished_at = now()
+     WHERE r.batch_id = p_batch AND r.line = p_line AND r.outcome NOT IN ('created', 'existing', 'applied', 'unchanged');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+  END
+  $answer$;
+  -- Every row the connected Dify release's create_tenant writes for a new workspace, and the
+  -- members' joins (dify/workspace-writer.ts says, per release band, which branches it takes:
+  -- a branch not taken is never planned, so a table an older band lacks is never named). Dify's
+  -- tables are read through the caller's search_path, as every statement of ours reads them.
+  --   p_strategies: 'none', 'one-array' / 'one-json' (bands B–C: one row, fix_only at midnight,
+  --   empty lists as varchar[] or json), 'per-category' (band D: a row per p_categories entry
+  --   with its p_settings entry, at the tenant's p_slot); p_credits: the trial credit pool (NULL:
+  --   none); p_last_opened: the join of an account Dify's invite creates is opened now (1.15+).
+  CREATE FUNCTION ${SCHEMA}.create_workspace_v1(p_tenant uuid, p_name text, p_pem text, p_plan text,
+      p_accounts uuid[], p_roles text[], p_invited boolean[], p_strategies text, p_categories text[],
+      p_settings text[], p_slot integer, p_credits integer, p_last_opened boolean)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $workspace$
+  BEGIN
+    INSERT INTO tenants (id, name, encrypt_public_key, plan, status) VALUES (p_tenant, p_name, p_pem, p_plan, 'normal');
+    IF p_strategies = 'one-array' THEN
+      INSERT INTO tenant_plugin_auto_upgrade_strategies
+        (tenant_id, strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins)
+      VALUES (p_tenant, 'fix_only', 0, 'exclude', '{}', '{}');
+    ELSIF p_strategies = 'one-json' THEN
+      INSERT INTO tenant_plugin_auto_upgrade_strategies
+        (tenant_id, strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins)
+      VALUES (p_tenant, 'fix_only', 0, 'exclude', '[]', '[]');
+    ELSIF p_strategies = 'per-category' THEN
+      INSERT INTO tenant_plugin_auto_upgrade_strategies
+        (tenant_id, strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins, category)
+      SELECT p_tenant, c.setting, p_slot, 'exclude', '[]', '[]', c.category
+        FROM unnest(p_categories, p_settings) AS c (category, setting);
+    ELSIF p_strategies <> 'none' THEN
+      RAISE EXCEPTION 'create_workspace_v1: unknown strategies %', p_strategies;
+    END IF;
+    IF p_credits IS NOT NULL THEN
+      INSERT INTO tenant_credit_pools (tenant_id, pool_type, quota_limit, quota_used) VALUES (p_tenant, 'trial', p_credits, 0);
+    END IF;
+    IF p_last_opened THEN
+      INSERT INTO tenant_account_joins (tenant_id, account_id, role, current, last_opened_at)
+      SELECT p_tenant, a.account_id, a.role, a.invited, CASE WHEN a.invited THEN now() AT TIME ZONE 'UTC' END
+        FROM unnest(p_accounts, p_roles, p_invited) WITH ORDINALITY AS a (account_id, role, invited, n)
+       ORDER BY a.n;
+    ELSE
+      INSERT INTO tenant_account_joins (tenant_id, account_id, role, current)
+      SELECT p_tenant, a.account_id, a.role, a.invited
+        FROM unnest(p_accounts, p_roles, p_invited) WITH ORDINALITY AS a (account_id, role, invited, n)
+       ORDER BY a.n;
+    END IF;
+  END
+  $workspace$;
   `,
 ];
 
