@@ -355,7 +355,7 @@ async function ingestOnly(w: World, n: number, measureRss: boolean, format: 'csv
   };
   // What a sweep's scan of every open row costs (the million rows just queued, all waiting), and
   // BullMQ's own addBulk of as many jobs, on the same Redis, right after.
-  const sweep = measureRss && format === 'csv' ? await queueMeasure(world.env, 'sweep') : undefined;
+  const sweep = measureRss && format === 'csv' ? await queueMeasure(world.env, 'sweep', n, `ingest-${format}-${n}`) : undefined;
   const withCpu = async (what: 'addbulk' | 'addbulk-ours') => {
     const r = await queueMeasure(world.env, what, n);
     return { ...r, cpu: { clientPer1000: perK(r.clientCpu), redisPer1000: perK(r.redisCpu) } };
@@ -380,8 +380,8 @@ async function ingestOnly(w: World, n: number, measureRss: boolean, format: 'csv
   };
 }
 
-async function queueMeasure(env: NodeJS.ProcessEnv, what: 'sweep' | 'addbulk' | 'addbulk-ours', n = 0): Promise<any> {
-  const { stdout } = await run(process.execPath, [projectFile('dist', 'bench', 'queue-measures.js'), what, String(n)], {
+async function queueMeasure(env: NodeJS.ProcessEnv, what: 'sweep' | 'addbulk' | 'addbulk-ours', n = 0, batchId = ''): Promise<any> {
+  const { stdout } = await run(process.execPath, [projectFile('dist', 'bench', 'queue-measures.js'), what, String(n), batchId], {
     env,
     maxBuffer: 16 << 20,
   });
@@ -499,7 +499,13 @@ function printTable(r: Record<string, any>) {
     const s = r.rss.sweep;
     if (s)
       lines.push(
-        `| one sweep's scan of the open rows (all waiting) | ${s.open} | ${f(s.seconds)} | ${f(s.open / s.seconds, 0)} | | lost ${s.lost} |`,
+        `| one sweep's scan of the open rows (all waiting) | ${s.open} | ${f(s.seconds)} | ${f(s.open / s.seconds, 0)} | | lost ${s.lost}; a middle page dirtied ${s.page.dirtied} buffers |`,
+        `| the same scan again at once | ${s.again.open} | ${f(s.again.seconds)} | ${f(s.again.open / s.again.seconds, 0)} | | lost ${s.again.lost}; a middle page dirtied ${s.again.page.dirtied} buffers |`,
+        ...(s.touch
+          ? [
+              `| (before both, BENCH_SWEEP_TOUCH=${s.touch.kind}: ${s.touch.kind === 'analyze' ? 'ANALYZE of' : 'a sequential count(*) of'} the rows table) | | ${f(s.touch.seconds)} | | | |`,
+            ]
+          : []),
       );
   }
   if (r.xlsx)

@@ -3,19 +3,28 @@
 //              on a queue of its own, removed afterwards: what a job per row costs at best here.
 //   addbulk-ours N: the same with jobs shaped like ingest's (the job data and options jobFor makes
 //              for a bench row), built in the loop as ingest builds them.
-//   sweep:     one lost-job sweep's scan (every open row looked up in Redis, nothing changed) over
-//              what the database and queue hold now.
+//   sweep N BATCH: one lost-job sweep's scan (every open row looked up in Redis, nothing changed)
+//              over what the database and queue hold now, then the same scan again at once: a
+//              second scan much faster than the first says the first paid a one-time cost (setting
+//              the hint bits of freshly committed rows). Before each: the rows table's size and
+//              autovacuum/autoanalyze counts, and one page of the scan in the middle of BATCH
+//              (N rows) under EXPLAIN (ANALYZE, BUFFERS): its plan and the buffers it dirtied.
+//              BENCH_SWEEP_TOUCH=count: first a sequential count(*) of the rows table (timed), as
+//              an ingest touching its rows after COMMIT would (sets their hint bits); =analyze:
+//              first ANALYZE of the rows table (fresh planner statistics, few hint bits).
 // Prints one JSON line.
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { Db } from '../src/db/pool.js';
 import { loadConfig } from '../src/config/config.js';
 import { openQueueRuntime } from '../src/runtime/runtime.js';
 import { settleLostJobs } from '../src/queue/lost-jobs.js';
+import { openRowsPage } from '../src/store/rows.js';
 import { DEFAULT_RETRY, jobFor } from '../src/queue/contract.js';
 import { randomUUID } from 'node:crypto';
 import { createLogger } from '../src/log/logger.js';
 
-const [what, nArg] = process.argv.slice(2);
+const [what, nArg, batchArg] = process.argv.slice(2);
 const rt = await openQueueRuntime(loadConfig(), { logger: createLogger('warn') });
 try {
   if (what === 'addbulk' || what === 'addbulk-ours') {
@@ -52,10 +61,30 @@ try {
       `${JSON.stringify({ n, seconds, perSec: n / seconds, clientCpu: (u.user + u.system) / 1e6, redisCpu: redisSeconds })}\n`,
     );
   } else if (what === 'sweep') {
-    const t0 = performance.now();
-    const found = await settleLostJobs(rt.db, rt, { idleSeconds: 0, mode: 'count' });
-    const seconds = (performance.now() - t0) / 1000;
-    process.stdout.write(`${JSON.stringify({ ...found, seconds })}\n`);
+    const middle = { batchId: batchArg ?? '', line: Math.floor(Number(nArg) / 2) };
+    const timed = async <T>(f: () => Promise<T>) => {
+      const t0 = performance.now();
+      const r = await f();
+      return { ...r, seconds: (performance.now() - t0) / 1000 };
+    };
+    const touching = process.env.BENCH_SWEEP_TOUCH;
+    const touch = touching
+      ? await timed(async () => ({
+          kind: touching,
+          table: await tableStats(rt.db),
+          done: await rt.db.query(touching === 'analyze' ? `ANALYZE dify_provision.rows` : `SELECT count(*) FROM dify_provision.rows`),
+        }))
+      : undefined;
+    const scans = [];
+    for (let i = 0; i < 2; i++) {
+      const table = await tableStats(rt.db);
+      const page = await explainPage(rt.db, middle);
+      scans.push({ ...(await timed(() => settleLostJobs(rt.db, rt, { idleSeconds: 0, mode: 'count' }))), table, page });
+    }
+    const [first, again] = scans;
+    process.stdout.write(
+      `${JSON.stringify({ ...first, again, after: await tableStats(rt.db), ...(touch ? { touch: { kind: touch.kind, seconds: touch.seconds, table: touch.table } } : {}) })}\n`,
+    );
   } else throw new Error(`unknown measure ${what}`);
 } finally {
   await rt.close();
@@ -76,5 +105,38 @@ function benchSpec(line: number) {
     createMissingAccounts: false,
     mintDatasetKey: false,
     lineage: randomUUID(),
+  };
+}
+
+/** The rows table's size, PostgreSQL's shared_buffers, and how often autovacuum and autoanalyze have run on it. */
+async function tableStats(db: Db) {
+  const { rows } = await db.query(
+    `SELECT pg_table_size(relid) AS bytes, current_setting('shared_buffers') AS shared_buffers, n_live_tup,
+            autovacuum_count, autoanalyze_count, n_mod_since_analyze
+       FROM pg_stat_user_tables WHERE relid = 'dify_provision.rows'::regclass`,
+  );
+  return rows[0];
+}
+
+/** One page of the sweep's scan (openRowsPage, 1,000 rows after `after`) under EXPLAIN (ANALYZE, BUFFERS). */
+async function explainPage(db: Db, after: { batchId: string; line: number }) {
+  const explaining = {
+    query: (text: string, values: unknown[]) => db.query(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, values),
+  } as unknown as Db;
+  const [row] = await openRowsPage(explaining, { after, idleSeconds: 0, limit: 1000 });
+  const plan = (row as unknown as { 'QUERY PLAN': { Plan: Record<string, unknown> }[] })['QUERY PLAN'][0]!.Plan;
+  const nodes: string[] = [];
+  const walk = (p: Record<string, unknown>) => {
+    nodes.push(`${p['Node Type']}${p['Index Name'] ? ` ${p['Index Name']}` : ''}${p['Relation Name'] ? ` on ${p['Relation Name']}` : ''}`);
+    for (const c of (p['Plans'] as Record<string, unknown>[] | undefined) ?? []) walk(c);
+  };
+  walk(plan);
+  return {
+    ms: plan['Actual Total Time'],
+    nodes,
+    hit: plan['Shared Hit Blocks'],
+    read: plan['Shared Read Blocks'],
+    dirtied: plan['Shared Dirtied Blocks'],
+    written: plan['Shared Written Blocks'],
   };
 }
