@@ -10,6 +10,7 @@ export type { FieldError } from './input/workspace-row.js';
 export type { BatchStatus, BatchListing, OutcomeCounts } from './store/batches.js';
 export type { ReportRow } from './store/report.js';
 export type { RetryPolicy } from './queue/contract.js';
+export type { RequeueOptions } from './queue/batch-control.js';
 export type { MintedKey, ListedKey } from './dify/api-keys.js';
 export type { IssuedInvitation, OnIssued, Resent } from './invite/inviter.js';
 export { describeSchema, probeDifySchema, type DifySchema, type Band } from './dify/schema-probe.js';

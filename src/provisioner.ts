@@ -40,7 +40,7 @@ import { describeError, UsageError } from './common/errors.js';
 import { enqueueBatch, type EnqueueOptions, type EnqueueSummary } from './ingest/enqueue-batch.js';
 import { checkInputRows, strictly, type WorkspaceInput } from './input/input-rows.js';
 import { planBatch, type Plan } from './ingest/plan.js';
-import { cancelBatch, resumeCancelled, retryFailed } from './queue/batch-control.js';
+import { cancelBatch, resumeCancelled, retryFailed, type RequeueOptions } from './queue/batch-control.js';
 import { workersServing } from './queue/connection.js';
 import { settleLostJobs } from './queue/lost-jobs.js';
 import { csvReport, jsonReport, type ReportTextOptions } from './report/format.js';
@@ -76,10 +76,11 @@ export interface BatchHandle {
   reportCsv(opts?: ReportTextOptions): AsyncGenerator<string>;
   /** The report as a JSON array (snake_case: the CSV's column names), streamed. */
   reportJson(): AsyncGenerator<string>;
-  retryFailed(): Promise<number>;
+  /** Queues the failed rows again; `trustAccounts` (--trust-account) is recorded with the batch and let through for its rows. */
+  retryFailed(opts?: RequeueOptions): Promise<number>;
   cancel(): Promise<number>;
   /** Queues the cancelled rows again (undoes cancel). */
-  resumeCancelled(): Promise<number>;
+  resumeCancelled(opts?: RequeueOptions): Promise<number>;
   /**
    * Open rows (queued or active) that have no job in Redis (a Redis flush or a failover without
    * persistence lost it): a running worker's sweep queues them again (`RunWorkerOptions.sweep`).
@@ -238,9 +239,9 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     async *reportJson() {
       yield* jsonReport(allReportRows(db, id), { kind: await batchKind(db, id) });
     },
-    retryFailed: () => retryFailed(db, queue, id),
+    retryFailed: (opts) => retryFailed(db, queue, id, opts),
     cancel: () => cancelBatch(db, rt, id),
-    resumeCancelled: () => resumeCancelled(db, queue, id),
+    resumeCancelled: (opts) => resumeCancelled(db, queue, id, opts),
     rowsWithoutJob: async () => {
       const found = await settleLostJobs(db, rt, { batchId: id, idleSeconds: 0, mode: 'count' });
       return found.lost + found.failed;

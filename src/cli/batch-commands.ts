@@ -85,11 +85,13 @@ export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; 
     return 0;
   });
 
-export const retryCommand = (batchId: string, flags: { cancelled?: boolean }, config: Config) =>
+export const retryCommand = (batchId: string, flags: { cancelled?: boolean; trustAccount?: string[] }, config: Config) =>
   withProvisioner(config, async (p) => {
     const batch = p.batch(batchId);
-    const n = flags.cancelled ? await batch.resumeCancelled() : await batch.retryFailed();
-    process.stdout.write(`batch ${batchId}: ${n} ${flags.cancelled ? 'cancelled' : 'failed'} row(s) queued again\n`);
+    const opts = flags.trustAccount ? { trustAccounts: flags.trustAccount } : {};
+    const n = flags.cancelled ? await batch.resumeCancelled(opts) : await batch.retryFailed(opts);
+    const trusting = flags.trustAccount ? ` (the batch trusts ${flags.trustAccount.join(', ')} now)` : '';
+    process.stdout.write(`batch ${batchId}: ${n} ${flags.cancelled ? 'cancelled' : 'failed'} row(s) queued again${trusting}\n`);
     return 0;
   });
 

@@ -269,7 +269,13 @@ Configuration (every command):
     .description("queue a batch's failed rows again (after fixing the cause); --cancelled: its cancelled rows (undoes cancel)")
     .argument('<batch>', 'batch id')
     .option('--cancelled', 'queue the cancelled rows again instead of the failed ones')
-    .action(async (batch: string, flags: { cancelled?: boolean }) =>
+    .addOption(
+      new Option(
+        '--trust-account <email>',
+        "as ingest's: let the rows join this existing account although another batch's operator was given its link (recorded with the batch; docs/security.md); repeatable",
+      ).argParser(trustedAccount),
+    )
+    .action(async (batch: string, flags: { cancelled?: boolean; trustAccount?: string[] }) =>
       exit(await (await batches()).retryCommand(batch, flags, await config())),
     );
 

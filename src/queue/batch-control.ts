@@ -2,7 +2,7 @@
 // still waiting, undo a cancel. PostgreSQL is the record; Redis only gets the jobs.
 import type { Queue } from 'bullmq';
 import type { Db } from '../db/pool.js';
-import { batchOptions, markCancelled, reopenBatch } from '../store/batches.js';
+import { batchOptions, markCancelled, recordTrustedAccounts, reopenBatch } from '../store/batches.js';
 import { cancelQueued, requeue, requeueLines } from '../store/rows.js';
 import { DEFAULT_RETRY, jobFor, jobIdFor, type AnyJob, type RetryPolicy } from './contract.js';
 import { settleLostJobs, type QueueDeps } from './lost-jobs.js';
@@ -11,16 +11,46 @@ async function retryPolicyOf(db: Db, batchId: string): Promise<RetryPolicy> {
   return (await batchOptions<{ retry: RetryPolicy }>(db, batchId)).retry ?? DEFAULT_RETRY;
 }
 
-async function requeueRows(db: Db, queue: Queue, batchId: string, from: 'failed' | 'cancelled'): Promise<number> {
-  const retry = await retryPolicyOf(db, batchId);
-  const rows = await requeue<AnyJob>(db, batchId, from);
+/** What retry and resume may add to the batch. */
+export interface RequeueOptions {
+  /**
+   * Addresses the operator confirmed are their person (--trust-account, as ingest's and apply's):
+   * recorded with the batch, and each row queued again trusts those of them it names.
+   */
+  trustAccounts?: string[];
+}
+
+async function requeueRows(
+  db: Db,
+  queue: Queue,
+  batchId: string,
+  from: 'failed' | 'cancelled',
+  opts: RequeueOptions = {},
+): Promise<number> {
+  const options = await batchOptions<{ retry: RetryPolicy; asked: { trustAccounts?: string[] } }>(db, batchId);
+  const retry = options.retry ?? DEFAULT_RETRY;
+  const added = opts.trustAccounts ?? [];
+  if (added.length > 0) {
+    // Recorded as asked, after those the batch trusted already (an address once, ignoring case).
+    const had = options.asked?.trustAccounts ?? [];
+    const known = new Set(had.map((e) => e.toLowerCase()));
+    const more: string[] = [];
+    for (const e of added) {
+      if (known.has(e.toLowerCase())) continue;
+      known.add(e.toLowerCase());
+      more.push(e);
+    }
+    if (more.length > 0) await recordTrustedAccounts(db, batchId, [...had, ...more]);
+  }
+  const rows = await requeue<AnyJob>(db, batchId, from, [...new Set(added.map((e) => e.toLowerCase()))]);
   if (rows.length > 0) await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
   await reopenBatch(db, batchId);
   return rows.length;
 }
 
 /** Queues the batch's failed rows again, as a new round (fresh job ids, fresh attempts). */
-export const retryFailed = (db: Db, queue: Queue, batchId: string) => requeueRows(db, queue, batchId, 'failed');
+export const retryFailed = (db: Db, queue: Queue, batchId: string, opts?: RequeueOptions) =>
+  requeueRows(db, queue, batchId, 'failed', opts);
 
 /**
  * Queues these rows of the batch again (one row, or a selection), those failed or cancelled, as a
@@ -37,7 +67,8 @@ export async function retryRows(db: Db, queue: Queue, batchId: string, lines: nu
 }
 
 /** Queues the batch's cancelled rows again (undoes a cancel), as a new round. */
-export const resumeCancelled = (db: Db, queue: Queue, batchId: string) => requeueRows(db, queue, batchId, 'cancelled');
+export const resumeCancelled = (db: Db, queue: Queue, batchId: string, opts?: RequeueOptions) =>
+  requeueRows(db, queue, batchId, 'cancelled', opts);
 
 /**
  * Cancels every row still waiting, and every row left active without a job (Redis lost it: no

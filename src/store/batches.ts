@@ -120,6 +120,16 @@ export async function batchOptions<T extends object>(db: Db | Tx, batchId: strin
   return rows[0]!.options;
 }
 
+/** The addresses the batch trusts (--trust-account), as asked: shown with its options like ingest's. */
+export async function recordTrustedAccounts(db: Db | Tx, batchId: string, trusted: string[]): Promise<void> {
+  await db.query(
+    `UPDATE ${SCHEMA}.batches
+        SET options = options || jsonb_build_object('asked', COALESCE(options -> 'asked', '{}') || jsonb_build_object('trustAccounts', $2::jsonb))
+      WHERE id = $1`,
+    [batchId, JSON.stringify(trusted)],
+  );
+}
+
 /** The batch runs again (rows were queued again): it is no longer finished nor cancelled. */
 export async function reopenBatch(db: Db, batchId: string): Promise<void> {
   await db.query(`UPDATE ${SCHEMA}.batches SET finished_at = NULL, cancelled_at = NULL WHERE id = $1`, [batchId]);

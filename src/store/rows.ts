@@ -312,20 +312,43 @@ export const recordCreatedStatement = (key: string, f: Finished): Statement => a
 
 /**
  * failed → queued (retry) or cancelled → queued (undo a cancel), as a new round: fresh job ids,
- * fresh attempts. Returns what to queue.
+ * fresh attempts. With `trusted` (--trust-account, lower-case): each row's spec trusts those of
+ * them it names, besides those it trusted already. Returns what to queue.
  */
-export async function requeue<Spec>(db: Db, batchId: string, from: 'failed' | 'cancelled'): Promise<{ spec: Spec; round: number }[]> {
+export async function requeue<Spec>(
+  db: Db,
+  batchId: string,
+  from: 'failed' | 'cancelled',
+  trusted: string[] = [],
+): Promise<{ spec: Spec; round: number }[]> {
   const { rows } = await db.query<{ spec: Spec; round: number }>(
     // Queued again here, so it is this server's now: its spec takes the server's lineage.
     `UPDATE ${SCHEMA}.rows
         SET outcome = 'queued', round = round + 1, error = NULL, attempts = 0, finished_at = NULL, updated_at = now(),
-            spec = spec || COALESCE((SELECT jsonb_build_object('lineage', lineage::text) FROM ${SCHEMA}.server), '{}')
+            spec = spec${trusted.length > 0 ? ` || ${TRUSTED_OF_SPEC('$3')}` : ''}
+              || COALESCE((SELECT jsonb_build_object('lineage', lineage::text) FROM ${SCHEMA}.server), '{}')
       WHERE batch_id = $1 AND outcome = $2 AND spec IS NOT NULL
       RETURNING spec, round`,
-    [batchId, from],
+    trusted.length > 0 ? [batchId, from, trusted] : [batchId, from],
   );
   return rows;
 }
+
+/**
+ * The spec's trustAccounts as ingest's trustedOf makes them: the addresses the row names (owner,
+ * members; a change's email), lower-cased, once each, in the order named, that it trusted already
+ * or that are in `param` (a text[] of lower-case addresses); '{}' when there are none.
+ */
+const TRUSTED_OF_SPEC = (param: string) => `COALESCE((
+       SELECT jsonb_build_object('trustAccounts', jsonb_agg(named.email ORDER BY named.n))
+         FROM (SELECT lower(e.email) AS email, min(e.n) AS n
+                 FROM (SELECT spec ->> 'ownerEmail', 0::bigint UNION ALL SELECT spec ->> 'email', 0
+                       UNION ALL SELECT m ->> 'email', k FROM jsonb_array_elements(COALESCE(spec -> 'members', '[]')) WITH ORDINALITY AS a(m, k)
+                      ) AS e(email, n)
+                WHERE e.email IS NOT NULL
+                GROUP BY lower(e.email)) AS named
+        WHERE named.email = ANY(${param}::text[]) OR COALESCE(spec -> 'trustAccounts', '[]') ? named.email
+       HAVING count(*) > 0), '{}')`;
 
 /**
  * failed or cancelled → queued, for these lines only (retry of one row or a selection), as a new

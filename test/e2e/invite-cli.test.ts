@@ -1,7 +1,7 @@
 // Day one from the command line: Dify's settings from --dify-env (its own Redis in another
 // database, REDIS_KEY_PREFIX, INVITE_EXPIRY_HOURS, CONSOLE_WEB_URL), `ingest --invite`, a worker
 // that cannot issue invitations saying so, `secrets --invites` once, `invite --resend`; the
-// pre-claim guard's override (`ingest --trust-account EMAIL`, docs/security.md).
+// pre-claim guard's override (`ingest`/`retry --trust-account EMAIL`, docs/security.md).
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -183,7 +183,7 @@ describe('invitations from the CLI', () => {
     }
   });
 
-  it('ingest --trust-account EMAIL: a row the pre-claim guard refuses is created with it, and the batch records the address', async () => {
+  it('--trust-account EMAIL on ingest and retry: a row the pre-claim guard refuses is created with it, and the batch records the address', async () => {
     const env = world.env;
     const dir = env.dir;
     await operatorKeyFiles(dir);
@@ -226,24 +226,39 @@ describe('invitations from the CLI', () => {
       expect(notAnAddress.code).not.toBe(0);
       expect(notAnAddress.stderr).toContain('--trust-account takes an email address');
 
-      // The same file with --trust-account (any case): created, and the batch says it was trusted.
-      const trusted = await runCli([...difyEnv, 'ingest', a, '--trust-account', 'CEO@a.example', '--batch-id', 'cust-a-trusted'], env.env);
+      // retry: without the flag the row is refused again; with it, created, the batch recording the address.
+      const outcomes = async (batch: string) => (await world.rowsOf(batch)).map((r: { outcome: string }) => r.outcome);
+      expect((await runCli(['retry', 'cust-a'], env.env)).stdout).toContain('batch cust-a: 1 failed row(s) queued again\n');
+      await until(world.done('cust-a'), 'the row retried');
+      expect((await world.rowsOf('cust-a'))[0]).toMatchObject({ outcome: 'failed', error: refused[0].error });
+      expect((await runCli(['retry', 'cust-a', '--trust-account', 'ceo-at-a.example'], env.env)).code).not.toBe(0);
+      const retried = await runCli(['retry', 'cust-a', '--trust-account', 'ceo@a.example'], env.env);
+      expect(retried.stdout, retried.stderr).toContain('batch cust-a: 1 failed row(s) queued again (the batch trusts ceo@a.example now)');
+      await until(world.done('cust-a'), 'the row retried with --trust-account');
+      expect(await outcomes('cust-a')).toEqual(['created']);
+      const optionsOf = async (batch: string) =>
+        (JSON.parse((await runCli(['status', batch, '--json'], env.env)).stdout) as { options: Record<string, unknown> }).options;
+      expect((await optionsOf('cust-a'))['trustAccounts']).toEqual(['ceo@a.example']);
+
+      // Another file naming the address, ingested with --trust-account (any case): created, and the batch says it was trusted.
+      const a2 = await world.file('a2.csv', [{ workspace_name: 'A Two', owner_email: 'ceo@a.example', members: '' }]);
+      const trusted = await runCli([...difyEnv, 'ingest', a2, '--trust-account', 'CEO@a.example', '--batch-id', 'cust-a-trusted'], env.env);
       expect(trusted.code, trusted.stderr).toBe(0);
       await until(world.done('cust-a-trusted'), "A's trusted batch");
-      expect((await world.rowsOf('cust-a-trusted')).map((r: { outcome: string }) => r.outcome)).toEqual(['created']);
+      expect(await outcomes('cust-a-trusted')).toEqual(['created']);
       const joins = await env.db.query<{ name: string; role: string }>(
         `SELECT t.name, j.role FROM tenant_account_joins j JOIN tenants t ON t.id = j.tenant_id JOIN accounts ac ON ac.id = j.account_id
           WHERE ac.email = 'ceo@a.example' ORDER BY t.name`,
       );
-      expect(joins.rows.map((r) => `${r.name}:${r.role}`)).toEqual(['A Corp:owner', 'B Corp:normal']);
-      const status = JSON.parse((await runCli(['status', 'cust-a-trusted', '--json'], env.env)).stdout) as {
-        options: Record<string, unknown>;
-      };
-      expect(status.options['trustAccounts']).toEqual(['CEO@a.example']);
-      const spec = await env.db.query<{ spec: { trustAccounts?: string[] } }>(
-        `SELECT spec FROM dify_provision.rows WHERE batch_id = 'cust-a-trusted'`,
+      expect(joins.rows.map((r) => `${r.name}:${r.role}`)).toEqual(['A Corp:owner', 'A Two:owner', 'B Corp:normal']);
+      expect((await optionsOf('cust-a-trusted'))['trustAccounts']).toEqual(['CEO@a.example']);
+      const spec = await env.db.query<{ batch_id: string; spec: { trustAccounts?: string[] } }>(
+        `SELECT batch_id, spec FROM dify_provision.rows WHERE batch_id LIKE 'cust-a%' ORDER BY batch_id`,
       );
-      expect(spec.rows.map((r) => r.spec.trustAccounts)).toEqual([['ceo@a.example']]);
+      expect(spec.rows.map((r) => [r.batch_id, r.spec.trustAccounts])).toEqual([
+        ['cust-a', ['ceo@a.example']],
+        ['cust-a-trusted', ['ceo@a.example']],
+      ]);
     } finally {
       await worker.stop();
     }

@@ -174,7 +174,37 @@ describe("B's batch pre-claims A's owner: created, link revealed to B's operator
     expect(await workspacesOf(CEO)).toEqual(['A Corp:owner', 'B Corp:normal']);
   });
 
-  it("A's apply add_member and transfer_owner of the address are refused; with --trust-account applied", async () => {
+  it("retry of A's refused rows: without --trust-account they stay refused; with it they are created, the batch records the addresses and each row's job carries only its own", async () => {
+    const config = await world();
+    await preclaimed(config);
+    const rows = [
+      { workspace_name: 'A Corp', owner_email: CEO },
+      { workspace_name: 'A Two', owner_email: 'cfo@a.example', members: `${CEO}:admin` },
+    ];
+    await run(config, rows, 'cust-a', { invite: false });
+    const batch = provisioner!.batch('cust-a');
+    const outcomes = async () => (await batch.report()).map((r) => r.outcome);
+    expect(await outcomes()).toEqual(['failed', 'failed']);
+
+    expect(await batch.retryFailed()).toBe(2);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    const again = await batch.report();
+    expect(again.map((r) => r.outcome)).toEqual(['failed', 'failed']);
+    for (const r of again) expect(r.error).toMatch(REFUSAL);
+    expect(await tenantOf('A Corp')).toBeUndefined();
+
+    expect(await batch.retryFailed({ trustAccounts: ['CEO@a.example', 'cfo@a.example', 'ceo@A.example'] })).toBe(2);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    expect(await outcomes()).toEqual(['created', 'created']);
+    expect(await workspacesOf(CEO)).toEqual(['A Corp:owner', 'A Two:admin', 'B Corp:normal']);
+    expect((await batch.status()).options['trustAccounts']).toEqual(['CEO@a.example', 'cfo@a.example']);
+    const specs = await env.db.query<{ spec: { trustAccounts?: string[] } }>(
+      `SELECT spec FROM dify_provision.rows WHERE batch_id = 'cust-a' ORDER BY line`,
+    );
+    expect(specs.rows.map((r) => r.spec.trustAccounts)).toEqual([[CEO], ['cfo@a.example', CEO]]);
+  });
+
+  it("A's apply add_member and transfer_owner of the address are refused; with --trust-account (apply's, or retry's) applied", async () => {
     const config = await world();
     await preclaimed(config);
     await run(config, [{ workspace_name: 'A Corp', owner_email: 'cfo@a.example' }], 'cust-a', { invite: false });
@@ -191,8 +221,10 @@ describe("B's batch pre-claims A's owner: created, link revealed to B's operator
     }
     expect(trustedAdd[0]!.outcome).toBe('applied');
     expect(await workspacesOf(CEO)).toEqual(['A Corp:admin', 'B Corp:normal']);
-    const trustedTransfer = await apply(config, [{ action: 'transfer_owner', workspace_id: a, email: CEO }], 'a-transfer-trusted', [CEO]);
-    expect(trustedTransfer[0]!.outcome).toBe('applied');
+    // The refused transfer's batch retried trusting the address: a change row's job carries it too.
+    expect(await provisioner!.batch('a-transfer').retryFailed({ trustAccounts: [CEO] })).toBe(1);
+    await runLoggedUntilDone(env, config, ['a-transfer']);
+    expect((await provisioner!.batch('a-transfer').report())[0]!.outcome).toBe('applied');
     expect(await workspacesOf(CEO)).toEqual(['A Corp:owner', 'B Corp:normal']);
   });
 
