@@ -32,6 +32,13 @@ const opts = new Command('bench')
   .option('--scale-workers <list>', 'worker processes for the scale runs (pooled keys)', '1,2,4')
   .option('--changes-n <n>', 'member changes for the changes run (10 per workspace)', (v) => Number(v), 10_000)
   .option('--changes-concurrency <n>', 'jobs in flight in the changes run', (v) => Number(v), 32)
+  .option(
+    '--dify-accounts <n>',
+    "more accounts in Dify's accounts table beside the 200 owners (a Dify with many users)",
+    (v) => Number(v),
+    0,
+  )
+  .option('--lower-email-index', "create an index on lower(email) of Dify's accounts (what docs/scaling.md advises for a large Dify)")
   .option('--only <parts>', 'comma-separated: ceiling,pipeline1,pipeline2,manual,pooled,scale,ingest,rss,xlsx,changes')
   .option('--json', 'also print the figures as JSON')
   .parse()
@@ -47,6 +54,8 @@ const opts = new Command('bench')
     scaleWorkers: string;
     changesN: number;
     changesConcurrency: number;
+    difyAccounts: number;
+    lowerEmailIndex?: boolean;
     only?: string;
     json?: boolean;
   }>();
@@ -62,7 +71,12 @@ interface World {
 async function freshWorld(
   w: World,
   tag: string,
-  seedSql = `INSERT INTO accounts (name, email, status) SELECT 'Owner ' || i, 'owner' || i || '@example.com', 'active' FROM generate_series(1, ${ACCOUNTS}) i`,
+  seedSql = [
+    `INSERT INTO accounts (name, email, status) SELECT 'Owner ' || i, 'owner' || i || '@example.com', 'active' FROM generate_series(1, ${ACCOUNTS}) i`,
+    `INSERT INTO accounts (name, email, status) SELECT 'User ' || i, 'user' || i || '@example' || (i % 50) || '.com', 'active' FROM generate_series(1, ${opts.difyAccounts}) i`,
+    ...(opts.lowerEmailIndex ? ['CREATE INDEX accounts_lower_email_idx ON accounts (lower(email))'] : []),
+    'ANALYZE accounts',
+  ].join(';\n'),
 ) {
   const databaseUrl = await createDifyDatabase(w.serverUrl, 'dify_bench', { seedSql });
   const storageDir = await mkdtemp(join(w.tmp, `storage-${tag}-`));

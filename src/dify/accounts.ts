@@ -67,6 +67,42 @@ export function accountCandidates(
       };
 }
 
+/** Above this many accounts, a look-up without an index on lower(email) costs more than the rest of a workspace (BENCHMARKS.md). */
+export const LARGE_ACCOUNTS = 10_000;
+
+/** The index an operator may add to Dify's accounts so that our look-ups stop scanning it (docs/scaling.md); we never add it ourselves. */
+export const LOWER_EMAIL_INDEX_SQL = 'CREATE INDEX CONCURRENTLY dify_provision_accounts_lower_email ON accounts (lower(email))';
+
+/**
+ * Every look-up of ours finds accounts by `lower(email)` (accountCandidates), which Dify's own
+ * index on `email` cannot serve: without an index on `lower(email)` each new workspace, change
+ * and plan scans Dify's whole accounts table (~38 ms of PostgreSQL CPU a workspace at 100,000
+ * accounts, measured). How many accounts there are (the planner's estimate) and whether such an
+ * index (valid, not partial) exists.
+ */
+export async function accountLookupCost(db: Db): Promise<{ accounts: number; indexed: boolean }> {
+  const { rows } = await db.query<{ accounts: string; indexed: boolean }>(
+    `SELECT greatest(c.reltuples, 0)::bigint AS accounts,
+            EXISTS (SELECT 1 FROM pg_index i
+                     WHERE i.indrelid = c.oid AND i.indisvalid AND i.indpred IS NULL
+                       AND pg_get_indexdef(i.indexrelid) ~* $1) AS indexed
+       FROM pg_class c WHERE c.oid = to_regclass('accounts')`,
+    // The definition PostgreSQL prints for an index on lower(email): "... (lower((email)::text))".
+    [String.raw`\(lower\(\(?email\)?(::text)?\)\)`],
+  );
+  return { accounts: Number(rows[0]?.accounts ?? 0), indexed: rows[0]?.indexed ?? false };
+}
+
+/** The operator's advice when accountLookupCost finds a large table without the index; undefined when all is well. */
+export function accountLookupAdvice(cost: { accounts: number; indexed: boolean }): string | undefined {
+  if (cost.indexed || cost.accounts < LARGE_ACCOUNTS) return undefined;
+  return (
+    `Dify's accounts table has about ${cost.accounts} rows and no index on lower(email): every new workspace and every change ` +
+    `scans it (about 38 ms of PostgreSQL CPU each at 100,000 accounts). dify-provision never alters Dify's tables; ` +
+    `an operator may add the index once: ${LOWER_EMAIL_INDEX_SQL} (docs/scaling.md)`
+  );
+}
+
 export async function findAccounts(db: Db | Tx, emails: string[], rules: AccountRules): Promise<Account[]> {
   const { where, json, params } = accountCandidates(emails, rules, 1);
   const { rows } = await db.query<{ a: Account }>(`SELECT ${json} AS a FROM accounts a WHERE ${where} ORDER BY a.created_at`, params);

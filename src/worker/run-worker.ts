@@ -8,6 +8,7 @@ import { rsaKeySource, type KeySource } from '../crypto/rsa-keys.js';
 import { describeSchema, type Band } from '../dify/schema-probe.js';
 import type { Db } from '../db/pool.js';
 import { workspaceWriter } from '../dify/workspace-writer.js';
+import { accountLookupAdvice, accountLookupCost } from '../dify/accounts.js';
 import { ConfigError, describeError } from '../common/errors.js';
 import { MembershipWriter, membershipCapabilities } from '../dify/membership.js';
 import { createLogger, type Logger } from '../log/logger.js';
@@ -143,6 +144,8 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
       `worker started; ${describeSchema(schema)}`,
     );
     if (difyTasks) logger.info(difyTasks.describe());
+    const lookup = accountLookupAdvice(await accountLookupCost(rt.db).catch(() => ({ accounts: 0, indexed: true })));
+    if (lookup) logger.warn(lookup);
     return { worker, close };
   } catch (err) {
     closeInviter?.();
