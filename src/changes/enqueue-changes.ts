@@ -14,7 +14,7 @@ import { DEFAULT_RETRY, type ChangeJob, type RetryPolicy } from '../queue/contra
 import { settleLostJobs } from '../queue/lost-jobs.js';
 import { createBatch, finishIngest } from '../store/batches.js';
 import { lockBatch } from '../store/locks.js';
-import { recordIngested, type IngestedRow } from '../store/rows.js';
+import { analyzeAfterLargeBatch, recordIngested, type IngestedRow } from '../store/rows.js';
 import type { ChangeRow, CheckedChange } from './change-row.js';
 
 /** How a changes batch is applied: the library's and the CLI's options (those of ingest that apply). */
@@ -126,6 +126,8 @@ export async function enqueueChanges(
     if (chunk.length > 0) await flush();
     await finishIngest(tx, opts.batchId);
   });
+  // Its jobs are queued by the sweep's own paging, which wants the table analyzed after a large batch.
+  await analyzeAfterLargeBatch(deps.db, summary.queued);
   await settleLostJobs(deps.db, deps, { batchId: opts.batchId, idleSeconds: 0, mode: 'queue' });
   return summary;
 }

@@ -17,7 +17,7 @@ import { settleLostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { IngestJobs } from '../queue/ingest-jobs.js';
 import { batchOptions, createBatch, finishIngest } from '../store/batches.js';
 import { lockBatch } from '../store/locks.js';
-import { recordIngested, type EarlierRow, type IngestedRow } from '../store/rows.js';
+import { analyzeAfterLargeBatch, recordIngested, type EarlierRow, type IngestedRow } from '../store/rows.js';
 import { BATCH_LIMITS, sizeWords } from '../common/limits.js';
 
 /** How a batch is ingested: the library's and the CLI's one options type. */
@@ -66,6 +66,8 @@ export interface EnqueueOptions {
   chunkSize?: number;
   chunkBytes?: number;
   chunksInFlight?: number;
+  /** A batch that queues this many rows or more analyzes the rows table after its COMMIT (default 100,000; store/rows.ts). */
+  analyzeAfterRows?: number;
 }
 
 export interface EnqueueSummary {
@@ -165,6 +167,8 @@ export async function enqueueBatch(
     await finishIngest(tx, opts.batchId);
   });
   await jobs?.finish();
+  // The sweep pages through open rows with a plan that is only good once the table is analyzed.
+  await analyzeAfterLargeBatch(deps.db, summary.queued, opts.analyzeAfterRows);
   // 2. A re-run also looks for rows an earlier run recorded whose job is gone (exactly the specs
   //    stored are queued; job ids make adding one that exists a no-op).
   if (summary.alreadyInBatch > 0 || summary.queued === 0)
@@ -175,7 +179,16 @@ export async function enqueueBatch(
 export { BATCH_LIMITS };
 
 /** Tuning of the ingest itself, not what the batch is: not recorded with it. */
-const NOT_RECORDED = new Set(['batchId', 'onRejected', 'chunkSize', 'chunkBytes', 'chunksInFlight', 'sealTo', 'lineage']);
+const NOT_RECORDED = new Set([
+  'batchId',
+  'onRejected',
+  'chunkSize',
+  'chunkBytes',
+  'chunksInFlight',
+  'analyzeAfterRows',
+  'sealTo',
+  'lineage',
+]);
 
 /**
  * The options the batch was made with, as asked (the library's names; the reading options of a

@@ -416,6 +416,23 @@ export async function openRowsPage(
   return rows;
 }
 
+/** A batch of this many rows or more leaves the rows table analyzed (analyzeAfterLargeBatch). */
+export const ANALYZE_AFTER_ROWS = 100_000;
+
+/**
+ * Fresh planner statistics for the rows table once a batch of `rows` rows (at least `atLeast`) is
+ * committed. Until autovacuum analyzes the table (its launcher wakes every minute), PostgreSQL
+ * plans openRowsPage through the batches first and sorts each batch's rows, so every page of a
+ * sweep reads the rest of the batch instead of 1,000 rows (BENCHMARKS.md, 2026-12-06 session 7:
+ * 52–85 s for the first scan of a million rows, 10 s once analyzed). ANALYZE samples a fixed
+ * number of rows: 0.4 s on a million. A failure (a role that may not analyze it) is ignored:
+ * autovacuum still does it.
+ */
+export async function analyzeAfterLargeBatch(db: Db, rows: number, atLeast = ANALYZE_AFTER_ROWS): Promise<void> {
+  if (rows < atLeast) return;
+  await db.query(`ANALYZE ${SCHEMA}.rows`).catch(() => undefined);
+}
+
 /** The stored specs of these rows, in the same order. */
 export async function specsOf<Spec>(db: Db | Tx, rows: { batchId: string; line: number }[]): Promise<Spec[]> {
   const { rows: found } = await db.query<{ spec: Spec }>(

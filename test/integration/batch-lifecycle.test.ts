@@ -90,6 +90,19 @@ describe('batch lifecycle', () => {
     expect(waiting.filter((k) => !k.endsWith(':meta') && !k.endsWith(':servers'))).toEqual([]); // the servers registry only names servers
   });
 
+  it('a batch of many rows leaves the rows table analyzed: the sweep pages through open rows with the plan fresh statistics give', async () => {
+    const reltuples = async () =>
+      Number(
+        (await env.db.query<{ n: number }>(`SELECT reltuples AS n FROM pg_class WHERE oid = 'dify_provision.rows'::regclass`)).rows[0]!.n,
+      );
+    const rows = (tag: string) => [1, 2, 3].map((i) => ({ workspace_name: `${tag} ${i}`, owner_email: 'owner1@example.com' }));
+    await provisioner.enqueue(rows('Few'), { batchId: 'few' });
+    // Under the threshold (100,000 rows by default) the table is left to autovacuum: never analyzed yet.
+    expect(await reltuples()).toBe(-1);
+    await provisioner.enqueue(rows('Many'), { batchId: 'many', analyzeAfterRows: 3 });
+    expect(await reltuples()).toBe(6);
+  });
+
   it('retry succeeds after the missing owner is created', async () => {
     const batch = await provisioner.enqueue([{ workspace_name: 'Later', owner_email: 'late@example.com' }], { batchId: 'retry-me' });
     await withWorker(async () => {
