@@ -156,13 +156,19 @@ async function objectStoreOf(settings: ObjectStorage): Promise<{ store: ObjectSt
 /**
  * Dify's key storage, as the config names it (a local folder or an object store), checked with a
  * probe write unless `probe` is false (doctor only reads and removes, and must work with
- * credentials that cannot write).
+ * credentials that cannot write). `logger` hears, once, if a local storage turns out slow
+ * (storage/fs-calls.ts).
  */
-export async function openKeyStorage(config: Config, opts: { probe?: boolean } = {}): Promise<KeyStorage> {
+export async function openKeyStorage(config: Config, opts: { probe?: boolean; logger?: Logger } = {}): Promise<KeyStorage> {
   const settings = storageOf(requireConfig(config, 'storageDir'))!;
   let storage: KeyStorage;
   if (settings.kind === 'local') {
-    storage = await localKeyStorage({ root: settings.root, ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}) });
+    const logger = opts.logger;
+    storage = await localKeyStorage({
+      root: settings.root,
+      ...(config.keyFileOwner ? { owner: config.keyFileOwner } : {}),
+      ...(logger ? { warn: (message: string) => logger.warn(message) } : {}),
+    });
   } else {
     const object = await objectStoreOf(settings);
     storage = objectKeyStorage(object.store, object.prefix);

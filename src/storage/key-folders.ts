@@ -3,9 +3,11 @@
 // opened without following links (on Linux /proc/self/fd/N names the opened folder itself, whatever
 // its path points to by then: an openat equivalent); nothing is ever removed recursively, only the
 // names we create ourselves (private.pem and our temp files), then the folder if it is empty.
+// A folder carries the calls it was opened with (fs-calls.ts): what is reached through it is
+// reached the same way.
 import { constants, existsSync, type Dirent, type Stats } from 'node:fs';
-import { lstat, open, readdir, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { POOLED, type FsCalls, type Handle } from './fs-calls.js';
 
 export const KEY_FILE = 'private.pem';
 export const TEMP_NAME = /^\.private\.pem\.[0-9a-f]{12}\.tmp$/;
@@ -16,7 +18,9 @@ export const BY_HANDLE = process.platform === 'linux' && existsSync('/proc/self/
 
 /** A folder opened without following a link; `path` is for messages only, never for access. */
 export interface Folder {
-  readonly fh: FileHandle;
+  readonly fh: Handle;
+  /** How everything inside it is reached. */
+  readonly calls: FsCalls;
   readonly path: string;
   readonly dev: number;
   readonly ino: number;
@@ -48,10 +52,10 @@ const describeOpenError = (err: NodeJS.ErrnoException): [FolderRefused['reason']
         ? ['absent', 'does not exist']
         : ['os', `cannot be opened (${err.code ?? err.message})`];
 
-async function openAt(target: string, shown: string): Promise<Folder> {
-  const fh = await open(target, FOLDER).catch(async (err: NodeJS.ErrnoException) => {
+async function openAt(target: string, shown: string, calls: FsCalls): Promise<Folder> {
+  const fh = await calls.open(target, FOLDER).catch(async (err: NodeJS.ErrnoException) => {
     // O_DIRECTORY answers ENOTDIR for a link too: ask what the name is, without following it.
-    const isLink = err.code === 'ENOTDIR' && (await lstat(target).catch(() => undefined))?.isSymbolicLink();
+    const isLink = err.code === 'ENOTDIR' && (await calls.lstat(target).catch(() => undefined))?.isSymbolicLink();
     const [reason, detail] = describeOpenError(isLink ? Object.assign(err, { code: 'ELOOP' }) : err);
     throw new FolderRefused(shown, reason, detail, err.code);
   });
@@ -59,12 +63,15 @@ async function openAt(target: string, shown: string): Promise<Folder> {
     await fh.close();
     throw err;
   });
-  return { fh, path: shown, dev: st.dev, ino: st.ino, uid: st.uid };
+  return { fh, calls, path: shown, dev: st.dev, ino: st.ino, uid: st.uid };
 }
 
-/** A folder by path, never through a link at its last component; `same` must be that very folder (by inode). */
-export async function openFolder(path: string, same?: Pick<Folder, 'dev' | 'ino'>): Promise<Folder> {
-  const folder = await openAt(path, path);
+/**
+ * A folder by path, never through a link at its last component; `same` must be that very folder
+ * (by inode). `calls`: how it and everything inside it is reached (default: the thread pool).
+ */
+export async function openFolder(path: string, same?: Pick<Folder, 'dev' | 'ino'>, calls: FsCalls = POOLED): Promise<Folder> {
+  const folder = await openAt(path, path, calls);
   if (same && (folder.dev !== same.dev || folder.ino !== same.ino)) {
     await folder.fh.close();
     throw new FolderRefused(path, 'replaced', 'was replaced by another folder since it was first opened');
@@ -73,13 +80,14 @@ export async function openFolder(path: string, same?: Pick<Folder, 'dev' | 'ino'
 }
 
 /** A child folder of an opened folder, never through a link. */
-export const openChild = (parent: Folder, name: string): Promise<Folder> => openAt(inside(parent, name), join(parent.path, name));
+export const openChild = (parent: Folder, name: string): Promise<Folder> =>
+  openAt(inside(parent, name), join(parent.path, name), parent.calls);
 
 export const entriesOf = (folder: Folder): Promise<Dirent[]> =>
-  readdir(BY_HANDLE ? `/proc/self/fd/${folder.fh.fd}` : folder.path, { withFileTypes: true });
+  folder.calls.readdir(BY_HANDLE ? `/proc/self/fd/${folder.fh.fd}` : folder.path);
 
 export const lstatInside = (folder: Folder, name: string): Promise<Stats | undefined> =>
-  lstat(inside(folder, name)).catch((err: NodeJS.ErrnoException) => {
+  folder.calls.lstat(inside(folder, name)).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
     throw err;
   });
@@ -108,7 +116,7 @@ const kindOf = (st: Stats) =>
  * gigabytes is never read), and read only that far (a file growing meanwhile is refused too).
  */
 export async function readKeyText(folder: Folder, name: string = KEY_FILE): Promise<string> {
-  const fh = await open(inside(folder, name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  const fh = await folder.calls.open(inside(folder, name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new NotAKeyFile(`it is ${kindOf(st)}, not a regular file: not read`);
@@ -116,7 +124,7 @@ export async function readKeyText(folder: Folder, name: string = KEY_FILE): Prom
     const buffer = Buffer.alloc(MAX_KEY_BYTES + 1);
     let length = 0;
     for (;;) {
-      const { bytesRead } = await fh.read(buffer, length, buffer.length - length, null);
+      const bytesRead = await fh.read(buffer, length, buffer.length - length);
       if (bytesRead === 0) break;
       length += bytesRead;
       if (length > MAX_KEY_BYTES) throw new NotAKeyFile(`it grew past ${MAX_KEY_BYTES} bytes while being read: not read`);
@@ -154,7 +162,7 @@ export async function removeOurNames(parent: Folder, name: string, same?: Pick<F
   const st = await lstatInside(parent, name);
   if (!st) return;
   if (st.isSymbolicLink()) {
-    await unlink(inside(parent, name)); // the link itself: unlink never follows its last component
+    await parent.calls.unlink(inside(parent, name)); // the link itself: unlink never follows its last component
     await parent.fh.sync().catch(() => {});
     return;
   }
@@ -172,7 +180,7 @@ export async function removeOurNames(parent: Folder, name: string, same?: Pick<F
         kept.push(entry.name);
         continue;
       }
-      await unlink(inside(folder, entry.name)).catch((err: NodeJS.ErrnoException) => {
+      await folder.calls.unlink(inside(folder, entry.name)).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT') kept.push(entry.name); // EISDIR/EPERM: a folder under our name is not ours
       });
     }
@@ -183,7 +191,7 @@ export async function removeOurNames(parent: Folder, name: string, same?: Pick<F
   if (kept.length > 0) {
     throw new LeftAlone(`${shown} holds ${kept.map((k) => JSON.stringify(k)).join(', ')}, which dify-provision did not write: left alone`);
   }
-  await rmdir(inside(parent, name)).catch((err: NodeJS.ErrnoException) => {
+  await parent.calls.rmdir(inside(parent, name)).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return;
     throw new LeftAlone(`${shown} could not be removed (${err.code ?? err.message}): left alone`);
   });

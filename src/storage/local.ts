@@ -7,12 +7,15 @@
 // key is written: taken (owned by the worker, 0700) before anything is written into it, so nobody
 // else can add, swap or remove names inside; handed to Dify's user only once the key is proven.
 // On failure only the names we wrote are removed, then the folder if empty; never recursively.
+// On a local file system the cheap calls are made on the event loop's thread, fsync through the
+// thread pool (fs-calls.ts); the same calls either way.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { proveStoredKey, type KeyPair } from '../crypto/rsa-keys.js';
 import { PreflightError, RowError } from '../common/errors.js';
+import { fsCalls, isLocalFileSystem, type FsCalls, type Handle } from './fs-calls.js';
 import { storageFsError } from './fs-diagnosis.js';
 import type { KeyStorage, StoredKey } from './key-storage.js';
 import {
@@ -43,6 +46,8 @@ export interface LocalKeyStorageOptions {
   root: string;
   /** Owner of the files; default: the owner of `root`. */
   owner?: FileOwner;
+  /** Told once if the storage turns out slow and its calls go back to the thread pool (fs-calls.ts). */
+  warn?: (message: string) => void;
 }
 
 const NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -63,11 +68,15 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
   const privkeysPath = join(opts.root, 'privkeys');
   const started = await preparePrivkeys(privkeysPath, owner);
   await started.fh.close();
+  const calls = fsCalls({
+    direct: isLocalFileSystem(privkeysPath),
+    onSlow: (message) => opts.warn?.(`local folder ${opts.root}: ${message}`),
+  });
   const syncPrivkeys = groupSync();
 
   /** privkeys/, which must still be the folder checked at start. */
   const withPrivkeys = async <T>(work: (privkeys: Folder) => Promise<T>): Promise<T> => {
-    const privkeys = await openFolder(privkeysPath, started).catch((err: unknown) => {
+    const privkeys = await openFolder(privkeysPath, started, calls).catch((err: unknown) => {
       throw new PreflightError(`${(err as Error).message}: refusing to work through it (restart the worker once it is a plain folder)`);
     });
     try {
@@ -84,17 +93,17 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
         // A name Dify never reads: written (owned like a key), removed.
         const probe = `.dify-provision-probe-${randomBytes(6).toString('hex')}`;
         const shown = join(privkeysPath, probe);
-        const fh = await open(inside(privkeys, probe), NEW_FILE, 0o600).catch((err: unknown) => {
+        const fh = await calls.open(inside(privkeys, probe), NEW_FILE, 0o600).catch((err: unknown) => {
           throw storageFsError(err, 'create', shown);
         });
         try {
           await chownIfNeeded(owner, fh).catch((err: unknown) => {
             throw storageFsError(err, `change its owner to uid ${owner.uid}`, shown, 'DIFY_STORAGE_DIR and KEY_FILE_OWNER');
           });
-          await fh.writeFile('probe');
+          await fh.write('probe');
         } finally {
           await fh.close();
-          await unlink(inside(privkeys, probe)).catch(() => {});
+          await calls.unlink(inside(privkeys, probe)).catch(() => {});
         }
       }),
     list: () => withPrivkeys(listKeys),
@@ -118,8 +127,8 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
         const same = { dev: folder.dev, ino: folder.ino };
         const remove = () => withPrivkeys((p) => removeOurNames(p, tenantId, same));
         try {
-          await writeAtomically(folder, keys.privatePem, owner);
-          await proveKeyFile(folder, keys);
+          await writeAtomically(calls, folder, keys.privatePem, owner);
+          await proveKeyFile(calls, folder, keys);
           // Handed to Dify's user only now: the key is in place and proven.
           await chownIfNeeded(owner, folder.fh);
           if (!BY_HANDLE) await mustBeSameFolder(folder);
@@ -147,10 +156,10 @@ export async function localKeyStorage(opts: LocalKeyStorageOptions): Promise<Key
  * ask while a sync runs share the next one, made through the handle of the first of them (every
  * caller's handle is the same folder, checked by inode, and stays open until it is answered).
  */
-export function groupSync(): (fh: FileHandle) => Promise<void> {
+export function groupSync(): (fh: Pick<Handle, 'sync'>) => Promise<void> {
   let running: Promise<void> | undefined;
   let next: Promise<void> | undefined;
-  const start = (fh: FileHandle) => {
+  const start = (fh: Pick<Handle, 'sync'>) => {
     const p = fh.sync().catch(() => {});
     running = p;
     void p.then(() => {
@@ -198,7 +207,7 @@ async function takeTenantFolder(privkeys: Folder, tenantId: string): Promise<Fol
   const shown = join(privkeys.path, tenantId);
   const refuse = (why: string) =>
     new RowError('workspace_id', `${shown} ${why}: refusing to write this tenant's key there (see docs/security.md)`);
-  const made = await mkdir(inside(privkeys, tenantId), { mode: 0o700 }).then(
+  const made = await privkeys.calls.mkdir(inside(privkeys, tenantId), 0o700).then(
     () => true,
     (err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err;
@@ -240,20 +249,20 @@ async function mustBeSameFolder(folder: Folder): Promise<void> {
     throw new RowError('workspace_id', `${folder.path} was replaced while its key was written: refusing`);
 }
 
-async function writeAtomically(folder: Folder, content: string, owner: FileOwner): Promise<void> {
+async function writeAtomically(calls: FsCalls, folder: Folder, content: string, owner: FileOwner): Promise<void> {
   const tempName = `.private.pem.${randomBytes(6).toString('hex')}.tmp`;
-  const fh = await open(inside(folder, tempName), NEW_FILE, 0o600);
+  const fh = await calls.open(inside(folder, tempName), NEW_FILE, 0o600);
   try {
     await fh.chmod(0o600); // whatever the umask was
     await chownIfNeeded(owner, fh);
-    await fh.writeFile(content);
+    await fh.write(content);
     await fh.sync();
   } finally {
     await fh.close();
   }
   // rename replaces a file (or link) named private.pem itself, never what it points to.
-  await rename(inside(folder, tempName), inside(folder, KEY_FILE)).catch(async (err: NodeJS.ErrnoException) => {
-    await unlink(inside(folder, tempName)).catch(() => {});
+  await calls.rename(inside(folder, tempName), inside(folder, KEY_FILE)).catch(async (err: NodeJS.ErrnoException) => {
+    await calls.unlink(inside(folder, tempName)).catch(() => {});
     throw new Error(`cannot put the key in place at ${join(folder.path, KEY_FILE)}: ${err.code ?? err.message}`);
   });
   await folder.fh.sync();
@@ -273,16 +282,16 @@ async function readKeyFile(folder: Folder): Promise<string | undefined> {
  * byte for byte the PEM of a pair proven where it was made, else by decrypting what the public
  * key encrypts, Dify's way (crypto/rsa-keys.ts proveStoredKey).
  */
-async function proveKeyFile(folder: Folder, keys: KeyPair): Promise<void> {
+async function proveKeyFile(calls: FsCalls, folder: Folder, keys: KeyPair): Promise<void> {
   const path = join(folder.path, KEY_FILE);
-  const fh = await open(inside(folder, KEY_FILE), READ);
+  const fh = await calls.open(inside(folder, KEY_FILE), READ);
   let text: string;
   try {
     const st = await fh.stat();
     if (!st.isFile() || (st.mode & 0o777) !== 0o600) {
       throw new Error(`key file ${path} is not a 0600 regular file after writing (mode ${(st.mode & 0o777).toString(8)})`);
     }
-    text = await fh.readFile('utf8');
+    text = await readToEnd(fh, st.size);
   } finally {
     await fh.close();
   }
@@ -320,7 +329,20 @@ async function listKeys(privkeys: Folder): Promise<StoredKey[]> {
   return out;
 }
 
-async function chownIfNeeded(owner: FileOwner, fh: FileHandle): Promise<void> {
+/** Everything in an opened file, as UTF-8; `size` (its fstat size) is where the first read stops asking. */
+async function readToEnd(fh: Handle, size: number): Promise<string> {
+  let buffer = Buffer.allocUnsafe(size + 1);
+  let length = 0;
+  for (;;) {
+    if (length === buffer.length) buffer = Buffer.concat([buffer, Buffer.allocUnsafe(buffer.length)]);
+    const bytesRead = await fh.read(buffer, length, buffer.length - length);
+    if (bytesRead === 0) break;
+    length += bytesRead;
+  }
+  return buffer.toString('utf8', 0, length);
+}
+
+async function chownIfNeeded(owner: FileOwner, fh: Handle): Promise<void> {
   if (owner.uid === process.getuid?.() && owner.gid === process.getgid?.()) return;
   await fh.chown(owner.uid, owner.gid);
 }

@@ -68,7 +68,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
   let closeInviter: (() => void) | undefined;
   try {
     const { schema } = rt;
-    const real = await openKeyStorage(rt.config);
+    const real = await openKeyStorage(rt.config, { logger });
     if (rt.config.storageNote) logger.info(rt.config.storageNote);
     const storage = opts.wrapStorage ? opts.wrapStorage(real) : real;
     // --send-invites: each link is mailed as its token becomes valid (the caller's hook after).
