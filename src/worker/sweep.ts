@@ -6,6 +6,7 @@ import { withTransaction, type Db } from '../db/pool.js';
 import { describeError } from '../common/errors.js';
 import { settleLostJobs, type LostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { trySweepLock } from '../store/locks.js';
+import { analyzeRowsIfStale } from '../store/rows.js';
 import type { Inviter } from '../invite/inviter.js';
 import type { Revoker } from '../invite/revoke.js';
 import type { DifyTasks } from './dify-tasks.js';
@@ -32,6 +33,8 @@ export async function sweepLostJobs(
 ): Promise<LostJobs | undefined> {
   return withTransaction(db, async (tx) => {
     if (!(await trySweepLock(tx))) return undefined;
+    // Fresh statistics first: a large batch's rows are paged through the open-rows index only then.
+    await analyzeRowsIfStale(db).catch(() => false);
     // The lock's transaction only holds the lock: the rows are read and changed on the pool,
     // so no row stays locked while Redis is asked.
     return settleLostJobs(db, jobs, { idleSeconds, mode: 'queue', ...turn });

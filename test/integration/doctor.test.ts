@@ -223,7 +223,7 @@ describe('doctor --fix racing a real worker', () => {
         )
       ).rows.length > 0;
     // The worker is held between writing the key and committing: this test holds a SHARE lock
-    // on tenants, so the worker's INSERT of the tenant waits, after its key is written.
+    // on tenants, so the worker's INSERT of the tenant (in create_workspace_v1) waits, after its key is written.
     const holder = await env.db.connect();
     let holding = true;
     const release = async () => {
@@ -238,7 +238,7 @@ describe('doctor --fix racing a real worker', () => {
       await holder.query('LOCK TABLE tenants IN SHARE MODE');
       worker = startCli(['worker', '--concurrency', '1'], env.env);
       await until(
-        async () => (await waiting('relation', '%INSERT INTO%tenants%')) && existsSync(keyFile(env, id)),
+        async () => (await waiting('relation', '%create_workspace_v1%')) && existsSync(keyFile(env, id)),
         'the worker to wait with its key written',
       );
 
