@@ -129,7 +129,7 @@ describe('Redis down', () => {
       await until(async () => {
         const { rows } = await env.db.query(
           `SELECT count(*)::int AS n FROM pg_stat_activity
-            WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO tenants%'`,
+            WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%create_workspace_v1%'`,
         );
         return rows[0].n > 0;
       }, 'the worker waiting on the tenants table');
