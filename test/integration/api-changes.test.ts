@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import ExcelJS from 'exceljs';
 import { pino } from 'pino';
-import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import * as S from '../../src/dashboard/api/schemas.js';
 import { provisionerOn, type Provisioner } from '../../src/provisioner.js';
 import { CHANGE_COLUMNS } from '../../src/changes/change-row.js';
@@ -17,6 +17,7 @@ import { runWorker, type RunningWorker } from '../../src/worker/run-worker.js';
 import { csvOf, ingestCsv, runUntilDone, waitUntilDone } from '../helpers/batch.js';
 import { answer, csvBody, errorOf, json } from '../helpers/api-calls.js';
 import { listeningDashboard } from '../helpers/dashboard.js';
+import { difyInvitationSettings } from '../helpers/dify-invitations.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 
 const ADMIN = 'api-admin-token-0123456789';
@@ -32,16 +33,7 @@ let worker: RunningWorker | undefined;
 beforeEach(async () => {
   env = await createTestEnv();
   // The worker deletes a removed person's invitation tokens from Dify's Redis: it needs Dify's settings.
-  const u = new URL(inject('redisUrl'));
-  config = {
-    ...env.config,
-    invitations: {
-      redis: { kind: 'node', host: u.hostname, port: Number(u.port || 6379), db: 8 },
-      keyPrefix: `dify-${env.name}`,
-      expiryHours: 72,
-      consoleWebUrl: 'https://dify.example.com',
-    },
-  };
+  config = { ...env.config, invitations: difyInvitationSettings(8, `dify-${env.name}`) };
   await ingestCsv(
     env,
     csvOf([

@@ -10,7 +10,7 @@ import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CHANGE_COLUMNS } from '../../src/changes/change-row.js';
 import * as S from '../../src/dashboard/api/schemas.js';
 import { createProvisioner, provisionerOn, type Provisioner } from '../../src/provisioner.js';
@@ -18,7 +18,9 @@ import { openQueueRuntime } from '../../src/runtime/runtime.js';
 import { answer, json } from '../helpers/api-calls.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { listeningDashboard } from '../helpers/dashboard.js';
+import { difyInvitationSettings } from '../helpers/dify-invitations.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { closeEachTest } from '../helpers/world.js';
 
 const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const PUBLIC = operator.publicKey.export({ type: 'spki', format: 'pem' }).toString();
@@ -30,24 +32,13 @@ const SCOPE_B = 'not one of the workspaces of batch cust-b (--within)';
 
 let env: TestEnv | undefined;
 let provisioner: Provisioner | undefined;
-afterEach(async () => {
-  await provisioner?.close();
-  provisioner = undefined;
-  await env?.cleanup();
-  env = undefined;
-});
+closeEachTest(
+  () => ({ provisioner, env }),
+  (none) => ({ provisioner, env } = none),
+);
 
 function configOf(e: TestEnv): TestEnv['config'] {
-  const u = new URL(inject('redisUrl'));
-  return {
-    ...e.config,
-    invitations: {
-      redis: { kind: 'node', host: u.hostname, port: Number(u.port || 6379), db: 8 },
-      keyPrefix: `dify-${e.name}`,
-      expiryHours: 72,
-      consoleWebUrl: 'https://dify.example.com',
-    },
-  };
+  return { ...e.config, invitations: difyInvitationSettings(8, `dify-${e.name}`) };
 }
 
 /** Customer A's workspace by batch cust-a, customer B's by batch cust-b. */

@@ -6,7 +6,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CHANGE_ROWS } from '../../src/changes/change-row.js';
 import { readRecords } from '../../src/input/read-rows.js';
 import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
@@ -14,15 +14,15 @@ import { csvReport } from '../../src/report/format.js';
 import { allReportRows } from '../../src/store/report.js';
 import { ingestCsv, runLoggedUntilDone, runUntilDone } from '../helpers/batch.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { difyInvitationSettings } from '../helpers/dify-invitations.js';
+import { closeEachTest } from '../helpers/world.js';
 
 let env: TestEnv | undefined;
 let provisioner: Provisioner | undefined;
-afterEach(async () => {
-  await provisioner?.close();
-  provisioner = undefined;
-  await env?.cleanup();
-  env = undefined;
-});
+closeEachTest(
+  () => ({ provisioner, env }),
+  (none) => ({ provisioner, env } = none),
+);
 
 const quoted = (s: string) => `"${s.replace(/"/g, '""')}"`;
 
@@ -131,16 +131,7 @@ describe('formulas behind invisible characters', () => {
 
   it('are defused in the invitation links file', async () => {
     env = await createTestEnv();
-    const u = new URL(inject('redisUrl'));
-    const config = {
-      ...env.config,
-      invitations: {
-        redis: { kind: 'node' as const, host: u.hostname, port: Number(u.port || 6379), db: 9 },
-        keyPrefix: `dify-${env.name}`,
-        expiryHours: 5,
-        consoleWebUrl: 'https://dify.example.com',
-      },
-    };
+    const config = { ...env.config, invitations: difyInvitationSettings(9, `dify-${env.name}`, { expiryHours: 5 }) };
     const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
     provisioner = await createProvisioner(config);
     await provisioner.enqueue(
