@@ -57,10 +57,13 @@ export function upgradeTimeOfDay(tenantId: string): number {
 function branchesFor(schema: DifySchema, trialCredits: number): (ws: NewWorkspace) => unknown[] {
   const strategies = schema.strategies === 'one' ? (schema.strategyLists === 'array' ? 'one-array' : 'one-json') : schema.strategies;
   const perCategory = schema.strategies === 'per-category';
+  // The same for every workspace of the band: built once.
+  const categories = perCategory ? AUTO_UPGRADE_CATEGORIES.map((c) => c[0]) : null;
+  const settings = perCategory ? AUTO_UPGRADE_CATEGORIES.map((c) => c[1]) : null;
   return (ws) => [
     strategies,
-    perCategory ? AUTO_UPGRADE_CATEGORIES.map((c) => c[0]) : null,
-    perCategory ? AUTO_UPGRADE_CATEGORIES.map((c) => c[1]) : null,
+    categories,
+    settings,
     perCategory ? upgradeTimeOfDay(ws.tenantId) : null,
     schema.creditPool ? trialCredits : null,
     schema.lastOpenedAt,
