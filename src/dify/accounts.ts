@@ -67,8 +67,14 @@ export function accountCandidates(
       };
 }
 
-/** Above this many accounts, a look-up without an index on lower(email) costs more than the rest of a workspace (BENCHMARKS.md). */
-export const LARGE_ACCOUNTS = 10_000;
+/**
+ * Above this many accounts a worker advises the index on lower(email): without it a look-up costs
+ * PostgreSQL ~0.4 µs of CPU an account (measured from 200 to 100,000 accounts, BENCHMARKS.md),
+ * ~0.8 ms here, half again of the ~1.5 ms the rest of a new workspace costs it.
+ */
+export const LARGE_ACCOUNTS = 2_000;
+/** PostgreSQL CPU (ms) a look-up without the index costs an account (BENCHMARKS.md, issue 34). */
+const SCAN_MS_PER_ACCOUNT = 0.0004;
 
 /** The index an operator may add to Dify's accounts so that our look-ups stop scanning it (docs/scaling.md); we never add it ourselves. */
 export const LOWER_EMAIL_INDEX_SQL = 'CREATE INDEX CONCURRENTLY dify_provision_accounts_lower_email ON accounts (lower(email))';
@@ -98,7 +104,7 @@ export function accountLookupAdvice(cost: { accounts: number; indexed: boolean }
   if (cost.indexed || cost.accounts < LARGE_ACCOUNTS) return undefined;
   return (
     `Dify's accounts table has about ${cost.accounts} rows and no index on lower(email): every new workspace and every change ` +
-    `scans it (about 38 ms of PostgreSQL CPU each at 100,000 accounts). dify-provision never alters Dify's tables; ` +
+    `scans it (about ${(cost.accounts * SCAN_MS_PER_ACCOUNT).toFixed(1)} ms of PostgreSQL CPU each at this size, against ~1.5 ms for the rest of a new workspace). dify-provision never alters Dify's tables; ` +
     `an operator may add the index once: ${LOWER_EMAIL_INDEX_SQL} (docs/scaling.md)`
   );
 }
