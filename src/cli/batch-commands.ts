@@ -2,6 +2,7 @@
 import type { Config } from '../config/config.js';
 import { writeNewFile } from '../common/files.js';
 import type { ServerStatus } from '../provisioner.js';
+import { trustingWords } from '../queue/batch-control.js';
 import { otherLineageAdvice } from '../queue/server-watch.js';
 import { withProvisioner, withReader, type Reader } from './context.js';
 import { NO_WORKER, REDIS_UNREACHABLE, STATE_WORDS, type BatchStatus, type Workers } from '../store/batches.js';
@@ -90,8 +91,7 @@ export const retryCommand = (batchId: string, flags: { cancelled?: boolean; trus
     const batch = p.batch(batchId);
     const opts = flags.trustAccount ? { trustAccounts: flags.trustAccount } : {};
     const n = flags.cancelled ? await batch.resumeCancelled(opts) : await batch.retryFailed(opts);
-    const trusting = flags.trustAccount ? ` (the batch trusts ${flags.trustAccount.join(', ')} now)` : '';
-    process.stdout.write(`batch ${batchId}: ${n} ${flags.cancelled ? 'cancelled' : 'failed'} row(s) queued again${trusting}\n`);
+    process.stdout.write(`batch ${batchId}: ${n} ${flags.cancelled ? 'cancelled' : 'failed'} row(s) queued again${trustingWords(opts)}\n`);
     return 0;
   });
 

@@ -20,18 +20,15 @@ export interface RequeueOptions {
   trustAccounts?: string[];
 }
 
-async function requeueRows(
-  db: Db,
-  queue: Queue,
-  batchId: string,
-  from: 'failed' | 'cancelled',
-  opts: RequeueOptions = {},
-): Promise<number> {
+/**
+ * The batch's retry policy, once `opts.trustAccounts` is recorded with the batch (as asked, after
+ * those it trusted already, an address once ignoring case); and the addresses for the rows
+ * (lower-case, once each), each row queued again trusting those of them it names.
+ */
+async function prepareRequeue(db: Db, batchId: string, opts: RequeueOptions): Promise<{ retry: RetryPolicy; trusted: string[] }> {
   const options = await batchOptions<{ retry: RetryPolicy; asked: { trustAccounts?: string[] } }>(db, batchId);
-  const retry = options.retry ?? DEFAULT_RETRY;
   const added = opts.trustAccounts ?? [];
   if (added.length > 0) {
-    // Recorded as asked, after those the batch trusted already (an address once, ignoring case).
     const had = options.asked?.trustAccounts ?? [];
     const known = new Set(had.map((e) => e.toLowerCase()));
     const more: string[] = [];
@@ -42,7 +39,18 @@ async function requeueRows(
     }
     if (more.length > 0) await recordTrustedAccounts(db, batchId, [...had, ...more]);
   }
-  const rows = await requeue<AnyJob>(db, batchId, from, [...new Set(added.map((e) => e.toLowerCase()))]);
+  return { retry: options.retry ?? DEFAULT_RETRY, trusted: [...new Set(added.map((e) => e.toLowerCase()))] };
+}
+
+async function requeueRows(
+  db: Db,
+  queue: Queue,
+  batchId: string,
+  from: 'failed' | 'cancelled',
+  opts: RequeueOptions = {},
+): Promise<number> {
+  const { retry, trusted } = await prepareRequeue(db, batchId, opts);
+  const rows = await requeue<AnyJob>(db, batchId, from, trusted);
   if (rows.length > 0) await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
   await reopenBatch(db, batchId);
   return rows.length;
@@ -55,16 +63,21 @@ export const retryFailed = (db: Db, queue: Queue, batchId: string, opts?: Requeu
 /**
  * Queues these rows of the batch again (one row, or a selection), those failed or cancelled, as a
  * new round; returns the lines queued (a line of another outcome, or none of the batch's, is not).
+ * `trustAccounts` as retryFailed's: recorded with the batch, each of these rows trusting those it names.
  */
-export async function retryRows(db: Db, queue: Queue, batchId: string, lines: number[]): Promise<number[]> {
-  const retry = await retryPolicyOf(db, batchId);
-  const rows = await requeueLines<AnyJob>(db, batchId, lines);
+export async function retryRows(db: Db, queue: Queue, batchId: string, lines: number[], opts: RequeueOptions = {}): Promise<number[]> {
+  const { retry, trusted } = await prepareRequeue(db, batchId, opts);
+  const rows = await requeueLines<AnyJob>(db, batchId, lines, trusted);
   if (rows.length > 0) {
     await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
     await reopenBatch(db, batchId);
   }
   return rows.map((r) => r.line).sort((a, b) => a - b);
 }
+
+/** What a retry or resume trusting addresses says of them (the CLI's and the API's answer). */
+export const trustingWords = (opts: RequeueOptions) =>
+  opts.trustAccounts?.length ? ` (the batch trusts ${opts.trustAccounts.join(', ')} now)` : '';
 
 /** Queues the batch's cancelled rows again (undoes a cancel), as a new round. */
 export const resumeCancelled = (db: Db, queue: Queue, batchId: string, opts?: RequeueOptions) =>

@@ -315,21 +315,41 @@ export const recordCreatedStatement = (key: string, f: Finished): Statement => a
  * fresh attempts. With `trusted` (--trust-account, lower-case): each row's spec trusts those of
  * them it names, besides those it trusted already. Returns what to queue.
  */
-export async function requeue<Spec>(
+export const requeue = <Spec>(
   db: Db,
   batchId: string,
   from: 'failed' | 'cancelled',
   trusted: string[] = [],
-): Promise<{ spec: Spec; round: number }[]> {
-  const { rows } = await db.query<{ spec: Spec; round: number }>(
+): Promise<{ spec: Spec; round: number; line: number }[]> => requeueWhere<Spec>(db, 'outcome = $2', [batchId, from], trusted);
+
+/**
+ * failed or cancelled → queued, for these lines only (retry of one row or a selection), as a new
+ * round, like requeue (`trusted` too). Lines of other outcomes are left as they are. Returns what to queue.
+ */
+export const requeueLines = <Spec>(
+  db: Db,
+  batchId: string,
+  lines: number[],
+  trusted: string[] = [],
+): Promise<{ spec: Spec; round: number; line: number }[]> =>
+  requeueWhere<Spec>(db, `line = ANY($2::int[]) AND outcome IN ('failed', 'cancelled')`, [batchId, lines], trusted);
+
+/** The batch's rows `where` ($1 the batch, $2 `values[1]`) queued again as a new round; `trusted` is $3. */
+async function requeueWhere<Spec>(
+  db: Db,
+  where: string,
+  values: [string, unknown],
+  trusted: string[],
+): Promise<{ spec: Spec; round: number; line: number }[]> {
+  const { rows } = await db.query<{ spec: Spec; round: number; line: number }>(
     // Queued again here, so it is this server's now: its spec takes the server's lineage.
     `UPDATE ${SCHEMA}.rows
         SET outcome = 'queued', round = round + 1, error = NULL, attempts = 0, finished_at = NULL, updated_at = now(),
             spec = spec${trusted.length > 0 ? ` || ${TRUSTED_OF_SPEC('$3')}` : ''}
               || COALESCE((SELECT jsonb_build_object('lineage', lineage::text) FROM ${SCHEMA}.server), '{}')
-      WHERE batch_id = $1 AND outcome = $2 AND spec IS NOT NULL
-      RETURNING spec, round`,
-    trusted.length > 0 ? [batchId, from, trusted] : [batchId, from],
+      WHERE batch_id = $1 AND ${where} AND spec IS NOT NULL
+      RETURNING spec, round, line`,
+    trusted.length > 0 ? [...values, trusted] : values,
   );
   return rows;
 }
@@ -349,22 +369,6 @@ const TRUSTED_OF_SPEC = (param: string) => `COALESCE((
                 GROUP BY lower(e.email)) AS named
         WHERE named.email = ANY(${param}::text[]) OR COALESCE(spec -> 'trustAccounts', '[]') ? named.email
        HAVING count(*) > 0), '{}')`;
-
-/**
- * failed or cancelled → queued, for these lines only (retry of one row or a selection), as a new
- * round, like requeue. Lines of other outcomes are left as they are. Returns what to queue.
- */
-export async function requeueLines<Spec>(db: Db, batchId: string, lines: number[]): Promise<{ spec: Spec; round: number; line: number }[]> {
-  const { rows } = await db.query<{ spec: Spec; round: number; line: number }>(
-    `UPDATE ${SCHEMA}.rows
-        SET outcome = 'queued', round = round + 1, error = NULL, attempts = 0, finished_at = NULL, updated_at = now(),
-            spec = spec || COALESCE((SELECT jsonb_build_object('lineage', lineage::text) FROM ${SCHEMA}.server), '{}')
-      WHERE batch_id = $1 AND line = ANY($2::int[]) AND outcome IN ('failed', 'cancelled') AND spec IS NOT NULL
-      RETURNING spec, round, line`,
-    [batchId, lines],
-  );
-  return rows;
-}
 
 /** queued → cancelled; returns the cancelled rows' jobs (to remove them from the queue). */
 export async function cancelQueued<Spec>(db: Db, batchId: string): Promise<{ spec: Spec; round: number }[]> {

@@ -8,7 +8,7 @@ import { pbkdf2Sync, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { describe, expect, inject, it } from 'vitest';
+import { afterEach, describe, expect, inject, it } from 'vitest';
 import type { SmtpSettings } from '../../src/config/dify-env.js';
 import { createProvisioner, type ChangeInput, type Provisioner, type WorkspaceInput } from '../../src/provisioner.js';
 import { runLoggedUntilDone } from '../helpers/batch.js';
@@ -16,6 +16,9 @@ import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
 import { difyInvitationSettings, operatorPems } from '../helpers/dify-invitations.js';
 import { closeEachTest } from '../helpers/world.js';
+import { answer, errorOf, json } from '../helpers/api-calls.js';
+import { listeningDashboard } from '../helpers/dashboard.js';
+import * as S from '../../src/dashboard/api/schemas.js';
 
 const DIFY_DB = 11;
 const { PUBLIC, PRIVATE } = operatorPems();
@@ -140,10 +143,11 @@ const tenantOf = async (name: string) => (await env.db.query<{ id: string }>(`SE
 const REFUSAL = /this account was created or invited by another batch .*--trust-account ceo@a\.example/;
 
 describe("B's batch pre-claims A's owner: created, link revealed to B's operator, activated by B", () => {
-  async function preclaimed(config: TestEnv['config']): Promise<void> {
-    await run(config, [{ workspace_name: 'B Corp', owner_email: 'b-owner@b.example', members: `${CEO}:normal` }], 'cust-b');
-    expect(await reveal('cust-b')).toContain(CEO);
-    await activateAsDify(CEO, 'b-knows-this');
+  async function preclaimed(config: TestEnv['config'], emails = [CEO]): Promise<void> {
+    const members = emails.map((e) => `${e}:normal`).join(';');
+    await run(config, [{ workspace_name: 'B Corp', owner_email: 'b-owner@b.example', members }], 'cust-b');
+    expect(await reveal('cust-b')).toEqual(expect.arrayContaining(emails));
+    for (const e of emails) await activateAsDify(e, 'b-knows-this');
   }
 
   it("A's ingest naming the address as owner or member is refused (naming line and field, not B's batch); --trust-account lets it through", async () => {
@@ -258,5 +262,112 @@ describe("B's batch pre-claims A's owner: created, link revealed to B's operator
     const report = await provisioner!.batch('cust-b').report();
     expect(report.map((r) => r.outcome)).toEqual(['created', 'created']);
     expect(await workspacesOf(CEO)).toEqual(['B Corp:normal', 'B Two:owner']);
+  });
+
+  describe('over the HTTP API: trust_accounts on POST /api/v1/batches/{id}/retry, /resume and /rows/retry', () => {
+    const TOKEN = 'trust-api-admin-token-0123456789';
+    const CTO = 'cto@a.example';
+    let dashboard: Awaited<ReturnType<typeof listeningDashboard>> | undefined;
+    afterEach(async () => {
+      await dashboard?.close();
+      dashboard = undefined;
+    });
+    const bearer = { authorization: `Bearer ${TOKEN}` };
+    /** A POST to the API: with a JSON body, or none at all (as a script's plain retry). */
+    const post = (path: string, body?: unknown) =>
+      fetch(`${dashboard!.base}/api/v1${path}`, body === undefined ? { method: 'POST', headers: bearer } : json(body, bearer));
+    const apiStatus = async (id: string) =>
+      answer(await fetch(`${dashboard!.base}/api/v1/batches/${id}`, { headers: bearer }), 200, S.BatchStatusSchema);
+    const trustedBySpec = async (id: string) =>
+      (
+        await env.db.query<{ spec: { trustAccounts?: string[] } }>(
+          `SELECT spec FROM dify_provision.rows WHERE batch_id = $1 ORDER BY line`,
+          [id],
+        )
+      ).rows.map((r) => r.spec.trustAccounts);
+    const refusalOf = (email: string) => new RegExp(`created or invited by another batch .*--trust-account ${email.replace('.', '\\.')}`);
+
+    it('retry: without trust_accounts the refused rows stay refused; with it a row is let through only for the addresses it names, recorded with the batch; no address queues nothing', async () => {
+      const config = await world();
+      await preclaimed(config, [CEO, CTO]);
+      dashboard = await listeningDashboard(env, { token: TOKEN });
+      const rows = [
+        { workspace_name: 'A Corp', owner_email: CEO },
+        { workspace_name: 'A Two', owner_email: CTO },
+      ];
+      await run(config, rows, 'cust-a', { invite: false });
+      const batch = provisioner!.batch('cust-a');
+      const outcomes = async () => (await batch.report()).map((r) => r.outcome);
+      expect(await outcomes()).toEqual(['failed', 'failed']);
+
+      // A value that is no address: refused by field and index, nothing queued, nothing recorded.
+      for (const [path, body] of [
+        ['/batches/cust-a/retry', { trust_accounts: [CEO, 'cto-at-a.example'] }],
+        ['/batches/cust-a/resume', { trust_accounts: [CEO, 'cto-at-a.example'] }],
+        ['/batches/cust-a/rows/retry', { lines: [1, 2], trust_accounts: [CEO, 'cto-at-a.example'] }],
+      ] as const) {
+        const refused = await errorOf(await post(path, body), 400);
+        expect(refused.details, path).toEqual([{ field: 'body.trust_accounts.1', message: 'is not an email address' }]);
+      }
+      expect(await outcomes()).toEqual(['failed', 'failed']);
+      expect((await apiStatus('cust-a')).options['trust_accounts']).toBeUndefined();
+
+      // A plain retry (no body, as before): refused again.
+      expect(await answer(await post('/batches/cust-a/retry'), 200, S.ControlResponseSchema)).toMatchObject({ rows: 2 });
+      await runLoggedUntilDone(env, config, ['cust-a']);
+      const again = await batch.report();
+      expect(again.map((r) => r.outcome)).toEqual(['failed', 'failed']);
+      expect(again[0]!.error).toMatch(refusalOf(CEO));
+      expect(again[1]!.error).toMatch(refusalOf(CTO));
+
+      // Trusting the first row's address: that row is created, the second (another address) stays refused.
+      const trusting = await answer(
+        await post('/batches/cust-a/retry', { trust_accounts: ['CEO@a.example'] }),
+        200,
+        S.ControlResponseSchema,
+      );
+      expect(trusting).toMatchObject({ rows: 2, message: '2 row(s) queued again (the batch trusts CEO@a.example now)' });
+      await runLoggedUntilDone(env, config, ['cust-a']);
+      const half = await batch.report();
+      expect(half.map((r) => r.outcome)).toEqual(['created', 'failed']);
+      expect(half[1]!.error).toMatch(refusalOf(CTO));
+      expect(await workspacesOf(CEO)).toEqual(['A Corp:owner', 'B Corp:normal']);
+      expect(await workspacesOf(CTO)).toEqual(['B Corp:normal']);
+      expect((await apiStatus('cust-a')).options['trust_accounts']).toEqual(['CEO@a.example']);
+      expect(await trustedBySpec('cust-a')).toEqual([[CEO], undefined]);
+
+      // The second row by its line, trusting its own address.
+      const line = await answer(
+        await post('/batches/cust-a/rows/retry', { lines: [2], trust_accounts: [CTO] }),
+        200,
+        S.RetryRowsResponseSchema,
+      );
+      expect(line).toMatchObject({ rows: 1, lines: [2] });
+      await runLoggedUntilDone(env, config, ['cust-a']);
+      expect(await outcomes()).toEqual(['created', 'created']);
+      expect(await workspacesOf(CTO)).toEqual(['A Two:owner', 'B Corp:normal']);
+      expect((await apiStatus('cust-a')).options['trust_accounts']).toEqual(['CEO@a.example', CTO]);
+      expect(await trustedBySpec('cust-a')).toEqual([[CEO], [CTO]]);
+    });
+
+    it('resume: a cancelled row naming the address is queued again trusting it (a value that is no address queues nothing)', async () => {
+      const config = await world();
+      await preclaimed(config);
+      dashboard = await listeningDashboard(env, { token: TOKEN });
+      await provisioner!.enqueue([{ workspace_name: 'A Corp', owner_email: CEO }], { batchId: 'cust-a', createMissingOwners: true });
+      expect(await answer(await post('/batches/cust-a/cancel'), 200, S.ControlResponseSchema)).toMatchObject({ rows: 1 });
+      const refused = await errorOf(await post('/batches/cust-a/resume', { trust_accounts: ['ceo-at-a.example'] }), 400);
+      expect(refused.details).toEqual([{ field: 'body.trust_accounts.0', message: 'is not an email address' }]);
+      expect((await provisioner!.batch('cust-a').report())[0]!.outcome).toBe('cancelled');
+
+      expect(await answer(await post('/batches/cust-a/resume', { trust_accounts: [CEO] }), 200, S.ControlResponseSchema)).toMatchObject({
+        rows: 1,
+      });
+      await runLoggedUntilDone(env, config, ['cust-a']);
+      expect((await provisioner!.batch('cust-a').report())[0]!.outcome).toBe('created');
+      expect(await workspacesOf(CEO)).toEqual(['A Corp:owner', 'B Corp:normal']);
+      expect((await apiStatus('cust-a')).options['trust_accounts']).toEqual([CEO]);
+      expect(await trustedBySpec('cust-a')).toEqual([[CEO]]);
+    });
   });
 });

@@ -49,7 +49,7 @@ function requestBody(route: DocumentedRoute) {
     for (const [type, what] of Object.entries(FILE_TYPES))
       content[type] = { schema: { type: 'string', description: `the file as the body (${what}); its options in the query string` } };
   }
-  return { required: true, content };
+  return { required: !route.optionalBody, content };
 }
 
 /** What the document needs of a route (routes.ts DocumentedRoute has it, and its handler besides). */
@@ -61,6 +61,8 @@ export interface DocumentedRoute {
   params?: z.ZodObject;
   query?: z.ZodObject;
   body?: z.ZodType;
+  /** The JSON body may be left out (a POST without one asks for none of its fields). */
+  optionalBody?: true;
   files?: z.ZodObject;
   ok: { status: number; description: string; schema: z.ZodType; csv?: boolean; headers?: Record<string, string> };
   /** Another success status the route answers with the same body (a repost that changes nothing: 200). */

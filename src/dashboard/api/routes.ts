@@ -22,7 +22,7 @@ import { libraryOptions, type IngestOptions } from '../../ingest/options.js';
 import { planBatch, type Plan } from '../../ingest/plan.js';
 import type { Provisioner } from '../../provisioner.js';
 import type { RedisClient } from '../../queue/connection.js';
-import { cancelBatch, resumeCancelled, retryFailed, retryRows } from '../../queue/batch-control.js';
+import { cancelBatch, resumeCancelled, retryFailed, retryRows, trustingWords, type RequeueOptions } from '../../queue/batch-control.js';
 import { changeRecord, csvReport, jsonReport, reportRecord } from '../../report/format.js';
 import {
   batchKind,
@@ -104,18 +104,27 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
     if (!deps.provisioner) throw new ApiRefusal('UNAVAILABLE', 503, 'this dashboard was started without a queue: it cannot invite');
     deps.provisioner.checkInvitations(ask);
   };
-  const control = (verb: string, past: string, run: (id: string) => Promise<number>, what: string): ApiRoute => ({
+  // retry and resume take an optional body (trust_accounts); cancel none.
+  const control = (
+    verb: string,
+    past: string,
+    run: (id: string, opts: RequeueOptions) => Promise<number>,
+    what: string,
+    body?: typeof S.RequeueBodySchema,
+  ): ApiRoute => ({
     method: 'POST',
     path: `${API_PREFIX}/batches/{id}/${verb}`,
     operationId: `${verb}Batch`,
     summary: what,
     params: S.BatchParamsSchema,
+    ...(body ? { body, optionalBody: true as const } : {}),
     ok: { status: 200, description: `rows ${past}`, schema: S.ControlResponseSchema },
-    errors: [404, 409, 422],
-    async handle({ params }) {
+    errors: body ? [400, 404, 409, 422] : [404, 409, 422],
+    async handle({ params, input }) {
       await mustExist(params.id!);
-      const n = await run(params.id!);
-      return { status: 200, body: { batch_id: params.id, rows: n, message: `${n} row(s) ${past}` } };
+      const opts = requeueOptions(input);
+      const n = await run(params.id!, opts);
+      return { status: 200, body: { batch_id: params.id, rows: n, message: `${n} row(s) ${past}${trustingWords(opts)}` } };
     },
   });
 
@@ -402,7 +411,8 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
         if (input.kind !== 'json') throw new ApiRefusal('INVALID_REQUEST', 400, 'send JSON: { "lines": [3, 7] }');
         await mustExist(params.id!);
         const { lines } = input.body as z.output<typeof S.RetryRowsBodySchema>;
-        const queued = await retryRows(deps.db, deps.queue, params.id!, lines);
+        const opts = requeueOptions(input);
+        const queued = await retryRows(deps.db, deps.queue, params.id!, lines, opts);
         const left = lines.filter((l) => !queued.includes(l));
         return {
           status: 200,
@@ -411,7 +421,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
             rows: queued.length,
             lines: queued,
             message:
-              `${queued.length} row(s) queued again` +
+              `${queued.length} row(s) queued again${trustingWords(opts)}` +
               (left.length ? `; not queued (not failed or cancelled, or not in this batch): line(s) ${left.join(', ')}` : ''),
           },
         };
@@ -425,6 +435,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
         "Invitations for the pending people the batch created and never invited (made without invite): Dify's tokens, links sealed to the batch's key (or seal_to)",
       params: S.BatchParamsSchema,
       body: S.InviteBodySchema,
+      optionalBody: true,
       ok: { status: 200, description: 'who got an invitation, and who none', schema: S.InviteResponseSchema },
       errors: [400, 404, 422, 503],
       async handle({ params, input }) {
@@ -451,11 +462,29 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
         };
       },
     },
-    control('retry', 'queued again', (id) => retryFailed(deps.db, deps.queue, id), 'Queue the failed rows again (a new round)'),
+    control(
+      'retry',
+      'queued again',
+      (id, opts) => retryFailed(deps.db, deps.queue, id, opts),
+      'Queue the failed rows again (a new round); trust_accounts: as retry --trust-account',
+      S.RequeueBodySchema,
+    ),
     control('cancel', 'cancelled', (id) => cancelBatch(deps.db, deps, id), 'Cancel the rows still waiting (rows being processed finish)'),
-    control('resume', 'queued again', (id) => resumeCancelled(deps.db, deps.queue, id), 'Queue the cancelled rows again (undo a cancel)'),
+    control(
+      'resume',
+      'queued again',
+      (id, opts) => resumeCancelled(deps.db, deps.queue, id, opts),
+      'Queue the cancelled rows again (undo a cancel); trust_accounts: as retry --cancelled --trust-account',
+      S.RequeueBodySchema,
+    ),
   ];
   return routes;
+}
+
+/** What a retry's or resume's JSON body asks (trust_accounts), if it has one. */
+function requeueOptions(input: Input): RequeueOptions {
+  const body = input.kind === 'json' ? (input.body as z.output<typeof S.RequeueBodySchema>) : {};
+  return body.trust_accounts ? { trustAccounts: body.trust_accounts } : {};
 }
 
 /** A batch's status with its throughput (the pages' and the API's). */

@@ -369,8 +369,17 @@ export const InviteResponseSchema = z.object({
   message: z.string(),
 });
 
+/** trust_accounts as ingest's (--trust-account), for rows queued again (the CLI's `retry --trust-account`). */
+const trustAccounts = IngestOptionsSchema.shape.trust_accounts.describe(
+  "existing accounts the rows queued again may join although another batch's operator was given their link (CLI: retry --trust-account; docs/security.md): recorded with the batch, each row trusting those it names",
+);
+/** POST /batches/{id}/retry and /resume: a body is optional (none: the rows as they were). */
+export const RequeueBodySchema = z.object({ trust_accounts: trustAccounts }).strict();
 export const RetryRowsBodySchema = z
-  .object({ lines: z.array(z.number().int().min(1)).min(1).max(1000).describe("the rows' lines (1-1000 of them)") })
+  .object({
+    lines: z.array(z.number().int().min(1)).min(1).max(1000).describe("the rows' lines (1-1000 of them)"),
+    trust_accounts: trustAccounts,
+  })
   .strict();
 export const RetryRowsResponseSchema = z.object({
   batch_id: z.string(),
