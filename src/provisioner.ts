@@ -40,7 +40,7 @@ import { describeError, UsageError } from './common/errors.js';
 import { enqueueBatch, type EnqueueOptions, type EnqueueSummary } from './ingest/enqueue-batch.js';
 import { checkInputRows, strictly, type WorkspaceInput } from './input/input-rows.js';
 import { planBatch, type Plan } from './ingest/plan.js';
-import { cancelBatch, resumeCancelled, retryFailed, type RequeueOptions } from './queue/batch-control.js';
+import { cancelBatch, resumeCancelled, retryFailed, retryRows, type RequeueOptions } from './queue/batch-control.js';
 import { workersServing } from './queue/connection.js';
 import { settleLostJobs } from './queue/lost-jobs.js';
 import { csvReport, jsonReport, type ReportTextOptions } from './report/format.js';
@@ -78,6 +78,11 @@ export interface BatchHandle {
   reportJson(): AsyncGenerator<string>;
   /** Queues the failed rows again; `trustAccounts` (--trust-account) is recorded with the batch and let through for its rows. */
   retryFailed(opts?: RequeueOptions): Promise<number>;
+  /**
+   * Queues these rows again, by line (one row or a selection; those failed or cancelled), as a new
+   * round; returns the lines queued. `trustAccounts` as retryFailed's, each row trusting those it names.
+   */
+  retryRows(lines: number[], opts?: RequeueOptions): Promise<number[]>;
   cancel(): Promise<number>;
   /** Queues the cancelled rows again (undoes cancel). */
   resumeCancelled(opts?: RequeueOptions): Promise<number>;
@@ -240,6 +245,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
       yield* jsonReport(allReportRows(db, id), { kind: await batchKind(db, id) });
     },
     retryFailed: (opts) => retryFailed(db, queue, id, opts),
+    retryRows: (lines, opts) => retryRows(db, queue, id, lines, opts),
     cancel: () => cancelBatch(db, rt, id),
     resumeCancelled: (opts) => resumeCancelled(db, queue, id, opts),
     rowsWithoutJob: async () => {

@@ -208,6 +208,43 @@ describe("B's batch pre-claims A's owner: created, link revealed to B's operator
     expect(specs.rows.map((r) => r.spec.trustAccounts)).toEqual([[CEO], ['cfo@a.example', CEO]]);
   });
 
+  it("the library's batch.retryRows: a refused row by its line stays refused without trustAccounts; trusting its address it is created, the other row untouched", async () => {
+    const config = await world();
+    const CTO = 'cto@a.example';
+    await preclaimed(config, [CEO, CTO]);
+    const rows = [
+      { workspace_name: 'A Corp', owner_email: CEO },
+      { workspace_name: 'A Two', owner_email: CTO },
+    ];
+    await run(config, rows, 'cust-a', { invite: false });
+    const batch = provisioner!.batch('cust-a');
+    const rounds = async () => (await env.db.query(`SELECT round FROM dify_provision.rows WHERE batch_id = 'cust-a' ORDER BY line`)).rows;
+    expect((await batch.report()).map((r) => r.outcome)).toEqual(['failed', 'failed']);
+
+    expect(await batch.retryRows([1])).toEqual([1]);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    const again = await batch.report();
+    expect(again.map((r) => r.outcome)).toEqual(['failed', 'failed']);
+    expect(again[0]!.error).toMatch(REFUSAL);
+    expect(await tenantOf('A Corp')).toBeUndefined();
+
+    expect(await batch.retryRows([1], { trustAccounts: ['CEO@a.example'] })).toEqual([1]);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    expect((await batch.report()).map((r) => r.outcome)).toEqual(['created', 'failed']);
+    expect(await workspacesOf(CEO)).toEqual(['A Corp:owner', 'B Corp:normal']);
+    expect(await workspacesOf(CTO)).toEqual(['B Corp:normal']);
+    // Line 2 was never queued again (still its first round); line 1 had three.
+    expect(await rounds()).toEqual([{ round: 3 }, { round: 1 }]);
+    expect((await batch.status()).options['trustAccounts']).toEqual(['CEO@a.example']);
+
+    // Both lines asked for: only the failed one is queued, trusting its own address.
+    expect(await batch.retryRows([1, 2], { trustAccounts: [CTO] })).toEqual([2]);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    expect((await batch.report()).map((r) => r.outcome)).toEqual(['created', 'created']);
+    expect(await workspacesOf(CTO)).toEqual(['A Two:owner', 'B Corp:normal']);
+    expect((await batch.status()).options['trustAccounts']).toEqual(['CEO@a.example', CTO]);
+  });
+
   it("A's apply add_member and transfer_owner of the address are refused; with --trust-account (apply's, or retry's) applied", async () => {
     const config = await world();
     await preclaimed(config);
