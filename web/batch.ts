@@ -1,16 +1,74 @@
 // One batch, live: progress, counts, completions over time, the rows a page at a time (searched
 // by workspace, owner or external id), a row in full, and the actions that apply (retry failed
-// rows, one row or a selection; cancel waiting ones, queue cancelled ones again). A change batch
+// rows, one row or a selection; cancel waiting ones, queue cancelled ones again; a row refused by
+// the pre-claim guard offers to trust its address, after saying what that means). A change batch
 // (apply) shows its own outcomes (applied, unchanged) and each row's action, person and detail.
 import { api, apiV1, consoleWords, el, readOnly, svg } from './dom.js';
 import { OUTCOMES_OF, type Row, type RowDetail, type RowsPage, type Status } from './types.js';
 import { bar, header, kindTag, stateTag, when, workersText } from './widgets.js';
 
-/** What the page shows across refreshes: the outcome filter, search, the pages seen, the rows selected, the row opened, the last notice. */
-const view = { outcome: '', search: '', pages: [0], notice: '', selected: new Set<number>(), detail: null as number | null, batch: '' };
+/** A pre-claimed row whose retry asks first (trustPanel): its line, workspace and the addresses its error names. */
+type Trust = { line: number; name: string; emails: string[] };
+
+/**
+ * What the page shows across refreshes: the outcome filter, search, the pages seen, the rows
+ * selected, the row opened, the pre-claimed row whose retry is asking, the last notice.
+ */
+const view = {
+  outcome: '',
+  search: '',
+  pages: [0],
+  notice: '',
+  selected: new Set<number>(),
+  detail: null as number | null,
+  trust: null as Trust | null,
+  batch: '',
+};
 
 /** Rows a retry takes: the failed and the cancelled. */
 const retryable = (r: Row) => r.outcome === 'failed' || r.outcome === 'cancelled';
+
+/**
+ * The pre-claim guard's refusal (src/store/invitations.ts refusePreclaimed), as the row's error
+ * holds it: "<field>: <email>: this account was created or invited by another batch … confirm it
+ * is the person (--trust-account <email>) or use another address". The whole error must be that
+ * message, naming the same address twice: no other text (a workspace name another error quotes)
+ * makes the page offer a trust.
+ */
+const PRECLAIMED =
+  /^(?:owner_email|members|email): (\S+): this account was created or invited by another batch and is active, .* confirm it is the person \(--trust-account \1\) or use another address$/s;
+
+/** The addresses a row's error says the pre-claim guard refused: none for any other error. */
+const preclaimedAddresses = (error: string | null): string[] => {
+  const m = error === null ? null : PRECLAIMED.exec(error);
+  return m ? [m[1]!] : [];
+};
+
+/**
+ * A pre-claimed row's retry asks first: what trusting the address means (docs/security.md, "The
+ * pre-claim guard"), then a retry trusting it (`trust_accounts`, as `retry --trust-account`), or nothing.
+ */
+function trustPanel(t: Trust, retry: (button: HTMLButtonElement) => void, close: () => void): HTMLElement {
+  const who = t.emails.join(', ');
+  const confirm = el('button', { id: 'trust-retry', text: 'Trust ' + who + ' and retry line ' + t.line });
+  confirm.addEventListener('click', () => retry(confirm));
+  return el(
+    'section',
+    { id: 'trust-panel', class: 'detail', 'data-line': String(t.line) },
+    el('h3', { id: 'trust-title', text: 'Line ' + t.line + (t.name ? ' (' + t.name + ')' : '') + ': refused by the pre-claim guard' }),
+    el('p', {
+      id: 'trust-what',
+      text:
+        "Another batch's operator was given the invitation link of " +
+        who +
+        ' and the account is active: whoever held the link may have set its password. Trusting ' +
+        who +
+        ' lets this row join that account to its workspace, and the batch records the address as trusted. ' +
+        "Nothing here can tell the person from the link's holder: trust it only if you have confirmed it is the person.",
+    }),
+    el('div', { class: 'row' }, confirm, el('button', { id: 'trust-cancel', text: 'cancel', onclick: close })),
+  );
+}
 
 /** Kept across refreshes (the page is drawn anew every second): what is typed stays, with the focus. */
 let searchBox: HTMLInputElement | undefined;
@@ -211,7 +269,7 @@ const CHANGE_COLUMNS: Column[] = [
 ];
 
 export async function batchPage(app: HTMLElement, id: string, render: () => void): Promise<void> {
-  if (view.batch !== id) Object.assign(view, { batch: id, pages: [0], selected: new Set<number>(), detail: null, notice: '' });
+  if (view.batch !== id) Object.assign(view, { batch: id, pages: [0], selected: new Set<number>(), detail: null, trust: null, notice: '' });
   const enc = encodeURIComponent(id);
   const after = view.pages[view.pages.length - 1];
   const query = (view.outcome ? '&outcome=' + view.outcome : '') + (view.search ? '&q=' + encodeURIComponent(view.search) : '');
@@ -253,24 +311,26 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       render();
     }
   };
-  // Retry of one row or a selection (failed or cancelled rows), by line.
-  const retryLines = async (lines: number[], button: HTMLButtonElement) => {
+  // Retry of one row or a selection (failed or cancelled rows), by line; a confirmed trust sends its addresses.
+  const retryLines = async (lines: number[], button: HTMLButtonElement, trust: string[] = []) => {
     button.disabled = true;
     try {
       const r = await apiV1<{ message: string; lines: number[] }>('/batches/' + enc + '/rows/retry', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ lines }),
+        body: JSON.stringify({ lines, ...(trust.length ? { trust_accounts: trust } : {}) }),
       });
       view.notice = r.message;
       for (const l of lines) view.selected.delete(l);
     } catch (e) {
       view.notice = e instanceof Error ? e.message : String(e);
     } finally {
+      view.trust = null;
       render();
     }
   };
   for (const line of view.selected) if (!page.rows.some((r) => r.line === line && retryable(r))) view.selected.delete(line);
+  if (view.trust && !page.rows.some((r) => r.line === view.trust!.line && retryable(r))) view.trust = null;
   const columns = s.kind === 'changes' ? CHANGE_COLUMNS : PROVISION_COLUMNS;
   const table = el(
     'table',
@@ -297,8 +357,20 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
         },
       });
       box.checked = view.selected.has(r.line);
-      const one = el('button', { id: 'retry-' + r.line, text: 'retry', title: 'queue this row again' });
-      one.addEventListener('click', () => void retryLines([r.line], one));
+      // Refused by the pre-claim guard: the retry asks first whether to trust the address.
+      const preclaimed = preclaimedAddresses(r.error);
+      const one = preclaimed.length
+        ? el('button', {
+            id: 'retry-' + r.line,
+            text: 'retry…',
+            title: 'queue this row again, trusting ' + preclaimed.join(', ') + ' (asks first)',
+          })
+        : el('button', { id: 'retry-' + r.line, text: 'retry', title: 'queue this row again' });
+      one.addEventListener('click', () => {
+        if (!preclaimed.length) return void retryLines([r.line], one);
+        view.trust = { line: r.line, name: r.workspaceName ?? '', emails: preclaimed };
+        render();
+      });
       return el(
         'tr',
         { 'data-outcome': r.outcome, 'data-line': String(r.line), class: view.detail === r.line ? 'open' : '' },
@@ -422,6 +494,18 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       el('span', { class: 'muted', id: 'shown', text: shown }),
       ...(readOnly ? [] : [retrySelected]),
     ),
+    ...(view.trust && !readOnly
+      ? [
+          trustPanel(
+            view.trust,
+            (button) => void retryLines([view.trust!.line], button, view.trust!.emails),
+            () => {
+              view.trust = null;
+              render();
+            },
+          ),
+        ]
+      : []),
     table,
     ...(detail
       ? [

@@ -85,7 +85,7 @@ const FLAG_OPTIONS: Record<string, string> = { map: 'column_map' };
  * `--encoding windows-1252`", "--allow-duplicate-names (library: allowDuplicateNames)", "`retry`");
  * here an option of New batch is named as it is on the page ("set encoding to windows-1252", "tick
  * allow duplicate names"), a command the page has a button for by its button ("retry" the row's,
- * "Queue cancelled rows again" the batch's) and the library's names are left out. Other flags (the dashboard's own
+ * "Queue cancelled rows again" the batch's; --trust-account the row's retry) and the library's names are left out. Other flags (the dashboard's own
  * --max-bytes) stay as they are: they are the operator's.
  */
 export function consoleWords(message: string): string {
@@ -94,6 +94,8 @@ export function consoleWords(message: string): string {
       // The CLI's retry is a button here: the row's own, the selection's, or the batch's.
       .replace(/`(?:dify-provision )?retry --cancelled(?: BATCH)?`/g, '"Queue cancelled rows again" (the batch\'s button)')
       .replace(/`(?:dify-provision )?retry`/g, '"retry" (the row\'s button, or "Retry failed rows")')
+      // The pre-claim guard's --trust-account: the row's retry offers it (batch.ts trustPanel).
+      .replace(/ \(--trust-account [^\s)]+\)/g, ' (the row\'s "retry" offers to trust it)')
       .replace(/ \(library: [^)]*\)/g, '')
       .replace(/; library: [^)]*\)/g, ')')
       .replace(

@@ -424,6 +424,142 @@ describe("the console's advice names its own controls (issue 32)", () => {
   });
 });
 
+describe('the console: a row refused by the pre-claim guard (docs/security.md)', () => {
+  it('its retry offers to trust the address its error names, saying what that means; confirmed, the workspace is created; a row failed otherwise, a read-only session or another site: no trust', async () => {
+    const CEO = "o'neil+ceo@claim.example";
+    const NAME = '<img src=x id=injected> Claim A';
+    const post = (path: string, body: unknown, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) =>
+      fetch(`${base}/api/v1${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: JSON.stringify(body),
+      });
+    // B's batch creates the person; its invitation link is sealed for B's operator; the account is activated through it.
+    const b = await post('/batches', {
+      batch_id: 'claim-b',
+      rows: [{ workspace_name: 'Claim B', owner_email: 'b-owner@claim.example', members: `${CEO}:normal` }],
+      options: { create_missing_owners: true },
+    });
+    expect(b.status, await b.clone().text()).toBe(201);
+    await waitUntilDone(env, ['claim-b']);
+    const invited = await post('/batches/claim-b/invite', { seal_to: await readFile(operator.pub, 'utf8') });
+    expect(invited.status, await invited.clone().text()).toBe(200);
+    await env.db.query(`UPDATE accounts SET status = 'active', initialized_at = now() WHERE email = $1`, [CEO]);
+    // A's batch: line 1 names the address (refused by the guard), line 2 an owner with no account (failed otherwise).
+    const a = await post('/batches', {
+      batch_id: 'claim-a',
+      rows: [
+        { workspace_name: NAME, owner_email: CEO },
+        { workspace_name: 'Claim Ghost', owner_email: 'ghost@claim.example' },
+      ],
+    });
+    expect(a.status, await a.clone().text()).toBe(201);
+    await waitUntilDone(env, ['claim-a']);
+    const rows = async () =>
+      (await env.db.query(`SELECT line, outcome, round FROM dify_provision.rows WHERE batch_id = 'claim-a' ORDER BY line`)).rows.map(
+        (r) => `${r.line}:${r.outcome}:${r.round}`,
+      );
+    expect(await rows()).toEqual(['1:failed:1', '2:failed:1']);
+    const trusted = async () =>
+      (await (await fetch(`${base}/api/v1/batches/claim-a`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()).options
+        .trust_accounts;
+
+    // A read-only session: no retry, so no trust; its token is refused one.
+    const reader = await browser.newPage();
+    reader.setDefaultTimeout(120_000);
+    await reader.goto(`${base}/batches/claim-a?token=${READER}`);
+    await reader.waitForSelector('#rows tr[data-line="1"][data-outcome="failed"]');
+    expect(await reader.locator('#retry-1, #trust-panel').count()).toBe(0);
+    await reader.close();
+    const asReader = await post(
+      '/batches/claim-a/rows/retry',
+      { lines: [1], trust_accounts: [CEO] },
+      { authorization: `Bearer ${READER}` },
+    );
+    expect(asReader.status).toBe(403);
+
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    page.setDefaultTimeout(120_000);
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${base}/?token=${TOKEN}`);
+    await page.goto(`${base}/batches/claim-a`);
+    await page.waitForSelector('#rows tr[data-line="1"][data-outcome="failed"]');
+    // The error names the row's retry, not the CLI's flag.
+    const shown = (await page.textContent('#rows tr[data-line="1"] td.err'))!;
+    expect(shown).toContain(`${CEO}: this account was created or invited by another batch`);
+    expect(shown).toContain('confirm it is the person (the row\'s "retry" offers to trust it) or use another address');
+    expect(shown).not.toContain('--trust-account');
+
+    // The row failed for another reason: its retry queues it at once and offers no trust.
+    expect(await page.textContent('#retry-2')).toBe('retry');
+    await page.click('#retry-2');
+    await page.waitForFunction(
+      () => document.querySelector('#trust-panel') !== null || document.querySelector('#notice')?.textContent !== '',
+    );
+    expect(await page.locator('#trust-panel').count()).toBe(0);
+    expect(await page.textContent('#notice')).toBe('1 row(s) queued again');
+    await waitUntilDone(env, ['claim-a']);
+    expect(await rows()).toEqual(['1:failed:1', '2:failed:2']);
+
+    // The pre-claimed row's retry asks first: the address, what trusting it means; nothing is sent yet.
+    await page.reload();
+    await page.waitForSelector('#rows tr[data-line="1"][data-outcome="failed"]');
+    expect(await page.textContent('#retry-1')).toBe('retry…');
+    await page.click('#retry-1');
+    await page.waitForFunction(
+      () => document.querySelector('#trust-panel') !== null || document.querySelector('#notice')?.textContent !== '',
+    );
+    expect(await page.getAttribute('#trust-panel', 'data-line')).toBe('1');
+    expect(await page.textContent('#trust-title')).toBe(`Line 1 (${NAME}): refused by the pre-claim guard`);
+    expect(await page.locator('#trust-panel img, #injected').count()).toBe(0); // the name is text, never HTML
+    const what = (await page.textContent('#trust-what'))!;
+    expect(what).toContain(`Another batch's operator was given the invitation link of ${CEO} and the account is active`);
+    expect(what).toContain(`Trusting ${CEO} lets this row join that account to its workspace`);
+    expect(what).toContain('trust it only if you have confirmed it is the person');
+    expect(await page.textContent('#trust-retry')).toBe(`Trust ${CEO} and retry line 1`);
+    expect(await page.textContent('#notice')).toBe('');
+    await page.click('#trust-cancel');
+    await page.waitForSelector('#trust-panel', { state: 'detached' });
+    expect(await rows()).toEqual(['1:failed:1', '2:failed:2']);
+
+    // From another site, with the admin's session: refused, nothing trusted.
+    const cookie = (await page.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+    const forged = await post(
+      '/batches/claim-a/rows/retry',
+      { lines: [1], trust_accounts: [CEO] },
+      {
+        cookie,
+        'x-requested-with': 'dify-provision',
+        origin: 'http://127.0.0.1:9999',
+      },
+    );
+    expect(forged.status).toBe(403);
+    expect(await rows()).toEqual(['1:failed:1', '2:failed:2']);
+    expect(await trusted()).toBeUndefined();
+
+    // Confirmed: the row is queued trusting the address, and its workspace is created with that owner.
+    await page.click('#retry-1');
+    await page.waitForSelector('#trust-panel');
+    await page.click('#trust-retry');
+    await page.waitForFunction(() => document.querySelector('#notice')?.textContent !== '');
+    expect(await page.textContent('#notice')).toBe(`1 row(s) queued again (the batch trusts ${CEO} now)`);
+    expect(await page.locator('#trust-panel').count()).toBe(0);
+    await waitUntilDone(env, ['claim-a']);
+    expect(await rows()).toEqual(['1:created:2', '2:failed:2']);
+    await page.waitForSelector('#rows tr[data-line="1"][data-outcome="created"]');
+    const owner = await env.db.query(
+      `SELECT a.email FROM tenant_account_joins j JOIN tenants t ON t.id = j.tenant_id JOIN accounts a ON a.id = j.account_id
+        WHERE t.name = $1 AND j.role = 'owner'`,
+      [NAME],
+    );
+    expect(owner.rows).toEqual([{ email: CEO }]);
+    expect(await trusted()).toEqual([CEO]);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
+
 describe('the console: every option the API takes (issue 32 item 4)', () => {
   it('offers each ingest option; a Windows-1252 file is provisioned from the browser; the batch page shows what it was made with', async () => {
     const { page, errors } = await consolePage();
