@@ -76,7 +76,11 @@ export interface BatchHandle {
   reportCsv(opts?: ReportTextOptions): AsyncGenerator<string>;
   /** The report as a JSON array (snake_case: the CSV's column names), streamed. */
   reportJson(): AsyncGenerator<string>;
-  /** Queues the failed rows again; `trustAccounts` (--trust-account) is recorded with the batch and let through for its rows. */
+  /**
+   * Queues the failed rows again; `trustAccounts` (--trust-account) is recorded with the batch and
+   * let through for its rows; `createMissingOwners` (--create-missing-owners): they create the
+   * accounts they name that do not exist (a batch ingested without the flag, after the fact).
+   */
   retryFailed(opts?: RequeueOptions): Promise<number>;
   /**
    * Queues these rows again, by line (one row or a selection; those failed or cancelled), as a new

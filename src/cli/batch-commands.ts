@@ -86,10 +86,17 @@ export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; 
     return 0;
   });
 
-export const retryCommand = (batchId: string, flags: { cancelled?: boolean; trustAccount?: string[] }, config: Config) =>
+export const retryCommand = (
+  batchId: string,
+  flags: { cancelled?: boolean; trustAccount?: string[]; createMissingOwners?: boolean },
+  config: Config,
+) =>
   withProvisioner(config, async (p) => {
     const batch = p.batch(batchId);
-    const opts = flags.trustAccount ? { trustAccounts: flags.trustAccount } : {};
+    const opts = {
+      ...(flags.trustAccount ? { trustAccounts: flags.trustAccount } : {}),
+      ...(flags.createMissingOwners ? { createMissingOwners: true } : {}),
+    };
     const n = flags.cancelled ? await batch.resumeCancelled(opts) : await batch.retryFailed(opts);
     process.stdout.write(`batch ${batchId}: ${n} ${flags.cancelled ? 'cancelled' : 'failed'} row(s) queued again${trustingWords(opts)}\n`);
     return 0;

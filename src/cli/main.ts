@@ -275,7 +275,11 @@ Configuration (every command):
         "as ingest's: let the rows join this existing account although another batch's operator was given its link (recorded with the batch; docs/security.md); repeatable",
       ).argParser(trustedAccount),
     )
-    .action(async (batch: string, flags: { cancelled?: boolean; trustAccount?: string[] }) =>
+    .option(
+      '--create-missing-owners',
+      "as ingest's: the rows queued again create the owners and members they name that have no Dify account (pending, as Dify's invite does; recorded with the batch)",
+    )
+    .action(async (batch: string, flags: { cancelled?: boolean; trustAccount?: string[]; createMissingOwners?: boolean }) =>
       exit(await (await batches()).retryCommand(batch, flags, await config())),
     );
 

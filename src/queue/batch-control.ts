@@ -2,7 +2,7 @@
 // still waiting, undo a cancel. PostgreSQL is the record; Redis only gets the jobs.
 import type { Queue } from 'bullmq';
 import type { Db } from '../db/pool.js';
-import { batchOptions, markCancelled, recordTrustedAccounts, reopenBatch } from '../store/batches.js';
+import { batchOptions, markCancelled, recordAsked, recordTrustedAccounts, reopenBatch } from '../store/batches.js';
 import { cancelQueued, requeue, requeueLines } from '../store/rows.js';
 import { DEFAULT_RETRY, jobFor, jobIdFor, type AnyJob, type RetryPolicy } from './contract.js';
 import { settleLostJobs, type QueueDeps } from './lost-jobs.js';
@@ -18,6 +18,12 @@ export interface RequeueOptions {
    * recorded with the batch, and each row queued again trusts those of them it names.
    */
   trustAccounts?: string[];
+  /**
+   * Create the accounts the rows name that do not exist (--create-missing-owners, as ingest's and
+   * apply's: pending, as Dify's invite makes them): recorded with the batch, and every row queued
+   * again by this call creates them.
+   */
+  createMissingOwners?: boolean;
 }
 
 /**
@@ -25,7 +31,11 @@ export interface RequeueOptions {
  * those it trusted already, an address once ignoring case); and the addresses for the rows
  * (lower-case, once each), each row queued again trusting those of them it names.
  */
-async function prepareRequeue(db: Db, batchId: string, opts: RequeueOptions): Promise<{ retry: RetryPolicy; trusted: string[] }> {
+async function prepareRequeue(
+  db: Db,
+  batchId: string,
+  opts: RequeueOptions,
+): Promise<{ retry: RetryPolicy; trusted: string[]; createMissing: boolean }> {
   const options = await batchOptions<{ retry: RetryPolicy; asked: { trustAccounts?: string[] } }>(db, batchId);
   const added = opts.trustAccounts ?? [];
   if (added.length > 0) {
@@ -39,7 +49,9 @@ async function prepareRequeue(db: Db, batchId: string, opts: RequeueOptions): Pr
     }
     if (more.length > 0) await recordTrustedAccounts(db, batchId, [...had, ...more]);
   }
-  return { retry: options.retry ?? DEFAULT_RETRY, trusted: [...new Set(added.map((e) => e.toLowerCase()))] };
+  const createMissing = opts.createMissingOwners === true;
+  if (createMissing) await recordAsked(db, batchId, { createMissingOwners: true });
+  return { retry: options.retry ?? DEFAULT_RETRY, trusted: [...new Set(added.map((e) => e.toLowerCase()))], createMissing };
 }
 
 async function requeueRows(
@@ -49,8 +61,8 @@ async function requeueRows(
   from: 'failed' | 'cancelled',
   opts: RequeueOptions = {},
 ): Promise<number> {
-  const { retry, trusted } = await prepareRequeue(db, batchId, opts);
-  const rows = await requeue<AnyJob>(db, batchId, from, trusted);
+  const { retry, trusted, createMissing } = await prepareRequeue(db, batchId, opts);
+  const rows = await requeue<AnyJob>(db, batchId, from, trusted, createMissing);
   if (rows.length > 0) await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
   await reopenBatch(db, batchId);
   return rows.length;
@@ -66,8 +78,8 @@ export const retryFailed = (db: Db, queue: Queue, batchId: string, opts?: Requeu
  * `trustAccounts` as retryFailed's: recorded with the batch, each of these rows trusting those it names.
  */
 export async function retryRows(db: Db, queue: Queue, batchId: string, lines: number[], opts: RequeueOptions = {}): Promise<number[]> {
-  const { retry, trusted } = await prepareRequeue(db, batchId, opts);
-  const rows = await requeueLines<AnyJob>(db, batchId, lines, trusted);
+  const { retry, trusted, createMissing } = await prepareRequeue(db, batchId, opts);
+  const rows = await requeueLines<AnyJob>(db, batchId, lines, trusted, createMissing);
   if (rows.length > 0) {
     await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
     await reopenBatch(db, batchId);
@@ -77,7 +89,8 @@ export async function retryRows(db: Db, queue: Queue, batchId: string, lines: nu
 
 /** What a retry or resume trusting addresses says of them (the CLI's and the API's answer). */
 export const trustingWords = (opts: RequeueOptions) =>
-  opts.trustAccounts?.length ? ` (the batch trusts ${opts.trustAccounts.join(', ')} now)` : '';
+  (opts.trustAccounts?.length ? ` (the batch trusts ${opts.trustAccounts.join(', ')} now)` : '') +
+  (opts.createMissingOwners ? ' (they create the accounts they name that do not exist)' : '');
 
 /** Queues the batch's cancelled rows again (undoes a cancel), as a new round. */
 export const resumeCancelled = (db: Db, queue: Queue, batchId: string, opts?: RequeueOptions) =>

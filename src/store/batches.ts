@@ -121,12 +121,16 @@ export async function batchOptions<T extends object>(db: Db | Tx, batchId: strin
 }
 
 /** The addresses the batch trusts (--trust-account), as asked: shown with its options like ingest's. */
-export async function recordTrustedAccounts(db: Db | Tx, batchId: string, trusted: string[]): Promise<void> {
+export const recordTrustedAccounts = (db: Db | Tx, batchId: string, trusted: string[]) =>
+  recordAsked(db, batchId, { trustAccounts: trusted });
+
+/** Options a retry or resume added to the batch (`retry --trust-account`, `--create-missing-owners`), recorded as asked. */
+export async function recordAsked(db: Db | Tx, batchId: string, patch: Record<string, unknown>): Promise<void> {
   await db.query(
     `UPDATE ${SCHEMA}.batches
-        SET options = options || jsonb_build_object('asked', COALESCE(options -> 'asked', '{}') || jsonb_build_object('trustAccounts', $2::jsonb))
+        SET options = options || jsonb_build_object('asked', COALESCE(options -> 'asked', '{}') || $2::jsonb)
       WHERE id = $1`,
-    [batchId, JSON.stringify(trusted)],
+    [batchId, JSON.stringify(patch)],
   );
 }
 

@@ -320,7 +320,9 @@ export const requeue = <Spec>(
   batchId: string,
   from: 'failed' | 'cancelled',
   trusted: string[] = [],
-): Promise<{ spec: Spec; round: number; line: number }[]> => requeueWhere<Spec>(db, 'outcome = $2', [batchId, from], trusted);
+  createMissing = false,
+): Promise<{ spec: Spec; round: number; line: number }[]> =>
+  requeueWhere<Spec>(db, 'outcome = $2', [batchId, from], trusted, createMissing);
 
 /**
  * failed or cancelled → queued, for these lines only (retry of one row or a selection), as a new
@@ -331,21 +333,27 @@ export const requeueLines = <Spec>(
   batchId: string,
   lines: number[],
   trusted: string[] = [],
+  createMissing = false,
 ): Promise<{ spec: Spec; round: number; line: number }[]> =>
-  requeueWhere<Spec>(db, `line = ANY($2::int[]) AND outcome IN ('failed', 'cancelled')`, [batchId, lines], trusted);
+  requeueWhere<Spec>(db, `line = ANY($2::int[]) AND outcome IN ('failed', 'cancelled')`, [batchId, lines], trusted, createMissing);
 
-/** The batch's rows `where` ($1 the batch, $2 `values[1]`) queued again as a new round; `trusted` is $3. */
+/**
+ * The batch's rows `where` ($1 the batch, $2 `values[1]`) queued again as a new round; `trusted` is
+ * $3. `createMissing` (retry --create-missing-owners): each row creates the accounts it names that
+ * do not exist, as an ingest or apply with the flag would (both specs carry createMissingAccounts).
+ */
 async function requeueWhere<Spec>(
   db: Db,
   where: string,
   values: [string, unknown],
   trusted: string[],
+  createMissing: boolean,
 ): Promise<{ spec: Spec; round: number; line: number }[]> {
   const { rows } = await db.query<{ spec: Spec; round: number; line: number }>(
     // Queued again here, so it is this server's now: its spec takes the server's lineage.
     `UPDATE ${SCHEMA}.rows
         SET outcome = 'queued', round = round + 1, error = NULL, attempts = 0, finished_at = NULL, updated_at = now(),
-            spec = spec${trusted.length > 0 ? ` || ${TRUSTED_OF_SPEC('$3')}` : ''}
+            spec = spec${trusted.length > 0 ? ` || ${TRUSTED_OF_SPEC('$3')}` : ''}${createMissing ? ` || '{"createMissingAccounts": true}'::jsonb` : ''}
               || COALESCE((SELECT jsonb_build_object('lineage', lineage::text) FROM ${SCHEMA}.server), '{}')
       WHERE batch_id = $1 AND ${where} AND spec IS NOT NULL
       RETURNING spec, round, line`,

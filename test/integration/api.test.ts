@@ -592,12 +592,15 @@ describe('the OpenAPI document', () => {
     served.sort();
     expect(served).toEqual(documented);
 
-    // retry, resume and rows/retry take trust_accounts (retry --trust-account); retry and resume's body is optional, cancel has none.
+    // retry, resume and rows/retry take trust_accounts and create_missing_owners (retry's flags); retry and resume's body is optional, cancel has none.
     type Body = { required: boolean; content: Record<string, { schema: { properties: Record<string, object> } }> };
     const bodyOf = (path: string) => (doc.paths[`/api/v1/batches/{id}/${path}`]!['post'] as { requestBody?: Body }).requestBody;
     for (const path of ['retry', 'resume', 'rows/retry']) {
       const trust = bodyOf(path)!.content['application/json']!.schema.properties['trust_accounts'];
       expect(trust, path).toMatchObject({ type: 'array', minItems: 1, items: { type: 'string', maxLength: 255 } });
+      expect(bodyOf(path)!.content['application/json']!.schema.properties['create_missing_owners'], path).toMatchObject({
+        type: 'boolean',
+      });
       expect(bodyOf(path)!.required, path).toBe(path === 'rows/retry');
     }
     expect(bodyOf('cancel')).toBeUndefined();

@@ -117,6 +117,39 @@ describe('batch lifecycle', () => {
     expect(await batch.retryFailed()).toBe(0);
   });
 
+  it('a batch ingested without create-missing-owners: retry with it creates the missing owner (recorded with the batch); a plain retry does not', async () => {
+    const batch = await provisioner.enqueue(
+      [
+        { workspace_name: 'Known', owner_email: 'owner1@example.com' },
+        { workspace_name: 'Newcomer', owner_email: 'Newcomer@example.com' },
+      ],
+      { batchId: 'late-flag' },
+    );
+    await withWorker(async () => {
+      expect((await batch.done(100)).counts).toMatchObject({ created: 1, failed: 1 });
+      expect(await batch.retryFailed()).toBe(1);
+      expect((await batch.done(100)).counts).toMatchObject({ created: 1, failed: 1 }); // still no account
+      expect(await batch.retryFailed({ createMissingOwners: true })).toBe(1);
+      expect(await batch.done(100)).toMatchObject({ succeeded: true, counts: { created: 2, failed: 0 } });
+    });
+    const report = await batch.report();
+    expect(report.map((r) => [r.line, r.outcome, r.accountsCreated])).toEqual([
+      [1, 'created', null],
+      [2, 'created', ['newcomer@example.com']],
+    ]);
+    const { rows } = await env.db.query(`SELECT status FROM accounts WHERE lower(email) = 'newcomer@example.com'`);
+    expect(rows).toEqual([{ status: 'pending' }]);
+    // Recorded as asked; the created row's spec says it created missing accounts, the other row's is as it was.
+    expect((await batch.status())?.options).toMatchObject({ createMissingOwners: true });
+    const { rows: specs } = await env.db.query(
+      `SELECT line, spec->'createMissingAccounts' AS c FROM dify_provision.rows WHERE batch_id = 'late-flag' ORDER BY line`,
+    );
+    expect(specs).toEqual([
+      { line: 1, c: false },
+      { line: 2, c: true },
+    ]);
+  });
+
   it('create-missing-owners creates a pending account once, even when two rows name the same new email', async () => {
     const rows = Array.from({ length: 6 }, (_, i) => ({
       workspace_name: `New ${i}`,

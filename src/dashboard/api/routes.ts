@@ -466,7 +466,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       'retry',
       'queued again',
       (id, opts) => retryFailed(deps.db, deps.queue, id, opts),
-      'Queue the failed rows again (a new round); trust_accounts: as retry --trust-account',
+      'Queue the failed rows again (a new round); trust_accounts, create_missing_owners: as retry --trust-account, --create-missing-owners',
       S.RequeueBodySchema,
     ),
     control('cancel', 'cancelled', (id) => cancelBatch(deps.db, deps, id), 'Cancel the rows still waiting (rows being processed finish)'),
@@ -474,17 +474,20 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       'resume',
       'queued again',
       (id, opts) => resumeCancelled(deps.db, deps.queue, id, opts),
-      'Queue the cancelled rows again (undo a cancel); trust_accounts: as retry --cancelled --trust-account',
+      'Queue the cancelled rows again (undo a cancel); trust_accounts, create_missing_owners: as retry --cancelled with those flags',
       S.RequeueBodySchema,
     ),
   ];
   return routes;
 }
 
-/** What a retry's or resume's JSON body asks (trust_accounts), if it has one. */
+/** What a retry's or resume's JSON body asks (trust_accounts, create_missing_owners), if it has one. */
 function requeueOptions(input: Input): RequeueOptions {
   const body = input.kind === 'json' ? (input.body as z.output<typeof S.RequeueBodySchema>) : {};
-  return body.trust_accounts ? { trustAccounts: body.trust_accounts } : {};
+  return {
+    ...(body.trust_accounts ? { trustAccounts: body.trust_accounts } : {}),
+    ...(body.create_missing_owners ? { createMissingOwners: true } : {}),
+  };
 }
 
 /** A batch's status with its throughput (the pages' and the API's). */

@@ -373,12 +373,20 @@ export const InviteResponseSchema = z.object({
 const trustAccounts = IngestOptionsSchema.shape.trust_accounts.describe(
   "existing accounts the rows queued again may join although another batch's operator was given their link (CLI: retry --trust-account; docs/security.md): recorded with the batch, each row trusting those it names",
 );
+/** create_missing_owners for rows queued again (the CLI's `retry --create-missing-owners`). */
+const createMissingOwners = z
+  .boolean()
+  .optional()
+  .describe(
+    "create the accounts the rows queued again name that do not exist, pending, as Dify's invite does (CLI: retry --create-missing-owners): recorded with the batch",
+  );
 /** POST /batches/{id}/retry and /resume: a body is optional (none: the rows as they were). */
-export const RequeueBodySchema = z.object({ trust_accounts: trustAccounts }).strict();
+export const RequeueBodySchema = z.object({ trust_accounts: trustAccounts, create_missing_owners: createMissingOwners }).strict();
 export const RetryRowsBodySchema = z
   .object({
     lines: z.array(z.number().int().min(1)).min(1).max(1000).describe("the rows' lines (1-1000 of them)"),
     trust_accounts: trustAccounts,
+    create_missing_owners: createMissingOwners,
   })
   .strict();
 export const RetryRowsResponseSchema = z.object({
