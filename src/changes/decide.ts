@@ -2,7 +2,7 @@
 // or refuse it, with Dify's own rules (dify/NOTES.md, "Lifecycle"). One pure function, used by
 // the worker (on the state it read under the workspace's lock, at that moment) and by the dry
 // run (on the state it read without locks): the plan says what the run would do.
-import { pickAccount, type AccountRules, type MissingAccount } from '../dify/accounts.js';
+import { CREATE_MISSING_HINT, isNoAccount, pickAccount, type AccountRules, type MissingAccount } from '../dify/accounts.js';
 import type { WorkspaceState } from '../dify/membership.js';
 import { RowError } from '../common/errors.js';
 import type { Account, ChangeAction, MemberRole } from '../common/types.js';
@@ -89,11 +89,10 @@ function decideMember(change: Change, ws: WorkspaceState, accounts: Account[], r
     );
   } catch (err) {
     if (!(err instanceof RowError)) throw err;
-    const unknown = !accounts.some((a) => a.email.toLowerCase() === email.toLowerCase()) && err.message.startsWith('no Dify account');
+    const unknown = !accounts.some((a) => a.email.toLowerCase() === email.toLowerCase()) && isNoAccount(err);
     // Nobody to remove: what the row asks for holds (a removed pending account was deleted by Dify's rule).
     if (change.action === 'remove_member' && unknown) return { verdict: 'unchanged', note: 'no Dify account has this email: not a member' };
-    if (change.action === 'add_member' && unknown)
-      return refuse('email', `${err.message} (or pass --create-missing-owners to create it as Dify's invite does)`);
+    if (change.action === 'add_member' && unknown) return refuse('email', `${err.message} ${CREATE_MISSING_HINT}`);
     return refuse(err.field, err.message);
   }
   if ('missing' in person) return apply('add', person);

@@ -16,7 +16,7 @@ import { describeSchema, probeDifySchema } from '../dify/schema-probe.js';
 import { provisionerOn } from '../provisioner.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
 import { generatedBatchId } from '../common/types.js';
-import { fileReadOptions } from './ingest-command.js';
+import { checkInputFile, fileReadOptions } from './ingest-command.js';
 import { EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
 import type { BatchFileFlags } from './options.js';
 import { waitAndReport } from './wait-command.js';
@@ -44,6 +44,7 @@ const batchIdFor = (file: string) =>
   );
 
 export async function applyCommand(file: string, flags: ApplyFlags, config: Config): Promise<number> {
+  await checkInputFile(file);
   const within = scopeOf(flags.within);
   const readOpts: ReadOptions = {
     ...fileReadOptions(file, flags, flags.sync ? SYNC_ROWS : CHANGE_ROWS),

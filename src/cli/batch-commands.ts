@@ -64,7 +64,7 @@ export const statusCommand = (batchId: string, flags: { json?: boolean }, config
   });
 
 // wait follows the batch from PostgreSQL when Redis does not answer (at the start or later), and keeps waiting, saying so.
-export const waitCommand = (batchId: string, flags: { json?: boolean; reportDir: string }, config: Config) =>
+export const waitCommand = (batchId: string, flags: { json?: boolean; reportDir: string; overwrite?: boolean }, config: Config) =>
   withReader(config, (p) => waitAndReport(p.batch(batchId), flags), { followRedis: true });
 
 export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; out?: string; overwrite?: boolean }, config: Config) =>
@@ -73,7 +73,10 @@ export const reportCommand = (batchId: string, flags: { format: 'csv' | 'json'; 
     await batch.status(); // says clearly when there is no such batch
     if (flags.out) {
       const chunks = flags.format === 'json' ? batch.reportJson() : batch.reportCsv();
-      await writeNewFile(flags.out, chunks, { overwrite: flags.overwrite ?? false });
+      await writeNewFile(flags.out, chunks, {
+        overwrite: flags.overwrite ?? false,
+        ifExists: 'pass --overwrite to replace it, or a new --out file',
+      });
       process.stderr.write(`report written to ${flags.out}\n`);
     } else {
       // Standard output, a terminal or a pipe (which often ends on one: | head, | less -R, a CI

@@ -2,7 +2,7 @@
 // --dry-run plans without writing, --strict queues nothing unless every row is valid,
 // --wait follows the batch to the end.
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -34,6 +34,7 @@ export interface IngestFlags extends BatchFileFlags {
 const dups = (n: number) => (n > 0 ? ` (${n} likely duplicate${n === 1 ? '' : 's'})` : '');
 
 export async function ingestCommand(file: string, flags: IngestFlags, config: Config): Promise<number> {
+  await checkInputFile(file);
   const readOpts: ReadOptions = {
     ...fileReadOptions(file, flags, WORKSPACE_ROWS),
     allowDuplicateNames: flags.allowDuplicateNames ?? false,
@@ -175,6 +176,27 @@ function printRows(rows: PlanRow[]): void {
  * How ingest and apply read `file` (- is stdin), whose columns are `kind`'s: --ignore-unknown-columns,
  * --delimiter, --encoding, --sheet, --header-row, --map (each entry checked), --max-bytes.
  */
+const UNREADABLE: Record<string, string> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  ENOTDIR: 'a part of the path is not a folder',
+  EISDIR: 'a folder, not a file',
+};
+
+/** The input file (ingest's, apply's) can be opened: else one line naming it and why, not Node's raw error. */
+export async function checkInputFile(file: string): Promise<void> {
+  if (file === '-') return;
+  const cannot = (code: string | undefined, message: string) => new UsageError(`cannot read ${file}: ${UNREADABLE[code ?? ''] ?? message}`);
+  const fh = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+    throw cannot(err.code, err.message);
+  });
+  try {
+    if ((await fh.stat()).isDirectory()) throw cannot('EISDIR', '');
+  } finally {
+    await fh.close();
+  }
+}
+
 export function fileReadOptions(file: string, flags: BatchFileFlags, kind: Vocabulary): ReadOptions {
   return {
     ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false,

@@ -97,7 +97,7 @@ export function summaryTable(s: BatchStatus): string {
 export async function writeReports(
   batch: Pick<BatchHandle, 'id' | 'reportCsv' | 'reportJson'>,
   dir: string,
-  opts: { overwrite?: boolean } = {},
+  opts: { overwrite?: boolean; ifExists?: string } = {},
 ): Promise<{ csv: string; json: string }> {
   await mkdir(dir, { recursive: true });
   const csv = resolve(join(dir, `${batch.id}-report.csv`));
@@ -137,7 +137,11 @@ export async function waitAndReport(
     process.off('SIGINT', interrupted);
     view.stop();
   }
-  const paths = await writeReports(batch, flags.reportDir, { overwrite: flags.overwrite ?? false });
+  // A report file left by an earlier run: the batch itself is finished, and the message says so.
+  const paths = await writeReports(batch, flags.reportDir, {
+    overwrite: flags.overwrite ?? false,
+    ifExists: `batch ${batch.id} finished (${status!.state}) but its report was not written: pass --overwrite to replace it, or --report-dir for another folder`,
+  });
   if (flags.json) {
     process.stdout.write(`${JSON.stringify({ ...status, report: paths })}\n`);
   } else {

@@ -129,6 +129,14 @@ export function lockAccountsStatement(emails: string[], rules: AccountRules): St
   };
 }
 
+/** What a refusal of an email no Dify account has adds where the batch could create it instead. */
+export const CREATE_MISSING_HINT = "(or pass --create-missing-owners to create it as Dify's invite does)";
+
+const NO_ACCOUNT = 'no Dify account has the email';
+
+/** pickAccount's refusal of an email no Dify account has (a caller adds its own way forward). */
+export const isNoAccount = (err: unknown): boolean => err instanceof RowError && err.message.startsWith(NO_ACCOUNT);
+
 /**
  * The one usable account for this email among `matches` (candidates from accountCandidates), as
  * Dify's invite finds it: the account with this email (ignoring case); else, where Dify keeps
@@ -154,7 +162,7 @@ export function pickAccount(
   }
   if (found.length === 0) {
     if (createMissing) return { missing: true, email };
-    throw new RowError(field, `no Dify account has the email "${email}" — create the account or fix the address`);
+    throw new RowError(field, `${NO_ACCOUNT} "${email}" — create the account or fix the address`);
   }
   if (found.length > 1) {
     const named = found

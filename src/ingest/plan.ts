@@ -4,7 +4,16 @@ import type { InputInfo } from '../input/decode.js';
 import type { CsvRow } from '../input/read-rows.js';
 import type { Db } from '../db/pool.js';
 import { RowError } from '../common/errors.js';
-import { checkDistinct, findAccounts, personKey, pickAccount, profileOf, type AccountRules } from '../dify/accounts.js';
+import {
+  checkDistinct,
+  CREATE_MISSING_HINT,
+  findAccounts,
+  isNoAccount,
+  personKey,
+  pickAccount,
+  profileOf,
+  type AccountRules,
+} from '../dify/accounts.js';
 import { answerKnown, knownEntries } from '../store/ledger.js';
 import { ledgerExists } from '../store/ledger.js';
 import type { RejectedRow } from '../input/row-checker.js';
@@ -158,7 +167,8 @@ async function planChunk(
           });
       } catch (err) {
         if (!(err instanceof RowError)) throw err;
-        problems.push({ line, field, message: err.message });
+        // Before the ingest, as apply's plan: the option that would create the account.
+        problems.push({ line, field, message: isNoAccount(err) ? `${err.message} ${CREATE_MISSING_HINT}` : err.message });
       }
     };
     check(row.ownerEmail, 'owner_email');

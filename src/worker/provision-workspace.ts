@@ -10,6 +10,7 @@ import { inlined, type Db, type Tx } from '../db/pool.js';
 import {
   checkDistinct,
   ensureAccount,
+  isNoAccount,
   personKey,
   pickAccount,
   type AccountProfile,
@@ -119,10 +120,23 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
 
   // 2. The owner and members must be Dify accounts (a permanent error otherwise, unless the
   //    batch creates missing ones: then they are created in the transaction below).
+  //    An email no account has: the refusal names the ways forward from a batch already queued.
+  const pick = (email: string, field: string) => {
+    try {
+      return pickAccount(start.accounts, email, field, rules, job.createMissingAccounts);
+    } catch (err) {
+      if (!(err instanceof RowError) || !isNoAccount(err)) throw err;
+      throw new RowError(
+        field,
+        `${err.message}; once the account exists, \`dify-provision retry ${job.batchId}\` queues this row again ` +
+          `(or ingest the file again with --create-missing-owners and a new --batch-id to create it as Dify's invite does)`,
+      );
+    }
+  };
   const wanted: Wanted = {
-    owner: pickAccount(start.accounts, job.ownerEmail, 'owner_email', rules, job.createMissingAccounts),
+    owner: pick(job.ownerEmail, 'owner_email'),
     members: job.members.map((m) => ({
-      account: pickAccount(start.accounts, m.email, 'members', rules, job.createMissingAccounts),
+      account: pick(m.email, 'members'),
       role: m.role,
     })),
   };

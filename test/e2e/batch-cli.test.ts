@@ -40,9 +40,14 @@ describe('batch commands from the CLI', () => {
 
     // wait on a finished batch answers at once, with the same exit code; it never writes over
     // the reports of an earlier run unless asked
+    // the reports of an earlier run unless asked, saying the batch finished and the way out
+    const kept = `dify-provision: ${join(dir(), 'good-report.csv')} exists already: batch good finished (done) but its report was not written: pass --overwrite to replace it, or --report-dir for another folder\n`;
     const again = await runCli(['wait', 'good', '--report-dir', dir()], world.env.env);
     expect(again.code).toBe(1);
-    expect(again.stderr).toMatch(/good-report\.csv exists already/);
+    expect(again.stderr).toBe(kept);
+    const reingested = await runCli(['ingest', good, '--wait', '--report-dir', dir(), '--batch-id', 'good'], world.env.env);
+    expect(reingested.code).toBe(1);
+    expect(reingested.stderr.endsWith(kept), reingested.stderr).toBe(true);
     expect((await runCli(['wait', 'good', '--report-dir', dir(), '--overwrite'], world.env.env)).code).toBe(0);
     expect((await runCli(['wait', 'bad', '--report-dir', dir(), '--overwrite'], world.env.env)).code).toBe(3);
 

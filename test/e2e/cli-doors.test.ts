@@ -24,7 +24,9 @@ describe('ingest doors', () => {
     expect(plan.code).toBe(2);
     expect(plan.stdout).toContain('plan: 3 rows: would create 1, skip 0 existing, reject 1 invalid, fail 1 (owners/ids)');
     expect(plan.stderr).toContain('line 3 (owner_email): is not a valid email address');
-    expect(plan.stderr).toContain('line 4 (owner_email): no Dify account has the email "ghost@example.com"');
+    expect(plan.stderr).toContain(
+      'line 4 (owner_email): no Dify account has the email "ghost@example.com" — create the account or fix the address (or pass --create-missing-owners to create it as Dify\'s invite does)',
+    );
     const { rows: schemas } = await world.env.db.query(`SELECT 1 FROM information_schema.schemata WHERE schema_name = 'dify_provision'`);
     expect(schemas).toEqual([]); // nothing of ours in PostgreSQL
     expect(await world.env.redis.keys(`${world.env.config.queuePrefix}*`)).toEqual([]); // nor in Redis
@@ -111,7 +113,7 @@ describe('batch doors', () => {
     expect(JSON.parse(await readFile(out, 'utf8')).map((r: { outcome: string }) => r.outcome)).toEqual(Array(6).fill('created'));
     const again = await runCli(['report', 'doors', '--format', 'json', '--out', out], world.env.env);
     expect(again.code).toBe(1);
-    expect(again.stderr).toMatch(/exists already/);
+    expect(again.stderr).toBe(`dify-provision: ${out} exists already: pass --overwrite to replace it, or a new --out file\n`);
     expect((await runCli(['report', 'nope'], world.env.env)).stderr).toBe('dify-provision: no batch "nope"\n');
   });
 

@@ -1,7 +1,8 @@
 // What an operator sees when something is wrong or they stop early, through the CLI as separate
 // processes: the OS's own cause for a storage folder the worker cannot use (EACCES with owner,
 // mode and user), a wrong PostgreSQL password naming host, database, user and variable, Ctrl-C on
-// `ingest --wait`, a reader that closes the pipe (`| head -1`), and `--version`.
+// `ingest --wait`, a reader that closes the pipe (`| head -1`), an input file that is not there, and
+// `--version`.
 import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,6 +29,21 @@ describe('CLI hygiene', () => {
     const help = await runCli(['--help'], bare);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('--version');
+  });
+
+  it('an input file that is missing (or a folder) is one line naming it, for ingest and apply, with and without --dry-run', async () => {
+    const missing = join(world.env.dir, 'nofile.csv');
+    for (const args of [['ingest'], ['ingest', '--dry-run'], ['apply'], ['apply', '--dry-run']]) {
+      const [command, ...flags] = args;
+      expect(await runCli([command!, missing, ...flags], world.env.env), args.join(' ')).toEqual({
+        code: 1,
+        stdout: '',
+        stderr: `dify-provision: cannot read ${missing}: no such file\n`,
+      });
+      expect((await runCli([command!, world.env.dir, ...flags], world.env.env)).stderr).toBe(
+        `dify-provision: cannot read ${world.env.dir}: a folder, not a file\n`,
+      );
+    }
   });
 
   it('a reader that stops early (`| head -1`) ends `batches` and `report` quietly: no EPIPE, no stack trace', async () => {
