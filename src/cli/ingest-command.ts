@@ -73,6 +73,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
           s,
           `batch ${s.batchId}: ${s.total} rows read, ${s.queued} queued, ${s.rejected} rejected${again}\nread as ${describeInput(s.input ?? newInputInfo())}`,
         );
+      if (s.notApplied) process.stderr.write(`${notAppliedWords(s.batchId, s.notApplied, flags)}\n`);
       return flags.wait
         ? await waitAndReport(batch, { reportDir: flags.reportDir, overwrite: flags.overwrite ?? false, json: flags.json ?? false })
         : 0;
@@ -225,3 +226,37 @@ async function spoolStdin(): Promise<{ path: string; remove(): Promise<void> }> 
   await pipeline(process.stdin, createWriteStream(path, { mode: 0o600 }));
   return { path, remove: () => rm(dir, { recursive: true, force: true }) };
 }
+
+/** The flag of each option a run of an existing batch asked for beyond the batch's (EnqueueSummary.notApplied). */
+const FLAG_OF: Record<string, string> = {
+  createMissingOwners: '--create-missing-owners',
+  trustAccounts: '--trust-account',
+  mintDatasetKeys: '--mint-dataset-keys',
+  invite: '--invite',
+  invitePending: '--invite-pending',
+  sendInvites: '--send-invites',
+  sealTo: '--seal-to',
+  retry: '--attempts/--backoff-ms',
+};
+
+/** What to tell an operator who ran an existing batch again with options it was not made with, and what to do instead. */
+export function notAppliedWords(batchId: string, notApplied: string[], flags: { trustAccount?: string[] }): string {
+  const named = notApplied.map((k) => FLAG_OF[k] ?? k);
+  const retryable = [
+    ...(notApplied.includes('createMissingOwners') ? ['--create-missing-owners'] : []),
+    ...(notApplied.includes('trustAccounts') ? (flags.trustAccount ?? []).map((e) => `--trust-account ${shellWord(e)}`) : []),
+  ];
+  const others = notApplied.filter((k) => k !== 'createMissingOwners' && k !== 'trustAccounts');
+  return (
+    `batch ${batchId} existed already, made without this run's ${named.join(', ')}: a batch keeps the options it was made with, so ${
+      named.length === 1 ? 'it was' : 'they were'
+    } not applied` +
+    (retryable.length > 0 ? `; for its failed rows run: dify-provision retry ${batchId} ${retryable.join(' ')}` : '') +
+    (others.length > 0
+      ? `; for ${others.map((k) => FLAG_OF[k] ?? k).join(', ')}, ingest under a new --batch-id (rows created already answer "existing")`
+      : '')
+  );
+}
+
+/** An address as one shell word (quoted when it holds anything but the plain characters of an address). */
+const shellWord = (w: string) => (/^[A-Za-z0-9@._+-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`);

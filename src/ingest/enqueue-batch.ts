@@ -85,6 +85,13 @@ export interface EnqueueSummary {
   likelyDuplicates: number;
   /** A file's format, encoding, delimiter and empty rows skipped (enqueueCsv). */
   input?: InputInfo;
+  /**
+   * The batch existed: options this call asked for that it was not made with (the library's names:
+   * createMissingOwners, trustAccounts, …), not applied to it, since a batch keeps the options it
+   * was made with. createMissingOwners and trustAccounts can be given to its failed rows by
+   * `retryFailed`; the others need a new batch id (rows created already answer existing).
+   */
+  notApplied?: string[];
 }
 
 export class SealRequiredError extends UsageError {
@@ -151,10 +158,15 @@ export async function enqueueBatch(
       ...(sealTo ? { sealTo } : {}),
       asked: askedOptions(opts, sealTo),
     });
-    // New rows of a batch that existed are queued with the retry policy it was made with.
-    const retry = summary.batchCreated
-      ? (opts.retry ?? DEFAULT_RETRY)
-      : ((await batchOptions<{ retry: RetryPolicy }>(tx, opts.batchId)).retry ?? DEFAULT_RETRY);
+    // New rows of a batch that existed are queued with the retry policy it was made with; what this
+    // call asks for beyond the batch's options is said, not applied.
+    let retry = opts.retry ?? DEFAULT_RETRY;
+    if (!summary.batchCreated) {
+      const made = await batchOptions<{ retry: RetryPolicy; asked: Record<string, unknown> }>(tx, opts.batchId);
+      retry = made.retry ?? DEFAULT_RETRY;
+      const notApplied = optionsNotApplied(opts, askedOptions(opts, sealTo), made.asked ?? {}, retry);
+      if (notApplied.length > 0) summary.notApplied = notApplied;
+    }
     jobs = new IngestJobs(deps, opts.batchId, retry);
     await jobs.begin();
     try {
@@ -204,6 +216,28 @@ export function askedOptions(opts: object, sealTo?: string): Record<string, unkn
   }
   if (sealTo) asked['sealTo'] = `public key sha256:${createHash('sha256').update(sealTo).digest('hex')}`;
   return asked;
+}
+
+/** Options that change what a batch's rows do, when asked on yes/no: asked now but not by the batch. */
+const FLAGS = ['createMissingOwners', 'mintDatasetKeys', 'invite', 'invitePending', 'sendInvites'] as const;
+
+/**
+ * What a run of an existing batch asks for that the batch was not made with (`made`: its options
+ * as asked, `retry`: its policy): a flag it lacks, an address it does not trust, another seal key,
+ * another retry policy. Options the run leaves out are not differences: the batch keeps its own.
+ */
+export function optionsNotApplied(
+  opts: EnqueueOptions,
+  asked: Record<string, unknown>,
+  made: Record<string, unknown>,
+  retry: RetryPolicy,
+): string[] {
+  const out: string[] = FLAGS.filter((k) => asked[k] === true && made[k] !== true);
+  const trusted = new Set(((made['trustAccounts'] as string[] | undefined) ?? []).map((e) => e.toLowerCase()));
+  if ((opts.trustAccounts ?? []).some((e) => !trusted.has(e.toLowerCase()))) out.push('trustAccounts');
+  if (asked['sealTo'] !== undefined && asked['sealTo'] !== made['sealTo']) out.push('sealTo');
+  if (opts.retry && (opts.retry.attempts !== retry.attempts || opts.retry.backoffMs !== retry.backoffMs)) out.push('retry');
+  return out;
 }
 
 const isPlain = (v: object): boolean =>

@@ -90,6 +90,17 @@ describe('POST /api/v1/batches, run by a worker', () => {
       S.EnqueueResponseSchema,
     );
     expect(fromJson).toMatchObject({ batch_id: 'from-json', total: 2, queued: 2, rejected: 0, already_in_batch: 0, rejected_rows: [] });
+    expect(fromJson.not_applied).toBeUndefined();
+    // The same batch again with an option it was not made with: nothing queued, the option named as not applied.
+    const sentAgain = await answer(
+      await api(
+        '/batches',
+        json({ rows: GOOD, batch_id: 'from-json', options: { attempts: 2, backoff_ms: 50, create_missing_owners: true } }),
+      ),
+      200,
+      S.EnqueueResponseSchema,
+    );
+    expect(sentAgain).toMatchObject({ queued: 0, already_in_batch: 2, not_applied: ['create_missing_owners'] });
 
     const withBad = [
       { workspace_name: 'Initech', owner_email: 'owner3@example.com' },

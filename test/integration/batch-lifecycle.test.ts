@@ -129,6 +129,15 @@ describe('batch lifecycle', () => {
       expect((await batch.done(100)).counts).toMatchObject({ created: 1, failed: 1 });
       expect(await batch.retryFailed()).toBe(1);
       expect((await batch.done(100)).counts).toMatchObject({ created: 1, failed: 1 }); // still no account
+      // The same rows again with the flag: the same batch, nothing queued, and the flag said not applied.
+      const again = await provisioner.enqueue(
+        [
+          { workspace_name: 'Known', owner_email: 'owner1@example.com' },
+          { workspace_name: 'Newcomer', owner_email: 'Newcomer@example.com' },
+        ],
+        { batchId: 'late-flag', createMissingOwners: true },
+      );
+      expect(again.summary).toMatchObject({ queued: 0, alreadyInBatch: 2, notApplied: ['createMissingOwners'] });
       expect(await batch.retryFailed({ createMissingOwners: true })).toBe(1);
       expect(await batch.done(100)).toMatchObject({ succeeded: true, counts: { created: 2, failed: 0 } });
     });

@@ -119,10 +119,16 @@ export const EnqueueResponseSchema = z.object({
   likely_duplicates: count,
   input: InputInfoSchema.optional(),
   rejected_rows: z.array(RowProblemsSchema).describe(`the rejected rows with why (the first ${1000})`),
+  not_applied: z
+    .array(z.string())
+    .optional()
+    .describe(
+      'the batch existed: options this request asked for that it was not made with (create_missing_owners, trust_accounts, …), not applied; create_missing_owners and trust_accounts can be given to its failed rows by POST /batches/{id}/retry, the others need a new batch_id',
+    ),
 });
 
 /** What POST /changes answers: ingest's answer without what only ingest knows (likely duplicates, the input's format). */
-export const ApplyResponseSchema = EnqueueResponseSchema.omit({ likely_duplicates: true, input: true });
+export const ApplyResponseSchema = EnqueueResponseSchema.omit({ likely_duplicates: true, input: true, not_applied: true });
 
 /** Rows a plan lists with their verdict (the counts and `problems` cover every row). */
 export const PLAN_ROWS_LISTED = 1000;
