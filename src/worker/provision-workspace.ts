@@ -129,7 +129,7 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
       throw new RowError(
         field,
         `${err.message}; once the account exists, \`dify-provision retry ${job.batchId}\` queues this row again ` +
-          `(or ingest the file again with --create-missing-owners and a new --batch-id to create it as Dify's invite does)`,
+          `(or \`dify-provision retry ${job.batchId} --create-missing-owners\` creates it as Dify's invite does)`,
       );
     }
   };

@@ -205,11 +205,11 @@ describe('provisioning a batch', () => {
     expect(status!.counts).toMatchObject({ created: 2, failed: 1 });
     const failed = (await rowsOf('missing')).find((r) => r.outcome === 'failed')!;
     expect(failed).toMatchObject({ line: 3, attempts: 1 });
-    // The way forward from a queued batch: create the account and retry, or ingest anew creating it.
+    // The way forward from a queued batch: create the account and retry, or retry creating it.
     expect(failed.error).toBe(
       'owner_email: no Dify account has the email "nobody@example.com" — create the account or fix the address; ' +
         'once the account exists, `dify-provision retry missing` queues this row again ' +
-        "(or ingest the file again with --create-missing-owners and a new --batch-id to create it as Dify's invite does)",
+        "(or `dify-provision retry missing --create-missing-owners` creates it as Dify's invite does)",
     );
     expect(await readdir(join(env.config.storageDir, 'privkeys'))).toHaveLength(2);
   });
