@@ -226,6 +226,13 @@ describe('invitations from the CLI', () => {
       expect(notAnAddress.code).not.toBe(0);
       expect(notAnAddress.stderr).toContain('--trust-account takes an email address');
 
+      // The same file again with the flag: the same batch, which keeps its options: said, with what to run instead.
+      const rerun = await runCli([...difyEnv, 'ingest', a, '--trust-account', 'ceo@a.example', '--batch-id', 'cust-a'], env.env);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(rerun.stderr).toContain(
+        "batch cust-a existed already, made without this run's --trust-account: a batch keeps the options it was made with, so it was not applied; for its failed rows run: dify-provision retry cust-a --trust-account ceo@a.example",
+      );
+
       // retry: without the flag the row is refused again; with it, created, the batch recording the address.
       const outcomes = async (batch: string) => (await world.rowsOf(batch)).map((r: { outcome: string }) => r.outcome);
       expect((await runCli(['retry', 'cust-a'], env.env)).stdout).toContain('batch cust-a: 1 failed row(s) queued again\n');
@@ -259,6 +266,19 @@ describe('invitations from the CLI', () => {
         ['cust-a', ['ceo@a.example']],
         ['cust-a-trusted', ['ceo@a.example']],
       ]);
+
+      // An owner with no account in a batch made without --create-missing-owners: retry with it creates the account.
+      const c = await world.file('c.csv', [{ workspace_name: 'C Corp', owner_email: 'founder@c.example', members: '' }]);
+      expect((await runCli([...difyEnv, 'ingest', c, '--batch-id', 'cust-c'], env.env)).code).toBe(0);
+      await until(world.done('cust-c'), "C's batch");
+      expect(await outcomes('cust-c')).toEqual(['failed']);
+      const created = await runCli(['retry', 'cust-c', '--create-missing-owners'], env.env);
+      expect(created.stdout, created.stderr).toContain(
+        'batch cust-c: 1 failed row(s) queued again (they create the accounts they name that do not exist)',
+      );
+      await until(world.done('cust-c'), 'the row retried with --create-missing-owners');
+      expect(await outcomes('cust-c')).toEqual(['created']);
+      expect((await optionsOf('cust-c'))['createMissingOwners']).toBe(true);
     } finally {
       await worker.stop();
     }
