@@ -27,6 +27,7 @@ import { invitationMail } from './invite/deliver.js';
 import { loadOpenKey } from './crypto/sealing.js';
 import { newInputInfo } from './input/decode.js';
 import { readRecords, readRows, type ReadOptions } from './input/read-rows.js';
+import { checkInputFile } from './input/read-options.js';
 import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } from './changes/change-row.js';
 import { enqueueChanges, type ApplyOptions, type ApplySummary } from './changes/enqueue-changes.js';
 import { planChanges, type ChangePlan } from './changes/plan.js';
@@ -327,15 +328,18 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
   return {
     enqueue: (rows, opts = {}) => enqueueRows(() => checkInputRows(rows, opts), false, opts),
     apply: (rows, opts = {}) => applyRows(inputSource(rows, opts), false, opts),
-    applyFile: (file, opts = {}) =>
-      applyRows(changeSource(file, opts), typeof file === 'string', {
+    async applyFile(file, opts = {}) {
+      if (typeof file === 'string') await checkInputFile(file);
+      return applyRows(changeSource(file, opts), typeof file === 'string', {
         ...opts,
         ...(typeof file === 'string' && !opts.source ? { source: file } : {}),
-      }),
+      });
+    },
     checkInvitations: (ask) => refuseUnusableInvitations(rt.config, ask),
     async planChanges(input, opts = {}) {
       refuseUnusableInvitations(rt.config, opts);
       const schema = await probeDifySchema(db);
+      if (typeof input === 'string') await checkInputFile(input);
       const rows = typeof input === 'string' || isReadable(input) ? changeSource(input, opts)() : inputSource(input, opts)();
       return planChanges(rows, db, {
         accounts: { normalized: schema.normalizedEmail },
@@ -344,6 +348,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
       });
     },
     async enqueueCsv(file, opts = {}) {
+      if (typeof file === 'string') await checkInputFile(file);
       const { open, source } = csvSource(file, opts);
       const batch = await enqueueRows(open, typeof file === 'string', {
         ...opts,
@@ -355,6 +360,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     },
     async plan(file, opts = {}) {
       refuseUnusableInvitations(rt.config, opts);
+      if (typeof file === 'string') await checkInputFile(file);
       const { open, source } = csvSource(file, opts);
       const schema = await probeDifySchema(db);
       const plan = await planBatch(open(), db, {

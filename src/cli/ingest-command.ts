@@ -2,7 +2,7 @@
 // --dry-run plans without writing, --strict queues nothing unless every row is valid,
 // --wait follows the batch to the end.
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -10,6 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
 import { describeInput, newInputInfo } from '../input/decode.js';
 import { readRows, WORKSPACE_ROWS, type ReadOptions } from '../input/read-rows.js';
+import { checkInputFile } from '../input/read-options.js';
 import { mapEntryProblem, type Vocabulary } from '../input/header.js';
 import { UsageError } from '../common/errors.js';
 import { describeSchema, probeDifySchema, type Band } from '../dify/schema-probe.js';
@@ -177,27 +178,6 @@ function printRows(rows: PlanRow[]): void {
  * How ingest and apply read `file` (- is stdin), whose columns are `kind`'s: --ignore-unknown-columns,
  * --delimiter, --encoding, --sheet, --header-row, --map (each entry checked), --max-bytes.
  */
-const UNREADABLE: Record<string, string> = {
-  ENOENT: 'no such file',
-  EACCES: 'permission denied',
-  ENOTDIR: 'a part of the path is not a folder',
-  EISDIR: 'a folder, not a file',
-};
-
-/** The input file (ingest's, apply's) can be opened: else one line naming it and why, not Node's raw error. */
-export async function checkInputFile(file: string): Promise<void> {
-  if (file === '-') return;
-  const cannot = (code: string | undefined, message: string) => new UsageError(`cannot read ${file}: ${UNREADABLE[code ?? ''] ?? message}`);
-  const fh = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
-    throw cannot(err.code, err.message);
-  });
-  try {
-    if ((await fh.stat()).isDirectory()) throw cannot('EISDIR', '');
-  } finally {
-    await fh.close();
-  }
-}
-
 export function fileReadOptions(file: string, flags: BatchFileFlags, kind: Vocabulary): ReadOptions {
   return {
     ignoreUnknownColumns: flags.ignoreUnknownColumns ?? false,

@@ -1,4 +1,6 @@
 // How a file of rows is read (shared by the CSV and the workbook readers), and what a reader yields.
+import { open } from 'node:fs/promises';
+import { UsageError } from '../common/errors.js';
 import type { Delimiter } from './decode.js';
 import type { RejectedRow } from './row-checker.js';
 
@@ -42,3 +44,27 @@ export interface ReadOptions {
 
 /** A record with its line, or a line that could not be read as a record (already a rejected row). */
 export type RecordItem = { line: number; record: string[] } | { row: RejectedRow };
+
+const UNREADABLE: Record<string, string> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  ENOTDIR: 'a part of the path is not a folder',
+  EISDIR: 'a folder, not a file',
+};
+
+/**
+ * The input file (ingest's, apply's, a plan's; the CLI's and the library's) can be opened: else one
+ * line naming it and why (a UsageError), not Node's raw error nor a stream's unhandled one.
+ */
+export async function checkInputFile(file: string): Promise<void> {
+  if (file === '-') return;
+  const cannot = (code: string | undefined, message: string) => new UsageError(`cannot read ${file}: ${UNREADABLE[code ?? ''] ?? message}`);
+  const fh = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+    throw cannot(err.code, err.message);
+  });
+  try {
+    if ((await fh.stat()).isDirectory()) throw cannot('EISDIR', '');
+  } finally {
+    await fh.close();
+  }
+}

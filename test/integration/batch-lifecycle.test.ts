@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
@@ -76,6 +77,19 @@ describe('the per-row report', () => {
 });
 
 describe('batch lifecycle', () => {
+  it('the library: an input path that cannot be read is refused naming it (ingest, apply, both plans), nothing recorded, nothing left unhandled', async () => {
+    const missing = join(env.dir, 'no-such.csv');
+    const calls = (path: string) => [
+      () => provisioner.enqueueCsv(path),
+      () => provisioner.plan(path),
+      () => provisioner.applyFile(path),
+      () => provisioner.planChanges(path),
+    ];
+    for (const call of calls(missing)) await expect(call()).rejects.toThrow(`cannot read ${missing}: no such file`);
+    for (const call of calls(env.dir)) await expect(call()).rejects.toThrow(`cannot read ${env.dir}: a folder, not a file`);
+    expect(await provisioner.batches()).toEqual([]);
+  });
+
   it('strict mode queues nothing when one row is invalid, and lists every invalid row', async () => {
     const rows = [
       { workspace_name: 'Fine', owner_email: 'owner1@example.com' },
