@@ -2,7 +2,7 @@
 // (tokens go once to a new 0600 file, or sealed to the operator's key), and `secrets` to reveal a
 // batch's sealed keys once.
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFlagFile } from './options.js';
 import { parse } from 'csv-parse';
 import type { Config } from '../config/config.js';
 import { describeError, UsageError } from '../common/errors.js';
@@ -50,7 +50,7 @@ export async function keysCreateCommand(flags: KeysCreateFlags, config: Config):
     throw new UsageError('keys create needs exactly one of --out FILE (a new 0600 file) or --seal-to operator-public.pem');
   if (!flags.tenant === !flags.from) throw new UsageError('keys create needs --tenant ID or --from pairs.csv');
   const requests = flags.from ? await requestsFrom(flags.from) : [{ tenantId: flags.tenant!, datasetIds: flags.dataset ?? [] }];
-  const sealKey = flags.sealTo ? loadSealKey(await readFile(flags.sealTo, 'utf8')) : undefined;
+  const sealKey = flags.sealTo ? loadSealKey(await readFlagFile('--seal-to', flags.sealTo)) : undefined;
   // Opened, and the header written, before anything is minted; each token is written (and synced)
   // before its key commits: a key never exists in Dify without its token in the output.
   const fh = flags.out ? await openNewFile(flags.out, 0o600) : undefined;
@@ -148,7 +148,7 @@ export const secretsCommand = (
       throw new UsageError('--by-workspace <dir> goes with --invites, instead of --out');
     const out = flags.out ?? flags.byWorkspace;
     if (out === undefined) throw new UsageError('--out <file> is required (with --invites, or --by-workspace <dir>)');
-    const pem = await readFile(flags.key, 'utf8');
+    const pem = await readFlagFile('--key', flags.key);
     if (flags.invites) {
       const n = await p.revealInvitations(batchId, pem, out, { byWorkspace: flags.byWorkspace !== undefined });
       process.stdout.write(

@@ -3,7 +3,7 @@
 // million rows, against 320 MB with V8's defaults; see BENCHMARKS.md.)
 // dify-provision: the command line, a thin door into the library.
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFlagFile } from './options.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config/config.js';
 import { DIFY_SCHEMA_NAMES, projectFile } from '../common/project-files.js';
@@ -109,7 +109,11 @@ Configuration (every command):
       exit(
         await (
           await ingest()
-        ).ingestCommand(file, { ...flags, ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) }, await config()),
+        ).ingestCommand(
+          file,
+          { ...flags, ...(flags.sealTo ? { sealTo: await readFlagFile('--seal-to', flags.sealTo) } : {}) },
+          await config(),
+        ),
       ),
     );
 
@@ -179,7 +183,11 @@ Configuration (every command):
       exit(
         await (
           await import('./apply-command.js')
-        ).applyCommand(file, { ...flags, ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) }, await config()),
+        ).applyCommand(
+          file,
+          { ...flags, ...(flags.sealTo ? { sealTo: await readFlagFile('--seal-to', flags.sealTo) } : {}) },
+          await config(),
+        ),
       ),
     );
 
@@ -344,7 +352,7 @@ Configuration (every command):
         await (
           await keysCommands()
         ).inviteCommand(
-          { ...flags, ...(batch ? { batch } : {}), ...(flags.sealTo ? { sealTo: await readFile(flags.sealTo, 'utf8') } : {}) },
+          { ...flags, ...(batch ? { batch } : {}), ...(flags.sealTo ? { sealTo: await readFlagFile('--seal-to', flags.sealTo) } : {}) },
           await config(),
         ),
       ),

@@ -1,5 +1,8 @@
 // Parsers for the CLI's option values: each refuses what does not parse, naming the option.
+import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError } from 'commander';
+import { UsageError } from '../common/errors.js';
+import { UNREADABLE } from '../input/read-options.js';
 import type { Delimiter } from '../input/decode.js';
 
 export const positiveInt = (name: string) => (value: string) => {
@@ -83,4 +86,11 @@ export interface BatchFileFlags {
   backoffMs: number;
   maxRows?: number;
   maxBytes?: number;
+}
+
+/** A file a flag names (--seal-to, --key), read whole: else one line naming the flag, the file and why, not Node's raw error. */
+export async function readFlagFile(flag: string, path: string): Promise<string> {
+  return readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new UsageError(`${flag} ${path}: cannot read it: ${UNREADABLE[err.code ?? ''] ?? err.message}`);
+  });
 }

@@ -45,7 +45,8 @@ export interface ReadOptions {
 /** A record with its line, or a line that could not be read as a record (already a rejected row). */
 export type RecordItem = { line: number; record: string[] } | { row: RejectedRow };
 
-const UNREADABLE: Record<string, string> = {
+/** Why a file cannot be read, in words (by errno code). */
+export const UNREADABLE: Record<string, string> = {
   ENOENT: 'no such file',
   EACCES: 'permission denied',
   ENOTDIR: 'a part of the path is not a folder',

@@ -44,6 +44,15 @@ describe('CLI hygiene', () => {
         `dify-provision: cannot read ${world.env.dir}: a folder, not a file\n`,
       );
     }
+    // A key file a flag names: the flag, the file and why.
+    const csv = join(world.env.dir, 'one.csv');
+    await writeFile(csv, 'workspace_name,owner_email\nOne,owner1@example.com\n');
+    const noKey = join(world.env.dir, 'op.pub');
+    expect(await runCli(['ingest', csv, '--mint-dataset-keys', '--seal-to', noKey], world.env.env)).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `dify-provision: --seal-to ${noKey}: cannot read it: no such file\n`,
+    });
   });
 
   it('a reader that stops early (`| head -1`) ends `batches` and `report` quietly: no EPIPE, no stack trace', async () => {
