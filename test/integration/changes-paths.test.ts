@@ -290,6 +290,30 @@ describe('a precondition changed in Dify between recording and running', () => {
   });
 });
 
+describe('a change batch applied without --create-missing-owners', () => {
+  it('retry with it creates the person an add_member row names (pending, as Dify invites), and applies the row', async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difySettings(e) };
+    await provisionWorld(e, config);
+    provisioner = await createProvisioner(config);
+    const batch = await provisioner.apply([{ action: 'add_member', workspace_id: W.W5, email: 'New.Person@example.com', role: 'editor' }], {
+      batchId: 'late-person',
+    });
+    await runUntilDone(e, ['late-person'], { config });
+    expect((await batch.report()).map((r) => [r.outcome, r.error])).toEqual([
+      ['failed', expect.stringMatching(/^email: no Dify account has the email "New\.Person@example\.com"/)],
+    ]);
+    expect(await batch.retryFailed({ createMissingOwners: true })).toBe(1);
+    await runUntilDone(e, ['late-person'], { config });
+    expect((await batch.report()).map((r) => r.outcome)).toEqual(['applied']);
+    expect((await e.db.query(`SELECT status FROM accounts WHERE lower(email) = 'new.person@example.com'`)).rows).toEqual([
+      { status: 'pending' },
+    ]);
+    expect(await joins(e, W.W5!)).toMatchObject({ 'new.person@example.com': 'editor' });
+  });
+});
+
 describe('refusals and actions the first tests did not reach', () => {
   it('a workspace with two owners refuses a removal and a transfer; restore sets it normal once; a banned account is not added', async () => {
     env = await createTestEnv({ schema: 'latest' });
