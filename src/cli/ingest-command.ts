@@ -96,11 +96,13 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
     let valid = 0;
     let rejected = 0;
     const listed: PlanRow[] = [];
+    const problems: { line: number; field: string; message: string }[] = [];
     for await (const row of rows) {
       if (row.ok) valid++;
       else {
         rejected++;
         printRejection(row);
+        if (listRows !== undefined && listed.length < listRows) problems.push(...row.errors.map((e) => ({ line: row.line, ...e })));
       }
       if (listRows !== undefined && listed.length < listRows)
         listed.push({
@@ -111,7 +113,7 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
         });
     }
     const total = valid + rejected;
-    if (listRows !== undefined && !flags.json) printRows(listed);
+    if (listRows !== undefined && !flags.json) printRows(listed, problems);
     print(
       flags,
       { dryRun: true, total, wouldQueue: valid, rejected, input: info, ...(listRows !== undefined ? { rows: listed } : {}) },
@@ -130,7 +132,7 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
       ...(listRows !== undefined ? { listRows } : {}),
     });
     for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
-    if (plan.rows && !flags.json) printRows(plan.rows);
+    if (plan.rows && !flags.json) printRows(plan.rows, plan.problems);
     const afterCreate = difyTasksPlan(config, schema.band);
     print(
       flags,
@@ -163,13 +165,20 @@ function difyTasksPlan(config: Config, band: Band): string | undefined {
   return `${INSTALL_DEFAULT_PLUGINS}(tenant_id, [${settings.pluginIds.join(', ')}]) queued on the "${PLUGIN_QUEUE}" queue of ${settings.shown}`;
 }
 
-/** --dry-run --rows: one line per row, its verdict, and the accounts it would create with their profile. */
-function printRows(rows: PlanRow[]): void {
+/**
+ * --dry-run --rows: one line per row, its verdict, the accounts it would create with their profile,
+ * and for a row rejected or failing why (`problems`, by line: field and message, as listed above it).
+ */
+function printRows(rows: PlanRow[], problems: { line: number; field: string; message: string }[]): void {
+  const why = new Map<number, string[]>();
+  for (const p of problems) why.set(p.line, [...(why.get(p.line) ?? []), `${p.field}: ${p.message}`]);
   for (const r of rows) {
     const accounts = (r.newAccounts ?? []).map((a) => `${a.email} (${a.name}, ${a.language}, ${a.timezone})`);
     const creates = accounts.length > 0 ? `; creates ${accounts.join(', ')}` : '';
+    const reasons = r.verdict === 'rejected' || r.verdict === 'would_fail' ? (why.get(r.line) ?? []) : [];
+    const because = reasons.length > 0 ? ` — ${reasons.join('; ')}` : '';
     process.stdout.write(
-      `${escapeControls(`line ${r.line}: ${r.verdict} ${JSON.stringify(r.workspaceName ?? '')} owner ${r.ownerEmail ?? '?'}${creates}`)}\n`,
+      `${escapeControls(`line ${r.line}: ${r.verdict} ${JSON.stringify(r.workspaceName ?? '')} owner ${r.ownerEmail ?? '?'}${creates}${because}`)}\n`,
     );
   }
 }

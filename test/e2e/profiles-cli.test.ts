@@ -53,7 +53,10 @@ describe("created people's profiles", () => {
         'line 3: would_create "Globex" owner kenji@example.com; creates kenji@example.com (kenji, ja-JP, Asia/Tokyo)\n',
     );
     expect(plan.stdout).toContain('line 5: would_create "Umbrella" owner owner1@example.com\n');
-    expect(plan.stdout).toContain('line 6: rejected "Bad" owner bad@example.com\n');
+    expect(plan.stdout).toContain(
+      'line 6: rejected "Bad" owner bad@example.com — owner_language: "fr" is not one of Dify\'s interface languages: did you mean fr-FR?; ' +
+        'owner_timezone: "Paris" is not one of Dify\'s timezones (pytz\'s all_timezones, e.g. Europe/Paris): did you mean Europe/Paris?\n',
+    );
     const ingest = await runCli(['ingest', file, '--batch-id', 'profiles', '--create-missing-owners'], world.env.env);
     expect(ingest.stderr).toBe(
       'line 6 (owner_language): "fr" is not one of Dify\'s interface languages: did you mean fr-FR?\n' +
