@@ -76,21 +76,71 @@ export interface Preclaimed {
  * The refusal shared by ingest's rows and apply's: the first pre-claimed account the operator did
  * not trust (--trust-account, compared ignoring case), named by its field. Never says which batch.
  */
-export function refusePreclaimed(
+export const refusePreclaimed = (found: Preclaimed[], trusted: readonly string[] | undefined, fieldOf: (accountId: string) => string) =>
+  refuseFirstUntrusted(
+    found,
+    trusted,
+    fieldOf,
+    (email) =>
+      `${email}: this account was created or invited by another batch and is active, and its link was given to that batch's operator, ` +
+      `not only mailed to the address itself: whoever held the link may have set its password; ` +
+      `confirm it is the person (--trust-account ${email}) or use another address`,
+  );
+
+/** The first of `found` whose address the operator did not trust (compared ignoring case) fails the row, named by its field. */
+function refuseFirstUntrusted(
   found: Preclaimed[],
   trusted: readonly string[] | undefined,
   fieldOf: (accountId: string) => string,
+  words: (email: string) => string,
 ): void {
   const trust = new Set((trusted ?? []).map((e) => e.toLowerCase()));
   const hit = found.find((f) => !trust.has(f.email.toLowerCase()));
-  if (!hit) return;
-  throw new RowError(
-    fieldOf(hit.account_id),
-    `${hit.email}: this account was created or invited by another batch and is active, and its link was given to that batch's operator, ` +
-      `not only mailed to the address itself: whoever held the link may have set its password; ` +
-      `confirm it is the person (--trust-account ${hit.email}) or use another address`,
-  );
+  if (hit) throw new RowError(fieldOf(hit.account_id), words(hit.email));
 }
+
+/**
+ * The pre-claim guard for a row answered `existing` (its key's workspace was made already, maybe by
+ * another batch whose row used the same external_id): of the accounts the row names, those with a
+ * link of ours that went to the operator of a batch other than the row's (not only mailed; revealed
+ * or still revealable), pending or active alike (an existing answer writes nothing, so nothing
+ * revokes a pending person's link). Links of a batch sealed to the same operator key as the row's
+ * batch are not counted: whoever can reveal one can reveal the other (a corrected file ingested
+ * again under the same --seal-to). Found: the row is refused unless the operator trusts the address
+ * (refuseExistingPreclaimed): else the report would call a workspace the row's own while another
+ * batch's operator holds a link that sets its owner's password.
+ */
+export async function preclaimedForExisting(db: Db, accountIds: string[], batchId: string): Promise<Preclaimed[]> {
+  if (accountIds.length === 0) return [];
+  const { rows } = await db.query<Preclaimed>(
+    `SELECT DISTINCT a.id AS account_id, a.email::text AS email FROM accounts a
+       JOIN ${SCHEMA}.invitations i ON i.account_id = a.id
+      WHERE a.id = ANY($1::uuid[]) AND NOT i.mail_only AND (i.revealed_at IS NOT NULL OR i.superseded_at IS NULL)
+        AND i.batch_id <> $2
+        AND NOT EXISTS (SELECT 1 FROM ${SCHEMA}.batches mine, ${SCHEMA}.batches theirs
+                         WHERE mine.id = $2 AND theirs.id = i.batch_id
+                           AND mine.options ->> 'sealTo' IS NOT NULL AND mine.options ->> 'sealTo' = theirs.options ->> 'sealTo')
+      ORDER BY a.email::text`,
+    [accountIds, batchId],
+  );
+  return rows;
+}
+
+/** preclaimedForExisting's refusal: the first account the operator did not trust, named by its field; never which batch. */
+export const refuseExistingPreclaimed = (
+  found: Preclaimed[],
+  trusted: readonly string[] | undefined,
+  fieldOf: (accountId: string) => string,
+) =>
+  refuseFirstUntrusted(
+    found,
+    trusted,
+    fieldOf,
+    (email) =>
+      `${email}: this row's workspace exists already, and this account's link was given to the operator of another batch, ` +
+      `not only mailed to the address itself: whoever holds the link can set its password; nothing was changed; ` +
+      `confirm it is the person (--trust-account ${email}) or check the row's external_id`,
+  );
 
 /** preclaimedStatement run on `tx`, then refusePreclaimed. */
 export async function checkPreclaimed(

@@ -41,7 +41,9 @@ import { storeSealed } from '../store/sealed-secrets.js';
 import {
   checkPreclaimed,
   inOtherWorkspaces,
+  preclaimedForExisting,
   preclaimedStatement,
+  refuseExistingPreclaimed,
   refusePreclaimed,
   withdrawAwayFromHome,
   type Preclaimed,
@@ -82,6 +84,23 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
   const at = beginAttempt(job, attempt);
   const result = at.answer;
   const existing = async (known: LedgerEntry): Promise<ProvisionOutcome> => {
+    // The workspace may have been made by another batch's row with this row's key: the row calls it
+    // its own only if no other batch's operator holds a link to an account it names (invitations.ts).
+    const accounts = start.accounts;
+    const ownerKey = personKey(job.ownerEmail, rules);
+    const fieldOf = (id: string) => {
+      const a = accounts.find((x) => x.id === id);
+      return a && personKey(a.email, rules) === ownerKey ? 'owner_email' : 'members';
+    };
+    refuseExistingPreclaimed(
+      await preclaimedForExisting(
+        deps.db,
+        accounts.map((a) => a.id),
+        job.batchId,
+      ),
+      job.trustAccounts,
+      fieldOf,
+    );
     await recordOutcome(deps.db, result({ outcome: 'existing', ...known }));
     return { kind: 'existing', ...known };
   };

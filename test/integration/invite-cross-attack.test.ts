@@ -408,3 +408,37 @@ describe("B's batch pre-claims A's owner: created, link revealed to B's operator
     });
   });
 });
+
+describe("B's row with A's external_id: A's workspace claimed in advance", () => {
+  it("A's row answering existing for the workspace B's row made, whose owner's link B's operator holds, is refused unless A trusts the address; the same operator key is no refusal", async () => {
+    const config = await world();
+    const row = { workspace_name: 'Victim Two', owner_email: 'boss@victim.example', external_id: 'vt-2' };
+    // B's file copies A's row (external id, name, owner): B's batch makes the workspace and its owner, and B's operator gets the owner's link.
+    await run(config, [row], 'cust-b');
+    expect((await provisioner!.batch('cust-b').report()).map((r) => r.outcome)).toEqual(['created']);
+    // A's own batch, another operator (no seal key of B's): the same key's workspace exists, but A does not get it.
+    await provisioner!.enqueue([row], { batchId: 'cust-a', createMissingOwners: true });
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    const [refused] = await provisioner!.batch('cust-a').report();
+    expect(refused).toMatchObject({ outcome: 'failed', tenantId: null });
+    expect(refused!.error).toMatch(
+      /^owner_email: boss@victim\.example: this row's workspace exists already, and this account's link was given to the operator of another batch, .*confirm it is the person \(--trust-account boss@victim\.example\) or check the row's external_id$/,
+    );
+    expect(refused!.error).not.toContain('cust-b');
+    // B's operator still holds the link (revealable): the reason A was refused.
+    expect(await reveal('cust-b')).toEqual(['boss@victim.example']);
+    // A's operator confirms it is their person: retried trusting the address, the row answers existing.
+    expect(await provisioner!.batch('cust-a').retryFailed({ trustAccounts: ['Boss@Victim.example'] })).toBe(1);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    expect((await provisioner!.batch('cust-a').report()).map((r) => r.outcome)).toEqual(['existing']);
+    // The operator who holds the link (the same seal key) ingesting the row again: existing, nothing to refuse.
+    await run(config, [row], 'cust-b-again');
+    expect((await provisioner!.batch('cust-b-again').report()).map((r) => r.outcome)).toEqual(['existing']);
+    // A row of a batch whose key's workspace no other batch's operator holds a link for: existing as before.
+    for (const batchId of ['p1', 'p2']) {
+      await provisioner!.enqueue([{ workspace_name: 'Plain', owner_email: 'owner1@example.com', external_id: 'p-1' }], { batchId });
+      await runLoggedUntilDone(env, config, [batchId]);
+    }
+    expect((await provisioner!.batch('p2').report()).map((r) => r.outcome)).toEqual(['existing']);
+  });
+});
