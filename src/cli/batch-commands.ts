@@ -101,7 +101,9 @@ export const retryCommand = (
       ...(flags.createMissingOwners ? { createMissingOwners: true } : {}),
     };
     const n = flags.cancelled ? await batch.resumeCancelled(opts) : await batch.retryFailed(opts);
-    process.stdout.write(`batch ${batchId}: ${n} ${flags.cancelled ? 'cancelled' : 'failed'} row(s) queued again${trustingWords(opts)}\n`);
+    process.stdout.write(
+      `batch ${batchId}: ${n} ${flags.cancelled ? 'cancelled' : 'failed'} row(s) queued again${trustingWords(opts, n)}\n`,
+    );
     return 0;
   });
 

@@ -27,31 +27,34 @@ export interface RequeueOptions {
 }
 
 /**
- * The batch's retry policy, once `opts.trustAccounts` is recorded with the batch (as asked, after
- * those it trusted already, an address once ignoring case); and the addresses for the rows
- * (lower-case, once each), each row queued again trusting those of them it names.
+ * The batch's retry policy; the addresses for the rows (lower-case, once each), each row queued
+ * again trusting those of them it names; and `record`, run once rows were queued: the options
+ * asked recorded with the batch (trustAccounts as asked, after those it trusted already, an
+ * address once ignoring case; createMissingOwners). A call that queues nothing records nothing.
  */
 async function prepareRequeue(
   db: Db,
   batchId: string,
   opts: RequeueOptions,
-): Promise<{ retry: RetryPolicy; trusted: string[]; createMissing: boolean }> {
+): Promise<{ retry: RetryPolicy; trusted: string[]; createMissing: boolean; record: () => Promise<void> }> {
   const options = await batchOptions<{ retry: RetryPolicy; asked: { trustAccounts?: string[] } }>(db, batchId);
   const added = opts.trustAccounts ?? [];
-  if (added.length > 0) {
-    const had = options.asked?.trustAccounts ?? [];
-    const known = new Set(had.map((e) => e.toLowerCase()));
-    const more: string[] = [];
-    for (const e of added) {
-      if (known.has(e.toLowerCase())) continue;
-      known.add(e.toLowerCase());
-      more.push(e);
-    }
-    if (more.length > 0) await recordTrustedAccounts(db, batchId, [...had, ...more]);
-  }
   const createMissing = opts.createMissingOwners === true;
-  if (createMissing) await recordAsked(db, batchId, { createMissingOwners: true });
-  return { retry: options.retry ?? DEFAULT_RETRY, trusted: [...new Set(added.map((e) => e.toLowerCase()))], createMissing };
+  const record = async () => {
+    if (added.length > 0) {
+      const had = options.asked?.trustAccounts ?? [];
+      const known = new Set(had.map((e) => e.toLowerCase()));
+      const more: string[] = [];
+      for (const e of added) {
+        if (known.has(e.toLowerCase())) continue;
+        known.add(e.toLowerCase());
+        more.push(e);
+      }
+      if (more.length > 0) await recordTrustedAccounts(db, batchId, [...had, ...more]);
+    }
+    if (createMissing) await recordAsked(db, batchId, { createMissingOwners: true });
+  };
+  return { retry: options.retry ?? DEFAULT_RETRY, trusted: [...new Set(added.map((e) => e.toLowerCase()))], createMissing, record };
 }
 
 async function requeueRows(
@@ -61,9 +64,12 @@ async function requeueRows(
   from: 'failed' | 'cancelled',
   opts: RequeueOptions = {},
 ): Promise<number> {
-  const { retry, trusted, createMissing } = await prepareRequeue(db, batchId, opts);
+  const { retry, trusted, createMissing, record } = await prepareRequeue(db, batchId, opts);
   const rows = await requeue<AnyJob>(db, batchId, from, trusted, createMissing);
-  if (rows.length > 0) await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
+  if (rows.length > 0) {
+    await record();
+    await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
+  }
   await reopenBatch(db, batchId);
   return rows.length;
 }
@@ -78,19 +84,22 @@ export const retryFailed = (db: Db, queue: Queue, batchId: string, opts?: Requeu
  * `trustAccounts` as retryFailed's: recorded with the batch, each of these rows trusting those it names.
  */
 export async function retryRows(db: Db, queue: Queue, batchId: string, lines: number[], opts: RequeueOptions = {}): Promise<number[]> {
-  const { retry, trusted, createMissing } = await prepareRequeue(db, batchId, opts);
+  const { retry, trusted, createMissing, record } = await prepareRequeue(db, batchId, opts);
   const rows = await requeueLines<AnyJob>(db, batchId, lines, trusted, createMissing);
   if (rows.length > 0) {
+    await record();
     await queue.addBulk(rows.map((r) => jobFor(r.spec, retry, r.round)));
     await reopenBatch(db, batchId);
   }
   return rows.map((r) => r.line).sort((a, b) => a - b);
 }
 
-/** What a retry or resume trusting addresses says of them (the CLI's and the API's answer). */
-export const trustingWords = (opts: RequeueOptions) =>
-  (opts.trustAccounts?.length ? ` (the batch trusts ${opts.trustAccounts.join(', ')} now)` : '') +
-  (opts.createMissingOwners ? ' (they create the accounts they name that do not exist)' : '');
+/** What a retry or resume that queued `queued` rows says of the options it recorded (the CLI's and the API's answer). */
+export const trustingWords = (opts: RequeueOptions, queued: number) =>
+  queued === 0
+    ? ''
+    : (opts.trustAccounts?.length ? ` (the batch trusts ${opts.trustAccounts.join(', ')} now)` : '') +
+      (opts.createMissingOwners ? ' (they create the accounts they name that do not exist)' : '');
 
 /** Queues the batch's cancelled rows again (undoes a cancel), as a new round. */
 export const resumeCancelled = (db: Db, queue: Queue, batchId: string, opts?: RequeueOptions) =>

@@ -152,6 +152,10 @@ describe('batch lifecycle', () => {
         { batchId: 'late-flag', createMissingOwners: true },
       );
       expect(again.summary).toMatchObject({ queued: 0, alreadyInBatch: 2, notApplied: ['createMissingOwners'] });
+      // A retry that queues no row records nothing with the batch.
+      expect(await batch.retryRows([99], { createMissingOwners: true, trustAccounts: ['nobody@example.com'] })).toEqual([]);
+      expect((await batch.status())?.options).not.toHaveProperty('trustAccounts');
+      expect((await batch.status())?.options).not.toHaveProperty('createMissingOwners');
       expect(await batch.retryFailed({ createMissingOwners: true })).toBe(1);
       expect(await batch.done(100)).toMatchObject({ succeeded: true, counts: { created: 2, failed: 0 } });
     });

@@ -124,7 +124,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
       await mustExist(params.id!);
       const opts = requeueOptions(input);
       const n = await run(params.id!, opts);
-      return { status: 200, body: { batch_id: params.id, rows: n, message: `${n} row(s) ${past}${trustingWords(opts)}` } };
+      return { status: 200, body: { batch_id: params.id, rows: n, message: `${n} row(s) ${past}${trustingWords(opts, n)}` } };
     },
   });
 
@@ -421,7 +421,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
             rows: queued.length,
             lines: queued,
             message:
-              `${queued.length} row(s) queued again${trustingWords(opts)}` +
+              `${queued.length} row(s) queued again${trustingWords(opts, queued.length)}` +
               (left.length ? `; not queued (not failed or cancelled, or not in this batch): line(s) ${left.join(', ')}` : ''),
           },
         };
