@@ -555,9 +555,7 @@ function summaryBody(s: EnqueueSummary | ApplySummary, rejected: { line: number;
     ...('likelyDuplicates' in s ? { likely_duplicates: s.likelyDuplicates } : {}),
     ...('input' in s && s.input ? { input: snake(s.input) } : {}),
     rejected_rows: rejected.map((r) => ({ line: r.line, errors: r.errors })),
-    ...('notApplied' in s && s.notApplied
-      ? { not_applied: s.notApplied.map((k) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)) }
-      : {}),
+    ...('notApplied' in s && s.notApplied ? { not_applied: s.notApplied.map(snakeName) } : {}),
   };
 }
 
