@@ -2,7 +2,7 @@
 // still waiting, undo a cancel. PostgreSQL is the record; Redis only gets the jobs.
 import type { Queue } from 'bullmq';
 import type { Db } from '../db/pool.js';
-import { batchOptions, markCancelled, recordAsked, recordTrustedAccounts, reopenBatch } from '../store/batches.js';
+import { batchOptions, markCancelled, recordAsked, reopenBatch } from '../store/batches.js';
 import { cancelQueued, requeue, requeueLines } from '../store/rows.js';
 import { DEFAULT_RETRY, jobFor, jobIdFor, type AnyJob, type RetryPolicy } from './contract.js';
 import { settleLostJobs, type QueueDeps } from './lost-jobs.js';
@@ -41,18 +41,19 @@ async function prepareRequeue(
   const added = opts.trustAccounts ?? [];
   const createMissing = opts.createMissingOwners === true;
   const record = async () => {
-    if (added.length > 0) {
-      const had = options.asked?.trustAccounts ?? [];
-      const known = new Set(had.map((e) => e.toLowerCase()));
-      const more: string[] = [];
-      for (const e of added) {
-        if (known.has(e.toLowerCase())) continue;
-        known.add(e.toLowerCase());
-        more.push(e);
-      }
-      if (more.length > 0) await recordTrustedAccounts(db, batchId, [...had, ...more]);
+    const patch: { trustAccounts?: string[]; createMissingOwners?: true } = {};
+    const had = options.asked?.trustAccounts ?? [];
+    const known = new Set(had.map((e) => e.toLowerCase()));
+    const more: string[] = [];
+    for (const e of added) {
+      if (known.has(e.toLowerCase())) continue;
+      known.add(e.toLowerCase());
+      more.push(e);
     }
-    if (createMissing) await recordAsked(db, batchId, { createMissingOwners: true });
+    if (more.length > 0) patch.trustAccounts = [...had, ...more];
+    if (createMissing) patch.createMissingOwners = true;
+    // One statement for both.
+    if (Object.keys(patch).length > 0) await recordAsked(db, batchId, patch);
   };
   return { retry: options.retry ?? DEFAULT_RETRY, trusted: [...new Set(added.map((e) => e.toLowerCase()))], createMissing, record };
 }

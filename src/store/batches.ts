@@ -120,11 +120,10 @@ export async function batchOptions<T extends object>(db: Db | Tx, batchId: strin
   return rows[0]!.options;
 }
 
-/** The addresses the batch trusts (--trust-account), as asked: shown with its options like ingest's. */
-export const recordTrustedAccounts = (db: Db | Tx, batchId: string, trusted: string[]) =>
-  recordAsked(db, batchId, { trustAccounts: trusted });
-
-/** Options a retry or resume added to the batch (`retry --trust-account`, `--create-missing-owners`), recorded as asked. */
+/**
+ * Options a retry or resume added to the batch (`retry --trust-account`: the addresses it trusts now;
+ * `--create-missing-owners`), recorded as asked: shown with its options like ingest's.
+ */
 export async function recordAsked(db: Db | Tx, batchId: string, patch: Record<string, unknown>): Promise<void> {
   await db.query(
     `UPDATE ${SCHEMA}.batches
