@@ -164,7 +164,7 @@ export async function enqueueBatch(
     if (!summary.batchCreated) {
       const made = await batchOptions<{ retry: RetryPolicy; asked: Record<string, unknown> }>(tx, opts.batchId);
       retry = made.retry ?? DEFAULT_RETRY;
-      const notApplied = optionsNotApplied(opts, askedOptions(opts, sealTo), made.asked ?? {}, retry);
+      const notApplied = optionsNotApplied(askedOptions(opts, sealTo), made.asked ?? {}, retry);
       if (notApplied.length > 0) summary.notApplied = notApplied;
     }
     jobs = new IngestJobs(deps, opts.batchId, retry);
@@ -222,21 +222,18 @@ export function askedOptions(opts: object, sealTo?: string): Record<string, unkn
 const FLAGS = ['createMissingOwners', 'mintDatasetKeys', 'invite', 'invitePending', 'sendInvites'] as const;
 
 /**
- * What a run of an existing batch asks for that the batch was not made with (`made`: its options
- * as asked, `retry`: its policy): a flag it lacks, an address it does not trust, another seal key,
- * another retry policy. Options the run leaves out are not differences: the batch keeps its own.
+ * What a run of an existing batch asks for (`asked`: askedOptions of the run) that the batch was not
+ * made with (`made`: its options as asked, `retry`: its policy): a flag it lacks, an address it does
+ * not trust, another seal key, another retry policy. Options the run leaves out are not
+ * differences: the batch keeps its own.
  */
-export function optionsNotApplied(
-  opts: EnqueueOptions,
-  asked: Record<string, unknown>,
-  made: Record<string, unknown>,
-  retry: RetryPolicy,
-): string[] {
+export function optionsNotApplied(asked: Record<string, unknown>, made: Record<string, unknown>, retry: RetryPolicy): string[] {
   const out: string[] = FLAGS.filter((k) => asked[k] === true && made[k] !== true);
   const trusted = new Set(((made['trustAccounts'] as string[] | undefined) ?? []).map((e) => e.toLowerCase()));
-  if ((opts.trustAccounts ?? []).some((e) => !trusted.has(e.toLowerCase()))) out.push('trustAccounts');
+  if (((asked['trustAccounts'] as string[] | undefined) ?? []).some((e) => !trusted.has(e.toLowerCase()))) out.push('trustAccounts');
   if (asked['sealTo'] !== undefined && asked['sealTo'] !== made['sealTo']) out.push('sealTo');
-  if (opts.retry && (opts.retry.attempts !== retry.attempts || opts.retry.backoffMs !== retry.backoffMs)) out.push('retry');
+  const now = asked['retry'] as RetryPolicy | undefined;
+  if (now && (now.attempts !== retry.attempts || now.backoffMs !== retry.backoffMs)) out.push('retry');
   return out;
 }
 

@@ -6,7 +6,7 @@ import { DEFAULT_RETRY } from '../../src/queue/contract.js';
 
 const made = (opts: EnqueueOptions) => askedOptions(opts);
 const differs = (now: EnqueueOptions, then: EnqueueOptions, retry = DEFAULT_RETRY) =>
-  optionsNotApplied(now, askedOptions(now), made(then), retry);
+  optionsNotApplied(askedOptions(now), made(then), retry);
 
 describe('options a run of an existing batch asks for', () => {
   it('names flags and addresses the batch lacks; options left out, or the same, are no difference', () => {
