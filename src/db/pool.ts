@@ -60,10 +60,18 @@ export function createPool(target: DbTarget, max = 10, applicationName = 'dify-p
  * it cannot finish (a server asking for a password none was given for: "client password must be
  * a string") without closing the socket, which then held the process until the server's
  * authentication_timeout (60 s) after the error was printed.
+ *
+ * It also never takes the process down when its server goes away. A client checked out of the
+ * pool between two statements (a transaction writing a key file) gets the server's shutdown
+ * ("terminating connection due to administrator command") or the lost socket as an 'error' event,
+ * which the pool only listens for on idle clients: unheard, it killed the worker on every
+ * PostgreSQL restart. Heard here, the client is marked unusable; its next statement fails (the
+ * transaction is retried) and the pool drops it when it is released.
  */
 class ClosingClient extends pg.Client {
   constructor(config?: string | pg.ClientConfig) {
     super(config);
+    this.on('error', () => {});
     const connection = (this as unknown as { connection?: { on(e: 'error', f: () => void): void; stream?: { destroy(): void } } })
       .connection;
     connection?.on('error', () => connection.stream?.destroy());

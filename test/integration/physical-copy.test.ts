@@ -5,7 +5,7 @@
 // server must not strand its rows. Each of the two guards (the worker's per-job lineage check,
 // startAttempt's) is pinned down on its own. On a PostgreSQL of this test's own (it is copied,
 // restarted and crashed), with a real pg_basebackup.
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -259,6 +259,44 @@ describe('a physical copy of the Dify database', () => {
     expect((await waitForBatch(prod.db, 'unseen', { intervalMs: 200 })).counts.created).toBe(2);
     await w3.w.close();
   }, 600_000);
+
+  it("a restart while a workspace's transaction waits between statements (its key file being written) kills nothing: the worker retries the row, and it is created once", async () => {
+    // PostgreSQL's shutdown tells every connection it ends ("terminating connection due to
+    // administrator command"); a connection checked out of the pool, between two statements, gets
+    // that as an 'error' event, which took the whole process down when nobody listened for it.
+    const mid = await difyDatabase('dify_midtx', '{dp-midtx}');
+    await (await provisioner(mid)).enqueue(rows('Mid', 2), { batchId: 'midtx', retry: { attempts: 5, backoffMs: 100 } });
+    let entered!: () => void;
+    const inDeploy = new Promise<void>((r) => (entered = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const w = await runWorker(mid.config, {
+      concurrency: 1,
+      logger: pino({ level: 'silent' }),
+      watch: WATCH,
+      leaveMs: 500,
+      wrapStorage: (real) => ({
+        ...real,
+        async deploy(tenantId, keys) {
+          entered();
+          await released;
+          return real.deploy(tenantId, keys);
+        },
+      }),
+    });
+    closers.push(() => w.close());
+    await inDeploy;
+    await services.restartPostgres();
+    release();
+    const done = await waitForBatch(mid.db, 'midtx', { intervalMs: 200 });
+    expect(done.counts).toMatchObject({ created: 2, failed: 0 });
+    const { rows: tenants } = await mid.db.query<{ id: string }>(`SELECT id FROM tenants`);
+    expect(tenants).toHaveLength(2);
+    expect((await mid.db.query(`SELECT max(attempts)::int AS n FROM dify_provision.rows`)).rows[0].n).toBeGreaterThan(1);
+    // The key file written for the attempt that lost its transaction is gone; each tenant has its own.
+    expect((await readdir(join(mid.config.storageDir, 'privkeys'))).sort()).toEqual(tenants.map((t) => t.id).sort());
+    await w.close();
+  }, 120_000);
 
   it("startAttempt, on its own, starts a row only if its lineage is in the worker's chain and the server still has the lineage that chain was read for", async () => {
     // The worker's per-job check reads the same cached chain; here the row's first statement is
