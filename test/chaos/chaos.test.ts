@@ -1,6 +1,7 @@
 // Kill workers with SIGKILL, restart Redis (appendonly) and PostgreSQL, make key-file writes fail,
 // all during one 300-row batch; then prove DESIGN.md's invariants.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +43,8 @@ beforeAll(async () => {
   db = createPool(databaseUrl, 2);
 });
 afterAll(async () => {
+  // A test that failed mid-batch leaves its workers running: none outlives the run.
+  for (const w of spawned) if (w.exit === undefined) w.child.kill('SIGKILL');
   await db?.end();
   await services?.stop();
   await rm(tmp, { recursive: true, force: true });
@@ -57,18 +60,74 @@ function run(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: 
   });
 }
 
+/** Worker processes started so far, each with its log (stdout and stderr) in a file of its own. */
+const spawned: { child: ChildProcess; log: string; exit?: string; stopping?: boolean }[] = [];
+
 function startWorker(kind: 'cli' | 'faulty', faultUntil = 0, extraEnv: NodeJS.ProcessEnv = {}): ChildProcess {
   const args =
     kind === 'cli'
       ? [CLI, 'worker', '--concurrency', '4', '--lock-duration-ms', '3000']
       : ['--import', 'tsx', projectFile('test', 'chaos', 'faulty-worker.ts'), '4'];
+  const log = join(tmp, `worker-${spawned.length + 1}-${kind}.log`);
+  const fd = openSync(log, 'a');
   const child = spawn(process.execPath, args, {
     env: { ...env, FAULT_UNTIL: String(faultUntil), FAULT_LOG: faultLog, ...extraEnv },
-    stdio: ['ignore', 'ignore', 'ignore'],
+    stdio: ['ignore', fd, fd],
     cwd: projectFile(),
   });
+  closeSync(fd);
+  const entry: (typeof spawned)[number] = { child, log };
+  child.once('exit', (code, signal) => (entry.exit = signal ?? `exit code ${code}`));
+  spawned.push(entry);
   return child;
 }
+
+/**
+ * Fails at once when a worker exited on its own (an exit code, not a signal: a crash such as an
+ * unhandled error) while faults were applied, naming it and quoting the end of its log; killing
+ * workers by signal (SIGKILL, here or by themselves) is the test's.
+ */
+function failOnCrashedWorker(): void {
+  const crashed = spawned.find((w) => !w.stopping && w.exit !== undefined && w.exit.startsWith('exit code'));
+  if (crashed)
+    throw new Error(`a worker crashed (${crashed.exit}), which no fault here should cause; the end of its log:\n${tailOf(crashed)}`);
+}
+
+/** The last lines of a worker's log, named by the file. */
+const tailOf = (w: (typeof spawned)[number]) => `${w.log}:\n${readFileSync(w.log, 'utf8').trim().split('\n').slice(-15).join('\n')}`;
+
+/** Stops every worker still running (SIGTERM: they finish what they hold and exit 0). */
+function stopWorkers(): void {
+  for (const w of spawned) {
+    w.stopping = true;
+    if (w.exit === undefined) w.child.kill('SIGTERM');
+  }
+}
+
+/**
+ * Fails when nothing progressed for STALLED_MS: a slow machine gets all the time it needs while
+ * rows keep finishing, and a stuck batch fails with what is left of it. `progress` is any figure
+ * that moves when work is done (rows finished; invitations left).
+ */
+function stallWatch(what: string) {
+  let last: number | undefined;
+  let at = Date.now();
+  return (progress: number, counts: unknown) => {
+    if (progress !== last) {
+      last = progress;
+      at = Date.now();
+    } else if (Date.now() - at > STALLED_MS)
+      throw new Error(
+        `${what}: no progress for ${STALLED_MS / 1000} s (at ${progress}): ${JSON.stringify(counts)}; the running workers' logs end:\n` +
+          spawned
+            .filter((w) => w.exit === undefined)
+            .map(tailOf)
+            .join('\n'),
+      );
+  };
+}
+/** Each fault here is over within seconds (a killed worker's jobs return within 3 × its 3 s lock; a restarted server is waited for at most 30 s): three minutes without a row finished is a stuck batch. */
+const STALLED_MS = 180_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -124,11 +183,12 @@ describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
       { at: 55, what: 'postgres' as const },
     ].sort((a, b) => a.at - b.at);
     const current = async () => getBatchStatus(db, 'chaos').catch(() => undefined);
-    const deadline = Date.now() + 300_000;
+    const stalled = stallWatch('chaos batch');
     for (;;) {
       const s = await current();
       if (s?.done) break;
-      if (Date.now() > deadline) throw new Error(`chaos batch not done after 300 s: ${JSON.stringify(s?.counts)}`);
+      failOnCrashedWorker();
+      stalled(s?.finished ?? -1, s?.counts);
       const pct = s ? (s.finished / s.total) * 100 : 0;
       await applyDue(
         schedule,
@@ -146,7 +206,7 @@ describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
     expect(figures).toEqual({ kills: 8, redisRestarts: 1, postgresRestarts: 1 });
     const injected = Number((await readFile(faultLog, 'utf8').catch(() => '')).split('\n').filter(Boolean).length);
     expect(injected).toBeGreaterThan(0); // key writes really failed in the faulty worker
-    for (const w of workers) w.kill('SIGTERM');
+    stopWorkers();
     await sleep(500);
 
     const status = (await getBatchStatus(db, 'chaos'))!;
@@ -259,11 +319,12 @@ describe(`chaos with invitations: ${ROWS} rows, workers killed between COMMIT an
         exited[i] = false;
         watchExit(i);
       };
-      const deadline = Date.now() + 300_000;
+      const stalled = stallWatch('invite chaos batch');
       for (;;) {
         const s = await getBatchStatus(idb, 'inv').catch(() => undefined);
         if (s?.done) break;
-        if (Date.now() > deadline) throw new Error(`invite chaos batch not done after 300 s: ${JSON.stringify(s?.counts)}`);
+        failOnCrashedWorker();
+        stalled(s?.finished ?? -1, s?.counts);
         // A worker that killed itself between COMMIT and SETEX is replaced, as a supervisor would.
         for (let i = 0; i < workers.length; i++) if (exited[i]) restart(i);
         const pct = s ? (s.finished / s.total) * 100 : 0;
@@ -274,13 +335,14 @@ describe(`chaos with invitations: ${ROWS} rows, workers killed between COMMIT an
       // Tokens a crash or Dify's Redis restart left pending are stored by a re-run job or the sweep.
       const pendingLeft = async () =>
         (await idb.query(`SELECT count(*)::int AS n FROM dify_provision.invitations WHERE pending_token IS NOT NULL`)).rows[0].n as number;
-      const waitUntil = Date.now() + 180_000;
-      while ((await pendingLeft()) > 0) {
-        if (Date.now() > waitUntil) throw new Error(`${await pendingLeft()} invitation(s) still pending after 180 s`);
+      const pendingStalled = stallWatch('invitations still pending');
+      for (let left = await pendingLeft(); left > 0; left = await pendingLeft()) {
+        failOnCrashedWorker();
+        pendingStalled(left, { pending: left });
         for (let i = 0; i < workers.length; i++) if (exited[i]) restart(i);
         await sleep(500);
       }
-      for (const w of workers) w.kill('SIGTERM');
+      stopWorkers();
       await sleep(500);
       dify = new Redis(`${services.redisUrl}/${DIFY_DB}`);
       ours = new Redis(services.redisUrl);
