@@ -7,8 +7,11 @@ import { api, apiV1, consoleWords, el, readOnly, svg } from './dom.js';
 import { OUTCOMES_OF, type Row, type RowDetail, type RowsPage, type Status } from './types.js';
 import { bar, header, kindTag, stateTag, when, workersText } from './widgets.js';
 
-/** A pre-claimed row whose retry asks first (trustPanel): its line, workspace and the addresses its error names. */
-type Trust = { line: number; name: string; emails: string[] };
+/**
+ * A pre-claimed row whose retry asks first (trustPanel): its line, workspace, the addresses its
+ * error names, and which refusal it was (a join it would write, or its workspace answered existing).
+ */
+type Trust = { line: number; name: string; emails: string[]; existing: boolean };
 
 /**
  * What the page shows across refreshes: the outcome filter, search, the pages seen, the rows
@@ -29,19 +32,25 @@ const view = {
 const retryable = (r: Row) => r.outcome === 'failed' || r.outcome === 'cancelled';
 
 /**
- * The pre-claim guard's refusal (src/store/invitations.ts refusePreclaimed), as the row's error
- * holds it: "<field>: <email>: this account was created or invited by another batch … confirm it
- * is the person (--trust-account <email>) or use another address". The whole error must be that
- * message, naming the same address twice: no other text (a workspace name another error quotes)
- * makes the page offer a trust.
+ * The pre-claim guard's refusals (src/store/invitations.ts), as the row's error holds them: of a
+ * join the row would write (refusePreclaimed: "<field>: <email>: this account was created or
+ * invited by another batch … confirm it is the person (--trust-account <email>) or use another
+ * address"), and of a row whose workspace exists already (refuseExistingPreclaimed: "<field>:
+ * <email>: this row's workspace exists already, … confirm it is the person (--trust-account
+ * <email>) or check the row's external_id"). The whole error must be one of them, naming the same
+ * address twice: no other text (a workspace name another error quotes) makes the page offer a trust.
  */
 const PRECLAIMED =
   /^(?:owner_email|members|email): (\S+): this account was created or invited by another batch and is active, .* confirm it is the person \(--trust-account \1\) or use another address$/s;
+const PRECLAIMED_EXISTING =
+  /^(?:owner_email|members): (\S+): this row's workspace exists already, and this account's link was given to the operator of another batch, .* confirm it is the person \(--trust-account \1\) or check the row's external_id$/s;
 
-/** The addresses a row's error says the pre-claim guard refused: none for any other error. */
-const preclaimedAddresses = (error: string | null): string[] => {
-  const m = error === null ? null : PRECLAIMED.exec(error);
-  return m ? [m[1]!] : [];
+/** What a row's error says the pre-claim guard refused (the addresses, and which refusal): nothing for any other error. */
+const preclaimedBy = (error: string | null): { emails: string[]; existing: boolean } => {
+  const join = error === null ? null : PRECLAIMED.exec(error);
+  if (join) return { emails: [join[1]!], existing: false };
+  const known = error === null ? null : PRECLAIMED_EXISTING.exec(error);
+  return { emails: known ? [known[1]!] : [], existing: known !== null };
 };
 
 /**
@@ -59,11 +68,17 @@ function trustPanel(t: Trust, retry: (button: HTMLButtonElement) => void, close:
     el('p', {
       id: 'trust-what',
       text:
-        "Another batch's operator was given the invitation link of " +
-        who +
-        ' and the account is active: whoever held the link may have set its password. Trusting ' +
-        who +
-        ' lets this row join that account to its workspace, and the batch records the address as trusted. ' +
+        (t.existing
+          ? "This row's workspace exists already, and another batch's operator was given the invitation link of " +
+            who +
+            ': whoever holds the link can set its password. Trusting ' +
+            who +
+            ' lets this row call that workspace its own (answered existing), and the batch records the address as trusted. '
+          : "Another batch's operator was given the invitation link of " +
+            who +
+            ' and the account is active: whoever held the link may have set its password. Trusting ' +
+            who +
+            ' lets this row join that account to its workspace, and the batch records the address as trusted. ') +
         "Nothing here can tell the person from the link's holder: trust it only if you have confirmed it is the person.",
     }),
     el('div', { class: 'row' }, confirm, el('button', { id: 'trust-cancel', text: 'cancel', onclick: close })),
@@ -358,7 +373,7 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
       });
       box.checked = view.selected.has(r.line);
       // Refused by the pre-claim guard: the retry asks first whether to trust the address.
-      const preclaimed = preclaimedAddresses(r.error);
+      const { emails: preclaimed, existing } = preclaimedBy(r.error);
       const one = preclaimed.length
         ? el('button', {
             id: 'retry-' + r.line,
@@ -368,7 +383,7 @@ export async function batchPage(app: HTMLElement, id: string, render: () => void
         : el('button', { id: 'retry-' + r.line, text: 'retry', title: 'queue this row again' });
       one.addEventListener('click', () => {
         if (!preclaimed.length) return void retryLines([r.line], one);
-        view.trust = { line: r.line, name: r.workspaceName ?? '', emails: preclaimed };
+        view.trust = { line: r.line, name: r.workspaceName ?? '', emails: preclaimed, existing };
         render();
       });
       return el(

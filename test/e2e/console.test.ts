@@ -560,6 +560,56 @@ describe('the console: a row refused by the pre-claim guard (docs/security.md)',
   });
 });
 
+describe('the console: a row whose workspace exists already, refused by the pre-claim guard', () => {
+  it('its retry offers the trust its error promises, saying what it means there; confirmed, the row is answered existing', async () => {
+    const PERSON = 'copied-owner@claim.example';
+    const post = (path: string, body: unknown) =>
+      fetch(`${base}/api/v1${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+        body: JSON.stringify(body),
+      });
+    // B's file copies A's row (the same external_id, name and owner): B's batch makes the workspace
+    // and its owner, and B's operator is given the owner's link. A's batch then finds the workspace made.
+    const row = { workspace_name: 'Copied Co', owner_email: PERSON, external_id: 'copied-1' };
+    const b = await post('/batches', { batch_id: 'copy-b', rows: [row], options: { create_missing_owners: true } });
+    expect(b.status, await b.clone().text()).toBe(201);
+    await waitUntilDone(env, ['copy-b']);
+    const invited = await post('/batches/copy-b/invite', { seal_to: await readFile(operator.pub, 'utf8') });
+    expect(invited.status, await invited.clone().text()).toBe(200);
+    const a = await post('/batches', { batch_id: 'copy-a', rows: [row] });
+    expect(a.status, await a.clone().text()).toBe(201);
+    await waitUntilDone(env, ['copy-a']);
+    const outcome = async () =>
+      (await env.db.query(`SELECT outcome, round FROM dify_provision.rows WHERE batch_id = 'copy-a'`)).rows.map(
+        (r) => `${r.outcome}:${r.round}`,
+      );
+    expect(await outcome()).toEqual(['failed:1']);
+
+    const { page, errors } = await consolePage();
+    await page.goto(`${base}/batches/copy-a`);
+    await page.waitForSelector('#rows tr[data-line="1"][data-outcome="failed"]');
+    // The error says the row's retry offers the trust: it does.
+    const shown = (await page.textContent('#rows tr[data-line="1"] td.err'))!;
+    expect(shown).toContain(`${PERSON}: this row's workspace exists already`);
+    expect(shown).toContain('confirm it is the person (the row\'s "retry" offers to trust it)');
+    expect(await page.textContent('#retry-1')).toBe('retry…');
+    await page.click('#retry-1');
+    await page.waitForSelector('#trust-panel');
+    const what = (await page.textContent('#trust-what'))!;
+    expect(what).toContain(`This row's workspace exists already, and another batch's operator was given the invitation link of ${PERSON}`);
+    expect(what).toContain(`Trusting ${PERSON} lets this row call that workspace its own (answered existing)`);
+    expect(await outcome()).toEqual(['failed:1']); // nothing sent before the confirmation
+    await page.click('#trust-retry');
+    await page.waitForFunction(() => document.querySelector('#notice')?.textContent !== '');
+    expect(await page.textContent('#notice')).toBe(`1 row(s) queued again (the batch trusts ${PERSON} now)`);
+    await waitUntilDone(env, ['copy-a']);
+    expect(await outcome()).toEqual(['existing:2']);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
+
 describe('the console: every option the API takes (issue 32 item 4)', () => {
   it('offers each ingest option; a Windows-1252 file is provisioned from the browser; the batch page shows what it was made with', async () => {
     const { page, errors } = await consolePage();
