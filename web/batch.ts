@@ -33,17 +33,20 @@ const retryable = (r: Row) => r.outcome === 'failed' || r.outcome === 'cancelled
 
 /**
  * The pre-claim guard's refusals (src/store/invitations.ts), as the row's error holds them: of a
- * join the row would write (refusePreclaimed: "<field>: <email>: this account was created or
- * invited by another batch … confirm it is the person (--trust-account <email>) or use another
- * address"), and of a row whose workspace exists already (refuseExistingPreclaimed: "<field>:
- * <email>: this row's workspace exists already, … confirm it is the person (--trust-account
- * <email>) or check the row's external_id"). The whole error must be one of them, naming the same
- * address twice: no other text (a workspace name another error quotes) makes the page offer a trust.
+ * join the row would write (refusePreclaimed: "<field>: <email>[ (Dify account <account>)]: this
+ * account was created or invited by another batch … confirm it is the person (--trust-account
+ * <email>) or use another address"), and of a row whose workspace exists already
+ * (refuseExistingPreclaimed: "<field>: <email>[ (Dify account <account>)]: this row's workspace
+ * exists already, … confirm it is the person (--trust-account <email>) or check the row's
+ * external_id"). <email> is the address as the row wrote it, the one to trust; the Dify account it
+ * resolved to is named beside it when that is another address (where Dify keeps normalised
+ * emails). The whole error must be one of them, naming the same address twice: no other text (a
+ * workspace name another error quotes) makes the page offer a trust.
  */
 const PRECLAIMED =
-  /^(?:owner_email|members|email): (\S+): this account was created or invited by another batch and is active, .* confirm it is the person \(--trust-account \1\) or use another address$/s;
+  /^(?:owner_email|members|email): (\S+)(?: \(Dify account \S+\))?: this account was created or invited by another batch and is active, .* confirm it is the person \(--trust-account \1\) or use another address$/s;
 const PRECLAIMED_EXISTING =
-  /^(?:owner_email|members): (\S+): this row's workspace exists already, and this account's link was given to the operator of another batch, .* confirm it is the person \(--trust-account \1\) or check the row's external_id$/s;
+  /^(?:owner_email|members): (\S+)(?: \(Dify account \S+\))?: this row's workspace exists already, and this account's link was given to the operator of another batch, .* confirm it is the person \(--trust-account \1\) or check the row's external_id$/s;
 
 /** What a row's error says the pre-claim guard refused (the addresses, and which refusal): nothing for any other error. */
 const preclaimedBy = (error: string | null): { emails: string[]; existing: boolean } => {

@@ -73,30 +73,53 @@ export interface Preclaimed {
 }
 
 /**
- * The refusal shared by ingest's rows and apply's: the first pre-claimed account the operator did
- * not trust (--trust-account, compared ignoring case), named by its field. Never says which batch.
+ * How a row names an account the guard found: the row's field, and the addresses as the row wrote
+ * them that resolved to the account (pickAccount). Where Dify keeps normalised emails they may
+ * differ from the account's own (the row's ceo+x@gmail.com is the account c.e.o@gmail.com); none
+ * when no address of the row resolved to it (the refusal names the account's email then).
  */
-export const refusePreclaimed = (found: Preclaimed[], trusted: readonly string[] | undefined, fieldOf: (accountId: string) => string) =>
+export interface NamedBy {
+  field: string;
+  emails: readonly string[];
+}
+
+/**
+ * The refusal shared by ingest's rows and apply's: the first pre-claimed account the operator did
+ * not trust, named by its field and the row's address. Never says which batch.
+ */
+export const refusePreclaimed = (found: Preclaimed[], trusted: readonly string[] | undefined, namedBy: (accountId: string) => NamedBy) =>
   refuseFirstUntrusted(
     found,
     trusted,
-    fieldOf,
-    (email) =>
-      `${email}: this account was created or invited by another batch and is active, and its link was given to that batch's operator, ` +
+    namedBy,
+    (named, address) =>
+      `${named}: this account was created or invited by another batch and is active, and its link was given to that batch's operator, ` +
       `not only mailed to the address itself: whoever held the link may have set its password; ` +
-      `confirm it is the person (--trust-account ${email}) or use another address`,
+      `confirm it is the person (--trust-account ${address}) or use another address`,
   );
 
-/** The first of `found` whose address the operator did not trust (compared ignoring case) fails the row, named by its field. */
+/**
+ * The first of `found` the operator did not trust fails the row, named by its field. Trusted: one
+ * of the row's addresses that resolved to the account, or the account's own email (compared
+ * ignoring case; a row's job carries only the trusted addresses it names, ingest's trustedOf).
+ * `words` gets the account as the refusal names it (the row's address, and the Dify account it
+ * resolved to when that is another address) and the address its advice tells the operator to trust:
+ * the row's, the one a --trust-account given at ingest or retry reaches the row with.
+ */
 function refuseFirstUntrusted(
   found: Preclaimed[],
   trusted: readonly string[] | undefined,
-  fieldOf: (accountId: string) => string,
-  words: (email: string) => string,
+  namedBy: (accountId: string) => NamedBy,
+  words: (named: string, address: string) => string,
 ): void {
   const trust = new Set((trusted ?? []).map((e) => e.toLowerCase()));
-  const hit = found.find((f) => !trust.has(f.email.toLowerCase()));
-  if (hit) throw new RowError(fieldOf(hit.account_id), words(hit.email));
+  for (const f of found) {
+    const { field, emails } = namedBy(f.account_id);
+    if ([...emails, f.email].some((e) => trust.has(e.toLowerCase()))) continue;
+    const address = emails[0] ?? f.email;
+    const named = address.toLowerCase() === f.email.toLowerCase() ? address : `${address} (Dify account ${f.email})`;
+    throw new RowError(field, words(named, address));
+  }
 }
 
 /**
@@ -126,32 +149,32 @@ export async function preclaimedForExisting(db: Db, accountIds: string[], batchI
   return rows;
 }
 
-/** preclaimedForExisting's refusal: the first account the operator did not trust, named by its field; never which batch. */
+/** preclaimedForExisting's refusal: the first account the operator did not trust, named by its field and the row's address; never which batch. */
 export const refuseExistingPreclaimed = (
   found: Preclaimed[],
   trusted: readonly string[] | undefined,
-  fieldOf: (accountId: string) => string,
+  namedBy: (accountId: string) => NamedBy,
 ) =>
   refuseFirstUntrusted(
     found,
     trusted,
-    fieldOf,
-    (email) =>
-      `${email}: this row's workspace exists already, and this account's link was given to the operator of another batch, ` +
+    namedBy,
+    (named, address) =>
+      `${named}: this row's workspace exists already, and this account's link was given to the operator of another batch, ` +
       `not only mailed to the address itself: whoever holds the link can set its password; nothing was changed; ` +
-      `confirm it is the person (--trust-account ${email}) or check the row's external_id`,
+      `confirm it is the person (--trust-account ${address}) or check the row's external_id`,
   );
 
 /** preclaimedStatement run on `tx`, then refusePreclaimed. */
 export async function checkPreclaimed(
   tx: Tx,
   row: { accountIds: string[]; tenantId: string; batchId: string; trusted: readonly string[] | undefined },
-  fieldOf: (accountId: string) => string,
+  namedBy: (accountId: string) => NamedBy,
 ): Promise<void> {
   if (row.accountIds.length === 0) return;
   const s = preclaimedStatement(row.accountIds, row.tenantId, row.batchId);
   const { rows } = await tx.query<Preclaimed>(s.text, s.values);
-  refusePreclaimed(rows, row.trusted, fieldOf);
+  refusePreclaimed(rows, row.trusted, namedBy);
 }
 
 /** Why the sweep revoked a link (withdrawStrayLinks): the report's `invitations` column shows it. */

@@ -165,7 +165,9 @@ async function inTransaction(
   // a join or takes ownership from loses links that may no longer go with theirs (revoked after the COMMIT).
   const moved: string[] = [];
   // The pre-claim guard (store/invitations.ts) for an existing account this change joins or makes owner.
+  // The account is the one the row's email resolved to (decide): the refusal names that address.
   const guard = (accountIds: string[]) => ({ accountIds, tenantId, batchId: job.batchId, trusted: job.trustAccounts });
+  const named = () => ({ field: 'email', emails: job.email !== undefined ? [job.email] : [] });
   if (d.verdict === 'unchanged') {
     outcome = 'unchanged';
     notes.push(d.note);
@@ -187,7 +189,7 @@ async function inTransaction(
           }
           if (!(await lockAccount(tx, account.id))) throw gone(job.email!);
         }
-        if (!isNew) await checkPreclaimed(tx, guard([account.id]), () => 'email');
+        if (!isNew) await checkPreclaimed(tx, guard([account.id]), named);
         writes.push(deps.membership.addMember(tenantId, account.id, job.role!, isNew));
         if (!isNew) moved.push(account.id);
         if (job.invite && isNew && sealKey && deps.inviter) {
@@ -210,7 +212,7 @@ async function inTransaction(
         break;
       case 'transfer': {
         const id = (d.account as Account).id;
-        await checkPreclaimed(tx, guard([id]), () => 'email');
+        await checkPreclaimed(tx, guard([id]), named);
         writes.push(deps.membership.transferOwner(tenantId, owner, id));
         moved.push(id, owner);
         notes.push('the previous owner is admin now');

@@ -46,6 +46,7 @@ import {
   refuseExistingPreclaimed,
   refusePreclaimed,
   withdrawAwayFromHome,
+  type NamedBy,
   type Preclaimed,
 } from '../store/invitations.js';
 import type { Account } from '../common/types.js';
@@ -88,9 +89,19 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
     // its own only if no other batch's operator holds a link to an account it names (invitations.ts).
     const accounts = start.accounts;
     const ownerKey = personKey(job.ownerEmail, rules);
-    const fieldOf = (id: string) => {
+    // Each address of the row resolved as step 2 would (none for one that is missing or ambiguous).
+    const resolved = emails.map((email, i) => {
+      try {
+        const a = pickAccount(accounts, email, i === 0 ? 'owner_email' : 'members', rules, true, true);
+        return 'missing' in a ? undefined : a.id;
+      } catch {
+        return undefined;
+      }
+    });
+    const namedBy = (id: string): NamedBy => {
       const a = accounts.find((x) => x.id === id);
-      return a && personKey(a.email, rules) === ownerKey ? 'owner_email' : 'members';
+      const owner = resolved[0] === id || (!resolved.includes(id) && a !== undefined && personKey(a.email, rules) === ownerKey);
+      return { field: owner ? 'owner_email' : 'members', emails: emails.filter((_, i) => resolved[i] === id) };
     };
     refuseExistingPreclaimed(
       await preclaimedForExisting(
@@ -99,7 +110,7 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
         job.batchId,
       ),
       job.trustAccounts,
-      fieldOf,
+      namedBy,
     );
     await recordOutcome(deps.db, result({ outcome: 'existing', ...known }));
     return { kind: 'existing', ...known };
@@ -205,7 +216,11 @@ async function writeWorkspace(
     // The pre-claim guard (store/invitations.ts preclaimedStatement) on the accounts the row did not
     // create, once they are locked: refused below, after the ledger's answer.
     let preclaimed: () => Promise<void>;
-    const fieldOf = (id: string) => (id === accounts.ownerId ? 'owner_email' : 'members');
+    // How the row names an account: its field, and its addresses that resolved to it (materialise keeps their order).
+    const namedBy = (id: string): NamedBy => ({
+      field: id === accounts.ownerId ? 'owner_email' : 'members',
+      emails: emails.filter((_, i) => accounts.invitees[i]!.accountId === id),
+    });
     const guard = { tenantId: job.tenantId, batchId: job.batchId, trusted: job.trustAccounts };
     if (allExist) {
       // Nothing to create: materialise only names the accounts (no statement).
@@ -220,14 +235,14 @@ async function writeWorkspace(
       )) as unknown as { rows: unknown[] }[];
       locked = checkedOf(results[2]!.rows[0] as CheckedColumns);
       const found = results[3]!.rows as Preclaimed[];
-      preclaimed = async () => refusePreclaimed(found, guard.trusted, fieldOf);
+      preclaimed = async () => refusePreclaimed(found, guard.trusted, namedBy);
     } else {
       await tx.query('BEGIN');
       await lockKeyAndTenant(tx, job.key, job.tenantId);
       accounts = await materialise(tx, wanted, rules, emails, job.ownerProfile);
       locked = await checkLocked(tx, job.key, job.tenantId, idsOf(accounts));
       const existing = accounts.invitees.filter((p) => !p.created).map((p) => p.accountId);
-      preclaimed = () => checkPreclaimed(tx, { ...guard, accountIds: existing }, fieldOf);
+      preclaimed = () => checkPreclaimed(tx, { ...guard, accountIds: existing }, namedBy);
     }
     const ids = idsOf(accounts);
     if (locked.known) {

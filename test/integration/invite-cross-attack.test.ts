@@ -442,3 +442,107 @@ describe("B's row with A's external_id: A's workspace claimed in advance", () =>
     expect((await provisioner!.batch('p2').report()).map((r) => r.outcome)).toEqual(['existing']);
   });
 });
+
+// On a Dify that keeps accounts.normalized_email (the latest schema, these tests' own), A's row may
+// write another form of the address B's batch created: ceo+x@gmail.com is the account c.e.o@gmail.com.
+// The refusal names the row's address (and the account it resolved to), and trusting that address
+// lets the row through: the batch and each row keep only addresses the row names.
+describe("Dify's normalised email: A's row writes another form of the address B pre-claimed", () => {
+  const ACCOUNT = 'c.e.o@gmail.com';
+  /** The refusal as the row gets it: the row's address, the Dify account, and the advice to trust the row's address. */
+  const refusalOf = (field: string, address: string, what = 'created or invited by another batch and is active') => {
+    const q = (s: string) => s.replace(/[.+]/g, (c) => `\\${c}`);
+    return new RegExp(
+      `^${field}: ${q(address)} \\(Dify account ${q(ACCOUNT)}\\): this ${what === 'existing' ? "row's workspace exists already" : `account was ${what}`}, .*` +
+        `confirm it is the person \\(--trust-account ${q(address)}\\) or ${what === 'existing' ? "check the row's external_id" : 'use another address'}$`,
+      's',
+    );
+  };
+  async function preclaimed(config: TestEnv['config']): Promise<void> {
+    await run(config, [{ workspace_name: 'B Corp', owner_email: 'b-owner@b.example', members: `${ACCOUNT}:normal` }], 'cust-b');
+    expect(await reveal('cust-b')).toContain(ACCOUNT);
+    await activateAsDify(ACCOUNT, 'b-knows-this');
+  }
+  /** A's batch cust-a: line 1's owner ceo+x@gmail.com, line 2's member `member` (other forms of the account's address). */
+  const ingestTwoForms = (config: TestEnv['config'], member: string) =>
+    run(
+      config,
+      [
+        { workspace_name: 'A Corp', owner_email: 'ceo+x@gmail.com' },
+        { workspace_name: 'A Two', owner_email: 'cfo@a.example', members: `${member}:admin` },
+      ],
+      'cust-a',
+      { invite: false },
+    );
+
+  it("ingest: refused naming the row's address and the account; --trust-account of the row's address lets it through", async () => {
+    const config = await world();
+    await preclaimed(config);
+    await ingestTwoForms(config, 'CEO+y@gmail.com');
+    const report = await provisioner!.batch('cust-a').report();
+    expect(report.map((r) => r.outcome)).toEqual(['failed', 'failed']);
+    expect(report[0]!.error).toMatch(refusalOf('owner_email', 'ceo+x@gmail.com'));
+    // As the row wrote it (its case too).
+    expect(report[1]!.error).toMatch(refusalOf('members', 'CEO+y@gmail.com'));
+    expect(JSON.stringify(report)).not.toContain('cust-b');
+    expect(await workspacesOf(ACCOUNT)).toEqual(['B Corp:normal']);
+
+    // The address the refusal advises trusting, given at ingest: created, the owner the account Dify knows.
+    await run(config, [{ workspace_name: 'A Corp', owner_email: 'ceo+x@gmail.com' }], 'cust-a-trusted', {
+      invite: false,
+      trustAccounts: ['CEO+x@gmail.com'],
+    });
+    expect((await provisioner!.batch('cust-a-trusted').report())[0]!.outcome).toBe('created');
+    expect(await workspacesOf(ACCOUNT)).toEqual(['A Corp:owner', 'B Corp:normal']);
+  });
+
+  it("retry: trusting the row's address lets that row through; another form of the address is another row's trust", async () => {
+    const config = await world();
+    await preclaimed(config);
+    await ingestTwoForms(config, 'ceo+y@gmail.com');
+    const batch = provisioner!.batch('cust-a');
+    expect((await batch.report()).map((r) => r.outcome)).toEqual(['failed', 'failed']);
+
+    expect(await batch.retryFailed({ trustAccounts: ['ceo+x@gmail.com'] })).toBe(2);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    const half = await batch.report();
+    expect(half.map((r) => r.outcome)).toEqual(['created', 'failed']);
+    expect(half[1]!.error).toMatch(refusalOf('members', 'ceo+y@gmail.com'));
+    expect(await workspacesOf(ACCOUNT)).toEqual(['A Corp:owner', 'B Corp:normal']);
+
+    expect(await batch.retryRows([2], { trustAccounts: ['ceo+y@gmail.com'] })).toEqual([2]);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    expect((await batch.report()).map((r) => r.outcome)).toEqual(['created', 'created']);
+    expect(await workspacesOf(ACCOUNT)).toEqual(['A Corp:owner', 'A Two:admin', 'B Corp:normal']);
+  });
+
+  it("apply add_member of another form of the address: refused naming it; trusting it (apply's --trust-account) applied", async () => {
+    const config = await world();
+    await preclaimed(config);
+    await run(config, [{ workspace_name: 'A Corp', owner_email: 'cfo@a.example' }], 'cust-a', { invite: false });
+    const a = (await tenantOf('A Corp'))!;
+    const add = [{ action: 'add_member' as const, workspace_id: a, email: 'ceo+x@gmail.com', role: 'admin' as const }];
+    const refused = await apply(config, add, 'a-add');
+    expect(refused[0]!.outcome).toBe('failed');
+    expect(refused[0]!.error).toMatch(refusalOf('email', 'ceo+x@gmail.com'));
+    expect(refused[0]!.error).not.toContain('cust-b');
+    expect((await apply(config, add, 'a-add-trusted', ['ceo+x@gmail.com']))[0]!.outcome).toBe('applied');
+    expect(await workspacesOf(ACCOUNT)).toEqual(['A Corp:admin', 'B Corp:normal']);
+  });
+
+  it('a row answered existing whose member is another form of the address: refused naming it; retried trusting it, existing', async () => {
+    const config = await world();
+    // B's row makes the workspace (owner an account Dify had) with the member, and B's operator gets the member's link.
+    const row = { workspace_name: 'Victim', owner_email: 'owner1@example.com', external_id: 'v-1' };
+    await run(config, [{ ...row, members: `${ACCOUNT}:admin` }], 'cust-b');
+    expect(await reveal('cust-b')).toEqual([ACCOUNT]);
+    await provisioner!.enqueue([{ ...row, members: 'ceo+x@gmail.com:admin' }], { batchId: 'cust-a', createMissingOwners: true });
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    const [refused] = await provisioner!.batch('cust-a').report();
+    expect(refused).toMatchObject({ outcome: 'failed', tenantId: null });
+    expect(refused!.error).toMatch(refusalOf('members', 'ceo+x@gmail.com', 'existing'));
+    expect(await provisioner!.batch('cust-a').retryFailed({ trustAccounts: ['ceo+x@gmail.com'] })).toBe(1);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    expect((await provisioner!.batch('cust-a').report()).map((r) => r.outcome)).toEqual(['existing']);
+  });
+});
