@@ -58,6 +58,7 @@ import {
   waitForBatch,
   type BatchListing,
   type BatchStatus,
+  type OnPostgresUnreachable,
   type Workers,
 } from './store/batches.js';
 import { allReportRows, type ReportRow } from './store/report.js';
@@ -68,9 +69,14 @@ import { asBatchId, generatedBatchId, isStrictUuid } from './common/types.js';
 export interface BatchHandle {
   readonly id: string;
   status(): Promise<BatchStatus>;
-  /** Yields the batch's status every `intervalMs` until it is done (the last one is done). */
-  progress(intervalMs?: number): AsyncGenerator<BatchStatus>;
-  done(intervalMs?: number): Promise<BatchStatus>;
+  /**
+   * Yields the batch's status every `intervalMs` until it is done (the last one is done). A poll
+   * PostgreSQL does not answer (a restart, a failover) ends nothing: it goes on when PostgreSQL is
+   * back, and `onUnreachable` hears each such poll, in words.
+   */
+  progress(intervalMs?: number, onUnreachable?: OnPostgresUnreachable): AsyncGenerator<BatchStatus>;
+  /** Resolves with the batch's status once it is done (through PostgreSQL's restarts, as `progress`). */
+  done(intervalMs?: number, onUnreachable?: OnPostgresUnreachable): Promise<BatchStatus>;
   /** Every row's answer, in input order. */
   report(): Promise<ReportRow[]>;
   /** The report as spreadsheet-safe CSV, streamed (escapeControls: for a terminal). */
@@ -236,8 +242,8 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
       if (!s) throw new BatchNotFoundError(id);
       return s;
     },
-    progress: (intervalMs = 1000) => batchProgress(db, id, intervalMs, workers),
-    done: (intervalMs = 1000) => waitForBatch(db, id, { intervalMs, workers }),
+    progress: (intervalMs = 1000, onUnreachable) => batchProgress(db, id, intervalMs, workers, onUnreachable),
+    done: (intervalMs = 1000, onUnreachable) => waitForBatch(db, id, { intervalMs, workers, ...(onUnreachable ? { onUnreachable } : {}) }),
     async report() {
       const out: ReportRow[] = [];
       for await (const r of allReportRows(db, id)) out.push(r);

@@ -72,7 +72,7 @@ async function withPostgresReader<T>(config: Config, fn: (r: Reader) => Promise<
     return await fn({
       batch: (id) => ({
         id,
-        progress: (intervalMs = 1000) => batchProgress(db, id, intervalMs, workers),
+        progress: (intervalMs = 1000, onUnreachable) => batchProgress(db, id, intervalMs, workers, onUnreachable),
         async status() {
           const s = await getBatchStatus(db, id, 'unreachable');
           if (!s) throw new BatchNotFoundError(id);

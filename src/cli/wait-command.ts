@@ -70,11 +70,14 @@ function progressView(out: NodeJS.WriteStream) {
         bar.setTotal(s.total);
         bar.update(finishedOf(s), payload);
       },
+      unreachable(why: string) {
+        if (startedBar) bar.update({ pace: why });
+      },
       stop: () => bar.stop(),
     };
   }
   let lastPrinted = 0;
-  let lastState: BatchStatus['state'] | undefined;
+  let lastState: BatchStatus['state'] | 'unreachable' | undefined;
   return {
     update(s: BatchStatus) {
       const r = rate(s);
@@ -83,6 +86,13 @@ function progressView(out: NodeJS.WriteStream) {
       lastState = s.state;
       const pct = s.total === 0 ? 100 : Math.floor((finishedOf(s) / s.total) * 100);
       out.write(`progress ${s.batchId}: ${finishedOf(s)}/${s.total} (${pct}%), ${pace(s, r)}, failed ${s.counts.failed}\n`);
+    },
+    // PostgreSQL does not answer (a restart, a failover): said at once, then every 5 seconds while it lasts.
+    unreachable(why: string) {
+      if (Date.now() - lastPrinted < 5000 && lastState === 'unreachable') return;
+      lastPrinted = Date.now();
+      lastState = 'unreachable';
+      out.write(`waiting: ${why}\n`);
     },
     stop: () => {},
   };
@@ -129,7 +139,7 @@ export async function waitAndReport(
   };
   process.once('SIGINT', interrupted);
   try {
-    for await (const s of batch.progress(flags.intervalMs ?? 500)) {
+    for await (const s of batch.progress(flags.intervalMs ?? 500, (why) => view.unreachable(why))) {
       status = s;
       view.update(s);
     }

@@ -106,6 +106,26 @@ export async function withInlinedTransaction<T>(db: Db, fn: (tx: Tx) => Promise<
   }
 }
 
+/**
+ * Errors that mean "PostgreSQL does not answer right now" (a restart, a failover, a dropped
+ * connection: the pool connects again by itself), as opposed to an error in a statement.
+ */
+export function isPostgresUnreachable(err: unknown): boolean {
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  // Class 08 (connection exception); 57P01-57P03: the server shuts down, crashed, or is starting.
+  if (
+    typeof code === 'string' &&
+    /^(08[0-9A-Z]{3}|57P0[123]|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN)$/.test(code)
+  )
+    return true;
+  return (
+    typeof message === 'string' &&
+    /^Connection terminated (unexpectedly|due to connection timeout)|^Client has encountered a connection error|^timeout expired/.test(
+      message,
+    )
+  );
+}
+
 /** The Dify variable to check for a PostgreSQL error code (DB_* settings). */
 function difyVariable(code: string | undefined): string {
   if (code === '28P01') return 'DB_PASSWORD';

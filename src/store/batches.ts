@@ -1,5 +1,5 @@
 // Batches and their progress, from PostgreSQL: they outlive Redis' job cleanup and restarts.
-import type { Db, Tx } from '../db/pool.js';
+import { isPostgresUnreachable, type Db, type Tx } from '../db/pool.js';
 import { BatchConflictError, BatchNotFoundError } from '../common/errors.js';
 import { OUTCOMES, SUCCEEDED, type BatchKind, type Outcome } from '../common/types.js';
 import { SCHEMA } from './schema.js';
@@ -241,15 +241,32 @@ export async function getBatchStatus(db: Db, batchId: string, workers: Workers =
 export type WorkerCensus = () => Promise<Workers>;
 const unknownWorkers: WorkerCensus = async () => null;
 
-/** The batch's status every `intervalMs`, until (and including) the first one that is done. */
+/** Called on each poll PostgreSQL did not answer (a restart, a failover): why, in words. */
+export type OnPostgresUnreachable = (why: string) => void;
+
+/**
+ * The batch's status every `intervalMs`, until (and including) the first one that is done. A
+ * poll PostgreSQL does not answer (restarting, failing over, a dropped connection) is no end:
+ * the batch goes on in the workers once it is back, so following it does too; `onUnreachable`
+ * hears each such poll.
+ */
 export async function* batchProgress(
   db: Db,
   batchId: string,
   intervalMs = 500,
   workers: WorkerCensus = unknownWorkers,
+  onUnreachable?: OnPostgresUnreachable,
 ): AsyncGenerator<BatchStatus> {
   for (;;) {
-    const status = await getBatchStatus(db, batchId, await workers());
+    let status: BatchStatus | undefined;
+    try {
+      status = await getBatchStatus(db, batchId, await workers());
+    } catch (err) {
+      if (!isPostgresUnreachable(err)) throw err;
+      onUnreachable?.(`PostgreSQL does not answer (${(err as Error).message}): no row can move until it does; still waiting`);
+      await new Promise((r) => setTimeout(r, intervalMs));
+      continue;
+    }
     if (!status) throw new BatchNotFoundError(batchId);
     yield status;
     if (status.done) return;
@@ -261,10 +278,10 @@ export async function* batchProgress(
 export async function waitForBatch(
   db: Db,
   batchId: string,
-  opts: { intervalMs?: number; onProgress?: (s: BatchStatus) => void; workers?: WorkerCensus } = {},
+  opts: { intervalMs?: number; onProgress?: (s: BatchStatus) => void; workers?: WorkerCensus; onUnreachable?: OnPostgresUnreachable } = {},
 ): Promise<BatchStatus> {
   let last: BatchStatus | undefined;
-  for await (const status of batchProgress(db, batchId, opts.intervalMs, opts.workers)) {
+  for await (const status of batchProgress(db, batchId, opts.intervalMs, opts.workers, opts.onUnreachable)) {
     opts.onProgress?.(status);
     last = status;
   }

@@ -25,7 +25,7 @@ import { observeServer } from '../../src/store/server.js';
 import type { JobData } from '../../src/queue/contract.js';
 import { randomUUID } from 'node:crypto';
 import { runWorker, type RunningWorker } from '../../src/worker/run-worker.js';
-import { runCli } from '../helpers/cli.js';
+import { runCli, startCli } from '../helpers/cli.js';
 
 const WATCH = { intervalMs: 300, liveMs: 10_000 };
 const LONG = 120_000;
@@ -297,6 +297,40 @@ describe('a physical copy of the Dify database', () => {
     expect((await readdir(join(mid.config.storageDir, 'privkeys'))).sort()).toEqual(tenants.map((t) => t.id).sort());
     await w.close();
   }, 120_000);
+
+  it("following a batch (the library's done(), `wait`) goes on through a PostgreSQL restart, saying what it waits for, and ends with the batch", async () => {
+    // Each poll PostgreSQL does not answer (shutting down, refused, starting up) used to end the
+    // wait with that error: `ingest --wait` on a long batch died with every restart or failover.
+    const follow = await difyDatabase('dify_follow', '{dp-follow}');
+    const p = await provisioner(follow);
+    await p.enqueue(rows('Follow', 3), { batchId: 'follow' });
+    const heard: string[] = [];
+    const following = p
+      .batch('follow')
+      .done(50, (why) => heard.push(why))
+      .then(
+        (status) => ({ status }),
+        (error: unknown) => ({ error }),
+      );
+    const reports = join(dir, 'follow-reports');
+    const cli = startCli(['wait', 'follow', '--report-dir', reports], follow.env);
+    closers.push(() => cli.stop('SIGKILL'));
+    const cliEnded = cli.exited.then((code) => `exited ${code}: ${cli.output()}`);
+    await waitFor(async () => cli.output().includes('progress follow: 0/3'), '`wait` to follow the batch', LONG);
+    // A restart is over in about a second; a poll a second lands in it, at the latest after a few.
+    for (let i = 0; i < 10 && !(heard.length > 0 && cli.output().includes('waiting: PostgreSQL does not answer')); i++)
+      await services.restartPostgres();
+    // Neither stopped following.
+    expect(await Promise.race([following, 'following'])).toBe('following');
+    expect(await Promise.race([cliEnded, 'following'])).toBe('following');
+    expect(heard[0]).toMatch(/^PostgreSQL does not answer \(.+\): no row can move until it does; still waiting$/);
+    expect(cli.output()).toMatch(/^waiting: PostgreSQL does not answer \(.+\): no row can move until it does; still waiting$/m);
+    await worker(follow);
+    const followed = await following;
+    expect(followed).toMatchObject({ status: { done: true, counts: { created: 3 } } });
+    expect(await cli.exited).toBe(0);
+    expect(cli.output()).toContain('batch follow done');
+  }, 300_000);
 
   it("startAttempt, on its own, starts a row only if its lineage is in the worker's chain and the server still has the lineage that chain was read for", async () => {
     // The worker's per-job check reads the same cached chain; here the row's first statement is
