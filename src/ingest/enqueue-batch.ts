@@ -19,6 +19,7 @@ import { batchOptions, createBatch, finishIngest } from '../store/batches.js';
 import { lockBatch } from '../store/locks.js';
 import { analyzeAfterLargeBatch, recordIngested, type EarlierRow, type IngestedRow } from '../store/rows.js';
 import { BATCH_LIMITS, sizeWords } from '../common/limits.js';
+import { difyNormalizedEmail } from '../dify/normalized-email.js';
 
 /** How a batch is ingested: the library's and the CLI's one options type. */
 export interface EnqueueOptions {
@@ -389,10 +390,21 @@ function specOf(line: number, row: WorkspaceRow, opts: Settings, lineage: string
   };
 }
 
-/** The row's addresses the operator trusts (--trust-account, ignoring case): only those go into its spec. */
+/**
+ * The trusted addresses (--trust-account, ignoring case) that go into a row's spec: those the row
+ * names, in its order; then, in code-unit order, any other whose Dify normalised email is one of
+ * the row's addresses' (ceo+x@gmail.com's account may be c.e.o@gmail.com, the refusal names it).
+ * Such an address lets only the account whose email it is through (store/invitations.ts
+ * refuseFirstUntrusted): never another person of the same normalised form. None: {}.
+ */
 export function trustedOf(emails: string[], trusted: string[] | undefined): { trustAccounts?: string[] } {
   if (!trusted || trusted.length === 0) return {};
-  const asked = new Set(trusted.map((e) => e.toLowerCase()));
-  const mine = [...new Set(emails.map((e) => e.toLowerCase()))].filter((e) => asked.has(e));
+  const asked = [...new Set(trusted.map((e) => e.toLowerCase()))];
+  const named = [...new Set(emails.map((e) => e.toLowerCase()))];
+  const forms = new Set(named.map(difyNormalizedEmail));
+  const mine = [
+    ...named.filter((e) => asked.includes(e)),
+    ...asked.filter((e) => !named.includes(e) && forms.has(difyNormalizedEmail(e))).sort(),
+  ];
   return mine.length > 0 ? { trustAccounts: mine } : {};
 }

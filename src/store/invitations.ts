@@ -101,7 +101,9 @@ export const refusePreclaimed = (found: Preclaimed[], trusted: readonly string[]
 /**
  * The first of `found` the operator did not trust fails the row, named by its field. Trusted: one
  * of the row's addresses that resolved to the account, or the account's own email (compared
- * ignoring case; a row's job carries only the trusted addresses it names, ingest's trustedOf).
+ * ignoring case, never by the normalised form; a row's job carries the trusted addresses it names
+ * and those of the same normalised form, ingest's trustedOf: such an address trusts only the
+ * account whose email it is, never another account that shares the form).
  * `words` gets the account as the refusal names it (the row's address, and the Dify account it
  * resolved to when that is another address) and the address its advice tells the operator to trust:
  * the row's, the one a --trust-account given at ingest or retry reaches the row with.

@@ -10,6 +10,7 @@
 // round trip: several are on the worker's hot path.
 import { inlined, type Db, type Statement, type Tx } from '../db/pool.js';
 import { accountCandidates, type AccountRules } from '../dify/accounts.js';
+import { difyNormalizedEmailSql } from '../dify/normalized-email.js';
 import type { Account, Outcome } from '../common/types.js';
 import { knownOf, type KnownColumns, type KnownEntry } from './ledger.js';
 import { SCHEMA } from './schema.js';
@@ -363,19 +364,27 @@ async function requeueWhere<Spec>(
 }
 
 /**
- * The spec's trustAccounts as ingest's trustedOf makes them: the addresses the row names (owner,
- * members; a change's email), lower-cased, once each, in the order named, that it trusted already
- * or that are in `param` (a text[] of lower-case addresses); '{}' when there are none.
+ * The spec's trustAccounts as ingest's trustedOf makes them, from those it trusted already and
+ * `param` (a text[] of lower-case addresses): the addresses the row names (owner, members; a
+ * change's email), lower-cased, once each, in the order named; then, ordered by code unit, any
+ * other whose Dify normalised email is one of the named addresses'; '{}' when there are none.
  */
 const TRUSTED_OF_SPEC = (param: string) => `COALESCE((
-       SELECT jsonb_build_object('trustAccounts', jsonb_agg(named.email ORDER BY named.n))
-         FROM (SELECT lower(e.email) AS email, min(e.n) AS n
-                 FROM (SELECT spec ->> 'ownerEmail', 0::bigint UNION ALL SELECT spec ->> 'email', 0
-                       UNION ALL SELECT m ->> 'email', k FROM jsonb_array_elements(COALESCE(spec -> 'members', '[]')) WITH ORDINALITY AS a(m, k)
-                      ) AS e(email, n)
-                WHERE e.email IS NOT NULL
-                GROUP BY lower(e.email)) AS named
-        WHERE named.email = ANY(${param}::text[]) OR COALESCE(spec -> 'trustAccounts', '[]') ? named.email
+       WITH named AS (
+              SELECT lower(e.email) AS email, min(e.n) AS n
+                FROM (SELECT spec ->> 'ownerEmail', 0::bigint UNION ALL SELECT spec ->> 'email', 0
+                      UNION ALL SELECT m ->> 'email', k FROM jsonb_array_elements(COALESCE(spec -> 'members', '[]')) WITH ORDINALITY AS a(m, k)
+                     ) AS e(email, n)
+               WHERE e.email IS NOT NULL
+               GROUP BY lower(e.email)),
+            asked AS (
+              SELECT ${param}::text[] || ARRAY(SELECT jsonb_array_elements_text(COALESCE(spec -> 'trustAccounts', '[]'))) AS emails)
+       SELECT jsonb_build_object('trustAccounts', jsonb_agg(t.email ORDER BY t.n, t.email COLLATE "C"))
+         FROM (SELECT named.email, named.n FROM named, asked WHERE named.email = ANY(asked.emails)
+               UNION
+               SELECT other.email, NULL FROM asked, unnest(asked.emails) AS other(email)
+                WHERE other.email NOT IN (SELECT email FROM named)
+                  AND ${difyNormalizedEmailSql('other.email')} IN (SELECT ${difyNormalizedEmailSql('named.email')} FROM named)) AS t
        HAVING count(*) > 0), '{}')`;
 
 /** queued → cancelled; returns the cancelled rows' jobs (to remove them from the queue). */

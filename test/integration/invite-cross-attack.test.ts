@@ -516,6 +516,57 @@ describe("Dify's normalised email: A's row writes another form of the address B 
     expect(await workspacesOf(ACCOUNT)).toEqual(['A Corp:owner', 'A Two:admin', 'B Corp:normal']);
   });
 
+  it("the Dify account's own email trusted (retry, ingest, apply) lets rows writing another form of it through; another address of that normalised form trusts nobody", async () => {
+    const config = await world();
+    await preclaimed(config);
+    await ingestTwoForms(config, 'ceo+y@gmail.com');
+    const batch = provisioner!.batch('cust-a');
+    const specs = async (id: string) =>
+      (
+        await env.db.query<{ spec: { trustAccounts?: string[] } }>(
+          `SELECT spec FROM dify_provision.rows WHERE batch_id = $1 ORDER BY line`,
+          [id],
+        )
+      ).rows.map((r) => r.spec.trustAccounts);
+    expect((await batch.report()).map((r) => r.outcome)).toEqual(['failed', 'failed']);
+
+    // The account's normalised email, but no account's email: kept with the rows, it trusts nobody.
+    expect(await batch.retryFailed({ trustAccounts: ['ceo@gmail.com'] })).toBe(2);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    const still = await batch.report();
+    expect(still.map((r) => r.outcome)).toEqual(['failed', 'failed']);
+    expect(still[0]!.error).toMatch(refusalOf('owner_email', 'ceo+x@gmail.com'));
+    expect(still[1]!.error).toMatch(refusalOf('members', 'ceo+y@gmail.com'));
+
+    // The account the refusal names: both rows, each writing another form of it.
+    expect(await batch.retryFailed({ trustAccounts: ['C.E.O@gmail.com'] })).toBe(2);
+    await runLoggedUntilDone(env, config, ['cust-a']);
+    expect((await batch.report()).map((r) => r.outcome)).toEqual(['created', 'created']);
+    expect(await workspacesOf(ACCOUNT)).toEqual(['A Corp:owner', 'A Two:admin', 'B Corp:normal']);
+    expect(await specs('cust-a')).toEqual([
+      [ACCOUNT, 'ceo@gmail.com'],
+      [ACCOUNT, 'ceo@gmail.com'],
+    ]);
+
+    // At ingest (an address of another person's form is not kept), and for a change row.
+    await run(
+      config,
+      [
+        { workspace_name: 'A Three', owner_email: 'ceo+z@gmail.com' },
+        { workspace_name: 'A Four', owner_email: 'cfo@a.example' },
+      ],
+      'cust-a-trusted',
+      { invite: false, trustAccounts: [ACCOUNT, 'someone.else@gmail.com'] },
+    );
+    expect((await provisioner!.batch('cust-a-trusted').report()).map((r) => r.outcome)).toEqual(['created', 'created']);
+    expect(await specs('cust-a-trusted')).toEqual([[ACCOUNT], undefined]);
+    const add = [
+      { action: 'add_member' as const, workspace_id: (await tenantOf('A Four'))!, email: 'ceo+w@gmail.com', role: 'admin' as const },
+    ];
+    expect((await apply(config, add, 'a-add-account', [ACCOUNT]))[0]!.outcome).toBe('applied');
+    expect(await workspacesOf(ACCOUNT)).toEqual(['A Corp:owner', 'A Four:admin', 'A Three:owner', 'A Two:admin', 'B Corp:normal']);
+  });
+
   it("apply add_member of another form of the address: refused naming it; trusting it (apply's --trust-account) applied", async () => {
     const config = await world();
     await preclaimed(config);
