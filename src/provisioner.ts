@@ -121,9 +121,14 @@ export interface Provisioner {
   enqueueCsv(file: string | Readable, opts?: EnqueueOptions & ReadOptions): Promise<BatchHandle & { summary: EnqueueSummary }>;
   /**
    * What enqueueing these rows would do, read-only. Invitation options are refused as enqueue
-   * refuses them (checkInvitations), naming the setting this process lacks.
+   * refuses them (checkInvitations), naming the setting this process lacks. The pre-claim guard
+   * is planned for the batch `batchId` (default: a new one, as enqueue's), trusting
+   * `trustAccounts`, with `sealTo` the key a batch not recorded yet would be made with.
    */
-  plan(file: string | Readable, opts?: ReadOptions & { createMissingOwners?: boolean } & InvitationAsk): Promise<Plan>;
+  plan(
+    file: string | Readable,
+    opts?: ReadOptions & { createMissingOwners?: boolean; batchId?: string; trustAccounts?: string[]; sealTo?: string } & InvitationAsk,
+  ): Promise<Plan>;
   /**
    * Refuses invitation options (invite, invitePending, sendInvites) this process's settings cannot
    * honour, naming the setting: CONSOLE_WEB_URL or Dify's Redis, and for sendInvites Dify's mail
@@ -373,6 +378,9 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
         createMissingAccounts: opts.createMissingOwners ?? false,
         allowDuplicateNames: opts.allowDuplicateNames ?? false,
         accounts: { normalized: schema.normalizedEmail },
+        ...(opts.batchId ? { batchId: opts.batchId } : {}),
+        ...(opts.trustAccounts ? { trustAccounts: opts.trustAccounts } : {}),
+        ...(opts.sealTo ? { sealTo: opts.sealTo } : {}),
       });
       return { ...plan, input: source.info };
     },

@@ -44,8 +44,9 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
   const spool = file === '-' && flags.strict ? await spoolStdin() : undefined;
   const path = spool?.path ?? file;
   try {
-    if (flags.dryRun) return await dryRun(path === '-' ? process.stdin : createReadStream(path), readOpts, flags, config);
+    // The dry run plans for the batch the rows would go into (the pre-claim guard does not count its own links).
     const batchId = flags.batchId ?? (file === '-' ? batchIdForStdin() : await batchIdForFile(path));
+    if (flags.dryRun) return await dryRun(path === '-' ? process.stdin : createReadStream(path), readOpts, flags, config, batchId);
     const provisioner = provisionerOn(await openQueueRuntime(config));
     try {
       const batch = await provisioner
@@ -86,7 +87,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
   }
 }
 
-async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags, config: Config): Promise<number> {
+async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags, config: Config, batchId: string): Promise<number> {
   // What the real ingest refuses before recording anything, the plan refuses too, naming the setting.
   refuseUnusableInvitations(config, flags);
   const info = newInputInfo();
@@ -130,6 +131,9 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
       allowDuplicateNames: flags.allowDuplicateNames ?? false,
       accounts: { normalized: schema.normalizedEmail },
       ...(listRows !== undefined ? { listRows } : {}),
+      batchId,
+      ...(flags.trustAccount ? { trustAccounts: flags.trustAccount } : {}),
+      ...(flags.sealTo ? { sealTo: flags.sealTo } : {}),
     });
     for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
     if (plan.rows && !flags.json) printRows(plan.rows, plan.problems);

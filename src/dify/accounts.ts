@@ -67,6 +67,17 @@ export function accountCandidates(
       };
 }
 
+/** Of `accounts`, the candidates for these emails by accountCandidates' rule (what its SQL would find for them alone). */
+export function candidatesAmong(accounts: Account[], emails: string[], rules: AccountRules): Account[] {
+  const lowered = new Set(emails.map((e) => e.toLowerCase()));
+  const normalized = new Set(rules.normalized ? emails.map(difyNormalizedEmail) : []);
+  return accounts.filter(
+    (a) =>
+      lowered.has(a.email.toLowerCase()) ||
+      (a.normalizedEmail !== undefined && a.normalizedEmail !== null && normalized.has(a.normalizedEmail)),
+  );
+}
+
 /**
  * Above this many accounts a worker advises the index on lower(email): without it a look-up costs
  * PostgreSQL ~0.4 µs of CPU an account (measured from 200 to 100,000 accounts, BENCHMARKS.md),

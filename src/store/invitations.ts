@@ -2,6 +2,8 @@
 // sealed (dropped once revealed); a token in the clear only from the commit that records it to
 // its SETEX in Dify's Redis (markStored clears it).
 import { RowError } from '../common/errors.js';
+import type { Account } from '../common/types.js';
+import { personKey, pickAccount, type AccountRules } from '../dify/accounts.js';
 import type { Db, Statement, Tx } from '../db/pool.js';
 import { SCHEMA } from './schema.js';
 
@@ -135,20 +137,52 @@ function refuseFirstUntrusted(
  * (refuseExistingPreclaimed): else the report would call a workspace the row's own while another
  * batch's operator holds a link that sets its owner's password.
  */
-export async function preclaimedForExisting(db: Db, accountIds: string[], batchId: string): Promise<Preclaimed[]> {
+export async function preclaimedForExisting(
+  db: Db,
+  accountIds: string[],
+  batchId: string,
+  /** A batch not recorded yet (a dry run): the public PEM it would be made with (--seal-to); a recorded batch keeps its own. */
+  sealTo?: string,
+): Promise<Preclaimed[]> {
   if (accountIds.length === 0) return [];
   const { rows } = await db.query<Preclaimed>(
-    `SELECT DISTINCT a.id AS account_id, a.email::text AS email FROM accounts a
+    `WITH mine AS (
+       SELECT CASE WHEN EXISTS (SELECT 1 FROM ${SCHEMA}.batches b WHERE b.id = $2)
+                   THEN (SELECT b.options ->> 'sealTo' FROM ${SCHEMA}.batches b WHERE b.id = $2) ELSE $3::text END AS seal_to
+     )
+     SELECT DISTINCT a.id AS account_id, a.email::text AS email FROM accounts a
        JOIN ${SCHEMA}.invitations i ON i.account_id = a.id
       WHERE a.id = ANY($1::uuid[]) AND NOT i.mail_only AND (i.revealed_at IS NOT NULL OR i.superseded_at IS NULL)
         AND i.batch_id <> $2
-        AND NOT EXISTS (SELECT 1 FROM ${SCHEMA}.batches mine, ${SCHEMA}.batches theirs
-                         WHERE mine.id = $2 AND theirs.id = i.batch_id
-                           AND mine.options ->> 'sealTo' IS NOT NULL AND mine.options ->> 'sealTo' = theirs.options ->> 'sealTo')
+        AND NOT EXISTS (SELECT 1 FROM mine, ${SCHEMA}.batches theirs
+                         WHERE theirs.id = i.batch_id AND mine.seal_to IS NOT NULL AND mine.seal_to = theirs.options ->> 'sealTo')
       ORDER BY a.email::text`,
-    [accountIds, batchId],
+    [accountIds, batchId, sealTo ?? null],
   );
   return rows;
+}
+
+/**
+ * How a row answered existing names each of its candidate accounts (`accounts`: accountCandidates'
+ * for its addresses `emails`, the owner's first): its addresses that resolve to it as pickAccount
+ * would resolve them (none for one missing or ambiguous), and the owner's field for the account
+ * the owner's address resolves to (or, resolving to none, one of the owner's person).
+ */
+export function namedByAddresses(accounts: Account[], emails: readonly string[], rules: AccountRules): (accountId: string) => NamedBy {
+  const resolved = emails.map((email, i) => {
+    try {
+      const a = pickAccount(accounts, email, i === 0 ? 'owner_email' : 'members', rules, true, true);
+      return 'missing' in a ? undefined : a.id;
+    } catch {
+      return undefined;
+    }
+  });
+  const ownerKey = personKey(emails[0]!, rules);
+  return (id) => {
+    const a = accounts.find((x) => x.id === id);
+    const owner = resolved[0] === id || (!resolved.includes(id) && a !== undefined && personKey(a.email, rules) === ownerKey);
+    return { field: owner ? 'owner_email' : 'members', emails: emails.filter((_, i) => resolved[i] === id) };
+  };
 }
 
 /** preclaimedForExisting's refusal: the first account the operator did not trust, named by its field and the row's address; never which batch. */
@@ -167,16 +201,32 @@ export const refuseExistingPreclaimed = (
       `confirm it is the person (--trust-account ${address}) or check the row's external_id`,
   );
 
-/** preclaimedStatement run on `tx`, then refusePreclaimed. */
+/** preclaimedStatement run on `db`: what it finds of these accounts for a row of `batchId` joining them to `tenantId`. */
+export async function findPreclaimed(db: Db | Tx, accountIds: string[], tenantId: string, batchId: string): Promise<Preclaimed[]> {
+  if (accountIds.length === 0) return [];
+  const s = preclaimedStatement(accountIds, tenantId, batchId);
+  const { rows } = await db.query<Preclaimed>(s.text, s.values);
+  return rows;
+}
+
+/** findPreclaimed on the row's transaction, then refusePreclaimed. */
 export async function checkPreclaimed(
   tx: Tx,
   row: { accountIds: string[]; tenantId: string; batchId: string; trusted: readonly string[] | undefined },
   namedBy: (accountId: string) => NamedBy,
 ): Promise<void> {
-  if (row.accountIds.length === 0) return;
-  const s = preclaimedStatement(row.accountIds, row.tenantId, row.batchId);
-  const { rows } = await tx.query<Preclaimed>(s.text, s.values);
-  refusePreclaimed(rows, row.trusted, namedBy);
+  refusePreclaimed(await findPreclaimed(tx, row.accountIds, row.tenantId, row.batchId), row.trusted, namedBy);
+}
+
+/**
+ * Whether this database has the pre-claim guard's function (preclaimed_v1; store/schema.ts): a dry
+ * run reads a database it never migrates, and one not yet migrated to this release lacks it.
+ */
+export async function preclaimGuardInstalled(db: Db): Promise<boolean> {
+  const { rows } = await db.query<{ has: boolean }>(
+    `SELECT to_regprocedure('${SCHEMA}.preclaimed_v1(uuid[], uuid, text)') IS NOT NULL AS has`,
+  );
+  return rows[0]!.has;
 }
 
 /** Why the sweep revoked a link (withdrawStrayLinks): the report's `invitations` column shows it. */

@@ -41,6 +41,7 @@ import { storeSealed } from '../store/sealed-secrets.js';
 import {
   checkPreclaimed,
   inOtherWorkspaces,
+  namedByAddresses,
   preclaimedForExisting,
   preclaimedStatement,
   refuseExistingPreclaimed,
@@ -88,21 +89,8 @@ export async function provisionWorkspace(job: JobData, attempt: number, deps: Pr
     // The workspace may have been made by another batch's row with this row's key: the row calls it
     // its own only if no other batch's operator holds a link to an account it names (invitations.ts).
     const accounts = start.accounts;
-    const ownerKey = personKey(job.ownerEmail, rules);
     // Each address of the row resolved as step 2 would (none for one that is missing or ambiguous).
-    const resolved = emails.map((email, i) => {
-      try {
-        const a = pickAccount(accounts, email, i === 0 ? 'owner_email' : 'members', rules, true, true);
-        return 'missing' in a ? undefined : a.id;
-      } catch {
-        return undefined;
-      }
-    });
-    const namedBy = (id: string): NamedBy => {
-      const a = accounts.find((x) => x.id === id);
-      const owner = resolved[0] === id || (!resolved.includes(id) && a !== undefined && personKey(a.email, rules) === ownerKey);
-      return { field: owner ? 'owner_email' : 'members', emails: emails.filter((_, i) => resolved[i] === id) };
-    };
+    const namedBy = namedByAddresses(accounts, emails, rules);
     refuseExistingPreclaimed(
       await preclaimedForExisting(
         deps.db,

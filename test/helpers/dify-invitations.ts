@@ -1,9 +1,11 @@
 // What the invitation tests from the CLI share: the operator's key pair in files, and Dify's
 // settings for its own Redis (the tests' Redis server, in a logical database of its own) as .env lines.
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { inject } from 'vitest';
+import type { Redis } from 'ioredis';
+import { expect, inject } from 'vitest';
+import type { Db } from '../../src/db/pool.js';
 import type { InvitationSettings } from '../../src/config/dify-env.js';
 
 /** `dir/op.pub` and `dir/op.key` (0600): the operator's RSA key pair. */
@@ -55,4 +57,22 @@ export function difyInvitationSettings(
     expiryHours: opts.expiryHours ?? 72,
     ...(consoleWebUrl ? { consoleWebUrl } : {}),
   };
+}
+
+/**
+ * What Dify's activation writes when the holder of a link sets the password (dify/NOTES.md):
+ * the password as Dify hashes it (PBKDF2-HMAC-SHA256, 10,000 rounds, hex, base64; a 16-byte
+ * salt, base64), `status = 'active'`, `initialized_at`; the token it used (in Dify's Redis
+ * `dify`, keys under `prefix`) is deleted.
+ */
+export async function activateAsDify(db: Db, dify: Redis, prefix: string, email: string, password: string): Promise<void> {
+  const salt = randomBytes(16);
+  const hash = Buffer.from(pbkdf2Sync(password, salt, 10000, 32, 'sha256').toString('hex')).toString('base64');
+  const { rowCount } = await db.query(
+    `UPDATE accounts SET password = $2, password_salt = $3, status = 'active', initialized_at = now(), interface_theme = 'light'
+      WHERE email = $1 AND status = 'pending'`,
+    [email, hash, salt.toString('base64')],
+  );
+  expect(rowCount).toBe(1);
+  for (const key of await dify.keys(`${prefix}:member_invite:token:*`)) if ((await dify.get(key))?.includes(email)) await dify.del(key);
 }

@@ -4,7 +4,6 @@
 // an account for A's future owner, B's operator reveals B's links to B, and B activates the
 // account through its link (its password is B's); a later row of A naming the address must not
 // join that account to A's workspace unless A's operator trusts the address (--trust-account).
-import { pbkdf2Sync, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -14,7 +13,7 @@ import { createProvisioner, type ChangeInput, type Provisioner, type WorkspaceIn
 import { runLoggedUntilDone } from '../helpers/batch.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp-server.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
-import { difyInvitationSettings, operatorPems } from '../helpers/dify-invitations.js';
+import { activateAsDify as activate, difyInvitationSettings, operatorPems } from '../helpers/dify-invitations.js';
 import { closeEachTest } from '../helpers/world.js';
 import { answer, errorOf, json } from '../helpers/api-calls.js';
 import { listeningDashboard } from '../helpers/dashboard.js';
@@ -111,23 +110,8 @@ async function apply(config: TestEnv['config'], rows: ChangeInput[], batchId: st
 /** `secrets --invites` of a batch: the emails its links file holds. */
 const reveal = (batchId: string) => revealedEmails(batchId, `${batchId}.csv`);
 
-/**
- * What Dify's activation writes when the holder of a link sets the password (dify/NOTES.md):
- * the password as Dify hashes it (PBKDF2-HMAC-SHA256, 10,000 rounds, hex, base64; a 16-byte
- * salt, base64), `status = 'active'`, `initialized_at`; the token it used is deleted.
- */
-async function activateAsDify(email: string, password: string): Promise<void> {
-  const salt = randomBytes(16);
-  const hash = Buffer.from(pbkdf2Sync(password, salt, 10000, 32, 'sha256').toString('hex')).toString('base64');
-  const { rowCount } = await env.db.query(
-    `UPDATE accounts SET password = $2, password_salt = $3, status = 'active', initialized_at = now(), interface_theme = 'light'
-      WHERE email = $1 AND status = 'pending'`,
-    [email, hash, salt.toString('base64')],
-  );
-  expect(rowCount).toBe(1);
-  for (const key of await dify!.keys(`dify-${env.name}:member_invite:token:*`))
-    if ((await dify!.get(key))?.includes(email)) await dify!.del(key);
-}
+/** What Dify's activation writes when the holder of a link sets the password (helpers/dify-invitations.ts). */
+const activateAsDify = (email: string, password: string) => activate(env.db, dify!, `dify-${env.name}`, email, password);
 
 const workspacesOf = async (email: string) =>
   (

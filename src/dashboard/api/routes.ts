@@ -208,6 +208,11 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
           allowDuplicateNames: opts.allowDuplicateNames ?? false,
           accounts: { normalized: (await probeDifySchema(deps.db)).normalizedEmail },
           listRows: S.PLAN_ROWS_LISTED,
+          // The pre-claim guard as POST /batches would meet it: that batch (its own links are no
+          // pre-claim: a file's id from its name and content, rows' a new one), trust_accounts, seal_to.
+          ...(input.batchId ? { batchId: input.batchId } : input.kind === 'file' ? { batchId: await batchIdForFile(input.path) } : {}),
+          ...(opts.trustAccounts ? { trustAccounts: opts.trustAccounts } : {}),
+          ...(opts.sealTo ? { sealTo: opts.sealTo } : {}),
         };
         if (input.kind === 'rows')
           return { status: 200, body: planBody(await planBatch(checkInputRows(input.rows, opts), deps.db, planOpts)) };
