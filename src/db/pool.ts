@@ -44,12 +44,26 @@ export function inlined(...statements: (Statement | string)[]): string {
     .join(';\n');
 }
 
+/** How long a PostgreSQL connection is idle (nothing received) before the kernel probes it; as ioredis' default for Redis. */
+export const KEEPALIVE_MS = 30_000;
+
 export function createPool(target: DbTarget, max = 10, applicationName = 'dify-provision'): Db {
   const where =
     typeof target === 'string'
       ? { connectionString: target }
       : { host: target.host, port: target.port, user: target.user, password: target.password, database: target.database };
-  const pool = new pg.Pool({ ...where, max, application_name: applicationName, Client: ClosingClient });
+  // TCP keepalive: a server that vanished without closing our connections (its host gone in a
+  // failover, a network cut) never answers a statement already sent, and pg waits for it forever
+  // (a worker's row stayed active, its job's lock renewed, for good). Probed after KEEPALIVE_MS
+  // idle, such a connection fails (ETIMEDOUT) once the kernel's probes go unanswered; the row is retried.
+  const pool = new pg.Pool({
+    ...where,
+    max,
+    application_name: applicationName,
+    Client: ClosingClient,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_MS,
+  });
   // An idle client that loses its server must not crash the process; the next query reconnects.
   pool.on('error', () => {});
   return pool;

@@ -5,7 +5,7 @@
 // server must not strand its rows. Each of the two guards (the worker's per-job lineage check,
 // startAttempt's) is pinned down on its own. On a PostgreSQL of this test's own (it is copied,
 // restarted and crashed), with a real pg_basebackup.
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -331,6 +331,44 @@ describe('a physical copy of the Dify database', () => {
     expect(await cli.exited).toBe(0);
     expect(cli.output()).toContain('batch follow done');
   }, 300_000);
+
+  it("a worker's connections to PostgreSQL and Redis are probed by TCP keepalive: a server gone without a word (its host lost in a failover) fails them instead of leaving a statement waiting forever", async () => {
+    // A statement already sent to a server that vanished (no FIN, no RST) is never answered: without
+    // keepalive pg waited for good, the row stayed active and its job's lock was renewed forever.
+    // The kernel's keepalive timer on each connection (tr 02 in /proc/net/tcp) is what ends that
+    // wait; it fires after our idle delay, not the system's two hours.
+    const ka = await difyDatabase('dify_keepalive', '{dp-keepalive}');
+    await (await provisioner(ka)).enqueue(rows('Alive', 1), { batchId: 'alive' });
+    const { w } = await worker(ka);
+    expect((await waitForBatch(ka.db, 'alive', { intervalMs: 100 })).counts.created).toBe(1);
+    const pgPort = Number(new URL(services.databaseUrl).port);
+    const redisPort = Number(new URL(services.redisUrl).port);
+    // Every connection of this process to either server, by the server's port: [our port, timer, ticks to it].
+    const connections = async (serverPort: number) => {
+      const lines = (await readFile('/proc/net/tcp', 'utf8')).trim().split('\n').slice(1);
+      return lines.flatMap((l) => {
+        const [, local, remote, state, , timer] = l.trim().split(/\s+/);
+        const [tr, when] = timer!.split(':');
+        // 01: established.
+        return state === '01' && parseInt(remote!.split(':')[1]!, 16) === serverPort
+          ? [{ port: parseInt(local!.split(':')[1]!, 16), tr, ticks: parseInt(when!, 16) }]
+          : [];
+      });
+    };
+    const { rows: pids } = await ka.db.query<{ port: number }>(
+      `SELECT client_port AS port FROM pg_stat_activity WHERE datname = 'dify_keepalive' AND application_name = 'dify-provision'`,
+    );
+    const workerPg = (await connections(pgPort)).filter((c) => pids.some((p) => p.port === c.port));
+    expect(workerPg.length).toBeGreaterThan(0);
+    // Keepalive timer pending, due within our 30 s (USER_HZ ticks, 100 a second), on each.
+    for (const c of workerPg) expect(c).toMatchObject({ tr: '02', ticks: expect.any(Number) });
+    expect(Math.max(...workerPg.map((c) => c.ticks))).toBeLessThanOrEqual(3000);
+    // Redis: ioredis' own keepalive (30 s), on every connection of this process (the worker's, BullMQ's blocking one).
+    const toRedis = await connections(redisPort);
+    expect(toRedis.length).toBeGreaterThan(0);
+    for (const c of toRedis) expect(c.tr).toBe('02');
+    await w.close();
+  }, 120_000);
 
   it("startAttempt, on its own, starts a row only if its lineage is in the worker's chain and the server still has the lineage that chain was read for", async () => {
     // The worker's per-job check reads the same cached chain; here the row's first statement is
