@@ -424,27 +424,33 @@ describe("the console's advice names its own controls (issue 32)", () => {
   });
 });
 
+/** A POST to the API, as the admin unless `headers` say otherwise. */
+const post = (path: string, body: unknown, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) =>
+  fetch(`${base}/api/v1${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+
+/** B's batch creates `person` (a member of its workspace); its invitation link is sealed for B's operator; the account is activated through it. */
+async function preclaimedByB(batchId: string, person: string): Promise<void> {
+  const b = await post('/batches', {
+    batch_id: batchId,
+    rows: [{ workspace_name: `${batchId} workspace`, owner_email: `owner-of-${batchId}@claim.example`, members: `${person}:normal` }],
+    options: { create_missing_owners: true },
+  });
+  expect(b.status, await b.clone().text()).toBe(201);
+  await waitUntilDone(env, [batchId]);
+  const invited = await post(`/batches/${batchId}/invite`, { seal_to: await readFile(operator.pub, 'utf8') });
+  expect(invited.status, await invited.clone().text()).toBe(200);
+  await env.db.query(`UPDATE accounts SET status = 'active', initialized_at = now() WHERE email = $1`, [person]);
+}
+
 describe('the console: a row refused by the pre-claim guard (docs/security.md)', () => {
   it('its retry offers to trust the address its error names, saying what that means; confirmed, the workspace is created; a row failed otherwise, a read-only session or another site: no trust', async () => {
     const CEO = "o'neil+ceo@claim.example";
     const NAME = '<img src=x id=injected> Claim A';
-    const post = (path: string, body: unknown, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) =>
-      fetch(`${base}/api/v1${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...headers },
-        body: JSON.stringify(body),
-      });
-    // B's batch creates the person; its invitation link is sealed for B's operator; the account is activated through it.
-    const b = await post('/batches', {
-      batch_id: 'claim-b',
-      rows: [{ workspace_name: 'Claim B', owner_email: 'b-owner@claim.example', members: `${CEO}:normal` }],
-      options: { create_missing_owners: true },
-    });
-    expect(b.status, await b.clone().text()).toBe(201);
-    await waitUntilDone(env, ['claim-b']);
-    const invited = await post('/batches/claim-b/invite', { seal_to: await readFile(operator.pub, 'utf8') });
-    expect(invited.status, await invited.clone().text()).toBe(200);
-    await env.db.query(`UPDATE accounts SET status = 'active', initialized_at = now() WHERE email = $1`, [CEO]);
+    await preclaimedByB('claim-b', CEO);
     // A's batch: line 1 names the address (refused by the guard), line 2 an owner with no account (failed otherwise).
     const a = await post('/batches', {
       batch_id: 'claim-a',
@@ -563,12 +569,6 @@ describe('the console: a row refused by the pre-claim guard (docs/security.md)',
 describe('the console: a row whose workspace exists already, refused by the pre-claim guard', () => {
   it('its retry offers the trust its error promises, saying what it means there; confirmed, the row is answered existing', async () => {
     const PERSON = 'copied-owner@claim.example';
-    const post = (path: string, body: unknown) =>
-      fetch(`${base}/api/v1${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
-        body: JSON.stringify(body),
-      });
     // B's file copies A's row (the same external_id, name and owner): B's batch makes the workspace
     // and its owner, and B's operator is given the owner's link. A's batch then finds the workspace made.
     const row = { workspace_name: 'Copied Co', owner_email: PERSON, external_id: 'copied-1' };
@@ -605,6 +605,38 @@ describe('the console: a row whose workspace exists already, refused by the pre-
     expect(await page.textContent('#notice')).toBe(`1 row(s) queued again (the batch trusts ${PERSON} now)`);
     await waitUntilDone(env, ['copy-a']);
     expect(await outcome()).toEqual(['existing:2']);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
+
+describe("the console: a pre-claim refusal of a row writing another form of the account's address (Dify's normalised email)", () => {
+  it("names the row's address and the Dify account; its retry offers to trust the row's address, and confirmed, the workspace is created", async () => {
+    const ACCOUNT = 'c.l.a.i.m@gmail.com';
+    const WRITTEN = 'claim+a@gmail.com';
+    await preclaimedByB('form-b', ACCOUNT);
+    // A's row writes another form of the address: Dify's normalised email makes it that account.
+    const a = await post('/batches', { batch_id: 'form-a', rows: [{ workspace_name: 'Form A', owner_email: WRITTEN }] });
+    expect(a.status, await a.clone().text()).toBe(201);
+    await waitUntilDone(env, ['form-a']);
+
+    const { page, errors } = await consolePage();
+    await page.goto(`${base}/batches/form-a`);
+    await page.waitForSelector('#rows tr[data-line="1"][data-outcome="failed"]');
+    const shown = (await page.textContent('#rows tr[data-line="1"] td.err'))!;
+    expect(shown).toContain(`${WRITTEN} (Dify account ${ACCOUNT}): this account was created or invited by another batch`);
+    await page.click('#retry-1');
+    await page.waitForSelector('#trust-panel');
+    expect(await page.textContent('#trust-retry')).toBe(`Trust ${WRITTEN} and retry line 1`);
+    await page.click('#trust-retry');
+    await page.waitForFunction(() => document.querySelector('#notice')?.textContent !== '');
+    expect(await page.textContent('#notice')).toBe(`1 row(s) queued again (the batch trusts ${WRITTEN} now)`);
+    await waitUntilDone(env, ['form-a']);
+    const owner = await env.db.query(
+      `SELECT a.email FROM tenants t JOIN tenant_account_joins j ON j.tenant_id = t.id AND j.role = 'owner' JOIN accounts a ON a.id = j.account_id
+        WHERE t.name = 'Form A'`,
+    );
+    expect(owner.rows).toEqual([{ email: ACCOUNT }]);
     expect(errors).toEqual([]);
     await page.close();
   });
