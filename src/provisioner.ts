@@ -164,6 +164,9 @@ export interface Provisioner {
       maxRows?: number;
       /** The scope (apply --within): rows naming a workspace outside it are planned rejected. */
       within?: string[];
+      /** The pre-claim guard as apply meets it: the batch (default: a new one, as apply's) and the addresses trusted. */
+      batchId?: string;
+      trustAccounts?: string[];
     } & InvitationAsk,
   ): Promise<ChangePlan>;
   batch(id: string): BatchHandle;
@@ -356,6 +359,8 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
         accounts: { normalized: schema.normalizedEmail },
         createMissingAccounts: opts.createMissingOwners ?? false,
         ...(opts.listRows !== undefined ? { listRows: opts.listRows } : {}),
+        ...(opts.batchId ? { batchId: opts.batchId } : {}),
+        ...(opts.trustAccounts ? { trustAccounts: opts.trustAccounts } : {}),
       });
     },
     async enqueueCsv(file, opts = {}) {

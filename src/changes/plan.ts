@@ -6,6 +6,9 @@ import type { Db } from '../db/pool.js';
 import { findAccounts, personKey, type AccountRules } from '../dify/accounts.js';
 import { readWorkspaces, type WorkspaceState } from '../dify/membership.js';
 import { tenantsOfExternalIds } from '../store/ledger.js';
+import { findPreclaimed, preclaimGuardInstalled, refusePreclaimed } from '../store/invitations.js';
+import { RowError } from '../common/errors.js';
+import { generatedBatchId } from '../common/types.js';
 import type { Account } from '../common/types.js';
 import type { CheckedChange, ChangeRow } from './change-row.js';
 import { CHANGE_KINDS, decide, type ChangeKind } from './decide.js';
@@ -51,6 +54,10 @@ export interface PlanChangesOptions {
   createMissingAccounts?: boolean;
   chunkSize?: number;
   listRows?: number;
+  /** The change batch the rows would be applied as (--batch-id; none: a new one, as apply makes). */
+  batchId?: string;
+  /** --trust-account: addresses the pre-claim guard lets through (ignoring case). */
+  trustAccounts?: readonly string[];
 }
 
 /** "would add 12, remove 3, re-role 2, transfer 1, rename 1, archive 1; 4 unchanged; 2 refused". */
@@ -73,6 +80,23 @@ export async function planChanges(rows: AsyncIterable<CheckedChange>, db: Db, op
     ...(opts.listRows !== undefined ? { rows: [] } : {}),
   };
   const state = new PlanState(db, opts.accounts);
+  // The worker's pre-claim guard (apply-change.ts) for an existing account an add_member joins or a
+  // transfer_owner makes owner: refused in its words unless trusted (none without our function:
+  // a database not migrated to this release).
+  const batchId = (await preclaimGuardInstalled(db)) ? (opts.batchId ?? generatedBatchId('changes')) : undefined;
+  const preclaimed = async (tenantId: string, accountId: string, email: string | undefined): Promise<RowError | undefined> => {
+    if (batchId === undefined || accountId.startsWith('new:')) return undefined;
+    try {
+      refusePreclaimed(await findPreclaimed(db, [accountId], tenantId, batchId), opts.trustAccounts, () => ({
+        field: 'email',
+        emails: email !== undefined ? [email] : [],
+      }));
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof RowError)) throw err;
+      return err;
+    }
+  };
   const note = (r: ChangePlanRow) => {
     if (plan.rows && plan.rows.length < opts.listRows!) plan.rows.push(r);
   };
@@ -82,12 +106,16 @@ export async function planChanges(rows: AsyncIterable<CheckedChange>, db: Db, op
     for (const { line, row } of chunk) {
       const tenantId = state.tenantOf(row);
       const ws = tenantId === undefined ? undefined : state.workspaces.get(tenantId);
-      const d = decide(
+      let d = decide(
         { ...row, createMissingAccounts: opts.createMissingAccounts ?? false },
         ws,
         state.accountsFor(row.email),
         opts.accounts,
       );
+      if (d.verdict === 'apply' && (d.change === 'add' || d.change === 'transfer') && d.account && 'id' in d.account) {
+        const refused = await preclaimed(tenantId!, d.account.id, row.email);
+        if (refused) d = { verdict: 'refuse', field: refused.field, message: refused.message };
+      }
       const base = { line, action: row.action, tenantId: tenantId ?? null, email: row.email ?? null };
       if (d.verdict === 'refuse') {
         plan.refused++;

@@ -128,6 +128,9 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags,
     const plan = await planChanges(changes, rt.db, {
       accounts: { normalized: schema.normalizedEmail },
       createMissingAccounts: flags.createMissingOwners ?? false,
+      // The pre-claim guard as the run meets it: its batch (--batch-id, else a new one) and --trust-account.
+      ...(flags.batchId ? { batchId: flags.batchId } : {}),
+      ...(flags.trustAccount ? { trustAccounts: flags.trustAccount } : {}),
     });
     for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
     print(

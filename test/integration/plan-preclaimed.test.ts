@@ -233,4 +233,29 @@ describe('the plan of rows naming an account whose link went to another batch’
     await run(config, [row], 'cust-b-again', { invite: false });
     expect(await reportOf('cust-b-again')).toEqual(['1:existing']);
   });
+
+  it("apply's plan: add_member and transfer_owner of the address are refused in the words apply's worker uses; trusted, add and transfer", async () => {
+    const config = await world();
+    await preclaimed(config);
+    await run(config, [{ workspace_name: 'A Corp', owner_email: 'cfo@a.example' }], 'cust-a', { invite: false });
+    const a = (await env.db.query<{ id: string }>(`SELECT id FROM tenants WHERE name = 'A Corp'`)).rows[0]!.id;
+    const changes = [
+      { action: 'add_member', workspace_id: a, email: CEO, role: 'admin' },
+      { action: 'transfer_owner', workspace_id: a, email: CEO },
+    ];
+    const plan = await provisioner!.planChanges(changes, { listRows: 10 });
+    expect(plan.rows!.map((r) => `${r.line}:${r.verdict}`)).toEqual(['1:refused', '2:refused']);
+    expect(plan.problems[0]).toMatchObject({ line: 1, field: 'email' });
+    expect(plan.problems[0]!.message).toMatch(
+      /^ceo@a\.example: this account was created or invited by another batch .*--trust-account ceo@a\.example\)/,
+    );
+    expect(plan.problems[0]!.message).not.toContain('cust-b');
+    // Trusted: the add, then the transfer to the member it made.
+    const trusted = await provisioner!.planChanges(changes, { listRows: 10, trustAccounts: ['CEO@a.example'] });
+    expect(trusted.rows!.map((r) => `${r.line}:${r.verdict}`)).toEqual(['1:add', '2:transfer']);
+    // The run: apply's worker refuses the add with exactly the plan's words.
+    await provisioner!.apply([changes[0]!], { batchId: 'a-add' });
+    await runLoggedUntilDone(env, config, ['a-add']);
+    expect(await reportOf('a-add')).toEqual([`1 email: ${plan.problems[0]!.message}`]);
+  });
 });

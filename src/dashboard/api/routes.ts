@@ -276,6 +276,9 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
           accounts: { normalized: (await probeDifySchema(deps.db)).normalizedEmail },
           createMissingAccounts: opts.createMissingOwners ?? false,
           listRows: S.PLAN_ROWS_LISTED,
+          // The pre-claim guard as POST /changes meets it: its batch_id (else a new batch) and trust_accounts.
+          ...(input.batchId ? { batchId: input.batchId } : {}),
+          ...(opts.trustAccounts ? { trustAccounts: opts.trustAccounts } : {}),
         };
         if (input.kind === 'rows')
           return {
