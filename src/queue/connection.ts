@@ -11,9 +11,29 @@ export type RedisClient = Redis | Cluster;
 const tlsOptions = (tls: { caFile?: string | undefined } | undefined) =>
   tls ? { tls: tls.caFile ? { ca: readFileSync(tls.caFile) } : {} } : {};
 
-/** Workers block on Redis and must never give up a command; producers should fail fast. */
-export function redisConnection(target: RedisTarget, role: 'worker' | 'producer'): RedisClient {
-  const common: RedisOptions = { maxRetriesPerRequest: role === 'worker' ? null : 3, enableOfflineQueue: true, lazyConnect: false };
+/**
+ * How long a producer's command may go unanswered on a connection that stays open (a Redis
+ * paused or stuck: no error, no reconnection, so ioredis' retries never start).
+ */
+export const PRODUCER_COMMAND_TIMEOUT_MS = 30_000;
+
+/**
+ * Workers block on Redis and must never give up a command; producers should fail fast: after
+ * their retries when the connection drops, after `commandTimeoutMs` when it stays open and
+ * Redis does not answer (before, an ingest over a paused Redis waited for good, its batch's
+ * transaction and lock held; so did a worker's SETEX of invitation tokens in a paused Dify Redis).
+ */
+export function redisConnection(
+  target: RedisTarget,
+  role: 'worker' | 'producer',
+  commandTimeoutMs = PRODUCER_COMMAND_TIMEOUT_MS,
+): RedisClient {
+  const common: RedisOptions = {
+    maxRetriesPerRequest: role === 'worker' ? null : 3,
+    enableOfflineQueue: true,
+    lazyConnect: false,
+    ...(role === 'producer' ? { commandTimeout: commandTimeoutMs } : {}),
+  };
   let client: RedisClient;
   if (target.kind === 'cluster') {
     const options: ClusterOptions = {
@@ -110,7 +130,7 @@ export function isConnectionError(err: unknown): boolean {
     return true;
   return (
     typeof message === 'string' &&
-    /ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Stream isn't writeable|Failed to refresh slots cache|None of (the )?startup nodes|All sentinels are unreachable|Reached the max retries per request/i.test(
+    /ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Command timed out|Stream isn't writeable|Failed to refresh slots cache|None of (the )?startup nodes|All sentinels are unreachable|Reached the max retries per request/i.test(
       message,
     )
   );

@@ -43,6 +43,8 @@ export interface RuntimeOptions {
   logger?: Logger;
   /** How often this process refreshes its server in the queue's registry, and how long an entry lives (tests shorten them). */
   watch?: { intervalMs?: number; liveMs?: number };
+  /** A producer's bound on a Redis command left unanswered (PRODUCER_COMMAND_TIMEOUT_MS; tests shorten it). */
+  redisCommandTimeoutMs?: number;
 }
 
 /** PostgreSQL only (doctor, dry-run plans). */
@@ -86,7 +88,7 @@ export async function openQueueRuntime(
     await migrate(base.db);
     dify = await difyIdentity(base.db);
     if (target.kind === 'node') await checkComposeHost(cfg.composeHosts, 'REDIS_HOST');
-    redis = redisConnection(target, role);
+    redis = redisConnection(target, role, opts.redisCommandTimeoutMs);
     if (role === 'producer') await checkRedis(redis, target);
     server = await watchServer(base.db, redis, {
       prefix: cfg.queuePrefix,

@@ -3,7 +3,9 @@ import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { StrictValidationError } from '../../src/input/input-rows.js';
-import { createProvisioner, type Provisioner } from '../../src/provisioner.js';
+import { ConfigSchema } from '../../src/config/config.js';
+import { createProvisioner, provisionerOn, type Provisioner } from '../../src/provisioner.js';
+import { openQueueRuntime } from '../../src/runtime/runtime.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf } from '../helpers/batch.js';
 import { tcpProxy } from '../helpers/tcp-proxy.js';
@@ -293,5 +295,33 @@ describe('ingest when Redis is down', () => {
     expect(again.summary).toMatchObject({ queued: 0, alreadyInBatch: 5 });
     const final = await withWorker(() => again.done(100));
     expect(final.counts.created).toBe(5);
+  });
+
+  it('mid-ingest, Redis paused (its connection stays open, nothing answers): fails instead of waiting for good, keeps the rows, and a re-run queues them', async () => {
+    // No error and no reconnection, so ioredis' retries never start: the ingest waited forever,
+    // its batch's transaction and lock held. A producer's command is now bounded.
+    const rows = Array.from({ length: 5 }, (_, i) => ({ workspace_name: `Paused ${i}`, owner_email: `owner${i + 1}@example.com` }));
+    const proxy = await tcpProxy(Number(new URL(env.config.redisUrl).port));
+    const own = provisionerOn(
+      await openQueueRuntime(ConfigSchema.parse({ ...env.config, redisUrl: `redis://127.0.0.1:${proxy.port}` }), {
+        logger: pino({ level: 'silent' }),
+        redisCommandTimeoutMs: 500,
+      }),
+    );
+    proxy.freeze();
+    try {
+      await expect(own.enqueue(rows, { batchId: 'paused' })).rejects.toThrow(/Command timed out/);
+      expect(await own.workers()).toBe('unreachable');
+    } finally {
+      await proxy.cut(); // what it held is dropped: nothing of this ingest reaches Redis later
+      await own.close().catch(() => {});
+    }
+    const recorded = await env.db.query(
+      `SELECT count(*)::int AS n FROM dify_provision.rows WHERE batch_id = 'paused' AND outcome = 'queued'`,
+    );
+    expect(recorded.rows[0].n).toBe(5);
+    const again = await provisioner.enqueue(rows, { batchId: 'paused' });
+    expect(again.summary).toMatchObject({ queued: 0, alreadyInBatch: 5 });
+    expect((await withWorker(() => again.done(100))).counts.created).toBe(5);
   });
 });
