@@ -141,7 +141,9 @@ export const PlanResponseSchema = z.object({
   would_create: count,
   existing: count,
   rejected: count,
-  would_fail: count.describe('valid rows that would fail: missing or ambiguous owners/members, taken workspace ids'),
+  would_fail: count.describe(
+    "valid rows that would fail: missing or ambiguous owners/members, taken workspace ids, accounts the pre-claim guard refuses (another batch's operator was given their link; trust_accounts lets them through)",
+  ),
   likely_duplicates: count,
   problems: PlanProblemsSchema,
   input: InputInfoSchema.optional(),
@@ -165,7 +167,9 @@ export const ChangePlanResponseSchema = z.object({
   would_apply: z.object(Object.fromEntries(CHANGE_KINDS.map((k) => [k, count])) as Record<(typeof CHANGE_KINDS)[number], typeof count>),
   unchanged: count.describe('rows whose change Dify already shows'),
   rejected: count.describe('invalid rows (line and field): apply records them rejected'),
-  refused: count.describe("valid rows Dify's rules would refuse now (unknown workspace or person, the owner, an archived workspace)"),
+  refused: count.describe(
+    "valid rows Dify's rules would refuse now (unknown workspace or person, the owner, an archived workspace), or the pre-claim guard (trust_accounts)",
+  ),
   problems: PlanProblemsSchema,
   input: InputInfoSchema.optional(),
   rows: z
