@@ -103,10 +103,10 @@ export async function workersServing(queue: Queue, ms = 3000): Promise<number | 
   }
 }
 
-const NO_ANSWER = 'no answer';
+export const NO_ANSWER = 'no answer';
 
 /** The command's answer, or an Error('no answer') after `ms`. */
-async function answerWithin<T>(command: Promise<T>, ms: number): Promise<T> {
+export async function answerWithin<T>(command: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([

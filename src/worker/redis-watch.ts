@@ -1,12 +1,14 @@
 // A worker's view of Redis. ioredis and BullMQ reconnect by themselves, with backoff, and BullMQ
 // reports every failed attempt of each of its connections: this says it once instead (where
 // Redis is, the cause, what to check), then a line a minute at most while it lasts, and once
-// when Redis answers again. A stopping worker asks it whether anything can still be finished.
+// when Redis answers again. A Redis that answers nothing on an open connection (paused, stuck)
+// raises no error: a PING with a deadline finds it. A stopping worker asks it whether anything
+// can still be finished.
 import type { Worker } from 'bullmq';
 import type { RedisTarget } from '../config/config.js';
 import { describeError } from '../common/errors.js';
 import type { Logger } from '../log/logger.js';
-import { CHECK_REDIS, describeTarget, isConnectionError, type RedisClient } from '../queue/connection.js';
+import { answerWithin, CHECK_REDIS, describeTarget, isConnectionError, NO_ANSWER, type RedisClient } from '../queue/connection.js';
 
 export interface RedisWatch {
   /** Resolves as soon as Redis is found unreachable (at once if it is now). */
@@ -14,7 +16,26 @@ export interface RedisWatch {
   stop(): void;
 }
 
-export function watchRedis(redis: RedisClient, worker: Worker, target: RedisTarget, logger: Logger, repeatMs = 60_000): RedisWatch {
+/**
+ * A PING every `intervalMs` that must answer within `answerMs`: a Redis that keeps the connection
+ * open and answers nothing (paused, stuck, cut off without a reset) raises no error, and the
+ * worker (whose commands never give up) would wait without a word.
+ */
+export interface RedisHeartbeat {
+  intervalMs?: number;
+  answerMs?: number;
+}
+
+export const DEFAULT_HEARTBEAT = { intervalMs: 15_000, answerMs: 10_000 };
+
+export function watchRedis(
+  redis: RedisClient,
+  worker: Worker,
+  target: RedisTarget,
+  logger: Logger,
+  repeatMs = 60_000,
+  heartbeat: RedisHeartbeat = {},
+): RedisWatch {
   const where = describeTarget(target);
   let down: { since: number; lastLine: number } | undefined;
   let stopped = false;
@@ -37,7 +58,9 @@ export function watchRedis(redis: RedisClient, worker: Worker, target: RedisTarg
   };
   const onError = (err: unknown) => {
     if (stopped || !isConnectionError(err)) return;
-    const cause = describeError(err);
+    wentDown(describeError(err));
+  };
+  const wentDown = (cause: string) => {
     if (!down) {
       down = { since: Date.now(), lastLine: Date.now() };
       logger.warn(
@@ -62,11 +85,29 @@ export function watchRedis(redis: RedisClient, worker: Worker, target: RedisTarg
   redis.on('error', onError);
   worker.on('error', onWorkerError);
   worker.on('closing', onClosing);
+  const answerMs = heartbeat.answerMs ?? DEFAULT_HEARTBEAT.answerMs;
+  let beating = false;
+  const beat = setInterval(() => {
+    if (down || stopped || closing || beating) return;
+    beating = true;
+    answerWithin(redis.ping(), answerMs)
+      .catch((err: unknown) => {
+        if (!down && !stopped && !closing && (err as Error).message === NO_ANSWER)
+          wentDown(
+            `no answer to a PING within ${answerMs / 1000} s on an open connection (Redis paused, stuck, or cut off without a reset)`,
+          );
+      })
+      .finally(() => {
+        beating = false;
+      });
+  }, heartbeat.intervalMs ?? DEFAULT_HEARTBEAT.intervalMs);
+  beat.unref();
   return {
     unreachable: () => (down ? Promise.resolve() : new Promise<void>((wake) => waiters.push(wake))),
     stop() {
       stopped = true;
       clearTimeout(retry);
+      clearInterval(beat);
       redis.off('error', onError);
       worker.off('error', onWorkerError);
       worker.off('closing', onClosing);

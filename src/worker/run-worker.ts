@@ -22,7 +22,7 @@ import type { KeyStorage } from '../storage/key-storage.js';
 import { rowsWaitForInvitations } from '../store/rows.js';
 import { sealKeyCache } from '../store/sealed-secrets.js';
 import { createProvisionWorker } from './processor.js';
-import { watchRedis, type RedisWatch } from './redis-watch.js';
+import { watchRedis, type RedisHeartbeat, type RedisWatch } from './redis-watch.js';
 import { startSweeping, type SweepOptions } from './sweep.js';
 import { openDifyTasks } from './dify-tasks.js';
 
@@ -43,6 +43,8 @@ export interface RunWorkerOptions {
   gracePeriodMs?: number;
   /** The server registry's timing (queue/server-watch.ts); tests shorten it. */
   watch?: { intervalMs?: number; liveMs?: number };
+  /** How often the worker checks that Redis answers on its open connection, and how long it waits (redis-watch.ts); tests shorten them. */
+  redisHeartbeat?: RedisHeartbeat;
   /** How long a job left for another server waits before it is seen again. */
   leaveMs?: number;
   /**
@@ -116,7 +118,7 @@ export async function runWorker(config: Config, opts: RunWorkerOptions = {}): Pr
         ...(opts.leaveMs ? { leaveMs: opts.leaveMs } : {}),
       },
     );
-    const watch = watchRedis(rt.redis, worker, redisTargetOf(rt.config)!, logger);
+    const watch = watchRedis(rt.redis, worker, redisTargetOf(rt.config)!, logger, undefined, opts.redisHeartbeat);
     const sweeper =
       opts.sweep === false ? undefined : startSweeping(rt.db, rt, logger, opts.sweep, invites.inviter, difyTasks, revoking?.revoker);
     let closing: Promise<void> | undefined;

@@ -6,6 +6,7 @@ import { StrictValidationError } from '../../src/input/input-rows.js';
 import { ConfigSchema } from '../../src/config/config.js';
 import { createProvisioner, provisionerOn, type Provisioner } from '../../src/provisioner.js';
 import { openQueueRuntime } from '../../src/runtime/runtime.js';
+import { waitFor } from '../../src/services/local-services.js';
 import { runWorker } from '../../src/worker/run-worker.js';
 import { csvOf } from '../helpers/batch.js';
 import { tcpProxy } from '../helpers/tcp-proxy.js';
@@ -266,6 +267,35 @@ describe('batch lifecycle', () => {
     );
     expect(plan).toMatchObject({ total: 5, wouldCreate: 1, existing: 1, rejected: 1, wouldFail: 2 });
     expect(plan.problems.map((p) => `${p.line} ${p.field}`)).toEqual(['4 owner_email', '5 workspace_id', '6 owner_email']);
+  });
+});
+
+describe('a worker when Redis stops answering on an open connection', () => {
+  it('says so (no error comes: Redis paused or stuck), says when it answers again, and works on', async () => {
+    // ioredis raises nothing while a connection stays open and nothing answers, and a worker's
+    // commands never give up: the worker waited without a word. A PING with a deadline finds it.
+    const proxy = await tcpProxy(Number(new URL(env.config.redisUrl).port));
+    const said: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void said.push(String(JSON.parse(line).msg)) });
+    const w = await runWorker(
+      { ...env.config, redisUrl: `redis://127.0.0.1:${proxy.port}` },
+      { concurrency: 2, logger, redisHeartbeat: { intervalMs: 100, answerMs: 500 } },
+    );
+    try {
+      proxy.freeze();
+      await waitFor(async () => said.some((m) => m.startsWith('Redis unreachable')), 'the worker to say Redis does not answer', 60_000);
+      expect(said.find((m) => m.startsWith('Redis unreachable'))).toBe(
+        `Redis unreachable at redis://127.0.0.1:${proxy.port}: no answer to a PING within 0.5 s on an open connection (Redis paused, stuck, or cut off without a reset) — check the Redis settings (REDIS_URL, or Dify's REDIS_*) and that Redis is running; retrying quietly with backoff (a line a minute while it lasts)`,
+      );
+      proxy.thaw();
+      await waitFor(async () => said.some((m) => m.startsWith('Redis reachable again')), 'the worker to say Redis answers again', 60_000);
+      const rows = [1, 2].map((i) => ({ workspace_name: `Thawed ${i}`, owner_email: `owner${i}@example.com` }));
+      expect((await (await provisioner.enqueue(rows, { batchId: 'thawed' })).done(100)).counts.created).toBe(2);
+    } finally {
+      proxy.thaw();
+      await w.close();
+      await proxy.cut();
+    }
   });
 });
 
