@@ -200,19 +200,39 @@ describe('invitations from the CLI', () => {
         { workspace_name: 'B Corp', owner_email: 'b-owner@b.example', members: 'ceo@a.example:normal' },
       ]);
       const seal = ['--seal-to', join(dir, 'op.pub')];
-      const ingestB = await runCli(
-        [...difyEnv, 'ingest', b, '--create-missing-owners', '--invite', ...seal, '--batch-id', 'cust-b'],
-        env.env,
-      );
+      // B's batch id is the file's (its name and content), as ingest derives it.
+      const ingestB = await runCli([...difyEnv, 'ingest', b, '--create-missing-owners', '--invite', ...seal], env.env);
       expect(ingestB.code, ingestB.stderr).toBe(0);
-      await until(world.done('cust-b'), "B's batch");
+      const custB = /^batch (\S+):/.exec(ingestB.stdout)![1]!;
+      await until(world.done(custB), "B's batch");
       const out = join(dir, 'b-links.csv');
-      expect((await runCli(['secrets', 'cust-b', '--invites', '--key', join(dir, 'op.key'), '--out', out], env.env)).code).toBe(0);
+      expect((await runCli(['secrets', custB, '--invites', '--key', join(dir, 'op.key'), '--out', out], env.env)).code).toBe(0);
       expect(await readFile(out, 'utf8')).toContain(',B Corp,ceo@a.example,normal,');
       await env.db.query(`UPDATE accounts SET status = 'active', initialized_at = now() WHERE email = 'ceo@a.example'`);
 
-      // A's file naming the address as owner: refused without the flag, naming the line and field.
+      // The dry run plans the batch the same command would make: B's file again is B's batch (its
+      // own link is no pre-claim: skipped as existing); under another batch id (no --seal-to of
+      // B's), its row is refused as the worker would refuse it.
+      const bAgain = await runCli([...difyEnv, 'ingest', b, '--dry-run'], env.env);
+      expect(bAgain.stdout, bAgain.stderr).toContain('would create 0, skip 1 existing, reject 0 invalid, fail 0');
+      expect(bAgain.code).toBe(0);
+      const bOther = await runCli([...difyEnv, 'ingest', b, '--dry-run', '--batch-id', 'cust-other'], env.env);
+      expect(bOther.code).toBe(2);
+      expect(bOther.stderr).toMatch(
+        /^line 2 \(owner_email\): b-owner@b\.example: this row's workspace exists already, and this account's link was given/,
+      );
+
+      // A's file naming the address as owner: planned would_fail (trusted: would_create), then refused without the flag, naming the line and field.
       const a = await world.file('a.csv', [{ workspace_name: 'A Corp', owner_email: 'ceo@a.example', members: '' }]);
+      const planned = await runCli([...difyEnv, 'ingest', a, '--dry-run', '--batch-id', 'cust-a'], env.env);
+      expect(planned.code).toBe(2);
+      expect(planned.stdout).toContain('would create 0, skip 0 existing, reject 0 invalid, fail 1');
+      expect(planned.stderr).toMatch(
+        /^line 2 \(owner_email\): ceo@a\.example: this account was created or invited by another batch .*--trust-account ceo@a\.example/,
+      );
+      const plannedTrusted = await runCli([...difyEnv, 'ingest', a, '--dry-run', '--trust-account', 'CEO@a.example'], env.env);
+      expect(plannedTrusted.stdout, plannedTrusted.stderr).toContain('would create 1, skip 0 existing, reject 0 invalid, fail 0');
+      expect(plannedTrusted.code).toBe(0);
       expect((await runCli([...difyEnv, 'ingest', a, '--batch-id', 'cust-a'], env.env)).code).toBe(0);
       await until(world.done('cust-a'), "A's batch");
       const refused = await world.rowsOf('cust-a');
@@ -220,7 +240,7 @@ describe('invitations from the CLI', () => {
       expect(refused[0].error).toMatch(
         /^owner_email: ceo@a\.example: this account was created or invited by another batch .*--trust-account ceo@a\.example/,
       );
-      expect(refused[0].error).not.toContain('cust-b');
+      expect(refused[0].error).not.toContain(custB);
 
       const notAnAddress = await runCli([...difyEnv, 'ingest', a, '--trust-account', 'ceo-at-a.example', '--batch-id', 'x'], env.env);
       expect(notAnAddress.code).not.toBe(0);
