@@ -119,8 +119,8 @@ export async function planBatch(rows: AsyncIterable<CsvRow>, db: Db, opts: PlanB
   };
   let chunk: Extract<CsvRow, { ok: true }>[] = [];
   const ledger = opts.allowDuplicateNames ? undefined : await ledgerExists(db);
-  // The pre-claim guard, as the workers will run it (a database without our function has no links
-  // of this release's workers yet: they migrate before their first row).
+  // The pre-claim guard, as the workers will run it. A database not yet migrated to this release
+  // lacks our function: planned without the guard (the workers migrate before their first row).
   const guard: Guard | undefined = (await preclaimGuardInstalled(db))
     ? {
         batchId: opts.batchId ?? generatedBatchId('plan'),
