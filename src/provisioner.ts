@@ -33,6 +33,7 @@ import { enqueueChanges, type ApplyOptions, type ApplySummary } from './changes/
 import { planChanges, type ChangePlan } from './changes/plan.js';
 import { checkSyncInputs, SYNC_ROWS, syncChanges, type SyncInput } from './changes/sync.js';
 import { withinScope } from './changes/scope.js';
+import { sameWorkspaceRules } from './changes/same-workspace.js';
 import type { CheckedRow } from './input/row-checker.js';
 import { withTransaction } from './db/pool.js';
 import { listKeys, mintDatasetKey, type ListedKey, type MintedKey } from './dify/api-keys.js';
@@ -317,7 +318,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     (file: string | Readable, opts: ReadOptions & { sync?: boolean; within?: string[] }) => (): AsyncIterable<CheckedChange> => {
       const stream = typeof file === 'string' ? createReadStream(file) : file;
       const read = { ...opts, ...(typeof file === 'string' && opts.source === undefined ? { source: file } : {}) };
-      if (!opts.sync) return withinScope(readRecords(stream, CHANGE_ROWS, read), db, opts.within);
+      if (!opts.sync) return sameWorkspaceRules(withinScope(readRecords(stream, CHANGE_ROWS, read), db, opts.within), db, limitsOf(opts));
       return (async function* () {
         yield* await syncChanges(withinScope(readRecords(stream, SYNC_ROWS, read), db, opts.within), db, await rulesOf(), limitsOf(opts));
       })();
@@ -337,7 +338,11 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
               limitsOf(opts),
             );
           })()
-        : withinScope(checkChangeInputs(rows as Iterable<ChangeInput>, limitsOf(opts)), db, opts.within);
+        : sameWorkspaceRules(
+            withinScope(checkChangeInputs(rows as Iterable<ChangeInput>, limitsOf(opts)), db, opts.within),
+            db,
+            limitsOf(opts),
+          );
 
   return {
     enqueue: (rows, opts = {}) => enqueueRows(() => checkInputRows(rows, opts), false, opts),

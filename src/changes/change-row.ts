@@ -143,29 +143,33 @@ export function rawOfChange(record: Partial<Record<ChangeColumn, string>>): RawR
  *   transfer_owner of its workspace waits for the transfer;
  * - one rename, one transfer_owner, and one archive or restore per workspace;
  * - no member change in a workspace the file archives or restores (it would depend on the order).
- * The same row twice is refused as a duplicate. What these rules remember is bounded by the
- * batch's --max-rows and --max-bytes (InputTooLargeError at the line that goes over).
+ * The same row twice is refused as a duplicate. A workspace is what `ws` says it is: the reference
+ * as written when the file is read (ChangeChecker), the Dify id it resolves to once the database
+ * is read (changes/same-workspace.ts), so a workspace named once by external_id and once by its id
+ * is one workspace. What these rules remember is bounded by the batch's --max-rows and --max-bytes
+ * (InputTooLargeError at the line that goes over).
  */
-export class ChangeChecker {
+export class FileRules {
   private readonly keys = new Map<string, number>();
   private readonly people = new Map<string, { line: number; action: ChangeAction }>();
   private readonly workspaces = new Map<string, { rename?: number; transfer?: number; status?: number; members?: number }>();
   private readonly held: HeldRows;
 
-  constructor(limits: HeldLimits = {}) {
-    this.held = new HeldRows('the changes file', limits);
+  constructor(what: string, limits: HeldLimits = {}) {
+    this.held = new HeldRows(what, limits);
   }
 
-  check(record: Partial<Record<ChangeColumn, string>>, line: number): CheckedChange {
+  /** A row held that these rules do not see (an invalid one). */
+  countRow(line: number): void {
     this.held.row(line);
-    const raw = rawOfChange(record);
-    const v = validateChange(record);
-    if (!v.ok) return { line, ok: false, errors: v.errors, raw };
-    const row = v.row;
-    const refuse = (field: string, message: string): CheckedChange => ({ line, ok: false, errors: [{ field, message }], raw });
+  }
+
+  /** The row's refusal (naming the earlier line), or undefined: then it is remembered (and may get its afterLine). */
+  check(row: ChangeRow, line: number, ws: string): FieldError | undefined {
+    this.held.row(line);
+    const refuse = (field: string, message: string): FieldError => ({ field, message });
     const same = this.keys.get(row.key);
     if (same !== undefined) return refuse('action', `duplicate: line ${same} has this change already`);
-    const ws = workspaceRef(row);
     const w = this.workspaces.get(ws) ?? {};
     const member = MEMBER_ACTIONS.includes(row.action);
     if (member && w.status !== undefined)
@@ -202,13 +206,37 @@ export class ChangeChecker {
     if (row.action === 'transfer_owner') w.transfer = line;
     if (row.action === 'archive' || row.action === 'restore') w.status = line;
     this.workspaces.set(ws, w);
-    return { line, ok: true, row };
+    return undefined;
   }
 
   close(): void {
     this.keys.clear();
     this.people.clear();
     this.workspaces.clear();
+  }
+}
+
+/** Each row's own rules, then the rules across the file with each workspace as the row names it. */
+export class ChangeChecker {
+  private readonly rules: FileRules;
+
+  constructor(limits: HeldLimits = {}) {
+    this.rules = new FileRules('the changes file', limits);
+  }
+
+  check(record: Partial<Record<ChangeColumn, string>>, line: number): CheckedChange {
+    const raw = rawOfChange(record);
+    const v = validateChange(record);
+    if (!v.ok) {
+      this.rules.countRow(line);
+      return { line, ok: false, errors: v.errors, raw };
+    }
+    const refused = this.rules.check(v.row, line, workspaceRef(v.row));
+    return refused ? { line, ok: false, errors: [refused], raw } : { line, ok: true, row: v.row };
+  }
+
+  close(): void {
+    this.rules.close();
   }
 }
 

@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { CHANGE_ROWS, type CheckedChange } from '../changes/change-row.js';
 import { describePlan, planChanges } from '../changes/plan.js';
 import { scopeOf, withinScope } from '../changes/scope.js';
+import { sameWorkspaceRules } from '../changes/same-workspace.js';
 import { SYNC_ROWS, syncChanges, type SyncRow } from '../changes/sync.js';
 import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
 import { newInputInfo, describeInput } from '../input/decode.js';
@@ -124,7 +125,7 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags,
       ? (async function* () {
           yield* await syncChanges(withinScope(rows as AsyncIterable<Checked<SyncRow>>, rt.db, flags.within), rt.db, accounts, readOpts);
         })()
-      : withinScope(rows as AsyncIterable<CheckedChange>, rt.db, flags.within);
+      : sameWorkspaceRules(withinScope(rows as AsyncIterable<CheckedChange>, rt.db, flags.within), rt.db, readOpts);
     const plan = await planChanges(changes, rt.db, {
       accounts: { normalized: schema.normalizedEmail },
       createMissingAccounts: flags.createMissingOwners ?? false,

@@ -171,7 +171,11 @@ describe('apply --within: a customer changes only the workspaces of their own ba
 
     // Without --within (the operator's own file) the behaviour is unchanged: A is reachable.
     const own = await provisioner.planChanges(file, { createMissingOwners: true });
-    expect(own.rejected).toBe(0);
+    // (Lines 4 and 5 name one person of one workspace, by workspace_id and by external_id: one change per person in a file.)
+    expect(own.rejected).toBe(1);
+    expect(own.problems.map((p) => `${p.line} ${p.field}: ${p.message.replace(/ \(.*$/, '')}`)).toContain(
+      '5 email: line 4 changes this person in this workspace already',
+    );
     expect(own.wouldApply).toMatchObject({ add: 2, remove: 1, rename: 1 });
 
     // Archiving A (a file of its own: the file's rules keep archive apart from member changes).

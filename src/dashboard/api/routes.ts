@@ -36,6 +36,7 @@ import {
 import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } from '../../changes/change-row.js';
 import { changeLibraryOptions, type ChangeOptions } from '../../changes/options.js';
 import { withinScope } from '../../changes/scope.js';
+import { sameWorkspaceRules } from '../../changes/same-workspace.js';
 import type { ApplySummary } from '../../changes/enqueue-changes.js';
 import { describePlan, planChanges, type ChangePlan } from '../../changes/plan.js';
 import { allReportRows, reportRows, rowDetail, type ReportRow, type RowDetail } from '../../store/report.js';
@@ -283,11 +284,21 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
         if (input.kind === 'rows')
           return {
             status: 200,
-            body: changePlanBody(await planChanges(withinScope(checkChangeInputs(input.rows), deps.db, opts.within), deps.db, planOpts)),
+            body: changePlanBody(
+              await planChanges(
+                sameWorkspaceRules(withinScope(checkChangeInputs(input.rows), deps.db, opts.within), deps.db),
+                deps.db,
+                planOpts,
+              ),
+            ),
           };
         const info = newInputInfo();
         const read = readRecords(createReadStream(input.path), CHANGE_ROWS, { ...opts, maxBytes: deps.maxBytes }, info);
-        const plan = await planChanges(withinScope(read, deps.db, opts.within), deps.db, planOpts);
+        const plan = await planChanges(
+          sameWorkspaceRules(withinScope(read, deps.db, opts.within), deps.db, { maxBytes: deps.maxBytes }),
+          deps.db,
+          planOpts,
+        );
         return { status: 200, body: changePlanBody({ ...plan, input: info }) };
       },
     },
