@@ -80,6 +80,7 @@ export function withinScope<T extends WorkspaceNamed>(
         }
         // What a report shows of the row is what the file said, nothing read from Dify.
         const raw: RawRow = {
+          ...(c.row.workspaceId !== undefined ? { workspaceId: c.row.workspaceId } : {}),
           ...(c.row.externalId !== undefined ? { externalId: c.row.externalId } : {}),
           ...(c.row.email !== undefined ? { ownerEmail: c.row.email } : {}),
         };

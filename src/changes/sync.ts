@@ -64,6 +64,19 @@ function validateSync(record: Partial<Record<SyncColumn, string>>): { ok: true; 
   };
 }
 
+/**
+ * The workspace a membership row names, when it can be read even though the row is rejected
+ * (exactly one of workspace_id, a strict UUID, and external_id): a rejected row withholds that
+ * workspace's removals; one whose workspace cannot be read withholds every removal (syncChanges).
+ */
+function readableWorkspace(record: Partial<Record<SyncColumn, string>>): { workspaceId: string } | { externalId: string } | object {
+  const workspaceId = cell(record.workspace_id)?.toLowerCase();
+  const externalId = cell(record.external_id);
+  if (workspaceId !== undefined && externalId === undefined && isStrictUuid(workspaceId)) return { workspaceId };
+  if (externalId !== undefined && workspaceId === undefined) return { externalId };
+  return {};
+}
+
 /** One person once per workspace, one owner per workspace; the later line is refused, naming the earlier. */
 class SyncChecker {
   private readonly people = new Map<string, number>();
@@ -74,7 +87,7 @@ class SyncChecker {
   }
   check(record: Partial<Record<SyncColumn, string>>, line: number): Checked<SyncRow> {
     this.held.row(line);
-    const raw: RawRow = { ...(record.email !== undefined ? { ownerEmail: record.email } : {}) };
+    const raw: RawRow = { ...readableWorkspace(record), ...(record.email !== undefined ? { ownerEmail: record.email } : {}) };
     const v = validateSync(record);
     if (!v.ok) return { line, ok: false, errors: v.errors, raw };
     const ws = workspaceRef(v.row);
@@ -118,12 +131,26 @@ interface Member {
   role: string;
 }
 
+/** "line 3", "lines 3, 5", "lines 3, 5, 8, 9, 12, … (14 lines)". */
+function linesWords(lines: number[]): string {
+  if (lines.length === 1) return `line ${lines[0]}`;
+  const shown = lines.slice(0, 5).join(', ');
+  return `lines ${shown}${lines.length > 5 ? `, … (${lines.length} lines)` : ''}`;
+}
+
 /**
  * The change rows that make each named workspace's membership what the file lists, from Dify's
  * state now, in the order they depend on each other (a plan reads them in this order). Invalid
- * file rows come through rejected. The whole file is held, with the members of the workspaces it
- * names and the change rows it becomes: all of it bounded by the batch's --max-rows (file rows and
- * the removals it adds) and --max-bytes (InputTooLargeError at the line that goes over).
+ * file rows come through rejected. A workspace is the Dify workspace a row names, however it names
+ * it (its id or the external_id our ledger resolves to it): a person listed twice or a second
+ * owner is refused naming the earlier line even when the two lines name the workspace differently.
+ * A person the file lists is never removed: while a line naming a workspace is rejected (it may
+ * list a member), none of that workspace's removals is made, and while a rejected line's workspace
+ * cannot be read (it could be any), none of the file's removals is made; each removal withheld is
+ * a rejected row naming the person and the rejected lines. The rows that are fine still apply.
+ * The whole file is held, with the members of the workspaces it names and the change rows it
+ * becomes: all of it bounded by the batch's --max-rows (file rows and the removals it adds) and
+ * --max-bytes (InputTooLargeError at the line that goes over).
  */
 export async function syncChanges(
   rows: AsyncIterable<Checked<SyncRow>>,
@@ -133,28 +160,86 @@ export async function syncChanges(
 ): Promise<CheckedChange[]> {
   const held = new HeldRows('the membership file (--sync)', limits);
   const out: CheckedChange[] = [];
-  const byWorkspace = new Map<string, { line: number; row: SyncRow }[]>();
+  const valid: { line: number; row: SyncRow }[] = [];
+  // Rejected lines: whose workspace can be read (by its reference), and whose cannot.
+  const rejectedIn: { line: number; ref: { workspaceId?: string; externalId?: string } }[] = [];
+  const unreadable: number[] = [];
   let last = 0;
   for await (const r of rows) {
     last = Math.max(last, r.line);
     if (!r.ok) {
       held.row(r.line, heldBytes(JSON.stringify(r.errors)));
       out.push(r);
+      if (r.raw.workspaceId !== undefined) rejectedIn.push({ line: r.line, ref: { workspaceId: r.raw.workspaceId } });
+      else if (r.raw.externalId !== undefined) rejectedIn.push({ line: r.line, ref: { externalId: r.raw.externalId } });
+      else unreadable.push(r.line);
       continue;
     }
     held.row(r.line, heldBytes(r.row.email, r.row.workspaceId ?? r.row.externalId) + 2 * heldBytes());
-    const ws = workspaceRef(r.row);
-    const listed = byWorkspace.get(ws);
-    if (listed) listed.push({ line: r.line, row: r.row });
-    else byWorkspace.set(ws, [{ line: r.line, row: r.row }]);
+    valid.push({ line: r.line, row: r.row });
   }
-  const firsts = [...byWorkspace.values()].map((v) => v[0]!.row);
-  const external = await tenantsOfExternalIds(
-    db,
-    firsts.flatMap((r) => (r.externalId !== undefined ? [r.externalId] : [])),
-  );
-  const tenantOf = (r: SyncRow) => r.workspaceId ?? external.get(r.externalId!);
-  const ids = firsts.map(tenantOf).filter((t): t is string => t !== undefined);
+  // Each reference resolved to its workspace: the ledger's tenant for an external_id it knows.
+  const external = await tenantsOfExternalIds(db, [
+    ...new Set(
+      [...valid.map((v) => v.row), ...rejectedIn.map((r) => r.ref)].flatMap((r) => (r.externalId !== undefined ? [r.externalId] : [])),
+    ),
+  ]);
+  const tenantOf = (r: { workspaceId?: string; externalId?: string }) => r.workspaceId ?? external.get(r.externalId!);
+  const workspaceOf = (r: { workspaceId?: string; externalId?: string }) => {
+    const t = tenantOf(r);
+    return t !== undefined ? `id:${t}` : workspaceRef(r);
+  };
+  // Grouped by workspace; the file's rules (a person once, one owner) again across its references.
+  const byWorkspace = new Map<string, { line: number; row: SyncRow }[]>();
+  const withheld = new Map<string, number[]>();
+  const withhold = (ws: string, line: number) => {
+    const lines = withheld.get(ws);
+    if (lines) lines.push(line);
+    else withheld.set(ws, [line]);
+  };
+  for (const { line, ref } of rejectedIn) withhold(workspaceOf(ref), line);
+  const people = new Map<string, number>();
+  const owners = new Map<string, number>();
+  for (const v of valid) {
+    const ws = workspaceOf(v.row);
+    const person = `${ws}|${v.row.email.toLowerCase()}`;
+    const named =
+      v.row.externalId !== undefined
+        ? ` (external_id "${v.row.externalId}" is workspace ${tenantOf(v.row)})`
+        : ' (the same workspace, named there by its external_id)';
+    const refuse = (field: string, message: string) => {
+      out.push({
+        line: v.line,
+        ok: false,
+        errors: [{ field, message: safeText(message + named) }],
+        raw: {
+          ...(v.row.workspaceId !== undefined ? { workspaceId: v.row.workspaceId } : { externalId: v.row.externalId! }),
+          ownerEmail: v.row.email,
+        },
+      });
+      withhold(ws, v.line);
+    };
+    const earlier = people.get(person);
+    if (earlier !== undefined) {
+      refuse('email', `line ${earlier} lists this person in this workspace already`);
+      continue;
+    }
+    if (v.row.role === 'owner') {
+      const owner = owners.get(ws);
+      if (owner !== undefined) {
+        refuse('role', `line ${owner} names this workspace's owner already: a workspace has one owner`);
+        continue;
+      }
+      owners.set(ws, v.line);
+    }
+    people.set(person, v.line);
+    const listed = byWorkspace.get(ws);
+    if (listed) listed.push(v);
+    else byWorkspace.set(ws, [v]);
+  }
+  people.clear();
+  owners.clear();
+  const ids = [...byWorkspace.values()].map((v) => tenantOf(v[0]!.row)).filter((t): t is string => t !== undefined);
   const members = new Map<string, Member[]>();
   for (const [id, ws] of await readWorkspaces(db, ids)) {
     held.hold(
@@ -173,9 +258,10 @@ export async function syncChanges(
     if (!v.ok) return { line, ok: false, errors: v.errors, raw: {} };
     return { line, ok: true, row: { ...v.row, ...(afterLine !== undefined ? { afterLine } : {}) } };
   };
-  for (const listed of byWorkspace.values()) {
+  const whereOf = (r: SyncRow) => (r.workspaceId !== undefined ? { workspace_id: r.workspaceId } : { external_id: r.externalId! });
+  for (const [ws, listed] of byWorkspace) {
     const first = listed[0]!.row;
-    const where = first.workspaceId !== undefined ? { workspace_id: first.workspaceId } : { external_id: first.externalId! };
+    const where = whereOf(first);
     const current = members.get(tenantOf(first) ?? '') ?? [];
     const find = (email: string) => current.find((m) => m.key === personKey(email, rules));
     const owner = current.find((m) => m.role === 'owner');
@@ -183,37 +269,60 @@ export async function syncChanges(
     // 1. A different owner named: the transfer (after adding them if they are not a member).
     let transferLine: number | undefined;
     if (newOwner) {
+      const at = whereOf(newOwner.row);
       if (find(newOwner.row.email)) {
-        out.push(change(newOwner.line, { action: 'transfer_owner', ...where, email: newOwner.row.email }));
+        out.push(change(newOwner.line, { action: 'transfer_owner', ...at, email: newOwner.row.email }));
         transferLine = newOwner.line;
       } else {
-        out.push(change(newOwner.line, { action: 'add_member', ...where, email: newOwner.row.email, role: 'admin' }));
+        out.push(change(newOwner.line, { action: 'add_member', ...at, email: newOwner.row.email, role: 'admin' }));
         transferLine = ++next;
         held.row(transferLine, heldBytes(newOwner.row.email) + 2 * heldBytes());
-        out.push(change(transferLine, { action: 'transfer_owner', ...where, email: newOwner.row.email }, newOwner.line));
+        out.push(change(transferLine, { action: 'transfer_owner', ...at, email: newOwner.row.email }, newOwner.line));
       }
     }
-    // 2. Everyone listed: added, re-roled, or found as listed.
+    // 2. Everyone listed: added, re-roled, or found as listed (each line's change names the workspace as that line does).
     for (const { line, row } of listed) {
       if (row === newOwner?.row) continue;
+      const at = whereOf(row);
       const m = find(row.email);
       const isOwner = m !== undefined && m === owner;
       if (row.role === 'owner' || (isOwner && !newOwner)) {
         // The owner stays the owner (sync changes it only for a different person named owner).
-        out.push(change(line, { action: 'transfer_owner', ...where, email: row.email }));
+        out.push(change(line, { action: 'transfer_owner', ...at, email: row.email }));
       } else if (m && m.role !== row.role) {
-        out.push(change(line, { action: 'set_role', ...where, email: row.email, role: row.role }, isOwner ? transferLine : undefined));
+        out.push(change(line, { action: 'set_role', ...at, email: row.email, role: row.role }, isOwner ? transferLine : undefined));
       } else {
-        out.push(change(line, { action: 'add_member', ...where, email: row.email, role: row.role }, isOwner ? transferLine : undefined));
+        out.push(change(line, { action: 'add_member', ...at, email: row.email, role: row.role }, isOwner ? transferLine : undefined));
       }
     }
-    // 3. Members the file does not list: removed (the old owner once ownership has moved; never the owner otherwise).
+    // 3. Members the file does not list: removed (the old owner once ownership has moved; never the owner otherwise),
+    // unless a rejected line may list them: then each removal is withheld, naming those lines.
+    const blockers = [...unreadable, ...(withheld.get(ws) ?? [])].sort((a, b) => a - b);
     const listedKeys = new Set(listed.map((l) => personKey(l.row.email, rules)));
     for (const m of current) {
       if (listedKeys.has(m.key)) continue;
       if (m === owner && !newOwner) continue;
       held.row(++next, heldBytes(m.email) + 2 * heldBytes());
-      out.push(change(next, { action: 'remove_member', ...where, email: m.email }, m === owner ? transferLine : undefined));
+      if (blockers.length === 0) {
+        out.push(change(next, { action: 'remove_member', ...where, email: m.email }, m === owner ? transferLine : undefined));
+        continue;
+      }
+      const which = linesWords(blockers);
+      const why =
+        unreadable.length > 0
+          ? `${linesWords(unreadable)} of the file ${unreadable.length > 1 ? 'are' : 'is'} rejected and ${unreadable.length > 1 ? 'their' : 'its'} workspace cannot be read: --sync removes no one while a rejected line could list them`
+          : `${which} naming this workspace ${blockers.length > 1 ? 'are' : 'is'} rejected: --sync removes no one from a workspace while a rejected line may list them`;
+      out.push({
+        line: next,
+        ok: false,
+        errors: [
+          { field: 'email', message: safeText(`${m.email} is not listed but is not removed: ${why}; correct ${which} and apply again`) },
+        ],
+        raw: {
+          ...(first.workspaceId !== undefined ? { workspaceId: first.workspaceId } : { externalId: first.externalId! }),
+          ownerEmail: m.email,
+        },
+      });
     }
   }
   return out;

@@ -11,6 +11,8 @@ export interface RawRow {
   workspaceName?: string;
   ownerEmail?: string;
   externalId?: string;
+  /** A change or membership row's workspace_id, when the row names its workspace readably (a membership file's rejected row: changes/sync.ts). */
+  workspaceId?: string;
 }
 
 export type CheckedRow = { line: number; ok: true; row: WorkspaceRow } | { line: number; ok: false; errors: FieldError[]; raw: RawRow };

@@ -1,7 +1,11 @@
-// A changes file's rules hold for the workspace, however a line names it. Found by a new user's
-// trial: one workspace named by external_id on one line and by its workspace_id on another
-// escaped the one-rename / one-transfer / one-change-per-person rules (both renames applied, the
-// name depending on the run order).
+// A changes file's rules hold for the workspace, however a line names it, and a membership file
+// (--sync) never removes a person it lists. Found by a new user's trial:
+// - a sync line that is rejected (a role typo, a bad email, a second owner) made its person a
+//   member "the file does not list": removed in the same batch;
+// - one workspace named by external_id on one line and by its workspace_id on another escaped the
+//   one-rename / one-transfer / one-change-per-person rules (both renames applied, the name
+//   depending on the run order), and a sync file split it into two workspaces (add_member and
+//   remove_member of one person in one batch).
 // Real PostgreSQL and Redis; the plan (dry run) and the run say the same.
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -73,6 +77,7 @@ async function nameOf(e: TestEnv, tenantId: string): Promise<string> {
   return rows[0]!.name;
 }
 
+const planned = (p: ChangePlan) => p.rows!.map((r) => `${r.line} ${r.verdict} ${r.email ?? '-'}`);
 const problems = (p: ChangePlan) => p.problems.map((x) => `${x.line} ${x.field}: ${x.message}`);
 const answered = (rows: ReportRow[]) => rows.map((r) => `${r.line} ${r.action ?? '-'} ${r.outcome} ${r.ownerEmail ?? '-'}`);
 const errors = (rows: ReportRow[]) =>
@@ -90,6 +95,109 @@ async function applyAndRun(e: TestEnv, config: TestEnv['config'], file: string, 
   expect(s!.done).toBe(true);
   return batch.report();
 }
+
+describe('apply --sync with a rejected line', () => {
+  it("withholds the removals of the rejected line's workspace, naming the line, and applies the rest; the plan says the same", async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difyInvitationSettings(8, `dify-${e.name}`) };
+    await world(e, config);
+    provisioner = await createProvisioner(config);
+    const file = await fileOf(e, 'sync3.csv', [
+      // Hooli: gus's role mistyped (line 3); hank, not listed, would be removed.
+      { workspace_id: '', external_id: 'crm-1006', email: 'farah@hooli.example', role: 'owner' },
+      { workspace_id: '', external_id: 'crm-1006', email: 'gus@hooli.example', role: 'edtor' },
+      // Pied Piper: a bad email (line 5), a second owner (line 6): bob and jared stay.
+      { workspace_id: PIED, external_id: '', email: 'richard@pied.example', role: 'owner' },
+      { workspace_id: PIED, external_id: '', email: 'bob@pied', role: 'normal' },
+      { workspace_id: PIED, external_id: '', email: 'jared@pied.example', role: 'owner' },
+      // Raviga: every line fine: ed (not listed) is removed.
+      { workspace_id: '', external_id: 'crm-1009', email: 'laurie@raviga.example', role: 'owner' },
+      { workspace_id: '', external_id: 'crm-1009', email: 'monica@raviga.example', role: 'editor' },
+    ]);
+    const plan = await provisioner.planChanges(file, { sync: true, listRows: 100 });
+    expect(describePlan(plan)).toBe('would remove 1, re-role 1; 3 unchanged; 7 refused');
+    expect(planned(plan)).toEqual([
+      '2 unchanged farah@hooli.example',
+      '3 rejected gus@hooli.example',
+      '4 unchanged richard@pied.example',
+      '5 rejected bob@pied',
+      '6 rejected jared@pied.example',
+      '7 unchanged laurie@raviga.example',
+      '8 re-role monica@raviga.example',
+      '9 rejected gus@hooli.example',
+      '10 rejected hank@hooli.example',
+      '11 rejected bob@pied.example',
+      '12 rejected jared@pied.example',
+      '13 remove ed@raviga.example',
+    ]);
+    const withheld = (who: string, lines: string) =>
+      `email: ${who} is not listed but is not removed: ${lines} naming this workspace ${lines.startsWith('lines') ? 'are' : 'is'} rejected: --sync removes no one from a workspace while a rejected line may list them; correct ${lines} and apply again`;
+    expect(problems(plan).filter((p) => Number(p.split(' ')[0]) > 8)).toEqual([
+      `9 ${withheld('gus@hooli.example', 'line 3')}`,
+      `10 ${withheld('hank@hooli.example', 'line 3')}`,
+      `11 ${withheld('bob@pied.example', 'lines 5, 6')}`,
+      `12 ${withheld('jared@pied.example', 'lines 5, 6')}`,
+    ]);
+
+    const report = await applyAndRun(e, config, file, 'sync3', { sync: true });
+    expect(answered(report)).toEqual([
+      '2 transfer_owner unchanged farah@hooli.example',
+      '3 - rejected gus@hooli.example',
+      '4 transfer_owner unchanged richard@pied.example',
+      '5 - rejected bob@pied',
+      '6 - rejected jared@pied.example',
+      '7 transfer_owner unchanged laurie@raviga.example',
+      '8 set_role applied monica@raviga.example',
+      '9 - rejected gus@hooli.example',
+      '10 - rejected hank@hooli.example',
+      '11 - rejected bob@pied.example',
+      '12 - rejected jared@pied.example',
+      '13 remove_member applied ed@raviga.example',
+    ]);
+    // The run's errors are the plan's problems, word for word.
+    expect(errors(report)).toEqual(problems(plan));
+    expect(await joins(e, HOOLI)).toEqual({
+      'farah@hooli.example': 'owner',
+      'gus@hooli.example': 'normal',
+      'hank@hooli.example': 'normal',
+    });
+    expect(await joins(e, PIED)).toEqual({
+      'bob@pied.example': 'normal',
+      'jared@pied.example': 'admin',
+      'richard@pied.example': 'owner',
+    });
+    expect(await joins(e, RAVIGA)).toEqual({ 'laurie@raviga.example': 'owner', 'monica@raviga.example': 'editor' });
+  });
+
+  it("withholds every removal while a rejected line's workspace cannot be read", async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difyInvitationSettings(8, `dify-${e.name}`) };
+    await world(e, config);
+    provisioner = await createProvisioner(config);
+    const file = await fileOf(e, 'sync-unreadable.csv', [
+      { workspace_id: '', external_id: 'crm-1009', email: 'laurie@raviga.example', role: 'owner' },
+      { workspace_id: '', external_id: 'crm-1009', email: 'monica@raviga.example', role: 'normal' },
+      // Which workspace? Neither id given: it could list ed.
+      { workspace_id: '', external_id: '', email: 'ed@raviga.example', role: 'normal' },
+    ]);
+    const plan = await provisioner.planChanges(file, { sync: true, listRows: 100 });
+    expect(describePlan(plan)).toBe('would change nothing; 2 unchanged; 2 refused');
+    expect(problems(plan)).toEqual([
+      '4 workspace_id: is required (or external_id)',
+      '5 email: ed@raviga.example is not listed but is not removed: line 4 of the file is rejected and its workspace cannot be read: --sync removes no one while a rejected line could list them; correct line 4 and apply again',
+    ]);
+    const report = await applyAndRun(e, config, file, 'sync-unreadable', { sync: true });
+    expect(errors(report)).toEqual(problems(plan));
+    expect(report.filter((r) => r.outcome === 'applied')).toEqual([]);
+    expect(await joins(e, RAVIGA)).toEqual({
+      'ed@raviga.example': 'normal',
+      'laurie@raviga.example': 'owner',
+      'monica@raviga.example': 'normal',
+    });
+  });
+});
 
 describe('one workspace named by external_id and by workspace_id in one file', () => {
   it('is one workspace for the per-workspace rules: the later line is refused naming the earlier, in the plan and the run', async () => {
@@ -172,6 +280,53 @@ describe('one workspace named by external_id and by workspace_id in one file', (
       'bob@pied.example': 'normal',
       'gavin@pied.example': 'owner',
       'jared@pied.example': 'admin',
+    });
+  });
+
+  it('apply --sync: the lines of one workspace are one membership however they name it', async () => {
+    env = await createTestEnv({ schema: 'latest' });
+    const e = env;
+    const config = { ...e.config, invitations: difyInvitationSettings(8, `dify-${e.name}`) };
+    await world(e, config);
+    provisioner = await createProvisioner(config);
+    const file = await fileOf(e, 'sync-mixed.csv', [
+      // Pied Piper: the owner by external_id, bob by its id: bob is listed (jared, not listed, removed).
+      { workspace_id: '', external_id: 'crm-1003', email: 'richard@pied.example', role: 'owner' },
+      { workspace_id: PIED, external_id: '', email: 'bob@pied.example', role: 'normal' },
+      // Hooli: gus twice (line 5 by the other name) and a second owner by the other name: refused,
+      // and Hooli's removals withheld (hank stays).
+      { workspace_id: HOOLI, external_id: '', email: 'farah@hooli.example', role: 'owner' },
+      { workspace_id: HOOLI, external_id: '', email: 'gus@hooli.example', role: 'normal' },
+      { workspace_id: '', external_id: 'crm-1006', email: 'gus@hooli.example', role: 'admin' },
+      { workspace_id: '', external_id: 'crm-1006', email: 'hank@hooli.example', role: 'owner' },
+    ]);
+    const plan = await provisioner.planChanges(file, { sync: true, listRows: 100 });
+    const refused = [
+      `6 email: line 5 lists this person in this workspace already (external_id "crm-1006" is workspace ${HOOLI})`,
+      `7 role: line 4 names this workspace's owner already: a workspace has one owner (external_id "crm-1006" is workspace ${HOOLI})`,
+      '9 email: hank@hooli.example is not listed but is not removed: lines 6, 7 naming this workspace are rejected: --sync removes no one from a workspace while a rejected line may list them; correct lines 6, 7 and apply again',
+    ];
+    expect(problems(plan)).toEqual(refused);
+    expect(describePlan(plan)).toBe('would remove 1; 4 unchanged; 3 refused');
+    expect(planned(plan).filter((r) => r.includes('remove'))).toEqual(['8 remove jared@pied.example']);
+
+    const report = await applyAndRun(e, config, file, 'sync-mixed', { sync: true });
+    expect(errors(report)).toEqual(refused);
+    expect(answered(report)).toEqual([
+      '2 transfer_owner unchanged richard@pied.example',
+      '3 add_member unchanged bob@pied.example',
+      '4 transfer_owner unchanged farah@hooli.example',
+      '5 add_member unchanged gus@hooli.example',
+      '6 - rejected gus@hooli.example',
+      '7 - rejected hank@hooli.example',
+      '8 remove_member applied jared@pied.example',
+      '9 - rejected hank@hooli.example',
+    ]);
+    expect(await joins(e, PIED)).toEqual({ 'bob@pied.example': 'normal', 'richard@pied.example': 'owner' });
+    expect(await joins(e, HOOLI)).toEqual({
+      'farah@hooli.example': 'owner',
+      'gus@hooli.example': 'normal',
+      'hank@hooli.example': 'normal',
     });
   });
 });
