@@ -156,8 +156,14 @@ export function judge(
   entries: ServerEntry[],
   now: number,
   liveMs: number,
-  /** Servers this process itself was connected to before (its own connection saw them restart). */
+  /** Servers this process itself was connected to before (its own connection saw them restart or fail over). */
   earlier: ReadonlySet<string> = new Set(),
+  /**
+   * When this process first saw this server answer (its clock, microseconds): an earlier server of
+   * this process last seen before then was left behind, not a second one live beside this one.
+   * Default: this server's start (a restart: the earlier one was gone before it started).
+   */
+  switchedAt: string = self.started,
 ): Judgement {
   const conflicts: ServerEntry[] = [];
   const pending: ServerEntry[] = [];
@@ -165,7 +171,9 @@ export function judge(
   for (const e of entries) {
     const field = fieldOf(e);
     if (field === fieldOf(self) || e.instance !== self.instance || now - e.at > liveMs) continue;
-    if (earlier.has(field) && big(e.seen) <= big(self.started)) continue;
+    // A failover to a standby: the new server was up long before the old one went, so the old one's
+    // last answer is after this one's start; it is still the server this process left, not a copy.
+    if (earlier.has(field) && big(e.seen) <= big(switchedAt)) continue;
     // A copy of this server's database, live now or seen before this server started: never a reason to wait.
     if (copyRelation(self, e) === 'original') copies.push(e);
     else if (big(e.seen) > big(self.started) && big(self.seen) > big(e.started)) conflicts.push(e);
@@ -237,6 +245,8 @@ export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchO
   let running: Promise<WatchState> | undefined;
   let timer: NodeJS.Timeout | undefined;
   const earlier = new Set<string>();
+  /** Each server this process saw: its clock when this process first saw it answer. */
+  const firstSeen = new Map<string, string>();
 
   const observe = async (): Promise<WatchState> => {
     let server = await observeServer(db);
@@ -281,7 +291,8 @@ export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchO
       }
     });
     if (before && before.instance === opts.instance && fieldOf(before) !== fieldOf(server)) earlier.add(fieldOf(before));
-    const { gate, others, copies } = judge(server, entries, Number(now), liveMs, earlier);
+    if (!firstSeen.has(fieldOf(server))) firstSeen.set(fieldOf(server), server.seen);
+    const { gate, others, copies } = judge(server, entries, Number(now), liveMs, earlier, firstSeen.get(fieldOf(server)));
     const message =
       gate === 'conflict'
         ? conflictMessage(opts.queueName, opts.database, server, others)

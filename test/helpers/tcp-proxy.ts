@@ -14,10 +14,13 @@ export interface Proxy {
   sent(text: string): number;
   /** Connections accepted so far. */
   connections(): number;
+  /** A failover: every connection is dropped, and new ones go to `port` (a standby promoted). */
+  failover(port: number): void;
 }
 
 export async function tcpProxy(targetPort: number, targetHost = '127.0.0.1', opts: { record?: boolean } = {}): Promise<Proxy> {
   const sockets = new Set<Socket>();
+  let target = targetPort;
   let frozen = false;
   const held: [Socket, Buffer][] = [];
   let upstreamBytes = '';
@@ -30,7 +33,7 @@ export async function tcpProxy(targetPort: number, targetHost = '127.0.0.1', opt
   let accepted = 0;
   const server = createServer((client) => {
     accepted++;
-    const upstream = createConnection(targetPort, targetHost);
+    const upstream = createConnection(target, targetHost);
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
@@ -60,5 +63,9 @@ export async function tcpProxy(targetPort: number, targetHost = '127.0.0.1', opt
     },
     sent: (text) => upstreamBytes.split(text).length - 1,
     connections: () => accepted,
+    failover(port) {
+      target = port;
+      for (const s of sockets) s.destroy();
+    },
   };
 }

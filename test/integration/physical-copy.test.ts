@@ -26,6 +26,7 @@ import type { JobData } from '../../src/queue/contract.js';
 import { randomUUID } from 'node:crypto';
 import { runWorker, type RunningWorker } from '../../src/worker/run-worker.js';
 import { runCli, startCli } from '../helpers/cli.js';
+import { tcpProxy } from '../helpers/tcp-proxy.js';
 
 const WATCH = { intervalMs: 300, liveMs: 10_000 };
 const LONG = 120_000;
@@ -369,6 +370,39 @@ describe('a physical copy of the Dify database', () => {
     for (const c of toRedis) expect(c.tr).toBe('02');
     await w.close();
   }, 120_000);
+
+  it('a failover to a standby that was up long before keeps a worker connected across it running: the server it left is its predecessor, not a live original it is a copy of', async () => {
+    // The old server answered last after the standby started (the standby was up all along), so
+    // "seen before this one started" did not hold: the worker paused and said to run
+    // `identity --new` on production, the very command that cancels its open rows.
+    await difyDatabase('dify_failover', '{dp-failover}');
+    const proxy = await tcpProxy(Number(new URL(services.databaseUrl).port));
+    closers.push(() => proxy.cut());
+    const prod = await side('failover', urlOf(`postgres://postgres@127.0.0.1:${proxy.port}/postgres`, 'dify_failover'), '{dp-failover}');
+    const p = await provisioner(prod);
+    const { queueName } = await difyIdentity(prod.db);
+    const { w, log } = await worker(prod);
+    const lineage = (await p.serverStatus()).lineage;
+    const standby = await services.copyPostgres();
+    closers.push(() => standby.stop());
+    const standbyDb = createPool(urlOf(standby.databaseUrl, 'dify_failover'), 1);
+    closers.push(() => standbyDb.end());
+    const { rows: up } = await standbyDb.query<{ t: string }>(
+      `SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text AS t`,
+    );
+    await waitFor(
+      async () => (await registry('{dp-failover}', queueName)).some((e) => e.lineage === lineage && e.seen > BigInt(up[0]!.t)),
+      'the old server to answer after the standby started',
+      LONG,
+    );
+    proxy.failover(Number(new URL(standby.databaseUrl).port));
+    await waitFor(async () => said(log, /^PostgreSQL restarted after a crash or failed over/), 'the worker to see the failover', LONG);
+    await p.enqueue(rows('Failover', 3), { batchId: 'failover' });
+    expect((await waitForBatch(prod.db, 'failover', { intervalMs: 100 })).counts).toMatchObject({ created: 3, failed: 0 });
+    expect(log.filter((l) => /^physical copy: |^identity conflict/.test(String(l.msg))).map((l) => l.msg)).toEqual([]);
+    expect(w.worker.isPaused()).toBe(false);
+    await w.close();
+  }, 300_000);
 
   it("startAttempt, on its own, starts a row only if its lineage is in the worker's chain and the server still has the lineage that chain was read for", async () => {
     // The worker's per-job check reads the same cached chain; here the row's first statement is
