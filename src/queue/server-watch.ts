@@ -174,6 +174,13 @@ export function judge(
     // A failover to a standby: the new server was up long before the old one went, so the old one's
     // last answer is after this one's start; it is still the server this process left, not a copy.
     if (earlier.has(field) && big(e.seen) <= big(switchedAt)) continue;
+    // A lineage this database recorded as its predecessor (a crash or a failover a process of ours
+    // saw, or `identity --adopt`): the server this one replaced, not an original it is a copy of.
+    // Still live only until its last refreshes age out (at most liveMs): wait for that.
+    if (e.lineage !== self.lineage && self.chain.includes(e.lineage)) {
+      pending.push(e);
+      continue;
+    }
     // A copy of this server's database, live now or seen before this server started: never a reason to wait.
     if (copyRelation(self, e) === 'original') copies.push(e);
     else if (big(e.seen) > big(self.started) && big(self.seen) > big(e.started)) conflicts.push(e);
@@ -234,7 +241,7 @@ function copiesMessage(queueName: string, copies: ServerEntry[]): string {
 
 const waitingMessage = (others: ServerEntry[], liveMs: number) =>
   `waiting (at most ${Math.round(liveMs / 1000)} s) before taking jobs: server ${others[0]!.lineage}@${when(others[0]!.started)} ` +
-  `claimed this identity until shortly before this server started (a restart, or a copy not seen since)`;
+  `claimed this identity until shortly before this server started or took over (a restart, a failover, or a copy not seen since)`;
 
 export async function watchServer(db: Db, redis: RedisClient, opts: ServerWatchOptions): Promise<ServerWatch> {
   const intervalMs = opts.intervalMs ?? DEFAULT_WATCH.intervalMs;

@@ -42,7 +42,7 @@ describe('judge', () => {
     // Production (lineage a, its database had p before) and a pg_basebackup copy of it, whose
     // database had a and p when it minted its own lineage c; each answered after the other started.
     const production: ServerView = { ...self, lineage: 'a', known: ['a', 'p'] };
-    const copy: ServerView = { ...self, lineage: 'c', since: new Date(5_000), known: ['c', 'a', 'p'] };
+    const copy: ServerView = { ...self, lineage: 'c', since: new Date(5_000), chain: ['c'], known: ['c', 'a', 'p'] };
     const entryOf = (v: ServerView) => entry({ lineage: v.lineage, known: v.known, since: v.since.toISOString() });
 
     it('keeps the original open, naming the copy, and closes the copy, naming the command for it', () => {
@@ -58,10 +58,17 @@ describe('judge', () => {
       expect(message).toContain('On this server (the copy), not on the original, run `dify-provision identity --new`');
     });
 
+    it('a standby that took over (a process of ours saw the failover: a is its recorded predecessor) waits for the old entry to age out, never calling itself a copy', () => {
+      const promoted: ServerView = { ...copy, chain: ['c', 'a'] };
+      const old = entryOf(production);
+      expect(judge(promoted, [old], now, 30_000)).toEqual({ gate: 'waiting', others: [old], copies: [] });
+      expect(judge(promoted, [{ ...old, at: now - 30_001 }], now, 30_000).gate).toBe('open');
+    });
+
     it('holds both when nobody can tell: one lineage, each lineage new to the other, or an entry that says nothing', () => {
       // The original crashed after the copy was made, with no process of ours connected: its new
       // lineage b is as new to the copy as the copy's c is to it.
-      const crashed: ServerView = { ...production, lineage: 'b', known: ['b', 'a', 'p'] };
+      const crashed: ServerView = { ...production, lineage: 'b', chain: ['b'], known: ['b', 'a', 'p'] };
       expect(judge(crashed, [entryOf(copy)], now, 30_000).gate).toBe('conflict');
       expect(judge(copy, [entryOf(crashed)], now, 30_000).gate).toBe('conflict');
       expect(conflictMessage('q', 'dify', copy, [entryOf(crashed)])).toMatch(/^identity conflict: .*only you know which one is the copy/);
