@@ -124,6 +124,24 @@ describe('POST /api/v1/changes/plans: a dry run of changes, writing nothing', ()
   });
 });
 
+describe('POST /api/v1/changes/plans: one workspace named by external_id and by workspace_id', () => {
+  it('is one workspace for the rules across rows: the second rename is refused naming the first, as JSON rows and as a CSV body', async () => {
+    const rows = [
+      { action: 'rename', external_id: 'cust-1', name: 'One Inc' },
+      { action: 'rename', workspace_id: W1, name: 'One LLC' },
+    ];
+    const fromJson = await answer(await api('/changes/plans', json({ rows })), 200, S.ChangePlanResponseSchema);
+    expect(fromJson).toMatchObject({ total: 2, rejected: 1, summary: 'would rename 1; 1 refused' });
+    expect(fromJson.problems).toEqual([
+      { line: 2, field: 'action', message: 'line 1 renames this workspace already (the same workspace, named there by its external_id)' },
+    ]);
+    const file = await answer(await api('/changes/plans', csvBody(changesCsv(rows))), 200, S.ChangePlanResponseSchema);
+    expect(file.problems).toEqual([
+      { line: 3, field: 'action', message: 'line 2 renames this workspace already (the same workspace, named there by its external_id)' },
+    ]);
+  });
+});
+
 describe('a changes file with a title above its header and headings of its own (issue 32)', () => {
   it('header_row and column_map read it, as apply --header-row and --map do; the change batch records them; a bad entry is named', async () => {
     const file = `Leavers – March,,\nWhat,Customer,Person\nremove_member,cust-1,owner2@example.com\n`;
