@@ -28,6 +28,8 @@ export interface ChangePlanRow {
   verdict: ChangeVerdict;
   /** The workspace it names, when known. */
   tenantId: string | null;
+  /** The external_id the row named its workspace by, if it did. */
+  externalId: string | null;
   email: string | null;
   /** Why it is unchanged, refused or rejected. */
   note: string | null;
@@ -58,6 +60,8 @@ export interface PlanChangesOptions {
   batchId?: string;
   /** --trust-account: addresses the pre-claim guard lets through (ignoring case). */
   trustAccounts?: readonly string[];
+  /** Hears every row with its verdict as it is decided (rejected rows as read, valid ones a chunk later). */
+  onRow?: (row: ChangePlanRow) => void;
 }
 
 /** "would add 12, remove 3, re-role 2, transfer 1, rename 1, archive 1; 4 unchanged; 2 refused". */
@@ -98,6 +102,7 @@ export async function planChanges(rows: AsyncIterable<CheckedChange>, db: Db, op
     }
   };
   const note = (r: ChangePlanRow) => {
+    opts.onRow?.(r);
     if (plan.rows && plan.rows.length < opts.listRows!) plan.rows.push(r);
   };
   let chunk: Extract<CheckedChange, { ok: true }>[] = [];
@@ -116,7 +121,7 @@ export async function planChanges(rows: AsyncIterable<CheckedChange>, db: Db, op
         const refused = await preclaimed(tenantId!, d.account.id, row.email);
         if (refused) d = { verdict: 'refuse', field: refused.field, message: refused.message };
       }
-      const base = { line, action: row.action, tenantId: tenantId ?? null, email: row.email ?? null };
+      const base = { line, action: row.action, tenantId: tenantId ?? null, externalId: row.externalId ?? null, email: row.email ?? null };
       if (d.verdict === 'refuse') {
         plan.refused++;
         plan.problems.push({ line, field: d.field, message: d.message });
@@ -142,6 +147,7 @@ export async function planChanges(rows: AsyncIterable<CheckedChange>, db: Db, op
         action: null,
         verdict: 'rejected',
         tenantId: null,
+        externalId: r.raw.externalId ?? null,
         email: r.raw.ownerEmail ?? null,
         note: r.errors.map((e) => `${e.field}: ${e.message}`).join('; '),
       });

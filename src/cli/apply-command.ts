@@ -6,7 +6,7 @@ import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CHANGE_ROWS, type CheckedChange } from '../changes/change-row.js';
-import { describePlan, planChanges } from '../changes/plan.js';
+import { describePlan, planChanges, type ChangePlanRow } from '../changes/plan.js';
 import { scopeOf, withinScope } from '../changes/scope.js';
 import { sameWorkspaceRules } from '../changes/same-workspace.js';
 import { SYNC_ROWS, syncChanges, type SyncRow } from '../changes/sync.js';
@@ -20,6 +20,7 @@ import { generatedBatchId } from '../common/types.js';
 import { fileReadOptions } from './ingest-command.js';
 import { checkInputFile } from '../input/read-options.js';
 import { EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
+import { escapeControls } from './terminal.js';
 import type { BatchFileFlags } from './options.js';
 import { waitAndReport } from './wait-command.js';
 
@@ -28,6 +29,8 @@ export interface ApplyFlags extends BatchFileFlags {
   sync?: boolean;
   /** --within BATCH[,BATCH…] (repeatable): the ingest batches whose workspaces the rows may name. */
   within?: string[];
+  /** --dry-run --rows [n]: list the first n rows with their verdict (true: 1000). */
+  rows?: number | true;
 }
 
 /**
@@ -126,21 +129,58 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags,
           yield* await syncChanges(withinScope(rows as AsyncIterable<Checked<SyncRow>>, rt.db, flags.within), rt.db, accounts, readOpts);
         })()
       : sameWorkspaceRules(withinScope(rows as AsyncIterable<CheckedChange>, rt.db, flags.within), rt.db, readOpts);
+    const listRows = flags.rows === undefined ? undefined : flags.rows === true ? 1000 : flags.rows;
+    // A membership file's removals delete access: each is named, always (the file does not name them).
+    const removals: ChangePlanRow[] = [];
     const plan = await planChanges(changes, rt.db, {
       accounts: { normalized: schema.normalizedEmail },
       createMissingAccounts: flags.createMissingOwners ?? false,
       // The pre-claim guard as the run meets it: its batch (--batch-id, else a new one) and --trust-account.
       ...(flags.batchId ? { batchId: flags.batchId } : {}),
       ...(flags.trustAccount ? { trustAccounts: flags.trustAccount } : {}),
+      ...(listRows !== undefined ? { listRows } : {}),
+      ...(flags.sync ? { onRow: (r: ChangePlanRow) => void (r.verdict === 'remove' && removals.push(r)) } : {}),
     });
+    removals.sort((a, b) => a.line - b.line);
     for (const p of plan.problems) printRejection({ line: p.line, errors: [p] });
+    if (!flags.json) {
+      const listed = new Set((plan.rows ?? []).map((r) => r.line));
+      for (const r of [...(plan.rows ?? []), ...removals.filter((r) => !listed.has(r.line))]) process.stdout.write(`${planRowWords(r)}\n`);
+    }
     print(
       flags,
-      { dryRun: true, schema: describeSchema(schema), band: schema.band, ...plan, problems: undefined, input: info },
-      `${describeSchema(schema)}\nplan: ${plan.total} changes: ${describePlan(plan)}\nread as ${describeInput(info)}`,
+      {
+        dryRun: true,
+        schema: describeSchema(schema),
+        band: schema.band,
+        ...plan,
+        problems: undefined,
+        ...(flags.sync ? { removals } : {}),
+        input: info,
+      },
+      `${describeSchema(schema)}\nplan: ${plan.total} ${plural(plan.total, 'change')}: ${describePlan(plan)}\nread as ${describeInput(info)}`,
     );
     return plan.rejected + plan.refused > 0 ? EXIT_INVALID : 0;
   } finally {
     await rt.close();
   }
+}
+
+const plural = (n: number, word: string) => (n === 1 ? word : `${word}s`);
+
+/**
+ * One planned row in words: what it says, then what it would do (and why it is unchanged, refused
+ * or rejected): `line 6: remove_member ana@acme.example from workspace crm-1003 (<id>): would remove`,
+ * `line 4: add_member new@x in workspace crm-1003 (<id>): refused — email: no Dify account …`.
+ */
+export function planRowWords(r: ChangePlanRow): string {
+  const where =
+    r.externalId !== null
+      ? `workspace ${r.externalId}${r.tenantId !== null ? ` (${r.tenantId})` : ''}`
+      : r.tenantId !== null
+        ? `workspace ${r.tenantId}`
+        : 'workspace ?';
+  const who = r.email !== null ? `${r.email} ${r.action === 'remove_member' ? 'from' : 'in'} ` : '';
+  const verdict = r.verdict === 'unchanged' || r.verdict === 'refused' || r.verdict === 'rejected' ? r.verdict : `would ${r.verdict}`;
+  return escapeControls(`line ${r.line}: ${r.action ?? '?'} ${who}${where}: ${verdict}${r.note ? ` — ${r.note}` : ''}`);
 }

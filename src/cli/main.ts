@@ -130,7 +130,13 @@ Configuration (every command):
     )
     .option(
       '--dry-run',
-      'print the plan (would add, remove, re-role, transfer, rename, archive, restore; unchanged; refused) from PostgreSQL without writing; exit 2 if any row would be refused',
+      'print the plan (would add, remove, re-role, transfer, rename, archive, restore; unchanged; refused) from PostgreSQL without writing, naming each removal of --sync; exit 2 if any row would be refused',
+    )
+    .addOption(
+      new Option(
+        '--rows [n]',
+        'with --dry-run: list the first n rows (default 1000), each with its verdict and why (--sync names every removal without it)',
+      ).argParser(positiveInt('--rows')),
     )
     .addOption(
       new Option(

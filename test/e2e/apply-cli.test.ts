@@ -48,6 +48,25 @@ describe('apply from the CLI', () => {
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('line 4 (email): no Dify account has the email "new.hire@globex.example"');
     expect(refused.stdout).toContain('would add 1, remove 2, re-role 1, transfer 1, rename 1, archive 1; 1 refused');
+    // --rows: each row with its verdict, and why for the refused one (stdout; --json: rows).
+    const listed = await runCli(['apply', sample, '--dry-run', '--rows'], env.env);
+    expect(listed.code).toBe(2);
+    const lines = listed.stdout.split('\n').filter((l) => l.startsWith('line '));
+    expect(lines).toHaveLength(8);
+    expect(lines[0]).toMatch(/^line 2: add_member chen@globex\.example in workspace crm-1001 \([0-9a-f-]{36}\): would add$/);
+    expect(lines[2]).toMatch(
+      /^line 4: add_member new\.hire@globex\.example in workspace crm-1003 \([0-9a-f-]{36}\): refused — email: no Dify account has the email "new\.hire@globex\.example"/,
+    );
+    expect(lines[3]).toMatch(/^line 5: transfer_owner bob@acme\.example in workspace crm-1003 \(\S+\): would transfer$/);
+    expect(lines[4]).toMatch(/^line 6: remove_member ana@acme\.example from workspace crm-1003 \(\S+\): would remove$/);
+    expect(lines[7]).toBe('line 9: archive workspace 6f1c2a4e-9b7d-4c3e-8a21-3d5e7f9b1c20: would archive');
+    const listedJson = JSON.parse((await runCli(['apply', sample, '--dry-run', '--rows', '2', '--json'], env.env)).stdout);
+    expect(listedJson.rows.map((r: { line: number; verdict: string }) => `${r.line} ${r.verdict}`)).toEqual(['2 add', '3 re-role']);
+    expect(listedJson.rows[0]).toMatchObject({
+      action: 'add_member',
+      externalId: 'crm-1001',
+      email: 'chen@globex.example',
+    });
     expect((await env.db.query(`SELECT count(*)::int AS n FROM dify_provision.batches`)).rows[0].n).toBe(1);
 
     const dir = join(env.dir, 'reports');
@@ -137,6 +156,17 @@ describe('apply from the CLI', () => {
       unchanged: 1,
       refused: 0,
     });
+    // Who would be removed is named, always: the file does not name them (lines after its last).
+    expect(
+      JSON.parse(plan.stdout).removals.map(
+        (r: { line: number; email: string; externalId: string }) => `${r.line} ${r.email} ${r.externalId}`,
+      ),
+    ).toEqual(['6 owner3@example.com s-a', '7 owner4@example.com s-b']);
+    const text = await runCli(['apply', members, '--sync', '--dry-run'], env.env);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/^line 6: remove_member owner3@example\.com from workspace s-a \([0-9a-f-]{36}\): would remove$/m);
+    expect(text.stdout).toMatch(/^line 7: remove_member owner4@example\.com from workspace s-b \([0-9a-f-]{36}\): would remove$/m);
+    expect(text.stdout).toContain('plan: 6 changes: would add 1, remove 2, re-role 1, transfer 1; 1 unchanged');
     const batches = async () => (await env.db.query(`SELECT count(*)::int AS n FROM dify_provision.batches`)).rows[0].n as number;
     expect(await batches()).toBe(1);
 

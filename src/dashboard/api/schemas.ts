@@ -179,6 +179,7 @@ export const ChangePlanResponseSchema = z.object({
         action: z.string().nullable(),
         verdict: z.enum([...CHANGE_KINDS, 'unchanged', 'rejected', 'refused']).describe(verdictsDescribed),
         tenant_id: z.string().nullable(),
+        external_id: z.string().nullable().describe('the external_id the row named its workspace by, if it did'),
         email: z.string().nullable(),
         note: z.string().nullable().describe('why it is unchanged, refused or rejected'),
       }),
