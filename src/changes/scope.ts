@@ -9,6 +9,7 @@ import type { Db, Tx } from '../db/pool.js';
 import type { Checked } from '../input/read-rows.js';
 import type { RawRow } from '../input/row-checker.js';
 import { tenantsOfBatches, tenantsOfExternalIds } from '../store/ledger.js';
+import { batchKinds } from '../store/batches.js';
 import { UsageError } from '../common/errors.js';
 import { isBatchId } from '../common/types.js';
 
@@ -36,6 +37,20 @@ export function scopeOf(values: readonly string[] | undefined): string[] | undef
   return ids;
 }
 
+/**
+ * Refuses a scope naming a batch that is not recorded, or a change batch (its rows made no
+ * workspace): every row would be refused as outside it, without saying why.
+ */
+export async function checkScope(db: Db | Tx, within: readonly string[]): Promise<void> {
+  const kinds = await batchKinds(db, within);
+  for (const id of within) {
+    const kind = kinds.get(id);
+    if (kind === undefined) throw new UsageError(`--within: there is no batch "${id}"`);
+    if (kind === 'changes')
+      throw new UsageError(`--within: "${id}" is a change batch; --within takes ingest batches (the workspaces they created)`);
+  }
+}
+
 /** The workspaces of these rows that are within the scope (by Dify id). */
 async function inScope(db: Db | Tx, rows: WorkspaceNamed[], within: readonly string[]): Promise<(row: WorkspaceNamed) => boolean> {
   const externals = [...new Set(rows.flatMap((r) => (r.workspaceId === undefined && r.externalId !== undefined ? [r.externalId] : [])))];
@@ -56,7 +71,8 @@ export async function tenantInScope(db: Db | Tx, tenantId: string, within: reado
 
 /**
  * The rows as read, each row naming a workspace outside the scope rejected (line and field).
- * Without a scope, the rows as they are.
+ * Without a scope, the rows as they are. A scope naming a batch that is not recorded, or a change
+ * batch, is refused (UsageError) before the first row is read.
  */
 export function withinScope<T extends WorkspaceNamed>(
   rows: AsyncIterable<Checked<T>>,
@@ -66,6 +82,7 @@ export function withinScope<T extends WorkspaceNamed>(
 ): AsyncIterable<Checked<T>> {
   if (within === undefined) return rows;
   return (async function* () {
+    await checkScope(db, within);
     let chunk: Checked<T>[] = [];
     async function* flush() {
       const ok = await inScope(

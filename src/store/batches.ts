@@ -113,6 +113,14 @@ export async function batchKind(db: Db, batchId: string): Promise<BatchKind> {
   return rows[0]?.kind ?? 'provision';
 }
 
+/** The kind of each of these batches that is recorded (a batch not recorded is absent). */
+export async function batchKinds(db: Db | Tx, batchIds: readonly string[]): Promise<Map<string, BatchKind>> {
+  const { rows } = await db.query<{ id: string; kind: BatchKind }>(`SELECT id, kind FROM ${SCHEMA}.batches WHERE id = ANY($1::text[])`, [
+    [...batchIds],
+  ]);
+  return new Map(rows.map((r) => [r.id, r.kind]));
+}
+
 /** The options a batch was ingested with (retry policy, seal key, …). */
 export async function batchOptions<T extends object>(db: Db | Tx, batchId: string): Promise<Partial<T>> {
   const { rows } = await db.query<{ options: Partial<T> }>(`SELECT options FROM ${SCHEMA}.batches WHERE id = $1`, [batchId]);

@@ -284,10 +284,11 @@ describe('apply from the CLI', () => {
     await worker.stop('SIGTERM');
     const file = join(env.dir, 'b-changes.csv');
     await writeFile(file, 'action,external_id,name\nrename,crm-1001,Pwned\nrename,nobody-1,Pwned\nrename,beta-1,Beta 2\n');
-    const scoped = ['--within', 'cust-b', '--within', 'cust-x,cust-y'];
+    // Repeatable and comma-separated, each batch once.
+    const scoped = ['--within', 'cust-b', '--within', 'cust-b,cust-b'];
     const plan = await runCli(['apply', file, '--dry-run', ...scoped], env.env);
     expect(plan.code).toBe(2);
-    const refusal = 'not one of the workspaces of batches cust-b, cust-x, cust-y (--within)';
+    const refusal = 'not one of the workspaces of batch cust-b (--within)';
     expect(plan.stderr).toContain(`line 2 (external_id): ${refusal}`);
     expect(plan.stderr).toContain(`line 3 (external_id): ${refusal}`);
     expect(plan.stdout).toContain('would rename 1; 2 refused');
@@ -299,7 +300,16 @@ describe('apply from the CLI', () => {
       'queued ',
     ]);
     const status = JSON.parse((await runCli(['status', 'b-changes', '--json'], env.env)).stdout);
-    expect(status.options).toMatchObject({ within: ['cust-b', 'cust-x', 'cust-y'] });
+    expect(status.options).toMatchObject({ within: ['cust-b'] });
+    // A scope naming no batch (a typo), or a change batch: the command is refused up front, naming it.
+    const typo = await runCli(['apply', file, '--within', 'cust-bb', '--dry-run'], env.env);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toContain('--within: there is no batch "cust-bb"');
+    expect(typo.stderr).not.toContain('not one of the workspaces');
+    const changeBatch = await runCli(['apply', file, '--within', 'b-changes', '--batch-id', 'b-typo'], env.env);
+    expect(changeBatch.code).toBe(1);
+    expect(changeBatch.stderr).toContain('--within: "b-changes" is a change batch; --within takes ingest batches');
+    expect((await env.db.query(`SELECT id FROM dify_provision.batches WHERE id = 'b-typo'`)).rows).toEqual([]);
     const bad = await runCli(['apply', file, '--dry-run', '--within', 'no good'], env.env);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain('--within: "no good" is not a batch id');

@@ -15,7 +15,7 @@ import { CHANGE_COLUMNS } from '../../src/changes/change-row.js';
 import * as S from '../../src/dashboard/api/schemas.js';
 import { createProvisioner, provisionerOn, type Provisioner } from '../../src/provisioner.js';
 import { openQueueRuntime } from '../../src/runtime/runtime.js';
-import { answer, json } from '../helpers/api-calls.js';
+import { answer, errorOf, json } from '../helpers/api-calls.js';
 import { csvOf, ingestCsv, runUntilDone } from '../helpers/batch.js';
 import { listeningDashboard } from '../helpers/dashboard.js';
 import { difyInvitationSettings } from '../helpers/dify-invitations.js';
@@ -182,6 +182,16 @@ describe('apply --within: a customer changes only the workspaces of their own ba
     const archive = await provisioner.apply([{ action: 'archive', workspace_id: WA }], { batchId: 'b-archive', within: ['cust-b'] });
     expect(archive.summary).toMatchObject({ queued: 0, rejected: 1 });
     expect((await archive.report()).map((r) => r.error)).toEqual([`workspace_id: ${SCOPE_B}`]);
+
+    // A scope naming no batch, or a change batch, is refused before any row is read or recorded,
+    // naming the id (not every row refused as outside a scope that cannot hold any workspace).
+    const noSuch = '--within: there is no batch "cust-bb"';
+    await expect(provisioner.planChanges(file, { within: ['cust-b', 'cust-bb'] })).rejects.toThrow(noSuch);
+    await expect(provisioner.applyFile(file, { batchId: 'b-typo', within: ['cust-bb'] })).rejects.toThrow(noSuch);
+    await expect(
+      provisioner.apply([{ action: 'archive', workspace_id: WB }], { batchId: 'b-typo', within: ['b-archive'] }),
+    ).rejects.toThrow('--within: "b-archive" is a change batch; --within takes ingest batches');
+    expect((await e.db.query(`SELECT id FROM dify_provision.batches WHERE id = 'b-typo'`)).rows).toEqual([]);
   });
 
   it("B's membership file (--sync) naming A's workspace is rejected before A's members are read: no removal, no line for A's people", async () => {
@@ -269,6 +279,13 @@ describe('the HTTP API: within on POST /changes and /changes/plans', () => {
       const plan = await answer(await api('/changes/plans', json({ rows: ATTACK, options })), 200, S.ChangePlanResponseSchema);
       expect(plan.problems.map((p) => `${p.line} ${p.field}: ${p.message}`)).toEqual(ATTACK_ANSWERS.map((a, i) => `${i + 1} ${a}`));
       leaksNothingOfA(JSON.stringify(plan));
+      // A scope of no batch: refused, naming it (400), the plan and the batch alike; nothing recorded.
+      const typo = { within: ['cust-bb'], create_missing_owners: true };
+      const refusedPlan = await errorOf(await api('/changes/plans', json({ rows: ATTACK, options: typo })), 400);
+      expect(refusedPlan.message).toContain('--within: there is no batch "cust-bb"');
+      const refusedBatch = await errorOf(await api('/changes', json({ rows: ATTACK, batch_id: 'b-typo', options: typo })), 400);
+      expect(refusedBatch.message).toContain('--within: there is no batch "cust-bb"');
+      expect((await e.db.query(`SELECT id FROM dify_provision.batches WHERE id = 'b-typo'`)).rows).toEqual([]);
       const csvPlan = await answer(
         await api('/changes/plans?within=cust-b&create_missing_owners=true', {
           method: 'POST',
