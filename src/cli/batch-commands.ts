@@ -5,7 +5,7 @@ import type { ServerStatus } from '../provisioner.js';
 import { trustingWords } from '../queue/batch-control.js';
 import { otherLineageAdvice } from '../queue/server-watch.js';
 import { withProvisioner, withReader, type Reader } from './context.js';
-import { NO_WORKER, REDIS_UNREACHABLE, STATE_WORDS, type BatchStatus, type Workers } from '../store/batches.js';
+import { NO_WORKER, REDIS_UNREACHABLE, STATE_WORDS, type BatchListing, type BatchStatus, type Workers } from '../store/batches.js';
 import { OUTCOMES } from '../common/types.js';
 import { escapeControls, paintedState, workersWords } from './terminal.js';
 import { waitAndReport } from './wait-command.js';
@@ -25,6 +25,18 @@ export function formatStatus(s: BatchStatus): string {
     .join(', ');
   const line = `batch ${s.batchId} (${paintedState(s.state)}): ${finishedRows}/${s.total} rows finished (${pct}%): ${counts}`;
   return s.advice ? `${line}\n${s.advice}` : line;
+}
+
+/**
+ * A listed batch's counts in words: its kind's finished outcomes always ("created 6, existing 0,
+ * failed 1, rejected 1"; "applied 8, unchanged 0, failed 0, rejected 0"), queued, active, cancelled
+ * and the other kind's outcomes only when some row has them.
+ */
+export function listedCounts(b: Pick<BatchListing, 'kind' | 'counts'>): string {
+  const own = b.kind === 'changes' ? ['applied', 'unchanged', 'failed', 'rejected'] : ['created', 'existing', 'failed', 'rejected'];
+  const waiting = (['queued', 'active'] as const).filter((o) => b.counts[o] > 0);
+  const others = OUTCOMES.filter((o) => b.counts[o] > 0 && !own.includes(o) && o !== 'queued' && o !== 'active');
+  return [...waiting, ...(own as (typeof OUTCOMES)[number][]), ...others].map((o) => `${o} ${b.counts[o]}`).join(', ');
 }
 
 /** "queue … serves Dify database …; N workers". */
@@ -124,15 +136,16 @@ export const batchesCommand = (flags: { json?: boolean }, config: Config) =>
     const workers = list[0] ? (list[0].redisUnreachable ? 'unreachable' : list[0].workers) : await p.workers();
     process.stdout.write(`${servesLine(p, workers)}\n`);
     const width = Math.max(...Object.values(STATE_WORDS).map((w) => w.length));
+    // Each kind's own counts, named (an ingest batch's created and existing, a change batch's applied and unchanged).
     process.stdout.write(
-      `${'batch'.padEnd(36)} ${'state'.padEnd(width)} ${'total'.padStart(7)} ${'created'.padStart(8)} ${'existing'.padStart(8)} ${'failed'.padStart(7)} ${'rejected'.padStart(8)}  created at\n`,
+      `${'batch'.padEnd(36)} ${'state'.padEnd(width)} ${'kind'.padEnd(7)} ${'total'.padStart(7)}  ${'created at'.padEnd(24)}  counts\n`,
     );
     for (const b of list) {
-      const c = b.counts;
       // Padded before painting: colour codes have no width.
       const state = paintedState(b.state) + ' '.repeat(width - STATE_WORDS[b.state].length);
+      const kind = b.kind === 'changes' ? 'changes' : 'ingest';
       process.stdout.write(
-        `${b.batchId.padEnd(36)} ${state} ${String(b.total).padStart(7)} ${String(c.created).padStart(8)} ${String(c.existing).padStart(8)} ${String(c.failed).padStart(7)} ${String(c.rejected).padStart(8)}  ${b.createdAt.toISOString()}\n`,
+        `${b.batchId.padEnd(36)} ${state} ${kind.padEnd(7)} ${String(b.total).padStart(7)}  ${b.createdAt.toISOString()}  ${listedCounts(b)}\n`,
       );
     }
     if (list.some((b) => b.state === 'stalled')) process.stdout.write(`${workers === 'unreachable' ? REDIS_UNREACHABLE : NO_WORKER}\n`);

@@ -111,6 +111,11 @@ describe('apply from the CLI', () => {
     expect(status.stdout).toMatch(
       /batch day-two \(.*done.*\): 8\/8 rows finished \(100%\): queued 0, active 0, applied 8, unchanged 0, rejected 0, failed 0/,
     );
+    // batches: each kind with its own counts (not created/existing columns for a change batch).
+    const listed2 = (await runCli(['batches'], env.env)).stdout.split('\n');
+    expect(listed2[1]).toMatch(/^batch +state +kind +total +created at +counts$/);
+    expect(listed2.find((l) => l.startsWith('day-two '))).toMatch(/ changes +8 +\S+Z +applied 8, unchanged 0, failed 0, rejected 0$/);
+    expect(listed2.find((l) => l.startsWith('day-one '))).toMatch(/ ingest +\d+ +\S+Z +created \d+, existing 0, failed \d+, rejected \d+$/);
 
     // Again, as a new batch: every row unchanged.
     const again = await runCli(
