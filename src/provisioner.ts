@@ -29,7 +29,7 @@ import { newInputInfo } from './input/decode.js';
 import { readRecords, readRows, type ReadOptions } from './input/read-rows.js';
 import { checkInputFile } from './input/read-options.js';
 import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } from './changes/change-row.js';
-import { enqueueChanges, type ApplyOptions, type ApplySummary } from './changes/enqueue-changes.js';
+import { enqueueChanges, sealKeyOf, type ApplyOptions, type ApplySummary } from './changes/enqueue-changes.js';
 import { planChanges, type ChangePlan } from './changes/plan.js';
 import { checkSyncInputs, SYNC_ROWS, syncChanges, type SyncInput } from './changes/sync.js';
 import { withinScope } from './changes/scope.js';
@@ -168,6 +168,8 @@ export interface Provisioner {
       /** The pre-claim guard as apply meets it: the batch (default: a new one, as apply's) and the addresses trusted. */
       batchId?: string;
       trustAccounts?: string[];
+      /** As apply's: invite or sendInvites without it is refused, as apply refuses it. */
+      sealTo?: string;
     } & InvitationAsk,
   ): Promise<ChangePlan>;
   batch(id: string): BatchHandle;
@@ -357,6 +359,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     checkInvitations: (ask) => refuseUnusableInvitations(rt.config, ask),
     async planChanges(input, opts = {}) {
       refuseUnusableInvitations(rt.config, opts);
+      sealKeyOf(opts);
       const schema = await probeDifySchema(db);
       if (typeof input === 'string') await checkInputFile(input);
       const rows = typeof input === 'string' || isReadable(input) ? changeSource(input, opts)() : inputSource(input, opts)();

@@ -70,6 +70,24 @@ export interface ApplySummary {
   alreadyInBatch: number;
 }
 
+/**
+ * The public key a change batch seals its invitation links to (undefined: no key given), or the
+ * refusal of invitations without one (or of a key that is not a public RSA key): apply asks it
+ * before recording anything, and its plans (the CLI's dry run, planChanges, POST /changes/plans) ask
+ * it too, so a dry run refuses what the run would.
+ */
+export function sealKeyOf(opts: {
+  invite?: boolean | undefined;
+  sendInvites?: boolean | undefined;
+  sealTo?: string | undefined;
+}): string | undefined {
+  if ((opts.invite || opts.sendInvites) && !opts.sealTo)
+    throw new UsageError(
+      'invitations need --seal-to operator-public.pem: each link lets its holder set the password, so it is sealed to that key and revealed once with `dify-provision secrets --invites`',
+    );
+  return opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
+}
+
 export async function enqueueChanges(
   rows: AsyncIterable<CheckedChange> | Iterable<CheckedChange>,
   deps: EnqueueDeps,
@@ -77,11 +95,7 @@ export async function enqueueChanges(
 ): Promise<ApplySummary> {
   const summary: ApplySummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0 };
   const invite = opts.invite || opts.sendInvites;
-  if (invite && !opts.sealTo)
-    throw new UsageError(
-      'invitations need --seal-to operator-public.pem: each link lets its holder set the password, so it is sealed to that key and revealed once with `dify-provision secrets --invites`',
-    );
-  const sealTo = opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
+  const sealTo = sealKeyOf(opts);
   const settings = {
     createMissingAccounts: opts.createMissingOwners ?? false,
     ...(invite ? { invite: true as const } : {}),

@@ -9,6 +9,7 @@ import { CHANGE_ROWS, type CheckedChange } from '../changes/change-row.js';
 import { describePlan, planChanges, type ChangePlanRow } from '../changes/plan.js';
 import { scopeOf, withinScope } from '../changes/scope.js';
 import { sameWorkspaceRules } from '../changes/same-workspace.js';
+import { sealKeyOf } from '../changes/enqueue-changes.js';
 import { SYNC_ROWS, syncChanges, type SyncRow } from '../changes/sync.js';
 import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
 import { newInputInfo, describeInput } from '../input/decode.js';
@@ -95,8 +96,9 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
 }
 
 async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags, config: Config): Promise<number> {
-  // What apply refuses before recording anything, its plan refuses too, naming the setting.
+  // What apply refuses before recording anything, its plan refuses too, naming the setting or flag.
   refuseUnusableInvitations(config, flags);
+  sealKeyOf(flags);
   const info = newInputInfo();
   const rows: AsyncIterable<CheckedChange | Checked<SyncRow>> = flags.sync
     ? readRecords(input, SYNC_ROWS, readOpts, info)

@@ -237,6 +237,23 @@ describe('apply from the CLI', () => {
     );
     const file = join(env.dir, 'invite.csv');
     await writeFile(file, `action,workspace_id,email,role\nadd_member,${randomUUID()},new.person@example.com,normal\n`);
+    // The dry run refuses what the run refuses: invitations without --seal-to (exit 1, no plan), then a private key.
+    const seal = 'invitations need --seal-to operator-public.pem';
+    for (const flags of [['--invite'], ['--send-invites']]) {
+      const unsealed = await runCli(['--dify-env', dotenv, 'apply', file, '--dry-run', '--create-missing-owners', ...flags], env.env);
+      expect(unsealed.code).toBe(1);
+      expect(unsealed.stderr).toContain(seal);
+      expect(unsealed.stdout).toBe('');
+      const run = await runCli(['--dify-env', dotenv, 'apply', file, '--create-missing-owners', ...flags], env.env);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(seal);
+    }
+    const sealed = await runCli(
+      ['--dify-env', dotenv, 'apply', file, '--dry-run', '--create-missing-owners', '--invite', '--seal-to', pub],
+      env.env,
+    );
+    expect(sealed.stderr).not.toContain(seal);
+    expect(sealed.stdout).toMatch(/^plan: 1 change: /m);
     // No worker runs: what the command recorded is what a worker would be asked to do.
     const run = await runCli(
       ['--dify-env', dotenv, 'apply', file, '--create-missing-owners', '--invite', '--send-invites', '--seal-to', pub, '--batch-id', 'inv'],

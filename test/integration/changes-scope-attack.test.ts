@@ -187,6 +187,10 @@ describe('apply --within: a customer changes only the workspaces of their own ba
     // naming the id (not every row refused as outside a scope that cannot hold any workspace).
     const noSuch = '--within: there is no batch "cust-bb"';
     await expect(provisioner.planChanges(file, { within: ['cust-b', 'cust-bb'] })).rejects.toThrow(noSuch);
+    // A plan refuses invitations without a key to seal their links to, as apply does.
+    const seal = 'invitations need --seal-to operator-public.pem';
+    await expect(provisioner.planChanges(file, { within: ['cust-b'], invite: true })).rejects.toThrow(seal);
+    await expect(provisioner.applyFile(file, { batchId: 'b-typo', within: ['cust-b'], invite: true })).rejects.toThrow(seal);
     await expect(provisioner.applyFile(file, { batchId: 'b-typo', within: ['cust-bb'] })).rejects.toThrow(noSuch);
     await expect(
       provisioner.apply([{ action: 'archive', workspace_id: WB }], { batchId: 'b-typo', within: ['b-archive'] }),
@@ -286,6 +290,12 @@ describe('the HTTP API: within on POST /changes and /changes/plans', () => {
       const refusedBatch = await errorOf(await api('/changes', json({ rows: ATTACK, batch_id: 'b-typo', options: typo })), 400);
       expect(refusedBatch.message).toContain('--within: there is no batch "cust-bb"');
       expect((await e.db.query(`SELECT id FROM dify_provision.batches WHERE id = 'b-typo'`)).rows).toEqual([]);
+      // Invitations without seal_to: refused by the plan as by the batch.
+      const unsealed = await errorOf(
+        await api('/changes/plans', json({ rows: ATTACK, options: { within: ['cust-b'], invite: true } })),
+        400,
+      );
+      expect(unsealed.message).toContain('invitations need --seal-to operator-public.pem');
       const csvPlan = await answer(
         await api('/changes/plans?within=cust-b&create_missing_owners=true', {
           method: 'POST',
