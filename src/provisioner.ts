@@ -45,7 +45,7 @@ import { planBatch, type Plan } from './ingest/plan.js';
 import { cancelBatch, resumeCancelled, retryFailed, retryRows, type RequeueOptions } from './queue/batch-control.js';
 import { workersServing } from './queue/connection.js';
 import { settleLostJobs } from './queue/lost-jobs.js';
-import { csvReport, jsonReport, type ReportTextOptions } from './report/format.js';
+import { changeReportRow, csvReport, jsonReport, type ReportTextOptions } from './report/format.js';
 import { revealSecrets } from './secrets/reveal.js';
 import { openQueueRuntime, type QueueRuntime } from './runtime/runtime.js';
 import type { Gate } from './queue/server-watch.js';
@@ -78,7 +78,11 @@ export interface BatchHandle {
   progress(intervalMs?: number, onUnreachable?: OnPostgresUnreachable): AsyncGenerator<BatchStatus>;
   /** Resolves with the batch's status once it is done (through PostgreSQL's restarts, as `progress`). */
   done(intervalMs?: number, onUnreachable?: OnPostgresUnreachable): Promise<BatchStatus>;
-  /** Every row's answer, in input order. */
+  /**
+   * Every row's answer, in input order. A change batch's rows also carry `email`, `name` and
+   * `detail` (why unchanged, refused or failed; what else the change did), and `error` only on
+   * failed and rejected rows (docs/api.md).
+   */
   report(): Promise<ReportRow[]>;
   /** The report as spreadsheet-safe CSV, streamed (escapeControls: for a terminal). */
   reportCsv(opts?: ReportTextOptions): AsyncGenerator<string>;
@@ -256,8 +260,10 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     progress: (intervalMs = 1000, onUnreachable) => batchProgress(db, id, intervalMs, workers, onUnreachable),
     done: (intervalMs = 1000, onUnreachable) => waitForBatch(db, id, { intervalMs, workers, ...(onUnreachable ? { onUnreachable } : {}) }),
     async report() {
+      // A change batch's rows with the change's own fields, the detail apart from any error.
+      const changes = (await batchKind(db, id)) === 'changes';
       const out: ReportRow[] = [];
-      for await (const r of allReportRows(db, id)) out.push(r);
+      for await (const r of allReportRows(db, id)) out.push(changes ? changeReportRow(r) : r);
       return out;
     },
     async *reportCsv(opts) {

@@ -79,6 +79,17 @@ export function changeRecord(r: ReportRow): ChangeReportRecord {
   };
 }
 
+/**
+ * A change batch's row as the library's report() gives it: the change's own fields (`email`,
+ * `name`, `detail`) beside ReportRow's, and `error` only on a failed or rejected row (the detail of
+ * an applied or unchanged row is no error). `ownerEmail` and `workspaceName` keep the same values,
+ * as before `email` and `name` were added.
+ */
+export function changeReportRow(r: ReportRow): ReportRow {
+  const failed = r.outcome === 'failed' || r.outcome === 'rejected';
+  return { ...r, email: r.ownerEmail, name: r.workspaceName, detail: r.error, error: failed ? r.error : null };
+}
+
 export interface ReportTextOptions {
   /** The batch's kind: a change batch (apply) has its own columns (CHANGE_REPORT_COLUMNS). */
   kind?: 'provision' | 'changes';

@@ -37,6 +37,15 @@ export interface ReportRow {
    * the person's own workspace: docs/security.md); null when nothing to say.
    */
   invitations: string | null;
+  /**
+   * The library's report of a change batch (apply) only: the row's person (as `ownerEmail`), the
+   * name a rename gives (as `workspaceName`), and the detail: why the row is unchanged, refused or
+   * failed, what else the change did ("the previous owner is admin now"). There `error` is set
+   * only on failed and rejected rows (report/format.ts changeReportRow).
+   */
+  email?: string | null;
+  name?: string | null;
+  detail?: string | null;
 }
 
 export interface ReportPage {

@@ -155,7 +155,9 @@ describe.each(['1.13', 'latest'] as BandName[])('add_member --create-missing-own
       [1, 'applied', ['added.member@example.com']],
       [2, 'applied', null],
     ]);
-    expect(report[0]!.error).toMatch(/account created .*; invited/);
+    // What else the change did is its detail; an applied row has no error.
+    expect(report[0]!.detail).toMatch(/account created .*; invited/);
+    expect(report[0]!.error).toBeNull();
 
     // The account and its join: what ingest wrote for its new member, column for column.
     expect(await accountShape(e, 'added.member@example.com')).toEqual(await accountShape(e, 'ingested.member@example.com'));
@@ -276,7 +278,7 @@ describe('a precondition changed in Dify between recording and running', () => {
     await e.db.query(`UPDATE tenants SET name = 'Cinq' WHERE id = $1`, [W.W5]);
 
     await runUntilDone(e, ['meanwhile'], { config });
-    const said = (await provisioner.batch('meanwhile').report()).map((r) => `${r.line} ${r.outcome} ${r.error ?? ''}`);
+    const said = (await provisioner.batch('meanwhile').report()).map((r) => `${r.line} ${r.outcome} ${r.detail ?? ''}`);
     expect(said[0]).toMatch(/^1 failed email: owner2@example.com is the workspace's owner: transfer_owner gives ownership/);
     expect(said[1]).toMatch(/^2 failed email: owner3@example.com is not a member of this workspace/);
     expect(said[2]).toMatch(/^3 failed action: the workspace is archived: member changes are refused/);
@@ -353,7 +355,7 @@ describe('refusals and actions the first tests did not reach', () => {
     expect(four).toEqual([{ status: 'normal', touched: true }]);
     // Restore again: unchanged.
     const again = await applyAndRun(e, config, [{ action: 'restore', workspace_id: W.W4 }], 'restore-again');
-    expect(again.map((r) => `${r.outcome} ${r.error}`)).toEqual(['unchanged the workspace is not archived']);
+    expect(again.map((r) => `${r.outcome} ${r.detail} ${r.error}`)).toEqual(['unchanged the workspace is not archived null']);
   });
 });
 
@@ -465,11 +467,14 @@ describe('rows whose result depends on their order', () => {
       await queue.close();
     }
     const report = await provisioner.batch('waits').report();
-    expect(report.map((r) => `${r.line} ${r.outcome} ${r.error ?? ''}`)).toEqual([
+    expect(report.map((r) => `${r.line} ${r.outcome} ${r.detail ?? ''}`)).toEqual([
       '1 applied ',
       '2 applied the previous owner is admin now',
       '3 applied ',
     ]);
+    // The library's report of a change batch: its own fields; no error on an applied row.
+    expect(report[1]).toMatchObject({ action: 'transfer_owner', email: 'owner13@example.com', error: null });
+    expect(report.map((r) => r.error)).toEqual([null, null, null]);
     expect(await joins(e, W.W5!)).toEqual({ 'owner10@example.com': 'normal', 'owner13@example.com': 'owner' });
   });
 });

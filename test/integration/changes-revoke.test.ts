@@ -101,7 +101,7 @@ describe("remove_member and the person's invitation tokens", () => {
     const doomed = [await difyToken(e, 'm1@example.com', W.W1!), await difyToken(e, 'm1@example.com', W.W1!)];
     const kept = [await difyToken(e, 'm1@example.com', W.W2!), await difyToken(e, 'm2@example.com', W.W1!)];
     const report = await removeAndRun(e, config, [{ action: 'remove_member', workspace_id: W.W1, email: 'm1@example.com' }], 'no-console');
-    expect(report.map((r) => `${r.outcome} ${r.error}`)).toEqual(["applied 2 invitation token(s) deleted from Dify's Redis"]);
+    expect(report.map((r) => `${r.outcome} ${r.detail}`)).toEqual(["applied 2 invitation token(s) deleted from Dify's Redis"]);
     expect(await existing(doomed)).toEqual([false, false]);
     expect(await existing(kept)).toEqual([true, true]);
   });
@@ -126,7 +126,7 @@ describe("remove_member and the person's invitation tokens", () => {
     );
     expect(report.map((r) => r.outcome)).toEqual(['applied', 'applied']);
     for (const r of report)
-      expect(r.error).toMatch(
+      expect(r.detail).toMatch(
         /^their invitation tokens for this workspace are left to the sweep of a worker with Dify's Redis \(this one has none: .*\): recorded$/,
       );
     expect(Object.keys(await joinsOf(e, W.W1!))).not.toContain('m1@example.com');
@@ -195,7 +195,7 @@ describe("remove_member and the person's invitation tokens", () => {
       'removals',
     );
     const after = await scans();
-    expect(report.map((r) => `${r.outcome} ${r.error}`)).toEqual(Array(6).fill("applied 1 invitation token(s) deleted from Dify's Redis"));
+    expect(report.map((r) => `${r.outcome} ${r.detail}`)).toEqual(Array(6).fill("applied 1 invitation token(s) deleted from Dify's Redis"));
     // One pass for the batch (a pass more if a key moved under it), never one per removal.
     expect(after - before).toBeGreaterThanOrEqual(pass);
     expect(after - before).toBeLessThan(2 * pass);

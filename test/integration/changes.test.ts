@@ -197,7 +197,7 @@ describe.each(['1.9', '1.13', 'latest'] as BandName[])('apply on band %s', (band
     const values = await Promise.all(left.map((k) => dify!.get(k)));
     expect(values.filter((v) => v?.includes(W.W1!))).toEqual([]);
     expect(left).toContain(keep);
-    expect(report.find((r) => r.line === 2)!.error).toMatch(/2 invitation token\(s\) deleted/);
+    expect(report.find((r) => r.line === 2)!.detail).toMatch(/2 invitation token\(s\) deleted/);
 
     if (bandName === 'latest') {
       const owner1 = await id('owner1@example.com');
@@ -251,7 +251,7 @@ describe.each(['1.9', '1.13', 'latest'] as BandName[])('apply on band %s', (band
       ],
       'refusals',
     );
-    const said = report.map((r) => `${r.line} ${r.outcome} ${r.error}`);
+    const said = report.map((r) => `${r.line} ${r.outcome} ${r.detail}`);
     expect(said[0]).toMatch(/^1 failed email: owner8@example.com is the workspace's owner: transfer ownership first/);
     expect(said[1]).toMatch(/^2 failed email: owner9@example.com is the workspace's owner: transfer_owner gives ownership/);
     expect(said[2]).toMatch(/^3 rejected role: cannot be owner/);
