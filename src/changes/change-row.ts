@@ -133,6 +133,9 @@ export function rawOfChange(record: Partial<Record<ChangeColumn, string>>): RawR
     ...(record.name !== undefined ? { workspaceName: clip(record.name)! } : {}),
     ...(record.email !== undefined ? { ownerEmail: clip(record.email)! } : {}),
     ...(record.external_id !== undefined ? { externalId: clip(record.external_id)! } : {}),
+    ...(record.action !== undefined ? { action: clip(record.action)! } : {}),
+    ...(record.workspace_id !== undefined ? { workspaceId: clip(record.workspace_id)! } : {}),
+    ...(record.role !== undefined ? { role: clip(record.role)! } : {}),
   };
 }
 

@@ -4,6 +4,7 @@
 // are queued (queue/lost-jobs.ts settleLostJobs), one job per row, on this Dify's queue. The
 // workers' processor runs a change job through worker/apply-change.ts. Re-running the same batch
 // queues nothing twice; a different file under the same batch id is refused.
+import type { RawRow } from '../input/row-checker.js';
 import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
 import { storable } from '../input/row-checker.js';
 import { withTransaction, type Tx } from '../db/pool.js';
@@ -189,6 +190,15 @@ export function specOf(
   };
 }
 
+function inputOf(raw: RawRow): { action?: string; workspace_id?: string; role?: string } | null {
+  const input = {
+    ...(raw.action !== undefined ? { action: raw.action } : {}),
+    ...(raw.workspaceId !== undefined ? { workspace_id: raw.workspaceId } : {}),
+    ...(raw.role !== undefined ? { role: raw.role } : {}),
+  };
+  return Object.keys(input).length > 0 ? input : null;
+}
+
 function recorded(r: CheckedChange, spec: ChangeJob | null): IngestedRow {
   return {
     line: r.line,
@@ -202,5 +212,7 @@ function recorded(r: CheckedChange, spec: ChangeJob | null): IngestedRow {
     error: r.ok ? null : storable(r.errors.map((e) => `${e.field}: ${e.message}`).join('; ')),
     spec,
     action: r.ok ? r.row.action : null,
+    // What a rejected row said of its action, workspace and role, as written (the report shows it).
+    input: r.ok ? null : inputOf(r.raw),
   };
 }

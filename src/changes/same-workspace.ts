@@ -45,10 +45,12 @@ export function sameWorkspaceRules(
           ok: false as const,
           errors: [{ field: refused.field, message: refused.message + named }],
           raw: {
+            action: c.row.action,
             ...(c.row.workspaceId !== undefined ? { workspaceId: c.row.workspaceId } : {}),
             ...(c.row.externalId !== undefined ? { externalId: c.row.externalId } : {}),
             ...(c.row.email !== undefined ? { ownerEmail: c.row.email } : {}),
             ...(c.row.name !== undefined ? { workspaceName: c.row.name } : {}),
+            ...(c.row.role !== undefined ? { role: c.row.role } : {}),
           },
         };
       }

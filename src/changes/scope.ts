@@ -18,6 +18,10 @@ export interface WorkspaceNamed {
   workspaceId?: string;
   externalId?: string;
   email?: string;
+  /** A change row's (a membership entry has role only). */
+  action?: string;
+  role?: string;
+  name?: string;
 }
 
 /** The field that named the workspace, and why the row is refused (never a word about that workspace). */
@@ -97,9 +101,12 @@ export function withinScope<T extends WorkspaceNamed>(
         }
         // What a report shows of the row is what the file said, nothing read from Dify.
         const raw: RawRow = {
+          ...(c.row.action !== undefined ? { action: c.row.action } : {}),
           ...(c.row.workspaceId !== undefined ? { workspaceId: c.row.workspaceId } : {}),
           ...(c.row.externalId !== undefined ? { externalId: c.row.externalId } : {}),
           ...(c.row.email !== undefined ? { ownerEmail: c.row.email } : {}),
+          ...(c.row.role !== undefined ? { role: c.row.role } : {}),
+          ...(c.row.name !== undefined ? { workspaceName: c.row.name } : {}),
         };
         yield { line: c.line, ok: false, errors: [outOfScope(c.row, within!)], raw } as Checked<T>;
       }

@@ -14,6 +14,8 @@ export class RowError extends ProvisionError {
   override readonly name: string = 'RowError';
   readonly code = 'ROW';
   override readonly httpStatus = 422;
+  /** The workspace the row was refused in, when it was found (and in scope): its failed row names it. */
+  tenantId?: string;
   constructor(
     readonly field: string,
     message: string,

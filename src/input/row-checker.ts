@@ -13,6 +13,9 @@ export interface RawRow {
   externalId?: string;
   /** A change or membership row's workspace_id, when the row names its workspace readably (a membership file's rejected row: changes/sync.ts). */
   workspaceId?: string;
+  /** A change row's action and role as written (apply), kept for the report (rows.input). */
+  action?: string;
+  role?: string;
 }
 
 export type CheckedRow = { line: number; ok: true; row: WorkspaceRow } | { line: number; ok: false; errors: FieldError[]; raw: RawRow };

@@ -59,8 +59,10 @@ export interface ReportPage {
 
 export async function reportRows(db: Db, batchId: string, page: ReportPage = {}): Promise<ReportRow[]> {
   const { rows } = await db.query<ReportRow>(
-    `SELECT line, action, spec->>'role' AS role, external_id AS "externalId", workspace_name AS "workspaceName", owner_email AS "ownerEmail", outcome,
-            CASE WHEN outcome IN ('created', 'existing') OR action IS NOT NULL THEN tenant_id END AS "tenantId",
+    `SELECT line, COALESCE(action, input->>'action') AS action, COALESCE(spec->>'role', input->>'role') AS role, external_id AS "externalId",
+            workspace_name AS "workspaceName", owner_email AS "ownerEmail", outcome,
+            -- A rejected change row: the workspace_id it wrote (input), as it wrote it.
+            CASE WHEN outcome IN ('created', 'existing') OR action IS NOT NULL THEN tenant_id::text ELSE input->>'workspace_id' END AS "tenantId",
             fingerprint, attempts, duration_ms AS "durationMs", created_accounts AS "accountsCreated", api_key_masked AS "apiKey", error,
             (SELECT string_agg(i.email || ': ' || CASE WHEN i.mailed_at IS NOT NULL THEN 'sent'
                                                         WHEN i.mail_error IS NOT NULL THEN 'failed: ' || i.mail_error

@@ -27,6 +27,8 @@ export interface IngestedRow {
   error: string | null;
   /** A change row's action (apply); absent on a provisioning row. */
   action?: string | null;
+  /** A rejected change row's action, workspace_id and role as written (apply); absent otherwise. */
+  input?: object | null;
   /** What the job needs (the validated row, no secrets), so retry can queue it again. */
   spec: object | null;
 }
@@ -48,11 +50,11 @@ export async function recordIngested<Spec>(db: Db | Tx, batchId: string, rowsJso
     `WITH input AS (
        SELECT * FROM jsonb_to_recordset($2::jsonb)
          AS t (line int, idempotency_key text, external_id text, workspace_name text, owner_email text,
-               tenant_id uuid, outcome text, error text, spec jsonb, action text)
+               tenant_id uuid, outcome text, error text, spec jsonb, action text, input jsonb)
      ), inserted AS (
        INSERT INTO ${SCHEMA}.rows
-         (batch_id, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, action, finished_at)
-       SELECT $1, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, action,
+         (batch_id, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, action, input, finished_at)
+       SELECT $1, line, idempotency_key, external_id, workspace_name, owner_email, tenant_id, outcome, error, spec, action, input,
               CASE WHEN outcome = 'rejected' THEN now() END
          FROM input
        ON CONFLICT (batch_id, line) DO NOTHING

@@ -342,6 +342,12 @@ const MIGRATIONS: string[] = [
   END
   $workspace$;
   `,
+  `
+  -- What a rejected change row (apply) said that no other column keeps, as written (clipped): its
+  -- action, workspace_id and role. Reports show it beside the row's error (a rejected ingest row
+  -- keeps its raw name and owner in their own columns). Never a secret: a change row has none.
+  ALTER TABLE ${SCHEMA}.rows ADD COLUMN input jsonb;
+  `,
 ];
 
 /** rows.ts startAttempt's statement as a function of ours (planned once per connection). */

@@ -90,7 +90,11 @@ export async function applyChange(job: ChangeJob, attempt: number, deps: ChangeD
 
   const ran = await withInlinedTransaction(deps.db, (tx) =>
     inTransaction(tx, job, round, attempt, tenantId, change, rules, sealKey, deps, at),
-  );
+  ).catch((err: unknown) => {
+    // Refused in a workspace found (and in scope): the failed row names it, as an applied row does.
+    if (err instanceof RowError) err.tenantId = tenantId;
+    throw err;
+  });
 
   if (ran.kind === 'answered') {
     const o = ran.outcome;

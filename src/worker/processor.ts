@@ -142,6 +142,8 @@ export function createProvisionWorker(deps: ChangeDeps, opts: ProcessorOptions):
           attempts: attempt,
           durationMs: ms,
           error: reason,
+          // A change refused in the workspace it found: the row names it (as one applied does).
+          ...(err instanceof RowError && err.tenantId ? { tenantId: err.tenantId } : {}),
         });
         log.warn({ ...fields, ms, outcome: 'failed', error: reason }, `${what} failed`);
         throw permanent ? new UnrecoverableError(reason) : err;

@@ -202,7 +202,10 @@ describe('apply from the CLI', () => {
 
     // --strict: one invalid row, nothing queued, exit 2, the row named; --json says so.
     const bad = join(env.dir, 'bad.csv');
-    await writeFile(bad, 'action,external_id,email,role,name\nrename,s-a,,,Renamed\nset_role,s-a,owner2@example.com,owner,\n');
+    await writeFile(
+      bad,
+      'action,external_id,email,role,name\nrename,s-a,,,Renamed\nset_role,s-a,owner2@example.com,owner,\nset_role,s-a,nobody@example.com,admin,\n',
+    );
     const strict = await runCli(['--dify-env', dotenv, 'apply', bad, '--strict', '--json'], env.env);
     expect(strict.code).toBe(2);
     expect(JSON.parse(strict.stdout)).toEqual({ strict: true, queued: 0, rejected: 1 });
@@ -211,9 +214,16 @@ describe('apply from the CLI', () => {
     // Without --strict, --json: the batch's summary; the valid row queued, the other rejected.
     const loose = await runCli(['--dify-env', dotenv, 'apply', bad, '--json', '--batch-id', 'loose'], env.env);
     expect(loose.code, loose.stderr).toBe(0);
-    expect(JSON.parse(loose.stdout)).toEqual({ batchId: 'loose', total: 2, queued: 1, rejected: 1, alreadyInBatch: 0 });
+    expect(JSON.parse(loose.stdout)).toEqual({ batchId: 'loose', total: 3, queued: 2, rejected: 1, alreadyInBatch: 0 });
     await until(world.done('loose'), 'the loose batch');
-    expect((await world.rowsOf('loose')).map((r: { outcome: string }) => r.outcome)).toEqual(['applied', 'rejected']);
+    expect((await world.rowsOf('loose')).map((r: { outcome: string }) => r.outcome)).toEqual(['applied', 'rejected', 'failed']);
+    // The report keeps what the rejected row said (its action and role), and names the workspace
+    // a failed row was refused in, found by its external_id, as an applied row's.
+    const report = (await runCli(['report', 'loose'], env.env)).stdout.trim().split('\r\n');
+    expect(report[2]).toMatch(/^3,set_role,,s-a,owner2@example\.com,owner,,rejected,"role: cannot be owner/);
+    const tenant = report[1]!.split(',')[2]!;
+    expect(tenant).toMatch(/^[0-9a-f-]{36}$/);
+    expect(report[3]).toMatch(new RegExp(`^4,set_role,${tenant},s-a,nobody@example\\.com,admin,,failed,"email: no Dify account`));
   });
 
   it('--create-missing-owners, --invite, --send-invites and --seal-to reach the recorded change rows and batch', async () => {

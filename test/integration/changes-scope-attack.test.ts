@@ -159,8 +159,11 @@ describe('apply --within: a customer changes only the workspaces of their own ba
 
     const report = await batch.report();
     expect(report.filter((r) => r.outcome === 'rejected').map((r) => r.error)).toEqual(ATTACK_ANSWERS);
-    expect(report.filter((r) => r.outcome === 'rejected').map((r) => r.tenantId ?? null)).toEqual(Array(7).fill(null));
-    leaksNothingOfA(JSON.stringify(report));
+    // A rejected row keeps what it said (its action, role, workspace_id as written), never an id it did not write.
+    const rejected = report.filter((r) => r.outcome === 'rejected');
+    expect(rejected.map((r) => r.tenantId ?? null)).toEqual(ATTACK.slice(0, 7).map((a) => a.workspace_id ?? null));
+    expect(rejected.map((r) => `${r.action} ${r.role ?? ''}`)).toEqual(ATTACK.slice(0, 7).map((a) => `${a.action} ${a.role ?? ''}`));
+    leaksNothingOfA(JSON.stringify(report.map(({ tenantId, ...r }) => (tenantId === WB ? { tenantId, ...r } : r))));
 
     // Nothing of A changed; no account and no invitation for the spies; B's own row applied.
     expect(await stateOf(e, WA)).toEqual(before);
@@ -231,7 +234,9 @@ describe('apply --within: a customer changes only the workspaces of their own ba
     expect(s!.counts).toMatchObject({ rejected: 2, failed: 0 });
     const report = await batch.report();
     expect(report.map((r) => r.line)).toEqual([2, 3, 4, 5]);
-    leaksNothingOfA(JSON.stringify(report));
+    // The entry that wrote A's id shows it as written; the one naming A by external_id shows none.
+    expect(report.slice(0, 2).map((r) => `${r.tenantId} ${r.role}`)).toEqual(['null owner', `${WA} admin`]);
+    leaksNothingOfA(JSON.stringify(report.map(({ tenantId, ...r }) => (tenantId === WA ? r : { tenantId, ...r }))));
     expect(await stateOf(e, WA)).toEqual(before);
     expect(await accountsNamed(e, 'spy%')).toEqual([]);
     expect(await stateOf(e, WB)).toMatchObject({ joins: expect.arrayContaining([{ email: 'staff@b.example', role: 'editor' }]) });
