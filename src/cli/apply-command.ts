@@ -20,7 +20,7 @@ import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
 import { generatedBatchId } from '../common/types.js';
 import { fileReadOptions } from './ingest-command.js';
 import { checkInputFile } from '../input/read-options.js';
-import { EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
+import { counted, EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
 import { escapeControls } from './terminal.js';
 import type { BatchFileFlags } from './options.js';
 import { waitAndReport } from './wait-command.js';
@@ -85,7 +85,7 @@ export async function applyCommand(file: string, flags: ApplyFlags, config: Conf
       print(
         flags,
         s,
-        `batch ${s.batchId}: ${s.total} changes read, ${s.queued} queued, ${s.rejected} rejected${s.alreadyInBatch > 0 ? `, ${s.alreadyInBatch} already in this batch` : ''}`,
+        `batch ${s.batchId}: ${counted(s.total, 'change')} read, ${s.queued} queued, ${s.rejected} rejected${s.alreadyInBatch > 0 ? `, ${s.alreadyInBatch} already in this batch` : ''}`,
       );
     return flags.wait
       ? await waitAndReport(batch, { reportDir: flags.reportDir, overwrite: flags.overwrite ?? false, json: flags.json ?? false })
@@ -116,7 +116,7 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags,
     print(
       flags,
       { dryRun: true, total: valid + rejected, valid, rejected, input: info },
-      `dry run: ${valid + rejected} changes read, ${valid} valid, ${rejected} rejected (set DATABASE_URL to plan them against Dify)\nread as ${describeInput(info)}`,
+      `dry run: ${counted(valid + rejected, 'change')} read, ${valid} valid, ${rejected} rejected (set DATABASE_URL to plan them against Dify)\nread as ${describeInput(info)}`,
     );
     return rejected > 0 ? EXIT_INVALID : 0;
   }
@@ -160,15 +160,13 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: ApplyFlags,
         ...(flags.sync ? { removals } : {}),
         input: info,
       },
-      `${describeSchema(schema)}\nplan: ${plan.total} ${plural(plan.total, 'change')}: ${describePlan(plan)}\nread as ${describeInput(info)}`,
+      `${describeSchema(schema)}\nplan: ${counted(plan.total, 'change')}: ${describePlan(plan)}\nread as ${describeInput(info)}`,
     );
     return plan.rejected + plan.refused > 0 ? EXIT_INVALID : 0;
   } finally {
     await rt.close();
   }
 }
-
-const plural = (n: number, word: string) => (n === 1 ? word : `${word}s`);
 
 /**
  * One planned row in words: what it says, then what it would do (and why it is unchanged, refused

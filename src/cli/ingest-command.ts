@@ -18,7 +18,7 @@ import { batchIdForFile, batchIdForStdin } from '../ingest/batch-id.js';
 import { planBatch, type PlanRow } from '../ingest/plan.js';
 import { provisionerOn } from '../provisioner.js';
 import { openDbRuntime, openQueueRuntime } from '../runtime/runtime.js';
-import { EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
+import { counted, EXIT_INVALID, print, printRejection, refusedWhenStrict } from './rejections.js';
 import { escapeControls } from './terminal.js';
 import type { BatchFileFlags } from './options.js';
 import { waitAndReport } from './wait-command.js';
@@ -73,7 +73,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
         print(
           flags,
           s,
-          `batch ${s.batchId}: ${s.total} rows read, ${s.queued} queued, ${s.rejected} rejected${again}\nread as ${describeInput(s.input ?? newInputInfo())}`,
+          `batch ${s.batchId}: ${counted(s.total, 'row')} read, ${s.queued} queued, ${s.rejected} rejected${again}\nread as ${describeInput(s.input ?? newInputInfo())}`,
         );
       if (s.notApplied) process.stderr.write(`${notAppliedWords(s.batchId, s.notApplied, flags)}\n`);
       return flags.wait
@@ -118,7 +118,7 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
     print(
       flags,
       { dryRun: true, total, wouldQueue: valid, rejected, input: info, ...(listRows !== undefined ? { rows: listed } : {}) },
-      `dry run: ${total} rows read, would queue ${valid}, reject ${rejected} (set DATABASE_URL to also check owners, existing rows and workspace ids)\nread as ${describeInput(info)}`,
+      `dry run: ${counted(total, 'row')} read, would queue ${valid}, reject ${rejected} (set DATABASE_URL to also check owners, existing rows and workspace ids)\nread as ${describeInput(info)}`,
     );
     return rejected > 0 ? EXIT_INVALID : 0;
   }
@@ -149,7 +149,7 @@ async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags
         input: info,
         ...(afterCreate ? { afterCreate } : {}),
       },
-      `${describeSchema(schema)}\nplan: ${plan.total} rows: would create ${plan.wouldCreate}, skip ${plan.existing} existing, reject ${plan.rejected} invalid${dups(plan.likelyDuplicates)}, fail ${plan.wouldFail} (owners/ids)` +
+      `${describeSchema(schema)}\nplan: ${counted(plan.total, 'row')}: would create ${plan.wouldCreate}, skip ${plan.existing} existing, reject ${plan.rejected} invalid${dups(plan.likelyDuplicates)}, fail ${plan.wouldFail} (owners/ids)` +
         `${afterCreate ? `\nafter each workspace created: ${afterCreate}` : ''}\nread as ${describeInput(info)}`,
     );
     return plan.rejected + plan.wouldFail > 0 ? EXIT_INVALID : 0;

@@ -5,6 +5,9 @@ import { StrictValidationError } from '../input/input-rows.js';
 import type { RejectedRow } from '../input/row-checker.js';
 import { escapeControls } from './terminal.js';
 
+/** "1 row", "2 rows": a count and its noun, singular for one. */
+export const counted = (n: number, noun: string) => `${n} ${n === 1 ? noun : `${noun}s`}`;
+
 /** Exit code when rows were invalid and nothing (strict) or not everything (dry run) would go. */
 export const EXIT_INVALID = 2;
 

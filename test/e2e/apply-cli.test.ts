@@ -270,6 +270,7 @@ describe('apply from the CLI', () => {
       env.env,
     );
     expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain('batch inv: 1 change read, 1 queued, 0 rejected');
     const { rows } = await env.db.query(`SELECT spec FROM dify_provision.rows WHERE batch_id = 'inv'`);
     expect(rows.map((r: { spec: object }) => r.spec)).toEqual([
       expect.objectContaining({ action: 'add_member', createMissingAccounts: true, invite: true, sendInvites: true }),

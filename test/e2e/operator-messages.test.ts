@@ -78,7 +78,7 @@ describe('CLI hygiene', () => {
     const path = await world.file('wait.csv', [{ workspace_name: 'Waiting', owner_email: 'owner1@example.com' }]);
     // No worker runs: the batch waits until Ctrl-C.
     const ingest = startCli(['ingest', path, '--batch-id', 'stopped', '--wait', '--report-dir', world.env.dir], world.env.env);
-    await until(async () => ingest.output().includes('batch stopped: 1 rows read, 1 queued'), 'ingest to queue its row');
+    await until(async () => ingest.output().includes('batch stopped: 1 row read, 1 queued'), 'ingest to queue its row');
     const code = await ingest.stop('SIGINT');
     expect(ingest.output()).toContain('interrupted: batch stopped goes on (the workers keep processing its rows)');
     expect(ingest.output()).toContain('to follow it again: dify-provision wait stopped');
