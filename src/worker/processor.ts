@@ -1,7 +1,8 @@
 // The BullMQ processor: validates a job, provisions its workspace, and decides what a failure
 // means: permanent (UnrecoverableError, recorded at once) or transient (retried with backoff).
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { isConnectionError, type RedisClient } from '../queue/connection.js';
+import { answerWithin, isConnectionError, NO_ANSWER, type RedisClient } from '../queue/connection.js';
+import { isPostgresUnreachable, type Db } from '../db/pool.js';
 import type { Logger } from 'pino';
 import { describeError, RowError } from '../common/errors.js';
 import { ChangeJobSchema, JobDataSchema, jobIdFor, roundOfJobId, type AnyJob, type JobResult } from '../queue/contract.js';
@@ -59,6 +60,22 @@ export function lostLockWords(err: unknown): { jobId: string; message: string } 
       (step ? `, so BullMQ could not record its ${step}` : ', so this worker could not keep it') +
       ": not data loss: the row's answer is in PostgreSQL; the job goes back to the queue and runs again, and the ledger answers it without writing anything twice",
   };
+}
+
+/** How long the probe after a failed attempt waits for PostgreSQL (postgresAway). */
+const PROBE_MS = 5_000;
+
+/**
+ * Whether PostgreSQL does not answer now (a restart, a failover, a cut network): asked after an
+ * attempt failed, so that an outage longer than a row's retries costs the row none of them.
+ */
+async function postgresAway(db: Db): Promise<boolean> {
+  try {
+    await answerWithin(db.query('SELECT 1'), PROBE_MS);
+    return false;
+  } catch (err) {
+    return (err as Error).message === NO_ANSWER || isPostgresUnreachable(err);
+  }
 }
 
 // PostgreSQL errors that no retry can fix: bad data (22…) and integrity violations (23…).
@@ -134,6 +151,13 @@ export function createProvisionWorker(deps: ChangeDeps, opts: ProcessorOptions):
         throw new UnrecoverableError(reason);
       }
       const permanent = isPermanent(err);
+      // PostgreSQL does not answer: not the row's failure, and nothing about the row can be written
+      // now. Back to the queue, this attempt not counted, until it answers (the ledger makes the
+      // run that follows harmless, whatever this one left behind).
+      if (!permanent && (await postgresAway(deps.db))) {
+        log.info({ ...fields, ms, error: reason }, `${what}: PostgreSQL does not answer; back to the queue, this attempt not counted`);
+        return leave(job, token, 'PostgreSQL does not answer');
+      }
       if (permanent || attempt >= (job.opts.attempts ?? 1)) {
         await recordOutcome(deps.db, {
           batchId: data.batchId,

@@ -16,12 +16,16 @@ export interface Proxy {
   connections(): number;
   /** A failover: every connection is dropped, and new ones go to `port` (a standby promoted). */
   failover(port: number): void;
+  /** An outage: every connection is dropped, and new ones are closed at once, until `restore`. */
+  outage(): void;
+  restore(): void;
 }
 
 export async function tcpProxy(targetPort: number, targetHost = '127.0.0.1', opts: { record?: boolean } = {}): Promise<Proxy> {
   const sockets = new Set<Socket>();
   let target = targetPort;
   let frozen = false;
+  let down = false;
   const held: [Socket, Buffer][] = [];
   let upstreamBytes = '';
   const forward = (from: Socket, to: Socket, tap: boolean) =>
@@ -33,6 +37,7 @@ export async function tcpProxy(targetPort: number, targetHost = '127.0.0.1', opt
   let accepted = 0;
   const server = createServer((client) => {
     accepted++;
+    if (down) return void client.destroy();
     const upstream = createConnection(target, targetHost);
     for (const s of [client, upstream]) {
       sockets.add(s);
@@ -66,6 +71,13 @@ export async function tcpProxy(targetPort: number, targetHost = '127.0.0.1', opt
     failover(port) {
       target = port;
       for (const s of sockets) s.destroy();
+    },
+    outage() {
+      down = true;
+      for (const s of sockets) s.destroy();
+    },
+    restore() {
+      down = false;
     },
   };
 }

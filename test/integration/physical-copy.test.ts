@@ -409,6 +409,30 @@ describe('a physical copy of the Dify database', () => {
     await Promise.all([w.close(), late.w.close()]);
   }, 300_000);
 
+  it("a PostgreSQL outage longer than a row's retries fails no row: its jobs go back to the queue, the attempts not counted, and run once the server answers", async () => {
+    const direct = await difyDatabase('dify_outage', '{dp-outage}');
+    const proxy = await tcpProxy(Number(new URL(services.databaseUrl).port));
+    closers.push(() => proxy.cut());
+    const through = await side('outage', urlOf(`postgres://postgres@127.0.0.1:${proxy.port}/postgres`, 'dify_outage'), '{dp-outage}');
+    const { w, log } = await worker(through);
+    await waitFor(async () => !w.worker.isPaused(), 'the worker to take jobs', LONG);
+    const { queueName } = await difyIdentity(direct.db);
+    const redis = new Redis(services.redisUrl);
+    closers.push(async () => redis.disconnect());
+    const failedJobs = () => redis.zcard(`{dp-outage}:${queueName}:failed`);
+    // The worker's server goes away; two rows with two attempts each are queued meanwhile.
+    proxy.outage();
+    await (await provisioner(direct)).enqueue(rows('Outage', 2), { batchId: 'outage', retry: { attempts: 2, backoffMs: 50 } });
+    const away = () => log.filter((l) => /PostgreSQL does not answer/.test(String(l.msg))).length;
+    await waitFor(async () => away() >= 6 || (await failedJobs()) > 0, 'the worker to try each row more times than its attempts', LONG);
+    expect(await failedJobs()).toBe(0);
+    proxy.restore();
+    expect((await waitForBatch(direct.db, 'outage', { intervalMs: 200 })).counts).toMatchObject({ created: 2, failed: 0 });
+    expect((await direct.db.query(`SELECT max(attempts)::int AS n FROM dify_provision.rows WHERE batch_id = 'outage'`)).rows[0].n).toBe(1);
+    expect(await failedJobs()).toBe(0);
+    await w.close();
+  }, 300_000);
+
   it("startAttempt, on its own, starts a row only if its lineage is in the worker's chain and the server still has the lineage that chain was read for", async () => {
     // The worker's per-job check reads the same cached chain; here the row's first statement is
     // asked directly, as a worker whose cache is wrong or stale would ask it.
