@@ -83,7 +83,7 @@ describe('Redis down', () => {
     expect(json).toMatchObject({ state: 'stalled', redisUnreachable: true, advice: REDIS_UNREACHABLE });
     const batches = await runCli(['batches'], cliEnv);
     expect(batches.code).toBe(0);
-    expect(batches.stdout).toMatch(/^down +stalled +3 /m);
+    expect(batches.stdout).toMatch(/^down +stalled +ingest +3 /m);
     expect(batches.stdout).toContain(REDIS_UNREACHABLE);
     const report = await runCli(['report', 'down'], cliEnv);
     expect(report.code).toBe(0);
