@@ -1,6 +1,7 @@
 // dify-provision as a library: what migration scripts import.
 export { createProvisioner, provisionerOn, type BatchHandle, type Provisioner } from './provisioner.js';
-export { enqueueBatch, SealRequiredError, type EnqueueOptions, type EnqueueSummary } from './ingest/enqueue-batch.js';
+export { enqueueBatch, type EnqueueOptions, type EnqueueSummary } from './ingest/enqueue-batch.js';
+export { SealRequiredError } from './crypto/sealing.js';
 export { StrictValidationError, type WorkspaceInput } from './input/input-rows.js';
 export type { Plan, PlanLine } from './ingest/plan.js';
 export { loadConfig, type Config } from './config/config.js';

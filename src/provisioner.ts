@@ -29,7 +29,8 @@ import { newInputInfo } from './input/decode.js';
 import { readRecords, readRows, type ReadOptions } from './input/read-rows.js';
 import { checkInputFile } from './input/read-options.js';
 import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } from './changes/change-row.js';
-import { enqueueChanges, sealKeyOf, type ApplyOptions, type ApplySummary } from './changes/enqueue-changes.js';
+import { enqueueChanges, type ApplyOptions, type ApplySummary } from './changes/enqueue-changes.js';
+import { sealKeyOf } from './crypto/sealing.js';
 import { planChanges, type ChangePlan } from './changes/plan.js';
 import { checkSyncInputs, SYNC_ROWS, syncChanges, type SyncInput } from './changes/sync.js';
 import { withinScope } from './changes/scope.js';
@@ -390,6 +391,7 @@ export function provisionerOn(rt: QueueRuntime): Provisioner {
     },
     async plan(file, opts = {}) {
       refuseUnusableInvitations(rt.config, opts);
+      sealKeyOf(opts);
       if (typeof file === 'string') await checkInputFile(file);
       const { open, source } = csvSource(file, opts);
       const schema = await probeDifySchema(db);

@@ -5,10 +5,10 @@
 // workers' processor runs a change job through worker/apply-change.ts. Re-running the same batch
 // queues nothing twice; a different file under the same batch id is refused.
 import type { RawRow } from '../input/row-checker.js';
-import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
+import { sealKeyOf } from '../crypto/sealing.js';
 import { storable } from '../input/row-checker.js';
 import { withTransaction, type Tx } from '../db/pool.js';
-import { BatchConflictError, UsageError } from '../common/errors.js';
+import { BatchConflictError } from '../common/errors.js';
 import { askedOptions, BatchTooLargeError, trustedOf, type EnqueueDeps } from '../ingest/enqueue-batch.js';
 import { BATCH_LIMITS, sizeWords } from '../common/limits.js';
 import { DEFAULT_RETRY, type ChangeJob, type RetryPolicy } from '../queue/contract.js';
@@ -69,24 +69,6 @@ export interface ApplySummary {
   rejected: number;
   /** Valid rows this batch had recorded already (a re-run of the same batch). */
   alreadyInBatch: number;
-}
-
-/**
- * The public key a change batch seals its invitation links to (undefined: no key given), or the
- * refusal of invitations without one (or of a key that is not a public RSA key): apply asks it
- * before recording anything, and its plans (the CLI's dry run, planChanges, POST /changes/plans) ask
- * it too, so a dry run refuses what the run would.
- */
-export function sealKeyOf(opts: {
-  invite?: boolean | undefined;
-  sendInvites?: boolean | undefined;
-  sealTo?: string | undefined;
-}): string | undefined {
-  if ((opts.invite || opts.sendInvites) && !opts.sealTo)
-    throw new UsageError(
-      'invitations need --seal-to operator-public.pem: each link lets its holder set the password, so it is sealed to that key and revealed once with `dify-provision secrets --invites`',
-    );
-  return opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
 }
 
 export async function enqueueChanges(

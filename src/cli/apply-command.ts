@@ -9,7 +9,7 @@ import { CHANGE_ROWS, type CheckedChange } from '../changes/change-row.js';
 import { describePlan, planChanges, type ChangePlanRow } from '../changes/plan.js';
 import { scopeOf, withinScope } from '../changes/scope.js';
 import { sameWorkspaceRules } from '../changes/same-workspace.js';
-import { sealKeyOf } from '../changes/enqueue-changes.js';
+import { sealKeyOf } from '../crypto/sealing.js';
 import { SYNC_ROWS, syncChanges, type SyncRow } from '../changes/sync.js';
 import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
 import { newInputInfo, describeInput } from '../input/decode.js';

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { databaseOf, refuseUnusableInvitations, type Config } from '../config/config.js';
+import { sealKeyOf } from '../crypto/sealing.js';
 import { describeInput, newInputInfo } from '../input/decode.js';
 import { readRows, WORKSPACE_ROWS, type ReadOptions } from '../input/read-rows.js';
 import { checkInputFile } from '../input/read-options.js';
@@ -90,6 +91,7 @@ export async function ingestCommand(file: string, flags: IngestFlags, config: Co
 async function dryRun(input: Readable, readOpts: ReadOptions, flags: IngestFlags, config: Config, batchId: string): Promise<number> {
   // What the real ingest refuses before recording anything, the plan refuses too, naming the setting.
   refuseUnusableInvitations(config, flags);
+  sealKeyOf(flags);
   const info = newInputInfo();
   const rows = readRows(input, readOpts, info);
   const listRows = flags.rows === undefined ? undefined : flags.rows === true ? 1000 : flags.rows;

@@ -64,3 +64,36 @@ export async function unseal(jwe: string, privateKey: KeyObject): Promise<string
     throw new WrongKeyError('this private key does not open the sealed secrets (it is not the key they were sealed to)');
   }
 }
+
+/**
+ * The public key a batch seals its secrets to (undefined: no key given), or the refusal of what
+ * needs one without it: invitation links (`invite`, `sendInvites`; ingest's `invitePending` too),
+ * minted API keys (`mintDatasetKeys`), or of a key that is not a public RSA key. The runs (ingest,
+ * apply) ask it before recording anything, and their plans (the dry runs, plan(), planChanges(),
+ * the API's plans) ask it too, so a dry run refuses what the run would.
+ */
+export function sealKeyOf(opts: {
+  invite?: boolean | undefined;
+  invitePending?: boolean | undefined;
+  sendInvites?: boolean | undefined;
+  mintDatasetKeys?: boolean | undefined;
+  sealTo?: string | undefined;
+}): string | undefined {
+  if (opts.mintDatasetKeys && !opts.sealTo) throw new SealRequiredError();
+  if ((opts.invite || opts.invitePending || opts.sendInvites) && !opts.sealTo)
+    throw new UsageError(
+      'invitations need --seal-to operator-public.pem: each link lets its holder set the password, so it is sealed to that key and revealed once with `dify-provision secrets --invites`',
+    );
+  // Only the public half is ever kept (a private key given by mistake is refused by loadSealKey).
+  return opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
+}
+
+/** Minting API keys without a key to seal them to. */
+export class SealRequiredError extends UsageError {
+  override readonly name: string = 'SealRequiredError';
+  constructor() {
+    super(
+      'minting API keys needs --seal-to operator-public.pem: each token is sealed to that key and revealed once with `dify-provision secrets`',
+    );
+  }
+}

@@ -9,9 +9,9 @@ import type { WorkspaceRow } from '../input/workspace-row.js';
 import { storable } from '../input/row-checker.js';
 import { isLikelyDuplicate } from '../input/same-customer.js';
 import { sameCustomerInDify } from '../store/owned-workspaces.js';
-import { loadSealKey, publicPemOf } from '../crypto/sealing.js';
+import { sealKeyOf } from '../crypto/sealing.js';
 import { withTransaction, type Db, type Tx } from '../db/pool.js';
-import { BatchConflictError, ProvisionError, UsageError } from '../common/errors.js';
+import { BatchConflictError, ProvisionError } from '../common/errors.js';
 import { DEFAULT_RETRY, type JobData, type RetryPolicy } from '../queue/contract.js';
 import { settleLostJobs, type QueueDeps } from '../queue/lost-jobs.js';
 import { IngestJobs } from '../queue/ingest-jobs.js';
@@ -95,15 +95,6 @@ export interface EnqueueSummary {
   notApplied?: string[];
 }
 
-export class SealRequiredError extends UsageError {
-  override readonly name: string = 'SealRequiredError';
-  constructor() {
-    super(
-      'minting API keys needs --seal-to operator-public.pem: each token is sealed to that key and revealed once with `dify-provision secrets`',
-    );
-  }
-}
-
 const CHUNK_BYTES = 4 << 20;
 /** About what a row costs in a chunk's JSON and its job (a member is an email and a role). */
 const approxBytes = (r: CheckedRow) =>
@@ -133,13 +124,7 @@ export async function enqueueBatch(
   opts: Settings,
 ): Promise<EnqueueSummary> {
   const summary: EnqueueSummary = { batchId: opts.batchId, total: 0, queued: 0, rejected: 0, alreadyInBatch: 0, likelyDuplicates: 0 };
-  if (opts.mintDatasetKeys && !opts.sealTo) throw new SealRequiredError();
-  if ((opts.invite || opts.invitePending || opts.sendInvites) && !opts.sealTo)
-    throw new UsageError(
-      'invitations need --seal-to operator-public.pem: each link lets its holder set the password, so it is sealed to that key and revealed once with `dify-provision secrets --invites`',
-    );
-  // Only the public half is ever kept (a private key given by mistake is refused by loadSealKey).
-  const sealTo = opts.sealTo ? publicPemOf(loadSealKey(opts.sealTo)) : undefined;
+  const sealTo = sealKeyOf(opts);
   // 1. Every row is recorded in one transaction under the batch's lock, and each chunk's jobs are
   //    added as soon as its rows are written (a worker that takes one waits for the COMMIT to see
   //    its row). A refused ingest (another file under this batch id, a batch over its limits, a

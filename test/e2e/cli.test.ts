@@ -94,6 +94,18 @@ describe('the CLI, with ingest and two workers as separate processes', () => {
     expect(r.code).toBe(2);
   });
 
+  it('--dry-run refuses what the ingest refuses before recording anything: secrets with no key to seal them to', async () => {
+    const file = join(env.dir, `${env.name}-seal.csv`);
+    await writeFile(file, 'workspace_name,owner_email\nA,a@b.io\n');
+    const offline: NodeJS.ProcessEnv = { ...env.env, REDIS_URL: 'redis://127.0.0.1:1' };
+    delete offline.DATABASE_URL;
+    // (--invite without --seal-to: plan-invitations, through the same sealKeyOf.)
+    const r = await runCli(['ingest', file, '--dry-run', '--mint-dataset-keys'], offline);
+    expect(r.stderr).toContain('minting API keys needs --seal-to operator-public.pem');
+    expect(r.stdout).toBe('');
+    expect(r.code).toBe(1);
+  });
+
   it('refuses a file with a bad header clearly, without a stack trace', async () => {
     const r = await runCli(['ingest', '-'], env.env, 'name,owner\nA,a@b.io\n');
     expect(r.code).toBe(1);

@@ -2,7 +2,7 @@
 // Dify's Redis), mail with a MAIL_TYPE we cannot send through. One decision (config.ts
 // refuseUnusableInvitations) for the library's plan() and planChanges(), the HTTP API's plans and
 // the CLI's dry runs, naming the setting; nothing is recorded.
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
@@ -14,6 +14,7 @@ import { csvOf } from '../helpers/batch.js';
 import { csvBody, errorOf, json } from '../helpers/api-calls.js';
 import { listeningDashboard } from '../helpers/dashboard.js';
 import { createTestEnv, type TestEnv } from '../helpers/test-env.js';
+import { operatorKeyFiles } from '../helpers/dify-invitations.js';
 
 const ADMIN = 'plan-invitations-token-0123456789';
 let env: TestEnv;
@@ -60,7 +61,10 @@ describe('a plan refuses the invitations this process cannot give, naming the se
 
     // Dify's stock MAIL_TYPE=resend: invitations can be given, not mailed.
     const noMail = await provisionerWith({ ...difyRedis(), CONSOLE_WEB_URL: 'https://dify.example.com', MAIL_TYPE: 'resend' });
-    expect(await noMail.plan(file, { createMissingOwners: true, invite: true })).toMatchObject({ total: 1, wouldCreate: 1 });
+    const sealTo = await readFile((await operatorKeyFiles(env.dir)).pub, 'utf8');
+    expect(await noMail.plan(file, { createMissingOwners: true, invite: true, sealTo })).toMatchObject({ total: 1, wouldCreate: 1 });
+    // What the ingest refuses before recording anything, its plan refuses too: secrets with no key to seal them to.
+    await expect(noMail.plan(file, { createMissingOwners: true, invite: true })).rejects.toThrow(/^invitations need --seal-to/);
     await expect(noMail.plan(file, { createMissingOwners: true, sendInvites: true })).rejects.toThrow(/MAIL_TYPE: "resend"/);
     await expect(noMail.planChanges([CHANGE], { sendInvites: true })).rejects.toThrow(/MAIL_TYPE: "resend"/);
     expect(await batchCount()).toBe(0);
@@ -96,7 +100,13 @@ describe('a plan refuses the invitations this process cannot give, naming the se
     opened.push(mailDash);
     const mail = await errorOf(await api(mailDash.base, '/plans?create_missing_owners=true&send_invites=true', csvBody(csv)), 422);
     expect(mail).toMatchObject({ code: 'CONFIG', message: expect.stringContaining('MAIL_TYPE: "resend"') });
-    expect((await api(mailDash.base, '/plans?create_missing_owners=true&invite=true', csvBody(csv))).status).toBe(200);
+    const sealTo = await readFile((await operatorKeyFiles(env.dir)).pub, 'utf8');
+    const rows = [{ workspace_name: 'Acme', owner_email: 'new@example.com' }];
+    const invite = { create_missing_owners: true, invite: true };
+    expect((await api(mailDash.base, '/plans', json({ rows, options: { ...invite, seal_to: sealTo } }))).status).toBe(200);
+    // Without a key to seal the links to, refused as the ingest would refuse it.
+    const unsealed = await errorOf(await api(mailDash.base, '/plans', json({ rows, options: invite })), 400);
+    expect(unsealed.message).toMatch(/^invitations need --seal-to/);
     expect(await batchCount()).toBe(0);
   });
 });

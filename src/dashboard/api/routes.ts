@@ -37,7 +37,8 @@ import { CHANGE_ROWS, checkChangeInputs, type ChangeInput, type CheckedChange } 
 import { changeLibraryOptions, type ChangeOptions } from '../../changes/options.js';
 import { withinScope } from '../../changes/scope.js';
 import { sameWorkspaceRules } from '../../changes/same-workspace.js';
-import { sealKeyOf, type ApplySummary } from '../../changes/enqueue-changes.js';
+import type { ApplySummary } from '../../changes/enqueue-changes.js';
+import { sealKeyOf } from '../../crypto/sealing.js';
 import { describePlan, planChanges, type ChangePlan } from '../../changes/plan.js';
 import { allReportRows, reportRows, rowDetail, type ReportRow, type RowDetail } from '../../store/report.js';
 import { generatedBatchId, type Outcome } from '../../common/types.js';
@@ -204,6 +205,7 @@ export function apiRoutes(deps: ApiDeps): ApiRoute[] {
           throw new ApiRefusal('INVALID_REQUEST', 400, 'send rows as JSON, or a CSV/.xlsx file');
         const opts = libraryOptions(input.options);
         checkInvitations(opts);
+        sealKeyOf(opts);
         const planOpts = {
           createMissingAccounts: opts.createMissingOwners ?? false,
           allowDuplicateNames: opts.allowDuplicateNames ?? false,
