@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { cliWorld, until } from '../helpers/cli-world.js';
+import { operatorKeyFiles } from '../helpers/dify-invitations.js';
 
 const world = cliWorld();
 
@@ -100,8 +101,12 @@ describe("created people's profiles", () => {
     const mail = await runCli(['ingest', file, '--dry-run', '--send-invites', '--create-missing-owners'], env);
     expect(mail.stderr).toContain('MAIL_TYPE: "resend": dify-provision sends invitations through SMTP only');
     expect(mail.code).toBe(1);
-    // Settings that work: the plan goes on.
-    const fine = await runCli(['ingest', file, '--dry-run', '--invite', '--create-missing-owners'], { ...env, MAIL_TYPE: '' });
+    // Settings that work, and a key to seal the links to: the plan goes on.
+    const { pub } = await operatorKeyFiles(world.env.dir);
+    const fine = await runCli(['ingest', file, '--dry-run', '--invite', '--create-missing-owners', '--seal-to', pub], {
+      ...env,
+      MAIL_TYPE: '',
+    });
     expect(fine.stdout).toContain('would create 1');
   });
 });
