@@ -83,12 +83,29 @@ function startWorker(kind: 'cli' | 'faulty', faultUntil = 0, extraEnv: NodeJS.Pr
 }
 
 /**
+ * A worker that refused to start because PostgreSQL or Redis did not answer then (one started
+ * while a server restarts): it says so and exits 1, for its supervisor to start it again, as the
+ * tests here do (restartRefused). Not a crash.
+ */
+const refusedToStart = (w: (typeof spawned)[number]) =>
+  w.exit === 'exit code 1' && /cannot use PostgreSQL at |cannot reach Redis at /.test(readFileSync(w.log, 'utf8'));
+
+/** Starts again, as a supervisor would, each worker of `workers` that refused to start (refusedToStart). */
+function restartRefused(workers: ChildProcess[], start: (i: number) => ChildProcess): void {
+  workers.forEach((child, i) => {
+    const w = spawned.find((e) => e.child === child);
+    if (w && !w.stopping && refusedToStart(w)) workers[i] = start(i);
+  });
+}
+
+/**
  * Fails at once when a worker exited on its own (an exit code, not a signal: a crash such as an
  * unhandled error) while faults were applied, naming it and quoting the end of its log; killing
- * workers by signal (SIGKILL, here or by themselves) is the test's.
+ * workers by signal (SIGKILL, here or by themselves) is the test's, and so is a worker that
+ * refused to start while a server restarted (refusedToStart).
  */
 function failOnCrashedWorker(): void {
-  const crashed = spawned.find((w) => !w.stopping && w.exit !== undefined && w.exit.startsWith('exit code'));
+  const crashed = spawned.find((w) => !w.stopping && w.exit !== undefined && w.exit.startsWith('exit code') && !refusedToStart(w));
   if (crashed)
     throw new Error(`a worker crashed (${crashed.exit}), which no fault here should cause; the end of its log:\n${tailOf(crashed)}`);
 }
@@ -188,6 +205,7 @@ describe(`chaos: ${ROWS} rows while workers die and services restart`, () => {
       const s = await current();
       if (s?.done) break;
       failOnCrashedWorker();
+      restartRefused(workers, (i) => startWorker(i === 2 ? 'faulty' : 'cli', faultUntil));
       stalled(s?.finished ?? -1, s?.counts);
       const pct = s ? (s.finished / s.total) * 100 : 0;
       await applyDue(
